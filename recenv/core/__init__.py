@@ -1,0 +1,8 @@
+"""The batched simulator core: torch and numpy only (no PettingZoo, no RL or logging library)."""
+
+from recenv.core.catalog import Catalog, build_catalog
+from recenv.core.config import MarketConfig
+from recenv.core.market import BatchedMarket
+from recenv.core.metrics import EPISODE_METRICS
+
+__all__ = ["EPISODE_METRICS", "BatchedMarket", "Catalog", "MarketConfig", "build_catalog"]

@@ -1,0 +1,179 @@
+"""The item catalog: static data shared by every market of a batch, plus retrieval indices.
+
+The catalog is part of the scenario (drawn from ``catalog_seed`` with a ``torch.Generator``), not
+of the episode, so 10^6 items cost memory once, not per market. Retrieval never scores the
+catalog: each agent's items are pre-sorted into lists (by topic and popularity, by popularity, by
+arrival time) and a request draws positions in those lists, so a step costs the same for 10^3 or
+10^6 items.
+
+Shapes: ``I`` items, ``T`` topics, ``D`` embedding dim, ``A`` agents, ``M`` longest list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recenv.core.config import MarketConfig
+
+
+@dataclass
+class Catalog:
+    topics: torch.Tensor  # [I, T] float, sparse rows summing to 1
+    embed: torch.Tensor  # [I, D] float, latent embedding
+    quality: torch.Tensor  # [I] float
+    quality_noise: torch.Tensor  # [I] float, fixed noise on the observed quality
+    length: torch.Tensor  # [I] float > 0, time cost
+    price: torch.Tensor  # [I] float >= 0
+    popularity: torch.Tensor  # [I] float, prior share, sums to 1 (Zipf-like long tail)
+    owner: torch.Tensor  # [I] int64 agent id, -1 when shared
+    arrival: torch.Tensor  # [I] int64 step at which the item appears (0 = from the start)
+    main_topic: torch.Tensor  # [I] int64
+    # Retrieval lists, per agent; padded with a valid item and bounded by the *_len tensors.
+    by_topic: torch.Tensor  # [A, T, M] item ids, each topic's items by popularity (desc)
+    by_topic_len: torch.Tensor  # [A, T] int64
+    by_pop: torch.Tensor  # [A, M] item ids by popularity (desc)
+    by_pop_len: torch.Tensor  # [A] int64
+    by_arrival: torch.Tensor  # [A, M] item ids by arrival (asc)
+    arrival_sorted: torch.Tensor  # [A, M] arrival steps, ascending; padding = huge
+    head: torch.Tensor  # [A, K] the K most popular items present from t=0 (always retrievable)
+
+    @property
+    def num_items(self) -> int:
+        return self.topics.shape[0]
+
+    def to(self, device: torch.device | str) -> Catalog:
+        return Catalog(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+def build_catalog(cfg: MarketConfig) -> Catalog:
+    """Draw the catalog of ``cfg`` on the CPU (move it with :meth:`Catalog.to`)."""
+    g = torch.Generator().manual_seed(cfg.catalog_seed)
+    I, T, D, A = cfg.num_items, cfg.num_topics, cfg.embed_dim, cfg.num_agents
+
+    # Sparse topics: 1..max_item_topics topics with Dirichlet-like weights.
+    n_topics = torch.randint(1, cfg.max_item_topics + 1, (I,), generator=g)
+    order = torch.rand(I, T, generator=g).argsort(dim=1)
+    rank_of_topic = order.argsort(dim=1)
+    weights = -torch.log(torch.rand(I, T, generator=g))
+    weights = torch.where(rank_of_topic < n_topics[:, None], weights, torch.zeros_like(weights))
+    topics = weights / weights.sum(dim=1, keepdim=True)
+    main_topic = topics.argmax(dim=1)
+
+    embed = torch.randn(I, D, generator=g) / D**0.5
+    quality = torch.randn(I, generator=g) * cfg.quality_std
+    quality_noise = torch.randn(I, generator=g) * cfg.quality_noise
+    length = cfg.mean_item_length * torch.exp(0.5 * torch.randn(I, generator=g) - 0.125)
+    price = cfg.price_scale * torch.exp(0.6 * torch.randn(I, generator=g) - 0.18)
+
+    # Zipf popularity over a random permutation of ranks: the long tail.
+    ranks = torch.randperm(I, generator=g).to(torch.float64) + 1.0
+    pop = ranks.pow(-cfg.zipf_exponent)
+    popularity = (pop / pop.sum()).to(torch.float32)
+
+    if cfg.ownership == "partition":
+        owner = torch.randperm(I, generator=g) % A
+    else:
+        owner = torch.full((I,), -1, dtype=torch.int64)
+
+    is_new = torch.rand(I, generator=g) < cfg.new_item_fraction
+    arrival_time = torch.randint(1, max(2, cfg.horizon), (I,), generator=g)
+    arrival = torch.where(is_new, arrival_time, torch.zeros_like(arrival_time))
+
+    lists = _retrieval_lists(cfg, popularity, owner, arrival, main_topic)
+    return Catalog(
+        topics=topics,
+        embed=embed,
+        quality=quality,
+        quality_noise=quality_noise,
+        length=length,
+        price=price,
+        popularity=popularity,
+        owner=owner,
+        arrival=arrival,
+        main_topic=main_topic,
+        **lists,
+    )
+
+
+def catalog_from_arrays(
+    cfg: MarketConfig,
+    topics: torch.Tensor,
+    embed: torch.Tensor,
+    popularity: torch.Tensor,
+    quality: torch.Tensor | None = None,
+) -> Catalog:
+    """A catalog from given item arrays (e.g. fitted on an interaction log); the rest is drawn
+    from ``cfg`` as in :func:`build_catalog`."""
+    base = build_catalog(cfg)
+    popularity = (popularity / popularity.sum()).to(torch.float32)
+    main_topic = topics.argmax(dim=1)
+    lists = _retrieval_lists(cfg, popularity, base.owner, base.arrival, main_topic)
+    return Catalog(
+        topics=topics.float(),
+        embed=embed.float(),
+        quality=base.quality if quality is None else quality.float(),
+        quality_noise=base.quality_noise,
+        length=base.length,
+        price=base.price,
+        popularity=popularity,
+        owner=base.owner,
+        arrival=base.arrival,
+        main_topic=main_topic,
+        **lists,
+    )
+
+
+def _retrieval_lists(
+    cfg: MarketConfig,
+    popularity: torch.Tensor,
+    owner: torch.Tensor,
+    arrival: torch.Tensor,
+    main_topic: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Per-agent sorted id lists. Built once; a loop over agents here is set-up, not a step."""
+    I, T, A, K = cfg.num_items, cfg.num_topics, cfg.num_agents, cfg.slate_size
+    big = torch.iinfo(torch.int64).max // 4
+    by_pop_order = torch.argsort(popularity, descending=True, stable=True)
+    per_agent_pop, per_agent_arr, per_agent_topic, heads = [], [], [], []
+    for a in range(A):
+        mine = by_pop_order[(owner[by_pop_order] == a) | (owner[by_pop_order] < 0)]
+        per_agent_pop.append(mine)
+        arr_order = torch.argsort(arrival[mine], stable=True)
+        per_agent_arr.append(mine[arr_order])
+        heads.append(mine[arrival[mine] == 0][:K])
+        per_agent_topic.append([mine[main_topic[mine] == t] for t in range(T)])
+    M = max(len(p) for p in per_agent_pop)
+    Mt = max(1, max(len(x) for lists in per_agent_topic for x in lists))
+
+    def pad(x: torch.Tensor, n: int, fill: int) -> torch.Tensor:
+        out = torch.full((n,), fill, dtype=torch.int64)
+        out[: len(x)] = x
+        return out
+
+    by_pop = torch.stack([pad(p, M, int(p[0])) for p in per_agent_pop])
+    by_arrival = torch.stack([pad(p, M, int(p[0])) for p in per_agent_arr])
+    arrival_sorted = torch.stack(
+        [pad(arrival[p], M, big) for p in per_agent_arr]
+    )  # padding sorts last
+    by_topic = torch.stack(
+        [
+            torch.stack(
+                [pad(x, Mt, int(x[0]) if len(x) else int(per_agent_pop[a][0])) for x in lists]
+            )
+            for a, lists in enumerate(per_agent_topic)
+        ]
+    )
+    by_topic_len = torch.tensor([[len(x) for x in lists] for lists in per_agent_topic])
+    # An empty topic bucket falls back to the agent's popular list (length 1, its top item).
+    by_topic_len = by_topic_len.clamp(min=1)
+    return {
+        "by_topic": by_topic,
+        "by_topic_len": by_topic_len,
+        "by_pop": by_pop,
+        "by_pop_len": torch.tensor([len(p) for p in per_agent_pop]),
+        "by_arrival": by_arrival,
+        "arrival_sorted": arrival_sorted,
+        "head": torch.stack(heads),
+    }

@@ -1,0 +1,92 @@
+"""The user's choice: utility terms, conditional-logit probabilities, and sampling.
+
+Choice models return probabilities; sampling is a separate function that takes explicit
+uniforms, so the statistical test can compare sampled frequencies with the probabilities.
+
+Shapes: ``N`` markets, ``P`` page entries (A*K), ``T`` topics, ``D`` embedding dim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from recenv.core.config import MarketConfig
+
+UTILITY_TERMS = ("interest", "taste", "quality", "boredom", "price", "position")
+
+
+@dataclass
+class UtilityTerms:
+    """Each term of the utility of every page entry, ``[N, P]`` each. ``total`` is their sum."""
+
+    interest: torch.Tensor
+    taste: torch.Tensor
+    quality: torch.Tensor
+    boredom: torch.Tensor
+    price: torch.Tensor
+    position: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.interest + self.taste + self.quality + self.boredom + self.price + self.position
+
+
+def item_utility_terms(
+    cfg: MarketConfig,
+    interest: torch.Tensor,  # [N, T]
+    boredom: torch.Tensor,  # [N, T]
+    taste: torch.Tensor,  # [N, D]
+    price_sensitivity: torch.Tensor,  # [N]
+    topics: torch.Tensor,  # [N, P, T]
+    embed: torch.Tensor,  # [N, P, D]
+    quality: torch.Tensor,  # [N, P]
+    price: torch.Tensor,  # [N, P]
+    position: torch.Tensor | None,  # [N, P] 0-based page position, or None for no bias term
+) -> UtilityTerms:
+    """Utility = interest match + taste + quality − boredom − price sensitivity × price
+    + position bias. ``position=None`` gives the position-free utility (the oracle's)."""
+    interest_term = cfg.interest_weight * torch.einsum("nt,npt->np", interest, topics)
+    taste_term = cfg.taste_weight * torch.einsum("nd,npd->np", taste, embed)
+    boredom_term = -cfg.boredom_weight * torch.einsum("nt,npt->np", boredom, topics)
+    price_term = -price_sensitivity[:, None] * price
+    if position is None:
+        pos_term = torch.zeros_like(quality)
+    else:
+        pos_term = -cfg.position_bias * torch.log2(1.0 + position.to(quality.dtype))
+    return UtilityTerms(
+        interest=interest_term,
+        taste=taste_term,
+        quality=cfg.quality_weight * quality,
+        boredom=boredom_term,
+        price=price_term,
+        position=pos_term,
+    )
+
+
+def logit_probabilities(
+    utility: torch.Tensor,  # [N, P]
+    visible: torch.Tensor,  # [N, P] bool
+    no_click_utility: float | torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Conditional logit over the visible entries plus a no-click option.
+
+    Returns ``[N, P + 1]`` probabilities; the last column is no-click. Invisible entries get 0.
+    """
+    logits = torch.where(visible, utility / temperature, torch.full_like(utility, -math.inf))
+    nc = torch.as_tensor(no_click_utility, dtype=utility.dtype, device=utility.device)
+    nc = (nc / temperature).expand(utility.shape[0], 1)
+    return torch.softmax(torch.cat([logits, nc], dim=1), dim=1)
+
+
+def sample_choice(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Sample one column of ``probs`` [N, P+1] by Gumbel-max with ``uniforms`` [N, P+1].
+
+    Zero-probability entries can never be chosen. Returns ``[N]`` int64.
+    """
+    gumbel = -torch.log(-torch.log(uniforms))
+    scores = torch.log(probs) + gumbel  # log(0) = -inf keeps impossible entries out
+    return scores.argmax(dim=1)

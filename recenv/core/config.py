@@ -1,0 +1,246 @@
+"""Configuration of a market: one frozen dataclass, validated on construction.
+
+Every field carries a one-line ``help`` in its metadata; the experiment runner turns these into
+``--help`` text, so the dataclass is the single source of truth for what can be configured.
+Unknown keys are rejected by :meth:`MarketConfig.from_kwargs` with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+TOPOLOGIES = ("shared_page", "platform_choice")
+REWARD_MODES = ("competitive", "cooperative", "mixed")
+OWNERSHIPS = ("partition", "shared")
+INVALID_SLATE_POLICIES = ("raise", "repair")
+PAGE_ORDERS = ("rotating", "fixed")
+RESPONSES = ("engagement", "watch_time", "listen", "purchase")
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the argparse word
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """All parameters of a market. Sizes, then retrieval, choice, response, dynamics, reward."""
+
+    # --- sizes -----------------------------------------------------------------------------
+    num_agents: int = _f(2, "A: recommender agents in the market")
+    num_items: int = _f(2000, "I: items in the catalog (static, shared by all markets)")
+    num_topics: int = _f(16, "T: topics items and interests are spread over")
+    embed_dim: int = _f(8, "D: latent taste/embedding dimension")
+    num_users: int = _f(25, "U: users in each market")
+    num_candidates: int = _f(20, "C: candidates retrieved per agent per request")
+    slate_size: int = _f(3, "K: items in each agent's slate (distinct candidates)")
+    horizon: int = _f(200, "H: requests per episode (truncation)")
+    catalog_seed: int = _f(0, "seed of the static catalog (part of the scenario, not the env seed)")
+
+    # --- catalog ---------------------------------------------------------------------------
+    ownership: str = _f("partition", "who may recommend an item: 'partition' or 'shared'")
+    zipf_exponent: float = _f(1.1, "long-tail exponent of the items' popularity prior")
+    max_item_topics: int = _f(3, "each item carries weight on 1..max_item_topics topics")
+    new_item_fraction: float = _f(0.2, "fraction of items that arrive during the episode")
+    quality_std: float = _f(0.5, "spread of item quality")
+    price_scale: float = _f(0.0, "mean item price (0 disables prices)")
+    mean_item_length: float = _f(1.0, "mean time cost of consuming an item")
+    item_stats_size: int = _f(
+        4096, "per-market item counters; exact when num_items <= this, hashed beyond"
+    )
+
+    # --- retrieval (the environment plays the candidate generator) --------------------------
+    retrieval_interest: float = _f(0.5, "share of retrieved candidates matched to user features")
+    retrieval_popular: float = _f(0.3, "share of retrieved candidates drawn from popular items")
+    retrieval_fresh: float = _f(0.2, "share of retrieved candidates drawn from newest items")
+    retrieval_skew: float = _f(2.0, "how strongly retrieval prefers the head of each list (>=1)")
+    fresh_window: int = _f(50, "the 'fresh' source draws among this many newest items")
+
+    # --- observation -----------------------------------------------------------------------
+    feature_noise: float = _f(0.1, "std of noise on observable user features")
+    feature_visible: float = _f(0.75, "probability a user's topic is observable at all")
+    quality_noise: float = _f(0.3, "std of noise on observed item quality")
+
+    # --- choice (conditional logit with a no-click option) ----------------------------------
+    topology: str = _f("shared_page", "'shared_page' (one page) or 'platform_choice'")
+    page_order: str = _f("rotating", "agent blocks on a shared page: 'rotating' or 'fixed'")
+    interest_weight: float = _f(3.0, "utility weight of topic interest match")
+    taste_weight: float = _f(1.0, "utility weight of latent taste x item embedding")
+    quality_weight: float = _f(1.0, "utility weight of item quality")
+    boredom_weight: float = _f(2.0, "utility penalty per unit of boredom with the item's topics")
+    price_sensitivity: float = _f(0.0, "mean user price sensitivity (utility per unit price)")
+    position_bias: float = _f(1.0, "utility penalty x log2(1 + position) on the page")
+    no_click_utility: float = _f(1.5, "utility of not clicking")
+    temperature: float = _f(1.0, "logit temperature of the choice")
+    loyalty_weight: float = _f(3.0, "platform_choice: utility weight of loyalty")
+    leave_utility: float = _f(-1.0, "platform_choice: utility of visiting no platform")
+
+    # --- response --------------------------------------------------------------------------
+    response: str = _f("engagement", "response model: " + ", ".join(RESPONSES))
+    engagement_noise: float = _f(0.2, "multiplicative noise on engagement")
+
+    # --- dynamics --------------------------------------------------------------------------
+    interest_drift: float = _f(0.05, "interest moves this far toward a consumed item's topics")
+    boredom_growth: float = _f(0.3, "boredom added to a consumed item's topics")
+    boredom_exposure: float = _f(0.02, "boredom added to topics merely shown")
+    boredom_decay: float = _f(0.9, "per-step multiplicative boredom decay (applied lazily)")
+    satisfaction_init: float = _f(0.7, "satisfaction of a new or returning user")
+    satisfaction_rate: float = _f(0.1, "satisfaction step toward (engagement - expectation)")
+    expectation: float = _f(0.3, "engagement a user expects from a request")
+    loyalty_rate: float = _f(0.2, "loyalty step toward a platform's outcome - expectation")
+    session_budget: float = _f(8.0, "mean time budget of a session")
+    browse_cost: float = _f(0.2, "time a request costs even without a click")
+    session_gap: int = _f(5, "steps a user stays away after a session ends")
+    churn_threshold: float = _f(0.2, "a user whose satisfaction falls below this churns")
+    return_prob: float = _f(0.02, "per-step probability that a churned user returns")
+
+    # --- reward ----------------------------------------------------------------------------
+    reward_mode: str = _f("competitive", "'competitive', 'cooperative' or 'mixed'")
+    team_weight: float = _f(0.5, "mixed mode: weight of the team total (own: 1 - weight)")
+    welfare_weight: float = _f(0.0, "optional reward term: chosen item's utility (user welfare)")
+    diversity_weight: float = _f(0.0, "optional reward term: intra-list diversity of own slate")
+    fairness_weight: float = _f(0.0, "optional reward term: exposure given to long-tail items")
+
+    # --- input handling --------------------------------------------------------------------
+    invalid_slate: str = _f("raise", "invalid slate: 'raise' a ValueError or 'repair' it")
+
+    def __post_init__(self) -> None:
+        errors = _validate(self)
+        if errors:
+            raise ValueError("invalid MarketConfig: " + "; ".join(errors))
+
+    # Derived sizes --------------------------------------------------------------------------
+    @property
+    def candidate_dim(self) -> int:
+        """Features per candidate: topics (T) + popularity, exposures, age, length, price,
+        observed quality."""
+        return self.num_topics + 6
+
+    @property
+    def user_dim(self) -> int:
+        """Observable user features: noisy topic interests (T) + session depth + visits."""
+        return self.num_topics + 2
+
+    @property
+    def history_dim(self) -> int:
+        """Agent's own history with the user: decayed clicked-topic profile (T) + impressions,
+        clicks, engagement (decayed), steps since last visit."""
+        return self.num_topics + 4
+
+    @property
+    def state_dim(self) -> int:
+        """Size of the global ``state()`` vector; see ``recenv.core.market`` for the layout."""
+        T, D, A, C = self.num_topics, self.embed_dim, self.num_agents, self.num_candidates
+        return 2 * T + D + 3 + A + 2 * A * C + 3 + A
+
+    @property
+    def stats_size(self) -> int:
+        return min(self.num_items, self.item_stats_size)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls, base: MarketConfig | None = None, **overrides: Any) -> MarketConfig:
+        """Build a config from ``base`` (default: the defaults) with keyword overrides.
+
+        Unknown keys raise ``TypeError``-free ``ValueError`` naming the key and the valid ones.
+        """
+        valid = cls.field_names()
+        unknown = sorted(k for k in overrides if k not in valid)
+        if unknown:
+            raise ValueError(
+                f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {valid}"
+            )
+        base = base if base is not None else cls()
+        return dataclasses.replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _validate(c: MarketConfig) -> list[str]:
+    errs: list[str] = []
+    for f in dataclasses.fields(c):
+        v = getattr(c, f.name)
+        want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[
+            f.type
+        ]
+        ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            errs.append(f"{f.name}={v!r} must be of type {want.__name__}")
+        elif want is float and not math.isfinite(v):
+            errs.append(f"{f.name}={v!r} must be finite")
+    if errs:
+        return errs
+
+    def positive(*names: str) -> None:
+        for n in names:
+            if getattr(c, n) <= 0:
+                errs.append(f"{n}={getattr(c, n)} must be > 0")
+
+    def nonneg(*names: str) -> None:
+        for n in names:
+            if getattr(c, n) < 0:
+                errs.append(f"{n}={getattr(c, n)} must be >= 0")
+
+    def prob(*names: str) -> None:
+        for n in names:
+            if not 0.0 <= getattr(c, n) <= 1.0:
+                errs.append(f"{n}={getattr(c, n)} is a probability and must be in [0, 1]")
+
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(c, name) not in allowed:
+            errs.append(f"{name}={getattr(c, name)!r} must be one of {list(allowed)}")
+
+    positive("num_agents", "num_items", "num_topics", "embed_dim", "num_users")
+    positive("num_candidates", "slate_size", "horizon", "item_stats_size", "fresh_window")
+    positive("temperature", "session_budget", "mean_item_length", "max_item_topics")
+    nonneg("zipf_exponent", "quality_std", "price_scale", "feature_noise", "quality_noise")
+    nonneg("boredom_growth", "boredom_exposure", "price_sensitivity", "position_bias")
+    nonneg("engagement_noise", "browse_cost", "session_gap", "loyalty_weight")
+    nonneg("welfare_weight", "diversity_weight", "fairness_weight")
+    prob("new_item_fraction", "feature_visible", "interest_drift", "boredom_decay")
+    prob("satisfaction_init", "satisfaction_rate", "loyalty_rate", "churn_threshold")
+    prob("return_prob", "team_weight", "retrieval_interest", "retrieval_popular")
+    prob("retrieval_fresh")
+    choice("topology", TOPOLOGIES)
+    choice("reward_mode", REWARD_MODES)
+    choice("ownership", OWNERSHIPS)
+    choice("invalid_slate", INVALID_SLATE_POLICIES)
+    choice("page_order", PAGE_ORDERS)
+    choice("response", RESPONSES)
+    if errs:
+        return errs
+    if c.slate_size > c.num_candidates:
+        errs.append(
+            f"slate_size={c.slate_size} > num_candidates={c.num_candidates}: "
+            "a slate holds K distinct candidates, so K <= C"
+        )
+    if c.max_item_topics > c.num_topics:
+        errs.append(f"max_item_topics={c.max_item_topics} > num_topics={c.num_topics}")
+    per_agent = c.num_items if c.ownership == "shared" else c.num_items // c.num_agents
+    initial = per_agent - int(per_agent * c.new_item_fraction)
+    if initial < c.num_candidates:
+        errs.append(
+            f"each agent owns about {per_agent} items of which {initial} exist at t=0, fewer "
+            f"than num_candidates={c.num_candidates}: raise num_items or lower new_item_fraction"
+        )
+    if c.retrieval_skew < 1.0:
+        errs.append(f"retrieval_skew={c.retrieval_skew} must be >= 1")
+    mix = c.retrieval_interest + c.retrieval_popular + c.retrieval_fresh
+    if abs(mix - 1.0) > 1e-6:
+        errs.append(
+            f"retrieval_interest + retrieval_popular + retrieval_fresh = {mix:g}, must sum to 1"
+        )
+    if c.churn_threshold >= c.satisfaction_init:
+        errs.append(
+            f"churn_threshold={c.churn_threshold} must be below satisfaction_init="
+            f"{c.satisfaction_init}, or every new user churns at once"
+        )
+    return errs

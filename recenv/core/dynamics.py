@@ -1,0 +1,109 @@
+"""User dynamics (DESIGN §3, step 8) as pure functions of a user row.
+
+- :func:`on_arrival` brings a stored row up to date when the user arrives: fresh state for a
+  user new to the episode, lazy boredom decay since the last write, a churned user's return.
+- :func:`after_request` applies one request's outcome: interest drift toward consumed topics,
+  boredom growth, satisfaction against expectation, loyalty, the session budget, session ends
+  and churn, and each agent's history summary.
+
+Rows are ``[N, F]`` in the :class:`~recenv.core.users.UserLayout`; ``N`` markets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recenv.core.config import MarketConfig
+from recenv.core.users import NEVER, UserLayout
+
+HISTORY_DECAY = 0.8  # per-visit decay of an agent's history summary with a user
+
+
+def on_arrival(
+    cfg: MarketConfig,
+    L: UserLayout,
+    row: torch.Tensor,  # [N, F] stored row
+    fresh: torch.Tensor,  # [N] bool: the stored row belongs to an older episode
+    fresh_row: torch.Tensor,  # [N, F] the user's fresh state this episode
+    t: torch.Tensor,  # [N] float step within the episode
+) -> torch.Tensor:
+    row = torch.where(fresh[:, None], fresh_row, row)
+    lag = (t - row[:, L.bored_at]).clamp(min=0.0)
+    row[:, L.boredom] *= torch.pow(cfg.boredom_decay, lag)[:, None]
+    row[:, L.bored_at] = t
+    returning = row[:, L.churned] > 0
+    row[:, L.satisfaction] = torch.where(
+        returning, cfg.satisfaction_init, row[:, L.satisfaction]
+    )
+    row[:, L.churned] = 0.0
+    return row
+
+
+def after_request(
+    cfg: MarketConfig,
+    L: UserLayout,
+    row: torch.Tensor,  # [N, F] the current user's row (already brought up to date)
+    t: torch.Tensor,  # [N] float step within the episode
+    clicked: torch.Tensor,  # [N] bool
+    item_topics: torch.Tensor,  # [N, T] topics of the chosen item (any row when no click)
+    shown_topics: torch.Tensor,  # [N, T] mean topic vector of the visible page
+    fit: torch.Tensor,  # [N] in [0, 1], 0 without a click
+    time_spent: torch.Tensor,  # [N]
+    served: torch.Tensor,  # [N, A] bool: the agent's slate reached the user
+    won: torch.Tensor,  # [N, A] bool: the agent's item was clicked
+    value: torch.Tensor,  # [N] value of the click
+    impressions: torch.Tensor,  # [N, A] share of the agent's slate that was visible
+    draws: torch.Tensor,  # [N, 3] uniforms: session gap, budget refill, churn return wait
+) -> torch.Tensor:
+    row = row.clone()
+    click = clicked[:, None]
+    interest = row[:, L.interest]
+    drifted = (1.0 - cfg.interest_drift) * interest + cfg.interest_drift * item_topics
+    row[:, L.interest] = torch.where(click, drifted, interest)
+    boredom = (
+        row[:, L.boredom]
+        + cfg.boredom_growth * click * item_topics
+        + cfg.boredom_exposure * shown_topics
+    )
+    row[:, L.boredom] = boredom
+    sat = (row[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(
+        0.0, 1.0
+    )
+    row[:, L.satisfaction] = sat
+    outcome = won * fit[:, None]
+    loyalty = row[:, L.loyalty] + cfg.loyalty_rate * served * (outcome - cfg.expectation)
+    row[:, L.loyalty] = loyalty.clamp(-3.0, 3.0)
+
+    budget = row[:, L.budget] - cfg.browse_cost - time_spent
+    session_over = budget <= 0
+    gap = torch.floor(cfg.session_gap * (0.5 + draws[:, 0]))
+    row[:, L.budget] = torch.where(session_over, cfg.session_budget * (0.5 + draws[:, 1]), budget)
+    churn = sat < cfg.churn_threshold
+    if cfg.return_prob > 0:
+        p = min(cfg.return_prob, 1.0 - 1e-7)
+        wait = torch.ceil(torch.log(draws[:, 2]) / math.log1p(-p)).clamp(1.0, NEVER)
+    else:
+        wait = torch.full_like(gap, NEVER)
+    away = torch.where(session_over, t + 1.0 + gap, row[:, L.available_at])
+    row[:, L.available_at] = torch.where(churn, t + 1.0 + wait, away)
+    row[:, L.churned] = churn.to(row.dtype)
+    row[:, L.depth] = torch.where(session_over | churn, 0.0, row[:, L.depth] + 1.0)
+    row[:, L.visits] += 1.0
+    row[:, L.last_visit] = t
+
+    A, H = won.shape[1], L.history_width
+    hist = row[:, L.history].reshape(-1, A, H)
+    wonf = won.to(row.dtype)
+    add = torch.cat(
+        [
+            wonf[:, :, None] * item_topics[:, None, :],
+            impressions[:, :, None],
+            wonf[:, :, None],
+            (wonf * value[:, None])[:, :, None],
+        ],
+        dim=2,
+    )
+    row[:, L.history] = (HISTORY_DECAY * hist + add).reshape(-1, A * H)
+    return row

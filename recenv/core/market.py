@@ -1,0 +1,675 @@
+"""The batched market: ``num_envs`` independent markets stepped together as torch tensors.
+
+Contract (``N`` markets, ``A`` agents, ``U`` users, ``C`` candidates, ``K`` slate size,
+``T`` topics):
+
+- ``reset(seed=None) -> obs``; ``step(actions) -> (obs, rewards, terminated, truncated, info)``.
+- ``obs[agent]`` is a dict of tensors: ``user [N, T+2]``, ``history [N, T+4]``,
+  ``candidates [N, C, T+6]``, ``action_mask [N, C]`` (bool), ``user_id [N]``,
+  ``candidate_ids [N, C]``.
+- ``actions[agent]`` is an integer tensor ``[N, K]`` of distinct, unmasked candidate indices.
+- ``rewards[agent]`` ``[N]`` float; ``terminated`` / ``truncated`` ``[N]`` bool.
+- ``state() -> [N, S]``: the global latent view for centralized critics (layout in
+  :meth:`BatchedMarket.state`).
+
+**Auto-reset** follows Gymnasium's ``NEXT_STEP`` mode: the step that ends an episode returns
+that episode's final observation (so truncated episodes can be bootstrapped); the next
+``step`` starts a new episode in those markets, ignores their actions, and returns reward 0,
+``terminated = truncated = False`` and ``info["reset"] = True``. It is masked and branchless:
+every market runs the same tensor program each step.
+
+**Lazy state.** Per-user and per-item state is stamped with the episode it belongs to; a stale
+stamp reads as the fresh state of the new episode, so starting an episode touches ``O(1)``
+memory per market instead of ``O(U * T + I)``. Boredom decays lazily from the step it was last
+written.
+
+**Randomness** comes from :mod:`recenv.core.rng`: market ``n`` of a batch seeded ``s`` is the
+market seeded ``s + n`` (the Gymnasium vector convention), on any device and at any batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from recenv.core import rng
+from recenv.core.catalog import Catalog, build_catalog
+from recenv.core.choice import (
+    UTILITY_TERMS,
+    item_utility_terms,
+    logit_probabilities,
+    sample_choice,
+)
+from recenv.core.config import MarketConfig
+from recenv.core.dynamics import after_request, on_arrival
+from recenv.core.metrics import gini, intra_list_diversity
+from recenv.core.response import respond
+from recenv.core.rewards import agent_rewards
+from recenv.core.users import (
+    UserConstants,
+    UserLayout,
+    draw_user,
+    observable_features,
+    user_block_width,
+)
+
+_GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
+
+Obs = dict[str, dict[str, torch.Tensor]]
+
+
+class BatchedMarket:
+    """``num_envs`` markets of one :class:`MarketConfig` on one torch device."""
+
+    autoreset_mode = "NextStep"
+
+    def __init__(
+        self,
+        config: MarketConfig,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        catalog: Catalog | None = None,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+            raise ValueError(f"num_envs={num_envs!r} must be a positive int")
+        self.config = cfg = config
+        self.num_envs = N = num_envs
+        self.device = dev = torch.device(device)
+        self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
+        self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
+        self.layout = UserLayout(cfg.num_topics, cfg.num_agents)
+        self._seed_generator = torch.Generator()
+        if seed is None:
+            self._seed_generator.seed()
+        else:
+            self._seed_generator.manual_seed(int(seed))
+        self._pending_seed = seed
+        self._seeded = False
+        A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size
+        W = cfg.stats_size
+        i64 = torch.int64
+
+        def zeros(*shape, dtype=torch.float32):
+            return torch.zeros(shape, dtype=dtype, device=dev)
+
+        self._arange = torch.arange(N, device=dev)
+        self._agent_ids = torch.arange(A, device=dev)
+        # Market clocks.
+        self.key = zeros(N, dtype=i64)
+        self.counter = zeros(N, dtype=i64)
+        self.episode = zeros(N, dtype=i64)
+        self.t = zeros(N)  # float: compared with float user-table steps without conversions
+        self.needs_reset = zeros(N, dtype=torch.bool)
+        # Users: one packed row each, stamped with the episode it belongs to.
+        self.users = zeros(N, U, self.layout.width)
+        self.user_epoch = torch.full((N, U), -1, dtype=i64, device=dev)
+        self.activity = zeros(N, U)
+        # Per-market item statistics, stamped the same way.
+        self.stats_epoch = torch.full((N, W), -1, dtype=i64, device=dev)
+        self.exposures = zeros(N, W, dtype=torch.int32)
+        self.clicks = zeros(N, W, dtype=torch.int32)
+        # The current request.
+        self.user = zeros(N, dtype=i64)
+        self.user_const: UserConstants | None = None
+        self.cand = zeros(N, A, C, dtype=i64)
+        self.cand_mask = zeros(N, A, C, dtype=torch.bool)
+        # Episode accumulators for metrics.
+        self.acc_return = zeros(N, A)
+        self.acc_choices = zeros(N, A)
+        self.acc = zeros(N, 4)  # clicks, engagement, diversity, novelty
+        self._obs: Obs | None = None
+
+        # Retrieval sizes, and the layout of the one uniform block a step draws.
+        n_retrieved = C - K
+        self._n_interest = ni = round(cfg.retrieval_interest * n_retrieved)
+        self._n_popular = npop = min(n_retrieved - ni, round(cfg.retrieval_popular * n_retrieved))
+        self._n_fresh = nf = n_retrieved - ni - npop
+        P = A * K
+        widths = {
+            "platform": A + 1,
+            "choice": P + 1,
+            "response": 3,
+            "dynamics": 3,
+            "arrival": 1,
+            "topic": A * ni,
+            "position": A * (ni + npop + nf),
+            "permute": A * C,
+        }
+        self._block: dict[str, slice] = {}
+        o = 0
+        for name, w in widths.items():
+            self._block[name] = slice(o, o + w)
+            o += w
+        self._block_width = o
+        self._user_block_width = user_block_width(cfg)
+        self._log_items = math.log2(max(2, cfg.num_items))
+        self._agent_of = self._agent_ids.repeat_interleave(K)  # [P] page entry -> agent
+        self._slot_of = torch.arange(K, device=dev).repeat(A)  # [P] page entry -> slot
+
+    # ------------------------------------------------------------------------------------
+    # Public API
+    # ------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> Obs:
+        """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
+        the first reset uses the constructor's seed (or a fresh one), later resets continue each
+        market's random stream into its next episode."""
+        N = self.num_envs
+        if seed is None and self._pending_seed is not None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        if seed is None and not self._seeded:
+            seed = rng.fresh_seed(self._seed_generator)
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ValueError(f"seed={seed!r} must be an int or None")
+            seeds = int(seed) + torch.arange(N, device=self.device, dtype=torch.int64)
+            self.key = rng.seed_to_key(seeds)
+            self._seeded = True
+            self.counter.zero_()
+            self.episode.fill_(-1)
+            self.user_epoch.fill_(-1)
+            self.stats_epoch.fill_(-1)
+            pre = rng.prefix(self.key, self.counter, rng.STREAM_POPULATION)
+            u = rng.uniforms(pre, 2 * self.config.num_users)
+            U = self.config.num_users
+            self.activity = torch.exp(0.75 * rng.box_muller(u[:, :U], u[:, U:]))
+        else:
+            self.counter += 1
+        self._begin_episode(torch.ones(N, dtype=torch.bool, device=self.device))
+        self.needs_reset.zero_()
+        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+        self._arrive(block)
+        return self.observe()
+
+    def step(
+        self, actions: dict[str, torch.Tensor]
+    ) -> tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        cfg = self.config
+        slate, valid, repaired = self._check_actions(actions)  # raises before any mutation
+
+        resetting = self.needs_reset
+        live = ~resetting
+        self.counter += 1
+        self._begin_episode(resetting)
+        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+
+        out = self._interact(slate, valid & live[:, None, None], live, block)
+        rewards = agent_rewards(
+            cfg, out["own_value"], out["welfare"], out["diversity"], out["long_tail"]
+        )
+        rewards = rewards * live[:, None]
+        self.acc_return += rewards
+
+        self.t += live
+        truncated = live & (self.t >= cfg.horizon)
+        terminated = live & self._churned_now().all(dim=1) & ~truncated
+        done = terminated | truncated
+        self.needs_reset = done
+
+        info: dict[str, Any] = {
+            "shown": out["shown"],
+            "chosen_agent": out["chosen_agent"],
+            "chosen_slot": out["chosen_slot"],
+            "chosen_item": out["chosen_item"],
+            "clicked": out["clicked"],
+            "engagement": out["value"],
+            "platform": out["platform"],
+            "utility": out["utility"],
+            "choice_probs": out["probs"],
+            "repaired": repaired * live[:, None],
+            "reset": resetting,
+        }
+        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
+            info["episode"] = self._episode_metrics()
+            info["_episode"] = done.clone()
+        self._arrive(block)
+        rew = {a: rewards[:, i] for i, a in enumerate(self.agents)}
+        return self.observe(), rew, terminated, truncated, info
+
+    def observe(self) -> Obs:
+        """Observations of the current request, per agent."""
+        if self._obs is None:
+            raise RuntimeError("call reset() before observe()")
+        return self._obs
+
+    def state(self) -> torch.Tensor:
+        """Global latent state ``[N, S]`` with ``S = config.state_dim``. Layout:
+        current user's interest (T), boredom (T), taste (D), satisfaction, budget / mean
+        budget, t / H, loyalty (A); each agent's candidates' true utility (A*C, 0 where masked)
+        and mask (A*C); market aggregates: churned share, mean satisfaction, share of users
+        seen this episode; market share of choices so far (A)."""
+        cfg, L = self.config, self.layout
+        row = self.users[self._arange, self.user]
+        mask = self.cand_mask
+        util = torch.where(mask, self.oracle_scores(), 0.0)
+        fresh = self.user_epoch != self.episode[:, None]
+        sat = torch.where(fresh, cfg.satisfaction_init, self.users[:, :, L.satisfaction])
+        total = self.acc_choices.sum(1, keepdim=True)
+        share = torch.where(total > 0, self.acc_choices / total.clamp(min=1), 1.0 / cfg.num_agents)
+        parts = [
+            row[:, L.interest],
+            row[:, L.boredom],
+            self.user_const.taste,
+            row[:, L.satisfaction, None],
+            row[:, L.budget, None] / cfg.session_budget,
+            self.t[:, None] / cfg.horizon,
+            row[:, L.loyalty],
+            util.flatten(1),
+            mask.float().flatten(1),
+            self._churned_now().float().mean(1, keepdim=True),
+            sat.mean(1, keepdim=True),
+            (~fresh).float().mean(1, keepdim=True),
+            share,
+        ]
+        return torch.cat(parts, dim=1)
+
+    def oracle_scores(self) -> torch.Tensor:
+        """True expected utility of every candidate for the current user: ``[N, A, C]``.
+
+        Privileged (reads latent state). Position bias is left out: it does not depend on the
+        item. Masked candidates score ``-inf``.
+        """
+        cfg, cat, L = self.config, self.catalog, self.layout
+        N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
+        row = self.users[self._arange, self.user]
+        items = self.cand.view(N, A * C)
+        terms = item_utility_terms(
+            cfg,
+            row[:, L.interest],
+            row[:, L.boredom],
+            self.user_const.taste,
+            self.user_const.price_sensitivity,
+            cat.topics[items],
+            cat.embed[items],
+            cat.quality[items],
+            cat.price[items],
+            None,
+        )
+        scores = terms.total.view(N, A, C)
+        return torch.where(self.cand_mask, scores, -math.inf)
+
+    def oracle_slates(self) -> torch.Tensor:
+        """The myopic oracle's slates ``[N, A, K]``: each agent's top-K candidates by true
+        utility. The best one-step policy by utility; it ignores boredom and churn to come."""
+        return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
+
+    # ------------------------------------------------------------------------------------
+    # Input checking
+    # ------------------------------------------------------------------------------------
+    def _check_actions(
+        self, actions: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack and check actions. Returns slate ``[N, A, K]`` (indices clamped into range),
+        slot validity ``[N, A, K]`` and repaired-slot counts ``[N, A]``."""
+        cfg = self.config
+        N, K, C = self.num_envs, cfg.slate_size, cfg.num_candidates
+        if not isinstance(actions, dict):
+            raise ValueError(f"actions must be a dict keyed by agent {self.agents}")
+        missing = [a for a in self.agents if a not in actions]
+        extra = [a for a in actions if a not in self.agents]
+        if missing or extra:
+            raise ValueError(
+                f"actions must have exactly the agents {self.agents}; missing {missing}, "
+                f"unknown {extra}"
+            )
+        stacked = []
+        for a in self.agents:
+            x = torch.as_tensor(actions[a], device=self.device)
+            if x.is_floating_point() and bool(torch.isnan(x).any()):
+                raise ValueError(
+                    f"action of {a}: contains NaN; expected integer candidate indices "
+                    f"in [0, {C - 1}]"
+                )
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(
+                    f"action of {a}: dtype {x.dtype}, expected an integer dtype with candidate "
+                    f"indices in [0, {C - 1}]"
+                )
+            if x.shape != (N, K):
+                raise ValueError(
+                    f"action of {a}: shape {tuple(x.shape)}, expected (num_envs={N}, "
+                    f"slate_size={K}) candidate indices in [0, {C - 1}]"
+                )
+            stacked.append(x.to(torch.int64))
+        slate = torch.stack(stacked, dim=1)  # [N, A, K]
+        in_range = (slate >= 0) & (slate < C)
+        idx = slate.clamp(0, C - 1)
+        unmasked = self.cand_mask.gather(2, idx)
+        dup = (idx[:, :, :, None] == idx[:, :, None, :]).tril(diagonal=-1).any(dim=3)
+        valid = in_range & unmasked & ~dup
+        if cfg.invalid_slate == "raise":
+            # Markets about to start a new episode ignore their actions (NEXT_STEP auto-reset).
+            ok = valid | self.needs_reset[:, None, None]
+            if not bool(ok.all()):
+                self._raise_invalid(slate, in_range, dup, ok)
+        repaired = (~valid).sum(dim=2).to(torch.float32)
+        return idx, valid, repaired
+
+    def _raise_invalid(self, slate, in_range, dup, ok) -> None:
+        C = self.config.num_candidates
+        n, a, k = (int(v) for v in (~ok).nonzero()[0])
+        agent, value = self.agents[a], int(slate[n, a, k])
+        where = f"agent {agent}, env {n}, slot {k}"
+        if not bool(in_range[n, a, k]):
+            why = f"index {value} out of range; allowed candidate indices are 0..{C - 1}"
+        elif bool(dup[n, a, k]):
+            why = f"candidate {value} appears twice in the slate; a slate holds distinct items"
+        else:
+            allowed = self.cand_mask[n, a].nonzero().flatten().tolist()
+            why = f"candidate {value} is masked (action_mask=0); allowed indices: {allowed}"
+        raise ValueError(
+            f"invalid slate for {where}: {why}. The environment was not stepped "
+            "(set invalid_slate='repair' to drop invalid slots instead)."
+        )
+
+    # ------------------------------------------------------------------------------------
+    # Episode bookkeeping
+    # ------------------------------------------------------------------------------------
+    def _begin_episode(self, mask: torch.Tensor) -> None:
+        """New episode in markets where ``mask`` [N] is set; O(A) work per market."""
+        self.episode += mask
+        keep = ~mask
+        self.t *= keep
+        self.acc_return *= keep[:, None]
+        self.acc_choices *= keep[:, None]
+        self.acc *= keep[:, None]
+
+    def _churned_now(self) -> torch.Tensor:
+        """[N, U] users churned and not yet back (users new to the episode are not)."""
+        L = self.layout
+        current = self.user_epoch == self.episode[:, None]
+        away = self.users[:, :, L.available_at] > self.t[:, None]
+        return current & (self.users[:, :, L.churned] > 0) & away
+
+    def _episode_metrics(self) -> dict[str, torch.Tensor]:
+        cfg, L = self.config, self.layout
+        fresh = self.user_epoch != self.episode[:, None]
+        sat = torch.where(fresh, cfg.satisfaction_init, self.users[:, :, L.satisfaction])
+        requests = self.t.clamp(min=1)
+        current = self.stats_epoch == self.episode[:, None]
+        exposure = torch.where(current, self.exposures, 0)
+        choices = self.acc_choices.sum(1, keepdim=True)
+        return {
+            "return": self.acc_return.clone(),
+            "ctr": self.acc[:, 0] / requests,
+            "engagement_per_request": self.acc[:, 1] / requests,
+            "retention": 1.0 - self._churned_now().float().mean(1),
+            "market_share": torch.where(choices > 0, self.acc_choices / choices.clamp(min=1), 0.0),
+            "coverage": (exposure > 0).float().mean(1),
+            "diversity": self.acc[:, 2] / requests,
+            "novelty": self.acc[:, 3] / requests,
+            "exposure_gini": gini(exposure),
+            "satisfaction": sat.mean(1),
+            "length": self.t.clone(),
+        }
+
+    # ------------------------------------------------------------------------------------
+    # Arrival, retrieval and observations
+    # ------------------------------------------------------------------------------------
+    def _arrive(self, block: torch.Tensor) -> None:
+        """The next user arrives in every market: pick them by activity among available
+        users, bring their row up to date, retrieve candidates, build observations."""
+        cfg, L, n = self.config, self.layout, self._arange
+        U = cfg.num_users
+        fresh_all = self.user_epoch != self.episode[:, None]
+        t = self.t[:, None]
+        ready = fresh_all | (self.users[:, :, L.available_at] <= t)
+        gone = ~fresh_all & (self.users[:, :, L.churned] > 0) & ~ready
+        weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
+        cdf = weight.cumsum(dim=1)
+        target = block[:, self._block["arrival"]] * cdf[:, -1:]
+        u = torch.searchsorted(cdf, target).squeeze(1).clamp(max=U - 1)
+        self.user = u
+
+        pre = rng.prefix(self.key, self.episode, rng.STREAM_USER)
+        pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
+        fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
+        row = on_arrival(cfg, L, self.users[n, u], fresh_all[n, u], fresh_row, self.t)
+        self.users[n, u] = row
+        self.user_epoch[n, u] = self.episode
+        self.user_const = const
+
+        user_feats = observable_features(cfg, L, row, const)
+        self._retrieve(user_feats, block)
+        self._obs = self._build_obs(u, row, user_feats)
+
+    def _retrieve(self, user_feats: torch.Tensor, block: torch.Tensor) -> None:
+        """Candidates [N, A, C]: the agent's K most popular items (so K valid candidates
+        always exist), then interest-matched, popular and fresh items; deduplicated, masked
+        when not yet arrived, and shuffled. Never scores the catalog."""
+        cfg, cat = self.config, self.catalog
+        N, A, C, T, K = (
+            self.num_envs,
+            cfg.num_agents,
+            cfg.num_candidates,
+            cfg.num_topics,
+            cfg.slate_size,
+        )
+        ni, npop, nf = self._n_interest, self._n_popular, self._n_fresh
+        agents = self._agent_ids[None, :, None]
+        uraw = block[:, self._block["position"]].view(N, A, ni + npop + nf)
+        upos = uraw[:, :, : ni + npop].pow(cfg.retrieval_skew)  # skewed toward list heads
+        parts = [cat.head.unsqueeze(0).expand(N, A, K)]
+        if ni:
+            # Topics drawn in proportion to the user's observable (noisy) interests.
+            cdf = (user_feats[:, :T].clamp(min=0.0) + 1e-3).cumsum(dim=1)
+            target = block[:, self._block["topic"]] * cdf[:, -1:]
+            topic = torch.searchsorted(cdf, target).clamp(max=T - 1).view(N, A, ni)
+            lens = cat.by_topic_len[agents, topic]
+            pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
+            parts.append(cat.by_topic[agents, topic, pos])
+        if npop:
+            lens = cat.by_pop_len[None, :, None]
+            pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
+            parts.append(cat.by_pop[agents, pos])
+        if nf:
+            t = self.t.long().view(1, N).expand(A, N).contiguous()
+            hi = torch.searchsorted(cat.arrival_sorted, t, right=True).T  # [N, A] arrived
+            lo = (hi - cfg.fresh_window).clamp(min=0)
+            pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
+            pos = torch.minimum(pos, (hi - 1)[:, :, None])
+            parts.append(cat.by_arrival[agents, pos])
+        items = torch.cat(parts, dim=2)  # [N, A, C]
+
+        arrived = cat.arrival[items] <= self.t[:, None, None]
+        srt, order = items.sort(dim=2, stable=True)  # stable: the first copy (head) survives
+        dup_sorted = torch.cat(
+            [torch.zeros_like(srt[:, :, :1], dtype=torch.bool), srt[:, :, 1:] == srt[:, :, :-1]],
+            dim=2,
+        )
+        dup = torch.empty_like(dup_sorted).scatter_(2, order, dup_sorted)
+        perm = block[:, self._block["permute"]].view(N, A, C).argsort(dim=2)
+        self.cand = items.gather(2, perm)
+        self.cand_mask = (arrived & ~dup).gather(2, perm)
+
+    def _stats_index(self, items: torch.Tensor) -> torch.Tensor:
+        return items % self.config.stats_size
+
+    def _build_obs(self, u: torch.Tensor, row: torch.Tensor, user_feats: torch.Tensor) -> Obs:
+        cfg, cat, L = self.config, self.catalog, self.layout
+        N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
+        last = row[:, L.last_visit]
+        since = torch.where(last < 0, 1.0, ((self.t - last) / cfg.horizon).clamp(max=1.0))
+        hist = torch.cat(
+            [row[:, L.history].view(N, A, L.history_width), since[:, None, None].expand(N, A, 1)],
+            dim=2,
+        )  # [N, A, T+4]
+        items = self.cand.view(N, A * C)
+        idx = self._stats_index(items)
+        current = self.stats_epoch.gather(1, idx) == self.episode[:, None]
+        exposures = torch.where(current, self.exposures.gather(1, idx), 0)
+        clicks = torch.where(current, self.clicks.gather(1, idx), 0)
+        age = (self.t[:, None] - cat.arrival[items]).clamp(min=0) / cfg.horizon
+        scalars = torch.stack(
+            [
+                torch.log1p(clicks.float()),
+                torch.log1p(exposures.float()),
+                age,
+                cat.length[items],
+                cat.price[items],
+                cat.quality[items] + cat.quality_noise[items],
+            ],
+            dim=2,
+        )
+        feats = torch.cat([cat.topics[items], scalars], dim=2).view(N, A, C, -1)
+        return {
+            a: {
+                "user": user_feats,
+                "history": hist[:, i],
+                "candidates": feats[:, i],
+                "action_mask": self.cand_mask[:, i],
+                "user_id": u,
+                "candidate_ids": self.cand[:, i],
+            }
+            for i, a in enumerate(self.agents)
+        }
+
+    # ------------------------------------------------------------------------------------
+    # One request: show, choose, respond, update
+    # ------------------------------------------------------------------------------------
+    def _interact(
+        self, slate: torch.Tensor, valid: torch.Tensor, live: torch.Tensor, block: torch.Tensor
+    ) -> dict[str, Any]:
+        cfg, cat, L, n, u = self.config, self.catalog, self.layout, self._arange, self.user
+        N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
+        P = A * K
+        items = self.cand.gather(2, slate)  # [N, A, K]
+        row = self.users[n, u]
+
+        # What the user sees.
+        if cfg.topology == "platform_choice":
+            logits = torch.cat(
+                [
+                    cfg.loyalty_weight * row[:, L.loyalty],
+                    torch.full((N, 1), cfg.leave_utility, device=self.device),
+                ],
+                dim=1,
+            )
+            platform = (logits + rng.gumbel(block[:, self._block["platform"]])).argmax(dim=1)
+            platform = torch.where(live, platform, A)  # index A = visits no platform
+            on_page = self._agent_of[None, :] == platform[:, None]
+            position = self._slot_of.expand(N, P)
+            served = self._agent_ids[None, :] == platform[:, None]
+        else:
+            platform = torch.full((N,), -1, dtype=torch.int64, device=self.device)
+            on_page = True
+            if cfg.page_order == "rotating":
+                rot = self.t.long() % A
+                block_pos = (self._agent_of[None, :] + rot[:, None]) % A
+            else:
+                block_pos = self._agent_of[None, :]
+            position = block_pos * K + self._slot_of[None, :]
+            served = None
+        visible = valid.view(N, P) & on_page
+        page = items.view(N, P)
+
+        topics = cat.topics[page]  # [N, P, T]
+        const = self.user_const
+        terms = item_utility_terms(
+            cfg,
+            row[:, L.interest],
+            row[:, L.boredom],
+            const.taste,
+            const.price_sensitivity,
+            topics,
+            cat.embed[page],
+            cat.quality[page],
+            cat.price[page],
+            position,
+        )
+        utility = terms.total
+        probs = logit_probabilities(utility, visible, cfg.no_click_utility, cfg.temperature)
+        choice = sample_choice(probs, block[:, self._block["choice"]])  # index P = no click
+        clicked = (choice < P) & live
+        c = choice.clamp(max=P - 1)
+        item_c = page[n, c]
+        chosen_u = torch.where(clicked, utility[n, c], 0.0)
+
+        rb = block[:, self._block["response"]]
+        gauss = rng.box_muller(rb[:, 0], rb[:, 1])
+        value, time_spent, fit = respond(
+            cfg, clicked, chosen_u, cat.length[item_c], cat.price[item_c], gauss, rb[:, 2]
+        )
+
+        # Each agent's outcome.
+        chosen_agent = torch.where(clicked, self._agent_of[c], -1)
+        won = chosen_agent[:, None] == self._agent_ids[None, :]  # [N, A]
+        vis_slate = visible.view(N, A, K)
+        if served is None:
+            served = vis_slate.any(2)
+        vis_f = vis_slate.float()
+        n_vis = vis_f.sum(2)
+        diversity = intra_list_diversity(topics.view(N, A, K, -1), vis_slate)
+        novelty = -torch.log2(cat.popularity[items].clamp(min=1e-12)) / self._log_items
+        long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)
+        wonf = won.float()
+
+        # The user's dynamics, written back only in live markets.
+        shown_topics = (topics * visible[:, :, None]).sum(1) / visible.sum(1, keepdim=True).clamp(
+            min=1
+        )
+        new_row = after_request(
+            cfg,
+            L,
+            row,
+            self.t,
+            clicked,
+            cat.topics[item_c],
+            shown_topics,
+            fit,
+            time_spent,
+            served,
+            won,
+            value,
+            n_vis / K,
+            block[:, self._block["dynamics"]],
+        )
+        self.users[n, u] = torch.where(live[:, None], new_row, row)
+        self._update_item_stats(page, visible, item_c, clicked)
+
+        # Episode accumulators.
+        choice_of = served.float() * live[:, None] if cfg.topology == "platform_choice" else wonf
+        self.acc_choices += choice_of
+        shown_any = vis_f.amax(2)
+        self.acc += torch.stack(
+            [
+                clicked.float(),
+                value,
+                (diversity * shown_any).sum(1) / shown_any.sum(1).clamp(min=1),
+                (novelty * vis_f).sum((1, 2)) / vis_f.sum((1, 2)).clamp(min=1),
+            ],
+            dim=1,
+        )
+
+        chosen_terms = {name: torch.where(clicked, getattr(terms, name)[n, c], 0.0) for name in UTILITY_TERMS}
+        chosen_terms["total"] = chosen_u
+        return {
+            "own_value": wonf * value[:, None],
+            "welfare": wonf * chosen_u[:, None],
+            "diversity": diversity,
+            "long_tail": long_tail,
+            "shown": torch.where(vis_slate, items, -1),
+            "chosen_agent": chosen_agent,
+            "chosen_slot": torch.where(clicked, self._slot_of[c], -1),
+            "chosen_item": torch.where(clicked, item_c, -1),
+            "clicked": clicked,
+            "value": value,
+            "platform": platform,
+            "utility": chosen_terms,
+            "probs": probs,
+        }
+
+    def _update_item_stats(self, page, visible, item_c, clicked) -> None:
+        """Per-market exposure and click counts; stale entries (older episodes) restart at 0."""
+        idx = self._stats_index(torch.cat([page, item_c[:, None]], dim=1))  # [N, P+1]
+        current = self.stats_epoch.gather(1, idx) == self.episode[:, None]
+        self.exposures.scatter_(1, idx, torch.where(current, self.exposures.gather(1, idx), 0))
+        self.clicks.scatter_(1, idx, torch.where(current, self.clicks.gather(1, idx), 0))
+        self.stats_epoch.scatter_(1, idx, self.episode[:, None].expand_as(idx))
+        self.exposures.scatter_add_(1, idx[:, :-1], visible.to(torch.int32))
+        self.clicks.scatter_add_(1, idx[:, -1:], clicked.to(torch.int32)[:, None])

@@ -1,0 +1,51 @@
+"""What a click is worth: the engagement response by domain.
+
+All functions take the chosen item's utility and attributes for every market (``[N]``) and
+return ``(value, time_spent, fit)``:
+
+- ``value``: the reward currency (engagement, watch time, listening time, or revenue);
+- ``time_spent``: how much of the session budget the consumption used;
+- ``fit``: in [0, 1], how well the item met the user's expectation (drives satisfaction).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recenv.core.config import MarketConfig
+
+
+def respond(
+    cfg: MarketConfig,
+    clicked: torch.Tensor,  # [N] bool
+    utility: torch.Tensor,  # [N] total utility of the chosen item (0 when no click)
+    length: torch.Tensor,  # [N] item length
+    price: torch.Tensor,  # [N] item price
+    noise: torch.Tensor,  # [N] standard normal
+    uniform: torch.Tensor,  # [N] uniform in (0, 1)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fit = torch.sigmoid(utility)
+    jitter = torch.exp(cfg.engagement_noise * noise - 0.5 * cfg.engagement_noise**2)
+    if cfg.response == "purchase":
+        # A click opens the product page; the purchase happens with probability = fit.
+        bought = clicked & (uniform < fit)
+        value = torch.where(bought, price, torch.zeros_like(price))
+        time_spent = torch.where(clicked, 0.5 * length, torch.zeros_like(length))
+        fit = torch.where(bought, fit, 0.5 * fit)
+    elif cfg.response == "listen":
+        # The share of the track listened to; under half counts as a skip (little value).
+        share = (fit * jitter).clamp(max=1.0)
+        skipped = share < 0.5
+        value = torch.where(skipped, 0.1 * share, share) * length
+        time_spent = share * length
+        fit = torch.where(skipped, 0.5 * fit, fit)
+    else:  # "engagement" and "watch_time": time spent, growing with fit and length
+        share = (fit * jitter).clamp(max=1.0)
+        value = share * length
+        time_spent = value
+    zero = torch.zeros_like(value)
+    return (
+        torch.where(clicked, value, zero),
+        torch.where(clicked, time_spent, zero),
+        torch.where(clicked, fit, zero),
+    )

@@ -1,0 +1,114 @@
+"""Users: the packed per-user table, fresh users, and per-episode user constants.
+
+All of a user's mutable state lives in one row of a ``[N, U, F]`` float table (layout in
+:class:`UserLayout`), so a request reads it with one gather and writes it with one scatter.
+Small integers (steps, counts) are stored exactly as float32 (exact below 2^24).
+
+Per-episode constants that never change during the episode — latent taste, price sensitivity,
+which topics are observable and the observation noise — are not stored: they are re-derived from
+the (market, episode, user) hash whenever the user arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from recenv.core import rng
+from recenv.core.config import MarketConfig
+
+NEVER = 2.0**30  # available_at of a user who will not come back
+
+
+class UserLayout:
+    """Column layout of the packed user table for ``T`` topics and ``A`` agents."""
+
+    def __init__(self, num_topics: int, num_agents: int):
+        T, A = num_topics, num_agents
+        self.interest = slice(0, T)  # latent topic interests, sum to 1
+        self.boredom = slice(T, 2 * T)  # per-topic boredom, >= 0
+        c = 2 * T
+        self.satisfaction = c  # in [0, 1]
+        self.budget = c + 1  # remaining session time
+        self.bored_at = c + 2  # step boredom was last brought up to date (lazy decay)
+        self.available_at = c + 3  # step from which the user can arrive again
+        self.churned = c + 4  # 1.0 while churned
+        self.visits = c + 5  # requests this episode
+        self.depth = c + 6  # requests in the current session
+        self.last_visit = c + 7  # step of the last request (-1: none)
+        self.loyalty = slice(c + 8, c + 8 + A)  # per-platform loyalty
+        self.history_width = T + 3  # clicked-topic profile, impressions, clicks, engagement
+        h0 = c + 8 + A
+        self.history = slice(h0, h0 + A * self.history_width)  # per agent, decayed
+        self.width = h0 + A * self.history_width
+
+
+@dataclass
+class UserConstants:
+    """Per-(market, episode, user) constants of the current users; ``[N, ...]`` each."""
+
+    taste: torch.Tensor  # [N, D] latent taste, dotted with item embeddings
+    price_sensitivity: torch.Tensor  # [N]
+    visible: torch.Tensor  # [N, T] bool: which interests show in the observable features
+    noise: torch.Tensor  # [N, T] observation noise on the features
+
+
+def user_block_width(cfg: MarketConfig) -> int:
+    T, D, A = cfg.num_topics, cfg.embed_dim, cfg.num_agents
+    return (T + 1) + T + 2 * D + 2 * T + T + 1 + 2 * A + 2
+
+
+def draw_user(
+    cfg: MarketConfig, layout: UserLayout, block: torch.Tensor
+) -> tuple[torch.Tensor, UserConstants]:
+    """A fresh user's row ``[N, F]`` and the user's constants, from a uniform block
+    ``[N, user_block_width(cfg)]`` drawn for (market, episode, user)."""
+    T, D, A = cfg.num_topics, cfg.embed_dim, cfg.num_agents
+    N = block.shape[0]
+    o = 0
+
+    def take(width: int) -> torch.Tensor:
+        nonlocal o
+        out = block[:, o : o + width]
+        o += width
+        return out
+
+    score, weights = take(T + 1), take(T)
+    taste_u, noise_u, visible_u = take(2 * D), take(2 * T), take(T)
+    price_u, loyalty_u, budget_u = take(1), take(2 * A), take(2)
+
+    # Sparse interests: 1..3 topics (fewer when T is small) with exponential weights.
+    k_max = min(3, T)
+    n_topics = 1 + (score[:, T] * k_max).long().clamp(max=k_max - 1)
+    rank = score[:, :T].argsort(dim=1).argsort(dim=1)
+    w = torch.where(rank < n_topics[:, None], -torch.log(weights), 0.0)
+    interest = w / w.sum(dim=1, keepdim=True)
+
+    constants = UserConstants(
+        taste=rng.box_muller(taste_u[:, :D], taste_u[:, D:]) * (2.0 / math.sqrt(D)),
+        price_sensitivity=cfg.price_sensitivity * 2.0 * price_u[:, 0],
+        visible=visible_u < cfg.feature_visible,
+        noise=rng.box_muller(noise_u[:, :T], noise_u[:, T:]) * cfg.feature_noise,
+    )
+    L = layout
+    row = torch.zeros(N, L.width, dtype=block.dtype, device=block.device)
+    row[:, L.interest] = interest
+    row[:, L.satisfaction] = cfg.satisfaction_init
+    budget_g = rng.box_muller(budget_u[:, :1], budget_u[:, 1:])[:, 0]
+    row[:, L.budget] = cfg.session_budget * torch.exp(0.5 * budget_g - 0.125)
+    row[:, L.loyalty] = 0.3 * rng.box_muller(loyalty_u[:, :A], loyalty_u[:, A:])
+    row[:, L.last_visit] = -1.0
+    return row, constants
+
+
+def observable_features(
+    cfg: MarketConfig, layout: UserLayout, row: torch.Tensor, const: UserConstants
+) -> torch.Tensor:
+    """What agents see of a user, ``[N, T + 2]``: a noisy, partial view of the latent
+    interests, then the session depth and log(1 + visits)."""
+    seen = torch.where(const.visible, row[:, layout.interest], 0.0) + const.noise
+    depth = row[:, layout.depth : layout.depth + 1] / 10.0
+    visits = torch.log1p(row[:, layout.visits : layout.visits + 1])
+    return torch.cat([seen, depth, visits], dim=1)

@@ -1,0 +1,221 @@
+"""The PettingZoo face: one market of the batched core as a ``ParallelEnv`` (numpy out).
+
+It is a view of :class:`~recenv.core.market.BatchedMarket` with ``num_envs=1``, not a second
+implementation: ``make(id, seed=s)`` equals market 0 of ``make_vec(id, num_envs=N, seed=s)``
+step for step (tests prove it). Spaces are created once and reused. Agents leave ``agents`` the
+step their episode ends; ``reset()`` brings them back.
+
+Observations are a ``Dict`` by default. ``flatten_obs=True`` gives a flat ``Box`` for trainers
+that need one (layout: user, history, candidates row by row, action mask; ids are left out), and
+moves ``action_mask`` to ``infos[agent]["action_mask"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from recenv.core.choice import UTILITY_TERMS
+from recenv.core.market import BatchedMarket
+from recenv.spaces import SlateSpace
+
+FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles")
+
+
+class MarketParallelEnv(ParallelEnv):
+    """A recommender market with several competing or cooperating recommender agents.
+
+    The page of each registered scenario (``recenv.scenarios``) documents its observations,
+    actions, choice model, rewards and arguments; this class is the shared machinery.
+    """
+
+    metadata = {
+        "name": "recenv_market",
+        "render_modes": ["ansi"],
+        "is_parallelizable": True,
+        "autoreset": False,
+    }
+
+    def __init__(
+        self,
+        core: BatchedMarket,
+        env_id: str = "recenv/Market-v0",
+        render_mode: str | None = None,
+        flatten_obs: bool = False,
+    ):
+        if core.num_envs != 1:
+            raise ValueError("the PettingZoo face wraps a core with num_envs=1")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r}; allowed: None, 'ansi'")
+        if not isinstance(flatten_obs, bool):
+            raise ValueError(f"flatten_obs={flatten_obs!r} must be a bool")
+        self.core = core
+        self.config = cfg = core.config
+        self.env_id = env_id
+        self.render_mode = render_mode
+        self.flatten_obs = flatten_obs
+        self.metadata = {**self.metadata, "name": env_id.split("/")[-1]}
+        self.possible_agents = list(core.agents)
+        self.agents: list[str] = []
+        T, C, K = cfg.num_topics, cfg.num_candidates, cfg.slate_size
+        inf = np.float32(np.inf)
+        dict_space = spaces.Dict(
+            {
+                "user": spaces.Box(-inf, inf, (cfg.user_dim,), np.float32),
+                "history": spaces.Box(-inf, inf, (cfg.history_dim,), np.float32),
+                "candidates": spaces.Box(-inf, inf, (C, cfg.candidate_dim), np.float32),
+                "action_mask": spaces.Box(0, 1, (C,), np.int8),
+                "user_id": spaces.Box(0, cfg.num_users - 1, (1,), np.int64),
+                "candidate_ids": spaces.Box(0, cfg.num_items - 1, (C,), np.int64),
+            }
+        )
+        self._flat_dim = cfg.user_dim + cfg.history_dim + C * cfg.candidate_dim + C
+        flat_space = spaces.Box(-inf, inf, (self._flat_dim,), np.float32)
+        obs_space = flat_space if flatten_obs else dict_space
+        self.observation_spaces = {a: obs_space for a in self.possible_agents}
+        self.action_spaces = {a: SlateSpace(C, K) for a in self.possible_agents}
+        self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
+        self._last_info: dict[str, Any] | None = None
+        del T
+
+    # PettingZoo API ----------------------------------------------------------------------
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.action_spaces[agent]
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict]]:
+        obs = self.core.reset(seed=seed)
+        self.agents = list(self.possible_agents)
+        self._last_info = None
+        return self._np_obs(obs), self._infos(None)
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise RuntimeError("the episode is over: call reset() before step()")
+        batched = {}
+        for agent, action in actions.items():
+            if agent not in self.possible_agents:
+                raise ValueError(
+                    f"unknown agent {agent!r}; agents are {self.possible_agents}"
+                )
+            batched[agent] = _as_batch(agent, action)
+        obs, rew, term, trunc, info = self.core.step(batched)
+        self._last_info = info
+        terminated, truncated = bool(term[0]), bool(trunc[0])
+        np_obs = self._np_obs(obs)
+        rewards = {a: float(rew[a][0]) for a in self.agents}
+        terminations = dict.fromkeys(self.agents, terminated)
+        truncations = dict.fromkeys(self.agents, truncated)
+        infos = self._infos(info)
+        if terminated or truncated:
+            self.agents = []
+        return np_obs, rewards, terminations, truncations, infos
+
+    def state(self) -> np.ndarray:
+        return self.core.state()[0].numpy().astype(np.float32, copy=False)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        c = self.core
+        lines = [f"{self.env_id} t={int(c.t[0])} user={int(c.user[0])}"]
+        if self._last_info is not None:
+            i = self._last_info
+            lines.append(
+                f"shown={i['shown'][0].tolist()} chosen_agent={int(i['chosen_agent'][0])} "
+                f"item={int(i['chosen_item'][0])} engagement={float(i['engagement'][0]):.3f}"
+            )
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        pass
+
+    # Extras ------------------------------------------------------------------------------
+    def oracle_slate(self, agent: str) -> np.ndarray:
+        """The myopic oracle's slate for ``agent`` (privileged: reads latent state)."""
+        a = self.possible_agents.index(agent)
+        return self.core.oracle_slates()[0, a].numpy()
+
+    def oracle_scores(self, agent: str) -> np.ndarray:
+        """True expected utility of each of ``agent``'s candidates (privileged), ``[C]``."""
+        a = self.possible_agents.index(agent)
+        return self.core.oracle_scores()[0, a].numpy()
+
+    # Conversion --------------------------------------------------------------------------
+    def _np_obs(self, obs: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
+        out = {}
+        for agent in self.possible_agents:
+            o = obs[agent]
+            user = o["user"][0].numpy()
+            history = o["history"][0].numpy()
+            cands = o["candidates"][0].numpy()
+            mask = o["action_mask"][0].numpy().astype(np.int8)
+            if self.flatten_obs:
+                out[agent] = np.concatenate(
+                    [user, history, cands.reshape(-1), mask.astype(np.float32)]
+                )
+            else:
+                out[agent] = {
+                    "user": user,
+                    "history": history,
+                    "candidates": cands,
+                    "action_mask": mask,
+                    "user_id": o["user_id"][:1].numpy(),
+                    "candidate_ids": o["candidate_ids"][0].numpy(),
+                }
+        return out
+
+    def _infos(self, info: dict[str, Any] | None) -> dict[str, dict]:
+        infos: dict[str, dict] = {}
+        obs = self.core.observe()
+        for i, agent in enumerate(self.possible_agents):
+            d: dict[str, Any] = {}
+            if self.flatten_obs:
+                d["action_mask"] = obs[agent]["action_mask"][0].numpy().astype(np.int8)
+            if info is not None:
+                won = int(info["chosen_agent"][0]) == i
+                d["shown"] = info["shown"][0, i].numpy()
+                d["clicked"] = won
+                d["chosen_slot"] = int(info["chosen_slot"][0]) if won else -1
+                d["engagement"] = float(info["engagement"][0]) if won else 0.0
+                d["repaired_slots"] = int(info["repaired"][0, i])
+                d["user_clicked"] = bool(info["clicked"][0])
+                d["utility"] = {
+                    k: float(info["utility"][k][0]) for k in (*UTILITY_TERMS, "total")
+                }
+                if "episode" in info:
+                    d["episode"] = {
+                        k: (v[0, i].item() if k == "return" else _scalar_or_list(v[0]))
+                        for k, v in info["episode"].items()
+                    }
+            infos[agent] = d
+        return infos
+
+
+def _scalar_or_list(v: torch.Tensor) -> Any:
+    return v.item() if v.dim() == 0 else v.tolist()
+
+
+def _as_batch(agent: str, action: Any) -> torch.Tensor:
+    """One agent's slate (array-like of K ints) as a ``[1, K]`` tensor; the core checks it."""
+    if isinstance(action, torch.Tensor):
+        x = action
+    else:
+        try:
+            x = torch.as_tensor(np.asarray(action))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"action of {agent}: cannot read {action!r} as a slate: {e}") from None
+    if x.dim() != 1:
+        raise ValueError(
+            f"action of {agent}: shape {tuple(x.shape)}, expected a 1-D slate of candidate "
+            "indices"
+        )
+    return x.unsqueeze(0)

@@ -1,0 +1,87 @@
+"""Environment ids -> scenario builders: ``make`` (PettingZoo face) and ``make_vec`` (batched).
+
+Ids follow Gymnasium's ``namespace/Name-vN``; entry points are lazy ``"module:attr"`` strings
+naming a *builder* ``(num_envs, device, seed, **config) -> BatchedMarket``. Any change of what an
+agent experiences (dynamics, rewards, observations, choice) bumps the version.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from recenv.core.market import BatchedMarket
+from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    id: str
+    entry_point: str  # "module:builder"
+    pz_doc: str = ""  # module whose docstring is the env's documentation page
+
+    def builder(self):
+        module, _, attr = self.entry_point.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+
+
+def register(env_id: str, entry_point: str, pz_doc: str = "") -> None:
+    """Register ``env_id``; re-registering an id is an error (ids are versioned instead)."""
+    if env_id in _REGISTRY:
+        raise ValueError(f"environment id {env_id!r} is already registered")
+    if "/" not in env_id or "-v" not in env_id:
+        raise ValueError(f"environment id {env_id!r} must look like 'namespace/Name-vN'")
+    _REGISTRY[env_id] = EnvSpec(env_id, entry_point, pz_doc)
+
+
+def registered_ids() -> list[str]:
+    """All registered environment ids, sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(env_id: str) -> EnvSpec:
+    try:
+        return _REGISTRY[env_id]
+    except KeyError:
+        raise ValueError(
+            f"unknown environment id {env_id!r}; registered ids: {registered_ids()}"
+        ) from None
+
+
+def make_vec(
+    env_id: str,
+    *,
+    num_envs: int,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+    **config: Any,
+) -> BatchedMarket:
+    """The batched env: ``num_envs`` markets as ``[num_envs, ...]`` tensors on ``device``.
+
+    Market ``n`` with ``seed=s`` equals ``make(env_id, seed=s + n)``.
+    """
+    return spec(env_id).builder()(num_envs=num_envs, device=device, seed=seed, **config)
+
+
+def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:
+    """A PettingZoo ``ParallelEnv`` of one market (numpy out). Besides the scenario's config
+    keys it takes the face options ``render_mode``, ``flatten_obs`` and ``max_cycles`` (an alias
+    of ``horizon``, the PettingZoo name)."""
+    face = {k: kwargs.pop(k) for k in list(kwargs) if k in FACE_OPTIONS}
+    if "max_cycles" in face:
+        if "horizon" in kwargs:
+            raise ValueError("give either max_cycles or horizon, not both")
+        kwargs["horizon"] = face.pop("max_cycles")
+    s = spec(env_id)
+    core = s.builder()(num_envs=1, device="cpu", seed=seed, **kwargs)
+    env = MarketParallelEnv(core, env_id=env_id, **face)
+    if s.pz_doc:
+        # The scenario's page is the env's docstring (what help(env) shows).
+        env.__doc__ = importlib.import_module(s.pz_doc).__doc__
+    return env

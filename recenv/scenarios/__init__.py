@@ -1,0 +1,11 @@
+"""Registered scenarios. Each module is one scenario: its docstring is its documentation page,
+and it provides ``build`` (the batched builder), ``parallel_env`` and ``env``."""
+
+from recenv.registry import register
+
+SCENARIOS = {
+    "recenv/Market-v0": "recenv.scenarios.market",
+}
+
+for _env_id, _module in SCENARIOS.items():
+    register(_env_id, f"{_module}:build", pz_doc=_module)

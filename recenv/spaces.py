@@ -1,0 +1,67 @@
+"""The slate action space: a ``MultiDiscrete([C] * K)`` whose samples are K distinct,
+unmasked candidates.
+
+It *is* a ``MultiDiscrete`` subclass, so SB3, RLlib and TorchRL see a MultiDiscrete; but
+``sample(mask)`` accepts the 1-D binary ``action_mask`` of length ``C`` that PettingZoo's test
+utilities pass, and ``contains`` checks that the K slots are distinct (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+
+class SlateSpace(spaces.MultiDiscrete):
+    """K distinct indices into C candidates."""
+
+    def __init__(self, num_candidates: int, slate_size: int, seed: int | None = None):
+        if slate_size > num_candidates:
+            raise ValueError(f"slate_size={slate_size} > num_candidates={num_candidates}")
+        super().__init__(np.full(slate_size, num_candidates, dtype=np.int64), seed=seed)
+        self.num_candidates = num_candidates
+        self.slate_size = slate_size
+
+    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
+        """K distinct candidates, uniformly; only unmasked ones when ``mask`` is given.
+
+        ``mask`` may be a 1-D binary array of length C (the env's ``action_mask``) or
+        Gymnasium's tuple of per-slot masks (their intersection is used).
+        """
+        if probability is not None:
+            raise ValueError("SlateSpace.sample does not support `probability`; use a mask")
+        C, K = self.num_candidates, self.slate_size
+        if mask is None:
+            allowed = np.arange(C)
+        else:
+            if isinstance(mask, tuple):
+                mask = np.logical_and.reduce([np.asarray(m, dtype=bool) for m in mask])
+            mask = np.asarray(mask)
+            if mask.shape != (C,):
+                raise ValueError(f"action mask must have shape ({C},), got {mask.shape}")
+            allowed = np.flatnonzero(mask)
+            if len(allowed) < K:
+                raise ValueError(
+                    f"only {len(allowed)} unmasked candidates, a slate needs {K} distinct ones"
+                )
+        return self.np_random.choice(allowed, size=K, replace=False).astype(self.dtype)
+
+    def contains(self, x: Any) -> bool:
+        if not super().contains(x):
+            return False
+        x = np.asarray(x)
+        return len(np.unique(x)) == x.size
+
+    def __repr__(self) -> str:
+        return f"SlateSpace(num_candidates={self.num_candidates}, slate_size={self.slate_size})"
+
+    def __eq__(self, other: Any) -> bool:
+        return (
+            isinstance(other, SlateSpace)
+            and other.num_candidates == self.num_candidates
+            and other.slate_size == self.slate_size
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable RNG state, like gymnasium spaces
