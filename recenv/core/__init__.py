@@ -4,5 +4,6 @@ from recenv.core.catalog import Catalog, build_catalog
 from recenv.core.config import MarketConfig
 from recenv.core.market import BatchedMarket
 from recenv.core.metrics import EPISODE_METRICS
+from recenv.core.users import Population
 
-__all__ = ["EPISODE_METRICS", "BatchedMarket", "Catalog", "MarketConfig", "build_catalog"]
+__all__ = ["EPISODE_METRICS", "BatchedMarket", "Catalog", "MarketConfig", "Population", "build_catalog"]

@@ -48,6 +48,7 @@ from recenv.core.metrics import gini, intra_list_diversity
 from recenv.core.response import respond
 from recenv.core.rewards import agent_rewards
 from recenv.core.users import (
+    Population,
     UserConstants,
     UserLayout,
     draw_user,
@@ -72,6 +73,7 @@ class BatchedMarket:
         device: str | torch.device = "cpu",
         seed: int | None = None,
         catalog: Catalog | None = None,
+        population: Population | None = None,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs={num_envs!r} must be a positive int")
@@ -81,6 +83,10 @@ class BatchedMarket:
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
         self.layout = UserLayout(cfg.num_topics, cfg.num_agents)
+        if population is not None:
+            population.check(cfg)
+            population = population.to(dev)
+        self.population = population
         self._seed_generator = torch.Generator()
         if seed is None:
             self._seed_generator.seed()
@@ -176,6 +182,8 @@ class BatchedMarket:
             u = rng.uniforms(pre, 2 * self.config.num_users)
             U = self.config.num_users
             self.activity = torch.exp(0.75 * rng.box_muller(u[:, :U], u[:, U:]))
+            if self.population is not None:
+                self.activity = self.population.activity.expand(N, U).clone()
         else:
             self.counter += 1
         self._begin_episode(torch.ones(N, dtype=torch.bool, device=self.device))
@@ -429,6 +437,9 @@ class BatchedMarket:
         pre = rng.prefix(self.key, self.episode, rng.STREAM_USER)
         pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
         fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
+        if self.population is not None:
+            fresh_row[:, L.interest] = self.population.interest[u]
+            const.taste = self.population.taste[u]
         row = on_arrival(cfg, L, self.users[n, u], fresh_all[n, u], fresh_row, self.t)
         self.users[n, u] = row
         self.user_epoch[n, u] = self.episode

@@ -46,6 +46,36 @@ class UserLayout:
 
 
 @dataclass
+class Population:
+    """Fixed users of a scenario (e.g. fitted on an interaction log), shared by all markets.
+
+    When a market has a population, a user's fresh state each episode starts from these
+    interests and taste instead of random draws, and arrivals follow these activity rates.
+    """
+
+    interest: torch.Tensor  # [U, T] non-negative, rows sum to 1
+    taste: torch.Tensor  # [U, D]
+    activity: torch.Tensor  # [U] > 0, relative request rates
+
+    def to(self, device: torch.device | str) -> Population:
+        return Population(*(x.to(device) for x in (self.interest, self.taste, self.activity)))
+
+    def check(self, cfg: MarketConfig) -> None:
+        U, T, D = cfg.num_users, cfg.num_topics, cfg.embed_dim
+        for name, x, shape in (
+            ("interest", self.interest, (U, T)),
+            ("taste", self.taste, (U, D)),
+            ("activity", self.activity, (U,)),
+        ):
+            if tuple(x.shape) != shape:
+                raise ValueError(f"population.{name} has shape {tuple(x.shape)}, expected {shape}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"population.{name} contains NaN or inf")
+        if bool((self.activity <= 0).any()) or bool((self.interest < 0).any()):
+            raise ValueError("population activity must be > 0 and interests >= 0")
+
+
+@dataclass
 class UserConstants:
     """Per-(market, episode, user) constants of the current users; ``[N, ...]`` each."""
 
