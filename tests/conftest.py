@@ -1,0 +1,157 @@
+"""Shared fixtures for the simulator's tests.
+
+- ``env_id``: every test that takes it runs once per ``recenv.registered_ids()``, so presets
+  registered later (ECommerce, Video, Music, ...) are covered without editing the tests.
+- ``small``: keyword overrides that shrink a preset (fewer items, shorter horizon) while keeping
+  its config valid, so the whole suite stays fast.
+- ``feature_policy``: a deterministic policy that depends only on the observation, so two faces
+  of the same market that see the same observations take the same actions.
+- ``snapshot`` / ``assert_same_snapshot``: every tensor a :class:`BatchedMarket` holds, to prove a
+  rejected step left the market untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import recenv
+from recenv.core.config import MarketConfig
+
+MARKET = "recenv/Market-v0"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "env_id" in metafunc.fixturenames:
+        metafunc.parametrize("env_id", recenv.registered_ids())
+
+
+@functools.cache
+def preset_config(env_id: str) -> MarketConfig:
+    """The preset's own configuration (built once per id and process)."""
+    return recenv.make_vec(env_id, num_envs=1, seed=0).config
+
+
+def small_kwargs(env_id: str, *, num_items: int = 500, horizon: int = 30) -> dict[str, Any]:
+    """Overrides that make ``env_id`` small: at most ``num_items`` items (more when the preset
+    needs them for ``num_candidates`` per agent) and at most ``horizon`` requests."""
+    cfg = preset_config(env_id)
+    owners = 1 if cfg.ownership == "shared" else cfg.num_agents
+    # Enough items that every agent owns > C items present at t=0 (with room for the randomness
+    # of which items arrive late).
+    need = math.ceil(2 * owners * (cfg.num_candidates + 1) / max(1e-3, 1 - cfg.new_item_fraction))
+    kwargs = {
+        "num_items": min(cfg.num_items, max(num_items, need)),
+        "horizon": min(cfg.horizon, horizon),
+    }
+    try:
+        MarketConfig.from_kwargs(cfg, **kwargs)
+    except ValueError:  # the preset cannot shrink that far: keep its catalog
+        kwargs.pop("num_items")
+    return kwargs
+
+
+@pytest.fixture
+def small():
+    """``small(env_id, num_items=500, horizon=30) -> dict`` of config overrides."""
+    return small_kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# A deterministic, observation-only policy
+# --------------------------------------------------------------------------------------------
+def feature_scores(candidates: torch.Tensor) -> torch.Tensor:
+    """A fixed linear scoring of candidate features ``[..., C, F] -> [..., C]``.
+
+    The weights are a fixed function of F (no RNG), and a tiny index term breaks exact ties the
+    same way on every face."""
+    F, C = candidates.shape[-1], candidates.shape[-2]
+    w = torch.cos(torch.arange(F, dtype=torch.float64) * 1.7) + 0.1
+    tie = 1e-6 * torch.arange(C, dtype=torch.float64)
+    return candidates.to(torch.float64) @ w + tie
+
+
+def feature_slate(candidates: Any, mask: Any, slate_size: int) -> torch.Tensor:
+    """Top-``slate_size`` unmasked candidates by :func:`feature_scores`. Accepts numpy or torch,
+    ``[C, F]`` / ``[C]`` or batched ``[N, C, F]`` / ``[N, C]``; returns int64 indices."""
+    cands = candidates if torch.is_tensor(candidates) else torch.as_tensor(np.asarray(candidates))
+    m = (mask if torch.is_tensor(mask) else torch.as_tensor(np.asarray(mask))).bool()
+    scores = feature_scores(cands.cpu())
+    scores = torch.where(m.cpu(), scores, torch.full_like(scores, -math.inf))
+    return scores.topk(slate_size, dim=-1).indices
+
+
+@pytest.fixture
+def feature_policy():
+    """``feature_policy(candidates, mask, K) -> indices`` (see :func:`feature_slate`)."""
+    return feature_slate
+
+
+def random_slates(mask: torch.Tensor, slate_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniformly random distinct unmasked candidates for a batched mask ``[..., C]``."""
+    u = torch.rand(mask.shape, generator=generator).to(mask.device)
+    u = torch.where(mask, u, torch.full_like(u, -1.0))
+    return u.topk(slate_size, dim=-1).indices
+
+
+@pytest.fixture
+def random_policy():
+    """``random_policy(mask, K, generator) -> indices``: uniform random valid slates."""
+    return random_slates
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots of a BatchedMarket
+# --------------------------------------------------------------------------------------------
+def _collect(value: Any, path: str, out: dict[str, Any]) -> None:
+    if torch.is_tensor(value):
+        out[path] = value.detach().clone()
+    elif isinstance(value, torch.Generator):
+        out[path] = value.get_state().clone()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _collect(getattr(value, f.name), f"{path}.{f.name}", out)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _collect(v, f"{path}[{k!r}]", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _collect(v, f"{path}[{i}]", out)
+    elif isinstance(value, (int, float, str, bool, type(None))):
+        out[path] = value
+
+
+def snapshot_market(env: recenv.BatchedMarket) -> dict[str, Any]:
+    """Every tensor (and plain value) reachable from ``vars(env)``, plus the observation."""
+    out: dict[str, Any] = {}
+    for name, value in vars(env).items():
+        _collect(value, name, out)
+    _collect(env.observe(), "observe()", out)
+    return out
+
+
+def assert_same_snapshot(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before.keys() == after.keys(), set(before) ^ set(after)
+    for k, v in before.items():
+        w = after[k]
+        if torch.is_tensor(v):
+            assert v.dtype == w.dtype and v.shape == w.shape, k
+            assert torch.equal(v, w), f"{k} changed"
+        else:
+            assert v == w, f"{k} changed: {v!r} -> {w!r}"
+
+
+@pytest.fixture
+def snapshot():
+    return snapshot_market
+
+
+@pytest.fixture
+def assert_same():
+    return assert_same_snapshot
