@@ -103,9 +103,7 @@ class MarketParallelEnv(ParallelEnv):
         batched = {}
         for agent, action in actions.items():
             if agent not in self.possible_agents:
-                raise ValueError(
-                    f"unknown agent {agent!r}; agents are {self.possible_agents}"
-                )
+                raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
             batched[agent] = _as_batch(agent, action)
         obs, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
@@ -188,9 +186,7 @@ class MarketParallelEnv(ParallelEnv):
                 d["engagement"] = float(info["engagement"][0]) if won else 0.0
                 d["repaired_slots"] = int(info["repaired"][0, i])
                 d["user_clicked"] = bool(info["clicked"][0])
-                d["utility"] = {
-                    k: float(info["utility"][k][0]) for k in (*UTILITY_TERMS, "total")
-                }
+                d["utility"] = {k: float(info["utility"][k][0]) for k in (*UTILITY_TERMS, "total")}
                 if "episode" in info:
                     d["episode"] = {
                         k: (v[0, i].item() if k == "return" else _scalar_or_list(v[0]))
@@ -215,7 +211,6 @@ def _as_batch(agent: str, action: Any) -> torch.Tensor:
             raise ValueError(f"action of {agent}: cannot read {action!r} as a slate: {e}") from None
     if x.dim() != 1:
         raise ValueError(
-            f"action of {agent}: shape {tuple(x.shape)}, expected a 1-D slate of candidate "
-            "indices"
+            f"action of {agent}: shape {tuple(x.shape)}, expected a 1-D slate of candidate indices"
         )
     return x.unsqueeze(0)

@@ -6,4 +6,11 @@ from recenv.core.market import BatchedMarket
 from recenv.core.metrics import EPISODE_METRICS
 from recenv.core.users import Population
 
-__all__ = ["EPISODE_METRICS", "BatchedMarket", "Catalog", "MarketConfig", "Population", "build_catalog"]
+__all__ = [
+    "EPISODE_METRICS",
+    "BatchedMarket",
+    "Catalog",
+    "MarketConfig",
+    "Population",
+    "build_catalog",
+]

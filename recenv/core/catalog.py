@@ -40,11 +40,30 @@ class Catalog:
     head: torch.Tensor  # [A, K] the K most popular items present from t=0 (always retrievable)
 
     @property
+    def static_features(self) -> torch.Tensor:
+        """What agents may observe of every item that does not change: ``[I, T + 3]`` =
+        topics, length, price, observed (noisy) quality. Built on first use."""
+        f = self.__dict__.get("_static_features")
+        if f is None:
+            f = torch.cat(
+                [
+                    self.topics,
+                    self.length[:, None],
+                    self.price[:, None],
+                    (self.quality + self.quality_noise)[:, None],
+                ],
+                dim=1,
+            ).contiguous()
+            self.__dict__["_static_features"] = f
+        return f
+
+    @property
     def num_items(self) -> int:
         return self.topics.shape[0]
 
     def to(self, device: torch.device | str) -> Catalog:
-        return Catalog(**{k: v.to(device) for k, v in self.__dict__.items()})
+        fields = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return Catalog(**{k: v.to(device) for k, v in fields.items()})
 
 
 def build_catalog(cfg: MarketConfig) -> Catalog:

@@ -20,7 +20,7 @@ PAGE_ORDERS = ("rotating", "fixed")
 RESPONSES = ("engagement", "watch_time", "listen", "purchase")
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the argparse word
+def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
@@ -114,8 +114,8 @@ class MarketConfig:
     # Derived sizes --------------------------------------------------------------------------
     @property
     def candidate_dim(self) -> int:
-        """Features per candidate: topics (T) + popularity, exposures, age, length, price,
-        observed quality."""
+        """Features per candidate: topics (T), length, price, observed (noisy) quality,
+        log(1 + clicks), log(1 + exposures) in this market this episode, age / H."""
         return self.num_topics + 6
 
     @property
@@ -166,9 +166,9 @@ def _validate(c: MarketConfig) -> list[str]:
     errs: list[str] = []
     for f in dataclasses.fields(c):
         v = getattr(c, f.name)
-        want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[
-            f.type
-        ]
+        want = (
+            f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+        )
         ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             ok = True

@@ -34,9 +34,7 @@ def on_arrival(
     row[:, L.boredom] *= torch.pow(cfg.boredom_decay, lag)[:, None]
     row[:, L.bored_at] = t
     returning = row[:, L.churned] > 0
-    row[:, L.satisfaction] = torch.where(
-        returning, cfg.satisfaction_init, row[:, L.satisfaction]
-    )
+    row[:, L.satisfaction] = torch.where(returning, cfg.satisfaction_init, row[:, L.satisfaction])
     row[:, L.churned] = 0.0
     return row
 
@@ -68,9 +66,7 @@ def after_request(
         + cfg.boredom_exposure * shown_topics
     )
     row[:, L.boredom] = boredom
-    sat = (row[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(
-        0.0, 1.0
-    )
+    sat = (row[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(0.0, 1.0)
     row[:, L.satisfaction] = sat
     outcome = won * fit[:, None]
     loyalty = row[:, L.loyalty] + cfg.loyalty_rate * served * (outcome - cfg.expectation)

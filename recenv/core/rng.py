@@ -53,20 +53,50 @@ def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tenso
     return hash32(hash32(key ^ (counter * _GOLDEN & _MASK32)) ^ (stream * 0x85EBCA6B & _MASK32))
 
 
+def _signed32(c: int) -> int:
+    """A 32-bit constant as the int32 with the same bits."""
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+_GOLDEN_S = _signed32(_GOLDEN)
+_FMIX1 = _signed32(0x85EBCA6B)
+_FMIX2 = _signed32(0xC2B2AE35)
+
+
 def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
     """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` prefix (24-bit).
 
     Callers draw everything a step needs as one block and slice it: a handful of tensor ops
     instead of a handful per draw, which is what keeps one market's step cheap.
+
+    SplitMix-style: the well-mixed per-market prefix plus a Weyl sequence over the index,
+    finished by murmur3's fmix32 (full avalanche), one round per number. It runs in int32,
+    whose multiplication wraps (two's complement) on every torch backend, with logical shifts
+    done as arithmetic shifts plus a mask; the bits equal the unsigned 32-bit algorithm.
     """
-    idx = torch.arange(width, device=pre.device, dtype=torch.int64)
-    b = hash32(hash32(pre[:, None] ^ idx) + 0x27D4EB2F)
-    return ((b >> 8).to(dtype) + 0.5) * _INV24
+    p = pre.to(torch.int32) if pre.dtype != torch.int32 else pre
+    idx = torch.arange(width, device=pre.device, dtype=torch.int32) * _GOLDEN_S
+    x = p[:, None] + idx
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _FMIX1
+    x = x ^ ((x >> 13) & 0x7FFFF)
+    x = x * _FMIX2
+    x = x ^ ((x >> 16) & 0xFFFF)
+    return (((x >> 8) & 0xFFFFFF).to(dtype) + 0.5) * _INV24
 
 
 def box_muller(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
     """Standard normals from two equally shaped blocks of uniforms."""
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
+
+
+def normals(u: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` standard normals ``[N, count]`` from a block of ``2 * ceil(count / 2)``
+    uniforms ``u``: each pair gives two normals (Box-Muller's cosine and sine)."""
+    m = (count + 1) // 2
+    r = torch.sqrt(-2.0 * torch.log(u[:, :m]))
+    theta = 2.0 * torch.pi * u[:, m : 2 * m]
+    return torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :count]
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:

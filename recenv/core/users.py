@@ -85,9 +85,13 @@ class UserConstants:
     noise: torch.Tensor  # [N, T] observation noise on the features
 
 
+def _num_normals(cfg: MarketConfig) -> int:
+    return cfg.embed_dim + cfg.num_topics + cfg.num_agents + 1  # taste, noise, loyalty, budget
+
+
 def user_block_width(cfg: MarketConfig) -> int:
-    T, D, A = cfg.num_topics, cfg.embed_dim, cfg.num_agents
-    return (T + 1) + T + 2 * D + 2 * T + T + 1 + 2 * A + 2
+    T = cfg.num_topics
+    return 4 + 3 + 2 * ((_num_normals(cfg) + 1) // 2) + T + 1
 
 
 def draw_user(
@@ -105,30 +109,38 @@ def draw_user(
         o += width
         return out
 
-    score, weights = take(T + 1), take(T)
-    taste_u, noise_u, visible_u = take(2 * D), take(2 * T), take(T)
-    price_u, loyalty_u, budget_u = take(1), take(2 * A), take(2)
+    pick, weights = take(4), take(3)
+    m = _num_normals(cfg)
+    gauss = rng.normals(take(2 * ((m + 1) // 2)), m)
+    taste_g, noise_g, loyalty_g, budget_g = gauss.split([D, T, A, 1], dim=1)
+    visible_u, price_u = take(T), take(1)
 
-    # Sparse interests: 1..3 topics (fewer when T is small) with exponential weights.
+    # Sparse interests: 1..3 distinct topics (fewer when T is small), exponential weights.
+    # Distinct topics without a sort: a first topic, then offsets drawn without replacement.
     k_max = min(3, T)
-    n_topics = 1 + (score[:, T] * k_max).long().clamp(max=k_max - 1)
-    rank = score[:, :T].argsort(dim=1).argsort(dim=1)
-    w = torch.where(rank < n_topics[:, None], -torch.log(weights), 0.0)
-    interest = w / w.sum(dim=1, keepdim=True)
+    n_topics = 1 + (pick[:, 3] * k_max).long().clamp(max=k_max - 1)
+    first = (pick[:, 0] * T).long().clamp(max=T - 1)
+    off1 = 1 + (pick[:, 1] * max(T - 1, 1)).long().clamp(max=max(T - 2, 0))
+    off2 = 1 + (pick[:, 2] * max(T - 2, 1)).long().clamp(max=max(T - 3, 0))
+    off2 = off2 + (off2 >= off1).long()
+    topics = torch.stack([first, (first + off1) % T, (first + off2) % T], dim=1)  # [N, 3]
+    w = -torch.log(weights) * (torch.arange(3, device=block.device) < n_topics[:, None])
+    interest = torch.zeros(N, T, dtype=block.dtype, device=block.device)
+    interest.scatter_add_(1, topics, w)
+    interest = interest / interest.sum(dim=1, keepdim=True)
 
     constants = UserConstants(
-        taste=rng.box_muller(taste_u[:, :D], taste_u[:, D:]) * (2.0 / math.sqrt(D)),
+        taste=taste_g * (2.0 / math.sqrt(D)),
         price_sensitivity=cfg.price_sensitivity * 2.0 * price_u[:, 0],
         visible=visible_u < cfg.feature_visible,
-        noise=rng.box_muller(noise_u[:, :T], noise_u[:, T:]) * cfg.feature_noise,
+        noise=noise_g * cfg.feature_noise,
     )
     L = layout
     row = torch.zeros(N, L.width, dtype=block.dtype, device=block.device)
     row[:, L.interest] = interest
     row[:, L.satisfaction] = cfg.satisfaction_init
-    budget_g = rng.box_muller(budget_u[:, :1], budget_u[:, 1:])[:, 0]
-    row[:, L.budget] = cfg.session_budget * torch.exp(0.5 * budget_g - 0.125)
-    row[:, L.loyalty] = 0.3 * rng.box_muller(loyalty_u[:, :A], loyalty_u[:, A:])
+    row[:, L.budget] = cfg.session_budget * torch.exp(0.5 * budget_g[:, 0] - 0.125)
+    row[:, L.loyalty] = 0.3 * loyalty_g
     row[:, L.last_visit] = -1.0
     return row, constants
 

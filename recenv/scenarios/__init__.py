@@ -5,6 +5,9 @@ from recenv.registry import register
 
 SCENARIOS = {
     "recenv/Market-v0": "recenv.scenarios.market",
+    "recenv/ECommerce-v0": "recenv.scenarios.ecommerce",
+    "recenv/Video-v0": "recenv.scenarios.video",
+    "recenv/Music-v0": "recenv.scenarios.music",
 }
 
 for _env_id, _module in SCENARIOS.items():

@@ -1,0 +1,124 @@
+"""# Video-v0
+
+Video streaming platforms competing for viewers' time: each request a viewer first picks one
+of ``A = 3`` platforms (by loyalty, or watches nothing) and sees only that platform's row of
+videos. Watch time grows with a video's length and how well it fits; viewers tire fast of a
+genre, sessions end when the viewer's time runs out, and disappointed viewers churn.
+
+| Import | `recenv.make("recenv/Video-v0")` / `recenv.make_vec("recenv/Video-v0", num_envs=N)` |
+|---|---|
+| Actions | slate: ``SlateSpace(25, 5)`` (a row of 5 of 25 candidates) |
+| Parallel API | yes |
+| Agents | ``agent_0 … agent_2``: platforms with exclusive catalogs |
+| Observation | ``Dict`` (as Market-v0) or flat ``Box`` with ``flatten_obs=True`` |
+| State | ``Box(state_dim,)`` global latent view (includes the viewer's loyalty to each platform) |
+| Reward | watch time on the agent's own platform |
+
+## Description
+
+``U = 40`` viewers, ``I = 3000`` videos over ``T = 20`` genres, split among the platforms
+(exclusive catalogs). ``topology="platform_choice"``: the viewer chooses a platform by a logit
+of ``3 · loyalty`` against leaving (utility −1), then picks at most one of the platform's
+``K = 5`` videos. Loyalty moves toward how well a visit went, so a platform that serves
+badly loses its viewers to the others: the competition is for **market share** (share of
+visits) and **retention**, both reported in the episode metrics.
+
+Video lengths are log-normal around 3 time units; a viewer's session budget is about 20 units
+(so 4–7 videos a session), and every visit costs 0.3 units of browsing. Boredom is strong:
+watching a video adds 0.8 boredom to its genres, decaying only 5 % per step, and boredom costs
+2.5 utility per unit — a platform that keeps serving the viewer's favourite genre soon sees
+them stop clicking, lose satisfaction and churn (below 0.25). Long-horizon policies that vary
+genres should beat the greedy oracle here.
+
+## Observation (per agent)
+
+As in Market-v0 (see its page). Only the visited platform's slate is shown, but every
+platform observes every request (it does not know whether the viewer will come to it). A
+candidate's ``length`` column is the video's length.
+
+## Action
+
+K = 5 distinct, unmasked candidate indices (``invalid_slate="raise"`` by default).
+
+## Choice model
+
+Platform: softmax over ``3 · loyalty_a`` for each platform and −1 for watching nothing.
+Then a conditional logit over the platform's 5 videos plus no click (utility 1.5):
+
+``utility = 3 · interest·genres + 1 · taste·embedding + 1 · quality − 2.5 · boredom·genres
+− 1 · log2(1 + position)``
+
+## Reward
+
+``competitive``: the watch time of the video chosen on the agent's platform,
+``share · length`` with ``share = sigmoid(utility) × noise`` capped at 1 — long videos that
+fit earn most. Other platforms earn 0 on that request.
+
+## Episode
+
+``H = 300`` requests (truncation), or every viewer churned (termination). Episode metrics:
+return (total watch time), ``market_share`` (share of platform visits), ``retention``,
+satisfaction, CTR, diversity and more.
+
+## Arguments (why these values)
+
+| key | value | why |
+|---|---|---|
+| ``num_agents``, ``topology``, ``ownership`` | 3, ``"platform_choice"``, ``"partition"`` | three platforms with exclusive catalogs: competition for visits, not for slots on one page |
+| ``num_items``, ``num_topics`` | 3000, 20 | a catalog of 1000 videos per platform over 20 genres |
+| ``num_users`` | 40 | each viewer returns several times per episode, so loyalty and churn play out |
+| ``num_candidates``, ``slate_size`` | 25, 5 | a home-screen row of five videos |
+| ``zipf_exponent`` | 1.0 | viewing is long-tailed, a little flatter than sales |
+| ``response``, ``mean_item_length`` | ``"watch_time"``, 3.0 | watch time = watched share × length, so length matters; a video is several times a browse |
+| ``session_budget``, ``browse_cost`` | 20.0, 0.3 | a session holds 4–7 videos; browsing without watching still uses time |
+| ``boredom_growth``, ``boredom_decay``, ``boredom_weight``, ``boredom_exposure`` | 0.8, 0.95, 2.5, 0.05 | strong boredom: two videos of a genre in a row make a third much less attractive, and it lingers for tens of steps |
+| ``churn_threshold``, ``expectation`` | 0.25, 0.35 | viewers expect more of a video than of a generic item and leave sooner when let down |
+| ``horizon`` | 300 | long enough for loyalty, boredom and churn to change market shares |
+
+## Version history
+
+- v0: initial release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from recenv.core.config import MarketConfig
+from recenv.core.market import BatchedMarket
+from recenv.scenarios._factories import pettingzoo_factories
+
+ENV_ID = "recenv/Video-v0"
+CONFIG = MarketConfig(
+    num_agents=3,
+    topology="platform_choice",
+    ownership="partition",
+    num_items=3000,
+    num_topics=20,
+    num_users=40,
+    num_candidates=25,
+    slate_size=5,
+    zipf_exponent=1.0,
+    response="watch_time",
+    mean_item_length=3.0,
+    session_budget=20.0,
+    browse_cost=0.3,
+    boredom_growth=0.8,
+    boredom_decay=0.95,
+    boredom_weight=2.5,
+    boredom_exposure=0.05,
+    churn_threshold=0.25,
+    expectation=0.35,
+    horizon=300,
+)
+
+
+def build(
+    *, num_envs: int, device: str | torch.device = "cpu", seed: int | None = None, **config: Any
+) -> BatchedMarket:
+    return BatchedMarket(MarketConfig.from_kwargs(CONFIG, **config), num_envs, device, seed)
+
+
+parallel_env, env = pettingzoo_factories(ENV_ID)
