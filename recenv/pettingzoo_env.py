@@ -12,7 +12,7 @@ moves ``action_mask`` to ``infos[agent]["action_mask"]``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class MarketParallelEnv(ParallelEnv):
     actions, choice model, rewards and arguments; this class is the shared machinery.
     """
 
-    metadata = {
+    metadata: ClassVar[dict[str, Any]] = {
         "name": "recenv_market",
         "render_modes": ["ansi"],
         "is_parallelizable": True,

@@ -152,7 +152,7 @@ def _retrieval_lists(
     main_topic: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """Per-agent sorted id lists. Built once; a loop over agents here is set-up, not a step."""
-    I, T, A, K = cfg.num_items, cfg.num_topics, cfg.num_agents, cfg.slate_size
+    T, A, K = cfg.num_topics, cfg.num_agents, cfg.slate_size
     big = torch.iinfo(torch.int64).max // 4
     by_pop_order = torch.argsort(popularity, descending=True, stable=True)
     per_agent_pop, per_agent_arr, per_agent_topic, heads = [], [], [], []

@@ -484,13 +484,7 @@ class BatchedMarket:
         candidates always exist), interest-matched, popular and fresh items; listed by catalog
         id, duplicates and not-yet-arrived items masked. Never scores the catalog."""
         cfg, cat = self.config, self.catalog
-        N, A, C, T, K = (
-            self.num_envs,
-            cfg.num_agents,
-            cfg.num_candidates,
-            cfg.num_topics,
-            cfg.slate_size,
-        )
+        N, A, T, K = self.num_envs, cfg.num_agents, cfg.num_topics, cfg.slate_size
         ni, npop, nf = self._n_interest, self._n_popular, self._n_fresh
         agents = self._agent_ids[None, :, None]
         uraw = block[:, self._block["position"]].view(N, A, ni + npop + nf)
