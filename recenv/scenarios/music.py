@@ -26,8 +26,11 @@ earns as much as several songs but uses as much of the session; the team must ba
 page between the two.
 
 **Repeat consumption**: boredom is weak (0.1 per play) and fades fast (×0.7 per step), and
-retrieval favours each list's head, so the same tracks and moods come back and are played
-again within an episode. The core has no per-item memory (see "Not modelled").
+retrieval leans hard on each mood's best-known tracks (``retrieval_skew = 3``), so the same
+tracks and moods come back and are played again: about 19 % of plays under the myopic oracle
+(7 % under random slates) are replays of an item the listener already played this episode.
+Skips: about 16 % of plays under the oracle, 43 % under random slates. The core has no
+per-item memory (see "Not modelled").
 
 ## Observation (per agent)
 
@@ -62,12 +65,14 @@ was played.
 | ``num_agents``, ``ownership`` | 2, ``"partition"`` | one agent per content type (songs, podcasts); the partition is by type, built in :func:`music_catalog` (any other ``num_agents`` is an error) |
 | ``reward_mode``, ``topology`` | ``"cooperative"``, ``"shared_page"`` | the agents are teams of one service, filling one page together |
 | ``num_items``, ``num_topics`` | 4000, 16 | a larger catalog of short items, over moods/themes |
+| ``slate_size`` | 4 | four songs and four podcast episodes: a page of 8 |
 | ``response``, ``engagement_noise`` | ``"listen"``, 0.3 | the listened share decides skips; more noise than Market-v0 because a listener's patience varies |
 | ``mean_item_length`` | 0.25 | a song is short next to a session (podcasts: × 6, ``PODCAST_LENGTH``) |
 | ``session_budget``, ``browse_cost`` | 6.0, 0.05 | a session holds a couple of dozen songs; choosing the next track costs little |
 | ``boredom_growth``, ``boredom_decay``, ``boredom_exposure`` | 0.1, 0.7, 0.0 | people replay favourites: a play bores little and the effect is gone within a few steps |
 | ``no_click_utility`` | 1.0 | listeners play something on most requests (Market-v0: 1.5) |
 | ``interest_drift`` | 0.02 | musical taste is stable within an episode |
+| ``retrieval_skew`` | 3.0 | candidates concentrate on familiar tracks, which makes replays common (Market-v0: 2.0) |
 | ``horizon`` | 300 | many short requests |
 
 ``PODCAST_SHARE = 0.2`` and ``PODCAST_LENGTH = 6.0`` are part of the scenario (a change bumps
@@ -119,6 +124,7 @@ CONFIG = MarketConfig(
     boredom_exposure=0.0,
     no_click_utility=1.0,
     interest_drift=0.02,
+    retrieval_skew=3.0,
     horizon=300,
 )
 
