@@ -23,7 +23,7 @@ from recenv.core.choice import UTILITY_TERMS
 from recenv.core.market import BatchedMarket
 from recenv.spaces import SlateSpace
 
-FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles")
+FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles", "compile")
 
 
 class MarketParallelEnv(ParallelEnv):
@@ -172,32 +172,39 @@ class MarketParallelEnv(ParallelEnv):
         return out
 
     def _infos(self, info: dict[str, Any] | None) -> dict[str, dict]:
-        infos: dict[str, dict] = {}
-        obs = self.core.observe()
-        for i, agent in enumerate(self.possible_agents):
-            d: dict[str, Any] = {}
-            if self.flatten_obs:
-                d["action_mask"] = obs[agent]["action_mask"][0].numpy().astype(np.int8)
-            if info is not None:
-                won = int(info["chosen_agent"][0]) == i
-                d["shown"] = info["shown"][0, i].numpy()
-                d["clicked"] = won
-                d["chosen_slot"] = int(info["chosen_slot"][0]) if won else -1
-                d["engagement"] = float(info["engagement"][0]) if won else 0.0
-                d["repaired_slots"] = int(info["repaired"][0, i])
-                d["user_clicked"] = bool(info["clicked"][0])
-                d["utility"] = {k: float(info["utility"][k][0]) for k in (*UTILITY_TERMS, "total")}
-                if "episode" in info:
-                    d["episode"] = {
-                        k: (v[0, i].item() if k == "return" else _scalar_or_list(v[0]))
-                        for k, v in info["episode"].items()
-                    }
-            infos[agent] = d
+        infos: dict[str, dict] = {a: {} for a in self.possible_agents}
+        if self.flatten_obs:
+            masks = self.core.observe()
+            for agent, d in infos.items():
+                d["action_mask"] = masks[agent]["action_mask"][0].numpy().astype(np.int8)
+        if info is None:
+            return infos
+        # One conversion per field, then plain Python per agent.
+        chosen_agent = int(info["chosen_agent"][0])
+        chosen_slot = int(info["chosen_slot"][0])
+        engagement = float(info["engagement"][0])
+        shown = info["shown"][0].numpy()
+        repaired = info["repaired"][0].tolist()
+        terms = torch.stack([info["utility"][k][0] for k in _TERMS]).tolist()
+        utility = dict(zip(_TERMS, terms, strict=True))
+        episode = None
+        if "episode" in info:
+            episode = {k: v[0].tolist() for k, v in info["episode"].items()}
+        for i, d in enumerate(infos.values()):
+            won = chosen_agent == i
+            d["shown"] = shown[i]
+            d["clicked"] = won
+            d["chosen_slot"] = chosen_slot if won else -1
+            d["engagement"] = engagement if won else 0.0
+            d["repaired_slots"] = int(repaired[i])
+            d["user_clicked"] = chosen_agent >= 0
+            d["utility"] = dict(utility)
+            if episode is not None:
+                d["episode"] = {**episode, "return": episode["return"][i]}
         return infos
 
 
-def _scalar_or_list(v: torch.Tensor) -> Any:
-    return v.item() if v.dim() == 0 else v.tolist()
+_TERMS = (*UTILITY_TERMS, "total")
 
 
 def _as_batch(agent: str, action: Any) -> torch.Tensor:

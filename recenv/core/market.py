@@ -165,16 +165,36 @@ class BatchedMarket:
         self._arrived_by = torch.stack(
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
-        self.compiled = bool(compile)
-        if self.compiled:
-            # The two pure kernels of a step, fused by inductor; state writes stay eager so the
-            # compiled graphs never copy the user or item tables.
-            self._interact = torch.compile(self._interact, dynamic=False)
-            self._arrival = torch.compile(self._arrival, dynamic=False)
+        self.compiled = False
+        if compile:
+            self.compile()
 
     # ------------------------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------------------------
+    def compile(self, whole_step: bool | None = None) -> BatchedMarket:
+        """Run the step through ``torch.compile`` (idempotent).
+
+        ``whole_step=True`` compiles both halves of a step with their state writes: fewest
+        kernel launches, best for small batches, but the graphs copy the user and item tables
+        they write, which costs at large batches. ``False`` compiles only the two pure kernels
+        (choice/dynamics and arrival/observation) and keeps the writes eager. ``None`` picks
+        whole steps for ``num_envs <= 16``.
+        """
+        if self.compiled:
+            return self
+        if whole_step is None:
+            whole_step = self.num_envs <= 16
+        self._validity = torch.compile(self._validity, dynamic=False)
+        if whole_step:
+            self._advance = torch.compile(self._advance, dynamic=False)
+            self._arrive = torch.compile(self._arrive, dynamic=False)
+        else:
+            self._interact = torch.compile(self._interact, dynamic=False)
+            self._arrival = torch.compile(self._arrival, dynamic=False)
+        self.compiled = True
+        return self
+
     def reset(self, seed: int | None = None) -> Obs:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
         the first reset uses the constructor's seed (or a fresh one), later resets continue each
@@ -214,9 +234,21 @@ class BatchedMarket:
     ) -> tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
-        cfg = self.config
         slate, valid, repaired = self._check_actions(actions)  # raises before any mutation
+        rewards, terminated, truncated, info, block = self._advance(slate, valid)
+        info["repaired"] = repaired * ~info["reset"][:, None]
+        done = terminated | truncated
+        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
+            info["episode"] = self._episode_metrics()
+            info["_episode"] = done.clone()
+        self._arrive(block)
+        rew = {a: rewards[:, i] for i, a in enumerate(self.agents)}
+        return self.observe(), rew, terminated, truncated, info
 
+    def _advance(self, slate: torch.Tensor, valid: torch.Tensor):
+        """Serve the current request in every market and apply its consequences (the first
+        half of a step; the second is the next arrival)."""
+        cfg = self.config
         resetting = self.needs_reset
         live = ~resetting
         self.counter += 1
@@ -237,9 +269,7 @@ class BatchedMarket:
         self.t += live
         truncated = live & (self.t >= cfg.horizon)
         terminated = live & self._churned_now().all(dim=1) & ~truncated
-        done = terminated | truncated
-        self.needs_reset = done
-
+        self.needs_reset = terminated | truncated
         info: dict[str, Any] = {
             "shown": out["shown"],
             "chosen_agent": out["chosen_agent"],
@@ -250,15 +280,9 @@ class BatchedMarket:
             "platform": out["platform"],
             "utility": out["utility"],
             "choice_probs": out["probs"],
-            "repaired": repaired * live[:, None],
             "reset": resetting,
         }
-        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
-            info["episode"] = self._episode_metrics()
-            info["_episode"] = done.clone()
-        self._arrive(block)
-        rew = {a: rewards[:, i] for i, a in enumerate(self.agents)}
-        return self.observe(), rew, terminated, truncated, info
+        return rewards, terminated, truncated, info, block
 
     def observe(self) -> Obs:
         """Observations of the current request, per agent."""
@@ -366,21 +390,30 @@ class BatchedMarket:
                 )
             stacked.append(x.to(torch.int64))
         slate = torch.stack(stacked, dim=1)  # [N, A, K]
+        idx, valid, all_ok = self._validity(slate)
+        if cfg.invalid_slate == "raise" and not bool(all_ok):
+            self._raise_invalid(slate)
+        repaired = (~valid).sum(dim=2).to(torch.float32)
+        return idx, valid, repaired
+
+    def _validity(self, slate: torch.Tensor):
+        """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat. Returns the
+        indices clamped into range, validity, and whether every market that will act is
+        valid (markets about to start a new episode ignore their actions)."""
+        C = self.config.num_candidates
         in_range = (slate >= 0) & (slate < C)
         idx = slate.clamp(0, C - 1)
         unmasked = self.cand_mask.gather(2, idx)
         dup = (idx[:, :, :, None] == idx[:, :, None, :]).tril(diagonal=-1).any(dim=3)
         valid = in_range & unmasked & ~dup
-        if cfg.invalid_slate == "raise":
-            # Markets about to start a new episode ignore their actions (NEXT_STEP auto-reset).
-            ok = valid | self.needs_reset[:, None, None]
-            if not bool(ok.all()):
-                self._raise_invalid(slate, in_range, dup, ok)
-        repaired = (~valid).sum(dim=2).to(torch.float32)
-        return idx, valid, repaired
+        return idx, valid, (valid | self.needs_reset[:, None, None]).all()
 
-    def _raise_invalid(self, slate, in_range, dup, ok) -> None:
+    def _raise_invalid(self, slate: torch.Tensor) -> None:
         C = self.config.num_candidates
+        in_range = (slate >= 0) & (slate < C)
+        idx = slate.clamp(0, C - 1)
+        dup = (idx[:, :, :, None] == idx[:, :, None, :]).tril(diagonal=-1).any(dim=3)
+        ok = (in_range & self.cand_mask.gather(2, idx) & ~dup) | self.needs_reset[:, None, None]
         n, a, k = (int(v) for v in (~ok).nonzero()[0])
         agent, value = self.agents[a], int(slate[n, a, k])
         where = f"agent {agent}, env {n}, slot {k}"
