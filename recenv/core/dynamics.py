@@ -26,6 +26,7 @@ def on_arrival(
     L: UserLayout,
     row: torch.Tensor,  # [N, F] stored row
     fresh: torch.Tensor,  # [N] bool: the stored row belongs to an older episode
+    ready: torch.Tensor,  # [N] bool: the user may arrive now (not away, not churned)
     fresh_row: torch.Tensor,  # [N, F] the user's fresh state this episode
     t: torch.Tensor,  # [N] float step within the episode
 ) -> torch.Tensor:
@@ -33,9 +34,11 @@ def on_arrival(
     lag = (t - row[:, L.bored_at]).clamp(min=0.0)
     row[:, L.boredom] *= torch.pow(cfg.boredom_decay, lag)[:, None]
     row[:, L.bored_at] = t
-    returning = row[:, L.churned] > 0
+    # A churned user comes back only once their wait is over; when every user is churned the
+    # market has terminated, and its final observation must not revive one.
+    returning = (row[:, L.churned] > 0) & ready
     row[:, L.satisfaction] = torch.where(returning, cfg.satisfaction_init, row[:, L.satisfaction])
-    row[:, L.churned] = 0.0
+    row[:, L.churned] = torch.where(returning, 0.0, row[:, L.churned])
     return row
 
 

@@ -503,7 +503,7 @@ class BatchedMarket:
         if self.population is not None:
             fresh_row[:, L.interest] = self.population.interest[u]
             const.taste = self.population.taste[u]
-        row = on_arrival(cfg, L, self.users[n, u], fresh_all[n, u], fresh_row, self.t)
+        row = on_arrival(cfg, L, self.users[n, u], fresh_all[n, u], ready[n, u], fresh_row, self.t)
 
         user_feats = observable_features(cfg, L, row, const)
         cand, cand_mask = self._retrieve(user_feats, block)
@@ -635,7 +635,7 @@ class BatchedMarket:
                 rot = self.t.long() % A
                 block_pos = (self._agent_of[None, :] + rot[:, None]) % A
             else:
-                block_pos = self._agent_of[None, :]
+                block_pos = self._agent_of[None, :].expand(N, P)
             position = block_pos * K + self._slot_of[None, :]
             served = None
         visible = valid.view(N, P) & on_page

@@ -23,6 +23,7 @@ import torch
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
 _INV24 = 1.0 / float(1 << 24)
+_INV23 = 1.0 / float(1 << 23)
 
 # Stream ids: one per kind of block, so two blocks never share numbers.
 STREAM_STEP = 1  # everything a step draws: choice, response, dynamics, arrival, retrieval
@@ -64,7 +65,7 @@ _FMIX2 = _signed32(0xC2B2AE35)
 
 
 def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
-    """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` prefix (24-bit).
+    """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` prefix (23 bits).
 
     Callers draw everything a step needs as one block and slice it: a handful of tensor ops
     instead of a handful per draw, which is what keeps one market's step cheap.
@@ -82,7 +83,9 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     x = x ^ ((x >> 13) & 0x7FFFF)
     x = x * _FMIX2
     x = x ^ ((x >> 16) & 0xFFFF)
-    return (((x >> 8) & 0xFFFFFF).to(dtype) + 0.5) * _INV24
+    # 23 bits: v * 2^-23 + 2^-24 = (2v + 1) * 2^-24 is exact in float32, so the result lies
+    # in [2^-24, 1 - 2^-24]: never 0 or 1 (gumbel and log rely on it).
+    return ((x >> 9) & 0x7FFFFF).to(dtype) * _INV23 + _INV24
 
 
 def box_muller(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
