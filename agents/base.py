@@ -1,0 +1,606 @@
+"""The agent protocol: what every recommender agent (or team of agents) implements.
+
+An :class:`Agent` controls one or more of the environment's agents (``agent_ids``, default: all
+of them) and runs on the batched env (:func:`recenv.make_vec`) on any torch device. The
+PettingZoo face is served by :class:`agents.adapters.PettingZooAgent`, which turns numpy
+observations into batches of one and back, so every agent runs on both faces.
+
+Shapes: ``N`` markets (``num_envs``), ``C`` candidates, ``K`` slate size, ``T`` topics,
+``S`` global state size; ``a`` is an env agent name such as ``"agent_0"``.
+
+Methods to write in a subclass
+------------------------------
+``act(obs, explore) -> {a: LongTensor [N, K]}`` (required)
+    ``obs[a]`` is the env's observation dict: ``user [N, T+2]``, ``history [N, T+4]``,
+    ``candidates [N, C, T+6]``, ``action_mask [N, C]`` (bool), ``user_id [N]``,
+    ``candidate_ids [N, C]``. Return, for each controlled agent, ``K`` distinct unmasked
+    candidate indices per market. ``explore=True`` while collecting training data,
+    ``False`` to evaluate (greedy, as deterministic as the algorithm allows).
+``learn(transition) -> {metric: float}`` (learning agents)
+    Called once per env step while training, after :meth:`observe`. Store the
+    :class:`Transition`, update on the agent's own schedule, and return scalar metrics to log
+    (names in CleanRL's ``losses/…``, ``charts/…`` namespaces; empty when nothing was updated).
+    Rows with ``transition.valid == False`` are auto-reset steps and must be dropped.
+``observe(transition) -> None`` (optional)
+    Called every env step, in training *and* evaluation: update per-episode inference state
+    (e.g. a matrix-factorisation user vector folded in from this episode's clicks). Default:
+    nothing.
+``begin_episode(mask=None) -> None`` (optional)
+    New episodes start in the markets where ``mask [N]`` (bool) is set, all when ``None``:
+    clear per-episode state. The rollout calls it after ``env.reset()`` and after every step
+    whose ``info["reset"]`` is set.
+``state_dict() / load_state_dict(state)`` (agents with state)
+    Tensors, numbers, strings, lists, tuples and dicts only: checkpoints are read with
+    ``torch.load(weights_only=True)``.
+
+Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
+config parsing (unknown keys list the valid ones), capability checks, and a seeded
+``torch.Generator`` on the env's device (``self.generator``).
+
+Capability flags (class attributes, read by :func:`check_compatible`)
+--------------------------------------------------------------------
+``needs_state``: learning reads the global ``state()`` (``Transition.state``).
+``needs_privileged``: acting reads the simulator's latent truth (the myopic oracle).
+``learns``: ``learn`` changes the policy (the rollout may skip it for the others).
+``scores_candidates``: ``score(obs) -> {a: [N, C]}`` exists (what the ensemble blends).
+``supports_reward_modes``: the env ``reward_mode`` values the agent is meant for.
+``action_kind``: ``"slate"`` — K distinct candidate indices (the only kind today).
+
+Teams
+-----
+One instance controlling several env agents is the common case (independent learners keep one
+set of parameters per env agent inside; or share them, by config). To put *different* agents
+in one market, combine them with :class:`Team`, which is itself an :class:`Agent`::
+
+    team = Team([make_agent("iql", env, agent_ids=["agent_0"]),
+                 make_agent("random", env, agent_ids=["agent_1"])])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+FORMAT_VERSION = 1
+REWARD_MODES = ("competitive", "cooperative", "mixed")
+
+Obs = dict[str, dict[str, torch.Tensor]]
+Actions = dict[str, torch.Tensor]
+Metrics = dict[str, float]
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with a one-line ``help`` (it becomes ``--help`` text)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple (immutable) as a config default")
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Fields every agent has. Subclass it (frozen) and give each field an :func:`option`."""
+
+    seed: int = option(0, "seed of the agent's own random generator (exploration, init)")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls, **overrides: Any) -> AgentConfig:
+        """A config from keyword overrides; unknown keys raise ``ValueError`` listing the valid
+        ones, and lists are stored as tuples (configs are frozen)."""
+        valid = cls.field_names()
+        unknown = sorted(k for k in overrides if k not in valid)
+        if unknown:
+            raise ValueError(
+                f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {valid}"
+            )
+        return cls(**{k: _freeze(v) for k, v in overrides.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, tuple):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+# ----------------------------------------------------------------------------------------
+# Transitions
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Transition:
+    """One env step of ``N`` markets, as agents learn from it.
+
+    ``valid [N]`` is ``False`` on auto-reset steps (``info["reset"]``): their ``obs`` is the
+    previous episode's final observation, their ``next_obs`` the new episode's first, and their
+    reward 0 — drop them. ``terminated`` ends a trajectory (no bootstrap); ``truncated`` alone
+    does not (bootstrap from ``next_obs``, the episode's final observation).
+
+    ``clicked_slot[a] [N]`` (int64) is the slot of ``a``'s own slate the user clicked, -1 when
+    the user clicked nothing of ``a``'s; ``engagement[a] [N]`` the value of that click (0
+    otherwise). This is all an agent learns of the user's choice: its own slate's outcome.
+    """
+
+    obs: Obs
+    actions: Actions  # {a: [N, K]}
+    rewards: dict[str, torch.Tensor]  # {a: [N]}
+    next_obs: Obs
+    terminated: torch.Tensor  # [N] bool
+    truncated: torch.Tensor  # [N] bool
+    valid: torch.Tensor  # [N] bool
+    clicked_slot: dict[str, torch.Tensor]  # {a: [N]} int64
+    engagement: dict[str, torch.Tensor]  # {a: [N]}
+    state: torch.Tensor | None = None  # [N, S], only for agents that need it
+    next_state: torch.Tensor | None = None
+
+    def slate_feedback(
+        self, agent_id: str, target: str = "click"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``agent_id``'s slate earned, per slot: catalog ids of the slate's items
+        ``[N, K]`` (int64), the label of each slot ``[N, K]`` (``target="click"``: 1 for the
+        clicked slot; ``"engagement"``: the click's engagement; 0 elsewhere), and the slate
+        positions ``[N, K]`` in candidate indices."""
+        if target not in ("click", "engagement"):
+            raise ValueError(f"target={target!r} must be 'click' or 'engagement'")
+        slate = self.actions[agent_id]
+        items = self.obs[agent_id]["candidate_ids"].gather(1, slate)
+        slot = self.clicked_slot[agent_id]
+        K = slate.shape[1]
+        hit = (torch.arange(K, device=slot.device)[None, :] == slot[:, None]).float()
+        if target == "engagement":
+            hit = hit * self.engagement[agent_id][:, None].float()
+        return items, hit, slate
+
+    @property
+    def ended(self) -> torch.Tensor:
+        """[N] bool: the episode ended at this step (terminated or truncated)."""
+        return self.terminated | self.truncated
+
+    @classmethod
+    def from_step(
+        cls,
+        env_agents: Sequence[str],
+        obs: Obs,
+        actions: Actions,
+        rewards: dict[str, torch.Tensor],
+        next_obs: Obs,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        info: Mapping[str, Any],
+        state: torch.Tensor | None = None,
+        next_state: torch.Tensor | None = None,
+    ) -> Transition:
+        """From one ``BatchedMarket.step`` (reads ``info["chosen_agent"]``,
+        ``info["chosen_slot"]``, ``info["engagement"]`` and ``info["reset"]``)."""
+        chosen_agent, chosen_slot = info["chosen_agent"], info["chosen_slot"]
+        engagement = info["engagement"]
+        clicked, value = {}, {}
+        for i, a in enumerate(env_agents):
+            won = chosen_agent == i
+            clicked[a] = torch.where(won, chosen_slot, torch.full_like(chosen_slot, -1))
+            value[a] = torch.where(won, engagement, torch.zeros_like(engagement))
+        return cls(
+            obs=obs,
+            actions={a: torch.as_tensor(x).long() for a, x in actions.items()},
+            rewards=rewards,
+            next_obs=next_obs,
+            terminated=terminated,
+            truncated=truncated,
+            valid=~info["reset"],
+            clicked_slot=clicked,
+            engagement=value,
+            state=state,
+            next_state=next_state,
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Slates from scores (shared by every scoring agent)
+# ----------------------------------------------------------------------------------------
+_BIG = 3.0e38
+
+
+def slate_from_scores(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    epsilon: float | torch.Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The top-``k`` unmasked candidates by ``scores [N, C]`` as a slate ``[N, k]`` (best in
+    slot 0), with ε-greedy exploration per slot: slot by slot, with probability ``epsilon``
+    (a float or ``[N]``) the slot takes a uniformly random remaining unmasked candidate instead
+    of the best remaining one. NaN and infinite scores of unmasked candidates rank below every
+    finite score but above masked candidates, so the slate is always valid."""
+    s = torch.nan_to_num(scores.float(), nan=-_BIG, posinf=_BIG, neginf=-_BIG)
+    s = s.masked_fill(~mask, -math.inf)
+    explore = not (isinstance(epsilon, (int, float)) and epsilon <= 0.0)
+    if not explore:
+        return s.topk(k, dim=1).indices
+    N = s.shape[0]
+    eps = torch.as_tensor(epsilon, dtype=torch.float32, device=s.device).expand(N)
+    coins = torch.rand(N, k, generator=generator, device=s.device)
+    noise = torch.rand(N, k, s.shape[1], generator=generator, device=s.device)
+    slate = torch.empty(N, k, dtype=torch.int64, device=s.device)
+    taken = ~mask.clone()
+    for j in range(k):
+        best = s.masked_fill(taken, -math.inf).argmax(dim=1)
+        rand = noise[:, j].masked_fill(taken, -1.0).argmax(dim=1)
+        pick = torch.where(coins[:, j] < eps, rand, best)
+        slate[:, j] = pick
+        taken = taken.scatter(1, pick[:, None], True)
+    return slate
+
+
+# ----------------------------------------------------------------------------------------
+# The environment as agents see it
+# ----------------------------------------------------------------------------------------
+def batched_core(env: Any) -> Any:
+    """The batched market behind ``env``: itself for a batched env, ``env.core`` for the
+    PettingZoo face (a view of a ``num_envs=1`` core)."""
+    if hasattr(env, "num_envs") and hasattr(env, "agents"):
+        return env
+    core = getattr(env, "core", None)
+    if core is not None and hasattr(core, "num_envs"):
+        return core
+    raise ValueError(
+        f"cannot run an agent on {type(env).__name__}: expected a batched env "
+        "(recenv.make_vec) or the PettingZoo face (recenv.make)"
+    )
+
+
+def check_compatible(agent: type[Agent] | Agent, env: Any) -> None:
+    """Refuse an agent/env pair the agent's capability flags rule out, with what to do."""
+    core = batched_core(env)
+    name = agent.name or type(agent).__name__
+    mode = getattr(core.config, "reward_mode", None)
+    if mode is not None and mode not in agent.supports_reward_modes:
+        raise ValueError(
+            f"agent {name!r} supports reward_mode {list(agent.supports_reward_modes)}, the env "
+            f"has reward_mode={mode!r}; choose another agent or pass reward_mode= to make_vec"
+        )
+    if agent.needs_privileged and not hasattr(core, "oracle_scores"):
+        raise ValueError(
+            f"agent {name!r} reads the simulator's latent truth (needs_privileged) but "
+            f"{type(core).__name__} has no oracle_scores(); use a recenv market env"
+        )
+    if agent.needs_state and not hasattr(core, "state"):
+        raise ValueError(
+            f"agent {name!r} needs the global state but {type(core).__name__} has no state()"
+        )
+    if agent.action_kind != "slate":
+        raise ValueError(f"agent {name!r} acts with {agent.action_kind!r}; recenv needs slates")
+
+
+# ----------------------------------------------------------------------------------------
+# The protocol
+# ----------------------------------------------------------------------------------------
+class Agent:
+    """Base class of every agent; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""  # registry name, written into checkpoints
+    Config: ClassVar[type[AgentConfig]] = AgentConfig
+    registrable: ClassVar[bool] = False  # concrete agents set True; the registry test checks
+
+    needs_state: ClassVar[bool] = False
+    needs_privileged: ClassVar[bool] = False
+    learns: ClassVar[bool] = False
+    scores_candidates: ClassVar[bool] = False
+    supports_reward_modes: ClassVar[tuple[str, ...]] = REWARD_MODES
+    action_kind: ClassVar[str] = "slate"
+
+    def __init__(
+        self,
+        env: Any,
+        config: AgentConfig | None = None,
+        agent_ids: Sequence[str] | None = None,
+    ):
+        check_compatible(self, env)
+        core = batched_core(env)
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise ValueError(
+                f"{type(self).__name__} takes a {self.Config.__name__}, got "
+                f"{type(self.config).__name__}"
+            )
+        self.env_config = core.config
+        self.env_agents: list[str] = list(core.agents)
+        ids = list(self.env_agents if agent_ids is None else agent_ids)
+        unknown = [a for a in ids if a not in self.env_agents]
+        if unknown or not ids or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"agent_ids={ids} must be distinct env agents, a non-empty subset of "
+                f"{self.env_agents}"
+            )
+        self.agent_ids = ids
+        self.device = torch.device(core.device)
+        # Privileged access is kept only by agents that declare it.
+        self._core = core if (self.needs_privileged or self.needs_state) else None
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(self.config.seed))
+
+    # Sizes --------------------------------------------------------------------------------
+    @property
+    def num_candidates(self) -> int:
+        return self.env_config.num_candidates
+
+    @property
+    def slate_size(self) -> int:
+        return self.env_config.slate_size
+
+    def env_index(self, agent_id: str) -> int:
+        """Index of ``agent_id`` among the env's agents (the column in ``info`` tensors)."""
+        return self.env_agents.index(agent_id)
+
+    # Protocol -------------------------------------------------------------------------------
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        raise NotImplementedError
+
+    def observe(self, transition: Transition) -> None:
+        return None
+
+    def learn(self, transition: Transition) -> Metrics:
+        return {}
+
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
+    # Checkpoints ----------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """What a checkpoint must match: the agent, its config, and the env shapes."""
+        e = self.env_config
+        return {
+            "agent": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "format_version": FORMAT_VERSION,
+            "agent_ids": list(self.agent_ids),
+            "config": _plain(self.config.to_dict()),
+            "env": {
+                "num_agents": e.num_agents,
+                "num_candidates": e.num_candidates,
+                "slate_size": e.slate_size,
+                "num_topics": e.num_topics,
+                "num_items": e.num_items,
+                "num_users": e.num_users,
+            },
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint: ``{"header": …, "state": state_dict()}`` via ``torch.save``."""
+        torch.save({"header": self.header(), "state": _to_cpu(self.state_dict())}, path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore from :meth:`save`'s file. A foreign, mismatched or corrupt checkpoint raises
+        ``ValueError`` saying what was expected."""
+        payload = read_checkpoint(path)
+        head = payload["header"]
+        if head.get("agent") != self.name:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} holds agent {head.get('agent')!r}; expected "
+                f"a checkpoint of agent {self.name!r}"
+            )
+        mine = self.header()
+        for key in ("agent_ids", "env"):
+            if head.get(key) != mine[key]:
+                raise ValueError(
+                    f"checkpoint {os.fspath(path)!r} was written for {key}={head.get(key)}; "
+                    f"this {self.name!r} agent has {key}={mine[key]}"
+                )
+        if head.get("config") != mine["config"]:
+            diff = {
+                k: (head["config"].get(k), v)
+                for k, v in mine["config"].items()
+                if head.get("config", {}).get(k) != v
+            }
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} has a different config (key: (checkpoint, "
+                f"this agent)): {diff}; build the agent with the checkpoint's config, or use "
+                "agents.load_agent(path, env)"
+            )
+        try:
+            self.load_state_dict(_to_device(payload["state"], self.device))
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
+                f"not fit this agent: {e}"
+            ) from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint's envelope (``torch.load(weights_only=True)`` only)."""
+    where = os.fspath(path)
+    try:
+        payload = torch.load(where, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many types for a damaged or foreign file
+        raise ValueError(
+            f"{where!r} is not a readable agent checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); expected a file written by "
+            "Agent.save()"
+        ) from None
+    head = payload.get("header") if isinstance(payload, dict) else None
+    if not isinstance(head, dict) or "agent" not in head or "state" not in payload:
+        raise ValueError(
+            f"{where!r} is not an agent checkpoint: expected a dict with 'header' "
+            "({'agent': name, 'format_version': …}) and 'state', as written by Agent.save()"
+        )
+    version = head.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where!r} has checkpoint format_version={version!r}; this version of agents "
+            f"reads format_version={FORMAT_VERSION}"
+        )
+    return payload
+
+
+def _plain(x: Any) -> Any:
+    """Config values as the types ``weights_only`` loading returns (tuples become lists)."""
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _map_tensors(x: Any, fn) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, dict):
+        return {k: _map_tensors(v, fn) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_map_tensors(v, fn) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_map_tensors(v, fn) for v in x)
+    return x
+
+
+def _to_cpu(x: Any) -> Any:
+    return _map_tensors(x, lambda t: t.detach().cpu())
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    # Generator states stay on the CPU (uint8 byte strings).
+    return _map_tensors(x, lambda t: t if t.dtype == torch.uint8 else t.to(device))
+
+
+# ----------------------------------------------------------------------------------------
+# Scoring agents: score every candidate, then take the top K
+# ----------------------------------------------------------------------------------------
+class ScoringAgent(Agent):
+    """An agent that scores candidates and recommends the top K of the masked scores.
+
+    Write ``score_agent(i, obs_a, explore) -> [N, C]`` (higher is better; ``i`` indexes
+    ``self.agent_ids``; ``explore`` may add optimism, as UCB does) and, for ε-greedy
+    exploration, ``exploration() -> ε`` (per slot, while ``explore=True``).
+    """
+
+    scores_candidates: ClassVar[bool] = True
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def exploration(self) -> float:
+        return 0.0
+
+    def score(self, obs: Obs, explore: bool = False) -> dict[str, torch.Tensor]:
+        """``{a: [N, C]}`` candidate scores of every controlled agent."""
+        return {a: self.score_agent(i, obs[a], explore) for i, a in enumerate(self.agent_ids)}
+
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        eps = self.exploration() if explore else 0.0
+        return {
+            a: slate_from_scores(s, obs[a]["action_mask"], self.slate_size, eps, self.generator)
+            for a, s in self.score(obs, explore).items()
+        }
+
+
+# ----------------------------------------------------------------------------------------
+# Teams of different agents
+# ----------------------------------------------------------------------------------------
+class Team(Agent):
+    """Several agents, each controlling its own env agents, acting as one.
+
+    ``act`` merges the members' slates; ``observe``, ``learn`` and ``begin_episode`` go to
+    every member (each reads only its own agents); metrics are prefixed ``"<member>/…"``;
+    checkpoints nest the members' states and check their names.
+    """
+
+    name: ClassVar[str] = "team"
+
+    def __init__(self, members: Sequence[Agent]):
+        if not members:
+            raise ValueError("a Team needs at least one member agent")
+        seen: dict[str, str] = {}
+        for m in members:
+            if not isinstance(m, Agent):
+                raise ValueError(f"team members must be Agents, got {type(m).__name__}")
+            for a in m.agent_ids:
+                if a in seen:
+                    raise ValueError(f"env agent {a!r} is controlled by two team members")
+                seen[a] = m.name
+        first = members[0]
+        self.members = list(members)
+        self.config = AgentConfig()
+        self.env_config = first.env_config
+        self.env_agents = first.env_agents
+        self.agent_ids = [a for a in first.env_agents if a in seen]
+        self.device = first.device
+        self._core = None
+        self.generator = torch.Generator(device=self.device)
+        self.needs_state = any(m.needs_state for m in members)  # type: ignore[misc]
+        self.needs_privileged = any(m.needs_privileged for m in members)  # type: ignore[misc]
+        self.learns = any(m.learns for m in members)  # type: ignore[misc]
+
+    def _labels(self) -> list[str]:
+        return [f"{m.name}[{','.join(m.agent_ids)}]" for m in self.members]
+
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        out: Actions = {}
+        for m in self.members:
+            out.update(m.act(obs, explore))
+        return out
+
+    def observe(self, transition: Transition) -> None:
+        for m in self.members:
+            m.observe(transition)
+
+    def learn(self, transition: Transition) -> Metrics:
+        out: Metrics = {}
+        for label, m in zip(self._labels(), self.members, strict=False):
+            out.update({f"{label}/{k}": v for k, v in m.learn(transition).items()})
+        return out
+
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        for m in self.members:
+            m.begin_episode(mask)
+
+    def header(self) -> dict[str, Any]:
+        head = super().header()
+        head["members"] = [m.header() for m in self.members]
+        return head
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for m, s in zip(self.members, state["members"], strict=False):
+            m.load_state_dict(s)
+
+    def load(self, path: str | os.PathLike) -> None:
+        head = read_checkpoint(path)["header"]
+        if head.get("agent") == "team":
+            theirs = head.get("members", [])
+            mine = [m.header() for m in self.members]
+            if theirs != mine:
+                names = [(h.get("agent"), h.get("agent_ids")) for h in theirs]
+                raise ValueError(
+                    f"checkpoint {os.fspath(path)!r} holds a team of {names} (agent, agent_ids) "
+                    f"with other configs or env shapes than this team of "
+                    f"{[(m.name, m.agent_ids) for m in self.members]}"
+                )
+        super().load(path)

@@ -1,0 +1,271 @@
+"""The baselines every recommender study reports: random, popularity, the myopic oracle, and
+the ε-greedy and LinUCB bandits.
+
+All of them score candidates and recommend the top K of the masked scores
+(:class:`~agents.base.ScoringAgent`), so each can also be a member of the ensemble. Bandits
+learn from their own slates' outcomes only (:meth:`~agents.base.Transition.slate_feedback`),
+keep one set of statistics per controlled env agent, and act greedily when
+``explore=False``. Matrix factorisation lives in :mod:`agents.mf`, the ensemble in
+:mod:`agents.ensemble`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.features import ObsLayout, linear_features
+from agents.registry import register
+
+TARGETS = ("click", "engagement")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} must be one of {list(allowed)}")
+
+
+# ----------------------------------------------------------------------------------------
+@register
+class RandomAgent(ScoringAgent):
+    """K distinct unmasked candidates uniformly at random (the floor of every table)."""
+
+    name: ClassVar[str] = "random"
+    registrable: ClassVar[bool] = True
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        mask = obs_a["action_mask"]
+        return torch.rand(mask.shape, generator=self.generator, device=mask.device)
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PopularityConfig(AgentConfig):
+    source: str = option(
+        "market",
+        "'market': the clicks each candidate got in this market this episode (observed in "
+        "the candidate features); 'own': clicks on the agent's own slates over all training",
+    )
+
+
+@register
+class PopularityAgent(ScoringAgent):
+    """Most-clicked first, by observed counts.
+
+    ``source="market"`` ranks by the per-market click counts the observation carries (no
+    learning; every episode starts from zero). ``source="own"`` ranks by the clicks the
+    agent's own slates collected while training, per catalog item (a popularity model fitted on
+    the agent's logs; it carries over episodes). Ties are broken by fewer exposures, then by the
+    env's (shuffled) candidate order.
+    """
+
+    name: ClassVar[str] = "popularity"
+    Config: ClassVar[type[AgentConfig]] = PopularityConfig
+    registrable: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: PopularityConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: PopularityConfig = self.config  # type: ignore[assignment]
+        _check_choice("source", cfg.source, ("market", "own"))
+        self.layout = ObsLayout(self.env_config.num_topics)
+        self.learns = cfg.source == "own"  # type: ignore[misc]
+        A, I = len(self.agent_ids), self.env_config.num_items
+        self.clicks = torch.zeros(A, I, device=self.device)
+        self.exposures = torch.zeros(A, I, device=self.device)
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        cands = obs_a["candidates"]
+        if self.config.source == "market":
+            clicks = cands[..., self.layout.cand_clicks]
+            exposures = cands[..., self.layout.cand_exposures]
+        else:
+            ids = obs_a["candidate_ids"]
+            clicks = torch.log1p(self.clicks[i][ids])
+            exposures = torch.log1p(self.exposures[i][ids])
+        return clicks - 1e-3 * exposures
+
+    def learn(self, transition: Transition) -> Metrics:
+        if self.config.source != "own":
+            return {}
+        valid = transition.valid.float()[:, None]
+        for i, a in enumerate(self.agent_ids):
+            items, hit, _ = transition.slate_feedback(a, "click")
+            self.clicks[i].index_add_(0, items.flatten(), (hit * valid).flatten())
+            self.exposures[i].index_add_(0, items.flatten(), valid.expand_as(hit).flatten())
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "clicks": self.clicks, "exposures": self.exposures}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.clicks.copy_(state["clicks"])
+        self.exposures.copy_(state["exposures"])
+
+
+# ----------------------------------------------------------------------------------------
+@register
+class MyopicOracleAgent(ScoringAgent):
+    """Ranks candidates by their *true* expected utility for the current user (privileged: it
+    reads the simulator's latent interests, taste and boredom through ``oracle_scores()``).
+
+    The best one-step policy by click utility; a reference, not a competitor: it ignores what a
+    recommendation does to boredom, satisfaction and churn later, and ranks by utility rather
+    than by the engagement (reward) a click brings.
+    """
+
+    name: ClassVar[str] = "oracle"
+    registrable: ClassVar[bool] = True
+    needs_privileged: ClassVar[bool] = True
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        core = self._core
+        N = obs_a["action_mask"].shape[0]
+        if core.num_envs != N:
+            raise ValueError(
+                f"the oracle reads the env it was built on ({core.num_envs} markets) but got "
+                f"observations of {N}; build it on the env it acts in"
+            )
+        return core.oracle_scores()[:, self.env_index(self.agent_ids[i])]
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpsilonGreedyConfig(AgentConfig):
+    epsilon: float = option(0.1, "per-slot exploration probability while training")
+    target: str = option("engagement", "payoff of a slot: 'click' (0/1) or 'engagement'")
+    prior_count: float = option(
+        1.0, "pseudo-impressions at the mean payoff of all items (shrinks rare items' means)"
+    )
+
+
+@register
+class EpsilonGreedyAgent(ScoringAgent):
+    """A non-contextual ε-greedy bandit with one arm per catalog item: the mean payoff per
+    impression of each item on the agent's own slates, shrunk toward the overall mean; the top
+    K by that mean, each slot replaced by a random candidate with probability ε while
+    exploring."""
+
+    name: ClassVar[str] = "epsilon_greedy"
+    Config: ClassVar[type[AgentConfig]] = EpsilonGreedyConfig
+    registrable: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: EpsilonGreedyConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: EpsilonGreedyConfig = self.config  # type: ignore[assignment]
+        _check_choice("target", cfg.target, TARGETS)
+        if not 0.0 <= cfg.epsilon <= 1.0:
+            raise ValueError(f"epsilon={cfg.epsilon} must be in [0, 1]")
+        A, I = len(self.agent_ids), self.env_config.num_items
+        self.payoff = torch.zeros(A, I, device=self.device)
+        self.count = torch.zeros(A, I, device=self.device)
+
+    def exploration(self) -> float:
+        return self.config.epsilon
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        c0 = self.config.prior_count
+        mean = self.payoff[i].sum() / self.count[i].sum().clamp(min=1.0)
+        ids = obs_a["candidate_ids"]
+        return (self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0)
+
+    def learn(self, transition: Transition) -> Metrics:
+        valid = transition.valid.float()[:, None]
+        for i, a in enumerate(self.agent_ids):
+            items, y, _ = transition.slate_feedback(a, self.config.target)
+            self.payoff[i].index_add_(0, items.flatten(), (y * valid).flatten())
+            self.count[i].index_add_(0, items.flatten(), valid.expand_as(y).flatten())
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "payoff": self.payoff, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.payoff.copy_(state["payoff"])
+        self.count.copy_(state["count"])
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LinUCBConfig(AgentConfig):
+    alpha: float = option(0.5, "width of the upper confidence bound while exploring")
+    ridge: float = option(1.0, "ridge regularisation λ (A starts at λI)")
+    target: str = option("engagement", "payoff of a slot: 'click' (0/1) or 'engagement'")
+
+
+@register
+class LinUCBAgent(ScoringAgent):
+    """LinUCB (Li et al., 2010) with one linear model shared by all items (per env agent) over
+    candidate features (:func:`agents.features.linear_features`: the candidate's features and
+    its crosses with the observed interests and the agent's history with the user).
+
+    Every shown slot is one observation (payoff: click or engagement). Scores are
+    ``θ·x + α √(xᵀ A⁻¹ x)`` while exploring and ``θ·x`` when acting greedily.
+    """
+
+    name: ClassVar[str] = "linucb"
+    Config: ClassVar[type[AgentConfig]] = LinUCBConfig
+    registrable: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: LinUCBConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: LinUCBConfig = self.config  # type: ignore[assignment]
+        _check_choice("target", cfg.target, TARGETS)
+        if cfg.ridge <= 0 or cfg.alpha < 0:
+            raise ValueError(f"ridge={cfg.ridge} must be > 0 and alpha={cfg.alpha} >= 0")
+        self.layout = ObsLayout(self.env_config.num_topics)
+        A, d = len(self.agent_ids), self.layout.linear_dim()
+        eye = torch.eye(d, device=self.device)
+        self.A = cfg.ridge * eye.repeat(A, 1, 1)
+        self.b = torch.zeros(A, d, device=self.device)
+        self.theta = torch.zeros(A, d, device=self.device)
+        self.A_inv = eye.repeat(A, 1, 1) / cfg.ridge
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        x = linear_features(self.layout, obs_a)
+        mean = x @ self.theta[i]
+        if not explore or self.config.alpha == 0:
+            return mean
+        var = torch.einsum("ncd,de,nce->nc", x, self.A_inv[i], x).clamp(min=0.0)
+        return mean + self.config.alpha * var.sqrt()
+
+    def learn(self, transition: Transition) -> Metrics:
+        valid = transition.valid.float()[:, None, None]
+        for i, a in enumerate(self.agent_ids):
+            _, y, slate = transition.slate_feedback(a, self.config.target)
+            x = linear_features(self.layout, transition.obs[a])
+            xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1])) * valid  # [N, K, d]
+            self.A[i] += torch.einsum("nkd,nke->de", xs, xs)
+            self.b[i] += torch.einsum("nkd,nk->d", xs, y)
+        chol = torch.linalg.cholesky(self.A)
+        self.theta = torch.cholesky_solve(self.b[..., None], chol).squeeze(-1)
+        self.A_inv = torch.cholesky_inverse(chol)
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "A": self.A, "b": self.b}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.A.copy_(state["A"])
+        self.b.copy_(state["b"])
+        chol = torch.linalg.cholesky(self.A)
+        self.theta = torch.cholesky_solve(self.b[..., None], chol).squeeze(-1)
+        self.A_inv = torch.cholesky_inverse(chol)

@@ -1,0 +1,211 @@
+"""Replay storage on the env's device, and the two ways of assembling bootstrapped transitions.
+
+A *row* is a dict of tensors with a leading batch axis. Keys starting with ``next_`` describe
+the observation bootstrapped from; ``reward`` is the (n-step) return collected before it and
+``discount`` the factor on the bootstrap value (``γ^m``, 0 for a terminal).
+
+- :class:`ReplayBuffer`: a ring buffer of rows (uniform sampling, one seeded generator).
+- :class:`NStepAccumulator`: market-level n-step returns: bootstrap from the market's n-th next
+  request (Gymnasium's view of a market as one MDP).
+- :class:`UserVisitAccumulator`: user-level returns: bootstrap from *the same user's* next
+  request in the same market (the request an action actually influences; other users'
+  requests in between are not its consequence).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+import torch
+
+Row = dict[str, torch.Tensor]
+# Step keys that steer assembly and are not stored.
+CONTROL_KEYS = ("terminal", "end", "valid", "user_id", "next_user_id")
+
+
+class ReplayBuffer:
+    """A ring buffer of rows on ``device``; storage is allocated from the first rows added."""
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
+        if capacity <= 0:
+            raise ValueError(f"replay capacity={capacity} must be > 0")
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        self.storage: Row = {}
+        self.size = 0
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, rows: Mapping[str, torch.Tensor], mask: torch.Tensor | None = None) -> int:
+        """Append the rows where ``mask`` is set (all when ``None``); returns how many."""
+        if mask is not None:
+            idx = mask.nonzero().squeeze(1)
+            rows = {k: v.index_select(0, idx) for k, v in rows.items()}
+        M = next(iter(rows.values())).shape[0] if rows else 0
+        if M == 0:
+            return 0
+        if not self.storage:
+            self.storage = {
+                k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                for k, v in rows.items()
+            }
+        if set(rows) != set(self.storage):
+            raise ValueError(f"row keys {sorted(rows)} differ from stored {sorted(self.storage)}")
+        if M > self.capacity:  # keep only the newest rows
+            rows = {k: v[-self.capacity :] for k, v in rows.items()}
+            M = self.capacity
+        where = (self.pos + torch.arange(M, device=self.device)) % self.capacity
+        for k, v in rows.items():
+            self.storage[k].index_copy_(0, where, v.to(self.device, self.storage[k].dtype))
+        self.pos = (self.pos + M) % self.capacity
+        self.size = min(self.size + M, self.capacity)
+        return M
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Row:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = torch.randint(self.size, (batch_size,), generator=generator, device=self.device)
+        return {k: v.index_select(0, idx) for k, v in self.storage.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "storage": {k: v[: self.size] for k, v in self.storage.items()},
+            "pos": self.pos,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.storage, self.size, self.pos = {}, 0, 0
+        if state["size"]:
+            self.add(state["storage"])
+        self.pos, self.size = int(state["pos"]), int(state["size"])
+
+
+def _split(step: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    carried = [k for k in step if not k.startswith("next_") and k not in CONTROL_KEYS]
+    nexts = [k for k in step if k.startswith("next_") and k != "next_user_id"]
+    return carried, nexts
+
+
+class NStepAccumulator:
+    """Market-level n-step returns over a sliding window of the last ``n`` steps.
+
+    ``push(step)`` takes a step row over all ``N`` markets with ``reward``, ``terminal``
+    (no bootstrap), ``end`` (the episode ended: terminal or truncated) and ``valid`` (False on
+    auto-reset steps), and returns ``(row, mask)`` for the step ``n - 1`` steps back once the
+    window is full: ``reward = Σ_j γ^j r_j`` up to the first episode end, ``next_*`` from the
+    last step summed, ``discount = γ^m`` (0 when that step was terminal). A truncated end is
+    bootstrapped from the episode's final observation.
+    """
+
+    def __init__(self, n: int, gamma: float):
+        if n < 1:
+            raise ValueError(f"n_step={n} must be >= 1")
+        self.n, self.gamma = int(n), float(gamma)
+        self.window: deque[Row] = deque()
+
+    def reset(self) -> None:
+        self.window.clear()
+
+    def push(self, step: Mapping[str, torch.Tensor]) -> tuple[Row, torch.Tensor] | None:
+        self.window.append({k: v.clone() for k, v in step.items()})
+        if len(self.window) < self.n:
+            return None
+        first = self.window[0]
+        carried, nexts = _split(first)
+        ret = torch.zeros_like(first["reward"], dtype=torch.float32)
+        discount = torch.zeros_like(ret)
+        nxt = {k: first[k] for k in nexts}
+        alive = torch.ones_like(first["valid"])
+        for j, s in enumerate(self.window):
+            ret = ret + alive * (self.gamma**j) * s["reward"].float()
+            for k in nexts:
+                a = alive.view(-1, *([1] * (s[k].dim() - 1)))
+                nxt[k] = torch.where(a, s[k], nxt[k])
+            boot = (self.gamma ** (j + 1)) * (~s["terminal"]).float()
+            discount = torch.where(alive, boot, discount)
+            alive = alive & ~s["end"]
+        self.window.popleft()
+        row = {k: first[k] for k in carried}
+        row.update(nxt)
+        row["reward"], row["discount"] = ret, discount
+        return row, first["valid"]
+
+
+class UserVisitAccumulator:
+    """User-level one-step returns: a request's transition is completed by the same user's next
+    request in the same market (``user_id`` then ``next_user_id`` of each step), with
+    ``discount = γ``. When an episode ends, every user's open request is completed as terminal
+    (``discount = 0``): the return is the episode's, not an infinite-horizon one.
+
+    Memory: one pending row per (market, user), allocated for the batch size it first sees.
+    """
+
+    MAX_PENDING_BYTES = 2 * 1024**3
+
+    def __init__(self, num_users: int, gamma: float):
+        self.num_users, self.gamma = int(num_users), float(gamma)
+        self.pending: Row = {}
+        self.has: torch.Tensor | None = None
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        if self.has is None:
+            return
+        if mask is None:
+            self.has.zero_()
+        else:
+            self.has[mask.to(self.has.device)] = False
+
+    def _allocate(self, step: Mapping[str, torch.Tensor], carried: list[str]) -> None:
+        N, U = step["reward"].shape[0], self.num_users
+        size = sum(step[k][0].numel() * step[k].element_size() for k in carried) * N * U
+        if size > self.MAX_PENDING_BYTES:
+            raise ValueError(
+                f"user-level bootstrapping would hold {size / 1e9:.1f} GB of pending requests "
+                f"({N} markets x {U} users); use bootstrap='market' or fewer markets"
+            )
+        dev = step["reward"].device
+        self.pending = {
+            k: torch.zeros((N, U, *step[k].shape[1:]), dtype=step[k].dtype, device=dev)
+            for k in carried
+        }
+        self.has = torch.zeros(N, U, dtype=torch.bool, device=dev)
+
+    def push(self, step: Mapping[str, torch.Tensor]) -> list[tuple[Row, torch.Tensor | None]]:
+        carried, nexts = _split(step)
+        N = step["reward"].shape[0]
+        if self.has is None or self.has.shape[0] != N:
+            self._allocate(step, carried)
+        assert self.has is not None
+        n = torch.arange(N, device=self.has.device)
+        valid, end = step["valid"], step["end"]
+        u, u_next = step["user_id"].long(), step["next_user_id"].long()
+
+        # This request waits for the user's next one.
+        for k in carried:
+            keep = valid.view(-1, *([1] * (step[k].dim() - 1)))
+            self.pending[k][n, u] = torch.where(keep, step[k], self.pending[k][n, u])
+        self.has[n, u] |= valid
+
+        out: list[tuple[Row, torch.Tensor | None]] = []
+        # The arriving user's open request is complete.
+        done = valid & ~end & self.has[n, u_next]
+        row = {k: self.pending[k][n, u_next] for k in carried}
+        row.update({k: step[k] for k in nexts})
+        row["discount"] = torch.full_like(step["reward"], self.gamma, dtype=torch.float32)
+        out.append((row, done))
+        self.has[n, u_next] &= ~done
+
+        # Episode ends: every open request is complete, as terminal.
+        if bool(end.any()):
+            flush = self.has & (valid & end)[:, None]
+            ni, ui = flush.nonzero(as_tuple=True)
+            row = {k: self.pending[k][ni, ui] for k in carried}
+            row.update({k: step[k][ni] for k in nexts})
+            row["discount"] = torch.zeros(ni.shape[0], device=self.has.device)
+            out.append((row, None))
+            self.has[flush] = False
+        return out

@@ -1,0 +1,117 @@
+"""An ensemble that blends the candidate scores of several member agents.
+
+Each member must score candidates (``scores_candidates``: every baseline, MF and IQL do). Per
+request, each member's scores over the unmasked candidates are normalised (``zscore``: zero
+mean, unit spread; ``rank``: rank / (count - 1) in [0, 1]; ``none``), weighted, summed, and the
+top K of the blend is the slate. ``observe``, ``learn`` and ``begin_episode`` reach every member,
+so learning members keep learning inside the ensemble.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.registry import make_agent, register
+
+NORMALIZATIONS = ("zscore", "rank", "none")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig(AgentConfig):
+    members: tuple = option(
+        ("popularity", "linucb"), "member agents: names, or (name, {config}) pairs"
+    )
+    weights: tuple = option((), "blend weight of each member (empty: equal weights)")
+    normalize: str = option("zscore", "per-request score normalisation: zscore, rank or none")
+    epsilon: float = option(0.0, "per-slot exploration probability while training")
+
+
+def normalize_scores(scores: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Scores ``[N, C]`` normalised over each row's unmasked candidates (0 where masked)."""
+    m = mask.float()
+    s = torch.where(mask & torch.isfinite(scores), scores.float(), 0.0)
+    if how == "none":
+        return s
+    count = m.sum(1, keepdim=True).clamp(min=1.0)
+    if how == "rank":
+        ranked = s.masked_fill(~mask, -torch.inf).argsort(dim=1).argsort(dim=1).float()
+        first = (~mask).float().sum(1, keepdim=True)  # masked candidates rank lowest
+        return torch.where(mask, (ranked - first) / (count - 1).clamp(min=1.0), 0.0)
+    mean = (s * m).sum(1, keepdim=True) / count
+    var = (((s - mean) * m) ** 2).sum(1, keepdim=True) / count
+    return torch.where(mask, (s - mean) / (var.sqrt() + 1e-6), 0.0)
+
+
+@register
+class EnsembleAgent(ScoringAgent):
+    """Weighted blend of member agents' candidate scores (see the module docstring)."""
+
+    name: ClassVar[str] = "ensemble"
+    Config: ClassVar[type[AgentConfig]] = EnsembleConfig
+    registrable: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: EnsembleConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: EnsembleConfig = self.config  # type: ignore[assignment]
+        if cfg.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize={cfg.normalize!r} must be one of {NORMALIZATIONS}")
+        if not cfg.members:
+            raise ValueError("an ensemble needs at least one member")
+        weights = cfg.weights or (1.0,) * len(cfg.members)
+        if len(weights) != len(cfg.members):
+            raise ValueError(
+                f"{len(weights)} weights for {len(cfg.members)} members {list(cfg.members)}"
+            )
+        self.weights = [float(w) for w in weights]
+        self.members = []
+        for j, spec in enumerate(cfg.members):
+            name, mcfg = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
+            mcfg.setdefault("seed", cfg.seed + 1000 * (j + 1))
+            member = make_agent(name, env, agent_ids=self.agent_ids, **mcfg)
+            if not isinstance(member, ScoringAgent):
+                raise ValueError(
+                    f"ensemble member {name!r} does not score candidates; members must be "
+                    "ScoringAgents (score_agent(i, obs_a, explore) -> [N, C])"
+                )
+            self.members.append(member)
+        self.needs_privileged = any(m.needs_privileged for m in self.members)  # type: ignore[misc]
+        self.needs_state = any(m.needs_state for m in self.members)  # type: ignore[misc]
+        self.learns = any(m.learns for m in self.members)  # type: ignore[misc]
+
+    def exploration(self) -> float:
+        return self.config.epsilon
+
+    def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
+        mask = obs_a["action_mask"]
+        blend = torch.zeros(mask.shape, device=mask.device)
+        for w, member in zip(self.weights, self.members, strict=False):
+            s = member.score_agent(i, obs_a, explore)
+            blend = blend + w * normalize_scores(s, mask, self.config.normalize)
+        return blend
+
+    def observe(self, transition: Transition) -> None:
+        for m in self.members:
+            m.observe(transition)
+
+    def learn(self, transition: Transition) -> Metrics:
+        out: Metrics = {}
+        for j, m in enumerate(self.members):
+            out.update({f"member{j}_{m.name}/{k}": v for k, v in m.learn(transition).items()})
+        return out
+
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        for m in self.members:
+            m.begin_episode(mask)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for m, s in zip(self.members, state["members"], strict=False):
+            m.load_state_dict(s)

@@ -1,0 +1,353 @@
+"""Independent Q-learning over slates (SlateQ), in one readable file.
+
+Each controlled env agent learns on its own (independent learners: the other agents are part
+of its environment), with its own networks and replay buffer, or with one set shared by all
+of them and a one-hot agent id in the input (``shared_params=True``).
+
+**SlateQ decomposition** (Ie et al., 2019). A slate's value is the choice-weighted value of
+its items::
+
+    Q(s, A) = Σ_{i∈A} P(i | s, A) · Q̄(s, i)  +  P(⊥ | s, A) · Q̄(s, ⊥)
+
+``Q̄(s, i)`` is the long-term value of the user clicking item ``i``; ``Q̄(s, ⊥)`` the value of
+the request when the user clicks none of the agent's items (no reward of its own, but the
+future still counts — and in cooperative play, the teammates' clicks). Both come from one
+network (:class:`~agents.nets.CandidateScorer` over pair and context features).
+
+**Choice model.** ``P(· | s, A)`` is a conditional logit learned by maximum likelihood from
+the agent's *own* observations — which of its slots was clicked, if any
+(``Transition.clicked_slot``): a per-candidate logit ``v(s, i)``, a slot bias ``b_k`` (position
+effects), and a no-click logit ``v⊥(s)`` that also absorbs the competitors' slates, which the
+agent cannot see. It never reads the simulator's choice probabilities.
+
+**Greedy slate** (the SlateQ top-K heuristic): rank candidates by
+``exp(v(s, i)) · (Q̄(s, i) − Q̄(s, ⊥))`` — the choice weight times the gain over no click —
+and fill slots 0…K-1 in that order.
+
+**Targets.** Only the observed outcome's value is regressed: ``Q̄(s, i*)`` for the clicked item,
+``Q̄(s, ⊥)`` when nothing of the agent's was clicked, toward ``r + γ^m · Q_target(s', A')``
+where ``A'`` is the greedy slate of the *online* network (double DQN; ``double_q=False``
+selects with the target network) and ``Q_target(s', A')`` its SlateQ value under the learned
+choice model. The target network follows by Polyak averaging.
+
+**Which next state.** ``bootstrap="market"``: the market's next request (n-step returns
+optional), the standard view of a market as one MDP. ``bootstrap="user"``: the *same user's*
+next request in that market (:class:`~agents.buffers.UserVisitAccumulator`), the request a
+recommendation actually influences through boredom, satisfaction and churn; episode ends close
+every open request as terminal.
+
+Auto-reset transitions (``valid == False``) are dropped; truncations bootstrap from the final
+observation, terminations do not. Everything (replay included) lives on the env's device.
+Metrics: ``losses/td``, ``losses/choice_nll``, ``charts/q_clicked``, ``charts/epsilon``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
+from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
+from agents.features import ObsLayout, context_features, pair_features
+from agents.nets import CandidateScorer, one_hot_agent
+from agents.registry import register
+
+
+@dataclass(frozen=True)
+class IQLConfig(AgentConfig):
+    # networks
+    shared_params: bool = option(
+        False, "one network for all controlled agents, with a one-hot agent id as input"
+    )
+    hidden: tuple = option((128, 128), "hidden sizes of the Q-network")
+    choice_hidden: tuple = option((64,), "hidden sizes of the choice model")
+    # returns
+    gamma: float = option(0.9, "discount per bootstrap step")
+    bootstrap: str = option("market", "next state: 'market' (next request) or 'user' (its next)")
+    n_step: int = option(1, "n-step returns (bootstrap='market' only)")
+    double_q: bool = option(True, "double DQN: online net picks the next slate, target values it")
+    # optimisation
+    lr: float = option(1e-3, "Adam learning rate (Q-network and choice model)")
+    batch_size: int = option(256, "transitions per gradient update")
+    buffer_size: int = option(50_000, "replay capacity in transitions, per learner")
+    learning_starts: int = option(2_000, "env transitions per agent before the first update")
+    update_every: int = option(32, "env transitions per agent per gradient update")
+    target_tau: float = option(0.01, "Polyak step of the target network per update")
+    max_grad_norm: float = option(10.0, "gradient-norm clip")
+    # exploration
+    eps_start: float = option(1.0, "initial per-slot exploration probability")
+    eps_end: float = option(0.05, "final per-slot exploration probability")
+    eps_decay_steps: int = option(20_000, "env transitions per agent of linear ε decay")
+    # bookkeeping
+    metrics_every: int = option(100, "return averaged metrics every this many updates")
+    save_buffer: bool = option(False, "write the replay buffers into checkpoints (large)")
+
+
+# ----------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------
+class ChoiceModel(nn.Module):
+    """Conditional logit over a slate of K plus no click: ``[..., K] -> [..., K + 1]``."""
+
+    def __init__(self, pair_dim: int, context_dim: int, hidden, slate_size: int):
+        super().__init__()
+        self.logits = CandidateScorer(pair_dim, context_dim, hidden)
+        self.slot_bias = nn.Parameter(torch.zeros(slate_size))
+
+    def forward(self, pairs: torch.Tensor, context: torch.Tensor):
+        """Per-candidate logits ``[B, C]`` and no-click logits ``[B]``."""
+        return self.logits(pairs, context)
+
+    def slate_log_probs(self, slate_logits: torch.Tensor, no_click: torch.Tensor):
+        """``log P(slot k | slate)`` for k < K and ``log P(no click)`` last: ``[B, K + 1]``."""
+        return torch.log_softmax(
+            torch.cat([slate_logits + self.slot_bias, no_click[:, None]], dim=1), dim=1
+        )
+
+
+class Learner(nn.Module):
+    """What one independent learner owns: Q-network, its target, the choice model."""
+
+    def __init__(self, pair_dim: int, context_dim: int, cfg: IQLConfig, slate_size: int):
+        super().__init__()
+        self.q = CandidateScorer(pair_dim, context_dim, cfg.hidden)  # Q̄(s, i), Q̄(s, ⊥)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.choice = ChoiceModel(pair_dim, context_dim, cfg.choice_hidden, slate_size)
+
+
+def greedy_rank(logits: torch.Tensor, q_items: torch.Tensor, q_null: torch.Tensor):
+    """SlateQ's top-K ranking score ``exp(v_i) · (Q̄_i − Q̄⊥)`` (shifted per row for range)."""
+    weight = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    return weight * (q_items - q_null[:, None])
+
+
+def slate_value(
+    choice: ChoiceModel,
+    logits: torch.Tensor,
+    no_click: torch.Tensor,
+    q_items: torch.Tensor,
+    q_null: torch.Tensor,
+    slate: torch.Tensor,
+) -> torch.Tensor:
+    """``Q(s, A) = Σ_k P(k | A) Q̄(s, A_k) + P(⊥ | A) Q̄(s, ⊥)`` for slates ``[B, K]``."""
+    p = choice.slate_log_probs(logits.gather(1, slate), no_click).exp()
+    return (p[:, :-1] * q_items.gather(1, slate)).sum(1) + p[:, -1] * q_null
+
+
+# ----------------------------------------------------------------------------------------
+# The agent
+# ----------------------------------------------------------------------------------------
+@register
+class IQLAgent(ScoringAgent):
+    """Independent SlateQ learners with double DQN (see the module docstring)."""
+
+    name: ClassVar[str] = "iql"
+    Config: ClassVar[type[AgentConfig]] = IQLConfig
+    registrable: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: IQLConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: IQLConfig = self.config  # type: ignore[assignment]
+        if cfg.bootstrap not in ("market", "user"):
+            raise ValueError(f"bootstrap={cfg.bootstrap!r} must be 'market' or 'user'")
+        if cfg.bootstrap == "user" and cfg.n_step != 1:
+            raise ValueError("n_step > 1 needs bootstrap='market' (user-level returns are 1-step)")
+        if cfg.n_step < 1 or cfg.batch_size < 1 or cfg.update_every < 1:
+            raise ValueError("n_step, batch_size and update_every must be >= 1")
+        if not (0.0 <= cfg.gamma <= 1.0 and 0.0 < cfg.target_tau <= 1.0):
+            raise ValueError(f"gamma={cfg.gamma} must be in [0, 1], target_tau in (0, 1]")
+        e = self.env_config
+        self.layout = ObsLayout(e.num_topics)
+        self.num_ids = len(self.agent_ids) if cfg.shared_params else 0  # one-hot width
+        pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
+        ctx_dim = self.layout.context_dim(e.user_dim, e.history_dim)
+        n_learners = 1 if cfg.shared_params else len(self.agent_ids)
+        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left untouched
+            torch.manual_seed(cfg.seed)
+            self.learners = nn.ModuleList(
+                Learner(pair_dim + self.num_ids, ctx_dim + self.num_ids, cfg, e.slate_size)
+                for _ in range(n_learners)
+            ).to(self.device)
+        self.optimizers = [torch.optim.Adam(lrn.parameters(), lr=cfg.lr) for lrn in self.learners]
+        self.buffers = [ReplayBuffer(cfg.buffer_size, self.device) for _ in self.learners]
+        self.accumulators = [self._accumulator() for _ in self.agent_ids]
+        self.env_steps = 0  # transitions seen per agent (markets x steps)
+        self.updates = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._since_report = 0
+
+    def _accumulator(self):
+        cfg = self.config
+        if cfg.bootstrap == "user":
+            return UserVisitAccumulator(self.env_config.num_users, cfg.gamma)
+        return NStepAccumulator(cfg.n_step, cfg.gamma)
+
+    def learner_of(self, i: int) -> Learner:
+        return self.learners[0 if self.config.shared_params else i]
+
+    def _inputs(self, obs_a: Mapping[str, torch.Tensor], agent: torch.Tensor | int):
+        """Pair features ``[B, C, F]`` and context features ``[B, G]`` (+ agent one-hot)."""
+        pairs = pair_features(self.layout, obs_a)
+        ctx = context_features(obs_a)
+        if self.num_ids:
+            pairs = torch.cat([pairs, one_hot_agent(agent, self.num_ids, pairs)], dim=-1)
+            ctx = torch.cat([ctx, one_hot_agent(agent, self.num_ids, ctx)], dim=-1)
+        return pairs, ctx
+
+    # Acting ----------------------------------------------------------------------------------
+    def epsilon(self) -> float:
+        cfg = self.config
+        frac = min(1.0, self.env_steps / max(1, cfg.eps_decay_steps))
+        return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+    def exploration(self) -> float:
+        return self.epsilon()
+
+    @torch.no_grad()
+    def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
+        lrn = self.learner_of(i)
+        pairs, ctx = self._inputs(obs_a, i)
+        q_items, q_null = lrn.q(pairs, ctx)
+        logits, _ = lrn.choice(pairs, ctx)
+        return greedy_rank(logits, q_items, q_null)
+
+    @torch.no_grad()
+    def q_values(self, obs: Mapping[str, Mapping[str, torch.Tensor]]):
+        """``{a: (Q̄(s, ·) [N, C], Q̄(s, ⊥) [N])}`` of the online network (for inspection)."""
+        out = {}
+        for i, a in enumerate(self.agent_ids):
+            out[a] = self.learner_of(i).q(*self._inputs(obs[a], i))
+        return out
+
+    @torch.no_grad()
+    def click_probs(self, obs: Mapping[str, Mapping[str, torch.Tensor]], slates):
+        """``{a: [N, K + 1]}`` learned P(slot k | slate), no click last (for inspection)."""
+        out = {}
+        for i, a in enumerate(self.agent_ids):
+            ch = self.learner_of(i).choice
+            logits, nc = ch(*self._inputs(obs[a], i))
+            out[a] = ch.slate_log_probs(logits.gather(1, slates[a]), nc).exp()
+        return out
+
+    # Learning --------------------------------------------------------------------------------
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        for acc in self.accumulators:
+            if isinstance(acc, UserVisitAccumulator):
+                acc.reset(mask)
+            elif mask is None:
+                acc.reset()
+
+    def learn(self, transition: Transition) -> Metrics:
+        tr, N = transition, transition.valid.shape[0]
+        for i, a in enumerate(self.agent_ids):
+            o, o2 = tr.obs[a], tr.next_obs[a]
+            step = {
+                "user": o["user"], "history": o["history"],
+                "candidates": o["candidates"], "mask": o["action_mask"],
+                "slate": tr.actions[a], "click": tr.clicked_slot[a],
+                "reward": tr.rewards[a].float(),
+                "agent": torch.full((N,), i, dtype=torch.int64, device=self.device),
+                "next_user": o2["user"], "next_history": o2["history"],
+                "next_candidates": o2["candidates"], "next_mask": o2["action_mask"],
+                "terminal": tr.terminated, "end": tr.ended, "valid": tr.valid,
+                "user_id": o["user_id"], "next_user_id": o2["user_id"],
+            }  # fmt: skip
+            out = self.accumulators[i].push(step)
+            emitted = [out] if isinstance(out, tuple) else (out or [])
+            buffer = self.buffers[0 if self.config.shared_params else i]
+            for row, mask in emitted:
+                buffer.add(row, mask)
+        self.env_steps += N
+
+        cfg = self.config
+        if self.env_steps < cfg.learning_starts:
+            return {}
+        due = (self.env_steps - cfg.learning_starts) // cfg.update_every + 1 - self.updates
+        for _ in range(due):
+            for j, lrn in enumerate(self.learners):
+                if len(self.buffers[j]) >= cfg.batch_size:
+                    self._update(lrn, self.optimizers[j], self.buffers[j])
+            self.updates += 1
+            self._since_report += 1
+        if self._since_report >= cfg.metrics_every and self._sums:
+            n = self._since_report * len(self.learners)
+            metrics = {k: float(v) / n for k, v in self._sums.items()}
+            metrics["charts/epsilon"] = self.epsilon()
+            self._sums, self._since_report = {}, 0
+            return metrics
+        return {}
+
+    def _update(self, lrn: Learner, opt: torch.optim.Optimizer, buffer: ReplayBuffer) -> None:
+        cfg, K = self.config, self.slate_size
+        b = buffer.sample(cfg.batch_size, self.generator)
+        obs = {k: b[k] for k in ("user", "history", "candidates")}
+        nxt = {k: b["next_" + k] for k in ("user", "history", "candidates")}
+        pairs, ctx = self._inputs(obs, b["agent"])
+        slate, click = b["slate"], b["click"]
+
+        # TD on the observed outcome: Q̄(s, clicked item), or Q̄(s, ⊥) without a click.
+        q_items, q_null = lrn.q(pairs, ctx)
+        clicked = slate.gather(1, click.clamp(min=0)[:, None])
+        q_pred = torch.where(click >= 0, q_items.gather(1, clicked).squeeze(1), q_null)
+        with torch.no_grad():
+            n_pairs, n_ctx = self._inputs(nxt, b["agent"])
+            n_logits, n_no_click = lrn.choice(n_pairs, n_ctx)
+            qt_items, qt_null = lrn.q_target(n_pairs, n_ctx)
+            sel_items, sel_null = lrn.q(n_pairs, n_ctx) if cfg.double_q else (qt_items, qt_null)
+            rank = greedy_rank(n_logits, sel_items, sel_null)
+            next_slate = slate_from_scores(rank, b["next_mask"], K)
+            v_next = slate_value(lrn.choice, n_logits, n_no_click, qt_items, qt_null, next_slate)
+            target = b["reward"] + b["discount"] * v_next
+        td = F.smooth_l1_loss(q_pred, target)
+
+        # Choice model: maximum likelihood of the observed slot (K = no click).
+        logits, no_click = lrn.choice(pairs, ctx)
+        log_p = lrn.choice.slate_log_probs(logits.gather(1, slate), no_click)
+        nll = F.nll_loss(log_p, torch.where(click >= 0, click, K))
+
+        opt.zero_grad(set_to_none=True)
+        (td + nll).backward()
+        nn.utils.clip_grad_norm_(lrn.parameters(), cfg.max_grad_norm)
+        opt.step()
+        with torch.no_grad():
+            for p, pt in zip(lrn.q.parameters(), lrn.q_target.parameters(), strict=False):
+                pt.lerp_(p, cfg.target_tau)
+
+        for k, v in (
+            ("losses/td", td),
+            ("losses/choice_nll", nll),
+            ("charts/q_clicked", q_pred.mean()),
+            ("charts/target", target.mean()),
+        ):
+            self._sums[k] = self._sums.get(k, 0.0) + v.detach()
+
+    # State -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            **super().state_dict(),
+            "learners": self.learners.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+        }
+        if self.config.save_buffer:
+            state["buffers"] = [b.state_dict() for b in self.buffers]
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.learners.load_state_dict(state["learners"])
+        for o, s in zip(self.optimizers, state["optimizers"], strict=False):
+            o.load_state_dict(s)
+        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
+            b.load_state_dict(s)
+        for acc in self.accumulators:
+            acc.reset()

@@ -1,0 +1,184 @@
+"""Matrix factorisation for implicit feedback, trained online on the agent's own logs.
+
+The model is Hu, Koren & Volinsky's (2008): a shown item is a preference ``y = 1`` when it was
+clicked and ``y = 0`` when it was shown and passed over, with confidence ``c = 1 + α`` for a
+click and ``1`` otherwise; the score of item ``i`` for user ``u`` is ``μ + b_i + p_u · q_i``
+fitted by weighted least squares with L2 regularisation.
+
+- Item factors ``q_i`` and biases ``b_i`` (per controlled env agent, over the catalog) are
+  learned by SGD on every slate the agent showed while training (:meth:`learn`).
+- User vectors are *folded in* exactly, as in ALS: ``p_u = (λI + Σ c q qᵀ)⁻¹ Σ c (y − μ − b) q``
+  over the user's interactions so far, accumulated in :meth:`observe` — in training and in
+  evaluation, since folding in a user is inference, not training. A user with no interactions
+  yet has ``p_u = 0`` and gets the item-bias ranking (a click-through popularity).
+
+``user_scope="episode"`` (default) keeps one user vector per (market, user id) for the current
+episode: Market-v0 draws its users afresh each episode, so a user id names a person only within
+one market's episode. ``"population"`` keeps one per user id across markets and episodes, for
+scenarios with a fixed user population (e.g. built from a log). Accumulators are ``[d, d]`` per
+user, kept on the env's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.registry import register
+
+
+@dataclass(frozen=True)
+class MatrixFactorizationConfig(AgentConfig):
+    dim: int = option(16, "d: latent dimension of users and items")
+    lr: float = option(0.05, "SGD step size of item factors and biases")
+    reg: float = option(0.01, "L2 regularisation of item factors and biases (per step)")
+    fold_in_reg: float = option(1.0, "λ: ridge of the user fold-in")
+    confidence: float = option(4.0, "α: a click weighs 1 + α, a passed-over item 1")
+    init_std: float = option(0.1, "standard deviation of the initial item factors")
+    epsilon: float = option(0.1, "per-slot exploration probability while training")
+    user_scope: str = option(
+        "episode", "'episode': a user vector per (market, user) and episode; 'population'"
+    )
+
+
+@register
+class MatrixFactorizationAgent(ScoringAgent):
+    """Implicit-feedback matrix factorisation (see the module docstring)."""
+
+    name: ClassVar[str] = "mf"
+    Config: ClassVar[type[AgentConfig]] = MatrixFactorizationConfig
+    registrable: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: MatrixFactorizationConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: MatrixFactorizationConfig = self.config  # type: ignore[assignment]
+        if cfg.user_scope not in ("episode", "population"):
+            raise ValueError(f"user_scope={cfg.user_scope!r} must be 'episode' or 'population'")
+        if cfg.dim <= 0 or cfg.fold_in_reg <= 0 or not 0 <= cfg.epsilon <= 1:
+            raise ValueError("dim and fold_in_reg must be > 0 and epsilon in [0, 1]")
+        A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
+        self.num_users = self.env_config.num_users
+        g = self.generator
+        self.item = cfg.init_std * torch.randn(A, I, d, generator=g, device=self.device)
+        self.item_bias = torch.zeros(A, I, device=self.device)
+        self.mu = torch.zeros(A, device=self.device)
+        self.gram: torch.Tensor | None = None  # [A, S, d, d]  Σ c q qᵀ per user slot
+        self.rhs: torch.Tensor | None = None  # [A, S, d]     Σ c (y - μ - b) q
+        self._user_vec: torch.Tensor | None = None  # [A, N, d] before the last observe
+
+    # User slots ------------------------------------------------------------------------------
+    def _slots(self, user_id: torch.Tensor) -> torch.Tensor:
+        u = user_id.long().clamp(0, self.num_users - 1)
+        if self.config.user_scope == "population":
+            return u
+        return torch.arange(u.shape[0], device=u.device) * self.num_users + u
+
+    def _ensure_users(self, N: int) -> None:
+        S = self.num_users * (1 if self.config.user_scope == "population" else N)
+        if self.gram is None or self.gram.shape[1] != S:
+            A, d = len(self.agent_ids), self.config.dim
+            self.gram = torch.zeros(A, S, d, d, device=self.device)
+            self.rhs = torch.zeros(A, S, d, device=self.device)
+
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        if self.gram is None or self.config.user_scope == "population":
+            return
+        if mask is None:
+            self.gram.zero_()
+            self.rhs.zero_()
+            return
+        rows = mask.to(self.device).repeat_interleave(self.num_users)
+        if rows.shape[0] != self.gram.shape[1]:
+            self.gram = None  # another batch size: reallocate on the next act
+            return
+        self.gram[:, rows] = 0.0
+        self.rhs[:, rows] = 0.0
+
+    def _fold_in(self, i: int, slots: torch.Tensor) -> torch.Tensor:
+        """User vectors ``[N, d]`` of the given slots for controlled agent ``i``."""
+        d = self.config.dim
+        eye = self.config.fold_in_reg * torch.eye(d, device=self.device)
+        gram = self.gram[i, slots] + eye
+        return torch.linalg.solve(gram, self.rhs[i, slots])
+
+    # Acting ----------------------------------------------------------------------------------
+    def exploration(self) -> float:
+        return self.config.epsilon
+
+    def score_agent(
+        self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
+    ) -> torch.Tensor:
+        self._ensure_users(obs_a["user_id"].shape[0])
+        p = self._fold_in(i, self._slots(obs_a["user_id"]))  # [N, d]
+        ids = obs_a["candidate_ids"]
+        q = self.item[i][ids]  # [N, C, d]
+        return self.mu[i] + self.item_bias[i][ids] + torch.einsum("nd,ncd->nc", p, q)
+
+    # Feedback --------------------------------------------------------------------------------
+    def _interactions(self, tr: Transition, i: int, a: str):
+        items, y, _ = tr.slate_feedback(a, "click")
+        conf = (1.0 + self.config.confidence * y) * tr.valid.float()[:, None]  # 0 drops a row
+        return items, y, conf
+
+    def observe(self, transition: Transition) -> None:
+        N = transition.valid.shape[0]
+        self._ensure_users(N)
+        vecs = []
+        for i, a in enumerate(self.agent_ids):
+            slots = self._slots(transition.obs[a]["user_id"])
+            p = self._fold_in(i, slots)
+            vecs.append(p)
+            items, y, conf = self._interactions(transition, i, a)
+            q = self.item[i][items]  # [N, K, d]
+            resid = y - self.mu[i] - self.item_bias[i][items]
+            self.gram[i].index_add_(0, slots, torch.einsum("nk,nkd,nke->nde", conf, q, q))
+            self.rhs[i].index_add_(0, slots, torch.einsum("nk,nk,nkd->nd", conf, resid, q))
+        self._user_vec = torch.stack(vecs)
+
+    def learn(self, transition: Transition) -> Metrics:
+        cfg = self.config
+        if self._user_vec is None or self._user_vec.shape[1] != transition.valid.shape[0]:
+            self.observe(transition)  # learn() without observe(): fold in first
+        for i, a in enumerate(self.agent_ids):
+            items, y, conf = self._interactions(transition, i, a)
+            p = self._user_vec[i][:, None, :]  # [N, 1, d]
+            q = self.item[i][items]  # [N, K, d]
+            pred = self.mu[i] + self.item_bias[i][items] + (p * q).sum(-1)
+            err = conf * (y - pred)  # the weighted-least-squares gradient, up to a factor 2
+            flat = items.flatten()
+            n = conf.sum().clamp(min=1.0)
+            self.item[i].index_add_(
+                0, flat, (cfg.lr * (err[..., None] * p - cfg.reg * q)).flatten(0, 1)
+            )
+            self.item_bias[i].index_add_(
+                0, flat, (cfg.lr * (err - cfg.reg * self.item_bias[i][items])).flatten()
+            )
+            self.mu[i] += cfg.lr * err.sum() / n
+        self._user_vec = None
+        return {}
+
+    # State -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        empty = torch.zeros(0, device=self.device)
+        return {
+            **super().state_dict(),
+            "item": self.item,
+            "item_bias": self.item_bias,
+            "mu": self.mu,
+            "gram": self.gram if self.gram is not None else empty,
+            "rhs": self.rhs if self.rhs is not None else empty,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.item.copy_(state["item"])
+        self.item_bias.copy_(state["item_bias"])
+        self.mu.copy_(state["mu"])
+        has_users = state["gram"].numel() > 0
+        self.gram = state["gram"].clone() if has_users else None
+        self.rhs = state["rhs"].clone() if has_users else None

@@ -1,0 +1,39 @@
+"""Network pieces shared by the learning agents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
+    """``in_dim -> hidden… -> out_dim`` with ``activation`` between layers (none at the end)."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), activation()]
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+class CandidateScorer(nn.Module):
+    """One scalar per candidate from per-candidate features ``[..., C, F] -> [..., C]`` and one
+    scalar per request from context features ``[..., G] -> [...]`` (the no-click option, or the
+    value of a request whose slate is not clicked)."""
+
+    def __init__(self, pair_dim: int, context_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.item = mlp(pair_dim, hidden, 1)
+        self.context = mlp(context_dim, hidden, 1)
+
+    def forward(self, pairs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.item(pairs).squeeze(-1), self.context(context).squeeze(-1)
+
+
+def one_hot_agent(index: torch.Tensor | int, num: int, like: torch.Tensor) -> torch.Tensor:
+    """The agent-id feature ``[..., num]`` broadcast to ``like``'s leading shape."""
+    idx = torch.as_tensor(index, device=like.device).expand(like.shape[:-1])
+    return nn.functional.one_hot(idx.long(), num).to(like.dtype)
