@@ -44,6 +44,7 @@ from recenv.core.choice import (
 )
 from recenv.core.config import MarketConfig
 from recenv.core.dynamics import after_request, on_arrival
+from recenv.core.indexing import cell, pick, put_cell, rows
 from recenv.core.metrics import gini, intra_list_diversity
 from recenv.core.response import respond
 from recenv.core.rewards import agent_rewards
@@ -256,7 +257,7 @@ class BatchedMarket:
         block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
 
         out = self._interact(slate, valid & live[:, None, None], live, block)
-        self.users[self._arange, self.user] = out["new_row"]
+        put_cell(self.users, self._arange, self.user, out["new_row"])
         self._update_item_stats(out["page"], out["visible"], out["item_c"], out["clicked"])
         self.acc_choices += out["acc_choices"]
         self.acc += out["acc"]
@@ -297,7 +298,7 @@ class BatchedMarket:
         and mask (A*C); market aggregates: churned share, mean satisfaction, share of users
         seen this episode; market share of choices so far (A)."""
         cfg, L = self.config, self.layout
-        row = self.users[self._arange, self.user]
+        row = cell(self.users, self._arange, self.user)
         mask = self.cand_mask
         util = torch.where(mask, self.oracle_scores(), 0.0)
         fresh = self.user_epoch != self.episode[:, None]
@@ -329,7 +330,7 @@ class BatchedMarket:
         """
         cfg, cat, L = self.config, self.catalog, self.layout
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
-        row = self.users[self._arange, self.user]
+        row = cell(self.users, self._arange, self.user)
         items = self.cand.view(N, A * C)
         terms = item_utility_terms(
             cfg,
@@ -337,10 +338,10 @@ class BatchedMarket:
             row[:, L.boredom],
             self.user_const.taste,
             self.user_const.price_sensitivity,
-            cat.topics[items],
-            cat.embed[items],
-            cat.quality[items],
-            cat.price[items],
+            rows(cat.topics, items),
+            rows(cat.embed, items),
+            rows(cat.quality, items),
+            rows(cat.price, items),
             None,
         )
         scores = terms.total.view(N, A, C)
@@ -477,8 +478,8 @@ class BatchedMarket:
         """The next user arrives in every market (pure kernel, then the state writes)."""
         u, row, const, cand, cand_mask, obs = self._arrival(block)
         n = self._arange
-        self.users[n, u] = row
-        self.user_epoch[n, u] = self.episode
+        put_cell(self.users, n, u, row)
+        put_cell(self.user_epoch, n, u, self.episode)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs = cand, cand_mask, obs
 
@@ -501,9 +502,11 @@ class BatchedMarket:
         pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
         fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
         if self.population is not None:
-            fresh_row[:, L.interest] = self.population.interest[u]
-            const.taste = self.population.taste[u]
-        row = on_arrival(cfg, L, self.users[n, u], fresh_all[n, u], ready[n, u], fresh_row, self.t)
+            fresh_row[:, L.interest] = rows(self.population.interest, u)
+            const.taste = rows(self.population.taste, u)
+        row = on_arrival(
+            cfg, L, cell(self.users, n, u), pick(fresh_all, u), pick(ready, u), fresh_row, self.t
+        )
 
         user_feats = observable_features(cfg, L, row, const)
         cand, cand_mask = self._retrieve(user_feats, block)
@@ -529,19 +532,19 @@ class BatchedMarket:
             target = block[:, self._block["topic"]] * cdf[:, -1:]
             topic = torch.searchsorted(cdf, target).clamp(max=T - 1).view(N, A, ni)
             bucket = agents * T + topic  # [N, A, ni] row of by_topic viewed as [A*T, M]
-            lens = cat.by_topic_len.view(-1)[bucket]
+            lens = cat.by_topic_len.view(-1).take(bucket)
             pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
-            parts.append(cat.by_topic.view(-1)[bucket * cat.by_topic.shape[2] + pos])
+            parts.append(cat.by_topic.view(-1).take(bucket * cat.by_topic.shape[2] + pos))
         if npop:
             lens = cat.by_pop_len[None, :, None]
             pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
-            parts.append(cat.by_pop.view(-1)[agents * cat.by_pop.shape[1] + pos])
+            parts.append(cat.by_pop.view(-1).take(agents * cat.by_pop.shape[1] + pos))
         if nf:
-            hi = self._arrived_by[:, self.t.long()].T  # [N, A] items arrived so far
+            hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
             lo = (hi - cfg.fresh_window).clamp(min=0)
             pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
             pos = torch.minimum(pos, (hi - 1)[:, :, None])
-            parts.append(cat.by_arrival.view(-1)[agents * cat.by_arrival.shape[1] + pos])
+            parts.append(cat.by_arrival.view(-1).take(agents * cat.by_arrival.shape[1] + pos))
         items = torch.cat(parts, dim=2)  # [N, A, C]
 
         # Candidates are listed by catalog id: unrelated to popularity or retrieval source, and
@@ -554,7 +557,7 @@ class BatchedMarket:
             ],
             dim=2,
         )
-        arrived = cat.arrival[items] <= self.t[:, None, None]
+        arrived = cat.arrival.take(items) <= self.t[:, None, None]
         return items, arrived & ~dup
 
     def _item_stat_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -563,9 +566,9 @@ class BatchedMarket:
         W = self.config.stats_size
         slot = items if W >= self.config.num_items else items % W
         flat = self._arange[:, None] * W + slot
-        rows = self.item_stats.view(-1, 3)[flat]  # [N, X, 3]
-        current = rows[:, :, :1] == self.episode[:, None, None]
-        return flat, torch.where(current, rows[:, :, 1:], 0)
+        stats = rows(self.item_stats.view(-1, 3), flat)  # [N, X, 3]
+        current = stats[:, :, :1] == self.episode[:, None, None]
+        return flat, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
         self,
@@ -585,7 +588,7 @@ class BatchedMarket:
         )  # [N, A, T+4]
         items = cand.view(N, A * C)
         _, counts = self._item_stat_rows(items)
-        age = (self.t[:, None] - cat.arrival[items]).clamp(min=0) / cfg.horizon
+        age = (self.t[:, None] - cat.arrival.take(items)).clamp(min=0) / cfg.horizon
         dynamic = torch.cat([torch.log1p(counts.flip(2).float()), age[:, :, None]], dim=2)
         static = cat.static_features.index_select(0, items.view(-1)).view(N, A * C, -1)
         feats = torch.cat([static, dynamic], dim=2).view(N, A, C, -1)
@@ -612,7 +615,7 @@ class BatchedMarket:
         N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
         P = A * K
         items = self.cand.gather(2, slate)  # [N, A, K]
-        row = self.users[n, u]
+        row = cell(self.users, n, u)
 
         # What the user sees.
         if cfg.topology == "platform_choice":
@@ -641,7 +644,7 @@ class BatchedMarket:
         visible = valid.view(N, P) & on_page
         page = items.view(N, P)
 
-        topics = cat.topics[page]  # [N, P, T]
+        topics = rows(cat.topics, page)  # [N, P, T]
         const = self.user_const
         terms = item_utility_terms(
             cfg,
@@ -650,9 +653,9 @@ class BatchedMarket:
             const.taste,
             const.price_sensitivity,
             topics,
-            cat.embed[page],
-            cat.quality[page],
-            cat.price[page],
+            rows(cat.embed, page),
+            cat.quality.take(page),
+            cat.price.take(page),
             position,
         )
         utility = terms.total
@@ -660,13 +663,13 @@ class BatchedMarket:
         choice = sample_choice(probs, block[:, self._block["choice"]])  # index P = no click
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
-        item_c = page[n, c]
-        chosen_u = torch.where(clicked, utility[n, c], 0.0)
+        item_c = pick(page, c)
+        chosen_u = torch.where(clicked, pick(utility, c), 0.0)
 
         rb = block[:, self._block["response"]]
         gauss = rng.box_muller(rb[:, 0], rb[:, 1])
         value, time_spent, fit = respond(
-            cfg, clicked, chosen_u, cat.length[item_c], cat.price[item_c], gauss, rb[:, 2]
+            cfg, clicked, chosen_u, cat.length.take(item_c), cat.price.take(item_c), gauss, rb[:, 2]
         )
 
         # Each agent's outcome.
@@ -678,7 +681,7 @@ class BatchedMarket:
         vis_f = vis_slate.float()
         n_vis = vis_f.sum(2)
         diversity = intra_list_diversity(topics.view(N, A, K, -1), vis_slate)
-        novelty = -torch.log2(cat.popularity[items].clamp(min=1e-12)) / self._log_items
+        novelty = -torch.log2(cat.popularity.take(items).clamp(min=1e-12)) / self._log_items
         long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)
         wonf = won.float()
 
@@ -692,7 +695,7 @@ class BatchedMarket:
             row,
             self.t,
             clicked,
-            cat.topics[item_c],
+            rows(cat.topics, item_c),
             shown_topics,
             fit,
             time_spent,
@@ -716,7 +719,7 @@ class BatchedMarket:
         )
 
         chosen_terms = {
-            name: torch.where(clicked, getattr(terms, name)[n, c], 0.0) for name in UTILITY_TERMS
+            name: torch.where(clicked, pick(getattr(terms, name), c), 0.0) for name in UTILITY_TERMS
         }
         chosen_terms["total"] = chosen_u
         return {
@@ -746,8 +749,9 @@ class BatchedMarket:
         items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
         flat, counts = self._item_stat_rows(items)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
-        table = self.item_stats.view(-1, 3)
-        table[flat] = torch.cat([stamp, counts], dim=2)  # restart stale rows at zero
+        # Restart stale rows at zero (repeated items write identical rows).
+        fresh_rows = torch.cat([stamp, counts], dim=2).view(-1, 3)
+        self.item_stats.view(-1, 3).index_copy_(0, flat.view(-1), fresh_rows)
         table = self.item_stats.view(-1)
         add = torch.cat([visible, clicked[:, None]], dim=1).to(torch.int32)
         table.index_put_((flat * 3 + self._stat_column,), add, accumulate=True)
