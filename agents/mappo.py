@@ -1,0 +1,1 @@
+"""MAPPO and IPPO over slates (work in progress)."""

@@ -1,0 +1,1 @@
+"""VDN and QMIX over slates (work in progress)."""
