@@ -4,12 +4,14 @@
 - ``make_agent(name, env, **config)``, ``registered_agents()``, ``register``: the registry;
   plug-ins come from the entry-point group ``recenv.agents`` or ``"module:attr"``.
 - Baselines: ``random``, ``popularity``, ``oracle`` (myopic, privileged), ``epsilon_greedy``,
-  ``linucb``, ``mf`` (implicit matrix factorisation), ``ensemble``; learning: ``iql`` (SlateQ).
+  ``linucb``, ``mf`` (implicit matrix factorisation), ``ensemble``; learning: ``iql`` (SlateQ),
+  ``mappo`` / ``ippo`` (centralized / local critic PPO), ``vdn`` / ``qmix`` (value
+  decomposition, cooperative markets).
 - :mod:`agents.rollout` (train / evaluate on the batched env), :mod:`agents.adapters` (the
   PettingZoo face).
 """
 
-from agents import baselines, ensemble, iql, mf  # noqa: F401  (register the built-in agents)
+from agents import baselines, ensemble, iql, mappo, mf, qmix  # noqa: F401  (register the built-in agents)
 from agents.adapters import PettingZooAgent, run_episodes
 from agents.base import Agent, AgentConfig, ScoringAgent, Team, Transition, slate_from_scores
 from agents.registry import (
