@@ -1,0 +1,173 @@
+"""The Gymnasium vector view of the batched market (one learning agent, fixed opponents).
+
+Market ``n`` of ``make_single_agent_vec(id, num_envs=N, seed=s)`` is the PettingZoo env
+``make(id, seed=s + n)`` seen by one agent, across NEXT_STEP auto-resets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+import recenv
+from recenv.integrations.gymnasium_vector import (
+    RandomSlatePolicy,
+    SingleAgentVectorEnv,
+    make_single_agent_vec,
+)
+
+MARKET = "recenv/Market-v0"
+SMALL = {"num_items": 500, "horizon": 8}
+
+
+def test_declares_next_step_autoreset_and_batched_spaces():
+    env = make_single_agent_vec(MARKET, num_envs=3, seed=0, **SMALL)
+    assert isinstance(env, VectorEnv)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert env.metadata["autoreset_mode"].value == env.market.autoreset_mode
+    pz = recenv.make(MARKET, seed=0, **SMALL)
+    assert env.single_observation_space == pz.observation_space("agent_0")
+    assert env.single_action_space == pz.action_space("agent_0")
+    assert env.observation_space["candidates"].shape == (3, 20, 22)
+    assert env.action_space.shape == (3, 3)
+    obs, _ = env.reset()
+    assert env.observation_space.contains(obs)
+    flat = make_single_agent_vec(MARKET, num_envs=2, seed=0, flatten_obs=True, **SMALL)
+    pz_flat = recenv.make(MARKET, seed=0, flatten_obs=True, **SMALL)
+    assert flat.single_observation_space == pz_flat.observation_space("agent_0")
+    obs, info = flat.reset()
+    assert flat.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs[:, -20:], info["action_mask"])
+
+
+def test_markets_equal_pettingzoo_envs_across_autoresets(env_id, small, feature_policy):
+    """Agent 0 plays a feature policy, agent 1 the oracle; every market equals a PettingZoo env
+    seeded ``s + n``: observations, rewards, flags, infos, episode metrics, reset steps."""
+    kwargs, N, seed = small(env_id, horizon=6), 2, 21
+    vec = make_single_agent_vec(env_id, num_envs=N, seed=seed, opponents="oracle", **kwargs)
+    singles = [recenv.make(env_id, seed=seed + n, **kwargs) for n in range(N)]
+    others = vec.market.agents[1:]
+    K = vec.market.config.slate_size
+    obs, _ = vec.reset()
+    single_obs = [e.reset()[0] for e in singles]
+    resets = 0
+    for t in range(2 * (kwargs["horizon"] + 1) + 2):
+        for n in range(N):
+            for key, value in single_obs[n]["agent_0"].items():
+                np.testing.assert_array_equal(obs[key][n], value, err_msg=f"t={t} n={n} {key}")
+        actions = feature_policy(
+            torch.as_tensor(obs["candidates"]), torch.as_tensor(obs["action_mask"]), K
+        ).numpy()
+        opp = [{a: e.oracle_slate(a) for a in others} for e in singles]
+        obs, rew, term, trunc, info = vec.step(actions)
+        for n, env in enumerate(singles):
+            if info["reset"][n]:
+                resets += 1
+                assert rew[n] == 0.0 and not term[n] and not trunc[n]
+                single_obs[n], _ = env.reset()
+                continue
+            single_obs[n], s_rew, s_term, s_trunc, s_info = env.step(
+                {"agent_0": actions[n], **opp[n]}
+            )
+            assert rew[n] == s_rew["agent_0"] and term[n] == s_term["agent_0"]
+            assert trunc[n] == s_trunc["agent_0"]
+            assert info["clicked"][n] == s_info["agent_0"]["clicked"]
+            assert info["engagement"][n] == pytest.approx(s_info["agent_0"]["engagement"])
+            ended = "episode" in s_info["agent_0"]
+            assert ended == bool(info.get("_episode_metrics", np.zeros(N, bool))[n])
+            if ended:
+                ep = info["episode_metrics"]
+                assert ep["return"][n] == pytest.approx(s_info["agent_0"]["episode"]["return"])
+    assert resets >= N
+
+
+def test_next_step_reset_step_and_episode_metrics():
+    env = make_single_agent_vec(MARKET, num_envs=2, seed=3, **SMALL)
+    obs, _ = env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(SMALL["horizon"] - 1):
+        acts = [env.single_action_space.sample(obs["action_mask"][n]) for n in range(2)]
+        obs, rew, term, trunc, info = env.step(np.stack(acts))
+        assert not (term | trunc).any() and "episode_metrics" not in info
+    final = np.stack([rng.permutation(np.flatnonzero(m))[:3] for m in obs["action_mask"]])
+    obs, rew, term, trunc, info = env.step(final)
+    assert trunc.all() and not term.any()
+    assert info["_episode_metrics"].all()
+    assert set(info["episode_metrics"]) >= {"return", "ctr", "retention", "market_share"}
+    assert info["episode_metrics"]["length"].tolist() == [SMALL["horizon"]] * 2
+    # The next step starts new episodes and ignores the actions (even invalid ones).
+    obs, rew, term, trunc, info = env.step(np.zeros((2, 3), dtype=np.int64))
+    assert info["reset"].all() and (rew == 0).all() and not (term | trunc).any()
+    assert env.observation_space.contains(obs)
+
+
+def test_record_episode_statistics_composes():
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    env = RecordEpisodeStatistics(make_single_agent_vec(MARKET, num_envs=2, seed=1, **SMALL))
+    obs, _ = env.reset(seed=1)
+    for _ in range(SMALL["horizon"]):
+        acts = [env.single_action_space.sample(obs["action_mask"][n]) for n in range(2)]
+        obs, _, _, _, info = env.step(np.stack(acts))
+    assert info["_episode"].all() and (info["episode"]["l"] == SMALL["horizon"]).all()
+    np.testing.assert_allclose(info["episode"]["r"], info["episode_metrics"]["return"], rtol=1e-5)
+
+
+def test_tensor_mode_matches_numpy_mode():
+    a = make_single_agent_vec(MARKET, num_envs=2, seed=4, **SMALL)
+    b = make_single_agent_vec(MARKET, num_envs=2, seed=4, tensors=True, **SMALL)
+    oa, _ = a.reset()
+    ob, _ = b.reset()
+    for _ in range(SMALL["horizon"] + 2):
+        assert all(torch.is_tensor(v) for v in ob.values())
+        for k in oa:
+            np.testing.assert_array_equal(oa[k], ob[k].numpy(), err_msg=k)
+        acts = b.market.oracle_slates()[:, 0]
+        oa, ra, ta, tra, ia = a.step(acts.numpy())
+        ob, rb, tb, trb, ib = b.step(acts)
+        assert torch.is_tensor(rb) and torch.is_tensor(tb) and torch.is_tensor(ib["reset"])
+        np.testing.assert_allclose(ra, rb.numpy())
+        np.testing.assert_array_equal(ta, tb.numpy())
+        np.testing.assert_array_equal(tra, trb.numpy())
+        np.testing.assert_array_equal(ia["reset"], ib["reset"].numpy())
+
+
+def test_seeded_reset_reproduces_random_opponents():
+    def run():
+        env = make_single_agent_vec(MARKET, num_envs=2, opponents="random", **SMALL)
+        obs, _ = env.reset(seed=9)
+        total = np.zeros(2)
+        for _ in range(SMALL["horizon"]):
+            obs, rew, *_ = env.step(env.market.oracle_slates()[:, 0])
+            total += rew
+        return total, obs["candidate_ids"]
+
+    (r1, c1), (r2, c2) = run(), run()
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_custom_opponents_and_clear_errors():
+    market = recenv.make_vec(MARKET, num_envs=2, seed=0, num_agents=3, **SMALL)
+    seen = []
+
+    def lazy(obs):
+        seen.append(obs["action_mask"].shape)
+        return RandomSlatePolicy(3, seed=0)(obs)
+
+    env = SingleAgentVectorEnv(market, "agent_1", {"agent_0": "oracle", "agent_2": lazy})
+    env.reset()
+    env.step(market.oracle_slates()[:, 1])
+    assert seen == [(2, 20)]
+    with pytest.raises(ValueError, match="missing"):
+        SingleAgentVectorEnv(market, "agent_1", {"agent_0": "oracle"})
+    with pytest.raises(ValueError, match="not in the market"):
+        SingleAgentVectorEnv(market, "agent_7")
+    with pytest.raises(ValueError, match="neither"):
+        SingleAgentVectorEnv(market, "agent_0", "greedy")
+    with pytest.raises(ValueError, match="one int"):
+        env.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="invalid slate"):
+        env.step(np.zeros((2, 3), dtype=np.int64))
