@@ -421,7 +421,7 @@ class Agent:
             )
         try:
             self.load_state_dict(_to_device(payload["state"], self.device))
-        except (KeyError, RuntimeError, TypeError) as e:
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
                 f"not fit this agent: {e}"
@@ -571,7 +571,7 @@ class Team(Agent):
 
     def learn(self, transition: Transition) -> Metrics:
         out: Metrics = {}
-        for label, m in zip(self._labels(), self.members, strict=False):
+        for label, m in zip(self._labels(), self.members, strict=True):
             out.update({f"{label}/{k}": v for k, v in m.learn(transition).items()})
         return out
 
@@ -588,7 +588,7 @@ class Team(Agent):
         return {"members": [m.state_dict() for m in self.members]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for m, s in zip(self.members, state["members"], strict=False):
+        for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)
 
     def load(self, path: str | os.PathLike) -> None:

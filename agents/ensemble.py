@@ -89,7 +89,7 @@ class EnsembleAgent(ScoringAgent):
     def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
         mask = obs_a["action_mask"]
         blend = torch.zeros(mask.shape, device=mask.device)
-        for w, member in zip(self.weights, self.members, strict=False):
+        for w, member in zip(self.weights, self.members, strict=True):
             s = member.score_agent(i, obs_a, explore)
             blend = blend + w * normalize_scores(s, mask, self.config.normalize)
         return blend
@@ -113,5 +113,5 @@ class EnsembleAgent(ScoringAgent):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        for m, s in zip(self.members, state["members"], strict=False):
+        for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)

@@ -317,7 +317,7 @@ class IQLAgent(ScoringAgent):
         nn.utils.clip_grad_norm_(lrn.parameters(), cfg.max_grad_norm)
         opt.step()
         with torch.no_grad():
-            for p, pt in zip(lrn.q.parameters(), lrn.q_target.parameters(), strict=False):
+            for p, pt in zip(lrn.q.parameters(), lrn.q_target.parameters(), strict=True):
                 pt.lerp_(p, cfg.target_tau)
 
         for k, v in (
@@ -344,7 +344,7 @@ class IQLAgent(ScoringAgent):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.learners.load_state_dict(state["learners"])
-        for o, s in zip(self.optimizers, state["optimizers"], strict=False):
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
         for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
