@@ -159,19 +159,19 @@ def test_env_choice_probs_rows_sum_to_one(env_id, small, random_policy):
 
 
 def test_env_click_frequencies_match_predicted_probabilities(random_policy):
-    """Over 384 markets × 60 steps (≈ 22 000 live requests) with random slates, the empirical
+    """Over 512 markets × 31 steps (≈ 15 000 live requests) with random slates, the empirical
     frequency of a click on each page entry (agent block, slot) and of no-click is within 4
     standard errors of the mean predicted probability (σ from the predicted probabilities
     themselves: sqrt(Σ p(1-p)) / n). Position bias shows: within each agent's block, slot 0
     (always above slot K-1 on the page) is clicked more often than slot K-1."""
-    env = recenv.make_vec(MARKET, num_envs=384, seed=1, num_items=500, horizon=30)
+    env = recenv.make_vec(MARKET, num_envs=512, seed=1, num_items=500, horizon=30)
     cfg = env.config
     A, K = cfg.num_agents, cfg.slate_size
     P = A * K
     g = torch.Generator().manual_seed(1)
     obs = env.reset()
     probs, hits = [], []
-    for _ in range(60):
+    for _ in range(31):
         acts = {a: random_policy(obs[a]["action_mask"], K, g) for a in env.agents}
         obs, _, _, _, info = env.step(acts)
         live = ~info["reset"]

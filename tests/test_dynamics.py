@@ -67,7 +67,7 @@ def _boredom_run(topic_of_step, seed=0, **overrides):
         churn_threshold=0.0,  # nobody churns: one user per market would end the episode
     )
     cfg.update(overrides)
-    env = recenv.make_vec(MARKET, num_envs=64, seed=seed, **cfg)
+    env = recenv.make_vec(MARKET, num_envs=32, seed=seed, **cfg)
     L = env.layout
     obs = env.reset()
     start = env.users[:, 0, L.interest].clone()
@@ -223,37 +223,40 @@ def _episode_end(env, policy, steps):
 
 def test_bad_recommendations_make_users_churn():
     """Always showing the worst candidates (by true utility) drives satisfaction down and users
-    away: retention at the episode's end is far below the oracle's, and some markets lose every
-    user (terminated) even though churned users may return."""
-    kwargs = dict(num_items=500, num_users=5, horizon=150)
+    away: retention at the episode's end is far below the oracle's (seen: < 0.35 vs 1.0), and
+    some markets lose every user (terminated) even though churned users may return.
+    ``satisfaction_rate=0.25`` (default 0.1) makes a user churn after a handful of bad requests,
+    so a 40-step episode with 4 users shows it."""
+    kwargs = dict(num_items=500, num_users=4, horizon=40, satisfaction_rate=0.25)
     worst, w_term, _ = _episode_end(
-        recenv.make_vec(MARKET, num_envs=32, seed=1, **kwargs), _worst_slates, 151
+        recenv.make_vec(MARKET, num_envs=16, seed=1, **kwargs), _worst_slates, 41
     )
     best, b_term, _ = _episode_end(
-        recenv.make_vec(MARKET, num_envs=32, seed=1, **kwargs), _best_slates, 151
+        recenv.make_vec(MARKET, num_envs=16, seed=1, **kwargs), _best_slates, 41
     )
     mean = lambda ms, k: sum(float(m[k]) for m in ms.values()) / len(ms)  # noqa: E731
     assert mean(best, "retention") > 0.9
-    assert mean(worst, "retention") < mean(best, "retention") - 0.4
-    assert mean(worst, "satisfaction") < mean(best, "satisfaction") - 0.3
+    assert mean(worst, "retention") < mean(best, "retention") - 0.5
+    assert mean(worst, "satisfaction") < mean(best, "satisfaction") - 0.4
     assert sum(w_term.values()) >= 4 and sum(b_term.values()) == 0
+
+
+_NO_RETURN = dict(num_items=500, num_users=4, horizon=100, return_prob=0.0, satisfaction_rate=0.25)
 
 
 def test_all_users_churn_without_return_terminates():
     """With ``return_prob=0`` and the worst recommendations every user churns for good: every
     market terminates (not truncates) before the horizon, with retention 0."""
-    env = recenv.make_vec(
-        MARKET, num_envs=16, seed=2, num_items=500, num_users=5, horizon=400, return_prob=0.0
-    )
+    env = recenv.make_vec(MARKET, num_envs=16, seed=2, **_NO_RETURN)
     env.reset()
     ended = torch.zeros(16, dtype=torch.bool)
-    for _ in range(400):
+    for _ in range(100):
         _, _, te, tr, info = _act(env, _worst_slates(env))
         assert not bool(tr.any())
         if bool(te.any()):
             idx = te.nonzero().flatten()
             assert (info["episode"]["retention"][idx] == 0).all()
-            assert (info["episode"]["length"][idx] < 400).all()
+            assert (info["episode"]["length"][idx] < 100).all()
         ended |= te
         if bool(ended.all()):
             break
@@ -266,13 +269,11 @@ def test_terminal_state_shows_every_user_churned():
 
     Regression test: the final arrival after termination picked user 0 and ``on_arrival``
     un-churned them and reset their satisfaction."""
-    env = recenv.make_vec(
-        MARKET, num_envs=4, seed=2, num_items=500, num_users=5, horizon=400, return_prob=0.0
-    )
+    env = recenv.make_vec(MARKET, num_envs=4, seed=2, **_NO_RETURN)
     L = env.layout
     env.reset()
     checked = 0
-    for _ in range(400):
+    for _ in range(100):
         _, _, te, _, _ = _act(env, _worst_slates(env))
         for n in te.nonzero().flatten().tolist():
             assert (env.users[n, :, L.churned] > 0).all(), env.users[n, :, L.churned]
@@ -285,14 +286,14 @@ def test_terminal_state_shows_every_user_churned():
 def test_all_users_churn_terminates_pettingzoo_face():
     """The same on the PettingZoo face: the episode ends with ``terminations`` True for every
     agent (and ``truncations`` False), and the agents leave."""
-    env = recenv.make(MARKET, seed=2, num_items=500, num_users=3, horizon=400, return_prob=0.0)
+    env = recenv.make(MARKET, seed=2, **_NO_RETURN)
     env.reset()
     steps = 0
     while env.agents:
         acts = {a: _worst_slates(env.core)[0, i].numpy() for i, a in enumerate(env.agents)}
         _, _, term, trunc, infos = env.step(acts)
         steps += 1
-    assert steps < 400
+    assert steps < 100
     assert all(term.values()) and not any(trunc.values())
     assert infos["agent_0"]["episode"]["retention"] == 0.0
 
@@ -302,32 +303,37 @@ def test_all_users_churn_terminates_pettingzoo_face():
 # --------------------------------------------------------------------------------------------
 def test_platform_that_serves_badly_loses_loyalty_and_share():
     """Under ``platform_choice`` agent_0 shows its worst items and agent_1 its best: users'
-    loyalty moves toward agent_1 (mean loyalty gap over the users seen grows from ~0 to clearly
-    positive), agent_1's share of visits grows from the first to the last quarter of the episode,
-    and its episode market share is well above one half."""
+    loyalty moves toward agent_1, agent_1's share of visits grows from the first to the last
+    quarter of the episode, and its episode market share is well above one half.
+
+    Initial loyalties are i.i.d. and symmetric (0.3 × N(0, 1) each), so the mean loyalty gap
+    over the ~1 000 users seen starts at 0 ± 0.015; ending above 0.2 is the effect, not noise
+    (seen: ≈ 0.42). ``loyalty_rate=0.5`` (default 0.2) shows it within 60 requests."""
+    H = 60
     env = recenv.make_vec(
-        MARKET, num_envs=32, seed=2, num_items=500, horizon=160, topology="platform_choice"
+        MARKET,
+        num_envs=64,
+        seed=2,
+        num_items=500,
+        horizon=H,
+        topology="platform_choice",
+        loyalty_rate=0.5,
     )
-    L, H = env.layout, 160
+    L = env.layout
     env.reset()
     visits = []
-    gap_start = None
-    for t in range(H):
-        if t == 1:
-            cur = _current_users(env)
-            loy = env.users[:, :, L.loyalty]
-            gap_start = ((loy[..., 1] - loy[..., 0]) * cur).sum() / cur.sum()
+    for _ in range(H):
         slates = torch.stack([_worst_slates(env)[:, 0], _best_slates(env)[:, 1]], dim=1)
         _, _, _, _, info = _act(env, slates)
         visits.append(info["platform"])
     cur = _current_users(env)
     loy = env.users[:, :, L.loyalty]
-    gap_end = ((loy[..., 1] - loy[..., 0]) * cur).sum() / cur.sum()
-    assert gap_end > gap_start + 0.2, (gap_start, gap_end)
+    gap = ((loy[..., 1] - loy[..., 0]) * cur).sum() / cur.sum()
+    assert gap > 0.2, gap
     v = torch.stack(visits)  # [H, N]; A = 2 means the user visited no platform
     q = H // 4
     share = lambda x: (x == 1).float().sum() / (x < 2).float().sum().clamp(min=1)  # noqa: E731
-    assert share(v[-q:]) > share(v[:q]) + 0.1
+    assert share(v[-q:]) > 0.6 and share(v[-q:]) > share(v[:q]) + 0.05
     assert float(info["episode"]["market_share"][:, 1].mean()) > 0.55
 
 
