@@ -1,0 +1,159 @@
+"""Stable-Baselines3 through SuperSuit: the parameter-sharing recipe, with its limits fixed.
+
+SuperSuit's recipe turns a PettingZoo ``ParallelEnv`` into an SB3 ``VecEnv`` in which every
+agent of every market copy is one "env" of the batch, so one SB3 policy is shared by all agents
+(parameter sharing)::
+
+    venv = ss.pettingzoo_env_to_vec_env_v1(parallel_env)   # A agents -> A vector slots
+    venv = ss.concat_vec_envs_v1(venv, n, base_class="stable_baselines3")  # n copies
+
+:func:`make_sb3_vec_env` builds exactly that from a recenv id, and fixes what the raw recipe
+gets wrong for recenv:
+
+1. **Flat observations.** SB3's ``MlpPolicy`` needs a ``Box``: the env is made with
+   ``flatten_obs=True`` (user, history, candidates row by row, action mask; no ids).
+2. **Slates sampled slot by slot.** SB3's ``MultiDiscrete`` PPO samples each of the K slots
+   independently and ignores the action mask, so duplicate and masked slots happen. The env is
+   made with ``invalid_slate="repair"``: invalid slots are dropped from the page and counted in
+   ``infos[i]["repaired_slots"]`` (a learner that wastes slots shows fewer items and earns
+   less, so it learns to avoid them). ``invalid_slate="raise"`` is refused.
+3. **No seed forwarding.** SuperSuit's concatenated env has no ``seed()``, so ``PPO(seed=s)``
+   raises ``AttributeError``, and its SB3 wrapper resets without a seed; worse, its copies are
+   cloudpickled clones of one env, which all replay the same random stream. Here ``seed(s)``
+   (or ``seed=s``) is kept and forwarded at the next ``reset()``: copy ``i`` of the market is
+   seeded ``s + i``; without a seed each copy draws its own from the OS.
+4. **Time limits seen as terminal.** The SB3 wrapper merges ``terminated | truncated`` into
+   ``dones`` without SB3's ``"TimeLimit.truncated"`` flag, so PPO would not bootstrap the
+   value at the horizon. The env sets ``infos[i]["TimeLimit.truncated"]`` (and SuperSuit's
+   ``"terminal_observation"`` carries the final observation) so it does.
+5. **Episode statistics.** recenv's ``infos[agent]["episode"]`` (its metrics dict) collides
+   with the key SB3 reads for Monitor statistics (``{"r", "l"}``): here ``"episode"`` is
+   ``{"r": return, "l": length}`` and recenv's metrics move to ``"recenv_episode"``.
+
+Known limits that remain: every agent shares one policy (SuperSuit's parameter sharing; for
+independent policies use RLlib); the policy ignores the action mask (fix 2 makes that safe, not
+optimal); with ``num_cpus > 1`` SuperSuit seeds process ``p`` with ``seed + p`` and its copies
+``seed + p + j``, so seeded copies would collide — a seed is refused there (use ``num_cpus=0``
+to seed); agents must all act every step (recenv's do).
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from typing import Any
+
+import supersuit as ss
+from pettingzoo.utils.wrappers import BaseParallelWrapper
+from stable_baselines3.common.vec_env import VecEnvWrapper
+
+
+class SB3Adapter(BaseParallelWrapper):
+    """A recenv ``ParallelEnv`` made ready for SuperSuit's copies and SB3's conventions.
+
+    - Its first unseeded ``reset`` draws a fresh seed from the OS: SuperSuit's copies are
+      cloudpickled clones, which would otherwise all replay the one stream they were cloned
+      with (fix 3 of the module doc, for ``seed=None``).
+    - Infos (fixes 4 and 5): ``"TimeLimit.truncated"`` on every step, Monitor-style
+      ``"episode"`` = ``{"r", "l"}`` at the last step, recenv's metrics as ``"recenv_episode"``.
+    """
+
+    def __init__(self, env):
+        super().__init__(env)
+        self._fresh_seed = True
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._fresh_seed:
+            seed = secrets.randbits(31)
+        self._fresh_seed = False
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: dict[str, Any]):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        for agent, info in infos.items():
+            info["TimeLimit.truncated"] = bool(
+                truncations.get(agent, False) and not terminations.get(agent, False)
+            )
+            episode = info.pop("episode", None)
+            if episode is not None:
+                info["recenv_episode"] = episode
+                info["episode"] = {"r": float(episode["return"]), "l": int(episode["length"])}
+        return obs, rewards, terminations, truncations, infos
+
+
+_MULTIPROCESS_SEED = (
+    "with num_cpus > 1 SuperSuit gives overlapping seeds to the copies of different processes "
+    "(process p: seed + p, its copy j: seed + p + j); seed with num_cpus=0, or pass seed=None "
+    "(each copy then draws its own seed)"
+)
+
+
+class SeedForwarding(VecEnvWrapper):
+    """Keeps ``seed(s)`` and hands it to SuperSuit's concatenated env at the next ``reset()``
+    (fix 3 of the module doc): copy ``i`` of the market is seeded ``s + i``."""
+
+    def __init__(self, venv, num_copies: int, seed: int | None = None, multiprocess: bool = False):
+        with warnings.catch_warnings():
+            # SB3 asks every slot for ``render_mode``; PettingZoo envs keep one per env.
+            warnings.filterwarnings("ignore", message="The `render_mode` attribute")
+            super().__init__(venv)
+        self.num_copies = num_copies
+        self.multiprocess = multiprocess
+        self._pending_seed = seed
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """The seed of each vector slot's market copy (slot ``k``: ``seed + k // A``)."""
+        if seed is not None and self.multiprocess:
+            raise ValueError(_MULTIPROCESS_SEED)
+        self._pending_seed = seed
+        per_copy = self.num_envs // self.num_copies
+        return [None if seed is None else seed + k // per_copy for k in range(self.num_envs)]
+
+    def reset(self):
+        if self._pending_seed is None:
+            obs = self.venv.reset()
+        else:
+            # SuperSuit's SB3 wrapper resets without a seed; its concatenated env takes one.
+            obs, self.venv.reset_infos = self.venv.venv.reset(seed=self._pending_seed)
+            self._pending_seed = None
+        self.reset_infos = self.venv.reset_infos
+        return obs
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
+def make_sb3_vec_env(
+    env_id: str,
+    *,
+    num_vec_envs: int = 1,
+    num_cpus: int = 0,
+    seed: int | None = None,
+    **config: Any,
+):
+    """The SuperSuit parameter-sharing ``VecEnv`` of ``env_id`` for Stable-Baselines3.
+
+    ``num_vec_envs`` market copies of ``A`` agents give ``num_vec_envs * A`` vector slots (slot
+    ``i * A + a`` is agent ``a`` of copy ``i``). ``num_cpus > 1`` runs the copies in that many
+    processes (SuperSuit's ``ProcConcatVec``). ``seed`` seeds copy ``i`` with ``seed + i`` at
+    the first reset (``PPO(seed=...)`` works too). ``config`` takes the scenario's keys.
+    """
+    from recenv.registry import make
+
+    if config.get("invalid_slate", "repair") != "repair":
+        raise ValueError(
+            "SB3's MultiDiscrete policies sample each slot independently (duplicates and masked "
+            "candidates happen): the SB3 recipe needs invalid_slate='repair'"
+        )
+    config["invalid_slate"] = "repair"
+    if config.pop("flatten_obs", True) is not True:
+        raise ValueError("SB3's MlpPolicy needs flat observations: flatten_obs must be True")
+    if num_cpus > 1 and seed is not None:
+        raise ValueError(_MULTIPROCESS_SEED)
+    env = make(env_id, flatten_obs=True, **config)
+    venv = ss.pettingzoo_env_to_vec_env_v1(SB3Adapter(env))
+    venv = ss.concat_vec_envs_v1(
+        venv, num_vec_envs, num_cpus=num_cpus, base_class="stable_baselines3"
+    )
+
+    return SeedForwarding(venv, num_vec_envs, seed, multiprocess=num_cpus > 1)
