@@ -2,8 +2,10 @@
 
 - ``env_id``: every test that takes it runs once per ``recenv.registered_ids()``, so presets
   registered later (ECommerce, Video, Music, ...) are covered without editing the tests.
-- ``small``: keyword overrides that shrink a preset (fewer items, shorter horizon) while keeping
-  its config valid, so the whole suite stays fast.
+- ``small``: keyword arguments that build a preset small (fewer items, shorter horizon) while
+  keeping its config valid, so the whole suite stays fast; they include what a scenario cannot
+  be built without (an interaction log for log-built scenarios: the shared MovieLens sample,
+  skipped when absent).
 - ``feature_policy``: a deterministic policy that depends only on the observation, so two faces
   of the same market that see the same observations take the same actions.
 - one torch thread per test process (see :func:`pytest_configure`).
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,29 +45,57 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("env_id", recenv.registered_ids())
 
 
+# Scenarios built from an interaction log (DESIGN §5) need one; tests use the shared MovieLens
+# sample and skip when it is absent (nothing is downloaded or copied into the repo).
+SHARED_LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+
+
+def required_kwargs(env_id: str) -> dict[str, Any]:
+    """Arguments a scenario cannot be built without (today: ``log`` for log-built scenarios).
+    Skips the calling test when the data it needs is absent."""
+    params = inspect.signature(recenv.spec(env_id).builder()).parameters
+    if "log" in params:
+        ratings = SHARED_LOG / "ratings.csv"
+        if not ratings.exists():
+            pytest.skip(f"{env_id} needs an interaction log; {ratings} is absent")
+        return {"log": str(ratings)}
+    return {}
+
+
 @functools.cache
 def preset_config(env_id: str) -> MarketConfig:
     """The preset's own configuration (built once per id and process)."""
-    return recenv.make_vec(env_id, num_envs=1, seed=0).config
+    return recenv.make_vec(env_id, num_envs=1, seed=0, **required_kwargs(env_id)).config
+
+
+@functools.cache
+def _buildable(env_id: str, items: tuple[tuple[str, Any], ...]) -> bool:
+    try:
+        recenv.make_vec(env_id, num_envs=1, seed=0, **dict(items))
+    except ValueError:
+        return False
+    return True
 
 
 def small_kwargs(env_id: str, *, num_items: int = 500, horizon: int = 30) -> dict[str, Any]:
-    """Overrides that make ``env_id`` small: at most ``num_items`` items (more when the preset
-    needs them for ``num_candidates`` per agent) and at most ``horizon`` requests."""
+    """Keyword arguments that build ``env_id`` small: its required arguments, at most
+    ``num_items`` items (more when the preset needs them for ``num_candidates`` per agent; none
+    when the scenario fixes its catalog) and at most ``horizon`` requests."""
+    base = required_kwargs(env_id)
     cfg = preset_config(env_id)
     owners = 1 if cfg.ownership == "shared" else cfg.num_agents
     # Enough items that every agent owns > C items present at t=0 (with room for the randomness
     # of which items arrive late).
     need = math.ceil(2 * owners * (cfg.num_candidates + 1) / max(1e-3, 1 - cfg.new_item_fraction))
-    kwargs = {
+    shrink = {
         "num_items": min(cfg.num_items, max(num_items, need)),
         "horizon": min(cfg.horizon, horizon),
     }
-    try:
-        MarketConfig.from_kwargs(cfg, **kwargs)
-    except ValueError:  # the preset cannot shrink that far: keep its catalog
-        kwargs.pop("num_items")
-    return kwargs
+    for drop in ((), ("num_items",), ("num_items", "horizon")):
+        kwargs = {**base, **{k: v for k, v in shrink.items() if k not in drop}}
+        if _buildable(env_id, tuple(sorted(kwargs.items()))):
+            return kwargs
+    return base
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def test_render_ansi(env_id, small):
     assert isinstance(frame, str) and env_id in frame and "shown=" in frame
     assert recenv.make(env_id, seed=0, **small(env_id)).render() is None
     with pytest.raises(ValueError, match="render_mode"):
-        recenv.make(env_id, render_mode="human")
+        recenv.make(env_id, render_mode="human", **small(env_id))
 
 
 def test_env_docstring_is_the_scenario_page(env_id, small):

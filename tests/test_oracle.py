@@ -1,0 +1,123 @@
+"""The myopic oracle (DESIGN §3): ranks candidates by true expected utility, so it earns clearly
+more than random recommendations on both faces.
+
+Margins: over the seeds and sizes below the oracle's team return was 2.3-2.6× random's on
+Market-v0; the tests ask for 1.5×. Across presets (whose rewards may be revenue or watch time)
+the universal, weaker claim is a higher click-through rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import recenv
+
+MARKET = "recenv/Market-v0"
+
+
+def _team_return(env: recenv.BatchedMarket, policy, steps: int) -> torch.Tensor:
+    """Per-market sum over agents and steps of the rewards of ``policy(env) -> [N, A, K]``."""
+    env.reset(seed=0)
+    total = torch.zeros(env.num_envs)
+    p_click = torch.zeros(env.num_envs)
+    for _ in range(steps):
+        slates = policy(env)
+        _, rew, _, _, info = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+        total += sum(rew.values())
+        p_click += (1 - info["choice_probs"][:, -1]) * ~info["reset"]
+    return total, p_click / steps
+
+
+def _random(seed: int):
+    g = torch.Generator().manual_seed(seed)
+
+    def policy(env):
+        u = torch.rand(env.cand_mask.shape, generator=g)
+        u = torch.where(env.cand_mask, u, torch.full_like(u, -1.0))
+        return u.topk(env.config.slate_size, dim=2).indices
+
+    return policy
+
+
+def test_oracle_beats_random_batched():
+    """Batched face, Market-v0, 16 markets × 30 steps: the oracle's mean team return is at
+    least 1.5× random's, and higher in at least 14 of 16 markets."""
+    env = recenv.make_vec(MARKET, num_envs=16, seed=0, num_items=500, horizon=30)
+    oracle, _ = _team_return(env, lambda e: e.oracle_slates(), 30)
+    rand, _ = _team_return(env, _random(0), 30)
+    assert oracle.mean() > 1.5 * rand.mean(), (oracle.mean(), rand.mean())
+    assert int((oracle > rand).sum()) >= 14
+
+
+def test_oracle_beats_random_pettingzoo():
+    """PettingZoo face, Market-v0, 4 episodes of 30 steps: the team return of ``oracle_slate``
+    for every agent is at least 1.5× that of masked random sampling."""
+    totals = {}
+    for name in ("oracle", "random"):
+        env = recenv.make(MARKET, seed=0, num_items=500, horizon=30)
+        total = 0.0
+        for episode in range(4):
+            obs, _ = env.reset()
+            for i, a in enumerate(env.possible_agents):
+                env.action_space(a).seed(100 * episode + i)
+            while env.agents:
+                if name == "oracle":
+                    acts = {a: env.oracle_slate(a) for a in env.agents}
+                else:
+                    acts = {
+                        a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents
+                    }
+                obs, rew, *_ = env.step(acts)
+                total += sum(rew.values())
+        totals[name] = total
+    assert totals["oracle"] > 1.5 * totals["random"], totals
+
+
+def test_oracle_agent_beats_random_opponent():
+    """Competitive play on the PettingZoo face: an oracle agent_0 against a random agent_1 earns
+    more than its opponent over 4 episodes (and more than a random agent_0 would: the
+    random-vs-random split is near even)."""
+    env = recenv.make(MARKET, seed=1, num_items=500, horizon=30)
+    ret = dict.fromkeys(env.possible_agents, 0.0)
+    for episode in range(4):
+        obs, _ = env.reset()
+        env.action_space("agent_1").seed(episode)
+        while env.agents:
+            acts = {
+                "agent_0": env.oracle_slate("agent_0"),
+                "agent_1": env.action_space("agent_1").sample(obs["agent_1"]["action_mask"]),
+            }
+            obs, rew, *_ = env.step(acts)
+            for a, r in rew.items():
+                ret[a] += r
+    assert ret["agent_0"] > 1.3 * ret["agent_1"], ret
+
+
+def test_oracle_clicks_more_than_random_on_every_preset(env_id, small):
+    """On every registered preset the oracle's pages are more likely to be clicked than random
+    ones (higher utility means higher click probability, whatever the reward currency): the
+    mean predicted click probability over an episode is higher in at least 14 of 16 markets.
+    (Not a ratio: where users click almost anything, e.g. log-built markets, it saturates.)"""
+    env = recenv.make_vec(env_id, num_envs=16, seed=0, **small(env_id))
+    steps = env.config.horizon
+    _, oracle_p = _team_return(env, lambda e: e.oracle_slates(), steps)
+    _, random_p = _team_return(env, _random(1), steps)
+    assert int((oracle_p > random_p).sum()) >= 14, (oracle_p, random_p)
+    assert oracle_p.mean() > random_p.mean()
+
+
+def test_oracle_slate_is_top_k_by_oracle_scores(env_id, small):
+    """``oracle_slate(agent)`` is K distinct unmasked candidates with the K highest
+    ``oracle_scores(agent)``; masked candidates score -inf."""
+    env = recenv.make(env_id, seed=0, **small(env_id))
+    obs, _ = env.reset()
+    K = env.config.slate_size
+    for _ in range(5):
+        for a in env.agents:
+            scores, slate = env.oracle_scores(a), env.oracle_slate(a)
+            mask = obs[a]["action_mask"].astype(bool)
+            assert np.isneginf(scores[~mask]).all() and np.isfinite(scores[mask]).all()
+            assert len(set(slate.tolist())) == K and mask[slate].all()
+            assert scores[slate].min() >= np.sort(scores)[-K]
+        obs, *_ = env.step({a: env.oracle_slate(a) for a in env.agents})
