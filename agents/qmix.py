@@ -1,1 +1,320 @@
-"""VDN and QMIX over slates (work in progress)."""
+"""VDN and QMIX over slates: per-agent slate utilities mixed into one team value.
+
+Value decomposition for cooperative markets (VDN: Sunehag et al., 2018; QMIX: Rashid et al.,
+2018). Every controlled agent acts greedily on its own utility of its own observation; the
+utilities are mixed into a team value ``Q_tot`` that is trained end to end, by TD on the team
+reward, from a replay buffer.
+
+**Per-agent slate utility: additive over the slate.** ``Q_a(o_a, A) = v(o_a) + Σ_{i∈A} q(o_a, i)``
+— a request term plus one term per recommended item (:class:`~agents.nets.CandidateScorer`'s
+context and item heads; a one-hot agent id joins the input when the network is shared,
+``shared_params=True``). We chose this over SlateQ's choice-weighted value (``agents/iql.py``)
+because its maximiser is exact and cheap — the greedy slate is the top-K candidates by ``q`` —
+and the argmax of each agent's utility must be the argmax of ``Q_tot`` (IGM, which monotonic
+mixing guarantees only when each agent's greedy slate really maximises its utility; SlateQ's
+top-K is a heuristic maximiser). The price: the utility cannot express that a user clicks at
+most one item (items of a slate do not compete within ``Q_a``); they are fitted jointly, so
+``q`` learns each item's *marginal* contribution in the slates the policy shows.
+
+**Mixers.** ``vdn``: ``Q_tot = Σ_a Q_a``. ``qmix``: a two-layer monotonic mixer whose weights
+are produced from the global ``state()`` by hypernetworks and passed through ``abs()``
+(``∂Q_tot/∂Q_a ≥ 0``), with state-dependent biases and an ELU between the layers.
+
+**Targets.** ``y = r_team + γ^m · Q̄_tot(s', A'_1…A'_n)`` where each ``A'_a`` is the greedy
+slate of the *online* utility network (double Q; ``double_q=False`` selects with the target)
+and ``Q̄_tot`` mixes the target utilities with the target mixer; targets follow by Polyak
+averaging. Market-level n-step returns (:class:`~agents.buffers.NStepAccumulator`): auto-reset
+rows are dropped, truncations bootstrap from the final observation, terminations do not.
+
+**Team reward.** Cooperative markets only (``supports_reward_modes``): every agent's reward is
+the team total, and the first controlled agent's is used. A competitive or mixed env is refused
+with a clear error when the agent is built.
+
+Exploration: ε-greedy per slot, ε decayed linearly in env transitions. Everything, replay
+included, lives on the env's device. Metrics: ``losses/td``, ``charts/q_tot``,
+``charts/target``, ``charts/epsilon``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
+from agents.buffers import NStepAccumulator, ReplayBuffer
+from agents.features import ObsLayout, context_features, pair_features
+from agents.nets import CandidateScorer, mlp, one_hot_agent
+from agents.registry import register
+
+OBS_KEYS = ("user", "history", "candidates", "action_mask")
+
+
+@dataclass(frozen=True)
+class QMIXConfig(AgentConfig):
+    # networks
+    shared_params: bool = option(
+        True, "one utility network for all controlled agents, with a one-hot agent id as input"
+    )
+    hidden: tuple = option((128, 128), "hidden sizes of the per-agent utility network")
+    mixer_embed: int = option(32, "QMIX: width of the mixing layer")
+    hypernet_hidden: int = option(64, "QMIX: hidden width of the weight hypernetworks")
+    # returns
+    gamma: float = option(0.95, "discount per request")
+    n_step: int = option(1, "market-level n-step returns")
+    double_q: bool = option(True, "online utilities pick the next slates, target ones value them")
+    # optimisation
+    lr: float = option(5e-4, "Adam learning rate (utilities and mixer)")
+    batch_size: int = option(256, "transitions per gradient update")
+    buffer_size: int = option(50_000, "replay capacity in market steps")
+    learning_starts: int = option(2_000, "env transitions before the first update")
+    update_every: int = option(32, "env transitions per gradient update")
+    target_tau: float = option(0.01, "Polyak step of the target networks per update")
+    max_grad_norm: float = option(10.0, "gradient-norm clip")
+    # exploration
+    eps_start: float = option(1.0, "initial per-slot exploration probability")
+    eps_end: float = option(0.05, "final per-slot exploration probability")
+    eps_decay_steps: int = option(20_000, "env transitions of linear ε decay")
+    # bookkeeping
+    metrics_every: int = option(100, "return averaged metrics every this many updates")
+    save_buffer: bool = option(False, "write the replay buffer into checkpoints (large)")
+
+
+# ----------------------------------------------------------------------------------------
+# Mixers: [B, n] agent utilities (+ [B, S] state) -> [B] team value
+# ----------------------------------------------------------------------------------------
+class SumMixer(nn.Module):
+    """VDN: ``Q_tot = Σ_a Q_a``."""
+
+    def forward(self, q: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        return q.sum(-1)
+
+
+class MonotonicMixer(nn.Module):
+    """QMIX: ``Q_tot = w2(s)ᵀ ELU(W1(s)ᵀ q + b1(s)) + b2(s)`` with ``|W1|, |w2|`` from
+    hypernetworks on the state, so ``Q_tot`` is monotonic in every ``Q_a``."""
+
+    def __init__(self, num_agents: int, state_dim: int, embed: int, hyper_hidden: int):
+        super().__init__()
+        self.num_agents, self.embed = num_agents, embed
+        self.w1 = mlp(state_dim, (hyper_hidden,), num_agents * embed)
+        self.b1 = nn.Linear(state_dim, embed)
+        self.w2 = mlp(state_dim, (hyper_hidden,), embed)
+        self.b2 = mlp(state_dim, (embed,), 1)
+
+    def forward(self, q: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        if state is None:
+            raise ValueError("the QMIX mixer needs the global state")
+        s = state.float()
+        w1 = self.w1(s).abs().view(-1, self.num_agents, self.embed)
+        hidden = F.elu(torch.bmm(q[:, None, :], w1).squeeze(1) + self.b1(s))
+        return (hidden * self.w2(s).abs()).sum(-1) + self.b2(s).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------
+# The agents
+# ----------------------------------------------------------------------------------------
+class ValueDecompositionAgent(ScoringAgent):
+    """Shared machinery of VDN and QMIX (module docstring); subclasses pick the mixer."""
+
+    Config: ClassVar[type[AgentConfig]] = QMIXConfig
+    learns: ClassVar[bool] = True
+    supports_reward_modes: ClassVar[tuple[str, ...]] = ("cooperative",)
+
+    def __init__(self, env: Any, config: QMIXConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        cfg: QMIXConfig = self.config  # type: ignore[assignment]
+        if min(cfg.n_step, cfg.batch_size, cfg.update_every) < 1:
+            raise ValueError("n_step, batch_size and update_every must be >= 1")
+        if not (0.0 <= cfg.gamma <= 1.0 and 0.0 < cfg.target_tau <= 1.0):
+            raise ValueError(f"gamma={cfg.gamma} must be in [0, 1], target_tau in (0, 1]")
+        e = self.env_config
+        self.layout = ObsLayout(e.num_topics)
+        A = len(self.agent_ids)
+        self.num_ids = A if cfg.shared_params else 0
+        pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
+        ctx_dim = self.layout.context_dim(e.user_dim, e.history_dim)
+        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left untouched
+            torch.manual_seed(cfg.seed)
+            self.utilities = nn.ModuleList(
+                CandidateScorer(pair_dim + self.num_ids, ctx_dim + self.num_ids, cfg.hidden)
+                for _ in range(1 if cfg.shared_params else A)
+            ).to(self.device)
+            self.mixer = self.build_mixer(A, e.state_dim, cfg).to(self.device)
+        self.utilities_target = copy.deepcopy(self.utilities).requires_grad_(False)
+        self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.params = [*self.utilities.parameters(), *self.mixer.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.buffer = ReplayBuffer(cfg.buffer_size, self.device)
+        self.accumulator = NStepAccumulator(cfg.n_step, cfg.gamma)
+        self.env_steps = 0  # transitions seen (markets x steps)
+        self.updates = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._since_report = 0
+
+    def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
+        raise NotImplementedError
+
+    # Utilities -------------------------------------------------------------------------------
+    def item_values(
+        self, i: int, obs_a: Mapping[str, torch.Tensor], target: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Agent ``i``'s per-item terms ``q [B, C]`` and request term ``v [B]``."""
+        pairs, ctx = pair_features(self.layout, obs_a), context_features(obs_a)
+        if self.num_ids:
+            pairs = torch.cat([pairs, one_hot_agent(i, self.num_ids, pairs)], dim=-1)
+            ctx = torch.cat([ctx, one_hot_agent(i, self.num_ids, ctx)], dim=-1)
+        nets = self.utilities_target if target else self.utilities
+        return nets[0 if self.config.shared_params else i](pairs, ctx)
+
+    def utility(
+        self, i: int, obs_a: Mapping[str, torch.Tensor], slate: torch.Tensor, target: bool = False
+    ) -> torch.Tensor:
+        """``Q_a(o_a, slate) = v(o_a) + Σ_k q(o_a, slate_k)``: ``[B]``."""
+        q, v = self.item_values(i, obs_a, target)
+        return v + q.gather(1, slate).sum(1)
+
+    @torch.no_grad()
+    def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
+        return self.item_values(i, obs_a)[0]
+
+    def exploration(self) -> float:
+        cfg = self.config
+        frac = min(1.0, self.env_steps / max(1, cfg.eps_decay_steps))
+        return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+    # Learning --------------------------------------------------------------------------------
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        if mask is None:
+            self.accumulator.reset()
+
+    def learn(self, transition: Transition) -> Metrics:
+        tr = transition
+        if self.needs_state and tr.state is None:
+            raise ValueError(
+                f"{self.name!r} mixes on the global state: pass Transition.state / next_state "
+                "(agents.train does for needs_state agents)"
+            )
+        step: dict[str, torch.Tensor] = {
+            "reward": tr.rewards[self.agent_ids[0]].float(),
+            "terminal": tr.terminated, "end": tr.ended, "valid": tr.valid,
+            "slate": torch.stack([tr.actions[a] for a in self.agent_ids], dim=1),
+        }  # fmt: skip
+        for k in OBS_KEYS:
+            step[k] = torch.stack([tr.obs[a][k] for a in self.agent_ids], dim=1)
+            step["next_" + k] = torch.stack([tr.next_obs[a][k] for a in self.agent_ids], dim=1)
+        if self.needs_state:
+            step["state"], step["next_state"] = tr.state, tr.next_state
+        out = self.accumulator.push(step)
+        if out is not None:
+            self.buffer.add(*out)
+        self.env_steps += tr.valid.shape[0]
+
+        cfg = self.config
+        if self.env_steps < cfg.learning_starts:
+            return {}
+        due = (self.env_steps - cfg.learning_starts) // cfg.update_every + 1 - self.updates
+        for _ in range(due):
+            if len(self.buffer) >= cfg.batch_size:
+                self._update()
+            self.updates += 1
+            self._since_report += 1
+        if self._since_report >= cfg.metrics_every and self._sums:
+            metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
+            metrics["charts/epsilon"] = self.exploration()
+            self._sums, self._since_report = {}, 0
+            return metrics
+        return {}
+
+    def _agent_obs(self, b: Mapping[str, torch.Tensor], i: int, prefix: str = ""):
+        return {k: b[prefix + k][:, i] for k in OBS_KEYS}
+
+    def _update(self) -> None:
+        cfg, K = self.config, self.slate_size
+        b = self.buffer.sample(cfg.batch_size, self.generator)
+        agents = range(len(self.agent_ids))
+        q = torch.stack(
+            [self.utility(i, self._agent_obs(b, i), b["slate"][:, i]) for i in agents], 1
+        )
+        q_tot = self.mixer(q, b.get("state"))
+        with torch.no_grad():
+            q_next = []
+            for i in agents:
+                nxt = self._agent_obs(b, i, "next_")
+                pick = self.item_values(i, nxt, target=not cfg.double_q)[0]
+                slate = slate_from_scores(pick, nxt["action_mask"], K)
+                q_next.append(self.utility(i, nxt, slate, target=True))
+            v_next = self.mixer_target(torch.stack(q_next, 1), b.get("next_state"))
+            target = b["reward"] + b["discount"] * v_next
+        td = F.smooth_l1_loss(q_tot, target)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        td.backward()
+        nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            for online, tgt in (
+                (self.utilities, self.utilities_target),
+                (self.mixer, self.mixer_target),
+            ):
+                for p, pt in zip(online.parameters(), tgt.parameters(), strict=True):
+                    pt.lerp_(p, cfg.target_tau)
+        for k, v in (
+            ("losses/td", td),
+            ("charts/q_tot", q_tot.mean()),
+            ("charts/target", target.mean()),
+        ):
+            self._sums[k] = self._sums.get(k, 0.0) + v.detach()
+
+    # State -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            **super().state_dict(),
+            "utilities": self.utilities.state_dict(),
+            "utilities_target": self.utilities_target.state_dict(),
+            "mixer": self.mixer.state_dict(),
+            "mixer_target": self.mixer_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+        }
+        if self.config.save_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
+            getattr(self, key).load_state_dict(state[key])
+        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        self.accumulator.reset()
+
+
+@register
+class VDNAgent(ValueDecompositionAgent):
+    """Value decomposition by summing the agents' slate utilities."""
+
+    name: ClassVar[str] = "vdn"
+    registrable: ClassVar[bool] = True
+
+    def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
+        return SumMixer()
+
+
+@register
+class QMIXAgent(ValueDecompositionAgent):
+    """Value decomposition by a monotonic mixer conditioned on the global state."""
+
+    name: ClassVar[str] = "qmix"
+    registrable: ClassVar[bool] = True
+    needs_state: ClassVar[bool] = True
+
+    def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
+        return MonotonicMixer(num_agents, state_dim, cfg.mixer_embed, cfg.hypernet_hidden)
