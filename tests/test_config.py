@@ -1,0 +1,142 @@
+"""Configuration (DESIGN §4): one frozen dataclass per scenario; unknown keys are an error that
+lists the valid ones; impossible values are refused with a message that says why."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import recenv
+from recenv.core.config import MarketConfig
+
+MARKET = "recenv/Market-v0"
+
+
+def test_unknown_key_lists_valid_keys():
+    """An unknown key raises ValueError naming it and listing the valid keys, through
+    ``MarketConfig.from_kwargs``, ``make`` and ``make_vec``."""
+    with pytest.raises(ValueError) as err:
+        MarketConfig.from_kwargs(num_itmes=10)
+    msg = str(err.value)
+    assert "num_itmes" in msg and "num_items" in msg and "horizon" in msg
+    for factory in (
+        lambda: recenv.make(MARKET, num_itmes=10),
+        lambda: recenv.make_vec(MARKET, num_envs=1, num_itmes=10),
+    ):
+        with pytest.raises(ValueError) as err:
+            factory()
+        assert "num_itmes" in str(err.value) and "num_items" in str(err.value)
+
+
+def test_unknown_key_on_every_preset(env_id, small):
+    """Every registered id rejects an unknown key with the list of its valid keys."""
+    with pytest.raises(ValueError) as err:
+        recenv.make_vec(env_id, num_envs=1, no_such_key=1, **small(env_id))
+    assert "no_such_key" in str(err.value) and "slate_size" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"num_items": 0}, ["num_items", "> 0"]),
+        ({"num_items": -5}, ["num_items", "> 0"]),
+        ({"num_agents": 0}, ["num_agents", "> 0"]),
+        ({"horizon": 0}, ["horizon", "> 0"]),
+        ({"temperature": 0.0}, ["temperature", "> 0"]),
+        ({"slate_size": 21, "num_candidates": 20}, ["slate_size", "num_candidates"]),
+        ({"return_prob": 1.5}, ["return_prob", "[0, 1]"]),
+        ({"boredom_decay": -0.1}, ["boredom_decay", "[0, 1]"]),
+        ({"team_weight": 2.0}, ["team_weight", "[0, 1]"]),
+        ({"feature_visible": 1.01}, ["feature_visible", "[0, 1]"]),
+        ({"boredom_growth": -1.0}, ["boredom_growth", ">= 0"]),
+        ({"num_items": "100"}, ["num_items", "int"]),
+        ({"num_items": 100.0}, ["num_items", "int"]),
+        ({"num_items": True}, ["num_items", "int"]),
+        ({"interest_weight": "3"}, ["interest_weight", "float"]),
+        ({"topology": "mall"}, ["topology", "shared_page", "platform_choice"]),
+        ({"reward_mode": "selfish"}, ["reward_mode", "competitive", "cooperative", "mixed"]),
+        ({"invalid_slate": "ignore"}, ["invalid_slate", "raise", "repair"]),
+        ({"response": "dance"}, ["response", "engagement"]),
+        ({"ownership": "mine"}, ["ownership", "partition", "shared"]),
+        ({"temperature": float("nan")}, ["temperature", "finite"]),
+        ({"quality_std": float("inf")}, ["quality_std", "finite"]),
+        ({"retrieval_interest": 0.9}, ["sum to 1"]),
+        ({"max_item_topics": 20, "num_topics": 16}, ["max_item_topics", "num_topics"]),
+        ({"churn_threshold": 0.8}, ["churn_threshold", "satisfaction_init"]),
+        ({"num_items": 30}, ["num_items", "num_candidates"]),
+    ],
+)
+def test_impossible_values_say_why(overrides, words):
+    """Each impossible value raises ValueError whose message names the field and the rule it
+    breaks (the allowed range, type or values) — both from the dataclass and from ``make``."""
+    with pytest.raises(ValueError) as err:
+        MarketConfig(**overrides)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+    with pytest.raises(ValueError) as err:
+        recenv.make_vec(MARKET, num_envs=1, **overrides)
+    assert words[0] in str(err.value)
+
+
+def test_all_errors_reported_together():
+    """Several bad values are reported in one message, so a user fixes them in one go."""
+    with pytest.raises(ValueError) as err:
+        MarketConfig(num_items=0, horizon=-1, return_prob=3.0)
+    msg = str(err.value)
+    assert "num_items" in msg and "horizon" in msg and "return_prob" in msg
+
+
+def test_configs_are_frozen(env_id, small):
+    """Configs are frozen dataclasses: assigning a field raises ``FrozenInstanceError``, on a
+    fresh config and on every env's config; ``from_kwargs`` returns a new config."""
+    cfg = MarketConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.num_items = 10  # type: ignore[misc]
+    env = recenv.make_vec(env_id, num_envs=1, **small(env_id))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        env.config.horizon = 10  # type: ignore[misc]
+    other = MarketConfig.from_kwargs(cfg, horizon=7)
+    assert other.horizon == 7 and cfg.horizon == MarketConfig().horizon
+
+
+def test_every_field_is_documented():
+    """Every config field carries a one-line ``help`` (it becomes ``--help`` text)."""
+    for f in dataclasses.fields(MarketConfig):
+        text = f.metadata.get("help", "")
+        assert text and "\n" not in text, f.name
+
+
+def test_config_round_trips_through_dict(env_id, small):
+    """``to_dict`` then ``from_kwargs`` rebuilds an equal config for every preset."""
+    cfg = recenv.make_vec(env_id, num_envs=1, **small(env_id)).config
+    assert type(cfg).from_kwargs(**cfg.to_dict()) == cfg
+
+
+def test_face_and_registry_errors():
+    """Face options and the registry refuse bad input with reasons: both ``max_cycles`` and
+    ``horizon``; an unknown env id (lists the registered ones); a bad ``num_envs``; a bad seed;
+    ``flatten_obs`` that is not a bool."""
+    with pytest.raises(ValueError, match="max_cycles"):
+        recenv.make(MARKET, max_cycles=5, horizon=5)
+    with pytest.raises(ValueError) as err:
+        recenv.make("recenv/Nope-v0")
+    assert MARKET in str(err.value)
+    for n in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_envs"):
+            recenv.make_vec(MARKET, num_envs=n, num_items=500)
+    env = recenv.make_vec(MARKET, num_envs=1, num_items=500)
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed="7")
+    with pytest.raises(ValueError, match="flatten_obs"):
+        recenv.make(MARKET, flatten_obs="yes", num_items=500)
+
+
+def test_registry_refuses_duplicate_and_malformed_ids():
+    """Registering an existing id or a malformed one is an error (and registers nothing)."""
+    before = recenv.registered_ids()
+    with pytest.raises(ValueError, match="already registered"):
+        recenv.register(MARKET, "recenv.scenarios.market:build")
+    with pytest.raises(ValueError, match="namespace/Name-vN"):
+        recenv.register("NoNamespace", "recenv.scenarios.market:build")
+    assert recenv.registered_ids() == before

@@ -1,0 +1,244 @@
+"""Episode metrics and rewards (DESIGN §3): present on both faces at an episode's end with sane
+values; the metric functions are right on known inputs; the reward modes combine each agent's
+own value as documented."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import recenv
+from recenv.core.metrics import EPISODE_METRICS, gini, intra_list_diversity
+
+MARKET = "recenv/Market-v0"
+
+
+# --------------------------------------------------------------------------------------------
+# Metric functions on known inputs
+# --------------------------------------------------------------------------------------------
+def test_gini_known_vectors():
+    """Gini: 0 for equal exposure, (n-1)/n when one item gets everything, 0.25 for 1,2,3,4
+    (mean absolute difference / (2 × mean) = 1.25 / 5), 0 for an all-zero row; order does not
+    matter."""
+    x = torch.tensor(
+        [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 5.0], [4.0, 1.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0]]
+    )
+    torch.testing.assert_close(gini(x), torch.tensor([0.0, 0.75, 0.25, 0.0]))
+    assert gini(torch.tensor([[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]])).item() == pytest.approx(0.9)
+
+
+def test_intra_list_diversity_known_vectors():
+    """Mean pairwise (1 - cosine): orthogonal topics -> 1, identical -> 0, 45 degrees ->
+    1 - 1/sqrt(2); invalid slots are left out, fewer than two valid items -> 0."""
+    e0, e1 = [1.0, 0.0], [0.0, 1.0]
+    both = [1.0, 1.0]
+    topics = torch.tensor([[e0, e1, e1], [e0, e0, e0], [e0, both, e0], [e0, e1, e1]])
+    valid = torch.tensor(
+        [[True, True, False], [True, True, True], [True, True, False], [True, False, False]]
+    )
+    expected = torch.tensor([1.0, 0.0, 1 - 1 / math.sqrt(2), 0.0])
+    torch.testing.assert_close(intra_list_diversity(topics, valid), expected)
+    three = torch.tensor([[e0, e1, both]])
+    # pairs: (e0,e1)=1, (e0,both)=1-1/√2, (e1,both)=1-1/√2 -> mean
+    mean = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
+    assert intra_list_diversity(three, torch.ones(1, 3, dtype=torch.bool)).item() == (
+        pytest.approx(mean, rel=1e-6)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Episode metrics on both faces
+# --------------------------------------------------------------------------------------------
+def _check_metric_ranges(m: dict, num_agents: int, horizon: int, shared_page: bool) -> None:
+    assert 0.0 <= m["ctr"] <= 1.0
+    assert m["engagement_per_request"] >= 0.0
+    assert 0.0 <= m["retention"] <= 1.0
+    assert 0.0 < m["coverage"] <= 1.0
+    assert 0.0 <= m["exposure_gini"] <= 1.0
+    assert 0.0 <= m["diversity"] <= 1.0
+    assert m["novelty"] >= 0.0
+    assert 0.0 <= m["satisfaction"] <= 1.0
+    assert 1 <= m["length"] <= horizon
+    share = m["market_share"]
+    assert len(share) == num_agents and all(0.0 <= s <= 1.0 for s in share)
+    if m["ctr"] > 0 or not shared_page:  # clicks (platform visits) happened
+        assert sum(share) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_episode_metrics_pettingzoo(env_id, small, random_policy):
+    """At the last step of an episode every agent's info has ``episode`` with exactly the
+    documented metrics; ``return`` is that agent's summed reward; the rest is shared and in
+    range (CTR in [0, 1], market share sums to 1 when there were choices, Gini in [0, 1],
+    coverage in (0, 1], ...). Steps before the end carry no episode metrics."""
+    env = recenv.make(env_id, seed=0, **small(env_id))
+    cfg = env.config
+    obs, _ = env.reset()
+    for i, a in enumerate(env.possible_agents):
+        env.action_space(a).seed(i)
+    returns = dict.fromkeys(env.possible_agents, 0.0)
+    while env.agents:
+        acts = {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}
+        obs, rew, _, _, infos = env.step(acts)
+        for a, r in rew.items():
+            returns[a] += r
+        if env.agents:
+            assert all("episode" not in infos[a] for a in env.possible_agents)
+    shared = None
+    for a in env.possible_agents:
+        m = infos[a]["episode"]
+        assert set(m) == set(EPISODE_METRICS)
+        assert m["return"] == pytest.approx(returns[a], rel=1e-4, abs=1e-4)
+        rest = {k: v for k, v in m.items() if k != "return"}
+        assert shared is None or rest == shared
+        shared = rest
+        _check_metric_ranges(m, cfg.num_agents, cfg.horizon, cfg.topology == "shared_page")
+
+
+def test_episode_metrics_batched(env_id, small, random_policy):
+    """The batched face reports the same metrics as ``[N]`` / ``[N, A]`` tensors, with
+    ``info["_episode"]`` marking the markets that ended; ``return`` equals the summed rewards of
+    the episode, and the values are in range."""
+    N = 8
+    env = recenv.make_vec(env_id, num_envs=N, seed=0, **small(env_id))
+    cfg = env.config
+    g = torch.Generator().manual_seed(0)
+    obs = env.reset()
+    returns = torch.zeros(N, cfg.num_agents)
+    ended = torch.zeros(N, dtype=torch.bool)
+    for _ in range(cfg.horizon):
+        acts = {a: random_policy(obs[a]["action_mask"], cfg.slate_size, g) for a in env.agents}
+        obs, rew, term, trunc, info = env.step(acts)
+        returns += torch.stack([rew[a] for a in env.agents], dim=1) * ~ended[:, None]
+        if "episode" in info:
+            ep = info["episode"]
+            assert set(ep) == set(EPISODE_METRICS)
+            assert torch.equal(info["_episode"], term | trunc)
+            for n in info["_episode"].nonzero().flatten().tolist():
+                if ended[n]:
+                    continue
+                torch.testing.assert_close(ep["return"][n], returns[n], rtol=1e-4, atol=1e-4)
+                m = {k: (v[n].tolist() if v.dim() > 1 else float(v[n])) for k, v in ep.items()}
+                _check_metric_ranges(m, cfg.num_agents, cfg.horizon, cfg.topology == "shared_page")
+            ended |= info["_episode"]
+        else:
+            assert not bool((term | trunc).any())
+    assert ended.all()
+
+
+# --------------------------------------------------------------------------------------------
+# Reward modes
+# --------------------------------------------------------------------------------------------
+NO_EXTRA_TERMS = dict(welfare_weight=0.0, diversity_weight=0.0, fairness_weight=0.0)
+
+
+@pytest.mark.parametrize("mode", ["competitive", "cooperative", "mixed"])
+def test_reward_modes(env_id, small, random_policy, mode):
+    """With the optional terms off, an agent's own value is the engagement of the click it won
+    (``info["engagement"]`` where ``info["chosen_agent"]`` is that agent, else 0), and:
+    competitive reward = own; cooperative = the team total for every agent (equal across
+    agents); mixed = (1 - w) own + w team, with ``team_weight`` w = 0.3."""
+    env = recenv.make_vec(
+        env_id,
+        num_envs=16,
+        seed=1,
+        reward_mode=mode,
+        team_weight=0.3,
+        **NO_EXTRA_TERMS,
+        **small(env_id),
+    )
+    A, K = env.config.num_agents, env.config.slate_size
+    g = torch.Generator().manual_seed(1)
+    obs = env.reset()
+    clicked_steps = 0
+    for _ in range(20):
+        acts = {a: random_policy(obs[a]["action_mask"], K, g) for a in env.agents}
+        obs, rew, _, _, info = env.step(acts)
+        r = torch.stack([rew[a] for a in env.agents], dim=1)
+        won = info["chosen_agent"][:, None] == torch.arange(A)[None, :]
+        own = won * info["engagement"][:, None]
+        team = own.sum(1, keepdim=True).expand_as(own)
+        expected = {"competitive": own, "cooperative": team, "mixed": 0.7 * own + 0.3 * team}
+        torch.testing.assert_close(r, expected[mode], rtol=1e-5, atol=1e-6)
+        if mode == "cooperative":
+            assert (r == r[:, :1]).all()
+        clicked_steps += int(info["clicked"].sum())
+    assert clicked_steps > 0
+
+
+def test_welfare_term_adds_chosen_utility(small, random_policy):
+    """``welfare_weight`` w adds w × the chosen item's utility to the agent that won the click
+    (competitive mode)."""
+    env = recenv.make_vec(
+        MARKET,
+        num_envs=16,
+        seed=2,
+        welfare_weight=0.5,
+        diversity_weight=0.0,
+        fairness_weight=0.0,
+        **small(MARKET),
+    )
+    A, K = env.config.num_agents, env.config.slate_size
+    g = torch.Generator().manual_seed(2)
+    obs = env.reset()
+    for _ in range(15):
+        acts = {a: random_policy(obs[a]["action_mask"], K, g) for a in env.agents}
+        obs, rew, _, _, info = env.step(acts)
+        r = torch.stack([rew[a] for a in env.agents], dim=1)
+        won = (info["chosen_agent"][:, None] == torch.arange(A)[None, :]).float()
+        expected = won * (info["engagement"] + 0.5 * info["utility"]["total"])[:, None]
+        torch.testing.assert_close(r, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_diversity_term_rewards_diverse_slates(small, random_policy):
+    """``diversity_weight`` w adds w × the intra-list diversity of the agent's shown slate
+    (computed here from the catalog's topic vectors of ``info["shown"]``)."""
+    env = recenv.make_vec(
+        MARKET,
+        num_envs=16,
+        seed=3,
+        welfare_weight=0.0,
+        diversity_weight=0.7,
+        fairness_weight=0.0,
+        **small(MARKET),
+    )
+    A, K = env.config.num_agents, env.config.slate_size
+    topics = env.catalog.topics
+    g = torch.Generator().manual_seed(3)
+    obs = env.reset()
+    for _ in range(15):
+        acts = {a: random_policy(obs[a]["action_mask"], K, g) for a in env.agents}
+        obs, rew, _, _, info = env.step(acts)
+        r = torch.stack([rew[a] for a in env.agents], dim=1)
+        shown = info["shown"]  # [N, A, K], -1 where not shown
+        ild = intra_list_diversity(topics[shown.clamp(min=0)], shown >= 0)
+        won = (info["chosen_agent"][:, None] == torch.arange(A)[None, :]).float()
+        expected = won * info["engagement"][:, None] + 0.7 * ild
+        expected = expected * ~info["reset"][:, None]
+        torch.testing.assert_close(r, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fairness_term_favours_long_tail_items(small):
+    """``fairness_weight`` adds a bonus for exposing long-tail items: the agent showing its
+    least popular candidates gets a larger bonus than the one showing its most popular, on every
+    step; the bonus is the reward difference to a twin run without the term (rewards do not
+    change the dynamics, so both runs see the same requests)."""
+    pop = None
+    bonus = []
+    for weight in (0.0, 1.0):
+        env = recenv.make_vec(MARKET, num_envs=16, seed=4, fairness_weight=weight, **small(MARKET))
+        pop = env.catalog.popularity
+        env.reset()
+        rewards = []
+        for _ in range(15):
+            p = torch.where(env.cand_mask, pop[env.cand], torch.full_like(pop[env.cand], math.nan))
+            K = env.config.slate_size
+            least = torch.where(env.cand_mask, -p, -math.inf).topk(K, dim=2).indices[:, 0]
+            most = torch.where(env.cand_mask, p, -math.inf).topk(K, dim=2).indices[:, 1]
+            _, rew, _, _, _ = env.step({"agent_0": least, "agent_1": most})
+            rewards.append(torch.stack([rew["agent_0"], rew["agent_1"]], dim=1))
+        bonus.append(torch.stack(rewards))
+    diff = bonus[1] - bonus[0]  # [steps, N, 2]
+    assert (diff >= -1e-6).all()
+    assert (diff[..., 0] > diff[..., 1]).all()
