@@ -1,0 +1,747 @@
+"""Typed experiment configs, named presets, and overrides from the command line or a file.
+
+Two frozen dataclasses are the whole configuration; every field carries a one-line ``help``
+(it becomes ``--help`` text):
+
+- :class:`RunConfig` — one training run: one agent (and optionally an opponent) on one env with
+  one seed, plus the env's and the agents' own config overrides. It is saved, fully resolved,
+  as ``config.json`` in every run directory and is all :func:`experiments.runner.resume` needs.
+- :class:`CompareConfig` — a grid of runs: envs x agents x seeds around a ``RunConfig``
+  template, with per-agent overrides (e.g. a learning agent's schedule tuned to the budget).
+
+A **preset** is a named ``CompareConfig`` (:data:`PRESETS`); ``train`` uses its template.
+
+Overrides are ``KEY=VALUE`` strings (``--set``), per-field flags (``--seed 3``) or a TOML/JSON
+file (``--config``); a value is parsed by the field's type hint, never evaluated. Keys:
+
+==========================  ===================================================================
+``seed``, ``run.seed``      a :class:`RunConfig` field
+``agents``, ``compare.X``   a :class:`CompareConfig` field (``compare`` only)
+``env.KEY``                 a :class:`~recenv.core.config.MarketConfig` field
+``agent.KEY``               the agent's config (``compare``: every agent whose config has KEY)
+``opponent.KEY``            the opponent's config
+``NAME.KEY``                agent ``NAME``'s config, whenever ``NAME`` runs (``iql.lr=3e-4``)
+==========================  ===================================================================
+
+An unknown key or an ill-typed value raises :class:`ConfigError` with the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import agents
+import recenv
+from recenv.core.config import MarketConfig
+
+Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message lists the valid ones."""
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with a one-line ``help``."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple (immutable) as a config default")
+    return field(default=default, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------------------
+# The configs
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: ``agent`` (and ``opponent``) on ``env`` with ``seed``."""
+
+    env: str = option("recenv/Market-v0", "environment id (`python -m experiments describe envs`)")
+    agent: str = option(
+        "iql",
+        "agent under test (registry name or 'module:attr'); it controls every env agent, or "
+        "only agent_0 when `opponent` is set",
+    )
+    opponent: str = option(
+        "", "agent controlling agent_1, agent_2, ... ('': the agent controls all of them)"
+    )
+    seed: int = option(0, "seed of the markets (market n gets seed+n), the agents and global RNGs")
+    num_envs: int = option(16, "markets stepped together (the batch size of the env)")
+    device: str = option("cpu", "torch device: 'cpu', 'cuda' or 'cuda:N'")
+    compile: bool = option(False, "run the env's step through torch.compile")
+    threads: int = option(
+        1, "torch CPU threads (0: torch's default); 1 is fastest for small batches on shared CPUs"
+    )
+    total_steps: int = option(20_000, "training budget in env steps (transitions of one market)")
+    eval_episodes: int = option(16, "greedy evaluation episodes after training (0: none)")
+    log_every: int = option(1_000, "env steps between TensorBoard scalars and progress updates")
+    checkpoint_every: int = option(5_000, "env steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = option(2, "how many of the newest checkpoints a run keeps (>= 1)")
+    root: str = option("runs", "directory in which run directories are created")
+    quiet: bool = option(
+        False, "no progress bar or messages (automatic when CI=true or stderr is not a terminal)"
+    )
+    env_overrides: tuple[tuple[str, Any], ...] = option(
+        (), "MarketConfig overrides (--set env.KEY=VALUE)"
+    )
+    agent_overrides: tuple[tuple[str, Any], ...] = option(
+        (), "the agent's config overrides (--set agent.KEY=VALUE)"
+    )
+    opponent_overrides: tuple[tuple[str, Any], ...] = option(
+        (), "opponent config overrides (opponent.KEY=VALUE)"
+    )
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("num_envs", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("total_steps", "log_every"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("eval_episodes", "checkpoint_every", "threads"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name}={getattr(self, name)} must be >= 0")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            errors.append(f"device={self.device!r} must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if errors:
+            raise ConfigError("invalid RunConfig: " + "; ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k in ("env_overrides", "agent_overrides", "opponent_overrides"):
+            out[k] = {key: _jsonable(v) for key, v in out[k]}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown RunConfig key(s) {unknown}; valid keys: {sorted(known)}")
+        kw = dict(d)
+        for k in ("env_overrides", "agent_overrides", "opponent_overrides"):
+            if k in kw:
+                kw[k] = _as_overrides(kw[k])
+        return cls(**kw)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.env_overrides)
+
+    def agent_kwargs(self) -> dict[str, Any]:
+        return dict(self.agent_overrides)
+
+    def opponent_kwargs(self) -> dict[str, Any]:
+        return dict(self.opponent_overrides)
+
+    @property
+    def lineup(self) -> str:
+        """The agent and its opponent as a short label: ``iql`` or ``iql-vs-popularity``."""
+        return f"{self.agent}-vs-{self.opponent}" if self.opponent else self.agent
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A comparison: every agent on every env with every seed, each as its own run."""
+
+    name: str = option("compare", "label of the comparison (its directory's name starts with it)")
+    description: str = option("", "one line on what this comparison is for")
+    envs: tuple[str, ...] = option(("recenv/Market-v0",), "environment ids to compare on")
+    agents: tuple[str, ...] = option(
+        ("iql", "linucb", "popularity", "random"), "agents to compare (each one run per seed)"
+    )
+    seeds: int = option(3, "seeds per (env, agent): run.seed, run.seed + 1, ...")
+    jobs: int = option(1, "runs trained in parallel worker processes")
+    run: RunConfig = field(
+        default_factory=RunConfig,
+        metadata={"help": "the template of every run (--set run.KEY=VALUE)"},
+    )
+    per_agent: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = option(
+        (), "config overrides of one agent wherever it runs (--set NAME.KEY=VALUE)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.jobs < 1:
+            raise ConfigError(f"seeds={self.seeds} and jobs={self.jobs} must be >= 1")
+        if not self.envs or not self.agents:
+            raise ConfigError("a comparison needs at least one env and one agent")
+        if len(set(self.agents)) != len(self.agents) or len(set(self.envs)) != len(self.envs):
+            raise ConfigError(f"agents {self.agents} and envs {self.envs} must not repeat")
+
+    def agent_overrides(self, name: str) -> dict[str, Any]:
+        return dict(dict(self.per_agent).get(name, ()))
+
+    def seed_list(self) -> list[int]:
+        return [self.run.seed + i for i in range(self.seeds)]
+
+    def run_config(self, env: str, agent: str, seed: int) -> RunConfig:
+        """The config of one cell: the template with this env, agent and seed, and the
+        per-agent overrides under the template's own."""
+        r = self.run
+        mine = {**self.agent_overrides(agent), **r.agent_kwargs()}
+        theirs = {**self.agent_overrides(r.opponent), **r.opponent_kwargs()} if r.opponent else {}
+        return dataclasses.replace(
+            r,
+            env=env,
+            agent=agent,
+            seed=seed,
+            agent_overrides=_as_overrides(mine),
+            opponent_overrides=_as_overrides(theirs),
+        )
+
+    def cells(self) -> list[RunConfig]:
+        return [
+            self.run_config(e, a, s)
+            for e in self.envs
+            for a in self.agents
+            for s in self.seed_list()
+        ]
+
+    def template_run(self) -> RunConfig:
+        """The run ``train`` makes from this preset: its first env and the template's agent
+        (with the preset's overrides for that agent)."""
+        env = self.run.env if self.run.env in self.envs else self.envs[0]
+        return self.run_config(env, self.run.agent, self.run.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["envs"], out["agents"] = list(self.envs), list(self.agents)
+        out["run"] = self.run.to_dict()
+        out["per_agent"] = {name: {k: _jsonable(v) for k, v in ov} for name, ov in self.per_agent}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CompareConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown CompareConfig key(s) {unknown}; valid keys: {sorted(known)}"
+            )
+        kw = dict(d)
+        if "run" in kw:
+            kw["run"] = RunConfig.from_dict(kw["run"])
+        for k in ("envs", "agents"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        if "per_agent" in kw:
+            kw["per_agent"] = _per_agent(kw["per_agent"])
+        return cls(**kw)
+
+
+def _as_overrides(d: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Overrides:
+    items = d.items() if isinstance(d, Mapping) else d
+    return tuple(sorted((str(k), _freeze(v)) for k, v in items))
+
+
+def _per_agent(
+    d: Mapping[str, Any] | Iterable[tuple[str, Any]],
+) -> tuple[tuple[str, Overrides], ...]:
+    items = d.items() if isinstance(d, Mapping) else d
+    return tuple(sorted((name, _as_overrides(ov)) for name, ov in items if ov))
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+# ----------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------
+BASELINES = ("linucb", "mf", "popularity", "random", "oracle")
+
+# IQL scheduled for a budget of a few tens of thousands of env steps: learn early, decay ε
+# over the first half, update often enough to fit within the budget.
+_IQL_SHORT: Overrides = (
+    ("batch_size", 128),
+    ("eps_decay_steps", 8_000),
+    ("hidden", (64, 64)),
+    ("learning_starts", 1_000),
+    ("buffer_size", 20_000),
+    ("metrics_every", 20),
+    ("update_every", 16),
+)
+
+PRESETS: dict[str, CompareConfig] = {
+    "smoke": CompareConfig(
+        name="smoke",
+        description="tiny: every code path in seconds (tests and CI)",
+        envs=("recenv/Market-v0",),
+        agents=("iql", "random"),
+        seeds=2,
+        run=RunConfig(
+            num_envs=4,
+            total_steps=400,
+            eval_episodes=4,
+            log_every=40,
+            checkpoint_every=200,
+            env_overrides=(("horizon", 20), ("num_items", 300), ("num_users", 10)),
+        ),
+        per_agent=(
+            (
+                "iql",
+                (
+                    ("batch_size", 32),
+                    ("hidden", (32,)),
+                    ("learning_starts", 64),
+                    ("metrics_every", 2),
+                    ("update_every", 8),
+                ),
+            ),
+        ),
+    ),
+    "quick": CompareConfig(
+        name="quick",
+        description=(
+            "the main job: IQL vs the baselines on Market-v0, each against a popularity "
+            "incumbent, 3 seeds (a few minutes on a 2-core CPU)"
+        ),
+        envs=("recenv/Market-v0",),
+        agents=("iql", *BASELINES),
+        seeds=3,
+        run=RunConfig(
+            opponent="popularity",
+            num_envs=16,
+            total_steps=16_000,
+            eval_episodes=16,
+            log_every=800,
+            checkpoint_every=8_000,
+        ),
+        per_agent=(("iql", _IQL_SHORT),),
+    ),
+    "paper": CompareConfig(
+        name="paper",
+        description=(
+            "the full comparison: learning agents vs every baseline on the four scenarios, "
+            "5 seeds, 200k env steps per run (hours on a CPU; use a GPU or --jobs)"
+        ),
+        envs=(
+            "recenv/Market-v0",
+            "recenv/ECommerce-v0",
+            "recenv/Video-v0",
+            "recenv/Music-v0",
+        ),
+        agents=("iql", "epsilon_greedy", *BASELINES),
+        seeds=5,
+        run=RunConfig(
+            opponent="popularity",
+            num_envs=64,
+            total_steps=200_000,
+            eval_episodes=64,
+            log_every=6_400,
+            checkpoint_every=25_600,
+        ),
+        per_agent=(("iql", (("eps_decay_steps", 60_000), ("learning_starts", 5_000))),),
+    ),
+}
+
+
+def preset(name: str) -> CompareConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; presets: {sorted(PRESETS)}{_did_you_mean(name, PRESETS)}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------
+# Typed values
+# ----------------------------------------------------------------------------------------
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_value(text: Any, hint: Any, key: str) -> Any:
+    """``text`` (a string from the command line, or a value from TOML/JSON) as type ``hint``.
+    Raises :class:`ConfigError` naming ``key``, the expected type and the value."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return _auto(text) if isinstance(text, str) else _freeze(text)
+    if hint is bool:
+        if isinstance(text, bool):
+            return text
+        if isinstance(text, str) and text.strip().lower() in _TRUE + _FALSE:
+            return text.strip().lower() in _TRUE
+        raise ConfigError(f"{key}={text!r} is not a bool; use one of {list(_TRUE + _FALSE)}")
+    if hint is int:
+        if isinstance(text, bool):
+            raise ConfigError(f"{key}={text!r} is not an int")
+        if isinstance(text, int):
+            return text
+        try:
+            return int(str(text).strip())
+        except ValueError:
+            pass
+        try:
+            f = float(str(text).strip())
+        except ValueError:
+            f = math.nan
+        if math.isfinite(f) and f.is_integer():
+            return int(f)
+        raise ConfigError(f"{key}={text!r} is not an int (e.g. {key}=3 or {key}=20_000)")
+    if hint is float:
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return float(text)
+        try:
+            return float(str(text).strip())
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} is not a float (e.g. {key}=3e-4)") from None
+    if hint is str:
+        if not isinstance(text, str):
+            raise ConfigError(f"{key}={text!r} is not a string")
+        return text
+    if hint is tuple or origin is tuple:
+        args = typing.get_args(hint)
+        elem = args[0] if args and (len(args) == 1 or args[-1] is Ellipsis) else Any
+        items = _as_list(text, key)
+        return tuple(parse_value(x, elem, f"{key}[{i}]") for i, x in enumerate(items))
+    raise ConfigError(f"{key}: values of type {hint} cannot be set from the command line")
+
+
+def _as_list(text: Any, key: str) -> list[Any]:
+    if isinstance(text, (list, tuple)):
+        return list(text)
+    s = str(text).strip()
+    if s.startswith("["):
+        try:
+            v = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{key}={text!r} is not a JSON list: {e}") from None
+        if not isinstance(v, list):
+            raise ConfigError(f"{key}={text!r} must be a list")
+        return v
+    return [x.strip() for x in s.split(",") if x.strip()] if s else []
+
+
+def _auto(s: str) -> Any:
+    """An untyped value: JSON (numbers, lists, true/false) when it parses, else the string."""
+    try:
+        return _freeze(json.loads(s))
+    except json.JSONDecodeError:
+        low = s.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return s
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=2)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_field(cls: type, key: str, what: str) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise ConfigError(
+            f"unknown {what} key {key!r}; valid keys: {names}{_did_you_mean(key, names)}"
+        )
+    return hints[key]
+
+
+# ----------------------------------------------------------------------------------------
+# Choices the registries know
+# ----------------------------------------------------------------------------------------
+def check_env_id(env_id: str) -> str:
+    ids = recenv.registered_ids()
+    if env_id not in ids:
+        raise ConfigError(
+            f"unknown env {env_id!r}; registered envs: {ids}{_did_you_mean(env_id, ids)}"
+        )
+    return env_id
+
+
+def check_agent_name(name: str, what: str = "agent") -> str:
+    try:
+        agents.agent_class(name)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {e}{_did_you_mean(name, agents.registered_agents())}") from None
+    return name
+
+
+def agent_config_class(name: str) -> type[agents.AgentConfig] | None:
+    """The config dataclass of agent ``name`` (``None`` for a factory plug-in)."""
+    target = agents.agent_class(name)
+    return getattr(target, "Config", None)
+
+
+def validate_env_overrides(env_id: str, overrides: Mapping[str, Any]) -> None:
+    """Every key a :class:`MarketConfig` field and every value of its type; then the scenario
+    is built once with them (one market), so its own validation reports bad values."""
+    hints = _hints(MarketConfig)
+    for k, v in overrides.items():
+        if k not in hints:
+            _check_field(MarketConfig, k, "env (MarketConfig)")
+        parse_value(v, hints[k], f"env.{k}")
+    try:
+        recenv.make_vec(env_id, num_envs=1, seed=0, **dict(overrides))
+    except ValueError as e:
+        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {e}") from None
+
+
+def validate_agent_overrides(name: str, overrides: Mapping[str, Any], what: str = "agent") -> None:
+    cls = agent_config_class(name)
+    if cls is None:
+        return
+    try:
+        cls.from_kwargs(**overrides)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what} {name!r}: {e}") from None
+
+
+def validate_run(cfg: RunConfig) -> RunConfig:
+    """Check ``cfg`` against the registries: env id, agent names and their config keys, and
+    build the env config once (its own validation lists bad values)."""
+    check_env_id(cfg.env)
+    check_agent_name(cfg.agent)
+    if cfg.opponent:
+        check_agent_name(cfg.opponent, "opponent")
+    validate_env_overrides(cfg.env, cfg.env_kwargs())
+    validate_agent_overrides(cfg.agent, cfg.agent_kwargs())
+    if cfg.opponent:
+        validate_agent_overrides(cfg.opponent, cfg.opponent_kwargs(), "opponent")
+    elif cfg.opponent_overrides:
+        raise ConfigError("opponent overrides given but no opponent (set opponent=NAME)")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------
+# Applying overrides
+# ----------------------------------------------------------------------------------------
+SECTION_HELP = {
+    "run": "a RunConfig field (the prefix may be left out)",
+    "compare": "a CompareConfig field (the prefix may be left out)",
+    "env": "a MarketConfig field of the env",
+    "agent": "the agent's config",
+    "opponent": "the opponent's config",
+}
+
+
+def split_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"override {text!r} must look like KEY=VALUE (e.g. seed=3, env.horizon=50)"
+        )
+    return key.strip(), value
+
+
+def apply_overrides(
+    base: CompareConfig, assignments: Sequence[tuple[str, Any]], *, single_run: bool = False
+) -> CompareConfig:
+    """``base`` with ``(key, value)`` assignments applied in order (values: strings to parse
+    or typed values from a file). ``single_run`` (``train``): ``agent.KEY`` targets the
+    template's agent, and comparison keys are refused."""
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    cmp_fields = {f.name for f in dataclasses.fields(CompareConfig)} - {"run", "per_agent"}
+    run_kw: dict[str, Any] = {}
+    cmp_kw: dict[str, Any] = {}
+    env_kw = dict(base.run.env_overrides)
+    agent_kw: dict[str, Any] = dict(base.run.agent_overrides)
+    opp_kw = dict(base.run.opponent_overrides)
+    named: dict[str, dict[str, Any]] = {n: dict(ov) for n, ov in base.per_agent}
+    pending_agent: list[tuple[str, Any]] = []
+
+    for key, value in assignments:
+        section, dot, rest = key.partition(".")
+        if not dot:
+            section, rest = ("run" if key in run_fields else "compare"), key
+        if section == "run":
+            if rest in ("env_overrides", "agent_overrides", "opponent_overrides"):
+                raise ConfigError(f"set {rest} with env.KEY=VALUE / agent.KEY=VALUE instead")
+            hint = _check_field(RunConfig, rest, "run")
+            run_kw[rest] = _checked_choice(rest, parse_value(value, hint, key))
+        elif section == "compare":
+            if single_run:
+                raise ConfigError(
+                    f"unknown run key {rest!r}; valid keys: {sorted(run_fields)}"
+                    f"{_did_you_mean(rest, run_fields)} (comparison keys {sorted(cmp_fields)} "
+                    "belong to `compare`)"
+                )
+            if rest not in cmp_fields:
+                raise ConfigError(
+                    f"unknown key {key!r}; valid run keys: {sorted(run_fields)}, comparison "
+                    f"keys: {sorted(cmp_fields)}, or a section {sorted(SECTION_HELP)} / an agent "
+                    f"name followed by .KEY{_did_you_mean(rest, run_fields | cmp_fields)}"
+                )
+            hint = _hints(CompareConfig)[rest]
+            v = parse_value(value, hint, key)
+            if rest == "envs":
+                v = tuple(check_env_id(e) for e in v)
+            elif rest == "agents":
+                v = tuple(check_agent_name(a) for a in v)
+            cmp_kw[rest] = v
+        elif section == "env":
+            hint = _check_field(MarketConfig, rest, "env (MarketConfig)")
+            env_kw[rest] = parse_value(value, hint, key)
+        elif section in ("agent", "opponent"):
+            pending_agent.append((key, value))
+        else:
+            # NAME.KEY: an agent's own overrides.
+            try:
+                check_agent_name(section)
+            except ConfigError:
+                raise ConfigError(
+                    f"unknown section {section!r} in {key!r}; sections: "
+                    + ", ".join(f"{s} ({h})" for s, h in SECTION_HELP.items())
+                    + f", or a registered agent name: {agents.registered_agents()}"
+                    + _did_you_mean(section, [*SECTION_HELP, *agents.registered_agents()])
+                ) from None
+            named.setdefault(section, {})[rest] = _typed_agent_value(section, rest, value, key)
+
+    run = dataclasses.replace(base.run, **run_kw)
+    if "agent" in run_kw and run_kw["agent"] != base.run.agent:
+        agent_kw = {}  # the template's agent overrides belonged to the previous agent
+    if "opponent" in run_kw and run_kw["opponent"] != base.run.opponent:
+        opp_kw = {}
+    envs = cmp_kw.get("envs", base.envs)
+    names = cmp_kw.get("agents", base.agents)
+    for key, value in pending_agent:
+        section, _, rest = key.partition(".")
+        if section == "opponent":
+            if not run.opponent:
+                raise ConfigError(f"{key}: this run has no opponent (set opponent=NAME first)")
+            opp_kw[rest] = _typed_agent_value(run.opponent, rest, value, key)
+        elif single_run:
+            agent_kw[rest] = _typed_agent_value(run.agent, rest, value, key)
+        else:
+            # A comparison: every agent whose config has the key.
+            having = [n for n in names if _agent_has(n, rest)]
+            if not having:
+                raise ConfigError(
+                    f"{key}: none of the agents {list(names)} has a config key {rest!r}; "
+                    + "; ".join(f"{n}: {_agent_keys(n)}" for n in names)
+                )
+            for n in having:
+                named.setdefault(n, {})[rest] = _typed_agent_value(n, rest, value, key)
+
+    run = dataclasses.replace(
+        run,
+        env_overrides=_as_overrides(env_kw),
+        agent_overrides=_as_overrides(agent_kw),
+        opponent_overrides=_as_overrides(opp_kw),
+    )
+    out = dataclasses.replace(base, run=run, per_agent=_per_agent(named), **cmp_kw)
+    for e in envs:
+        validate_env_overrides(e, run.env_kwargs())
+    if single_run:
+        validate_run(out.template_run())
+    else:
+        for n in names:
+            check_agent_name(n)
+        validate_run(out.run_config(envs[0], names[0], run.seed))
+        for n in names:
+            validate_agent_overrides(n, out.run_config(envs[0], n, run.seed).agent_kwargs())
+    return out
+
+
+def _checked_choice(field_name: str, v: Any) -> Any:
+    if field_name == "env":
+        return check_env_id(v)
+    if field_name == "agent":
+        return check_agent_name(v)
+    if field_name == "opponent" and v:
+        return check_agent_name(v, "opponent")
+    return v
+
+
+def _agent_keys(name: str) -> list[str]:
+    cls = agent_config_class(name)
+    return cls.field_names() if cls is not None else []
+
+
+def _agent_has(name: str, key: str) -> bool:
+    return key in _agent_keys(name)
+
+
+def _typed_agent_value(name: str, key: str, value: Any, label: str) -> Any:
+    cls = agent_config_class(name)
+    if cls is None:  # a factory plug-in: no declared types
+        return parse_value(value, Any, label)
+    hint = _check_field(cls, key, f"{name!r} agent config ({cls.__name__})")
+    return parse_value(value, hint, label)
+
+
+# ----------------------------------------------------------------------------------------
+# Config files (TOML or JSON; never an unsafe loader)
+# ----------------------------------------------------------------------------------------
+def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]]]:
+    """A file's base preset (``preset = "quick"``, optional) and its assignments, flattened to
+    ``("section.key", value)``. Tables: ``[run]``, ``[compare]``, ``[env]``, ``[agent]``,
+    ``[opponent]``, ``[NAME]``; top-level keys are run/compare fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = p.read_text()
+    if p.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            raise ConfigError("TOML config files need Python >= 3.11; use JSON") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{str(p)!r} is not valid TOML: {e}") from None
+    elif p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{str(p)!r} is not valid JSON: {e}") from None
+    else:
+        raise ConfigError(f"config file {str(p)!r} must end in .toml or .json")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(p)!r} must hold a table/object at the top level")
+    base = data.pop("preset", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{str(p)!r}: preset must be a string, one of {sorted(PRESETS)}")
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.extend((f"{key}.{k}", v) for k, v in value.items())
+        else:
+            out.append((key, value))
+    return base, out
+
+
+# ----------------------------------------------------------------------------------------
+# Help text
+# ----------------------------------------------------------------------------------------
+def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` of every field of a config dataclass."""
+    hints = _hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        tname = getattr(t, "__name__", None) or str(t).replace("typing.", "")
+        rows.append((f.name, tname, f.default, f.metadata.get("help", "")))
+    return rows
+
+
+def describe(cls: type) -> str:
+    lines = []
+    for name, tname, default, help_ in field_help(cls):
+        lines.append(f"  {name:<24} {tname:<10} {default!r:<22} {help_}")
+    return "\n".join(lines)

@@ -1,0 +1,854 @@
+"""Runs: train an agent with checkpoints, TensorBoard logs and a summary; resume; evaluate.
+
+A run directory (``<root>/<env>__<lineup>__<seed>__<UTC time>``, created with
+``exist_ok=False``, never reused) holds::
+
+    config.json            the resolved RunConfig, the full env and agent configs, versions
+    events.out.tfevents.*  TensorBoard (charts/, losses/, rec/, eval/; see experiments.tb)
+    checkpoints/step_*.pt  the newest ``keep_checkpoints`` checkpoints (atomic writes)
+    agent.pt               the trained agent (agents.load_agent(path, env) rebuilds it)
+    curve.csv              the learning curve: episode metrics per log interval
+    summary.json           final results: training tail, greedy evaluation, timing
+    DONE                   written last; a directory with DONE is never written again
+
+**Training** runs :func:`agents.rollout.train` in chunks that end on log and checkpoint
+boundaries (``reset=False`` continues the env where it stands), so the loop is the one the
+tests and every experiment share.
+
+**Checkpoints** hold everything a bit-identical resume needs: the agent's ``state_dict`` with its
+header (so a checkpoint is also an ``agents`` checkpoint), a complete snapshot of the agent
+(replay buffers, n-step windows, optimizer and generator states: :mod:`experiments.snapshot`)
+and of the env (every market tensor — the env's randomness is counter-based, so its tensors are
+its random stream — its current observation and seed generator), the loop's counters, the curve
+so far, the episodes of the unfinished log window, and the torch/numpy/python global RNG states.
+They are read with ``torch.load(weights_only=True)``.
+
+**Resume** (:func:`resume`) rebuilds env and agent from ``config.json``, writes the latest
+checkpoint's state back onto them and continues; the result equals an uninterrupted run's
+(``summary.json`` apart from its ``timing`` block). Ctrl-C / SIGTERM checkpoint at the next
+chunk boundary and stop; SIGKILL loses at most the steps since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import agents
+import recenv
+from agents.base import Agent, read_checkpoint
+from experiments import snapshot
+from experiments.config import RunConfig, validate_run
+from experiments.tb import RunLogger
+
+CHECKPOINT_FORMAT = "recenv-run-checkpoint"
+CHECKPOINT_VERSION = 1
+# BatchedMarket attributes that are static (rebuilt from the config), never checkpointed.
+ENV_STATIC = ("config", "catalog", "population", "layout")
+EVAL_SEED_OFFSET = 1_000_000  # evaluation markets never share seeds with training markets
+OPPONENT_SEED_OFFSET = 1_000
+DONE = "DONE"
+
+
+class RunError(RuntimeError):
+    """A run directory or checkpoint that cannot be used as asked; the message says why and
+    what to do instead."""
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(
+            f"interrupted at env step {step}; checkpoint written. Continue with:\n"
+            f"  python -m experiments resume {run_dir}"
+        )
+        self.run_dir, self.step = run_dir, step
+
+
+# ----------------------------------------------------------------------------------------
+# Run directories
+# ----------------------------------------------------------------------------------------
+def utc_stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def sanitize(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "x"
+
+
+def env_label(env_id: str) -> str:
+    """``recenv/Market-v0`` -> ``Market-v0``; other namespaces are kept (``ns_Name-v0``)."""
+    ns, _, name = env_id.rpartition("/")
+    return sanitize(name if ns in ("", "recenv") else f"{ns}_{name}")
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__{cfg.seed}__{utc_stamp()}"
+
+
+def create_unique_dir(root: Path, name: str) -> Path:
+    """``root/name`` (or ``name-1``, ``name-2``, ...), created with ``exist_ok=False``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        path = root / (name if i == 0 else f"{name}-{i}")
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a new directory {name!r} under {root}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A run's directory; every write is atomic and refused once the run is finished."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, cfg: RunConfig) -> RunDir:
+        return cls(create_unique_dir(Path(cfg.root), run_name(cfg)))
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        p = Path(path)
+        if not (p / "config.json").is_file():
+            raise RunError(f"{str(p)!r} is not a run directory (it has no config.json)")
+        rd = cls(p)
+        if rd.finished:
+            raise RunError(
+                f"run {str(p)!r} is finished (it has {DONE}); a finished run's directory is "
+                "never modified. Start a new run, or evaluate it: python -m experiments "
+                f"evaluate {p}"
+            )
+        return rd
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / DONE).exists()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def _guard(self) -> None:
+        if self.finished:
+            raise RunError(f"refusing to write into the finished run {str(self.path)!r}")
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        self._guard()
+        path = self.path / name
+        atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        self._guard()
+        path = self.path / name
+        atomic_write_bytes(path, text.encode())
+        return path
+
+    def save_torch(self, rel: str, obj: Any) -> Path:
+        self._guard()
+        path = self.path / rel
+        path.parent.mkdir(exist_ok=True)
+        atomic_torch_save(path, obj)
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoints, oldest first (by the step in their name)."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        return sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: p.name)
+
+    def prune_checkpoints(self, keep: int) -> None:
+        for old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def mark_done(self) -> None:
+        self._guard()
+        atomic_write_bytes(self.path / DONE, (utc_stamp() + "\n").encode())
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+
+# ----------------------------------------------------------------------------------------
+# Building the env and the lineup
+# ----------------------------------------------------------------------------------------
+def make_env(cfg: RunConfig, *, num_envs: int | None = None, seed: int | None = None):
+    return recenv.make_vec(
+        cfg.env,
+        num_envs=num_envs or cfg.num_envs,
+        device=cfg.device,
+        seed=cfg.seed if seed is None else seed,
+        compile=cfg.compile,
+        **cfg.env_kwargs(),
+    )
+
+
+def _agent_kwargs(name: str, overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    kw = dict(overrides)
+    target = agents.agent_class(name)
+    cls = getattr(target, "Config", None)
+    if cls is not None and "seed" in cls.field_names() and "seed" not in kw:
+        kw["seed"] = seed
+    return kw
+
+
+def make_lineup(cfg: RunConfig, env: Any) -> Agent:
+    """The agent under test (all env agents, or ``agent_0`` against ``opponent``)."""
+    mine = _agent_kwargs(cfg.agent, cfg.agent_kwargs(), cfg.seed)
+    if not cfg.opponent:
+        return agents.make_agent(cfg.agent, env, **mine)
+    ids = list(env.agents)
+    if len(ids) < 2:
+        raise RunError(f"opponent={cfg.opponent!r} needs an env with >= 2 agents; {cfg.env} has 1")
+    theirs = _agent_kwargs(cfg.opponent, cfg.opponent_kwargs(), cfg.seed + OPPONENT_SEED_OFFSET)
+    return agents.Team(
+        [
+            agents.make_agent(cfg.agent, env, agent_ids=ids[:1], **mine),
+            agents.make_agent(cfg.opponent, env, agent_ids=ids[1:], **theirs),
+        ]
+    )
+
+
+def focal_agents(cfg: RunConfig, env_agents: list[str]) -> list[str]:
+    """The env agents the agent under test controls."""
+    return env_agents[:1] if cfg.opponent else list(env_agents)
+
+
+# ----------------------------------------------------------------------------------------
+# Episode metrics -> curve points and summaries
+# ----------------------------------------------------------------------------------------
+def episode_point(
+    episodes: Mapping[str, torch.Tensor], env_agents: list[str], focal: list[str]
+) -> dict[str, float]:
+    """Means over episodes; per-agent metrics as ``name/agent_N``, plus the focal agents'
+    ``return`` (mean) and ``market_share`` (sum)."""
+    idx = [env_agents.index(a) for a in focal]
+    out: dict[str, float] = {"episodes": float(_rows(episodes))}
+    for k, v in episodes.items():
+        v = v.double()
+        if v.dim() == 2:
+            if k == "return":
+                out["return"] = float(v[:, idx].mean())
+            elif k == "market_share":
+                out["market_share"] = float(v[:, idx].sum(1).mean())
+            for j, a in enumerate(env_agents):
+                out[f"{k}/{a}"] = float(v[:, j].mean())
+        else:
+            out[k] = float(v.mean())
+    return out
+
+
+def _rows(episodes: Mapping[str, torch.Tensor]) -> int:
+    first = next(iter(episodes.values()), None)
+    return 0 if first is None else int(first.shape[0])
+
+
+def _cat_episodes(parts: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    parts = [p for p in parts if _rows(p)]
+    if not parts:
+        return {}
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+# ----------------------------------------------------------------------------------------
+# Global RNGs
+# ----------------------------------------------------------------------------------------
+# The legacy global numpy RNG is what third-party code draws from; it is seeded and
+# checkpointed so that such code resumes exactly too.
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    py = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": py[0], "state": list(py[1]), "gauss": py[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------
+# Progress
+# ----------------------------------------------------------------------------------------
+def auto_quiet(quiet: bool) -> bool:
+    """Quiet when asked, under CI (``CI=true``), or when stderr is not a terminal."""
+    ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+    return quiet or ci or not sys.stderr.isatty()
+
+
+class Progress:
+    """A tqdm bar over env steps with steps/s and the latest return; silent when quiet."""
+
+    def __init__(self, total: int, initial: int, desc: str, quiet: bool, position: int = 0):
+        self.bar = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                leave=True,
+                position=position,
+                file=sys.stderr,
+            )
+
+    def update(self, n: int, latest_return: float | None) -> None:
+        if self.bar is None:
+            return
+        if latest_return is not None:
+            self.bar.set_postfix_str(f"return={latest_return:.3g}", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """SIGINT/SIGTERM set a flag (read at chunk boundaries) instead of killing the process
+    mid-update; a second SIGINT interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """What the training loop itself carries between chunks (checkpointed)."""
+
+    iters: int = 0  # batched steps done
+    steps: int = 0  # env steps done (iters * num_envs)
+    episodes: int = 0  # training episodes ended
+    curve: list[dict[str, float]] = field(default_factory=list)
+    window: list[dict[str, torch.Tensor]] = field(default_factory=list)  # unlogged episodes
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    trained: bool = False  # the budget is spent (only evaluation and the summary remain)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "iters": self.iters,
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "curve": self.curve,
+            "window": self.window,
+            "last_metrics": self.last_metrics,
+            "trained": self.trained,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoopState:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` / :func:`resume` return."""
+
+    path: Path
+    summary: dict[str, Any]
+    curve: list[dict[str, float]]
+
+
+def full_config(cfg: RunConfig, env: Any, agent: Agent) -> dict[str, Any]:
+    """``config.json``: the run config, the env's and the agents' full resolved configs."""
+    head = agent.header()
+    members = head.get("members", [head])
+    return {
+        "run": cfg.to_dict(),
+        "env_config": env.config.to_dict(),
+        "agents": [
+            {"agent": m["agent"], "agent_ids": m["agent_ids"], "config": m["config"]}
+            for m in members
+        ],
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "recenv": _version(),
+            "git": _git_commit(),
+        },
+        "command": sys.argv,
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("recenv")
+    except Exception:
+        return "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Trainer:
+    """One run: env, lineup, loop state, logger. Use :func:`train` / :func:`resume`."""
+
+    def __init__(self, cfg: RunConfig, run_dir: RunDir, quiet: bool | None = None):
+        self.cfg = cfg
+        self.dir = run_dir
+        self.quiet = auto_quiet(cfg.quiet if quiet is None else quiet)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.env = make_env(cfg)
+        self.agent = make_lineup(cfg, self.env)
+        self.env_agents = list(self.env.agents)
+        self.focal = focal_agents(cfg, self.env_agents)
+        self.loop = LoopState()
+        self.resumed_from: list[str] = []
+        self._started = False
+
+    # State ------------------------------------------------------------------------------
+    def start(self) -> None:
+        seed_everything(self.cfg.seed)
+        self.env.reset(seed=self.cfg.seed)
+        self.agent.begin_episode(None)
+        self._started = True
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        head = self.agent.header()
+        return {
+            # The envelope of an agents checkpoint: agents.load_agent(path, env) reads it.
+            "header": head,
+            "state": _to_cpu(self.agent.state_dict()),
+            "run": {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "run_name": self.dir.name,
+                "config": self.cfg.to_dict(),
+                "steps": self.loop.steps,
+            },
+            "loop": self.loop.to_dict(),
+            "agent_snapshot": snapshot.snapshot(self.agent, exclude=(self.env,)),
+            "env_snapshot": snapshot.snapshot(self.env, skip=ENV_STATIC),
+            "rng": rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = self.dir.save_torch(
+            f"checkpoints/step_{self.loop.steps:012d}.pt", self.checkpoint_payload()
+        )
+        self.dir.prune_checkpoints(self.cfg.keep_checkpoints)
+        return path
+
+    def restore(self, payload: Mapping[str, Any], source: Path) -> None:
+        run = payload["run"]
+        if run.get("config") != self.cfg.to_dict():
+            raise RunError(
+                f"checkpoint {str(source)!r} was written by a run with another config than "
+                f"{str(self.dir.path / 'config.json')!r}; resume it from its own run directory"
+            )
+        self.env.reset(seed=self.cfg.seed)  # allocates every tensor, then overwrite them all
+        snapshot.restore(self.env, payload["env_snapshot"])
+        self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
+        snapshot.restore(self.agent, payload["agent_snapshot"])
+        self.loop = LoopState.from_dict(payload["loop"])
+        set_rng_state(payload["rng"])
+        self.resumed_from.append(source.name)
+        self._started = True
+
+    # The loop ---------------------------------------------------------------------------
+    def _stops(self) -> tuple[int, int, int]:
+        N, cfg = self.cfg.num_envs, self.cfg
+        total = -(-cfg.total_steps // N)
+        log = max(1, round(cfg.log_every / N))
+        ckpt = max(1, round(cfg.checkpoint_every / N)) if cfg.checkpoint_every else total
+        return total, log, ckpt
+
+    def run(self) -> RunResult:
+        if not self._started:
+            self.start()
+        N, loop = self.cfg.num_envs, self.loop
+        total, log_iters, ckpt_iters = self._stops()
+        purge = loop.steps if self.resumed_from else None
+        logger = RunLogger(self.dir.path, purge_step=purge)
+        if not self.resumed_from:
+            logger.hyperparameters(self.dir.read_json("config.json"))
+        bar = Progress(total * N, loop.steps, self.dir.name[:48], self.quiet)
+        t_start, window_t, window_steps = time.perf_counter(), time.perf_counter(), 0
+        latest = loop.curve[-1]["return"] if loop.curve else None
+        try:
+            with stop_requests() as stop_requested:
+                while loop.iters < total:
+                    nxt = min(
+                        total,
+                        (loop.iters // log_iters + 1) * log_iters,
+                        (loop.iters // ckpt_iters + 1) * ckpt_iters,
+                    )
+                    n = nxt - loop.iters
+                    res = agents.train(self.agent, self.env, n * N, reset=False)
+                    base = loop.steps
+                    loop.iters, loop.steps = nxt, nxt * N
+                    window_steps += n * N
+                    for s, m in res.metrics:
+                        logger.agent_metrics(base + s, m)
+                        loop.last_metrics = dict(m)
+                    if _rows(res.episodes):
+                        loop.window.append({k: v.clone() for k, v in res.episodes.items()})
+                        loop.episodes += _rows(res.episodes)
+                    if nxt % log_iters == 0 or nxt == total:
+                        now = time.perf_counter()
+                        logger.scalars(
+                            loop.steps, {"charts/sps": window_steps / max(now - window_t, 1e-9)}
+                        )
+                        window_t, window_steps = now, 0
+                        eps = _cat_episodes(loop.window)
+                        if eps:
+                            point = {
+                                "step": float(loop.steps),
+                                **episode_point(eps, self.env_agents, self.focal),
+                            }
+                            loop.curve.append(point)
+                            logger.episodes(loop.steps, point)
+                            latest = point["return"]
+                        loop.window = []
+                    bar.update(n * N, latest)
+                    if nxt == total:
+                        loop.trained = True
+                    if nxt % ckpt_iters == 0 or nxt == total:
+                        self.save_checkpoint()
+                    if stop_requested() and nxt < total:
+                        self.save_checkpoint()
+                        raise Interrupted(self.dir.path, loop.steps)
+            train_seconds = time.perf_counter() - t_start
+            bar.close()
+            self.dir.save_torch(
+                "agent.pt",
+                {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())},
+            )
+            t_eval = time.perf_counter()
+            evaluation = self.evaluate()
+            eval_seconds = time.perf_counter() - t_eval
+            if evaluation:
+                logger.evaluation(loop.steps, evaluation)
+        finally:
+            bar.close()
+            logger.close()
+        summary = self.summary(evaluation, train_seconds, eval_seconds)
+        self.dir.write_text("curve.csv", curve_csv(loop.curve))
+        self.dir.write_json("summary.json", summary)
+        self.dir.mark_done()
+        return RunResult(self.dir.path, summary, loop.curve)
+
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        if cfg.eval_episodes <= 0:
+            return {}
+        n_envs = min(cfg.num_envs, cfg.eval_episodes)
+        per_env = -(-cfg.eval_episodes // n_envs)
+        seed = cfg.seed + EVAL_SEED_OFFSET
+        env = make_env(cfg, num_envs=n_envs, seed=seed)
+        if self.agent.needs_privileged or self.agent.needs_state:
+            # Privileged agents read the env they were built with: evaluate a rebuilt copy.
+            agent = make_lineup(cfg, env)
+            agent.load_state_dict(self.agent.state_dict())
+        else:
+            agent = self.agent
+        res = agents.evaluate(agent, env, episodes_per_env=per_env, seed=seed)
+        return episode_point(res.episodes, self.env_agents, self.focal)
+
+    def summary(
+        self, evaluation: dict[str, float], train_seconds: float, eval_seconds: float
+    ) -> dict[str, Any]:
+        cfg, loop = self.cfg, self.loop
+        tail = loop.curve[-1] if loop.curve else {}
+        return {
+            "run": self.dir.name,
+            "env": cfg.env,
+            "agent": cfg.agent,
+            "opponent": cfg.opponent,
+            "lineup": cfg.lineup,
+            "seed": cfg.seed,
+            "focal_agents": self.focal,
+            "env_steps": loop.steps,
+            "train_episodes": loop.episodes,
+            "train": tail,
+            "train_metrics": loop.last_metrics,
+            "eval": evaluation,
+            "timing": {
+                "train_seconds_this_process": train_seconds,
+                "eval_seconds": eval_seconds,
+                "resumed_from": self.resumed_from,
+                "finished": utc_stamp(),
+            },
+        }
+
+
+def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, dict):
+        return {k: _map_tensors(v, fn) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_tensors(v, fn) for v in x)
+    return x
+
+
+def _to_cpu(x: Any) -> Any:
+    return _map_tensors(x, lambda t: t.detach().cpu())
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    # Generator states (uint8 byte strings) stay on the CPU, as Agent.load expects.
+    return _map_tensors(x, lambda t: t if t.dtype == torch.uint8 else t.to(device))
+
+
+def curve_csv(curve: list[dict[str, float]]) -> str:
+    keys: list[str] = []
+    for p in curve:
+        keys.extend(k for k in p if k not in keys)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for p in curve:
+        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in p.items()})
+    return buf.getvalue()
+
+
+def read_curve(path: str | Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]
+
+
+# ----------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------
+def train(cfg: RunConfig, *, quiet: bool | None = None) -> RunResult:
+    """A new run of ``cfg`` in a new directory under ``cfg.root``."""
+    validate_run(cfg)
+    rd = RunDir.create(cfg)
+    trainer = Trainer(cfg, rd, quiet)
+    rd.write_json("config.json", full_config(cfg, trainer.env, trainer.agent))
+    if not trainer.quiet:
+        print(f"run: {rd.path}", file=sys.stderr)
+    return trainer.run()
+
+
+def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run checkpoint, checked; a damaged file raises :class:`RunError` naming it."""
+    p = Path(path)
+    try:
+        payload = read_checkpoint(p)
+    except FileNotFoundError:
+        raise RunError(f"checkpoint {str(p)!r} does not exist") from None
+    except ValueError as e:
+        raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
+    run = payload.get("run")
+    if not isinstance(run, dict) or run.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"{str(p)!r} is an agent checkpoint, not a run checkpoint (no 'run' section); "
+            "evaluate it with: python -m experiments evaluate PATH --env ENV_ID"
+        )
+    if run.get("version") != CHECKPOINT_VERSION:
+        raise RunError(
+            f"{str(p)!r} has run-checkpoint version {run.get('version')!r}; this version "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    return payload
+
+
+def resume(
+    path: str | Path, *, checkpoint: str | Path | None = None, quiet: bool | None = None
+) -> RunResult:
+    """Continue an unfinished run from its newest checkpoint (or ``checkpoint``); without any
+    checkpoint the run starts over in its own directory."""
+    rd = RunDir.open(path)
+    cfg = RunConfig.from_dict(rd.read_json("config.json")["run"])
+    ckpts = rd.checkpoints()
+    source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
+    trainer = Trainer(cfg, rd, quiet)
+    if source is not None:
+        try:
+            payload = load_run_checkpoint(source)
+        except RunError as e:
+            others = [str(c) for c in ckpts if c != source]
+            hint = (
+                f"resume from an earlier one: python -m experiments resume {rd.path} "
+                f"--checkpoint {others[-1]}"
+                if others
+                else "no other checkpoint exists; start a new run"
+            )
+            raise RunError(f"{e}. No file was changed or removed; {hint}") from None
+        trainer.restore(payload, source)
+    if not trainer.quiet:
+        where = f"step {trainer.loop.steps}" if source is not None else "the start"
+        print(f"resuming {rd.path} from {where}", file=sys.stderr)
+    return trainer.run()
+
+
+def find_unfinished(root: str | Path) -> list[Path]:
+    """Run directories under ``root`` without ``DONE``."""
+    return sorted(
+        p.parent for p in Path(root).glob("*/config.json") if not (p.parent / DONE).exists()
+    )
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    episodes: int | None = None,
+    seed: int | None = None,
+    env_id: str | None = None,
+    root: str | Path = "runs",
+    quiet: bool | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """Greedy evaluation of a run (its ``agent.pt``, else its newest checkpoint) or of a
+    checkpoint file; results go to a *new* directory under ``root`` (the evaluated run is
+    never written to). Returns that directory and the metrics."""
+    p = Path(path)
+    cfg: RunConfig | None = None
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise RunError(f"{str(p)!r} is not a run directory (it has no config.json)")
+        cfg = RunConfig.from_dict(json.loads((p / "config.json").read_text())["run"])
+        ckpts = RunDir(p).checkpoints()
+        p = p / "agent.pt" if (p / "agent.pt").is_file() else (ckpts[-1] if ckpts else p)
+        if p.is_dir():
+            raise RunError(f"run {str(path)!r} has no agent.pt and no checkpoint to evaluate")
+    try:
+        payload = read_checkpoint(p)
+    except FileNotFoundError:
+        raise RunError(f"checkpoint {str(p)!r} does not exist") from None
+    except ValueError as e:
+        raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
+    if cfg is None and isinstance(payload.get("run"), dict):
+        cfg = RunConfig.from_dict(payload["run"]["config"])
+    if cfg is None:
+        if env_id is None:
+            raise RunError(f"{str(p)!r} is a bare agent checkpoint: give the env (--env ENV_ID)")
+        head = payload["header"]
+        cfg = RunConfig(env=env_id, agent=head.get("agent", "agent"))
+    if env_id is not None and env_id != cfg.env:
+        cfg = RunConfig.from_dict({**cfg.to_dict(), "env": env_id})
+    n = episodes if episodes is not None else max(cfg.eval_episodes, 1)
+    s = seed if seed is not None else cfg.seed + EVAL_SEED_OFFSET
+    n_envs = min(cfg.num_envs, n)
+    env = make_env(cfg, num_envs=n_envs, seed=s)
+    agent = agents.load_agent(p, env)
+    res = agents.evaluate(agent, env, episodes_per_env=-(-n // n_envs), seed=s)
+    metrics = episode_point(res.episodes, list(env.agents), focal_agents(cfg, list(env.agents)))
+    label = f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__eval{s}__{utc_stamp()}"
+    out = RunDir(create_unique_dir(Path(root), label))
+    out.write_json(
+        "summary.json",
+        {
+            "evaluated": str(Path(path)),
+            "checkpoint": str(p),
+            "env": cfg.env,
+            "seed": s,
+            "eval": metrics,
+        },
+    )
+    out.mark_done()
+    if not auto_quiet(bool(quiet)):
+        print(f"evaluation: {out.path}", file=sys.stderr)
+    return out.path, metrics
