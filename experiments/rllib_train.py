@@ -1,0 +1,359 @@
+"""Train PPO with Ray RLlib (new API stack) on any recenv PettingZoo env, locally or on a cluster.
+
+One shared policy for all agents (parameter sharing) or one policy per agent; ``N`` env runners
+(Ray actors, each stepping its own market); ``Dict`` observations flattened (the env's flat
+layout, or RLlib's ``FlattenObservations`` connector with ``--obs dict``). Without
+``--address`` a local Ray is started and shut down; with it, the run joins an existing cluster
+(``docs/integrations.md`` has the cluster recipe: head, workers, auth token, packages)::
+
+    .venv/bin/python -m experiments.rllib_train --iterations 20 --policies per-agent
+    .venv/bin/python -m experiments.rllib_train --env recenv/Video-v0 --set env.horizon=100
+    RAY_AUTH_TOKEN=... .venv/bin/python -m experiments.rllib_train --address HEAD_IP:6379 \\
+        --num-env-runners 16
+
+Writes ``summary.json`` (config, versions, per-iteration metrics) into ``--out`` (default
+``runs/rllib/<env>__<policies>__<seed>__<UTC time>``), which must not exist yet; an existing
+directory is never overwritten. Needs the ``rllib`` extra: ``pip install -e '.[rllib]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import recenv
+from recenv.core.config import MarketConfig
+from recenv.integrations import rllib as recenv_rllib
+
+POLICIES = ("shared", "per-agent")
+SHARED_POLICY = "shared"
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One RLlib PPO run. Every field is a ``--flag`` (underscores become dashes)."""
+
+    env: str = _f(recenv_rllib.DEFAULT_ENV_ID, "registered recenv env id")
+    policies: str = _f("shared", "'shared': one policy for every agent; 'per-agent': one each")
+    obs: str = _f("flat", "'flat': the env's flat Box; 'dict': Dict flattened by RLlib")
+    iterations: int = _f(10, "training iterations (algo.train() calls)")
+    seed: int = _f(0, "seed of RLlib (env runner w's market gets seed + w) and of the networks")
+    num_env_runners: int = _f(2, "remote env runners (Ray actors) collecting experience")
+    num_envs_per_env_runner: int = _f(1, "markets stepped by each env runner")
+    rollout_fragment_length: int = _f(50, "env steps per runner per sample round")
+    train_batch_size: int = _f(1000, "env steps per training iteration (per learner)")
+    minibatch_size: int = _f(250, "SGD minibatch size")
+    num_epochs: int = _f(4, "SGD passes over each training batch")
+    lr: float = _f(3e-4, "learning rate")
+    gamma: float = _f(0.99, "discount")
+    hidden: str = _f("64,64", "hidden layer sizes of the policy and value MLPs")
+    address: str = _f("", "Ray address ('auto', 'HOST:6379'); empty: start a local Ray")
+    num_cpus: int = _f(0, "local Ray only: CPUs it may use (0: all)")
+    ship_package: bool = _f(
+        False, "send the local recenv package to the cluster (runtime_env py_modules)"
+    )
+    checkpoint: bool = _f(False, "save the final algorithm to OUT/checkpoint")
+    out: str = _f("", "output directory (must not exist); empty: runs/rllib/<run name>")
+    env_config: tuple[tuple[str, Any], ...] = _f((), "scenario overrides (--set env.KEY=VALUE)")
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.policies not in POLICIES:
+            errors.append(f"policies={self.policies!r} must be one of {list(POLICIES)}")
+        if self.obs not in recenv_rllib.OBS_MODES:
+            errors.append(f"obs={self.obs!r} must be one of {list(recenv_rllib.OBS_MODES)}")
+        if self.env not in recenv.registered_ids():
+            errors.append(f"env={self.env!r}; registered ids: {recenv.registered_ids()}")
+        for name in ("iterations", "num_envs_per_env_runner", "rollout_fragment_length"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_env_runners < 0:
+            errors.append(f"num_env_runners={self.num_env_runners} must be >= 0")
+        if self.minibatch_size > self.train_batch_size:
+            errors.append("minibatch_size must be <= train_batch_size")
+        if errors:
+            raise ValueError("invalid rllib_train config: " + "; ".join(errors))
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(h) for h in self.hidden.split(",") if h.strip()]
+
+    def env_settings(self) -> dict[str, Any]:
+        """The RLlib ``env_config``: env id, observation mode and scenario overrides."""
+        return {"env_id": self.env, "obs": self.obs, **dict(self.env_config)}
+
+    def run_name(self) -> str:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        env = self.env.replace("/", "_")
+        return f"{env}__{self.policies}__{self.seed}__{stamp}"
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+def parse_env_override(text: str) -> tuple[str, Any]:
+    """``env.KEY=VALUE`` -> ``(KEY, value)``, typed by the ``MarketConfig`` field."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("env."):
+        raise ValueError(f"--set {text!r}: expected env.KEY=VALUE (e.g. env.horizon=50)")
+    key = key[len("env.") :]
+    defaults = MarketConfig()
+    if key not in MarketConfig.field_names():
+        raise ValueError(f"--set env.{key}: unknown key; valid: {MarketConfig.field_names()}")
+    kind = type(getattr(defaults, key))
+    if kind is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--set env.{key}={value!r}: expected true or false")
+        return key, value.lower() in ("true", "1")
+    try:
+        return key, kind(value)
+    except ValueError:
+        raise ValueError(f"--set env.{key}={value!r}: expected a {kind.__name__}") from None
+
+
+_CHOICES = {"policies": POLICIES, "obs": recenv_rllib.OBS_MODES}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.rllib_train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "env_config":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(
+                flag,
+                type=type(f.default),
+                default=f.default,
+                choices=_CHOICES.get(f.name),
+                help=f.metadata["help"],
+            )
+    parser.add_argument(
+        "--set",
+        dest="env_config",
+        action="append",
+        default=[],
+        metavar="env.KEY=VALUE",
+        help="scenario config override, repeatable (keys: recenv.MarketConfig fields)",
+    )
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    args = vars(build_parser().parse_args(argv))
+    args["env_config"] = tuple(parse_env_override(s) for s in args["env_config"])
+    return TrainConfig(**args)
+
+
+# ----------------------------------------------------------------------------------------
+# RLlib configuration
+# ----------------------------------------------------------------------------------------
+def build_algo_config(cfg: TrainConfig):
+    """The ``PPOConfig`` of a run (new API stack: RLModules, Learners, EnvRunners)."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    env_name = recenv_rllib.register()
+    env_config = cfg.env_settings()
+    agents = list(recenv_rllib.make_pettingzoo_env(env_config).possible_agents)
+    if cfg.policies == "shared":
+        module_ids = [SHARED_POLICY]
+        mapping = _shared_mapping
+    else:
+        module_ids = agents
+        mapping = _per_agent_mapping
+    runners: dict[str, Any] = {
+        "num_env_runners": cfg.num_env_runners,
+        "num_envs_per_env_runner": cfg.num_envs_per_env_runner,
+        "rollout_fragment_length": cfg.rollout_fragment_length,
+    }
+    connector = recenv_rllib.env_to_module_connector(cfg.obs)
+    if connector is not None:
+        runners["env_to_module_connector"] = connector
+    return (
+        PPOConfig()
+        .environment(env_name, env_config=env_config)
+        .env_runners(**runners)
+        .multi_agent(policies=set(module_ids), policy_mapping_fn=mapping)
+        .rl_module(
+            rl_module_spec=MultiRLModuleSpec(
+                rl_module_specs={m: RLModuleSpec() for m in module_ids}
+            ),
+            model_config=DefaultModelConfig(fcnet_hiddens=cfg.hidden_sizes),
+        )
+        .training(
+            train_batch_size_per_learner=cfg.train_batch_size,
+            minibatch_size=cfg.minibatch_size,
+            num_epochs=cfg.num_epochs,
+            lr=cfg.lr,
+            gamma=cfg.gamma,
+        )
+        .debugging(seed=cfg.seed, log_level="WARN")
+    )
+
+
+def _shared_mapping(agent_id, episode=None, **kwargs):
+    return SHARED_POLICY
+
+
+def _per_agent_mapping(agent_id, episode=None, **kwargs):
+    return agent_id
+
+
+# ----------------------------------------------------------------------------------------
+# Run
+# ----------------------------------------------------------------------------------------
+def _number(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _per_key(d: Any) -> dict[str, float | None]:
+    return {str(k): _number(v) for k, v in (d or {}).items()}
+
+
+def iteration_summary(i: int, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The metrics of one ``algo.train()`` result kept in ``summary.json``."""
+    runners = result.get("env_runners", {})
+    learners = result.get("learners", {})
+    return {
+        "iteration": i,
+        "seconds": round(seconds, 3),
+        "env_steps_sampled_lifetime": _number(runners.get("num_env_steps_sampled_lifetime")),
+        "episodes": _number(runners.get("num_episodes")),
+        "episode_return_mean": _number(runners.get("episode_return_mean")),
+        "agent_episode_returns_mean": _per_key(runners.get("agent_episode_returns_mean")),
+        "module_episode_returns_mean": _per_key(runners.get("module_episode_returns_mean")),
+        "learners": {
+            module: {
+                k: _number(v)
+                for k, v in stats.items()
+                if k in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "total_loss")
+            }
+            for module, stats in learners.items()
+            if isinstance(stats, dict) and module != "__all_modules__"
+        },
+    }
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import pettingzoo
+    import ray
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "recenv": recenv.__version__,
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "pettingzoo": pettingzoo.__version__,
+    }
+
+
+def _output_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out) if cfg.out else Path("runs") / "rllib" / cfg.run_name()
+    if out.exists():
+        raise FileExistsError(f"output directory {out} exists; refusing to overwrite it")
+    return out
+
+
+def _init_ray(cfg: TrainConfig) -> bool:
+    """Start or join Ray unless it is up; returns whether this run must shut it down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Workers must not re-run the driver under `uv run` (Ray's uv hook); recenv is installed.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False}
+    if cfg.ship_package:
+        kwargs["runtime_env"] = {"py_modules": [recenv]}
+    if cfg.address:
+        ray.init(address=cfg.address, **kwargs)
+    else:
+        # "local" always starts a fresh Ray, never joins one found on the machine.
+        ray.init(address="local", num_cpus=cfg.num_cpus or None, **kwargs)
+    return True
+
+
+def train(cfg: TrainConfig, log: Any = print) -> dict[str, Any]:
+    """Run ``cfg``; write and return the summary. Uses Ray if it is already initialised
+    (and leaves it running), else starts or joins it and always shuts it down."""
+    import ray
+
+    out = _output_dir(cfg)  # refuse before any expensive work
+    owns_ray = _init_ray(cfg)
+    algo = None
+    try:
+        algo = build_algo_config(cfg).build_algo()
+        iterations = []
+        start = time.perf_counter()
+        for i in range(1, cfg.iterations + 1):
+            t0 = time.perf_counter()
+            result = algo.train()
+            row = iteration_summary(i, result, time.perf_counter() - t0)
+            iterations.append(row)
+            log(
+                f"iter {i:>3}  env steps {row['env_steps_sampled_lifetime']}  "
+                f"return {row['episode_return_mean']}  ({row['seconds']:.1f}s)"
+            )
+        summary = {
+            "config": {**dataclasses.asdict(cfg), "env_config": dict(cfg.env_config)},
+            "modules": sorted(algo.config.policies),
+            "ray": {"address": cfg.address or "local", "nodes": len(ray.nodes())},
+            "versions": _versions(),
+            "seconds": round(time.perf_counter() - start, 3),
+            "iterations": iterations,
+        }
+        out.mkdir(parents=True, exist_ok=False)
+        if cfg.checkpoint:
+            summary["checkpoint"] = str(algo.save_to_path(str((out / "checkpoint").resolve())))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["out"] = str(out)
+        log(f"wrote {out / 'summary.json'}")
+        return summary
+    finally:
+        if algo is not None:
+            algo.stop()
+        if owns_ray:
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config_from_args(argv)
+        train(cfg)
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Ray RLlib: recenv's PettingZoo env as an RLlib ``MultiAgentEnv`` (new API stack).
+
+:func:`env_creator` is the function to register with Ray Tune's env registry (``register``
+does it): it builds ``recenv.make(env_id, ...)`` and wraps it in RLlib's own
+``ParallelPettingZooEnv``, unchanged apart from the observation choice below. The training
+entry point is ``experiments/rllib_train.py``; the cluster recipe is in
+``docs/integrations.md``.
+
+``env_config`` keys (everything else goes to ``recenv.make`` as scenario config):
+
+- ``env_id``: a registered recenv id (default ``"recenv/Market-v0"``).
+- ``obs``: ``"flat"`` (default) — the PettingZoo face's flat ``Box`` (user, history, candidates
+  row by row, action mask; ids left out), which RLlib's default MLP encoder takes as is; or
+  ``"dict"`` — the ``Dict`` observation without the two id keys (raw catalog ids are not
+  features), to be flattened on the env runners by RLlib's ``FlattenObservations`` connector
+  (:func:`env_to_module_connector` returns it).
+- ``invalid_slate`` defaults to ``"repair"``: RLlib's ``MultiDiscrete`` action distribution
+  samples each slot independently and ignores the action mask, so duplicate or masked slots
+  happen; they are dropped from the page and counted in ``infos[agent]["repaired_slots"]``.
+
+Seeding: RLlib seeds env runner ``w`` with ``config.seed + w`` at its first reset (the market
+then continues its stream from episode to episode); with ``seed=None`` every runner's market
+draws its own seed. Every node that runs env runners must be able to import ``recenv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo.utils.wrappers import BaseParallelWrapper
+
+ENV_NAME = "recenv"
+OBS_MODES = ("flat", "dict")
+ID_KEYS = ("user_id", "candidate_ids")
+DEFAULT_ENV_ID = "recenv/Market-v0"
+
+
+class WithoutIds(BaseParallelWrapper):
+    """The ``Dict`` observation without ``user_id`` and ``candidate_ids`` (catalog ids are
+    labels, not features; a flattening connector would feed them to an MLP as numbers)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self._spaces = {}
+        for agent in env.possible_agents:
+            space = env.observation_space(agent)
+            if not isinstance(space, spaces.Dict):
+                raise TypeError(f"WithoutIds needs Dict observations, got {space}")
+            kept = {k: v for k, v in space.spaces.items() if k not in ID_KEYS}
+            self._spaces[agent] = spaces.Dict(kept)
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._spaces[agent]
+
+    def _strip(self, obs: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+        return {a: {k: v for k, v in o.items() if k not in ID_KEYS} for a, o in obs.items()}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        return self._strip(obs), infos
+
+    def step(self, actions: dict[str, Any]):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        return self._strip(obs), rewards, terminations, truncations, infos
+
+
+def split_env_config(env_config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """``env_config`` -> (env id, observation mode, ``recenv.make`` keyword arguments)."""
+    kwargs = dict(env_config)  # RLlib's EnvContext is a dict with extra attributes
+    env_id = kwargs.pop("env_id", DEFAULT_ENV_ID)
+    obs = kwargs.pop("obs", "flat")
+    if obs not in OBS_MODES:
+        raise ValueError(f"env_config obs={obs!r}; allowed: {list(OBS_MODES)}")
+    if "flatten_obs" in kwargs:
+        raise ValueError("set env_config['obs'] to 'flat' or 'dict' instead of flatten_obs")
+    kwargs.setdefault("invalid_slate", "repair")
+    return env_id, obs, kwargs
+
+
+def make_pettingzoo_env(env_config: Mapping[str, Any]):
+    """The PettingZoo ``ParallelEnv`` that :func:`env_creator` wraps."""
+    from recenv.registry import make
+
+    env_id, obs, kwargs = split_env_config(env_config)
+    env = make(env_id, flatten_obs=obs == "flat", **kwargs)
+    return WithoutIds(env) if obs == "dict" else env
+
+
+def env_creator(env_config: Mapping[str, Any]):
+    """RLlib env creator: ``ParallelPettingZooEnv`` over a recenv env (module doc)."""
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+
+    return ParallelPettingZooEnv(make_pettingzoo_env(env_config))
+
+
+def register(name: str = ENV_NAME) -> str:
+    """Register :func:`env_creator` with Ray Tune's env registry under ``name``."""
+    from ray.tune.registry import register_env
+
+    register_env(name, env_creator)
+    return name
+
+
+def env_to_module_connector(obs: str):
+    """The env-to-module connector factory for observation mode ``obs`` (``None`` for
+    ``"flat"``, which needs none), for ``AlgorithmConfig.env_runners(env_to_module_connector=)``.
+    """
+    if obs == "flat":
+        return None
+    if obs != "dict":
+        raise ValueError(f"obs={obs!r}; allowed: {list(OBS_MODES)}")
+    return _flatten_connector
+
+
+def _flatten_connector(env=None, spaces=None, device=None):
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+
+    return FlattenObservations(multi_agent=True)
