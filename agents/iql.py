@@ -197,7 +197,8 @@ class IQLAgent(ScoringAgent):
         pairs = pair_features(self.layout, obs_a)
         ctx = context_features(obs_a)
         if self.num_ids:
-            pairs = torch.cat([pairs, one_hot_agent(agent, self.num_ids, pairs)], dim=-1)
+            per_pair = agent[:, None] if isinstance(agent, torch.Tensor) else agent  # [B, 1]
+            pairs = torch.cat([pairs, one_hot_agent(per_pair, self.num_ids, pairs)], dim=-1)
             ctx = torch.cat([ctx, one_hot_agent(agent, self.num_ids, ctx)], dim=-1)
         return pairs, ctx
 

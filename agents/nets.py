@@ -34,6 +34,7 @@ class CandidateScorer(nn.Module):
 
 
 def one_hot_agent(index: torch.Tensor | int, num: int, like: torch.Tensor) -> torch.Tensor:
-    """The agent-id feature ``[..., num]`` broadcast to ``like``'s leading shape."""
+    """The agent-id feature ``[..., num]`` for ``like``'s leading shape; ``index`` (an int or a
+    tensor) broadcasts against it like any tensor (so ``[B, 1]`` for ``like [B, C, F]``)."""
     idx = torch.as_tensor(index, device=like.device).expand(like.shape[:-1])
     return nn.functional.one_hot(idx.long(), num).to(like.dtype)

@@ -67,9 +67,9 @@ def test_every_agent_module_is_registered():
         assert agents.agent_class(cls.name) is cls
 
 
-def test_every_name_resolves_and_builds(market):
-    env = market()
+def test_every_name_resolves_and_builds(env_for):
     for name in agents.registered_agents():
+        env = env_for(name, horizon=20)
         agent = agents.make_agent(name, env)
         assert isinstance(agent, Agent) and agent.name == name
         assert agent.agent_ids == env.agents

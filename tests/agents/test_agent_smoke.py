@@ -1,6 +1,7 @@
 """Smoke matrix: every registered agent x every registered env, on both faces.
 
-Each cell runs a few hundred env steps across several episode ends (a shortened horizon) with
+Each cell runs a few hundred env steps (in a reward mode the agent supports: value decomposition
+runs its presets in cooperative mode) across several episode ends (a shortened horizon) with
 learning on, so auto-reset handling, learning updates and the PettingZoo adapter all run. The
 env itself rejects any invalid slate, so finishing is the check, plus finite metrics.
 """
@@ -12,7 +13,6 @@ import math
 import pytest
 
 import agents
-import recenv
 
 # Small learning settings so the learners update within a smoke run; other agents (and
 # plug-ins) run with their defaults.
@@ -35,8 +35,8 @@ def _config(name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", agents.registered_agents())
-def test_batched_face(name, env_id, small):
-    env = recenv.make_vec(env_id, num_envs=BATCHED_ENVS, seed=1, **small(env_id, horizon=20))
+def test_batched_face(name, env_id, small, env_for):
+    env = env_for(name, env_id, num_envs=BATCHED_ENVS, seed=1, **small(env_id, horizon=20))
     agent = agents.make_agent(name, env, **_config(name))
     result = agents.train(agent, env, BATCHED_STEPS)
     assert result.env_steps >= BATCHED_STEPS
@@ -50,8 +50,8 @@ def test_batched_face(name, env_id, small):
 
 
 @pytest.mark.parametrize("name", agents.registered_agents())
-def test_pettingzoo_face(name, env_id, small):
-    env = recenv.make(env_id, seed=1, **small(env_id, horizon=40))
+def test_pettingzoo_face(name, env_id, small, env_for):
+    env = env_for(name, env_id, face="pettingzoo", seed=1, **small(env_id, horizon=40))
     agent = agents.make_agent(name, env, **_config(name))
     episodes = agents.run_episodes(
         agent, env, episodes=100, learn=True, explore=True, seed=3, max_steps=PZ_STEPS
