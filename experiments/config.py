@@ -531,6 +531,7 @@ def validate_run(cfg: RunConfig) -> RunConfig:
 # ----------------------------------------------------------------------------------------
 # Applying overrides
 # ----------------------------------------------------------------------------------------
+_OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
 SECTION_HELP = {
     "run": "a RunConfig field (the prefix may be left out)",
     "compare": "a CompareConfig field (the prefix may be left out)",
@@ -555,7 +556,7 @@ def apply_overrides(
     """``base`` with ``(key, value)`` assignments applied in order (values: strings to parse
     or typed values from a file). ``single_run`` (``train``): ``agent.KEY`` targets the
     template's agent, and comparison keys are refused."""
-    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - set(_OVERRIDE_FIELDS)
     cmp_fields = {f.name for f in dataclasses.fields(CompareConfig)} - {"run", "per_agent"}
     run_kw: dict[str, Any] = {}
     cmp_kw: dict[str, Any] = {}
@@ -570,9 +571,14 @@ def apply_overrides(
         if not dot:
             section, rest = ("run" if key in run_fields else "compare"), key
         if section == "run":
-            if rest in ("env_overrides", "agent_overrides", "opponent_overrides"):
+            if rest in _OVERRIDE_FIELDS:
                 raise ConfigError(f"set {rest} with env.KEY=VALUE / agent.KEY=VALUE instead")
-            hint = _check_field(RunConfig, rest, "run")
+            if rest not in run_fields:
+                raise ConfigError(
+                    f"unknown run key {rest!r}; valid keys: {sorted(run_fields)}"
+                    f"{_did_you_mean(rest, run_fields)}"
+                )
+            hint = _hints(RunConfig)[rest]
             run_kw[rest] = _checked_choice(rest, parse_value(value, hint, key))
         elif section == "compare":
             if single_run:

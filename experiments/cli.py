@@ -1,0 +1,376 @@
+"""The experiment runner's command line: ``python -m experiments COMMAND ...``.
+
+Commands::
+
+    train      one run (agent, env, seed) -> runs/<env>__<agent>__<seed>__<time>/
+    compare    envs x agents x seeds -> runs/<name>__<time>/ with table.md, CSVs, PNG plots
+    resume     continue an unfinished run or comparison from its last checkpoint
+    evaluate   greedy evaluation of a run or checkpoint (results in a new directory)
+    report     print a finished comparison's table (optionally re-render it elsewhere)
+    presets    list the named presets
+    describe   every config field with its type, default and help (run, compare, env, agent)
+    bench      the environment benchmark (experiments.bench_env)
+
+Configuration, lowest precedence first: the preset (``--preset``), a TOML/JSON file
+(``--config``), per-field flags (``--seed 3``), then ``--set KEY=VALUE`` (``env.KEY``,
+``agent.KEY``, ``opponent.KEY``, ``NAME.KEY``; see :mod:`experiments.config`).
+
+Examples::
+
+    python -m experiments compare --preset quick                  # the main job
+    python -m experiments train --agent linucb --total-steps 5000 --set env.horizon=100
+    python -m experiments train --preset quick --agent iql --set agent.lr=3e-4 seed=4
+    python -m experiments compare --preset quick --agents iql,random --seeds 5 --jobs 2
+    python -m experiments resume runs/Market-v0__iql__0__20250101T000000.000000Z
+    python -m experiments evaluate runs/Market-v0__iql__0__20250101T000000.000000Z
+    tensorboard --logdir runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments import comparison, config, report, runner
+from experiments.config import PRESETS, CompareConfig, ConfigError, RunConfig
+
+_OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
+_COMPARE_FLAGS = ("name", "description", "envs", "agents", "seeds", "jobs")
+_SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that lists the valid options (and a close match) for an unknown one."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if message.startswith("unrecognized arguments"):
+            valid = sorted(s for s in self._option_string_actions if s.startswith("--"))
+            words = message.split(":", 1)[1].split()
+            hints = []
+            for w in words:
+                close = difflib.get_close_matches(w.split("=")[0], valid, n=1)
+                if close:
+                    hints.append(f"{w!r}: did you mean {close[0]!r}?")
+            message += "\nvalid options: " + " ".join(valid)
+            if hints:
+                message += "\n" + "\n".join(hints)
+        super().error(message)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, *, with_compare: bool) -> None:
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"base configuration, one of {sorted(PRESETS)} (`presets` lists them)",
+    )
+    p.add_argument("--config", default=None, help="a TOML or JSON file of overrides")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides: seed=3 env.horizon=100 agent.lr=3e-4 opponent.source=own iql.gamma=0.95",
+    )
+    run_group = p.add_argument_group(
+        "run fields (RunConfig; defaults shown are the dataclass's, a preset may change them)"
+    )
+    for name, tname, default, help_ in config.field_help(RunConfig):
+        if name in _OVERRIDE_FIELDS:
+            continue
+        _flag(run_group, f"run.{name}", name, tname, default, help_)
+    if with_compare:
+        cmp_group = p.add_argument_group("comparison fields (CompareConfig)")
+        for name, tname, default, help_ in config.field_help(CompareConfig):
+            if name in _COMPARE_FLAGS:
+                _flag(cmp_group, f"compare.{name}", name, tname, default, help_)
+
+
+def _flag(group, dest: str, name: str, tname: str, default: Any, help_: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    text = f"{help_} [{tname}, default: {shown!r}]".replace("%", "%%")
+    if tname == "bool":
+        group.add_argument(
+            flag,
+            dest=dest,
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=text,
+        )
+    else:
+        metavar = "A,B,..." if tname.startswith("tuple") else tname.upper()
+        group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="python -m experiments",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _SUBPARSERS.clear()
+    override_help = (
+        "env.KEY: a MarketConfig field (`python -m experiments describe env`); agent.KEY / "
+        "opponent.KEY / NAME.KEY: an agent's config (`describe agent NAME`)."
+    )
+
+    t = sub.add_parser(
+        "train", help="train one run", description="Train one run.", epilog=override_help
+    )
+    _add_config_flags(t, with_compare=False)
+
+    c = sub.add_parser(
+        "compare",
+        help="seeds x agents x envs -> table, CSV, plots",
+        description="Train every agent on every env with every seed; write the CSVs, the "
+        "markdown table (mean ± 95 %% CI) and the PNG plots.",
+        epilog=override_help,
+    )
+    _add_config_flags(c, with_compare=True)
+
+    r = sub.add_parser(
+        "resume", help="continue an unfinished run or comparison", description=runner.resume.__doc__
+    )
+    r.add_argument("path", help="a run directory or a comparison directory")
+    r.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: newest)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="greedy evaluation of a run or checkpoint",
+        description=runner.evaluate_checkpoint.__doc__,
+    )
+    e.add_argument("path", help="a run directory or a checkpoint file")
+    e.add_argument("--episodes", type=int, default=None, help="episodes (default: the run's)")
+    e.add_argument("--seed", type=int, default=None, help="evaluation seed")
+    e.add_argument("--env", default=None, help="env id (needed for a bare agent checkpoint)")
+    e.add_argument("--root", default="runs", help="where the evaluation directory is created")
+    e.add_argument("--quiet", action="store_true")
+
+    rep = sub.add_parser("report", help="print a finished comparison's table")
+    rep.add_argument("path", help="a comparison directory")
+    rep.add_argument(
+        "--out", default=None, help="re-render the tables and figures into this new directory"
+    )
+
+    sub.add_parser("presets", help="list the presets")
+
+    d = sub.add_parser("describe", help="config fields with types, defaults and help")
+    d.add_argument("what", choices=["run", "compare", "env", "agent", "envs", "agents"])
+    d.add_argument("name", nargs="?", default=None, help="the agent (for `describe agent`)")
+
+    b = sub.add_parser(
+        "bench", help="environment benchmark (experiments.bench_env)", add_help=False
+    )
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    _SUBPARSERS.update(sub.choices)
+    return p
+
+
+# ----------------------------------------------------------------------------------------
+# Resolving a configuration
+# ----------------------------------------------------------------------------------------
+def resolve(args: argparse.Namespace, *, single_run: bool) -> CompareConfig:
+    """The preset, then the config file, the flags and ``--set``, applied in that order."""
+    base_name = args.preset
+    assignments: list[tuple[str, Any]] = []
+    if args.config:
+        file_preset, file_assignments = config.read_config_file(args.config)
+        base_name = base_name or file_preset
+        assignments.extend(file_assignments)
+    base = config.preset(base_name) if base_name else CompareConfig()
+    for dest, value in vars(args).items():
+        if dest.startswith(("run.", "compare.")):
+            assignments.append((dest, value))
+    assignments.extend(config.split_assignment(a) for a in args.assignments)
+    return config.apply_overrides(base, assignments, single_run=single_run)
+
+
+# ----------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------
+def _metrics_table(metrics: dict[str, float]) -> str:
+    rows = [(m, title) for m, title, _ in report.METRICS if m in metrics]
+    head = "| " + " | ".join(t for _, t in rows) + " |"
+    sep = "|" + "---:|" * len(rows)
+    vals = "| " + " | ".join(f"{metrics[m]:.4g}" for m, _ in rows) + " |"
+    return "\n".join([head, sep, vals])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = resolve(args, single_run=True).template_run()
+    res = runner.train(cfg)
+    _print_run(res)
+    return 0
+
+
+def _print_run(res: runner.RunResult) -> None:
+    s = res.summary
+    out = s.get("eval") or s.get("train") or {}
+    label = "greedy evaluation" if s.get("eval") else "last training window"
+    print(f"\n{s['lineup']} on {s['env']}, seed {s['seed']} — {label}:\n")
+    print(_metrics_table(out))
+    print(f"\nrun directory: {res.path}")
+    print(f"TensorBoard:   tensorboard --logdir {res.path}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    cfg = resolve(args, single_run=False)
+    quiet = runner.auto_quiet(cfg.run.quiet)
+    if not quiet:
+        n = len(cfg.envs) * len(cfg.agents) * cfg.seeds
+        print(
+            f"comparison {cfg.name!r}: {len(cfg.agents)} agents x {len(cfg.envs)} envs x "
+            f"{cfg.seeds} seeds = {n} runs of {cfg.run.total_steps} env steps",
+            file=sys.stderr,
+        )
+    res = comparison.compare(cfg)
+    _print_comparison(res)
+    return 0
+
+
+def _print_comparison(res: comparison.ComparisonResult) -> None:
+    print()
+    print(res.markdown)
+    print(f"results:           {res.path}/")
+    print(f"  table:           {res.files['table.md']}  (and table.csv, runs.csv)")
+    for name, path in res.figures.items():
+        print(f"  {name + ':':<17}{path}")
+    print(f"TensorBoard:       tensorboard --logdir {res.path}")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    if comparison.is_comparison(args.path):
+        if args.checkpoint:
+            raise ConfigError("--checkpoint applies to a run directory, not a comparison")
+        _print_comparison(comparison.resume_comparison(args.path, quiet=args.quiet or None))
+    else:
+        _print_run(runner.resume(args.path, checkpoint=args.checkpoint, quiet=args.quiet or None))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    path, metrics = runner.evaluate_checkpoint(
+        args.path,
+        episodes=args.episodes,
+        seed=args.seed,
+        env_id=args.env,
+        root=args.root,
+        quiet=args.quiet,
+    )
+    print(_metrics_table(metrics))
+    print(f"\nevaluation directory: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    comp = report.load_comparison(args.path)
+    print(comp.markdown)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=False)
+        from experiments import plots
+
+        (out / "table.md").write_text(comp.markdown)
+        (out / "runs.csv").write_text(report.to_csv(comp.rows))
+        (out / "table.csv").write_text(report.to_csv(comp.table))
+        plots.learning_curves(comp.curves, out / "learning_curves.png")
+        plots.market_share(comp.curves, out / "market_share.png")
+        plots.final_metrics(comp.table, path=out / "final_metrics.png")
+        print(f"written to {out}/")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name, p in PRESETS.items():
+        n = len(p.envs) * len(p.agents) * p.seeds
+        print(f"{name}: {p.description}")
+        print(
+            f"    envs {list(p.envs)}\n    agents {list(p.agents)}"
+            + (f" (each vs {p.run.opponent})" if p.run.opponent else "")
+            + f"\n    {p.seeds} seeds, {n} runs of {p.run.total_steps} env steps, "
+            f"{p.run.num_envs} markets per run"
+        )
+        if p.per_agent:
+            print(f"    per-agent overrides: {dict((k, dict(v)) for k, v in p.per_agent)}")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    import agents
+    import recenv
+    from recenv.core.config import MarketConfig
+
+    if args.what == "run":
+        print("RunConfig fields (--FIELD VALUE or --set FIELD=VALUE):")
+        print(config.describe(RunConfig))
+    elif args.what == "compare":
+        print("CompareConfig fields (compare only):")
+        print(config.describe(CompareConfig))
+    elif args.what == "env":
+        print("MarketConfig fields (--set env.FIELD=VALUE; scenario presets change defaults):")
+        print(config.describe(MarketConfig))
+    elif args.what == "envs":
+        print("\n".join(recenv.registered_ids()))
+    elif args.what == "agents":
+        print("\n".join(agents.registered_agents()))
+    else:
+        if not args.name:
+            raise ConfigError(f"describe agent NAME; agents: {agents.registered_agents()}")
+        config.check_agent_name(args.name)
+        cls = config.agent_config_class(args.name)
+        if cls is None:
+            print(f"{args.name} is a factory plug-in without a declared config")
+        else:
+            print(f"{args.name} config ({cls.__name__}; --set agent.FIELD=VALUE):")
+            print(config.describe(cls))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from experiments import bench_env
+
+    bench_env.main(args.args)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "resume": cmd_resume,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "presets": cmd_presets,
+    "describe": cmd_describe,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # pass everything through, --help included
+        return cmd_bench(argparse.Namespace(args=argv[1:]))
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # report it from the subcommand's parser, which lists its valid options
+        sub = _SUBPARSERS.get(args.command, parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except runner.Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except (runner.RunError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,289 @@
+"""Comparison results: per-run rows, mean ± 95 % CI over seeds, CSV and markdown tables.
+
+Confidence intervals use Student's t distribution with ``n - 1`` degrees of freedom over the
+seeds' values (each seed's value is the mean over its evaluation episodes): the half width is
+``t_{0.975, n-1} · s / √n``. The t quantile is computed here (regularized incomplete beta and
+bisection), so there is no SciPy dependency.
+
+A comparison directory (see :mod:`experiments.comparison`) holds ``runs.csv`` (one row per
+run), ``table.csv`` (one row per env and agent: ``<metric>_mean``, ``<metric>_ci95``, ``n``)
+and ``table.md``; :func:`load_comparison` reads one back, curves included.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Headline metrics: (summary key, column title, higher is better).
+METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("return", "return", True),
+    ("ctr", "CTR", True),
+    ("engagement_per_request", "engagement", True),
+    ("retention", "retention", True),
+    ("market_share", "market share", True),
+    ("coverage", "coverage", True),
+    ("diversity", "diversity", True),
+    ("exposure_gini", "exposure Gini", False),
+)
+KEYS = ("env", "agent", "opponent", "seed")
+
+
+# ----------------------------------------------------------------------------------------
+# Student's t
+# ----------------------------------------------------------------------------------------
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 3e-16
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t (``t_quantile(0.975, 4) = 2.776…``)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
+    """``(mean, half width of the level-CI, n)`` over the finite values; the half width is
+    NaN with fewer than two values."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, math.nan, n
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    return mean, t_quantile(0.5 + level / 2.0, n - 1) * math.sqrt(var / n), n
+
+
+# ----------------------------------------------------------------------------------------
+# Rows and aggregates
+# ----------------------------------------------------------------------------------------
+def run_row(summary: Mapping[str, Any], run_dir: str | Path = "") -> dict[str, Any]:
+    """One CSV row of a run: keys, evaluation metrics (headline), last training window
+    (``train_*``)."""
+    row: dict[str, Any] = {k: summary.get(k, "") for k in KEYS}
+    row["run_dir"] = str(run_dir)
+    row["env_steps"] = summary.get("env_steps", "")
+    row["train_episodes"] = summary.get("train_episodes", "")
+    for k, v in summary.get("eval", {}).items():
+        row[k] = v
+    for k, v in summary.get("train", {}).items():
+        if k != "step":
+            row[f"train_{k}"] = v
+    return row
+
+
+def aggregate(
+    rows: Iterable[Mapping[str, Any]],
+    metrics: Sequence[str] | None = None,
+    by: Sequence[str] = ("env", "agent"),
+) -> list[dict[str, Any]]:
+    """Mean and 95 % CI of each metric over the rows of each ``by`` group (first-seen order)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    names = list(metrics) if metrics is not None else [m for m, _, _ in METRICS]
+    out = []
+    for key, members in groups.items():
+        agg: dict[str, Any] = dict(zip(by, key, strict=True))
+        agg["n"] = len(members)
+        for m in names:
+            mean, ci, _ = mean_ci([_num(r.get(m)) for r in members])
+            agg[f"{m}_mean"], agg[f"{m}_ci95"] = mean, ci
+        out.append(agg)
+    return out
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fmt(mean: float, ci: float) -> str:
+    """``12.3 ± 0.45``: the mean to the CI's precision (3 significant digits without one)."""
+    if not math.isfinite(mean):
+        return "–"
+    if not math.isfinite(ci) or ci <= 1e-9 * max(1.0, abs(mean)):
+        return f"{mean:.3g}"
+    digits = max(0, min(6, 1 - math.floor(math.log10(ci))))
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def markdown_table(
+    table: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str, bool]] = METRICS
+) -> str:
+    """One markdown table per env: rows agents, columns ``mean ± 95 % CI``; the best mean of
+    each column in bold."""
+    parts = []
+    envs = list(dict.fromkeys(r["env"] for r in table))
+    for env in envs:
+        rows = [r for r in table if r["env"] == env]
+        n = sorted({int(r["n"]) for r in rows})
+        n_text = "/".join(str(x) for x in n)
+        cols = [(m, title, hi) for m, title, hi in metrics if any(f"{m}_mean" in r for r in rows)]
+        best = {}
+        for m, _, hi in cols:
+            vals = [r[f"{m}_mean"] for r in rows if math.isfinite(r.get(f"{m}_mean", math.nan))]
+            if len(vals) > 1 and len(set(vals)) > 1:
+                best[m] = max(vals) if hi else min(vals)
+        head = "| agent | " + " | ".join(t for _, t, _ in cols) + " |"
+        sep = "|---|" + "---:|" * len(cols)
+        lines = [
+            f"**{env}** — mean ± 95 % CI over {n_text} seeds (t-distribution); greedy "
+            "evaluation after training",
+            "",
+            head,
+            sep,
+        ]
+        for r in rows:
+            cells = []
+            for m, _, _ in cols:
+                text = fmt(r.get(f"{m}_mean", math.nan), r.get(f"{m}_ci95", math.nan))
+                if m in best and r.get(f"{m}_mean") == best[m]:
+                    text = f"**{text}**"
+                cells.append(text)
+            lines.append(f"| {r['agent']} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV written by :func:`to_csv`, numbers as floats."""
+    with open(path, newline="") as f:
+        return [{k: _maybe_float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _maybe_float(v: str) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+# ----------------------------------------------------------------------------------------
+# A comparison on disk
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """A comparison's results: ``rows`` (one per run), ``table`` (aggregated), ``curves``
+    (``(env, agent) -> one learning curve per seed``, each a list of points)."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    curves: dict[tuple[str, str], list[list[dict[str, float]]]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def markdown(self) -> str:
+        return markdown_table(self.table)
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    """Read a comparison directory (its runs' ``summary.json`` and ``curve.csv``)."""
+    from experiments.runner import read_curve
+
+    p = Path(path)
+    if not (p / "compare.json").is_file():
+        raise FileNotFoundError(f"{str(p)!r} is not a comparison directory (no compare.json)")
+    config = json.loads((p / "compare.json").read_text())
+    rows, curves = [], {}
+    for summary_path in sorted(p.glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        rows.append(run_row(summary, summary_path.parent))
+        curve_path = summary_path.parent / "curve.csv"
+        if curve_path.is_file():
+            key = (summary["env"], summary["agent"])
+            curves.setdefault(key, []).append(read_curve(curve_path))
+    order = config.get("config", {})
+    rows = sort_rows(rows, order.get("envs", []), order.get("agents", []))
+    return Comparison(p, rows, aggregate(rows), curves, config)
+
+
+def sort_rows(
+    rows: list[dict[str, Any]], envs: Sequence[str], agents: Sequence[str]
+) -> list[dict[str, Any]]:
+    def key(r: Mapping[str, Any]) -> tuple:
+        e = list(envs).index(r["env"]) if r["env"] in envs else len(envs)
+        a = list(agents).index(r["agent"]) if r["agent"] in agents else len(agents)
+        return (e, r["env"], a, r["agent"], _num(r["seed"]))
+
+    return sorted(rows, key=key)
