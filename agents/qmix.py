@@ -38,7 +38,7 @@ included, lives on the env's device. Metrics: ``losses/td``, ``charts/q_tot``,
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -162,26 +162,45 @@ class ValueDecompositionAgent(ScoringAgent):
 
     # Utilities -------------------------------------------------------------------------------
     def item_values(
-        self, i: int, obs_a: Mapping[str, torch.Tensor], target: bool = False
+        self, obs: Mapping[str, torch.Tensor], agents: Sequence[int], target: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Agent ``i``'s per-item terms ``q [B, C]`` and request term ``v [B]``."""
-        pairs, ctx = pair_features(self.layout, obs_a), context_features(obs_a)
+        """Per-item terms ``q [B, n, C]`` and request terms ``v [B, n]`` of the controlled
+        agents ``agents`` (indices into ``agent_ids``) from their observations stacked on
+        axis 1 (``obs[k] [B, n, ...]``); one forward pass when the network is shared."""
+        B, n = obs["user"].shape[:2]
+        flat = {k: obs[k].flatten(0, 1) for k in ("user", "history", "candidates")}
+        pairs, ctx = pair_features(self.layout, flat), context_features(flat)
         if self.num_ids:
-            pairs = torch.cat([pairs, one_hot_agent(i, self.num_ids, pairs)], dim=-1)
-            ctx = torch.cat([ctx, one_hot_agent(i, self.num_ids, ctx)], dim=-1)
+            ids = torch.as_tensor(list(agents), device=self.device).repeat(B)
+            pairs = torch.cat([pairs, one_hot_agent(ids[:, None], self.num_ids, pairs)], dim=-1)
+            ctx = torch.cat([ctx, one_hot_agent(ids, self.num_ids, ctx)], dim=-1)
+        pairs, ctx = pairs.unflatten(0, (B, n)), ctx.unflatten(0, (B, n))
         nets = self.utilities_target if target else self.utilities
-        return nets[0 if self.config.shared_params else i](pairs, ctx)
+        if self.config.shared_params:
+            return nets[0](pairs, ctx)
+        out = [nets[i](pairs[:, j], ctx[:, j]) for j, i in enumerate(agents)]
+        return torch.stack([q for q, _ in out], 1), torch.stack([v for _, v in out], 1)
 
-    def utility(
-        self, i: int, obs_a: Mapping[str, torch.Tensor], slate: torch.Tensor, target: bool = False
-    ) -> torch.Tensor:
-        """``Q_a(o_a, slate) = v(o_a) + Σ_k q(o_a, slate_k)``: ``[B]``."""
-        q, v = self.item_values(i, obs_a, target)
-        return v + q.gather(1, slate).sum(1)
+    @staticmethod
+    def slate_utility(q: torch.Tensor, v: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+        """``Q_a(o_a, slate) = v(o_a) + Σ_k q(o_a, slate_k)``: ``[B, n]`` from ``q [B, n, C]``,
+        ``v [B, n]`` and slates ``[B, n, K]``."""
+        return v + q.gather(-1, slate).sum(-1)
+
+    def greedy_slates(self, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each agent's utility-maximising slate ``[B, n, K]``: its top-K unmasked ``q``."""
+        K = self.slate_size
+        return slate_from_scores(q.flatten(0, 1), mask.flatten(0, 1), K).view(*q.shape[:2], K)
+
+    @torch.no_grad()
+    def score(self, obs, explore: bool = False) -> dict[str, torch.Tensor]:
+        stacked = {k: torch.stack([obs[a][k] for a in self.agent_ids], 1) for k in OBS_KEYS}
+        q, _ = self.item_values(stacked, range(len(self.agent_ids)))
+        return {a: q[:, i] for i, a in enumerate(self.agent_ids)}
 
     @torch.no_grad()
     def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
-        return self.item_values(i, obs_a)[0]
+        return self.item_values({k: obs_a[k][:, None] for k in OBS_KEYS}, [i])[0][:, 0]
 
     def exploration(self) -> float:
         cfg = self.config
@@ -231,25 +250,19 @@ class ValueDecompositionAgent(ScoringAgent):
             return metrics
         return {}
 
-    def _agent_obs(self, b: Mapping[str, torch.Tensor], i: int, prefix: str = ""):
-        return {k: b[prefix + k][:, i] for k in OBS_KEYS}
-
     def _update(self) -> None:
-        cfg, K = self.config, self.slate_size
+        cfg = self.config
         b = self.buffer.sample(cfg.batch_size, self.generator)
         agents = range(len(self.agent_ids))
-        q = torch.stack(
-            [self.utility(i, self._agent_obs(b, i), b["slate"][:, i]) for i in agents], 1
+        nxt = {k: b["next_" + k] for k in OBS_KEYS}
+        q_tot = self.mixer(
+            self.slate_utility(*self.item_values(b, agents), b["slate"]), b.get("state")
         )
-        q_tot = self.mixer(q, b.get("state"))
         with torch.no_grad():
-            q_next = []
-            for i in agents:
-                nxt = self._agent_obs(b, i, "next_")
-                pick = self.item_values(i, nxt, target=not cfg.double_q)[0]
-                slate = slate_from_scores(pick, nxt["action_mask"], K)
-                q_next.append(self.utility(i, nxt, slate, target=True))
-            v_next = self.mixer_target(torch.stack(q_next, 1), b.get("next_state"))
+            q_t, v_t = self.item_values(nxt, agents, target=True)
+            pick = self.item_values(nxt, agents)[0] if cfg.double_q else q_t
+            slates = self.greedy_slates(pick, nxt["action_mask"])
+            v_next = self.mixer_target(self.slate_utility(q_t, v_t, slates), b.get("next_state"))
             target = b["reward"] + b["discount"] * v_next
         td = F.smooth_l1_loss(q_tot, target)
 

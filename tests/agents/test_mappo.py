@@ -1,0 +1,273 @@
+"""MAPPO and IPPO: the centralized critic's wiring, the Plackett-Luce slate distribution, GAE
+across episode ends, learning, checkpoints, and the action mask."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import agents
+import recenv
+from agents.base import Transition
+from agents.mappo import IPPOAgent, MAPPOAgent, ValueNorm, sample_slate, slate_log_prob
+
+MARKET = "recenv/Market-v0"
+SMALL = {"rollout_steps": 8, "epochs": 2, "minibatches": 2, "actor_hidden": (32,)}
+
+
+def _valid(slate: torch.Tensor, mask: torch.Tensor) -> bool:
+    distinct = (slate[:, :, None] != slate[:, None, :]).sum((1, 2)) == slate.shape[
+        1
+    ] ** 2 - slate.shape[1]
+    return bool(distinct.all()) and bool(mask.gather(1, slate).all())
+
+
+# ----------------------------------------------------------------------------------------
+# The critic is centralized for MAPPO, local for IPPO
+# ----------------------------------------------------------------------------------------
+def test_mappo_critic_reads_state_and_ippo_critic_reads_only_local_obs(market):
+    """Perturb ``state()`` with the observations fixed, then the observations with the state
+    fixed: MAPPO's values move only with the state, IPPO's only with the observations. The
+    values come through ``critic_inputs``, the same path ``learn`` stores for GAE."""
+    env = market(num_envs=8, seed=3, reward_mode="cooperative")
+    mappo = agents.make_agent("mappo", env, seed=1)
+    ippo = agents.make_agent("ippo", env, seed=1)
+    assert mappo.needs_state and not ippo.needs_state
+    obs = env.reset(seed=3)
+    state = env.state()
+    g = torch.Generator().manual_seed(0)
+    state2 = state + torch.randn(state.shape, generator=g)
+    obs2 = {
+        a: {**o, "user": o["user"] + 0.5, "candidates": o["candidates"] + 0.5}
+        for a, o in obs.items()
+    }
+
+    def moved(agent, o1, s1, o2, s2) -> bool:
+        v1, v2 = agent.value(o1, s1), agent.value(o2, s2)
+        return any(not torch.allclose(v1[a], v2[a]) for a in v1)
+
+    assert moved(mappo, obs, state, obs, state2)
+    assert not moved(mappo, obs, state, obs2, state)
+    assert not moved(ippo, obs, state, obs, state2)
+    assert moved(ippo, obs, state, obs2, state)
+    # What learning stores as the critic's input is the state itself for MAPPO.
+    x = mappo.critic_inputs(obs, state)
+    assert torch.equal(x[:, 0], state) and torch.equal(x[:, 1], state)
+    assert ippo.critic_inputs(obs, None).shape[-1] != state.shape[-1]
+    with pytest.raises(ValueError, match="needs the global state"):
+        mappo.critic_inputs(obs, None)
+
+
+def test_mappo_gets_the_state_through_the_rollout(market):
+    env = market(num_envs=2, seed=0, reward_mode="cooperative")
+    mappo = agents.make_agent("mappo", env, **SMALL)
+    seen = []
+    original = mappo.learn
+
+    def spy(tr: Transition):
+        seen.append((tr.state, tr.next_state))
+        return original(tr)
+
+    mappo.learn = spy
+    agents.train(mappo, env, 4)
+    assert seen[0][0] is not None and seen[0][0].shape == (2, env.config.state_dim)
+
+
+# ----------------------------------------------------------------------------------------
+# The slate distribution
+# ----------------------------------------------------------------------------------------
+def test_plackett_luce_log_probs_are_exact_and_sampling_matches():
+    """``slate_log_prob`` sums to one over every ordered slate of distinct unmasked candidates,
+    gives masked ones no mass, and Gumbel-top-k draws follow it."""
+    logits = torch.tensor([[1.0, -0.5, 0.3, 2.0, 9.0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    slates = torch.tensor(list(itertools.permutations(range(5), 2)))
+    log_p, _ = slate_log_prob(logits.expand(len(slates), -1), mask.expand(len(slates), -1), slates)
+    p = log_p.exp()
+    legal = mask[0, slates].all(1)
+    assert torch.allclose(p[legal].sum(), torch.tensor(1.0), atol=1e-6)
+    assert p[~legal].max() < 1e-30
+    n = 40_000
+    g = torch.Generator().manual_seed(0)
+    drawn = sample_slate(logits.expand(n, -1), mask.expand(n, -1), 2, g)
+    code = drawn[:, 0] * 5 + drawn[:, 1]
+    freq = torch.bincount(code, minlength=25).float() / n
+    expect = torch.zeros(25).index_put_((slates[:, 0] * 5 + slates[:, 1],), p)
+    assert (freq - expect).abs().max() < 0.01
+
+
+def test_entropy_estimate_of_a_uniform_policy():
+    """Uniform logits over C candidates: the per-step estimate is exactly log C + log(C-1)."""
+    C = 6
+    slate = torch.tensor([[0, 1], [3, 5]])
+    _, ent = slate_log_prob(torch.zeros(2, C), torch.ones(2, C, dtype=torch.bool), slate)
+    assert torch.allclose(ent, torch.tensor(math.log(C) + math.log(C - 1)).expand(2))
+
+
+def random_masks(n: int, C: int, K: int, g: torch.Generator) -> torch.Tensor:
+    """``[n, C]`` masks with at least ``K`` legal candidates; the first fifth exactly ``K``."""
+    keep = torch.rand(n, C, generator=g) < torch.rand(n, 1, generator=g)
+    forced = torch.rand(n, C, generator=g).argsort(1)[:, :K]
+    exact = torch.zeros(n, C, dtype=torch.bool).scatter(1, forced, True)
+    masks = keep | exact
+    masks[: n // 5] = exact[: n // 5]
+    return masks
+
+
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+def test_mask_is_never_violated(market, name):
+    """10^5 sampled slates (and greedy ones) over random masks, a fifth of them with exactly K
+    legal candidates, from an actor whose logits are blown up to extremes."""
+    env = market(num_envs=50, seed=0)
+    agent = agents.make_agent(name, env, seed=0, actor_hidden=(16,))
+    obs = {a: {k: v.repeat(10, *([1] * (v.dim() - 1))) for k, v in o.items()}
+           for a, o in env.reset(seed=0).items()}  # fmt: skip
+    C, K = env.config.num_candidates, env.config.slate_size
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        agent.actors[0][-1].weight.mul_(1e3)
+    total = 0
+    for _ in range(5):
+        masks = {a: random_masks(500, C, K, g) for a in env.agents}
+        o = {a: {**obs[a], "action_mask": masks[a]} for a in env.agents}
+        for _ in range(20):
+            for a, slate in agent.act(o, explore=True).items():
+                assert _valid(slate, masks[a])
+                total += slate.shape[0]
+        for a, slate in agent.act(o, explore=False).items():
+            assert _valid(slate, masks[a])
+    assert total >= 100_000
+
+
+# ----------------------------------------------------------------------------------------
+# GAE and value normalisation
+# ----------------------------------------------------------------------------------------
+def test_gae_cuts_at_episode_ends_drops_reset_rows_and_bootstraps_truncations(market):
+    """One market, five steps: the episode is truncated at t=1, t=2 is the auto-reset row,
+    a new episode runs t=3..4 and is terminated at t=4."""
+    env = market(num_envs=1, reward_mode="cooperative")
+    agent = agents.make_agent("ippo", env, gamma=0.9, gae_lambda=0.5, rollout_steps=5)
+    g, lam = 0.9, 0.5
+    r = torch.tensor([1.0, 2.0, 0.0, 3.0, 4.0])
+    v = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
+    v_next = torch.tensor([11.0, 21.0, 31.0, 41.0, 51.0])
+    ro = {
+        "reward": r[:, None, None].expand(5, 1, 2),
+        "terminated": torch.tensor([0, 0, 0, 0, 1]).bool()[:, None],
+        "ended": torch.tensor([0, 1, 0, 0, 1]).bool()[:, None],
+        "valid": torch.tensor([1, 1, 0, 1, 1]).bool()[:, None],
+    }
+    adv = agent._gae(ro, v[:, None, None].expand(5, 1, 2), v_next[:, None, None].expand(5, 1, 2))
+    d = r + g * v_next - v
+    d[4] = r[4] - v[4]  # terminated: no bootstrap
+    expect = torch.tensor([d[0] + g * lam * d[1], d[1], 0.0, d[3] + g * lam * d[4], d[4]])
+    assert torch.allclose(adv[:, 0, 0], expect)
+    assert torch.allclose(adv[:, 0, 1], expect)
+
+
+def test_value_norm_tracks_running_moments():
+    vn = ValueNorm(2)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(100, 2, generator=g) * torch.tensor([1.0, 5.0]) + 3 for _ in range(5)]
+    for x in xs:
+        vn.update(x)
+    allx = torch.cat(xs)
+    assert torch.allclose(vn.mean, allx.mean(0), atol=1e-4)
+    assert torch.allclose(vn.var, allx.var(0, unbiased=False), rtol=1e-3)
+    y = torch.randn(7, 2, generator=g)
+    assert torch.allclose(vn.denormalize(vn.normalize(y)), y, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# Learning
+# ----------------------------------------------------------------------------------------
+def _return(agent, num_envs: int = 32, seed: int = 10_000) -> float:
+    env = recenv.make_vec(
+        MARKET, num_envs=num_envs, seed=seed, reward_mode="cooperative", horizon=50
+    )
+    return float(agents.evaluate(agent, env, seed=seed).episodes["return"][:, 0].mean())
+
+
+def test_mappo_beats_random_on_cooperative_market():
+    """3072 env steps (16 markets, horizon 50), evaluated greedily on 32 held-out markets.
+
+    Seed spread, measured once over seeds 0-9 by
+    ``python -m experiments.compare_marl --spread --out <dir>``: random 14.4 ± 0.3 (mean ±
+    sd), MAPPO at this budget FIXME. The assertion asks for 8 more than random (> 20 sd of
+    random, FIXME MAPPO sd)."""
+    env = recenv.make_vec(MARKET, num_envs=16, seed=0, reward_mode="cooperative", horizon=50)
+    mappo = agents.make_agent("mappo", env, seed=0, actor_hidden=(64, 64), critic_hidden=(64, 64))
+    agents.train(mappo, env, 3072, seed=0)
+    baseline = _return(agents.make_agent("random", env, seed=0))
+    learned = _return(mappo)
+    assert learned > baseline + 8.0, (learned, baseline)
+
+
+# ----------------------------------------------------------------------------------------
+# Configurations, faces, checkpoints
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_trains_on_every_setting(market, name, shared):
+    env = market(num_envs=4, seed=2, horizon=12, reward_mode="competitive")
+    agent = agents.make_agent(name, env, shared_actor=shared, **SMALL)
+    assert len(agent.actors) == (1 if shared else 2)
+    result = agents.train(agent, env, 4 * 40)
+    assert result.num_episodes >= 4 and agent.updates == 5
+    for _, m in result.metrics:
+        assert all(math.isfinite(v) for v in m.values()), m
+
+
+def test_one_of_several_agents_on_the_pettingzoo_face():
+    env = recenv.make(MARKET, seed=0, horizon=15, reward_mode="cooperative")
+    agent = agents.make_agent("mappo", env, **SMALL)
+    returns = agents.run_episodes(agent, env, episodes=3, learn=True, explore=True, seed=0)
+    assert len(returns) == 3 and agent.updates == 45 // 8
+    team = agents.Team(
+        [agents.make_agent("mappo", env, agent_ids=["agent_0"], **SMALL),
+         agents.make_agent("random", env, agent_ids=["agent_1"])]
+    )  # fmt: skip
+    assert len(agents.run_episodes(team, env, episodes=1, learn=True, explore=True)) == 1
+
+
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+def test_save_load_continue(market, tmp_path, name):
+    env = market(num_envs=4, seed=5, horizon=20, reward_mode="cooperative")
+    agent = agents.make_agent(name, env, seed=3, **SMALL)
+    agents.train(agent, env, 4 * 24)
+    path = tmp_path / f"{name}.pt"
+    agent.save(path)
+    clone = agents.load_agent(path, env)
+    assert type(clone) is type(agent) and clone.updates == agent.updates == 3
+    obs = env.reset(seed=9)
+    state = env.state()
+    for method, args in (("act", (obs,)), ("value", (obs, state)), ("act", (obs, True))):
+        mine, theirs = getattr(agent, method)(*args), getattr(clone, method)(*args)
+        assert all(torch.equal(mine[a], theirs[a]) for a in env.agents), method
+    # Both keep learning identically (the sampling above drew from the restored generator).
+    r1 = agents.train(agent, env, 4 * 16, seed=11)
+    r2 = agents.train(clone, env, 4 * 16, seed=11)
+    assert agent.updates == clone.updates == 5
+    for (s1, m1), (s2, m2) in zip(r1.metrics, r2.metrics, strict=True):
+        assert s1 == s2 and m1 == pytest.approx(m2)
+    with pytest.raises(ValueError, match="different config"):
+        agents.make_agent(name, env, seed=3, **{**SMALL, "epochs": 3}).load(path)
+
+
+def test_ippo_is_mappo_with_a_local_critic():
+    assert issubclass(IPPOAgent, MAPPOAgent)
+    assert MAPPOAgent.centralized_critic and not IPPOAgent.centralized_critic
+    assert agents.agent_class("ippo").Config is agents.agent_class("mappo").Config
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+def test_cuda(name):
+    env = recenv.make_vec(MARKET, num_envs=8, seed=0, device="cuda", horizon=10)
+    agent = agents.make_agent(name, env, **SMALL)
+    agents.train(agent, env, 8 * 20)
+    assert agent.updates == 2
+    assert next(agent.critic.parameters()).device.type == "cuda"
