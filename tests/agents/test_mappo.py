@@ -18,7 +18,7 @@ MARKET = "recenv/Market-v0"
 SMALL = {"rollout_steps": 8, "epochs": 2, "minibatches": 2, "actor_hidden": (32,)}
 
 
-def _valid(slate: torch.Tensor, mask: torch.Tensor) -> bool:
+def valid_slates(slate: torch.Tensor, mask: torch.Tensor) -> bool:
     distinct = (slate[:, :, None] != slate[:, None, :]).sum((1, 2)) == slate.shape[
         1
     ] ** 2 - slate.shape[1]
@@ -135,10 +135,10 @@ def test_mask_is_never_violated(market, name):
         o = {a: {**obs[a], "action_mask": masks[a]} for a in env.agents}
         for _ in range(20):
             for a, slate in agent.act(o, explore=True).items():
-                assert _valid(slate, masks[a])
+                assert valid_slates(slate, masks[a])
                 total += slate.shape[0]
         for a, slate in agent.act(o, explore=False).items():
-            assert _valid(slate, masks[a])
+            assert valid_slates(slate, masks[a])
     assert total >= 100_000
 
 
@@ -184,7 +184,7 @@ def test_value_norm_tracks_running_moments():
 # ----------------------------------------------------------------------------------------
 # Learning
 # ----------------------------------------------------------------------------------------
-def _return(agent, num_envs: int = 32, seed: int = 10_000) -> float:
+def held_out_return(agent, num_envs: int = 32, seed: int = 10_000) -> float:
     env = recenv.make_vec(
         MARKET, num_envs=num_envs, seed=seed, reward_mode="cooperative", horizon=50
     )
@@ -201,8 +201,8 @@ def test_mappo_beats_random_on_cooperative_market():
     env = recenv.make_vec(MARKET, num_envs=16, seed=0, reward_mode="cooperative", horizon=50)
     mappo = agents.make_agent("mappo", env, seed=0, actor_hidden=(64, 64), critic_hidden=(64, 64))
     agents.train(mappo, env, 3072, seed=0)
-    baseline = _return(agents.make_agent("random", env, seed=0))
-    learned = _return(mappo)
+    baseline = held_out_return(agents.make_agent("random", env, seed=0))
+    learned = held_out_return(mappo)
     assert learned > baseline + 8.0, (learned, baseline)
 
 

@@ -1,0 +1,199 @@
+"""VDN and QMIX: cooperative markets only, monotonic mixing on the state, greedy slates that
+maximise the team value, learning, checkpoints, and the action mask."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from test_mappo import held_out_return, random_masks, valid_slates
+
+import agents
+import recenv
+from agents.qmix import MonotonicMixer, SumMixer
+
+MARKET = "recenv/Market-v0"
+SMALL = {
+    "learning_starts": 32,
+    "batch_size": 16,
+    "update_every": 8,
+    "hidden": (32,),
+    "buffer_size": 2000,
+}
+
+
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+@pytest.mark.parametrize("mode", ["competitive", "mixed"])
+def test_refuses_non_cooperative_markets(market, name, mode):
+    env = market(reward_mode=mode)
+    with pytest.raises(ValueError, match=rf"supports reward_mode \['cooperative'\].*{mode}"):
+        agents.make_agent(name, env)
+
+
+def test_capabilities():
+    vdn, qmix = agents.agent_class("vdn"), agents.agent_class("qmix")
+    assert qmix.needs_state and not vdn.needs_state
+    assert vdn.supports_reward_modes == qmix.supports_reward_modes == ("cooperative",)
+
+
+# ----------------------------------------------------------------------------------------
+# Mixers
+# ----------------------------------------------------------------------------------------
+def test_qmix_mixer_is_monotonic_and_reads_the_state():
+    torch.manual_seed(0)
+    mixer = MonotonicMixer(num_agents=3, state_dim=7, embed=8, hyper_hidden=16)
+    q = torch.randn(64, 3, requires_grad=True)
+    state = torch.randn(64, 7)
+    (grad,) = torch.autograd.grad(mixer(q, state).sum(), q)
+    assert (grad >= 0).all() and (grad > 0).any()
+    assert not torch.allclose(mixer(q, state), mixer(q, state + 1.0))
+    with pytest.raises(ValueError, match="needs the global state"):
+        mixer(q, None)
+
+
+def test_vdn_mixer_is_the_sum():
+    q = torch.randn(5, 2)
+    assert torch.allclose(SumMixer()(q, torch.randn(5, 3)), q.sum(1))
+
+
+def test_greedy_slates_maximise_the_team_value(market):
+    """IGM: every agent's top-K slate jointly maximises ``Q_tot`` over all joint slates
+    (enumerated on 6 candidates, K=2, two agents: 30² joint slates per market)."""
+    env = market(num_envs=4, seed=1, reward_mode="cooperative", num_candidates=6, slate_size=2)
+    agent = agents.make_agent("qmix", env, seed=0, hidden=(16,))
+    obs = env.reset(seed=1)
+    state = env.state()
+    A = len(env.agents)
+    stacked = {k: torch.stack([obs[a][k] for a in env.agents], 1) for k in obs["agent_0"]}
+    with torch.no_grad():
+        q, v = agent.item_values(stacked, range(A))
+        greedy = agent.greedy_slates(q, stacked["action_mask"])
+        best = agent.mixer(agent.slate_utility(q, v, greedy), state)
+        slates = torch.tensor(list(itertools.permutations(range(6), 2)))
+        for s0, s1 in itertools.product(slates, slates):
+            joint = torch.stack([s0, s1])[None].expand(4, -1, -1)
+            legal = stacked["action_mask"].gather(2, joint).all(2).all(1)
+            value = agent.mixer(agent.slate_utility(q, v, joint), state)
+            assert (value[legal] <= best[legal] + 1e-4).all()
+    assert valid_slates(greedy[:, 0], stacked["action_mask"][:, 0])
+
+
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+def test_mask_is_never_violated(market, name):
+    """10^5 ε-greedy slates (ε = 1 and ε = 0.3) and greedy ones over random masks, a fifth
+    with exactly K legal candidates."""
+    env = market(num_envs=50, seed=0, reward_mode="cooperative")
+    agent = agents.make_agent(name, env, seed=0, hidden=(16,), eps_start=1.0, eps_end=0.3)
+    obs = {a: {k: v.repeat(10, *([1] * (v.dim() - 1))) for k, v in o.items()}
+           for a, o in env.reset(seed=0).items()}  # fmt: skip
+    C, K = env.config.num_candidates, env.config.slate_size
+    g = torch.Generator().manual_seed(2)
+    total = 0
+    for round_ in range(5):
+        agent.env_steps = round_ * agent.config.eps_decay_steps  # ε = 1, then 0.3
+        masks = {a: random_masks(500, C, K, g) for a in env.agents}
+        o = {a: {**obs[a], "action_mask": masks[a]} for a in env.agents}
+        for _ in range(20):
+            for a, slate in agent.act(o, explore=True).items():
+                assert valid_slates(slate, masks[a])
+                total += slate.shape[0]
+        for a, slate in agent.act(o, explore=False).items():
+            assert valid_slates(slate, masks[a])
+    assert total >= 100_000
+
+
+# ----------------------------------------------------------------------------------------
+# Learning
+# ----------------------------------------------------------------------------------------
+def test_qmix_beats_random_on_cooperative_market():
+    """4096 env steps (16 markets, horizon 50), evaluated greedily on 32 held-out markets.
+
+    Seed spread, measured once over seeds 0-9 by
+    ``python -m experiments.compare_marl --spread --out <dir>``: random 14.4 ± 0.3 (mean ±
+    sd), QMIX at this budget FIXME. The assertion asks for 8 more than random."""
+    env = recenv.make_vec(MARKET, num_envs=16, seed=0, reward_mode="cooperative", horizon=50)
+    qmix = agents.make_agent(
+        "qmix", env, seed=0, hidden=(64, 64), learning_starts=512, eps_decay_steps=2048,
+        batch_size=128, buffer_size=4096,
+    )  # fmt: skip
+    agents.train(qmix, env, 4096, seed=0)
+    baseline = held_out_return(agents.make_agent("random", env, seed=0))
+    learned = held_out_return(qmix)
+    assert learned > baseline + 8.0, (learned, baseline)
+
+
+# ----------------------------------------------------------------------------------------
+# Configurations, faces, checkpoints
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_trains_on_every_setting(market, name, shared, n_step):
+    env = market(num_envs=4, seed=2, horizon=12, reward_mode="cooperative")
+    agent = agents.make_agent(
+        name, env, shared_params=shared, n_step=n_step, metrics_every=2, **SMALL
+    )
+    assert len(agent.utilities) == (1 if shared else 2)
+    result = agents.train(agent, env, 4 * 40)
+    assert result.num_episodes >= 4 and agent.updates == (160 - 32) // 8 + 1
+    assert result.metrics
+    for _, m in result.metrics:
+        assert all(math.isfinite(v) for v in m.values()), m
+
+
+def test_pettingzoo_face_and_a_partial_team():
+    env = recenv.make(MARKET, seed=0, horizon=15, reward_mode="cooperative")
+    agent = agents.make_agent("qmix", env, **SMALL)
+    returns = agents.run_episodes(agent, env, episodes=4, learn=True, explore=True, seed=0)
+    assert len(returns) == 4 and agent.updates > 0
+    team = agents.Team(
+        [agents.make_agent("vdn", env, agent_ids=["agent_1"], **SMALL),
+         agents.make_agent("popularity", env, agent_ids=["agent_0"])]
+    )  # fmt: skip
+    assert len(agents.run_episodes(team, env, episodes=3, learn=True, explore=True)) == 3
+
+
+def test_learning_without_the_state_is_refused(market):
+    env = market(num_envs=2, reward_mode="cooperative")
+    agent = agents.make_agent("qmix", env, **SMALL)
+    obs = env.reset(seed=0)
+    actions = agent.act(obs, explore=True)
+    nxt, rew, term, trunc, info = env.step(actions)
+    tr = agents.Transition.from_step(env.agents, obs, actions, rew, nxt, term, trunc, info)
+    with pytest.raises(ValueError, match="global state"):
+        agent.learn(tr)
+
+
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+def test_save_load_continue(market, tmp_path, name):
+    env = market(num_envs=4, seed=5, horizon=20, reward_mode="cooperative")
+    agent = agents.make_agent(name, env, seed=3, save_buffer=True, metrics_every=1, **SMALL)
+    agents.train(agent, env, 4 * 24)
+    path = tmp_path / f"{name}.pt"
+    agent.save(path)
+    clone = agents.load_agent(path, env)
+    assert type(clone) is type(agent) and clone.updates == agent.updates > 0
+    assert len(clone.buffer) == len(agent.buffer)
+    obs = env.reset(seed=9)
+    for explore in (False, True):
+        mine, theirs = agent.act(obs, explore), clone.act(obs, explore)
+        assert all(torch.equal(mine[a], theirs[a]) for a in env.agents)
+    r1 = agents.train(agent, env, 4 * 16, seed=11)
+    r2 = agents.train(clone, env, 4 * 16, seed=11)
+    assert agent.updates == clone.updates and r1.metrics
+    for (s1, m1), (s2, m2) in zip(r1.metrics, r2.metrics, strict=True):
+        assert s1 == s2 and m1 == pytest.approx(m2)
+    with pytest.raises(ValueError, match="different config"):
+        agents.make_agent(name, env, seed=4, save_buffer=True, metrics_every=1, **SMALL).load(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+def test_cuda(name):
+    env = recenv.make_vec(MARKET, num_envs=8, seed=0, device="cuda", horizon=10,
+                          reward_mode="cooperative")  # fmt: skip
+    agent = agents.make_agent(name, env, **SMALL)
+    agents.train(agent, env, 8 * 20)
+    assert agent.updates > 0 and agent.buffer.storage["slate"].device.type == "cuda"
