@@ -1,0 +1,87 @@
+"""The shared train/evaluate loop: auto-reset transitions, episode bookkeeping, budgets."""
+
+from __future__ import annotations
+
+import torch
+
+import agents
+from agents.base import Transition
+
+
+class Recorder(agents.agent_class("random")):
+    """A random agent that records what the rollout hands it."""
+
+    name = "recorder"
+    learns = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, object]] = []
+
+    def observe(self, transition: Transition) -> None:
+        self.calls.append(("observe", transition))
+
+    def learn(self, transition: Transition):
+        self.calls.append(("learn", transition))
+        return {}
+
+    def begin_episode(self, mask=None) -> None:
+        self.calls.append(("begin", None if mask is None else mask.clone()))
+
+
+def test_auto_reset_transitions_are_marked_and_episodes_begin(market):
+    env = market(num_envs=3, horizon=5)
+    agent = Recorder(env)
+    result = agents.train(agent, env, 3 * 13)
+    kinds = [k for k, _ in agent.calls]
+    assert kinds[0] == "begin" and agent.calls[0][1] is None  # after env.reset()
+    transitions = [t for k, t in agent.calls if k == "learn"]
+    assert len(transitions) == 13
+    assert kinds.count("observe") == 13
+    for t, tr in enumerate(transitions):
+        # Horizon 5: steps 4 and 10 end episodes, steps 5 and 11 are auto-reset steps.
+        assert bool(tr.truncated.all()) == (t in (4, 10))
+        assert bool((~tr.valid).all()) == (t in (5, 11))
+        assert bool(tr.valid.all()) == (t not in (5, 11))
+        if t in (5, 11):
+            for a in env.agents:
+                assert (tr.rewards[a] == 0).all()
+                assert (tr.clicked_slot[a] == -1).all()
+    begins = [m for k, m in agent.calls[1:] if k == "begin"]
+    assert len(begins) == 2 and all(bool(m.all()) for m in begins)
+    # The begin call comes right after the auto-reset step's learn, before the next act.
+    i = kinds.index("begin", 1)
+    assert kinds[i - 1] == "learn" and not bool(agent.calls[i - 1][1].valid.any())
+    assert result.num_episodes == 6
+    assert torch.equal(result.episodes["length"], torch.full((6,), 5.0))
+
+
+def test_truncated_transition_carries_the_final_observation(market):
+    env = market(num_envs=2, horizon=4)
+    agent = Recorder(env)
+    agents.train(agent, env, 2 * 4)
+    last = [t for k, t in agent.calls if k == "learn"][-1]
+    assert bool(last.truncated.all()) and not bool(last.terminated.any())
+    final = env.observe()
+    for a in env.agents:
+        assert torch.equal(last.next_obs[a]["candidates"], final[a]["candidates"])
+
+
+def test_evaluate_runs_one_episode_per_market_without_learning(market):
+    env = market(num_envs=4, horizon=6)
+    agent = Recorder(env)
+    result = agents.evaluate(agent, env, episodes_per_env=2, seed=5)
+    kinds = [k for k, _ in agent.calls]
+    assert "learn" not in kinds and "observe" in kinds
+    assert result.num_episodes == 8
+    assert result.episodes["return"].shape == (8, 2)
+    summary = agents.summarize(result.episodes, env.agents)
+    assert {"ctr", "retention", "return/agent_0", "return/agent_1"} <= set(summary)
+
+
+def test_evaluation_is_reproducible(market):
+    env = market(num_envs=4, horizon=10)
+    a = agents.evaluate(agents.make_agent("popularity", env), env, seed=9)
+    b = agents.evaluate(agents.make_agent("popularity", env), env, seed=9)
+    for k in a.episodes:
+        assert torch.equal(a.episodes[k], b.episodes[k]), k
