@@ -104,7 +104,9 @@ class MarketParallelEnv(ParallelEnv):
         for agent, action in actions.items():
             if agent not in self.possible_agents:
                 raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
-            batched[agent] = _as_batch(agent, action)
+            batched[agent] = _as_batch(
+                agent, action, self.config.slate_size, self.config.num_candidates
+            )
         obs, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
         terminated, truncated = bool(term[0]), bool(trunc[0])
@@ -207,7 +209,7 @@ class MarketParallelEnv(ParallelEnv):
 _TERMS = (*UTILITY_TERMS, "total")
 
 
-def _as_batch(agent: str, action: Any) -> torch.Tensor:
+def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
     """One agent's slate (array-like of K ints) as a ``[1, K]`` tensor; the core checks it."""
     if isinstance(action, torch.Tensor):
         x = action
@@ -216,8 +218,9 @@ def _as_batch(agent: str, action: Any) -> torch.Tensor:
             x = torch.as_tensor(np.asarray(action))
         except (TypeError, ValueError) as e:
             raise ValueError(f"action of {agent}: cannot read {action!r} as a slate: {e}") from None
-    if x.dim() != 1:
+    if x.dim() != 1 or x.shape[0] != K:
         raise ValueError(
-            f"action of {agent}: shape {tuple(x.shape)}, expected a 1-D slate of candidate indices"
+            f"action of {agent}: shape {tuple(x.shape)}, expected ({K},): a slate of {K} "
+            f"distinct candidate indices in [0, {C - 1}]"
         )
     return x.unsqueeze(0)

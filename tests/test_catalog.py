@@ -146,19 +146,6 @@ def test_new_items_reach_agents():
     assert bool(seen_new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "BUG: recenv/core/config.py _validate checks that each agent owns enough items present "
-        "at t=0 from the *expected* count (per_agent - int(per_agent * new_item_fraction)), but "
-        "recenv/core/catalog.py build_catalog draws arrivals at random (is_new = rand < "
-        "new_item_fraction), so an agent can get fewer than K items at t=0; "
-        "_retrieval_lists then fails in torch.stack(heads) with RuntimeError 'stack expects "
-        "each tensor to be equal size' (repro: make_vec('recenv/Market-v0', num_envs=1, "
-        "num_items=8, num_candidates=3, slate_size=3, catalog_seed=1))."
-    ),
-)
 def test_every_valid_config_builds():
     """A config that passes validation builds a working market: for tiny catalogs (8 items,
     2 agents, C = K = 3) and 20 catalog seeds, the env builds, resets, and offers K unmasked

@@ -129,15 +129,6 @@ def test_pettingzoo_rejects_unreadable_action(env_id, small):
             env.step({**good, "agent_0": bad})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: recenv/pettingzoo_env.py _as_batch: a slate that is not 1-D (a scalar, or a 2-D "
-        "array) raises 'action of agent_1: shape (1, 3), expected a 1-D slate of candidate "
-        "indices' — it does not say the expected slate size K nor the allowed index range "
-        "0..C-1 (the 1-D wrong-length case does)."
-    ),
-)
 def test_pettingzoo_wrong_rank_message_names_expected_shape_and_range(small):
     """A scalar or a 2-D slate is refused with a message that names the agent, the expected
     shape (K,) and the allowed index range."""
@@ -290,16 +281,6 @@ def test_repair_shape_errors_still_raise(small):
         env.step({**good, "agent_0": good["agent_0"].astype(np.float32)})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: recenv/core/market.py _check_actions: duplicates are detected on indices clamped "
-        "into [0, C-1] (idx = slate.clamp(0, C - 1)), so with invalid_slate='repair' an "
-        "out-of-range index (>= C, or < 0) in an earlier slot makes a later, valid slot holding "
-        "candidate C-1 (or 0) count as its 'duplicate' and be dropped too: slate [C+3, C-1, x] "
-        "with C-1 and x unmasked reports repaired_slots=2 instead of 1 and hides C-1."
-    ),
-)
 @pytest.mark.parametrize("bad,edge", [("C+3", "C-1"), ("-1", "0")])
 def test_repair_keeps_valid_slot_after_out_of_range_index(small, bad, edge):
     """An out-of-range index is one invalid slot: a later valid slot that holds the index the

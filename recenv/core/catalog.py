@@ -99,6 +99,7 @@ def build_catalog(cfg: MarketConfig) -> Catalog:
     is_new = torch.rand(I, generator=g) < cfg.new_item_fraction
     arrival_time = torch.randint(1, max(2, cfg.horizon), (I,), generator=g)
     arrival = torch.where(is_new, arrival_time, torch.zeros_like(arrival_time))
+    arrival = _head_present(cfg, popularity, owner, arrival)
 
     lists = _retrieval_lists(cfg, popularity, owner, arrival, main_topic)
     return Catalog(
@@ -128,7 +129,8 @@ def catalog_from_arrays(
     base = build_catalog(cfg)
     popularity = (popularity / popularity.sum()).to(torch.float32)
     main_topic = topics.argmax(dim=1)
-    lists = _retrieval_lists(cfg, popularity, base.owner, base.arrival, main_topic)
+    arrival = _head_present(cfg, popularity, base.owner, base.arrival)
+    lists = _retrieval_lists(cfg, popularity, base.owner, arrival, main_topic)
     return Catalog(
         topics=topics.float(),
         embed=embed.float(),
@@ -138,10 +140,23 @@ def catalog_from_arrays(
         price=base.price,
         popularity=popularity,
         owner=base.owner,
-        arrival=base.arrival,
+        arrival=arrival,
         main_topic=main_topic,
         **lists,
     )
+
+
+def _head_present(
+    cfg: MarketConfig, popularity: torch.Tensor, owner: torch.Tensor, arrival: torch.Tensor
+) -> torch.Tensor:
+    """``arrival`` with each agent's K most popular items present from t=0, so every request
+    has K valid candidates however the arrivals fell (set-up only; a loop over agents)."""
+    arrival = arrival.clone()
+    order = torch.argsort(popularity, descending=True, stable=True)
+    for a in range(cfg.num_agents):
+        mine = order[(owner[order] == a) | (owner[order] < 0)]
+        arrival[mine[: cfg.slate_size]] = 0
+    return arrival
 
 
 def _retrieval_lists(

@@ -401,19 +401,21 @@ class BatchedMarket:
         """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat. Returns the
         indices clamped into range, validity, and whether every market that will act is
         valid (markets about to start a new episode ignore their actions)."""
+        idx, in_range, dup = self._slot_checks(slate)
+        valid = in_range & self.cand_mask.gather(2, idx) & ~dup
+        return idx, valid, (valid | self.needs_reset[:, None, None]).all()
+
+    def _slot_checks(self, slate: torch.Tensor):
+        """Indices clamped into [0, C), in-range flags, and repeats of an earlier slot (compared
+        on the raw values, so an out-of-range index never makes a valid slot a 'repeat')."""
         C = self.config.num_candidates
         in_range = (slate >= 0) & (slate < C)
-        idx = slate.clamp(0, C - 1)
-        unmasked = self.cand_mask.gather(2, idx)
-        dup = (idx[:, :, :, None] == idx[:, :, None, :]).tril(diagonal=-1).any(dim=3)
-        valid = in_range & unmasked & ~dup
-        return idx, valid, (valid | self.needs_reset[:, None, None]).all()
+        dup = (slate[:, :, :, None] == slate[:, :, None, :]).tril(diagonal=-1).any(dim=3)
+        return slate.clamp(0, C - 1), in_range, dup & in_range
 
     def _raise_invalid(self, slate: torch.Tensor) -> None:
         C = self.config.num_candidates
-        in_range = (slate >= 0) & (slate < C)
-        idx = slate.clamp(0, C - 1)
-        dup = (idx[:, :, :, None] == idx[:, :, None, :]).tril(diagonal=-1).any(dim=3)
+        idx, in_range, dup = self._slot_checks(slate)
         ok = (in_range & self.cand_mask.gather(2, idx) & ~dup) | self.needs_reset[:, None, None]
         n, a, k = (int(v) for v in (~ok).nonzero()[0])
         agent, value = self.agents[a], int(slate[n, a, k])
