@@ -1,16 +1,15 @@
 """Ray RLlib (new API stack): PPO trains on a recenv env with 2 env runners on a local Ray,
 with one shared policy and with one policy per agent.
 
-All Ray tests share one local Ray (module fixture, always shut down) and one xdist group: run
-the suite with ``--dist loadgroup`` so they land on one worker (without it they still pass,
-each worker starting its own Ray).
+Ray tests share one local Ray (the ``local_ray`` fixture, always shut down) and one xdist
+group: run the suite with ``--dist loadgroup`` so they land on one worker (without it they
+still pass, each worker starting its own Ray).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -34,16 +33,6 @@ TINY = {
     "hidden": "32",
     "env_config": (("horizon", 16), ("num_items", 500)),
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _check_summary(summary, modules):

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("supersuit")
 pytest.importorskip("stable_baselines3")
@@ -16,17 +15,6 @@ from recenv.integrations.sb3 import make_sb3_vec_env
 
 MARKET = "recenv/Market-v0"
 SMALL = {"num_items": 500, "horizon": 16}
-
-
-@pytest.fixture
-def one_thread():
-    """PPO's tiny MLP runs fastest on one thread, and leaves the other core to xdist."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_ppo_trains_through_supersuit_and_reward_is_finite(one_thread):
