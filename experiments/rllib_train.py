@@ -348,7 +348,14 @@ def train(cfg: TrainConfig, log: Any = print) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(argv)
+        import ray.rllib  # noqa: F401  (fail early, with the fix, when the extra is missing)
+
         train(cfg)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != "ray":
+            raise
+        print("error: RLlib is not installed: pip install -e '.[rllib]'", file=sys.stderr)
+        return 2
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
