@@ -149,7 +149,11 @@ def test_new_items_reach_agents():
 def test_every_valid_config_builds():
     """A config that passes validation builds a working market: for tiny catalogs (8 items,
     2 agents, C = K = 3) and 20 catalog seeds, the env builds, resets, and offers K unmasked
-    candidates to every agent."""
+    candidates to every agent.
+
+    Regression test: validation used the expected number of items present at t=0 while the
+    catalog drew arrivals at random, so an agent could own fewer than K of them and the build
+    failed in ``torch.stack`` (RuntimeError)."""
     for catalog_seed in range(20):
         kwargs = dict(num_items=8, num_candidates=3, slate_size=3, catalog_seed=catalog_seed)
         MarketConfig(**kwargs)  # validates

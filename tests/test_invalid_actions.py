@@ -131,7 +131,9 @@ def test_pettingzoo_rejects_unreadable_action(env_id, small):
 
 def test_pettingzoo_wrong_rank_message_names_expected_shape_and_range(small):
     """A scalar or a 2-D slate is refused with a message that names the agent, the expected
-    shape (K,) and the allowed index range."""
+    shape (K,) and the allowed index range.
+
+    Regression test: the message said only "expected a 1-D slate of candidate indices"."""
     env = recenv.make(MARKET, seed=0, **small(MARKET))
     obs, _ = env.reset()
     K, C = env.config.slate_size, env.config.num_candidates
@@ -284,7 +286,10 @@ def test_repair_shape_errors_still_raise(small):
 @pytest.mark.parametrize("bad,edge", [("C+3", "C-1"), ("-1", "0")])
 def test_repair_keeps_valid_slot_after_out_of_range_index(small, bad, edge):
     """An out-of-range index is one invalid slot: a later valid slot that holds the index the
-    bad one would be clamped to (C-1 for too large, 0 for negative) is kept and shown."""
+    bad one would be clamped to (C-1 for too large, 0 for negative) is kept and shown.
+
+    Regression test: repeats were judged on the clamped indices, so that valid slot was
+    dropped as a "duplicate" of the out-of-range one."""
     env = recenv.make_vec(MARKET, num_envs=1, seed=0, invalid_slate="repair", **small(MARKET))
     env.reset()
     C, K = env.config.num_candidates, env.config.slate_size
