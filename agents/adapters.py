@@ -35,6 +35,7 @@ class PettingZooAgent:
         core = batched_core(env)
         if core.num_envs != 1:
             raise ValueError("the PettingZoo adapter runs on one market (the recenv.make face)")
+        agent.bind(env)
         self.agent, self.env = agent, env
         self.config = core.config
         self._last: tuple[Any, dict] | None = None  # (obs acted on, its batch)

@@ -348,6 +348,23 @@ class Agent:
         """Index of ``agent_id`` among the env's agents (the column in ``info`` tensors)."""
         return self.env_agents.index(agent_id)
 
+    def bind(self, env: Any) -> None:
+        """Act in ``env`` from now on: privileged and state access (oracle, centralized
+        critics) read this env. It must have the agents and shapes the agent was built for.
+        :func:`agents.train` and :func:`agents.evaluate` call it."""
+        core = batched_core(env)
+        check_compatible(self, env)
+        if list(core.agents) != self.env_agents or any(
+            getattr(core.config, k) != getattr(self.env_config, k)
+            for k in ("num_candidates", "slate_size", "num_topics", "num_items", "num_users")
+        ):
+            raise ValueError(
+                f"agent {self.name!r} was built for agents {self.env_agents} and shapes "
+                f"{self.header()['env']}; this env differs"
+            )
+        if self.needs_privileged or self.needs_state:
+            self._core = core
+
     # Protocol -------------------------------------------------------------------------------
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         raise NotImplementedError
@@ -558,6 +575,10 @@ class Team(Agent):
 
     def _labels(self) -> list[str]:
         return [f"{m.name}[{','.join(m.agent_ids)}]" for m in self.members]
+
+    def bind(self, env: Any) -> None:
+        for m in self.members:
+            m.bind(env)
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         out: Actions = {}

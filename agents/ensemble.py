@@ -94,6 +94,11 @@ class EnsembleAgent(ScoringAgent):
             blend = blend + w * normalize_scores(s, mask, self.config.normalize)
         return blend
 
+    def bind(self, env) -> None:
+        super().bind(env)
+        for m in self.members:
+            m.bind(env)
+
     def observe(self, transition: Transition) -> None:
         for m in self.members:
             m.observe(transition)

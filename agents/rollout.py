@@ -90,6 +90,7 @@ def train(
     """Collect ``env_steps`` transitions with ``explore=True`` and let the agent learn from
     each. ``reset=False`` continues the env where it stands (e.g. a second ``train`` call).
     ``callback(env_steps_so_far, metrics)`` is called whenever ``learn`` returned metrics."""
+    agent.bind(env)
     if reset:
         obs = env.reset(seed=seed)
         agent.begin_episode(None)
@@ -122,6 +123,7 @@ def evaluate(
     """Run ``episodes_per_env`` complete episodes in every market without learning
     (``observe`` still runs) and return their episode metrics, ``N * episodes_per_env`` rows
     (per-agent metrics are ``[E, A]``)."""
+    agent.bind(env)
     obs = env.reset(seed=seed)
     agent.begin_episode(None)
     N = env.num_envs

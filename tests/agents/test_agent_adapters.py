@@ -90,7 +90,7 @@ def test_adapter_refuses_a_batch_of_markets():
 def test_run_episodes_needs_every_live_agent():
     env = recenv.make("recenv/Market-v0", seed=0, horizon=5)
     lone = agents.make_agent("random", env, agent_ids=["agent_0"])
-    with pytest.raises(ValueError, match="combine agents with agents.Team"):
+    with pytest.raises(ValueError, match=r"combine agents with agents\.Team"):
         agents.run_episodes(lone, env)
     team = agents.Team([lone, agents.make_agent("oracle", env, agent_ids=["agent_1"])])
     (returns,) = agents.run_episodes(team, env, seed=0)

@@ -1,0 +1,282 @@
+"""Compare the agents on Market-v0, and ask whether IQL beats the myopic oracle in the long run.
+
+Two experiments (``--experiment``):
+
+``table`` (default)
+    Every agent controls every env agent (self-play: both sides of a competitive market are the
+    same method, learning independently). For each reward mode and seed, each learning agent
+    trains for ``--budget`` env steps on ``--num-envs`` markets (explore on); then every agent is
+    evaluated greedily on ``--eval-envs`` fresh markets (other seeds), one full episode each.
+    Reported: mean ± 95 % confidence interval (Student t over seeds) of the return per env
+    agent, the total engagement of all agents (the team's return in any reward mode), CTR and
+    retention; and IQL's training throughput (env steps per second, updates
+    included) on this machine's CPU.
+``long_horizon``
+    Video-v0 — the preset where boredom is strong and lingering and unsatisfied viewers churn
+    — with a long horizon: the myopic oracle against IQL with market-level and user-level
+    bootstrapping, a myopic IQL (γ = 0, the same learner without a future) and random.
+
+Results go to ``<out>.json`` and ``<out>.md``; an existing result is never overwritten (give a
+new ``--out``). Example::
+
+    python experiments/compare_agents.py --budget 20000 --seeds 5
+    python experiments/compare_agents.py --experiment long_horizon \\
+        --out experiments/results/long_horizon
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import agents
+import recenv
+
+DEFAULT_AGENTS = ("random", "popularity", "epsilon_greedy", "linucb", "mf", "oracle", "iql")
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95 % Student-t quantile (the nearest tabulated df at or below ``df``)."""
+    if df <= 0:
+        return math.nan
+    keys = [k for k in T_975 if k <= df]
+    return T_975[max(keys)] if df <= 30 else 1.96
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t confidence interval."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, math.nan
+    return m, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def iql_config(budget: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """IQL's settings for a budget: ε decays over the first half, updates start after 1 000."""
+    return {"learning_starts": 1_000, "eps_decay_steps": max(1, budget // 2), **overrides}
+
+
+def run_one(
+    name: str,
+    config: dict[str, Any],
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    seed: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Train (if it learns) and evaluate one agent for one seed; returns its summary."""
+    env = recenv.make_vec(
+        env_id, num_envs=args.num_envs, seed=seed, device=args.device, **env_kwargs
+    )
+    agent = agents.make_agent(name, env, seed=seed, **config)
+    out: dict[str, Any] = {"seed": seed}
+    if agent.learns and args.budget > 0:
+        trained = agents.train(agent, env, args.budget, seed=seed)
+        out["train_env_steps"] = trained.env_steps
+        out["train_seconds"] = trained.seconds
+        out["train_env_steps_per_s"] = trained.env_steps_per_second
+    test_env = recenv.make_vec(
+        env_id, num_envs=args.eval_envs, seed=100_000 + seed, device=args.device, **env_kwargs
+    )
+    result = agents.evaluate(agent, test_env, seed=100_000 + seed)
+    out["metrics"] = agents.summarize(result.episodes, test_env.agents)
+    ep = result.episodes  # total engagement of all agents, whatever the reward mode
+    out["metrics"]["engagement_total"] = float((ep["engagement_per_request"] * ep["length"]).mean())
+    return out
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = runs[0]["metrics"].keys()
+    agg = {k: mean_ci([r["metrics"][k] for r in runs]) for k in keys}
+    out: dict[str, Any] = {
+        "mean": {k: v[0] for k, v in agg.items()},
+        "ci95": {k: v[1] for k, v in agg.items()},
+        "per_seed": runs,
+    }
+    if "train_env_steps_per_s" in runs[0]:
+        sps = [r["train_env_steps_per_s"] for r in runs]
+        out["train_env_steps_per_s"] = mean_ci(sps)
+    return out
+
+
+def fmt(mean: float, ci: float, digits: int = 1) -> str:
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------
+def table_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for mode in args.modes:
+        results[mode] = {}
+        for name in args.agents:
+            config = iql_config(args.budget, args.iql) if name == "iql" else {}
+            runs = []
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                runs.append(run_one(name, config, args.env_id, {"reward_mode": mode}, seed, args))
+                m = runs[-1]["metrics"]
+                print(
+                    f"[{mode}] {name:15s} seed {seed}: engagement {m['engagement_total']:7.2f} "
+                    f"ctr {m['ctr']:.3f} retention {m['retention']:.3f} "
+                    f"({time.perf_counter() - t0:.1f}s)",
+                    flush=True,
+                )
+            results[mode][name] = aggregate(runs)
+            results[mode][name]["config"] = config
+    return results
+
+
+def table_markdown(results: dict[str, Any], env_agents: list[str]) -> str:
+    lines = []
+    for mode, by_agent in results.items():
+        cols = [f"return {a}" for a in env_agents] + ["total engagement", "CTR", "retention"]
+        lines += [f"### {mode}", "", "| agent | " + " | ".join(cols) + " |"]
+        lines.append("|---" * (len(cols) + 1) + "|")
+        for name, r in by_agent.items():
+            mean, ci = r["mean"], r["ci95"]
+            cells = [fmt(mean[f"return/{a}"], ci[f"return/{a}"]) for a in env_agents]
+            cells.append(fmt(mean["engagement_total"], ci["engagement_total"]))
+            cells.append(fmt(mean["ctr"], ci["ctr"], 3))
+            cells.append(fmt(mean["retention"], ci["retention"], 3))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+LONG_HORIZON_AGENTS = {
+    "random": ("random", {}),
+    "oracle (myopic, privileged)": ("oracle", {}),
+    "iql γ=0 (myopic learner)": ("iql", {"gamma": 0.0}),
+    "iql γ=0.9, market bootstrap": ("iql", {"gamma": 0.9, "bootstrap": "market"}),
+    "iql γ=0.9, user bootstrap": ("iql", {"gamma": 0.9, "bootstrap": "user"}),
+}
+
+
+def long_horizon_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    env_kwargs = {"horizon": args.horizon}
+    results: dict[str, Any] = {}
+    for label, (name, cfg) in LONG_HORIZON_AGENTS.items():
+        config = {**iql_config(args.budget, args.iql), **cfg} if name == "iql" else {}
+        runs = []
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            runs.append(run_one(name, config, args.long_env_id, env_kwargs, seed, args))
+            m = runs[-1]["metrics"]
+            print(
+                f"[long horizon] {label:30s} seed {seed}: engagement {m['engagement_total']:8.2f} "
+                f"retention {m['retention']:.3f} satisfaction {m['satisfaction']:.3f} "
+                f"({time.perf_counter() - t0:.1f}s)",
+                flush=True,
+            )
+        results[label] = aggregate(runs)
+        results[label]["config"] = config
+    return results
+
+
+def long_horizon_markdown(results: dict[str, Any], env_id: str, horizon: int) -> str:
+    cols = ["total engagement", "CTR", "retention", "satisfaction", "diversity"]
+    lines = [
+        f"### {env_id}, horizon {horizon}",
+        "",
+        "| agent | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for label, r in results.items():
+        mean, ci = r["mean"], r["ci95"]
+        cells = [fmt(mean["engagement_total"], ci["engagement_total"])]
+        cells += [fmt(mean[k], ci[k], 3) for k in ("ctr", "retention", "satisfaction", "diversity")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--experiment", choices=("table", "long_horizon"), default="table")
+    p.add_argument("--budget", type=int, default=20_000, help="training env steps per learner")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 (train and eval)")
+    p.add_argument(
+        "--modes", nargs="+", default=["competitive", "cooperative"], help="reward modes"
+    )
+    p.add_argument("--agents", nargs="+", default=list(DEFAULT_AGENTS), help="registered names")
+    p.add_argument("--env-id", default="recenv/Market-v0", help="env of the table")
+    p.add_argument("--long-env-id", default="recenv/Video-v0", help="env of long_horizon")
+    p.add_argument("--horizon", type=int, default=1_000, help="long_horizon: requests/episode")
+    p.add_argument("--num-envs", type=int, default=32, help="markets while training")
+    p.add_argument("--eval-envs", type=int, default=32, help="markets (episodes) per evaluation")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--iql", type=json.loads, default={}, help="JSON overrides of IQL's config")
+    p.add_argument("--out", default=None, help="output path without suffix")
+    args = p.parse_args(argv)
+    if args.out is None:
+        name = "compare_agents" if args.experiment == "table" else "long_horizon"
+        args.out = str(Path(__file__).parent / "results" / name)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    targets = [out.with_suffix(".json"), out.with_suffix(".md")]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing:
+        sys.exit(f"refusing to overwrite {existing}: pass a new --out path")
+    torch.set_num_threads(args.threads)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    started = time.time()
+    header = {
+        "command": command,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg(),
+        },
+    }
+    if args.experiment == "table":
+        results = table_experiment(args)
+        env_agents = recenv.make_vec(args.env_id, num_envs=1).agents
+        md = table_markdown(results, env_agents)
+        iql = {m: r["iql"]["train_env_steps_per_s"] for m, r in results.items() if "iql" in r}
+        if iql:
+            md += "\nIQL training throughput (env steps/s, updates included, mean ± 95 % CI): "
+            md += ", ".join(f"{m}: {fmt(*v, 0)}" for m, v in iql.items()) + "\n"
+    else:
+        results = long_horizon_experiment(args)
+        md = long_horizon_markdown(results, args.long_env_id, args.horizon)
+    header["machine"]["load_average_at_end"] = os.getloadavg()
+    header["wall_seconds"] = time.time() - started
+    settings = (
+        f"Command: `{command}`\n\n{args.seeds} seeds; learners train {args.budget} env steps on "
+        f"{args.num_envs} markets; evaluation: one greedy episode in each of {args.eval_envs} "
+        f"fresh markets; mean ± 95 % CI (t, {args.seeds - 1} df). CPU threads: "
+        f"{args.threads}; load average at start {header['machine']['load_average_at_start']}."
+        f" Wall time {header['wall_seconds'] / 60:.1f} min.\n\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    targets[0].write_text(json.dumps({**header, "results": results}, indent=1, default=str))
+    targets[1].write_text(settings + md)
+    print(settings + md)
+
+
+if __name__ == "__main__":
+    main()
