@@ -148,8 +148,9 @@ class ValueDecompositionAgent(ScoringAgent):
             self.mixer = self.build_mixer(A, e.state_dim, cfg).to(self.device)
         self.utilities_target = copy.deepcopy(self.utilities).requires_grad_(False)
         self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
-        self.params = [*self.utilities.parameters(), *self.mixer.parameters()]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(
+            [*self.utilities.parameters(), *self.mixer.parameters()], lr=cfg.lr
+        )
         self.buffer = ReplayBuffer(cfg.buffer_size, self.device)
         self.accumulator = NStepAccumulator(cfg.n_step, cfg.gamma)
         self.env_steps = 0  # transitions seen (markets x steps)
@@ -268,7 +269,7 @@ class ValueDecompositionAgent(ScoringAgent):
 
         self.optimizer.zero_grad(set_to_none=True)
         td.backward()
-        nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
             for online, tgt in (

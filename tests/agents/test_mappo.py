@@ -190,7 +190,10 @@ def test_mappo_beats_random_on_cooperative_market():
     Market-v0 markets (horizon 50, seed 0), greedy return on 32 held-out markets.
 
     Seed spread, measured once over seeds 0-9 (``python -m experiments.compare_marl --spread
-    --out DIR``; experiments/results/marl_spread): FIXME."""
+    --out DIR``; experiments/results/marl_spread):
+    MAPPO 30.65 ± 3.10 (min 23.34); random 13.99 ± 0.56 (max 14.82), mean ± sd.
+    Seed 0: MAPPO 32.72 vs random 13.71. The margin asked, +8, is 14 sd of random and below
+    the worst MAPPO seed's (+9.3)."""
     learned, baseline = learning_check("mappo"), learning_check("random")
     assert learned > baseline + 8.0, (learned, baseline)
 

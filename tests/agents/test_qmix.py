@@ -113,7 +113,10 @@ def test_qmix_beats_random_on_cooperative_market():
     Market-v0 markets (horizon 50, seed 0), greedy return on 32 held-out markets.
 
     Seed spread, measured once over seeds 0-9 (``python -m experiments.compare_marl --spread
-    --out DIR``; experiments/results/marl_spread): FIXME."""
+    --out DIR``; experiments/results/marl_spread):
+    QMIX 29.82 ± 1.60 (min 26.78); random 13.99 ± 0.56 (max 14.82), mean ± sd.
+    Seed 0: QMIX 30.95 vs random 13.71. The margin asked, +8, is 14 sd of random and below
+    the worst QMIX seed's (+12.8)."""
     learned, baseline = learning_check("qmix"), learning_check("random")
     assert learned > baseline + 8.0, (learned, baseline)
 

@@ -1,0 +1,362 @@
+"""Centralized critics and value decomposition against independent learners and baselines.
+
+Three reports, each into a new directory (an existing ``--out`` is refused, never overwritten):
+
+1. **Comparison table** (default). Every agent controls every env agent of Market-v0, in
+   ``cooperative`` and ``competitive`` reward modes; learning agents train for the same budget
+   of env steps (transitions of one market) and are then evaluated greedily on held-out markets
+   (seeds ``seed + 1_000_000 …``). Mean ± 95 % CI over seeds (Student's t, from
+   :mod:`experiments.report`), and training throughput in env steps per second. Agents that
+   refuse a mode (VDN and QMIX are cooperative-only) are listed as refused.
+2. **Head-to-head** (competitive, in the same run). One market of five agents: a MAPPO team
+   (``agent_0``, ``agent_1``: one MAPPO instance, shared actor, centralized critic), IQL
+   (``agent_2``, ``agent_3``) and a popularity recommender (``agent_4``), trained together;
+   market share and return per agent. The same with IPPO in place of MAPPO, for the ablation.
+3. **Learning-test spread** (``--spread``): the learning tests of ``tests/agents`` —
+   :func:`learning_check` — over seeds 0…9, so their margins can be stated against the seed
+   spread.
+
+Usage::
+
+    python -m experiments.compare_marl --out experiments/results/marl_8k          # 1 and 2
+    python -m experiments.compare_marl --out /tmp/marl --seeds 2 --steps 2000      # a quick look
+    python -m experiments.compare_marl --spread --out experiments/results/marl_spread
+
+Outputs: ``results.json`` (settings, command, one row per run, the aggregated tables) and
+``report.md`` (the tables as markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import agents
+import recenv
+from agents.base import Agent
+from experiments import report
+
+ENV = "recenv/Market-v0"
+MODES = ("cooperative", "competitive")
+LEARNERS = ("iql", "ippo", "mappo", "vdn", "qmix")
+BASELINES = ("random", "popularity", "linucb", "oracle")
+EVAL_SEED_OFFSET = 1_000_000
+
+# Columns of the comparison table: (row key, title, higher is better).
+TABLE_METRICS = (
+    ("return", "return / agent", True),
+    ("team_return", "team return", True),
+    ("ctr", "CTR", True),
+    ("retention", "retention", True),
+    ("diversity", "diversity", True),
+    ("sps", "train env-steps/s", True),
+)
+H2H_METRICS = (("return", "return", True), ("market_share", "market share", True))
+
+
+def schedules(steps: int) -> dict[str, dict[str, Any]]:
+    """Learning agents' settings for a budget of ``steps`` env steps: the same network width
+    for all, exploration decayed over the first half, replay learning from 1/16 of it."""
+    replay = {
+        "hidden": (64, 64),
+        "batch_size": 128,
+        "learning_starts": max(256, steps // 16),
+        "eps_decay_steps": max(1, steps // 2),
+        "buffer_size": 20_000,
+    }
+    ppo = {"actor_hidden": (64, 64), "critic_hidden": (64, 64)}
+    return {
+        "iql": {**replay, "update_every": 16, "metrics_every": 20},
+        "vdn": dict(replay),
+        "qmix": dict(replay),
+        "mappo": dict(ppo),
+        "ippo": dict(ppo),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# One run
+# ----------------------------------------------------------------------------------------
+def _evaluate(agent: Agent, build, eval_env: Any, seed: int) -> dict[str, torch.Tensor]:
+    """Greedy episodes of ``agent`` on ``eval_env``; agents that hold their env (privileged or
+    global-state readers) are rebuilt on it first, with the trained state."""
+    if agent.needs_privileged or agent.needs_state:
+        fresh = build(eval_env)
+        fresh.load_state_dict(agent.state_dict())
+        agent = fresh
+    return agents.evaluate(agent, eval_env, seed=seed).episodes
+
+
+def run_one(
+    name: str, mode: str, seed: int, args: argparse.Namespace, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Train (learning agents) and evaluate one agent in one reward mode with one seed."""
+    torch.manual_seed(seed)
+    env_kw = {"reward_mode": mode, "horizon": args.horizon}
+    env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
+    row: dict[str, Any] = {"env": f"Market-v0 {mode}", "mode": mode, "agent": name, "seed": seed}
+
+    def build(e: Any) -> Agent:
+        return agents.make_agent(name, e, seed=seed, **overrides)
+
+    try:
+        agent = build(env)
+    except ValueError as e:
+        return {**row, "refused": str(e)}
+    row["sps"] = math.nan
+    if agent.learns:
+        res = agents.train(agent, env, args.steps, seed=seed)
+        row["sps"], row["train_seconds"] = res.env_steps_per_second, res.seconds
+    eval_seed = seed + EVAL_SEED_OFFSET
+    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
+    ep = _evaluate(agent, build, eval_env, eval_seed)
+    ret = ep["return"].double()
+    row["return"] = float(ret.mean())
+    row["team_return"] = float(ret.sum(1).mean())
+    for k in ("ctr", "retention", "diversity", "engagement_per_request"):
+        row[k] = float(ep[k].double().mean())
+    return row
+
+
+def run_head_to_head(team: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A ``team`` (mappo or ippo) of two, two IQL agents and a popularity agent, competing."""
+    env_kw = {"reward_mode": "competitive", "horizon": args.horizon, "num_agents": 5}
+    env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
+    cfg = schedules(args.steps)
+    lineup = ((team, ["agent_0", "agent_1"]), ("iql", ["agent_2", "agent_3"]),
+              ("popularity", ["agent_4"]))  # fmt: skip
+
+    def build(e: Any) -> agents.Team:
+        return agents.Team(
+            [
+                agents.make_agent(n, e, agent_ids=ids, seed=seed, **cfg.get(n, {}))
+                for n, ids in lineup
+            ]
+        )
+
+    torch.manual_seed(seed)
+    lineup_agent = build(env)
+    res = agents.train(lineup_agent, env, args.steps, seed=seed)
+    eval_seed = seed + EVAL_SEED_OFFSET
+    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
+    ep = _evaluate(lineup_agent, build, eval_env, eval_seed)
+    label = f"head-to-head: {team} ×2 vs iql ×2 vs popularity (competitive, 5 agents)"
+    rows = []
+    for n, ids in lineup:
+        for a in ids:
+            j = env.agents.index(a)
+            rows.append({
+                "env": label, "agent": f"{a} ({n})", "seed": seed, "sps": res.env_steps_per_second,
+                "return": float(ep["return"][:, j].double().mean()),
+                "market_share": float(ep["market_share"][:, j].double().mean()),
+            })  # fmt: skip
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# The learning tests' setting (tests/agents/test_mappo.py, test_qmix.py) and its seed spread
+# ----------------------------------------------------------------------------------------
+LEARNING_CHECKS: dict[str, tuple[int, dict[str, Any]]] = {
+    "random": (0, {}),
+    "mappo": (3072, {"actor_hidden": (64, 64), "critic_hidden": (64, 64)}),
+    "qmix": (
+        4096,
+        {
+            "hidden": (64, 64),
+            "learning_starts": 512,
+            "eps_decay_steps": 2048,
+            "batch_size": 128,
+            "buffer_size": 4096,
+        },
+    ),
+}
+
+
+def learning_check(name: str, seed: int = 0) -> float:
+    """The learning tests' run: ``name`` trained for its budget in :data:`LEARNING_CHECKS` on
+    16 cooperative Market-v0 markets (horizon 50, seed ``seed``), then its greedy return per
+    agent on 32 held-out markets (seed 10 000, the same for every seed)."""
+    steps, overrides = LEARNING_CHECKS[name]
+    kw = {"reward_mode": "cooperative", "horizon": 50}
+    env = recenv.make_vec(ENV, num_envs=16, seed=seed, **kw)
+    agent = agents.make_agent(name, env, seed=seed, **overrides)
+    if steps:
+        agents.train(agent, env, steps, seed=seed)
+    held_out = recenv.make_vec(ENV, num_envs=32, seed=10_000, **kw)
+    return float(agents.evaluate(agent, held_out, seed=10_000).episodes["return"][:, 0].mean())
+
+
+def spread(seeds: Sequence[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in LEARNING_CHECKS:
+        values = []
+        for s in seeds:
+            values.append(learning_check(name, s))
+            _log(f"{name} seed {s}: {values[-1]:.3f}")
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+        out[name] = {
+            "values": values,
+            "mean": mean,
+            "sd": sd,
+            "min": min(values),
+            "max": max(values),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.compare_marl",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="new directory for the results (must not exist)")
+    p.add_argument("--spread", action="store_true", help="measure the learning tests' seed spread")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per cell: 0 … seeds-1")
+    p.add_argument("--steps", type=int, default=8_000, help="training budget in env steps")
+    p.add_argument("--num-envs", type=int, default=16, help="training markets stepped together")
+    p.add_argument("--eval-envs", type=int, default=16, help="held-out markets (one episode each)")
+    p.add_argument("--horizon", type=int, default=100, help="requests per episode")
+    p.add_argument("--agents", default=",".join(LEARNERS + BASELINES), help="comma-separated")
+    p.add_argument("--modes", default=",".join(MODES), help="reward modes, comma-separated")
+    p.add_argument("--head-to-head", default="mappo,ippo", help="teams to pit ('' for none)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _args(argv)
+    out = Path(args.out)
+    if out.exists():
+        print(f"error: {str(out)!r} exists; results are never overwritten, pass a new --out",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    torch.set_num_threads(args.threads)
+    seeds = list(range(args.seeds))
+    head = {
+        "command": ["python", "-m", "experiments.compare_marl", *(argv or sys.argv[1:])],
+        "settings": vars(args),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "machine": {"cpus": os.cpu_count(), "device": "cpu"},
+    }
+    start = time.perf_counter()
+    if args.spread:
+        result = spread(seeds)
+        md = _spread_markdown(result, seeds)
+        payload = {**head, "spread": result}
+    else:
+        payload, md = _comparison(args, seeds, head)
+    payload["seconds"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "results.json").write_text(json.dumps(_plain(payload), indent=2) + "\n")
+    (out / "report.md").write_text(md)
+    print(md)
+    _log(f"wrote {out}/results.json and report.md ({payload['seconds']:.0f}s)")
+    return 0
+
+
+def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:
+    names = [n for n in args.agents.split(",") if n]
+    modes = [m for m in args.modes.split(",") if m]
+    cfg = schedules(args.steps)
+    rows, refused = [], {}
+    t0 = time.perf_counter()
+    for mode in modes:
+        for name in names:
+            for s in seeds:
+                row = run_one(name, mode, s, args, cfg.get(name, {}))
+                if "refused" in row:
+                    refused[(mode, name)] = row["refused"]
+                    _log(f"{mode} {name}: refused ({row['refused']})")
+                    break
+                rows.append(row)
+                _log(
+                    f"[{time.perf_counter() - t0:6.0f}s] {mode} {name} seed {s}: return "
+                    f"{row['return']:.3f}, {row['sps']:.0f} env-steps/s"
+                )
+    table = report.aggregate(rows, [m for m, _, _ in TABLE_METRICS], by=("env", "agent"))
+    h2h_rows = []
+    for team in [t for t in args.head_to_head.split(",") if t]:
+        for s in seeds:
+            h2h_rows += run_head_to_head(team, s, args)
+            _log(f"[{time.perf_counter() - t0:6.0f}s] head-to-head {team} seed {s}")
+    h2h = report.aggregate(h2h_rows, [m for m, _, _ in H2H_METRICS], by=("env", "agent"))
+
+    lines = [
+        f"# Centralized critics and value decomposition on Market-v0 ({len(seeds)} seeds)",
+        "",
+        f"Budget: {args.steps} env steps per learning run ({args.num_envs} markets, horizon "
+        f"{args.horizon}); greedy evaluation on {args.eval_envs} held-out markets per seed. "
+        "Every agent controls every env agent; `return / agent` is the mean over agents of "
+        "each agent's own return (in cooperative mode, the team total), `team return` their "
+        "sum. `train env-steps/s` is training throughput on this machine (CPU, "
+        f"{args.threads} torch thread(s), shared); baselines without learning are not trained.",
+        "",
+        report.markdown_table(table, TABLE_METRICS),
+    ]
+    for (mode, name), why in refused.items():
+        lines.append(f"- `{name}` refused `{mode}`: {why}")
+    if h2h_rows:
+        lines += ["", "## Head-to-head", "", report.markdown_table(h2h, H2H_METRICS)]
+    lines += ["", f"Command: `{' '.join(head['command'])}`", ""]
+    payload = {
+        **head,
+        "rows": rows,
+        "table": table,
+        "refused": [{"mode": m, "agent": n, "error": e} for (m, n), e in refused.items()],
+        "head_to_head_rows": h2h_rows,
+        "head_to_head": h2h,
+        "schedules": cfg,
+    }
+    return payload, "\n".join(lines)
+
+
+def _spread_markdown(result: Mapping[str, Any], seeds: Sequence[int]) -> str:
+    lines = [
+        f"# Learning-test seed spread (seeds {seeds[0]}–{seeds[-1]})",
+        "",
+        "Greedy return per agent on 32 held-out cooperative Market-v0 markets after the "
+        "learning tests' budgets (`experiments.compare_marl.LEARNING_CHECKS`).",
+        "",
+        "| agent | env steps | mean | sd | min | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in result.items():
+        lines.append(
+            f"| {name} | {LEARNING_CHECKS[name][0]} | {r['mean']:.2f} | {r['sd']:.2f} | "
+            f"{r['min']:.2f} | {r['max']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready: tuples as lists, non-finite floats as null."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+if __name__ == "__main__":
+    sys.exit(main())
