@@ -43,7 +43,6 @@ import torch
 
 import agents
 import recenv
-from agents.base import Agent
 from experiments import report
 
 ENV = "recenv/Market-v0"
@@ -55,7 +54,7 @@ EVAL_SEED_OFFSET = 1_000_000
 # Columns of the comparison table: (row key, title, higher is better).
 TABLE_METRICS = (
     ("return", "return / agent", True),
-    ("team_return", "team return", True),
+    ("engagement_total", "total engagement", True),
     ("ctr", "CTR", True),
     ("retention", "retention", True),
     ("diversity", "diversity", True),
@@ -87,16 +86,6 @@ def schedules(steps: int) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------
 # One run
 # ----------------------------------------------------------------------------------------
-def _evaluate(agent: Agent, build, eval_env: Any, seed: int) -> dict[str, torch.Tensor]:
-    """Greedy episodes of ``agent`` on ``eval_env``; agents that hold their env (privileged or
-    global-state readers) are rebuilt on it first, with the trained state."""
-    if agent.needs_privileged or agent.needs_state:
-        fresh = build(eval_env)
-        fresh.load_state_dict(agent.state_dict())
-        agent = fresh
-    return agents.evaluate(agent, eval_env, seed=seed).episodes
-
-
 def run_one(
     name: str, mode: str, seed: int, args: argparse.Namespace, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -106,11 +95,8 @@ def run_one(
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
     row: dict[str, Any] = {"env": f"Market-v0 {mode}", "mode": mode, "agent": name, "seed": seed}
 
-    def build(e: Any) -> Agent:
-        return agents.make_agent(name, e, seed=seed, **overrides)
-
     try:
-        agent = build(env)
+        agent = agents.make_agent(name, env, seed=seed, **overrides)
     except ValueError as e:
         return {**row, "refused": str(e)}
     row["sps"] = math.nan
@@ -119,10 +105,10 @@ def run_one(
         row["sps"], row["train_seconds"] = res.env_steps_per_second, res.seconds
     eval_seed = seed + EVAL_SEED_OFFSET
     eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
-    ep = _evaluate(agent, build, eval_env, eval_seed)
+    ep = agents.evaluate(agent, eval_env, seed=eval_seed).episodes
     ret = ep["return"].double()
     row["return"] = float(ret.mean())
-    row["team_return"] = float(ret.sum(1).mean())
+    row["engagement_total"] = float((ep["engagement_per_request"] * ep["length"]).double().mean())
     for k in ("ctr", "retention", "diversity", "engagement_per_request"):
         row[k] = float(ep[k].double().mean())
     return row
@@ -149,7 +135,7 @@ def run_head_to_head(team: str, seed: int, args: argparse.Namespace) -> list[dic
     res = agents.train(lineup_agent, env, args.steps, seed=seed)
     eval_seed = seed + EVAL_SEED_OFFSET
     eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
-    ep = _evaluate(lineup_agent, build, eval_env, eval_seed)
+    ep = agents.evaluate(lineup_agent, eval_env, seed=eval_seed).episodes
     label = f"head-to-head: {team} ×2 vs iql ×2 vs popularity (competitive, 5 agents)"
     rows = []
     for n, ids in lineup:
@@ -302,8 +288,9 @@ def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:
         f"Budget: {args.steps} env steps per learning run ({args.num_envs} markets, horizon "
         f"{args.horizon}); greedy evaluation on {args.eval_envs} held-out markets per seed. "
         "Every agent controls every env agent; `return / agent` is the mean over agents of "
-        "each agent's own return (in cooperative mode, the team total), `team return` their "
-        "sum. `train env-steps/s` is training throughput on this machine (CPU, "
+        "each agent's own return (in cooperative mode, the team total), `total engagement` "
+        "the engagement all agents earned together per episode, whatever the reward mode. "
+        "`train env-steps/s` is training throughput on this machine (CPU, "
         f"{args.threads} torch thread(s), shared); baselines without learning are not trained.",
         "",
         report.markdown_table(table, TABLE_METRICS),
