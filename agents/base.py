@@ -34,8 +34,20 @@ Methods to write in a subclass
     ``torch.load(weights_only=True)``.
 
 Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
-config parsing (unknown keys list the valid ones), capability checks, and a seeded
+config parsing (unknown keys list the valid ones), capability checks, :meth:`Agent.bind` (act
+in another env of the same shapes: privileged and state access follow it), and a seeded
 ``torch.Generator`` on the env's device (``self.generator``).
+
+A minimal agent::
+
+    @register
+    class FirstAgent(ScoringAgent):          # top K of scores; ε-greedy while exploring
+        name = "first"
+        registrable = True
+
+        def score_agent(self, i, obs_a, explore=False):   # -> [N, C]
+            C = obs_a["action_mask"].shape[1]
+            return -torch.arange(C, dtype=torch.float32).expand(obs_a["action_mask"].shape)
 
 Capability flags (class attributes, read by :func:`check_compatible`)
 --------------------------------------------------------------------

@@ -65,7 +65,7 @@ class IQLConfig(AgentConfig):
     shared_params: bool = option(
         False, "one network for all controlled agents, with a one-hot agent id as input"
     )
-    hidden: tuple = option((128, 128), "hidden sizes of the Q-network")
+    hidden: tuple = option((64, 64), "hidden sizes of the Q-network")
     choice_hidden: tuple = option((64,), "hidden sizes of the choice model")
     # returns
     gamma: float = option(0.9, "discount per bootstrap step")
@@ -74,16 +74,16 @@ class IQLConfig(AgentConfig):
     double_q: bool = option(True, "double DQN: online net picks the next slate, target values it")
     # optimisation
     lr: float = option(1e-3, "Adam learning rate (Q-network and choice model)")
-    batch_size: int = option(256, "transitions per gradient update")
+    batch_size: int = option(128, "transitions per gradient update")
     buffer_size: int = option(50_000, "replay capacity in transitions, per learner")
-    learning_starts: int = option(2_000, "env transitions per agent before the first update")
+    learning_starts: int = option(1_000, "env transitions per agent before the first update")
     update_every: int = option(32, "env transitions per agent per gradient update")
     target_tau: float = option(0.01, "Polyak step of the target network per update")
     max_grad_norm: float = option(10.0, "gradient-norm clip")
     # exploration
     eps_start: float = option(1.0, "initial per-slot exploration probability")
     eps_end: float = option(0.05, "final per-slot exploration probability")
-    eps_decay_steps: int = option(20_000, "env transitions per agent of linear ε decay")
+    eps_decay_steps: int = option(10_000, "env transitions per agent of linear ε decay")
     # bookkeeping
     metrics_every: int = option(100, "return averaged metrics every this many updates")
     save_buffer: bool = option(False, "write the replay buffers into checkpoints (large)")
@@ -292,11 +292,13 @@ class IQLAgent(ScoringAgent):
         nxt = {k: b["next_" + k] for k in ("user", "history", "candidates")}
         pairs, ctx = self._inputs(obs, b["agent"])
         slate, click = b["slate"], b["click"]
+        # Only the shown items matter at s: the slate's pair features [B, K, F].
+        shown = pairs.gather(1, slate[..., None].expand(-1, -1, pairs.shape[-1]))
 
         # TD on the observed outcome: Q̄(s, clicked item), or Q̄(s, ⊥) without a click.
-        q_items, q_null = lrn.q(pairs, ctx)
-        clicked = slate.gather(1, click.clamp(min=0)[:, None])
-        q_pred = torch.where(click >= 0, q_items.gather(1, clicked).squeeze(1), q_null)
+        q_shown, q_null = lrn.q(shown, ctx)
+        q_clicked = q_shown.gather(1, click.clamp(min=0)[:, None]).squeeze(1)
+        q_pred = torch.where(click >= 0, q_clicked, q_null)
         with torch.no_grad():
             n_pairs, n_ctx = self._inputs(nxt, b["agent"])
             n_logits, n_no_click = lrn.choice(n_pairs, n_ctx)
@@ -309,8 +311,8 @@ class IQLAgent(ScoringAgent):
         td = F.smooth_l1_loss(q_pred, target)
 
         # Choice model: maximum likelihood of the observed slot (K = no click).
-        logits, no_click = lrn.choice(pairs, ctx)
-        log_p = lrn.choice.slate_log_probs(logits.gather(1, slate), no_click)
+        logits, no_click = lrn.choice(shown, ctx)
+        log_p = lrn.choice.slate_log_probs(logits, no_click)
         nll = F.nll_loss(log_p, torch.where(click >= 0, click, K))
 
         opt.zero_grad(set_to_none=True)
