@@ -35,8 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments import comparison, config, report, runner
+from experiments import config
 from experiments.config import PRESETS, CompareConfig, ConfigError, RunConfig
+
+# The runner, the report and the plots (tensorboard, matplotlib) are imported by the commands
+# that use them, so `presets`, `describe` and config errors answer quickly.
 
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
 _COMPARE_FLAGS = ("name", "description", "envs", "agents", "seeds", "jobs")
@@ -137,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(c, with_compare=True)
 
     r = sub.add_parser(
-        "resume", help="continue an unfinished run or comparison", description=runner.resume.__doc__
+        "resume",
+        help="continue an unfinished run or comparison",
+        description="Continue an unfinished run from its newest checkpoint (or --checkpoint), "
+        "or an unfinished comparison: finished runs are kept, unfinished ones resumed, missing "
+        "ones started. A finished run or comparison is never modified.",
     )
     r.add_argument("path", help="a run directory or a comparison directory")
     r.add_argument("--checkpoint", default=None, help="a run's checkpoint (default: newest)")
@@ -146,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "evaluate",
         help="greedy evaluation of a run or checkpoint",
-        description=runner.evaluate_checkpoint.__doc__,
+        description="Greedy evaluation of a run (its agent.pt, else its newest checkpoint) or "
+        "of a checkpoint file. Results go to a new directory under --root; the evaluated run "
+        "is never written to.",
     )
     e.add_argument("path", help="a run directory or a checkpoint file")
     e.add_argument("--episodes", type=int, default=None, help="episodes (default: the run's)")
@@ -198,6 +207,8 @@ def resolve(args: argparse.Namespace, *, single_run: bool) -> CompareConfig:
 # Commands
 # ----------------------------------------------------------------------------------------
 def _metrics_table(metrics: dict[str, float]) -> str:
+    from experiments import report
+
     rows = [(m, title) for m, title, _ in report.METRICS if m in metrics]
     head = "| " + " | ".join(t for _, t in rows) + " |"
     sep = "|" + "---:|" * len(rows)
@@ -206,13 +217,15 @@ def _metrics_table(metrics: dict[str, float]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from experiments import runner
+
     cfg = resolve(args, single_run=True).template_run()
     res = runner.train(cfg)
     _print_run(res)
     return 0
 
 
-def _print_run(res: runner.RunResult) -> None:
+def _print_run(res: Any) -> None:
     s = res.summary
     out = s.get("eval") or s.get("train") or {}
     label = "greedy evaluation" if s.get("eval") else "last training window"
@@ -223,6 +236,8 @@ def _print_run(res: runner.RunResult) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from experiments import comparison, runner
+
     cfg = resolve(args, single_run=False)
     quiet = runner.auto_quiet(cfg.run.quiet)
     if not quiet:
@@ -237,7 +252,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_comparison(res: comparison.ComparisonResult) -> None:
+def _print_comparison(res: Any) -> None:
     print()
     print(res.markdown)
     print(f"results:           {res.path}/")
@@ -248,6 +263,8 @@ def _print_comparison(res: comparison.ComparisonResult) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from experiments import comparison, runner
+
     if comparison.is_comparison(args.path):
         if args.checkpoint:
             raise ConfigError("--checkpoint applies to a run directory, not a comparison")
@@ -258,6 +275,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from experiments import runner
+
     path, metrics = runner.evaluate_checkpoint(
         args.path,
         episodes=args.episodes,
@@ -272,12 +291,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from experiments import plots, report
+
     comp = report.load_comparison(args.path)
     print(comp.markdown)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=False)
-        from experiments import plots
 
         (out / "table.md").write_text(comp.markdown)
         (out / "runs.csv").write_text(report.to_csv(comp.rows))
@@ -368,9 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except runner.Interrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 130
-    except (runner.RunError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        from experiments.runner import Interrupted, RunError
+
+        if isinstance(e, Interrupted):
+            print(f"\n{e}", file=sys.stderr)
+            return 130
+        if isinstance(e, (RunError, FileNotFoundError, FileExistsError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise

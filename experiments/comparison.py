@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from experiments import plots, report, runner
+from experiments import report, runner
 from experiments.config import CompareConfig, RunConfig, validate_run
 from experiments.runner import (
     DONE,
@@ -153,18 +153,25 @@ def _complete(
     else:
         threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
         ctx = multiprocessing.get_context("spawn")
+        # Workers are silent; one bar here counts finished runs.
+        bar = runner.Progress(
+            len(cells), 0, f"{cfg.name} ({cfg.jobs} jobs)", quiet_runs, unit="run"
+        )
         with cf.ProcessPoolExecutor(
             cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         ) as pool:
             futures = {pool.submit(_run_cell, *a, True): i for i, a in enumerate(args)}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.result())
+                bar.update(1, results[futures[fut]]["summary"].get("eval", {}).get("return"))
+        bar.close()
     ordered = [results[i] for i in range(len(cells))]
     return write_report(path, cfg, ordered)
 
 
 def write_report(path: Path, cfg: CompareConfig, results: list[dict[str, Any]]) -> ComparisonResult:
     """Tables and figures of finished runs into the comparison directory, then ``DONE``."""
+    from experiments import plots  # matplotlib: only when a report is drawn
     rows = [report.run_row(r["summary"], Path(r["path"]).name) for r in results]
     rows = report.sort_rows(rows, cfg.envs, cfg.agents)
     table = report.aggregate(rows)

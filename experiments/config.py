@@ -44,6 +44,7 @@ import recenv
 from recenv.core.config import MarketConfig
 
 Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
+_OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,8 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        for name in _OVERRIDE_FIELDS:  # canonical form: sorted pairs, tuples for lists
+            object.__setattr__(self, name, _as_overrides(getattr(self, name)))
         errors = []
         for name in ("num_envs", "keep_checkpoints"):
             if getattr(self, name) < 1:
@@ -169,6 +172,7 @@ class CompareConfig:
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "per_agent", _per_agent(self.per_agent))
         if self.seeds < 1 or self.jobs < 1:
             raise ConfigError(f"seeds={self.seeds} and jobs={self.jobs} must be >= 1")
         if not self.envs or not self.agents:
@@ -531,7 +535,6 @@ def validate_run(cfg: RunConfig) -> RunConfig:
 # ----------------------------------------------------------------------------------------
 # Applying overrides
 # ----------------------------------------------------------------------------------------
-_OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
 SECTION_HELP = {
     "run": "a RunConfig field (the prefix may be left out)",
     "compare": "a CompareConfig field (the prefix may be left out)",

@@ -62,7 +62,7 @@ def curve_figure(
     """One panel per env, one line per agent: ``key`` of the curve points against env steps,
     mean over seeds with a 95 % CI band."""
     envs = _envs(curves)
-    fig = Figure(figsize=(5.2 * len(envs), 3.8), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(envs) + 1.6, 3.8), layout="constrained")
     axes = fig.subplots(1, len(envs), squeeze=False)[0]
     for ax, env in zip(axes, envs, strict=True):
         for agent in [a for e, a in curves if e == env]:
@@ -77,7 +77,8 @@ def curve_figure(
         ax.set_xlabel("env steps")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[-1].legend(loc="best", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
 

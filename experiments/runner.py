@@ -349,7 +349,7 @@ def auto_quiet(quiet: bool) -> bool:
 class Progress:
     """A tqdm bar over env steps with steps/s and the latest return; silent when quiet."""
 
-    def __init__(self, total: int, initial: int, desc: str, quiet: bool, position: int = 0):
+    def __init__(self, total: int, initial: int, desc: str, quiet: bool, unit: str = "step"):
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
@@ -358,12 +358,11 @@ class Progress:
                 total=total,
                 initial=initial,
                 desc=desc,
-                unit="step",
-                unit_scale=True,
+                unit=unit,
+                unit_scale=unit == "step",
                 dynamic_ncols=True,
                 mininterval=0.5,
                 leave=True,
-                position=position,
                 file=sys.stderr,
             )
 

@@ -1,0 +1,198 @@
+"""The runner end to end, as a user runs it: ``python -m experiments ...``.
+
+- every preset, through ``compare`` (in a subprocess) and ``train``, with a tiny budget;
+- a run SIGKILLed at a random moment after its first checkpoint, then resumed, ends with the
+  same summary, learning curve and TensorBoard scalars as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import cli, comparison
+from experiments.config import PRESETS, apply_overrides
+from experiments.runner import RunError
+from tests.experiments.conftest import REPO, cli_env, run_cli
+
+# Tiny budgets for any preset: a few batched steps of two markets, short episodes, small
+# learners. Keys a preset's agents do not have are not set (NAME.KEY only for NAME's runs).
+TINY = [
+    "total_steps=32",
+    "num_envs=2",
+    "eval_episodes=2",
+    "log_every=8",
+    "checkpoint_every=16",
+    "env.horizon=6",
+    "iql.learning_starts=8",
+    "iql.batch_size=8",
+    "iql.update_every=4",
+    "iql.hidden=[16]",
+    "iql.buffer_size=500",
+]
+PNGS = ("learning_curves.png", "market_share.png", "final_metrics.png")
+
+
+def _only_dir(root: Path) -> Path:
+    (d,) = [p for p in root.iterdir() if p.is_dir()]
+    return d
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_train_every_preset(preset, tmp_path, capsys):
+    """In process (the subprocess path is the comparisons' below)."""
+    assert cli.main(["train", "--preset", preset, "--root", str(tmp_path), "--set", *TINY]) == 0
+    out = capsys.readouterr().out
+    run = _only_dir(tmp_path)
+    assert (run / "DONE").exists() and (run / "summary.json").exists()
+    assert f"run directory: {run}" in out and "tensorboard --logdir" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["agent"] == PRESETS[preset].run.agent and summary["env_steps"] == 32
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_compare_every_preset(preset, tmp_path):
+    p = PRESETS[preset]
+    seeds = 1 if preset == "paper" else 2  # paper: its whole grid, one seed
+    args = ["--preset", preset, "--root", str(tmp_path), "--seeds", str(seeds), "--set", *TINY]
+    proc = run_cli("compare", *args, timeout=600)
+    cdir = _only_dir(tmp_path)
+    assert cdir.name.startswith(f"{preset}__")
+    for name in ("compare.json", "runs.csv", "table.csv", "table.md", "DONE", *PNGS):
+        assert (cdir / name).is_file(), name
+    for png in PNGS:
+        assert (cdir / png).read_bytes()[:4] == b"\x89PNG"
+    runs = [d for d in cdir.iterdir() if d.is_dir()]
+    assert len(runs) == len(p.envs) * len(p.agents) * seeds
+    assert all((d / "DONE").exists() for d in runs)
+    table = (cdir / "table.md").read_text()
+    assert table in proc.stdout
+    for agent in p.agents:
+        assert f"| {agent} |" in table
+    assert f"over {seeds} seeds" in table
+    assert str(cdir) in proc.stdout and "tensorboard --logdir" in proc.stdout
+
+
+def test_presets_and_describe(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert f"{name}:" in out
+    for args, text in (
+        (["describe", "env"], "boredom_growth"),
+        (["describe", "agent", "iql"], "eps_decay_steps"),
+        (["describe", "run"], "total_steps"),
+        (["describe", "compare"], "per_agent"),
+    ):
+        assert cli.main(args) == 0
+        assert text in capsys.readouterr().out
+
+
+def test_cli_errors_exit_nonzero(tmp_path, capsys):
+    bad = run_cli("train", "--set", "env.horizon=soon", "--root", str(tmp_path), check=False)
+    assert bad.returncode == 2 and "env.horizon='soon' is not an int" in bad.stderr
+    assert not any(tmp_path.iterdir()), "a rejected config creates no run directory"
+    assert cli.main(["resume", str(tmp_path)]) == 1
+    assert "not a run directory" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------
+# SIGKILL and resume
+# ----------------------------------------------------------------------------------------
+KILL_RUN = [
+    "train", "--preset", "smoke", "--total-steps", "1200", "--checkpoint-every", "80",
+    "--log-every", "40", "--keep-checkpoints", "3", "--seed", "3",
+]  # fmt: skip
+
+
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {
+        tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+        for tag in acc.Tags()["scalars"]
+        if tag != "charts/sps"  # wall clock
+    }
+
+
+def _deterministic(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in ("timing", "run")}
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    whole_root, killed_root = tmp_path / "whole", tmp_path / "killed"
+    run_cli(*KILL_RUN, "--root", str(whole_root))
+    whole = _only_dir(whole_root)
+
+    delay = random.Random(os.urandom(8)).uniform(0.0, 1.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments", *KILL_RUN, "--root", str(killed_root)],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(killed_root.glob("*/checkpoints/step_*.pt")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        time.sleep(delay)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = _only_dir(killed_root)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "DONE").exists(), f"the run finished within {delay:.2f}s; raise its budget"
+    kept = sorted(p.name for p in (killed / "checkpoints").glob("step_*.pt"))
+
+    out = run_cli("resume", str(killed))
+    assert (killed / "DONE").exists()
+    a = json.loads((whole / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    context = f"killed {delay:.2f}s after the first checkpoint; checkpoints then: {kept}"
+    assert b["timing"]["resumed_from"] == [kept[-1]], context
+    assert _deterministic(b) == _deterministic(a), context
+    assert (killed / "curve.csv").read_text() == (whole / "curve.csv").read_text(), context
+    # TensorBoard: the scalars the killed process wrote after its checkpoint are purged, so
+    # every tag reads exactly as in the uninterrupted run.
+    assert _scalars(killed) == _scalars(whole), context
+    assert str(killed) in out.stdout
+
+
+def test_an_interrupted_comparison_resumes(tmp_path):
+    """Finished runs are kept, unfinished ones resumed, missing ones started; the report is the
+    uninterrupted comparison's."""
+    cfg = apply_overrides(
+        PRESETS["smoke"],
+        [("root", str(tmp_path / "a")), *(a.split("=", 1) for a in TINY)],
+    )
+    whole = comparison.compare(cfg, quiet=True).path
+    part = tmp_path / "b" / whole.name
+    shutil.copytree(whole, part)
+    for name in ("DONE", "table.md", "table.csv", "runs.csv", *PNGS):
+        (part / name).unlink()
+    runs = sorted(d for d in part.iterdir() if d.is_dir())
+    shutil.rmtree(runs[0])  # never started
+    for name in ("DONE", "summary.json", "curve.csv", "agent.pt"):  # killed after a checkpoint
+        (runs[1] / name).unlink()
+    finished = runs[2]
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    comparison.resume_comparison(part, quiet=True)
+    assert (part / "table.md").read_text() == (whole / "table.md").read_text()
+    assert len((part / "runs.csv").read_text().splitlines()) == 1 + 4
+    assert before == {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match="finished"):
+        comparison.resume_comparison(part)

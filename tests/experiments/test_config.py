@@ -1,0 +1,222 @@
+"""Configs: presets resolve, overrides are typed and validated, errors list the valid choices."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import agents
+from experiments import cli
+from experiments.config import (
+    PRESETS,
+    CompareConfig,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    parse_value,
+    read_config_file,
+    validate_run,
+)
+from recenv.core.config import MarketConfig
+
+
+def run_fields() -> list[str]:
+    return [
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in ("env_overrides", "agent_overrides", "opponent_overrides")
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_resolve_and_validate(name):
+    p = PRESETS[name]
+    assert p.description, "every preset says what it is for"
+    validate_run(p.template_run())
+    for env in p.envs:
+        for agent in p.agents:
+            validate_run(p.run_config(env, agent, p.run.seed))
+
+
+def test_every_field_is_documented():
+    for cls in (RunConfig, CompareConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+
+
+def test_help_lists_every_run_field(capsys):
+    for command in ("train", "compare"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        out = capsys.readouterr().out
+        for name in run_fields():
+            assert "--" + name.replace("_", "-") in out, (command, name)
+    assert "--agents" in out and "--seeds" in out
+
+
+def test_overrides_are_typed_and_ordered():
+    cfg = apply_overrides(
+        PRESETS["quick"],
+        [
+            ("seed", "7"),
+            ("run.total_steps", "2e4"),
+            ("env.horizon", "50"),
+            ("env.reward_mode", "mixed"),
+            ("iql.lr", "3e-4"),
+            ("iql.hidden", "[32, 32]"),
+            ("agents", "iql,random"),
+            ("seeds", "2"),
+            ("quiet", "true"),
+            ("seed", "8"),  # the last assignment wins
+        ],
+    )
+    assert cfg.run.seed == 8 and cfg.run.total_steps == 20_000 and cfg.run.quiet is True
+    assert dict(cfg.run.env_overrides) == {"horizon": 50, "reward_mode": "mixed"}
+    assert cfg.agents == ("iql", "random") and cfg.seeds == 2
+    iql = cfg.run_config("recenv/Market-v0", "iql", 8).agent_kwargs()
+    assert iql["lr"] == 3e-4 and iql["hidden"] == (32, 32)
+    assert (
+        iql["learning_starts"] == dict(dict(PRESETS["quick"].per_agent)["iql"])["learning_starts"]
+    )
+    assert cfg.run_config("recenv/Market-v0", "random", 8).agent_kwargs() == {}
+
+
+def test_agent_section_in_a_comparison_goes_to_every_agent_that_has_the_key():
+    cfg = apply_overrides(PRESETS["quick"], [("agent.seed", "5"), ("agent.alpha", "0.1")])
+    assert cfg.run_config("recenv/Market-v0", "random", 0).agent_kwargs()["seed"] == 5
+    assert cfg.run_config("recenv/Market-v0", "linucb", 0).agent_kwargs()["alpha"] == 0.1
+    assert "alpha" not in cfg.run_config("recenv/Market-v0", "iql", 0).agent_kwargs()
+
+
+def test_single_run_agent_overrides():
+    cfg = apply_overrides(
+        PRESETS["smoke"],
+        [("agent", "linucb"), ("agent.alpha", "2"), ("opponent", "random")],
+        single_run=True,
+    ).template_run()
+    assert cfg.agent == "linucb" and cfg.agent_kwargs() == {"alpha": 2.0}
+    assert cfg.opponent == "random" and cfg.lineup == "linucb-vs-random"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("sed", "1", ["unknown run key 'sed'", "'seed'", "total_steps"]),
+        ("run.totl_steps", "1", ["unknown run key", "total_steps"]),
+        ("env.horzion", "10", ["'horzion'", "horizon", "reward_mode"]),
+        ("agent.lrr", "0.1", ["'lrr'", "'lr'", "batch_size"]),
+        ("iqll.lr", "0.1", ["unknown section 'iqll'", "env", "iql"]),
+        ("seed", "abc", ["seed='abc' is not an int"]),
+        ("total_steps", "1.5", ["is not an int"]),
+        ("quiet", "maybe", ["is not a bool", "true", "false"]),
+        ("env.horizon", "ten", ["env.horizon='ten' is not an int"]),
+        ("env.temperature", "hot", ["is not a float"]),
+        ("env.reward_mode", "selfish", ["reward_mode='selfish'", "competitive", "cooperative"]),
+        ("agent.lr", "fast", ["agent.lr='fast' is not a float"]),
+        ("agent", "dqn", ["unknown agent 'dqn'", "iql", "random"]),
+        ("env", "Market-v0", ["unknown env 'Market-v0'", "recenv/Market-v0"]),
+        ("num_envs", "0", ["num_envs=0 must be >= 1"]),
+        ("device", "tpu", ["device='tpu'", "cpu", "cuda"]),
+        ("seeds", "2", ["comparison keys", "seeds"]),  # not a run key
+    ],
+)
+def test_bad_single_run_overrides_list_the_choices(key, value, expect):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(PRESETS["smoke"], [(key, value)], single_run=True)
+    for text in expect:
+        assert text in str(err.value), (text, str(err.value))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("agents", "iql,rnadom", ["unknown agent 'rnadom'", "did you mean 'random'"]),
+        ("envs", "recenv/Nope-v0", ["unknown env", "recenv/Market-v0"]),
+        ("seeds", "two", ["seeds='two' is not an int"]),
+        ("jobs", "0", ["jobs=0 must be >= 1"]),
+        ("agent.nonsense", "1", ["none of the agents", "iql:", "random: ['seed']"]),
+        ("sedes", "3", ["unknown key 'sedes'", "seeds"]),
+    ],
+)
+def test_bad_comparison_overrides_list_the_choices(key, value, expect):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(PRESETS["smoke"], [(key, value)])
+    for text in expect:
+        assert text in str(err.value), (text, str(err.value))
+
+
+def test_cli_reports_config_errors(capsys):
+    assert cli.main(["train", "--preset", "smoke", "--set", "env.horizon=long"]) == 2
+    assert "env.horizon='long' is not an int" in capsys.readouterr().err
+    assert cli.main(["train", "--preset", "quik"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'quik'" in err and "quick" in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--sed", "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sed" in err and "--seed" in err and "valid options" in err
+    assert cli.main(["train", "--seed", "x"]) == 2
+    assert "is not an int" in capsys.readouterr().err
+
+
+def test_parse_value_types():
+    assert parse_value("20_000", int, "k") == 20_000
+    assert parse_value("1e3", int, "k") == 1000
+    assert parse_value(3, float, "k") == 3.0
+    assert parse_value("off", bool, "k") is False
+    assert parse_value("a, b", tuple[str, ...], "k") == ("a", "b")
+    assert parse_value("[1, 2]", tuple, "k") == (1, 2)
+    with pytest.raises(ConfigError):
+        parse_value(True, int, "k")
+    with pytest.raises(ConfigError):
+        parse_value("[1, 2", tuple, "k")
+
+
+def test_env_field_types_match_market_config():
+    """Every MarketConfig field can be set from a string of its type."""
+    for f in dataclasses.fields(MarketConfig):
+        apply_overrides(PRESETS["smoke"], [(f"env.{f.name}", str(f.default))], single_run=True)
+
+
+def test_config_files(tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        'preset = "smoke"\nseed = 4\nagents = ["iql", "random"]\n'
+        "[env]\nhorizon = 12\n[iql]\nlr = 0.01\n[run]\ntotal_steps = 80\n"
+    )
+    base, assignments = read_config_file(toml)
+    assert base == "smoke"
+    cfg = apply_overrides(PRESETS[base], assignments)
+    assert cfg.run.seed == 4 and cfg.run.total_steps == 80
+    assert dict(cfg.run.env_overrides)["horizon"] == 12
+    assert cfg.run_config("recenv/Market-v0", "iql", 4).agent_kwargs()["lr"] == 0.01
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"env": {"horizon": "long"}}))
+    _, assignments = read_config_file(bad)
+    with pytest.raises(ConfigError, match="not an int"):
+        apply_overrides(PRESETS["smoke"], assignments)
+    (tmp_path / "x.yaml").write_text("seed: 1")
+    with pytest.raises(ConfigError, match=r"\.toml or \.json"):
+        read_config_file(tmp_path / "x.yaml")
+
+
+def test_configs_round_trip_through_json():
+    for p in PRESETS.values():
+        d = json.loads(json.dumps(p.to_dict()))
+        assert CompareConfig.from_dict(d) == p
+        r = p.template_run()
+        assert RunConfig.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    with pytest.raises(ConfigError, match="valid keys"):
+        RunConfig.from_dict({"seeed": 1})
+
+
+def test_plugin_agent_names_resolve():
+    """'module:attr' agents are accepted like registered names."""
+    cfg = apply_overrides(
+        PRESETS["smoke"], [("agent", "agents.baselines:RandomAgent")], single_run=True
+    )
+    assert cfg.template_run().agent == "agents.baselines:RandomAgent"
+    assert "random" in agents.registered_agents()

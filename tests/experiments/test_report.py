@@ -1,0 +1,96 @@
+"""Comparison statistics and tables: t quantiles, mean ± 95 % CI, markdown, CSV, plots."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments import plots, report
+
+# Two-sided 95 % critical values of Student's t (standard tables).
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 29: 2.0452}
+
+
+@pytest.mark.parametrize(("df", "t"), sorted(T975.items()))
+def test_t_quantile_matches_tables(df, t):
+    assert report.t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)
+    assert report.t_cdf(report.t_quantile(0.9, df), df) == pytest.approx(0.9, abs=1e-10)
+    assert report.t_quantile(0.025, df) == pytest.approx(-t, abs=1e-4)
+
+
+def test_t_quantile_tends_to_normal():
+    assert report.t_quantile(0.975, 10_000) == pytest.approx(1.96020, abs=1e-4)
+    assert report.t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-4)
+
+
+def test_mean_ci():
+    mean, ci, n = report.mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3)
+    assert ci == pytest.approx(4.3027 * 1.0 / math.sqrt(3), rel=1e-4)
+    m1, ci1, n1 = report.mean_ci([5.0])
+    assert (m1, n1) == (5.0, 1) and math.isnan(ci1)
+    m, ci, n = report.mean_ci([1.0, float("nan"), 3.0])
+    assert n == 2 and m == 2.0
+
+
+def test_fmt():
+    assert report.fmt(12.345, 0.456) == "12.35 ± 0.46"
+    assert report.fmt(0.5, float("nan")) == "0.5"
+    assert report.fmt(float("nan"), 1.0) == "–"
+
+
+def rows():
+    out = []
+    for agent, base in (("iql", 10.0), ("random", 2.0)):
+        for seed in range(3):
+            out.append(
+                {
+                    "env": "recenv/Market-v0",
+                    "agent": agent,
+                    "opponent": "",
+                    "seed": seed,
+                    "return": base + seed,
+                    "ctr": 0.1 * (seed + 1),
+                    "exposure_gini": 0.5 + 0.1 * seed + (0.2 if agent == "iql" else 0.0),
+                }
+            )
+    return out
+
+
+def test_aggregate_and_markdown():
+    table = report.aggregate(rows(), metrics=["return", "ctr", "exposure_gini"])
+    assert [(r["agent"], r["n"]) for r in table] == [("iql", 3), ("random", 3)]
+    assert table[0]["return_mean"] == 11.0
+    assert table[0]["return_ci95"] == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
+    md = report.markdown_table(table)
+    assert "| agent | return | CTR | exposure Gini |" in md
+    assert "mean ± 95 % CI over 3 seeds" in md
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "**11.0 ± 2.5**" in lines["iql"]  # best return in bold
+    assert "**0.60 ± 0.25**" in lines["random"]  # lower Gini is better
+
+
+def test_csv_round_trip(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text(report.to_csv(rows()))
+    back = report.read_csv(path)
+    assert back[0]["return"] == 10.0 and back[0]["agent"] == "iql"
+
+
+def test_plots_write_png(tmp_path):
+    curves = {
+        ("recenv/Market-v0", a): [
+            [{"step": s, "return": b + s / 100 + seed, "market_share": 0.5} for s in (100, 200)]
+            for seed in range(3)
+        ]
+        for a, b in (("iql", 1.0), ("random", 0.0))
+    }
+    table = report.aggregate(rows())
+    for fig, name in (
+        (plots.learning_curves(curves, tmp_path / "a.png"), "a.png"),
+        (plots.market_share(curves, tmp_path / "b.png"), "b.png"),
+        (plots.final_metrics(table, path=tmp_path / "c.png"), "c.png"),
+    ):
+        assert fig.axes
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
