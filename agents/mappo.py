@@ -204,16 +204,16 @@ class MAPPOAgent(Agent):
         return actor(pairs).squeeze(-1)
 
     def critic_inputs(self, obs: Obs, state: torch.Tensor | None) -> torch.Tensor:
-        """What reaches the critic, per controlled agent: ``[N, A, D]`` (before the agent
-        one-hot). MAPPO: ``state()`` (the same for every agent); IPPO: the agent's own pair
-        features, mean- and max-pooled over its unmasked candidates."""
+        """What reaches the critic (before the agent one-hot): MAPPO: ``state()``, the same
+        for every agent, ``[N, 1, S]``; IPPO: each controlled agent's own pair features, mean-
+        and max-pooled over its unmasked candidates, ``[N, A, 2F]``."""
         if self.centralized_critic:
             if state is None:
                 raise ValueError(
                     f"{self.name!r} has a centralized critic and needs the global state: pass "
                     "Transition.state / next_state (agents.train does for needs_state agents)"
                 )
-            return state.float()[:, None, :].expand(-1, len(self.agent_ids), -1)
+            return state.float()[:, None, :]
         pooled = []
         for a in self.agent_ids:
             pairs = pair_features(self.layout, obs[a])
@@ -224,9 +224,11 @@ class MAPPOAgent(Agent):
         return torch.stack(pooled, dim=1)
 
     def _critic(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised values ``[..., A]`` from critic inputs ``[..., A, D]``."""
-        ids = one_hot_agent(torch.arange(x.shape[-2], device=x.device), x.shape[-2], x[..., 0:1])
-        return self.critic(torch.cat([x, ids.expand(*x.shape[:-1], -1)], dim=-1)).squeeze(-1)
+        """Normalised values ``[..., A]`` from critic inputs ``[..., A or 1, D]``."""
+        A = len(self.agent_ids)
+        x = x.expand(*x.shape[:-2], A, x.shape[-1])
+        ids = one_hot_agent(torch.arange(A, device=x.device), A, x[..., :1])
+        return self.critic(torch.cat([x, ids], dim=-1)).squeeze(-1)
 
     @torch.no_grad()
     def value(self, obs: Obs, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

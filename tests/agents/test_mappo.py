@@ -56,7 +56,7 @@ def test_mappo_critic_reads_state_and_ippo_critic_reads_only_local_obs(market):
     assert moved(ippo, obs, state, obs2, state)
     # What learning stores as the critic's input is the state itself for MAPPO.
     x = mappo.critic_inputs(obs, state)
-    assert torch.equal(x[:, 0], state) and torch.equal(x[:, 1], state)
+    assert torch.equal(x.expand(-1, 2, -1), state[:, None].expand(-1, 2, -1))
     assert ippo.critic_inputs(obs, None).shape[-1] != state.shape[-1]
     with pytest.raises(ValueError, match="needs the global state"):
         mappo.critic_inputs(obs, None)
