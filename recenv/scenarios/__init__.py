@@ -8,6 +8,7 @@ SCENARIOS = {
     "recenv/ECommerce-v0": "recenv.scenarios.ecommerce",
     "recenv/Video-v0": "recenv.scenarios.video",
     "recenv/Music-v0": "recenv.scenarios.music",
+    "recenv/FromLog-v0": "recenv.scenarios.from_log",
 }
 
 for _env_id, _module in SCENARIOS.items():

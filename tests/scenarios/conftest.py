@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 import torch
 
 PRESETS = ("recenv/ECommerce-v0", "recenv/Video-v0", "recenv/Music-v0")
@@ -30,3 +33,15 @@ def random_slates(obs: dict, agents: list[str], k: int, g: torch.Generator) -> t
     mask = torch.stack([obs[a]["action_mask"] for a in agents], dim=1)
     score = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0)
     return score.topk(k, dim=2).indices
+
+
+# The real MovieLens log (GroupLens licence: never copied into the repo; tests skip without it).
+# ``../shared`` beside the repository, or $RECENV_ML_LATEST_SMALL.
+ML_SMALL = os.environ.get("RECENV_ML_LATEST_SMALL") or os.path.normpath(
+    os.path.join(
+        os.path.dirname(__file__), *[".."] * 3, "shared", "data", "ml-latest-small", "ratings.csv"
+    )
+)
+needs_ml_small = pytest.mark.skipif(
+    not os.path.exists(ML_SMALL), reason=f"MovieLens ml-latest-small not found at {ML_SMALL}"
+)

@@ -22,6 +22,8 @@ from recenv.registry import spec
 
 from .conftest import PRESETS, greedy_slate_np, greedy_slate_torch, random_slates
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the checkers' style hints
+
 SECTIONS = (
     "## Description",
     "## Observation",

@@ -1,0 +1,480 @@
+"""Fidelity report: do the simulated users of ``recenv/FromLog-v0`` behave like the real ones?
+
+On a time-ordered train/test split of an interaction log, a FromLog market is built from the
+**train** part only, its users are served by a reference policy for as many requests as the
+train part has interactions, and their choices are compared with real behaviour:
+
+- **item popularity**: Gini coefficient and top-10 % share of interactions per item, the
+  Jensen–Shannon distance between the simulated and the real per-item distributions, and the
+  Spearman correlation of per-item counts. Interactions are distinct (user, item) pairs on
+  both sides, as MovieLens records each rating once (simulated users may choose an item
+  again; the share of such repeat clicks is reported);
+- **user activity**: the same measures over per-user counts;
+- **next-item hit rate@10**: for every test user, is the user's first held-out item among
+  the 10 items the simulated user chose most (items the user already had in train left
+  out)? With two references on the same split: an ALS recommender (the market's own fit) and
+  a popularity recommender. ``HR@10 (any)`` counts a hit when any held-out item is there.
+
+Two splits: ``user`` (each user's latest 20 % of interactions held out) and ``global`` (one
+cut-off time: the latest 20 % of all interactions). Two serving policies: ``random`` (uniform
+valid slates over the environment's candidates) and ``oracle`` (the myopic oracle).
+
+Usage::
+
+    python -m experiments.fidelity --log ../shared/data/ml-latest-small/ratings.csv
+
+writes ``report.md`` (the table), ``fidelity.json`` (every number and the settings) and PNG
+plots to ``--out`` (default ``experiments/results/fidelity/<log folder>``), and prints the
+table. It refuses to overwrite an existing report: pick another ``--out`` or remove it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import recenv
+from recenv.data import InteractionLog, load_log
+from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
+from recenv.scenarios.from_log import ENV_ID, fitted
+
+OUTPUTS = ("report.md", "fidelity.json", "popularity.png", "activity.png", "hit_rate.png")
+SPLITS = ("user", "global")
+POLICIES = ("random", "oracle")
+K = 10
+
+
+@dataclass
+class Args:
+    """Command-line arguments: each field's ``help`` is its ``--help`` text."""
+
+    log: str = field(default="", metadata={"help": "interaction log file (required)"})
+    log_format: str = field(default="auto", metadata={"help": "format of the log (by file name)"})
+    out: str = field(
+        default="", metadata={"help": "output folder (default: results/fidelity/<log folder>)"}
+    )
+    test_fraction: float = field(default=0.2, metadata={"help": "held-out share of each split"})
+    splits: tuple[str, ...] = field(
+        default=SPLITS, metadata={"help": "time splits", "choices": SPLITS}
+    )
+    policies: tuple[str, ...] = field(
+        default=POLICIES, metadata={"help": "serving policies", "choices": POLICIES}
+    )
+    num_envs: int = field(default=64, metadata={"help": "markets simulated in parallel"})
+    requests: int = field(
+        default=0,
+        metadata={"help": "simulated requests per run (0: as many as train interactions)"},
+    )
+    seed: int = field(default=0, metadata={"help": "environment seed"})
+
+
+# ------------------------------------------------------------------------------------------
+# Simulation
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Simulated:
+    item_clicks: np.ndarray  # [I] clicks per item (train item ids)
+    user_clicks: np.ndarray  # [U] clicks per user
+    item_users: np.ndarray  # [I] distinct users who chose the item
+    user_items: np.ndarray  # [U] distinct items the user chose
+    user_requests: np.ndarray  # [U]
+    choices: dict[int, np.ndarray]  # user -> item ids by how often chosen (desc), ties: first
+    requests: int
+    seconds: float
+
+
+def simulate(market: recenv.BatchedMarket, policy: str, requests: int, seed: int) -> Simulated:
+    """Serve ``requests`` requests (rounded up to whole steps of all markets) with ``policy``
+    and count what the users chose."""
+    cfg = market.config
+    N, U, I = market.num_envs, cfg.num_users, cfg.num_items
+    steps = max(1, math.ceil(requests / N))
+    g = torch.Generator().manual_seed(seed)
+    obs = market.reset()
+    item_clicks = torch.zeros(I, dtype=torch.int64)
+    user_clicks = torch.zeros(U, dtype=torch.int64)
+    user_requests = torch.zeros(U, dtype=torch.int64)
+    pairs: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        if policy == "oracle":
+            slates = market.oracle_slates()
+        else:
+            mask = torch.stack([obs[a]["action_mask"] for a in market.agents], dim=1)
+            score = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0)
+            slates = score.topk(cfg.slate_size, dim=2).indices
+        user = market.user.clone()
+        obs, _, _, _, info = market.step({a: slates[:, i] for i, a in enumerate(market.agents)})
+        live = ~info["reset"]  # a market starting a new episode served no request this step
+        user_requests.index_add_(0, user[live], torch.ones_like(user[live]))
+        item = info["chosen_item"]
+        ok = (item >= 0) & live
+        item_clicks.index_add_(0, item[ok], torch.ones_like(item[ok]))
+        user_clicks.index_add_(0, user[ok], torch.ones_like(user[ok]))
+        pairs.append(user[ok] * I + item[ok])
+    seconds = time.perf_counter() - t0
+    all_pairs = torch.cat(pairs)
+    keys, inverse, counts = torch.unique(all_pairs, return_inverse=True, return_counts=True)
+    first = torch.full((len(keys),), len(all_pairs), dtype=torch.int64)
+    first.scatter_reduce_(0, inverse, torch.arange(len(all_pairs)), reduce="amin")
+    u, i = (keys // I).numpy(), (keys % I).numpy()
+    # Most chosen first; among equals, the earliest chosen.
+    order = np.lexsort((first.numpy(), -counts.numpy(), u))
+    choices: dict[int, np.ndarray] = {}
+    bounds = np.flatnonzero(np.diff(u[order])) + 1
+    for chunk in np.split(order, bounds):
+        if len(chunk):
+            choices[int(u[chunk[0]])] = i[chunk]
+    item_users, user_items = distinct_pairs(keys // I, keys % I, U, I)
+    return Simulated(
+        item_clicks.numpy(),
+        user_clicks.numpy(),
+        item_users,
+        user_items,
+        user_requests.numpy(),
+        choices,
+        steps * N,
+        seconds,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# One split
+# ------------------------------------------------------------------------------------------
+def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any]:
+    train, test = log.time_split(args.test_fraction, by=split)
+    train_c = train.compact()
+    uidx = {u: k for k, u in enumerate(train_c.user_ids.tolist())}
+    iidx = {i: k for k, i in enumerate(train_c.item_ids.tolist())}
+
+    # Each test user's held-out items in train ids (-1: item unseen in train), in time order.
+    order = np.argsort(test.timestamp, kind="stable")
+    held: dict[int, list[int]] = {}
+    for r in order:
+        u = uidx.get(log.user_ids[test.user[r]].item())
+        if u is not None:
+            held.setdefault(u, []).append(iidx.get(log.item_ids[test.item[r]].item(), -1))
+    test_users = np.array(sorted(held), dtype=np.int64)
+    seen = [set() for _ in range(train_c.num_users)]
+    for u, i in zip(train_c.user.tolist(), train_c.item.tolist(), strict=True):
+        seen[u].add(i)
+
+    t0 = time.perf_counter()
+    cfg, _, fit = fitted(train_c)
+    fit_seconds = time.perf_counter() - t0
+    real_items, real_users = distinct_pairs(
+        train_c.user, train_c.item, train_c.num_users, train_c.num_items
+    )
+    test_items = np.zeros(train_c.num_items)
+    test_users_count = np.zeros(train_c.num_users)
+    for u, its in held.items():
+        test_users_count[u] = len(its)
+        for i in its:
+            if i >= 0:
+                test_items[i] += 1
+
+    def topk_unseen(ranked: np.ndarray, u: int) -> list[int]:
+        out = []
+        for i in ranked:
+            if int(i) not in seen[u]:
+                out.append(int(i))
+                if len(out) == K:
+                    break
+        return out
+
+    def hit_rates(recs: dict[int, list[int]]) -> dict[str, float]:
+        nxt = np.mean([held[u][0] in recs.get(u, ()) for u in test_users])
+        anyh = np.mean([bool(set(held[u]) & set(recs.get(u, ()))) for u in test_users])
+        return {"hr@10_next": float(nxt), "hr@10_any": float(anyh)}
+
+    # References: ALS (the market's own fit) and popularity, both leaving out seen items.
+    scores = fit.mf.scores()
+    for u in range(train_c.num_users):
+        scores[u, list(seen[u])] = -math.inf
+    als_top = scores[torch.as_tensor(test_users)].topk(K, dim=1).indices.numpy()
+    als = {int(u): als_top[n].tolist() for n, u in enumerate(test_users)}
+    by_pop = np.argsort(-real_items, kind="stable")
+    pop = {int(u): topk_unseen(by_pop, int(u)) for u in test_users}
+
+    rows: dict[str, dict[str, Any]] = {
+        "real (train)": _distribution_row(real_items, real_users, real_items, real_users),
+        "real (test)": _distribution_row(test_items, test_users_count, real_items, real_users),
+        "ALS recommender": hit_rates(als),
+        "popularity recommender": hit_rates(pop),
+    }
+    sims = {}
+    requests = args.requests or len(train_c)
+    for policy in args.policies:
+        market = recenv.make_vec(ENV_ID, num_envs=args.num_envs, seed=args.seed, log=train_c)
+        sim = simulate(market, policy, requests, args.seed)
+        recs = {u: topk_unseen(items, u) for u, items in sim.choices.items()}
+        row = _distribution_row(sim.item_users, sim.user_items, real_items, real_users)
+        row["spearman_items_test"] = spearman(sim.item_users, test_items)
+        row["repeat_share"] = float(1.0 - sim.item_users.sum() / max(1, sim.item_clicks.sum()))
+        row.update(hit_rates(recs))
+        row["ctr"] = float(sim.item_clicks.sum() / max(1, sim.requests))
+        row["requests"] = sim.requests
+        row["seconds"] = round(sim.seconds, 1)
+        rows[f"simulated ({policy})"] = row
+        sims[policy] = sim
+    return {
+        "split": split,
+        "train": train_c.summary() | {"density": train_c.density},
+        "test_interactions": len(test),
+        "test_users": len(test_users),
+        "test_next_item_unseen_in_train": int(sum(held[u][0] < 0 for u in test_users)),
+        "fit_seconds": round(fit_seconds, 2),
+        "config": {k: v for k, v in cfg.to_dict().items() if k in _SHOWN_CONFIG},
+        "rows": rows,
+        "_plot": {"real_items": real_items, "real_users": real_users, "sims": sims},
+    }
+
+
+_SHOWN_CONFIG = ("num_users", "num_items", "num_topics", "embed_dim", "taste_weight", "horizon")
+
+
+def _distribution_row(items, users, real_items, real_users) -> dict[str, float]:
+    row = {
+        "gini_items": gini(items),
+        "top10_share_items": top_share(items),
+        "js_items": js_distance(items, real_items),
+        "spearman_items": spearman(items, real_items),
+    }
+    if users is not None:
+        row |= {
+            "gini_users": gini(users),
+            "js_users": js_distance(users, real_users),
+            "spearman_users": spearman(users, real_users),
+        }
+    return row
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+COLUMNS = (
+    ("gini_items", "item Gini"),
+    ("top10_share_items", "top-10 % items' share"),
+    ("js_items", "JS dist. items vs train"),
+    ("spearman_items", "Spearman items vs train"),
+    ("spearman_items_test", "Spearman items vs test"),
+    ("gini_users", "user Gini"),
+    ("js_users", "JS dist. users vs train"),
+    ("spearman_users", "Spearman users vs train"),
+    ("hr@10_next", "next-item HR@10"),
+    ("hr@10_any", "HR@10 (any held-out)"),
+)
+
+
+def markdown(results: list[dict[str, Any]], log: InteractionLog, args: Args) -> str:
+    lines = [
+        f"# Fidelity of {ENV_ID} on `{os.path.basename(os.path.dirname(log.source))}/"
+        f"{os.path.basename(log.source)}`",
+        "",
+        f"{len(log):,} interactions, {log.num_users:,} users, {log.num_items:,} items "
+        f"(density {log.density:.4f}). Test fraction {args.test_fraction}; simulated requests "
+        f"= train interactions; {args.num_envs} markets; seed {args.seed}. Generated by "
+        "`python -m experiments.fidelity` (see its docstring for the measures).",
+        "",
+    ]
+    for res in results:
+        lines += [
+            f"## Split `{res['split']}`: train {res['train']['interactions']:,} interactions "
+            f"({res['train']['users']} users, {res['train']['items']:,} items), test "
+            f"{res['test_interactions']:,} ({res['test_users']} test users, of whom "
+            f"{res['test_next_item_unseen_in_train']} have a next item unseen in train)",
+            "",
+            "| | " + " | ".join(name for _, name in COLUMNS) + " |",
+            "|---|" + "---:|" * len(COLUMNS),
+        ]
+        for label, row in res["rows"].items():
+            cells = [_fmt(row.get(key)) for key, _ in COLUMNS]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        sims = [
+            f"{k}: CTR {v['ctr']:.2f}, repeat clicks {v['repeat_share']:.0%}, {v['seconds']} s"
+            for k, v in res["rows"].items()
+            if "ctr" in v
+        ]
+        lines += ["", f"Fit {res['fit_seconds']} s; simulations — " + "; ".join(sims) + ".", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def plots(results: list[dict[str, Any]], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    fig, axes = plt.subplots(1, 2 * n, figsize=(6 * n * 2 / 2 + 2, 4), squeeze=False)
+    for k, res in enumerate(results):
+        real, sims = res["_plot"]["real_items"], res["_plot"]["sims"]
+        ax = axes[0, 2 * k]
+        ax.loglog(
+            np.arange(1, len(real) + 1), np.sort(real)[::-1] / real.sum(), label="real (train)"
+        )
+        for policy, sim in sims.items():
+            c = np.sort(sim.item_users)[::-1] / max(1, sim.item_users.sum())
+            ax.loglog(np.arange(1, len(c) + 1), c, label=f"simulated ({policy})")
+        ax.set(
+            title=f"item popularity by rank ({res['split']} split)", xlabel="rank", ylabel="share"
+        )
+        ax.legend(fontsize=8)
+        ax = axes[0, 2 * k + 1]
+        for label, x in [("real (train)", real)] + [
+            (f"simulated ({p})", s.item_users) for p, s in sims.items()
+        ]:
+            x = np.sort(x)
+            ax.plot(
+                np.linspace(0, 1, len(x) + 1),
+                np.concatenate([[0], np.cumsum(x) / x.sum()]),
+                label=label,
+            )
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(
+            title=f"Lorenz curve of item popularity ({res['split']})",
+            xlabel="share of items",
+            ylabel="share of interactions",
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "popularity.png"), dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    for k, res in enumerate(results):
+        ax = axes[0, k]
+        real = res["_plot"]["real_users"]
+        for policy, sim in res["_plot"]["sims"].items():
+            ax.loglog(
+                real,
+                np.maximum(sim.user_items, 0.5),
+                ".",
+                ms=3,
+                alpha=0.6,
+                label=f"simulated ({policy})",
+            )
+        ax.set(
+            title=f"per-user activity ({res['split']} split)",
+            xlabel="real interactions (train)",
+            ylabel="simulated distinct items chosen",
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "activity.png"), dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    for k, res in enumerate(results):
+        ax = axes[0, k]
+        labels = [lab for lab, row in res["rows"].items() if "hr@10_next" in row]
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, [res["rows"][lab]["hr@10_next"] for lab in labels], 0.4, label="next item")
+        ax.bar(
+            x + 0.2,
+            [res["rows"][lab]["hr@10_any"] for lab in labels],
+            0.4,
+            label="any held-out item",
+        )
+        ax.set_xticks(x, [lab.replace(" ", "\n", 1) for lab in labels], fontsize=8)
+        ax.set(title=f"hit rate@10 ({res['split']} split)", ylabel="share of test users")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "hit_rate.png"), dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.fidelity",
+        description=__doc__.split("\n\n")[0],
+    )
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default!r})"}
+        if isinstance(f.default, tuple):
+            kw |= {"nargs": "+", "choices": f.metadata["choices"], "default": list(f.default)}
+        else:
+            kw |= {"type": type(f.default), "default": f.default}
+        if f.name == "log":
+            kw |= {"required": True, "help": f.metadata["help"]}
+        p.add_argument(flag, **kw)
+    a = vars(p.parse_args(argv))
+    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "results",
+        "fidelity",
+        os.path.basename(os.path.dirname(os.path.abspath(args.log))) or "log",
+    )
+    existing = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f))]
+    if existing:
+        print(
+            f"error: {out} already holds {existing}; refusing to overwrite. Remove them or pass "
+            "another --out.",
+            file=sys.stderr,
+        )
+        return 2
+    log = load_log(args.log, args.log_format)
+    if log.timestamp is None:
+        print(f"error: {args.log} has no timestamps; a time split needs them", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    results = [evaluate_split(log, split, args) for split in args.splits]
+    os.makedirs(out, exist_ok=True)
+    table = markdown(results, log, args)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(table + "\n")
+    payload = {
+        "env_id": ENV_ID,
+        "log": log.summary(),
+        "args": args.__dict__,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "versions": {
+            "recenv": recenv.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "splits": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+    }
+    with open(os.path.join(out, "fidelity.json"), "w") as f:
+        json.dump(payload, f, indent=2, default=_json_default)
+    plots(results, out)
+    print(table)
+    print(f"\nwrote {', '.join(OUTPUTS)} to {out}")
+    return 0
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,564 @@
+"""Interaction logs: who interacted with what, how much, and when.
+
+Loaders read a file into an :class:`InteractionLog` — contiguous integer ids for users and
+items (``0..U-1``, ``0..I-1``, in the order of the original ids) plus the maps back to the
+original ids, an optional rating or weight per interaction, and an optional timestamp. Nothing
+is downloaded: every loader reads a file you already have.
+
+- ``movielens``: ``ratings.csv`` of ml-latest(-small), ml-20m, ml-25m:
+  ``userId,movieId,rating,timestamp`` with that header; explicit ratings 0.5–5.
+- ``movielens-100k``: ``u.data`` of ml-100k: ``user item rating timestamp``, tab-separated,
+  no header; explicit ratings 1–5.
+- ``movielens-1m``: ``ratings.dat`` of ml-1m / ml-10m: ``user::item::rating::timestamp``.
+- ``lastfm``: ``user_artists.dat`` of HetRec 2011 Last.fm: ``userID artistID weight``,
+  tab-separated, with that header; the weight is a play count; no timestamps.
+- ``csv``: any delimited text, ``user, item[, rating[, timestamp]]``, header optional (see
+  :func:`load_csv`).
+
+``format="auto"`` picks by file name (``ratings.csv``, ``u.data``, ``ratings.dat``,
+``user_artists.dat``) and falls back to ``csv``.
+
+A malformed file raises :class:`LogFormatError` (a ``ValueError``) whose message starts with
+``path:line:`` and says what was expected there. Blank lines are skipped.
+
+Data sets have their own licences. MovieLens (GroupLens, non-commercial use; cite F. M.
+Harper and J. A. Konstan, "The MovieLens Datasets: History and Context", ACM TiiS 5(4), 2015)
+and HetRec Last.fm (non-commercial; cite Cantador, Brusilovsky and Kuflik, HetRec 2011) may not
+be bundled with this package: point the loaders at your copy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("auto", "movielens", "movielens-100k", "movielens-1m", "lastfm", "csv")
+RATING_KINDS = ("explicit", "count")
+
+_AUTO_BY_NAME = {
+    "ratings.csv": "movielens",
+    "u.data": "movielens-100k",
+    "ratings.dat": "movielens-1m",
+    "user_artists.dat": "lastfm",
+}
+# Generic CSV headers: which column is which (matched on the lower-cased, stripped name).
+_USER_NAMES = ("user", "userid", "user_id", "uid", "customer", "customer_id", "visitorid")
+_ITEM_NAMES = (
+    "item", "itemid", "item_id", "iid", "movie", "movieid", "movie_id", "artist", "artistid",
+    "artist_id", "product", "productid", "product_id", "asin", "track", "track_id", "song",
+    "song_id", "book", "book_id", "isbn",
+)  # fmt: skip
+_COUNT_NAMES = ("weight", "count", "plays", "playcount", "play_count", "clicks", "quantity")
+_RATING_NAMES = ("rating", "ratings", "score", "stars", "overall", "value", *_COUNT_NAMES)
+_TIME_NAMES = ("timestamp", "time", "ts", "date", "datetime", "unixtime", "unix_timestamp")
+
+
+class LogFormatError(ValueError):
+    """A log file that cannot be read as the expected format. ``path`` and ``line`` (1-based;
+    0 when the problem is the whole file) say where."""
+
+    def __init__(self, path: str | os.PathLike, line: int, message: str):
+        self.path, self.line = str(path), line
+        where = f"{self.path}:{line}" if line > 0 else self.path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, eq=False)
+class InteractionLog:
+    """``n`` interactions of ``U`` users with ``I`` items.
+
+    ``user`` and ``item`` are contiguous ids; ``user_ids[u]`` / ``item_ids[i]`` are the
+    original ids. A log may hold several interactions of one pair (repeat consumption).
+    """
+
+    user: np.ndarray  # [n] int64 in [0, U)
+    item: np.ndarray  # [n] int64 in [0, I)
+    rating: np.ndarray | None  # [n] float64: a rating ("explicit") or a weight ("count")
+    timestamp: np.ndarray | None  # [n] float64 seconds (any monotone clock)
+    user_ids: np.ndarray  # [U] original user ids
+    item_ids: np.ndarray  # [I] original item ids
+    source: str = ""  # the file it was read from
+    format: str = "csv"
+    rating_kind: str | None = None  # "explicit", "count", or None without ratings
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for name in ("item", "rating", "timestamp"):
+            x = getattr(self, name)
+            if x is not None and len(x) != n:
+                raise ValueError(f"InteractionLog.{name} has {len(x)} rows, user has {n}")
+        if n and (self.user.max() >= len(self.user_ids) or self.item.max() >= len(self.item_ids)):
+            raise ValueError("InteractionLog ids exceed the id maps")
+        if (self.rating is None) != (self.rating_kind is None):
+            raise ValueError("rating_kind must be given exactly when ratings are")
+        if self.rating_kind is not None and self.rating_kind not in RATING_KINDS:
+            raise ValueError(f"rating_kind={self.rating_kind!r} must be one of {RATING_KINDS}")
+
+    # Sizes -------------------------------------------------------------------------------
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def density(self) -> float:
+        """Share of (user, item) pairs with at least one interaction."""
+        pairs = np.unique(self.user * self.num_items + self.item).size
+        return pairs / max(1, self.num_users * self.num_items)
+
+    def item_counts(self) -> np.ndarray:
+        """Interactions per item, ``[I]``."""
+        return np.bincount(self.item, minlength=self.num_items)
+
+    def user_counts(self) -> np.ndarray:
+        """Interactions per user, ``[U]``."""
+        return np.bincount(self.user, minlength=self.num_users)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "interactions": len(self),
+            "users": self.num_users,
+            "items": self.num_items,
+            "density": self.density,
+            "rating_kind": self.rating_kind,
+            "timestamps": self.timestamp is not None,
+        }
+
+    # Subsets -----------------------------------------------------------------------------
+    def select(self, rows: np.ndarray) -> InteractionLog:
+        """The interactions ``rows`` (indices or a boolean mask), in the same id space."""
+
+        def take(x):
+            return None if x is None else x[rows]
+
+        return replace(
+            self,
+            user=self.user[rows],
+            item=self.item[rows],
+            rating=take(self.rating),
+            timestamp=take(self.timestamp),
+        )
+
+    def compact(self) -> InteractionLog:
+        """The same interactions with users and items that have none dropped and the ids
+        made contiguous again (``user_ids`` / ``item_ids`` keep the original ids)."""
+        users, user = np.unique(self.user, return_inverse=True)
+        items, item = np.unique(self.item, return_inverse=True)
+        return replace(
+            self,
+            user=user.astype(np.int64),
+            item=item.astype(np.int64),
+            user_ids=self.user_ids[users],
+            item_ids=self.item_ids[items],
+        )
+
+    def time_split(
+        self, test_fraction: float = 0.2, by: str = "global"
+    ) -> tuple[InteractionLog, InteractionLog]:
+        """Split by time into ``(train, test)``, both in this log's id space.
+
+        - ``by="global"``: the earliest ``1 - test_fraction`` of all interactions train, the
+          latest test (one cut-off time for everyone; ties keep file order).
+        - ``by="user"``: each user's latest ``ceil(test_fraction * n_u)`` interactions test,
+          the rest train (users with one interaction keep it in train). Every test
+          interaction comes after its user's train interactions, and every user with two or
+          more interactions appears in both halves.
+        """
+        if self.timestamp is None:
+            raise ValueError(f"{self.source or 'log'}: a time split needs timestamps")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
+        if by == "global":
+            order = np.argsort(self.timestamp, kind="stable")
+            cut = round(len(self) * (1.0 - test_fraction))
+            return self.select(np.sort(order[:cut])), self.select(np.sort(order[cut:]))
+        if by != "user":
+            raise ValueError(f"by={by!r} must be 'global' or 'user'")
+        order = np.lexsort((np.arange(len(self)), self.timestamp, self.user))
+        n_u = self.user_counts()
+        first = np.concatenate([[0], np.cumsum(n_u)[:-1]])
+        sorted_user = self.user[order]
+        rank = np.arange(len(self)) - first[sorted_user]
+        n = n_u[sorted_user]
+        n_test = np.where(n >= 2, np.ceil(test_fraction * n).astype(np.int64), 0)
+        is_test = np.zeros(len(self), dtype=bool)
+        is_test[order] = rank >= n - n_test
+        return self.select(~is_test), self.select(is_test)
+
+
+# ------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------
+def load_log(path: str | os.PathLike, format: str = "auto", **options: Any) -> InteractionLog:
+    """Read an interaction log. ``format`` is one of :data:`FORMATS`; ``options`` go to
+    :func:`load_csv` for ``format="csv"``."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; known formats: {list(FORMATS)}")
+    if format == "auto":
+        format = _AUTO_BY_NAME.get(os.path.basename(os.fspath(path)).lower(), "csv")
+    if options and format != "csv":
+        raise ValueError(f"options {sorted(options)} apply to format='csv' only, not {format!r}")
+    if format == "movielens":
+        return load_movielens(path)
+    if format == "movielens-100k":
+        return load_movielens_100k(path)
+    if format == "movielens-1m":
+        return load_movielens_1m(path)
+    if format == "lastfm":
+        return load_lastfm(path)
+    return load_csv(path, **options)
+
+
+def load_movielens(path: str | os.PathLike) -> InteractionLog:
+    """``ratings.csv`` of the current MovieLens releases (ml-latest-small, ml-25m, ...)."""
+    return _load_fixed(
+        path,
+        "movielens",
+        sep=",",
+        header=("userId", "movieId", "rating", "timestamp"),
+        rating_range=(0.5, 5.0),
+    )
+
+
+def load_movielens_100k(path: str | os.PathLike) -> InteractionLog:
+    """``u.data`` of ml-100k: ``user item rating timestamp``, tab-separated, no header."""
+    return _load_fixed(path, "movielens-100k", sep="\t", header=None, rating_range=(1.0, 5.0))
+
+
+def load_movielens_1m(path: str | os.PathLike) -> InteractionLog:
+    """``ratings.dat`` of ml-1m and ml-10m: ``user::item::rating::timestamp``."""
+    return _load_fixed(path, "movielens-1m", sep="::", header=None, rating_range=(0.5, 5.0))
+
+
+def load_lastfm(path: str | os.PathLike) -> InteractionLog:
+    """``user_artists.dat`` of the HetRec 2011 Last.fm set: ``userID artistID weight`` (the
+    weight is the user's play count of the artist; there are no timestamps)."""
+    return _load_fixed(
+        path,
+        "lastfm",
+        sep="\t",
+        header=("userID", "artistID", "weight"),
+        rating_range=(0.0, math.inf),
+        rating_kind="count",
+    )
+
+
+def _load_fixed(
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    sep: str,
+    header: tuple[str, ...] | None,
+    rating_range: tuple[float, float],
+    rating_kind: str = "explicit",
+) -> InteractionLog:
+    """A format with integer ids, a rating, and (with 4 columns) an integer timestamp."""
+    ncols = len(header) if header is not None else 4
+    names = header if header is not None else ("user", "item", "rating", "timestamp")
+    shown = (sep if sep != "\t" else "tab").join(names) if header else f"{ncols} fields"
+    users: list[int] = []
+    items: list[int] = []
+    ratings: list[float] = []
+    times: list[int] = []
+    lo, hi = rating_range
+    first = True
+    for lineno, fields in _rows(path, sep):
+        if first:
+            first = False
+            if header is not None:
+                got = tuple(f.strip().lower() for f in fields)
+                if got != tuple(h.lower() for h in header):
+                    raise LogFormatError(
+                        path,
+                        lineno,
+                        f"expected the {fmt} header {shown!r}, got {sep.join(fields)!r}",
+                    )
+                continue
+        if len(fields) != ncols:
+            raise LogFormatError(
+                path,
+                lineno,
+                f"expected {ncols} fields ({', '.join(names)}) separated by {sep!r}, "
+                f"got {len(fields)}: {sep.join(fields)!r}",
+            )
+        u = _int(path, lineno, names[0], fields[0])
+        i = _int(path, lineno, names[1], fields[1])
+        r = _float(path, lineno, names[2], fields[2])
+        if not lo <= r <= hi:
+            raise LogFormatError(
+                path,
+                lineno,
+                f"{names[2]} {fields[2].strip()} is outside the {fmt} range [{lo:g}, {hi:g}]",
+            )
+        users.append(u)
+        items.append(i)
+        ratings.append(r)
+        if ncols == 4:
+            t = _int(path, lineno, names[3], fields[3])
+            if t < 0:
+                raise LogFormatError(path, lineno, f"{names[3]} {t} is negative")
+            times.append(t)
+    return _finish(
+        path,
+        fmt,
+        np.asarray(users, dtype=np.int64),
+        np.asarray(items, dtype=np.int64),
+        np.asarray(ratings, dtype=np.float64),
+        np.asarray(times, dtype=np.float64) if ncols == 4 else None,
+        rating_kind,
+    )
+
+
+def load_csv(
+    path: str | os.PathLike,
+    *,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    rating_kind: str | None = None,
+) -> InteractionLog:
+    """A generic delimited log: ``user, item[, rating[, timestamp]]`` per line.
+
+    - ``delimiter``: ``","``, ``"\\t"``, ``";"``, ``"::"`` or ``"|"``; by default the first of
+      these found in the first line.
+    - ``header``: whether the first line names the columns. By default it does when one of
+      its fields is a known column name (``user``, ``userId``, ``item``, ``movieId``,
+      ``rating``, ``weight``, ``timestamp``, ...). With a header, columns are found by name
+      (extra columns are ignored); without, by position (2 to 4 columns).
+    - ``rating_kind``: ``"explicit"`` (a score) or ``"count"`` (a weight such as a play
+      count); by default ``"count"`` when the rating column is named like a count
+      (``weight``, ``count``, ``plays``, ...), else ``"explicit"``.
+
+    User and item ids may be any strings; they are kept as integers when all are integers.
+    Ratings must be finite numbers; timestamps numbers (seconds) or ISO 8601 dates.
+    """
+    if rating_kind is not None and rating_kind not in RATING_KINDS:
+        raise ValueError(f"rating_kind={rating_kind!r} must be one of {RATING_KINDS}")
+    rows = _rows(path, delimiter)
+    try:
+        lineno, first = next(rows)
+    except StopIteration:
+        raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
+    sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
+    lower = [f.strip().lower() for f in first]
+    known = (*_USER_NAMES, *_ITEM_NAMES, *_RATING_NAMES, *_TIME_NAMES)
+    has_header = header if header is not None else any(name in known for name in lower)
+    if has_header:
+        cols = _columns_by_name(path, lineno, lower)
+        ncols = len(first)
+        pending: list[tuple[int, list[str]]] = []
+    else:
+        if not 2 <= len(first) <= 4:
+            raise LogFormatError(
+                path,
+                lineno,
+                f"expected 2 to 4 fields (user, item[, rating[, timestamp]]) separated by "
+                f"{sep!r}, got {len(first)}: {first!r}",
+            )
+        ncols = len(first)
+        cols = dict(zip(("user", "item", "rating", "timestamp"), range(ncols), strict=False))
+        pending = [(lineno, first)]
+    rating_col = cols.get("rating")
+    if rating_kind is None and rating_col is not None:
+        name = lower[rating_col] if has_header else ""
+        rating_kind = "count" if name in _COUNT_NAMES else "explicit"
+    names = {v: k for k, v in cols.items()}
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    times: list[float] = []
+
+    def rows_all() -> Iterator[tuple[int, list[str]]]:
+        yield from pending
+        yield from rows
+
+    for lineno, fields in rows_all():
+        if len(fields) != ncols:
+            what = ", ".join(names.get(c, f"column {c + 1}") for c in range(ncols))
+            raise LogFormatError(
+                path,
+                lineno,
+                f"expected {ncols} fields ({what}) separated by {sep!r}, got {len(fields)}: "
+                f"{sep.join(fields)!r}",
+            )
+        u = fields[cols["user"]].strip().strip('"')
+        i = fields[cols["item"]].strip().strip('"')
+        if not u or not i:
+            raise LogFormatError(path, lineno, "empty user or item id")
+        users.append(u)
+        items.append(i)
+        if rating_col is not None:
+            ratings.append(_float(path, lineno, "rating", fields[rating_col]))
+        if "timestamp" in cols:
+            times.append(_time(path, lineno, fields[cols["timestamp"]]))
+    if not users:
+        raise LogFormatError(path, 0, "no interactions (only a header)")
+    rating = np.asarray(ratings, dtype=np.float64) if rating_col is not None else None
+    if rating is not None and rating_kind == "count" and bool((rating < 0).any()):
+        bad = int(np.flatnonzero(rating < 0)[0])
+        raise LogFormatError(
+            path, 0, f"count weights must be >= 0; interaction {bad + 1} is {rating[bad]:g}"
+        )
+    return _finish(
+        path,
+        "csv",
+        _ids(users),
+        _ids(items),
+        rating,
+        np.asarray(times, dtype=np.float64) if "timestamp" in cols else None,
+        rating_kind if rating is not None else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Parsing helpers
+# ------------------------------------------------------------------------------------------
+class _Rows:
+    """Non-blank lines of a file as ``(line number, fields)``; ``sep=None`` sniffs the
+    delimiter from the first line (``sep`` is set then)."""
+
+    def __init__(self, path: str | os.PathLike, sep: str | None):
+        self.path, self.sep = path, sep
+        try:
+            self._file = open(path, "rb")  # closed when the iteration ends
+        except OSError as e:
+            raise LogFormatError(
+                path, 0, f"cannot read the interaction log: {e.strerror}"
+            ) from None
+        self._it = self._lines()
+
+    def _lines(self) -> Iterator[tuple[int, list[str]]]:
+        with self._file as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    raise LogFormatError(self.path, lineno, "not UTF-8 text") from None
+                if lineno == 1:
+                    line = line.lstrip("\ufeff")
+                if not line.strip():
+                    continue
+                if self.sep is None:
+                    self.sep = next((s for s in ("\t", "::", ",", ";", "|") if s in line), None)
+                    if self.sep is None:
+                        raise LogFormatError(
+                            self.path,
+                            lineno,
+                            "cannot tell the delimiter: expected fields separated by ',', tab, "
+                            f"';', '::' or '|', got {line!r}",
+                        )
+                yield lineno, line.split(self.sep)
+
+    def __iter__(self) -> _Rows:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        return next(self._it)
+
+
+def _rows(path: str | os.PathLike, sep: str | None) -> _Rows:
+    if os.path.isdir(path):
+        raise LogFormatError(path, 0, "is a directory, expected an interaction log file")
+    return _Rows(path, sep)
+
+
+def _int(path, lineno: int, name: str, s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not an integer") from None
+
+
+def _float(path, lineno: int, name: str, s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not a number") from None
+    if not math.isfinite(v):
+        raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not a finite number")
+    return v
+
+
+def _time(path, lineno: int, s: str) -> float:
+    s = s.strip()
+    try:
+        v = float(s)
+    except ValueError:
+        try:
+            return datetime.fromisoformat(s).timestamp()
+        except ValueError:
+            raise LogFormatError(
+                path, lineno, f"timestamp {s!r} is neither a number nor an ISO 8601 date"
+            ) from None
+    if not math.isfinite(v):
+        raise LogFormatError(path, lineno, f"timestamp {s!r} is not a finite number")
+    return v
+
+
+def _columns_by_name(path, lineno: int, names: list[str]) -> dict[str, int]:
+    def find(candidates: tuple[str, ...]) -> int | None:
+        return next((c for c, n in enumerate(names) if n in candidates), None)
+
+    cols = {"user": find(_USER_NAMES), "item": find(_ITEM_NAMES)}
+    missing = [k for k, v in cols.items() if v is None]
+    if missing:
+        raise LogFormatError(
+            path,
+            lineno,
+            f"the header {names} names no {' and no '.join(missing)} column; expected e.g. "
+            f"user/userId and item/itemId/movieId/artistId",
+        )
+    rating, time = find(_RATING_NAMES), find(_TIME_NAMES)
+    out = dict(cols)
+    if rating is not None:
+        out["rating"] = rating
+    if time is not None:
+        out["timestamp"] = time
+    return out  # type: ignore[return-value]
+
+
+def _ids(values: list[str]) -> np.ndarray:
+    """Original ids as int64 when every one is an integer, else as strings."""
+    try:
+        return np.asarray([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.asarray(values, dtype=str)
+
+
+def _finish(
+    path,
+    fmt: str,
+    users: np.ndarray,
+    items: np.ndarray,
+    rating: np.ndarray | None,
+    timestamp: np.ndarray | None,
+    rating_kind: str | None,
+) -> InteractionLog:
+    if len(users) == 0:
+        raise LogFormatError(path, 0, "no interactions")
+    user_ids, user = np.unique(users, return_inverse=True)
+    item_ids, item = np.unique(items, return_inverse=True)
+    return InteractionLog(
+        user=user.astype(np.int64).reshape(-1),
+        item=item.astype(np.int64).reshape(-1),
+        rating=rating,
+        timestamp=timestamp,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        source=os.fspath(path),
+        format=fmt,
+        rating_kind=rating_kind,
+    )
