@@ -171,7 +171,6 @@ def _complete(
 
 def write_report(path: Path, cfg: CompareConfig, results: list[dict[str, Any]]) -> ComparisonResult:
     """Tables and figures of finished runs into the comparison directory, then ``DONE``."""
-    from experiments import plots  # matplotlib: only when a report is drawn
     rows = [report.run_row(r["summary"], Path(r["path"]).name) for r in results]
     rows = report.sort_rows(rows, cfg.envs, cfg.agents)
     table = report.aggregate(rows)
@@ -193,9 +192,15 @@ def write_report(path: Path, cfg: CompareConfig, results: list[dict[str, Any]]) 
         "market_share": path / "market_share.png",
         "final_metrics": path / "final_metrics.png",
     }
-    plots.learning_curves(curves, figures["learning_curves"])
-    plots.market_share(curves, figures["market_share"])
-    plots.final_metrics(table, path=figures["final_metrics"])
+    try:
+        from experiments import plots  # matplotlib: only when a report is drawn
+    except ImportError as e:
+        print(f"no figures ({e}); install them with: pip install 'recenv[plots]'", file=sys.stderr)
+        figures = {}
+    else:
+        plots.learning_curves(curves, figures["learning_curves"])
+        plots.market_share(curves, figures["market_share"])
+        plots.final_metrics(table, path=figures["final_metrics"])
     _write(path / DONE, utc_stamp() + "\n")
     return ComparisonResult(path, rows, table, md, figures, files)
 

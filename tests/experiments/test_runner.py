@@ -206,3 +206,22 @@ def test_evaluate_checkpoint(tiny, tmp_path):
         )
         agent.save(bare)
         runner.evaluate_checkpoint(bare, root=tmp_path / "evals")
+
+
+def test_resume_from_the_agent_state_dict_alone_would_differ(tiny, monkeypatch):
+    """The exactness checks have teeth: restoring IQL from ``Agent.state_dict`` alone (weights,
+    optimizers, generator; not its replay buffer, n-step window or metric sums) changes the
+    result, so the full snapshot is what makes resume exact."""
+    full = runner.train(tiny())
+    copy = full.path.with_name(full.path.name + "-copy")
+    shutil.copytree(full.path, copy)
+    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
+        (copy / name).unlink()
+    real = runner.snapshot.restore
+    monkeypatch.setattr(
+        runner.snapshot,
+        "restore",
+        lambda obj, state: None if isinstance(obj, agents.Agent) else real(obj, state),
+    )
+    resumed = runner.resume(copy, checkpoint=copy / "checkpoints" / "step_000000000080.pt")
+    assert deterministic(resumed.summary) != deterministic(full.summary)
