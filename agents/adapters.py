@@ -153,10 +153,17 @@ class PettingZooAgent:
                         for a in ids},
             state=state_t(state),
             next_state=state_t(next_state),
+            served={a: one(_served(infos[a]), torch.bool) for a in ids},
         )  # fmt: skip
         self._last = (next_obs, next_batch)
         self.agent.observe(tr)
         return self.agent.learn(tr) if learn else {}
+
+
+def _served(info_a: dict) -> bool:
+    """Whether the agent's slate reached the user (``infos[a]["shown"]``: -1 = not visible)."""
+    shown = info_a.get("shown")
+    return True if shown is None else bool((np.asarray(shown) >= 0).any())
 
 
 def run_episodes(

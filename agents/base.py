@@ -147,6 +147,9 @@ class Transition:
     ``clicked_slot[a] [N]`` (int64) is the slot of ``a``'s own slate the user clicked, -1 when
     the user clicked nothing of ``a``'s; ``engagement[a] [N]`` the value of that click (0
     otherwise). This is all an agent learns of the user's choice: its own slate's outcome.
+    ``served[a] [N]`` tells whether ``a``'s slate reached the user at all (under
+    ``topology="platform_choice"`` the user visits one platform; a slate nobody saw says
+    nothing about its items); ``None`` means every slate did.
     """
 
     obs: Obs
@@ -160,6 +163,14 @@ class Transition:
     engagement: dict[str, torch.Tensor]  # {a: [N]}
     state: torch.Tensor | None = None  # [N, S], only for agents that need it
     next_state: torch.Tensor | None = None
+    served: dict[str, torch.Tensor] | None = None  # {a: [N]} bool
+
+    def seen(self, agent_id: str) -> torch.Tensor:
+        """[N] bool: a real step (not an auto-reset) in which ``agent_id``'s slate reached the
+        user — the rows a model of the user's response to slates may learn from."""
+        if self.served is None or agent_id not in self.served:
+            return self.valid
+        return self.valid & self.served[agent_id]
 
     def slate_feedback(
         self, agent_id: str, target: str = "click"
@@ -199,14 +210,18 @@ class Transition:
         next_state: torch.Tensor | None = None,
     ) -> Transition:
         """From one ``BatchedMarket.step`` (reads ``info["chosen_agent"]``,
-        ``info["chosen_slot"]``, ``info["engagement"]`` and ``info["reset"]``)."""
+        ``info["chosen_slot"]``, ``info["engagement"]``, ``info["shown"]`` and
+        ``info["reset"]``)."""
         chosen_agent, chosen_slot = info["chosen_agent"], info["chosen_slot"]
         engagement = info["engagement"]
-        clicked, value = {}, {}
+        shown = info.get("shown")  # [N, A, K] item ids, -1 where not visible
+        clicked, value, served = {}, {}, {}
         for i, a in enumerate(env_agents):
             won = chosen_agent == i
             clicked[a] = torch.where(won, chosen_slot, torch.full_like(chosen_slot, -1))
             value[a] = torch.where(won, engagement, torch.zeros_like(engagement))
+            if shown is not None:
+                served[a] = (shown[:, i] >= 0).any(dim=1)
         return cls(
             obs=obs,
             actions={a: torch.as_tensor(x).long() for a, x in actions.items()},
@@ -219,6 +234,7 @@ class Transition:
             engagement=value,
             state=state,
             next_state=next_state,
+            served=served or None,
         )
 
 

@@ -3,10 +3,10 @@ the ε-greedy and LinUCB bandits.
 
 All of them score candidates and recommend the top K of the masked scores
 (:class:`~agents.base.ScoringAgent`), so each can also be a member of the ensemble. Bandits
-learn from their own slates' outcomes only (:meth:`~agents.base.Transition.slate_feedback`),
-keep one set of statistics per controlled env agent, and act greedily when
-``explore=False``. Matrix factorisation lives in :mod:`agents.mf`, the ensemble in
-:mod:`agents.ensemble`.
+learn from their own slates' outcomes only (:meth:`~agents.base.Transition.slate_feedback`,
+on the steps their slate reached the user), keep one set of statistics per controlled env
+agent, and act greedily when ``explore=False``. Matrix factorisation lives in :mod:`agents.mf`,
+the ensemble in :mod:`agents.ensemble`.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ class PopularityAgent(ScoringAgent):
     def learn(self, transition: Transition) -> Metrics:
         if self.config.source != "own":
             return {}
-        valid = transition.valid.float()[:, None]
         for i, a in enumerate(self.agent_ids):
+            valid = transition.seen(a).float()[:, None]
             items, hit, _ = transition.slate_feedback(a, "click")
             self.clicks[i].index_add_(0, items.flatten(), (hit * valid).flatten())
             self.exposures[i].index_add_(0, items.flatten(), valid.expand_as(hit).flatten())
@@ -183,8 +183,8 @@ class EpsilonGreedyAgent(ScoringAgent):
         return (self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0)
 
     def learn(self, transition: Transition) -> Metrics:
-        valid = transition.valid.float()[:, None]
         for i, a in enumerate(self.agent_ids):
+            valid = transition.seen(a).float()[:, None]
             items, y, _ = transition.slate_feedback(a, self.config.target)
             self.payoff[i].index_add_(0, items.flatten(), (y * valid).flatten())
             self.count[i].index_add_(0, items.flatten(), valid.expand_as(y).flatten())
@@ -247,8 +247,8 @@ class LinUCBAgent(ScoringAgent):
         return mean + self.config.alpha * var.sqrt()
 
     def learn(self, transition: Transition) -> Metrics:
-        valid = transition.valid.float()[:, None, None]
         for i, a in enumerate(self.agent_ids):
+            valid = transition.seen(a).float()[:, None, None]
             _, y, slate = transition.slate_feedback(a, self.config.target)
             x = linear_features(self.layout, transition.obs[a])
             xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1])) * valid  # [N, K, d]

@@ -122,7 +122,7 @@ class MatrixFactorizationAgent(ScoringAgent):
     # Feedback --------------------------------------------------------------------------------
     def _interactions(self, tr: Transition, i: int, a: str):
         items, y, _ = tr.slate_feedback(a, "click")
-        conf = (1.0 + self.config.confidence * y) * tr.valid.float()[:, None]  # 0 drops a row
+        conf = (1.0 + self.config.confidence * y) * tr.seen(a).float()[:, None]  # 0: dropped
         return items, y, conf
 
     def observe(self, transition: Transition) -> None:

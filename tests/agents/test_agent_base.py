@@ -126,3 +126,17 @@ def test_team_merges_members_and_rejects_overlap(market):
         agents.Team([rnd, agents.make_agent("random", env)])
     team2 = agents.make_team(env, {"agent_0": "oracle", "agent_1": ("linucb", {"alpha": 0.1})})
     assert team2.needs_privileged and team2.learns
+
+
+def test_served_marks_the_visited_platform(market):
+    """Under platform_choice only the visited platform's slate reaches the user; bandits and MF
+    learn from those rows only (``Transition.seen``)."""
+    env = market(num_envs=64, topology="platform_choice")
+    obs = env.reset()
+    actions = agents.make_agent("random", env).act(obs)
+    nxt, rew, term, trunc, info = env.step(actions)
+    tr = Transition.from_step(env.agents, obs, actions, rew, nxt, term, trunc, info)
+    for i, a in enumerate(env.agents):
+        assert torch.equal(tr.served[a], info["platform"] == i)
+        assert torch.equal(tr.seen(a), tr.valid & (info["platform"] == i))
+        assert not bool((tr.clicked_slot[a] >= 0)[~tr.served[a]].any())
