@@ -1,30 +1,38 @@
 # The two commands of the README: `make run` (the main job) and `make test` (the suite).
-# Each creates .venv on first use (scripts/bootstrap.sh): no manual set-up.
+# Each creates .venv on first use (scripts/bootstrap.sh): no manual set-up. `make test` also
+# installs the integration extras (Ray RLlib, TorchRL, SB3 + SuperSuit) so their tests run.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# pytest-xdist workers: all cores ("auto"); CI's 2-core machine gets 2.
+# pytest-xdist workers: all cores ("auto"); CI's 2-core machine gets 2. Tests marked
+# xdist_group("ray") share one worker (and one local Ray) under --dist loadgroup.
 WORKERS ?= auto
 
 .PHONY: run test lint format bench clean
 
-$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
-	bash scripts/bootstrap.sh $(VENV)
+$(VENV)/.installed-run: pyproject.toml scripts/bootstrap.sh
+	RECENV_EXTRAS=dev bash scripts/bootstrap.sh $(VENV)
+	touch $@
 
-run: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml scripts/bootstrap.sh
+	RECENV_EXTRAS=dev,integrations bash scripts/bootstrap.sh $(VENV)
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
 	$(PY) -m experiments.compare_agents --quick
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -n $(WORKERS) -q
+test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(VENV)/.installed
+format: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-run
 	$(PY) -m experiments.bench_env
 
 clean:

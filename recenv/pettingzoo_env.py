@@ -202,7 +202,9 @@ class MarketParallelEnv(ParallelEnv):
             d["user_clicked"] = chosen_agent >= 0
             d["utility"] = dict(utility)
             if episode is not None:
-                d["episode"] = {**episode, "return": episode["return"][i]}
+                own = episode["return"][i]
+                # "r"/"l" are the keys Gymnasium's and SB3's episode statistics use.
+                d["episode"] = {**episode, "return": own, "r": own, "l": int(episode["length"])}
         return infos
 
 

@@ -24,5 +24,5 @@ fi
 
 EXTRAS="${RECENV_EXTRAS:-dev}"
 "${PIP[@]}" install -e ".[${EXTRAS}]"
-touch "$VENV/.installed"
+
 "$VENV/bin/python" -c "import torch, recenv; print('recenv', recenv.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"

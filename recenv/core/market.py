@@ -94,11 +94,6 @@ class BatchedMarket:
             population.check(cfg)
             population = population.to(dev)
         self.population = population
-        self._seed_generator = torch.Generator()
-        if seed is None:
-            self._seed_generator.seed()
-        else:
-            self._seed_generator.manual_seed(int(seed))
         self._pending_seed = seed
         self._seeded = False
         A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size
@@ -205,7 +200,9 @@ class BatchedMarket:
             seed = self._pending_seed
         self._pending_seed = None
         if seed is None and not self._seeded:
-            seed = rng.fresh_seed(self._seed_generator)
+            # Entropy at the first unseeded reset, not at construction: copies of an unseeded
+            # env (pickled, deep-copied by vectorising wrappers) must not share one stream.
+            seed = rng.fresh_seed()
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ValueError(f"seed={seed!r} must be an int or None")
