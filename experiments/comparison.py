@@ -112,9 +112,9 @@ def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> di
         summary = json.loads((d / "summary.json").read_text())
         return {"path": str(d), "summary": summary, "curve": runner.read_curve(d / "curve.csv")}
     if existing is not None:
-        res = runner.resume(existing, quiet=quiet)
+        res = runner.resume(existing, quiet=quiet, leave=False)
     else:
-        res = runner.train(cfg, quiet=quiet)
+        res = runner.train(cfg, quiet=quiet, leave=False)
     return {"path": str(res.path), "summary": res.summary, "curve": res.curve}
 
 
@@ -160,7 +160,7 @@ def _complete(
         with cf.ProcessPoolExecutor(
             cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         ) as pool:
-            futures = {pool.submit(_run_cell, *a, True): i for i, a in enumerate(args)}
+            futures = {pool.submit(_run_cell, c, p, True): i for i, (c, p, _) in enumerate(args)}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.result())
                 bar.update(1, results[futures[fut]]["summary"].get("eval", {}).get("return"))

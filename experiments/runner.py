@@ -349,7 +349,15 @@ def auto_quiet(quiet: bool) -> bool:
 class Progress:
     """A tqdm bar over env steps with steps/s and the latest return; silent when quiet."""
 
-    def __init__(self, total: int, initial: int, desc: str, quiet: bool, unit: str = "step"):
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        desc: str,
+        quiet: bool,
+        unit: str = "step",
+        leave: bool = True,
+    ):
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
@@ -362,7 +370,7 @@ class Progress:
                 unit_scale=unit == "step",
                 dynamic_ncols=True,
                 mininterval=0.5,
-                leave=True,
+                leave=leave,
                 file=sys.stderr,
             )
 
@@ -488,8 +496,11 @@ def _git_commit() -> str:
 class Trainer:
     """One run: env, lineup, loop state, logger. Use :func:`train` / :func:`resume`."""
 
-    def __init__(self, cfg: RunConfig, run_dir: RunDir, quiet: bool | None = None):
+    def __init__(
+        self, cfg: RunConfig, run_dir: RunDir, quiet: bool | None = None, leave: bool = True
+    ):
         self.cfg = cfg
+        self.leave = leave  # keep the finished progress bar on screen
         self.dir = run_dir
         self.quiet = auto_quiet(cfg.quiet if quiet is None else quiet)
         if cfg.threads > 0:
@@ -565,11 +576,13 @@ class Trainer:
             self.start()
         N, loop = self.cfg.num_envs, self.loop
         total, log_iters, ckpt_iters = self._stops()
-        purge = loop.steps if self.resumed_from else None
+        # Scalars a killed process wrote after its checkpoint (steps > loop.steps) are hidden.
+        purge = loop.steps + 1 if self.resumed_from else None
         logger = RunLogger(self.dir.path, purge_step=purge)
         if not self.resumed_from:
             logger.hyperparameters(self.dir.read_json("config.json"))
-        bar = Progress(total * N, loop.steps, self.dir.name[:48], self.quiet)
+        desc = f"{env_label(self.cfg.env)} {self.cfg.lineup} seed={self.cfg.seed}"
+        bar = Progress(total * N, loop.steps, desc, self.quiet, leave=self.leave)
         t_start, window_t, window_steps = time.perf_counter(), time.perf_counter(), 0
         latest = loop.curve[-1]["return"] if loop.curve else None
         try:
@@ -611,8 +624,10 @@ class Trainer:
                     if nxt == total:
                         loop.trained = True
                     if nxt % ckpt_iters == 0 or nxt == total:
+                        logger.flush()  # what the checkpoint covers is on disk first
                         self.save_checkpoint()
                     if stop_requested() and nxt < total:
+                        logger.flush()
                         self.save_checkpoint()
                         raise Interrupted(self.dir.path, loop.steps)
             train_seconds = time.perf_counter() - t_start
@@ -636,20 +651,20 @@ class Trainer:
         return RunResult(self.dir.path, summary, loop.curve)
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy episodes on fresh evaluation markets (their own seeds), played by a copy of
+        the trained lineup built for them and loaded from its ``state_dict`` — exactly what
+        ``agents.load_agent(agent.pt, env)`` gives — so training state is left untouched."""
         cfg = self.cfg
         if cfg.eval_episodes <= 0:
             return {}
         n_envs = min(cfg.num_envs, cfg.eval_episodes)
-        per_env = -(-cfg.eval_episodes // n_envs)
         seed = cfg.seed + EVAL_SEED_OFFSET
         env = make_env(cfg, num_envs=n_envs, seed=seed)
-        if self.agent.needs_privileged or self.agent.needs_state:
-            # Privileged agents read the env they were built with: evaluate a rebuilt copy.
-            agent = make_lineup(cfg, env)
-            agent.load_state_dict(self.agent.state_dict())
-        else:
-            agent = self.agent
-        res = agents.evaluate(agent, env, episodes_per_env=per_env, seed=seed)
+        agent = make_lineup(cfg, env)
+        agent.load_state_dict(_to_device(_to_cpu(self.agent.state_dict()), agent.device))
+        res = agents.evaluate(
+            agent, env, episodes_per_env=-(-cfg.eval_episodes // n_envs), seed=seed
+        )
         return episode_point(res.episodes, self.env_agents, self.focal)
 
     def summary(
@@ -721,13 +736,13 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
 # ----------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------
-def train(cfg: RunConfig, *, quiet: bool | None = None) -> RunResult:
+def train(cfg: RunConfig, *, quiet: bool | None = None, leave: bool = True) -> RunResult:
     """A new run of ``cfg`` in a new directory under ``cfg.root``."""
     validate_run(cfg)
     rd = RunDir.create(cfg)
-    trainer = Trainer(cfg, rd, quiet)
+    trainer = Trainer(cfg, rd, quiet, leave)
     rd.write_json("config.json", full_config(cfg, trainer.env, trainer.agent))
-    if not trainer.quiet:
+    if not trainer.quiet and leave:
         print(f"run: {rd.path}", file=sys.stderr)
     return trainer.run()
 
@@ -756,7 +771,11 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def resume(
-    path: str | Path, *, checkpoint: str | Path | None = None, quiet: bool | None = None
+    path: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    quiet: bool | None = None,
+    leave: bool = True,
 ) -> RunResult:
     """Continue an unfinished run from its newest checkpoint (or ``checkpoint``); without any
     checkpoint the run starts over in its own directory."""
@@ -764,7 +783,7 @@ def resume(
     cfg = RunConfig.from_dict(rd.read_json("config.json")["run"])
     ckpts = rd.checkpoints()
     source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
-    trainer = Trainer(cfg, rd, quiet)
+    trainer = Trainer(cfg, rd, quiet, leave)
     if source is not None:
         try:
             payload = load_run_checkpoint(source)

@@ -20,7 +20,9 @@
 =============================  ==============================================================
 
 The hyperparameters go in as a markdown table (``add_text("hyperparameters", ...)``).
-Resuming passes ``purge_step``: scalars a killed run wrote after its last checkpoint are hidden.
+The writer is flushed before every checkpoint, and resuming passes ``purge_step`` (the
+checkpoint's step + 1): the scalars a killed run wrote after its last checkpoint are hidden, so
+the resumed run's event files read exactly like an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ class RunLogger:
         self.scalars(
             step, {f"eval/{k.replace('/', '_')}": v for k, v in results.items() if k != "episodes"}
         )
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.flush()

@@ -174,12 +174,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 def test_an_interrupted_comparison_resumes(tmp_path):
     """Finished runs are kept, unfinished ones resumed, missing ones started; the report is the
-    uninterrupted comparison's."""
+    uninterrupted (parallel) comparison's."""
     cfg = apply_overrides(
         PRESETS["smoke"],
-        [("root", str(tmp_path / "a")), *(a.split("=", 1) for a in TINY)],
+        [("root", str(tmp_path / "a")), ("jobs", "2"), *(a.split("=", 1) for a in TINY)],
     )
-    whole = comparison.compare(cfg, quiet=True).path
+    whole = comparison.compare(cfg, quiet=True).path  # two worker processes
     part = tmp_path / "b" / whole.name
     shutil.copytree(whole, part)
     for name in ("DONE", "table.md", "table.csv", "runs.csv", *PNGS):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,27 @@ def test_resume_from_the_agent_state_dict_alone_would_differ(tiny, monkeypatch):
     )
     resumed = runner.resume(copy, checkpoint=copy / "checkpoints" / "step_000000000080.pt")
     assert deterministic(resumed.summary) != deterministic(full.summary)
+
+
+def test_ctrl_c_checkpoints_stops_and_resumes_exactly(tiny, monkeypatch):
+    """SIGINT (Ctrl-C) is honoured at the next chunk boundary: a checkpoint is written, the run
+    stops with the command to resume it, and resuming gives the uninterrupted result."""
+    real, chunks = agents.train, []
+
+    def train_then_interrupt(*args, **kwargs):
+        out = real(*args, **kwargs)
+        chunks.append(1)
+        if len(chunks) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(runner.agents, "train", train_then_interrupt)
+    with pytest.raises(runner.Interrupted) as err:
+        runner.train(tiny())
+    run, step = err.value.run_dir, err.value.step
+    assert step == 60 and "python -m experiments resume" in str(err.value)
+    assert (run / "checkpoints" / f"step_{step:012d}.pt").is_file()
+    assert not (run / "DONE").exists()
+    monkeypatch.setattr(runner.agents, "train", real)
+    resumed = runner.resume(run)
+    assert deterministic(resumed.summary) == deterministic(runner.train(tiny()).summary)
