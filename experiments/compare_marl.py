@@ -59,6 +59,7 @@ TABLE_METRICS = (
     ("retention", "retention", True),
     ("diversity", "diversity", True),
     ("sps", "train env-steps/s", True),
+    ("critic_ev", "critic expl. var.", True),
 )
 H2H_METRICS = (("return", "return", True), ("market_share", "market share", True))
 
@@ -103,6 +104,14 @@ def run_one(
     if agent.learns:
         res = agents.train(agent, env, args.steps, seed=seed)
         row["sps"], row["train_seconds"] = res.env_steps_per_second, res.seconds
+        ev = [
+            m["charts/explained_variance"]
+            for _, m in res.metrics
+            if "charts/explained_variance" in m
+        ]
+        if ev:  # the critic's fit over the last quarter of PPO updates
+            tail = ev[-max(1, len(ev) // 4) :]
+            row["critic_ev"] = sum(tail) / len(tail)
     eval_seed = seed + EVAL_SEED_OFFSET
     eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
     ep = agents.evaluate(agent, eval_env, seed=eval_seed).episodes
@@ -291,7 +300,9 @@ def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:
         "each agent's own return (in cooperative mode, the team total), `total engagement` "
         "the engagement all agents earned together per episode, whatever the reward mode. "
         "`train env-steps/s` is training throughput on this machine (CPU, "
-        f"{args.threads} torch thread(s), shared); baselines without learning are not trained.",
+        f"{args.threads} torch thread(s), shared); baselines without learning are not trained. "
+        "`critic expl. var.`: 1 − Var(return − V)/Var(return) of the PPO critic over the last "
+        "quarter of updates (MAPPO's reads state(), IPPO's the agent's own observation).",
         "",
         report.markdown_table(table, TABLE_METRICS),
     ]
