@@ -77,6 +77,9 @@ class Args:
         metadata={"help": "simulated requests per run (0: as many as train interactions)"},
     )
     seed: int = field(default=0, metadata={"help": "environment seed"})
+    threads: int = field(
+        default=1, metadata={"help": "torch threads (small tensors: more threads only contend)"}
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,6 +291,24 @@ def markdown(results: list[dict[str, Any]], log: InteractionLog, args: Args) -> 
         "`python -m experiments.fidelity` (see its docstring for the measures).",
         "",
     ]
+    if log.format.startswith("movielens"):
+        lines += [
+            'Data: MovieLens (GroupLens Research; F. M. Harper and J. A. Konstan, "The '
+            'MovieLens Datasets: History and Context", ACM TiiS 5(4), 2015), used under its '
+            "non-commercial licence and not copied into this repository.",
+            "",
+        ]
+    lines += [
+        "Rows: `real (train)` is the log the market was fitted to; `real (test)` compares the "
+        "held-out interactions with it (the natural drift between two real samples: a yardstick "
+        "for the simulated rows); `simulated (policy)` are the FromLog users' choices when "
+        "served by that policy for as many requests as train has interactions. Interactions "
+        "are distinct (user, item) pairs. Hit rates: the share of test users whose first "
+        "held-out item (`next`) or any held-out item is among 10 items — the ALS and "
+        "popularity recommenders' top 10, or the 10 items the simulated user chose most — "
+        "leaving out items the user had in train.",
+        "",
+    ]
     for res in results:
         lines += [
             f"## Split `{res['split']}`: train {res['train']['interactions']:,} interactions "
@@ -321,7 +342,7 @@ def plots(results: list[dict[str, Any]], out: str) -> None:
     import matplotlib.pyplot as plt
 
     n = len(results)
-    fig, axes = plt.subplots(1, 2 * n, figsize=(6 * n * 2 / 2 + 2, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 * n, figsize=(4.2 * 2 * n, 4), squeeze=False)
     for k, res in enumerate(results):
         real, sims = res["_plot"]["real_items"], res["_plot"]["sims"]
         ax = axes[0, 2 * k]
@@ -332,7 +353,7 @@ def plots(results: list[dict[str, Any]], out: str) -> None:
             c = np.sort(sim.item_users)[::-1] / max(1, sim.item_users.sum())
             ax.loglog(np.arange(1, len(c) + 1), c, label=f"simulated ({policy})")
         ax.set(
-            title=f"item popularity by rank ({res['split']} split)", xlabel="rank", ylabel="share"
+            title=f"popularity by rank ({res['split']} split)", xlabel="item rank", ylabel="share"
         )
         ax.legend(fontsize=8)
         ax = axes[0, 2 * k + 1]
@@ -347,7 +368,7 @@ def plots(results: list[dict[str, Any]], out: str) -> None:
             )
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)
         ax.set(
-            title=f"Lorenz curve of item popularity ({res['split']})",
+            title=f"Lorenz curve of items ({res['split']} split)",
             xlabel="share of items",
             ylabel="share of interactions",
         )
@@ -392,7 +413,10 @@ def plots(results: list[dict[str, Any]], out: str) -> None:
             label="any held-out item",
         )
         ax.set_xticks(x, [lab.replace(" ", "\n", 1) for lab in labels], fontsize=8)
-        ax.set(title=f"hit rate@10 ({res['split']} split)", ylabel="share of test users")
+        ax.set(
+            title=f"hit rate@10 ({res['split']} split, {res['test_users']} test users)",
+            ylabel="share of test users",
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "hit_rate.png"), dpi=120)
@@ -409,7 +433,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     )
     for f in dataclasses.fields(Args):
         flag = "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default!r})"}
+        shown = f" (default: {f.default!r})" if f.default not in ("", 0) or f.type == "int" else ""
+        kw: dict[str, Any] = {"help": f.metadata["help"] + shown}
         if isinstance(f.default, tuple):
             kw |= {"nargs": "+", "choices": f.metadata["choices"], "default": list(f.default)}
         else:
@@ -437,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    torch.set_num_threads(args.threads)
     log = load_log(args.log, args.log_format)
     if log.timestamp is None:
         print(f"error: {args.log} has no timestamps; a time split needs them", file=sys.stderr)

@@ -82,8 +82,9 @@ Every :class:`recenv.core.config.MarketConfig` field is a keyword argument. The 
 | ``boredom_growth``, ``boredom_decay``, ``boredom_exposure`` | 0.5, 0.95, 0.0 | buying satisfies the need for that category (a second kettle is rarely wanted), which comes back slowly; merely seeing products does not bore |
 | ``session_budget``, ``browse_cost`` | 6.0, 0.3 | a shopping session is a handful of result pages and product views |
 
-Not modelled (core limits): the purchase, not the click, should drive satisfaction and
-boredom (the core applies both on the click); sellers cannot set prices.
+Not modelled (core limits): boredom and interest drift follow the click, not the purchase
+(satisfaction does follow the purchase: a click that does not convert counts half); sellers
+cannot set prices.
 
 ## Version history
 

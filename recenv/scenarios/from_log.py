@@ -38,8 +38,9 @@ or an :class:`recenv.data.InteractionLog`. Building the market:
 6. Item length, price and ownership are drawn as in Market-v0 from ``catalog_seed`` (logs
    carry none of them).
 
-Fitting ml-latest-small (100,836 ratings) takes about a second; fitted models are cached per
-(file, modification time, fit parameters) in the process, so ``make`` does not refit.
+Fitting ml-latest-small (100,836 ratings) takes about a second; fitted models are cached in
+the process per (file, modification time, fit parameters) — or per ``InteractionLog`` object —
+so ``make`` does not refit.
 
 Every simulated user is a log user: ``obs["user_id"]`` is the log user's contiguous index
 (``InteractionLog.user_ids`` maps it back), and ``candidate_ids`` index
@@ -201,7 +202,7 @@ def _prepare(
         **{**stats, **market, "num_users": data.num_users, "num_items": data.num_items},
     )
     key = (log_key, fit_cfg, cfg.num_topics, cfg.embed_dim, cfg.max_item_topics)
-    fit = _cached(_fits, key) if log_key is not None else None
+    fit = _cached(_fits, key)
     if fit is None:
         fit = fit_log(
             data,
@@ -210,14 +211,17 @@ def _prepare(
             max_item_topics=cfg.max_item_topics,
             config=fit_cfg,
         )
-        if log_key is not None:
-            _store(_fits, key, fit)
+        _store(_fits, key, fit)
     return cfg, fit_cfg, data, fit
 
 
-def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple | None]:
+def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
     if isinstance(log, InteractionLog):
-        return log, None  # in-memory logs are not cached (they may be changed in place)
+        # Cached by identity; the cache holds the log, so its id is not reused meanwhile.
+        # (An InteractionLog is frozen; changing its arrays in place is not supported.)
+        key = ("in-memory", id(log))
+        _store(_logs, key, log)
+        return log, key
     if not isinstance(log, (str, os.PathLike)):
         raise ValueError(f"log={log!r} must be a path or an InteractionLog")
     path = os.path.abspath(os.fspath(log))

@@ -19,8 +19,9 @@ not fit is skipped.
 ``U = 25`` listeners, ``I = 4000`` items over ``T = 16`` moods/themes shared by both content
 types. The catalog is split **by content type**, not at random: 20 % of the items are
 podcast episodes owned by ``agent_1``, six times as long as a song on average; the rest are
-songs owned by ``agent_0``. Both slates share one page of 8 entries (blocks rotating between
-steps). The listener plays at most one item; the share listened is ``sigmoid(utility)`` with
+songs owned by ``agent_0``. Both slates share one page of 8 entries; the two blocks swap
+places from step to step, so neither content type owns the top of the page
+(``page_order="fixed"`` puts songs first). The listener plays at most one item; the share listened is ``sigmoid(utility)`` with
 noise, and under half is a **skip**, worth a tenth of the time listened. A podcast that fits
 earns as much as several songs but uses as much of the session; the team must balance the
 page between the two.
@@ -81,8 +82,7 @@ the version).
 Not modelled (core limits): per-item familiarity (replaying *this* track, rising then
 fading) and a "recently played" retrieval source; repeats come from weak, fast-fading topic
 boredom and head-heavy retrieval instead. A skip is not flagged in ``info``: it is a play
-whose engagement is below ``0.05 × length``. The page order rotates although a fixed order
-(songs on top) would be more natural.
+whose engagement is below ``0.05 × length``.
 
 ## Version history
 

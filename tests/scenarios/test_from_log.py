@@ -188,3 +188,13 @@ def test_simulated_popularity_correlates_with_the_real_one():
     rho = spearman(clicks.numpy(), real)
     assert int(clicks.sum()) > 2000
     assert rho >= POPULARITY_SPEARMAN_MIN, rho
+
+
+def test_page_documents_the_scenario():
+    page = from_log.__doc__
+    assert page.startswith("# FromLog-v0") and ENV in recenv.registered_ids()
+    for section in ("## Description", "## Choice model", "## Arguments", "## Data", "## Version"):
+        assert section in page
+    args = page.split("## Arguments", 1)[1]
+    for key in [*from_log.LogFitConfig.field_names(), "log", "log_format", "taste_weight"]:
+        assert f"``{key}``" in args, key
