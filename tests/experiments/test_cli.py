@@ -63,7 +63,9 @@ def test_train_every_preset(preset, tmp_path, capsys):
 def test_compare_every_preset(preset, tmp_path):
     p = PRESETS[preset]
     seeds = 1 if preset == "paper" else 2  # paper: its whole grid, one seed
-    args = ["--preset", preset, "--root", str(tmp_path), "--seeds", str(seeds), "--set", *TINY]
+    jobs = 2 if preset == "quick" else 1  # the parallel path too (worker processes)
+    args = ["--preset", preset, "--root", str(tmp_path), "--seeds", str(seeds), "--jobs", str(jobs)]
+    args += ["--set", *TINY]
     proc = run_cli("compare", *args, timeout=600)
     cdir = _only_dir(tmp_path)
     assert cdir.name.startswith(f"{preset}__")
@@ -174,12 +176,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 def test_an_interrupted_comparison_resumes(tmp_path):
     """Finished runs are kept, unfinished ones resumed, missing ones started; the report is the
-    uninterrupted (parallel) comparison's."""
+    uninterrupted comparison's."""
     cfg = apply_overrides(
         PRESETS["smoke"],
-        [("root", str(tmp_path / "a")), ("jobs", "2"), *(a.split("=", 1) for a in TINY)],
+        [("root", str(tmp_path / "a")), *(a.split("=", 1) for a in TINY)],
     )
-    whole = comparison.compare(cfg, quiet=True).path  # two worker processes
+    whole = comparison.compare(cfg, quiet=True).path
     part = tmp_path / "b" / whole.name
     shutil.copytree(whole, part)
     for name in ("DONE", "table.md", "table.csv", "runs.csv", *PNGS):
