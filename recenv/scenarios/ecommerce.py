@@ -62,6 +62,9 @@ that does not convert earns 0. ``infos[agent]["engagement"]`` is that revenue.
 metrics (``infos[agent]["episode"]``) include each seller's revenue (``return``), CTR, and
 ``market_share`` (share of clicks won).
 
+Baselines (64 markets, one episode, seed 0): the myopic oracle earns 61.7 team revenue per
+episode, uniformly random valid slates 22.3 (× 2.77).
+
 ## Arguments (why these values)
 
 Every :class:`recenv.core.config.MarketConfig` field is a keyword argument. The preset sets:

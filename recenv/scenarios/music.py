@@ -28,9 +28,10 @@ page between the two.
 
 **Repeat consumption**: boredom is weak (0.1 per play) and fades fast (×0.7 per step), and
 retrieval leans hard on each mood's best-known tracks (``retrieval_skew = 3``), so the same
-tracks and moods come back and are played again: about 19 % of plays under the myopic oracle
-(7 % under random slates) are replays of an item the listener already played this episode.
-Skips: about 16 % of plays under the oracle, 43 % under random slates. The core has no
+tracks and moods come back and are played again: about 18 % of plays under the myopic oracle
+(6 % under random slates) are replays of an item the listener already played this episode.
+Skips: about 16 % of plays under the oracle, 43 % under random slates (64 markets, one
+episode, seed 0). The core has no
 per-item memory (see "Not modelled").
 
 ## Observation (per agent)
@@ -58,6 +59,9 @@ was played.
 ## Episode
 
 ``H = 300`` requests (truncation), or every listener churned (termination).
+
+Baselines (64 markets, one episode, seed 0): the myopic oracle earns 177.2 team listening time per
+episode, uniformly random valid slates 78.0 (× 2.27).
 
 ## Arguments (why these values)
 

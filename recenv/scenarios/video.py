@@ -60,6 +60,9 @@ fit earn most. Other platforms earn 0 on that request.
 return (total watch time), ``market_share`` (share of platform visits), ``retention``,
 satisfaction, CTR, diversity and more.
 
+Baselines (64 markets, one episode, seed 0): the myopic oracle earns 490.8 team watch time per
+episode, uniformly random valid slates 215.3 (× 2.28).
+
 ## Arguments (why these values)
 
 | key | value | why |
