@@ -38,7 +38,7 @@ or an :class:`recenv.data.InteractionLog`. Building the market:
 6. Item length, price and ownership are drawn as in Market-v0 from ``catalog_seed`` (logs
    carry none of them).
 
-Fitting ml-latest-small (100,836 ratings) takes about a second; fitted models are cached in
+Fitting ml-latest-small (100,836 ratings) takes 1–3 s; fitted models are cached in
 the process per (file, modification time, fit parameters) — or per ``InteractionLog`` object —
 so ``make`` does not refit.
 
