@@ -16,9 +16,9 @@ formed.
 
 Two backends compute the same model:
 
-- ``"torch"`` (the default): batched over all users (items) at once in float64, seeded, the
-  same on every machine; no extra dependency. Fitting ml-latest-small (100k interactions,
-  16 factors, 15 iterations) takes 1–3 s on two (busy) cores.
+- ``"torch"`` (the default): batched over all users (items) at once in float64, seeded and
+  reproducible (bit-identical across thread counts here); no extra dependency. Fitting
+  ml-latest-small (100k interactions, 16 factors, 15 iterations) takes 1–3 s on two cores.
 - ``"implicit"``: Ben Frederickson's ``implicit`` library (``pip install recenv[data]``), a
   well-kept C++ implementation (conjugate-gradient solves, multi-threaded) for logs of tens of
   millions of interactions. The tests check that both reach the same objective.

@@ -83,7 +83,7 @@ Besides every :class:`recenv.core.config.MarketConfig` field (except ``num_users
 | ``als_regularization`` | 10.0 | λ; chosen with ``als_alpha`` on the same split (hit rate flat between 1 and 50) |
 | ``als_alpha`` | 5.0 | confidence slope α of Hu et al. |
 | ``als_iterations`` | 15 | the training objective changes < 0.5 % after 15 |
-| ``als_backend`` | ``"torch"`` | the built-in solver: same model on every machine, no dependency; ``"implicit"`` uses the ``implicit`` library (``pip install recenv[data]``) for large logs |
+| ``als_backend`` | ``"torch"`` | the built-in solver: seeded and reproducible, no dependency; ``"implicit"`` uses the ``implicit`` library (``pip install recenv[data]``) for large logs |
 | ``confidence`` | ``"auto"`` | ``binary`` for ratings (a rating is one interaction), ``log`` for counts |
 | ``topic_sharpness`` | 10.0 | softmax scale of an item's topic weights: one main topic, minor second and third |
 | ``fit_seed`` | 0 | seed of ALS initialisation and k-means (part of the scenario, like ``catalog_seed``) |
