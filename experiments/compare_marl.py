@@ -20,6 +20,8 @@ Usage::
 
     python -m experiments.compare_marl --out experiments/results/marl_8k          # 1 and 2
     python -m experiments.compare_marl --out /tmp/marl --seeds 2 --steps 2000      # a quick look
+    python -m experiments.compare_marl --out /tmp/g05 --agents ippo,mappo --head-to-head "" \\
+        --set mappo.gamma=0.5 --set ippo.gamma=0.5                                 # an ablation
     python -m experiments.compare_marl --spread --out experiments/results/marl_spread
 
 Outputs: ``results.json`` (settings, command, one row per run, the aggregated tables) and
@@ -29,6 +31,7 @@ Outputs: ``results.json`` (settings, command, one row per run, the aggregated ta
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -127,7 +130,7 @@ def run_head_to_head(team: str, seed: int, args: argparse.Namespace) -> list[dic
     """A ``team`` (mappo or ippo) of two, two IQL agents and a popularity agent, competing."""
     env_kw = {"reward_mode": "competitive", "horizon": args.horizon, "num_agents": 5}
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
-    cfg = schedules(args.steps)
+    cfg = agent_configs(args)
     lineup = ((team, ["agent_0", "agent_1"]), ("iql", ["agent_2", "agent_3"]),
               ("popularity", ["agent_4"]))  # fmt: skip
 
@@ -230,7 +233,30 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(MODES), help="reward modes, comma-separated")
     p.add_argument("--head-to-head", default="mappo,ippo", help="teams to pit ('' for none)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="an agent's config override (a Python literal), e.g. mappo.gamma=0.5; repeatable",
+    )
     return p.parse_args(argv)
+
+
+def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """:func:`schedules` for the budget, with the ``--set NAME.KEY=VALUE`` overrides."""
+    cfg = schedules(args.steps)
+    for item in args.set:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not (sep and dot and name and key):
+            raise SystemExit(f"error: --set {item!r}: expected NAME.KEY=VALUE")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        cfg.setdefault(name, {})[key] = parsed
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:
     names = [n for n in args.agents.split(",") if n]
     modes = [m for m in args.modes.split(",") if m]
-    cfg = schedules(args.steps)
+    cfg = agent_configs(args)
     rows, refused = [], {}
     t0 = time.perf_counter()
     for mode in modes:
