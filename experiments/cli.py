@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -388,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `... report DIR | head`
+        sys.stdout = open(os.devnull, "w")  # the reader is gone: drop the rest quietly
+        return 0
     except Exception as e:
         from experiments.runner import Interrupted, RunError
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import agents
 import recenv
 from recenv.core.config import MarketConfig
@@ -210,10 +212,9 @@ class CompareConfig:
         ]
 
     def template_run(self) -> RunConfig:
-        """The run ``train`` makes from this preset: its first env and the template's agent
-        (with the preset's overrides for that agent)."""
-        env = self.run.env if self.run.env in self.envs else self.envs[0]
-        return self.run_config(env, self.run.agent, self.run.seed)
+        """The run ``train`` makes from this preset: the template's env and agent, with the
+        preset's overrides for that agent (and its opponent)."""
+        return self.run_config(self.run.env, self.run.agent, self.run.seed)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -491,17 +492,31 @@ def agent_config_class(name: str) -> type[agents.AgentConfig] | None:
 
 
 def validate_env_overrides(env_id: str, overrides: Mapping[str, Any]) -> None:
-    """Every key a :class:`MarketConfig` field and every value of its type; then the scenario
-    is built once with them (one market), so its own validation reports bad values."""
+    """MarketConfig keys must have their field's type; then the scenario is built once (one
+    market) with the overrides, so its own validation reports unknown keys (with the valid
+    ones) and bad values. Scenario-specific keys (``FromLog-v0``'s ``log=PATH``) pass through."""
     hints = _hints(MarketConfig)
     for k, v in overrides.items():
-        if k not in hints:
-            _check_field(MarketConfig, k, "env (MarketConfig)")
-        parse_value(v, hints[k], f"env.{k}")
+        if k in hints:
+            parse_value(v, hints[k], f"env.{k}")
     try:
         recenv.make_vec(env_id, num_envs=1, seed=0, **dict(overrides))
-    except ValueError as e:
-        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {e}") from None
+    except (ValueError, TypeError) as e:
+        known = [*hints, *_builder_keys(env_id)]
+        hint = "".join(_did_you_mean(k, known) for k in overrides if k not in known)
+        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {e}{hint}") from None
+
+
+def _builder_keys(env_id: str) -> list[str]:
+    """Keyword arguments a scenario's builder takes besides the MarketConfig fields."""
+    import inspect
+
+    params = inspect.signature(recenv.spec(env_id).builder()).parameters
+    return [
+        n
+        for n, p in params.items()
+        if p.kind is p.KEYWORD_ONLY and n not in ("num_envs", "device", "seed")
+    ]
 
 
 def validate_agent_overrides(name: str, overrides: Mapping[str, Any], what: str = "agent") -> None:
@@ -520,6 +535,8 @@ def validate_run(cfg: RunConfig) -> RunConfig:
     """Check ``cfg`` against the registries: env id, agent names and their config keys, and
     build the env config once (its own validation lists bad values)."""
     check_env_id(cfg.env)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device!r} but CUDA is not available here; use device=cpu")
     check_agent_name(cfg.agent)
     if cfg.opponent:
         check_agent_name(cfg.opponent, "opponent")
@@ -604,7 +621,9 @@ def apply_overrides(
                 v = tuple(check_agent_name(a) for a in v)
             cmp_kw[rest] = v
         elif section == "env":
-            hint = _check_field(MarketConfig, rest, "env (MarketConfig)")
+            # A MarketConfig field has a type; a scenario's own key (FromLog-v0's log=PATH)
+            # is parsed as JSON-or-string, and the scenario validates it when it is built.
+            hint = _hints(MarketConfig).get(rest, Any)
             env_kw[rest] = parse_value(value, hint, key)
         elif section in ("agent", "opponent"):
             pending_agent.append((key, value))
@@ -654,11 +673,11 @@ def apply_overrides(
         opponent_overrides=_as_overrides(opp_kw),
     )
     out = dataclasses.replace(base, run=run, per_agent=_per_agent(named), **cmp_kw)
-    for e in envs:
-        validate_env_overrides(e, run.env_kwargs())
     if single_run:
         validate_run(out.template_run())
     else:
+        for e in envs:
+            validate_env_overrides(e, run.env_kwargs())
         for n in names:
             check_agent_name(n)
         validate_run(out.run_config(envs[0], names[0], run.seed))

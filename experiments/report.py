@@ -140,7 +140,7 @@ def run_row(summary: Mapping[str, Any], run_dir: str | Path = "") -> dict[str, A
 def aggregate(
     rows: Iterable[Mapping[str, Any]],
     metrics: Sequence[str] | None = None,
-    by: Sequence[str] = ("env", "agent"),
+    by: Sequence[str] = ("env", "agent", "opponent"),
 ) -> list[dict[str, Any]]:
     """Mean and 95 % CI of each metric over the rows of each ``by`` group (first-seen order)."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
@@ -194,9 +194,15 @@ def markdown_table(
                 best[m] = max(vals) if hi else min(vals)
         head = "| agent | " + " | ".join(t for _, t, _ in cols) + " |"
         sep = "|---|" + "---:|" * len(cols)
+        opponents = sorted({str(r.get("opponent") or "") for r in rows} - {""})
+        versus = (
+            f"; each agent plays agent_0 against {' / '.join(opponents)} (market share: agent_0's)"
+            if opponents
+            else ""
+        )
         lines = [
             f"**{env}** — mean ± 95 % CI over {n_text} seeds (t-distribution); greedy "
-            "evaluation after training",
+            f"evaluation after training{versus}",
             "",
             head,
             sep,

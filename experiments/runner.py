@@ -780,7 +780,12 @@ def resume(
     """Continue an unfinished run from its newest checkpoint (or ``checkpoint``); without any
     checkpoint the run starts over in its own directory."""
     rd = RunDir.open(path)
-    cfg = RunConfig.from_dict(rd.read_json("config.json")["run"])
+    try:
+        cfg = RunConfig.from_dict(rd.read_json("config.json")["run"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunError(
+            f"{str(rd.path / 'config.json')!r} is not a readable run config: {e}"
+        ) from None
     ckpts = rd.checkpoints()
     source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
     trainer = Trainer(cfg, rd, quiet, leave)
@@ -801,13 +806,6 @@ def resume(
         where = f"step {trainer.loop.steps}" if source is not None else "the start"
         print(f"resuming {rd.path} from {where}", file=sys.stderr)
     return trainer.run()
-
-
-def find_unfinished(root: str | Path) -> list[Path]:
-    """Run directories under ``root`` without ``DONE``."""
-    return sorted(
-        p.parent for p in Path(root).glob("*/config.json") if not (p.parent / DONE).exists()
-    )
 
 
 def evaluate_checkpoint(

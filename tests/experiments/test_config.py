@@ -220,3 +220,14 @@ def test_plugin_agent_names_resolve():
     )
     assert cfg.template_run().agent == "agents.baselines:RandomAgent"
     assert "random" in agents.registered_agents()
+
+
+def test_single_run_env_and_scenario_keys():
+    """`train --env X` trains on X (a preset's env list is for `compare`), and env.KEY is
+    checked against that env only."""
+    cfg = apply_overrides(
+        PRESETS["quick"], [("env", "recenv/Video-v0"), ("env.horizon", "30")], single_run=True
+    ).template_run()
+    assert cfg.env == "recenv/Video-v0" and dict(cfg.env_overrides) == {"horizon": 30}
+    with pytest.raises(ConfigError, match="needs log=PATH"):
+        apply_overrides(PRESETS["smoke"], [("env", "recenv/FromLog-v0")], single_run=True)
