@@ -88,9 +88,12 @@ def test_episode_metrics_pettingzoo(env_id, small, random_policy):
     shared = None
     for a in env.possible_agents:
         m = infos[a]["episode"]
-        assert set(m) == set(EPISODE_METRICS)
+        # "r" and "l" repeat the own return and the length under the keys Gymnasium's and
+        # SB3's episode statistics read.
+        assert set(m) == set(EPISODE_METRICS) | {"r", "l"}
         assert m["return"] == pytest.approx(returns[a], rel=1e-4, abs=1e-4)
-        rest = {k: v for k, v in m.items() if k != "return"}
+        assert m["r"] == m["return"] and m["l"] == m["length"]
+        rest = {k: v for k, v in m.items() if k not in ("return", "r")}
         assert shared is None or rest == shared
         shared = rest
         _check_metric_ranges(m, cfg.num_agents, cfg.horizon, cfg.topology == "shared_page")
