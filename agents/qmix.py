@@ -129,10 +129,14 @@ class ValueDecompositionAgent(ScoringAgent):
     def __init__(self, env: Any, config: QMIXConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         cfg: QMIXConfig = self.config  # type: ignore[assignment]
-        if min(cfg.n_step, cfg.batch_size, cfg.update_every) < 1:
-            raise ValueError("n_step, batch_size and update_every must be >= 1")
-        if not (0.0 <= cfg.gamma <= 1.0 and 0.0 < cfg.target_tau <= 1.0):
-            raise ValueError(f"gamma={cfg.gamma} must be in [0, 1], target_tau in (0, 1]")
+        small = {k: getattr(cfg, k) for k in ("n_step", "batch_size", "update_every")}
+        if min(small.values()) < 1:
+            raise ValueError(f"{self.name}: {small} must all be >= 1")
+        if not 0.0 <= cfg.gamma <= 1.0 or not 0.0 < cfg.target_tau <= 1.0:
+            raise ValueError(
+                f"{self.name}: gamma={cfg.gamma} (in [0, 1]) or target_tau={cfg.target_tau} "
+                "(in (0, 1]) out of range"
+            )
         e = self.env_config
         self.layout = ObsLayout(e.num_topics)
         A = len(self.agent_ids)
@@ -235,21 +239,21 @@ class ValueDecompositionAgent(ScoringAgent):
             self.buffer.add(*out)
         self.env_steps += tr.valid.shape[0]
 
+        # One gradient step per `update_every` env transitions once `learning_starts` are in.
         cfg = self.config
-        if self.env_steps < cfg.learning_starts:
-            return {}
-        due = (self.env_steps - cfg.learning_starts) // cfg.update_every + 1 - self.updates
-        for _ in range(due):
+        started = self.env_steps - cfg.learning_starts
+        owed = max(0, started // cfg.update_every + 1 - self.updates) if started >= 0 else 0
+        for _ in range(owed):
             if len(self.buffer) >= cfg.batch_size:
                 self._update()
             self.updates += 1
-            self._since_report += 1
-        if self._since_report >= cfg.metrics_every and self._sums:
-            metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
-            metrics["charts/epsilon"] = self.exploration()
-            self._sums, self._since_report = {}, 0
-            return metrics
-        return {}
+        self._since_report += owed
+        if self._since_report < cfg.metrics_every or not self._sums:
+            return {}
+        metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
+        metrics["charts/epsilon"] = self.exploration()
+        self._sums, self._since_report = {}, 0
+        return metrics
 
     def _update(self) -> None:
         cfg = self.config
@@ -278,11 +282,8 @@ class ValueDecompositionAgent(ScoringAgent):
             ):
                 for p, pt in zip(online.parameters(), tgt.parameters(), strict=True):
                     pt.lerp_(p, cfg.target_tau)
-        for k, v in (
-            ("losses/td", td),
-            ("charts/q_tot", q_tot.mean()),
-            ("charts/target", target.mean()),
-        ):
+        stats = {"losses/td": td, "charts/q_tot": q_tot.mean(), "charts/target": target.mean()}
+        for k, v in stats.items():
             self._sums[k] = self._sums.get(k, 0.0) + v.detach()
 
     # State -----------------------------------------------------------------------------------
