@@ -623,12 +623,11 @@ class Trainer:
                     bar.update(n * N, latest)
                     if nxt == total:
                         loop.trained = True
-                    if nxt % ckpt_iters == 0 or nxt == total:
+                    stop = stop_requested() and nxt < total
+                    if nxt % ckpt_iters == 0 or nxt == total or stop:
                         logger.flush()  # what the checkpoint covers is on disk first
                         self.save_checkpoint()
-                    if stop_requested() and nxt < total:
-                        logger.flush()
-                        self.save_checkpoint()
+                    if stop:
                         raise Interrupted(self.dir.path, loop.steps)
             train_seconds = time.perf_counter() - t_start
             bar.close()

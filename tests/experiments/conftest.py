@@ -1,56 +1,9 @@
-"""Fixtures for the experiment runner's tests: tiny run configs and a subprocess runner.
-
-Every run here is a few dozen batched steps of a few markets with a short horizon, so the
-whole directory stays fast on a shared two-core machine; torch runs single-threaded (the
-runner's default ``threads=1``).
-"""
+"""Fixtures for the experiment runner's tests (helpers: ``experiment_helpers``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-from experiments.config import PRESETS, RunConfig, apply_overrides
-
-REPO = Path(__file__).resolve().parents[2]
-
-# A learning agent that updates within a few dozen steps.
-TINY_IQL = {
-    "batch_size": 16,
-    "hidden": (16,),
-    "choice_hidden": (8,),
-    "learning_starts": 16,
-    "update_every": 4,
-    "buffer_size": 2000,
-    "metrics_every": 2,
-}
-TINY_ENV = (("horizon", 10), ("num_items", 300), ("num_users", 8))
-
-
-def tiny_run(root: Path, **fields) -> RunConfig:
-    """A RunConfig of a few seconds at most: 4 markets, horizon 10, 160 env steps."""
-    base = dict(
-        env="recenv/Market-v0",
-        agent="iql",
-        seed=0,
-        num_envs=4,
-        total_steps=160,
-        eval_episodes=4,
-        log_every=20,
-        checkpoint_every=40,
-        keep_checkpoints=10,
-        root=str(root),
-        quiet=True,
-        env_overrides=TINY_ENV,
-        agent_overrides=tuple(sorted(TINY_IQL.items())),
-    )
-    base.update(fields)
-    return RunConfig(**base)
+from experiment_helpers import tiny_run
 
 
 @pytest.fixture
@@ -61,39 +14,3 @@ def tiny(tmp_path):
         return tiny_run(tmp_path / "runs", **fields)
 
     return make
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env["CI"] = "true"  # quiet: no progress bars in captured output
-    return env
-
-
-def run_cli(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m experiments ARGS`` in a subprocess (repo root as cwd)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"`python -m experiments {' '.join(args)}` exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-def preset_names() -> list[str]:
-    return sorted(PRESETS)
-
-
-def resolved(preset: str, *assignments: tuple[str, object]):
-    return apply_overrides(PRESETS[preset], list(assignments))
-
-
-__all__ = ["REPO", "TINY_IQL", "dataclasses", "resolved", "run_cli", "tiny_run"]

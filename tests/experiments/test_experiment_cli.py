@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from experiment_helpers import REPO, cli_env, run_cli
 
 from experiments import cli, comparison
 from experiments.config import PRESETS, apply_overrides
 from experiments.runner import RunError
-from tests.experiments.conftest import REPO, cli_env, run_cli
 
 # Tiny budgets for any preset: a few batched steps of two markets, short episodes, small
 # learners. Keys a preset's agents do not have are not set (NAME.KEY only for NAME's runs).

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from experiment_helpers import TINY_ENV, TINY_IQL
 
 import agents
 from experiments import runner
 from experiments.runner import RunError
-from tests.experiments.conftest import TINY_IQL
 
 
 def tree(path: Path) -> dict[str, tuple[str, int]]:
@@ -158,7 +158,6 @@ def _small_agent_config(name: str) -> tuple:
 def test_resume_from_a_middle_checkpoint_is_exact(tiny, name):
     """For every registered agent: a run resumed from its step-80 checkpoint (in a copy of its
     directory) ends with the same summary and curve as the uninterrupted run."""
-    from tests.experiments.conftest import TINY_ENV
 
     cfg = tiny(
         agent=name,
