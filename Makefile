@@ -18,7 +18,7 @@ $(VENV)/.installed-test: pyproject.toml scripts/bootstrap.sh
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(PY) -m experiments.compare_agents --quick
+	$(PY) -m experiments compare --preset quick
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
