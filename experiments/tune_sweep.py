@@ -14,8 +14,8 @@ write_report`), so ``python -m experiments report OUT/VARIANT`` reads it like an
 
 Configuration is that of ``compare`` (``--preset``, ``--config``, per-field flags, ``--set``),
 plus ``--grid KEY=V1,V2,...`` (repeatable; the variants are the product of the grids; a list
-value in brackets: ``--grid agent.hidden=[64,64],[32]``) and ``--seeds`` as a count (seeds
-``seed, seed+1, ...``, as in ``compare``) or an explicit list ``0,1,7``. ``compare``'s
+value in brackets: ``--grid agent.hidden=[64,64],[32]``) and ``--seeds 0,1,7``, the list of seeds
+(without it: the config's ``seeds`` count from ``--seed``, as in ``compare``). ``compare``'s
 ``--jobs`` is replaced by ``--max-concurrent`` (trials at once, one CPU each).
 
 ``--out`` (default ``runs/tune/<name>__<UTC time>``) must not exist yet. It receives::
@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--seeds",
         default=None,
-        metavar="N|S1,S2,...",
-        help="a count (seeds seed, seed+1, ...) or a comma-separated list of seeds",
+        metavar="S1,S2,...",
+        help="the seeds (default: the config's `seeds` count from its `seed`, as in compare)",
     )
     sweep.add_argument(
         "--grid",
@@ -112,15 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_seeds(text: str | None, start: int, default_count: int) -> list[int]:
+    """``--seeds 0,1,7`` (always a list; ``--seeds 3`` is seed 3); without it, the config's
+    ``seeds`` count from its ``seed`` (``--seed 10 --set seeds=5``), as in ``compare``."""
     if text is None:
         return [start + i for i in range(default_count)]
     try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            seeds = [start + i for i in range(int(text))]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds {text!r}: a count (3) or a list of seeds (0,1,7)") from None
+        raise ConfigError(f"--seeds {text!r}: a comma-separated list of seeds (0,1,7)") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: at least one seed, none repeated")
     return seeds
