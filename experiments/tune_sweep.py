@@ -10,7 +10,7 @@ write_report`), so ``python -m experiments report OUT/VARIANT`` reads it like an
     .venv/bin/python -m experiments.tune_sweep --preset smoke --agents iql,random \\
         --seeds 0,1 --grid agent.lr=1e-3,3e-4 --out runs/sweep1
     RAY_AUTH_TOKEN=... .venv/bin/python -m experiments.tune_sweep --address HEAD_IP:6379 \\
-        --ship-package --preset quick --seeds 5 --max-concurrent 16 --out /shared/sweep2
+        --ship-package --preset quick --seeds 0,1,2,3,4 --max-concurrent 16 --out /shared/sweep2
 
 Configuration is that of ``compare`` (``--preset``, ``--config``, per-field flags, ``--set``),
 plus ``--grid KEY=V1,V2,...`` (repeatable; the variants are the product of the grids; a list
