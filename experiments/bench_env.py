@@ -2,7 +2,9 @@
 
 Prints one table and writes JSON. Every figure is the median of ``--repeats`` timed runs with
 its spread (min..max); only ``env.step`` is timed (the policy's actions are computed outside
-the timer). Run from the repository root::
+the timer). Full runs time at least one whole episode per figure, so auto-resets and episode
+metrics are included; ``--quick`` runs are shorter than an episode at large ``num_envs``.
+Run from the repository root::
 
     .venv/bin/python -m experiments.bench_env                 # full table (~10 minutes)
     .venv/bin/python -m experiments.bench_env --quick         # smaller, ~1 minute
@@ -90,7 +92,7 @@ def summarize(samples, scale):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="recenv/Market-v0", help="environment id")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     p.add_argument("--quick", action="store_true", help="fewer sizes and steps")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
@@ -129,7 +131,9 @@ def main(argv=None):
         torch.set_num_threads(threads)
         for compile in compile_modes:
             for n in sizes:
-                steps = max(5, min(300, 40_000 // n)) if args.quick else max(10, 200_000 // n)
+                # Full runs time at least one whole episode (horizon 200), so the amortised
+                # cost of auto-resets and episode metrics is in the figure.
+                steps = max(5, min(300, 40_000 // n)) if args.quick else max(205, 20_000 // n)
                 samples = [
                     time_batched(args.env, n, steps, compile=compile) for _ in range(args.repeats)
                 ]
