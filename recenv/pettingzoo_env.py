@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 
 from recenv.core.choice import UTILITY_TERMS
 from recenv.core.market import BatchedMarket
-from recenv.spaces import SlateSpace
+from recenv.spaces import SlateSpace, observation_space
 
 FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles", "compile")
 
@@ -61,26 +61,13 @@ class MarketParallelEnv(ParallelEnv):
         self.metadata = {**self.metadata, "name": env_id.split("/")[-1]}
         self.possible_agents = list(core.agents)
         self.agents: list[str] = []
-        T, C, K = cfg.num_topics, cfg.num_candidates, cfg.slate_size
-        inf = np.float32(np.inf)
-        dict_space = spaces.Dict(
-            {
-                "user": spaces.Box(-inf, inf, (cfg.user_dim,), np.float32),
-                "history": spaces.Box(-inf, inf, (cfg.history_dim,), np.float32),
-                "candidates": spaces.Box(-inf, inf, (C, cfg.candidate_dim), np.float32),
-                "action_mask": spaces.Box(0, 1, (C,), np.int8),
-                "user_id": spaces.Box(0, cfg.num_users - 1, (1,), np.int64),
-                "candidate_ids": spaces.Box(0, cfg.num_items - 1, (C,), np.int64),
-            }
-        )
-        self._flat_dim = cfg.user_dim + cfg.history_dim + C * cfg.candidate_dim + C
-        flat_space = spaces.Box(-inf, inf, (self._flat_dim,), np.float32)
-        obs_space = flat_space if flatten_obs else dict_space
+        C, K = cfg.num_candidates, cfg.slate_size
+        obs_space = observation_space(cfg, flatten_obs)
         self.observation_spaces = {a: obs_space for a in self.possible_agents}
         self.action_spaces = {a: SlateSpace(C, K) for a in self.possible_agents}
+        inf = np.float32(np.inf)
         self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
         self._last_info: dict[str, Any] | None = None
-        del T
 
     # PettingZoo API ----------------------------------------------------------------------
     def observation_space(self, agent: str) -> spaces.Space:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from recenv.core.config import MarketConfig
+
 
 class SlateSpace(spaces.MultiDiscrete):
     """K distinct indices into C candidates."""
@@ -65,3 +67,23 @@ class SlateSpace(spaces.MultiDiscrete):
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable RNG state, like gymnasium spaces
+
+
+def observation_space(cfg: MarketConfig, flatten_obs: bool = False) -> spaces.Space:
+    """One agent's observation space: the ``Dict`` of the PettingZoo face, or its flat ``Box``
+    (user, history, candidates row by row, action mask; ids left out)."""
+    C = cfg.num_candidates
+    inf = np.float32(np.inf)
+    if flatten_obs:
+        flat = cfg.user_dim + cfg.history_dim + C * cfg.candidate_dim + C
+        return spaces.Box(-inf, inf, (flat,), np.float32)
+    return spaces.Dict(
+        {
+            "user": spaces.Box(-inf, inf, (cfg.user_dim,), np.float32),
+            "history": spaces.Box(-inf, inf, (cfg.history_dim,), np.float32),
+            "candidates": spaces.Box(-inf, inf, (C, cfg.candidate_dim), np.float32),
+            "action_mask": spaces.Box(0, 1, (C,), np.int8),
+            "user_id": spaces.Box(0, cfg.num_users - 1, (1,), np.int64),
+            "candidate_ids": spaces.Box(0, cfg.num_items - 1, (C,), np.int64),
+        }
+    )

@@ -20,8 +20,12 @@ PAGE_ORDERS = ("rotating", "fixed")
 RESPONSES = ("engagement", "watch_time", "listen", "purchase")
 
 
-def _f(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a one-line ``help`` (it becomes ``--help`` text)."""
     return field(default=default, metadata={"help": help})
+
+
+_f = option
 
 
 @dataclass(frozen=True)

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from recenv.core.config import option
 from recenv.data.logs import InteractionLog
 from recenv.data.mf import BACKENDS, CONFIDENCES, ImplicitMF, confidence_weights, fit_als
 
 RATING_PRIOR = 10.0  # pseudo-ratings at the global mean when shrinking an item's mean rating
 
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+_f = option
 
 
 @dataclass(frozen=True)

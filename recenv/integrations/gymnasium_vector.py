@@ -56,7 +56,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from recenv.core.market import BatchedMarket
-from recenv.spaces import SlateSpace
+from recenv.spaces import SlateSpace, observation_space
 
 Policy = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 OpponentSpec = str | Policy
@@ -100,22 +100,7 @@ class OraclePolicy:
 
 def agent_observation_space(market: BatchedMarket, flatten_obs: bool = False) -> spaces.Space:
     """One agent's observation space, laid out exactly as the PettingZoo face's."""
-    cfg = market.config
-    C = cfg.num_candidates
-    inf = np.float32(np.inf)
-    if flatten_obs:
-        flat = cfg.user_dim + cfg.history_dim + C * cfg.candidate_dim + C
-        return spaces.Box(-inf, inf, (flat,), np.float32)
-    return spaces.Dict(
-        {
-            "user": spaces.Box(-inf, inf, (cfg.user_dim,), np.float32),
-            "history": spaces.Box(-inf, inf, (cfg.history_dim,), np.float32),
-            "candidates": spaces.Box(-inf, inf, (C, cfg.candidate_dim), np.float32),
-            "action_mask": spaces.Box(0, 1, (C,), np.int8),
-            "user_id": spaces.Box(0, cfg.num_users - 1, (1,), np.int64),
-            "candidate_ids": spaces.Box(0, cfg.num_items - 1, (C,), np.int64),
-        }
-    )
+    return observation_space(market.config, flatten_obs)
 
 
 class SingleAgentVectorEnv(VectorEnv):
