@@ -152,9 +152,11 @@ class UserVisitAccumulator:
         self.has: torch.Tensor | None = None
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Drop the open requests of the markets in ``mask`` (all when ``None``; all, too, when
+        ``mask`` is for another number of markets, e.g. an evaluation env)."""
         if self.has is None:
             return
-        if mask is None:
+        if mask is None or mask.shape[0] != self.has.shape[0]:
             self.has.zero_()
         else:
             self.has[mask.to(self.has.device)] = False

@@ -220,7 +220,7 @@ def long_horizon_markdown(
 # ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--experiment", choices=("table", "long_horizon"), default="table")
     p.add_argument("--budget", type=int, default=20_000, help="training env steps per learner")

@@ -45,8 +45,10 @@ def test_batched_face(name, env_id, small, env_for):
         assert math.isfinite(v)
     for _, metrics in result.metrics:
         assert all(math.isfinite(v) for v in metrics.values()), metrics
-    ev = agents.evaluate(agent, env, seed=7)
-    assert ev.num_episodes == env.num_envs
+    # Evaluated in another env of the same scenario with another number of markets.
+    other = env_for(name, env_id, num_envs=3, seed=2, **small(env_id, horizon=20))
+    ev = agents.evaluate(agent, other, seed=7)
+    assert ev.num_episodes == other.num_envs
 
 
 @pytest.mark.parametrize("name", agents.registered_agents())

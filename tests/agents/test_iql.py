@@ -138,6 +138,10 @@ def test_variants_learn_something(variant, market):
         assert len(agent.learners) == 1
     else:
         assert len(agent.learners) == len(env.agents)
+    # Evaluation in markets of another batch size, then training resumes on the first env.
+    other = market(num_envs=3, horizon=30)
+    assert agents.evaluate(agent, other, episodes_per_env=2, seed=1).num_episodes == 6
+    agents.train(agent, env, 80)
 
 
 def test_invalid_configs_are_refused(market):
