@@ -27,8 +27,10 @@ Video lengths are log-normal around 3 time units; a viewer's session budget is a
 (so 4–7 videos a session), and every visit costs 0.3 units of browsing. Boredom is strong:
 watching a video adds 0.8 boredom to its genres, decaying only 5 % per step, and boredom costs
 2.5 utility per unit — a platform that keeps serving the viewer's favourite genre soon sees
-them stop clicking, lose satisfaction and churn (below 0.25). Long-horizon policies that vary
-genres should beat the greedy oracle here.
+them stop clicking, lose satisfaction and churn (below 0.25). Measured so far (see
+`experiments/results/long_horizon.md`): the myopic oracle, which sees boredom, keeps every
+viewer at these settings, and even in a harsher variant (horizon 1000, churn threshold 0.4, no
+returns) IQL did not beat it — agents cannot observe boredom, which builds up across platforms.
 
 ## Observation (per agent)
 
