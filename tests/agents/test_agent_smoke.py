@@ -26,6 +26,18 @@ SMOKE_CONFIG = {
     },
     "ensemble": {"members": ("popularity", "linucb", "mf")},
 }
+# Small networks and buffers so the matrix stays fast, and replay learners update within the
+# smoke budget (their defaults would not start learning before it ends).
+for _name in ("mappo", "ippo"):
+    SMOKE_CONFIG[_name] = {"rollout_steps": 8, "actor_hidden": (32,), "critic_hidden": (32,)}
+for _name in ("vdn", "qmix"):
+    SMOKE_CONFIG[_name] = {
+        "learning_starts": 64,
+        "batch_size": 32,
+        "update_every": 8,
+        "hidden": (32,),
+        "buffer_size": 1000,
+    }
 BATCHED_ENVS, BATCHED_STEPS = 4, 240  # 60 batched steps of 4 markets, horizon 20
 PZ_STEPS = 200  # horizon 40: five episodes
 
