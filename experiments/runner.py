@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -55,9 +54,10 @@ import torch
 
 import agents
 import recenv
-from agents.base import Agent, read_checkpoint
+from agents.base import Agent, _to_cpu, _to_device, read_checkpoint  # one tensor mapper
 from experiments import snapshot
 from experiments.config import RunConfig, validate_run
+from experiments.report import to_csv
 from experiments.tb import RunLogger
 
 CHECKPOINT_FORMAT = "recenv-run-checkpoint"
@@ -693,35 +693,8 @@ class Trainer:
         }
 
 
-def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(x, torch.Tensor):
-        return fn(x)
-    if isinstance(x, dict):
-        return {k: _map_tensors(v, fn) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_map_tensors(v, fn) for v in x)
-    return x
-
-
-def _to_cpu(x: Any) -> Any:
-    return _map_tensors(x, lambda t: t.detach().cpu())
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    # Generator states (uint8 byte strings) stay on the CPU, as Agent.load expects.
-    return _map_tensors(x, lambda t: t if t.dtype == torch.uint8 else t.to(device))
-
-
 def curve_csv(curve: list[dict[str, float]]) -> str:
-    keys: list[str] = []
-    for p in curve:
-        keys.extend(k for k in p if k not in keys)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for p in curve:
-        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in p.items()})
-    return buf.getvalue()
+    return to_csv(curve)
 
 
 def read_curve(path: str | Path) -> list[dict[str, float]]:
