@@ -694,7 +694,7 @@ class BatchedMarket:
             row,
             self.t,
             clicked,
-            rows(cat.topics, item_c),
+            topics.gather(1, c.view(N, 1, 1).expand(N, 1, topics.shape[2])).squeeze(1),
             shown_topics,
             fit,
             time_spent,
