@@ -32,7 +32,12 @@ format: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(VENV)/.installed-run
+# The benchmark's peers (mpe2, VMAS: the bench extra) are installed beside the run set-up.
+$(VENV)/.installed-bench: $(VENV)/.installed-run
+	$(PY) -m pip install --disable-pip-version-check -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) -m experiments.bench_env
 
 clean:
