@@ -1,16 +1,31 @@
-"""Benchmark of the environment: PettingZoo-face steps/s, batched env-steps/s, catalog scaling.
+"""Benchmark of the environment, side by side with its peers and the hardware limit.
 
-Prints one table and writes JSON. Every figure is the median of ``--repeats`` timed runs with
-its spread (min..max); only ``env.step`` is timed (the policy's actions are computed outside
-the timer). Full runs time at least one whole episode per figure, so auto-resets and episode
-metrics are included; ``--quick`` runs are shorter than an episode at large ``num_envs``.
-Run from the repository root::
+One run prints one table and writes one JSON:
 
-    .venv/bin/python -m experiments.bench_env                 # full table (~10 minutes)
-    .venv/bin/python -m experiments.bench_env --quick         # smaller, ~1 minute
+- recenv's PettingZoo face (steps/s) and batched env (env-steps/s at several ``num_envs`` x
+  torch threads x ``torch.compile``), a 10^3- vs 10^6-item catalog, CUDA rows when present;
+- peers, same run, same thread setting (skipped with a note when not installed; ``pip install
+  -e .[bench]``): mpe2's ``simple_spread_v3`` through PettingZoo's parallel API, against the
+  PettingZoo face, and VMAS's ``simple_spread`` at 1,024 / 4,096 / 16,384 envs, against the
+  batched rows; with the ratios recenv/peer;
+- the copy bandwidth (bytes read + written per second by a 256 MiB ``dst.copy_(src)``), and
+  the fraction of it the core's step traffic uses at 4,096 envs
+  (``BatchedMarket.step_traffic_bytes()``, "n/a" while the core lacks it);
+- memory: ``BatchedMarket.state_nbytes()`` per env at 4,096 envs, and (full runs or
+  ``--memory``) whether 16,384 envs of 1,000 users each fit in 8 GiB (peak RSS growth of a fresh
+  process that builds, resets and steps them).
+
+Every figure is the median of ``--repeats`` timed runs with its spread (min..max); only
+``env.step`` is timed (the policy's actions are computed outside the timer); peers are timed
+the same way (see ``experiments.bench_peers``). Full runs time at least one whole episode per
+recenv figure, so auto-resets and episode metrics are included; ``--quick`` runs are shorter
+than an episode at large ``num_envs``. Run from the repository root::
+
+    .venv/bin/python -m experiments.bench_env                 # full table (long)
+    .venv/bin/python -m experiments.bench_env --quick         # smaller, a few minutes
 
 Results go to ``experiments/results/bench_env-<host>-<UTC time>.json``; an existing file is
-never overwritten.
+never overwritten. The options after ``--out`` size a smoke run (the tests use them).
 """
 
 from __future__ import annotations
@@ -18,10 +33,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
+import resource
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,8 +47,19 @@ from pathlib import Path
 import torch
 
 import recenv
+from experiments import bench_peers
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+GiB = 2**30
+
+# The issue's targets, reported next to the figures they judge.
+TARGET_PZ_STEPS = 5_000  # PettingZoo face steps/s
+TARGET_PZ_OVER_MPE2 = 3.0
+TARGET_BATCHED_OVER_VMAS = 1.0
+TARGET_COPY_FRACTION = 0.25  # of the copy bandwidth, at 4,096 envs
+TARGET_CATALOG_RATIO = 1.5
+MEMORY_LIMIT = 8 * GiB
 
 
 def _policy(obs, agents, k):
@@ -64,6 +93,10 @@ def time_batched(env_id, num_envs, steps, device="cpu", compile=False, **cfg):
 
 
 def time_pettingzoo(env_id, steps, compile=False):
+    """Seconds per ``env.step`` of the PettingZoo face (one market), one timed run.
+
+    Masked random actions are sampled outside the timer; the env is reset (untimed) when
+    ``env.agents`` is empty. ``bench_peers.time_mpe2_spread`` times mpe2 the same way."""
     env = recenv.make(env_id, seed=0, compile=compile)
     obs, _ = env.reset()
 
@@ -85,8 +118,115 @@ def time_pettingzoo(env_id, steps, compile=False):
 
 def summarize(samples, scale):
     """Median and spread of ``scale / sample`` (a rate) over repeats."""
-    rates = [scale / s for s in samples]
+    return summarize_rates([scale / s for s in samples])
+
+
+def summarize_rates(rates):
+    """Median and spread of rates over repeats."""
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+def _core(env):
+    """The ``BatchedMarket`` behind ``env``: ``make_vec`` returns it bare; a wrapper (the
+    PettingZoo face keeps it as ``.core``) is unwrapped."""
+    from recenv.core.market import BatchedMarket
+
+    while not isinstance(env, BatchedMarket):
+        inner = getattr(env, "core", None) or getattr(env, "env", None)
+        if inner is None:
+            return env
+        env = inner
+    return env
+
+
+def core_footprint(env_id, num_envs, **cfg):
+    """``step_traffic_bytes()`` and ``state_nbytes()`` of a batch of ``num_envs`` markets.
+
+    Both are ``None`` while the core does not expose them. Asked after a reset and one step,
+    so every lazily built buffer exists."""
+    env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **cfg)
+    obs = env.reset()
+    env.step(_policy(obs, env.agents, env.config.slate_size))
+    core = _core(env)
+    traffic = getattr(core, "step_traffic_bytes", None)
+    state = getattr(core, "state_nbytes", None)
+    return {
+        "type": f"{type(core).__module__}.{type(core).__qualname__}",
+        "step_traffic_bytes": {k: int(v) for k, v in traffic().items()} if traffic else None,
+        "state_nbytes": int(state()) if state else None,
+    }
+
+
+def _maxrss_bytes():
+    """Peak resident set size of this process so far (``ru_maxrss``: KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def memory_check(env_id, num_envs, num_users, steps=5):
+    """Build, reset and step ``num_envs`` markets of ``num_users`` users IN THIS PROCESS.
+
+    Returns the peak RSS before (after the imports) and after, their difference (the growth),
+    ``state_nbytes()`` (``None`` while the core lacks it) and the build/step wall times. The
+    growth is only meaningful in a fresh process: :func:`run_memory_check` runs it in one."""
+    before = _maxrss_bytes()
+    t0 = time.perf_counter()
+    env = recenv.make_vec(env_id, num_envs=num_envs, num_users=num_users, seed=0)
+    obs = env.reset()
+    t1 = time.perf_counter()
+    k = env.config.slate_size
+    for _ in range(steps):
+        obs, *_ = env.step(_policy(obs, env.agents, k))
+    t2 = time.perf_counter()
+    after = _maxrss_bytes()
+    state = getattr(_core(env), "state_nbytes", None)
+    return {
+        "num_envs": num_envs,
+        "num_users": num_users,
+        "steps": steps,
+        "maxrss_before": before,
+        "maxrss_after": after,
+        "rss_growth": after - before,
+        "state_nbytes": int(state()) if state else None,
+        "build_reset_s": t1 - t0,
+        "step_s": (t2 - t1) / max(1, steps),
+    }
+
+
+def run_memory_check(env_id, num_envs, num_users, steps=5, limit=MEMORY_LIMIT):
+    """:func:`memory_check` in a fresh Python process (so the peak RSS is the check's alone),
+    judged against ``limit`` bytes of peak RSS growth."""
+    code = (
+        "import json, sys\n"
+        "from experiments.bench_env import memory_check\n"
+        f"r = memory_check({env_id!r}, {int(num_envs)}, {int(num_users)}, {int(steps)})\n"
+        "print('MEMORY_CHECK ' + json.dumps(r))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_CHECK ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {
+            "num_envs": num_envs,
+            "num_users": num_users,
+            "limit_bytes": limit,
+            "passed": False,
+            "error": f"exit {proc.returncode}: {' | '.join(tail)}",
+        }
+    r = json.loads(lines[-1][len("MEMORY_CHECK ") :])
+    r["limit_bytes"] = limit
+    r["passed"] = r["rss_growth"] <= limit
+    return r
+
+
+def _ints(text):
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def _fmt_bytes(b):
+    return "n/a" if b is None else f"{b / GiB:.2f} GiB" if b >= GiB else f"{b / 2**20:.1f} MiB"
 
 
 def main(argv=None):
@@ -95,7 +235,23 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     p.add_argument("--quick", action="store_true", help="fewer sizes and steps")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--no-peers", action="store_true", help="skip the mpe2 and VMAS rows")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="run the 16,384-env memory check (~6 GB) even with --quick (full runs always do)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
+    # Sizing of smoke runs (the tests): defaults follow --quick / full.
+    p.add_argument("--sizes", type=_ints, default=None, help="batched num_envs, e.g. 1,64,4096")
+    p.add_argument("--steps", type=int, default=None, help="timed steps of every figure")
+    p.add_argument("--peer-sizes", type=_ints, default=None, help="VMAS num_envs")
+    p.add_argument("--catalog-items", type=_ints, default=[1_000, 1_000_000], help="2 sizes")
+    p.add_argument("--catalog-envs", type=int, default=None, help="num_envs of catalog rows")
+    p.add_argument("--traffic-envs", type=int, default=4096, help="num_envs of traffic/memory")
+    p.add_argument("--copy-mib", type=int, default=256, help="MiB of the bandwidth copy")
+    p.add_argument("--memory-envs", type=int, default=16384, help="num_envs of memory check")
+    p.add_argument("--memory-users", type=int, default=1000, help="num_users of memory check")
     args = p.parse_args(argv)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -103,41 +259,91 @@ def main(argv=None):
     if out.exists():
         sys.exit(f"{out} exists; results are never overwritten (pass another --out)")
 
-    sizes = [1, 64, 1024, 4096] if args.quick else [1, 64, 1024, 4096, 16384]
+    sizes = args.sizes or ([1, 64, 1024, 4096] if args.quick else [1, 64, 1024, 4096, 16384])
+    peer_sizes = args.peer_sizes or ([1024, 4096] if args.quick else [1024, 4096, 16384])
     default_threads = torch.get_num_threads()
     thread_settings = [1] if args.quick else sorted({1, default_threads})
     compile_modes = [False] if args.no_compile else [False, True]
     rows = []
+    ratios = []
+    notes = []
 
-    def record(kind, rate_name, samples, scale, **meta):
-        s = summarize(samples, scale)
+    def steps_or(n):
+        return args.steps if args.steps is not None else n
+
+    def record(kind, rate_name, samples, scale, rates=None, **meta):
+        s = summarize_rates(rates) if rates is not None else summarize(samples, scale)
         rows.append({"kind": kind, "rate": rate_name, **meta, **s})
         spread = f"{s['min']:,.0f}..{s['max']:,.0f}"
         meta_s = " ".join(f"{k}={v}" for k, v in meta.items())
         print(f"{kind:<22} {meta_s:<44} {s['median']:>14,.0f} {rate_name:<16} [{spread}]")
+        return rows[-1]
 
+    def note(text):
+        notes.append(text)
+        print(f"note: {text}")
+
+    def ratio(name, num, den, target=None, **meta):
+        r = num["median"] / den["median"]
+        entry = {"name": name, **meta, "ratio": r}
+        if target is not None:
+            entry["target"] = target
+            entry["met"] = r >= target
+        ratios.append(entry)
+        meta_s = " ".join(f"{k}={v}" for k, v in meta.items())
+        goal = f" (target >= {target:g}x: {'met' if r >= target else 'NOT met'})" if target else ""
+        print(f"  ratio {name} {meta_s}: {r:.2f}x{goal}")
+
+    versions = bench_peers.peer_versions()
+    run_peers = {name: not args.no_peers and v is not None for name, v in versions.items()}
+    host = socket.gethostname()
     print(f"recenv bench: {args.env}; torch {torch.__version__}; {platform.platform()}")
+    print(f"host: {host}; python {sys.version.split()[0]}")
     print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
+    print(
+        f"torch threads: default {default_threads}; rows run at threads={thread_settings} "
+        "(each row says which); peers run under the same setting as the rows they face"
+    )
+    peers_s = ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items())
+    print(f"peers: {peers_s}" + (" (skipped: --no-peers)" if args.no_peers else ""))
+    if not args.no_peers:
+        for name, v in versions.items():
+            if v is None:
+                note(f"{name} is not installed (pip install -e .[bench]); its rows are skipped")
     print(f"{'figure':<22} {'setting':<44} {'median':>14} {'unit':<16} [spread]")
 
+    # --- PettingZoo face, and mpe2 through the same API ----------------------------------
+    torch.set_num_threads(1)
+    pz_steps = steps_or(300 if args.quick else 1000)
+    pz_rows = {}
     for compile in compile_modes:
-        torch.set_num_threads(1)
-        steps = 300 if args.quick else 1000
-        samples = [time_pettingzoo(args.env, steps, compile) for _ in range(args.repeats)]
-        record("pettingzoo_face", "steps/s", samples, 1.0, threads=1, compile=compile)
+        samples = [time_pettingzoo(args.env, pz_steps, compile) for _ in range(args.repeats)]
+        pz_rows[compile] = record(
+            "pettingzoo_face", "steps/s", samples, 1.0, threads=1, compile=compile
+        )
+    if run_peers["mpe2"]:
+        samples = [bench_peers.time_mpe2_spread(pz_steps) for _ in range(args.repeats)]
+        mpe2 = record("mpe2_simple_spread", "steps/s", samples, 1.0, threads=1, agents=3)
+        for compile, row in pz_rows.items():
+            ratio("pettingzoo_face/mpe2", row, mpe2, TARGET_PZ_OVER_MPE2, compile=compile)
 
+    # --- batched rows, VMAS at the same thread setting ---------------------------------
     agents = len(recenv.make_vec(args.env, num_envs=1).agents)
+    batched = {}  # (threads, compile, num_envs) -> row
+    vmas_rows = {}  # (threads, num_envs) -> row
     for threads in thread_settings:
         torch.set_num_threads(threads)
         for compile in compile_modes:
             for n in sizes:
                 # Full runs time at least one whole episode (horizon 200), so the amortised
                 # cost of auto-resets and episode metrics is in the figure.
-                steps = max(5, min(300, 40_000 // n)) if args.quick else max(205, 20_000 // n)
+                steps = steps_or(
+                    max(5, min(300, 40_000 // n)) if args.quick else max(205, 20_000 // n)
+                )
                 samples = [
                     time_batched(args.env, n, steps, compile=compile) for _ in range(args.repeats)
                 ]
-                record(
+                row = record(
                     "batched",
                     "env-steps/s",
                     samples,
@@ -146,43 +352,187 @@ def main(argv=None):
                     compile=compile,
                     num_envs=n,
                 )
-                rows[-1]["agent_steps_per_s"] = rows[-1]["median"] * agents
+                row["agent_steps_per_s"] = row["median"] * agents
+                batched[threads, compile, n] = row
+        if run_peers["vmas"]:
+            for n in peer_sizes:
+                steps = steps_or(
+                    max(5, min(300, 40_000 // n)) if args.quick else max(205, 20_000 // n)
+                )
+                samples = [bench_peers.time_vmas_spread(n, steps) for _ in range(args.repeats)]
+                vmas_rows[threads, n] = record(
+                    "vmas_simple_spread",
+                    "env-steps/s",
+                    samples,
+                    n,
+                    threads=threads,
+                    num_envs=n,
+                    agents=3,
+                )
+                for compile in compile_modes:
+                    if (threads, compile, n) in batched:
+                        ratio(
+                            "batched/vmas",
+                            batched[threads, compile, n],
+                            vmas_rows[threads, n],
+                            TARGET_BATCHED_OVER_VMAS,
+                            threads=threads,
+                            compile=compile,
+                            num_envs=n,
+                        )
 
+    # --- catalog scaling ----------------------------------------------------------------
     torch.set_num_threads(1)
-    n = 256 if args.quick else 1024
-    steps = 20 if args.quick else 50
+    n = args.catalog_envs or (256 if args.quick else 1024)
+    steps = steps_or(20 if args.quick else 50)
     catalog = {}
-    for items in (1_000, 1_000_000):
+    for items in args.catalog_items[:2]:
         samples = [
             time_batched(args.env, n, steps, num_items=items, item_stats_size=1024)
             for _ in range(args.repeats)
         ]
         record("catalog", "env-steps/s", samples, n, threads=1, num_envs=n, num_items=items)
         catalog[items] = rows[-1]["median"]
-    ratio = catalog[1_000] / catalog[1_000_000]
-    print(f"step time with 10^6 items / with 10^3 items: {ratio:.2f}x (target <= 1.5x)")
+    small, large = args.catalog_items[0], args.catalog_items[-1]
+    catalog_ratio = catalog[small] / catalog[large]
+    print(
+        f"step time with {large:,} items / with {small:,} items: {catalog_ratio:.2f}x "
+        f"(target <= {TARGET_CATALOG_RATIO}x)"
+    )
 
+    # --- copy bandwidth and the core's share of it ---------------------------------------
+    bandwidth = {}
+    nbytes = args.copy_mib * 2**20
+    for threads in thread_settings:
+        torch.set_num_threads(threads)
+        rates = [bench_peers.copy_bandwidth(nbytes) for _ in range(args.repeats)]
+        bandwidth[threads] = record(
+            "copy_bandwidth", "bytes/s", None, None, rates=rates, threads=threads, mib=args.copy_mib
+        )
+        print(f"  = {bandwidth[threads]['median'] / 1e9:.2f} GB/s read + written")
+    torch.set_num_threads(1)
+
+    n = args.traffic_envs
+    footprint = core_footprint(args.env, n)
+    per_step = footprint["step_traffic_bytes"]
+    traffic = []
+    if per_step is None:
+        print(f"core traffic at {n:,} envs: n/a ({footprint['type']} has no step_traffic_bytes())")
+    else:
+        total = per_step["total"]
+        parts = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in per_step.items() if k != "total")
+        print(f"core traffic per step at {n:,} envs: {_fmt_bytes(total)} ({parts})")
+        for (threads, compile, m), row in batched.items():
+            if m != n or threads not in bandwidth:
+                continue
+            bw = bandwidth[threads]["median"]
+            entry = {"threads": threads, "compile": compile, "num_envs": n}
+            for stat in ("median", "min", "max"):
+                bps = row[stat] / n * total
+                entry[f"traffic_bytes_per_s_{stat}"] = bps
+                entry[f"fraction_of_copy_bandwidth_{stat}"] = bps / bw
+            entry["traffic_bytes_per_s"] = entry["traffic_bytes_per_s_median"]
+            entry["fraction_of_copy_bandwidth"] = entry["fraction_of_copy_bandwidth_median"]
+            entry["met"] = entry["fraction_of_copy_bandwidth"] >= TARGET_COPY_FRACTION
+            traffic.append(entry)
+            print(
+                f"  threads={threads} compile={compile}: {entry['traffic_bytes_per_s'] / 1e9:.2f}"
+                f" GB/s = {100 * entry['fraction_of_copy_bandwidth']:.1f}% of copy bandwidth "
+                f"[{100 * entry['fraction_of_copy_bandwidth_min']:.1f}.."
+                f"{100 * entry['fraction_of_copy_bandwidth_max']:.1f}%] (target >= "
+                f"{100 * TARGET_COPY_FRACTION:.0f}%: {'met' if entry['met'] else 'NOT met'})"
+            )
+        if not traffic:
+            note(f"no batched row at num_envs={n}: traffic fraction not computed")
+
+    # --- memory ---------------------------------------------------------------------------
+    state = footprint["state_nbytes"]
+    bytes_per_env = None if state is None else state / n
+    print(
+        f"state at {n:,} envs: {_fmt_bytes(state)}"
+        + ("" if state is None else f" = {bytes_per_env:,.0f} bytes/env")
+        + ("" if state is not None else f" ({footprint['type']} has no state_nbytes())")
+    )
+    memory = None
+    if args.memory or not args.quick:
+        m, u = args.memory_envs, args.memory_users
+        memory = run_memory_check(args.env, m, u)
+        if "error" in memory:
+            print(f"memory check {m:,} envs x {u:,} users: FAIL ({memory['error']})")
+        else:
+            print(
+                f"memory check {m:,} envs x {u:,} users: peak RSS growth "
+                f"{_fmt_bytes(memory['rss_growth'])}, state_nbytes "
+                f"{_fmt_bytes(memory['state_nbytes'])}, build+reset {memory['build_reset_s']:.1f}"
+                f" s, {memory['step_s']:.2f} s/step: "
+                f"{'PASS' if memory['passed'] else 'FAIL'} (limit {_fmt_bytes(MEMORY_LIMIT)})"
+            )
+
+    # --- CUDA -------------------------------------------------------------------------------
     if torch.cuda.is_available():
         for n in [1024, 16384, 2**17, 2**20]:
             samples = [time_batched(args.env, n, 50, device="cuda") for _ in range(args.repeats)]
-            record("batched_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n)
+            cuda_row = record("batched_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n)
+            if run_peers["vmas"]:
+                samples = [
+                    bench_peers.time_vmas_spread(n, 50, device="cuda") for _ in range(args.repeats)
+                ]
+                vmas_cuda = record(
+                    "vmas_simple_spread_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n
+                )
+                ratio("batched_cuda/vmas_cuda", cuda_row, vmas_cuda, device="cuda", num_envs=n)
+
+    pz_best = max(r["median"] for r in pz_rows.values())
+    print(
+        f"PettingZoo face best {pz_best:,.0f} steps/s (target >= {TARGET_PZ_STEPS:,}: "
+        f"{'met' if pz_best >= TARGET_PZ_STEPS else 'NOT met'})"
+    )
 
     result = {
         "env": args.env,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "host": host,
         "cpu_count": os.cpu_count(),
         "default_threads": default_threads,
+        "thread_settings": thread_settings,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "repeats": args.repeats,
-        "catalog_ratio_1e6_over_1e3": ratio,
+        "quick": args.quick,
+        "peers": {k: (v if run_peers[k] else None) for k, v in versions.items()},
+        "catalog_ratio": {"items": [small, large], "ratio": catalog_ratio},
+        "ratios": ratios,
+        "copy_bandwidth_bytes_per_s": {str(t): r["median"] for t, r in bandwidth.items()},
+        "core": {
+            "num_envs": args.traffic_envs,
+            "type": footprint["type"],
+            "step_traffic_bytes": per_step,
+            "state_nbytes": state,
+            "bytes_per_env": bytes_per_env,
+        },
+        "traffic": traffic,
+        "memory_check": memory,
+        "targets": {
+            "pettingzoo_face_steps_per_s": TARGET_PZ_STEPS,
+            "pettingzoo_face_over_mpe2": TARGET_PZ_OVER_MPE2,
+            "batched_over_vmas": TARGET_BATCHED_OVER_VMAS,
+            "fraction_of_copy_bandwidth": TARGET_COPY_FRACTION,
+            "catalog_ratio_max": TARGET_CATALOG_RATIO,
+            "memory_limit_bytes": MEMORY_LIMIT,
+        },
+        "notes": notes,
         "rows": rows,
     }
+    if [small, large] == [1_000, 1_000_000]:
+        result["catalog_ratio_1e6_over_1e3"] = catalog_ratio  # the key earlier runs wrote
+    if not all(math.isfinite(r["median"]) for r in rows):
+        note("some figure is not finite")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "x") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

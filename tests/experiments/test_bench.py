@@ -1,0 +1,161 @@
+"""The environment benchmark (experiments.bench_env) and its peer timers (experiments.bench_peers).
+
+Smoke tests on tiny sizes: they check that every figure is produced, finite and written to the
+JSON, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments import bench_env, bench_peers
+from recenv.core.market import BatchedMarket
+
+TINY = [
+    "--quick",
+    "--no-compile",
+    "--repeats",
+    "1",
+    "--sizes",
+    "1,4",
+    "--steps",
+    "3",
+    "--peer-sizes",
+    "4",
+    "--catalog-items",
+    "50,100",
+    "--catalog-envs",
+    "2",
+    "--traffic-envs",
+    "4",
+    "--copy-mib",
+    "1",
+]
+
+
+def _positive(x):
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_copy_bandwidth_positive_finite():
+    assert _positive(bench_peers.copy_bandwidth(2**20, copies=2))
+
+
+def test_peer_versions_names_each_peer():
+    versions = bench_peers.peer_versions()
+    assert set(versions) == {"mpe2", "vmas"}
+    assert all(v is None or isinstance(v, str) for v in versions.values())
+
+
+def test_mpe2_timer_returns_seconds_per_step():
+    pytest.importorskip("mpe2")
+    assert _positive(bench_peers.time_mpe2_spread(3))
+    # An episode shorter than the run: the timer resets the env when its agents are gone.
+    assert _positive(bench_peers.time_mpe2_spread(3, warmup=1, max_cycles=2))
+
+
+def test_vmas_timer_returns_seconds_per_step():
+    pytest.importorskip("vmas")
+    assert _positive(bench_peers.time_vmas_spread(4, 3))
+    assert _positive(bench_peers.time_vmas_spread(2, 2, continuous_actions=False))
+
+
+def test_memory_check_in_process_reports_growth_and_times():
+    r = bench_env.memory_check("recenv/Market-v0", 2, 10, steps=2)
+    assert r["rss_growth"] >= 0 and r["maxrss_after"] >= r["maxrss_before"] > 0
+    assert r["step_s"] > 0 and r["build_reset_s"] > 0
+
+
+def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
+    # The core's traffic and state accounting may not exist yet: stand-ins exercise the
+    # report's arithmetic either way (bytes per step for the whole batch, "total" key).
+    monkeypatch.setattr(
+        BatchedMarket,
+        "step_traffic_bytes",
+        lambda self: {
+            "users": 3000 * self.num_envs,
+            "items": 1000 * self.num_envs,
+            "total": 4000 * self.num_envs,
+        },
+        raising=False,
+    )
+    monkeypatch.setattr(
+        BatchedMarket, "state_nbytes", lambda self: 500 * self.num_envs, raising=False
+    )
+    out = tmp_path / "bench.json"
+    bench_env.main(
+        [*TINY, "--memory", "--memory-envs", "4", "--memory-users", "10", "--out", str(out)]
+    )
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())
+
+    kinds = {row["kind"] for row in r["rows"]}
+    assert {"pettingzoo_face", "batched", "catalog", "copy_bandwidth"} <= kinds
+    assert all(_positive(row["median"]) for row in r["rows"])
+    assert all(row["min"] <= row["median"] <= row["max"] for row in r["rows"])
+    assert r["torch"] and r["thread_settings"] == [1]
+
+    peers = bench_peers.peer_versions()
+    names = {x["name"] for x in r["ratios"]}
+    for peer, kind, ratio in [
+        ("mpe2", "mpe2_simple_spread", "pettingzoo_face/mpe2"),
+        ("vmas", "vmas_simple_spread", "batched/vmas"),
+    ]:
+        if peers[peer] is None:
+            assert kind not in kinds and f"{peer} is not installed" in text
+        else:
+            assert kind in kinds and ratio in names
+    assert all(_positive(x["ratio"]) and isinstance(x["met"], bool) for x in r["ratios"])
+
+    assert _positive(r["copy_bandwidth_bytes_per_s"]["1"])
+    (t,) = r["traffic"]
+    assert t["num_envs"] == 4 and t["threads"] == 1
+    batched4 = next(x for x in r["rows"] if x["kind"] == "batched" and x["num_envs"] == 4)
+    assert t["traffic_bytes_per_s"] == pytest.approx(batched4["median"] / 4 * 16000)
+    assert t["fraction_of_copy_bandwidth"] == pytest.approx(
+        t["traffic_bytes_per_s"] / r["copy_bandwidth_bytes_per_s"]["1"]
+    )
+    assert r["core"]["step_traffic_bytes"]["total"] == 16000
+    assert r["core"]["bytes_per_env"] == 500
+    # The memory check runs in a fresh process, which does not see the stand-ins above.
+    m = r["memory_check"]
+    assert m["passed"] and m["num_envs"] == 4 and m["rss_growth"] >= 0, m
+
+
+def test_main_without_core_accounting_or_peers_prints_na(tmp_path, monkeypatch, capsys):
+    monkeypatch.delattr(BatchedMarket, "step_traffic_bytes", raising=False)
+    monkeypatch.delattr(BatchedMarket, "state_nbytes", raising=False)
+    monkeypatch.setattr(bench_peers, "peer_versions", lambda: {"mpe2": None, "vmas": None})
+    out = tmp_path / "bench.json"
+    bench_env.main([*TINY, "--out", str(out)])
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert "n/a" in text
+    assert "mpe2 is not installed" in text and "vmas is not installed" in text
+    assert r["traffic"] == [] and r["core"]["step_traffic_bytes"] is None
+    assert r["core"]["bytes_per_env"] is None
+    assert r["memory_check"] is None  # --quick without --memory
+    assert r["ratios"] == [] and r["peers"] == {"mpe2": None, "vmas": None}
+
+
+def test_no_peers_skips_installed_peers(tmp_path):
+    out = tmp_path / "bench.json"
+    r = bench_env.main([*TINY, "--no-peers", "--out", str(out)])
+    assert r["ratios"] == [] and r["peers"] == {"mpe2": None, "vmas": None}
+    assert not {"mpe2_simple_spread", "vmas_simple_spread"} & {x["kind"] for x in r["rows"]}
+
+
+def test_existing_out_is_refused(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit, match="exists"):
+        bench_env.main([*TINY, "--out", str(out)])
+    assert out.read_text() == "{}"
+
+
+def test_int_lists_parse():
+    assert bench_env._ints("1,64, 4096") == [1, 64, 4096]
+    assert bench_env._ints("1e6") == [1_000_000]
