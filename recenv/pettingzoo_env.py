@@ -68,6 +68,12 @@ class MarketParallelEnv(ParallelEnv):
         inf = np.float32(np.inf)
         self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
         self._last_info: dict[str, Any] | None = None
+        A = len(self.possible_agents)
+        self._slate_buf = np.zeros((A, K), np.int64)
+        self._mask_np = np.zeros((A, C), np.int8)
+        self._agent_rows = np.arange(A)[:, None]
+        self._all_valid = torch.ones(1, A, K, dtype=torch.bool, device=core.device)
+        self._none_repaired = torch.zeros(1, A, device=core.device)
 
     # PettingZoo API ----------------------------------------------------------------------
     def observation_space(self, agent: str) -> spaces.Space:
@@ -87,14 +93,20 @@ class MarketParallelEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("the episode is over: call reset() before step()")
-        batched = {}
-        for agent, action in actions.items():
-            if agent not in self.possible_agents:
-                raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
-            batched[agent] = _as_batch(
-                agent, action, self.config.slate_size, self.config.num_candidates
-            )
-        obs, rew, term, trunc, info = self.core.step(batched)
+        checked = self._checked_slate(actions)
+        if checked is not None:
+            obs, rew, term, trunc, info = self.core._step_checked(*checked)
+        else:
+            # Something is off (or to be repaired): the core's own check names the agent,
+            # slot and allowed values, or repairs, exactly as on the batched face.
+            batched = {}
+            for agent, action in actions.items():
+                if agent not in self.possible_agents:
+                    raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
+                batched[agent] = _as_batch(
+                    agent, action, self.config.slate_size, self.config.num_candidates
+                )
+            obs, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
         terminated, truncated = bool(term[0]), bool(trunc[0])
         np_obs = self._np_obs(obs)
@@ -136,15 +148,43 @@ class MarketParallelEnv(ParallelEnv):
         a = self.possible_agents.index(agent)
         return self.core.oracle_scores()[0, a].numpy()
 
+    def _checked_slate(self, actions: dict[str, Any]):
+        """Fast path for the common case, in numpy: when every agent's action is a valid slate
+        (K distinct integer indices of unmasked candidates), the core's ``_step_checked``
+        arguments; otherwise ``None`` and the core checks (and raises or repairs)."""
+        if len(actions) != len(self.possible_agents):
+            return None
+        slates = self._slate_buf
+        for i, agent in enumerate(self.possible_agents):
+            action = actions.get(agent)
+            if (
+                not isinstance(action, np.ndarray)
+                or action.dtype.kind not in "iu"
+                or action.shape != slates.shape[1:]
+            ):
+                return None
+            slates[i] = action
+        # In range (negatives wrap to huge unsigned values), unmasked in the last observation,
+        # and distinct (each slot equals only itself).
+        if not (slates.view(np.uint64) < self.config.num_candidates).all():
+            return None
+        if not self._mask_np[self._agent_rows, slates].all():
+            return None
+        if (slates[:, :, None] == slates[:, None, :]).sum() != slates.size:
+            return None
+        slate = torch.from_numpy(slates.copy()).unsqueeze(0).to(self.core.device)
+        return slate, self._all_valid, self._none_repaired
+
     # Conversion --------------------------------------------------------------------------
     def _np_obs(self, obs: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
         out = {}
-        for agent in self.possible_agents:
+        for i, agent in enumerate(self.possible_agents):
             o = obs[agent]
             user = o["user"][0].numpy()
             history = o["history"][0].numpy()
             cands = o["candidates"][0].numpy()
             mask = o["action_mask"][0].numpy().astype(np.int8)
+            self._mask_np[i] = mask
             if self.flatten_obs:
                 out[agent] = np.concatenate(
                     [user, history, cands.reshape(-1), mask.astype(np.float32)]

@@ -46,3 +46,47 @@ def test_compiled_step_matches_eager(num_envs, whole_step):
                     torch.testing.assert_close(x, o2[a][key], rtol=1e-4, atol=1e-5)
                 else:
                     assert torch.equal(x, o2[a][key]), key
+
+
+def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions():
+    """The face's numpy fast path plus the one-graph step give the eager face's trajectory,
+    episode metrics included; a bad slate still raises and leaves the market untouched."""
+    eager = recenv.make("recenv/Market-v0", seed=5, **SMALL)
+    compiled = recenv.make("recenv/Market-v0", seed=5, compile=True, **SMALL)
+    for env in (eager, compiled):
+        env.reset(seed=5)
+    ended = False
+    while eager.agents:
+        acts = {a: eager.oracle_slate(a) for a in eager.agents}
+        o1, r1, te1, tr1, i1 = eager.step(acts)
+        o2, r2, te2, tr2, i2 = compiled.step(acts)
+        assert te1 == te2 and tr1 == tr2 and compiled.agents == eager.agents
+        for a in o1:
+            assert r1[a] == pytest.approx(r2[a], rel=1e-4, abs=1e-5)
+            for key, x in o1[a].items():
+                torch.testing.assert_close(
+                    torch.as_tensor(x), torch.as_tensor(o2[a][key]), rtol=1e-4, atol=1e-5
+                )
+            assert i1[a]["chosen_slot"] == i2[a]["chosen_slot"]
+            if "episode" in i1[a]:
+                ended = True
+                for key, v in i1[a]["episode"].items():
+                    assert v == pytest.approx(i2[a]["episode"][key], rel=1e-4, abs=1e-5), key
+    assert ended
+
+    compiled.reset(seed=6)
+    before = compiled.core.users.clone(), compiled.core.counter.clone()
+    mask = compiled.core.cand_mask[0, 0]
+    masked = int((~mask).nonzero()[0]) if (~mask).any() else None
+    good = {a: compiled.oracle_slate(a) for a in compiled.agents}
+    bad = dict(good, agent_1=good["agent_1"].copy())
+    bad["agent_1"][1] = bad["agent_1"][0]  # a duplicate
+    with pytest.raises(ValueError, match=r"agent_1.*twice"):
+        compiled.step(bad)
+    if masked is not None:
+        bad = dict(good, agent_0=good["agent_0"].copy())
+        bad["agent_0"][0] = masked
+        with pytest.raises(ValueError, match=r"agent_0.*masked"):
+            compiled.step(bad)
+    assert torch.equal(before[0], compiled.core.users)
+    assert torch.equal(before[1], compiled.core.counter)
