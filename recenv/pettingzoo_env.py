@@ -85,17 +85,17 @@ class MarketParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, Any], dict[str, dict]]:
-        obs = self.core.reset(seed=seed)
+        self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_info = None
-        return self._np_obs(obs), self._infos(None)
+        return self._np_obs(), self._infos(None)
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("the episode is over: call reset() before step()")
         checked = self._checked_slate(actions)
         if checked is not None:
-            obs, rew, term, trunc, info = self.core._step_checked(*checked)
+            _, rew, term, trunc, info = self.core._step_checked(*checked, observe=False)
         else:
             # Something is off (or to be repaired): the core's own check names the agent,
             # slot and allowed values, or repairs, exactly as on the batched face.
@@ -106,10 +106,10 @@ class MarketParallelEnv(ParallelEnv):
                 batched[agent] = _as_batch(
                     agent, action, self.config.slate_size, self.config.num_candidates
                 )
-            obs, rew, term, trunc, info = self.core.step(batched)
+            _, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
         terminated, truncated = bool(term[0]), bool(trunc[0])
-        np_obs = self._np_obs(obs)
+        np_obs = self._np_obs()
         rewards = {a: float(rew[a][0]) for a in self.agents}
         terminations = dict.fromkeys(self.agents, terminated)
         truncations = dict.fromkeys(self.agents, truncated)
@@ -176,36 +176,36 @@ class MarketParallelEnv(ParallelEnv):
         return slate, self._all_valid, self._none_repaired
 
     # Conversion --------------------------------------------------------------------------
-    def _np_obs(self, obs: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
+    def _np_obs(self) -> dict[str, Any]:
+        """The core's current observation of market 0 as numpy, one conversion per batched
+        tensor (views per agent)."""
+        core = self.core
+        user, history, cands = (x[0].numpy() for x in core._obs_parts)
+        self._mask_np = mask = core.cand_mask[0].numpy().astype(np.int8)  # [A, C]
         out = {}
+        if self.flatten_obs:
+            flat_mask = mask.astype(np.float32)
+            for i, agent in enumerate(self.possible_agents):
+                out[agent] = np.concatenate([user, history[i], cands[i].reshape(-1), flat_mask[i]])
+            return out
+        user_id = core.user[:1].numpy()
+        cand_ids = core.cand[0].numpy()
         for i, agent in enumerate(self.possible_agents):
-            o = obs[agent]
-            user = o["user"][0].numpy()
-            history = o["history"][0].numpy()
-            cands = o["candidates"][0].numpy()
-            mask = o["action_mask"][0].numpy().astype(np.int8)
-            self._mask_np[i] = mask
-            if self.flatten_obs:
-                out[agent] = np.concatenate(
-                    [user, history, cands.reshape(-1), mask.astype(np.float32)]
-                )
-            else:
-                out[agent] = {
-                    "user": user,
-                    "history": history,
-                    "candidates": cands,
-                    "action_mask": mask,
-                    "user_id": o["user_id"][:1].numpy(),
-                    "candidate_ids": o["candidate_ids"][0].numpy(),
-                }
+            out[agent] = {
+                "user": user,
+                "history": history[i],
+                "candidates": cands[i],
+                "action_mask": mask[i],
+                "user_id": user_id,
+                "candidate_ids": cand_ids[i],
+            }
         return out
 
     def _infos(self, info: dict[str, Any] | None) -> dict[str, dict]:
         infos: dict[str, dict] = {a: {} for a in self.possible_agents}
         if self.flatten_obs:
-            masks = self.core.observe()
-            for agent, d in infos.items():
-                d["action_mask"] = masks[agent]["action_mask"][0].numpy().astype(np.int8)
+            for i, d in enumerate(infos.values()):
+                d["action_mask"] = self._mask_np[i]
         if info is None:
             return infos
         # One conversion per field, then plain Python per agent.

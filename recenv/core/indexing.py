@@ -1,4 +1,4 @@
-"""Row lookups and writes by flat index.
+"""Row lookups and writes by flat index, and exact sorting forms that fuse when compiled.
 
 ``table[idx]`` (advanced indexing) on CPU is several times slower than ``index_select`` /
 ``index_copy_`` on a flattened view (measured: 12.6 ms vs 2.3 ms for 164k rows of 3 ints), and
@@ -33,16 +33,56 @@ def pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     return x.gather(1, col[:, None]).squeeze(1)
 
 
-def sort_by_rank(x: torch.Tensor) -> torch.Tensor:
-    """``x.sort(dim=-1).values`` for integer ``x`` [..., C] by counting ranks (exact, stable).
+def _merge_network(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort for ``n`` (a power of two) keys: the compare-exchange
+    pairs ``(i, j)``, ``i < j``, in order."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
 
-    ``O(C^2)`` compares instead of a sort: inside one compiled graph for a handful of markets
-    this fuses into the surrounding kernel, where an aten sort call costs ~20 us of overhead.
-    At large batches the real sort is faster; callers choose.
+
+def sort_by_network(x: torch.Tensor) -> torch.Tensor:
+    """``x.sort(dim=-1).values`` through a sorting network of min/max ops (exact).
+
+    For short rows in a compiled graph: the ``O(C log^2 C)`` compare-exchanges fuse into one
+    vectorised loop over the rows, where an aten sort call handles one short row at a time
+    (measured at 8,192 rows of 20: 2.5 ms for aten sort). In eager mode it is hundreds of
+    small ops: use ``torch.sort`` there.
     """
     C = x.shape[-1]
-    pos = torch.arange(C, device=x.device)
-    before = x[..., None, :] < x[..., :, None]  # [..., i, j]: x_j sorts before x_i
-    tie_before = (x[..., None, :] == x[..., :, None]) & (pos[None, :] < pos[:, None])
-    rank = (before | tie_before).sum(-1)
-    return torch.zeros_like(x).scatter_(-1, rank, x)
+    n = 1 << max(0, (C - 1).bit_length())
+    cols = list(x.unbind(-1))
+    if n > C:  # pad with keys that sort last; they never reach the first C outputs
+        big = torch.full_like(cols[0], torch.iinfo(x.dtype).max)
+        cols += [big] * (n - C)
+    for i, j in _merge_network(n):
+        lo, hi = torch.minimum(cols[i], cols[j]), torch.maximum(cols[i], cols[j])
+        cols[i], cols[j] = lo, hi
+    return torch.stack(cols[:C], dim=-1)
+
+
+def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``torch.searchsorted(cdf, target)`` (left side) for non-decreasing rows ``cdf`` [N, M]
+    and ``target`` [N, X]: a branchless binary search of ``log2(M)`` gathers (exact).
+
+    Compiled, the steps fuse into one loop: 4,096 x 18 targets in 16 entries, 1.9 -> 0.6 ms.
+    Eager, ``torch.searchsorted`` is faster.
+    """
+    M = cdf.shape[1]
+    pos = torch.zeros_like(target, dtype=torch.int64)  # entries known to be < target
+    step = 1 << (M.bit_length() - 1)
+    while step:
+        probe = pos + step
+        below = cdf.gather(1, (probe - 1).clamp(max=M - 1)) < target
+        pos = torch.where((probe <= M) & below, probe, pos)
+        step >>= 1
+    return pos

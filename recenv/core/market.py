@@ -44,7 +44,14 @@ from recenv.core.choice import (
 )
 from recenv.core.config import MarketConfig
 from recenv.core.dynamics import after_request, on_arrival
-from recenv.core.indexing import cell, pick, put_cell, rows, sort_by_rank
+from recenv.core.indexing import (
+    cell,
+    pick,
+    put_cell,
+    rows,
+    search_sorted_left,
+    sort_by_network,
+)
 from recenv.core.metrics import EPISODE_METRICS, gini, intra_list_diversity
 from recenv.core.response import respond
 from recenv.core.rewards import agent_rewards
@@ -71,6 +78,25 @@ class BatchedMarket:
     """
 
     autoreset_mode = "NextStep"
+    # Per-market tensors (leading dimension num_envs), for the memory figures.
+    _PER_MARKET = (
+        "key",
+        "counter",
+        "episode",
+        "t",
+        "needs_reset",
+        "users",
+        "user_epoch",
+        "activity",
+        "item_stats",
+        "user",
+        "cand",
+        "cand_mask",
+        "acc_return",
+        "acc_choices",
+        "acc",
+        "_arange",
+    )
 
     def __init__(
         self,
@@ -105,6 +131,7 @@ class BatchedMarket:
 
         self._arange = torch.arange(N, device=dev)
         self._agent_ids = torch.arange(A, device=dev)
+        self._user_ids = torch.arange(U, device=dev)
         # Market clocks.
         self.key = zeros(N, dtype=i64)
         self.counter = zeros(N, dtype=i64)
@@ -128,7 +155,10 @@ class BatchedMarket:
         self.acc_return = zeros(N, A)
         self.acc_choices = zeros(N, A)
         self.acc = zeros(N, 4)  # clicks, engagement, diversity, novelty
-        self._obs: Obs | None = None
+        self._obs: Obs | None = None  # the per-agent dict of views, built on demand
+        # The observation as batched tensors: user [N, T+2], history [N, A, T+4],
+        # candidates [N, A, C, T+6] (action_mask and candidate_ids are cand_mask and cand).
+        self._obs_parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
         # Retrieval sizes, and the layout of the one uniform block a step draws.
         n_retrieved = C - K
@@ -183,6 +213,7 @@ class BatchedMarket:
             return self
         if whole_step is None:
             whole_step = self.num_envs <= 16
+        self.compiled = True  # read while tracing (picks the fusable forms)
         self._validity = torch.compile(self._validity, dynamic=False)
         if whole_step:
             # The C++ wrapper replaces the generated Python that calls the graph's kernels,
@@ -234,15 +265,22 @@ class BatchedMarket:
     def step(
         self, actions: dict[str, torch.Tensor]
     ) -> tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
-        if self._obs is None:
+        if self._obs_parts is None:
             raise RuntimeError("call reset() before step()")
         slate, valid, repaired = self._check_actions(actions)  # raises before any mutation
         return self._step_checked(slate, valid, repaired)
 
-    def _step_checked(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
+    def _step_checked(
+        self,
+        slate: torch.Tensor,
+        valid: torch.Tensor,
+        repaired: torch.Tensor,
+        observe: bool = True,
+    ):
         """The step after checking: ``slate`` [N, A, K] indices in range, ``valid`` [N, A, K]
         slot validity, ``repaired`` [N, A] invalid-slot counts. Callers that checked the
-        actions themselves (the PettingZoo face, in numpy) enter here."""
+        actions themselves (the PettingZoo face, in numpy) enter here; ``observe=False``
+        returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
         if self._whole_step:
             rewards, terminated, truncated, info, user_metrics, done = self._serve(
                 slate, valid, repaired
@@ -262,7 +300,7 @@ class BatchedMarket:
             info["episode"] = {k: metrics[k] for k in EPISODE_METRICS}
             info["_episode"] = done.clone()
         rew = dict(zip(self.agents, rewards.unbind(1), strict=True))
-        return self.observe(), rew, terminated, truncated, info
+        return (self.observe() if observe else None), rew, terminated, truncated, info
 
     def _serve(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
         """A whole step after checking, as one function (compiled as one graph for small
@@ -276,27 +314,22 @@ class BatchedMarket:
     def _advance(self, slate: torch.Tensor, valid: torch.Tensor):
         """Serve the current request in every market and apply its consequences (the first
         half of a step; the second is the next arrival)."""
-        cfg = self.config
         resetting = self.needs_reset
         live = ~resetting
         self.counter += 1
         self._begin_episode(resetting)
-        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
 
-        out = self._interact(slate, valid & live[:, None, None], live, block)
+        out = self._interact(slate, valid & live[:, None, None], live)
+        # The writes, kept out of the (compilable) kernel so graphs never copy the tables.
         put_cell(self.users, self._arange, self.user, out["new_row"])
-        self._update_item_stats(out["page"], out["visible"], out["item_c"], out["clicked"])
+        self.item_stats.view(-1, 3).index_copy_(0, out["stat_rows"], out["stat_fresh"])
+        self.item_stats.view(-1).index_put_((out["stat_cells"],), out["stat_add"], accumulate=True)
         self.acc_choices += out["acc_choices"]
         self.acc += out["acc"]
-        rewards = agent_rewards(
-            cfg, out["own_value"], out["welfare"], out["diversity"], out["long_tail"]
-        )
-        rewards = rewards * live[:, None]
+        rewards = out["rewards"]
         self.acc_return += rewards
-
-        self.t += live
-        truncated = live & (self.t >= cfg.horizon)
-        terminated = live & self._churned_now().all(dim=1) & ~truncated
+        self.t.copy_(out["t"])
+        terminated, truncated = out["terminated"], out["truncated"]
         self.needs_reset = terminated | truncated
         info: dict[str, Any] = {
             "shown": out["shown"],
@@ -310,12 +343,25 @@ class BatchedMarket:
             "choice_probs": out["probs"],
             "reset": resetting,
         }
-        return rewards, terminated, truncated, info, block
+        return rewards, terminated, truncated, info, out["block"]
 
     def observe(self) -> Obs:
-        """Observations of the current request, per agent."""
-        if self._obs is None:
+        """Observations of the current request, per agent (views of batched tensors)."""
+        if self._obs_parts is None:
             raise RuntimeError("call reset() before observe()")
+        if self._obs is None:
+            user, hist, feats = self._obs_parts
+            self._obs = {
+                a: {
+                    "user": user,
+                    "history": hist[:, i],
+                    "candidates": feats[:, i],
+                    "action_mask": self.cand_mask[:, i],
+                    "user_id": self.user,
+                    "candidate_ids": self.cand[:, i],
+                }
+                for i, a in enumerate(self.agents)
+            }
         return self._obs
 
     def state(self) -> torch.Tensor:
@@ -348,6 +394,54 @@ class BatchedMarket:
             share,
         ]
         return torch.cat(parts, dim=1)
+
+    def state_nbytes(self) -> int:
+        """Bytes of every per-market tensor of the batch (state, current request, the
+        observation); the catalog and a population, shared by all markets, are not counted.
+        Divide by ``num_envs`` for bytes per env."""
+        tensors = [getattr(self, name) for name in self._PER_MARKET]
+        if self.user_const is not None:
+            tensors += list(vars(self.user_const).values())
+        if self._obs_parts is not None:
+            tensors += list(self._obs_parts)
+        return sum(x.numel() * x.element_size() for x in tensors)
+
+    def step_traffic_bytes(self) -> dict[str, int]:
+        """Bytes of state, catalog and observation one step must read and write, for the whole
+        batch, by part (and ``"total"``).
+
+        A model of the step's data, not a hardware counter: each element the step needs is
+        counted once per read and once per write, at its dtype's size; cache-line granularity
+        of the random lookups and the temporaries between kernels are not counted. So
+        ``total`` over the machine's copy bandwidth is a lower bound of the memory traffic.
+        """
+        cfg, L = self.config, self.layout
+        A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size
+        T, D = cfg.num_topics, cfg.embed_dim
+        P, F, f4, i8 = A * K, L.width, 4, 8
+        scan = U * (2 * f4 + i8)  # churned + available_at columns and the episode stamps
+        parts = {
+            # Current user's row read and written, arriving user's row read and written;
+            # the end-of-episode scan and the arrival scan (plus activity weights).
+            "users": 4 * F * f4 + 2 * scan + U * f4 + 2 * i8,
+            # Page items and the click: rows read, restarted and incremented; the
+            # candidates' rows read for their features.
+            "item_stats": (P + 1) * (3 * f4 + 3 * f4 + 2 * f4) + A * C * 3 * f4,
+            # Page items' topics, embedding, quality, price; the click's length and price;
+            # candidates' static features and arrival steps; retrieval lists.
+            "catalog": P * (T + D + 2) * f4 + 2 * f4 + A * C * (T + 3 + 1) * f4 + A * C * i8,
+            # Written: user, history, candidate features, mask, ids.
+            "observation": (T + 2) * f4
+            + A * (T + 4) * f4
+            + A * C * (T + 6) * f4
+            + A * C * (1 + i8)
+            + i8,
+            # Actions read; rewards, ends and the info fields written.
+            "actions_rewards_info": A * K * i8 + A * f4 + 2 + (P + 1) * f4 + (P + 12) * f4,
+        }
+        parts = {k: v * self.num_envs for k, v in parts.items()}
+        parts["total"] = sum(parts.values())
+        return parts
 
     def oracle_scores(self) -> torch.Tensor:
         """True expected utility of every candidate for the current user: ``[N, A, C]``.
@@ -478,6 +572,19 @@ class BatchedMarket:
         away = self.users[:, :, L.available_at] > self.t[:, None]
         return current & (self.users[:, :, L.churned] > 0) & away
 
+    def _churned_after(self, new_row: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`_churned_now` as it will read once the current users' rows are ``new_row``
+        [N, F] and the clocks ``t`` [N] (so the kernel can decide episode ends before the
+        writes)."""
+        L = self.layout
+        current = self.user_epoch == self.episode[:, None]
+        is_user = self._user_ids[None, :] == self.user[:, None]
+        churned = torch.where(is_user, new_row[:, L.churned, None], self.users[:, :, L.churned])
+        available_at = torch.where(
+            is_user, new_row[:, L.available_at, None], self.users[:, :, L.available_at]
+        )
+        return current & (churned > 0) & (available_at > t[:, None])
+
     def _user_metrics(self) -> dict[str, torch.Tensor]:
         """Episode metrics read from the users and the accumulators (before the arrival)."""
         cfg, L = self.config, self.layout
@@ -514,7 +621,7 @@ class BatchedMarket:
         put_cell(self.users, n, u, row)
         put_cell(self.user_epoch, n, u, self.episode)
         self.user, self.user_const = u, const
-        self.cand, self.cand_mask, self._obs = cand, cand_mask, obs
+        self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
 
     def _arrival(self, block: torch.Tensor):
         """Pick the next user by activity among available users, bring their row up to date,
@@ -543,7 +650,7 @@ class BatchedMarket:
 
         user_feats = observable_features(cfg, L, row, const)
         cand, cand_mask = self._retrieve(user_feats, block)
-        obs = self._build_obs(u, row, user_feats, cand, cand_mask)
+        obs = self._build_obs(row, user_feats, cand)
         return u, row, const, cand, cand_mask, obs
 
     def _retrieve(
@@ -563,7 +670,8 @@ class BatchedMarket:
             # Topics drawn in proportion to the user's observable (noisy) interests.
             cdf = (user_feats[:, :T].clamp(min=0.0) + 1e-3).cumsum(dim=1)
             target = block[:, self._block["topic"]] * cdf[:, -1:]
-            topic = torch.searchsorted(cdf, target).clamp(max=T - 1).view(N, A, ni)
+            search = search_sorted_left if self.compiled else torch.searchsorted
+            topic = search(cdf, target).clamp(max=T - 1).view(N, A, ni)
             bucket = agents * T + topic  # [N, A, ni] row of by_topic viewed as [A*T, M]
             lens = cat.by_topic_len.view(-1).take(bucket)
             pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
@@ -582,7 +690,9 @@ class BatchedMarket:
 
         # Candidates are listed by catalog id: unrelated to popularity or retrieval source, and
         # the same sort finds duplicates (every copy after the first is masked).
-        items = sort_by_rank(items) if self._whole_step else items.sort(dim=2).values
+        # Compiled, a sorting network fuses into one loop (8,192 rows of 20: 2.7 -> 0.8 ms);
+        # eager, torch.sort. Both give the exact sorted values.
+        items = sort_by_network(items) if self.compiled else items.sort(dim=2).values
         dup = torch.cat(
             [
                 torch.zeros_like(items[:, :, :1], dtype=torch.bool),
@@ -604,13 +714,9 @@ class BatchedMarket:
         return flat, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
-        self,
-        u: torch.Tensor,
-        row: torch.Tensor,
-        user_feats: torch.Tensor,
-        cand: torch.Tensor,
-        cand_mask: torch.Tensor,
-    ) -> Obs:
+        self, row: torch.Tensor, user_feats: torch.Tensor, cand: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """User features [N, T+2], history [N, A, T+4], candidate features [N, A, C, T+6]."""
         cfg, cat, L = self.config, self.catalog, self.layout
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         last = row[:, L.last_visit]
@@ -625,28 +731,20 @@ class BatchedMarket:
         dynamic = torch.cat([torch.log1p(counts.flip(2).float()), age[:, :, None]], dim=2)
         static = cat.static_features.index_select(0, items.view(-1)).view(N, A * C, -1)
         feats = torch.cat([static, dynamic], dim=2).view(N, A, C, -1)
-        return {
-            a: {
-                "user": user_feats,
-                "history": hist[:, i],
-                "candidates": feats[:, i],
-                "action_mask": cand_mask[:, i],
-                "user_id": u,
-                "candidate_ids": cand[:, i],
-            }
-            for i, a in enumerate(self.agents)
-        }
+        return user_feats, hist, feats
 
     # ------------------------------------------------------------------------------------
     # One request: show, choose, respond, update
     # ------------------------------------------------------------------------------------
     def _interact(
-        self, slate: torch.Tensor, valid: torch.Tensor, live: torch.Tensor, block: torch.Tensor
+        self, slate: torch.Tensor, valid: torch.Tensor, live: torch.Tensor
     ) -> dict[str, Any]:
-        """One request: page, choice, response, dynamics. Reads state, writes none."""
+        """One request: page, choice, response, dynamics, rewards and episode ends, and the
+        rows the item counters get. Reads state (the clocks already advanced), writes none."""
         cfg, cat, L, n, u = self.config, self.catalog, self.layout, self._arange, self.user
         N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
         P = A * K
+        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
         items = self.cand.gather(2, slate)  # [N, A, K]
         row = cell(self.users, n, u)
 
@@ -755,17 +853,32 @@ class BatchedMarket:
             name: torch.where(clicked, pick(getattr(terms, name), c), 0.0) for name in UTILITY_TERMS
         }
         chosen_terms["total"] = chosen_u
+        new_row = torch.where(live[:, None], new_row, row)
+        rewards = (
+            agent_rewards(
+                cfg, wonf * value[:, None], wonf * chosen_u[:, None], diversity, long_tail
+            )
+            * live[:, None]
+        )
+        t = self.t + live
+        truncated = live & (t >= cfg.horizon)
+        terminated = live & self._churned_after(new_row, t).all(dim=1) & ~truncated
+        stat_rows, stat_fresh, stat_cells, stat_add = self._item_stat_updates(
+            page, visible, item_c, clicked
+        )
         return {
-            "new_row": torch.where(live[:, None], new_row, row),
-            "page": page,
-            "visible": visible,
-            "item_c": item_c,
+            "block": block,
+            "new_row": new_row,
+            "rewards": rewards,
+            "t": t,
+            "terminated": terminated,
+            "truncated": truncated,
+            "stat_rows": stat_rows,
+            "stat_fresh": stat_fresh,
+            "stat_cells": stat_cells,
+            "stat_add": stat_add,
             "acc_choices": choice_of,
             "acc": acc,
-            "own_value": wonf * value[:, None],
-            "welfare": wonf * chosen_u[:, None],
-            "diversity": diversity,
-            "long_tail": long_tail,
             "shown": torch.where(vis_slate, items, -1),
             "chosen_agent": chosen_agent,
             "chosen_slot": torch.where(clicked, self._slot_of[c], -1),
@@ -777,14 +890,18 @@ class BatchedMarket:
             "probs": probs,
         }
 
-    def _update_item_stats(self, page, visible, item_c, clicked) -> None:
-        """Per-market exposure and click counts; stale entries (older episodes) restart at 0."""
+    def _item_stat_updates(self, page, visible, item_c, clicked):
+        """The item-counter writes of one request: rows to restart (stale rows of older
+        episodes start at 0; repeated items write identical rows) and counts to add.
+
+        Returns flat row indices ``[N*(P+1)]`` into ``item_stats.view(-1, 3)`` with their
+        fresh rows ``[N*(P+1), 3]``, and flat cell indices into ``item_stats.view(-1)`` with
+        the amounts to add (exposures for the page, a click for the chosen item).
+        """
         items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
         flat, counts = self._item_stat_rows(items)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
-        # Restart stale rows at zero (repeated items write identical rows).
         fresh_rows = torch.cat([stamp, counts], dim=2).view(-1, 3)
-        self.item_stats.view(-1, 3).index_copy_(0, flat.view(-1), fresh_rows)
-        table = self.item_stats.view(-1)
         add = torch.cat([visible, clicked[:, None]], dim=1).to(torch.int32)
-        table.index_put_((flat * 3 + self._stat_column,), add, accumulate=True)
+        cells = flat * 3 + self._stat_column
+        return flat.view(-1), fresh_rows, cells.view(-1), add.view(-1)
