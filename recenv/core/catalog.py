@@ -40,21 +40,28 @@ class Catalog:
     head: torch.Tensor  # [A, K] the K most popular items present from t=0 (always retrievable)
 
     @property
-    def static_features(self) -> torch.Tensor:
-        """What agents may observe of every item that does not change: ``[I, T + 3]`` =
-        topics, length, price, observed (noisy) quality. Built on first use."""
-        f = self.__dict__.get("_static_features")
+    def candidate_rows(self) -> torch.Tensor:
+        """Each item's row of the candidate features, ``[I, T + 6]``: what agents may observe
+        of it that does not change (topics, length, price, observed noisy quality), then
+        three slots for the per-request features (log1p clicks, log1p exposures, age), the
+        first of which holds the arrival step (as float32, exact below 2^24) so that one
+        gather per candidate brings everything. Built on first use."""
+        f = self.__dict__.get("_candidate_rows")
         if f is None:
+            zeros = torch.zeros_like(self.length)[:, None]
             f = torch.cat(
                 [
                     self.topics,
                     self.length[:, None],
                     self.price[:, None],
                     (self.quality + self.quality_noise)[:, None],
+                    self.arrival.to(torch.float32)[:, None],
+                    zeros,
+                    zeros,
                 ],
                 dim=1,
             ).contiguous()
-            self.__dict__["_static_features"] = f
+            self.__dict__["_candidate_rows"] = f
         return f
 
     @property

@@ -132,6 +132,7 @@ class BatchedMarket:
         self._arange = torch.arange(N, device=dev)
         self._agent_ids = torch.arange(A, device=dev)
         self._user_ids = torch.arange(U, device=dev)
+        self._feature_column = torch.arange(cfg.num_topics + 6, device=dev)
         # Market clocks.
         self.key = zeros(N, dtype=i64)
         self.counter = zeros(N, dtype=i64)
@@ -726,11 +727,24 @@ class BatchedMarket:
             dim=2,
         )  # [N, A, T+4]
         items = cand.view(N, A * C)
+        # One gather of each candidate's row (static features, then the arrival step in the
+        # first of three per-request slots), then the slots filled elementwise: one write of
+        # the [N, A*C, T+6] tensor (a concatenation writes it column block by column block).
+        fixed = rows(cat.candidate_rows, items)  # [N, A*C, T+6]
+        S = fixed.shape[2] - 3
         _, counts = self._item_stat_rows(items)
-        age = (self.t[:, None] - cat.arrival.take(items)).clamp(min=0) / cfg.horizon
-        dynamic = torch.cat([torch.log1p(counts.flip(2).float()), age[:, :, None]], dim=2)
-        static = cat.static_features.index_select(0, items.view(-1)).view(N, A * C, -1)
-        feats = torch.cat([static, dynamic], dim=2).view(N, A, C, -1)
+        seen = torch.log1p(counts.flip(2).float())  # clicks, exposures
+        age = (self.t[:, None] - fixed[:, :, S]).clamp(min=0) / cfg.horizon
+        col = self._feature_column
+        feats = torch.where(
+            col < S,
+            fixed,
+            torch.where(
+                col == S,
+                seen[:, :, :1],
+                torch.where(col == S + 1, seen[:, :, 1:], age[:, :, None]),
+            ),
+        ).view(N, A, C, -1)
         return user_feats, hist, feats
 
     # ------------------------------------------------------------------------------------
