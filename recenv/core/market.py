@@ -72,9 +72,10 @@ Obs = dict[str, dict[str, torch.Tensor]]
 class BatchedMarket:
     """``num_envs`` markets of one :class:`MarketConfig` on one torch device.
 
-    ``compile=True`` runs the step's two pure kernels through ``torch.compile`` (inductor):
-    several times faster for small batches, where per-op overhead dominates; the first steps
-    pay the compilation. Results agree with eager mode up to floating-point rounding.
+    ``compile=True`` runs the step through ``torch.compile`` (see :meth:`compile`): several
+    times faster for small batches, where per-op overhead dominates, and faster at every size;
+    the first steps pay the compilation. Results agree with eager mode up to floating-point
+    rounding.
     """
 
     autoreset_mode = "NextStep"
@@ -186,45 +187,33 @@ class BatchedMarket:
         self._log_items = math.log2(max(2, cfg.num_items))
         self._agent_of = self._agent_ids.repeat_interleave(K)  # [P] page entry -> agent
         self._slot_of = torch.arange(K, device=dev).repeat(A)  # [P] page entry -> slot
-        self._stat_column = torch.tensor([1] * P + [2], device=dev)  # exposures; click last
         # Items of each agent arrived by step t, for t = 0..H: [A, H + 1] (fresh retrieval).
         steps = torch.arange(cfg.horizon + 1, device=dev)
         self._arrived_by = torch.stack(
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
-        self._whole_step = False
         if compile:
             self.compile()
 
     # ------------------------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------------------------
-    def compile(self, whole_step: bool | None = None) -> BatchedMarket:
-        """Run the step through ``torch.compile`` (idempotent).
+    def compile(self) -> BatchedMarket:
+        """Run the step through ``torch.compile`` (idempotent): the whole step after the action
+        check is one graph, with inductor's C++ wrapper (the generated Python that would call
+        the graph's kernels is most of a small batch's step). The first steps pay the
+        compilation. Results agree with eager mode up to floating-point rounding.
 
-        ``whole_step=True`` compiles a whole step (serve the request, episode metrics of the
-        users, next arrival) with its state writes as one graph: fewest kernel launches and
-        one graph call per step, best for small batches, but the graph copies the user and
-        item tables it writes, which costs at large batches. ``False`` compiles only the two
-        pure kernels (choice/dynamics and arrival/observation) and keeps the writes eager.
-        ``None`` picks whole steps for ``num_envs <= 16``.
+        Each large table (users, their episode stamps, item counters) is written once per
+        step, so inductor updates it in place; a second write to the same table in one graph
+        would make it copy the whole table every step.
         """
         if self.compiled:
             return self
-        if whole_step is None:
-            whole_step = self.num_envs <= 16
         self.compiled = True  # read while tracing (picks the fusable forms)
         self._validity = torch.compile(self._validity, dynamic=False)
-        if whole_step:
-            # The C++ wrapper replaces the generated Python that calls the graph's kernels,
-            # which is most of a small batch's step (one market: 300 -> 150 us per call).
-            self._serve = torch.compile(self._serve, dynamic=False, options={"cpp_wrapper": True})
-            self._whole_step = True
-        else:
-            self._interact = torch.compile(self._interact, dynamic=False)
-            self._arrival = torch.compile(self._arrival, dynamic=False)
-        self.compiled = True
+        self._serve = torch.compile(self._serve, dynamic=False, options={"cpp_wrapper": True})
         return self
 
     def reset(self, seed: int | None = None) -> Obs:
@@ -282,49 +271,29 @@ class BatchedMarket:
         slot validity, ``repaired`` [N, A] invalid-slot counts. Callers that checked the
         actions themselves (the PettingZoo face, in numpy) enter here; ``observe=False``
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
-        if self._whole_step:
-            rewards, terminated, truncated, info, user_metrics, done = self._serve(
-                slate, valid, repaired
-            )
-            ended = bool(done.any())
-        else:
-            rewards, terminated, truncated, info, block = self._advance(slate, valid)
-            info["repaired"] = repaired * ~info["reset"][:, None]
-            done = terminated | truncated
-            # Episode metrics scan per-market tables: only on steps where an episode ended.
-            ended = bool(done.any())
-            user_metrics = self._user_metrics() if ended else None
-            self._arrive(block)
-        if ended:
-            # The item counters are not touched by the arrival, so they can be read after it.
-            metrics = {**user_metrics, **self._item_metrics()}
+        rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
+        done = terminated | truncated
+        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
+            metrics = {**self._user_metrics(arrived), **self._item_metrics()}
             info["episode"] = {k: metrics[k] for k in EPISODE_METRICS}
             info["_episode"] = done.clone()
         rew = dict(zip(self.agents, rewards.unbind(1), strict=True))
         return (self.observe() if observe else None), rew, terminated, truncated, info
 
     def _serve(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
-        """A whole step after checking, as one function (compiled as one graph for small
-        batches): serve the request, read the users' episode metrics, next arrival."""
-        rewards, terminated, truncated, info, block = self._advance(slate, valid)
-        info["repaired"] = repaired * ~info["reset"][:, None]
-        user_metrics = self._user_metrics()
-        self._arrive(block)
-        return rewards, terminated, truncated, info, user_metrics, terminated | truncated
+        """A whole step after checking (one graph when compiled): serve the current request in
+        every market, apply its consequences, and bring the next user.
 
-    def _advance(self, slate: torch.Tensor, valid: torch.Tensor):
-        """Serve the current request in every market and apply its consequences (the first
-        half of a step; the second is the next arrival)."""
+        Returns rewards [N, A], terminated, truncated [N], the info dict, and the arriving
+        users with their rows and episode stamps from before the arrival (episode metrics are
+        read as of the end of the request, and the arrival changes only those rows).
+        """
         resetting = self.needs_reset
         live = ~resetting
         self.counter += 1
         self._begin_episode(resetting)
 
         out = self._interact(slate, valid & live[:, None, None], live)
-        # The writes, kept out of the (compilable) kernel so graphs never copy the tables.
-        put_cell(self.users, self._arange, self.user, out["new_row"])
-        self.item_stats.view(-1, 3).index_copy_(0, out["stat_rows"], out["stat_fresh"])
-        self.item_stats.view(-1).index_put_((out["stat_cells"],), out["stat_add"], accumulate=True)
         self.acc_choices += out["acc_choices"]
         self.acc += out["acc"]
         rewards = out["rewards"]
@@ -332,6 +301,9 @@ class BatchedMarket:
         self.t.copy_(out["t"])
         terminated, truncated = out["terminated"], out["truncated"]
         self.needs_reset = terminated | truncated
+        # The item counters' one write; the next observation reads them after it.
+        self.item_stats.view(-1, 3).index_copy_(0, out["stat_rows"], out["stat_new"])
+        arrived = self._arrive(out["block"], served=(self.user, out["new_row"]))
         info: dict[str, Any] = {
             "shown": out["shown"],
             "chosen_agent": out["chosen_agent"],
@@ -343,8 +315,9 @@ class BatchedMarket:
             "utility": out["utility"],
             "choice_probs": out["probs"],
             "reset": resetting,
+            "repaired": repaired * live[:, None],
         }
-        return rewards, terminated, truncated, info, out["block"]
+        return rewards, terminated, truncated, info, arrived
 
     def observe(self) -> Obs:
         """Observations of the current request, per agent (views of batched tensors)."""
@@ -389,7 +362,7 @@ class BatchedMarket:
             row[:, L.loyalty],
             util.flatten(1),
             mask.float().flatten(1),
-            self._churned_now().float().mean(1, keepdim=True),
+            self._churned().float().mean(1, keepdim=True),
             sat.mean(1, keepdim=True),
             (~fresh).float().mean(1, keepdim=True),
             share,
@@ -566,38 +539,56 @@ class BatchedMarket:
         self.acc_choices *= keep[:, None]
         self.acc *= keep[:, None]
 
-    def _churned_now(self) -> torch.Tensor:
-        """[N, U] users churned and not yet back (users new to the episode are not)."""
-        L = self.layout
-        current = self.user_epoch == self.episode[:, None]
-        away = self.users[:, :, L.available_at] > self.t[:, None]
-        return current & (self.users[:, :, L.churned] > 0) & away
+    def _user_column(self, col: int, patch: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Column ``col`` of the user table, ``[N, U]``; with ``patch = (user [N], row [N, F])``
+        as it reads once each market's ``user`` has ``row`` (a write not yet made)."""
+        column = self.users[:, :, col]
+        if patch is None:
+            return column
+        user, row = patch
+        return torch.where(self._user_ids[None, :] == user[:, None], row[:, col, None], column)
 
-    def _churned_after(self, new_row: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """:meth:`_churned_now` as it will read once the current users' rows are ``new_row``
-        [N, F] and the clocks ``t`` [N] (so the kernel can decide episode ends before the
-        writes)."""
-        L = self.layout
-        current = self.user_epoch == self.episode[:, None]
-        is_user = self._user_ids[None, :] == self.user[:, None]
-        churned = torch.where(is_user, new_row[:, L.churned, None], self.users[:, :, L.churned])
-        available_at = torch.where(
-            is_user, new_row[:, L.available_at, None], self.users[:, :, L.available_at]
-        )
-        return current & (churned > 0) & (available_at > t[:, None])
+    def _user_row(self, user: torch.Tensor, patch: tuple[torch.Tensor, torch.Tensor] | None):
+        """Row of ``user`` [N] in each market, ``[N, F]``, with ``patch`` as in
+        :meth:`_user_column`."""
+        row = cell(self.users, self._arange, user)
+        if patch is None:
+            return row
+        return torch.where((user == patch[0])[:, None], patch[1], row)
 
-    def _user_metrics(self) -> dict[str, torch.Tensor]:
-        """Episode metrics read from the users and the accumulators (before the arrival)."""
+    def _churned(self, patch=None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, U] users churned and not yet back at clock ``t`` (default: now); users new to
+        the episode are not. ``patch`` as in :meth:`_user_column`."""
+        L = self.layout
+        t = self.t if t is None else t
+        current = self.user_epoch == self.episode[:, None]
+        away = self._user_column(L.available_at, patch) > t[:, None]
+        return current & (self._user_column(L.churned, patch) > 0) & away
+
+    def _user_metrics(self, arrived=None) -> dict[str, torch.Tensor]:
+        """Episode metrics read from the users and the accumulators as of the end of the
+        request; ``arrived = (user, row, epoch)`` undoes the arrival's changes to those rows."""
         cfg, L = self.config, self.layout
-        fresh = self.user_epoch != self.episode[:, None]
-        sat = torch.where(fresh, cfg.satisfaction_init, self.users[:, :, L.satisfaction])
+        epoch, patch = self.user_epoch, None
+        if arrived is not None:
+            user, row, old_epoch = arrived
+            patch = (user, row)
+            is_user = self._user_ids[None, :] == user[:, None]
+            epoch = torch.where(is_user, old_epoch[:, None], epoch)
+        current = epoch == self.episode[:, None]
+        sat = torch.where(current, self._user_column(L.satisfaction, patch), cfg.satisfaction_init)
+        churned = (
+            current
+            & (self._user_column(L.churned, patch) > 0)
+            & (self._user_column(L.available_at, patch) > self.t[:, None])
+        )
         requests = self.t.clamp(min=1)
         choices = self.acc_choices.sum(1, keepdim=True)
         return {
             "return": self.acc_return.clone(),
             "ctr": self.acc[:, 0] / requests,
             "engagement_per_request": self.acc[:, 1] / requests,
-            "retention": 1.0 - self._churned_now().float().mean(1),
+            "retention": 1.0 - churned.float().mean(1),
             "market_share": torch.where(choices > 0, self.acc_choices / choices.clamp(min=1), 0.0),
             "diversity": self.acc[:, 2] / requests,
             "novelty": self.acc[:, 3] / requests,
@@ -615,25 +606,38 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
     # ------------------------------------------------------------------------------------
-    def _arrive(self, block: torch.Tensor) -> None:
-        """The next user arrives in every market (pure kernel, then the state writes)."""
-        u, row, const, cand, cand_mask, obs = self._arrival(block)
+    def _arrive(self, block: torch.Tensor, served=None):
+        """The next user arrives in every market. ``served = (user [N], row [N, F])`` is the
+        request just served, whose row is written here together with the arriving user's
+        (one write of the user table per step). Returns ``(user, row, epoch)`` of the
+        arriving users from before the arrival."""
+        u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(block, served)
         n = self._arange
-        put_cell(self.users, n, u, row)
+        if served is None:
+            put_cell(self.users, n, u, row)
+        else:
+            # If the same user is served and arrives, both entries hold the final row.
+            served_user, served_row = served
+            same = (u == served_user)[:, None]
+            U = self.config.num_users
+            flat = torch.cat([n * U + served_user, n * U + u])
+            values = torch.cat([torch.where(same, row, served_row), row])
+            self.users.view(-1, self.layout.width).index_copy_(0, flat, values)
         put_cell(self.user_epoch, n, u, self.episode)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
+        return u, before, epoch_before
 
-    def _arrival(self, block: torch.Tensor):
+    def _arrival(self, block: torch.Tensor, served=None):
         """Pick the next user by activity among available users, bring their row up to date,
-        retrieve candidates and build observations. Reads state, writes none (so it can be
-        compiled without copying the tables)."""
-        cfg, L, n = self.config, self.layout, self._arange
+        retrieve candidates and build observations. Reads state (with the served user's row
+        as ``served`` says), writes none."""
+        cfg, L = self.config, self.layout
         U = cfg.num_users
         fresh_all = self.user_epoch != self.episode[:, None]
         t = self.t[:, None]
-        ready = fresh_all | (self.users[:, :, L.available_at] <= t)
-        gone = ~fresh_all & (self.users[:, :, L.churned] > 0) & ~ready
+        ready = fresh_all | (self._user_column(L.available_at, served) <= t)
+        gone = ~fresh_all & (self._user_column(L.churned, served) > 0) & ~ready
         weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
         cdf = weight.cumsum(dim=1)
         target = block[:, self._block["arrival"]] * cdf[:, -1:]
@@ -645,14 +649,13 @@ class BatchedMarket:
         if self.population is not None:
             fresh_row[:, L.interest] = rows(self.population.interest, u)
             const.taste = rows(self.population.taste, u)
-        row = on_arrival(
-            cfg, L, cell(self.users, n, u), pick(fresh_all, u), pick(ready, u), fresh_row, self.t
-        )
+        before = self._user_row(u, served)
+        row = on_arrival(cfg, L, before, pick(fresh_all, u), pick(ready, u), fresh_row, self.t)
 
         user_feats = observable_features(cfg, L, row, const)
         cand, cand_mask = self._retrieve(user_feats, block)
         obs = self._build_obs(row, user_feats, cand)
-        return u, row, const, cand, cand_mask, obs
+        return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, obs
 
     def _retrieve(
         self, user_feats: torch.Tensor, block: torch.Tensor
@@ -876,10 +879,8 @@ class BatchedMarket:
         )
         t = self.t + live
         truncated = live & (t >= cfg.horizon)
-        terminated = live & self._churned_after(new_row, t).all(dim=1) & ~truncated
-        stat_rows, stat_fresh, stat_cells, stat_add = self._item_stat_updates(
-            page, visible, item_c, clicked
-        )
+        terminated = live & self._churned((u, new_row), t).all(dim=1) & ~truncated
+        stat_rows, stat_new = self._item_stat_updates(page, visible, item_c, clicked)
         return {
             "block": block,
             "new_row": new_row,
@@ -888,9 +889,7 @@ class BatchedMarket:
             "terminated": terminated,
             "truncated": truncated,
             "stat_rows": stat_rows,
-            "stat_fresh": stat_fresh,
-            "stat_cells": stat_cells,
-            "stat_add": stat_add,
+            "stat_new": stat_new,
             "acc_choices": choice_of,
             "acc": acc,
             "shown": torch.where(vis_slate, items, -1),
@@ -905,17 +904,21 @@ class BatchedMarket:
         }
 
     def _item_stat_updates(self, page, visible, item_c, clicked):
-        """The item-counter writes of one request: rows to restart (stale rows of older
-        episodes start at 0; repeated items write identical rows) and counts to add.
-
-        Returns flat row indices ``[N*(P+1)]`` into ``item_stats.view(-1, 3)`` with their
-        fresh rows ``[N*(P+1), 3]``, and flat cell indices into ``item_stats.view(-1)`` with
-        the amounts to add (exposures for the page, a click for the chosen item).
-        """
+        """The item counters after one request: flat rows ``[N*(P+1)]`` into
+        ``item_stats.view(-1, 3)`` of the page's items and the clicked item, and their new
+        rows ``[N*(P+1), 3]`` (this episode's stamp, exposures, clicks; stale rows of older
+        episodes restart at 0). Entries that share a row (an item on two agents' slates, the
+        clicked item, hashed slots) all get its total, so one write leaves the same counts
+        whatever order duplicates are written in."""
         items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
         flat, counts = self._item_stat_rows(items)
+        zero = torch.zeros_like(visible[:, :1])
+        exposed = torch.cat([visible, zero], dim=1).to(torch.int32)  # [N, P+1]
+        click = torch.cat([torch.zeros_like(visible), clicked[:, None]], dim=1).to(torch.int32)
+        same = (flat[:, :, None] == flat[:, None, :]).to(torch.int32)  # [N, P+1, P+1]
+        added = torch.stack(
+            [(same * exposed[:, None, :]).sum(2), (same * click[:, None, :]).sum(2)], 2
+        ).to(torch.int32)  # (sums of int32 are int64)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
-        fresh_rows = torch.cat([stamp, counts], dim=2).view(-1, 3)
-        add = torch.cat([visible, clicked[:, None]], dim=1).to(torch.int32)
-        cells = flat * 3 + self._stat_column
-        return flat.view(-1), fresh_rows, cells.view(-1), add.view(-1)
+        new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
+        return flat.view(-1), new
