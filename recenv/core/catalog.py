@@ -65,6 +65,17 @@ class Catalog:
         return f
 
     @property
+    def novelty(self) -> torch.Tensor:
+        """Self-information of each item under the popularity prior, ``-log2(popularity)``,
+        ``[I]`` float32 (computed in float64 and rounded). Built on first use."""
+        f = self.__dict__.get("_novelty")
+        if f is None:
+            pop = self.popularity.to(torch.float64).clamp(min=1e-12)
+            f = (-torch.log2(pop)).to(torch.float32)
+            self.__dict__["_novelty"] = f
+        return f
+
+    @property
     def num_items(self) -> int:
         return self.topics.shape[0]
 

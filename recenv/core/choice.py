@@ -34,6 +34,13 @@ class UtilityTerms:
         return self.interest + self.taste + self.quality + self.boredom + self.price + self.position
 
 
+def position_costs(positions: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``log2(1 + p)`` for page positions ``p = 0..positions-1``, ``[positions]`` float32
+    (computed in float64 and rounded: a lookup is the same wherever it happens)."""
+    p = torch.arange(positions, device=device, dtype=torch.float64)
+    return torch.log2(1.0 + p).to(torch.float32)
+
+
 def item_utility_terms(
     cfg: MarketConfig,
     interest: torch.Tensor,  # [N, T]
@@ -44,18 +51,19 @@ def item_utility_terms(
     embed: torch.Tensor,  # [N, P, D]
     quality: torch.Tensor,  # [N, P]
     price: torch.Tensor,  # [N, P]
-    position: torch.Tensor | None,  # [N, P] 0-based page position, or None for no bias term
+    position_cost: torch.Tensor | None,  # [N, P] log2(1 + 0-based page position), or None
 ) -> UtilityTerms:
     """Utility = interest match + taste + quality − boredom − price sensitivity × price
-    + position bias. ``position=None`` gives the position-free utility (the oracle's)."""
+    − position bias × log2(1 + position). ``position_cost=None`` gives the position-free
+    utility (the oracle's). Callers look ``log2(1 + position)`` up (:func:`position_costs`)."""
     interest_term = cfg.interest_weight * torch.einsum("nt,npt->np", interest, topics)
     taste_term = cfg.taste_weight * torch.einsum("nd,npd->np", taste, embed)
     boredom_term = -cfg.boredom_weight * torch.einsum("nt,npt->np", boredom, topics)
     price_term = -price_sensitivity[:, None] * price
-    if position is None:
+    if position_cost is None:
         pos_term = torch.zeros_like(quality)
     else:
-        pos_term = -cfg.position_bias * torch.log2(1.0 + position.to(quality.dtype))
+        pos_term = -cfg.position_bias * position_cost
     return UtilityTerms(
         interest=interest_term,
         taste=taste_term,

@@ -21,6 +21,13 @@ from recenv.core.users import NEVER, UserLayout
 HISTORY_DECAY = 0.8  # per-visit decay of an agent's history summary with a user
 
 
+def decay_powers(cfg: MarketConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``boredom_decay ** k`` for ``k = 0..horizon``, ``[H + 1]`` float32, computed in float64
+    and rounded, so a value never depends on where it sits in a vectorised loop."""
+    steps = torch.arange(cfg.horizon + 1, device=device, dtype=torch.float64)
+    return torch.pow(cfg.boredom_decay, steps).to(torch.float32)
+
+
 def on_arrival(
     cfg: MarketConfig,
     L: UserLayout,
@@ -29,10 +36,15 @@ def on_arrival(
     ready: torch.Tensor,  # [N] bool: the user may arrive now (not away, not churned)
     fresh_row: torch.Tensor,  # [N, F] the user's fresh state this episode
     t: torch.Tensor,  # [N] float step within the episode
+    decay_powers: torch.Tensor,  # [H + 1] boredom_decay ** k, k = 0..H (see decay_powers)
 ) -> torch.Tensor:
+    """The stored row brought up to the arrival at step ``t``: fresh users start anew,
+    boredom decays for the steps since it was last written, churned users who may come back
+    return with the initial satisfaction. The decay is a table lookup: compiled graphs would
+    otherwise re-evaluate a ``pow`` per user for every column of the row."""
     row = torch.where(fresh[:, None], fresh_row, row)
-    lag = (t - row[:, L.bored_at]).clamp(min=0.0)
-    row[:, L.boredom] *= torch.pow(cfg.boredom_decay, lag)[:, None]
+    lag = (t - row[:, L.bored_at]).clamp(min=0.0)  # whole steps, at most H
+    row[:, L.boredom] *= decay_powers.take(lag.long())[:, None]
     row[:, L.bored_at] = t
     # A churned user comes back only once their wait is over; when every user is churned the
     # market has terminated, and its final observation must not revive one.

@@ -40,10 +40,11 @@ from recenv.core.choice import (
     UTILITY_TERMS,
     item_utility_terms,
     logit_probabilities,
+    position_costs,
     sample_choice,
 )
 from recenv.core.config import MarketConfig
-from recenv.core.dynamics import after_request, on_arrival
+from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
     cell,
     pick,
@@ -134,6 +135,14 @@ class BatchedMarket:
         self._agent_ids = torch.arange(A, device=dev)
         self._user_ids = torch.arange(U, device=dev)
         self._feature_column = torch.arange(cfg.num_topics + 6, device=dev)
+        # log1p(0..max count): exposures of an item in one episode are at most H * A * K.
+        # Computed in float64 and rounded: a table's values do not depend on where an element
+        # sits in a vectorised loop, which libm-style kernels' last bits can.
+        max_count = cfg.horizon * cfg.num_agents * cfg.slate_size
+        counts = torch.arange(max_count + 1, device=dev, dtype=torch.float64)
+        self._log1p_counts = torch.log1p(counts).to(torch.float32)
+        self._decay_powers = decay_powers(cfg, dev)
+        self._position_cost = position_costs(cfg.num_agents * cfg.slate_size, dev)
         # Market clocks.
         self.key = zeros(N, dtype=i64)
         self.counter = zeros(N, dtype=i64)
@@ -650,7 +659,16 @@ class BatchedMarket:
             fresh_row[:, L.interest] = rows(self.population.interest, u)
             const.taste = rows(self.population.taste, u)
         before = self._user_row(u, served)
-        row = on_arrival(cfg, L, before, pick(fresh_all, u), pick(ready, u), fresh_row, self.t)
+        row = on_arrival(
+            cfg,
+            L,
+            before,
+            pick(fresh_all, u),
+            pick(ready, u),
+            fresh_row,
+            self.t,
+            self._decay_powers,
+        )
 
         user_feats = observable_features(cfg, L, row, const)
         cand, cand_mask = self._retrieve(user_feats, block)
@@ -736,7 +754,10 @@ class BatchedMarket:
         fixed = rows(cat.candidate_rows, items)  # [N, A*C, T+6]
         S = fixed.shape[2] - 3
         _, counts = self._item_stat_rows(items)
-        seen = torch.log1p(counts.flip(2).float())  # clicks, exposures
+        # log1p of the counts by table lookup: counts are small integers (at most P per step),
+        # and the gather runs in the same scalar loop as the counter lookup, where a libm
+        # log1p per element was the costliest part of building observations.
+        seen = self._log1p_counts.take(counts.flip(2).long())  # clicks, exposures
         age = (self.t[:, None] - fixed[:, :, S]).clamp(min=0) / cfg.horizon
         col = self._feature_column
         feats = torch.where(
@@ -804,7 +825,7 @@ class BatchedMarket:
             rows(cat.embed, page),
             cat.quality.take(page),
             cat.price.take(page),
-            position,
+            self._position_cost.take(position),
         )
         utility = terms.total
         probs = logit_probabilities(utility, visible, cfg.no_click_utility, cfg.temperature)
@@ -829,7 +850,7 @@ class BatchedMarket:
         vis_f = vis_slate.float()
         n_vis = vis_f.sum(2)
         diversity = intra_list_diversity(topics.view(N, A, K, -1), vis_slate)
-        novelty = -torch.log2(cat.popularity.take(items).clamp(min=1e-12)) / self._log_items
+        novelty = cat.novelty.take(items) / self._log_items
         long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)
         wonf = won.float()
 
