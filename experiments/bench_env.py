@@ -72,24 +72,28 @@ def _policy(obs, agents, k):
     return out
 
 
-def time_batched(env_id, num_envs, steps, device="cpu", compile=False, **cfg):
-    """Seconds per step of the batched env, one timed run of ``steps`` steps."""
+def time_batched(env_id, num_envs, steps, device="cpu", compile=False, repeats=1, **cfg):
+    """Seconds per step of the batched env: ``repeats`` timed runs of ``steps`` steps each, on
+    one env (built, reset and warmed up, compilation included, before the first run)."""
     env = recenv.make_vec(env_id, num_envs=num_envs, device=device, seed=0, compile=compile, **cfg)
     obs = env.reset()
     k = env.config.slate_size
     for _ in range(3):  # warm-up (and compilation)
         obs, *_ = env.step(_policy(obs, env.agents, k))
-    total = 0.0
-    for _ in range(steps):
-        acts = _policy(obs, env.agents, k)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        obs, *_ = env.step(acts)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        total += time.perf_counter() - t0
-    return total / steps
+    samples = []
+    for _ in range(repeats):
+        total = 0.0
+        for _ in range(steps):
+            acts = _policy(obs, env.agents, k)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            obs, *_ = env.step(acts)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            total += time.perf_counter() - t0
+        samples.append(total / steps)
+    return samples
 
 
 def time_pettingzoo(env_id, steps, compile=False):
@@ -340,9 +344,7 @@ def main(argv=None):
                 steps = steps_or(
                     max(5, min(300, 40_000 // n)) if args.quick else max(205, 20_000 // n)
                 )
-                samples = [
-                    time_batched(args.env, n, steps, compile=compile) for _ in range(args.repeats)
-                ]
+                samples = time_batched(args.env, n, steps, compile=compile, repeats=args.repeats)
                 row = record(
                     "batched",
                     "env-steps/s",
@@ -387,10 +389,9 @@ def main(argv=None):
     steps = steps_or(20 if args.quick else 50)
     catalog = {}
     for items in args.catalog_items[:2]:
-        samples = [
-            time_batched(args.env, n, steps, num_items=items, item_stats_size=1024)
-            for _ in range(args.repeats)
-        ]
+        samples = time_batched(
+            args.env, n, steps, repeats=args.repeats, num_items=items, item_stats_size=1024
+        )
         record("catalog", "env-steps/s", samples, n, threads=1, num_envs=n, num_items=items)
         catalog[items] = rows[-1]["median"]
     small, large = args.catalog_items[0], args.catalog_items[-1]
@@ -470,8 +471,8 @@ def main(argv=None):
 
     # --- CUDA -------------------------------------------------------------------------------
     if torch.cuda.is_available():
-        for n in [1024, 16384, 2**17, 2**20]:
-            samples = [time_batched(args.env, n, 50, device="cuda") for _ in range(args.repeats)]
+        for n in [2**10, 2**14, 2**16, 2**18, 2**20]:
+            samples = time_batched(args.env, n, 50, device="cuda", repeats=args.repeats)
             cuda_row = record("batched_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n)
             if run_peers["vmas"]:
                 samples = [

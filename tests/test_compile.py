@@ -89,3 +89,20 @@ def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions():
             compiled.step(bad)
     assert torch.equal(before[0], compiled.core.users)
     assert torch.equal(before[1], compiled.core.counter)
+
+
+def test_each_compiled_market_keeps_its_own_graph_cache():
+    """Dynamo falls back to Python, silently, once one code object has ``recompile_limit``
+    graphs; markets of different sizes must not share that budget (a benchmark or a sweep
+    builds many)."""
+    from torch._dynamo.utils import counters
+
+    small = {"num_items": 200, "horizon": 6, "num_users": 4}
+    with torch._dynamo.config.patch(recompile_limit=1):
+        before = counters["stats"]["unique_graphs"]
+        for n in (1, 2):
+            env = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True, **small)
+            slates = env.reset() and env.oracle_slates()
+            env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+        # Both markets compiled their step (and their action check): four graphs, not two.
+        assert counters["stats"]["unique_graphs"] - before >= 4

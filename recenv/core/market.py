@@ -30,6 +30,7 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import torch
@@ -68,6 +69,25 @@ from recenv.core.users import (
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 
 Obs = dict[str, dict[str, torch.Tensor]]
+
+
+def _own_code(method):
+    """``method`` bound to a private copy of its function's code object.
+
+    Dynamo keeps compiled graphs per code object and, past ``recompile_limit`` (8) entries,
+    silently runs the Python instead. Markets of different sizes each add an entry, so a
+    process that builds more than a few compiled markets (a benchmark, a sweep, the tests)
+    would quietly lose compilation; a code object per market keeps its cache its own.
+    """
+    fn = method.__func__
+    code = fn.__code__.replace()  # an equal but distinct code object
+    own = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    own.__kwdefaults__, own.__doc__, own.__qualname__ = (
+        fn.__kwdefaults__,
+        fn.__doc__,
+        fn.__qualname__,
+    )
+    return types.MethodType(own, method.__self__)
 
 
 class BatchedMarket:
@@ -221,8 +241,10 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
-        self._validity = torch.compile(self._validity, dynamic=False)
-        self._serve = torch.compile(self._serve, dynamic=False, options={"cpp_wrapper": True})
+        self._validity = torch.compile(_own_code(self._validity), dynamic=False)
+        self._serve = torch.compile(
+            _own_code(self._serve), dynamic=False, options={"cpp_wrapper": True}
+        )
         return self
 
     def reset(self, seed: int | None = None) -> Obs:
