@@ -279,7 +279,7 @@ class BatchedMarket:
             self.counter += 1
         self._begin_episode(torch.ones(N, dtype=torch.bool, device=self.device))
         self.needs_reset.zero_()
-        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+        block = self._step_block()
         self._arrive(block)
         return self.observe()
 
@@ -303,7 +303,7 @@ class BatchedMarket:
         actions themselves (the PettingZoo face, in numpy) enter here; ``observe=False``
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
-        done = terminated | truncated
+        done = self.needs_reset  # terminated | truncated, as the step just set it
         if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
             metrics = {**self._user_metrics(arrived), **self._item_metrics()}
             info["episode"] = {k: metrics[k] for k in EPISODE_METRICS}
@@ -561,6 +561,10 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Episode bookkeeping
     # ------------------------------------------------------------------------------------
+    def _step_block(self) -> torch.Tensor:
+        """The uniforms one step draws, ``[N, block width]`` (sliced by ``self._block``)."""
+        return rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+
     def _begin_episode(self, mask: torch.Tensor) -> None:
         """New episode in markets where ``mask`` [N] is set; O(A) work per market."""
         self.episode += mask
@@ -574,10 +578,11 @@ class BatchedMarket:
         """Column ``col`` of the user table, ``[N, U]``; with ``patch = (user [N], row [N, F])``
         as it reads once each market's ``user`` has ``row`` (a write not yet made)."""
         column = self.users[:, :, col]
-        if patch is None:
-            return column
-        user, row = patch
-        return torch.where(self._user_ids[None, :] == user[:, None], row[:, col, None], column)
+        return column if patch is None else self._with_entry(column, patch[0], patch[1][:, col])
+
+    def _with_entry(self, table: torch.Tensor, user: torch.Tensor, value: torch.Tensor):
+        """``table`` [N, U] with entry ``user`` [N] of each market replaced by ``value`` [N]."""
+        return torch.where(self._user_ids[None, :] == user[:, None], value[:, None], table)
 
     def _user_row(self, user: torch.Tensor, patch: tuple[torch.Tensor, torch.Tensor] | None):
         """Row of ``user`` [N] in each market, ``[N, F]``, with ``patch`` as in
@@ -587,12 +592,14 @@ class BatchedMarket:
             return row
         return torch.where((user == patch[0])[:, None], patch[1], row)
 
-    def _churned(self, patch=None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def _churned(self, patch=None, t=None, current=None) -> torch.Tensor:
         """[N, U] users churned and not yet back at clock ``t`` (default: now); users new to
-        the episode are not. ``patch`` as in :meth:`_user_column`."""
+        the episode are not (``current`` [N, U]: the users of this episode, default from the
+        stamps). ``patch`` as in :meth:`_user_column`."""
         L = self.layout
         t = self.t if t is None else t
-        current = self.user_epoch == self.episode[:, None]
+        if current is None:
+            current = self.user_epoch == self.episode[:, None]
         away = self._user_column(L.available_at, patch) > t[:, None]
         return current & (self._user_column(L.churned, patch) > 0) & away
 
@@ -604,15 +611,10 @@ class BatchedMarket:
         if arrived is not None:
             user, row, old_epoch = arrived
             patch = (user, row)
-            is_user = self._user_ids[None, :] == user[:, None]
-            epoch = torch.where(is_user, old_epoch[:, None], epoch)
+            epoch = self._with_entry(epoch, user, old_epoch)
         current = epoch == self.episode[:, None]
         sat = torch.where(current, self._user_column(L.satisfaction, patch), cfg.satisfaction_init)
-        churned = (
-            current
-            & (self._user_column(L.churned, patch) > 0)
-            & (self._user_column(L.available_at, patch) > self.t[:, None])
-        )
+        churned = self._churned(patch, current=current)
         requests = self.t.clamp(min=1)
         choices = self.acc_choices.sum(1, keepdim=True)
         return {
@@ -804,7 +806,7 @@ class BatchedMarket:
         cfg, cat, L, n, u = self.config, self.catalog, self.layout, self._arange, self.user
         N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
         P = A * K
-        block = rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+        block = self._step_block()
         items = self.cand.gather(2, slate)  # [N, A, K]
         row = cell(self.users, n, u)
 
