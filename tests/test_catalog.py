@@ -117,6 +117,42 @@ def test_catalog_contents():
     assert abs(late - cfg.new_item_fraction) < 0.03  # binomial sd ≈ 0.006 at I = 4000
 
 
+def test_item_rows_hold_each_item_attribute_in_whole_cache_lines():
+    """The one per-item table a step reads: every column equals the catalog field it copies
+    (the candidate features first, as agents observe them), rows are whole 64-byte lines, and
+    a market builds it at construction (never inside a compiled step)."""
+    from recenv.core.catalog import ItemRow
+
+    cfg = MarketConfig(num_items=300, num_topics=5, embed_dim=3, price_scale=1.0)
+    cat = build_catalog(cfg)
+    lay, rows = ItemRow(5, 3), cat.item_rows
+    assert rows.shape == (300, lay.width) and (lay.width * 4) % 64 == 0
+    assert torch.equal(rows[:, lay.topics], cat.topics)
+    assert torch.equal(rows[:, lay.embed], cat.embed)
+    for col, field in [
+        (lay.length, cat.length),
+        (lay.price, cat.price),
+        (lay.observed_quality, cat.quality + cat.quality_noise),
+        (lay.arrival, cat.arrival.float()),
+        (lay.quality, cat.quality),
+        (lay.novelty, cat.novelty),
+    ]:
+        assert torch.equal(rows[:, col], field)
+    assert rows.shape[1] >= lay.features.stop == cfg.candidate_dim
+    env = recenv.make_vec(MARKET, num_envs=1, seed=0, num_items=300)
+    assert "_item_rows" in env.catalog.__dict__
+
+
+def test_retrieval_lists_are_int32_ids_of_the_agents_items():
+    cfg = MarketConfig(num_items=500)
+    cat = build_catalog(cfg)
+    for lists in (cat.by_topic, cat.by_pop, cat.by_arrival):
+        assert lists.dtype == torch.int32
+        assert ((lists >= 0) & (lists < cfg.num_items)).all()
+    mine = cat.owner[cat.by_pop[0, : int(cat.by_pop_len[0])].long()]
+    assert ((mine == 0) | (mine < 0)).all()
+
+
 def test_catalog_is_part_of_the_scenario():
     """The catalog comes from ``catalog_seed``, not from the env seed: two envs with different
     seeds share it; another ``catalog_seed`` gives another catalog."""

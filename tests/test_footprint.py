@@ -21,7 +21,7 @@ def test_state_nbytes_counts_every_per_market_tensor_and_scales_with_the_batch()
     held += list(big._obs_parts)
     assert big.state_nbytes() >= sum(x.numel() * x.element_size() for x in held)
     # The catalog is shared by all markets and not counted per market.
-    catalog = big.catalog.candidate_rows
+    catalog = big.catalog.item_rows
     assert catalog.shape[0] != big.num_envs
 
 

@@ -91,10 +91,12 @@ def logit_probabilities(
 
 
 def sample_choice(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Sample one column of ``probs`` [N, P+1] by Gumbel-max with ``uniforms`` [N, P+1].
+    """Sample one column of ``probs`` [N, P+1] with ``uniforms`` [N, P+1], one per column.
 
-    Zero-probability entries can never be chosen. Returns ``[N]`` int64.
+    Gumbel-max in its exponential-race form: ``argmax(log p + G)`` with Gumbel noise
+    ``G = -log(-log u)`` is ``argmax(p / E)`` with ``E = -log u`` exponential, because ``log``
+    is increasing; one logarithm per entry instead of three (the compiled step computes them
+    one market at a time). Zero-probability entries score 0 and lose to any possible entry
+    (the no-click column always has ``p > 0``). Returns ``[N]`` int64.
     """
-    gumbel = -torch.log(-torch.log(uniforms))
-    scores = torch.log(probs) + gumbel  # log(0) = -inf keeps impossible entries out
-    return scores.argmax(dim=1)
+    return (probs / -torch.log(uniforms)).argmax(dim=1)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from recenv.core import rng
-from recenv.core.catalog import Catalog, build_catalog
+from recenv.core.catalog import Catalog, ItemRow, build_catalog
 from recenv.core.choice import (
     UTILITY_TERMS,
     item_utility_terms,
@@ -90,6 +90,32 @@ def _own_code(method):
     return types.MethodType(own, method.__self__)
 
 
+def _warm_unguarded(compiled):
+    """``compiled`` (a ``torch.compile``-d method) called without Dynamo's guard evaluation
+    once its first call has compiled it.
+
+    Checking ~40 tensors' guards costs ~50 us per call, a fifth of a one-market step. Skipping
+    them is sound here because nothing a guard checks changes after the first step: the
+    market's code object is its own (:func:`_own_code`), shapes are static
+    (``dynamic=False``), and its tensors keep their shapes, dtypes and device for life. With
+    more than one cache entry, Dynamo still evaluates the guards that tell them apart. A
+    stance other than the default one (e.g. ``force_eager`` for debugging) is honoured.
+    """
+    warm = False
+
+    def call(*args):
+        nonlocal warm
+        stance = getattr(torch._dynamo.eval_frame, "_stance", None)
+        if not warm or getattr(stance, "stance", None) != "default":
+            out = compiled(*args)
+            warm = True
+            return out
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            return compiled(*args)
+
+    return call
+
+
 class BatchedMarket:
     """``num_envs`` markets of one :class:`MarketConfig` on one torch device.
 
@@ -137,6 +163,10 @@ class BatchedMarket:
         self.device = dev = torch.device(device)
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
+        # Derived item tables are built on first use; build them now, outside any compiled
+        # graph (traced inside one, a table would be recomputed from the catalog every step).
+        self.catalog.item_rows  # noqa: B018
+        self._item = ItemRow(cfg.num_topics, cfg.embed_dim)
         self.layout = UserLayout(cfg.num_topics, cfg.num_agents)
         if population is not None:
             population.check(cfg)
@@ -242,8 +272,8 @@ class BatchedMarket:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
         self._validity = torch.compile(_own_code(self._validity), dynamic=False)
-        self._serve = torch.compile(
-            _own_code(self._serve), dynamic=False, options={"cpp_wrapper": True}
+        self._serve = _warm_unguarded(
+            torch.compile(_own_code(self._serve), dynamic=False, options={"cpp_wrapper": True})
         )
         return self
 
@@ -454,20 +484,20 @@ class BatchedMarket:
         Privileged (reads latent state). Position bias is left out: it does not depend on the
         item. Masked candidates score ``-inf``.
         """
-        cfg, cat, L = self.config, self.catalog, self.layout
+        cfg, L, it = self.config, self.layout, self._item
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         row = cell(self.users, self._arange, self.user)
-        items = self.cand.view(N, A * C)
+        item = rows(self.catalog.item_rows, self.cand.view(N, A * C))  # [N, A*C, R]
         terms = item_utility_terms(
             cfg,
             row[:, L.interest],
             row[:, L.boredom],
             self.user_const.taste,
             self.user_const.price_sensitivity,
-            rows(cat.topics, items),
-            rows(cat.embed, items),
-            rows(cat.quality, items),
-            rows(cat.price, items),
+            item[:, :, it.topics],
+            item[:, :, it.embed],
+            item[:, :, it.quality],
+            item[:, :, it.price],
             None,
         )
         scores = terms.total.view(N, A, C)
@@ -695,16 +725,19 @@ class BatchedMarket:
         )
 
         user_feats = observable_features(cfg, L, row, const)
-        cand, cand_mask = self._retrieve(user_feats, block)
-        obs = self._build_obs(row, user_feats, cand)
+        cand, first = self._retrieve(user_feats, block)
+        obs, arrived = self._build_obs(row, user_feats, cand)
+        cand_mask = arrived & first
         return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, obs
 
     def _retrieve(
         self, user_feats: torch.Tensor, block: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidates [N, A, C] and their mask: the agent's K most popular items (so K valid
-        candidates always exist), interest-matched, popular and fresh items; listed by catalog
-        id, duplicates and not-yet-arrived items masked. Never scores the catalog."""
+        """Candidates [N, A, C] and which are first copies: the agent's K most popular items
+        (so K valid candidates always exist), interest-matched, popular and fresh items;
+        listed by catalog id, every copy of an item after the first flagged False. Items not
+        yet arrived are masked by :meth:`_build_obs`, which reads their rows anyway. Never
+        scores the catalog."""
         cfg, cat = self.config, self.catalog
         N, A, T, K = self.num_envs, cfg.num_agents, cfg.num_topics, cfg.slate_size
         ni, npop, nf = self._n_interest, self._n_popular, self._n_fresh
@@ -721,17 +754,19 @@ class BatchedMarket:
             bucket = agents * T + topic  # [N, A, ni] row of by_topic viewed as [A*T, M]
             lens = cat.by_topic_len.view(-1).take(bucket)
             pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
-            parts.append(cat.by_topic.view(-1).take(bucket * cat.by_topic.shape[2] + pos))
+            parts.append(cat.by_topic.view(-1).take(bucket * cat.by_topic.shape[2] + pos).long())
         if npop:
             lens = cat.by_pop_len[None, :, None]
             pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
-            parts.append(cat.by_pop.view(-1).take(agents * cat.by_pop.shape[1] + pos))
+            parts.append(cat.by_pop.view(-1).take(agents * cat.by_pop.shape[1] + pos).long())
         if nf:
             hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
             lo = (hi - cfg.fresh_window).clamp(min=0)
             pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
             pos = torch.minimum(pos, (hi - 1)[:, :, None])
-            parts.append(cat.by_arrival.view(-1).take(agents * cat.by_arrival.shape[1] + pos))
+            parts.append(
+                cat.by_arrival.view(-1).take(agents * cat.by_arrival.shape[1] + pos).long()
+            )
         items = torch.cat(parts, dim=2)  # [N, A, C]
 
         # Candidates are listed by catalog id: unrelated to popularity or retrieval source, and
@@ -746,8 +781,7 @@ class BatchedMarket:
             ],
             dim=2,
         )
-        arrived = cat.arrival.take(items) <= self.t[:, None, None]
-        return items, arrived & ~dup
+        return items, ~dup
 
     def _item_stat_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat row index into ``item_stats.view(-1, 3)`` and this episode's
@@ -762,8 +796,9 @@ class BatchedMarket:
     def _build_obs(
         self, row: torch.Tensor, user_feats: torch.Tensor, cand: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """User features [N, T+2], history [N, A, T+4], candidate features [N, A, C, T+6]."""
-        cfg, cat, L = self.config, self.catalog, self.layout
+        """The observation parts, user features [N, T+2], history [N, A, T+4] and candidate
+        features [N, A, C, T+6], and which candidates have arrived by now [N, A, C]."""
+        cfg, L = self.config, self.layout
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         last = row[:, L.last_visit]
         since = torch.where(last < 0, 1.0, ((self.t - last) / cfg.horizon).clamp(max=1.0))
@@ -772,10 +807,10 @@ class BatchedMarket:
             dim=2,
         )  # [N, A, T+4]
         items = cand.view(N, A * C)
-        # One gather of each candidate's row (static features, then the arrival step in the
+        # One gather of each candidate's features (static ones, then the arrival step in the
         # first of three per-request slots), then the slots filled elementwise: one write of
         # the [N, A*C, T+6] tensor (a concatenation writes it column block by column block).
-        fixed = rows(cat.candidate_rows, items)  # [N, A*C, T+6]
+        fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
         S = fixed.shape[2] - 3
         _, counts = self._item_stat_rows(items)
         # log1p of the counts by table lookup: counts are small integers (at most P per step),
@@ -793,7 +828,8 @@ class BatchedMarket:
                 torch.where(col == S + 1, seen[:, :, 1:], age[:, :, None]),
             ),
         ).view(N, A, C, -1)
-        return user_feats, hist, feats
+        arrived = (fixed[:, :, S] <= self.t[:, None]).view(N, A, C)
+        return (user_feats, hist, feats), arrived
 
     # ------------------------------------------------------------------------------------
     # One request: show, choose, respond, update
@@ -837,7 +873,11 @@ class BatchedMarket:
         visible = valid.view(N, P) & on_page
         page = items.view(N, P)
 
-        topics = rows(cat.topics, page)  # [N, P, T]
+        # One gather of each page item's whole row (topics, embedding, quality, price, length,
+        # novelty): two cache lines per item where separate attribute tables cost six.
+        it = self._item
+        item = rows(cat.item_rows, page)  # [N, P, R]
+        topics = item[:, :, it.topics]  # [N, P, T]
         const = self.user_const
         terms = item_utility_terms(
             cfg,
@@ -846,9 +886,9 @@ class BatchedMarket:
             const.taste,
             const.price_sensitivity,
             topics,
-            rows(cat.embed, page),
-            cat.quality.take(page),
-            cat.price.take(page),
+            item[:, :, it.embed],
+            item[:, :, it.quality],
+            item[:, :, it.price],
             self._position_cost.take(position),
         )
         utility = terms.total
@@ -857,12 +897,13 @@ class BatchedMarket:
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
         item_c = pick(page, c)
+        chosen = item.gather(1, c.view(N, 1, 1).expand(N, 1, item.shape[2])).squeeze(1)  # [N, R]
         chosen_u = torch.where(clicked, pick(utility, c), 0.0)
 
         rb = block[:, self._block["response"]]
         gauss = rng.box_muller(rb[:, 0], rb[:, 1])
         value, time_spent, fit = respond(
-            cfg, clicked, chosen_u, cat.length.take(item_c), cat.price.take(item_c), gauss, rb[:, 2]
+            cfg, clicked, chosen_u, chosen[:, it.length], chosen[:, it.price], gauss, rb[:, 2]
         )
 
         # Each agent's outcome.
@@ -874,7 +915,7 @@ class BatchedMarket:
         vis_f = vis_slate.float()
         n_vis = vis_f.sum(2)
         diversity = intra_list_diversity(topics.view(N, A, K, -1), vis_slate)
-        novelty = cat.novelty.take(items) / self._log_items
+        novelty = item[:, :, it.novelty].view(N, A, K) / self._log_items
         long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)
         wonf = won.float()
 
@@ -888,7 +929,7 @@ class BatchedMarket:
             row,
             self.t,
             clicked,
-            topics.gather(1, c.view(N, 1, 1).expand(N, 1, topics.shape[2])).squeeze(1),
+            chosen[:, it.topics],
             shown_topics,
             fit,
             time_spent,
