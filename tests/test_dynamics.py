@@ -241,6 +241,24 @@ def test_bad_recommendations_make_users_churn():
     assert sum(w_term.values()) >= 4 and sum(b_term.values()) == 0
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_dense_user_status_mirrors_the_packed_rows(compile):
+    """``user_status`` is the dense copy of each user's (available_at, churned) that the
+    per-step scans read: after sessions end, users churn and return, and episodes reset, it
+    equals those columns of the packed rows everywhere, eager and compiled."""
+    kwargs = dict(num_items=300, num_users=5, horizon=15, satisfaction_rate=0.3, return_prob=0.2)
+    env = recenv.make_vec(MARKET, num_envs=6, seed=2, compile=compile, **kwargs)
+    env.reset()
+    L = env.layout
+    churned_seen = 0.0
+    for _ in range(40):
+        _act(env, _worst_slates(env))
+        columns = env.users[:, :, L.available_at : L.churned + 1]
+        assert torch.equal(env.user_status, columns)
+        churned_seen += float(columns[:, :, 1].sum())
+    assert churned_seen > 0  # the run exercised churn, not only session gaps
+
+
 _NO_RETURN = dict(num_items=500, num_users=4, horizon=100, return_prob=0.0, satisfaction_rate=0.25)
 
 

@@ -17,7 +17,15 @@ def _env(n, **cfg):
 def test_state_nbytes_counts_every_per_market_tensor_and_scales_with_the_batch():
     small, big = _env(2), _env(6)
     assert big.state_nbytes() == 3 * small.state_nbytes()
-    held = [big.users, big.user_epoch, big.activity, big.item_stats, big.cand, big.cand_mask]
+    held = [
+        big.users,
+        big.user_status,
+        big.user_epoch,
+        big.activity,
+        big.item_stats,
+        big.cand,
+        big.cand_mask,
+    ]
     held += list(big._obs_parts)
     assert big.state_nbytes() >= sum(x.numel() * x.element_size() for x in held)
     # The catalog is shared by all markets and not counted per market.
@@ -27,7 +35,8 @@ def test_state_nbytes_counts_every_per_market_tensor_and_scales_with_the_batch()
 
 def test_state_nbytes_grows_with_users_as_the_packed_row_says():
     few, many = _env(3, num_users=10), _env(3, num_users=110)
-    per_user = many.layout.width * 4 + 8 + 4  # packed row, episode stamp, activity
+    # Packed row, its dense status copy (available_at, churned), episode stamp, activity.
+    per_user = many.layout.width * 4 + 2 * 4 + 8 + 4
     assert many.state_nbytes() - few.state_nbytes() == 3 * 100 * per_user
 
 
