@@ -106,3 +106,32 @@ def test_each_compiled_market_keeps_its_own_graph_cache():
             env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
         # Both markets compiled their step (and their action check): four graphs, not two.
         assert counters["stats"]["unique_graphs"] - before >= 4
+
+
+def test_copies_of_a_compiled_market_step_themselves():
+    """A deep copy (as vectorising wrappers make) or a pickled copy of a compiled market
+    compiles its own step: stepping it leaves the original untouched, and both continue the
+    same trajectory."""
+    import copy
+    import pickle
+
+    small = {"num_items": 200, "horizon": 6, "num_users": 4}
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, compile=True, **small)
+    env.reset()
+
+    def step(e):
+        s = e.oracle_slates()
+        return e.step({a: s[:, i] for i, a in enumerate(e.agents)})
+
+    step(env)
+    for clone in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        counter = env.counter.clone()
+        assert clone.compiled
+        obs_c, rew_c, *_ = step(clone)
+        assert torch.equal(env.counter, counter)  # the original did not move
+        assert torch.equal(clone.counter, counter + 1)
+        twin = copy.deepcopy(env)
+        obs_t, rew_t, *_ = step(twin)
+        for a in env.agents:
+            assert torch.equal(rew_c[a], rew_t[a])
+            assert torch.equal(obs_c[a]["candidate_ids"], obs_t[a]["candidate_ids"])

@@ -262,6 +262,23 @@ class BatchedMarket:
         if compile:
             self.compile()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Compiled steps are bound to this object and cannot be pickled: a copy (pickled,
+        # deep-copied by a vectorising wrapper) compiles its own, or it would step the
+        # original. The per-agent observation dict holds views and is rebuilt on demand.
+        state = self.__dict__.copy()
+        for name in ("_serve", "_validity"):
+            state.pop(name, None)
+        state["_obs"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        compiled = state.pop("compiled", False)
+        self.__dict__.update(state)
+        self.compiled = False
+        if compiled:
+            self.compile()
+
     # ------------------------------------------------------------------------------------
     # Public API
     # ------------------------------------------------------------------------------------
