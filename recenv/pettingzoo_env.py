@@ -69,9 +69,8 @@ class MarketParallelEnv(ParallelEnv):
         self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
         self._last_info: dict[str, Any] | None = None
         A = len(self.possible_agents)
-        self._slate_buf = np.zeros((A, K), np.int64)
         self._mask_np = np.zeros((A, C), np.int8)
-        self._agent_rows = np.arange(A)[:, None]
+        self._mask_list = self._mask_np.tolist()  # the same mask as lists, for the slate check
         self._all_valid = torch.ones(1, A, K, dtype=torch.bool, device=core.device)
         self._none_repaired = torch.zeros(1, A, device=core.device)
 
@@ -108,9 +107,11 @@ class MarketParallelEnv(ParallelEnv):
                 )
             _, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
-        terminated, truncated = bool(term[0]), bool(trunc[0])
+        # Read market 0 through numpy: indexing a tensor costs microseconds per call, which
+        # at one market is a large share of the step.
+        terminated, truncated = bool(_host(term)[0]), bool(_host(trunc)[0])
         np_obs = self._np_obs()
-        rewards = {a: float(rew[a][0]) for a in self.agents}
+        rewards = {a: float(_host(rew[a])[0]) for a in self.agents}
         terminations = dict.fromkeys(self.agents, terminated)
         truncations = dict.fromkeys(self.agents, truncated)
         infos = self._infos(info)
@@ -154,25 +155,25 @@ class MarketParallelEnv(ParallelEnv):
         arguments; otherwise ``None`` and the core checks (and raises or repairs)."""
         if len(actions) != len(self.possible_agents):
             return None
-        slates = self._slate_buf
+        K, C = self.config.slate_size, self.config.num_candidates
+        mask = self._mask_list
+        slates = []
+        # Plain Python on a handful of ints: cheaper than numpy calls at this size.
         for i, agent in enumerate(self.possible_agents):
             action = actions.get(agent)
             if (
                 not isinstance(action, np.ndarray)
                 or action.dtype.kind not in "iu"
-                or action.shape != slates.shape[1:]
+                or action.shape != (K,)
             ):
                 return None
-            slates[i] = action
-        # In range (negatives wrap to huge unsigned values), unmasked in the last observation,
-        # and distinct (each slot equals only itself).
-        if not (slates.view(np.uint64) < self.config.num_candidates).all():
-            return None
-        if not self._mask_np[self._agent_rows, slates].all():
-            return None
-        if (slates[:, :, None] == slates[:, None, :]).sum() != slates.size:
-            return None
-        slate = torch.from_numpy(slates.copy()).unsqueeze(0).to(self.core.device)
+            slate = action.tolist()
+            allowed = mask[i]
+            # In range, unmasked in the last observation, and distinct.
+            if not all(0 <= x < C and allowed[x] for x in slate) or len(set(slate)) != K:
+                return None
+            slates.append(slate)
+        slate = torch.tensor([slates], dtype=torch.int64, device=self.core.device)
         return slate, self._all_valid, self._none_repaired
 
     # Conversion --------------------------------------------------------------------------
@@ -180,16 +181,17 @@ class MarketParallelEnv(ParallelEnv):
         """The core's current observation of market 0 as numpy, one conversion per batched
         tensor (views per agent)."""
         core = self.core
-        user, history, cands = (x[0].numpy() for x in core._obs_parts)
-        self._mask_np = mask = core.cand_mask[0].numpy().astype(np.int8)  # [A, C]
+        user, history, cands = (_host(x)[0] for x in core._obs_parts)
+        self._mask_np = mask = _host(core.cand_mask)[0].astype(np.int8)  # [A, C]
+        self._mask_list = mask.tolist()
         out = {}
         if self.flatten_obs:
             flat_mask = mask.astype(np.float32)
             for i, agent in enumerate(self.possible_agents):
                 out[agent] = np.concatenate([user, history[i], cands[i].reshape(-1), flat_mask[i]])
             return out
-        user_id = core.user[:1].numpy()
-        cand_ids = core.cand[0].numpy()
+        user_id = _host(core.user)[:1]
+        cand_ids = _host(core.cand)[0]
         for i, agent in enumerate(self.possible_agents):
             out[agent] = {
                 "user": user,
@@ -209,16 +211,15 @@ class MarketParallelEnv(ParallelEnv):
         if info is None:
             return infos
         # One conversion per field, then plain Python per agent.
-        chosen_agent = int(info["chosen_agent"][0])
-        chosen_slot = int(info["chosen_slot"][0])
-        engagement = float(info["engagement"][0])
-        shown = info["shown"][0].numpy()
-        repaired = info["repaired"][0].tolist()
-        terms = torch.stack([info["utility"][k][0] for k in _TERMS]).tolist()
-        utility = dict(zip(_TERMS, terms, strict=True))
+        chosen_agent = int(_host(info["chosen_agent"])[0])
+        chosen_slot = int(_host(info["chosen_slot"])[0])
+        engagement = float(_host(info["engagement"])[0])
+        shown = _host(info["shown"])[0]
+        repaired = _host(info["repaired"])[0].tolist()
+        utility = {k: float(_host(info["utility"][k])[0]) for k in _TERMS}
         episode = None
         if "episode" in info:
-            episode = {k: v[0].tolist() for k, v in info["episode"].items()}
+            episode = {k: _host(v)[0].tolist() for k, v in info["episode"].items()}
         for i, d in enumerate(infos.values()):
             won = chosen_agent == i
             d["shown"] = shown[i]
@@ -236,6 +237,11 @@ class MarketParallelEnv(ParallelEnv):
 
 
 _TERMS = (*UTILITY_TERMS, "total")
+
+
+def _host(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a numpy array (a view on the CPU, a copy from an accelerator)."""
+    return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
 
 
 def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
