@@ -486,9 +486,9 @@ class BatchedMarket:
             # Page items and the click: rows read, restarted and incremented; the
             # candidates' rows read for their features.
             "item_stats": (P + 1) * (3 * f4 + 3 * f4 + 2 * f4) + A * C * 3 * f4,
-            # Page items' topics, embedding, quality, price; the click's length and price;
-            # candidates' static features and arrival steps; retrieval lists.
-            "catalog": P * (T + D + 2) * f4 + 2 * f4 + A * C * (T + 3 + 1) * f4 + A * C * i8,
+            # Page items' topics, embedding, quality, price, novelty; the click's length and
+            # price; candidates' static features and arrival steps; retrieval lists (int32).
+            "catalog": P * (T + D + 3) * f4 + 2 * f4 + A * C * (T + 3 + 1) * f4 + A * C * 4,
             # Written: user, history, candidate features, mask, ids.
             "observation": (T + 2) * f4
             + A * (T + 4) * f4
