@@ -123,17 +123,19 @@ def test_cpu_device(device, small):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cpu_and_cuda_trajectories_agree(env_id, small, feature_policy):
+@pytest.mark.parametrize("compile", [False, True])
+def test_cpu_and_cuda_trajectories_agree(env_id, small, feature_policy, compile):
     """The same markets on CPU and CUDA follow the same trajectory: the random numbers are
     integer hashes (bit-identical on both devices), so only float rounding differs. Actions are
     computed from the CPU observations and given to both; observations and rewards must agree to
     1e-4 (float32 accumulated over a 40-step run), and the discrete outcomes (users, candidates,
     clicks) exactly, for at least 95 % of market-steps (a near-tie in the logit could flip one
-    choice, after which that market legitimately diverges)."""
+    choice, after which that market legitimately diverges). The compiled CUDA step (Triton
+    kernels) is held to the same agreement."""
     kwargs = small(env_id, horizon=20)
     N = 8
     cpu = recenv.make_vec(env_id, num_envs=N, seed=5, device="cpu", **kwargs)
-    gpu = recenv.make_vec(env_id, num_envs=N, seed=5, device="cuda", **kwargs)
+    gpu = recenv.make_vec(env_id, num_envs=N, seed=5, device="cuda", compile=compile, **kwargs)
     K = cpu.config.slate_size
     oc, og = cpu.reset(), gpu.reset()
     same = torch.ones(N, dtype=torch.bool)

@@ -296,8 +296,11 @@ class BatchedMarket:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
         self._validity = torch.compile(_own_code(self._validity), dynamic=False)
+        # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
+        # is most of a small batch's step; on a GPU the default wrapper is the tested path.
+        options = {"cpp_wrapper": True} if self.device.type == "cpu" else None
         self._serve = _warm_unguarded(
-            torch.compile(_own_code(self._serve), dynamic=False, options={"cpp_wrapper": True})
+            torch.compile(_own_code(self._serve), dynamic=False, options=options)
         )
         return self
 

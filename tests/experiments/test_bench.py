@@ -10,6 +10,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from experiments import bench_env, bench_peers
 from recenv.core.market import BatchedMarket
@@ -159,3 +160,24 @@ def test_existing_out_is_refused(tmp_path):
 def test_int_lists_parse():
     assert bench_env._ints("1,64, 4096") == [1, 64, 4096]
     assert bench_env._ints("1e6") == [1_000_000]
+
+
+def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from experiments import bench_cuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "cuda.json"
+    assert bench_cuda.main(["--out", str(out), "--sizes", "16"]) is None
+    assert "no CUDA device" in capsys.readouterr().out
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bench_tiny_run_writes_rows(tmp_path):
+    from experiments import bench_cuda
+
+    out = tmp_path / "cuda.json"
+    r = bench_cuda.main(["--out", str(out), "--sizes", "64", "--steps", "2", "--repeats", "1"])
+    assert out.exists() and not r["errors"]
+    assert {row["kind"] for row in r["rows"]} >= {"batched_cuda"}
+    assert all(_positive(row["median"]) for row in r["rows"])

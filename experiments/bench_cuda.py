@@ -1,0 +1,144 @@
+"""The batched core on a GPU: env-steps/s at 2^14 .. 2^20 markets, eager and compiled, beside
+VMAS ``simple_spread`` at the same counts (when the ``bench`` extra is installed).
+
+The CPU benchmark (``experiments.bench_env``) takes ~20 minutes; a session lent a GPU has a
+few minutes of device time, so this script measures only the CUDA figures, sized to fit:
+
+    .venv/bin/python -m experiments.bench_cuda                       # 2^14,2^16,2^18,2^20
+    .venv/bin/python -m experiments.bench_cuda --sizes 16384,65536 --steps 20 --no-compile
+
+Each figure is the median of ``--repeats`` timed runs of ``--steps`` steps (the device
+synchronised around each ``env.step``; actions computed outside the timer), after warm-up
+steps that include compilation. A size that does not fit in the GPU's memory is recorded
+as an error and the next one is tried. Results go to
+``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten). Without a GPU
+it says so and exits with status 0, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from experiments import bench_peers
+from experiments.bench_env import RESULTS, _ints, summarize, time_batched
+
+TARGET_CUDA_STEPS = 50_000_000  # env-steps/s at the best count (issue: the batched core)
+
+
+def _timed(fn):
+    """``fn()``'s samples, or the error that stopped it (out of memory, compile failure)."""
+    try:
+        return fn(), None
+    except (RuntimeError, torch.OutOfMemoryError) as e:
+        torch.cuda.empty_cache()
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
+def main(argv=None) -> dict | None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="recenv/Market-v0", help="environment id")
+    p.add_argument("--sizes", type=_ints, default=[2**14, 2**16, 2**18, 2**20], help="num_envs")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
+    p.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
+    p.add_argument("--no-peers", action="store_true", help="skip the VMAS rows")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
+    args = p.parse_args(argv)
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing measured (the CPU figures come from bench_env)")
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS / f"bench_cuda-{socket.gethostname()}-{stamp}.json"
+    if out.exists():
+        sys.exit(f"{out} exists; results are never overwritten (pass another --out)")
+
+    device = torch.cuda.get_device_name(0)
+    vmas_version = bench_peers.peer_versions()["vmas"]
+    run_vmas = not args.no_peers and vmas_version is not None
+    print(f"recenv CUDA bench: {args.env}; torch {torch.__version__}; {device}")
+    print(f"{'figure':<22} {'setting':<34} {'median':>16} {'unit':<12} [spread]")
+    rows, ratios, errors = [], [], []
+    compile_modes = [False] if args.no_compile else [False, True]
+
+    def record(kind, samples, n, **meta):
+        s = summarize(samples, n)
+        rows.append({"kind": kind, "num_envs": n, **meta, **s})
+        meta_s = " ".join(f"{k}={v}" for k, v in {"num_envs": n, **meta}.items())
+        print(
+            f"{kind:<22} {meta_s:<34} {s['median']:>16,.0f} env-steps/s  "
+            f"[{s['min']:,.0f}..{s['max']:,.0f}]"
+        )
+        return rows[-1]
+
+    started = time.perf_counter()
+    for n in args.sizes:
+        best = {}
+        for compile in compile_modes:
+            samples, err = _timed(
+                lambda n=n, compile=compile: time_batched(
+                    args.env, n, args.steps, device="cuda", compile=compile, repeats=args.repeats
+                )
+            )
+            if err:
+                errors.append(
+                    {"kind": "batched_cuda", "num_envs": n, "compile": compile, "error": err}
+                )
+                print(f"batched_cuda num_envs={n} compile={compile}: {err}")
+                continue
+            best[compile] = record("batched_cuda", samples, n, compile=compile)
+        if run_vmas:
+            samples, err = _timed(
+                lambda n=n: [
+                    bench_peers.time_vmas_spread(n, args.steps, device="cuda")
+                    for _ in range(args.repeats)
+                ]
+            )
+            if err:
+                errors.append({"kind": "vmas_simple_spread_cuda", "num_envs": n, "error": err})
+                print(f"vmas_simple_spread_cuda num_envs={n}: {err}")
+            else:
+                vmas = record("vmas_simple_spread_cuda", samples, n)
+                for compile, row in best.items():
+                    r = row["median"] / vmas["median"]
+                    ratios.append({"num_envs": n, "compile": compile, "batched_over_vmas": r})
+                    print(f"  ratio batched/vmas num_envs={n} compile={compile}: {r:.2f}x")
+        torch.cuda.empty_cache()
+
+    recenv_rows = [r for r in rows if r["kind"] == "batched_cuda"]
+    top = max((r["median"] for r in recenv_rows), default=None)
+    if top is not None:
+        met = "met" if top >= TARGET_CUDA_STEPS else "NOT met"
+        print(f"best {top:,.0f} env-steps/s (target >= {TARGET_CUDA_STEPS:,}: {met})")
+    result = {
+        "env": args.env,
+        "torch": torch.__version__,
+        "device": device,
+        "host": socket.gethostname(),
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "vmas": vmas_version if run_vmas else None,
+        "best_env_steps_per_s": top,
+        "target_env_steps_per_s": TARGET_CUDA_STEPS,
+        "seconds": time.perf_counter() - started,
+        "rows": rows,
+        "ratios": ratios,
+        "errors": errors,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
