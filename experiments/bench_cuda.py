@@ -18,17 +18,14 @@ it says so and exits with status 0, writing nothing.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import socket
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from experiments import bench_peers
-from experiments.bench_env import RESULTS, _ints, summarize, time_batched
+from experiments.bench_env import _ints, result_path, summarize, time_batched, write_result
 
 TARGET_CUDA_STEPS = 50_000_000  # env-steps/s at the best count (issue: the batched core)
 
@@ -56,10 +53,7 @@ def main(argv=None) -> dict | None:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing measured (the CPU figures come from bench_env)")
         return None
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"bench_cuda-{socket.gethostname()}-{stamp}.json"
-    if out.exists():
-        sys.exit(f"{out} exists; results are never overwritten (pass another --out)")
+    out = result_path("bench_cuda", args.out)
 
     device = torch.cuda.get_device_name(0)
     vmas_version = bench_peers.peer_versions()["vmas"]
@@ -133,10 +127,7 @@ def main(argv=None) -> dict | None:
         "ratios": ratios,
         "errors": errors,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "x") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
+    write_result(out, result)
     return result
 
 

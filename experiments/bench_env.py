@@ -225,6 +225,24 @@ def run_memory_check(env_id, num_envs, num_users, steps=5, limit=MEMORY_LIMIT):
     return r
 
 
+def result_path(name: str, out: Path | None) -> Path:
+    """Where a benchmark's JSON goes: ``out``, or ``results/<name>-<host>-<UTC time>.json``;
+    exits if it exists (results are never overwritten)."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = out or RESULTS / f"{name}-{socket.gethostname()}-{stamp}.json"
+    if out.exists():
+        sys.exit(f"{out} exists; results are never overwritten (pass another --out)")
+    return out
+
+
+def write_result(out: Path, result: dict) -> None:
+    """Write ``result`` as JSON to ``out``, which must not exist yet."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {out}")
+
+
 def _ints(text):
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -258,10 +276,7 @@ def main(argv=None):
     p.add_argument("--memory-users", type=int, default=1000, help="num_users of memory check")
     args = p.parse_args(argv)
 
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"bench_env-{socket.gethostname()}-{stamp}.json"
-    if out.exists():
-        sys.exit(f"{out} exists; results are never overwritten (pass another --out)")
+    out = result_path("bench_env", args.out)
 
     sizes = args.sizes or ([1, 64, 1024, 4096] if args.quick else [1, 64, 1024, 4096, 16384])
     peer_sizes = args.peer_sizes or ([1024, 4096] if args.quick else [1024, 4096, 16384])
@@ -553,10 +568,7 @@ def main(argv=None):
         result["catalog_ratio_1e6_over_1e3"] = catalog_ratio  # the key earlier runs wrote
     if not all(math.isfinite(r["median"]) for r in rows):
         note("some figure is not finite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "x") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
+    write_result(out, result)
     return result
 
 
