@@ -828,7 +828,7 @@ class BatchedMarket:
 
     def _build_obs(
         self, row: torch.Tensor, user_feats: torch.Tensor, cand: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The observation parts, user features [N, T+2], history [N, A, T+4] and candidate
         features [N, A, C, T+6], and which candidates have arrived by now [N, A, C]."""
         cfg, L = self.config, self.layout
