@@ -104,8 +104,9 @@ def test_each_compiled_market_keeps_its_own_graph_cache():
             env = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True, **small)
             slates = env.reset() and env.oracle_slates()
             env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
-        # Both markets compiled their step (and their action check): four graphs, not two.
-        assert counters["stats"]["unique_graphs"] - before >= 4
+        # Both markets compiled their step: two graphs (one code object shared by both
+        # would have stopped at one, and the second market would run eagerly).
+        assert counters["stats"]["unique_graphs"] - before >= 2
 
 
 def test_copies_of_a_compiled_market_step_themselves():

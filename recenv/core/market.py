@@ -267,8 +267,7 @@ class BatchedMarket:
         # deep-copied by a vectorising wrapper) compiles its own, or it would step the
         # original. The per-agent observation dict holds views and is rebuilt on demand.
         state = self.__dict__.copy()
-        for name in ("_serve", "_validity"):
-            state.pop(name, None)
+        state.pop("_serve", None)
         state["_obs"] = None
         return state
 
@@ -295,7 +294,8 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
-        self._validity = torch.compile(_own_code(self._validity), dynamic=False)
+        # The action check stays eager: a handful of elementwise ops that are as fast eager as
+        # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
         # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
         # is most of a small batch's step; on a GPU the default wrapper is the tested path.
         options = {"cpp_wrapper": True} if self.device.type == "cpu" else None
@@ -593,8 +593,16 @@ class BatchedMarket:
         on the raw values, so an out-of-range index never makes a valid slot a 'repeat')."""
         C = self.config.num_candidates
         in_range = (slate >= 0) & (slate < C)
-        dup = (slate[:, :, :, None] == slate[:, :, None, :]).tril(diagonal=-1).any(dim=3)
-        return slate.clamp(0, C - 1), in_range, dup & in_range
+        # Slot k against each earlier slot, one column pair at a time (K is small): a
+        # [N, A, K, K] comparison with tril and any cost ~0.5 ms at 4,096 markets, this ~30 us.
+        slots = slate.unbind(2)
+        dup = [torch.zeros_like(in_range[:, :, 0])]
+        for k in range(1, len(slots)):
+            repeat = slots[k] == slots[0]
+            for j in range(1, k):
+                repeat = repeat | (slots[k] == slots[j])
+            dup.append(repeat)
+        return slate.clamp(0, C - 1), in_range, torch.stack(dup, dim=2) & in_range
 
     def _raise_invalid(self, slate: torch.Tensor) -> None:
         C = self.config.num_candidates
