@@ -714,23 +714,26 @@ class BatchedMarket:
         (one write of the user table per step). Returns ``(user, row, epoch)`` of the
         arriving users from before the arrival."""
         u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(block, served)
-        n = self._arange
+        n, U = self._arange, self.config.num_users
         if served is None:
-            put_cell(self.users, n, u, row)
-            put_cell(self.user_status, n, u, row[:, self._status])
+            self._put_users(n * U + u, row)
         else:
             # If the same user is served and arrives, both entries hold the final row.
             served_user, served_row = served
             same = (u == served_user)[:, None]
-            U = self.config.num_users
             flat = torch.cat([n * U + served_user, n * U + u])
-            values = torch.cat([torch.where(same, row, served_row), row])
-            self.users.view(-1, self.layout.width).index_copy_(0, flat, values)
-            self.user_status.view(-1, 2).index_copy_(0, flat, values[:, self._status])
+            self._put_users(flat, torch.cat([torch.where(same, row, served_row), row]))
         put_cell(self.user_epoch, n, u, self.episode)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
+
+    def _put_users(self, flat: torch.Tensor, values: torch.Tensor) -> None:
+        """Write user rows ``values`` [X, F] at flat indices ``flat`` [X] (``n * U + user``)
+        of the packed table and of its dense status copy: the one place the user tables are
+        written, so the copy never goes stale."""
+        self.users.view(-1, self.layout.width).index_copy_(0, flat, values)
+        self.user_status.view(-1, 2).index_copy_(0, flat, values[:, self._status])
 
     def _arrival(self, block: torch.Tensor, served=None):
         """Pick the next user by activity among available users, bring their row up to date,
@@ -851,13 +854,13 @@ class BatchedMarket:
         # One gather of each candidate's features (static ones, then the arrival step in the
         # first of three per-request slots), then the three slots filled.
         fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
-        S = fixed.shape[2] - 3
+        S = self._item.arrival  # the first of the three slots
         _, counts = self._item_stat_rows(items)
         # log1p of the counts by table lookup: counts are small integers (at most P per step),
         # and the gather runs in the same scalar loop as the counter lookup, where a libm
         # log1p per element was the costliest part of building observations.
         seen = self._log1p_counts.take(counts.flip(2).long())  # clicks, exposures
-        arrival = fixed[:, :, S]
+        arrival = fixed[:, :, S]  # the arrival step, until the slot is filled
         arrived = (arrival <= self.t[:, None]).view(N, A, C)
         age = (self.t[:, None] - arrival).clamp(min=0) / cfg.horizon
         if self.compiled:
