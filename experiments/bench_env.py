@@ -3,7 +3,8 @@
 One run prints one table and writes one JSON:
 
 - recenv's PettingZoo face (steps/s) and batched env (env-steps/s at several ``num_envs`` x
-  torch threads x ``torch.compile``), a 10^3- vs 10^6-item catalog, CUDA rows when present;
+  torch threads x ``torch.compile``), a 10^3- vs 10^6-item catalog (CUDA figures come from
+  ``experiments.bench_cuda``);
 - peers, same run, same thread setting (skipped with a note when not installed; ``pip install
   -e .[bench]``): mpe2's ``simple_spread_v3`` through PettingZoo's parallel API, against the
   PettingZoo face, and VMAS's ``simple_spread`` at 1,024 / 4,096 / 16,384 envs, against the
@@ -58,7 +59,8 @@ TARGET_PZ_STEPS = 5_000  # PettingZoo face steps/s
 TARGET_PZ_OVER_MPE2 = 3.0
 TARGET_BATCHED_OVER_VMAS = 1.0
 TARGET_COPY_FRACTION = 0.25  # of the copy bandwidth, at 4,096 envs
-TARGET_CATALOG_RATIO = 1.5
+TARGET_CATALOG_RATIO = 1.5  # the simulator issue's bound
+TARGET_CATALOG_RATIO_SPEED = 1.2  # the speed issue's
 MEMORY_LIMIT = 8 * GiB
 
 
@@ -428,10 +430,13 @@ def main(argv=None):
             )
             catalog[items] = rows[-1]["median"]
         catalog_ratios[compile] = r = catalog[small] / catalog[large]
+        verdicts = ", ".join(
+            f"<= {bound}x: {'met' if r <= bound else 'NOT met'}"
+            for bound in (TARGET_CATALOG_RATIO, TARGET_CATALOG_RATIO_SPEED)
+        )
         print(
             f"step time with {large:,} items / with {small:,} items, compile={compile}: "
-            f"{r:.2f}x (target <= {TARGET_CATALOG_RATIO}x: "
-            f"{'met' if r <= TARGET_CATALOG_RATIO else 'NOT met'})"
+            f"{r:.2f}x (targets {verdicts})"
         )
     catalog_ratio = catalog_ratios[False]
 
@@ -503,19 +508,9 @@ def main(argv=None):
                 f"{'PASS' if memory['passed'] else 'FAIL'} (limit {_fmt_bytes(MEMORY_LIMIT)})"
             )
 
-    # --- CUDA -------------------------------------------------------------------------------
+    # --- CUDA: one script measures it (experiments.bench_cuda), sized for a short lease ----
     if torch.cuda.is_available():
-        for n in [2**10, 2**14, 2**16, 2**18, 2**20]:
-            samples = time_batched(args.env, n, 50, device="cuda", repeats=args.repeats)
-            cuda_row = record("batched_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n)
-            if run_peers["vmas"]:
-                samples = [
-                    bench_peers.time_vmas_spread(n, 50, device="cuda") for _ in range(args.repeats)
-                ]
-                vmas_cuda = record(
-                    "vmas_simple_spread_cuda", "env-steps/s", samples, n, device="cuda", num_envs=n
-                )
-                ratio("batched_cuda/vmas_cuda", cuda_row, vmas_cuda, device="cuda", num_envs=n)
+        note("a GPU is present: run `python -m experiments.bench_cuda` for the CUDA figures")
 
     pz_best = max(r["median"] for r in pz_rows.values())
     print(
@@ -559,6 +554,7 @@ def main(argv=None):
             "batched_over_vmas": TARGET_BATCHED_OVER_VMAS,
             "fraction_of_copy_bandwidth": TARGET_COPY_FRACTION,
             "catalog_ratio_max": TARGET_CATALOG_RATIO,
+            "catalog_ratio_max_speed": TARGET_CATALOG_RATIO_SPEED,
             "memory_limit_bytes": MEMORY_LIMIT,
         },
         "notes": notes,

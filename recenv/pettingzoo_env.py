@@ -241,7 +241,7 @@ _TERMS = (*UTILITY_TERMS, "total")
 
 def _host(x: torch.Tensor) -> np.ndarray:
     """``x`` as a numpy array (a view on the CPU, a copy from an accelerator)."""
-    return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+    return x.cpu().numpy()
 
 
 def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
