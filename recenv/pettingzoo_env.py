@@ -107,11 +107,12 @@ class MarketParallelEnv(ParallelEnv):
                 )
             _, rew, term, trunc, info = self.core.step(batched)
         self._last_info = info
-        # Read market 0 through numpy: indexing a tensor costs microseconds per call, which
-        # at one market is a large share of the step.
-        terminated, truncated = bool(_host(term)[0]), bool(_host(trunc)[0])
+        # Market 0's scalars read with bool()/float() of the one-element tensors, arrays
+        # through numpy: indexing a tensor costs microseconds per call, a large share of a
+        # one-market step.
+        terminated, truncated = bool(term), bool(trunc)
         np_obs = self._np_obs()
-        rewards = {a: float(_host(rew[a])[0]) for a in self.agents}
+        rewards = {a: float(rew[a]) for a in self.agents}
         terminations = dict.fromkeys(self.agents, terminated)
         truncations = dict.fromkeys(self.agents, truncated)
         infos = self._infos(info)
@@ -190,7 +191,7 @@ class MarketParallelEnv(ParallelEnv):
             for i, agent in enumerate(self.possible_agents):
                 out[agent] = np.concatenate([user, history[i], cands[i].reshape(-1), flat_mask[i]])
             return out
-        user_id = _host(core.user)[:1]
+        user_id = _host(core.user)
         cand_ids = _host(core.cand)[0]
         for i, agent in enumerate(self.possible_agents):
             out[agent] = {
@@ -210,16 +211,17 @@ class MarketParallelEnv(ParallelEnv):
                 d["action_mask"] = self._mask_np[i]
         if info is None:
             return infos
-        # One conversion per field, then plain Python per agent.
-        chosen_agent = int(_host(info["chosen_agent"])[0])
-        chosen_slot = int(_host(info["chosen_slot"])[0])
-        engagement = float(_host(info["engagement"])[0])
+        # One conversion per field (int()/float() of one-element tensors are the cheapest
+        # reads), then plain Python per agent.
+        chosen_agent = int(info["chosen_agent"])
+        chosen_slot = int(info["chosen_slot"])
+        engagement = float(info["engagement"])
         shown = _host(info["shown"])[0]
-        repaired = _host(info["repaired"])[0].tolist()
-        utility = {k: float(_host(info["utility"][k])[0]) for k in _TERMS}
+        repaired = info["repaired"].tolist()[0]
+        utility = {k: float(info["utility"][k]) for k in _TERMS}
         episode = None
         if "episode" in info:
-            episode = {k: _host(v)[0].tolist() for k, v in info["episode"].items()}
+            episode = {k: v.tolist()[0] for k, v in info["episode"].items()}
         for i, d in enumerate(infos.values()):
             won = chosen_agent == i
             d["shown"] = shown[i]
