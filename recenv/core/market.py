@@ -408,14 +408,14 @@ class BatchedMarket:
         """
         resetting = self.needs_reset
         live = ~resetting
-        self.counter += 1
+        self.counter.add_(1)  # in place, as in _begin_episode
         self._begin_episode(resetting)
 
         out = self._interact(slate, valid & live[:, None, None], live)
-        self.acc_choices += out["acc_choices"]
-        self.acc += out["acc"]
         rewards = out["rewards"]
-        self.acc_return += rewards
+        self.acc_choices.add_(out["acc_choices"])
+        self.acc.add_(out["acc"])
+        self.acc_return.add_(rewards)
         self.t.copy_(out["t"])
         terminated, truncated = out["terminated"], out["truncated"]
         self.needs_reset = terminated | truncated
@@ -662,12 +662,14 @@ class BatchedMarket:
 
     def _begin_episode(self, mask: torch.Tensor) -> None:
         """New episode in markets where ``mask`` [N] is set; O(A) work per market."""
-        self.episode += mask
+        # In-place methods, not augmented assignment: ``self.x *= y`` is also an attribute
+        # write, which a compiled graph returns as an aliased output and replays (~5 %).
+        self.episode.add_(mask)
         keep = ~mask
-        self.t *= keep
-        self.acc_return *= keep[:, None]
-        self.acc_choices *= keep[:, None]
-        self.acc *= keep[:, None]
+        self.t.mul_(keep)
+        self.acc_return.mul_(keep[:, None])
+        self.acc_choices.mul_(keep[:, None])
+        self.acc.mul_(keep[:, None])
 
     def _user_column(self, col: int, patch: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Column ``col`` of the user table, ``[N, U]``; with ``patch = (user [N], row [N, F])``
