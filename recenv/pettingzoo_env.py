@@ -71,6 +71,11 @@ class MarketParallelEnv(ParallelEnv):
         A = len(self.possible_agents)
         self._mask_np = np.zeros((A, C), np.int8)
         self._mask_list = self._mask_np.tolist()  # the same mask as lists, for the slate check
+        # The checked slate is written into one buffer (read by the step, never kept by it):
+        # building a fresh tensor from nested lists costs more than the rest of the check.
+        # (Its numpy view is taken per call: a view kept as an attribute would come apart from
+        # the tensor in a deep copy of the env.)
+        self._slate = torch.zeros(1, A, K, dtype=torch.int64)
         self._all_valid = torch.ones(1, A, K, dtype=torch.bool, device=core.device)
         self._none_repaired = torch.zeros(1, A, device=core.device)
 
@@ -158,7 +163,7 @@ class MarketParallelEnv(ParallelEnv):
             return None
         K, C = self.config.slate_size, self.config.num_candidates
         mask = self._mask_list
-        slates = []
+        slates = self._slate.numpy()[0]
         # Plain Python on a handful of ints: cheaper than numpy calls at this size.
         for i, agent in enumerate(self.possible_agents):
             action = actions.get(agent)
@@ -173,9 +178,8 @@ class MarketParallelEnv(ParallelEnv):
             # In range, unmasked in the last observation, and distinct.
             if not all(0 <= x < C and allowed[x] for x in slate) or len(set(slate)) != K:
                 return None
-            slates.append(slate)
-        slate = torch.tensor([slates], dtype=torch.int64, device=self.core.device)
-        return slate, self._all_valid, self._none_repaired
+            slates[i] = slate
+        return self._slate.to(self.core.device), self._all_valid, self._none_repaired
 
     # Conversion --------------------------------------------------------------------------
     def _np_obs(self) -> dict[str, Any]:

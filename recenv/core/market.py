@@ -157,6 +157,9 @@ class BatchedMarket:
     """
 
     autoreset_mode = "NextStep"
+    # Item tables larger than this are gathered outside the compiled step's fused loops: a
+    # size past a typical L2 cache, where lookups become misses (see indexing.rows).
+    SEPARATE_GATHER_BYTES = 4 * 2**20
     # Per-market tensors (leading dimension num_envs), for the memory figures.
     _PER_MARKET = (
         "key",
@@ -290,6 +293,7 @@ class BatchedMarket:
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
+        self._separate_gathers = False  # set by compile()
         if compile:
             self.compile()
 
@@ -304,6 +308,7 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
+        state.setdefault("_separate_gathers", False)  # pickled before it existed
         self.__dict__.update(state)
         self.compiled = False
         if compiled:
@@ -325,6 +330,9 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
+        # Item rows gathered in a loop of their own when the item table cannot stay in cache
+        # (see indexing.rows); fused into the consumers otherwise.
+        self._separate_gathers = self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
         # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
@@ -391,7 +399,9 @@ class BatchedMarket:
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
-        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
+        # Episode metrics scan per-market tables: only when one ended. (bool() of a
+        # one-element tensor is a fraction of an any() op, which counts at one market.)
+        if bool(done) if self.num_envs == 1 else bool(done.any()):
             metrics = {**self._user_metrics(arrived), **self._item_metrics()}
             info["episode"] = {k: metrics[k] for k in EPISODE_METRICS}
             info["_episode"] = done.clone()
@@ -885,7 +895,10 @@ class BatchedMarket:
         items = cand.view(N, A * C)
         # One gather of each candidate's features (static ones, then the arrival step in the
         # first of three per-request slots), then the three slots filled.
-        fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
+        if self._separate_gathers:
+            fixed = rows(self.catalog.item_rows, items, separate=True)[:, :, self._item.features]
+        else:
+            fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
         S = self._item.arrival  # the first of the three slots
         _, counts = self._item_stat_rows(items)
         # log1p of the counts by table lookup: counts are small integers (at most P per step),
@@ -961,7 +974,7 @@ class BatchedMarket:
         # One gather of each page item's whole row (topics, embedding, quality, price, length,
         # novelty): two cache lines per item where separate attribute tables cost six.
         it = self._item
-        item = rows(cat.item_rows, page)  # [N, P, R]
+        item = rows(cat.item_rows, page, separate=self._separate_gathers)  # [N, P, R]
         topics = item[:, :, it.topics]  # [N, P, T]
         const = self.user_const
         terms = item_utility_terms(
