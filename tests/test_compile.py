@@ -8,6 +8,8 @@ file checks one small configuration at two batch sizes.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -164,12 +166,18 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly():
     cells = dict(zip(fast._serve.__code__.co_freevars, fast._serve.__closure__, strict=True))
     assert cells["direct"].cell_contents is not None
     assert _generated_function(cells["fn"].cell_contents) is not None
-    for k in range(2 * small["horizon"]):  # crosses auto-resets
+    # Crosses auto-resets; grad modes a training loop steps under; Dynamo's caches cleared by
+    # the user (the generated function and its graph stay alive with the market).
+    modes = [contextlib.nullcontext, torch.no_grad, torch.inference_mode]
+    for k in range(3 * small["horizon"]):
         if k == 3:
             with torch.compiler.set_stance("force_eager"):
                 out_f, out_e = step(fast), step(eager)
         else:
-            out_f, out_e = step(fast), step(eager)
+            if k == 2 * small["horizon"]:
+                torch._dynamo.reset()
+            with modes[k % 3]():
+                out_f, out_e = step(fast), step(eager)
         assert torch.equal(out_f[4]["chosen_item"], out_e[4]["chosen_item"])
         for a in fast.agents:
             torch.testing.assert_close(out_f[1][a], out_e[1][a], rtol=1e-4, atol=1e-5)
