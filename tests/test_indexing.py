@@ -27,3 +27,29 @@ def test_search_sorted_left_equals_torch_searchsorted(entries, targets):
         target[0, 0] = cdf[0, entries // 2]  # exactly on an entry
         target[1, 0] = 0.0
         assert torch.equal(search_sorted_left(cdf, target), torch.searchsorted(cdf, target))
+
+
+def test_the_steps_lookup_tables_are_their_functions_in_float64_rounded_once():
+    """log1p of counts, decay powers, position costs and novelty are float64 values rounded to
+    float32 (so no value depends on its place in a vectorised loop), with the configured
+    decay used exactly (a float32 pow would use 0.9 -> 0.89999998)."""
+    import math
+
+    import recenv
+    from recenv.core.choice import position_costs
+    from recenv.core.dynamics import decay_powers
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=0, num_items=300, horizon=20)
+    cfg = env.config
+    k = torch.arange(cfg.horizon + 1, dtype=torch.float64)
+    want = torch.tensor([cfg.boredom_decay**i for i in range(cfg.horizon + 1)], dtype=torch.float64)
+    assert torch.equal(decay_powers(cfg), want.to(torch.float32))
+    assert torch.equal(decay_powers(cfg), torch.pow(cfg.boredom_decay, k).float())
+    p = torch.tensor([math.log2(1 + i) for i in range(7)], dtype=torch.float64)
+    assert torch.equal(position_costs(7), p.float())
+    n = env._log1p_counts.shape[0]
+    assert n == cfg.horizon * cfg.num_agents * cfg.slate_size + 1
+    want = torch.tensor([math.log1p(i) for i in range(n)], dtype=torch.float64)
+    assert torch.equal(env._log1p_counts, want.float())
+    pop = env.catalog.popularity.double().clamp(min=1e-12)
+    assert torch.equal(env.catalog.novelty, (-torch.log2(pop)).float())

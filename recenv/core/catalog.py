@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from recenv.core.config import MarketConfig
+from recenv.core.indexing import lookup_table
 
 
 class ItemRow:
@@ -85,11 +86,10 @@ class Catalog:
     @property
     def novelty(self) -> torch.Tensor:
         """Self-information of each item under the popularity prior, ``-log2(popularity)``,
-        ``[I]`` float32 (computed in float64 and rounded). Built on first use."""
+        ``[I]`` float32 (a :func:`~recenv.core.indexing.lookup_table`). Built on first use."""
         f = self.__dict__.get("_novelty")
         if f is None:
-            pop = self.popularity.to(torch.float64).clamp(min=1e-12)
-            f = (-torch.log2(pop)).to(torch.float32)
+            f = lookup_table(lambda p: -torch.log2(p.clamp(min=1e-12)), self.popularity)
             self.__dict__["_novelty"] = f
         return f
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from recenv.core.config import MarketConfig
+from recenv.core.indexing import lookup_table
 
 UTILITY_TERMS = ("interest", "taste", "quality", "boredom", "price", "position")
 
@@ -35,10 +36,9 @@ class UtilityTerms:
 
 
 def position_costs(positions: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``log2(1 + p)`` for page positions ``p = 0..positions-1``, ``[positions]`` float32
-    (computed in float64 and rounded: a lookup is the same wherever it happens)."""
-    p = torch.arange(positions, device=device, dtype=torch.float64)
-    return torch.log2(1.0 + p).to(torch.float32)
+    """``log2(1 + p)`` for page positions ``p = 0..positions-1``, ``[positions]`` float32 (a
+    :func:`~recenv.core.indexing.lookup_table`)."""
+    return lookup_table(lambda p: torch.log2(1.0 + p), torch.arange(positions, device=device))
 
 
 def item_utility_terms(

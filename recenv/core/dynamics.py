@@ -16,16 +16,17 @@ import math
 import torch
 
 from recenv.core.config import MarketConfig
+from recenv.core.indexing import lookup_table
 from recenv.core.users import NEVER, UserLayout
 
 HISTORY_DECAY = 0.8  # per-visit decay of an agent's history summary with a user
 
 
 def decay_powers(cfg: MarketConfig, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``boredom_decay ** k`` for ``k = 0..horizon``, ``[H + 1]`` float32, computed in float64
-    and rounded, so a value never depends on where it sits in a vectorised loop."""
-    steps = torch.arange(cfg.horizon + 1, device=device, dtype=torch.float64)
-    return torch.pow(cfg.boredom_decay, steps).to(torch.float32)
+    """``boredom_decay ** k`` for ``k = 0..horizon``, ``[H + 1]`` float32 (a
+    :func:`~recenv.core.indexing.lookup_table`)."""
+    steps = torch.arange(cfg.horizon + 1, device=device)
+    return lookup_table(lambda k: torch.pow(cfg.boredom_decay, k), steps)
 
 
 def on_arrival(

@@ -36,6 +36,18 @@ def _(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return table.new_empty((idx.shape[0], *table.shape[1:]))
 
 
+def lookup_table(fn, points: torch.Tensor) -> torch.Tensor:
+    """``fn(points)`` computed in float64 and rounded to float32: a lookup table for a
+    function the step would otherwise evaluate per element (``log1p`` of small counts, decay
+    powers, position costs, novelty).
+
+    Tables replace libm calls inside compiled per-market loops, where they were the costliest
+    part; computed once in float64, a table's values also do not depend on where an element
+    sits in a vectorised loop, which the last bits of vectorised and scalar libm paths can.
+    """
+    return fn(points.to(torch.float64)).to(torch.float32)
+
+
 def cell(table: torch.Tensor, n: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """``table[n, u]`` for ``table`` [N, U, ...] and index vectors ``n``, ``u`` [X]."""
     N, U = table.shape[:2]

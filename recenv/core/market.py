@@ -48,6 +48,7 @@ from recenv.core.config import MarketConfig
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
     cell,
+    lookup_table,
     pick,
     put_cell,
     rows,
@@ -221,11 +222,8 @@ class BatchedMarket:
         self._user_ids = torch.arange(U, device=dev)
         self._feature_column = torch.arange(cfg.num_topics + 6, device=dev)
         # log1p(0..max count): exposures of an item in one episode are at most H * A * K.
-        # Computed in float64 and rounded: a table's values do not depend on where an element
-        # sits in a vectorised loop, which libm-style kernels' last bits can.
         max_count = cfg.horizon * cfg.num_agents * cfg.slate_size
-        counts = torch.arange(max_count + 1, device=dev, dtype=torch.float64)
-        self._log1p_counts = torch.log1p(counts).to(torch.float32)
+        self._log1p_counts = lookup_table(torch.log1p, torch.arange(max_count + 1, device=dev))
         self._decay_powers = decay_powers(cfg, dev)
         self._position_cost = position_costs(cfg.num_agents * cfg.slate_size, dev)
         # Market clocks.
