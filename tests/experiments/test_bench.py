@@ -181,3 +181,33 @@ def test_cuda_bench_tiny_run_writes_rows(tmp_path):
     assert out.exists() and not r["errors"]
     assert {row["kind"] for row in r["rows"]} >= {"batched_cuda"}
     assert all(_positive(row["median"]) for row in r["rows"])
+
+
+def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
+    """The A/B script times each side with recenv imported from that side's own tree and
+    removes its worktree afterwards."""
+    import subprocess
+
+    from experiments import ab_commits
+
+    lines = []
+    result = ab_commits.compare(
+        "HEAD",
+        None,
+        figure="batched",
+        num_envs=2,
+        steps=2,
+        rounds=1,
+        compile_=False,
+        log=lines.append,
+    )
+    assert [len(v) for v in result["rates"].values()] == [1, 1]
+    assert all(r > 0 for v in result["rates"].values() for r in v)
+    assert result["commits"]["head"] == "working tree"
+    assert result["head_over_base"] > 0 and len(lines) == 2
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=ab_commits.ROOT, capture_output=True, text=True
+    ).stdout
+    assert "recenv-ab-" not in worktrees
+    with pytest.raises(ValueError, match="figure"):
+        ab_commits.compare("HEAD", None, figure="vmas")

@@ -1,0 +1,203 @@
+"""A/B timing of the step at two commits, run alternately in one sitting.
+
+These VMs drift by up to 2x between sittings (and ±10-20 % within one), so a figure from
+today's full benchmark cannot be compared with one from yesterday's. This script checks out
+``--base`` into a temporary git worktree and times the same figure under the base tree and
+under ``--head`` (default: this working tree, uncommitted changes included) in alternating
+child processes (ABBA order), ``--rounds`` times each, then prints each side's median and
+the ratio:
+
+    .venv/bin/python -m experiments.ab_commits --base f726101                  # PettingZoo face
+    .venv/bin/python -m experiments.ab_commits --base HEAD~3 --figure batched --num-envs 4096
+    .venv/bin/python -m experiments.ab_commits --base HEAD~1 --figure batched --no-compile
+
+Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and ``batched``
+(``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread,
+masked random or oracle actions drawn outside the timer, compilation and warm-up untimed.
+Each child imports ``recenv`` from its own tree only, so the two sides share no code. The
+JSON of the comparison goes to ``experiments/results/ab-<host>-<UTC time>.json`` (never
+overwritten) unless ``--no-json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from experiments.bench_env import result_path, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a child process whose sys.path starts at one tree; reads its arguments from argv.
+# Written against the registry API every commit since the first session has (make /
+# make_vec, env.step, oracle_slates), so that old commits can be timed too.
+_CHILD = r"""
+import json, sys, time
+import numpy as np
+import torch
+torch.set_num_threads(1)
+import recenv
+figure, env_id, num_envs, steps, compile_ = sys.argv[1:6]
+num_envs, steps, compile_ = int(num_envs), int(steps), compile_ == "1"
+if figure == "face":
+    env = recenv.make(env_id, seed=0, compile=compile_)
+    obs, _ = env.reset()
+    def acts(obs):
+        return {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}
+    for _ in range(3):
+        obs, *_ = env.step(acts(obs))
+    total = 0.0
+    for _ in range(steps):
+        if not env.agents:
+            obs, _ = env.reset()
+        a = acts(obs)
+        t0 = time.perf_counter()
+        obs, *_ = env.step(a)
+        total += time.perf_counter() - t0
+    rate = steps / total
+else:
+    env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, compile=compile_)
+    env.reset()
+    def acts():
+        s = env.oracle_slates()
+        return {a: s[:, i] for i, a in enumerate(env.agents)}
+    for _ in range(3):
+        env.step(acts())
+    total = 0.0
+    for _ in range(steps):
+        a = acts()
+        t0 = time.perf_counter()
+        env.step(a)
+        total += time.perf_counter() - t0
+    rate = num_envs * steps / total
+print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
+"""
+
+
+def time_tree(tree: Path, figure: str, env_id: str, num_envs: int, steps: int, compile_: bool):
+    """One timed run of ``figure`` with ``recenv`` imported from ``tree``: (rate, module path)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing run in {tree} failed:\n{proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["rate"], out["recenv"]
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def compare(
+    base: str,
+    head: str | None,
+    figure: str = "face",
+    env_id: str = "recenv/Market-v0",
+    num_envs: int = 1024,
+    steps: int | None = None,
+    rounds: int = 3,
+    compile_: bool = True,
+    log=print,
+) -> dict:
+    """Time ``figure`` at ``base`` and at ``head`` (``None``: this working tree) alternately,
+    ``rounds`` runs each; returns both sides' rates, medians and ``head / base``."""
+    if figure not in ("face", "batched"):
+        raise ValueError(f"figure={figure!r}; allowed: 'face', 'batched'")
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    steps = steps or (2000 if figure == "face" else (200 if num_envs <= 64 else 12))
+    sides = {"base": _git("rev-parse", "--short", base)}
+    sides["head"] = "working tree" if head is None else _git("rev-parse", "--short", head)
+    rates: dict[str, list[float]] = {"base": [], "head": []}
+    with tempfile.TemporaryDirectory(prefix="recenv-ab-") as tmp:
+        trees = {"base": Path(tmp) / "base", "head": ROOT}
+        _git("worktree", "add", "--detach", "--quiet", str(trees["base"]), base)
+        if head is not None:
+            trees["head"] = Path(tmp) / "head"
+            _git("worktree", "add", "--detach", "--quiet", str(trees["head"]), head)
+        try:
+            for r in range(rounds):
+                # ABBA order: a sitting that drifts during the runs favours neither side.
+                for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
+                    rate, module = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
+                    if not module.startswith(str(trees[side])):
+                        raise RuntimeError(f"{side} imported recenv from {module}, not its tree")
+                    rates[side].append(rate)
+                    log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
+        finally:
+            for side in ("base", "head"):
+                if trees[side] != ROOT:
+                    _git("worktree", "remove", "--force", str(trees[side]))
+    medians = {side: statistics.median(v) for side, v in rates.items()}
+    return {
+        "figure": figure,
+        "env_id": env_id,
+        "num_envs": 1 if figure == "face" else num_envs,
+        "compile": compile_,
+        "steps": steps,
+        "rounds": rounds,
+        "threads": 1,
+        "commits": sides,
+        "rates": rates,
+        "medians": medians,
+        "head_over_base": medians["head"] / medians["base"],
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--base", required=True, help="commit to compare against (e.g. HEAD~1)")
+    p.add_argument("--head", default=None, help="commit to time (default: this working tree)")
+    p.add_argument("--figure", choices=("face", "batched"), default="face")
+    p.add_argument("--env", default="recenv/Market-v0", help="environment id")
+    p.add_argument("--num-envs", type=int, default=1024, help="markets of the batched figure")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run")
+    p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
+    p.add_argument("--no-compile", action="store_true", help="time eager steps")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
+    p.add_argument("--no-json", action="store_true", help="print only")
+    args = p.parse_args(argv)
+    out = None if args.no_json else result_path("ab", args.out)
+    result = compare(
+        args.base,
+        args.head,
+        args.figure,
+        args.env,
+        args.num_envs,
+        args.steps,
+        args.rounds,
+        not args.no_compile,
+    )
+    unit = "steps/s" if args.figure == "face" else "env-steps/s"
+    c = result["commits"]
+    print(
+        f"{args.figure} ({'compiled' if result['compile'] else 'eager'}, "
+        f"num_envs={result['num_envs']}, one thread): base {c['base']} "
+        f"{result['medians']['base']:,.0f} {unit}, head {c['head']} "
+        f"{result['medians']['head']:,.0f} {unit}: head/base {result['head_over_base']:.2f}x "
+        f"(medians of {args.rounds} alternating runs)"
+    )
+    if out is not None:
+        write_result(out, {"host": socket.gethostname(), **result})
+    return result
+
+
+if __name__ == "__main__":
+    main()
