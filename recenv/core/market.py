@@ -291,7 +291,6 @@ class BatchedMarket:
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
-        self._separate_gathers = False  # set by compile()
         if compile:
             self.compile()
 
@@ -306,7 +305,6 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
-        state.setdefault("_separate_gathers", False)  # pickled before it existed
         self.__dict__.update(state)
         self.compiled = False
         if compiled:
@@ -328,9 +326,6 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
-        # Item rows gathered in a loop of their own when the item table cannot stay in cache
-        # (see indexing.rows); fused into the consumers otherwise.
-        self._separate_gathers = self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
         # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
@@ -339,6 +334,13 @@ class BatchedMarket:
         own = _own_code(self._serve)
         self._serve = _warm_unguarded(torch.compile(own, dynamic=False, options=options), own)
         return self
+
+    @property
+    def _separate_gathers(self) -> bool:
+        """Whether a compiled step gathers item rows in a loop of their own (the item table
+        cannot stay in cache; see ``indexing.rows``) instead of fusing them into their
+        consumers. Read while tracing."""
+        return self.compiled and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
 
     def reset(self, seed: int | None = None) -> Obs:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
@@ -397,9 +399,7 @@ class BatchedMarket:
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
-        # Episode metrics scan per-market tables: only when one ended. (bool() of a
-        # one-element tensor is a fraction of an any() op, which counts at one market.)
-        if bool(done) if self.num_envs == 1 else bool(done.any()):
+        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
             metrics = {**self._user_metrics(arrived), **self._item_metrics()}
             info["episode"] = {k: metrics[k] for k in EPISODE_METRICS}
             info["_episode"] = done.clone()
