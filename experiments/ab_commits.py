@@ -13,8 +13,9 @@ the ratio:
 
 Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and ``batched``
 (``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread,
-masked random or oracle actions drawn outside the timer, compilation and warm-up untimed.
-Each child imports ``recenv`` from its own tree only, so the two sides share no code. The
+timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched`` (masked random actions
+drawn outside the timer, compilation and warm-up untimed) on both sides. Each child imports
+``recenv`` from its own tree only. The
 JSON of the comparison goes to ``experiments/results/ab-<host>-<UTC time>.json`` (never
 overwritten) unless ``--no-json``.
 """
@@ -35,48 +36,23 @@ from experiments.bench_env import result_path, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs in a child process whose sys.path starts at one tree; reads its arguments from argv.
-# Written against the registry API every commit since the first session has (make /
-# make_vec, env.step, oracle_slates), so that old commits can be timed too.
+# Runs in a child process whose sys.path starts at one tree, so ``recenv`` (and
+# ``experiments``) come from that tree. The timers come from THIS tree's bench_env, loaded by
+# path and passed as argv[1], so both sides are timed by the same code.
 _CHILD = r"""
-import json, sys, time
-import numpy as np
+import importlib.util, json, sys
 import torch
 torch.set_num_threads(1)
+spec = importlib.util.spec_from_file_location("ab_bench_env", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
 import recenv
-figure, env_id, num_envs, steps, compile_ = sys.argv[1:6]
+figure, env_id, num_envs, steps, compile_ = sys.argv[2:7]
 num_envs, steps, compile_ = int(num_envs), int(steps), compile_ == "1"
 if figure == "face":
-    env = recenv.make(env_id, seed=0, compile=compile_)
-    obs, _ = env.reset()
-    def acts(obs):
-        return {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}
-    for _ in range(3):
-        obs, *_ = env.step(acts(obs))
-    total = 0.0
-    for _ in range(steps):
-        if not env.agents:
-            obs, _ = env.reset()
-        a = acts(obs)
-        t0 = time.perf_counter()
-        obs, *_ = env.step(a)
-        total += time.perf_counter() - t0
-    rate = steps / total
+    rate = 1.0 / bench.time_pettingzoo(env_id, steps, compile=compile_)
 else:
-    env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, compile=compile_)
-    env.reset()
-    def acts():
-        s = env.oracle_slates()
-        return {a: s[:, i] for i, a in enumerate(env.agents)}
-    for _ in range(3):
-        env.step(acts())
-    total = 0.0
-    for _ in range(steps):
-        a = acts()
-        t0 = time.perf_counter()
-        env.step(a)
-        total += time.perf_counter() - t0
-    rate = num_envs * steps / total
+    rate = num_envs / bench.time_batched(env_id, num_envs, steps, compile=compile_)[0]
 print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
 """
 
@@ -84,7 +60,8 @@ print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
 def time_tree(tree: Path, figure: str, env_id: str, num_envs: int, steps: int, compile_: bool):
     """One timed run of ``figure`` with ``recenv`` imported from ``tree``: (rate, module path)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    args = [figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
+    timers = str(Path(__file__).with_name("bench_env.py"))
+    args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, *args],
         cwd=tree,
