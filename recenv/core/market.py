@@ -174,10 +174,8 @@ class BatchedMarket:
         "activity",
         "item_stats",
         "user",
-        "user_row",
         "cand",
         "cand_mask",
-        "cand_counts",
         "acc_return",
         "acc_choices",
         "acc",
@@ -251,14 +249,8 @@ class BatchedMarket:
         # The current request.
         self.user = zeros(N, dtype=i64)
         self.user_const: UserConstants | None = None
-        # Copies, made at the arrival, of what the request reads back at the next step: the
-        # user's row (as written to the table) and the candidates' (exposures, clicks) this
-        # episode (as the observation saw them; the counters are not written in between).
-        # Reading them back from the large tables was a cache miss per market and per item.
-        self.user_row = zeros(N, self.layout.width)
         self.cand = zeros(N, A, C, dtype=i64)
         self.cand_mask = zeros(N, A, C, dtype=torch.bool)
-        self.cand_counts = zeros(N, A, C, 2, dtype=torch.int32)
         # Episode accumulators for metrics.
         self.acc_return = zeros(N, A)
         self.acc_choices = zeros(N, A)
@@ -479,7 +471,7 @@ class BatchedMarket:
         and mask (A*C); market aggregates: churned share, mean satisfaction, share of users
         seen this episode; market share of choices so far (A)."""
         cfg, L = self.config, self.layout
-        row = self.user_row
+        row = cell(self.users, self._arange, self.user)
         mask = self.cand_mask
         util = torch.where(mask, self.oracle_scores(), 0.0)
         fresh = self.user_epoch != self.episode[:, None]
@@ -559,7 +551,7 @@ class BatchedMarket:
         """
         cfg, L, it = self.config, self.layout, self._item
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
-        row = self.user_row
+        row = cell(self.users, self._arange, self.user)
         item = rows(self.catalog.item_rows, self.cand.view(N, A * C))  # [N, A*C, R]
         terms = item_utility_terms(
             cfg,
@@ -761,9 +753,7 @@ class BatchedMarket:
         request just served, whose row is written here together with the arriving user's
         (one write of the user table per step). Returns ``(user, row, epoch)`` of the
         arriving users from before the arrival."""
-        u, row, before, epoch_before, const, cand, cand_mask, counts, obs = self._arrival(
-            block, served
-        )
+        u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(block, served)
         n, U = self._arange, self.config.num_users
         if served is None:
             self._put_users(n * U + u, row)
@@ -774,9 +764,8 @@ class BatchedMarket:
             flat = torch.cat([n * U + served_user, n * U + u])
             self._put_users(flat, torch.cat([torch.where(same, row, served_row), row]))
         put_cell(self.user_epoch, n, u, self.episode)
-        self.user, self.user_row, self.user_const = u, row, const
-        self.cand, self.cand_mask, self.cand_counts = cand, cand_mask, counts
-        self._obs_parts, self._obs = obs, None
+        self.user, self.user_const = u, const
+        self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
 
     def _put_users(self, flat: torch.Tensor, values: torch.Tensor) -> None:
@@ -821,9 +810,9 @@ class BatchedMarket:
 
         user_feats = observable_features(cfg, L, row, const)
         cand, first = self._retrieve(user_feats, block)
-        obs, arrived, counts = self._build_obs(row, user_feats, cand)
+        obs, arrived = self._build_obs(row, user_feats, cand)
         cand_mask = arrived & first
-        return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, counts, obs
+        return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, obs
 
     def _retrieve(
         self, user_feats: torch.Tensor, block: torch.Tensor
@@ -878,25 +867,21 @@ class BatchedMarket:
         )
         return items, ~dup
 
-    def _item_stat_index(self, items: torch.Tensor) -> torch.Tensor:
-        """Flat row index ``[N, X]`` into ``item_stats.view(-1, 3)`` of ``items`` [N, X]."""
+    def _item_stat_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat row index into ``item_stats.view(-1, 3)`` and this episode's
+        (exposures, clicks) ``[N, X, 2]`` of ``items`` [N, X]; stale rows read as zero."""
         W = self.config.stats_size
         slot = items if W >= self.config.num_items else items % W
-        return self._arange[:, None] * W + slot
-
-    def _item_stat_rows(self, items: torch.Tensor) -> torch.Tensor:
-        """This episode's (exposures, clicks) ``[N, X, 2]`` int32 of ``items`` [N, X]; stale
-        rows read as zero."""
-        stats = rows(self.item_stats.view(-1, 3), self._item_stat_index(items))  # [N, X, 3]
+        flat = self._arange[:, None] * W + slot
+        stats = rows(self.item_stats.view(-1, 3), flat)  # [N, X, 3]
         current = stats[:, :, :1] == self.episode[:, None, None]
-        return torch.where(current, stats[:, :, 1:], 0)
+        return flat, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
         self, row: torch.Tensor, user_feats: torch.Tensor, cand: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The observation parts, user features [N, T+2], history [N, A, T+4] and candidate
-        features [N, A, C, T+6]; which candidates have arrived by now [N, A, C]; and their
-        (exposures, clicks) this episode [N, A, C, 2] int32."""
+        features [N, A, C, T+6], and which candidates have arrived by now [N, A, C]."""
         cfg, L = self.config, self.layout
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         last = row[:, L.last_visit]
@@ -913,7 +898,7 @@ class BatchedMarket:
         else:
             fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
         S = self._item.arrival  # the first of the three slots
-        counts = self._item_stat_rows(items)
+        _, counts = self._item_stat_rows(items)
         # log1p of the counts by table lookup: counts are small integers (at most P per step),
         # and the gather runs in the same scalar loop as the counter lookup, where a libm
         # log1p per element was the costliest part of building observations.
@@ -940,7 +925,7 @@ class BatchedMarket:
             feats = fixed
             feats[:, :, S + 2] = age  # before the arrival step in slot S is overwritten
             feats[:, :, S : S + 2] = seen
-        return (user_feats, hist, feats.view(N, A, C, -1)), arrived, counts.view(N, A, C, 2)
+        return (user_feats, hist, feats.view(N, A, C, -1)), arrived
 
     # ------------------------------------------------------------------------------------
     # One request: show, choose, respond, update
@@ -950,12 +935,12 @@ class BatchedMarket:
     ) -> dict[str, Any]:
         """One request: page, choice, response, dynamics, rewards and episode ends, and the
         rows the item counters get. Reads state (the clocks already advanced), writes none."""
-        cfg, cat, L, u = self.config, self.catalog, self.layout, self.user
+        cfg, cat, L, n, u = self.config, self.catalog, self.layout, self._arange, self.user
         N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
         P = A * K
         block = self._step_block()
         items = self.cand.gather(2, slate)  # [N, A, K]
-        row = self.user_row  # == the users table's row of u (written at the arrival)
+        row = cell(self.users, n, u)
 
         # What the user sees.
         if cfg.topology == "platform_choice":
@@ -1077,7 +1062,7 @@ class BatchedMarket:
         t = self.t + live
         truncated = live & (t >= cfg.horizon)
         terminated = live & self._churned((u, new_row), t).all(dim=1) & ~truncated
-        stat_rows, stat_new = self._item_stat_updates(page, slate, visible, c, clicked, live)
+        stat_rows, stat_new = self._item_stat_updates(page, visible, item_c, clicked)
         return {
             "block": block,
             "new_row": new_row,
@@ -1100,25 +1085,15 @@ class BatchedMarket:
             "probs": probs,
         }
 
-    def _item_stat_updates(self, page, slate, visible, c, clicked, live):
+    def _item_stat_updates(self, page, visible, item_c, clicked):
         """The item counters after one request: flat rows ``[N*(P+1)]`` into
-        ``item_stats.view(-1, 3)`` of the page's items (``page`` [N, P], chosen by ``slate``
-        [N, A, K] from the candidates; ``visible`` [N, P]) and the clicked one (page entry
-        ``c`` [N], ``clicked`` [N]), and their new rows ``[N*(P+1), 3]`` (this episode's
-        stamp, exposures, clicks; stale rows of older episodes restart at 0). Entries that
-        share a row (an item on two agents' slates, the clicked item, hashed slots) all get
-        its total, so one write leaves the same counts whatever order duplicates are written
-        in.
-
-        The counts before the request are the candidates' as the observation read them
-        (``cand_counts``: nothing writes the counters between the arrival and this request);
-        in markets starting a new episode (not ``live``) every row is stale: zero."""
-        N, A, K = slate.shape
-        counts = self.cand_counts.gather(2, slate[..., None].expand(N, A, K, 2)).view(N, A * K, 2)
-        counts = torch.cat([counts, counts.gather(1, c.view(N, 1, 1).expand(N, 1, 2))], dim=1)
-        counts = counts * live.view(N, 1, 1)  # [N, P+1, 2]
-        items = torch.cat([page, pick(page, c)[:, None]], dim=1)  # [N, P+1]
-        flat = self._item_stat_index(items)
+        ``item_stats.view(-1, 3)`` of the page's items and the clicked item, and their new
+        rows ``[N*(P+1), 3]`` (this episode's stamp, exposures, clicks; stale rows of older
+        episodes restart at 0). Entries that share a row (an item on two agents' slates, the
+        clicked item, hashed slots) all get its total, so one write leaves the same counts
+        whatever order duplicates are written in."""
+        items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
+        flat, counts = self._item_stat_rows(items)
         zero = torch.zeros_like(visible[:, :1])
         exposed = torch.cat([visible, zero], dim=1).to(torch.int32)  # [N, P+1]
         click = torch.cat([torch.zeros_like(visible), clicked[:, None]], dim=1).to(torch.int32)
