@@ -23,6 +23,7 @@ overwritten) unless ``--no-json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -82,6 +83,18 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
     ).stdout.strip()
 
 
+@contextlib.contextmanager
+def checkout(rev: str):
+    """Commit ``rev`` checked out (detached) into a temporary git worktree, removed after."""
+    with tempfile.TemporaryDirectory(prefix="recenv-rev-") as tmp:
+        tree = Path(tmp) / "tree"
+        _git("worktree", "add", "--detach", "--quiet", str(tree), rev)
+        try:
+            yield tree
+        finally:
+            _git("worktree", "remove", "--force", str(tree))
+
+
 def compare(
     base: str,
     head: str | None,
@@ -103,25 +116,18 @@ def compare(
     sides = {"base": _git("rev-parse", "--short", base)}
     sides["head"] = "working tree" if head is None else _git("rev-parse", "--short", head)
     rates: dict[str, list[float]] = {"base": [], "head": []}
-    with tempfile.TemporaryDirectory(prefix="recenv-ab-") as tmp:
-        trees = {"base": Path(tmp) / "base", "head": ROOT}
-        _git("worktree", "add", "--detach", "--quiet", str(trees["base"]), base)
+    with contextlib.ExitStack() as stack:
+        trees = {"base": stack.enter_context(checkout(base)), "head": ROOT}
         if head is not None:
-            trees["head"] = Path(tmp) / "head"
-            _git("worktree", "add", "--detach", "--quiet", str(trees["head"]), head)
-        try:
-            for r in range(rounds):
-                # ABBA order: a sitting that drifts during the runs favours neither side.
-                for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
-                    rate, module = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
-                    if not module.startswith(str(trees[side])):
-                        raise RuntimeError(f"{side} imported recenv from {module}, not its tree")
-                    rates[side].append(rate)
-                    log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
-        finally:
-            for side in ("base", "head"):
-                if trees[side] != ROOT:
-                    _git("worktree", "remove", "--force", str(trees[side]))
+            trees["head"] = stack.enter_context(checkout(head))
+        for r in range(rounds):
+            # ABBA order: a sitting that drifts during the runs favours neither side.
+            for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
+                rate, module = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
+                if not module.startswith(str(trees[side])):
+                    raise RuntimeError(f"{side} imported recenv from {module}, not its tree")
+                rates[side].append(rate)
+                log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
     medians = {side: statistics.median(v) for side, v in rates.items()}
     return {
         "figure": figure,

@@ -208,6 +208,6 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
     worktrees = subprocess.run(
         ["git", "worktree", "list"], cwd=ab_commits.ROOT, capture_output=True, text=True
     ).stdout
-    assert "recenv-ab-" not in worktrees
+    assert "recenv-rev-" not in worktrees
     with pytest.raises(ValueError, match="figure"):
         ab_commits.compare("HEAD", None, figure="vmas")

@@ -1,0 +1,128 @@
+"""The performance tools: the loop profiler's parsing (experiments.profile_loops) and the
+trajectory hash (experiments.trajectory_hash). Neither asserts anything about speed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from experiments import profile_loops as pl
+from experiments import trajectory_hash as th
+
+
+def _for(var: str, n: int, step: int = 1) -> str:
+    """A loop header as inductor's C++ writes it."""
+    zero, end, inc = "static_cast<int64_t>(0L)", f"static_cast<int64_t>({n}L)", f"{step}L"
+    return f"for(int64_t {var}={zero}; {var}<{end}; {var}+=static_cast<int64_t>({inc}))"
+
+
+CPP = f"""\
+#include <x>
+extern "C"  void  cpp_fused_add_mul_0(const float* in_ptr0,
+                       float* out_ptr0)
+{{
+    {{
+        #pragma GCC ivdep
+        {_for("x0", 4096)}
+        {{
+            {_for("x1", 40, 16)}
+            {{
+                out_ptr0[x1] = in_ptr0[x1];
+            }}
+        }}
+    }}
+    {{
+        {_for("x0", 8192)}
+        {{
+            out_ptr0[x0] = 0;
+        }}
+    }}
+}}
+"""
+
+
+def test_loop_blocks_find_each_top_level_loop_and_its_trip_counts():
+    blocks = pl.loop_blocks(CPP)
+    assert [(b["kernel"], b["nest"]) for b in blocks] == [
+        ("cpp_fused_add_mul_0", ["4096", "40/16"]),
+        ("cpp_fused_add_mul_0", ["8192"]),
+    ]
+    assert blocks[0]["first"] == 5 and blocks[0]["last"] == 14
+    assert blocks[1]["first"] == 15 and blocks[1]["last"] == 20
+
+
+def test_samples_are_attributed_to_the_block_holding_their_line():
+    blocks = pl.loop_blocks(CPP)
+    # line 11 is in the first block, 18 in the second; line 2 is outside every block.
+    per = pl.attribute({11: 5, 18: 2, 2: 7}, blocks)
+    assert [(b["first"], b["samples"]) for b in per] == [(5, 5), (15, 2)]
+
+
+def test_mmap_events_and_offsets_map_addresses_into_the_library():
+    lines = [
+        "python 0 0.0: PERF_RECORD_MMAP2 10702/10702: [0x7f416cd37000(0x2a000) @ 0x4000 "
+        "fe:00 2351161 0]: r-xp /tmp/torchinductor_u/xn/abc.main.so",
+        "python 0 0.0: PERF_RECORD_MMAP2 10702/10702: [0x7f4100000000(0x1000) @ 0 "
+        "fe:00 1 0]: r--p /tmp/data.bin",
+    ]
+    maps = pl.parse_mmaps(lines)
+    assert maps == {"/tmp/torchinductor_u/xn/abc.main.so": [(0x7F416CD37000, 0x2A000, 0x4000)]}
+    mapping = maps["/tmp/torchinductor_u/xn/abc.main.so"]
+    assert pl.file_offset(0x7F416CD44627, mapping) == 0x7F416CD44627 - 0x7F416CD37000 + 0x4000
+    assert pl.file_offset(0x1, mapping) is None
+    segs = pl.load_segments(
+        "  LOAD 0x000000 0x0000000000000000 0x0000000000000000 0x003040 0x003040 R   0x1000\n"
+        "  LOAD 0x004000 0x0000000000005000 0x0000000000005000 0x029d29 0x029d29 R E 0x1000\n"
+    )
+    assert pl.offset_to_vaddr(0x4010, segs) == 0x5010
+
+
+def test_addr2line_output_gives_the_outermost_generated_line():
+    out = (
+        "0x0000000000011e40\n"
+        "/torch/include/c10/util/TypeCast.h:79\n"
+        "/tmp/t/xn/abc.main.cpp:7302\n"
+        "/tmp/t/xn/abc.main.cpp:7290 (discriminator 3)\n"
+        "0x0000000000011e50\n"
+        "/usr/include/x.h:1\n"
+    )
+    assert pl.outermost_lines(out, "abc.main.cpp") == {0x11E40: 7290, 0x11E50: None}
+
+
+@pytest.mark.skipif(shutil.which("perf") is None, reason="needs linux perf")
+def test_profile_loops_end_to_end(tmp_path):
+    """A real run, when perf can sample this user's processes."""
+    probe = subprocess.run(
+        ["perf", "record", "-e", "cpu-clock", "-o", str(tmp_path / "p.data"), "--", "true"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("perf cannot sample here")
+    data, report = pl.sample("recenv/Market-v0", 4, 1.0, {}, tmp_path)
+    result = pl.analyse(data)
+    assert report["steps"] > 0 and result["samples"] > 0
+    assert result["loops"], "no sample was attributed to a loop of the generated C++"
+    assert all(b["samples"] > 0 and b["nest"] for b in result["loops"])
+
+
+def test_trajectory_digest_is_deterministic_and_sees_the_config():
+    a = th.digest("recenv/Market-v0", {}, steps=4, num_envs=2, face_steps=4)
+    assert a == th.digest("recenv/Market-v0", {}, steps=4, num_envs=2, face_steps=4)
+    assert a != th.digest(
+        "recenv/Market-v0", {"no_click_utility": 0.5}, steps=4, num_envs=2, face_steps=4
+    )
+    assert a != th.digest("recenv/Market-v0", {}, steps=5, num_envs=2, face_steps=4)
+
+
+def test_trajectory_hash_against_head_is_identical_when_the_core_is_unchanged(capsys):
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "recenv"], cwd=th.Path(th.__file__).parents[1]
+    )
+    if dirty.returncode != 0:
+        pytest.skip("recenv/ has uncommitted changes: the digests may rightly differ")
+    code = th.main(["--base", "HEAD", "--steps", "3", "--num-envs", "2", "--face-steps", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{len(th.CONFIGS)} of {len(th.CONFIGS)} configurations identical" in out
