@@ -245,3 +245,38 @@ def test_fairness_term_favours_long_tail_items(small):
     diff = bonus[1] - bonus[0]  # [steps, N, 2]
     assert (diff >= -1e-6).all()
     assert (diff[..., 0] > diff[..., 1]).all()
+
+
+def test_episode_metrics_only_for_markets_that_ended_and_exact_there():
+    """With episodes out of step (churn ends some markets early), the item metrics are
+    computed for the ended markets alone: equal to the all-market computation there, and
+    every episode metric is zero in the markets that go on."""
+    env = recenv.make_vec(
+        "recenv/Market-v0",
+        num_envs=32,
+        seed=0,
+        num_users=3,
+        churn_threshold=0.4,
+        return_prob=0.0,
+    )
+    obs = env.reset()
+    g = torch.Generator().manual_seed(0)
+    partial = 0
+    for _ in range(80):
+        acts = {}
+        for a in env.agents:
+            mask = obs[a]["action_mask"]
+            score = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0)
+            acts[a] = score.topk(env.config.slate_size, dim=-1).indices
+        obs, _, _, _, info = env.step(acts)
+        if "episode" not in info:
+            continue
+        done = info["_episode"]
+        partial += bool((~done).any())
+        full = env._item_metrics()  # every market, as before
+        for k, v in full.items():
+            assert torch.equal(info["episode"][k][done], v[done]), k
+        for k, v in info["episode"].items():
+            assert not v[~done].any(), f"{k} is not zero where the episode goes on"
+        assert (info["episode"]["length"][done] > 0).all()
+    assert partial > 0, "no step ended some markets but not others: the test tests nothing"
