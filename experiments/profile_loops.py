@@ -249,6 +249,7 @@ def analyse(data: Path) -> dict:
         collections.Counter(),
         collections.defaultdict(list),
     )
+    by_any = collections.Counter()  # "library: symbol", every library
     total = 0
     for line in out:
         if "PERF_RECORD" in line:
@@ -259,6 +260,7 @@ def analyse(data: Path) -> dict:
         total += 1
         dso = parts[-1].strip("()")
         by_dso[Path(dso).name] += 1
+        by_any[f"{Path(dso).name}: {' '.join(parts[1:-1])[:120]}"] += 1
         if dso.endswith(".so") and "torchinductor" in dso:
             by_sym[" ".join(parts[1:-1])] += 1
             ips[dso].append(int(parts[0], 16))
@@ -292,6 +294,7 @@ def analyse(data: Path) -> dict:
         "samples": total,
         "by_library": dict(by_dso.most_common()),
         "by_kernel": dict(by_sym.most_common()),
+        "by_symbol": dict(by_any.most_common(40)),
         "loops": loops,
     }
 
@@ -305,6 +308,13 @@ def print_table(result: dict, top: int) -> None:
     print("\nby inductor kernel:")
     for name, n in list(result["by_kernel"].items())[:8]:
         print(f"  {100 * n / total:5.1f} %  {short_kernel(name.split('+')[0])}")
+    print("\nby symbol, outside inductor's kernels:")
+    shown = 0
+    for name, n in result["by_symbol"].items():
+        if ".main.so" in name or shown == 8:
+            continue
+        shown += 1
+        print(f"  {100 * n / total:5.1f} %  {name[:110]}")
     print(
         f"\ntop {top} loops of the generated C++ (share of all samples; loop nest, "
         "'n/16' = vectorised 16 lanes at a time; lines):"
