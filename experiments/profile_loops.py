@@ -181,6 +181,24 @@ def short_kernel(name: str) -> str:
     return f"kernel {m.group(1)}" if m else (name or "?")[:30]
 
 
+def parse_config(items: list[str]) -> dict:
+    """``KEY=VALUE`` market-config overrides (JSON values, else strings), keys checked
+    against ``MarketConfig`` before anything runs."""
+    from experiments.config import split_assignment
+    from recenv.core.config import MarketConfig
+
+    config = {}
+    for item in items:
+        key, value = split_assignment(item)
+        if key not in MarketConfig.field_names():
+            raise SystemExit(f"--config {item!r}: unknown key; valid: {MarketConfig.field_names()}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
 # --------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------
@@ -345,13 +363,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-json", action="store_true")
     args = p.parse_args(argv)
-    config = {}
-    for item in args.config:
-        key, _, value = item.partition("=")
-        try:
-            config[key] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key] = value
+    config = parse_config(args.config)
     out = None if args.no_json else result_path("profile_loops", args.out)
     with tempfile.TemporaryDirectory() as tmp:
         data, report = sample(args.env, args.num_envs, args.seconds, config, Path(tmp))

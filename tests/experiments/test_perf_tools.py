@@ -126,3 +126,14 @@ def test_trajectory_hash_against_head_is_identical_when_the_core_is_unchanged(ca
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"{len(th.CONFIGS)} of {len(th.CONFIGS)} configurations identical" in out
+
+
+def test_profile_config_overrides_are_typed_and_checked():
+    assert pl.parse_config(["num_items=1000000", "topology=platform_choice"]) == {
+        "num_items": 1000000,
+        "topology": "platform_choice",
+    }
+    with pytest.raises(SystemExit, match="unknown key"):
+        pl.parse_config(["num_itemz=5"])
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        pl.parse_config(["num_items"])
