@@ -273,7 +273,7 @@ def test_episode_metrics_only_for_markets_that_ended_and_exact_there():
             continue
         done = info["_episode"]
         partial += bool((~done).any())
-        full = env._item_metrics()  # every market, as before
+        full = env._item_metrics(torch.arange(env.num_envs))  # every market, as before
         for k, v in full.items():
             assert torch.equal(info["episode"][k][done], v[done]), k
         for k, v in info["episode"].items():

@@ -718,13 +718,15 @@ class BatchedMarket:
         (a sort of each market's W counters) are computed for the ended markets alone: with
         episodes out of step (markets ending at different steps, as churn makes them), some
         market ends on most steps, and sorting every market's counters cost ~8x a step."""
+        metrics = self._user_metrics(arrived)
         ended = done.nonzero().squeeze(1)  # [E]
-        metrics = {**self._user_metrics(arrived), **self._item_metrics(ended)}
-        out = {}
-        for k in EPISODE_METRICS:
-            v = metrics[k]
-            out[k] = torch.where(done.view(-1, *[1] * (v.dim() - 1)), v, 0.0)
-        return out
+        zeros = torch.zeros(self.num_envs, device=self.device)
+        for k, v in self._item_metrics(ended).items():
+            metrics[k] = zeros.index_copy(0, ended, v)
+        return {
+            k: torch.where(done.view(-1, *[1] * (metrics[k].dim() - 1)), metrics[k], 0.0)
+            for k in EPISODE_METRICS
+        }
 
     def _user_metrics(self, arrived=None) -> dict[str, torch.Tensor]:
         """Episode metrics read from the users and the accumulators as of the end of the
@@ -752,19 +754,13 @@ class BatchedMarket:
             "length": self.t.clone(),
         }
 
-    def _item_metrics(self, ended: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Episode metrics read from this episode's item counters: coverage and exposure Gini,
-        ``[N]``, of the markets ``ended`` [E] (indices; default all), zero in the others."""
-        stats, episode = self.item_stats, self.episode
-        if ended is not None:
-            stats, episode = stats.index_select(0, ended), episode.index_select(0, ended)
-        current = stats[:, :, 0] == episode[:, None]
+    def _item_metrics(self, ended: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Episode metrics read from this episode's item counters, coverage and exposure Gini,
+        ``[E]``, of the markets ``ended`` [E] (indices)."""
+        stats = self.item_stats.index_select(0, ended)  # [E, W, 3]
+        current = stats[:, :, 0] == self.episode.index_select(0, ended)[:, None]
         exposure = torch.where(current, stats[:, :, 1], 0)  # [E, W]
-        metrics = {"coverage": (exposure > 0).float().mean(1), "exposure_gini": gini(exposure)}
-        if ended is None:
-            return metrics
-        zeros = torch.zeros(self.num_envs, device=self.device)
-        return {k: zeros.index_copy(0, ended, v) for k, v in metrics.items()}
+        return {"coverage": (exposure > 0).float().mean(1), "exposure_gini": gini(exposure)}
 
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
