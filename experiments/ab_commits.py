@@ -58,23 +58,31 @@ print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
 """
 
 
-def time_tree(tree: Path, figure: str, env_id: str, num_envs: int, steps: int, compile_: bool):
-    """One timed run of ``figure`` with ``recenv`` imported from ``tree``: (rate, module path)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    timers = str(Path(__file__).with_name("bench_env.py"))
-    args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
+def run_in_tree(tree: Path, code: str, *args: str) -> dict:
+    """Run ``python -c code *args`` with ``recenv`` importable from ``tree`` only; returns the
+    JSON object the child prints last, after checking that its ``"recenv"`` (the imported
+    module's path) lies in ``tree``."""
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args],
+        [sys.executable, "-c", code, *args],
         cwd=tree,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"timing run in {tree} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"child run in {tree} failed:\n{proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out["rate"], out["recenv"]
+    if not out["recenv"].startswith(str(tree)):
+        raise RuntimeError(f"a child in {tree} imported recenv from {out['recenv']}")
+    return out
+
+
+def time_tree(tree: Path, figure: str, env_id: str, num_envs: int, steps: int, compile_: bool):
+    """One timed run of ``figure`` with ``recenv`` imported from ``tree``: env-steps/s."""
+    timers = str(Path(__file__).with_name("bench_env.py"))
+    args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
+    return run_in_tree(tree, _CHILD, *args)["rate"]
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -123,9 +131,7 @@ def compare(
         for r in range(rounds):
             # ABBA order: a sitting that drifts during the runs favours neither side.
             for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
-                rate, module = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
-                if not module.startswith(str(trees[side])):
-                    raise RuntimeError(f"{side} imported recenv from {module}, not its tree")
+                rate = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
                 rates[side].append(rate)
                 log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
     medians = {side: statistics.median(v) for side, v in rates.items()}

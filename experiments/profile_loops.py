@@ -262,12 +262,9 @@ def analyse(data: Path) -> dict:
         text=True,
     ).stdout.splitlines()
     maps = parse_mmaps(out)
-    by_dso, by_sym, ips = (
-        collections.Counter(),
-        collections.Counter(),
-        collections.defaultdict(list),
-    )
-    by_any = collections.Counter()  # "library: symbol", every library
+    by_dso, ips = collections.Counter(), collections.defaultdict(list)
+    # Symbols of inductor's libraries (its fused kernels) and of every other library.
+    by_kernel, by_symbol = collections.Counter(), collections.Counter()
     total = 0
     for line in out:
         if "PERF_RECORD" in line:
@@ -278,10 +275,12 @@ def analyse(data: Path) -> dict:
         total += 1
         dso = parts[-1].strip("()")
         by_dso[Path(dso).name] += 1
-        by_any[f"{Path(dso).name}: {' '.join(parts[1:-1])[:120]}"] += 1
+        symbol = " ".join(parts[1:-1])
         if dso.endswith(".so") and "torchinductor" in dso:
-            by_sym[" ".join(parts[1:-1])] += 1
+            by_kernel[symbol] += 1
             ips[dso].append(int(parts[0], 16))
+        else:
+            by_symbol[f"{Path(dso).name}: {symbol[:120]}"] += 1
     loops = []
     for so, addrs in ips.items():
         cpp = Path(so[: -len(".so")] + ".cpp")
@@ -311,8 +310,8 @@ def analyse(data: Path) -> dict:
     return {
         "samples": total,
         "by_library": dict(by_dso.most_common()),
-        "by_kernel": dict(by_sym.most_common()),
-        "by_symbol": dict(by_any.most_common(40)),
+        "by_kernel": dict(by_kernel.most_common()),
+        "by_symbol": dict(by_symbol.most_common(40)),
         "loops": loops,
     }
 
@@ -327,11 +326,7 @@ def print_table(result: dict, top: int) -> None:
     for name, n in list(result["by_kernel"].items())[:8]:
         print(f"  {100 * n / total:5.1f} %  {short_kernel(name.split('+')[0])}")
     print("\nby symbol, outside inductor's kernels:")
-    shown = 0
-    for name, n in result["by_symbol"].items():
-        if ".main.so" in name or shown == 8:
-            continue
-        shown += 1
+    for name, n in list(result["by_symbol"].items())[:8]:
         print(f"  {100 * n / total:5.1f} %  {name[:110]}")
     print(
         f"\ntop {top} loops of the generated C++ (share of all samples; loop nest, "

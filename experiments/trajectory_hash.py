@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -129,24 +127,11 @@ print(json.dumps({"digests": mod.digests(steps, num_envs, face_steps), "recenv":
 
 def digests_at(rev: str, steps: int, num_envs: int, face_steps: int) -> dict[str, str]:
     """The digests of commit ``rev`` (checked out into a temporary worktree)."""
-    from experiments.ab_commits import checkout
+    from experiments.ab_commits import checkout, run_in_tree
 
     with checkout(rev) as tree:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(Path(__file__).resolve()), str(steps),
-             str(num_envs), str(face_steps)],
-            cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            capture_output=True,
-            text=True,
-            check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"hashing {rev} failed:\n{proc.stderr[-2000:]}")
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        if not out["recenv"].startswith(str(tree)):
-            raise RuntimeError(f"{rev} imported recenv from {out['recenv']}, not its tree")
-        return out["digests"]
+        args = (str(Path(__file__).resolve()), str(steps), str(num_envs), str(face_steps))
+        return run_in_tree(tree, _CHILD, *args)["digests"]
 
 
 def main(argv=None) -> int:
