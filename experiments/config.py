@@ -570,6 +570,22 @@ def split_assignment(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def parse_market_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` market-config overrides for the performance tools (values parsed as
+    JSON, else kept as strings), keys checked against :class:`MarketConfig` before anything
+    runs."""
+    config: dict[str, Any] = {}
+    for item in items:
+        key, value = split_assignment(item)
+        if key not in MarketConfig.field_names():
+            raise SystemExit(f"--config {item!r}: unknown key; valid: {MarketConfig.field_names()}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
 def apply_overrides(
     base: CompareConfig, assignments: Sequence[tuple[str, Any]], *, single_run: bool = False
 ) -> CompareConfig:

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from experiments.bench_env import result_path, write_result
+from experiments.config import parse_market_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,24 +180,6 @@ def short_kernel(name: str) -> str:
     """``cpp_fused_<ops>_<index>`` as ``kernel <index>``."""
     m = re.search(r"_(\d+)$", name or "")
     return f"kernel {m.group(1)}" if m else (name or "?")[:30]
-
-
-def parse_config(items: list[str]) -> dict:
-    """``KEY=VALUE`` market-config overrides (JSON values, else strings), keys checked
-    against ``MarketConfig`` before anything runs."""
-    from experiments.config import split_assignment
-    from recenv.core.config import MarketConfig
-
-    config = {}
-    for item in items:
-        key, value = split_assignment(item)
-        if key not in MarketConfig.field_names():
-            raise SystemExit(f"--config {item!r}: unknown key; valid: {MarketConfig.field_names()}")
-        try:
-            config[key] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key] = value
-    return config
 
 
 # --------------------------------------------------------------------------------------
@@ -358,7 +341,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-json", action="store_true")
     args = p.parse_args(argv)
-    config = parse_config(args.config)
+    config = parse_market_overrides(args.config)
     out = None if args.no_json else result_path("profile_loops", args.out)
     with tempfile.TemporaryDirectory() as tmp:
         data, report = sample(args.env, args.num_envs, args.seconds, config, Path(tmp))

@@ -1,15 +1,20 @@
-"""The performance tools: the loop profiler's parsing (experiments.profile_loops) and the
-trajectory hash (experiments.trajectory_hash). Neither asserts anything about speed."""
+"""The performance tools: the loop profiler's parsing (experiments.profile_loops), the
+trajectory hash (experiments.trajectory_hash) and the memory floor (experiments.memory_floor).
+None asserts anything about speed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import pytest
+import torch
 
+from experiments import memory_floor as mf
 from experiments import profile_loops as pl
 from experiments import trajectory_hash as th
+from experiments.config import parse_market_overrides
 
 
 def _for(var: str, n: int, step: int = 1) -> str:
@@ -128,12 +133,46 @@ def test_trajectory_hash_against_head_is_identical_when_the_core_is_unchanged(ca
     assert f"{len(th.CONFIGS)} of {len(th.CONFIGS)} configurations identical" in out
 
 
-def test_profile_config_overrides_are_typed_and_checked():
-    assert pl.parse_config(["num_items=1000000", "topology=platform_choice"]) == {
+def test_perf_tool_config_overrides_are_typed_and_checked():
+    assert parse_market_overrides(["num_items=1000000", "topology=platform_choice"]) == {
         "num_items": 1000000,
         "topology": "platform_choice",
     }
     with pytest.raises(SystemExit, match="unknown key"):
-        pl.parse_config(["num_itemz=5"])
+        parse_market_overrides(["num_itemz=5"])
     with pytest.raises(Exception, match="KEY=VALUE"):
-        pl.parse_config(["num_items"])
+        parse_market_overrides(["num_items"])
+
+
+def test_memory_floor_reads_the_steps_own_data():
+    """The floor's gathers are the step's lookups: the observation gather reproduces the
+    market's candidate features (their static columns), the counter lookup its rows."""
+    parts = mf.floor_parts("recenv/Market-v0", 3, warmup=4)
+    core, ops = parts["core"], parts["ops"]
+    assert set(ops) == set(mf.PARTS) == set(parts["bytes"])
+    N, A, C = core.cand.shape
+    ops["observation"]()
+    static = core._item.arrival  # topics, length, price, observed quality
+    gathered = parts["observation"].view(N, A, C, -1)[..., :static]
+    assert torch.equal(gathered, core._obs_parts[2][..., :static])
+    before = [t.clone() for t in (core.users, core.item_stats)]
+    for op in ops.values():
+        op()
+    # Reads and writes-back leave the market's state as it was.
+    assert torch.equal(before[0], core.users) and torch.equal(before[1], core.item_stats)
+
+
+def test_memory_floor_end_to_end_writes_json_once(tmp_path, capsys):
+    out = tmp_path / "floor.json"
+    args = ["--num-envs", "4", "--repeats", "2", "--reps", "2", "--steps", "2"]
+    mf.main([*args, "--step", "eager", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "floor" in printed and "step_eager" in printed
+    result = json.loads(out.read_text())
+    floor = sum(p["median"] for p in result["parts"].values())
+    assert result["floor_s"] == pytest.approx(floor)
+    assert result["step_eager"]["over_floor"] == pytest.approx(
+        result["step_eager"]["median"] / floor
+    )
+    with pytest.raises(SystemExit, match="never overwritten"):
+        mf.main([*args, "--step", "eager", "--out", str(out)])
