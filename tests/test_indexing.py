@@ -8,12 +8,21 @@ import torch
 from recenv.core.indexing import search_sorted_left, sort_by_network
 
 
-@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 20, 33])
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 20, 33, 40, 64])
 def test_sort_by_network_equals_torch_sort_with_ties(length):
     g = torch.Generator().manual_seed(length)
     for _ in range(30):
         x = torch.randint(-4, 9, (5, 2, length), generator=g)  # many ties
         assert torch.equal(sort_by_network(x), x.sort(dim=-1).values)
+
+
+@pytest.mark.parametrize("length", [3, 7, 12, 20])
+def test_pruned_sorting_network_sorts_every_zero_one_input(length):
+    """The 0-1 principle: a comparator network sorts every input iff it sorts every 0/1
+    input; all 2**length of them are checked (the pruned network is exact, not just lucky)."""
+    codes = torch.arange(2**length)
+    bits = (codes[:, None] >> torch.arange(length)) & 1
+    assert torch.equal(sort_by_network(bits), bits.sort(dim=-1).values)
 
 
 @pytest.mark.parametrize("entries, targets", [(1, 3), (16, 18), (25, 1), (31, 4)])
