@@ -90,24 +90,16 @@ def sort_by_network(x: torch.Tensor) -> torch.Tensor:
     (measured at 8,192 rows of 20: 2.5 ms for aten sort). In eager mode it is hundreds of
     small ops: use ``torch.sort`` there.
     """
+    C = x.shape[-1]
+    n = 1 << max(0, (C - 1).bit_length())
     cols = list(x.unbind(-1))
-    for i, j in _network(x.shape[-1]):
+    if n > C:  # pad with keys that sort last; they never reach the first C outputs
+        big = torch.full_like(cols[0], torch.iinfo(x.dtype).max)
+        cols += [big] * (n - C)
+    for i, j in _merge_network(n):
         lo, hi = torch.minimum(cols[i], cols[j]), torch.maximum(cols[i], cols[j])
         cols[i], cols[j] = lo, hi
-    return torch.stack(cols, dim=-1)
-
-
-def _network(C: int) -> list[tuple[int, int]]:
-    """A sorting network for ``C`` keys: the power-of-two network for ``n >= C`` keys with
-    every compare-exchange that touches a position ``>= C`` left out.
-
-    Think of positions ``C..n-1`` as holding keys larger than any real one. A compare-exchange
-    ``(i, j)``, ``i < j``, with ``j >= C`` then leaves both positions as they were (the larger
-    key is already at ``j``), so positions ``>= C`` keep their large keys throughout and every
-    step touching them is a no-op: the pruned network sorts the ``C`` real keys exactly as the
-    padded one does (for ``C = 20``: 103 of 191 steps)."""
-    n = 1 << max(0, (C - 1).bit_length())
-    return [(i, j) for i, j in _merge_network(n) if j < C]
+    return torch.stack(cols[:C], dim=-1)
 
 
 def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
