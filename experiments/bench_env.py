@@ -62,6 +62,10 @@ TARGET_COPY_FRACTION = 0.25  # of the copy bandwidth, at 4,096 envs
 TARGET_CATALOG_RATIO = 1.5  # the simulator issue's bound
 TARGET_CATALOG_RATIO_SPEED = 1.2  # the speed issue's
 MEMORY_LIMIT = 8 * GiB
+# Market-v0 with five users per market who churn readily and never return: episodes end
+# (terminate) at different steps in different markets, ~65 steps on average; with the
+# benchmark policy some market of 1,024 ends on ~90 % of the steps.
+CHURN_HEAVY = {"num_users": 5, "churn_threshold": 0.5, "expectation": 0.6, "return_prob": 0.0}
 
 
 def _policy(obs, agents, k):
@@ -74,9 +78,13 @@ def _policy(obs, agents, k):
     return out
 
 
-def time_batched(env_id, num_envs, steps, device="cpu", compile=False, repeats=1, **cfg):
+def time_batched(
+    env_id, num_envs, steps, device="cpu", compile=False, repeats=1, ended=None, **cfg
+):
     """Seconds per step of the batched env: ``repeats`` timed runs of ``steps`` steps each, on
-    one env (built, reset and warmed up, compilation included, before the first run)."""
+    one env (built, reset and warmed up, compilation included, before the first run). With a
+    list ``ended``, whether some market's episode ended is appended for each timed step
+    (read outside the timer)."""
     env = recenv.make_vec(env_id, num_envs=num_envs, device=device, seed=0, compile=compile, **cfg)
     obs = env.reset()
     k = env.config.slate_size
@@ -90,10 +98,12 @@ def time_batched(env_id, num_envs, steps, device="cpu", compile=False, repeats=1
             if device != "cpu":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            obs, *_ = env.step(acts)
+            obs, _, terminated, truncated, _ = env.step(acts)
             if device != "cpu":
                 torch.cuda.synchronize()
             total += time.perf_counter() - t0
+            if ended is not None:
+                ended.append(bool((terminated | truncated).any()))
         samples.append(total / steps)
     return samples
 
@@ -439,6 +449,28 @@ def main(argv=None):
             f"{r:.2f}x (targets {verdicts})"
         )
     catalog_ratio = catalog_ratios[False]
+
+    # --- episodes out of step -----------------------------------------------------------
+    # The rows above end every market's episode together at the horizon, so the episode-end
+    # work (episode metrics) runs once per episode. With churn, markets terminate at
+    # different steps and some market ends on most steps: this row keeps that case measured.
+    n = args.catalog_envs or (256 if args.quick else 1024)
+    steps = steps_or(20 if args.quick else 300)
+    churn_rows = {}
+    for compile in compile_modes:
+        ended = []
+        samples = time_batched(
+            args.env, n, steps, compile=compile, repeats=args.repeats, ended=ended, **CHURN_HEAVY
+        )
+        row = record(
+            "churn_heavy", "env-steps/s", samples, n, threads=1, compile=compile, num_envs=n
+        )
+        row["config"] = CHURN_HEAVY
+        row["steps_with_an_end"] = sum(ended) / len(ended)
+        churn_rows[compile] = row
+        base = batched.get((1, compile, n))
+        vs = f"; {row['median'] / base['median']:.2f}x the default row (25 users)" if base else ""
+        print(f"  some market ended on {100 * row['steps_with_an_end']:.0f}% of the steps{vs}")
 
     # --- copy bandwidth and the core's share of it ---------------------------------------
     bandwidth = {}

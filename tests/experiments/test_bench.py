@@ -94,7 +94,9 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
     r = json.loads(out.read_text())
 
     kinds = {row["kind"] for row in r["rows"]}
-    assert {"pettingzoo_face", "batched", "catalog", "copy_bandwidth"} <= kinds
+    assert {"pettingzoo_face", "batched", "catalog", "churn_heavy", "copy_bandwidth"} <= kinds
+    churn = next(x for x in r["rows"] if x["kind"] == "churn_heavy")
+    assert churn["config"] == bench_env.CHURN_HEAVY and 0.0 <= churn["steps_with_an_end"] <= 1.0
     assert all(_positive(row["median"]) for row in r["rows"])
     assert all(row["min"] <= row["median"] <= row["max"] for row in r["rows"])
     assert r["torch"] and r["thread_settings"] == [1]
@@ -155,6 +157,16 @@ def test_existing_out_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         bench_env.main([*TINY, "--out", str(out)])
     assert out.read_text() == "{}"
+
+
+def test_time_batched_records_which_steps_ended_an_episode():
+    """The churn-heavy row's fraction is read from the steps themselves: with episodes of at
+    most 3 steps, endings are recorded on the steps where they happen."""
+    ended = []
+    samples = bench_env.time_batched("recenv/Market-v0", 2, 6, repeats=2, ended=ended, horizon=3)
+    assert len(samples) == 2 and len(ended) == 12
+    # Horizon 3 and NextStep auto-reset: every market ends every 4th step.
+    assert sum(ended) == 3
 
 
 def test_int_lists_parse():
