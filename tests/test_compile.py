@@ -29,16 +29,24 @@ def _run(env, steps):
     return trace
 
 
-@pytest.mark.parametrize(("num_envs", "separate_gathers"), [(1, False), (32, False), (32, True)])
-def test_compiled_step_matches_eager(num_envs, separate_gathers):
+@pytest.mark.parametrize(
+    ("num_envs", "separate_gathers", "native"),
+    [(1, False, True), (32, False, True), (32, True, False), (32, False, False)],
+)
+def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeypatch):
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
-    use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs)."""
+    use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
+    candidates' features come from recenv.core.native's kernel (when it builds here), or,
+    with ``RECENV_NATIVE=0``, from the torch form."""
+    if not native:
+        monkeypatch.setenv("RECENV_NATIVE", "0")
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
     compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
     if separate_gathers:
         compiled.SEPARATE_GATHER_BYTES = 0  # this small catalog counts as large
     compiled.compile()
     assert compiled._separate_gathers == separate_gathers
+    assert compiled._native_kernels == (native and recenv.core.native.available())
     steps = 2 * SMALL["horizon"] + 2  # crosses an auto-reset
     for (o1, r1, te1, tr1, c1), (o2, r2, te2, tr2, c2) in zip(
         _run(eager, steps), _run(compiled, steps), strict=True

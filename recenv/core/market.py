@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from recenv.core import rng
+from recenv.core import native, rng
 from recenv.core.catalog import Catalog, ItemRow, build_catalog
 from recenv.core.choice import (
     UTILITY_TERMS,
@@ -291,6 +291,7 @@ class BatchedMarket:
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
+        self._native = False  # set by compile()
         if compile:
             self.compile()
 
@@ -326,6 +327,8 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
+        # Decided here, not while tracing: building or loading the kernels is no graph code.
+        self._native = self.device.type == "cpu" and native.available()
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
         # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
@@ -341,6 +344,12 @@ class BatchedMarket:
         cannot stay in cache; see ``indexing.rows``) instead of fusing them into their
         consumers. Read while tracing."""
         return self.compiled and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
+
+    @property
+    def _native_kernels(self) -> bool:
+        """Whether a compiled step on the CPU uses :mod:`recenv.core.native`'s hand-written
+        kernels (when they build; ``RECENV_NATIVE=0`` turns them off). Read while tracing."""
+        return self.compiled and self._native
 
     def reset(self, seed: int | None = None) -> Obs:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
@@ -907,7 +916,27 @@ class BatchedMarket:
             [row[:, L.history].view(N, A, L.history_width), since[:, None, None].expand(N, A, 1)],
             dim=2,
         )  # [N, A, T+4]
-        items = cand.view(N, A * C)
+        feats, arrived = self._candidate_features(cand.view(N, A * C))
+        return (user_feats, hist, feats.view(N, A, C, -1)), arrived.view(N, A, C)
+
+    def _candidate_features(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[N, X, T+6]`` of the candidates ``items`` [N, X] (static features, then
+        log1p of this episode's clicks and exposures, then the age) and whether each has
+        arrived by now ``[N, X]``."""
+        cfg = self.config
+        if self._native_kernels:
+            # One hand-written pass per market, bit for bit the torch form below.
+            return torch.ops.recenv.candidate_features(
+                self.catalog.item_rows,
+                self.item_stats.view(-1, 3),
+                self.episode,
+                self.t,
+                items.contiguous(),
+                self._log1p_counts,
+                cfg.num_topics + 6,
+                cfg.stats_size,
+                float(cfg.horizon),
+            )
         # One gather of each candidate's features (static ones, then the arrival step in the
         # first of three per-request slots), then the three slots filled.
         if self._separate_gathers:
@@ -921,7 +950,7 @@ class BatchedMarket:
         # log1p per element was the costliest part of building observations.
         seen = self._log1p_counts.take(counts.flip(2).long())  # clicks, exposures
         arrival = fixed[:, :, S]  # the arrival step, until the slot is filled
-        arrived = (arrival <= self.t[:, None]).view(N, A, C)
+        arrived = arrival <= self.t[:, None]
         age = (self.t[:, None] - arrival).clamp(min=0) / cfg.horizon
         if self.compiled:
             # Elementwise selection: one write of the [N, A*C, T+6] tensor, where a
@@ -942,7 +971,7 @@ class BatchedMarket:
             feats = fixed
             feats[:, :, S + 2] = age  # before the arrival step in slot S is overwritten
             feats[:, :, S : S + 2] = seen
-        return (user_feats, hist, feats.view(N, A, C, -1)), arrived
+        return feats, arrived
 
     # ------------------------------------------------------------------------------------
     # One request: show, choose, respond, update
