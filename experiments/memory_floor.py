@@ -16,8 +16,11 @@ code makes it:
 - ``retrieval_lists``: one list entry per retrieved candidate (positions drawn at random:
   each lookup lands anywhere in the lists, as in the step).
 
-Their sum is the *floor*: ATen's kernels do nothing but these loads and stores, so a step
-cannot take less (each part is timed alone, so it gets the whole cache, a lower bound again).
+Each lookup part takes 8 index sets in turn (the market's own, then its items, pages and
+users shifted), since a step looks up other rows than the step before: one set timed again
+and again would time cache hits. Their sum is the *floor*: ATen's kernels do nothing but
+these loads and stores, so a step cannot take less (each part is timed alone, so it gets the
+whole cache, a lower bound again).
 The script prints each part in ms per step, the floor, the compiled (and, with
 ``--step both``, the eager) step, step / floor, and the env-steps/s the floor would allow; JSON
 in ``results/memory_floor-*.json``. A ratio near 1 says the step is bound by memory; a large
@@ -31,6 +34,7 @@ could remove.
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -47,6 +51,8 @@ from experiments.bench_env import (
     write_result,
 )
 from experiments.config import parse_market_overrides
+
+VARIANTS = 8  # index sets each lookup part takes in turn
 
 PARTS = (
     "observation",
@@ -71,35 +77,49 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
     for _ in range(warmup):
         obs, _, _, _, info = env.step(_policy(obs, env.agents, c.slate_size))
     N, A, C, U = num_envs, c.num_agents, c.num_candidates, c.num_users
-    W, F = c.stats_size, L.width
-    item_rows = core.catalog.item_rows
-    features = item_rows[:, core._item.features].contiguous()  # [I, T+6]
-    cand = core.cand.reshape(-1)  # [N*A*C]
-    obs_buf = torch.empty(cand.numel(), features.shape[1])
+    W, F, I = c.stats_size, L.width, c.num_items
+    features = core.catalog.item_rows[:, core._item.features].contiguous()  # [I, T+6]
+    obs_buf = torch.empty(N * A * C, features.shape[1])
     stats = core.item_stats.view(-1, 3)
+    users = core.users.view(N * U, F)
     arange = core._arange[:, None]
+    lists = torch.cat([t.reshape(-1) for t in (core.catalog.by_topic, core.catalog.by_pop)])
+    n_listed = N * A * (C - c.slate_size)
+    gen = torch.Generator().manual_seed(0)
 
     def counter_rows(items):  # flat rows of items [N, X] in the per-market counters
-        slot = items if W >= c.num_items else items % W
+        slot = items if W >= I else items % W
         return (arange * W + slot).reshape(-1)
 
-    cand_rows = counter_rows(core.cand.view(N, A * C))
+    # Index sets taken in turn, the first one the market's own: a step looks up other rows
+    # than the step before, so timing one set again and again would time cache hits (the
+    # candidates' counters: ~1.4 ms at 4,096 markets on one set, ~2.6 ms on fresh ones).
+    cand = core.cand.view(N, A * C)
     page = torch.cat(
         [info["shown"].reshape(N, -1), info["chosen_item"].clamp(min=0)[:, None]], dim=1
     )
-    page_rows = counter_rows(page)
-    users = core.users.view(N * U, F)
-    user_rows = torch.cat([arange[:, 0] * U + core.user, arange[:, 0] * U + (core.user + 1) % U])
-    lists = torch.cat([t.reshape(-1) for t in (core.catalog.by_topic, core.catalog.by_pop)])
-    gen = torch.Generator().manual_seed(0)
-    n_listed = N * A * (C - c.slate_size)
-    list_pos = torch.randint(0, lists.numel(), (n_listed,), generator=gen)
+    shifts = [0, *torch.randint(1, I, (VARIANTS - 1,), generator=gen).tolist()]
+    cands = [((cand + k) % I).reshape(-1) for k in shifts]
+    cand_rows = [counter_rows((cand + k) % I) for k in shifts]
+    page_rows = [counter_rows((page + k) % I) for k in shifts]
+    first = arange[:, 0] * U  # each market's first user row
+    user_rows = [
+        torch.cat([first + (core.user + v) % U, first + (core.user + v + 1) % U])
+        for v in range(VARIANTS)
+    ]
+    list_pos = [torch.randint(0, lists.numel(), (n_listed,), generator=gen) for _ in shifts]
+    turn = {name: itertools.cycle(range(VARIANTS)) for name in PARTS}
+
+    def observation():
+        torch.index_select(features, 0, cands[next(turn["observation"])], out=obs_buf)
 
     def page_counters():
-        stats.index_copy_(0, page_rows, stats.index_select(0, page_rows))
+        rows = page_rows[next(turn["page_counters"])]
+        stats.index_copy_(0, rows, stats.index_select(0, rows))
 
     def user_rows_rw():
-        users.index_copy_(0, user_rows, users.index_select(0, user_rows))
+        rows = user_rows[next(turn["user_rows"])]
+        users.index_copy_(0, rows, users.index_select(0, rows))
 
     def user_scans():
         core.user_status.sum(dim=1)
@@ -107,21 +127,23 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
         core.activity.sum(dim=1)
 
     ops = {
-        "observation": lambda: torch.index_select(features, 0, cand, out=obs_buf),
-        "candidate_counters": lambda: stats.index_select(0, cand_rows),
+        "observation": observation,
+        "candidate_counters": lambda: stats.index_select(
+            0, cand_rows[next(turn["candidate_counters"])]
+        ),
         "page_counters": page_counters,
         "user_rows": user_rows_rw,
         "user_scans": user_scans,
-        "retrieval_lists": lambda: lists.take(list_pos),
+        "retrieval_lists": lambda: lists.take(list_pos[next(turn["retrieval_lists"])]),
     }
     scan_bytes = sum(
         x.numel() * x.element_size() for x in (core.user_status, core.user_epoch, core.activity)
     )
     nbytes = {
         "observation": cand.numel() * (features.shape[1] * 4 * 2 + 8),
-        "candidate_counters": cand_rows.numel() * (12 * 2 + 8),
-        "page_counters": page_rows.numel() * (12 * 2 + 8),
-        "user_rows": user_rows.numel() * (F * 4 * 2 + 8),
+        "candidate_counters": cand.numel() * (12 * 2 + 8),
+        "page_counters": page.numel() * (12 * 2 + 8),
+        "user_rows": 2 * N * (F * 4 * 2 + 8),
         "user_scans": scan_bytes,
         "retrieval_lists": n_listed * (4 * 2 + 8),
     }
