@@ -12,6 +12,7 @@ import torch
 
 import recenv
 from recenv.core import native
+from recenv.core.market import BatchedMarket
 
 TOOLCHAIN = shutil.which("g++") is not None and (
     shutil.which("ninja") is not None or importlib.util.find_spec("ninja") is not None
@@ -84,8 +85,19 @@ def test_candidate_features_reject_bad_input():
         torch.ops.recenv.candidate_features(*args)
 
 
+def test_used_from_the_batch_size_where_it_pays():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    small = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=0, compile=True)
+    assert not small._native_kernels  # one market: the fused torch form is faster
+    large = recenv.make_vec(
+        "recenv/Market-v0", num_envs=BatchedMarket.NATIVE_MIN_ENVS, seed=0, compile=True
+    )
+    assert large._native_kernels
+
+
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("RECENV_NATIVE", "0")
     assert not native.available()
-    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, compile=True)
+    env = recenv.make_vec("recenv/Market-v0", num_envs=64, seed=0, compile=True)
     assert env.compiled and not env._native_kernels
