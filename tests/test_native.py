@@ -90,10 +90,16 @@ def test_used_from_the_batch_size_where_it_pays():
         pytest.skip("native kernels not built here")
     small = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=0, compile=True)
     assert not small._native_kernels  # one market: the fused torch form is faster
-    large = recenv.make_vec(
-        "recenv/Market-v0", num_envs=BatchedMarket.NATIVE_MIN_ENVS, seed=0, compile=True
-    )
+    n = BatchedMarket.NATIVE_MIN_ENVS
+    large = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True)
     assert large._native_kernels
+    threads = torch.get_num_threads()
+    try:  # compiled under more threads than it pays for: the fused torch form
+        torch.set_num_threads(BatchedMarket.NATIVE_MAX_THREADS + 1)
+        parallel = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True)
+        assert not parallel._native_kernels
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_disabled_by_environment(monkeypatch):

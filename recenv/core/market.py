@@ -165,6 +165,9 @@ class BatchedMarket:
     # at one market the opaque call cost more than it saved (PettingZoo face 0.95x), at 64
     # markets it gained ~7 %, at 4,096 ~12 % (separate processes, alternated).
     NATIVE_MIN_ENVS = 64
+    # ... and when compiled under at most this many torch threads: on two threads the fused
+    # torch form was faster at 4,096 markets (the kernel 0.92x), on one the kernel 1.12x.
+    NATIVE_MAX_THREADS = 1
     # Per-market tensors (leading dimension num_envs), for the memory figures.
     _PER_MARKET = (
         "key",
@@ -335,6 +338,7 @@ class BatchedMarket:
         self._native = (
             self.device.type == "cpu"
             and self.num_envs >= self.NATIVE_MIN_ENVS
+            and torch.get_num_threads() <= self.NATIVE_MAX_THREADS
             and native.available()
         )
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
@@ -356,8 +360,9 @@ class BatchedMarket:
     @property
     def _native_kernels(self) -> bool:
         """Whether a compiled step on the CPU uses :mod:`recenv.core.native`'s hand-written
-        kernels (batches of ``NATIVE_MIN_ENVS`` markets or more, when the kernels build;
-        ``RECENV_NATIVE=0`` turns them off). Read while tracing."""
+        kernels (batches of ``NATIVE_MIN_ENVS`` markets or more compiled under at most
+        ``NATIVE_MAX_THREADS`` torch threads, when the kernels build; ``RECENV_NATIVE=0``
+        turns them off). Read while tracing."""
         return self.compiled and self._native
 
     def reset(self, seed: int | None = None) -> Obs:

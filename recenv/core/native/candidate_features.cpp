@@ -6,6 +6,7 @@
 // [N, X, 2] and [N, X, F] whose random lookups (item rows, per-market counters) wait on each
 // cache miss; here each market first prefetches all its candidates' rows and counters, so the
 // misses overlap, then copies and fills the rows.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -49,34 +50,37 @@ std::tuple<at::Tensor, at::Tensor> candidate_features(
   const bool hashed = W < I;  // counters shared by items with the same id modulo W
   const float H = static_cast<float>(horizon);
 
-  for (int64_t n = 0; n < N; ++n) {
-    const int64_t* cand = it + n * X;
-    for (int64_t j = 0; j < X; ++j) {  // every miss of this market in flight at once
-      const int64_t item = cand[j];
-      TORCH_CHECK(item >= 0 && item < I, "candidate item ", item, " out of [0, ", I, ")");
-      __builtin_prefetch(rows + R * item);
-      __builtin_prefetch(st + 3 * (n * W + (hashed ? item % W : item)));
+  // Markets are independent: split over torch's intra-op threads (one on the benchmark).
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t* cand = it + n * X;
+      for (int64_t j = 0; j < X; ++j) {  // every miss of this market in flight at once
+        const int64_t item = cand[j];
+        TORCH_CHECK(item >= 0 && item < I, "candidate item ", item, " out of [0, ", I, ")");
+        __builtin_prefetch(rows + R * item);
+        __builtin_prefetch(st + 3 * (n * W + (hashed ? item % W : item)));
+      }
+      const float tn = tt[n];
+      const int64_t e = ep[n];
+      for (int64_t j = 0; j < X; ++j) {
+        const int64_t item = cand[j];
+        const float* row = rows + R * item;
+        const int32_t* s = st + 3 * (n * W + (hashed ? item % W : item));
+        float* o = out + (n * X + j) * F;
+        std::memcpy(o, row, S * sizeof(float));
+        // This episode's (exposures, clicks); a stale stamp reads as zero.
+        const bool current = s[0] == e;
+        const int64_t clicks = current ? s[2] : 0, exposures = current ? s[1] : 0;
+        TORCH_CHECK(clicks >= 0 && clicks < M && exposures >= 0 && exposures < M,
+                    "item counter out of the log1p table");
+        o[S] = lg[clicks];
+        o[S + 1] = lg[exposures];
+        const float arrival = row[S];  // the arrival step sits in the first per-request slot
+        arr[n * X + j] = arrival <= tn;
+        o[S + 2] = std::max(tn - arrival, 0.0f) / H;  // as (t - arrival).clamp(min=0) / H
+      }
     }
-    const float tn = tt[n];
-    const int64_t e = ep[n];
-    for (int64_t j = 0; j < X; ++j) {
-      const int64_t item = cand[j];
-      const float* row = rows + R * item;
-      const int32_t* s = st + 3 * (n * W + (hashed ? item % W : item));
-      float* o = out + (n * X + j) * F;
-      std::memcpy(o, row, S * sizeof(float));
-      // This episode's (exposures, clicks); a stale stamp reads as zero.
-      const bool current = s[0] == e;
-      const int64_t clicks = current ? s[2] : 0, exposures = current ? s[1] : 0;
-      TORCH_CHECK(clicks >= 0 && clicks < M && exposures >= 0 && exposures < M,
-                  "item counter out of the log1p table");
-      o[S] = lg[clicks];
-      o[S + 1] = lg[exposures];
-      const float arrival = row[S];  // the arrival step sits in the first per-request slot
-      arr[n * X + j] = arrival <= tn;
-      o[S + 2] = std::max(tn - arrival, 0.0f) / H;  // as (t - arrival).clamp(min=0) / H
-    }
-  }
+  });
   return {feats, arrived};
 }
 
