@@ -570,6 +570,20 @@ def split_assignment(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def add_market_arguments(parser: Any, num_envs: int = 4096) -> None:
+    """``--env``, ``--num-envs`` and repeatable ``--config KEY=VALUE`` (read them with
+    :func:`parse_market_overrides`): the market options of the performance tools."""
+    parser.add_argument("--env", default="recenv/Market-v0", help="environment id")
+    parser.add_argument("--num-envs", type=int, default=num_envs, help="markets in the batch")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="market config override (JSON value), e.g. num_items=1000000",
+    )
+
+
 def parse_market_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` market-config overrides for the performance tools (values parsed as
     JSON, else kept as strings), keys checked against :class:`MarketConfig` before anything

@@ -50,7 +50,7 @@ from experiments.bench_env import (
     time_batched,
     write_result,
 )
-from experiments.config import parse_market_overrides
+from experiments.config import add_market_arguments, parse_market_overrides
 
 VARIANTS = 8  # index sets each lookup part takes in turn
 
@@ -210,8 +210,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--env", default="recenv/Market-v0")
-    p.add_argument("--num-envs", type=int, default=4096)
+    add_market_arguments(p)
     p.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
     p.add_argument("--reps", type=int, default=20, help="calls per floor sample")
     p.add_argument("--steps", type=int, default=20, help="steps per step sample")
@@ -220,13 +219,6 @@ def main(argv=None) -> None:
         choices=("compiled", "eager", "both"),
         default="compiled",
         help="which step to time beside the floor",
-    )
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="market config override (JSON value), e.g. num_items=1000000",
     )
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-json", action="store_true")

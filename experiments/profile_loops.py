@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from experiments.bench_env import result_path, write_result
-from experiments.config import parse_market_overrides
+from experiments.config import add_market_arguments, parse_market_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -327,16 +327,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--env", default="recenv/Market-v0")
-    p.add_argument("--num-envs", type=int, default=4096)
+    add_market_arguments(p)
     p.add_argument("--seconds", type=float, default=8.0, help="sampling time")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="market config override (JSON value), e.g. num_items=1000000",
-    )
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-json", action="store_true")
