@@ -10,12 +10,16 @@ the ratio:
     .venv/bin/python -m experiments.ab_commits --base f726101                  # PettingZoo face
     .venv/bin/python -m experiments.ab_commits --base HEAD~3 --figure batched --num-envs 4096
     .venv/bin/python -m experiments.ab_commits --base HEAD~1 --figure batched --no-compile
+    .venv/bin/python -m experiments.ab_commits --base HEAD --head-env RECENV_NATIVE=0 \
+        --figure batched --num-envs 1024 --config num_items=1000000   # a switch, one commit
 
 Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and ``batched``
 (``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread,
 timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched`` (masked random actions
 drawn outside the timer, compilation and warm-up untimed) on both sides. Each child imports
-``recenv`` from its own tree only. The
+``recenv`` from its own tree only. ``--config KEY=VALUE`` sets market options of the batched
+figure on both sides; ``--base-env`` / ``--head-env NAME=VALUE`` set environment variables of
+one side's children (with ``--base HEAD``: the same code with a switch flipped). The
 JSON of the comparison goes to ``experiments/results/ab-<host>-<UTC time>.json`` (never
 overwritten) unless ``--no-json``.
 """
@@ -34,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from experiments.bench_env import result_path, write_result
+from experiments.config import add_market_arguments, parse_market_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,24 +53,25 @@ spec = importlib.util.spec_from_file_location("ab_bench_env", sys.argv[1])
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 import recenv
-figure, env_id, num_envs, steps, compile_ = sys.argv[2:7]
+figure, env_id, num_envs, steps, compile_, config = sys.argv[2:8]
 num_envs, steps, compile_ = int(num_envs), int(steps), compile_ == "1"
+config = json.loads(config)
 if figure == "face":
     rate = 1.0 / bench.time_pettingzoo(env_id, steps, compile=compile_)
 else:
-    rate = num_envs / bench.time_batched(env_id, num_envs, steps, compile=compile_)[0]
+    rate = num_envs / bench.time_batched(env_id, num_envs, steps, compile=compile_, **config)[0]
 print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
 """
 
 
-def run_in_tree(tree: Path, code: str, *args: str) -> dict:
-    """Run ``python -c code *args`` with ``recenv`` importable from ``tree`` only; returns the
-    JSON object the child prints last, after checking that its ``"recenv"`` (the imported
-    module's path) lies in ``tree``."""
+def run_in_tree(tree: Path, code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``python -c code *args`` with ``recenv`` importable from ``tree`` only (and the
+    variables ``env`` added to the environment); returns the JSON object the child prints
+    last, after checking that its ``"recenv"`` (the imported module's path) lies in ``tree``."""
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=tree,
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         check=False,
@@ -78,11 +84,21 @@ def run_in_tree(tree: Path, code: str, *args: str) -> dict:
     return out
 
 
-def time_tree(tree: Path, figure: str, env_id: str, num_envs: int, steps: int, compile_: bool):
-    """One timed run of ``figure`` with ``recenv`` imported from ``tree``: env-steps/s."""
+def time_tree(
+    tree: Path,
+    figure: str,
+    env_id: str,
+    num_envs: int,
+    steps: int,
+    compile_: bool,
+    config: dict | None = None,
+    env: dict[str, str] | None = None,
+):
+    """One timed run of ``figure`` with ``recenv`` imported from ``tree`` (market options
+    ``config``, environment variables ``env``): env-steps/s."""
     timers = str(Path(__file__).with_name("bench_env.py"))
     args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
-    return run_in_tree(tree, _CHILD, *args)["rate"]
+    return run_in_tree(tree, _CHILD, *args, json.dumps(config or {}), env=env)["rate"]
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -113,11 +129,18 @@ def compare(
     rounds: int = 3,
     compile_: bool = True,
     log=print,
+    config: dict | None = None,
+    env: dict[str, dict[str, str]] | None = None,
 ) -> dict:
     """Time ``figure`` at ``base`` and at ``head`` (``None``: this working tree) alternately,
-    ``rounds`` runs each; returns both sides' rates, medians and ``head / base``."""
+    ``rounds`` runs each, with market options ``config`` (batched figure) and per-side
+    environment variables ``env`` (``{"base": {...}, "head": {...}}``); returns both sides'
+    rates, medians and ``head / base``."""
     if figure not in ("face", "batched"):
         raise ValueError(f"figure={figure!r}; allowed: 'face', 'batched'")
+    if config and figure == "face":
+        raise ValueError("config applies to the batched figure; the face times recenv.make(id)")
+    env = {"base": {}, "head": {}, **(env or {})}
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     steps = steps or (2000 if figure == "face" else (200 if num_envs <= 64 else 12))
@@ -131,7 +154,9 @@ def compare(
         for r in range(rounds):
             # ABBA order: a sitting that drifts during the runs favours neither side.
             for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
-                rate = time_tree(trees[side], figure, env_id, num_envs, steps, compile_)
+                rate = time_tree(
+                    trees[side], figure, env_id, num_envs, steps, compile_, config, env[side]
+                )
                 rates[side].append(rate)
                 log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
     medians = {side: statistics.median(v) for side, v in rates.items()}
@@ -144,10 +169,19 @@ def compare(
         "rounds": rounds,
         "threads": 1,
         "commits": sides,
+        "config": config or {},
+        "env": env,
         "rates": rates,
         "medians": medians,
         "head_over_base": medians["head"] / medians["base"],
     }
+
+
+def _variable(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"{text!r}: expected NAME=VALUE")
+    return name, value
 
 
 def main(argv=None) -> dict:
@@ -155,14 +189,25 @@ def main(argv=None) -> dict:
     p.add_argument("--base", required=True, help="commit to compare against (e.g. HEAD~1)")
     p.add_argument("--head", default=None, help="commit to time (default: this working tree)")
     p.add_argument("--figure", choices=("face", "batched"), default="face")
-    p.add_argument("--env", default="recenv/Market-v0", help="environment id")
-    p.add_argument("--num-envs", type=int, default=1024, help="markets of the batched figure")
+    add_market_arguments(p, num_envs=1024)
+    for side in ("base", "head"):
+        p.add_argument(
+            f"--{side}-env",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"environment variable of the {side} side's children",
+        )
     p.add_argument("--steps", type=int, default=None, help="timed steps per run")
     p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     p.add_argument("--no-compile", action="store_true", help="time eager steps")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     p.add_argument("--no-json", action="store_true", help="print only")
     args = p.parse_args(argv)
+    config = parse_market_overrides(args.config)
+    env = {
+        side: dict(_variable(x) for x in getattr(args, f"{side}_env")) for side in ("base", "head")
+    }
     out = None if args.no_json else result_path("ab", args.out)
     result = compare(
         args.base,
@@ -173,6 +218,8 @@ def main(argv=None) -> dict:
         args.steps,
         args.rounds,
         not args.no_compile,
+        config=config,
+        env=env,
     )
     unit = "steps/s" if args.figure == "face" else "env-steps/s"
     c = result["commits"]

@@ -212,7 +212,11 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
         rounds=1,
         compile_=False,
         log=lines.append,
+        config={"num_items": 500},
+        env={"head": {"RECENV_NATIVE": "0"}},
     )
+    assert result["config"] == {"num_items": 500}
+    assert result["env"] == {"base": {}, "head": {"RECENV_NATIVE": "0"}}
     assert [len(v) for v in result["rates"].values()] == [1, 1]
     assert all(r > 0 for v in result["rates"].values() for r in v)
     assert result["commits"]["head"] == "working tree"
@@ -223,3 +227,17 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
     assert "recenv-rev-" not in worktrees
     with pytest.raises(ValueError, match="figure"):
         ab_commits.compare("HEAD", None, figure="vmas")
+    with pytest.raises(ValueError, match="batched"):
+        ab_commits.compare("HEAD", None, figure="face", config={"num_items": 500})
+
+
+def test_ab_children_get_their_sides_environment_and_recenv():
+    """A side's variables reach its children (the switch of a same-commit A/B)."""
+    from experiments import ab_commits
+
+    code = (
+        "import json, os, recenv; "
+        "print(json.dumps({'recenv': recenv.__file__, 'x': os.environ.get('RECENV_AB_X')}))"
+    )
+    assert ab_commits.run_in_tree(ab_commits.ROOT, code, env={"RECENV_AB_X": "7"})["x"] == "7"
+    assert ab_commits.run_in_tree(ab_commits.ROOT, code)["x"] is None
