@@ -456,7 +456,6 @@ def main(argv=None):
     # different steps and some market ends on most steps: this row keeps that case measured.
     n = args.catalog_envs or (256 if args.quick else 1024)
     steps = steps_or(20 if args.quick else 300)
-    churn_rows = {}
     for compile in compile_modes:
         ended = []
         samples = time_batched(
@@ -467,7 +466,6 @@ def main(argv=None):
         )
         row["config"] = CHURN_HEAVY
         row["steps_with_an_end"] = sum(ended) / len(ended)
-        churn_rows[compile] = row
         base = batched.get((1, compile, n))
         vs = f"; {row['median'] / base['median']:.2f}x the default row (25 users)" if base else ""
         print(f"  some market ended on {100 * row['steps_with_an_end']:.0f}% of the steps{vs}")

@@ -77,7 +77,7 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
     for _ in range(warmup):
         obs, _, _, _, info = env.step(_policy(obs, env.agents, c.slate_size))
     N, A, C, U = num_envs, c.num_agents, c.num_candidates, c.num_users
-    W, F, I = c.stats_size, L.width, c.num_items
+    F, I = L.width, c.num_items
     features = core.catalog.item_rows[:, core._item.features].contiguous()  # [I, T+6]
     obs_buf = torch.empty(N * A * C, features.shape[1])
     stats = core.item_stats.view(-1, 3)
@@ -88,8 +88,7 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
     gen = torch.Generator().manual_seed(0)
 
     def counter_rows(items):  # flat rows of items [N, X] in the per-market counters
-        slot = items if W >= I else items % W
-        return (arange * W + slot).reshape(-1)
+        return core._item_stat_rows(items)[0].reshape(-1)
 
     # Index sets taken in turn, the first one the market's own: a step looks up other rows
     # than the step before, so timing one set again and again would time cache hits (the

@@ -298,7 +298,11 @@ class BatchedMarket:
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
-        self._native = False  # set by compile()
+        # Whether the compiled step uses recenv.core.native's hand-written kernels (set by
+        # compile(): batches of NATIVE_MIN_ENVS markets or more compiled under at most
+        # NATIVE_MAX_THREADS torch threads on the CPU, when the kernels build; RECENV_NATIVE=0
+        # turns them off). Read while tracing.
+        self._native_kernels = False
         if compile:
             self.compile()
 
@@ -313,6 +317,7 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
+        state.setdefault("_native_kernels", False)  # pickled before it existed
         self.__dict__.update(state)
         self.compiled = False
         if compiled:
@@ -335,7 +340,7 @@ class BatchedMarket:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
         # Decided here, not while tracing: building or loading the kernels is no graph code.
-        self._native = (
+        self._native_kernels = (
             self.device.type == "cpu"
             and self.num_envs >= self.NATIVE_MIN_ENVS
             and torch.get_num_threads() <= self.NATIVE_MAX_THREADS
@@ -356,14 +361,6 @@ class BatchedMarket:
         cannot stay in cache; see ``indexing.rows``) instead of fusing them into their
         consumers. Read while tracing."""
         return self.compiled and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
-
-    @property
-    def _native_kernels(self) -> bool:
-        """Whether a compiled step on the CPU uses :mod:`recenv.core.native`'s hand-written
-        kernels (batches of ``NATIVE_MIN_ENVS`` markets or more compiled under at most
-        ``NATIVE_MAX_THREADS`` torch threads, when the kernels build; ``RECENV_NATIVE=0``
-        turns them off). Read while tracing."""
-        return self.compiled and self._native
 
     def reset(self, seed: int | None = None) -> Obs:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
@@ -422,7 +419,9 @@ class BatchedMarket:
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
-        if bool(done.any()):  # episode metrics scan per-market tables: only when one ended
+        # Episode metrics scan per-market tables: only when one ended. (bool() of a
+        # one-element tensor is a fraction of an any() op, which counts at one market.)
+        if bool(done) if self.num_envs == 1 else bool(done.any()):
             info["episode"] = self._episode_metrics(done, arrived)
             info["_episode"] = done.clone()
         rew = dict(zip(self.agents, rewards.unbind(1), strict=True))
@@ -741,15 +740,15 @@ class BatchedMarket:
         (a sort of each market's W counters) are computed for the ended markets alone: with
         episodes out of step (markets ending at different steps, as churn makes them), some
         market ends on most steps, and sorting every market's counters cost ~8x a step."""
-        metrics = self._user_metrics(arrived)
+        metrics = {
+            k: torch.where(done.view(-1, *[1] * (v.dim() - 1)), v, 0.0)
+            for k, v in self._user_metrics(arrived).items()
+        }
         ended = done.nonzero().squeeze(1)  # [E]
         zeros = torch.zeros(self.num_envs, device=self.device)
-        for k, v in self._item_metrics(ended).items():
+        for k, v in self._item_metrics(ended).items():  # zero elsewhere already
             metrics[k] = zeros.index_copy(0, ended, v)
-        return {
-            k: torch.where(done.view(-1, *[1] * (metrics[k].dim() - 1)), metrics[k], 0.0)
-            for k in EPISODE_METRICS
-        }
+        return {k: metrics[k] for k in EPISODE_METRICS}
 
     def _user_metrics(self, arrived=None) -> dict[str, torch.Tensor]:
         """Episode metrics read from the users and the accumulators as of the end of the
