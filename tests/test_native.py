@@ -25,19 +25,14 @@ def test_kernels_build_where_the_toolchain_exists():
     assert native.available(), native._STATE.get("error")
 
 
-def _kernel_args(core, items):
-    c = core.config
-    return (
-        core.catalog.item_rows,
-        core.item_stats.view(-1, 3),
-        core.episode,
-        core.t,
-        items,
-        core._log1p_counts,
-        c.num_topics + 6,
-        c.stats_size,
-        float(c.horizon),
-    )
+def _random_request(env, gen):
+    """A user-feature batch and a uniform block as a request would draw them (random, so the
+    lists are read at many positions, including their ends)."""
+    feats = torch.rand(env.num_envs, env.config.num_topics + 2, generator=gen) * 2 - 0.5
+    block = torch.rand(env.num_envs, env._block_width, generator=gen)
+    block[0] = 0.0  # the heads of every list
+    block[1] = 1.0 - 2**-24  # their ends (uniforms are < 1)
+    return feats, block
 
 
 @pytest.mark.parametrize(
@@ -46,14 +41,25 @@ def _kernel_args(core, items):
         {},
         {"num_items": 3000, "item_stats_size": 128},  # counters shared modulo W
         {"num_agents": 3, "num_candidates": 12, "horizon": 7},  # episode ends: stale stamps
+        {"retrieval_interest": 0.0, "retrieval_popular": 0.6, "retrieval_fresh": 0.4},
+        {"retrieval_interest": 1.0, "retrieval_popular": 0.0, "retrieval_fresh": 0.0},
+        {"num_items": 40, "num_candidates": 12, "fresh_window": 3},  # many duplicates
     ],
-    ids=["default", "hashed-counters", "three-agents-short-episodes"],
+    ids=[
+        "default",
+        "hashed-counters",
+        "three-agents-short",
+        "no-interest",
+        "interest-only",
+        "tiny",
+    ],
 )
-def test_candidate_features_equal_the_torch_form(config):
+def test_candidates_equal_the_torch_form(config):
     if not native.available():
         pytest.skip("native kernels not built here")
     env = recenv.make_vec("recenv/Market-v0", num_envs=6, seed=11, **config)
     obs = env.reset()
+    gen = torch.Generator().manual_seed(3)
     k = env.config.slate_size
     for step in range(25):
         acts = {
@@ -61,28 +67,40 @@ def test_candidate_features_equal_the_torch_form(config):
             for a, o in obs.items()
         }
         obs, *_ = env.step(acts)
-        items = env.cand.view(env.num_envs, -1).contiguous()
-        # Also items no market has shown yet and the catalog's last item.
-        extra = torch.tensor([[0, env.config.num_items - 1]] * env.num_envs)
-        for x in (items, extra):
-            want = env._candidate_features(x)  # eager: the torch form
-            got = torch.ops.recenv.candidate_features(*_kernel_args(env, x))
-            assert torch.equal(want[0], got[0]), f"features differ at step {step}"
-            assert torch.equal(want[1], got[1]), f"arrival mask differs at step {step}"
+        index = env._list_index(*_random_request(env, gen))
+        want = env._candidates_torch(index)  # eager: the torch form
+        got = env._candidates_native(index)
+        for name, w, g in zip(("items", "features", "mask"), want, got, strict=True):
+            assert w.dtype == g.dtype and w.shape == g.shape, name
+            assert torch.equal(w, g), f"{name} differ at step {step}"
+        assert not got[2].all(), "no duplicate or unarrived candidate was tested"
 
 
-def test_candidate_features_reject_bad_input():
+def test_candidates_reject_bad_input():
     if not native.available():
         pytest.skip("native kernels not built here")
     env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
     env.reset()
-    bad = torch.tensor([[0, env.config.num_items]] * 2)
-    with pytest.raises(RuntimeError, match="out of"):
-        torch.ops.recenv.candidate_features(*_kernel_args(env, bad))
-    args = list(_kernel_args(env, env.cand.view(2, -1).contiguous()))
-    args[1] = args[1].long()  # counters of the wrong dtype
-    with pytest.raises(RuntimeError, match="stats"):
-        torch.ops.recenv.candidate_features(*args)
+    gen = torch.Generator().manual_seed(0)
+    topic, pop, fresh = env._list_index(*_random_request(env, gen))
+    with pytest.raises(RuntimeError, match=r"list index .* out of"):
+        env._candidates_native((topic, pop + env.catalog.by_pop.numel(), fresh))
+    with pytest.raises(RuntimeError, match="popular index"):
+        env._candidates_native((topic, pop.int(), fresh))  # wrong dtype
+    by_pop = env.catalog.by_pop
+    try:
+        env.catalog.by_pop = torch.full_like(by_pop, env.config.num_items)  # no such item
+        with pytest.raises(RuntimeError, match=r"candidate item .* out of"):
+            env._candidates_native((topic, pop, fresh))
+    finally:
+        env.catalog.by_pop = by_pop
+    stats = env.item_stats
+    try:
+        env.item_stats = stats.long()  # counters of the wrong dtype
+        with pytest.raises(RuntimeError, match="stats"):
+            env._candidates_native((topic, pop, fresh))
+    finally:
+        env.item_stats = stats
 
 
 def test_used_from_the_batch_size_where_it_pays():

@@ -848,28 +848,62 @@ class BatchedMarket:
         )
 
         user_feats = observable_features(cfg, L, row, const)
-        cand, first = self._retrieve(user_feats, block)
-        obs, arrived = self._build_obs(row, user_feats, cand)
-        cand_mask = arrived & first
+        cand, feats, cand_mask = self._candidates(user_feats, block)
+        obs = self._build_obs(row, user_feats, feats)
         return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, obs
 
-    def _retrieve(
+    def _candidates(
         self, user_feats: torch.Tensor, block: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidates [N, A, C] and which are first copies: the agent's K most popular items
-        (so K valid candidates always exist), interest-matched, popular and fresh items;
-        listed by catalog id, every copy of an item after the first flagged False. Items not
-        yet arrived are masked by :meth:`_build_obs`, which reads their rows anyway. Never
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every market's candidates [N, A, C] (listed by catalog id), their features
+        [N, A, C, T+6] and the action mask [N, A, C] (arrived by now, and the first copy of
+        an item). Compiled on the CPU, one hand-written pass per market (``native``);
+        otherwise :meth:`_candidates_torch`, which it equals bit for bit."""
+        index = self._list_index(user_feats, block)
+        if self._native_kernels:
+            return self._candidates_native(index)
+        return self._candidates_torch(index)
+
+    def _candidates_native(
+        self, index: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_candidates_torch` as the hand-written kernel ``recenv::candidates``."""
+        cfg, cat = self.config, self.catalog
+        topic, pop, fresh = (ix.contiguous() for ix in index)
+        return torch.ops.recenv.candidates(
+            cat.head,
+            cat.by_topic,
+            topic,
+            cat.by_pop,
+            pop,
+            cat.by_arrival,
+            fresh,
+            cat.item_rows,
+            self.item_stats.view(-1, 3),
+            self.episode,
+            self.t,
+            self._log1p_counts,
+            cfg.num_topics + 6,
+            cfg.stats_size,
+            float(cfg.horizon),
+        )
+
+    def _list_index(
+        self, user_feats: torch.Tensor, block: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each request retrieves: flat positions [N, A, n] into ``by_topic``,
+        ``by_pop`` and ``by_arrival`` (each read flat) for the interest-matched, popular and
+        fresh candidates (``n`` may be 0). Positions are skewed toward each list's head;
+        topics are drawn in proportion to the user's observable (noisy) interests. Never
         scores the catalog."""
         cfg, cat = self.config, self.catalog
-        N, A, T, K = self.num_envs, cfg.num_agents, cfg.num_topics, cfg.slate_size
+        N, A, T = self.num_envs, cfg.num_agents, cfg.num_topics
         ni, npop, nf = self._n_interest, self._n_popular, self._n_fresh
         agents = self._agent_ids[None, :, None]
         uraw = block[:, self._block["position"]].view(N, A, ni + npop + nf)
         upos = uraw[:, :, : ni + npop].pow(cfg.retrieval_skew)  # skewed toward list heads
-        parts = [cat.head.unsqueeze(0).expand(N, A, K)]
+        topic_ix = torch.zeros(N, A, 0, dtype=torch.int64, device=self.device)
         if ni:
-            # Topics drawn in proportion to the user's observable (noisy) interests.
             cdf = (user_feats[:, :T].clamp(min=0.0) + 1e-3).cumsum(dim=1)
             target = block[:, self._block["topic"]] * cdf[:, -1:]
             search = search_sorted_left if self.compiled else torch.searchsorted
@@ -877,21 +911,31 @@ class BatchedMarket:
             bucket = agents * T + topic  # [N, A, ni] row of by_topic viewed as [A*T, M]
             lens = cat.by_topic_len.view(-1).take(bucket)
             pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
-            parts.append(cat.by_topic.view(-1).take(bucket * cat.by_topic.shape[2] + pos).long())
-        if npop:
-            lens = cat.by_pop_len[None, :, None]
-            pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
-            parts.append(cat.by_pop.view(-1).take(agents * cat.by_pop.shape[1] + pos).long())
-        if nf:
-            hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
-            lo = (hi - cfg.fresh_window).clamp(min=0)
-            pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
-            pos = torch.minimum(pos, (hi - 1)[:, :, None])
-            parts.append(
-                cat.by_arrival.view(-1).take(agents * cat.by_arrival.shape[1] + pos).long()
-            )
-        items = torch.cat(parts, dim=2)  # [N, A, C]
+            topic_ix = bucket * cat.by_topic.shape[2] + pos
+        lens = cat.by_pop_len[None, :, None]
+        pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
+        pop_ix = agents * cat.by_pop.shape[1] + pos
+        hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
+        lo = (hi - cfg.fresh_window).clamp(min=0)
+        pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
+        pos = torch.minimum(pos, (hi - 1)[:, :, None])
+        fresh_ix = agents * cat.by_arrival.shape[1] + pos
+        return topic_ix, pop_ix, fresh_ix
 
+    def _candidates_torch(
+        self, index: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_candidates` in torch, from the list positions of :meth:`_list_index`:
+        the agent's K most popular items (so K valid candidates always exist) and the list
+        entries, listed by catalog id, every copy of an item after the first masked, as are
+        items not yet arrived (whose rows are read anyway)."""
+        cfg, cat = self.config, self.catalog
+        N, A, C, K = self.num_envs, cfg.num_agents, cfg.num_candidates, cfg.slate_size
+        parts = [cat.head.unsqueeze(0).expand(N, A, K)]
+        for lst, ix in zip((cat.by_topic, cat.by_pop, cat.by_arrival), index, strict=True):
+            if ix.shape[2]:
+                parts.append(lst.view(-1).take(ix).long())
+        items = torch.cat(parts, dim=2)  # [N, A, C]
         # Candidates are listed by catalog id: unrelated to popularity or retrieval source, and
         # the same sort finds duplicates (every copy after the first is masked).
         # Compiled, a sorting network fuses into one loop (8,192 rows of 20: 2.7 -> 0.8 ms);
@@ -904,7 +948,8 @@ class BatchedMarket:
             ],
             dim=2,
         )
-        return items, ~dup
+        feats, arrived = self._candidate_features(items.view(N, A * C))
+        return items, feats.view(N, A, C, -1), arrived.view(N, A, C) & ~dup
 
     def _item_stat_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat row index into ``item_stats.view(-1, 3)`` and this episode's
@@ -917,39 +962,25 @@ class BatchedMarket:
         return flat, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
-        self, row: torch.Tensor, user_feats: torch.Tensor, cand: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The observation parts, user features [N, T+2], history [N, A, T+4] and candidate
-        features [N, A, C, T+6], and which candidates have arrived by now [N, A, C]."""
+        self, row: torch.Tensor, user_feats: torch.Tensor, feats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The observation parts: user features [N, T+2], history [N, A, T+4] and the
+        candidates' features ``feats`` [N, A, C, T+6]."""
         cfg, L = self.config, self.layout
-        N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
+        N, A = self.num_envs, cfg.num_agents
         last = row[:, L.last_visit]
         since = torch.where(last < 0, 1.0, ((self.t - last) / cfg.horizon).clamp(max=1.0))
         hist = torch.cat(
             [row[:, L.history].view(N, A, L.history_width), since[:, None, None].expand(N, A, 1)],
             dim=2,
         )  # [N, A, T+4]
-        feats, arrived = self._candidate_features(cand.view(N, A * C))
-        return (user_feats, hist, feats.view(N, A, C, -1)), arrived.view(N, A, C)
+        return user_feats, hist, feats
 
     def _candidate_features(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[N, X, T+6]`` of the candidates ``items`` [N, X] (static features, then
         log1p of this episode's clicks and exposures, then the age) and whether each has
         arrived by now ``[N, X]``."""
         cfg = self.config
-        if self._native_kernels:
-            # One hand-written pass per market, bit for bit the torch form below.
-            return torch.ops.recenv.candidate_features(
-                self.catalog.item_rows,
-                self.item_stats.view(-1, 3),
-                self.episode,
-                self.t,
-                items.contiguous(),
-                self._log1p_counts,
-                cfg.num_topics + 6,
-                cfg.stats_size,
-                float(cfg.horizon),
-            )
         # One gather of each candidate's features (static ones, then the arrival step in the
         # first of three per-request slots), then the three slots filled.
         if self._separate_gathers:

@@ -1,24 +1,30 @@
 """Hand-written CPU kernels for parts of the compiled step, built on first use.
 
-``recenv::candidate_features(item_rows, stats, episode, t, items, log1p_counts, num_features,
-stats_size, horizon) -> (feats, arrived)``:
+``recenv::candidates(head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index,
+item_rows, stats, episode, t, log1p_counts, num_features, stats_size, horizon)
+-> (items, feats, mask)``, every market's candidates, retrieved, listed and described:
 
+- ``head`` [A, K] int64, each agent's always-retrievable items;
+- ``by_topic``, ``by_pop``, ``by_arrival``: int32 retrieval lists (read flat), and
+  ``topic_index``, ``pop_index``, ``fresh_index`` [N, A, n] int64, the flat positions each
+  market's request reads in them (``n`` may be 0);
 - ``item_rows`` [I, R] float32, the catalog's item rows (features in columns ``0..F-1``);
 - ``stats`` [N * W, 3] int32, the per-market item counters (episode stamp, exposures,
   clicks) with ``W = stats_size`` (items share a counter modulo ``W`` when ``W < I``);
-- ``episode`` [N] int64, ``t`` [N] float32; ``items`` [N, X] int64 candidates;
-- ``log1p_counts`` [M] float32, ``log1p`` of the counts ``0..M-1``;
-- returns ``feats`` [N, X, F] (the item's first ``F - 3`` features, then ``log1p`` of this
+- ``episode`` [N] int64, ``t`` [N] float32; ``log1p_counts`` [M] float32, ``log1p`` of the
+  counts ``0..M-1``;
+- returns ``items`` [N, A, C] int64 (the head, then the list entries, sorted by id),
+  ``feats`` [N, A, C, F] (the item's first ``F - 3`` features, then ``log1p`` of this
   episode's clicks and exposures, then ``(t - arrival).clamp(min=0) / horizon``) and
-  ``arrived`` [N, X] bool (``arrival <= t``), exactly as
-  :meth:`recenv.core.market.BatchedMarket._candidate_features` computes them in torch.
+  ``mask`` [N, A, C] bool (the first copy of an item, and arrived by ``t``), exactly as
+  :meth:`recenv.core.market.BatchedMarket._candidates_torch` computes them.
 
-Compiled by inductor, that part of the step ran ~3.7x slower than this kernel at 4,096
-markets (fused loops that wait on each cache miss of their random lookups; see
-``experiments/PERFORMANCE.md``). The kernel is used by compiled steps on the CPU when it
-builds (with the C++ compiler inductor already needs, through ``torch.utils.cpp_extension``,
-cached in torch's extension directory); otherwise, or with ``RECENV_NATIVE=0`` in the
-environment, the torch form runs. The two agree bit for bit (tests).
+Compiled by inductor, that part of the step is a dozen fused loops that wait on each cache
+miss of their random lookups; the kernel overlaps the misses of consecutive markets (see
+``experiments/PERFORMANCE.md``). It is used by compiled steps on the CPU when it builds (with
+the C++ compiler inductor already needs, through ``torch.utils.cpp_extension``, cached in
+torch's extension directory); otherwise, or with ``RECENV_NATIVE=0`` in the environment, the
+torch form runs. The two agree bit for bit (tests).
 """
 
 from __future__ import annotations
@@ -30,22 +36,27 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("candidate_features.cpp")
+_SOURCE = Path(__file__).with_name("candidates.cpp")
 _LOCK = threading.Lock()
 _STATE: dict[str, bool | str] = {}
 
 torch.library.define(
-    "recenv::candidate_features",
-    "(Tensor item_rows, Tensor stats, Tensor episode, Tensor t, Tensor items, "
-    "Tensor log1p_counts, int num_features, int stats_size, float horizon) -> (Tensor, Tensor)",
+    "recenv::candidates",
+    "(Tensor head, Tensor by_topic, Tensor topic_index, Tensor by_pop, Tensor pop_index, "
+    "Tensor by_arrival, Tensor fresh_index, Tensor item_rows, Tensor stats, Tensor episode, "
+    "Tensor t, Tensor log1p_counts, int num_features, int stats_size, float horizon) "
+    "-> (Tensor, Tensor, Tensor)",
 )
 
 
-@torch.library.register_fake("recenv::candidate_features")
-def _(item_rows, stats, episode, t, items, log1p_counts, num_features, stats_size, horizon):
-    N, X = items.shape
-    feats = item_rows.new_empty((N, X, num_features))
-    return feats, items.new_empty((N, X), dtype=torch.bool)
+@torch.library.register_fake("recenv::candidates")
+def _(head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index, item_rows, *rest):
+    N, A, C = topic_index.shape[0], head.shape[0], head.shape[1]
+    C += topic_index.shape[2] + pop_index.shape[2] + fresh_index.shape[2]
+    num_features = rest[-3]
+    items = head.new_empty((N, A, C))
+    feats = item_rows.new_empty((N, A, C, num_features))
+    return items, feats, head.new_empty((N, A, C), dtype=torch.bool)
 
 
 def enabled() -> bool:
