@@ -14,8 +14,8 @@ the ratio:
         --figure batched --num-envs 1024 --config num_items=1000000   # a switch, one commit
 
 Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and ``batched``
-(``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread,
-timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched`` (masked random actions
+(``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread
+unless ``--threads``; timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched`` (masked random actions
 drawn outside the timer, compilation and warm-up untimed) on both sides. Each child imports
 ``recenv`` from its own tree only. ``--config KEY=VALUE`` sets market options of the batched
 figure on both sides; ``--base-env`` / ``--head-env NAME=VALUE`` set environment variables of
@@ -48,12 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 _CHILD = r"""
 import importlib.util, json, sys
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[8]))
 spec = importlib.util.spec_from_file_location("ab_bench_env", sys.argv[1])
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 import recenv
-figure, env_id, num_envs, steps, compile_, config = sys.argv[2:8]
+figure, env_id, num_envs, steps, compile_, config = sys.argv[2:8]  # argv[8]: threads
 num_envs, steps, compile_ = int(num_envs), int(steps), compile_ == "1"
 config = json.loads(config)
 if figure == "face":
@@ -93,12 +93,14 @@ def time_tree(
     compile_: bool,
     config: dict | None = None,
     env: dict[str, str] | None = None,
+    threads: int = 1,
 ):
     """One timed run of ``figure`` with ``recenv`` imported from ``tree`` (market options
-    ``config``, environment variables ``env``): env-steps/s."""
+    ``config``, environment variables ``env``, ``threads`` torch threads): env-steps/s."""
     timers = str(Path(__file__).with_name("bench_env.py"))
     args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
-    return run_in_tree(tree, _CHILD, *args, json.dumps(config or {}), env=env)["rate"]
+    args += [json.dumps(config or {}), str(threads)]
+    return run_in_tree(tree, _CHILD, *args, env=env)["rate"]
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -131,6 +133,7 @@ def compare(
     log=print,
     config: dict | None = None,
     env: dict[str, dict[str, str]] | None = None,
+    threads: int = 1,
 ) -> dict:
     """Time ``figure`` at ``base`` and at ``head`` (``None``: this working tree) alternately,
     ``rounds`` runs each, with market options ``config`` (batched figure) and per-side
@@ -143,6 +146,8 @@ def compare(
     env = {"base": {}, "head": {}, **(env or {})}
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
+    if threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1")
     steps = steps or (2000 if figure == "face" else (200 if num_envs <= 64 else 12))
     sides = {"base": _git("rev-parse", "--short", base)}
     sides["head"] = "working tree" if head is None else _git("rev-parse", "--short", head)
@@ -155,7 +160,15 @@ def compare(
             # ABBA order: a sitting that drifts during the runs favours neither side.
             for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
                 rate = time_tree(
-                    trees[side], figure, env_id, num_envs, steps, compile_, config, env[side]
+                    trees[side],
+                    figure,
+                    env_id,
+                    num_envs,
+                    steps,
+                    compile_,
+                    config,
+                    env[side],
+                    threads,
                 )
                 rates[side].append(rate)
                 log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
@@ -167,7 +180,7 @@ def compare(
         "compile": compile_,
         "steps": steps,
         "rounds": rounds,
-        "threads": 1,
+        "threads": threads,
         "commits": sides,
         "config": config or {},
         "env": env,
@@ -201,6 +214,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="timed steps per run")
     p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     p.add_argument("--no-compile", action="store_true", help="time eager steps")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each child")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     p.add_argument("--no-json", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -220,12 +234,13 @@ def main(argv=None) -> dict:
         not args.no_compile,
         config=config,
         env=env,
+        threads=args.threads,
     )
     unit = "steps/s" if args.figure == "face" else "env-steps/s"
     c = result["commits"]
     print(
         f"{args.figure} ({'compiled' if result['compile'] else 'eager'}, "
-        f"num_envs={result['num_envs']}, one thread): base {c['base']} "
+        f"num_envs={result['num_envs']}, threads={result['threads']}): base {c['base']} "
         f"{result['medians']['base']:,.0f} {unit}, head {c['head']} "
         f"{result['medians']['head']:,.0f} {unit}: head/base {result['head_over_base']:.2f}x "
         f"(medians of {args.rounds} alternating runs)"

@@ -214,8 +214,9 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
         log=lines.append,
         config={"num_items": 500},
         env={"head": {"RECENV_NATIVE": "0"}},
+        threads=2,
     )
-    assert result["config"] == {"num_items": 500}
+    assert result["config"] == {"num_items": 500} and result["threads"] == 2
     assert result["env"] == {"base": {}, "head": {"RECENV_NATIVE": "0"}}
     assert [len(v) for v in result["rates"].values()] == [1, 1]
     assert all(r > 0 for v in result["rates"].values() for r in v)
@@ -229,6 +230,8 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
         ab_commits.compare("HEAD", None, figure="vmas")
     with pytest.raises(ValueError, match="batched"):
         ab_commits.compare("HEAD", None, figure="face", config={"num_items": 500})
+    with pytest.raises(ValueError, match="threads"):
+        ab_commits.compare("HEAD", None, figure="batched", threads=0)
 
 
 def test_ab_children_get_their_sides_environment_and_recenv():
