@@ -15,8 +15,9 @@ the ratio:
 
 Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and ``batched``
 (``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread
-unless ``--threads``; timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched`` (masked random actions
-drawn outside the timer, compilation and warm-up untimed) on both sides. Each child imports
+unless ``--threads``; timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched``
+(masked random actions drawn outside the timer, compilation and warm-up untimed) on both
+sides. Each child imports
 ``recenv`` from its own tree only. ``--config KEY=VALUE`` sets market options of the batched
 figure on both sides; ``--base-env`` / ``--head-env NAME=VALUE`` set environment variables of
 one side's children (with ``--base HEAD``: the same code with a switch flipped). The

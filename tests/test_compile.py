@@ -42,7 +42,6 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeyp
         monkeypatch.setenv("RECENV_NATIVE", "0")
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
     compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
-    compiled.NATIVE_MIN_ENVS = 1  # the kernel at every batch size here
     if separate_gathers:
         compiled.SEPARATE_GATHER_BYTES = 0  # this small catalog counts as large
     compiled.compile()

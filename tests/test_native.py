@@ -12,7 +12,6 @@ import torch
 
 import recenv
 from recenv.core import native
-from recenv.core.market import BatchedMarket
 
 TOOLCHAIN = shutil.which("g++") is not None and (
     shutil.which("ninja") is not None or importlib.util.find_spec("ninja") is not None
@@ -103,21 +102,17 @@ def test_candidates_reject_bad_input():
         env.item_stats = stats
 
 
-def test_used_from_the_batch_size_where_it_pays():
+def test_used_by_compiled_cpu_steps_only():
     if not native.available():
         pytest.skip("native kernels not built here")
-    small = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=0, compile=True)
-    assert not small._native_kernels  # one market: the fused torch form is faster
-    n = BatchedMarket.NATIVE_MIN_ENVS
-    large = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True)
-    assert large._native_kernels
     threads = torch.get_num_threads()
-    try:  # compiled under more threads than it pays for: the fused torch form
-        torch.set_num_threads(BatchedMarket.NATIVE_MAX_THREADS + 1)
-        parallel = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=0, compile=True)
-        assert not parallel._native_kernels
+    try:
+        for n, t in ((1, 1), (64, 2)):
+            torch.set_num_threads(t)
+            assert recenv.make_vec("recenv/Market-v0", num_envs=n, compile=True)._native_kernels
     finally:
         torch.set_num_threads(threads)
+    assert not recenv.make_vec("recenv/Market-v0", num_envs=2)._native_kernels  # eager
 
 
 def test_disabled_by_environment(monkeypatch):

@@ -37,6 +37,9 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("candidates.cpp")
+# -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
+# The library then resolves libgomp to the one torch has already loaded (same soname).
+_FLAGS = ["-O3", "-fopenmp"]
 _LOCK = threading.Lock()
 _STATE: dict[str, bool | str] = {}
 
@@ -79,7 +82,8 @@ def available() -> bool:
                 load(
                     name="recenv_native_" + _source_tag(),
                     sources=[str(_SOURCE)],
-                    extra_cflags=["-O3"],
+                    extra_cflags=_FLAGS,
+                    extra_ldflags=["-fopenmp"],
                     is_python_module=False,
                     verbose=False,
                 )
@@ -110,9 +114,11 @@ def _ninja_on_path() -> None:
 
 
 def _source_tag() -> str:
-    """A short hash of the kernel source and torch version: a changed kernel or another torch
-    gets its own build directory instead of loading a stale library."""
+    """A short hash of the kernel source, torch version and flags: a changed kernel or another
+    torch gets its own build directory instead of loading a stale library."""
     import hashlib
 
-    h = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode())
+    h = hashlib.sha256(
+        _SOURCE.read_bytes() + torch.__version__.encode() + " ".join(_FLAGS).encode()
+    )
     return h.hexdigest()[:12]
