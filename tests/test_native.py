@@ -120,3 +120,9 @@ def test_disabled_by_environment(monkeypatch):
     assert not native.available()
     env = recenv.make_vec("recenv/Market-v0", num_envs=64, seed=0, compile=True)
     assert env.compiled and not env._native_kernels
+
+
+def test_module_reload_keeps_the_op():
+    """A notebook's autoreload re-executes the module: defining the op again would raise."""
+    importlib.reload(native)
+    assert hasattr(torch.ops.recenv, "candidates")

@@ -43,23 +43,28 @@ _FLAGS = ["-O3", "-fopenmp"]
 _LOCK = threading.Lock()
 _STATE: dict[str, bool | str] = {}
 
-torch.library.define(
-    "recenv::candidates",
-    "(Tensor head, Tensor by_topic, Tensor topic_index, Tensor by_pop, Tensor pop_index, "
-    "Tensor by_arrival, Tensor fresh_index, Tensor item_rows, Tensor stats, Tensor episode, "
-    "Tensor t, Tensor log1p_counts, int num_features, int stats_size, float horizon) "
-    "-> (Tensor, Tensor, Tensor)",
-)
 
-
-@torch.library.register_fake("recenv::candidates")
-def _(head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index, item_rows, *rest):
+def _fake_candidates(
+    head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index, item_rows, *rest
+):
     N, A, C = topic_index.shape[0], head.shape[0], head.shape[1]
     C += topic_index.shape[2] + pop_index.shape[2] + fresh_index.shape[2]
     num_features = rest[-3]
     items = head.new_empty((N, A, C))
     feats = item_rows.new_empty((N, A, C, num_features))
     return items, feats, head.new_empty((N, A, C), dtype=torch.bool)
+
+
+# Once per process: a module reload (e.g. a notebook's autoreload) keeps the registered op.
+if not hasattr(torch.ops.recenv, "candidates"):
+    torch.library.define(
+        "recenv::candidates",
+        "(Tensor head, Tensor by_topic, Tensor topic_index, Tensor by_pop, Tensor pop_index, "
+        "Tensor by_arrival, Tensor fresh_index, Tensor item_rows, Tensor stats, "
+        "Tensor episode, Tensor t, Tensor log1p_counts, int num_features, int stats_size, "
+        "float horizon) -> (Tensor, Tensor, Tensor)",
+    )
+    torch.library.register_fake("recenv::candidates")(_fake_candidates)
 
 
 def enabled() -> bool:
