@@ -291,10 +291,11 @@ class BatchedMarket:
             [torch.searchsorted(row, steps, right=True) for row in self.catalog.arrival_sorted]
         )
         self.compiled = False
-        # Whether the compiled step uses recenv.core.native's hand-written kernels (set by
-        # compile(): on the CPU, when the kernels build; RECENV_NATIVE=0 turns them off).
-        # Read while tracing.
-        self._native_kernels = False
+        # Whether the step uses recenv.core.native's hand-written kernels: on the CPU, eager
+        # or compiled, when they build (RECENV_NATIVE=0 turns them off). Read while tracing.
+        # Against the torch form (alternated runs): compiled 1.11x at 4,096 markets, 1.10x on
+        # two threads, 1.01x at one and eight markets; eager 1.31x at 4,096, 0.98x at one.
+        self._native_kernels = self.device.type == "cpu" and native.available()
         if compile:
             self.compile()
 
@@ -309,8 +310,9 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
-        state.setdefault("_native_kernels", False)  # pickled before it existed
         self.__dict__.update(state)
+        # Decided where it is unpickled: that machine may lack the kernels (or have them).
+        self._native_kernels = self.device.type == "cpu" and native.available()
         self.compiled = False
         if compiled:
             self.compile()
@@ -331,10 +333,6 @@ class BatchedMarket:
         if self.compiled:
             return self
         self.compiled = True  # read while tracing (picks the fusable forms)
-        # Decided here, not while tracing: building or loading the kernels is no graph code.
-        # At every batch size and thread count: against the fused torch form, 1.01x at one
-        # and eight markets, 1.04x at 4,096 on one thread, 1.10x on two (alternated runs).
-        self._native_kernels = self.device.type == "cpu" and native.available()
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
         # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
@@ -846,8 +844,8 @@ class BatchedMarket:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every market's candidates [N, A, C] (listed by catalog id), their features
         [N, A, C, T+6] and the action mask [N, A, C] (arrived by now, and the first copy of
-        an item). Compiled on the CPU, one hand-written pass per market (``native``);
-        otherwise :meth:`_candidates_torch`, which it equals bit for bit."""
+        an item). On the CPU, one hand-written pass per market (``native``); otherwise
+        :meth:`_candidates_torch`, which it equals bit for bit."""
         index = self._list_index(user_feats, block)
         if self._native_kernels:
             return self._candidates_native(index)

@@ -20,16 +20,18 @@ item_rows, stats, episode, t, log1p_counts, num_features, stats_size, horizon)
   :meth:`recenv.core.market.BatchedMarket._candidates_torch` computes them.
 
 Compiled by inductor, that part of the step is a dozen fused loops that wait on each cache
-miss of their random lookups; the kernel overlaps the misses of consecutive markets (see
-``experiments/PERFORMANCE.md``). It is used by compiled steps on the CPU when it builds (with
-the C++ compiler inductor already needs, through ``torch.utils.cpp_extension``, cached in
-torch's extension directory); otherwise, or with ``RECENV_NATIVE=0`` in the environment, the
-torch form runs. The two agree bit for bit (tests).
+miss of their random lookups (eager, a few dozen ops); the kernel overlaps the misses of
+consecutive markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses it, eager or
+compiled, when it builds (with the C++ compiler inductor needs, through
+``torch.utils.cpp_extension``, ~30 s once, cached in torch's extension directory, which
+``TORCH_EXTENSIONS_DIR`` moves); otherwise, or with ``RECENV_NATIVE=0`` in the environment,
+the torch form runs. The two agree bit for bit (tests).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -84,6 +86,7 @@ def available() -> bool:
                 from torch.utils.cpp_extension import load
 
                 _ninja_on_path()
+                _announce_first_build()
                 load(
                     name="recenv_native_" + _source_tag(),
                     sources=[str(_SOURCE)],
@@ -102,6 +105,22 @@ def available() -> bool:
                     stacklevel=2,
                 )
     return bool(_STATE["ok"])
+
+
+def _announce_first_build() -> None:
+    """One line on stderr before a build that is not cached yet (~30 s, once per machine and
+    torch version), so a first ``make()`` that pauses says why."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        name = "recenv_native_" + _source_tag()
+        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+            sys.stderr.write(
+                "recenv: building the native CPU kernels (once per machine and torch "
+                "version, ~30 s)\n"
+            )
+    except Exception:  # a torch without that helper: build without the note
+        pass
 
 
 def _ninja_on_path() -> None:
