@@ -136,8 +136,9 @@ def outermost_lines(addr2line_out: str, source_name: str) -> dict[int, int | Non
 
 def loop_blocks(cpp: str) -> list[dict]:
     """The top-level loop blocks of inductor's generated C++: inside each ``extern "C"``
-    kernel function, a block opens with a line ``    {`` and closes with ``    }``. Each
-    block: kernel name, first and last line (1-based), and its loop nest's trip counts."""
+    kernel function, a block opens with a line ``    {`` and closes with ``    }``; blocks
+    without a ``for`` (the C++ wrapper's calls of custom ops) are left out. Each block:
+    kernel name, first and last line (1-based), and its loop nest's trip counts."""
     blocks, kernel, start = [], None, None
     lines = cpp.split("\n")
     for i, line in enumerate(lines, 1):
@@ -160,7 +161,8 @@ def loop_blocks(cpp: str) -> list[dict]:
                     depth = int(var[1:]) if var[1:].isdigit() else len(trips)
                     if depth == len(trips):  # the first loop over each new index
                         trips.append(f"{hi - lo}" + (f"/{step}" if step > 1 else ""))
-            blocks.append({"kernel": kernel, "first": start, "last": i, "nest": trips})
+            if trips:  # a block without a loop is the wrapper's (e.g. a custom op's call)
+                blocks.append({"kernel": kernel, "first": start, "last": i, "nest": trips})
             start = None
     return blocks
 

@@ -45,10 +45,17 @@ extern "C"  void  cpp_fused_add_mul_0(const float* in_ptr0,
         }}
     }}
 }}
+void inductor_entry_impl()
+{{
+    {{
+        aoti_torch_call_dispatcher("recenv::candidates", "", vars);
+    }}
+}}
 """
 
 
 def test_loop_blocks_find_each_top_level_loop_and_its_trip_counts():
+    """... and not the wrapper's blocks without a loop (a custom op's call)."""
     blocks = pl.loop_blocks(CPP)
     assert [(b["kernel"], b["nest"]) for b in blocks] == [
         ("cpp_fused_add_mul_0", ["4096", "40/16"]),
