@@ -103,6 +103,57 @@ def test_candidates_reject_bad_input():
         env.item_stats = stats
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"num_items": 3000, "item_stats_size": 16},  # many items share a counter
+        {"num_agents": 3, "horizon": 5},  # episode ends: stale stamps restart at 0
+    ],
+    ids=["default", "hashed-counters", "three-agents-short"],
+)
+def test_count_exposures_equals_the_torch_form(config):
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=6, seed=5, **config)
+    env.reset()
+    gen = torch.Generator().manual_seed(1)
+    N, P = env.num_envs, env.config.num_agents * env.config.slate_size
+    for step in range(30):
+        # Random pages with repeats (items on two agents' slates), random exposures and clicks.
+        page = torch.randint(0, min(env.config.num_items, 40), (N, P), generator=gen)
+        visible = torch.rand(N, P, generator=gen) < 0.7
+        chosen = page[torch.arange(N), torch.randint(0, P, (N,), generator=gen)]
+        clicked = torch.rand(N, generator=gen) < 0.5
+        before = env.item_stats.clone()
+        env._count_exposures_torch(page, visible, chosen, clicked)
+        want, env.item_stats = env.item_stats, before
+        env._count_exposures(page, visible, chosen, clicked)  # the kernel (CPU)
+        assert torch.equal(env.item_stats, want), f"counters differ at step {step}"
+        if step % 7 == 6:
+            env.episode += 1  # a new episode: every stamp is now stale
+
+
+def test_count_exposures_rejects_bad_input_and_leaves_the_counters():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+    env.reset()
+    P = env.config.num_agents * env.config.slate_size
+    page = torch.zeros(2, P, dtype=torch.int64)
+    visible, clicked = torch.ones(2, P, dtype=torch.bool), torch.ones(2, dtype=torch.bool)
+    before = env.item_stats.clone()
+    bad = page.clone()
+    bad[1, -1] = env.config.num_items
+    with pytest.raises(RuntimeError, match=r"page item .* out of"):
+        env._count_exposures(bad, visible, page[:, 0], clicked)
+    with pytest.raises(RuntimeError, match=r"chosen item .* out of"):
+        env._count_exposures(page, visible, torch.tensor([0, -1]), clicked)
+    with pytest.raises(RuntimeError, match="visible"):
+        env._count_exposures(page, visible.int(), page[:, 0], clicked)
+    assert torch.equal(env.item_stats, before)
+
+
 def test_used_by_cpu_steps_eager_and_compiled():
     if not native.available():
         pytest.skip("native kernels not built here")

@@ -436,7 +436,7 @@ class BatchedMarket:
         terminated, truncated = out["terminated"], out["truncated"]
         self.needs_reset = terminated | truncated
         # The item counters' one write; the next observation reads them after it.
-        self.item_stats.view(-1, 3).index_copy_(0, out["stat_rows"], out["stat_new"])
+        self._count_exposures(*out["counted"])
         arrived = self._arrive(out["block"], served=(self.user, out["new_row"]))
         info: dict[str, Any] = {
             "shown": out["shown"],
@@ -1010,8 +1010,9 @@ class BatchedMarket:
     def _interact(
         self, slate: torch.Tensor, valid: torch.Tensor, live: torch.Tensor
     ) -> dict[str, Any]:
-        """One request: page, choice, response, dynamics, rewards and episode ends, and the
-        rows the item counters get. Reads state (the clocks already advanced), writes none."""
+        """One request: page, choice, response, dynamics, rewards and episode ends, and
+        what the item counters count (``counted``). Reads state (the clocks already advanced),
+        writes none."""
         cfg, cat, L, n, u = self.config, self.catalog, self.layout, self._arange, self.user
         N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
         P = A * K
@@ -1139,7 +1140,6 @@ class BatchedMarket:
         t = self.t + live
         truncated = live & (t >= cfg.horizon)
         terminated = live & self._churned((u, new_row), t).all(dim=1) & ~truncated
-        stat_rows, stat_new = self._item_stat_updates(page, visible, item_c, clicked)
         return {
             "block": block,
             "new_row": new_row,
@@ -1147,8 +1147,7 @@ class BatchedMarket:
             "t": t,
             "terminated": terminated,
             "truncated": truncated,
-            "stat_rows": stat_rows,
-            "stat_new": stat_new,
+            "counted": (page, visible, item_c, clicked),
             "acc_choices": choice_of,
             "acc": acc,
             "shown": torch.where(vis_slate, items, -1),
@@ -1161,6 +1160,30 @@ class BatchedMarket:
             "utility": chosen_terms,
             "probs": probs,
         }
+
+    def _count_exposures(self, page, visible, item_c, clicked) -> None:
+        """Add one request to the item counters, in place: the page ``page`` [N, P] with
+        ``visible`` [N, P] exposures, and the chosen slot's item ``item_c`` [N], clicked or
+        not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``);
+        otherwise :meth:`_count_exposures_torch`, whose table it leaves bit for bit."""
+        if self._native_kernels:
+            torch.ops.recenv.count_exposures(
+                self.item_stats.view(-1, 3),
+                self.episode,
+                page.contiguous(),
+                visible.contiguous(),
+                item_c.contiguous(),
+                clicked.contiguous(),
+                self.config.stats_size,
+                self.config.num_items,
+            )
+        else:
+            self._count_exposures_torch(page, visible, item_c, clicked)
+
+    def _count_exposures_torch(self, page, visible, item_c, clicked) -> None:
+        """:meth:`_count_exposures` in torch: one ``index_copy_`` of the new rows."""
+        stat_rows, stat_new = self._item_stat_updates(page, visible, item_c, clicked)
+        self.item_stats.view(-1, 3).index_copy_(0, stat_rows, stat_new)
 
     def _item_stat_updates(self, page, visible, item_c, clicked):
         """The item counters after one request: flat rows ``[N*(P+1)]`` into

@@ -1,4 +1,4 @@
-"""Hand-written CPU kernels for parts of the compiled step, built on first use.
+"""Hand-written CPU kernels for parts of the step, built on first use.
 
 ``recenv::candidates(head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index,
 item_rows, stats, episode, t, log1p_counts, num_features, stats_size, horizon)
@@ -19,6 +19,15 @@ item_rows, stats, episode, t, log1p_counts, num_features, stats_size, horizon)
   ``mask`` [N, A, C] bool (the first copy of an item, and arrived by ``t``), exactly as
   :meth:`recenv.core.market.BatchedMarket._candidates_torch` computes them.
 
+``recenv::count_exposures(stats, episode, page, visible, chosen, clicked, stats_size,
+num_items)``, one request's item counters updated in place: ``page`` [N, P] int64 items shown
+(``visible`` [N, P] bool says which were seen), ``chosen`` [N] int64 the chosen slot's item
+and ``clicked`` [N] bool. Each row of a page item or the chosen item restarts at 0 when its
+stamp is of an older episode, is stamped with ``episode``, and adds the item's visible
+exposures and click; the table ends as
+:meth:`recenv.core.market.BatchedMarket._count_exposures_torch` leaves it. Items out of
+``[0, num_items)`` raise before any row is written.
+
 Compiled by inductor, that part of the step is a dozen fused loops that wait on each cache
 miss of their random lookups (eager, a few dozen ops); the kernel overlaps the misses of
 consecutive markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses it, eager or
@@ -38,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("candidates.cpp")
+_SOURCES = [Path(__file__).with_name(f) for f in ("candidates.cpp", "counters.cpp")]
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
 _FLAGS = ["-O3", "-fopenmp"]
@@ -67,6 +76,13 @@ if not hasattr(torch.ops.recenv, "candidates"):
         "float horizon) -> (Tensor, Tensor, Tensor)",
     )
     torch.library.register_fake("recenv::candidates")(_fake_candidates)
+if not hasattr(torch.ops.recenv, "count_exposures"):
+    torch.library.define(
+        "recenv::count_exposures",
+        "(Tensor(a!) stats, Tensor episode, Tensor page, Tensor visible, Tensor chosen, "
+        "Tensor clicked, int stats_size, int num_items) -> ()",
+    )
+    torch.library.register_fake("recenv::count_exposures")(lambda *args: None)
 
 
 def enabled() -> bool:
@@ -89,7 +105,7 @@ def available() -> bool:
                 _announce_first_build()
                 load(
                     name="recenv_native_" + _source_tag(),
-                    sources=[str(_SOURCE)],
+                    sources=[str(f) for f in _SOURCES],
                     extra_cflags=_FLAGS,
                     extra_ldflags=["-fopenmp"],
                     is_python_module=False,
@@ -142,7 +158,6 @@ def _source_tag() -> str:
     torch gets its own build directory instead of loading a stale library."""
     import hashlib
 
-    h = hashlib.sha256(
-        _SOURCE.read_bytes() + torch.__version__.encode() + " ".join(_FLAGS).encode()
-    )
+    h = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES))
+    h.update(torch.__version__.encode() + " ".join(_FLAGS).encode())
     return h.hexdigest()[:12]
