@@ -28,13 +28,13 @@ exposures and click; the table ends as
 :meth:`recenv.core.market.BatchedMarket._count_exposures_torch` leaves it. Items out of
 ``[0, num_items)`` raise before any row is written.
 
-Compiled by inductor, that part of the step is a dozen fused loops that wait on each cache
-miss of their random lookups (eager, a few dozen ops); the kernel overlaps the misses of
-consecutive markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses it, eager or
-compiled, when it builds (with the C++ compiler inductor needs, through
+Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
+their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
+markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses both kernels, eager or
+compiled, when they build (with the C++ compiler inductor needs, through
 ``torch.utils.cpp_extension``, ~30 s once, cached in torch's extension directory, which
 ``TORCH_EXTENSIONS_DIR`` moves); otherwise, or with ``RECENV_NATIVE=0`` in the environment,
-the torch form runs. The two agree bit for bit (tests).
+the torch forms run. Each kernel agrees bit for bit with its torch form (tests).
 """
 
 from __future__ import annotations
