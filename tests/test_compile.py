@@ -36,8 +36,8 @@ def _run(env, steps):
 def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeypatch):
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
     use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
-    candidates (retrieval, listing, features) come from recenv.core.native's kernel (when
-    it builds here), or, with ``RECENV_NATIVE=0``, from the torch form."""
+    candidates and the counters' update come from recenv.core.native's kernels (when they
+    build here), or, with ``RECENV_NATIVE=0``, from the torch forms, in both markets."""
     if not native:
         monkeypatch.setenv("RECENV_NATIVE", "0")
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
