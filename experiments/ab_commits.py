@@ -17,12 +17,11 @@ Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and
 (``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread
 unless ``--threads``; timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched``
 (masked random actions drawn outside the timer, compilation and warm-up untimed) on both
-sides. Each child imports
-``recenv`` from its own tree only. ``--config KEY=VALUE`` sets market options of the batched
-figure on both sides; ``--base-env`` / ``--head-env NAME=VALUE`` set environment variables of
-one side's children (with ``--base HEAD``: the same code with a switch flipped). The
-JSON of the comparison goes to ``experiments/results/ab-<host>-<UTC time>.json`` (never
-overwritten) unless ``--no-json``.
+sides. Each child imports ``recenv`` from its own tree only. ``--config KEY=VALUE`` sets
+market options of the batched figure on both sides; ``--base-env`` / ``--head-env
+NAME=VALUE`` set environment variables of one side's children (with ``--base HEAD``: the
+same code with a switch flipped). The JSON of the comparison goes to
+``experiments/results/ab-<host>-<UTC time>.json`` (never overwritten) unless ``--no-json``.
 """
 
 from __future__ import annotations
@@ -39,7 +38,12 @@ import tempfile
 from pathlib import Path
 
 from experiments.bench_env import result_path, write_result
-from experiments.config import add_market_arguments, parse_market_overrides
+from experiments.config import (
+    ConfigError,
+    add_market_arguments,
+    parse_market_overrides,
+    split_assignment,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,13 +195,6 @@ def compare(
     }
 
 
-def _variable(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise SystemExit(f"{text!r}: expected NAME=VALUE")
-    return name, value
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base", required=True, help="commit to compare against (e.g. HEAD~1)")
@@ -220,9 +217,13 @@ def main(argv=None) -> dict:
     p.add_argument("--no-json", action="store_true", help="print only")
     args = p.parse_args(argv)
     config = parse_market_overrides(args.config)
-    env = {
-        side: dict(_variable(x) for x in getattr(args, f"{side}_env")) for side in ("base", "head")
-    }
+    try:
+        env = {
+            side: dict(split_assignment(x) for x in getattr(args, f"{side}_env"))
+            for side in ("base", "head")
+        }
+    except ConfigError as e:
+        p.error(str(e))
     out = None if args.no_json else result_path("ab", args.out)
     result = compare(
         args.base,

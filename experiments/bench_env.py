@@ -63,8 +63,8 @@ TARGET_CATALOG_RATIO = 1.5  # the simulator issue's bound
 TARGET_CATALOG_RATIO_SPEED = 1.2  # the speed issue's
 MEMORY_LIMIT = 8 * GiB
 # Market-v0 with five users per market who churn readily and never return: episodes end
-# (terminate) at different steps in different markets, ~65 steps on average; with the
-# benchmark policy some market of 1,024 ends on ~90 % of the steps.
+# (terminate) at different steps in different markets; with the benchmark policy some market
+# of 1,024 ends on ~97 % of the steps (the row prints the share it measured).
 CHURN_HEAVY = {"num_users": 5, "churn_threshold": 0.5, "expectation": 0.6, "return_prob": 0.0}
 
 

@@ -25,6 +25,14 @@ def test_kernels_build_where_the_toolchain_exists():
     assert native.available(), native._STATE.get("error")
 
 
+def _greedy(obs, k, feature):
+    """Each agent's slate: its k unmasked candidates highest on one feature."""
+    return {
+        a: torch.where(o["action_mask"], o["candidates"][..., feature], -torch.inf).topk(k).indices
+        for a, o in obs.items()
+    }
+
+
 def _random_request(env, gen):
     """A user-feature batch and a uniform block as a request would draw them (random, so the
     lists are read at many positions, including their ends)."""
@@ -62,11 +70,7 @@ def test_candidates_equal_the_torch_form(config):
     gen = torch.Generator().manual_seed(3)
     k = env.config.slate_size
     for step in range(25):
-        acts = {
-            a: torch.where(o["action_mask"], o["candidates"][..., 0], -torch.inf).topk(k).indices
-            for a, o in obs.items()
-        }
-        obs, *_ = env.step(acts)
+        obs, *_ = env.step(_greedy(obs, k, feature=0))
         index = env._list_index(*_random_request(env, gen))
         want = env._candidates_torch(index)  # eager: the torch form
         got = env._candidates_native(index)
@@ -187,10 +191,7 @@ def test_eager_trajectories_equal_with_and_without_the_kernel():
     obs = [e.reset() for e in envs]
     k = envs[0].config.slate_size
     for _ in range(15):
-        acts = {
-            a: torch.where(o["action_mask"], o["candidates"][..., 1], -torch.inf).topk(k).indices
-            for a, o in obs[0].items()
-        }
+        acts = _greedy(obs[0], k, feature=1)
         out = [e.step(acts) for e in envs]
         obs = [o[0] for o in out]
         for a in envs[0].agents:

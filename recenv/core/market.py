@@ -296,7 +296,7 @@ class BatchedMarket:
         # Against the torch forms (alternated runs; experiments/PERFORMANCE.md): compiled
         # 1.11x at 4,096 markets, 1.10x on two threads, 1.01x at one and eight markets;
         # eager 1.34x at 1,024, 1.43x at 4,096, 0.98x for the one-market face.
-        self._native_kernels = self.device.type == "cpu" and native.available()
+        self._native_kernels = native.usable(self.device)
         if compile:
             self.compile()
 
@@ -313,7 +313,7 @@ class BatchedMarket:
         compiled = state.pop("compiled", False)
         self.__dict__.update(state)
         # Decided where it is unpickled: that machine may lack the kernels (or have them).
-        self._native_kernels = self.device.type == "cpu" and native.available()
+        self._native_kernels = native.usable(self.device)
         self.compiled = False
         if compiled:
             self.compile()
@@ -890,7 +890,8 @@ class BatchedMarket:
         agents = self._agent_ids[None, :, None]
         uraw = block[:, self._block["position"]].view(N, A, ni + npop + nf)
         upos = uraw[:, :, : ni + npop].pow(cfg.retrieval_skew)  # skewed toward list heads
-        topic_ix = torch.zeros(N, A, 0, dtype=torch.int64, device=self.device)
+        # A source with no candidates reads nowhere (an empty index).
+        topic_ix = pop_ix = fresh_ix = torch.zeros(N, A, 0, dtype=torch.int64, device=self.device)
         if ni:
             cdf = (user_feats[:, :T].clamp(min=0.0) + 1e-3).cumsum(dim=1)
             target = block[:, self._block["topic"]] * cdf[:, -1:]
@@ -900,14 +901,16 @@ class BatchedMarket:
             lens = cat.by_topic_len.view(-1).take(bucket)
             pos = torch.minimum((upos[:, :, :ni] * lens).long(), lens - 1)
             topic_ix = bucket * cat.by_topic.shape[2] + pos
-        lens = cat.by_pop_len[None, :, None]
-        pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
-        pop_ix = agents * cat.by_pop.shape[1] + pos
-        hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
-        lo = (hi - cfg.fresh_window).clamp(min=0)
-        pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
-        pos = torch.minimum(pos, (hi - 1)[:, :, None])
-        fresh_ix = agents * cat.by_arrival.shape[1] + pos
+        if npop:
+            lens = cat.by_pop_len[None, :, None]
+            pos = torch.minimum((upos[:, :, ni:] * lens).long(), lens - 1)
+            pop_ix = agents * cat.by_pop.shape[1] + pos
+        if nf:
+            hi = self._arrived_by.index_select(1, self.t.long()).T  # [N, A] arrived so far
+            lo = (hi - cfg.fresh_window).clamp(min=0)
+            pos = lo[:, :, None] + (uraw[:, :, ni + npop :] * (hi - lo)[:, :, None]).long()
+            pos = torch.minimum(pos, (hi - 1)[:, :, None])
+            fresh_ix = agents * cat.by_arrival.shape[1] + pos
         return topic_ix, pop_ix, fresh_ix
 
     def _candidates_torch(
@@ -1182,17 +1185,11 @@ class BatchedMarket:
             self._count_exposures_torch(page, visible, item_c, clicked)
 
     def _count_exposures_torch(self, page, visible, item_c, clicked) -> None:
-        """:meth:`_count_exposures` in torch: one ``index_copy_`` of the new rows."""
-        stat_rows, stat_new = self._item_stat_updates(page, visible, item_c, clicked)
-        self.item_stats.view(-1, 3).index_copy_(0, stat_rows, stat_new)
-
-    def _item_stat_updates(self, page, visible, item_c, clicked):
-        """The item counters after one request: flat rows ``[N*(P+1)]`` into
-        ``item_stats.view(-1, 3)`` of the page's items and the clicked item, and their new
-        rows ``[N*(P+1), 3]`` (this episode's stamp, exposures, clicks; stale rows of older
-        episodes restart at 0). Entries that share a row (an item on two agents' slates, the
-        clicked item, hashed slots) all get its total, so one write leaves the same counts
-        whatever order duplicates are written in."""
+        """:meth:`_count_exposures` in torch: the new rows ``[N*(P+1), 3]`` of the page's items
+        and the chosen item (this episode's stamp, exposures, clicks; stale rows of older
+        episodes restart at 0), written by one ``index_copy_``. Entries that share a row (an
+        item on two agents' slates, the chosen item, hashed slots) all get its total, so the
+        write leaves the same counts whatever order duplicates are written in."""
         items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
         flat, counts = self._item_stat_rows(items)
         zero = torch.zeros_like(visible[:, :1])
@@ -1204,4 +1201,4 @@ class BatchedMarket:
         ).to(torch.int32)  # (sums of int32 are int64)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
         new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
-        return flat.view(-1), new
+        self.item_stats.view(-1, 3).index_copy_(0, flat.view(-1), new)

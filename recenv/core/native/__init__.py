@@ -56,11 +56,24 @@ _STATE: dict[str, bool | str] = {}
 
 
 def _fake_candidates(
-    head, by_topic, topic_index, by_pop, pop_index, by_arrival, fresh_index, item_rows, *rest
+    head,
+    by_topic,
+    topic_index,
+    by_pop,
+    pop_index,
+    by_arrival,
+    fresh_index,
+    item_rows,
+    stats,
+    episode,
+    t,
+    log1p_counts,
+    num_features,
+    stats_size,
+    horizon,
 ):
     N, A, C = topic_index.shape[0], head.shape[0], head.shape[1]
     C += topic_index.shape[2] + pop_index.shape[2] + fresh_index.shape[2]
-    num_features = rest[-3]
     items = head.new_empty((N, A, C))
     feats = item_rows.new_empty((N, A, C, num_features))
     return items, feats, head.new_empty((N, A, C), dtype=torch.bool)
@@ -88,6 +101,11 @@ if not hasattr(torch.ops.recenv, "count_exposures"):
 def enabled() -> bool:
     """Whether the native kernels may be used: not when ``RECENV_NATIVE=0``."""
     return os.environ.get("RECENV_NATIVE", "1") != "0"
+
+
+def usable(device: torch.device) -> bool:
+    """Whether a market on ``device`` steps with the kernels: on the CPU, when they build."""
+    return device.type == "cpu" and available()
 
 
 def available() -> bool:
