@@ -158,6 +158,48 @@ def test_count_exposures_rejects_bad_input_and_leaves_the_counters():
     assert torch.equal(env.item_stats, before)
 
 
+@pytest.mark.parametrize(
+    "config, top",
+    [
+        ({}, 40),  # small counts: the histogram
+        ({"num_items": 3000, "item_stats_size": 16}, 40),  # hashed counters
+        ({}, 100_000),  # a few huge counts (long horizons): the sort
+    ],
+    ids=["default", "hashed-counters", "huge-counts"],
+)
+def test_item_metrics_equal_the_torch_form(config, top):
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=7, seed=5, **config)
+    env.reset()
+    gen = torch.Generator().manual_seed(3)
+    N, W = env.num_envs, env.config.stats_size
+    stats = env.item_stats.view(N, W, 3)
+    env.episode.copy_(torch.randint(1, 4, (N,), generator=gen))
+    # Stamps of this episode or older ones, sparse exposures with ties, up to ``top``.
+    stale = torch.rand(N, W, generator=gen) < 0.3
+    stats[:, :, 0] = torch.where(stale, env.episode[:, None] - 1, env.episode[:, None]).int()
+    counts = torch.randint(0, top + 1, (N, W), generator=gen)
+    counts = torch.where(
+        torch.rand(N, W, generator=gen) < 0.6, 0, counts % 5 + (counts > 30) * counts
+    )
+    stats[:, :, 1] = counts.int()
+    stats[2, :, 1] = 0  # nothing exposed: Gini 0
+    stats[3, :, 0] = env.episode[3].int() - 1  # exposures of an older episode only
+    stats[4, :, 0], stats[4, :, 1] = env.episode[4].int(), 7  # all exposed equally
+    for ended in (torch.arange(N), torch.tensor([6, 0, 3]), torch.zeros(0, dtype=torch.int64)):
+        got, want = env._item_metrics(ended), env._item_metrics_torch(ended)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].dtype == want[key].dtype == torch.float32
+            assert torch.equal(got[key], want[key]), (key, ended)
+    metrics = env._item_metrics(torch.arange(N))
+    assert metrics["exposure_gini"][2] == metrics["exposure_gini"][3] == 0
+    assert metrics["exposure_gini"][4] == 0 and metrics["coverage"][4] == 1
+    with pytest.raises(RuntimeError, match=r"ended market 7 out of \[0, 7\)"):
+        env._item_metrics(torch.tensor([0, 7]))
+
+
 def test_used_by_cpu_steps_eager_and_compiled():
     if not native.available():
         pytest.skip("native kernels not built here")
@@ -189,7 +231,7 @@ def test_eager_trajectories_equal_with_and_without_the_kernel():
     envs = [recenv.make_vec("recenv/Market-v0", num_envs=5, seed=2, **cfg) for _ in range(2)]
     envs[1]._native_kernels = False
     obs = [e.reset() for e in envs]
-    k = envs[0].config.slate_size
+    k, ended = envs[0].config.slate_size, 0
     for _ in range(15):
         acts = _greedy(obs[0], k, feature=1)
         out = [e.step(acts) for e in envs]
@@ -204,9 +246,14 @@ def test_eager_trajectories_equal_with_and_without_the_kernel():
                 else torch.equal(x, y)
             )
         assert torch.equal(out[0][4]["chosen_item"], out[1][4]["chosen_item"])
+        assert ("episode" in out[0][4]) == ("episode" in out[1][4])
+        for key, value in out[0][4].get("episode", {}).items():
+            assert torch.equal(value, out[1][4]["episode"][key]), key
+        ended += "episode" in out[0][4]
+    assert ended >= 2  # the item metrics were compared
 
 
 def test_module_reload_keeps_the_op():
     """A notebook's autoreload re-executes the module: defining the op again would raise."""
     importlib.reload(native)
-    assert hasattr(torch.ops.recenv, "candidates")
+    assert all(hasattr(torch.ops.recenv, op) for op in ("candidates", "item_metrics"))

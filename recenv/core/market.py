@@ -766,7 +766,20 @@ class BatchedMarket:
 
     def _item_metrics(self, ended: torch.Tensor) -> dict[str, torch.Tensor]:
         """Episode metrics read from this episode's item counters, coverage and exposure Gini,
-        ``[E]``, of the markets ``ended`` [E] (indices)."""
+        ``[E]``, of the markets ``ended`` [E] (indices). On the CPU one hand-written pass per
+        market (``native``: a histogram where torch sorts; when every market ends at once the
+        sort cost ~20 steps at 4,096 markets); otherwise :meth:`_item_metrics_torch`, which it
+        equals bit for bit."""
+        if self._native_kernels:
+            coverage, exposure_gini = torch.ops.recenv.item_metrics(
+                self.item_stats.view(-1, 3), self.episode, ended, self.config.stats_size
+            )
+            return {"coverage": coverage, "exposure_gini": exposure_gini}
+        return self._item_metrics_torch(ended)
+
+    def _item_metrics_torch(self, ended: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`_item_metrics` in torch: the ended markets' counters gathered, then
+        :func:`gini` sorts them."""
         stats = self.item_stats.index_select(0, ended)  # [E, W, 3]
         current = stats[:, :, 0] == self.episode.index_select(0, ended)[:, None]
         exposure = torch.where(current, stats[:, :, 1], 0)  # [E, W]

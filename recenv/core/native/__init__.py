@@ -28,13 +28,21 @@ exposures and click; the table ends as
 :meth:`recenv.core.market.BatchedMarket._count_exposures_torch` leaves it. Items out of
 ``[0, num_items)`` raise before any row is written.
 
+``recenv::item_metrics(stats, episode, ended, stats_size) -> (coverage, gini)``, the item
+metrics of the markets ``ended`` [E] int64 (indices) as their episode ends: ``coverage`` [E]
+float32, the share of the W counter rows exposed this episode, and ``gini`` [E] float32, the
+Gini coefficient of those W exposure counts (rows stamped with an older episode count as 0),
+bit for bit as :meth:`recenv.core.market.BatchedMarket._item_metrics_torch` computes them
+(which sorts each market's counters; the kernel sums over a histogram of their values).
+
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
-markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses both kernels, eager or
-compiled, when they build (with the C++ compiler inductor needs, through
-``torch.utils.cpp_extension``, ~30 s once, cached in torch's extension directory, which
-``TORCH_EXTENSIONS_DIR`` moves); otherwise, or with ``RECENV_NATIVE=0`` in the environment,
-the torch forms run. Each kernel agrees bit for bit with its torch form (tests).
+markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses the kernels, eager or
+compiled (the item metrics run eagerly, on steps where an episode ended), when they build
+(with the C++ compiler inductor needs, through ``torch.utils.cpp_extension``, ~30 s once,
+cached in torch's extension directory, which ``TORCH_EXTENSIONS_DIR`` moves); otherwise, or
+with ``RECENV_NATIVE=0`` in the environment, the torch forms run. Each kernel agrees bit for
+bit with its torch form (tests).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-_SOURCES = [Path(__file__).with_name(f) for f in ("candidates.cpp", "counters.cpp")]
+_SOURCES = [Path(__file__).with_name(f) for f in ("candidates.cpp", "counters.cpp", "metrics.cpp")]
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
 _FLAGS = ["-O3", "-fopenmp"]
@@ -96,6 +104,17 @@ if not hasattr(torch.ops.recenv, "count_exposures"):
         "Tensor clicked, int stats_size, int num_items) -> ()",
     )
     torch.library.register_fake("recenv::count_exposures")(lambda *args: None)
+if not hasattr(torch.ops.recenv, "item_metrics"):
+    torch.library.define(
+        "recenv::item_metrics",
+        "(Tensor stats, Tensor episode, Tensor ended, int stats_size) -> (Tensor, Tensor)",
+    )
+    torch.library.register_fake("recenv::item_metrics")(
+        lambda stats, episode, ended, stats_size: (
+            ended.new_empty(ended.shape, dtype=torch.float32),
+            ended.new_empty(ended.shape, dtype=torch.float32),
+        )
+    )
 
 
 def enabled() -> bool:
