@@ -17,8 +17,11 @@ Figures: ``face`` (``env.step`` of the PettingZoo face, one market, steps/s) and
 (``env.step`` of ``make_vec`` with ``--num-envs`` markets, env-steps/s); one torch thread
 unless ``--threads``; timed by this tree's ``bench_env.time_pettingzoo`` / ``time_batched``
 (masked random actions drawn outside the timer, compilation and warm-up untimed) on both
-sides. Each child imports ``recenv`` from its own tree only. ``--config KEY=VALUE`` sets
-market options of the batched figure on both sides; ``--base-env`` / ``--head-env
+sides. The default step counts (12 at more than 64 markets) stay within an episode, so
+they leave out the step where episodes end (episode metrics, resets; the whole batch ends
+together at the horizon, 200): ``--steps 205`` times one such step among the others, as the
+full benchmark does. Each child imports ``recenv`` from its own tree only. ``--config
+KEY=VALUE`` sets market options of the batched figure on both sides; ``--base-env`` / ``--head-env
 NAME=VALUE`` set environment variables of one side's children (with ``--base HEAD``: the
 same code with a switch flipped). The JSON of the comparison goes to
 ``experiments/results/ab-<host>-<UTC time>.json`` (never overwritten) unless ``--no-json``.
@@ -209,7 +212,13 @@ def main(argv=None) -> dict:
             metavar="NAME=VALUE",
             help=f"environment variable of the {side} side's children",
         )
-    p.add_argument("--steps", type=int, default=None, help="timed steps per run")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per run (default: 2000 face, 200 up to 64 markets, else 12, which "
+        "leaves out episode ends; 205 includes one)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     p.add_argument("--no-compile", action="store_true", help="time eager steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each child")

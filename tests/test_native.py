@@ -198,6 +198,9 @@ def test_item_metrics_equal_the_torch_form(config, top):
     assert metrics["exposure_gini"][4] == 0 and metrics["coverage"][4] == 1
     with pytest.raises(RuntimeError, match=r"ended market 7 out of \[0, 7\)"):
         env._item_metrics(torch.tensor([0, 7]))
+    stats[5, 0, 0], stats[5, 0, 1] = env.episode[5].int(), -1  # a corrupt table
+    with pytest.raises(RuntimeError, match="negative exposure count"):
+        env._item_metrics(torch.tensor([5]))
 
 
 def test_used_by_cpu_steps_eager_and_compiled():

@@ -12,7 +12,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
-#include <utility>
+#include <atomic>
 #include <vector>
 
 namespace {
@@ -41,6 +41,9 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
   float* cov = coverage.data_ptr<float>();
   float* gi = gini.data_ptr<float>();
 
+  // Counters hold counts: a negative one is a corrupt table (it would index the histogram out
+  // of bounds), reported once the pass is over; the outputs are then discarded.
+  std::atomic<bool> negative{false};
   at::parallel_for(0, E, 16, [&](int64_t begin, int64_t stop) {
     std::vector<int32_t> nonzero;  // this market's non-zero exposures
     std::vector<int64_t> count;    // histogram of their values
@@ -50,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
       const int32_t e = static_cast<int32_t>(ep[n]);
       const int32_t* s = st + 3 * n * W;
       int64_t nnz = 0, total = 0;
-      int32_t top = 0;
+      int32_t top = 0, low = 0;
       for (int64_t i = 0; i < W; ++i) {
         // Rows stamped with an older episode count as zero exposures. Branch-free: most
         // rows are zero, in no pattern a branch predictor could learn.
@@ -59,6 +62,11 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
         nnz += x > 0;
         total += x;
         top = std::max(top, x);
+        low = std::min(low, x);
+      }
+      if (low < 0) {
+        negative = true;  // raised after the loop (no exception may leave a parallel region)
+        continue;
       }
       nonzero.resize(static_cast<size_t>(nnz));
       // As torch's (exposure > 0).float().mean(1): an exact count over W, in float32.
@@ -97,6 +105,7 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
       gi[j] = static_cast<float>(g);
     }
   });
+  TORCH_CHECK(!negative, "item counters hold a negative exposure count (a corrupt table)");
   return {coverage, gini};
 }
 
