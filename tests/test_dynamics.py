@@ -8,6 +8,7 @@ seeds, so they survive changes of the random streams.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -377,3 +378,27 @@ def test_user_table_invariants(env_id, small, random_policy, topology):
         assert ((rows[:, L.satisfaction] >= 0) & (rows[:, L.satisfaction] <= 1)).all()
         assert (rows[:, L.loyalty].abs() <= 3).all()
         assert torch.isfinite(rows[:, L.budget]).all()
+
+
+def test_layout_assemble_equals_slice_writes():
+    """``UserLayout.assemble`` (how the dynamics build a row: one concatenation) equals writing
+    the same columns one slice at a time, covers every column once, and names unknown keys."""
+    from recenv.core.users import UserLayout
+
+    L = UserLayout(num_topics=5, num_agents=3)
+    groups = list(L.groups.values())
+    assert groups[0].start == 0 and groups[-1].stop == L.width
+    assert all(a.stop == b.start for a, b in itertools.pairwise(groups))
+    gen = torch.Generator().manual_seed(0)
+    row = torch.rand(4, L.width, generator=gen)
+    interest, loyalty, t = (torch.rand(4, n, generator=gen) for n in (5, 3, 1))
+    want = row.clone()
+    want[:, L.interest] = interest
+    want[:, L.bored_at] = t[:, 0]
+    want[:, L.loyalty] = loyalty
+    want[:, L.last_visit] = -1.0
+    got = L.assemble(row, interest=interest, bored_at=t[:, 0], loyalty=loyalty, last_visit=-1.0)
+    assert torch.equal(got, want)
+    assert torch.equal(L.assemble(row), row)  # nothing replaced
+    with pytest.raises(KeyError, match=r"unknown user columns.*'budgett'"):
+        L.assemble(row, budgett=t[:, 0])

@@ -45,14 +45,16 @@ def on_arrival(
     otherwise re-evaluate a ``pow`` per user for every column of the row."""
     row = torch.where(fresh[:, None], fresh_row, row)
     lag = (t - row[:, L.bored_at]).clamp(min=0.0)  # whole steps, at most H
-    row[:, L.boredom] *= decay_powers.take(lag.long())[:, None]
-    row[:, L.bored_at] = t
     # A churned user comes back only once their wait is over; when every user is churned the
     # market has terminated, and its final observation must not revive one.
     returning = (row[:, L.churned] > 0) & ready
-    row[:, L.satisfaction] = torch.where(returning, cfg.satisfaction_init, row[:, L.satisfaction])
-    row[:, L.churned] = torch.where(returning, 0.0, row[:, L.churned])
-    return row
+    return L.assemble(
+        row,
+        boredom=row[:, L.boredom] * decay_powers.take(lag.long())[:, None],
+        bored_at=t,
+        satisfaction=torch.where(returning, cfg.satisfaction_init, row[:, L.satisfaction]),
+        churned=torch.where(returning, 0.0, row[:, L.churned]),
+    )
 
 
 def after_request(
@@ -71,27 +73,23 @@ def after_request(
     impressions: torch.Tensor,  # [N, A] share of the agent's slate that was visible
     draws: torch.Tensor,  # [N, 3] uniforms: session gap, budget refill, churn return wait
 ) -> torch.Tensor:
-    row = row.clone()
+    # Every new column is computed from the row as it came in, then the row is assembled
+    # once (see UserLayout.assemble).
     click = clicked[:, None]
     interest = row[:, L.interest]
     drifted = (1.0 - cfg.interest_drift) * interest + cfg.interest_drift * item_topics
-    row[:, L.interest] = torch.where(click, drifted, interest)
     boredom = (
         row[:, L.boredom]
         + cfg.boredom_growth * click * item_topics
         + cfg.boredom_exposure * shown_topics
     )
-    row[:, L.boredom] = boredom
     sat = (row[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(0.0, 1.0)
-    row[:, L.satisfaction] = sat
     outcome = won * fit[:, None]
     loyalty = row[:, L.loyalty] + cfg.loyalty_rate * served * (outcome - cfg.expectation)
-    row[:, L.loyalty] = loyalty.clamp(-3.0, 3.0)
 
     budget = row[:, L.budget] - cfg.browse_cost - time_spent
     session_over = budget <= 0
     gap = torch.floor(cfg.session_gap * (0.5 + draws[:, 0]))
-    row[:, L.budget] = torch.where(session_over, cfg.session_budget * (0.5 + draws[:, 1]), budget)
     churn = sat < cfg.churn_threshold
     if cfg.return_prob > 0:
         p = min(cfg.return_prob, 1.0 - 1e-7)
@@ -99,11 +97,6 @@ def after_request(
     else:
         wait = torch.full_like(gap, NEVER)
     away = torch.where(session_over, t + 1.0 + gap, row[:, L.available_at])
-    row[:, L.available_at] = torch.where(churn, t + 1.0 + wait, away)
-    row[:, L.churned] = churn.to(row.dtype)
-    row[:, L.depth] = torch.where(session_over | churn, 0.0, row[:, L.depth] + 1.0)
-    row[:, L.visits] += 1.0
-    row[:, L.last_visit] = t
 
     A, H = won.shape[1], L.history_width
     hist = row[:, L.history].reshape(-1, A, H)
@@ -117,5 +110,17 @@ def after_request(
         ],
         dim=2,
     )
-    row[:, L.history] = (HISTORY_DECAY * hist + add).reshape(-1, A * H)
-    return row
+    return L.assemble(
+        row,
+        interest=torch.where(click, drifted, interest),
+        boredom=boredom,
+        satisfaction=sat,
+        budget=torch.where(session_over, cfg.session_budget * (0.5 + draws[:, 1]), budget),
+        available_at=torch.where(churn, t + 1.0 + wait, away),
+        churned=churn.to(row.dtype),
+        visits=row[:, L.visits] + 1.0,
+        depth=torch.where(session_over | churn, 0.0, row[:, L.depth] + 1.0),
+        last_visit=t,
+        loyalty=loyalty.clamp(-3.0, 3.0),
+        history=(HISTORY_DECAY * hist + add).reshape(-1, A * H),
+    )

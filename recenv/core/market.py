@@ -834,7 +834,7 @@ class BatchedMarket:
         pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
         fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
         if self.population is not None:
-            fresh_row[:, L.interest] = rows(self.population.interest, u)
+            fresh_row = L.assemble(fresh_row, interest=rows(self.population.interest, u))
             const.taste = rows(self.population.taste, u)
         before = self._user_row(u, served)
         row = on_arrival(

@@ -43,6 +43,51 @@ class UserLayout:
         h0 = c + 8 + A
         self.history = slice(h0, h0 + A * self.history_width)  # per agent, decayed
         self.width = h0 + A * self.history_width
+        # Every column group in table order, as column slices (see :meth:`assemble`).
+        self.groups = {
+            name: col if isinstance(col, slice) else slice(col, col + 1)
+            for name in (
+                "interest",
+                "boredom",
+                "satisfaction",
+                "budget",
+                "bored_at",
+                "available_at",
+                "churned",
+                "visits",
+                "depth",
+                "last_visit",
+                "loyalty",
+                "history",
+            )
+            for col in (getattr(self, name),)
+        }
+
+    def assemble(self, row: torch.Tensor, **columns: torch.Tensor) -> torch.Tensor:
+        """``row`` [N, F] with the named column groups replaced by ``columns`` (``[N, width]``
+        each; ``[N]`` or a scalar for one-column groups), as a new row built by one
+        concatenation in table order. Slice writes (``row[:, L.budget] = ...``) would each be
+        a pass over the whole ``[N, F]`` row once compiled: inductor turns every one into a
+        copy of the row with the slice replaced."""
+        unknown = set(columns) - set(self.groups)
+        if unknown:
+            raise KeyError(f"unknown user columns {sorted(unknown)}; known: {list(self.groups)}")
+        N = row.shape[0]
+        parts, kept = [], None  # kept: a run of unchanged columns, copied as one slice
+        for name, cols in self.groups.items():
+            if name not in columns:
+                kept = cols if kept is None else slice(kept.start, cols.stop)
+                continue
+            if kept is not None:
+                parts.append(row[:, kept])
+                kept = None
+            value = torch.as_tensor(columns[name], dtype=row.dtype, device=row.device)
+            if value.dim() < 2:
+                value = value.reshape(-1, 1).expand(N, 1)
+            parts.append(value)
+        if kept is not None:
+            parts.append(row[:, kept])
+        return torch.cat(parts, dim=1)
 
 
 @dataclass
@@ -135,13 +180,14 @@ def draw_user(
         visible=visible_u < cfg.feature_visible,
         noise=noise_g * cfg.feature_noise,
     )
-    L = layout
-    row = torch.zeros(N, L.width, dtype=block.dtype, device=block.device)
-    row[:, L.interest] = interest
-    row[:, L.satisfaction] = cfg.satisfaction_init
-    row[:, L.budget] = cfg.session_budget * torch.exp(0.5 * budget_g[:, 0] - 0.125)
-    row[:, L.loyalty] = 0.3 * loyalty_g
-    row[:, L.last_visit] = -1.0
+    row = layout.assemble(
+        torch.zeros(N, layout.width, dtype=block.dtype, device=block.device),
+        interest=interest,
+        satisfaction=cfg.satisfaction_init,
+        budget=cfg.session_budget * torch.exp(0.5 * budget_g[:, 0] - 0.125),
+        loyalty=0.3 * loyalty_g,
+        last_visit=-1.0,
+    )
     return row, constants
 
 
