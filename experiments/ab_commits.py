@@ -75,11 +75,18 @@ print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
 def run_in_tree(tree: Path, code: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``python -c code *args`` with ``recenv`` importable from ``tree`` only (and the
     variables ``env`` added to the environment); returns the JSON object the child prints
-    last, after checking that its ``"recenv"`` (the imported module's path) lies in ``tree``."""
+    last, after checking that its ``"recenv"`` (the imported module's path) lies in ``tree``.
+
+    A tree other than this one (a :func:`checkout`) builds the native kernels into a
+    ``torch_extensions`` folder beside it, removed with it: the kernels' build directory is
+    per checkout, and the user's cache should not collect one per temporary worktree."""
+    own = {}
+    if tree.resolve() != ROOT.resolve():
+        own["TORCH_EXTENSIONS_DIR"] = str(tree.parent / "torch_extensions")
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=tree,
-        env={**os.environ, **(env or {}), "PYTHONPATH": str(tree)},
+        env={**os.environ, **own, **(env or {}), "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         check=False,

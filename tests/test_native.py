@@ -260,3 +260,13 @@ def test_module_reload_keeps_the_op():
     """A notebook's autoreload re-executes the module: defining the op again would raise."""
     importlib.reload(native)
     assert all(hasattr(torch.ops.recenv, op) for op in ("candidates", "item_metrics"))
+
+
+def test_each_checkout_builds_its_own_library(monkeypatch):
+    """The build directory's name depends on where the package lies: torch's builder writes
+    the sources' absolute paths into it, so two checkouts sharing one rebuilt the library each
+    time the other loaded it."""
+    here = native._source_tag()
+    assert native._source_tag() == here  # stable
+    monkeypatch.setattr(native, "__file__", "/elsewhere/recenv/core/native/__init__.py")
+    assert native._source_tag() != here

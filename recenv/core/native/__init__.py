@@ -161,7 +161,7 @@ def available() -> bool:
 
 
 def _announce_first_build() -> None:
-    """One line on stderr before a build that is not cached yet (~30 s, once per machine and
+    """One line on stderr before a build that is not cached yet (~30 s, once per checkout and
     torch version), so a first ``make()`` that pauses says why."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
@@ -169,7 +169,7 @@ def _announce_first_build() -> None:
         name = "recenv_native_" + _source_tag()
         if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
             sys.stderr.write(
-                "recenv: building the native CPU kernels (once per machine and torch "
+                "recenv: building the native CPU kernels (once per checkout and torch "
                 "version, ~30 s)\n"
             )
     except Exception:  # a torch without that helper: build without the note
@@ -191,10 +191,14 @@ def _ninja_on_path() -> None:
 
 
 def _source_tag() -> str:
-    """A short hash of the kernel source, torch version and flags: a changed kernel or another
-    torch gets its own build directory instead of loading a stale library."""
+    """A short hash of the kernel source, torch version, flags and this package's location: a
+    changed kernel or another torch gets its own build directory instead of loading a stale
+    library, and so does each checkout. (torch's builder writes the sources' absolute paths
+    into the directory's build file, so two checkouts sharing a directory rebuilt the library,
+    ~30-45 s, each time a process of the other one loaded it.)"""
     import hashlib
 
     h = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES))
     h.update(torch.__version__.encode() + " ".join(_FLAGS).encode())
+    h.update(str(Path(__file__).resolve().parent).encode())
     return h.hexdigest()[:12]
