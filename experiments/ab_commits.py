@@ -235,7 +235,9 @@ def main(argv=None) -> dict:
     config = parse_market_overrides(args.config)
     try:
         env = {
-            side: dict(split_assignment(x) for x in getattr(args, f"{side}_env"))
+            side: dict(
+                split_assignment(x, example="RECENV_NATIVE=0") for x in getattr(args, f"{side}_env")
+            )
             for side in ("base", "head")
         }
     except ConfigError as e:

@@ -561,12 +561,12 @@ SECTION_HELP = {
 }
 
 
-def split_assignment(text: str) -> tuple[str, str]:
+def split_assignment(text: str, example: str = "seed=3, env.horizon=50") -> tuple[str, str]:
+    """``KEY=VALUE`` split at the first ``=`` (the value may hold more); ``example`` is shown
+    in the error for text without a key or an ``=``."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(
-            f"override {text!r} must look like KEY=VALUE (e.g. seed=3, env.horizon=50)"
-        )
+        raise ConfigError(f"override {text!r} must look like KEY=VALUE (e.g. {example})")
     return key.strip(), value
 
 

@@ -244,3 +244,23 @@ def test_ab_children_get_their_sides_environment_and_recenv():
     )
     assert ab_commits.run_in_tree(ab_commits.ROOT, code, env={"RECENV_AB_X": "7"})["x"] == "7"
     assert ab_commits.run_in_tree(ab_commits.ROOT, code)["x"] is None
+
+
+def test_ab_worktree_children_build_kernels_beside_the_worktree(monkeypatch):
+    """A temporary worktree's children build the native kernels into a folder beside it
+    (removed with it), not into the user's extension cache; this tree's children keep the
+    user's setting. A bad ``--base-env`` names the expected form."""
+    from experiments import ab_commits
+    from experiments.config import ConfigError, split_assignment
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/users/cache")
+    code = (
+        "import json, os, recenv; "
+        "print(json.dumps({'recenv': recenv.__file__, "
+        "'ext': os.environ.get('TORCH_EXTENSIONS_DIR')}))"
+    )
+    assert ab_commits.run_in_tree(ab_commits.ROOT, code)["ext"] == "/users/cache"
+    with ab_commits.checkout("HEAD") as tree:
+        assert ab_commits.run_in_tree(tree, code)["ext"] == str(tree.parent / "torch_extensions")
+    with pytest.raises(ConfigError, match=r"KEY=VALUE \(e.g. RECENV_NATIVE=0\)"):
+        split_assignment("RECENV_NATIVE", example="RECENV_NATIVE=0")
