@@ -402,3 +402,7 @@ def test_layout_assemble_equals_slice_writes():
     assert torch.equal(L.assemble(row), row)  # nothing replaced
     with pytest.raises(KeyError, match=r"unknown user columns.*'budgett'"):
         L.assemble(row, budgett=t[:, 0])
+    with pytest.raises(
+        ValueError, match=rf"expected {L.width}; given shapes \{{'interest': \(4, 4\)\}}"
+    ):
+        L.assemble(row, interest=interest[:, :4])

@@ -87,7 +87,14 @@ class UserLayout:
             parts.append(value)
         if kept is not None:
             parts.append(row[:, kept])
-        return torch.cat(parts, dim=1)
+        out = torch.cat(parts, dim=1)
+        if out.shape[1] != self.width:  # a column given with the wrong width
+            widths = {k: tuple(torch.as_tensor(v).shape) for k, v in columns.items()}
+            raise ValueError(
+                f"assembled row has {out.shape[1]} columns, expected {self.width}; "
+                f"given shapes {widths}"
+            )
+        return out
 
 
 @dataclass
