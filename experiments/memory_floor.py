@@ -121,7 +121,7 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
         users.index_copy_(0, rows, users.index_select(0, rows))
 
     def user_scans():
-        core.user_status.sum(dim=1)
+        core.user_status.sum(dim=2)
         core.user_epoch.amax(dim=1)
         core.activity.sum(dim=1)
 

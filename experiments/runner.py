@@ -61,7 +61,10 @@ from experiments.report import to_csv
 from experiments.tb import RunLogger
 
 CHECKPOINT_FORMAT = "recenv-run-checkpoint"
-CHECKPOINT_VERSION = 1
+# Bumped whenever the env's or an agent's saved state changes layout, so an old checkpoint
+# is refused by name instead of restored wrongly (snapshot.restore replaces tensors by
+# attribute name). 2: BatchedMarket.user_status is [N, 2, U] (was [N, U, 2]).
+CHECKPOINT_VERSION = 2
 # BatchedMarket attributes that are static (rebuilt from the config), never checkpointed.
 ENV_STATIC = ("config", "catalog", "population", "layout")
 EVAL_SEED_OFFSET = 1_000_000  # evaluation markets never share seeds with training markets

@@ -236,10 +236,12 @@ class BatchedMarket:
         self.users = zeros(N, U, self.layout.width)
         # A dense copy of the two columns every step scans for all users (available_at,
         # churned; adjacent in the row): a scan reads 8 bytes per user instead of a whole
-        # cache line of the packed row. Written with the rows, in the same step.
+        # cache line of the packed row. Written with the rows, in the same step. Column-major
+        # per market, [N, 2, U]: a scan loads each column's users as one contiguous vector
+        # (interleaved [N, U, 2], inductor gathered them one float at a time).
         self._status = slice(self.layout.available_at, self.layout.churned + 1)
         assert self.layout.churned == self.layout.available_at + 1
-        self.user_status = zeros(N, U, 2)
+        self.user_status = zeros(N, 2, U)
         self.user_epoch = torch.full((N, U), -1, dtype=i64, device=dev)
         self.activity = zeros(N, U)
         # Per-market item statistics, stamped the same way.
@@ -693,7 +695,7 @@ class BatchedMarket:
         as it reads once each market's ``user`` has ``row`` (a write not yet made). The status
         columns come from the dense :attr:`user_status` copy."""
         if self._status.start <= col < self._status.stop:
-            column = self.user_status[:, :, col - self._status.start]
+            column = self.user_status[:, col - self._status.start]
         else:
             column = self.users[:, :, col]
         return column if patch is None else self._with_entry(column, patch[0], patch[1][:, col])
@@ -813,7 +815,13 @@ class BatchedMarket:
         of the packed table and of its dense status copy: the one place the user tables are
         written, so the copy never goes stale."""
         self.users.view(-1, self.layout.width).index_copy_(0, flat, values)
-        self.user_status.view(-1, 2).index_copy_(0, flat, values[:, self._status])
+        # Entry (n, j, u) of the [N, 2, U] copy is at (2n + j) * U + u = flat + (n + j) * U.
+        U = self.config.num_users
+        at = flat + (flat // U) * U
+        status = values[:, self._status]
+        self.user_status.view(-1).index_copy_(
+            0, torch.cat([at, at + U]), torch.cat([status[:, 0], status[:, 1]])
+        )
 
     def _arrival(self, block: torch.Tensor, served=None):
         """Pick the next user by activity among available users, bring their row up to date,
