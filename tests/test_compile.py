@@ -15,7 +15,9 @@ import torch
 
 import recenv
 
-SMALL = {"num_items": 400, "horizon": 12, "num_users": 8}
+# diversity_weight: the reward includes the slates' diversity, which compiled steps compute
+# by another form (metrics.intra_list_diversity_by_sums), so the rewards compare it too.
+SMALL = {"num_items": 400, "horizon": 12, "num_users": 8, "diversity_weight": 0.5}
 
 
 def _run(env, steps):

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import recenv
-from recenv.core.metrics import EPISODE_METRICS, gini, intra_list_diversity
+from recenv.core.metrics import (
+    EPISODE_METRICS,
+    gini,
+    intra_list_diversity,
+    intra_list_diversity_by_sums,
+)
 
 MARKET = "recenv/Market-v0"
 
@@ -29,9 +34,11 @@ def test_gini_known_vectors():
     assert gini(torch.tensor([[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]])).item() == pytest.approx(0.9)
 
 
-def test_intra_list_diversity_known_vectors():
+@pytest.mark.parametrize("ild", [intra_list_diversity, intra_list_diversity_by_sums])
+def test_intra_list_diversity_known_vectors(ild):
     """Mean pairwise (1 - cosine): orthogonal topics -> 1, identical -> 0, 45 degrees ->
-    1 - 1/sqrt(2); invalid slots are left out, fewer than two valid items -> 0."""
+    1 - 1/sqrt(2); invalid slots are left out, fewer than two valid items -> 0. Both forms
+    (the similarity matrix, and the sums the compiled step uses)."""
     e0, e1 = [1.0, 0.0], [0.0, 1.0]
     both = [1.0, 1.0]
     topics = torch.tensor([[e0, e1, e1], [e0, e0, e0], [e0, both, e0], [e0, e1, e1]])
@@ -39,13 +46,32 @@ def test_intra_list_diversity_known_vectors():
         [[True, True, False], [True, True, True], [True, True, False], [True, False, False]]
     )
     expected = torch.tensor([1.0, 0.0, 1 - 1 / math.sqrt(2), 0.0])
-    torch.testing.assert_close(intra_list_diversity(topics, valid), expected)
+    torch.testing.assert_close(ild(topics, valid), expected)
     three = torch.tensor([[e0, e1, both]])
     # pairs: (e0,e1)=1, (e0,both)=1-1/√2, (e1,both)=1-1/√2 -> mean
     mean = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
-    assert intra_list_diversity(three, torch.ones(1, 3, dtype=torch.bool)).item() == (
-        pytest.approx(mean, rel=1e-6)
-    )
+    assert ild(three, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(mean, rel=1e-6)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 5, 10])
+def test_intra_list_diversity_by_sums_equals_the_matrix_form(K):
+    """The sums form equals the similarity-matrix form up to float32 rounding on random
+    slates: non-negative and signed topic vectors, zero vectors, identical items, any
+    pattern of invalid slots (leading batch dimensions kept)."""
+    g = torch.Generator().manual_seed(K)
+    topics = torch.rand(64, 4, K, 16, generator=g) ** 3
+    topics[0] = topics[0, :, :1]  # identical items: diversity 0
+    topics[1, :, 0] = 0.0  # zero topic vectors: similarity 0 with everything
+    topics[2:8] -= 0.3  # signed vectors: distances up to 2
+    valid = torch.rand(64, 4, K, generator=g) < 0.7
+    valid[8] = True
+    valid[9] = False
+    a = intra_list_diversity(topics, valid)
+    b = intra_list_diversity_by_sums(topics, valid)
+    assert b.shape == a.shape == (64, 4)
+    torch.testing.assert_close(b, a, rtol=0, atol=2e-6)
+    assert (b >= 0).all() and (b <= 2).all()
+    assert (b[9] == 0).all()
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,12 @@ from recenv.core.indexing import (
     search_sorted_left,
     sort_by_network,
 )
-from recenv.core.metrics import EPISODE_METRICS, gini, intra_list_diversity
+from recenv.core.metrics import (
+    EPISODE_METRICS,
+    gini,
+    intra_list_diversity,
+    intra_list_diversity_by_sums,
+)
 from recenv.core.response import respond
 from recenv.core.rewards import agent_rewards
 from recenv.core.users import (
@@ -1113,7 +1118,10 @@ class BatchedMarket:
             served = vis_slate.any(2)
         vis_f = vis_slate.float()
         n_vis = vis_f.sum(2)
-        diversity = intra_list_diversity(topics.view(N, A, K, -1), vis_slate)
+        # Compiled, the form without the similarity matrix fuses into one loop; eager, the
+        # matrix form (its batched matmul is as fast there) keeps trajectories as they were.
+        ild = intra_list_diversity_by_sums if self.compiled else intra_list_diversity
+        diversity = ild(topics.view(N, A, K, -1), vis_slate)
         novelty = item[:, :, it.novelty].view(N, A, K) / self._log_items
         long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)
         wonf = won.float()

@@ -44,3 +44,25 @@ def intra_list_diversity(topics: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     n_pairs = pair.sum(dim=(-1, -2))
     dist = ((1.0 - sim) * pair).sum(dim=(-1, -2))
     return torch.where(n_pairs > 0, dist / n_pairs.clamp(min=1), torch.zeros_like(dist))
+
+
+def intra_list_diversity_by_sums(topics: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """:func:`intra_list_diversity` without the ``[K, K]`` similarity matrix, equal up to
+    rounding: with ``s`` the sum of the valid unit vectors, the similarities of the ordered
+    pairs of distinct valid items sum to ``|s|^2`` minus each valid vector's ``|u|^2``, and
+    there are ``m (m - 1)`` such pairs for ``m`` valid items.
+
+    One pass over each slate's ``[K, T]`` topics, vectorised over the topics: compiled, the
+    matrix form is an extern batched matmul plus a loop over ``K``-wide masked vectors
+    (~5 % of a 4,096-market step at K = 3). The result is clamped to the distance's range
+    [0, 2], which the subtraction can leave by a rounding error.
+    """
+    unit = topics / topics.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    v = valid.to(unit.dtype)
+    s = (unit * v[..., None]).sum(dim=-2)  # [..., T]
+    own = (unit * unit).sum(dim=-1)  # [..., K]
+    m = v.sum(dim=-1)
+    n_pairs = m * (m - 1.0)
+    sims = (s * s).sum(dim=-1) - (own * v).sum(dim=-1)
+    d = ((n_pairs - sims) / n_pairs.clamp(min=1.0)).clamp(0.0, 2.0)
+    return torch.where(n_pairs > 0, d, torch.zeros_like(d))
