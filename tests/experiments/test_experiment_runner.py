@@ -134,6 +134,23 @@ def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(tiny):
         runner.load_run_checkpoint(garbage)
 
 
+def test_checkpoint_of_another_layout_version_is_refused_by_name(tiny, tmp_path):
+    """A run checkpoint written by a version whose saved state had another layout (e.g. the
+    env's user_status [N, U, 2] before version 2) is refused with both versions named, not
+    restored attribute by attribute into the wrong shapes."""
+    done = runner.train(tiny(total_steps=80, checkpoint_every=40)).path
+    payload = torch.load(done / "checkpoints" / "step_000000000040.pt", weights_only=True)
+    assert payload["run"]["version"] == runner.CHECKPOINT_VERSION
+    payload["run"]["version"] = runner.CHECKPOINT_VERSION - 1
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    with pytest.raises(RunError) as err:
+        runner.load_run_checkpoint(old)
+    msg = str(err.value)
+    assert f"version {runner.CHECKPOINT_VERSION - 1}" in msg
+    assert f"reads version {runner.CHECKPOINT_VERSION}" in msg
+
+
 def _cooperative(name: str) -> tuple:
     cls = agents.agent_class(name)
     modes = getattr(cls, "supports_reward_modes", ())
