@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,16 @@ def test_memory_check_in_process_reports_growth_and_times():
     r = bench_env.memory_check("recenv/Market-v0", 2, 10, steps=2)
     assert r["rss_growth"] >= 0 and r["maxrss_after"] >= r["maxrss_before"] > 0
     assert r["step_s"] > 0 and r["build_reset_s"] > 0
+
+
+def test_memory_check_process_does_not_inherit_the_parents_peak():
+    """The check's fresh process reports its own peak: ``ru_maxrss`` would start at this
+    process's resident size (fork, then exec), which made the growth read low."""
+    hold = np.ones(512 * 2**20, dtype=np.uint8)  # this process: > 512 MiB resident
+    r = bench_env.run_memory_check("recenv/Market-v0", 2, 10, steps=1)
+    assert r["passed"], r
+    assert r["maxrss_before"] < 512 * 2**20 <= hold.nbytes
+    assert r["maxrss_after"] >= r["maxrss_before"]
 
 
 def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
