@@ -108,6 +108,36 @@ def time_batched(
     return samples
 
 
+def time_batched_fresh(env_id, num_envs, steps, compile=False, repeats=1, **cfg):
+    """:func:`time_batched` in a fresh Python process (this process's torch thread count).
+
+    For figures that compare two markets: a market built in a process that has already
+    built and compiled others runs differently from one built in a fresh process (the order
+    bias in PERFORMANCE.md, 10-30 %), and the catalog ratio compared the 10^3- and
+    10^6-item markets built late in this long run (1.42x and 1.61x in two runs of the same
+    code, against 1.31x in fresh processes in the same sitting)."""
+    code = (
+        "import json, sys, torch\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
+        "from experiments.bench_env import time_batched\n"
+        f"s = time_batched({env_id!r}, {int(num_envs)}, {int(steps)}, compile={bool(compile)}, "
+        f"repeats={int(repeats)}, **json.loads(sys.argv[1]))\n"
+        "print('TIMES ' + json.dumps(s))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("TIMES ")]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"timing {env_id} {cfg} in a fresh process failed: {tail}")
+    return json.loads(lines[-1][len("TIMES ") :])
+
+
 def time_pettingzoo(env_id, steps, compile=False):
     """Seconds per ``env.step`` of the PettingZoo face (one market), one timed run.
 
@@ -431,7 +461,8 @@ def main(argv=None):
     for compile in compile_modes:
         catalog = {}
         for items in args.catalog_items[:2]:
-            samples = time_batched(
+            # Each size in a process of its own: the ratio compares two markets.
+            samples = time_batched_fresh(
                 args.env,
                 n,
                 steps,

@@ -71,6 +71,15 @@ def test_memory_check_in_process_reports_growth_and_times():
     assert r["step_s"] > 0 and r["build_reset_s"] > 0
 
 
+def test_time_batched_fresh_times_in_a_child_and_names_a_failure():
+    """The catalog rows time each market in a process of its own; a failing child raises
+    with the config and the child's last words instead of returning nothing."""
+    samples = bench_env.time_batched_fresh("recenv/Market-v0", 2, 2, repeats=2, num_items=300)
+    assert len(samples) == 2 and all(_positive(s) for s in samples)
+    with pytest.raises(RuntimeError, match="no_such_option"):
+        bench_env.time_batched_fresh("recenv/Market-v0", 2, 2, no_such_option=1)
+
+
 def test_memory_check_process_does_not_inherit_the_parents_peak():
     """The check's fresh process reports its own peak: ``ru_maxrss`` would start at this
     process's resident size (fork, then exec), which made the growth read low."""
