@@ -19,8 +19,9 @@ One run prints one table and writes one JSON:
 Every figure is the median of ``--repeats`` timed runs with its spread (min..max); only
 ``env.step`` is timed (the policy's actions are computed outside the timer); peers are timed
 the same way (see ``experiments.bench_peers``). Full runs time at least one whole episode per
-recenv figure, so auto-resets and episode metrics are included; ``--quick`` runs are shorter
-than an episode at large ``num_envs``. Run from the repository root::
+batched figure, so auto-resets and episode metrics are included; the catalog ratio times 50
+steps of each size (within an episode), each size in a fresh process; ``--quick`` runs are
+shorter than an episode at large ``num_envs``. Run from the repository root::
 
     .venv/bin/python -m experiments.bench_env                 # full table (long)
     .venv/bin/python -m experiments.bench_env --quick         # smaller, a few minutes
