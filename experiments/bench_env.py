@@ -109,6 +109,27 @@ def time_batched(
     return samples
 
 
+def _in_fresh_process(func: str, arguments: str, *argv: str) -> tuple[object | None, str]:
+    """``func(arguments)`` (a function of this module and its arguments as Python source;
+    ``sys.argv[1:]`` holds ``argv``) in a fresh Python process with this process's torch
+    thread count. Returns ``(its JSON-decoded result, "")``, or ``(None, "exit N: <last
+    lines of the child's output>")`` when it failed."""
+    code = (
+        "import json, sys, torch\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
+        f"from experiments.bench_env import {func}\n"
+        f"print('FRESH_RESULT ' + json.dumps({func}({arguments})))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("FRESH_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return None, f"exit {proc.returncode}: {' | '.join(tail)}"
+    return json.loads(lines[-1][len("FRESH_RESULT ") :]), ""
+
+
 def time_batched_fresh(env_id, num_envs, steps, compile=False, repeats=1, **cfg):
     """:func:`time_batched` in a fresh Python process (this process's torch thread count).
 
@@ -116,27 +137,17 @@ def time_batched_fresh(env_id, num_envs, steps, compile=False, repeats=1, **cfg)
     built and compiled others runs differently from one built in a fresh process (the order
     bias in PERFORMANCE.md, 10-30 %), and the catalog ratio compared the 10^3- and
     10^6-item markets built late in this long run (1.42x and 1.61x in two runs of the same
-    code, against 1.31x in fresh processes in the same sitting)."""
-    code = (
-        "import json, sys, torch\n"
-        f"torch.set_num_threads({torch.get_num_threads()})\n"
-        "from experiments.bench_env import time_batched\n"
-        f"s = time_batched({env_id!r}, {int(num_envs)}, {int(steps)}, compile={bool(compile)}, "
-        f"repeats={int(repeats)}, **json.loads(sys.argv[1]))\n"
-        "print('TIMES ' + json.dumps(s))\n"
+    code, against 1.31x in fresh processes in the same sitting). ``cfg`` goes to the child
+    as JSON."""
+    samples, error = _in_fresh_process(
+        "time_batched",
+        f"{env_id!r}, {int(num_envs)}, {int(steps)}, compile={bool(compile)}, "
+        f"repeats={int(repeats)}, **json.loads(sys.argv[1])",
+        json.dumps(cfg),
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("TIMES ")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"timing {env_id} {cfg} in a fresh process failed: {tail}")
-    return json.loads(lines[-1][len("TIMES ") :])
+    if samples is None:
+        raise RuntimeError(f"timing {env_id} {cfg} in a fresh process failed: {error}")
+    return samples
 
 
 def time_pettingzoo(env_id, steps, compile=False):
@@ -255,26 +266,17 @@ def memory_check(env_id, num_envs, num_users, steps=5):
 def run_memory_check(env_id, num_envs, num_users, steps=5, limit=MEMORY_LIMIT):
     """:func:`memory_check` in a fresh Python process (so the peak RSS is the check's alone),
     judged against ``limit`` bytes of peak RSS growth."""
-    code = (
-        "import json, sys\n"
-        "from experiments.bench_env import memory_check\n"
-        f"r = memory_check({env_id!r}, {int(num_envs)}, {int(num_users)}, {int(steps)})\n"
-        "print('MEMORY_CHECK ' + json.dumps(r))\n"
+    r, error = _in_fresh_process(
+        "memory_check", f"{env_id!r}, {int(num_envs)}, {int(num_users)}, {int(steps)}"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_CHECK ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    if r is None:
         return {
             "num_envs": num_envs,
             "num_users": num_users,
             "limit_bytes": limit,
             "passed": False,
-            "error": f"exit {proc.returncode}: {' | '.join(tail)}",
+            "error": error,
         }
-    r = json.loads(lines[-1][len("MEMORY_CHECK ") :])
     r["limit_bytes"] = limit
     r["passed"] = r["rss_growth"] <= limit
     return r

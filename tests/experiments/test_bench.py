@@ -88,6 +88,8 @@ def test_memory_check_process_does_not_inherit_the_parents_peak():
     assert r["passed"], r
     assert r["maxrss_before"] < 512 * 2**20 <= hold.nbytes
     assert r["maxrss_after"] >= r["maxrss_before"]
+    failed = bench_env.run_memory_check("recenv/NoSuchEnv-v0", 2, 10, steps=1)
+    assert not failed["passed"] and "NoSuchEnv" in failed["error"]
 
 
 def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
