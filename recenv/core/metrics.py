@@ -32,12 +32,17 @@ def gini(x: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, g, torch.zeros_like(g)).to(torch.float32)
 
 
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., T] with each row scaled to unit length; all-zero rows stay zero."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+
+
 def intra_list_diversity(topics: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean pairwise (1 - cosine similarity) of the topic vectors in each slate.
 
     ``topics`` [..., K, T], ``valid`` [..., K] bool -> [...]; 0 for slates with < 2 valid items.
     """
-    unit = topics / topics.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    unit = _unit_rows(topics)
     sim = unit @ unit.transpose(-1, -2)  # [..., K, K]
     pair = valid[..., :, None] & valid[..., None, :]
     pair = pair & ~torch.eye(valid.shape[-1], dtype=torch.bool, device=valid.device)
@@ -57,7 +62,7 @@ def intra_list_diversity_by_sums(topics: torch.Tensor, valid: torch.Tensor) -> t
     (~5 % of a 4,096-market step at K = 3). The result is clamped to the distance's range
     [0, 2], which the subtraction can leave by a rounding error.
     """
-    unit = topics / topics.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    unit = _unit_rows(topics)
     v = valid.to(unit.dtype)
     s = (unit * v[..., None]).sum(dim=-2)  # [..., T]
     own = (unit * unit).sum(dim=-1)  # [..., K]
