@@ -39,9 +39,14 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeyp
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
     use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
     candidates and the counters' update come from recenv.core.native's kernels (when they
-    build here), or, with ``RECENV_NATIVE=0``, from the torch forms, in both markets."""
+    build here), or, with ``RECENV_NATIVE=0``, from the torch forms, in both markets.
+    With the kernels, every state table lies on huge pages where the machine allows it (as
+    large tables do by default), so the compiled step's inputs are views of larger buffers
+    (recenv.core.hugepages); without, they are plain tensors."""
     if not native:
         monkeypatch.setenv("RECENV_NATIVE", "0")
+    elif num_envs > 1:
+        monkeypatch.setattr(recenv.core.hugepages, "MIN_BYTES", 1)
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
     compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
     if separate_gathers:
@@ -49,6 +54,8 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeyp
     compiled.compile()
     assert compiled._separate_gathers == separate_gathers
     assert compiled._native_kernels == (native and recenv.core.native.available())
+    huge = recenv.core.hugepages.is_advised(compiled.item_stats)
+    assert huge == (native and num_envs > 1 and recenv.core.hugepages.enabled())
     steps = 2 * SMALL["horizon"] + 2  # crosses an auto-reset
     for (o1, r1, te1, tr1, c1), (o2, r2, te2, tr2, c2) in zip(
         _run(eager, steps), _run(compiled, steps), strict=True

@@ -1,0 +1,119 @@
+"""Large state tables on transparent huge pages (Linux, CPU).
+
+A batched step reads one random user row and a few dozen random item counters of every
+market: thousands of scattered lookups into tables of tens to hundreds of MiB (at 4,096
+markets, the user rows are 32 MiB and the item counters 94 MiB). With 4 KiB pages nearly
+every lookup also misses the TLB, and on a virtual machine the page walk (nested paging)
+costs as much as the cache miss. Backed by 2 MiB pages, those tables need ~70 TLB entries
+instead of ~32,000: 1.13-1.17x env-steps/s at 4,096 compiled markets on the development
+machine (``experiments/PERFORMANCE.md``, tenth session). Nothing else changes: the tensors
+are ordinary contiguous CPU tensors, only their pages differ.
+
+How: :func:`empty` takes a byte buffer from torch's allocator, 2 MiB larger than the table,
+advises the kernel (``madvise(MADV_HUGEPAGE)``) to back its 2 MiB-aligned interior with huge
+pages before anything touches it, and returns the table as a view that starts on that
+boundary, so every page of the table is a huge one once written (the fill faults them in).
+Partial cover is not enough: advising only the aligned interior of a plain allocation gained
+~half as much as whole tables at 4,096 markets. The cost is at most 2 MiB more resident
+memory per table, which is why tables below :data:`MIN_BYTES` are plain. This needs
+transparent huge pages in ``always`` or ``madvise`` mode (``/sys/kernel/mm/
+transparent_hugepage/enabled``); in ``never`` mode, off Linux, on other devices, or with
+``RECENV_HUGE_PAGES=0`` in the environment, the table is a plain ``torch.empty``, and
+results are the same either way.
+
+A table is a view of its buffer (whose storage is up to 4 MiB larger):
+:func:`compact` gives the plain copy to pickle, :func:`rehome` the advised copy of an
+unpickled one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import mmap
+import os
+import sys
+
+import torch
+
+HUGE_PAGE = 2 << 20
+# A table's last huge page is resident whole: up to 2 MiB more than the table. Below 256 KiB
+# that would be over 8x its size (and such a table spans a few 4 KiB pages anyway).
+MIN_BYTES = 256 << 10
+_THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+@functools.cache
+def _madvise():
+    """libc's ``madvise``, or None where there is no transparent-huge-page advice to give."""
+    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return None
+    try:
+        with open(_THP_MODE) as f:
+            mode = f.read()
+    except OSError:
+        return None
+    if "[never]" in mode:
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def enabled(device: torch.device | str = "cpu") -> bool:
+    """Whether tables on ``device`` get huge-page advice here (read at each call, so
+    ``RECENV_HUGE_PAGES=0`` can be set after import)."""
+    if torch.device(device).type != "cpu" or os.environ.get("RECENV_HUGE_PAGES", "1") == "0":
+        return False
+    return _madvise() is not None
+
+
+def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, device=device)``; a CPU table of at least
+    :data:`MIN_BYTES`, where :func:`enabled`, lies on advised pages from its first byte to its
+    last. Its pages are untouched: fill it next."""
+    shape = tuple(shape)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    fn = _madvise() if nbytes >= MIN_BYTES and enabled(device) else None
+    if fn is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    span = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    buf = torch.empty(span + HUGE_PAGE, dtype=torch.uint8)
+    off = -buf.data_ptr() % HUGE_PAGE
+    if fn(buf.data_ptr() + off, span, mmap.MADV_HUGEPAGE) != 0:  # advice is never an error
+        return torch.empty(shape, dtype=dtype, device=device)
+    return buf[off : off + nbytes].view(dtype).view(shape)
+
+
+def full(shape, value, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``torch.full`` on :func:`empty` (zeros with ``value=0``)."""
+    return empty(shape, dtype, device).fill_(value)
+
+
+def is_advised(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a table :func:`empty` laid on advised pages (a view from a 2 MiB
+    boundary of a larger buffer)."""
+    return (
+        t.device.type == "cpu"
+        and t.data_ptr() % HUGE_PAGE == 0
+        and t.untyped_storage().nbytes() > t.numel() * t.element_size()
+    )
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """A plain copy of an advised table (what pickling should write: not its buffer's
+    slack), or ``t`` itself."""
+    return t.clone() if is_advised(t) else t
+
+
+def rehome(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or (a large CPU table, :func:`enabled`, not yet advised) an equal copy
+    on advised pages: for tables that arrive by unpickling, whose pages are ordinary ones."""
+    if t.numel() * t.element_size() < MIN_BYTES or not enabled(t.device) or is_advised(t):
+        return t
+    return empty(t.shape, t.dtype, t.device).copy_(t)
