@@ -76,6 +76,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   float* out = feats.data_ptr<float>();
   bool* out_mask = mask.data_ptr<bool>();
   const bool hashed = W < I;  // counters shared by items with the same id modulo W
+  // A row table that fits in L2 is not prefetched: those prefetches would hit, yet each
+  // holds one of the core's few miss buffers that the counters' misses are waiting for.
+  const bool prefetch_rows = I * R * static_cast<int64_t>(sizeof(float)) > (1 << 20);
   const float H = static_cast<float>(horizon);
   const int64_t X = A * C;  // candidates per market
   auto counter = [&](int64_t n, int64_t item) {
@@ -118,8 +121,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
         TORCH_CHECK(c[j] >= 0 && c[j] < I, "candidate item ", c[j], " out of [0, ", I, ")");
         first[j] = j == 0 || c[j] != c[j - 1];
         __builtin_prefetch(counter(n, c[j]));
-        __builtin_prefetch(rows + R * c[j]);
-        if (S >= 16) __builtin_prefetch(rows + R * c[j] + S);  // features span two lines
+        if (prefetch_rows) {
+          __builtin_prefetch(rows + R * c[j]);
+          if (S >= 16) __builtin_prefetch(rows + R * c[j] + S);  // features span two lines
+        }
       }
     }
   };
