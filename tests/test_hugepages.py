@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import recenv
+from experiments import snapshot
+from experiments.runner import ENV_STATIC
 from recenv.core import hugepages
 
 needs_thp = pytest.mark.skipif(
@@ -104,6 +106,20 @@ def test_market_tables_on_advised_pages_and_after_unpickling():
     for name in env._HUGE_PAGE_TABLES:
         assert hugepages.is_advised(getattr(copy, name)), name
         assert torch.equal(getattr(copy, name), getattr(env, name)), name
+
+
+@needs_thp
+def test_tables_restored_from_a_run_snapshot_go_back_to_huge_pages():
+    env = recenv.make_vec("recenv/Market-v0", num_envs=256, seed=0, num_users=400)
+    env.reset()
+    saved = snapshot.snapshot(env, skip=ENV_STATIC)
+    assert not hugepages.is_advised(saved["users"]["value"])  # checkpoints hold plain copies
+    snapshot.restore(env, saved)
+    assert not hugepages.is_advised(env.users)
+    env._rehome_tables()  # what experiments.runner does after restoring the env
+    for name in env._HUGE_PAGE_TABLES:
+        assert hugepages.is_advised(getattr(env, name)), name
+        assert torch.equal(getattr(env, name), saved[name]["value"]), name
 
 
 def _rollout(steps: int = 6) -> list[torch.Tensor]:

@@ -5,18 +5,23 @@ market: thousands of scattered lookups into tables of tens to hundreds of MiB (a
 markets, the user rows are 32 MiB and the item counters 94 MiB). With 4 KiB pages nearly
 every lookup also misses the TLB, and on a virtual machine the page walk (nested paging)
 costs as much as the cache miss. Backed by 2 MiB pages, those tables need ~70 TLB entries
-instead of ~32,000: 1.13-1.17x env-steps/s at 4,096 compiled markets on the development
-machine (``experiments/PERFORMANCE.md``, tenth session). Nothing else changes: the tensors
-are ordinary contiguous CPU tensors, only their pages differ.
+instead of ~32,000: 1.07x env-steps/s at 4,096 compiled markets, 1.21x at 1,024 and 1.07x
+at 16,384 on the development machine, in alternated runs against ``RECENV_HUGE_PAGES=0``
+(``experiments/PERFORMANCE.md``, tenth session). Nothing else changes: the tables are
+ordinary contiguous CPU tensors, only their pages differ. (The item counters alone gained
+~1.02x, and the 10^6-item catalog's rows 0.99x: likely because the candidates kernel
+prefetches both, so the page walk happens ahead of the use; the user rows are gathered by
+inductor's loops, which do not prefetch.)
 
-How: :func:`empty` takes a byte buffer from torch's allocator, 2 MiB larger than the table,
-advises the kernel (``madvise(MADV_HUGEPAGE)``) to back its 2 MiB-aligned interior with huge
-pages before anything touches it, and returns the table as a view that starts on that
-boundary, so every page of the table is a huge one once written (the fill faults them in).
+How: :func:`empty` takes a byte buffer from torch's allocator (the table's size rounded up to
+whole 2 MiB pages, plus one page), advises the kernel (``madvise(MADV_HUGEPAGE)``) to back
+its 2 MiB-aligned interior with huge pages before anything touches it, and returns the table
+as a view that starts on that boundary, so every page of the table is a huge one once
+written (the fill faults them in).
 Partial cover is not enough: advising only the aligned interior of a plain allocation gained
-~half as much as whole tables at 4,096 markets. The cost is at most 2 MiB more resident
-memory per table, which is why tables below :data:`MIN_BYTES` are plain. This needs
-transparent huge pages in ``always`` or ``madvise`` mode (``/sys/kernel/mm/
+about half as much as whole tables at 4,096 markets (one in-process comparison). The cost is
+at most 2 MiB more resident memory per table, which is why tables below :data:`MIN_BYTES` are
+plain. This needs transparent huge pages in ``always`` or ``madvise`` mode (``/sys/kernel/mm/
 transparent_hugepage/enabled``); in ``never`` mode, off Linux, on other devices, or with
 ``RECENV_HUGE_PAGES=0`` in the environment, the table is a plain ``torch.empty``, and
 results are the same either way.
@@ -78,7 +83,7 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     :data:`MIN_BYTES`, where :func:`enabled`, lies on advised pages from its first byte to its
     last. Its pages are untouched: fill it next."""
     shape = tuple(shape)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     fn = _madvise() if nbytes >= MIN_BYTES and enabled(device) else None
     if fn is None:
         return torch.empty(shape, dtype=dtype, device=device)

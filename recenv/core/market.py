@@ -325,16 +325,19 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
-        # Unpickled tables sit on ordinary pages: the large ones move to advised pages.
-        for name in self._HUGE_PAGE_TABLES:
-            if name in state:
-                state[name] = hugepages.rehome(state[name])
         self.__dict__.update(state)
+        self._rehome_tables()
         # Decided where it is unpickled: that machine may lack the kernels (or have them).
         self._native_kernels = native.usable(self.device)
         self.compiled = False
         if compiled:
             self.compile()
+
+    def _rehome_tables(self) -> None:
+        """Move the large state tables back onto huge pages (recenv.core.hugepages) when they
+        arrived as ordinary tensors: unpickled, or restored from a run checkpoint."""
+        for name in self._HUGE_PAGE_TABLES:
+            setattr(self, name, hugepages.rehome(getattr(self, name)))
 
     # ------------------------------------------------------------------------------------
     # Public API
