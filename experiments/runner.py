@@ -559,8 +559,9 @@ class Trainer:
             )
         self.env.reset(seed=self.cfg.seed)  # allocates every tensor, then overwrite them all
         snapshot.restore(self.env, payload["env_snapshot"])
-        # The restored tables are new, ordinary tensors: the large ones go back to huge pages.
-        getattr(self.env, "_rehome_tables", lambda: None)()
+        # The restored tables are new, ordinary tensors: the large ones go back to huge pages,
+        # and a compiled step checks their layout once (recompiling if it changed).
+        getattr(self.env, "_state_restored", lambda: None)()
         self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
         snapshot.restore(self.agent, payload["agent_snapshot"])
         self.loop = LoopState.from_dict(payload["loop"])

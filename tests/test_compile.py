@@ -200,3 +200,39 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly():
             torch.testing.assert_close(out_f[1][a], out_e[1][a], rtol=1e-4, atol=1e-5)
             assert torch.equal(out_f[0][a]["candidate_ids"], out_e[0][a]["candidate_ids"])
     assert torch.equal(fast.counter, eager.counter)
+
+
+def test_state_replaced_with_another_layout_is_read_right_after_state_restored():
+    """The warm step skips Dynamo's guards and inductor's size asserts are off, so a table
+    replaced from outside (a checkpoint's restore) could be read with the layout it was
+    compiled for; ``_state_restored()`` (what experiments.runner calls after a restore) makes
+    the next step check the guards, which recompile for the new strides."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    small = {"num_items": 200, "horizon": 6, "num_users": 4}
+    fast = recenv.make_vec("recenv/Market-v0", num_envs=3, seed=2, compile=True, **small)
+    eager = recenv.make_vec("recenv/Market-v0", num_envs=3, seed=2, **small)
+
+    def step(e):
+        s = e.oracle_slates()
+        return e.step({a: s[:, i] for i, a in enumerate(e.agents)})
+
+    for env in (fast, eager):
+        env.reset()
+        step(env)
+    # The same values in other strides: rows padded (a layout the step reads right eagerly).
+    for name in ("users", "activity"):
+        t = getattr(fast, name)
+        padded = t.new_zeros(*t.shape[:-1], t.shape[-1] + 2)[..., : t.shape[-1]].copy_(t)
+        assert torch.equal(padded, t) and padded.stride() != t.stride()
+        setattr(fast, name, padded)
+    fast._state_restored()
+    for _ in range(2 * small["horizon"]):  # crosses auto-resets
+        out_f, out_e = step(fast), step(eager)
+        assert torch.equal(out_f[4]["chosen_item"], out_e[4]["chosen_item"])
+        for a in fast.agents:
+            torch.testing.assert_close(out_f[1][a], out_e[1][a], rtol=1e-4, atol=1e-5)
+            assert torch.equal(out_f[0][a]["candidate_ids"], out_e[0][a]["candidate_ids"])
+    torch.testing.assert_close(fast.users, eager.users, rtol=1e-4, atol=1e-5)
+    cells = dict(zip(fast._serve.__code__.co_freevars, fast._serve.__closure__, strict=True))
+    assert len(_debug_get_cache_entry_list(cells["fn"].cell_contents.__code__)) == 2
