@@ -110,9 +110,9 @@ def _warm_unguarded(compiled, method):
     shapes are static (``dynamic=False``), and the market's tensors keep their shapes, dtypes
     and device for life; where they are replaced (a checkpoint's restore), ``call.reguard()``
     sends the next call through the guards again. Where the entry cannot be read (several
-    entries, a graph break, a torch without the debug accessor), calls go through Dynamo with guard evaluation skipped
-    (``skip_guard_eval_unsafe``). A stance other than the default one (e.g. ``force_eager``
-    for debugging) is always honoured.
+    entries, a graph break, a torch without the debug accessor), calls go through Dynamo with
+    guard evaluation skipped (``skip_guard_eval_unsafe``). A stance other than the default
+    one (e.g. ``force_eager``, for debugging) is always honoured.
     """
     fn = method.__func__
     direct = None
