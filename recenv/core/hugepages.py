@@ -16,8 +16,8 @@ inductor's loops, which do not prefetch.)
 How: :func:`empty` takes a byte buffer from torch's allocator (the table's size rounded up to
 whole 2 MiB pages, plus one page), advises the kernel (``madvise(MADV_HUGEPAGE)``) to back
 its 2 MiB-aligned interior with huge pages before anything touches it, and returns the table
-as a view that starts on that boundary, so every page of the table is a huge one once
-written (the fill faults them in).
+on a storage that starts on that boundary (storage offset 0: see :func:`empty`), so every
+page of the table is a huge one once written (the fill faults them in).
 Partial cover is not enough: advising only the aligned interior of a plain allocation gained
 about half as much as whole tables at 4,096 markets (one in-process comparison). The cost is
 at most 2 MiB more resident memory per table, which is why tables below :data:`MIN_BYTES` are
@@ -26,9 +26,9 @@ transparent_hugepage/enabled``); in ``never`` mode, off Linux, on other devices,
 ``RECENV_HUGE_PAGES=0`` in the environment, the table is a plain ``torch.empty``, and
 results are the same either way.
 
-A table is a view of its buffer (whose storage is up to 4 MiB larger):
-:func:`compact` gives the plain copy to pickle, :func:`rehome` the advised copy of an
-unpickled one.
+A table's storage is the aligned span of its buffer (up to 2 MiB larger than the table; the
+buffer up to 4 MiB): :func:`compact` gives the plain copy to pickle, :func:`rehome` the
+advised copy of an unpickled one.
 """
 
 from __future__ import annotations
@@ -92,7 +92,13 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     off = -buf.data_ptr() % HUGE_PAGE
     if fn(buf.data_ptr() + off, span, mmap.MADV_HUGEPAGE) != 0:  # advice is never an error
         return torch.empty(shape, dtype=dtype, device=device)
-    return buf[off : off + nbytes].view(dtype).view(shape)
+    # The table's storage must start at the boundary (storage offset 0): a compiled step
+    # that updates an input with a storage offset cannot update it in place, and copies the
+    # whole table twice per step (clone, scatter, copy back). So the storage is the aligned
+    # span itself, through numpy (``from_numpy`` starts a storage at the array's first byte
+    # and keeps the array, hence ``buf``, alive as long as the storage).
+    aligned = torch.from_numpy(buf.numpy()[off : off + span])
+    return torch.empty(0, dtype=dtype).set_(aligned.untyped_storage(), 0, shape)
 
 
 def full(shape, value, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -101,12 +107,14 @@ def full(shape, value, dtype: torch.dtype, device: torch.device | str = "cpu") -
 
 
 def is_advised(t: torch.Tensor) -> bool:
-    """Whether ``t`` is a table :func:`empty` laid on advised pages (a view from a 2 MiB
-    boundary of a larger buffer)."""
+    """Whether ``t`` is a table :func:`empty` laid on advised pages (a storage of whole
+    2 MiB pages from a 2 MiB boundary, inside a larger buffer)."""
+    storage = t.untyped_storage()
     return (
         t.device.type == "cpu"
-        and t.data_ptr() % HUGE_PAGE == 0
-        and t.untyped_storage().nbytes() > t.numel() * t.element_size()
+        and storage.data_ptr() % HUGE_PAGE == 0
+        and storage.nbytes() % HUGE_PAGE == 0
+        and t.storage_offset() == 0
     )
 
 
