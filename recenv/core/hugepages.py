@@ -5,10 +5,11 @@ market: thousands of scattered lookups into tables of tens to hundreds of MiB (a
 markets, the user rows are 32 MiB and the item counters 94 MiB). With 4 KiB pages nearly
 every lookup also misses the TLB, and on a virtual machine the page walk (nested paging)
 costs as much as the cache miss. Backed by 2 MiB pages, those tables need ~70 TLB entries
-instead of ~32,000: 1.07x env-steps/s at 4,096 compiled markets, 1.21x at 1,024 and 1.07x
-at 16,384 on the development machine, in alternated runs against ``RECENV_HUGE_PAGES=0``
-(``experiments/PERFORMANCE.md``, tenth session). Nothing else changes: the tables are
-ordinary contiguous CPU tensors, only their pages differ. (The item counters alone gained
+instead of ~32,000: 1.15x env-steps/s at 4,096 compiled markets on the development machine,
+in alternated runs against ``RECENV_HUGE_PAGES=0`` (``experiments/PERFORMANCE.md``, eleventh
+session; the tenth session's 1.07x-1.21x were measured while the tables still had a storage
+offset, see :func:`empty`). Nothing else changes: the tables are ordinary contiguous CPU
+tensors, only their pages differ. (The item counters alone gained
 ~1.02x, and the 10^6-item catalog's rows 0.99x: likely because the candidates kernel
 prefetches both, so the page walk happens ahead of the use; the user rows are gathered by
 inductor's loops, which do not prefetch.)
