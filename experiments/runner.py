@@ -558,10 +558,9 @@ class Trainer:
                 f"{str(self.dir.path / 'config.json')!r}; resume it from its own run directory"
             )
         self.env.reset(seed=self.cfg.seed)  # allocates every tensor, then overwrite them all
+        # (restore ends with the env's state_restored(): the large tables go back onto huge
+        # pages, and a compiled step checks their layout once, recompiling if it changed.)
         snapshot.restore(self.env, payload["env_snapshot"])
-        # The restored tables are new, ordinary tensors: the large ones go back to huge pages,
-        # and a compiled step checks their layout once (recompiling if it changed).
-        getattr(self.env, "_state_restored", lambda: None)()
         self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
         snapshot.restore(self.agent, payload["agent_snapshot"])
         self.loop = LoopState.from_dict(payload["loop"])

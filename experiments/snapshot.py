@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 KIND = "__snapshot_kind__"
+# The method restore() calls on an object after writing its attributes back, when it has one.
+RESTORED_HOOK = "state_restored"
 _SCALARS = (type(None), bool, int, float, str)
 _STATIC = (
     torch.device,
@@ -157,10 +159,21 @@ def _has_own_state_dict(x: Any) -> bool:
 
 
 def restore(obj: Any, state: dict) -> None:
-    """Write ``state`` (from :func:`snapshot`) back onto ``obj``, in place."""
+    """Write ``state`` (from :func:`snapshot`) back onto ``obj``, in place. Then, like
+    pickle's ``__setstate__``, ``obj.state_restored()`` is called when ``obj`` defines it (on
+    nested objects restored in place too), so an object whose attributes were replaced can
+    re-derive what depends on them (e.g. ``BatchedMarket`` re-homes its tables and re-checks
+    its compiled step's guards) without every caller having to remember it."""
     refs: dict[int, torch.Tensor] = {}
     for name, saved in state.items():
         _restore_attr(obj, name, saved, refs, f"{type(obj).__name__}.{name}")
+    _restored(obj)
+
+
+def _restored(obj: Any) -> None:
+    hook = getattr(obj, RESTORED_HOOK, None)
+    if callable(hook):
+        hook()
 
 
 def _kind(saved: Any) -> str | None:
@@ -200,6 +213,7 @@ def _restore_in_place(cur: Any, saved: Any, refs: dict, where: str) -> bool:
             return False  # rebuilt from its class by _decode
         for n, v in saved["value"].items():
             _restore_attr(cur, n, v, refs, f"{where}.{n}")
+        _restored(cur)
         return True
     if isinstance(saved, list) and isinstance(cur, list) and len(cur) == len(saved):
         if any(_kind(s) in _IN_PLACE for s in saved):
@@ -246,6 +260,7 @@ def _decode(saved: Any, refs: dict, where: str) -> Any:
         obj = cls.__new__(cls)
         for n, v in saved["value"].items():
             _restore_attr(obj, n, v, refs, f"{where}.{n}")
+        _restored(obj)
         return obj
     raise SnapshotError(f"{where}: cannot rebuild a saved {kind!r} without a live object")
 

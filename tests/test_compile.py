@@ -205,8 +205,8 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly():
 def test_state_replaced_with_another_layout_is_read_right_after_state_restored():
     """The warm step skips Dynamo's guards and inductor's size asserts are off, so a table
     replaced from outside (a checkpoint's restore) could be read with the layout it was
-    compiled for; ``_state_restored()`` (what experiments.runner calls after a restore) makes
-    the next step check the guards, which recompile for the new strides."""
+    compiled for; ``state_restored()`` (which experiments.snapshot.restore calls) makes the
+    next step check the guards, which recompile for the new strides."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     small = {"num_items": 200, "horizon": 6, "num_users": 4}
@@ -226,7 +226,7 @@ def test_state_replaced_with_another_layout_is_read_right_after_state_restored()
         padded = t.new_zeros(*t.shape[:-1], t.shape[-1] + 2)[..., : t.shape[-1]].copy_(t)
         assert torch.equal(padded, t) and padded.stride() != t.stride()
         setattr(fast, name, padded)
-    fast._state_restored()
+    fast.state_restored()
     for _ in range(2 * small["horizon"]):  # crosses auto-resets
         out_f, out_e = step(fast), step(eager)
         assert torch.equal(out_f[4]["chosen_item"], out_e[4]["chosen_item"])

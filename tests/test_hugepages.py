@@ -139,9 +139,7 @@ def test_tables_restored_from_a_run_snapshot_go_back_to_huge_pages():
     env.reset()
     saved = snapshot.snapshot(env, skip=ENV_STATIC)
     assert not hugepages.is_advised(saved["users"]["value"])  # checkpoints hold plain copies
-    snapshot.restore(env, saved)
-    assert not hugepages.is_advised(env.users)
-    env._rehome_tables()  # what experiments.runner does after restoring the env
+    snapshot.restore(env, saved)  # ends with env.state_restored(), which re-homes them
     for name in env._HUGE_PAGE_TABLES:
         assert hugepages.is_advised(getattr(env, name)), name
         assert torch.equal(getattr(env, name), saved[name]["value"]), name

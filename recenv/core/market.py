@@ -340,12 +340,13 @@ class BatchedMarket:
         if compiled:
             self.compile()
 
-    def _state_restored(self) -> None:
-        """Called after the market's tensors were replaced from outside (a run checkpoint's
-        restore): the large tables go back onto huge pages, and the next compiled step
-        evaluates Dynamo's guards once, so a table that came back with other strides, dtype
-        or device recompiles the step instead of being read with the old layout (the warm
-        step checks neither; see :func:`_warm_unguarded`)."""
+    def state_restored(self) -> None:
+        """Call after replacing the market's state tensors from outside (``experiments.
+        snapshot.restore`` calls it, as pickle calls ``__setstate__``): the large tables go
+        back onto huge pages, and the next compiled step evaluates Dynamo's guards once, so a
+        table that came back with other strides, dtype or device recompiles the step instead
+        of being read with the old layout (the warm step checks neither; see
+        :func:`_warm_unguarded`). Writing into the existing tensors in place needs no call."""
         self._rehome_tables()
         reguard = getattr(self._serve, "reguard", None)
         if reguard is not None:
@@ -380,7 +381,7 @@ class BatchedMarket:
         # Inductor's size asserts re-check every input's sizes and strides at each call; at one
         # market they were ~12 % of the step (each builds a std::stringstream in the C++
         # wrapper). They check what the guards check, and the guards see every layout change
-        # that can happen here (see _warm_unguarded and _state_restored): 1.12x on the
+        # that can happen here (see _warm_unguarded and state_restored): 1.12x on the
         # one-market core step.
         options = {"size_asserts": False}
         if self.device.type == "cpu":
