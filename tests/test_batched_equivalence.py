@@ -60,9 +60,14 @@ def _run_both(env_id, kwargs, num_envs, seed, steps, feature_policy, device="cpu
                 assert s_rew[a] == float(rew[a][n]), f"step {t} market {n} reward {a}"
                 assert s_term[a] == bool(term[n]) and s_trunc[a] == bool(trunc[n])
                 np.testing.assert_array_equal(s_info[a]["shown"], info["shown"][n, i].numpy())
-                assert s_info[a]["engagement"] == (
-                    float(info["engagement"][n]) if int(info["chosen_agent"][n]) == i else 0.0
-                )
+                won = int(info["chosen_agent"][n]) == i
+                assert s_info[a]["engagement"] == (float(info["engagement"][n]) if won else 0.0)
+                # Every scalar the face reads from the core's packed row (face_row).
+                assert s_info[a]["clicked"] is won
+                assert s_info[a]["user_clicked"] is bool(info["clicked"][n])
+                assert s_info[a]["chosen_slot"] == (int(info["chosen_slot"][n]) if won else -1)
+                assert s_info[a]["repaired_slots"] == int(info["repaired"][n, i])
+                assert s_info[a]["utility"] == {k: float(v[n]) for k, v in info["utility"].items()}
                 if "episode" in s_info[a]:
                     assert bool(info["_episode"][n])
                     ret = float(info["episode"]["return"][n, i])

@@ -72,6 +72,30 @@ from recenv.core.users import (
     user_block_width,
 )
 
+# The utility terms of the chosen item, as the info dict's "utility" holds them.
+FACE_UTILITY = (*UTILITY_TERMS, "total")
+
+
+def face_row(num_agents: int) -> dict[str, slice | int]:
+    """Where each scalar of a one-market step sits in the float64 row ``_serve`` packs for
+    the PettingZoo face (exact: float32 and small integers convert to float64 without
+    rounding): ``terminated``, ``truncated``, ``chosen_agent``, ``chosen_slot``,
+    ``engagement``, ``utility`` (:data:`FACE_UTILITY`, a slice), then ``rewards`` and
+    ``repaired`` (slices of ``num_agents``)."""
+    u = 5 + len(FACE_UTILITY)
+    A = num_agents
+    return {
+        "terminated": 0,
+        "truncated": 1,
+        "chosen_agent": 2,
+        "chosen_slot": 3,
+        "engagement": 4,
+        "utility": slice(5, u),
+        "rewards": slice(u, u + A),
+        "repaired": slice(u + A, u + 2 * A),
+    }
+
+
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 
 Obs = dict[str, dict[str, torch.Tensor]]
@@ -454,23 +478,44 @@ class BatchedMarket:
         slot validity, ``repaired`` [N, A] invalid-slot counts. Callers that checked the
         actions themselves (the PettingZoo face, in numpy) enter here; ``observe=False``
         returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
-        rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
+        rewards, terminated, truncated, info, arrived, _ = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
         # Episode metrics scan per-market tables: only when one ended. (bool() of a
         # one-element tensor is a fraction of an any() op, which counts at one market.)
         if bool(done) if self.num_envs == 1 else bool(done.any()):
-            info["episode"] = self._episode_metrics(done, arrived)
-            info["_episode"] = done.clone()
+            self._end_episodes(info, arrived)
         rew = dict(zip(self.agents, rewards.unbind(1), strict=True))
         return (self.observe() if observe else None), rew, terminated, truncated, info
+
+    def _step_face(
+        self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
+    ) -> tuple[list[float], dict[str, Any]]:
+        """The step of the PettingZoo face (``num_envs == 1``; arguments as for
+        ``_step_checked``): market 0's scalars as one list laid out as :func:`face_row`
+        says, and the info dict. The observation is read from ``_obs_parts``.
+
+        One host read of a packed row instead of one per field: each ``float()`` / ``int()``
+        of a one-element tensor costs about a microsecond, and the face read ~15 of them per
+        step."""
+        *_, info, arrived, row = self._serve(slate, valid, repaired)
+        scalars = row.tolist()
+        if scalars[0] or scalars[1]:  # terminated or truncated
+            self._end_episodes(info, arrived)
+        return scalars, info
+
+    def _end_episodes(self, info: dict[str, Any], arrived) -> None:
+        done = self.needs_reset
+        info["episode"] = self._episode_metrics(done, arrived)
+        info["_episode"] = done.clone()
 
     def _serve(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
         """A whole step after checking (one graph when compiled): serve the current request in
         every market, apply its consequences, and bring the next user.
 
-        Returns rewards [N, A], terminated, truncated [N], the info dict, and the arriving
-        users with their rows and episode stamps from before the arrival (episode metrics are
-        read as of the end of the request, and the arrival changes only those rows).
+        Returns rewards [N, A], terminated, truncated [N], the info dict, the arriving users
+        with their rows and episode stamps from before the arrival (episode metrics are read
+        as of the end of the request, and the arrival changes only those rows), and, for one
+        market, its scalars packed as :func:`face_row` lays them out (``None`` for more).
         """
         resetting = self.needs_reset
         live = ~resetting
@@ -501,7 +546,15 @@ class BatchedMarket:
             "reset": resetting,
             "repaired": repaired * live[:, None],
         }
-        return rewards, terminated, truncated, info, arrived
+        row = None
+        if self.num_envs == 1:  # static: the PettingZoo face's market
+            parts = [terminated, truncated, out["chosen_agent"], info["chosen_slot"]]
+            parts += [out["value"], *(out["utility"][k] for k in FACE_UTILITY)]
+            row = torch.cat(
+                [x.to(torch.float64).view(1, -1) for x in (*parts, rewards, info["repaired"])],
+                dim=1,
+            )[0]
+        return rewards, terminated, truncated, info, arrived, row
 
     def observe(self) -> Obs:
         """Observations of the current request, per agent (views of batched tensors)."""
