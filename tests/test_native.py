@@ -52,6 +52,8 @@ def _random_request(env, gen):
         {"retrieval_interest": 0.0, "retrieval_popular": 0.6, "retrieval_fresh": 0.4},
         {"retrieval_interest": 1.0, "retrieval_popular": 0.0, "retrieval_fresh": 0.0},
         {"num_items": 40, "num_candidates": 12, "fresh_window": 3},  # many duplicates
+        # A row table (~2.6 MB) past any core's L2: the kernel prefetches the rows too.
+        {"num_items": 20_000, "item_stats_size": 2000},
     ],
     ids=[
         "default",
@@ -60,6 +62,7 @@ def _random_request(env, gen):
         "no-interest",
         "interest-only",
         "tiny",
+        "rows-prefetched",
     ],
 )
 def test_candidates_equal_the_torch_form(config):

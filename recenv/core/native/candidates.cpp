@@ -11,11 +11,25 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <tuple>
 
 namespace {
+
+// This core's L2 data cache in bytes (glibc reads it from CPUID), 1 MiB where it cannot tell.
+int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    int64_t v = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return v > 0 ? v : static_cast<int64_t>(1) << 20;
+  }();
+  return bytes;
+}
 
 struct Source {  // one retrieval source: a flat int32 list and [N, A, n] indices into it
   const int32_t* list;
@@ -78,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   const bool hashed = W < I;  // counters shared by items with the same id modulo W
   // A row table that fits in L2 is not prefetched: those prefetches would hit, yet each
   // holds one of the core's few miss buffers that the counters' misses are waiting for.
-  const bool prefetch_rows = I * R * static_cast<int64_t>(sizeof(float)) > (1 << 20);
+  const bool prefetch_rows = I * R * static_cast<int64_t>(sizeof(float)) > l2_bytes();
   const float H = static_cast<float>(horizon);
   const int64_t X = A * C;  // candidates per market
   auto counter = [&](int64_t n, int64_t item) {
