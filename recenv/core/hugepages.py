@@ -9,10 +9,11 @@ instead of ~32,000: 1.15x env-steps/s at 4,096 compiled markets on the developme
 in alternated runs against ``RECENV_HUGE_PAGES=0`` (``experiments/PERFORMANCE.md``, eleventh
 session; the tenth session's 1.07x-1.21x were measured while the tables still had a storage
 offset, see :func:`empty`). Nothing else changes: the tables are ordinary contiguous CPU
-tensors, only their pages differ. (The item counters alone gained
-~1.02x, and the 10^6-item catalog's rows 0.99x: likely because the candidates kernel
-prefetches both, so the page walk happens ahead of the use; the user rows are gathered by
-inductor's loops, which do not prefetch.)
+tensors, only their pages differ. (In the tenth session, while the tables still had a
+storage offset, the item counters alone gained ~1.02x and the 10^6-item catalog's rows
+0.99x, likely because the candidates kernel prefetches both, so the page walk happens ahead
+of the use, whereas inductor's loops gather the user rows without prefetching; those two
+figures were not measured again after the offset was removed.)
 
 How: :func:`empty` takes a byte buffer from torch's allocator (the table's size rounded up to
 whole 2 MiB pages, plus one page), advises the kernel (``madvise(MADV_HUGEPAGE)``) to back
