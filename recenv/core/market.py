@@ -548,12 +548,12 @@ class BatchedMarket:
         }
         row = None
         if self.num_envs == 1:  # static: the PettingZoo face's market
-            parts = [terminated, truncated, out["chosen_agent"], info["chosen_slot"]]
-            parts += [out["value"], *(out["utility"][k] for k in FACE_UTILITY)]
-            row = torch.cat(
-                [x.to(torch.float64).view(1, -1) for x in (*parts, rewards, info["repaired"])],
-                dim=1,
-            )[0]
+            # Grouped by dtype: ten ops, not thirty (they count in an eager step).
+            flags = torch.stack([terminated, truncated], 1)
+            picks = torch.stack([out["chosen_agent"], info["chosen_slot"]], 1)
+            utility = torch.stack([out["utility"][k] for k in FACE_UTILITY], 1)
+            floats = torch.cat([out["value"][:, None], utility, rewards, info["repaired"]], 1)
+            row = torch.cat([flags.double(), picks.double(), floats.double()], 1)[0]
         return rewards, terminated, truncated, info, arrived, row
 
     def observe(self) -> Obs:
