@@ -93,7 +93,7 @@ class MarketParallelEnv(ParallelEnv):
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_info = None
-        return self._np_obs(), self._infos(None)
+        return self._np_obs(), self._infos(None, None)
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
@@ -214,15 +214,14 @@ class MarketParallelEnv(ParallelEnv):
             }
         return out
 
-    def _infos(
-        self, info: dict[str, Any] | None, scalars: list[float] | None = None
-    ) -> dict[str, dict]:
-        """Per-agent infos; ``scalars``: the step's packed row (``face_row``), as a list."""
+    def _infos(self, info: dict[str, Any] | None, scalars: list[float] | None) -> dict[str, dict]:
+        """Per-agent infos of a step (``info`` and its packed row ``scalars``, laid out as
+        ``face_row`` says), or of a reset (both ``None``)."""
         infos: dict[str, dict] = {a: {} for a in self.possible_agents}
         if self.flatten_obs:
             for i, d in enumerate(infos.values()):
                 d["action_mask"] = self._mask_np[i]
-        if info is None or scalars is None:
+        if info is None:
             return infos
         row = self._row
         chosen_agent = int(scalars[row["chosen_agent"]])

@@ -134,11 +134,15 @@ def test_market_tables_on_advised_pages_and_after_unpickling():
 
 
 @needs_thp
-def test_tables_restored_from_a_run_snapshot_go_back_to_huge_pages():
+def test_tables_restored_from_a_run_snapshot_go_back_to_huge_pages(monkeypatch):
     env = recenv.make_vec("recenv/Market-v0", num_envs=256, seed=0, num_users=400)
     env.reset()
     saved = snapshot.snapshot(env, skip=ENV_STATIC)
     assert not hugepages.is_advised(saved["users"]["value"])  # checkpoints hold plain copies
+    with monkeypatch.context() as m:  # without the hook, the restored tables stay plain
+        m.setattr(snapshot, "RESTORED_HOOK", "no_such_hook")
+        snapshot.restore(env, saved)
+        assert not hugepages.is_advised(env.users)
     snapshot.restore(env, saved)  # ends with env.state_restored(), which re-homes them
     for name in env._HUGE_PAGE_TABLES:
         assert hugepages.is_advised(getattr(env, name)), name
