@@ -66,7 +66,7 @@ class MarketParallelEnv(ParallelEnv):
         self.action_spaces = {a: SlateSpace(C, K) for a in self.possible_agents}
         inf = np.float32(np.inf)
         self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
-        self._last_info: dict[str, Any] | None = None
+        self._last_step: tuple[dict[str, Any], list[float]] | None = None  # info, scalars
         A = len(self.possible_agents)
         self._mask_np = np.zeros((A, C), np.int8)
         self._mask_list = self._mask_np.tolist()  # the same mask as lists, for the slate check
@@ -92,7 +92,7 @@ class MarketParallelEnv(ParallelEnv):
     ) -> tuple[dict[str, Any], dict[str, dict]]:
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
-        self._last_info = None
+        self._last_step = None
         return self._np_obs(), self._infos(None, None)
 
     def step(self, actions: dict[str, Any]):
@@ -107,7 +107,7 @@ class MarketParallelEnv(ParallelEnv):
         # through numpy: reading a tensor costs about a microsecond per call, a large share
         # of a one-market step.
         scalars, info = self.core._step_face(*checked)
-        self._last_info = info
+        self._last_step = (info, scalars)
         row = self._row
         terminated, truncated = bool(scalars[row["terminated"]]), bool(scalars[row["truncated"]])
         np_obs = self._np_obs()
@@ -127,11 +127,15 @@ class MarketParallelEnv(ParallelEnv):
             return None
         c = self.core
         lines = [f"{self.env_id} t={int(c.t[0])} user={int(c.user[0])}"]
-        if self._last_info is not None:
-            i = self._last_info
+        if self._last_step is not None:
+            info, scalars = self._last_step
+            row = self._row
+            shown = info["shown"][0].tolist()
+            agent, slot = int(scalars[row["chosen_agent"]]), int(scalars[row["chosen_slot"]])
+            item = shown[agent][slot] if agent >= 0 else -1
             lines.append(
-                f"shown={i['shown'][0].tolist()} chosen_agent={int(i['chosen_agent'][0])} "
-                f"item={int(i['chosen_item'][0])} engagement={float(i['engagement'][0]):.3f}"
+                f"shown={shown} chosen_agent={agent} "
+                f"item={item} engagement={scalars[row['engagement']]:.3f}"
             )
         return "\n".join(lines)
 

@@ -115,6 +115,32 @@ def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions():
     assert torch.equal(before[1], compiled.core.counter)
 
 
+def test_pettingzoo_face_steps_through_its_own_warm_graph():
+    """The face enters the core through ``_serve_face`` (a graph with only what the face
+    reads), never through the batched face's ``_serve``, and on the direct warm path;
+    ``state_restored()`` sends that step back through Dynamo's guards once."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    env = recenv.make("recenv/Market-v0", seed=1, compile=True, **SMALL)
+    env.reset()
+
+    def step():
+        env.step({a: env.oracle_slate(a) for a in env.agents})
+
+    def cells(call):
+        return dict(zip(call.__code__.co_freevars, call.__closure__, strict=True))
+
+    step(), step()
+    face, serve = cells(env.core._serve_face), cells(env.core._serve)
+    assert face["direct"].cell_contents is not None
+    assert len(_debug_get_cache_entry_list(face["fn"].cell_contents.__code__)) == 1
+    assert _debug_get_cache_entry_list(serve["fn"].cell_contents.__code__) == []
+    env.core.state_restored()
+    assert face["direct"].cell_contents is None
+    step()
+    assert face["direct"].cell_contents is not None
+
+
 def test_each_compiled_market_keeps_its_own_graph_cache():
     """Dynamo falls back to Python, silently, once one code object has ``recompile_limit``
     graphs; markets of different sizes must not share that budget (a benchmark or a sweep

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+import torch
 from pettingzoo.test import (
     api_test,
     max_cycles_test,
@@ -187,6 +188,27 @@ def test_render_ansi(env_id, small):
     assert recenv.make(env_id, seed=0, **small(env_id)).render() is None
     with pytest.raises(ValueError, match="render_mode"):
         recenv.make(env_id, render_mode="human", **small(env_id))
+
+
+def test_render_names_the_step_the_batched_face_reports(env_id, small):
+    """The frame's chosen agent, item and engagement (derived from the face's packed row and
+    shown slates) are market 0's ``info`` of the batched face on the same seed and slates."""
+    kwargs = small(env_id, horizon=6)
+    env = recenv.make(env_id, seed=4, render_mode="ansi", **kwargs)
+    vec = recenv.make_vec(env_id, num_envs=1, seed=4, **kwargs)
+    env.reset(), vec.reset()
+    clicks = 0
+    for _ in range(5):
+        slates = {a: env.oracle_slate(a) for a in env.agents}
+        env.step(slates)
+        *_, info = vec.step({a: torch.as_tensor(s)[None] for a, s in slates.items()})
+        agent, item = int(info["chosen_agent"][0]), int(info["chosen_item"][0])
+        clicks += agent >= 0
+        frame = env.render()
+        assert f"shown={info['shown'][0].tolist()} " in frame
+        assert f"chosen_agent={agent} item={item} " in frame
+        assert f"engagement={float(info['engagement'][0]):.3f}" in frame
+    assert clicks, "no click in five oracle steps: the item check saw only -1"
 
 
 def test_env_docstring_is_the_scenario_page(env_id, small):
