@@ -146,7 +146,11 @@ def _warm_unguarded(compiled, method):
         nonlocal warm, direct
         stance = getattr(torch._dynamo.eval_frame, "_stance", None)
         if not warm or getattr(stance, "stance", None) != "default":
-            out = compiled(*args)
+            # Without the profiler annotations Dynamo would put around the graph call in the
+            # code it generates (a context manager entered, and one more Dynamo-disabled
+            # function called, on every step, whether or not a profiler runs).
+            with torch._dynamo.config.patch(record_runtime_overhead=False):
+                out = compiled(*args)
             warm = True
             direct = _generated_function(fn)
             return out
