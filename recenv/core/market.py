@@ -556,9 +556,10 @@ class BatchedMarket:
 
         Compiled, it is a graph of its own (the face never calls :meth:`_serve`): every value
         a graph returns is a buffer allocated per call and a tensor handed through Dynamo's
-        and AOTAutograd's Python, and at one market that costs more than computing it. Five
-        outputs instead of the info dict's twenty-odd made the compiled face 1.21x faster
-        (``experiments.ab_commits --figure face``, four alternated rounds)."""
+        and AOTAutograd's Python, and at one market that costs more than computing it. Its
+        graph returns 15 tensors where :meth:`_serve`'s returns 33 (the info dict's ~20):
+        1.04x on the compiled face (``experiments.ab_commits --figure face``, eight
+        alternated rounds)."""
         out, resetting, arrived = self._advance(slate, valid)
         # Grouped by dtype: ten ops, not thirty (they count in an eager step).
         flags = torch.stack([out["terminated"], out["truncated"]], 1)
