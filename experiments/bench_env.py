@@ -20,7 +20,9 @@ Every figure is the median of ``--repeats`` timed runs with its spread (min..max
 ``env.step`` is timed (the policy's actions are computed outside the timer); peers are timed
 the same way (see ``experiments.bench_peers``). Full runs time at least one whole episode per
 batched figure, so auto-resets and episode metrics are included; the catalog ratio times 50
-steps of each size (within an episode), each size in a fresh process; ``--quick`` runs are
+steps of each size (within an episode), each size in fresh processes, the two sizes
+alternated over ``--repeats`` rounds (the ratio is the median of the rounds' ratios, see
+:func:`time_catalog_rounds`); ``--quick`` runs are
 shorter than an episode at large ``num_envs``. Run from the repository root::
 
     .venv/bin/python -m experiments.bench_env                 # full table (long)
@@ -148,6 +150,32 @@ def time_batched_fresh(env_id, num_envs, steps, compile=False, repeats=1, **cfg)
     if samples is None:
         raise RuntimeError(f"timing {env_id} {cfg} in a fresh process failed: {error}")
     return samples
+
+
+def time_catalog_rounds(env_id, num_envs, steps, sizes, rounds, compile=False, repeats=1, **cfg):
+    """The catalog figure: the step at ``sizes = (small, large)`` catalog sizes, each timed
+    in a fresh process (:func:`time_batched_fresh`, ``repeats`` runs of ``steps`` steps),
+    the two sizes alternated over ``rounds`` rounds in ABBA order.
+
+    Returns ``(samples, ratios)``: every run's seconds per step by size, and each round's
+    ratio of the large catalog's median step time to the small one's. A ratio taken within
+    a round compares two processes run back to back; the two sizes timed one after the
+    other, all rounds of one then all of the other, put the sitting's drift over minutes
+    into the ratio (the compiled catalog ratio read 1.24x and 1.66x in two runs of the same
+    step code, the 10^6-item runs of the second spreading 1.28x among themselves)."""
+    small, large = sizes
+    samples = {small: [], large: []}
+    ratios = []
+    for r in range(rounds):
+        median = {}
+        for items in (small, large) if r % 2 == 0 else (large, small):
+            runs = time_batched_fresh(
+                env_id, num_envs, steps, compile=compile, repeats=repeats, num_items=items, **cfg
+            )
+            samples[items] += runs
+            median[items] = statistics.median(runs)
+        ratios.append(median[large] / median[small])
+    return samples, ratios
 
 
 def time_pettingzoo(env_id, steps, compile=False):
@@ -460,39 +488,39 @@ def main(argv=None):
     n = args.catalog_envs or (256 if args.quick else 1024)
     steps = steps_or(20 if args.quick else 50)
     small, large = args.catalog_items[0], args.catalog_items[-1]
-    catalog_ratios = {}
+    catalog_ratios, catalog_rounds = {}, {}
     for compile in compile_modes:
-        catalog = {}
-        for items in args.catalog_items[:2]:
-            # Each size in a process of its own: the ratio compares two markets.
-            samples = time_batched_fresh(
-                args.env,
-                n,
-                steps,
-                compile=compile,
-                repeats=args.repeats,
-                num_items=items,
-                item_stats_size=1024,
-            )
+        # Each size in processes of its own (the ratio compares two markets), alternated.
+        samples, round_ratios = time_catalog_rounds(
+            args.env,
+            n,
+            steps,
+            (small, large),
+            args.repeats,
+            compile=compile,
+            item_stats_size=1024,
+        )
+        for items in (small, large):
             record(
                 "catalog",
                 "env-steps/s",
-                samples,
+                samples[items],
                 n,
                 threads=1,
                 compile=compile,
                 num_envs=n,
                 num_items=items,
             )
-            catalog[items] = rows[-1]["median"]
-        catalog_ratios[compile] = r = catalog[small] / catalog[large]
+        catalog_rounds[compile] = round_ratios
+        catalog_ratios[compile] = r = statistics.median(round_ratios)
         verdicts = ", ".join(
             f"<= {bound}x: {'met' if r <= bound else 'NOT met'}"
             for bound in (TARGET_CATALOG_RATIO, TARGET_CATALOG_RATIO_SPEED)
         )
         print(
             f"step time with {large:,} items / with {small:,} items, compile={compile}: "
-            f"{r:.2f}x (targets {verdicts})"
+            f"{r:.2f}x, median of {len(round_ratios)} alternated rounds "
+            f"[{min(round_ratios):.2f}..{max(round_ratios):.2f}] (targets {verdicts})"
         )
     catalog_ratio = catalog_ratios[False]
 
@@ -612,6 +640,9 @@ def main(argv=None):
             "ratio": catalog_ratio,  # eager, as earlier runs wrote it
             "ratio_eager": catalog_ratios[False],
             "ratio_compiled": catalog_ratios.get(True),
+            # Each alternated round's ratio (time_catalog_rounds); the ratios are their medians.
+            "rounds_eager": catalog_rounds[False],
+            "rounds_compiled": catalog_rounds.get(True),
         },
         "ratios": ratios,
         "copy_bandwidth_bytes_per_s": {str(t): r["median"] for t, r in bandwidth.items()},

@@ -80,6 +80,29 @@ def test_time_batched_fresh_times_in_a_child_and_names_a_failure():
         bench_env.time_batched_fresh("recenv/Market-v0", 2, 2, no_such_option=1)
 
 
+def test_catalog_rounds_alternate_the_sizes_and_take_each_rounds_ratio(monkeypatch):
+    """The catalog figure alternates the two sizes in ABBA order, one fresh process per size
+    and round, and each round's ratio compares the two processes of that round."""
+    calls = []
+    # Seconds per step by (round, size): the large catalog 1.5x, 2.0x, 1.2x the small one's
+    # in rounds 0..2, while the sitting slows from round to round.
+    table = {0: (1.0, 1.5), 1: (2.0, 4.0), 2: (3.0, 3.6)}
+
+    def fake(env_id, num_envs, steps, compile=False, repeats=1, num_items=None, **cfg):
+        calls.append((num_items, compile, repeats, cfg))
+        small, large = table[(len(calls) - 1) // 2]
+        return [large if num_items == 10_000 else small] * repeats
+
+    monkeypatch.setattr(bench_env, "time_batched_fresh", fake)
+    samples, ratios = bench_env.time_catalog_rounds(
+        "recenv/Market-v0", 4, 5, (100, 10_000), 3, compile=True, repeats=2, item_stats_size=64
+    )
+    assert [c[0] for c in calls] == [100, 10_000, 10_000, 100, 100, 10_000]
+    assert all(c[1:] == (True, 2, {"item_stats_size": 64}) for c in calls)
+    assert ratios == pytest.approx([1.5, 2.0, 1.2])
+    assert samples == {100: [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], 10_000: [1.5, 1.5, 4.0, 4.0, 3.6, 3.6]}
+
+
 def test_memory_check_process_does_not_inherit_the_parents_peak():
     """The check's fresh process reports its own peak: ``ru_maxrss`` would start at this
     process's resident size (fork, then exec), which made the growth read low."""
@@ -135,6 +158,8 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
             assert kind in kinds and ratio in names
     assert all(_positive(x["ratio"]) and isinstance(x["met"], bool) for x in r["ratios"])
 
+    cat = r["catalog_ratio"]
+    assert len(cat["rounds_eager"]) == 1 and cat["ratio_eager"] == cat["rounds_eager"][0]
     assert _positive(r["copy_bandwidth_bytes_per_s"]["1"])
     (t,) = r["traffic"]
     assert t["num_envs"] == 4 and t["threads"] == 1
