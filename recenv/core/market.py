@@ -77,8 +77,8 @@ FACE_UTILITY = (*UTILITY_TERMS, "total")
 
 
 def face_row(num_agents: int) -> dict[str, slice | int]:
-    """Where each scalar of a one-market step sits in the float64 row ``_serve`` packs for
-    the PettingZoo face (exact: float32 and small integers convert to float64 without
+    """Where each scalar of a one-market step sits in the float64 row ``_serve_face`` packs
+    for the PettingZoo face (exact: float32 and small integers convert to float64 without
     rounding): ``terminated``, ``truncated``, ``chosen_agent``, ``chosen_slot``,
     ``engagement``, ``utility`` (:data:`FACE_UTILITY`, a slice), then ``rewards`` and
     ``repaired`` (slices of ``num_agents``)."""
@@ -532,7 +532,7 @@ class BatchedMarket:
         users with their rows and episode stamps from before the arrival (episode metrics are
         read as of the end of the request, and the arrival changes only those rows).
         """
-        out, resetting, arrived = self._advance(slate, valid)
+        out, arrived = self._advance(slate, valid, repaired)
         info: dict[str, Any] = {
             "shown": out["shown"],
             "chosen_agent": out["chosen_agent"],
@@ -543,8 +543,8 @@ class BatchedMarket:
             "platform": out["platform"],
             "utility": out["utility"],
             "choice_probs": out["probs"],
-            "reset": resetting,
-            "repaired": repaired * ~resetting[:, None],
+            "reset": out["reset"],
+            "repaired": out["repaired"],
         }
         return out["rewards"], out["terminated"], out["truncated"], info, arrived
 
@@ -560,20 +560,20 @@ class BatchedMarket:
         graph returns 15 tensors where :meth:`_serve`'s returns 33 (the info dict's ~20):
         1.04x on the compiled face (``experiments.ab_commits --figure face``, eight
         alternated rounds)."""
-        out, resetting, arrived = self._advance(slate, valid)
+        out, arrived = self._advance(slate, valid, repaired)
         # Grouped by dtype: ten ops, not thirty (they count in an eager step).
         flags = torch.stack([out["terminated"], out["truncated"]], 1)
         picks = torch.stack([out["chosen_agent"], out["chosen_slot"]], 1)
         utility = torch.stack([out["utility"][k] for k in FACE_UTILITY], 1)
-        repaired = repaired * ~resetting[:, None]
-        floats = torch.cat([out["value"][:, None], utility, out["rewards"], repaired], 1)
+        floats = torch.cat([out["value"][:, None], utility, out["rewards"], out["repaired"]], 1)
         row = torch.cat([flags.double(), picks.double(), floats.double()], 1)[0]
         return out["shown"], arrived, row
 
-    def _advance(self, slate: torch.Tensor, valid: torch.Tensor):
+    def _advance(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
         """The state change of :meth:`_serve` and :meth:`_serve_face` (inlined into either's
-        graph): returns the request's outputs (:meth:`_interact`), which markets were
-        resetting [N] and the arriving users (as :meth:`_serve` returns them)."""
+        graph): returns the request's outputs (:meth:`_interact`) with ``reset`` [N] (the
+        markets that were resetting) and ``repaired`` [N, A] (the counts of live markets)
+        added, and the arriving users (as :meth:`_serve` returns them)."""
         resetting = self.needs_reset
         live = ~resetting
         self.counter.add_(1)  # in place, as in _begin_episode
@@ -588,7 +588,8 @@ class BatchedMarket:
         # The item counters' one write; the next observation reads them after it.
         self._count_exposures(*out["counted"])
         arrived = self._arrive(out["block"], served=(self.user, out["new_row"]))
-        return out, resetting, arrived
+        out["reset"], out["repaired"] = resetting, repaired * live[:, None]
+        return out, arrived
 
     def observe(self) -> Obs:
         """Observations of the current request, per agent (views of batched tensors)."""
