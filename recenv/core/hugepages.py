@@ -15,11 +15,12 @@ storage offset, the item counters alone gained ~1.02x and the 10^6-item catalog'
 of the use, whereas inductor's loops gather the user rows without prefetching; those two
 figures were not measured again after the offset was removed.)
 
-How: :func:`empty` takes a byte buffer from torch's allocator (the table's size rounded up to
-whole 2 MiB pages, plus one page), advises the kernel (``madvise(MADV_HUGEPAGE)``) to back
-its 2 MiB-aligned interior with huge pages before anything touches it, and returns the table
-on a storage that starts on that boundary (storage offset 0: see :func:`empty`), so every
-page of the table is a huge one once written (the fill faults them in).
+How: :func:`empty` maps a byte buffer of its own (``mmap``, private and anonymous: the
+table's size rounded up to whole 2 MiB pages, plus one page), advises the kernel
+(``madvise(MADV_HUGEPAGE)``) to back its 2 MiB-aligned interior with huge pages before
+anything touches it, and returns the table on a storage that starts on that boundary
+(storage offset 0: see :func:`empty`), so every page of the table is a huge one once
+written (the fill faults them in).
 Partial cover is not enough: advising only the aligned interior of a plain allocation gained
 about half as much as whole tables at 4,096 markets (one in-process comparison). The cost is
 at most 2 MiB more resident memory per table, which is why tables below :data:`MIN_BYTES` are
@@ -42,6 +43,7 @@ import mmap
 import os
 import sys
 
+import numpy as np
 import torch
 
 HUGE_PAGE = 2 << 20
@@ -90,16 +92,22 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     if fn is None:
         return torch.empty(shape, dtype=dtype, device=device)
     span = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
-    buf = torch.empty(span + HUGE_PAGE, dtype=torch.uint8)
-    off = -buf.data_ptr() % HUGE_PAGE
-    if fn(buf.data_ptr() + off, span, mmap.MADV_HUGEPAGE) != 0:  # advice is never an error
+    # A private anonymous mapping of its own, not malloc's memory: pages nothing has touched
+    # yet, so the fill faults them in as huge ones (memory malloc recycles may already be on
+    # 4 KiB pages, more so once recenv.core.heap keeps freed memory in the heap).
+    buf = np.frombuffer(
+        mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS),
+        dtype=np.uint8,
+    )
+    off = -buf.ctypes.data % HUGE_PAGE
+    if fn(buf.ctypes.data + off, span, mmap.MADV_HUGEPAGE) != 0:  # advice is never an error
         return torch.empty(shape, dtype=dtype, device=device)
     # The table's storage must start at the boundary (storage offset 0): a compiled step
     # that updates an input with a storage offset cannot update it in place, and copies the
     # whole table twice per step (clone, scatter, copy back). So the storage is the aligned
     # span itself, through numpy (``from_numpy`` starts a storage at the array's first byte
-    # and keeps the array, hence ``buf``, alive as long as the storage).
-    aligned = torch.from_numpy(buf.numpy()[off : off + span])
+    # and keeps the array, hence ``buf`` and its mapping, alive as long as the storage).
+    aligned = torch.from_numpy(buf[off : off + span])
     return torch.empty(0, dtype=dtype).set_(aligned.untyped_storage(), 0, shape)
 
 

@@ -1,0 +1,112 @@
+"""Freed memory stays in the heap (recenv.core.heap): a CPU market raises glibc's trim and
+mmap thresholds once, so a step's buffers reuse the pages the last step freed instead of
+faulting in fresh ones; ``RECENV_KEEP_HEAP=0`` leaves malloc alone; results are the same."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import recenv
+from recenv.core import heap, hugepages
+
+needs_glibc = pytest.mark.skipif(heap._mallopt() is None, reason="not glibc: nothing to tune")
+
+# A fresh process (the thresholds are process-wide and this one's are already raised by
+# every market built so far): allocate, write and free a 48 MiB buffer (above glibc's
+# largest dynamic mmap threshold, 32 MiB) eleven times, after building a small CPU market, and
+# print the minor page faults of the last nine rounds.
+_FAULTS = """
+import resource, torch, recenv
+torch.set_num_threads(1)
+recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+def touch():
+    x = torch.empty(12 << 20, dtype=torch.float32)
+    x.fill_(1.0)
+    del x
+touch()
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(9):
+    touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(**env) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAULTS],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout.split()[-1])
+
+
+@needs_glibc
+def test_a_market_keeps_freed_buffers_in_the_heap():
+    pages = 48 << 20 >> 12  # 4 KiB pages of one buffer
+    kept = _faults(RECENV_KEEP_HEAP="1")
+    plain = _faults(RECENV_KEEP_HEAP="0")
+    # Kept: the buffer reuses the same heap pages every round. Plain: glibc maps it afresh
+    # and the kernel faults in every page of every round, unless transparent huge pages are
+    # on for every mapping ("always"), which faults 2 MiB at a time.
+    assert kept < pages, (kept, plain)  # less than one buffer's pages in nine rounds
+    if not _thp_always():
+        assert plain > 9 * pages // 2, (kept, plain)
+
+
+def _thp_always() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[always]" in f.read()
+    except OSError:
+        return False
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setattr(heap, "_kept", False)
+    monkeypatch.setenv("RECENV_KEEP_HEAP", "0")
+    assert heap.keep() is False
+    recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)  # builds, leaves malloc alone
+    assert heap._kept is False
+
+
+def test_nothing_to_tune_off_glibc(monkeypatch):
+    monkeypatch.setattr(heap, "_kept", False)
+    monkeypatch.setattr(heap, "_mallopt", lambda: None)
+    assert heap.keep() is False
+
+
+@needs_glibc
+def test_keep_is_applied_once(monkeypatch):
+    calls = []
+    real = heap._mallopt()
+    monkeypatch.setattr(heap, "_kept", False)
+    monkeypatch.setattr(heap, "_mallopt", lambda: lambda *a: calls.append(a) or real(*a))
+    assert heap.keep() is True and heap.keep() is True
+    assert calls == [(-1, heap.THRESHOLD), (-3, heap.THRESHOLD)]
+
+
+@pytest.mark.skipif(not hugepages.enabled("cpu"), reason="no transparent huge pages here")
+def test_huge_page_tables_do_not_come_from_recycled_heap():
+    """With freed memory kept in the heap, a large table must still get pages nothing has
+    touched (its own mapping), or they would already be 4 KiB ones."""
+    heap.keep()
+    scratch = torch.ones(64 << 20, dtype=torch.uint8)  # touched, then freed into the heap
+    del scratch
+    t = hugepages.full(((24 << 20) // 4,), 3, torch.int32, "cpu")
+    assert hugepages.is_advised(t) and torch.equal(t, torch.full_like(t, 3))
+    storage = t.untyped_storage()
+    with open("/proc/self/maps") as f:
+        heap_ranges = [
+            tuple(int(x, 16) for x in line.split()[0].split("-"))
+            for line in f
+            if line.rstrip().endswith("[heap]")
+        ]
+    assert not any(lo <= storage.data_ptr() < hi for lo, hi in heap_ranges)
