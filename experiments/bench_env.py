@@ -328,6 +328,18 @@ def write_result(out: Path, result: dict) -> None:
     print(f"wrote {out}")
 
 
+# The environment variables that change how the CPU core runs (not what it computes), with
+# their defaults; LD_PRELOAD reported as set (e.g. another malloc), "" when not.
+_SWITCHES = {"RECENV_NATIVE": "1", "RECENV_HUGE_PAGES": "1", "RECENV_KEEP_HEAP": "1"}
+
+
+def _switches() -> dict[str, str]:
+    """This process's settings of :data:`_SWITCHES` and ``LD_PRELOAD`` (children inherit them)."""
+    out = {k: os.environ.get(k, v) for k, v in _SWITCHES.items()}
+    out["LD_PRELOAD"] = os.environ.get("LD_PRELOAD", "")
+    return out
+
+
 def _ints(text):
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -404,6 +416,8 @@ def main(argv=None):
     print(f"recenv bench: {args.env}; torch {torch.__version__}; {platform.platform()}")
     print(f"host: {host}; python {sys.version.split()[0]}")
     print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
+    switches = _switches()
+    print("switches: " + ", ".join(f"{k}={v}" for k, v in switches.items()))
     print(
         f"torch threads: default {default_threads}; rows run at threads={thread_settings} "
         "(each row says which); peers run under the same setting as the rows they face"
@@ -632,6 +646,7 @@ def main(argv=None):
         "default_threads": default_threads,
         "thread_settings": thread_settings,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "switches": switches,
         "repeats": args.repeats,
         "quick": args.quick,
         "peers": {k: (v if run_peers[k] else None) for k, v in versions.items()},

@@ -132,11 +132,17 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
         BatchedMarket, "state_nbytes", lambda self: 500 * self.num_envs, raising=False
     )
     out = tmp_path / "bench.json"
+    monkeypatch.setenv("RECENV_KEEP_HEAP", "1")
+    monkeypatch.delenv("RECENV_HUGE_PAGES", raising=False)
     bench_env.main(
         [*TINY, "--memory", "--memory-envs", "4", "--memory-users", "10", "--out", str(out)]
     )
     text = capsys.readouterr().out
     r = json.loads(out.read_text())
+    # The switches that change how the core runs are on record, set or defaulted.
+    assert r["switches"]["RECENV_KEEP_HEAP"] == "1" and r["switches"]["RECENV_HUGE_PAGES"] == "1"
+    assert set(r["switches"]) == {*bench_env._SWITCHES, "LD_PRELOAD"}
+    assert "switches: RECENV_NATIVE=" in text
 
     kinds = {row["kind"] for row in r["rows"]}
     assert {"pettingzoo_face", "batched", "catalog", "churn_heavy", "copy_bandwidth"} <= kinds
