@@ -5,6 +5,7 @@ faulting in fresh ones; ``RECENV_KEEP_HEAP=0`` leaves malloc alone; results are 
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -110,3 +111,14 @@ def test_huge_page_tables_do_not_come_from_recycled_heap():
             if line.rstrip().endswith("[heap]")
         ]
     assert not any(lo <= storage.data_ptr() < hi for lo, hi in heap_ranges)
+
+
+def test_built_and_unpickled_cpu_markets_keep_the_heap(monkeypatch):
+    """A market unpickled in a worker process keeps the heap there too (pickle bypasses
+    ``__init__``)."""
+    calls = []
+    monkeypatch.setattr(heap, "keep", lambda: calls.append("keep") or True)
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+    assert calls == ["keep"]
+    pickle.loads(pickle.dumps(env))
+    assert calls == ["keep", "keep"]

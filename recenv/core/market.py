@@ -242,11 +242,7 @@ class BatchedMarket:
         self.config = cfg = config
         self.num_envs = N = num_envs
         self.device = dev = torch.device(device)
-        if dev.type == "cpu":
-            # Freed step buffers stay in the heap for the next step instead of going back to
-            # the kernel (recenv.core.heap: page faults were 3 % of a step at 4,096 markets
-            # and a quarter at 16,384). Process-wide, once; RECENV_KEEP_HEAP=0 turns it off.
-            heap.keep()
+        self._keep_heap()
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
         # Derived item tables are built on first use; build them now, outside any compiled
@@ -370,6 +366,7 @@ class BatchedMarket:
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
         self.__dict__.update(state)
+        self._keep_heap()  # unpickled in another process (a vector env's worker, Ray)
         self._rehome_tables()
         # Decided where it is unpickled: that machine may lack the kernels (or have them).
         self._native_kernels = native.usable(self.device)
@@ -389,6 +386,14 @@ class BatchedMarket:
             reguard = getattr(getattr(self, name), "reguard", None)
             if reguard is not None:
                 reguard()
+
+    def _keep_heap(self) -> None:
+        """On the CPU, keep freed step buffers in the heap for the next step instead of
+        giving them back to the kernel (:mod:`recenv.core.heap`: page faults were a quarter
+        of a compiled step at 16,384 markets). Process-wide, once; ``RECENV_KEEP_HEAP=0``
+        turns it off."""
+        if self.device.type == "cpu":
+            heap.keep()
 
     def _rehome_tables(self) -> None:
         """Move the large state tables back onto huge pages (recenv.core.hugepages) when they
