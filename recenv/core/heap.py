@@ -11,13 +11,14 @@ quarter of the step) at 16,384, measured on the development machine (``getrusage
 
 :func:`keep` raises both thresholds to :data:`THRESHOLD` (1 GiB) with ``mallopt``, so
 allocations up to that size come from the heap and freed memory stays there for reuse: the
-faults drop to a handful per step. The cost is that up to about a gigabyte of freed memory
-stays resident in the process rather than going back to the kernel, and allocations beyond
-that size still behave as before. Results are the same either way; only where the bytes come
-from differs. Large state tables do not depend on this: :mod:`recenv.core.hugepages` maps
-them itself.
+faults drop to a handful per step. The cost: memory freed by allocations up to that size is
+no longer handed back to the kernel, so the process's resident size stays near its peak heap
+use (a freed 500 MiB tensor stays resident until the heap reuses it; the benchmark's
+16,384-market memory check rose from 6.01 to 6.20 GiB); allocations beyond 1 GiB still behave
+as before. Results are the same either way; only where the bytes come from differs. Large
+state tables do not depend on this: :mod:`recenv.core.hugepages` maps them itself.
 
-A CPU :class:`~recenv.core.market.BatchedMarket` calls :func:`keep` when it is built. It is
+A CPU :class:`~recenv.core.market.BatchedMarket` calls :func:`keep` when built or unpickled. It is
 process-wide and applied once; ``RECENV_KEEP_HEAP=0`` in the environment (read at that
 call) leaves ``malloc`` as it was. Off glibc (macOS, musl) it does nothing.
 """
