@@ -58,16 +58,8 @@ def test_a_market_keeps_freed_buffers_in_the_heap():
     # and the kernel faults in every page of every round, unless transparent huge pages are
     # on for every mapping ("always"), which faults 2 MiB at a time.
     assert kept < pages, (kept, plain)  # less than one buffer's pages in nine rounds
-    if not _thp_always():
+    if hugepages.thp_mode() != "always":
         assert plain > 9 * pages // 2, (kept, plain)
-
-
-def _thp_always() -> bool:
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[always]" in f.read()
-    except OSError:
-        return False
 
 
 def test_switched_off_by_environment(monkeypatch):

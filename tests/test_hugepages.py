@@ -95,6 +95,12 @@ def test_compiled_row_write_updates_an_advised_table_in_place():
     assert not any(f"{N * U * F}L" in code for code in codes), "the table was copied"
 
 
+def test_thp_mode_names_the_bracketed_mode():
+    assert hugepages.thp_mode() in (None, "always", "madvise", "never")
+    if hugepages.enabled("cpu"):  # advice is given only where the kernel takes it
+        assert hugepages.thp_mode() in ("always", "madvise")
+
+
 def test_small_tables_stay_plain():
     t = hugepages.full((hugepages.MIN_BYTES // 4 - 1,), 0, torch.float32, "cpu")
     assert not hugepages.is_advised(t) and t.untyped_storage().nbytes() == t.nbytes

@@ -53,17 +53,24 @@ MIN_BYTES = 256 << 10
 _THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
+def thp_mode() -> str | None:
+    """The kernel's transparent-huge-page mode (``"always"``, ``"madvise"`` or ``"never"``),
+    or None where it cannot be read (not Linux)."""
+    try:
+        with open(_THP_MODE) as f:
+            text = f.read()
+    except OSError:
+        return None
+    start = text.find("[")
+    return text[start + 1 : text.find("]", start)] if start >= 0 else None
+
+
 @functools.cache
 def _madvise():
     """libc's ``madvise``, or None where there is no transparent-huge-page advice to give."""
     if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
         return None
-    try:
-        with open(_THP_MODE) as f:
-            mode = f.read()
-    except OSError:
-        return None
-    if "[never]" in mode:
+    if thp_mode() in (None, "never"):
         return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).madvise
