@@ -196,7 +196,7 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly():
     (the fast path must really be taken, or one-market steps silently lose ~40 % of their
     speed) and stays on the same trajectory as guarded calls; a non-default compiler stance
     (``force_eager``, for debugging) is honoured."""
-    from recenv.core.market import _generated_function
+    from recenv.core.warm import generated_function as _generated_function
 
     small = {"num_items": 200, "horizon": 6, "num_users": 4}
     fast = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=1, compile=True, **small)

@@ -30,7 +30,6 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 from __future__ import annotations
 
 import math
-import types
 from typing import Any
 
 import torch
@@ -71,6 +70,7 @@ from recenv.core.users import (
     observable_features,
     user_block_width,
 )
+from recenv.core.warm import InductorCapture, own_code, warm_unguarded
 
 # The utility terms of the chosen item, as the info dict's "utility" holds them.
 FACE_UTILITY = (*UTILITY_TERMS, "total")
@@ -99,93 +99,6 @@ def face_row(num_agents: int) -> dict[str, slice | int]:
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 
 Obs = dict[str, dict[str, torch.Tensor]]
-
-
-def _own_code(method):
-    """``method`` bound to a private copy of its function's code object.
-
-    Dynamo keeps compiled graphs per code object and, past ``recompile_limit`` (8) entries,
-    silently runs the Python instead. Markets of different sizes each add an entry, so a
-    process that builds more than a few compiled markets (a benchmark, a sweep, the tests)
-    would quietly lose compilation; a code object per market keeps its cache its own.
-    """
-    fn = method.__func__
-    code = fn.__code__.replace()  # an equal but distinct code object
-    own = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    own.__kwdefaults__, own.__doc__, own.__qualname__ = (
-        fn.__kwdefaults__,
-        fn.__doc__,
-        fn.__qualname__,
-    )
-    return types.MethodType(own, method.__self__)
-
-
-def _warm_unguarded(compiled, method):
-    """``compiled`` (``torch.compile`` of ``method``, a bound method with its own code object)
-    called without Dynamo's per-call machinery once its first call has compiled it.
-
-    At one market the step's graph runs in ~80 us, and entering it through Dynamo's frame
-    hook (guard evaluation over ~40 tensors, the stance context, the frame callback) costs
-    about as much again. Once the first call has compiled the method into exactly one cache
-    entry with no graph break, the code Dynamo generated for it (call the graph, replay the
-    attribute writes) is an ordinary code object: it is called directly, as a function over
-    the method's globals. Skipping the guards is sound here because nothing they check
-    changes after the first step: the code object is the market's own (:func:`_own_code`),
-    shapes are static (``dynamic=False``), and the market's tensors keep their shapes, dtypes
-    and device for life; where they are replaced (a checkpoint's restore), ``call.reguard()``
-    sends the next call through the guards again. Where the entry cannot be read (several
-    entries, a graph break, a torch without the debug accessor), calls go through Dynamo with
-    guard evaluation skipped (``skip_guard_eval_unsafe``). A stance other than the default
-    one (e.g. ``force_eager``, for debugging) is always honoured.
-    """
-    fn = method.__func__
-    direct = None
-    warm = False
-
-    def call(*args):
-        nonlocal warm, direct
-        stance = getattr(torch._dynamo.eval_frame, "_stance", None)
-        if not warm or getattr(stance, "stance", None) != "default":
-            # Without the profiler annotations Dynamo would put around the graph call in the
-            # code it generates (a context manager entered, and one more Dynamo-disabled
-            # function called, on every step, whether or not a profiler runs).
-            with torch._dynamo.config.patch(record_runtime_overhead=False):
-                out = compiled(*args)
-            warm = True
-            direct = _generated_function(fn)
-            return out
-        if direct is not None:
-            return direct(method.__self__, *args)
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-            return compiled(*args)
-
-    def reguard():
-        """The next call goes through Dynamo with its guards (and recompiles if they fail)."""
-        nonlocal warm, direct
-        warm, direct = False, None
-
-    call.reguard = reguard
-    return call
-
-
-def _generated_function(fn):
-    """The function Dynamo generated for ``fn`` (a plain Python function calling its compiled
-    graph), or ``None`` unless ``fn``'s code has exactly one cache entry whose code resumes
-    nowhere (no graph break: a resume function called outside Dynamo would run eagerly)."""
-    try:
-        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
-
-        entries = _debug_get_cache_entry_list(fn.__code__)
-        if len(entries) != 1:
-            return None
-        code = entries[0].code
-        if any(name.startswith("__resume") for name in code.co_names):
-            return None
-        if code.co_freevars != fn.__code__.co_freevars:
-            return None
-        return types.FunctionType(code, fn.__globals__, fn.__name__, None, fn.__closure__)
-    except Exception:  # a torch whose cache entries look different: stay on the safe path
-        return None
 
 
 class BatchedMarket:
@@ -380,7 +293,8 @@ class BatchedMarket:
         back onto huge pages, and the next compiled step evaluates Dynamo's guards once, so a
         table that came back with other strides, dtype or device recompiles the step instead
         of being read with the old layout (the warm step checks neither; see
-        :func:`_warm_unguarded`). Writing into the existing tensors in place needs no call."""
+        :func:`recenv.core.warm.warm_unguarded`). Writing into the existing tensors in place
+        needs no call."""
         self._rehome_tables()
         for name in self._COMPILED_STEPS:
             reguard = getattr(getattr(self, name), "reguard", None)
@@ -424,7 +338,7 @@ class BatchedMarket:
         # Inductor's size asserts re-check every input's sizes and strides at each call; at one
         # market they were ~12 % of the step (each builds a std::stringstream in the C++
         # wrapper). They check what the guards check, and the guards see every layout change
-        # that can happen here (see _warm_unguarded and state_restored): 1.12x on the
+        # that can happen here (see recenv.core.warm and state_restored): 1.12x on the
         # one-market core step.
         options = {"size_asserts": False}
         if self.device.type == "cpu":
@@ -435,12 +349,19 @@ class BatchedMarket:
                 # the loops cost nothing and every view is a tensor the C++ wrapper creates
                 # and frees per call: 84 of them in the face's graph, 8 with this option.
                 options["force_pointwise_cat"] = True
-        # Each is compiled on its first call: a market steps through one of them.
+        # Each is compiled on its first call: a market steps through one of them. On the CPU
+        # the backend keeps the graph it compiled, and the warm step calls it without
+        # AOTAutograd's runtime wrapper when that wrapper has nothing to do but bump version
+        # counters (recenv.core.warm): ~15 us of a one-market step's ~85 us graph call.
         for name in self._COMPILED_STEPS:
-            own = _own_code(getattr(self, name))
-            setattr(
-                self, name, _warm_unguarded(torch.compile(own, dynamic=False, options=options), own)
-            )
+            own = own_code(getattr(self, name))
+            if self.device.type == "cpu":
+                capture = InductorCapture(options)
+                compiled = torch.compile(own, backend=capture, dynamic=False)
+            else:
+                capture = None
+                compiled = torch.compile(own, dynamic=False, options=options)
+            setattr(self, name, warm_unguarded(compiled, own, capture))
         return self
 
     @property

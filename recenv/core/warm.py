@@ -1,0 +1,241 @@
+"""A compiled step called with as little machinery per call as is sound.
+
+At one market the step's compiled graph runs in ~50 us, and the layers around it cost about
+as much again: Dynamo's frame hook (guards over ~40 tensors, the stance context), then
+AOTAutograd's runtime wrapper (grad mode, version counters, the generated prologue and
+epilogue, three more Python frames), then inductor's ``CompiledFxGraph.__call__``. This module
+removes what does nothing for a market's step:
+
+- :func:`own_code` gives each market's step its own code object, so Dynamo's per-code cache
+  holds that market's graph alone (:func:`warm_unguarded` relies on it having one entry);
+- :func:`warm_unguarded` calls, once the first call has compiled the step, the function
+  Dynamo generated for it (load the inputs, call the graph, replay the attribute writes)
+  directly, without the frame hook;
+- :class:`InductorCapture` is inductor as ``torch.compile(backend="inductor", options=...)``
+  runs it, which also keeps the graph it compiled when AOTAutograd's runtime wrapper around
+  that graph has nothing to do but bump the mutated inputs' version counters; the generated
+  function then calls the graph through :func:`thin_call` instead of through the wrapper.
+
+The market decides when each applies (``BatchedMarket.compile``); tests in
+``tests/test_compile.py`` and ``tests/test_warm.py`` check that the fast paths are taken and
+stay on the eager trajectory.
+"""
+
+from __future__ import annotations
+
+import operator
+import types
+from typing import Any
+
+import torch
+from torch._functorch import config as functorch_config
+
+
+def own_code(method):
+    """``method`` bound to a private copy of its function's code object.
+
+    Dynamo keeps compiled graphs per code object and, past ``recompile_limit`` (8) entries,
+    silently runs the Python instead. Markets of different sizes each add an entry, so a
+    process that builds more than a few compiled markets (a benchmark, a sweep, the tests)
+    would quietly lose compilation; a code object per market keeps its cache its own.
+    """
+    fn = method.__func__
+    code = fn.__code__.replace()  # an equal but distinct code object
+    own = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    own.__kwdefaults__, own.__doc__, own.__qualname__ = (
+        fn.__kwdefaults__,
+        fn.__doc__,
+        fn.__qualname__,
+    )
+    return types.MethodType(own, method.__self__)
+
+
+def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
+    """``compiled`` (``torch.compile`` of ``method``, a bound method with its own code object)
+    called without Dynamo's per-call machinery once its first call has compiled it.
+
+    Entering the graph through Dynamo's frame hook (guard evaluation over ~40 tensors, the
+    stance context, the frame callback) costs about as much as a one-market graph. Once the
+    first call has compiled the method into exactly one cache entry with no graph break, the
+    code Dynamo generated for it (call the graph, replay the attribute writes) is an ordinary
+    code object: it is called directly, as a function over the method's globals. Skipping the
+    guards is sound here because nothing they check changes after the first step: the code
+    object is the market's own (:func:`own_code`), shapes are static (``dynamic=False``), and
+    the market's tensors keep their shapes, dtypes and device for life; where they are
+    replaced (a checkpoint's restore), ``call.reguard()`` sends the next call through the
+    guards again. Where the entry cannot be read (several entries, a graph break, a torch
+    without the debug accessor), calls go through Dynamo with guard evaluation skipped
+    (``skip_guard_eval_unsafe``). A stance other than the default one (e.g. ``force_eager``,
+    for debugging) is always honoured.
+
+    With ``capture`` (the backend ``compiled`` was built with), the generated function calls
+    the graph through :func:`thin_call` when the capture holds it (see
+    :class:`InductorCapture`).
+    """
+    fn = method.__func__
+    direct = None
+    warm = False
+
+    def call(*args):
+        nonlocal warm, direct
+        stance = getattr(torch._dynamo.eval_frame, "_stance", None)
+        if not warm or getattr(stance, "stance", None) != "default":
+            # Without the profiler annotations Dynamo would put around the graph call in the
+            # code it generates (a context manager entered, and one more Dynamo-disabled
+            # function called, on every step, whether or not a profiler runs). Without
+            # AOTAutograd's cache, whose hits would not show the capture the graph (inductor's
+            # own cache still spares the C++ build).
+            with (
+                torch._dynamo.config.patch(record_runtime_overhead=False),
+                functorch_config.patch(enable_autograd_cache=capture is None),
+            ):
+                out = compiled(*args)
+            warm = True
+            direct = generated_function(fn, capture.graph if capture is not None else None)
+            return out
+        if direct is not None:
+            return direct(method.__self__, *args)
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            return compiled(*args)
+
+    def reguard():
+        """The next call goes through Dynamo with its guards (and recompiles if they fail)."""
+        nonlocal warm, direct
+        warm, direct = False, None
+
+    call.reguard = reguard
+    return call
+
+
+def generated_function(fn, graph: CapturedGraph | None = None):
+    """The function Dynamo generated for ``fn`` (a plain Python function calling its compiled
+    graph), or ``None`` unless ``fn``'s code has exactly one cache entry whose code resumes
+    nowhere (no graph break: a resume function called outside Dynamo would run eagerly).
+
+    With ``graph`` (the one graph that entry calls), the function calls it through
+    :func:`thin_call`, over a copy of ``fn``'s globals in which Dynamo's name for the
+    compiled graph is bound to that call."""
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+        entries = _debug_get_cache_entry_list(fn.__code__)
+        if len(entries) != 1:
+            return None
+        code = entries[0].code
+        if any(name.startswith("__resume") for name in code.co_names):
+            return None
+        if code.co_freevars != fn.__code__.co_freevars:
+            return None
+        scope = fn.__globals__
+        graph_names = [n for n in code.co_names if n.startswith("__compiled_fn")]
+        if graph is not None and len(graph_names) == 1 and graph_names[0] in scope:
+            scope = dict(scope)
+            scope[graph_names[0]] = thin_call(graph, scope[graph_names[0]])
+        return types.FunctionType(code, scope, fn.__name__, None, fn.__closure__)
+    except Exception:  # a torch whose cache entries look different: stay on the safe path
+        return None
+
+
+class CapturedGraph:
+    """An inference graph inductor compiled, and what AOTAutograd's wrapper does around it.
+
+    ``compiled`` is inductor's output; its ``current_callable(inputs)`` is the boxed call
+    (takes a list, which it empties; returns the outputs as a list); ``num_inputs`` the
+    number of inputs Dynamo passes (equal to the graph's: none was deduplicated or merged
+    into a synthetic base); ``mutated`` the
+    positions of the inputs the graph writes in place whose version counters the wrapper
+    bumps."""
+
+    __slots__ = ("compiled", "mutated", "num_inputs")
+
+    def __init__(self, compiled, num_inputs: int, mutated: tuple[int, ...]):
+        self.compiled = compiled
+        self.num_inputs = num_inputs
+        self.mutated = mutated
+
+
+def thin_call(graph: CapturedGraph, wrapped):
+    """A stand-in for Dynamo's compiled-graph function ``wrapped`` (AOTAutograd's runtime
+    wrapper around ``graph``) that calls the graph directly: bumps the version counters of
+    the inputs the graph mutates, as the wrapper does, and returns the graph's outputs. A
+    call with another number of inputs than the graph's goes to ``wrapped``."""
+    run, n = graph.compiled.current_callable, graph.num_inputs
+    bump = torch.autograd.graph.increment_version
+    mutated = graph.mutated
+    if not mutated:
+
+        def call(*args):
+            if len(args) != n:
+                return wrapped(*args)
+            return run(list(args))
+
+    else:
+        picked = operator.itemgetter(*mutated)
+        single = len(mutated) == 1
+
+        def call(*args):
+            if len(args) != n:
+                return wrapped(*args)
+            bump((picked(args),) if single else picked(args))
+            return run(list(args))
+
+    call.thin = True  # read by tests
+    return call
+
+
+class InductorCapture(torch._TorchCompileInductorWrapper):
+    """The ``inductor`` backend with ``options`` (what ``torch.compile(backend="inductor",
+    options=options)`` builds), which also keeps, in ``graph``, the graph it compiled when
+    the call of that graph needs nothing from AOTAutograd's runtime wrapper but the version
+    bumps :func:`thin_call` repeats: an inference graph (no autograd), no input mutated
+    outside the graph, no output aliasing an input or another output, no effect tokens,
+    and inputs passed through one to one. Otherwise, or when a second graph is compiled
+    (a recompilation), ``graph`` is ``None`` and calls go through the wrapper as usual.
+    """
+
+    def __init__(self, options: dict[str, Any]):
+        super().__init__("default", options, False)
+        self.graph: CapturedGraph | None = None
+        self.graphs = 0
+
+    def __call__(self, model_, inputs_, *, config_patches=None):
+        from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+
+        num_inputs = len(inputs_)
+
+        def inner_compile(gm, example_inputs, **kwargs):
+            out = compile_fx_inner(gm, example_inputs, **kwargs)
+            self.graphs += 1
+            inference = kwargs.get("is_inference", False) and not kwargs.get("is_backward")
+            first = self.graphs == 1 and inference and len(example_inputs) == num_inputs
+            self.graph = _capturable(out, num_inputs) if first else None
+            return out
+
+        patches = {**self.config, **(config_patches or {})}
+        return compile_fx(model_, inputs_, inner_compile=inner_compile, config_patches=patches)
+
+
+def _capturable(out, num_inputs: int) -> CapturedGraph | None:
+    """``out`` (inductor's compiled graph) as a :class:`CapturedGraph` when AOTAutograd's
+    runtime wrapper has nothing to do around it (see :class:`InductorCapture`), else
+    ``None``. Reads the metadata AOTAutograd leaves in the tracing context."""
+    try:
+        from torch._functorch._aot_autograd.schemas import OutputType
+
+        context = torch._guards.TracingContext.try_get()
+        meta = getattr(context, "fw_metadata", None)
+        if meta is None or not hasattr(out, "current_callable"):
+            return None
+        if (
+            not meta.keep_input_mutations
+            or meta.num_mutated_inp_runtime_indices
+            or meta.num_intermediate_bases
+            or meta.tokens
+            or len(meta.input_info) != num_inputs
+            or any(o.output_type != OutputType.non_alias for o in meta.output_info)
+        ):
+            return None
+        mutated = tuple(meta.mutated_graph_handled_indices_seen_by_autograd)
+        return CapturedGraph(out, num_inputs, mutated)
+    except Exception:  # a torch whose metadata looks different: stay on the wrapper
+        return None
