@@ -117,8 +117,9 @@ def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions():
 
 def test_pettingzoo_face_steps_through_its_own_warm_graph():
     """The face enters the core through ``_serve_face`` (a graph with only what the face
-    reads), never through the batched face's ``_serve``, and on the direct warm path;
-    ``state_restored()`` sends that step back through Dynamo's guards once."""
+    reads), never through the batched face's ``_serve``, and on the direct warm path, which
+    calls the graph without AOTAutograd's runtime wrapper; ``state_restored()`` sends that
+    step back through Dynamo's guards once."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     env = recenv.make("recenv/Market-v0", seed=1, compile=True, **SMALL)
@@ -130,9 +131,17 @@ def test_pettingzoo_face_steps_through_its_own_warm_graph():
     def cells(call):
         return dict(zip(call.__code__.co_freevars, call.__closure__, strict=True))
 
+    def thin(direct):
+        """Whether ``direct`` calls its graph without AOTAutograd's runtime wrapper."""
+        names = [n for n in direct.__code__.co_names if n.startswith("__compiled_fn")]
+        return len(names) == 1 and getattr(direct.__globals__[names[0]], "thin", False)
+
     step(), step()
     face, serve = cells(env.core._serve_face), cells(env.core._serve)
     assert face["direct"].cell_contents is not None
+    # The graph kept by the backend, called directly (recenv.core.warm.thin_call).
+    assert face["capture"].cell_contents.graph is not None
+    assert thin(face["direct"].cell_contents)
     entries = _debug_get_cache_entry_list(face["fn"].cell_contents.__code__)
     assert len(entries) == 1
     # Compiled without Dynamo's per-call profiler annotations (a context manager per step).
@@ -142,6 +151,7 @@ def test_pettingzoo_face_steps_through_its_own_warm_graph():
     assert face["direct"].cell_contents is None
     step()
     assert face["direct"].cell_contents is not None
+    assert thin(face["direct"].cell_contents)  # guards passed: the same graph, no recompile
 
 
 def test_each_compiled_market_keeps_its_own_graph_cache():
@@ -191,16 +201,18 @@ def test_copies_of_a_compiled_market_step_themselves():
             assert torch.equal(obs_c[a]["candidate_ids"], obs_t[a]["candidate_ids"])
 
 
-def test_warm_compiled_step_calls_dynamos_generated_code_directly():
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_warm_compiled_step_calls_dynamos_generated_code_directly(num_envs):
     """After the first step, the step runs Dynamo's generated function without its frame hook
     (the fast path must really be taken, or one-market steps silently lose ~40 % of their
     speed) and stays on the same trajectory as guarded calls; a non-default compiler stance
-    (``force_eager``, for debugging) is honoured."""
+    (``force_eager``, for debugging) is honoured. One market also calls its graph without
+    AOTAutograd's runtime wrapper (recenv.core.warm.thin_call), under every grad mode."""
     from recenv.core.warm import generated_function as _generated_function
 
     small = {"num_items": 200, "horizon": 6, "num_users": 4}
-    fast = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=1, compile=True, **small)
-    eager = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=1, **small)
+    fast = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=1, compile=True, **small)
+    eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=1, **small)
     for env in (fast, eager):
         env.reset()
 
@@ -212,6 +224,8 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly():
     cells = dict(zip(fast._serve.__code__.co_freevars, fast._serve.__closure__, strict=True))
     assert cells["direct"].cell_contents is not None
     assert _generated_function(cells["fn"].cell_contents) is not None
+    capture = cells["capture"].cell_contents
+    assert (capture is not None and capture.graph is not None) == (num_envs == 1)
     # Crosses auto-resets; grad modes a training loop steps under; Dynamo's caches cleared by
     # the user (the generated function and its graph stay alive with the market).
     modes = [contextlib.nullcontext, torch.no_grad, torch.inference_mode]

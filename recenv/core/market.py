@@ -349,13 +349,16 @@ class BatchedMarket:
                 # the loops cost nothing and every view is a tensor the C++ wrapper creates
                 # and frees per call: 84 of them in the face's graph, 8 with this option.
                 options["force_pointwise_cat"] = True
-        # Each is compiled on its first call: a market steps through one of them. On the CPU
-        # the backend keeps the graph it compiled, and the warm step calls it without
-        # AOTAutograd's runtime wrapper when that wrapper has nothing to do but bump version
-        # counters (recenv.core.warm): ~15 us of a one-market step's ~85 us graph call.
+        # Each is compiled on its first call: a market steps through one of them. For one
+        # CPU market the backend keeps the graph it compiled, and the warm step calls it
+        # without AOTAutograd's runtime wrapper when that wrapper has nothing to do but bump
+        # version counters (recenv.core.warm): ~15 us of the face's ~85 us graph call, 1.08x
+        # on the face. The price: the first call traces AOTAutograd's graph even when its
+        # cache holds it (+~5 s to the first step), so larger batches, where 15 us is
+        # nothing, keep the wrapper and the cache.
         for name in self._COMPILED_STEPS:
             own = own_code(getattr(self, name))
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and self.num_envs == 1:
                 capture = InductorCapture(options)
                 compiled = torch.compile(own, backend=capture, dynamic=False)
             else:

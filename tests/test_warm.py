@@ -1,0 +1,105 @@
+"""The warm step's thin graph call (recenv.core.warm): the backend keeps a compiled graph only
+when AOTAutograd's runtime wrapper has nothing to do around it but bump version counters,
+and the thin call does exactly that and calls the graph; anything else stays on the wrapper.
+The market-level checks (the face really takes the thin call, trajectories agree with eager)
+are in tests/test_compile.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recenv.core.warm import CapturedGraph, InductorCapture, thin_call
+
+# Python wrapper and no size asserts: the fastest build that still runs inductor's C++ kernels.
+OPTIONS = {"size_asserts": False}
+
+
+class _Graph:
+    """Stands in for inductor's compiled graph: records the boxed inputs it is called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def current_callable(self, inputs):
+        self.calls.append(list(inputs))
+        out = [inputs[0] + 1]
+        inputs.clear()  # inductor's boxed convention: the callee empties the list
+        return out
+
+
+def test_thin_call_bumps_the_mutated_inputs_versions_and_calls_the_graph():
+    graph = _Graph()
+    a, b, c = torch.zeros(2), torch.zeros(2), torch.zeros(2)
+    versions = a._version, b._version, c._version
+    call = thin_call(CapturedGraph(graph, 3, (0, 2)), wrapped=None)
+    out = call(a, b, c)
+    assert torch.equal(out[0], torch.ones(2))
+    assert (a._version, b._version, c._version) == (versions[0] + 1, versions[1], versions[2] + 1)
+    assert len(graph.calls) == 1 and graph.calls[0][1] is b
+    single = thin_call(CapturedGraph(graph, 1, (0,)), wrapped=None)
+    single(a)
+    assert a._version == versions[0] + 2
+
+
+def test_thin_call_sends_another_number_of_inputs_to_the_wrapper():
+    graph = _Graph()
+    seen = []
+
+    def wrapped(*args):
+        seen.append(args)
+        return ["wrapper"]
+
+    call = thin_call(CapturedGraph(graph, 2, ()), wrapped)
+    assert call(torch.zeros(1)) == ["wrapper"]
+    assert call(torch.zeros(1), torch.zeros(1), torch.zeros(1)) == ["wrapper"]
+    assert graph.calls == [] and len(seen) == 2
+    call(torch.zeros(1), torch.zeros(1))
+    assert len(graph.calls) == 1
+
+
+def _compile(fn, *args):
+    capture = InductorCapture(OPTIONS)
+    compiled = torch.compile(fn, backend=capture, dynamic=False)
+    from torch._functorch import config
+
+    with config.patch(enable_autograd_cache=False):
+        out = compiled(*args)
+    return capture, out
+
+
+def test_capture_keeps_a_graph_that_mutates_inputs_in_place_and_calls_it_thin():
+    def step(state, x):
+        state.add_(x)
+        return state * 2, x.sum()
+
+    state, x = torch.zeros(4), torch.arange(4.0)
+    capture, out = _compile(step, state, x)
+    assert capture.graphs == 1 and capture.graph is not None
+    assert capture.graph.num_inputs == 2 and capture.graph.mutated == (0,)
+    assert torch.equal(state, x) and torch.equal(out[0], 2 * x)
+    # Called thin: the graph's own outputs, and the in-place write, as the wrapper gives them.
+    version = state._version
+    doubled, total = thin_call(capture.graph, wrapped=None)(state, x)
+    assert torch.equal(state, 2 * x) and torch.equal(doubled, 4 * x)
+    assert float(total) == 6.0 and state._version == version + 1
+
+
+@pytest.mark.parametrize("case", ["output_aliases_input", "requires_grad"])
+def test_capture_refuses_graphs_whose_wrapper_has_work(case):
+    """An output that is a view of an input (the wrapper regenerates it), or a graph autograd
+    records (a training graph): no captured graph, so the warm step keeps the wrapper."""
+    x = torch.arange(6.0)
+    if case == "output_aliases_input":
+
+        def fn(x):
+            return x.view(2, 3), x + 1
+
+    else:
+        x.requires_grad_(True)
+
+        def fn(x):
+            return (x * x).sum()
+
+    capture, _ = _compile(fn, x)
+    assert capture.graphs >= 1 and capture.graph is None
