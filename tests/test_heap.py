@@ -1,6 +1,7 @@
 """Freed memory stays in the heap (recenv.core.heap): a CPU market raises glibc's trim and
 mmap thresholds once, so a step's buffers reuse the pages the last step freed instead of
-faulting in fresh ones; ``RECENV_KEEP_HEAP=0`` leaves malloc alone; results are the same."""
+faulting in fresh ones, and turns fastbins off; ``RECENV_KEEP_HEAP=0`` leaves malloc alone;
+results are the same."""
 
 from __future__ import annotations
 
@@ -83,7 +84,45 @@ def test_keep_is_applied_once(monkeypatch):
     monkeypatch.setattr(heap, "_kept", False)
     monkeypatch.setattr(heap, "_mallopt", lambda: lambda *a: calls.append(a) or real(*a))
     assert heap.keep() is True and heap.keep() is True
-    assert calls == [(-1, heap.THRESHOLD), (-3, heap.THRESHOLD)]
+    assert calls == [(-1, heap.THRESHOLD), (-3, heap.THRESHOLD), (1, 0)]
+
+
+# A fresh process: malloc and free 200 chunks of 48 bytes (past the 7 the per-thread cache
+# holds per size), then print how many freed chunks sit in fastbins (mallinfo2's smblks).
+_FASTBINS = """
+import ctypes, recenv
+recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+chunks = [libc.malloc(48) for _ in range(200)]
+for c in chunks:
+    libc.free(c)
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+libc.mallinfo2.restype = Info
+print(libc.mallinfo2().smblks)
+"""
+
+
+@needs_glibc
+def test_a_market_turns_fastbins_off():
+    """Freed small chunks go to the ordinary bins, not fastbins (which a larger request would
+    merge back in a ``malloc_consolidate`` pass on every step)."""
+
+    def fastbin_chunks(**env):
+        proc = subprocess.run(
+            [sys.executable, "-c", _FASTBINS],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(proc.stdout.split()[-1])
+
+    assert fastbin_chunks(RECENV_KEEP_HEAP="1") == 0
+    assert fastbin_chunks(RECENV_KEEP_HEAP="0") > 100
 
 
 @pytest.mark.skipif(not hugepages.enabled("cpu"), reason="no transparent huge pages here")
