@@ -84,14 +84,16 @@ def test_keep_is_applied_once(monkeypatch):
     monkeypatch.setattr(heap, "_kept", False)
     monkeypatch.setattr(heap, "_mallopt", lambda: lambda *a: calls.append(a) or real(*a))
     assert heap.keep() is True and heap.keep() is True
-    assert calls == [(-1, heap.THRESHOLD), (-3, heap.THRESHOLD), (1, 0)]
+    assert calls == [(-1, heap.THRESHOLD), (-3, heap.THRESHOLD)]
 
 
-# A fresh process: malloc and free 200 chunks of 48 bytes (past the 7 the per-thread cache
-# holds per size), then print how many freed chunks sit in fastbins (mallinfo2's smblks).
+# A fresh process: build CPU markets of the sizes given (argv), then malloc and free 200
+# chunks of 48 bytes (past the 7 the per-thread cache holds per size), and print how many
+# freed chunks sit in fastbins (mallinfo2's smblks).
 _FASTBINS = """
-import ctypes, recenv
-recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+import ctypes, sys, recenv
+for n in sys.argv[1:]:
+    recenv.make_vec("recenv/Market-v0", num_envs=int(n), seed=0, num_items=200)
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -106,23 +108,37 @@ print(libc.mallinfo2().smblks)
 """
 
 
+def _fastbin_chunks(*num_envs: int, **env) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", _FASTBINS, *map(str, num_envs)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout.split()[-1])
+
+
 @needs_glibc
-def test_a_market_turns_fastbins_off():
-    """Freed small chunks go to the ordinary bins, not fastbins (which a larger request would
-    merge back in a ``malloc_consolidate`` pass on every step)."""
+def test_one_market_turns_fastbins_off_and_a_batch_back_on():
+    """One market: freed small chunks go to the ordinary bins, not fastbins (which a larger
+    request would merge back in a ``malloc_consolidate`` pass on every step). A batch keeps
+    glibc's fastbins (they suit its step), and the market built last decides."""
+    assert _fastbin_chunks(1) == 0
+    assert _fastbin_chunks(2) > 100
+    assert _fastbin_chunks(1, 2) > 100
+    assert _fastbin_chunks(2, 1) == 0
+    assert _fastbin_chunks(1, RECENV_KEEP_HEAP="0") > 100
 
-    def fastbin_chunks(**env):
-        proc = subprocess.run(
-            [sys.executable, "-c", _FASTBINS],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(proc.stdout.split()[-1])
 
-    assert fastbin_chunks(RECENV_KEEP_HEAP="1") == 0
-    assert fastbin_chunks(RECENV_KEEP_HEAP="0") > 100
+def test_fastbins_switch_calls_mallopt_only_on_a_change(monkeypatch):
+    calls = []
+    monkeypatch.setattr(heap, "_fastbins_off", False)
+    monkeypatch.setattr(heap, "_mallopt", lambda: lambda *a: calls.append(a) or 1)
+    assert heap.fastbins(True) is False  # untouched: glibc's own (or the user's) setting
+    assert heap.fastbins(False) is True and heap.fastbins(False) is True
+    assert heap.fastbins(True) is False
+    assert calls == [(1, 0), (1, heap.DEFAULT_MXFAST)]
 
 
 @pytest.mark.skipif(not hugepages.enabled("cpu"), reason="no transparent huge pages here")

@@ -19,14 +19,16 @@ use (a freed 500 MiB tensor stays resident until the heap reuses it; the benchma
 as before. Results are the same either way; only where the bytes come from differs. Large
 state tables do not depend on this: :mod:`recenv.core.hugepages` maps them itself.
 
-It also turns glibc's fastbins off (``M_MXFAST`` 0). torch allocates every CPU tensor with
-``posix_memalign``, which in glibc before 2.38 never takes a chunk from the per-thread cache,
-so a one-market step's ~60 small buffers go through the arena each call; freed into
-fastbins, they are merged back (``malloc_consolidate``) whenever a larger request comes, which
-a step makes every call. Freed straight into the ordinary bins instead, they are reused
-without that pass: 1.10x on the compiled PettingZoo face (``experiments.ab_commits --figure
-face``, six alternated rounds, with ``GLIBC_TUNABLES=glibc.malloc.mxfast=0``, which sets the
-same at start-up). Small ``malloc`` requests still come from the per-thread cache first.
+:func:`fastbins` turns glibc's fastbins off for a one-market step (``M_MXFAST`` 0). torch
+allocates every CPU tensor with ``posix_memalign``, which in glibc before 2.38 never takes a
+chunk from the per-thread cache, so a one-market step's ~60 small buffers go through the
+arena each call; freed into fastbins, they are merged back (``malloc_consolidate``) whenever
+a larger request comes, which a step makes every call. Freed straight into the ordinary bins
+instead, they are reused without that pass: 1.12x on the compiled PettingZoo face. The same
+setting made the 4,096-market step 0.86x (both ``experiments.ab_commits``, alternated fresh
+processes; see ``experiments/PERFORMANCE.md``), so batches keep glibc's fastbins. The
+setting is process-wide: the CPU market built last decides it (one market: off; more: back
+to glibc's default, 128 bytes, if recenv had turned them off).
 
 A CPU :class:`~recenv.core.market.BatchedMarket` calls :func:`keep` when built or unpickled. It is
 process-wide and applied once; ``RECENV_KEEP_HEAP=0`` in the environment (read at that
@@ -64,9 +66,9 @@ _kept = False
 
 
 def keep() -> bool:
-    """Raise glibc's trim and mmap thresholds to :data:`THRESHOLD` and turn fastbins off,
-    once per process, unless ``RECENV_KEEP_HEAP=0``. Returns whether all three are set (by
-    this call or an earlier one)."""
+    """Raise glibc's trim and mmap thresholds to :data:`THRESHOLD`, once per process, unless
+    ``RECENV_KEEP_HEAP=0``. Returns whether the thresholds are raised (by this call or an
+    earlier one)."""
     global _kept
     if _kept:
         return True
@@ -77,6 +79,29 @@ def keep() -> bool:
         return False
     # mallopt returns 1 on success; a glibc that refuses a value keeps its own (and the
     # settings after it are not tried).
-    settings = ((_M_TRIM_THRESHOLD, THRESHOLD), (_M_MMAP_THRESHOLD, THRESHOLD), (_M_MXFAST, 0))
+    settings = ((_M_TRIM_THRESHOLD, THRESHOLD), (_M_MMAP_THRESHOLD, THRESHOLD))
     _kept = all(fn(param, value) == 1 for param, value in settings)
     return _kept
+
+
+DEFAULT_MXFAST = 128  # glibc's default fastbin limit on 64-bit machines (64 * 8 / 4 bytes)
+_fastbins_off = False
+
+
+def fastbins(on: bool) -> bool:
+    """Turn glibc's fastbins off (``on=False``: for a one-market step) or, if this module had
+    turned them off, back on at glibc's default limit (:data:`DEFAULT_MXFAST`); unless
+    ``RECENV_KEEP_HEAP=0`` or off glibc. A fastbin limit set by the user
+    (``GLIBC_TUNABLES=glibc.malloc.mxfast``) is left alone until a one-market market is built.
+    Returns whether fastbins are off after the call."""
+    global _fastbins_off
+    if on == (not _fastbins_off):
+        return _fastbins_off
+    if os.environ.get("RECENV_KEEP_HEAP", "1") == "0":
+        return _fastbins_off
+    fn = _mallopt()
+    if fn is None:
+        return False
+    if fn(_M_MXFAST, DEFAULT_MXFAST if on else 0) == 1:
+        _fastbins_off = not on
+    return _fastbins_off

@@ -304,10 +304,12 @@ class BatchedMarket:
     def _keep_heap(self) -> None:
         """On the CPU, keep freed step buffers in the heap for the next step instead of
         giving them back to the kernel (:mod:`recenv.core.heap`: page faults were a quarter
-        of a compiled step at 16,384 markets). Process-wide, once; ``RECENV_KEEP_HEAP=0``
-        turns it off."""
+        of a compiled step at 16,384 markets), and glibc's fastbins off for one market, on for
+        more (the market built last decides). Process-wide; ``RECENV_KEEP_HEAP=0`` turns both
+        off."""
         if self.device.type == "cpu":
             heap.keep()
+            heap.fastbins(self.num_envs > 1)
 
     def _rehome_tables(self) -> None:
         """Move the large state tables back onto huge pages (recenv.core.hugepages) when they
