@@ -23,6 +23,7 @@ stay on the eager trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import types
 from typing import Any
@@ -82,13 +83,16 @@ def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
         if not warm or getattr(stance, "stance", None) != "default":
             # Without the profiler annotations Dynamo would put around the graph call in the
             # code it generates (a context manager entered, and one more Dynamo-disabled
-            # function called, on every step, whether or not a profiler runs). Without
-            # AOTAutograd's cache, whose hits would not show the capture the graph (inductor's
-            # own cache still spares the C++ build).
-            with (
-                torch._dynamo.config.patch(record_runtime_overhead=False),
-                functorch_config.patch(enable_autograd_cache=capture is None),
-            ):
+            # function called, on every step, whether or not a profiler runs). Where a
+            # capture waits for the graph, without AOTAutograd's cache: a hit would hand the
+            # graph back without passing through the capture (inductor's own cache still
+            # spares the C++ build).
+            no_aot_cache = (
+                functorch_config.patch(enable_autograd_cache=False)
+                if capture is not None
+                else contextlib.nullcontext()
+            )
+            with torch._dynamo.config.patch(record_runtime_overhead=False), no_aot_cache:
                 out = compiled(*args)
             warm = True
             direct = generated_function(fn, capture.graph if capture is not None else None)
