@@ -39,15 +39,21 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(**env) -> int:
+def _fresh_count(code: str, *argv: str, **env: str) -> int:
+    """The integer ``code`` prints last, run in a fresh Python process with ``argv`` and
+    ``env`` added to this process's environment."""
     proc = subprocess.run(
-        [sys.executable, "-c", _FAULTS],
+        [sys.executable, "-c", code, *argv],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
     )
     return int(proc.stdout.split()[-1])
+
+
+def _faults(**env) -> int:
+    return _fresh_count(_FAULTS, **env)
 
 
 @needs_glibc
@@ -109,14 +115,7 @@ print(libc.mallinfo2().smblks)
 
 
 def _fastbin_chunks(*num_envs: int, **env) -> int:
-    proc = subprocess.run(
-        [sys.executable, "-c", _FASTBINS, *map(str, num_envs)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(proc.stdout.split()[-1])
+    return _fresh_count(_FASTBINS, *map(str, num_envs), **env)
 
 
 @needs_glibc

@@ -62,6 +62,14 @@ def _mallopt():
     return fn
 
 
+def _tuner():
+    """``mallopt`` to tune with: None off glibc or with ``RECENV_KEEP_HEAP=0`` (read at each
+    call) in the environment."""
+    if os.environ.get("RECENV_KEEP_HEAP", "1") == "0":
+        return None
+    return _mallopt()
+
+
 _kept = False
 
 
@@ -72,9 +80,7 @@ def keep() -> bool:
     global _kept
     if _kept:
         return True
-    if os.environ.get("RECENV_KEEP_HEAP", "1") == "0":
-        return False
-    fn = _mallopt()
+    fn = _tuner()
     if fn is None:
         return False
     # mallopt returns 1 on success; a glibc that refuses a value keeps its own (and the
@@ -97,11 +103,9 @@ def fastbins(on: bool) -> bool:
     global _fastbins_off
     if on == (not _fastbins_off):
         return _fastbins_off
-    if os.environ.get("RECENV_KEEP_HEAP", "1") == "0":
-        return _fastbins_off
-    fn = _mallopt()
+    fn = _tuner()
     if fn is None:
-        return False
+        return _fastbins_off
     if fn(_M_MXFAST, DEFAULT_MXFAST if on else 0) == 1:
         _fastbins_off = not on
     return _fastbins_off
