@@ -208,7 +208,7 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly(num_envs):
     speed) and stays on the same trajectory as guarded calls; a non-default compiler stance
     (``force_eager``, for debugging) is honoured. One market also calls its graph without
     AOTAutograd's runtime wrapper (recenv.core.warm.thin_call), under every grad mode."""
-    from recenv.core.warm import generated_function as _generated_function
+    from recenv.core.warm import generated_function
 
     small = {"num_items": 200, "horizon": 6, "num_users": 4}
     fast = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=1, compile=True, **small)
@@ -223,7 +223,7 @@ def test_warm_compiled_step_calls_dynamos_generated_code_directly(num_envs):
     step(fast), step(eager)
     cells = dict(zip(fast._serve.__code__.co_freevars, fast._serve.__closure__, strict=True))
     assert cells["direct"].cell_contents is not None
-    assert _generated_function(cells["fn"].cell_contents) is not None
+    assert generated_function(cells["fn"].cell_contents) is not None
     capture = cells["capture"].cell_contents
     assert (capture is not None and capture.graph is not None) == (num_envs == 1)
     # Crosses auto-resets; grad modes a training loop steps under; Dynamo's caches cleared by

@@ -343,9 +343,10 @@ class BatchedMarket:
         # that can happen here (see recenv.core.warm and state_restored): 1.12x on the
         # one-market core step.
         options = {"size_asserts": False}
+        one_cpu_market = self.device.type == "cpu" and self.num_envs == 1
         if self.device.type == "cpu":
             options["cpp_wrapper"] = True
-            if self.num_envs == 1:
+            if one_cpu_market:
                 # One market: a concatenation is written by one loop over the whole output
                 # rather than each input writing its slice through a view of it. At this size
                 # the loops cost nothing and every view is a tensor the C++ wrapper creates
@@ -360,7 +361,7 @@ class BatchedMarket:
         # nothing, keep the wrapper and the cache.
         for name in self._COMPILED_STEPS:
             own = own_code(getattr(self, name))
-            if self.device.type == "cpu" and self.num_envs == 1:
+            if one_cpu_market:
                 capture = InductorCapture(options)
                 compiled = torch.compile(own, backend=capture, dynamic=False)
             else:

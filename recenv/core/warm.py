@@ -146,9 +146,8 @@ class CapturedGraph:
     ``compiled`` is inductor's output; its ``current_callable(inputs)`` is the boxed call
     (takes a list, which it empties; returns the outputs as a list); ``num_inputs`` the
     number of inputs Dynamo passes (equal to the graph's: none was deduplicated or merged
-    into a synthetic base); ``mutated`` the
-    positions of the inputs the graph writes in place whose version counters the wrapper
-    bumps."""
+    into a synthetic base); ``mutated`` the positions of the inputs the graph writes in
+    place, whose version counters the wrapper bumps."""
 
     __slots__ = ("compiled", "mutated", "num_inputs")
 
@@ -163,25 +162,19 @@ def thin_call(graph: CapturedGraph, wrapped):
     wrapper around ``graph``) that calls the graph directly: bumps the version counters of
     the inputs the graph mutates, as the wrapper does, and returns the graph's outputs. A
     call with another number of inputs than the graph's goes to ``wrapped``."""
-    run, n = graph.compiled.current_callable, graph.num_inputs
+    run, n, mutated = graph.compiled.current_callable, graph.num_inputs, graph.mutated
     bump = torch.autograd.graph.increment_version
-    mutated = graph.mutated
-    if not mutated:
+    # The mutated inputs as a tuple (itemgetter of one index returns the item itself).
+    picked = operator.itemgetter(*mutated) if len(mutated) > 1 else None
 
-        def call(*args):
-            if len(args) != n:
-                return wrapped(*args)
-            return run(list(args))
-
-    else:
-        picked = operator.itemgetter(*mutated)
-        single = len(mutated) == 1
-
-        def call(*args):
-            if len(args) != n:
-                return wrapped(*args)
-            bump((picked(args),) if single else picked(args))
-            return run(list(args))
+    def call(*args):
+        if len(args) != n:
+            return wrapped(*args)
+        if picked is not None:
+            bump(picked(args))
+        elif mutated:
+            bump((args[mutated[0]],))
+        return run(list(args))
 
     call.thin = True  # read by tests
     return call
@@ -211,18 +204,19 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
             out = compile_fx_inner(gm, example_inputs, **kwargs)
             self.graphs += 1
             inference = kwargs.get("is_inference", False) and not kwargs.get("is_backward")
-            first = self.graphs == 1 and inference and len(example_inputs) == num_inputs
-            self.graph = _capturable(out, num_inputs) if first else None
+            first = self.graphs == 1 and inference
+            self.graph = _capturable(out, num_inputs, len(example_inputs)) if first else None
             return out
 
         patches = {**self.config, **(config_patches or {})}
         return compile_fx(model_, inputs_, inner_compile=inner_compile, config_patches=patches)
 
 
-def _capturable(out, num_inputs: int) -> CapturedGraph | None:
-    """``out`` (inductor's compiled graph) as a :class:`CapturedGraph` when AOTAutograd's
-    runtime wrapper has nothing to do around it (see :class:`InductorCapture`), else
-    ``None``. Reads the metadata AOTAutograd leaves in the tracing context."""
+def _capturable(out, num_inputs: int, num_graph_inputs: int) -> CapturedGraph | None:
+    """``out`` (inductor's compiled graph, of ``num_graph_inputs`` inputs, for a Dynamo graph
+    of ``num_inputs``) as a :class:`CapturedGraph` when AOTAutograd's runtime wrapper has
+    nothing to do around it (see :class:`InductorCapture`), else ``None``. Reads the metadata
+    AOTAutograd leaves in the tracing context."""
     try:
         from torch._functorch._aot_autograd.schemas import OutputType
 
@@ -235,7 +229,8 @@ def _capturable(out, num_inputs: int) -> CapturedGraph | None:
             or meta.num_mutated_inp_runtime_indices
             or meta.num_intermediate_bases
             or meta.tokens
-            or len(meta.input_info) != num_inputs
+            # Inputs passed through one to one: none deduplicated or merged into a base.
+            or not num_graph_inputs == len(meta.input_info) == num_inputs
             or any(o.output_type != OutputType.non_alias for o in meta.output_info)
         ):
             return None
