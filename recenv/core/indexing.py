@@ -118,3 +118,25 @@ def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pos = torch.where((probe <= M) & below, probe, pos)
         step >>= 1
     return pos
+
+
+# Above this many columns, prefix_sum is cumsum itself (the unrolled form grows the graph).
+PREFIX_SUM_UNROLL = 64
+
+
+def prefix_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x.cumsum(dim=1)`` of a float32 ``x`` [N, M], bit for bit as ATen's CPU kernel
+    computes it (a running sum in float64, each prefix rounded to float32), written as
+    ``M - 1`` elementwise adds: compiled, they fuse with their neighbours, where inductor
+    calls ATen's ``cumsum`` on the CPU (a fallback, which also keeps the graph's buffers
+    off the stack; see ``recenv.core.stack``). Wider rows, or other dtypes: ``cumsum``."""
+    M = x.shape[1]
+    if x.dtype != torch.float32 or M > PREFIX_SUM_UNROLL:
+        return x.cumsum(dim=1)
+    wide = x.double()
+    running = wide[:, 0]
+    prefixes = [running]
+    for j in range(1, M):
+        running = running + wide[:, j]
+        prefixes.append(running)
+    return torch.stack(prefixes, dim=1).float()

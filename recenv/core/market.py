@@ -49,6 +49,7 @@ from recenv.core.indexing import (
     cell,
     lookup_table,
     pick,
+    prefix_sum,
     put_cell,
     rows,
     search_sorted_left,
@@ -261,6 +262,7 @@ class BatchedMarket:
         # 1.11x at 4,096 markets, 1.10x on two threads, 1.01x at one and eight markets;
         # eager 1.34x at 1,024, 1.43x at 4,096, 0.98x for the one-market face.
         self._native_kernels = native.usable(self.device)
+        self._stack_graph = False  # set by compile(); read while tracing
         if compile:
             self.compile()
 
@@ -283,7 +285,7 @@ class BatchedMarket:
         self._rehome_tables()
         # Decided where it is unpickled: that machine may lack the kernels (or have them).
         self._native_kernels = native.usable(self.device)
-        self.compiled = False
+        self.compiled = self._stack_graph = False
         if compiled:
             self.compile()
 
@@ -359,10 +361,11 @@ class BatchedMarket:
         # on the face. The price: the first call traces AOTAutograd's graph even when its
         # cache holds it (+~5 s to the first step), so larger batches, where 15 us is
         # nothing, keep the wrapper and the cache.
+        self._stack_graph = one_cpu_market
         for name in self._COMPILED_STEPS:
             own = own_code(getattr(self, name))
             if one_cpu_market:
-                capture = InductorCapture(options)
+                capture = InductorCapture(options, stack=True)
                 compiled = torch.compile(own, backend=capture, dynamic=False)
             else:
                 capture = None
@@ -942,7 +945,7 @@ class BatchedMarket:
         branchless search fuses with its neighbours, where ATen's ``searchsorted`` is an
         opaque call that splits the fused loops (1.03x at 4,096 markets for the arrival);
         eager, ATen's is faster. Both give the same indices."""
-        cdf = weight.cumsum(dim=1)
+        cdf = prefix_sum(weight) if self._stack_graph else weight.cumsum(dim=1)
         target = uniforms * cdf[:, -1:]
         search = search_sorted_left if self.compiled else torch.searchsorted
         return search(cdf, target).clamp(max=weight.shape[1] - 1)
@@ -955,7 +958,7 @@ class BatchedMarket:
         an item). On the CPU, one hand-written pass per market (``native``); otherwise
         :meth:`_candidates_torch`, which it equals bit for bit."""
         index = self._list_index(user_feats, block)
-        if self._native_kernels:
+        if self._native_kernels and not self._stack_graph:
             return self._candidates_native(index)
         return self._candidates_torch(index)
 
@@ -1279,7 +1282,7 @@ class BatchedMarket:
         ``visible`` [N, P] exposures, and the chosen slot's item ``item_c`` [N], clicked or
         not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``);
         otherwise :meth:`_count_exposures_torch`, whose table it leaves bit for bit."""
-        if self._native_kernels:
+        if self._native_kernels and not self._stack_graph:
             torch.ops.recenv.count_exposures(
                 self.item_stats.view(-1, 3),
                 self.episode,

@@ -177,8 +177,10 @@ def draw_user(
     off2 = off2 + (off2 >= off1).long()
     topics = torch.stack([first, (first + off1) % T, (first + off2) % T], dim=1)  # [N, 3]
     w = -torch.log(weights) * (torch.arange(3, device=block.device) < n_topics[:, None])
-    interest = torch.zeros(N, T, dtype=block.dtype, device=block.device)
-    interest.scatter_add_(1, topics, w)
+    # The topics are distinct, so each entry is one weight or 0: a one-hot sum (exact, and
+    # fusable where ``scatter_add_`` is an opaque call in a compiled step).
+    hit = topics[:, :, None] == torch.arange(T, device=block.device)  # [N, 3, T]
+    interest = torch.where(hit, w[:, :, None], 0.0).sum(dim=1)
     interest = interest / interest.sum(dim=1, keepdim=True)
 
     constants = UserConstants(

@@ -190,10 +190,11 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
     (a recompilation), ``graph`` is ``None`` and calls go through the wrapper as usual.
     """
 
-    def __init__(self, options: dict[str, Any]):
+    def __init__(self, options: dict[str, Any], stack: bool = False):
         super().__init__("default", options, False)
         self.graph: CapturedGraph | None = None
         self.graphs = 0
+        self.stack = stack
 
     def __call__(self, model_, inputs_, *, config_patches=None):
         from torch._inductor.compile_fx import compile_fx, compile_fx_inner
@@ -201,7 +202,8 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
         num_inputs = len(inputs_)
 
         def inner_compile(gm, example_inputs, **kwargs):
-            out = compile_fx_inner(gm, example_inputs, **kwargs)
+            with _stack_buffers() if self.stack else contextlib.nullcontext():
+                out = compile_fx_inner(gm, example_inputs, **kwargs)
             self.graphs += 1
             inference = kwargs.get("is_inference", False) and not kwargs.get("is_backward")
             first = self.graphs == 1 and inference
@@ -238,3 +240,9 @@ def _capturable(out, num_inputs: int, num_graph_inputs: int) -> CapturedGraph | 
         return CapturedGraph(out, num_inputs, mutated)
     except Exception:  # a torch whose metadata looks different: stay on the wrapper
         return None
+
+
+def _stack_buffers():
+    from recenv.core.stack import stack_buffers
+
+    return stack_buffers()
