@@ -9,7 +9,9 @@ file checks one small configuration at two batch sizes.
 from __future__ import annotations
 
 import contextlib
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,6 +144,24 @@ def test_pettingzoo_face_steps_through_its_own_warm_graph():
     # The graph kept by the backend, called directly (recenv.core.warm.thin_call).
     assert face["capture"].cell_contents.graph is not None
     assert thin(face["direct"].cell_contents)
+    # One graph without fallback calls (no ATen cumsum, no custom kernel), whose
+    # intermediate buffers are C arrays: the only heap tensors it allocates are the ones it
+    # returns (recenv.core.stack).
+    assert env.core._stack_graph
+    source = face["capture"].cell_contents.graph.compiled.source_code
+    entry = source[source.index("void inductor_entry_impl(") :]
+    assert "aoti_torch_cpu_" not in entry and "aoti_torch_call_dispatcher" not in entry
+    assert "ArrayRefTensor<" in entry
+    heap = set(re.findall(r"AtenTensorHandle (buf\d+)_handle;", entry))
+    returned = set(re.findall(r"output_handles\[\d+\] = .*?\b(buf\d+)\b", entry))
+    assert heap and heap <= returned
+    # What a step returned stays as it was through the next steps (nothing is reused).
+    obs, *_ = env.step({a: env.oracle_slate(a) for a in env.agents})
+    kept = {a: {k: np.array(v, copy=True) for k, v in o.items()} for a, o in obs.items()}
+    step(), step()
+    for a, o in obs.items():
+        for k, v in o.items():
+            assert np.array_equal(v, kept[a][k]), (a, k)
     entries = _debug_get_cache_entry_list(face["fn"].cell_contents.__code__)
     assert len(entries) == 1
     # Compiled without Dynamo's per-call profiler annotations (a context manager per step).

@@ -46,6 +46,7 @@ from recenv.core.choice import (
 from recenv.core.config import MarketConfig
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
+    PREFIX_SUM_UNROLL,
     cell,
     lookup_table,
     pick,
@@ -262,7 +263,11 @@ class BatchedMarket:
         # 1.11x at 4,096 markets, 1.10x on two threads, 1.01x at one and eight markets;
         # eager 1.34x at 1,024, 1.43x at 4,096, 0.98x for the one-market face.
         self._native_kernels = native.usable(self.device)
-        self._stack_graph = False  # set by compile(); read while tracing
+        # Whether the compiled step is one graph without fallback calls, for its buffers to
+        # live on the C stack (one CPU market; see compile()). Such a graph uses the torch
+        # forms in the step (the episode metrics, eager, keep their kernel). Read while
+        # tracing.
+        self._stack_graph = False
         if compile:
             self.compile()
 
@@ -361,11 +366,19 @@ class BatchedMarket:
         # on the face. The price: the first call traces AOTAutograd's graph even when its
         # cache holds it (+~5 s to the first step), so larger batches, where 15 us is
         # nothing, keep the wrapper and the cache.
-        self._stack_graph = one_cpu_market
+        # One CPU market with narrow draws: a graph without fallback calls (the torch forms
+        # of the native kernels, prefix sums as fused adds), whose intermediate buffers
+        # inductor can then put on the C stack (recenv.core.stack): 15 heap tensors per call
+        # instead of ~55, 1.19x on the face. Wider draws keep cumsum, so their graph could
+        # not use the stack anyway and keeps the native kernels.
+        cfg = self.config
+        self._stack_graph = one_cpu_market and max(cfg.num_users, cfg.num_topics) <= (
+            PREFIX_SUM_UNROLL
+        )
         for name in self._COMPILED_STEPS:
             own = own_code(getattr(self, name))
             if one_cpu_market:
-                capture = InductorCapture(options, stack=True)
+                capture = InductorCapture(options, stack=self._stack_graph)
                 compiled = torch.compile(own, backend=capture, dynamic=False)
             else:
                 capture = None
@@ -944,7 +957,9 @@ class BatchedMarket:
         positive) by inverse transform of ``uniforms`` [N, X] in [0, 1). Compiled, the exact
         branchless search fuses with its neighbours, where ATen's ``searchsorted`` is an
         opaque call that splits the fused loops (1.03x at 4,096 markets for the arrival);
-        eager, ATen's is faster. Both give the same indices."""
+        eager, ATen's is faster. Both give the same indices. In a graph meant for the stack
+        (``_stack_graph``) the prefix sums are fused adds too (:func:`prefix_sum`, equal to
+        ATen's ``cumsum`` bit for bit)."""
         cdf = prefix_sum(weight) if self._stack_graph else weight.cumsum(dim=1)
         target = uniforms * cdf[:, -1:]
         search = search_sorted_left if self.compiled else torch.searchsorted
@@ -955,8 +970,9 @@ class BatchedMarket:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every market's candidates [N, A, C] (listed by catalog id), their features
         [N, A, C, T+6] and the action mask [N, A, C] (arrived by now, and the first copy of
-        an item). On the CPU, one hand-written pass per market (``native``); otherwise
-        :meth:`_candidates_torch`, which it equals bit for bit."""
+        an item). On the CPU, one hand-written pass per market (``native``), except in a
+        graph meant for the stack (see ``_stack_graph``); otherwise :meth:`_candidates_torch`,
+        which it equals bit for bit."""
         index = self._list_index(user_feats, block)
         if self._native_kernels and not self._stack_graph:
             return self._candidates_native(index)
@@ -1280,8 +1296,9 @@ class BatchedMarket:
     def _count_exposures(self, page, visible, item_c, clicked) -> None:
         """Add one request to the item counters, in place: the page ``page`` [N, P] with
         ``visible`` [N, P] exposures, and the chosen slot's item ``item_c`` [N], clicked or
-        not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``);
-        otherwise :meth:`_count_exposures_torch`, whose table it leaves bit for bit."""
+        not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``),
+        except in a graph meant for the stack (see ``_stack_graph``); otherwise
+        :meth:`_count_exposures_torch`, whose table it leaves bit for bit."""
         if self._native_kernels and not self._stack_graph:
             torch.ops.recenv.count_exposures(
                 self.item_stats.view(-1, 3),

@@ -188,6 +188,8 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
     outside the graph, no output aliasing an input or another output, no effect tokens,
     and inputs passed through one to one. Otherwise, or when a second graph is compiled
     (a recompilation), ``graph`` is ``None`` and calls go through the wrapper as usual.
+    With ``stack``, graphs compile inside :func:`recenv.core.stack.stack_buffers` (their
+    intermediate buffers on the C stack, where the graph allows it).
     """
 
     def __init__(self, options: dict[str, Any], stack: bool = False):
@@ -243,6 +245,10 @@ def _capturable(out, num_inputs: int, num_graph_inputs: int) -> CapturedGraph | 
 
 
 def _stack_buffers():
-    from recenv.core.stack import stack_buffers
-
+    """:func:`recenv.core.stack.stack_buffers`, or nothing where this torch lacks what it
+    swaps (the graph then allocates its buffers on the heap, as any other)."""
+    try:
+        from recenv.core.stack import stack_buffers
+    except ImportError:
+        return contextlib.nullcontext()
     return stack_buffers()
