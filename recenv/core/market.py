@@ -353,12 +353,10 @@ class BatchedMarket:
         one_cpu_market = self.device.type == "cpu" and self.num_envs == 1
         if self.device.type == "cpu":
             options["cpp_wrapper"] = True
-            if one_cpu_market:
-                # One market: a concatenation is written by one loop over the whole output
-                # rather than each input writing its slice through a view of it. At this size
-                # the loops cost nothing and every view is a tensor the C++ wrapper creates
-                # and frees per call: 84 of them in the face's graph, 8 with this option.
-                options["force_pointwise_cat"] = True
+        # (Inductor's force_pointwise_cat, used for one market in the fifteenth session, is
+        # off: its vectorised loops wrote out of bounds for num_topics=24, ECommerce-v0's, a
+        # heap corruption at the first step; see experiments/PERFORMANCE.md. With the
+        # buffers on the stack the views it saved cost nothing anyway.)
         # Each is compiled on its first call: a market steps through one of them. For one
         # CPU market the backend keeps the graph it compiled, and the warm step calls it
         # without AOTAutograd's runtime wrapper when that wrapper has nothing to do but bump
