@@ -122,3 +122,34 @@ def test_which_markets_compile_for_the_stack(num_envs, cfg, expected):
     assert not env._stack_graph
     env.compile()  # decides; the graph is traced at the first step
     assert env._stack_graph is expected
+
+
+_HEAP_RUN = """
+import contextlib, torch, recenv, recenv.core.stack as stack
+stack.stack_buffers = contextlib.nullcontext  # buffers on the heap, where glibc checks them
+eager = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=2, num_topics=24, horizon=6)
+compiled = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=2, num_topics=24, horizon=6)
+compiled.compile()
+for env in (eager, compiled):
+    env.reset(seed=2)
+for _ in range(8):
+    s = eager.oracle_slates()
+    acts = {a: s[:, i] for i, a in enumerate(eager.agents)}
+    eager.step(acts), compiled.step(acts)
+    assert torch.equal(eager.cand, compiled.cand) and torch.equal(eager.user, compiled.user)
+print("ok")
+"""
+
+
+def test_one_market_graph_with_24_topics_writes_in_bounds():
+    """Regression: with inductor's ``force_pointwise_cat`` (the fifteenth session's
+    one-market option) the graph of a market with 24 topics wrote past a buffer at its first
+    call (glibc aborted on the corrupted heap). Run with the buffers on the heap, in a
+    process of its own, where such a write aborts instead of passing unseen."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _HEAP_RUN], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

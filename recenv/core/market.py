@@ -367,7 +367,7 @@ class BatchedMarket:
         # One CPU market with narrow draws: a graph without fallback calls (the torch forms
         # of the native kernels, prefix sums as fused adds), whose intermediate buffers
         # inductor can then put on the C stack (recenv.core.stack): 15 heap tensors per call
-        # instead of ~55, 1.19x on the face. Wider draws keep cumsum, so their graph could
+        # instead of ~55, 1.20x on the face. Wider draws keep cumsum, so their graph could
         # not use the stack anyway and keeps the native kernels.
         cfg = self.config
         self._stack_graph = one_cpu_market and max(cfg.num_users, cfg.num_topics) <= (
