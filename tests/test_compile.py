@@ -33,11 +33,50 @@ def _run(env, steps):
     return trace
 
 
+def test_compiled_random_draws_equal_eager():
+    """The counter-based blocks (``rng.uniforms``) are the same bits compiled as eager at
+    every width tried, and a fresh user drawn from one (``users.draw_user``) the same to
+    rounding, at every topic count tried. Regression: ``arange(int32) * golden`` became
+    ``Vectorized<int32_t>::arange(base, step)`` in inductor's C++, whose ``base + 2 * step``
+    overflows a signed int (undefined); g++ -O3 dropped the stores of that vectorised block,
+    so at 24 topics a compiled user's observation noise was NaN or stale memory."""
+    from recenv.core import rng
+    from recenv.core.config import MarketConfig
+    from recenv.core.users import UserLayout, draw_user, user_block_width
+
+    widths = (1, 7, 8, 9, 17, 31, 52, 60, 68, 100, 131)
+    configs = [MarketConfig(num_topics=t) for t in (16, 20, 24, 33)]
+
+    def draws(pre):
+        blocks = [rng.uniforms(pre, w) for w in widths]
+        for cfg in configs:
+            layout = UserLayout(cfg.num_topics, cfg.num_agents)
+            row, const = draw_user(cfg, layout, rng.uniforms(pre, user_block_width(cfg)))
+            blocks += [row, const.taste, const.noise, const.visible, const.price_sensitivity]
+        return blocks
+
+    pre = rng.prefix(rng.seed_to_key(torch.arange(5)), torch.arange(5) * 7, rng.STREAM_USER)
+    compiled = torch.compile(draws, dynamic=False, options={"cpp_wrapper": True})
+    for i, (want, got) in enumerate(zip(draws(pre), compiled(pre), strict=True)):
+        if i < len(widths) or not want.is_floating_point():
+            assert torch.equal(want, got), i
+        else:  # through log, sqrt, cos, exp: vectorised libm may differ in the last bit
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=str(i))
+
+
 @pytest.mark.parametrize(
-    ("num_envs", "separate_gathers", "native"),
-    [(1, False, True), (32, False, True), (32, True, False), (32, False, False)],
+    ("num_envs", "separate_gathers", "native", "num_topics"),
+    [
+        (1, False, True, 16),
+        (32, False, True, 16),
+        (32, True, False, 16),
+        (32, False, False, 16),
+        # Video-v0's and ECommerce-v0's topic counts (their fresh users once came out wrong).
+        (1, False, True, 24),
+        (32, False, True, 20),
+    ],
 )
-def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeypatch):
+def test_compiled_step_matches_eager(num_envs, separate_gathers, native, num_topics, monkeypatch):
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
     use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
     candidates and the counters' update come from recenv.core.native's kernels (when they
@@ -49,8 +88,9 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, monkeyp
         monkeypatch.setenv("RECENV_NATIVE", "0")
     elif num_envs > 1:
         monkeypatch.setattr(recenv.core.hugepages, "MIN_BYTES", 1)
-    eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
-    compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **SMALL)
+    kwargs = {**SMALL, "num_topics": num_topics}
+    eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
+    compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
     if separate_gathers:
         compiled.SEPARATE_GATHER_BYTES = 0  # this small catalog counts as large
     compiled.compile()

@@ -146,20 +146,12 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(
-    reason="known, open: compiled CPU graphs of markets with 20 or 24 topics diverge from "
-    "eager (candidates differ from the first step; exact with inductor's cpp.simdlen=1) and "
-    "can corrupt the heap; see experiments/PERFORMANCE.md, sixteenth session",
-    strict=False,
-)
 def test_one_market_graph_with_24_topics_matches_eager_in_bounds():
-    """With inductor's ``force_pointwise_cat`` (the fifteenth session's one-market option)
-    the graph of a market with 24 topics wrote past a buffer at its first call (glibc
-    aborted). With the option off the abort is gone here, but the compiled step still
-    diverges from eager at 24 topics (batches too), and a stack graph at 20 topics aborted:
-    an inductor vectorisation problem not yet narrowed down. Run with the buffers on the
-    heap, in a process of its own, where an out-of-bounds write aborts instead of passing
-    unseen."""
+    """A market with 24 topics (ECommerce-v0's), run with its graph's buffers on the heap, in
+    a process of its own, where an out-of-bounds write aborts instead of passing unseen. Its
+    compiled steps once diverged from eager from the first step (and at 20 topics aborted):
+    the counter-based uniforms wrapped an int32 product that inductor's C++ turned into a
+    signed overflow the compiler exploited (see tests/test_compile.py's random-draw test)."""
     import subprocess
     import sys
 

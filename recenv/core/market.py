@@ -354,9 +354,8 @@ class BatchedMarket:
         if self.device.type == "cpu":
             options["cpp_wrapper"] = True
         # (Inductor's force_pointwise_cat, used for one market in the fifteenth session, is
-        # off: with it the graph for num_topics=24, ECommerce-v0's, corrupted the heap at
-        # the first step. Known and open: compiled steps at 20 or 24 topics still diverge
-        # from eager, only when vectorised; see experiments/PERFORMANCE.md.)
+        # off: it no longer gains with the buffers on the stack. The graph it was blamed for
+        # corrupting at num_topics=24 suffered from rng.uniforms' int32 overflow, since fixed.)
         # Each is compiled on its first call: a market steps through one of them. For one
         # CPU market the backend keeps the graph it compiled, and the warm step calls it
         # without AOTAutograd's runtime wrapper when that wrapper has nothing to do but bump

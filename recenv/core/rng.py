@@ -59,7 +59,6 @@ def _signed32(c: int) -> int:
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
-_GOLDEN_S = _signed32(_GOLDEN)
 _FMIX1 = _signed32(0x85EBCA6B)
 _FMIX2 = _signed32(0xC2B2AE35)
 
@@ -75,9 +74,15 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     whose multiplication wraps (two's complement) on every torch backend, with logical shifts
     done as arithmetic shifts plus a mask; the bits equal the unsigned 32-bit algorithm.
     """
-    p = pre.to(torch.int32) if pre.dtype != torch.int32 else pre
-    idx = torch.arange(width, device=pre.device, dtype=torch.int32) * _GOLDEN_S
-    x = p[:, None] + idx
+    # The Weyl sum in int64 (exact: below 2^33 + width * 2^32), then its low 32 bits as int32.
+    # Not ``arange(int32) * golden`` wrapping in int32: inductor folds that product into
+    # ``Vectorized<int32_t>::arange(base, step)``, whose C++ (``base + 2 * step``) overflows
+    # a signed int for this constant step. Signed overflow is undefined in C++, and g++ -O3
+    # dropped the vectorised stores of the block it proved to overflow: compiled steps at 24
+    # topics read uninitialised memory (NaN noise, wrong candidates). Every product here fits
+    # its type; the int32 multiplications below run on values, never on the loop index.
+    idx = torch.arange(width, device=pre.device, dtype=torch.int64) * _GOLDEN
+    x = ((pre.long()[:, None] & _MASK32) + idx).bitwise_and(_MASK32).to(torch.int32)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _FMIX1
     x = x ^ ((x >> 13) & 0x7FFFF)
