@@ -124,15 +124,23 @@ def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 PREFIX_SUM_UNROLL = 64
 
 
+def prefix_sum_unrolls(x: torch.Tensor | int) -> bool:
+    """Whether :func:`prefix_sum` of ``x`` [N, M] (or of rows ``x`` wide) is the unrolled
+    form (fusable, no fallback call in a compiled graph) rather than ``cumsum``."""
+    if isinstance(x, int):
+        return x <= PREFIX_SUM_UNROLL
+    return x.dtype == torch.float32 and x.shape[1] <= PREFIX_SUM_UNROLL
+
+
 def prefix_sum(x: torch.Tensor) -> torch.Tensor:
     """``x.cumsum(dim=1)`` of a float32 ``x`` [N, M], bit for bit as ATen's CPU kernel
     computes it (a running sum in float64, each prefix rounded to float32), written as
     ``M - 1`` elementwise adds: compiled, they fuse with their neighbours, where inductor
     calls ATen's ``cumsum`` on the CPU (a fallback, which also keeps the graph's buffers
     off the stack; see ``recenv.core.stack``). Wider rows, or other dtypes: ``cumsum``."""
-    M = x.shape[1]
-    if x.dtype != torch.float32 or M > PREFIX_SUM_UNROLL:
+    if not prefix_sum_unrolls(x):
         return x.cumsum(dim=1)
+    M = x.shape[1]
     wide = x.double()
     running = wide[:, 0]
     prefixes = [running]

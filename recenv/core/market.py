@@ -46,11 +46,11 @@ from recenv.core.choice import (
 from recenv.core.config import MarketConfig
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
-    PREFIX_SUM_UNROLL,
     cell,
     lookup_table,
     pick,
     prefix_sum,
+    prefix_sum_unrolls,
     put_cell,
     rows,
     search_sorted_left,
@@ -369,8 +369,9 @@ class BatchedMarket:
         # instead of ~55, 1.20x on the face. Wider draws keep cumsum, so their graph could
         # not use the stack anyway and keeps the native kernels.
         cfg = self.config
-        self._stack_graph = one_cpu_market and max(cfg.num_users, cfg.num_topics) <= (
-            PREFIX_SUM_UNROLL
+        # The draws by weight are over users (the arrival) and topics (retrieval).
+        self._stack_graph = one_cpu_market and all(
+            prefix_sum_unrolls(width) for width in (cfg.num_users, cfg.num_topics)
         )
         for name in self._COMPILED_STEPS:
             own = own_code(getattr(self, name))
@@ -382,6 +383,13 @@ class BatchedMarket:
                 compiled = torch.compile(own, dynamic=False, options=options)
             setattr(self, name, warm_unguarded(compiled, own, capture))
         return self
+
+    @property
+    def _native_in_step(self) -> bool:
+        """Whether the step calls the native kernels (candidates, counters' update): where
+        they build, except in a graph meant for the stack (``_stack_graph``), which may call
+        no opaque kernel. Read while tracing, and by eager steps."""
+        return self._native_kernels and not self._stack_graph
 
     @property
     def _separate_gathers(self) -> bool:
@@ -971,7 +979,7 @@ class BatchedMarket:
         graph meant for the stack (see ``_stack_graph``); otherwise :meth:`_candidates_torch`,
         which it equals bit for bit."""
         index = self._list_index(user_feats, block)
-        if self._native_kernels and not self._stack_graph:
+        if self._native_in_step:
             return self._candidates_native(index)
         return self._candidates_torch(index)
 
@@ -1296,7 +1304,7 @@ class BatchedMarket:
         not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``),
         except in a graph meant for the stack (see ``_stack_graph``); otherwise
         :meth:`_count_exposures_torch`, whose table it leaves bit for bit."""
-        if self._native_kernels and not self._stack_graph:
+        if self._native_in_step:
             torch.ops.recenv.count_exposures(
                 self.item_stats.view(-1, 3),
                 self.episode,
