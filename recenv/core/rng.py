@@ -73,6 +73,10 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     finished by murmur3's fmix32 (full avalanche), one round per number. It runs in int32,
     whose multiplication wraps (two's complement) on every torch backend, with logical shifts
     done as arithmetic shifts plus a mask; the bits equal the unsigned 32-bit algorithm.
+
+    Compiled, those wrapping products are signed C++ arithmetic, where overflow is undefined:
+    harmless on values the compiler cannot know (the hashed bits), wrong where it can prove
+    the overflow (a constant times the loop index). Products of the index stay in int64.
     """
     # The Weyl sum in int64 (exact: below 2^33 + width * 2^32), then its low 32 bits as int32.
     # Not ``arange(int32) * golden`` wrapping in int32: inductor folds that product into
