@@ -246,3 +246,36 @@ def test_env_utility_explanation_adds_up(env_id, small, random_policy):
         torch.testing.assert_close(parts, terms["total"], atol=1e-5, rtol=1e-5)
         for v in terms.values():
             assert (v[~info["clicked"]] == 0).all()
+
+
+def _unsigned(x, mult: int, shift: int):
+    """``((x * mult) mod 2^32)`` then ``x ^ (x >> shift)`` in numpy's unsigned 64 bits."""
+    import numpy as np
+
+    x = (x * np.uint64(mult)) & np.uint64(0xFFFFFFFF)
+    return x ^ (x >> np.uint64(shift))
+
+
+def test_hash32_and_uniforms_are_the_unsigned_32_bit_algorithms():
+    """``hash32`` (lowbias32) and ``uniforms`` (a Weyl sequence plus fmix32) run in signed
+    torch integers, with products kept where they cannot overflow (signed overflow is
+    undefined in the C++ of a compiled step); their bits must still be those of the
+    unsigned 32-bit algorithms, computed here in numpy's uint64, extremes included."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(11)
+    extremes = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=torch.int64)
+    x = torch.cat([torch.randint(0, 2**32, (20_000,), generator=g), extremes])
+    v = x.numpy().astype(np.uint64)
+    v = v ^ (v >> np.uint64(16))
+    want = _unsigned(_unsigned(v, 0x7FEB352D, 15), 0x846CA68B, 16)
+    assert np.array_equal(rng.hash32(x).numpy().astype(np.uint64), want)
+
+    width = 9
+    steps = np.arange(width, dtype=np.uint64) * np.uint64(0x9E3779B9)
+    w = x.numpy().astype(np.uint64)[:, None] + steps
+    w &= np.uint64(0xFFFFFFFF)
+    w = w ^ (w >> np.uint64(16))
+    w = _unsigned(_unsigned(w, 0x85EBCA6B, 13), 0xC2B2AE35, 16)
+    want_u = ((w >> np.uint64(9)).astype(np.float64) * 2.0**-23 + 2.0**-24).astype(np.float32)
+    assert np.array_equal(rng.uniforms(x, width).numpy(), want_u)

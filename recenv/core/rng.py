@@ -31,13 +31,19 @@ STREAM_USER = 2  # a user's constants for one episode (interest, taste, noise, .
 STREAM_POPULATION = 3  # a market's fixed user traits (activity rates)
 
 
+# lowbias32's second multiplier less 2^32: the same low 32 bits of every product, which stays
+# within int64 (|x * m| < 2^63 for x < 2^32), where 0x846CA68B itself could pass 2^63: signed
+# overflow, undefined in the C++ a compiled step runs (see uniforms).
+_LOWBIAS2 = 0x846CA68B - (1 << 32)
+
+
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """lowbias32 on int64 tensors holding values in [0, 2^32)."""
     x = x & _MASK32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _MASK32
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
+    x = (x * _LOWBIAS2) & _MASK32
     x = x ^ (x >> 16)
     return x
 
