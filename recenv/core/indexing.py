@@ -124,12 +124,10 @@ def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 PREFIX_SUM_UNROLL = 64
 
 
-def prefix_sum_unrolls(x: torch.Tensor | int) -> bool:
-    """Whether :func:`prefix_sum` of ``x`` [N, M] (or of rows ``x`` wide) is the unrolled
-    form (fusable, no fallback call in a compiled graph) rather than ``cumsum``."""
-    if isinstance(x, int):
-        return x <= PREFIX_SUM_UNROLL
-    return x.dtype == torch.float32 and x.shape[1] <= PREFIX_SUM_UNROLL
+def prefix_sum_unrolls(width: int) -> bool:
+    """Whether :func:`prefix_sum` of float32 rows ``width`` wide is the unrolled form
+    (fusable, no fallback call in a compiled graph) rather than ``cumsum``."""
+    return width <= PREFIX_SUM_UNROLL
 
 
 def prefix_sum(x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +136,7 @@ def prefix_sum(x: torch.Tensor) -> torch.Tensor:
     ``M - 1`` elementwise adds: compiled, they fuse with their neighbours, where inductor
     calls ATen's ``cumsum`` on the CPU (a fallback, which also keeps the graph's buffers
     off the stack; see ``recenv.core.stack``). Wider rows, or other dtypes: ``cumsum``."""
-    if not prefix_sum_unrolls(x):
+    if x.dtype != torch.float32 or not prefix_sum_unrolls(x.shape[1]):
         return x.cumsum(dim=1)
     M = x.shape[1]
     wide = x.double()

@@ -31,10 +31,15 @@ STREAM_USER = 2  # a user's constants for one episode (interest, taste, noise, .
 STREAM_POPULATION = 3  # a market's fixed user traits (activity rates)
 
 
-# lowbias32's second multiplier less 2^32: the same low 32 bits of every product, which stays
-# within int64 (|x * m| < 2^63 for x < 2^32), where 0x846CA68B itself could pass 2^63: signed
-# overflow, undefined in the C++ a compiled step runs (see uniforms).
-_LOWBIAS2 = 0x846CA68B - (1 << 32)
+def _signed32(c: int) -> int:
+    """A 32-bit constant as the int32 with the same bits."""
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+# lowbias32's second multiplier as a signed 32-bit value: the same low 32 bits of every
+# product, which stays within int64 (|x * m| < 2^63 for x < 2^32), where 0x846CA68B itself
+# could pass 2^63: signed overflow, undefined in the C++ a compiled step runs (see uniforms).
+_LOWBIAS2 = _signed32(0x846CA68B)
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +65,6 @@ def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tenso
     return hash32(hash32(key ^ (counter * _GOLDEN & _MASK32)) ^ (stream * 0x85EBCA6B & _MASK32))
 
 
-def _signed32(c: int) -> int:
-    """A 32-bit constant as the int32 with the same bits."""
-    return c - (1 << 32) if c >= 1 << 31 else c
-
-
 _FMIX1 = _signed32(0x85EBCA6B)
 _FMIX2 = _signed32(0xC2B2AE35)
 
@@ -84,7 +84,7 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     harmless on values the compiler cannot know (the hashed bits), wrong where it can prove
     the overflow (a constant times the loop index). Products of the index stay in int64.
     """
-    # The Weyl sum in int64 (exact: below 2^33 + width * 2^32), then its low 32 bits as int32.
+    # The Weyl sum in int64 (exact: |sum| < 2^31 + width * 2^32), then its low 32 bits as int32.
     # Not ``arange(int32) * golden`` wrapping in int32: inductor folds that product into
     # ``Vectorized<int32_t>::arange(base, step)``, whose C++ (``base + 2 * step``) overflows
     # a signed int for this constant step. Signed overflow is undefined in C++, and g++ -O3
@@ -92,7 +92,7 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # topics read uninitialised memory (NaN noise, wrong candidates). Every product here fits
     # its type; the int32 multiplications below run on values, never on the loop index.
     idx = torch.arange(width, device=pre.device, dtype=torch.int64) * _GOLDEN
-    x = ((pre.long()[:, None] & _MASK32) + idx).bitwise_and(_MASK32).to(torch.int32)
+    x = ((pre.long()[:, None] + idx) & _MASK32).to(torch.int32)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _FMIX1
     x = x ^ ((x >> 13) & 0x7FFFF)
