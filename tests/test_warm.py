@@ -103,3 +103,35 @@ def test_capture_refuses_graphs_whose_wrapper_has_work(case):
 
     capture, _ = _compile(fn, x)
     assert capture.graphs >= 1 and capture.graph is None
+
+
+def test_a_cpp_wrapper_graph_is_called_through_its_cpp_entry():
+    """With inductor's C++ wrapper, the thin call enters the C++ entry point directly (what
+    inductor's Python wrapper around it does, without its list copies): the same outputs and
+    in-place writes. A graph with the Python wrapper has no such entry and keeps its call."""
+    from recenv.core.warm import cpp_entry
+
+    def step(state, x):
+        state.mul_(2).add_(x)
+        return state.sum(), x * 3
+
+    state, x = torch.ones(4), torch.arange(4.0)
+    capture = InductorCapture({**OPTIONS, "cpp_wrapper": True})
+    compiled = torch.compile(step, backend=capture, dynamic=False)
+    from torch._functorch import config
+
+    with config.patch(enable_autograd_cache=False):
+        compiled(state, x)
+    graph = capture.graph
+    assert graph is not None and graph.entry is not None
+    assert cpp_entry(graph.compiled, [state, x]) is graph.entry
+    # Not for inputs that are not all tensors (the wrapper converts those itself).
+    assert cpp_entry(graph.compiled, [state, 3]) is None
+    version = state._version
+    total, tripled = thin_call(graph, wrapped=None)(state, x)
+    expected = (torch.ones(4) * 2 + x) * 2 + x
+    assert torch.equal(state, expected) and state._version == version + 1
+    assert float(total) == float(expected.sum()) and torch.equal(tripled, 3 * x)
+
+    python_wrapper, _ = _compile(step, torch.ones(4), x)
+    assert python_wrapper.graph is not None and python_wrapper.graph.entry is None
