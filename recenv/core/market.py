@@ -29,7 +29,6 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -99,7 +98,6 @@ def face_row(num_agents: int) -> dict[str, slice | int]:
     }
 
 
-_USER_CONSTANTS = tuple(f.name for f in dataclasses.fields(UserConstants))
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 
 Obs = dict[str, dict[str, torch.Tensor]]
@@ -907,24 +905,9 @@ class BatchedMarket:
             flat = torch.cat([n * U + served_user, n * U + u])
             self._put_users(flat, torch.cat([torch.where(same, row, served_row), row]))
         put_cell(self.user_epoch, n, u, self.episode)
-        self.user = u
-        self._set_user_const(const)
+        self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
-
-    def _set_user_const(self, const: UserConstants) -> None:
-        """The current users' constants become ``const``. A compiled step writes them into
-        the tensors they replace (the graph mutates its inputs in place) instead of returning
-        four new ones: every tensor a graph returns is allocated, wrapped for Python and
-        freed a step later, which at one market costs more than computing it. These tensors
-        are the market's own (never handed out), so nothing outside sees them change. Eager
-        steps rebind them (a copy would be one more op per tensor)."""
-        held = self.user_const
-        if held is None or not torch.compiler.is_compiling():
-            self.user_const = const
-            return
-        for name in _USER_CONSTANTS:
-            getattr(held, name).copy_(getattr(const, name))
 
     def _put_users(self, flat: torch.Tensor, values: torch.Tensor) -> None:
         """Write user rows ``values`` [X, F] at flat indices ``flat`` [X] (``n * U + user``)
