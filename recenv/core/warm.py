@@ -14,7 +14,9 @@ removes what does nothing for a market's step:
 - :class:`InductorCapture` is inductor as ``torch.compile(backend="inductor", options=...)``
   runs it, which also keeps the graph it compiled when AOTAutograd's runtime wrapper around
   that graph has nothing to do but bump the mutated inputs' version counters; the generated
-  function then calls the graph through :func:`thin_call` instead of through the wrapper.
+  function then calls the graph through :func:`thin_call` instead of through the wrapper,
+  and where inductor's Python function around a C++-wrapper graph only converts tensors to
+  handles and back, enters the graph's C++ entry point itself (:func:`cpp_entry`).
 
 The market decides when each applies (``BatchedMarket.compile``); tests in
 ``tests/test_compile.py`` and ``tests/test_warm.py`` check that the fast paths are taken and
