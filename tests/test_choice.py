@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 import recenv
@@ -250,8 +251,6 @@ def test_env_utility_explanation_adds_up(env_id, small, random_policy):
 
 def _unsigned(x, mult: int, shift: int):
     """``((x * mult) mod 2^32)`` then ``x ^ (x >> shift)`` in numpy's unsigned 64 bits."""
-    import numpy as np
-
     x = (x * np.uint64(mult)) & np.uint64(0xFFFFFFFF)
     return x ^ (x >> np.uint64(shift))
 
@@ -261,8 +260,6 @@ def test_hash32_and_uniforms_are_the_unsigned_32_bit_algorithms():
     torch integers, with products kept where they cannot overflow (signed overflow is
     undefined in the C++ of a compiled step); their bits must still be those of the
     unsigned 32-bit algorithms, computed here in numpy's uint64, extremes included."""
-    import numpy as np
-
     g = torch.Generator().manual_seed(11)
     extremes = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=torch.int64)
     x = torch.cat([torch.randint(0, 2**32, (20_000,), generator=g), extremes])

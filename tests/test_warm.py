@@ -58,8 +58,8 @@ def test_thin_call_sends_another_number_of_inputs_to_the_wrapper():
     assert len(graph.calls) == 1
 
 
-def _compile(fn, *args):
-    capture = InductorCapture(OPTIONS)
+def _compile(fn, *args, options=OPTIONS):
+    capture = InductorCapture(options)
     compiled = torch.compile(fn, backend=capture, dynamic=False)
     from torch._functorch import config
 
@@ -116,12 +116,7 @@ def test_a_cpp_wrapper_graph_is_called_through_its_cpp_entry():
         return state.sum(), x * 3
 
     state, x = torch.ones(4), torch.arange(4.0)
-    capture = InductorCapture({**OPTIONS, "cpp_wrapper": True})
-    compiled = torch.compile(step, backend=capture, dynamic=False)
-    from torch._functorch import config
-
-    with config.patch(enable_autograd_cache=False):
-        compiled(state, x)
+    capture, _ = _compile(step, state, x, options={**OPTIONS, "cpp_wrapper": True})
     graph = capture.graph
     assert graph is not None and graph.entry is not None
     assert cpp_entry(graph.compiled, [state, x]) is graph.entry
