@@ -19,6 +19,7 @@ directory is never overwritten. Needs the ``rllib`` extra: ``pip install -e '.[r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -302,9 +303,39 @@ def _init_ray(cfg: TrainConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _torch_modes_kept():
+    """Torch's process-wide algorithm modes as they were before, on the way out.
+
+    RLlib's seeding (``update_global_seed_if_necessary`` -> ``set_torch_seed``) switches on
+    ``torch.use_deterministic_algorithms(True)`` (and cuDNN's deterministic mode) for good, in
+    every process that builds a learner or an env runner: with local learners, the caller's.
+    Left on, it changes what torch.compile builds for the rest of the process (inductor then
+    falls back to ATen for indexed writes, so a compiled one-market step loses its stack
+    buffers: ~1.2x slower, same results), long after the run. A run leaves those modes as it
+    found them."""
+    import torch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
 def train(cfg: TrainConfig, log: Any = print) -> dict[str, Any]:
     """Run ``cfg``; write and return the summary. Uses Ray if it is already initialised
-    (and leaves it running), else starts or joins it and always shuts it down."""
+    (and leaves it running), else starts or joins it and always shuts it down. Torch's
+    deterministic-algorithms mode, which RLlib's seeding turns on in this process, is set
+    back as it was (:func:`_torch_modes_kept`)."""
+    with _torch_modes_kept():
+        return _train(cfg, log)
+
+
+def _train(cfg: TrainConfig, log: Any) -> dict[str, Any]:
     import ray
 
     out = _output_dir(cfg)  # refuse before any expensive work

@@ -8,7 +8,8 @@
   skipped when absent).
 - ``feature_policy``: a deterministic policy that depends only on the observation, so two faces
   of the same market that see the same observations take the same actions.
-- one torch thread per test process (see :func:`pytest_configure`).
+- one torch thread per test process (see :func:`pytest_configure`), and no test leaves torch's
+  process-wide modes changed (:func:`_torch_modes_unchanged`, autouse).
 - ``snapshot`` / ``assert_same_snapshot``: every tensor a :class:`BatchedMarket` holds, to prove a
   rejected step left the market untouched.
 """
@@ -38,6 +39,40 @@ def pytest_configure(config: pytest.Config) -> None:
     # for the same cores, torch's spinning worker threads made a step ~40x slower (measured:
     # 155 ms vs 3.6 ms per step on 2 busy cores).
     torch.set_num_threads(1)
+
+
+def _torch_modes() -> dict[str, Any]:
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "num_threads": torch.get_num_threads(),
+        "default_dtype": torch.get_default_dtype(),
+        "grad_enabled": torch.is_grad_enabled(),
+    }
+
+
+def _set_torch_modes(modes: dict[str, Any]) -> None:
+    torch.use_deterministic_algorithms(
+        modes["deterministic_algorithms"], warn_only=modes["deterministic_warn_only"]
+    )
+    torch.set_num_threads(modes["num_threads"])
+    torch.set_default_dtype(modes["default_dtype"])
+    torch.set_grad_enabled(modes["grad_enabled"])
+
+
+@pytest.fixture(autouse=True)
+def _torch_modes_unchanged():
+    """Fails the test that leaves one of torch's process-wide modes changed, and sets them
+    back. xdist runs many tests in one process: a leaked mode changes what later, unrelated
+    tests build (RLlib's seeding once left deterministic algorithms on, and a later compiled
+    one-market step, built with ATen fallbacks, lost its stack buffers)."""
+    before = _torch_modes()
+    yield
+    after = _torch_modes()
+    if after != before:
+        _set_torch_modes(before)
+        changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+        pytest.fail(f"the test left torch's modes changed (before, after): {changed}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

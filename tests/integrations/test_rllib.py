@@ -48,8 +48,14 @@ def _check_summary(summary, modules):
 
 
 def test_shared_policy_trains_two_iterations(local_ray, tmp_path):
+    import torch
+
     cfg = TrainConfig(policies="shared", seed=1, out=str(tmp_path / "run"), **TINY)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     summary = train(cfg, log=lambda *_: None)
+    # RLlib's seeding turns torch's deterministic algorithms on in the driver (its local
+    # learner); the run sets the mode back as it found it.
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
     _check_summary(summary, ["shared"])
     assert ray.is_initialized()  # a run leaves a Ray it did not start running
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
