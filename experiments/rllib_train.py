@@ -310,9 +310,10 @@ def _torch_modes_kept():
     RLlib's seeding (``update_global_seed_if_necessary`` -> ``set_torch_seed``) switches on
     ``torch.use_deterministic_algorithms(True)`` (and cuDNN's deterministic mode) for good, in
     every process that builds a learner or an env runner: with local learners, the caller's.
-    Left on, it changes what torch.compile builds for the rest of the process (inductor then
-    falls back to ATen for indexed writes, so a compiled one-market step loses its stack
-    buffers: ~1.2x slower, same results), long after the run. A run leaves those modes as it
+    Left on, it changes the rest of the caller's process long after the run: ATen takes its
+    deterministic kernels (or raises where it has none) and torch.compile builds graphs
+    differently (indexed writes as ATen calls; recenv's markets build theirs outside the
+    mode, see ``recenv.core.warm.outside_deterministic_mode``). A run leaves those modes as it
     found them."""
     import torch
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recenv.core.warm import CapturedGraph, InductorCapture, thin_call
+from recenv.core.warm import (
+    CapturedGraph,
+    InductorCapture,
+    outside_deterministic_mode,
+    thin_call,
+)
 
 # Python wrapper and no size asserts: the fastest build that still runs inductor's C++ kernels.
 OPTIONS = {"size_asserts": False}
@@ -130,3 +135,27 @@ def test_a_cpp_wrapper_graph_is_called_through_its_cpp_entry():
 
     python_wrapper, _ = _compile(step, torch.ones(4), x)
     assert python_wrapper.graph is not None and python_wrapper.graph.entry is None
+
+
+@pytest.mark.parametrize("warn_only", [False, True])
+def test_outside_deterministic_mode_calls_with_the_mode_off_and_puts_it_back(warn_only):
+    seen = []
+
+    def fn(fail):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        if fail:
+            raise RuntimeError("boom")
+        return 7
+
+    call = outside_deterministic_mode(fn)
+    assert call(False) == 7 and seen == [False]  # default mode: called as it is
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    try:
+        assert call(False) == 7
+        with pytest.raises(RuntimeError, match="boom"):
+            call(True)
+        assert seen == [False, False, False]
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -6,6 +6,8 @@ AOTAutograd's runtime wrapper (grad mode, version counters, the generated prolog
 epilogue, three more Python frames), then inductor's ``CompiledFxGraph.__call__``. This module
 removes what does nothing for a market's step:
 
+- :func:`outside_deterministic_mode` builds (and guards) the graph in torch's default
+  algorithm mode whatever the caller's;
 - :func:`own_code` gives each market's step its own code object, so Dynamo's per-code cache
   holds that market's graph alone (:func:`warm_unguarded` relies on it having one entry);
 - :func:`warm_unguarded` calls, once the first call has compiled the step, the function
@@ -51,6 +53,31 @@ def own_code(method):
         fn.__qualname__,
     )
     return types.MethodType(own, method.__self__)
+
+
+def outside_deterministic_mode(compiled):
+    """``compiled`` called with torch's deterministic-algorithms mode off (and put back as it
+    was after each call), so that its graph is traced, built and guarded the same whatever
+    mode the caller runs in.
+
+    Under ``torch.use_deterministic_algorithms(True)`` inductor builds indexed writes as ATen
+    fallback calls (their order with duplicate indices is then fixed), fills new buffers, and
+    (through the fallbacks) keeps a C++-wrapper graph's buffers off the stack. Only for
+    functions whose every result is independent of the order such writes take (duplicates
+    write equal values, no float atomics): they are as deterministic built either way."""
+
+    def call(*args):
+        mode = torch.are_deterministic_algorithms_enabled()
+        if not mode:
+            return compiled(*args)
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(False)
+        try:
+            return compiled(*args)
+        finally:
+            torch.use_deterministic_algorithms(True, warn_only=warn_only)
+
+    return call
 
 
 def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
