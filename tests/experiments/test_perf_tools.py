@@ -1,6 +1,7 @@
 """The performance tools: the loop profiler's parsing (experiments.profile_loops), the
-trajectory hash (experiments.trajectory_hash) and the memory floor (experiments.memory_floor).
-None asserts anything about speed."""
+trajectory hash (experiments.trajectory_hash), the memory floor (experiments.memory_floor)
+and the face in torch's two algorithm modes (experiments.face_modes). None asserts anything
+about speed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import pytest
 import torch
 
+from experiments import face_modes
 from experiments import memory_floor as mf
 from experiments import profile_loops as pl
 from experiments import trajectory_hash as th
@@ -183,3 +185,18 @@ def test_memory_floor_end_to_end_writes_json_once(tmp_path, capsys):
     )
     with pytest.raises(SystemExit, match="never overwritten"):
         mf.main([*args, "--step", "eager", "--out", str(out)])
+
+
+def test_face_modes_times_both_modes_alternately_and_keeps_its_result(tmp_path, capsys):
+    out = tmp_path / "modes.json"
+    small = ["num_items=400", "horizon=12", "num_users=8", "diversity_weight=0.5"]
+    argv = [*(f"--config={c}" for c in small), "--steps=5", "--rounds=2", f"--out={out}"]
+    assert face_modes.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["num_items"] == 400 and not result["built_in_mode"]
+    assert {k: len(v) for k, v in result["rates"].items()} == {"default": 2, "deterministic": 2}
+    assert all(r > 0 for v in result["rates"].values() for r in v)
+    assert "default / deterministic" in capsys.readouterr().out
+    assert not torch.are_deterministic_algorithms_enabled()  # set back after each block
+    with pytest.raises(SystemExit, match="never overwritten"):
+        face_modes.main(argv)
