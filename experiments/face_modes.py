@@ -6,9 +6,12 @@ processes. A compiled market builds its graph outside that mode
 that nothing else in a face step pays for the mode. Two faces of one market in one process,
 one built and stepped in each mode, timed in alternated blocks of ``--steps`` steps (the
 machine's drift shared between them), one torch thread. ``--built-in-mode`` builds the
-second face's graph inside the mode, as before the change (the ATen fallbacks)::
+deterministic face's graph inside the mode, as before the change (the ATen fallbacks). The
+face built first in a process tends to run slower than one built second (PERFORMANCE.md,
+"Reproduce"): compare a ``--deterministic-first`` run with one in the default order::
 
     .venv/bin/python -m experiments.face_modes
+    .venv/bin/python -m experiments.face_modes --deterministic-first
     .venv/bin/python -m experiments.face_modes --built-in-mode
     .venv/bin/python -m experiments.face_modes --config num_items=400 --steps 20 --rounds 2
 
@@ -93,12 +96,18 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2000, help="steps per timed block")
     p.add_argument("--rounds", type=int, default=6, help="blocks per mode, alternated")
     p.add_argument("--built-in-mode", action="store_true", help="the old build (see above)")
+    p.add_argument(
+        "--deterministic-first", action="store_true", help="build that face first (bias check)"
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     config = parse_market_overrides(args.config)
     out = result_path("face_modes", args.out)
     torch.set_num_threads(1)
-    faces = {name: _face(args.env, config, on, args.built_in_mode) for name, on in MODES.items()}
+    # The face built first in a process runs slower than an identical one built second
+    # (PERFORMANCE.md, "Reproduce"): run both orders.
+    order = list(MODES) if not args.deterministic_first else list(reversed(MODES))
+    faces = {name: _face(args.env, config, MODES[name], args.built_in_mode) for name in order}
     rates: dict[str, list[float]] = {name: [] for name in MODES}
     for r in range(args.rounds):
         order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
@@ -115,6 +124,7 @@ def main(argv=None) -> int:
             "env": args.env,
             "config": config,
             "built_in_mode": args.built_in_mode,
+            "built_first": order[0],
             "steps_per_block": args.steps,
             "rounds": args.rounds,
             "torch": torch.__version__,

@@ -395,8 +395,8 @@ class BatchedMarket:
             # duplicates take (they carry equal values: _put_users, _count_exposures_torch),
             # and no float is accumulated by atomics, so the graph is as deterministic built
             # in torch's default mode, which keeps one market's buffers on the stack (under
-            # deterministic algorithms, which RLlib's seeding turns on, its face was 1.84x
-            # slower).
+            # deterministic algorithms, which RLlib's seeding turns on, its face was ~2x
+            # slower: experiments.face_modes).
             build = outside_deterministic_mode(compiled)
             setattr(self, name, warm_unguarded(build, own, capture))
         return self
