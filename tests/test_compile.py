@@ -22,6 +22,14 @@ import recenv
 SMALL = {"num_items": 400, "horizon": 12, "num_users": 8, "diversity_weight": 0.5}
 
 
+@pytest.fixture
+def algorithm_mode():
+    """``torch.use_deterministic_algorithms`` for the test, set back as it was after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield torch.use_deterministic_algorithms
+    torch.use_deterministic_algorithms(before)
+
+
 def _run(env, steps):
     """Obs, rewards and ends of ``steps`` steps under the myopic oracle (deterministic)."""
     trace = []
@@ -65,18 +73,22 @@ def test_compiled_random_draws_equal_eager():
 
 
 @pytest.mark.parametrize(
-    ("num_envs", "separate_gathers", "native", "num_topics"),
+    ("num_envs", "separate_gathers", "native", "num_topics", "deterministic"),
     [
-        (1, False, True, 16),
-        (32, False, True, 16),
-        (32, True, False, 16),
-        (32, False, False, 16),
+        (1, False, True, 16, False),
+        (32, False, True, 16, False),
+        (32, True, False, 16, False),
+        (32, False, False, 16, False),
         # Video-v0's and ECommerce-v0's topic counts (their fresh users once came out wrong).
-        (1, False, True, 24),
-        (32, False, True, 20),
+        (1, False, True, 24, False),
+        (32, False, True, 20, False),
+        # Both markets stepped, and the compiled one built, under deterministic algorithms.
+        (32, False, True, 16, True),
     ],
 )
-def test_compiled_step_matches_eager(num_envs, separate_gathers, native, num_topics, monkeypatch):
+def test_compiled_step_matches_eager(
+    num_envs, separate_gathers, native, num_topics, deterministic, monkeypatch, algorithm_mode
+):
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
     use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
     candidates and the counters' update come from recenv.core.native's kernels (when they
@@ -88,6 +100,7 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, num_top
         monkeypatch.setenv("RECENV_NATIVE", "0")
     elif num_envs > 1:
         monkeypatch.setattr(recenv.core.hugepages, "MIN_BYTES", 1)
+    algorithm_mode(deterministic)
     kwargs = {**SMALL, "num_topics": num_topics}
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
     compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
@@ -114,14 +127,12 @@ def test_compiled_step_matches_eager(num_envs, separate_gathers, native, num_top
 
 
 @pytest.fixture(params=[False, True], ids=["default", "deterministic_algorithms"])
-def deterministic_algorithms(request):
+def deterministic_algorithms(request, algorithm_mode):
     """Runs a test in torch's default mode and with ``torch.use_deterministic_algorithms``
     on (RLlib's seeding turns it on), in which compiled markets still build their graphs in
     the default mode (``recenv.core.warm.outside_deterministic_mode``)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(request.param)
-    yield request.param
-    torch.use_deterministic_algorithms(before)
+    algorithm_mode(request.param)
+    return request.param
 
 
 def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions(deterministic_algorithms):
@@ -209,8 +220,11 @@ def test_pettingzoo_face_steps_through_its_own_warm_graph(deterministic_algorith
     # The C shim calls it makes only allocate and move handles: an ATen op called through
     # the shim (aoti_torch_cpu_*, aoti_torch_*_out, the dispatcher) keeps the stack off.
     calls = set(re.findall(r"\baoti_torch_\w+", entry))
-    allowed = {"aoti_torch_empty_strided", "aoti_torch_assign_tensors"}
-    allowed.add("aoti_torch_new_uninitialized_tensor")
+    allowed = {
+        "aoti_torch_empty_strided",
+        "aoti_torch_assign_tensors",
+        "aoti_torch_new_uninitialized_tensor",
+    }
     assert calls <= allowed, calls - allowed
     assert "ArrayRefTensor<" in entry, {"heap_buffers": entry.count("aoti_torch_empty_strided(")}
     heap = set(re.findall(r"AtenTensorHandle (buf\d+)_handle;", entry))
