@@ -26,40 +26,23 @@ import contextlib
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 import recenv
 from experiments.bench_env import result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
+from recenv.core.warm import deterministic_algorithms
 
 MODES = {"default": False, "deterministic": True}
 
 
-@contextlib.contextmanager
-def _mode(on: bool):
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(on)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
-def _step(env) -> None:
+def _actions(env) -> dict:
+    """The myopic oracle's slates for the next step (a new episode begun where one ended)."""
     if not env.agents:
         env.reset()
-    env.step({a: env.oracle_slate(a) for a in env.agents})
-
-
-@contextlib.contextmanager
-def _swap(module, name, value):
-    before = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, before)
+    return {a: env.oracle_slate(a) for a in env.agents}
 
 
 def _face(env_id: str, config: dict, on: bool, built_in_mode: bool, warmup: int = 20):
@@ -67,23 +50,21 @@ def _face(env_id: str, config: dict, on: bool, built_in_mode: bool, warmup: int 
     ``built_in_mode``, its graph is built inside the mode (the market's wrapper removed)."""
     from recenv.core import market
 
-    unwrapped = _swap(market, "outside_deterministic_mode", lambda compiled: compiled)
-    with unwrapped if built_in_mode else contextlib.nullcontext(), _mode(on):
+    unwrapped = mock.patch.object(market, "outside_deterministic_mode", lambda f: f)
+    with unwrapped if built_in_mode else contextlib.nullcontext(), deterministic_algorithms(on):
         env = recenv.make(env_id, seed=1, compile=True, **config)
         env.reset(seed=1)
         for _ in range(warmup):
-            _step(env)
+            env.step(_actions(env))
     return env
 
 
 def _block(env, on: bool, steps: int) -> float:
     """Steps/s of ``steps`` face steps in mode ``on`` (actions chosen outside the timer)."""
     spent = 0.0
-    with _mode(on):
+    with deterministic_algorithms(on):
         for _ in range(steps):
-            if not env.agents:
-                env.reset()
-            actions = {a: env.oracle_slate(a) for a in env.agents}
+            actions = _actions(env)
             t0 = time.perf_counter()
             env.step(actions)
             spent += time.perf_counter() - t0
@@ -106,12 +87,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     # The face built first in a process runs slower than an identical one built second
     # (PERFORMANCE.md, "Reproduce"): run both orders.
-    order = list(MODES) if not args.deterministic_first else list(reversed(MODES))
-    faces = {name: _face(args.env, config, MODES[name], args.built_in_mode) for name in order}
+    build_order = list(reversed(MODES)) if args.deterministic_first else list(MODES)
+    faces = {name: _face(args.env, config, MODES[name], args.built_in_mode) for name in build_order}
     rates: dict[str, list[float]] = {name: [] for name in MODES}
     for r in range(args.rounds):
-        order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
-        for name in order:
+        for name in list(MODES) if r % 2 == 0 else list(reversed(MODES)):
             rates[name].append(_block(faces[name], MODES[name], args.steps))
     medians = {name: statistics.median(v) for name, v in rates.items()}
     for name, v in rates.items():
@@ -124,7 +104,7 @@ def main(argv=None) -> int:
             "env": args.env,
             "config": config,
             "built_in_mode": args.built_in_mode,
-            "built_first": order[0],
+            "built_first": build_order[0],
             "steps_per_block": args.steps,
             "rounds": args.rounds,
             "torch": torch.__version__,

@@ -317,13 +317,13 @@ def _torch_modes_kept():
     found them."""
     import torch
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    from recenv.core.warm import deterministic_algorithms
+
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     try:
-        yield
+        with deterministic_algorithms(None):
+            yield
     finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 

@@ -25,9 +25,10 @@ SMALL = {"num_items": 400, "horizon": 12, "num_users": 8, "diversity_weight": 0.
 @pytest.fixture
 def algorithm_mode():
     """``torch.use_deterministic_algorithms`` for the test, set back as it was after it."""
-    before = torch.are_deterministic_algorithms_enabled()
-    yield torch.use_deterministic_algorithms
-    torch.use_deterministic_algorithms(before)
+    from recenv.core.warm import deterministic_algorithms
+
+    with deterministic_algorithms(None):
+        yield torch.use_deterministic_algorithms
 
 
 def _run(env, steps):

@@ -12,6 +12,7 @@ import torch
 from recenv.core.warm import (
     CapturedGraph,
     InductorCapture,
+    deterministic_algorithms,
     outside_deterministic_mode,
     thin_call,
 )
@@ -159,3 +160,14 @@ def test_outside_deterministic_mode_calls_with_the_mode_off_and_puts_it_back(war
         assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_algorithms_puts_back_what_was_changed_inside():
+    with deterministic_algorithms(None):  # left as it is, whatever happens inside
+        assert not torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_algorithms(True):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()

@@ -55,6 +55,20 @@ def own_code(method):
     return types.MethodType(own, method.__self__)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool | None):
+    """Torch's deterministic-algorithms mode set to ``on`` inside (``None``: left as it is),
+    and put back as it was on the way out, warn-only flag included."""
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if on is not None:
+        torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 def outside_deterministic_mode(compiled):
     """``compiled`` called with torch's deterministic-algorithms mode off (and put back as it
     was after each call), so that its graph is traced, built and guarded the same whatever
@@ -67,15 +81,10 @@ def outside_deterministic_mode(compiled):
     write equal values, no float atomics): they are as deterministic built either way."""
 
     def call(*args):
-        mode = torch.are_deterministic_algorithms_enabled()
-        if not mode:
+        if not torch.are_deterministic_algorithms_enabled():
             return compiled(*args)
-        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(False)
-        try:
+        with deterministic_algorithms(False):
             return compiled(*args)
-        finally:
-            torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
     return call
 
