@@ -141,34 +141,6 @@ def test_count_exposures_equals_the_torch_form(config):
             env.episode += 1  # a new episode: every stamp is now stale
 
 
-@pytest.mark.parametrize("W", [1, 3, 1009, 4096])
-@pytest.mark.parametrize("num_items", [2**31, 2**40], ids=["int32-ids", "wide-ids"])
-def test_count_exposures_hashes_any_item_id_into_its_counter_modulo_w(W, num_items):
-    """The kernels take ``item % W`` without a division (``counter_slot.h``); this checks it
-    against Python's ``%`` over ids across the whole range, with prime and power-of-two W,
-    on ids that fit 32 bits and on wider ones (the division fallback)."""
-    if not native.available():
-        pytest.skip("native kernels not built here")
-    ids = [0, 1, W - 1, W, W + 1, 2 * W - 1, 2**31 - 2, 2**31 - 1, 123_456_789]
-    ids += [num_items - 1, num_items - 2, num_items // 3]
-    gen = torch.Generator().manual_seed(0)
-    ids += torch.randint(0, num_items, (40,), generator=gen).tolist()
-    ids = [i for i in ids if 0 <= i < num_items]
-    page = torch.tensor(ids, dtype=torch.int64)[None, :]  # one market, every id on its page
-    P = page.shape[1]
-    stats = torch.zeros(W, 3, dtype=torch.int32)
-    visible = torch.ones(1, P, dtype=torch.bool)
-    chosen, clicked = page[:, :1].clone(), torch.ones(1, dtype=torch.bool)
-    torch.ops.recenv.count_exposures(
-        stats, torch.tensor([7]), page, visible, chosen.view(1), clicked, W, num_items
-    )
-    want = torch.zeros_like(stats)
-    for i in ids:
-        want[i % W] = torch.tensor([7, want[i % W, 1] + 1, 0], dtype=torch.int32)
-    want[ids[0] % W, 2] += 1  # the chosen item's click
-    assert torch.equal(stats, want)
-
-
 def test_count_exposures_rejects_bad_input_and_leaves_the_counters():
     if not native.available():
         pytest.skip("native kernels not built here")

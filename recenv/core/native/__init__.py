@@ -56,7 +56,6 @@ from pathlib import Path
 import torch
 
 _SOURCES = [Path(__file__).with_name(f) for f in ("candidates.cpp", "counters.cpp", "metrics.cpp")]
-_HEADERS = [Path(__file__).with_name("counter_slot.h")]  # included by the sources; hashed too
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
 _FLAGS = ["-O3", "-fopenmp"]
@@ -199,7 +198,7 @@ def _source_tag() -> str:
     ~30-45 s, each time a process of the other one loaded it.)"""
     import hashlib
 
-    h = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES + _HEADERS))
+    h = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES))
     h.update(torch.__version__.encode() + " ".join(_FLAGS).encode())
     h.update(str(Path(__file__).resolve().parent).encode())
     return h.hexdigest()[:12]

@@ -11,8 +11,6 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
-#include "counter_slot.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,14 +89,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   int64_t* out_items = items.data_ptr<int64_t>();
   float* out = feats.data_ptr<float>();
   bool* out_mask = mask.data_ptr<bool>();
-  const recenv::CounterSlot slot(W, I);  // items share a counter modulo W when W < I
+  const bool hashed = W < I;  // counters shared by items with the same id modulo W
   // A row table that fits in L2 is not prefetched: those prefetches would hit, yet each
   // holds one of the core's few miss buffers that the counters' misses are waiting for.
   const bool prefetch_rows = I * R * static_cast<int64_t>(sizeof(float)) > l2_bytes();
   const float H = static_cast<float>(horizon);
   const int64_t X = A * C;  // candidates per market
   auto counter = [&](int64_t n, int64_t item) {
-    return st + 3 * (n * W + slot(item));
+    return st + 3 * (n * W + (hashed ? item % W : item));
   };
 
   // Stage 0: the list entries market n will read.

@@ -8,8 +8,6 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
-#include "counter_slot.h"
-
 namespace {
 
 void count_exposures(at::Tensor& stats, const at::Tensor& episode, const at::Tensor& page,
@@ -38,7 +36,7 @@ void count_exposures(at::Tensor& stats, const at::Tensor& episode, const at::Ten
   const bool* vis = visible.data_ptr<bool>();
   const int64_t* ch = chosen.data_ptr<int64_t>();
   const bool* clk = clicked.data_ptr<bool>();
-  const recenv::CounterSlot slot(W, I);  // items share a counter modulo W when W < I
+  const bool hashed = W < I;  // counters shared by items with the same id modulo W
 
   // Every item is checked before any row is written: bad input leaves the table untouched.
   for (int64_t j = 0; j < N * P; ++j) {
@@ -55,7 +53,7 @@ void count_exposures(at::Tensor& stats, const at::Tensor& episode, const at::Ten
       // are still stamped, as the torch form writes every entry's row.
       for (int64_t j = 0; j <= P; ++j) {
         const int64_t item = j < P ? pg[n * P + j] : ch[n];
-        int32_t* s = st + 3 * (n * W + slot(item));
+        int32_t* s = st + 3 * (n * W + (hashed ? item % W : item));
         if (s[0] != e) {
           s[0] = e;
           s[1] = 0;
