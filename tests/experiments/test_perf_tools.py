@@ -200,3 +200,19 @@ def test_face_modes_times_both_modes_alternately_and_keeps_its_result(tmp_path, 
     assert not torch.are_deterministic_algorithms_enabled()  # set back after each block
     with pytest.raises(SystemExit, match="never overwritten"):
         face_modes.main(argv)
+
+
+def test_candidates_op_times_the_kernel_at_both_catalog_sizes():
+    from experiments import candidates_op
+    from recenv.core import native
+
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    argv = ["--num-envs", "4", "--items", "100,3000", "--calls", "3", "--no-json"]
+    result = candidates_op.main(argv)
+    assert set(result["seconds_per_call"]) == {"100", "3000"}
+    for s in result["seconds_per_call"].values():
+        assert 0 < s["min"] <= s["median"] <= s["max"]
+    assert result["ratio"] > 0 and result["config"] == {"item_stats_size": 1024}
+    with pytest.raises(SystemExit):
+        candidates_op.main(["--items", "1000", "--no-json"])  # two sizes or nothing
