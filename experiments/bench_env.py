@@ -52,6 +52,7 @@ import torch
 
 import recenv
 from experiments import bench_peers
+from recenv.core import heap, hugepages, native
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,6 +341,20 @@ def _switches() -> dict[str, str]:
     return out
 
 
+def _in_effect() -> dict[str, object]:
+    """What the switches of :func:`_switches` gave in this process: a switch left on does
+    nothing where its mechanism is missing (no C++ toolchain for the native kernels,
+    transparent huge pages in ``never`` mode, a libc other than glibc), and a run's figures
+    depend on what ran, not on what was asked for. Builds the native kernels if needed and
+    applies the heap setting, as the first market built would."""
+    return {
+        "native_kernels": native.available(),
+        "huge_pages": hugepages.enabled("cpu"),
+        "thp_mode": hugepages.thp_mode(),
+        "heap_kept": heap.keep(),
+    }
+
+
 def _ints(text):
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -416,8 +431,9 @@ def main(argv=None):
     print(f"recenv bench: {args.env}; torch {torch.__version__}; {platform.platform()}")
     print(f"host: {host}; python {sys.version.split()[0]}")
     print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
-    switches = _switches()
+    switches, in_effect = _switches(), _in_effect()
     print("switches: " + ", ".join(f"{k}={v}" for k, v in switches.items()))
+    print("in effect: " + ", ".join(f"{k}={v}" for k, v in in_effect.items()))
     print(
         f"torch threads: default {default_threads}; rows run at threads={thread_settings} "
         "(each row says which); peers run under the same setting as the rows they face"
@@ -647,6 +663,7 @@ def main(argv=None):
         "thread_settings": thread_settings,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "switches": switches,
+        "in_effect": in_effect,
         "repeats": args.repeats,
         "quick": args.quick,
         "peers": {k: (v if run_peers[k] else None) for k, v in versions.items()},

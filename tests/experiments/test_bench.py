@@ -143,6 +143,16 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
     assert r["switches"]["RECENV_KEEP_HEAP"] == "1" and r["switches"]["RECENV_HUGE_PAGES"] == "1"
     assert set(r["switches"]) == {*bench_env._SWITCHES, "LD_PRELOAD"}
     assert "switches: RECENV_NATIVE=" in text
+    # ... and what they gave here (the kernels build where the toolchain is; see test_native).
+    from recenv.core import heap, hugepages, native
+
+    assert r["in_effect"] == {
+        "native_kernels": native.available(),
+        "huge_pages": hugepages.enabled("cpu"),
+        "thp_mode": hugepages.thp_mode(),
+        "heap_kept": heap.keep(),
+    }
+    assert "in effect: native_kernels=" in text
 
     kinds = {row["kind"] for row in r["rows"]}
     assert {"pettingzoo_face", "batched", "catalog", "churn_heavy", "copy_bandwidth"} <= kinds
@@ -317,3 +327,12 @@ def test_ab_worktree_children_build_kernels_beside_the_worktree(monkeypatch):
         assert ab_commits.run_in_tree(tree, code)["ext"] == str(tree.parent / "torch_extensions")
     with pytest.raises(ConfigError, match=r"KEY=VALUE \(e.g. RECENV_NATIVE=0\)"):
         split_assignment("RECENV_NATIVE", example="RECENV_NATIVE=0")
+
+
+def test_in_effect_follows_the_switches_turned_off(monkeypatch):
+    """A switch turned off shows as off in what the benchmark records as in effect."""
+    monkeypatch.setenv("RECENV_NATIVE", "0")
+    monkeypatch.setenv("RECENV_HUGE_PAGES", "0")
+    got = bench_env._in_effect()
+    assert got["native_kernels"] is False and got["huge_pages"] is False
+    assert set(got) == {"native_kernels", "huge_pages", "thp_mode", "heap_kept"}
