@@ -40,7 +40,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.bench_env import result_path, write_result
+from experiments.bench_env import machine, result_path, write_result
 from experiments.config import (
     ConfigError,
     add_market_arguments,
@@ -266,7 +266,7 @@ def main(argv=None) -> dict:
         f"(medians of {args.rounds} alternating runs)"
     )
     if out is not None:
-        write_result(out, {"host": socket.gethostname(), **result})
+        write_result(out, {"host": socket.gethostname(), "machine": machine(), **result})
     return result
 
 

@@ -341,6 +341,53 @@ def _switches() -> dict[str, str]:
     return out
 
 
+def machine() -> dict[str, object]:
+    """The machine a figure was measured on, beyond its host name (these VMs' hosts change
+    between sittings: an AVX-512 Xeon in one, an AVX2-only EPYC in another, and inductor's
+    loops, the caches the lookups miss and so the figures change with them): the CPU model,
+    the vector ISA torch's CPU kernels and inductor use, logical cores, the first core's L2
+    and L3 cache and the memory, in bytes (None where the system does not say)."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith("model name")]
+        model = lines[0].split(":", 1)[1].strip() if lines else None
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        memory = None
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "logical_cores": os.cpu_count(),
+        "l2_bytes": _cache_bytes(2),
+        "l3_bytes": _cache_bytes(3),
+        "memory_bytes": memory if memory and memory > 0 else None,
+    }
+
+
+def _cache_bytes(level: int, root: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """The size of CPU 0's data or unified cache of ``level`` from Linux's sysfs (``size``
+    reads e.g. ``2048K``), or None where sysfs does not list it."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level:
+                continue
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = units.get(size[-1:].upper(), 1)
+        digits = size[:-1] if size[-1:].upper() in units else size
+        if digits.isdigit():
+            return int(digits) * scale
+    return None
+
+
 def _in_effect() -> dict[str, object]:
     """What the switches of :func:`_switches` gave in this process: a switch left on does
     nothing where its mechanism is missing (no C++ toolchain for the native kernels,
@@ -430,7 +477,16 @@ def main(argv=None):
     host = socket.gethostname()
     print(f"recenv bench: {args.env}; torch {torch.__version__}; {platform.platform()}")
     print(f"host: {host}; python {sys.version.split()[0]}")
-    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores")
+    mach = machine()
+    caches = ", ".join(
+        f"{name} {_fmt_bytes(mach[key])}"
+        for name, key in (("L2", "l2_bytes"), ("L3", "l3_bytes"), ("memory", "memory_bytes"))
+        if mach[key]
+    )
+    print(
+        f"cpu: {mach['cpu_model']} ({mach['cpu_capability']}), {mach['logical_cores']} logical "
+        f"cores" + (f"; {caches}" if caches else "")
+    )
     switches, in_effect = _switches(), _in_effect()
     print("switches: " + ", ".join(f"{k}={v}" for k, v in switches.items()))
     print("in effect: " + ", ".join(f"{k}={v}" for k, v in in_effect.items()))
@@ -659,6 +715,7 @@ def main(argv=None):
         "platform": platform.platform(),
         "host": host,
         "cpu_count": os.cpu_count(),
+        "machine": mach,
         "default_threads": default_threads,
         "thread_settings": thread_settings,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

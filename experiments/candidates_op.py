@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import recenv
-from experiments.bench_env import _core, _policy, result_path, write_result
+from experiments.bench_env import _core, _policy, machine, result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
 from recenv.core import native
 
@@ -110,6 +110,7 @@ def main(argv=None) -> dict:
         "threads": 1,
         "torch": torch.__version__,
         "host": socket.gethostname(),
+        "machine": machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(

@@ -45,6 +45,7 @@ import recenv
 from experiments.bench_env import (
     _core,
     _policy,
+    machine,
     result_path,
     summarize_rates,
     time_batched,
@@ -234,6 +235,7 @@ def main(argv=None) -> None:
         threads=1,
         torch=torch.__version__,
         host=socket.gethostname(),
+        machine=machine(),
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     print(f"{args.env}, {args.num_envs} markets, {config or 'defaults'}, 1 thread")

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.bench_env import result_path, write_result
+from experiments.bench_env import machine, result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,6 +346,7 @@ def main(argv=None) -> None:
         config=config,
         child=report,
         host=socket.gethostname(),
+        machine=machine(),
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     if report.get("steps"):

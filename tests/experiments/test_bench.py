@@ -153,6 +153,16 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
         "heap_kept": heap.keep(),
     }
     assert "in effect: native_kernels=" in text
+    assert set(r["machine"]) == {
+        "cpu_model",
+        "cpu_capability",
+        "logical_cores",
+        "l2_bytes",
+        "l3_bytes",
+        "memory_bytes",
+    }
+    assert r["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"({r['machine']['cpu_capability']})" in text
 
     kinds = {row["kind"] for row in r["rows"]}
     assert {"pettingzoo_face", "batched", "catalog", "churn_heavy", "copy_bandwidth"} <= kinds
@@ -336,3 +346,26 @@ def test_in_effect_follows_the_switches_turned_off(monkeypatch):
     got = bench_env._in_effect()
     assert got["native_kernels"] is False and got["huge_pages"] is False
     assert set(got) == {"native_kernels", "huge_pages", "thp_mode", "heap_kept"}
+
+
+def test_cache_sizes_are_read_from_sysfs(tmp_path):
+    """L2 / L3 sizes come from a sysfs cache listing (instruction caches skipped, K/M units),
+    None where the level is not listed."""
+    for i, (level, kind, size) in enumerate(
+        [
+            (1, "Data", "48K"),
+            (1, "Instruction", "64K"),
+            (2, "Unified", "2048K"),
+            (3, "Unified", "480M"),
+        ]
+    ):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert bench_env._cache_bytes(1, str(tmp_path)) == 48 << 10  # the data cache, not the 64K
+    assert bench_env._cache_bytes(2, str(tmp_path)) == 2 << 20
+    assert bench_env._cache_bytes(3, str(tmp_path)) == 480 << 20
+    assert bench_env._cache_bytes(4, str(tmp_path)) is None
+    assert bench_env._cache_bytes(2, str(tmp_path / "missing")) is None
