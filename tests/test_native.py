@@ -54,6 +54,8 @@ def _random_request(env, gen):
         {"num_items": 40, "num_candidates": 12, "fresh_window": 3},  # many duplicates
         # A row table (~2.6 MB) past any core's L2: the kernel prefetches the rows too.
         {"num_items": 20_000, "item_stats_size": 2000},
+        # 70 candidates per agent: lists past the rank sort's 64, sorted by std::sort.
+        {"num_items": 3000, "num_candidates": 70},
     ],
     ids=[
         "default",
@@ -63,6 +65,7 @@ def _random_request(env, gen):
         "interest-only",
         "tiny",
         "rows-prefetched",
+        "long-lists",
     ],
 )
 def test_candidates_equal_the_torch_form(config):

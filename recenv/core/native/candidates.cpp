@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <tuple>
+#include <vector>
 
 namespace {
 
@@ -29,6 +30,32 @@ int64_t l2_bytes() {
     return v > 0 ? v : static_cast<int64_t>(1) << 20;
   }();
   return bytes;
+}
+
+// Candidate lists longer than this are sorted by std::sort instead of by rank.
+constexpr int64_t kRankSortMax = 64;
+constexpr int kRankBits = 6;  // a list position below kRankSortMax
+
+// Sorts the item ids c[0..C) ascending, all in [0, I). Only the values matter (equal ids are
+// equal), so any sort gives torch's result. C is ~20: an insertion sort's branches on random
+// ids mispredicted about every other comparison and took ~40 % of the kernel (1.55 of 3.9 ms
+// at 4,096 markets). Here each id is ranked against all others: C^2 comparisons, but
+// branch-free and vectorised (four int32 lanes a vector even at the SSE2 baseline). Each id is
+// keyed with its position in the low kRankBits bits, so keys are unique and an id's rank is
+// the number of smaller keys. `packed`: every id is below 2^25, so keys fit int32; otherwise,
+// and for lists longer than kRankSortMax, std::sort.
+void sort_ids(int64_t* c, int64_t C, int32_t* key, bool packed) {
+  if (!packed || C > kRankSortMax) {
+    std::sort(c, c + C);
+    return;
+  }
+  for (int64_t j = 0; j < C; ++j) key[j] = static_cast<int32_t>(c[j] << kRankBits | j);
+  for (int64_t i = 0; i < C; ++i) {
+    const int32_t v = key[i];
+    int32_t rank = 0;
+    for (int64_t j = 0; j < C; ++j) rank += key[j] < v;
+    c[rank] = v >> kRankBits;
+  }
 }
 
 struct Source {  // one retrieval source: a flat int32 list and [N, A, n] indices into it
@@ -90,6 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   float* out = feats.data_ptr<float>();
   bool* out_mask = mask.data_ptr<bool>();
   const bool hashed = W < I;  // counters shared by items with the same id modulo W
+  const bool packed = I <= (int64_t{1} << (31 - kRankBits));  // ids fit sort_ids' int32 keys
   // A row table that fits in L2 is not prefetched: those prefetches would hit, yet each
   // holds one of the core's few miss buffers that the counters' misses are waiting for.
   const bool prefetch_rows = I * R * static_cast<int64_t>(sizeof(float)) > l2_bytes();
@@ -110,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   };
   // Stage 1: market n's candidates, listed by id with repeats after the first masked (the
   // mask gets the arrival test in stage 2), and their rows and counters prefetched.
-  auto retrieve = [&](int64_t n) {
+  auto retrieve = [&](int64_t n, int32_t* key) {
     for (int64_t a = 0; a < A; ++a) {
       int64_t* c = out_items + (n * A + a) * C;
       int64_t m = 0;
@@ -123,16 +151,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
           c[m++] = s.list[idx[j]];
         }
       }
-      // Insertion sort: C is ~20, and only the values matter, so any sort equals torch's.
-      for (int64_t j = 1; j < C; ++j) {
-        const int64_t v = c[j];
-        int64_t i = j;
-        for (; i > 0 && c[i - 1] > v; --i) c[i] = c[i - 1];
-        c[i] = v;
-      }
-      bool* first = out_mask + (n * A + a) * C;
       for (int64_t j = 0; j < C; ++j) {
         TORCH_CHECK(c[j] >= 0 && c[j] < I, "candidate item ", c[j], " out of [0, ", I, ")");
+      }
+      sort_ids(c, C, key, packed);
+      bool* first = out_mask + (n * A + a) * C;
+      for (int64_t j = 0; j < C; ++j) {
         first[j] = j == 0 || c[j] != c[j - 1];
         __builtin_prefetch(counter(n, c[j]));
         if (prefetch_rows) {
@@ -168,11 +192,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
 
   // Markets are independent: split over torch's intra-op threads (one on the benchmark).
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> key(C);  // sort_ids' keys, one set per thread
     for (int64_t n = begin; n < std::min(begin + 2, end); ++n) prefetch_lists(n);
-    retrieve(begin);
+    retrieve(begin, key.data());
     for (int64_t n = begin; n < end; ++n) {
       if (n + 2 < end) prefetch_lists(n + 2);
-      if (n + 1 < end) retrieve(n + 1);
+      if (n + 1 < end) retrieve(n + 1, key.data());
       fill(n);
     }
   });
