@@ -33,14 +33,13 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from experiments.bench_env import machine, result_path, write_result
+from experiments.bench_env import provenance, result_path, write_result
 from experiments.config import (
     ConfigError,
     add_market_arguments,
@@ -266,7 +265,7 @@ def main(argv=None) -> dict:
         f"(medians of {args.rounds} alternating runs)"
     )
     if out is not None:
-        write_result(out, {"host": socket.gethostname(), "machine": machine(), **result})
+        write_result(out, {**provenance(), **result})
     return result
 
 

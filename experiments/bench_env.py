@@ -388,6 +388,17 @@ def _cache_bytes(level: int, root: str = "/sys/devices/system/cpu/cpu0/cache") -
     return None
 
 
+def provenance() -> dict[str, object]:
+    """Where and when a performance tool's result was measured, for its JSON: host name,
+    :func:`machine`, torch version and UTC time."""
+    return {
+        "host": socket.gethostname(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def _in_effect() -> dict[str, object]:
     """What the switches of :func:`_switches` gave in this process: a switch left on does
     nothing where its mechanism is missing (no C++ toolchain for the native kernels,

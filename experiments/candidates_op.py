@@ -23,15 +23,21 @@ figures are in PERFORMANCE.md. Needs the native kernels (a C++ compiler and ninj
 from __future__ import annotations
 
 import argparse
-import socket
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 import recenv
-from experiments.bench_env import _core, _policy, machine, result_path, write_result
+from experiments.bench_env import (
+    _core,
+    _ints,
+    _policy,
+    provenance,
+    result_path,
+    summarize_rates,
+    write_result,
+)
 from experiments.config import add_market_arguments, parse_market_overrides
 from recenv.core import native
 
@@ -73,7 +79,7 @@ def main(argv=None) -> dict:
     add_market_arguments(p, num_envs=1024)
     p.add_argument(
         "--items",
-        type=lambda s: [int(float(x)) for x in s.split(",")],
+        type=_ints,
         default=[1_000, 1_000_000],
         help="two catalog sizes, small,large",
     )
@@ -92,8 +98,7 @@ def main(argv=None) -> dict:
     per_size = {}
     for items in args.items:
         s = time_kernel(args.env, args.num_envs, args.calls, **{**config, "num_items": items})
-        per_size[items] = {"median": statistics.median(s), "min": min(s), "max": max(s)}
-        m = per_size[items]
+        per_size[items] = m = summarize_rates(s)  # median, min, max (of seconds here)
         print(
             f"{items:>10,} items: {1e3 * m['median']:.3f} ms per call "
             f"[{1e3 * m['min']:.3f}..{1e3 * m['max']:.3f}]"
@@ -108,10 +113,7 @@ def main(argv=None) -> dict:
         "ratio": large / small,
         "extra_ms": 1e3 * (large - small),
         "threads": 1,
-        "torch": torch.__version__,
-        "host": socket.gethostname(),
-        "machine": machine(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     }
     print(
         f"{args.items[1]:,} over {args.items[0]:,} items: {result['ratio']:.2f}x "

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import recenv
 from experiments.bench_env import (
     _core,
     _policy,
-    machine,
+    provenance,
     result_path,
     summarize_rates,
     time_batched,
@@ -233,10 +232,7 @@ def main(argv=None) -> None:
         num_envs=args.num_envs,
         config=config,
         threads=1,
-        torch=torch.__version__,
-        host=socket.gethostname(),
-        machine=machine(),
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     )
     print(f"{args.env}, {args.num_envs} markets, {config or 'defaults'}, 1 thread")
     print_result(result)

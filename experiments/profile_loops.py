@@ -36,14 +36,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from experiments.bench_env import machine, result_path, write_result
+from experiments.bench_env import provenance, result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,9 +343,7 @@ def main(argv=None) -> None:
         num_envs=args.num_envs,
         config=config,
         child=report,
-        host=socket.gethostname(),
-        machine=machine(),
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     )
     if report.get("steps"):
         print(

@@ -144,14 +144,7 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
     assert set(r["switches"]) == {*bench_env._SWITCHES, "LD_PRELOAD"}
     assert "switches: RECENV_NATIVE=" in text
     # ... and what they gave here (the kernels build where the toolchain is; see test_native).
-    from recenv.core import heap, hugepages, native
-
-    assert r["in_effect"] == {
-        "native_kernels": native.available(),
-        "huge_pages": hugepages.enabled("cpu"),
-        "thp_mode": hugepages.thp_mode(),
-        "heap_kept": heap.keep(),
-    }
+    assert r["in_effect"] == bench_env._in_effect()
     assert "in effect: native_kernels=" in text
     assert set(r["machine"]) == {
         "cpu_model",
