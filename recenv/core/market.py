@@ -72,6 +72,7 @@ from recenv.core.users import (
     observable_features,
     user_block_width,
 )
+from recenv.core.vecisa import cpu_simdlen
 from recenv.core.warm import (
     InductorCapture,
     outside_deterministic_mode,
@@ -363,6 +364,9 @@ class BatchedMarket:
         one_cpu_market = self.device.type == "cpu" and self.num_envs == 1
         if self.device.type == "cpu":
             options["cpp_wrapper"] = True
+            # The vector width in inductor's cache key, which lacks it (recenv.core.vecisa):
+            # a graph cached under another ISA would be rebuilt with the wrong width.
+            options["cpp.simdlen"] = cpu_simdlen()
         # (Inductor's force_pointwise_cat, used for one market in the fifteenth session, is
         # off: it no longer gains with the buffers on the stack. The graph it was blamed for
         # corrupting at num_topics=24 suffered from rng.uniforms' int32 overflow, since fixed.)
