@@ -35,6 +35,8 @@ int64_t l2_bytes() {
 // Candidate lists longer than this are sorted by std::sort instead of by rank.
 constexpr int64_t kRankSortMax = 64;
 constexpr int kRankBits = 6;  // a list position below kRankSortMax
+static_assert(kRankSortMax <= (int64_t{1} << kRankBits),
+              "sort_ids keys hold a list position of up to kRankSortMax in kRankBits bits");
 
 // Sorts the item ids c[0..C) ascending, all in [0, I). Only the values matter (equal ids are
 // equal), so any sort gives torch's result. C is ~20: an insertion sort's branches on random
