@@ -33,8 +33,9 @@ torch.set_num_threads(1)
 import recenv
 from recenv.core.vecisa import cpu_simdlen
 kw = {"num_items": 400, "horizon": 12, "num_users": 8}
-eager = recenv.make_vec("recenv/Market-v0", num_envs=32, seed=3, **kw)
-compiled = recenv.make_vec("recenv/Market-v0", num_envs=32, seed=3, **kw).compile()
+n = int(sys.argv[1])
+eager = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=3, **kw)
+compiled = recenv.make_vec("recenv/Market-v0", num_envs=n, seed=3, **kw).compile()
 worst = 0.0
 for env in (eager, compiled):
     env.reset(seed=3)
@@ -53,13 +54,17 @@ print(json.dumps({"worst": worst, "simdlen": cpu_simdlen()}))
 """
 
 
-def _child(cache: Path, capability: str | None) -> dict:
+def _child(cache: Path, capability: str | None, num_envs: int) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     env.pop("ATEN_CPU_CAPABILITY", None)
     if capability is not None:
         env["ATEN_CPU_CAPABILITY"] = capability
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=900
+        [sys.executable, "-c", _CHILD, str(num_envs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -78,16 +83,18 @@ def test_simdlen_is_the_width_inductor_picks(monkeypatch):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="inductor's CPU backend as CI runs it")
-def test_graph_cached_under_another_isa_is_not_reused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("num_envs", [32, 1], ids=["batched", "one_market_stack_graph"])
+def test_graph_cached_under_another_isa_is_not_reused(tmp_path, monkeypatch, num_envs):
     """The same market compiled in two processes sharing one inductor cache: first with the
     CPU's best vector ISA, then with none (``ATEN_CPU_CAPABILITY=default``). The second must
     build its own scalar graph and step as eager does, not rebuild the first's vector code
-    with scalar flags."""
+    with scalar flags. One market compiles through ``InductorCapture`` (its graph's buffers
+    on the stack), more through ``torch.compile``'s inductor: both pass the width."""
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     if cpu_simdlen() == 1:
         pytest.skip("no vector ISA here: both processes would pick the same (scalar) code")
-    best = _child(tmp_path, None)
-    scalar = _child(tmp_path, "default")
+    best = _child(tmp_path, None, num_envs)
+    scalar = _child(tmp_path, "default", num_envs)
     assert best["simdlen"] > 1 and scalar["simdlen"] == 1
     assert best["worst"] < 1e-3, best
     assert scalar["worst"] < 1e-3, scalar
