@@ -24,8 +24,7 @@ from recenv.core.vecisa import cpu_simdlen
 ROOT = Path(__file__).resolve().parents[1]
 
 # Compiles a market (inductor's cache: TORCHINDUCTOR_CACHE_DIR) and steps it beside an eager
-# one; prints the largest observation and reward differences and the loop strides of the C++
-# inductor generated or took from its cache for this process.
+# one; prints the largest observation and reward difference and the width it compiled for.
 _CHILD = r"""
 import json, sys
 import torch
