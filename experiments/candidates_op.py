@@ -17,7 +17,7 @@ and their ratio; JSON in ``results/candidates_op-*.json`` unless ``--no-json``::
 
 To try a change to ``recenv/core/native/candidates.cpp``, run this before and after (the
 kernel rebuilds when its source changes); the twentieth session's variants and their
-figures are in PERFORMANCE.md. Needs the native kernels (a C++ compiler and ninja).
+figures are in performance-log.md. Needs the native kernels (a C++ compiler and ninja).
 """
 
 from __future__ import annotations

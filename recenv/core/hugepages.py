@@ -6,14 +6,14 @@ markets, the user rows are 32 MiB and the item counters 94 MiB). With 4 KiB page
 every lookup also misses the TLB, and on a virtual machine the page walk (nested paging)
 costs as much as the cache miss. Backed by 2 MiB pages, those tables need ~70 TLB entries
 instead of ~32,000: 1.15x env-steps/s at 4,096 compiled markets on the development machine,
-in alternated runs against ``RECENV_HUGE_PAGES=0`` (``experiments/PERFORMANCE.md``, eleventh
-session; the tenth session's 1.07x-1.21x were measured while the tables still had a storage
-offset, see :func:`empty`). Nothing else changes: the tables are ordinary contiguous CPU
-tensors, only their pages differ. (In the tenth session, while the tables still had a
-storage offset, the item counters alone gained ~1.02x and the 10^6-item catalog's rows
-0.99x, likely because the candidates kernel prefetches both, so the page walk happens ahead
-of the use, whereas inductor's loops gather the user rows without prefetching; those two
-figures were not measured again after the offset was removed.)
+in alternated runs against ``RECENV_HUGE_PAGES=0`` (``experiments/performance-log.md``,
+"Eleventh session"; the tenth session's 1.07x-1.21x were measured while the tables still had
+a storage offset, see :func:`empty`). Nothing else changes: the tables are ordinary
+contiguous CPU tensors, only their pages differ. (In the tenth session, while the tables
+still had a storage offset, the item counters alone gained ~1.02x and the 10^6-item
+catalog's rows 0.99x, likely because the candidates kernel prefetches both, so the page walk
+happens ahead of the use, whereas inductor's loops gather the user rows without prefetching;
+those two figures were not measured again after the offset was removed.)
 
 How: :func:`empty` maps a byte buffer of its own (``mmap``, private and anonymous: the
 table's size rounded up to whole 2 MiB pages, plus one page), advises the kernel

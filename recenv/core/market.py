@@ -265,7 +265,7 @@ class BatchedMarket:
         self.compiled = False
         # Whether the step uses recenv.core.native's hand-written kernels: on the CPU, eager
         # or compiled, when they build (RECENV_NATIVE=0 turns them off). Read while tracing.
-        # Against the torch forms (alternated runs; experiments/PERFORMANCE.md): compiled
+        # Against the torch forms (alternated runs; experiments/performance-log.md): compiled
         # 1.11x at 4,096 markets, 1.10x on two threads, 1.01x at one and eight markets;
         # eager 1.34x at 1,024, 1.43x at 4,096, 0.98x for the one-market face.
         self._native_kernels = native.usable(self.device)
