@@ -36,7 +36,6 @@ advised copy of an unpickled one.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 import mmap
@@ -66,19 +65,14 @@ def thp_mode() -> str | None:
 
 
 @functools.cache
-def _madvise():
-    """libc's ``madvise``, or None where there is no transparent-huge-page advice to give."""
-    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return None
-    if thp_mode() in (None, "never"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
+def _advisable() -> bool:
+    """Whether there is transparent-huge-page advice to give here: Linux, a Python whose
+    ``mmap`` knows ``MADV_HUGEPAGE``, and a kernel whose THP mode is not ``never``."""
+    return (
+        sys.platform.startswith("linux")
+        and hasattr(mmap, "MADV_HUGEPAGE")
+        and thp_mode() not in (None, "never")
+    )
 
 
 def enabled(device: torch.device | str = "cpu") -> bool:
@@ -86,7 +80,7 @@ def enabled(device: torch.device | str = "cpu") -> bool:
     ``RECENV_HUGE_PAGES=0`` can be set after import)."""
     if torch.device(device).type != "cpu" or os.environ.get("RECENV_HUGE_PAGES", "1") == "0":
         return False
-    return _madvise() is not None
+    return _advisable()
 
 
 def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -95,19 +89,18 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     last. Its pages are untouched: fill it next."""
     shape = tuple(shape)
     nbytes = math.prod(shape) * dtype.itemsize
-    fn = _madvise() if nbytes >= MIN_BYTES and enabled(device) else None
-    if fn is None:
+    if nbytes < MIN_BYTES or not enabled(device):
         return torch.empty(shape, dtype=dtype, device=device)
     span = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
     # A private anonymous mapping of its own, not malloc's memory: pages nothing has touched
     # yet, so the fill faults them in as huge ones (memory malloc recycles may already be on
     # 4 KiB pages, more so once recenv.core.heap keeps freed memory in the heap).
-    buf = np.frombuffer(
-        mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS),
-        dtype=np.uint8,
-    )
-    off = -buf.ctypes.data % HUGE_PAGE
-    if fn(buf.ctypes.data + off, span, mmap.MADV_HUGEPAGE) != 0:  # advice is never an error
+    mapping = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buf = np.frombuffer(mapping, dtype=np.uint8)
+    off = -buf.ctypes.data % HUGE_PAGE  # a multiple of the 4 KiB page: the mapping starts on one
+    try:
+        mapping.madvise(mmap.MADV_HUGEPAGE, off, span)
+    except OSError:  # advice is never an error
         return torch.empty(shape, dtype=dtype, device=device)
     # The table's storage must start at the boundary (storage offset 0): a compiled step
     # that updates an input with a storage offset cannot update it in place, and copies the
