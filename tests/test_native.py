@@ -209,6 +209,94 @@ def test_item_metrics_equal_the_torch_form(config, top):
         env._item_metrics(torch.tensor([5]))
 
 
+def _checks(env, actions):
+    """``env._check_actions(actions)`` with the kernel and with the torch form."""
+    assert env._native_kernels
+    with_kernel = env._check_actions(actions)
+    env._native_kernels = False
+    try:
+        return with_kernel, env._check_actions(actions)
+    finally:
+        env._native_kernels = True
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"num_agents": 3, "slate_size": 5, "num_candidates": 12}, {"slate_size": 1}],
+    ids=["default", "three-agents-k5", "k1"],
+)
+def test_check_slates_equals_the_torch_form(config):
+    """Random slates with out-of-range indices (either side), repeats (of valid and of
+    out-of-range values), masked candidates and markets about to reset; and valid slates
+    (all_ok true). Inputs of another integer dtype are converted first."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=33, seed=3, invalid_slate="repair", **config)
+    obs = env.reset()
+    gen = torch.Generator().manual_seed(2)
+    N, K, C = env.num_envs, env.config.slate_size, env.config.num_candidates
+    all_ok_seen = set()
+    for trial in range(60):
+        if trial % 3 == 0:
+            acts = {a: torch.randint(-3, C + 3, (N, K), generator=gen) for a in env.agents}
+        elif trial % 3 == 1:  # few distinct values: many repeats
+            acts = {a: torch.randint(-1, 3, (N, K), generator=gen) for a in env.agents}
+        else:  # valid slates, as a policy gives them
+            acts = _greedy(obs, K, feature=trial % 4)
+        if trial % 2:
+            acts = {a: x.int() for a, x in acts.items()}
+        env.needs_reset = torch.rand(N, generator=gen) < (0.0 if trial % 5 else 0.5)
+        if trial % 3 == 2 and trial % 4 < 2:
+            # One bad slot, in a market about to reset (ignored: all_ok stays true) or not.
+            n = int(env.needs_reset.nonzero()[0]) if env.needs_reset.any() else trial % N
+            acts[env.agents[-1]] = acts[env.agents[-1]].clone()
+            acts[env.agents[-1]][n, 0] = C + trial % 2
+        (idx, valid, repaired), want = _checks(env, acts)
+        assert torch.equal(idx, want[0]) and torch.equal(valid, want[1]), trial
+        assert torch.equal(repaired, want[2]) and repaired.dtype == torch.float32, trial
+        slates = [x.long() for x in acts.values()]
+        got_ok = torch.ops.recenv.check_slates(slates, env.cand_mask, env.needs_reset)[3]
+        want_ok = env._validity(torch.stack(slates, 1))[2]
+        assert bool(got_ok) == bool(want_ok), trial
+        all_ok_seen.add(bool(got_ok))
+    assert all_ok_seen == {True, False}
+
+
+def test_check_slates_raises_as_the_torch_form_and_leaves_the_market():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=0)
+    obs = env.reset()
+    acts = _greedy(obs, env.config.slate_size, feature=0)
+    acts["agent_1"] = acts["agent_1"].clone()
+    acts["agent_1"][2, 1] = acts["agent_1"][2, 0]  # a repeat in market 2
+    before = env.state().clone()
+    messages = []
+    for native_on in (True, False):
+        env._native_kernels = native_on
+        with pytest.raises(ValueError, match="agent agent_1, env 2, slot 1") as e:
+            env.step(acts)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and "appears twice" in messages[0]
+    assert torch.equal(env.state(), before)
+
+
+def test_check_slates_rejects_bad_input():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    mask = torch.ones(4, 2, 20, dtype=torch.bool)
+    reset = torch.zeros(4, dtype=torch.bool)
+    ok = torch.zeros(4, 3, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=r"slates\[1\]: contiguous int64"):
+        torch.ops.recenv.check_slates([ok, ok[:, :2]], mask, reset)
+    with pytest.raises(RuntimeError, match=r"slates\[0\]: contiguous int64"):
+        torch.ops.recenv.check_slates([ok.int(), ok], mask, reset)
+    with pytest.raises(RuntimeError, match="mask: contiguous bool"):
+        torch.ops.recenv.check_slates([ok], mask, reset)  # one slate, two agents' masks
+    with pytest.raises(RuntimeError, match="needs_reset"):
+        torch.ops.recenv.check_slates([ok, ok], mask, reset[:3])
+
+
 def test_used_by_cpu_steps_eager_and_compiled():
     if not native.available():
         pytest.skip("native kernels not built here")
@@ -265,7 +353,8 @@ def test_eager_trajectories_equal_with_and_without_the_kernel():
 def test_module_reload_keeps_the_op():
     """A notebook's autoreload re-executes the module: defining the op again would raise."""
     importlib.reload(native)
-    assert all(hasattr(torch.ops.recenv, op) for op in ("candidates", "item_metrics"))
+    ops = ("candidates", "count_exposures", "item_metrics", "check_slates")
+    assert all(hasattr(torch.ops.recenv, op) for op in ops)
 
 
 def test_each_checkout_builds_its_own_library(monkeypatch):

@@ -742,11 +742,19 @@ class BatchedMarket:
                     f"slate_size={K}) candidate indices in [0, {C - 1}]"
                 )
             stacked.append(x.to(torch.int64))
-        slate = torch.stack(stacked, dim=1)  # [N, A, K]
-        idx, valid, all_ok = self._validity(slate)
+        if self._native_kernels:
+            # One pass per market instead of ~25 small ops (recenv::check_slates, equal to
+            # _validity bit for bit): ~0.6 ms of a 4,096-market step was this check.
+            idx, valid, repaired, all_ok = torch.ops.recenv.check_slates(
+                [x.contiguous() for x in stacked],
+                self.cand_mask.contiguous(),
+                self.needs_reset.contiguous(),
+            )
+        else:
+            idx, valid, all_ok = self._validity(torch.stack(stacked, dim=1))  # [N, A, K]
+            repaired = (~valid).sum(dim=2).to(torch.float32)
         if cfg.invalid_slate == "raise" and not bool(all_ok):
-            self._raise_invalid(slate)
-        repaired = (~valid).sum(dim=2).to(torch.float32)
+            self._raise_invalid(torch.stack(stacked, dim=1))
         return idx, valid, repaired
 
     def _validity(self, slate: torch.Tensor):

@@ -35,6 +35,16 @@ Gini coefficient of those W exposure counts (rows stamped with an older episode 
 bit for bit as :meth:`recenv.core.market.BatchedMarket._item_metrics_torch` computes them
 (which sorts each market's counters; the kernel sums over a histogram of their values).
 
+``recenv::check_slates(slates, mask, needs_reset) -> (idx, valid, repaired, all_ok)``, the
+actions of every market checked before a step: ``slates``, one contiguous int64 [N, K] tensor
+of candidate indices per agent; ``mask`` [N, A, C] bool, the candidates' action masks;
+``needs_reset`` [N] bool. Returns ``idx`` [N, A, K] int64 (the indices clamped into
+``[0, C)``), ``valid`` [N, A, K] bool (in range, unmasked, and not a repeat of an earlier slot
+of the same slate, compared on the raw values), ``repaired`` [N, A] float32 (each slate's
+invalid slots) and ``all_ok``, a 0-d bool: every slot valid in the markets not about to
+reset. Exactly what :meth:`recenv.core.market.BatchedMarket._validity` computes (eager only:
+the check runs before the step's graph).
+
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
 markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses the kernels, eager or
@@ -55,7 +65,10 @@ from pathlib import Path
 
 import torch
 
-_SOURCES = [Path(__file__).with_name(f) for f in ("candidates.cpp", "counters.cpp", "metrics.cpp")]
+_SOURCES = [
+    Path(__file__).with_name(f)
+    for f in ("candidates.cpp", "counters.cpp", "metrics.cpp", "slates.cpp")
+]
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
 _FLAGS = ["-O3", "-fopenmp"]
@@ -113,6 +126,20 @@ if not hasattr(torch.ops.recenv, "item_metrics"):
         lambda stats, episode, ended, stats_size: (
             ended.new_empty(ended.shape, dtype=torch.float32),
             ended.new_empty(ended.shape, dtype=torch.float32),
+        )
+    )
+
+if not hasattr(torch.ops.recenv, "check_slates"):
+    torch.library.define(
+        "recenv::check_slates",
+        "(Tensor[] slates, Tensor mask, Tensor needs_reset) -> (Tensor, Tensor, Tensor, Tensor)",
+    )
+    torch.library.register_fake("recenv::check_slates")(
+        lambda slates, mask, needs_reset: (
+            mask.new_empty((mask.shape[0], len(slates), slates[0].shape[-1]), dtype=torch.int64),
+            mask.new_empty((mask.shape[0], len(slates), slates[0].shape[-1])),
+            mask.new_empty(mask.shape[:2], dtype=torch.float32),
+            mask.new_empty(()),
         )
     )
 
