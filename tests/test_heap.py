@@ -68,7 +68,8 @@ def _faults(**env) -> list[int]:
 @needs_glibc
 def test_a_market_keeps_freed_buffers_in_the_heap():
     pages = 48 << 20 >> 12  # 4 KiB pages of one buffer
-    kept = sum(rounds := _faults(RECENV_KEEP_HEAP="1"))
+    rounds = _faults(RECENV_KEEP_HEAP="1")
+    kept = sum(rounds)
     plain = sum(_faults(RECENV_KEEP_HEAP="0"))
     # Kept: the buffer reuses the same heap pages every round. Plain: glibc maps it afresh
     # and the kernel faults in every page of every round, unless transparent huge pages are

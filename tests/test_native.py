@@ -256,7 +256,7 @@ def test_check_slates_equals_the_torch_form(config):
         assert torch.equal(repaired, want[2]) and repaired.dtype == torch.float32, trial
         slates = [x.long() for x in acts.values()]
         got_ok = torch.ops.recenv.check_slates(slates, env.cand_mask, env.needs_reset)[3]
-        want_ok = env._validity(torch.stack(slates, 1))[2]
+        want_ok = env._validity(torch.stack(slates, 1))[3]
         assert bool(got_ok) == bool(want_ok), trial
         all_ok_seen.add(bool(got_ok))
     assert all_ok_seen == {True, False}

@@ -751,19 +751,21 @@ class BatchedMarket:
                 self.needs_reset.contiguous(),
             )
         else:
-            idx, valid, all_ok = self._validity(torch.stack(stacked, dim=1))  # [N, A, K]
-            repaired = (~valid).sum(dim=2).to(torch.float32)
+            idx, valid, repaired, all_ok = self._validity(torch.stack(stacked, dim=1))
         if cfg.invalid_slate == "raise" and not bool(all_ok):
             self._raise_invalid(torch.stack(stacked, dim=1))
         return idx, valid, repaired
 
     def _validity(self, slate: torch.Tensor):
-        """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat. Returns the
-        indices clamped into range, validity, and whether every market that will act is
-        valid (markets about to start a new episode ignore their actions)."""
+        """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat (the torch
+        form of ``recenv::check_slates``). Returns the indices clamped into range, validity
+        [N, A, K], the repaired (invalid) slots per slate [N, A] float32, and whether every
+        market that will act is valid (markets about to start a new episode ignore their
+        actions)."""
         idx, in_range, dup = self._slot_checks(slate)
         valid = in_range & self.cand_mask.gather(2, idx) & ~dup
-        return idx, valid, (valid | self.needs_reset[:, None, None]).all()
+        repaired = (~valid).sum(dim=2).to(torch.float32)
+        return idx, valid, repaired, (valid | self.needs_reset[:, None, None]).all()
 
     def _slot_checks(self, slate: torch.Tensor):
         """Indices clamped into [0, C), in-range flags, and repeats of an earlier slot (compared
