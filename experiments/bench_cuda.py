@@ -11,13 +11,16 @@ Each figure is the median of ``--repeats`` timed runs of ``--steps`` steps (the 
 synchronised around each ``env.step``; actions computed outside the timer), after warm-up
 steps that include compilation. A size that does not fit in the GPU's memory is recorded
 as an error and the next one is tried. Results go to
-``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten). Without a GPU
+``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten); while it runs,
+what is measured so far is rewritten after each size to the same name with ``.partial.json``
+(removed at the end), so a run stopped at a time limit keeps its figures. Without a GPU
 it says so and exits with status 0, writing nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import time
 from pathlib import Path
@@ -74,6 +77,27 @@ def main(argv=None) -> dict | None:
         return rows[-1]
 
     started = time.perf_counter()
+    partial = out.with_name(out.stem + ".partial.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def result() -> dict:
+        recenv_rows = [r for r in rows if r["kind"] == "batched_cuda"]
+        return {
+            "env": args.env,
+            "torch": torch.__version__,
+            "device": device,
+            "host": socket.gethostname(),
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "vmas": vmas_version if run_vmas else None,
+            "best_env_steps_per_s": max((r["median"] for r in recenv_rows), default=None),
+            "target_env_steps_per_s": TARGET_CUDA_STEPS,
+            "seconds": time.perf_counter() - started,
+            "rows": rows,
+            "ratios": ratios,
+            "errors": errors,
+        }
+
     for n in args.sizes:
         best = {}
         for compile in compile_modes:
@@ -106,29 +130,18 @@ def main(argv=None) -> dict | None:
                     ratios.append({"num_envs": n, "compile": compile, "batched_over_vmas": r})
                     print(f"  ratio batched/vmas num_envs={n} compile={compile}: {r:.2f}x")
         torch.cuda.empty_cache()
+        # What is measured so far, in a file of its own beside the result: a run stopped at
+        # a device session's time limit still leaves its figures.
+        partial.write_text(json.dumps(result(), indent=2))
 
-    recenv_rows = [r for r in rows if r["kind"] == "batched_cuda"]
-    top = max((r["median"] for r in recenv_rows), default=None)
+    final = result()
+    top = final["best_env_steps_per_s"]
     if top is not None:
         met = "met" if top >= TARGET_CUDA_STEPS else "NOT met"
         print(f"best {top:,.0f} env-steps/s (target >= {TARGET_CUDA_STEPS:,}: {met})")
-    result = {
-        "env": args.env,
-        "torch": torch.__version__,
-        "device": device,
-        "host": socket.gethostname(),
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "vmas": vmas_version if run_vmas else None,
-        "best_env_steps_per_s": top,
-        "target_env_steps_per_s": TARGET_CUDA_STEPS,
-        "seconds": time.perf_counter() - started,
-        "rows": rows,
-        "ratios": ratios,
-        "errors": errors,
-    }
-    write_result(out, result)
-    return result
+    write_result(out, final)
+    partial.unlink(missing_ok=True)
+    return final
 
 
 if __name__ == "__main__":

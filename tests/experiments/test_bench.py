@@ -250,6 +250,34 @@ def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, m
     assert not out.exists()
 
 
+def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
+    """A device session can end mid-run: after each size, what is measured so far is in a
+    ``.partial.json`` beside the result, which the finished run replaces by the result.
+    (The timing itself is faked here; the CUDA test below runs it for real.)"""
+    from experiments import bench_cuda
+
+    out = tmp_path / "cuda.json"
+    partial = tmp_path / "cuda.partial.json"
+    seen = []
+
+    def fake_time_batched(env_id, n, steps, device, compile, repeats):
+        assert device == "cuda"
+        if n == 32:  # the second size: the first is already on disk
+            seen.append([row["num_envs"] for row in json.loads(partial.read_text())["rows"]])
+        return [n / 1e6] * repeats
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bench_cuda, "time_batched", fake_time_batched)
+    argv = ["--out", str(out), "--sizes", "16,32", "--no-compile", "--no-peers", "--repeats", "2"]
+    r = bench_cuda.main(argv)
+    assert seen == [[16]]
+    assert not partial.exists() and out.exists()
+    assert [row["num_envs"] for row in json.loads(out.read_text())["rows"]] == [16, 32]
+    assert r["best_env_steps_per_s"] == pytest.approx(1e6)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bench_tiny_run_writes_rows(tmp_path):
     from experiments import bench_cuda
@@ -257,6 +285,8 @@ def test_cuda_bench_tiny_run_writes_rows(tmp_path):
     out = tmp_path / "cuda.json"
     r = bench_cuda.main(["--out", str(out), "--sizes", "64", "--steps", "2", "--repeats", "1"])
     assert out.exists() and not r["errors"]
+    assert json.loads(out.read_text())["rows"] == r["rows"]
+    assert list(tmp_path.iterdir()) == [out]  # the in-progress .partial.json is gone
     assert {row["kind"] for row in r["rows"]} >= {"batched_cuda"}
     assert all(_positive(row["median"]) for row in r["rows"])
 
