@@ -54,10 +54,36 @@ def cell(table: torch.Tensor, n: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return table.view(N * U, *table.shape[2:]).index_select(0, n * U + u)
 
 
-def put_cell(table: torch.Tensor, n: torch.Tensor, u: torch.Tensor, values: torch.Tensor) -> None:
-    """``table[n, u] = values`` in place (each (n, u) pair distinct)."""
-    N, U = table.shape[:2]
-    table.view(N * U, *table.shape[2:]).index_copy_(0, n * U + u, values)
+def put_rows(
+    table: torch.Tensor, lead: int, flat: torch.Tensor, values: torch.Tensor, fused: bool
+) -> None:
+    """``table.view(-1, *table.shape[lead:])[flat] = values`` in place: ``flat`` [X] indexes
+    the table's first ``lead`` dimensions flattened (row-major), ``values`` is
+    [X, *table.shape[lead:]]. Where indices repeat, their values must be equal (the order of
+    the writes is not defined).
+
+    Eager (``fused=False``), ``index_copy_`` on the flat view: the fast ATen form. Traced for
+    a compiled graph (``fused=True``), ``index_put_`` on the table itself at the unravelled
+    indices: inductor before torch 2.13 (seen in 2.11) cannot write a graph input in place
+    through a view, so the flat form made it clone the whole table and copy it back every
+    call (two passes over each state table a step); this form is written in place by both.
+    """
+    if fused:
+        table.index_put_(torch.unravel_index(flat, table.shape[:lead]), values)
+    else:
+        table.view(-1, *table.shape[lead:]).index_copy_(0, flat, values)
+
+
+def put_cell(
+    table: torch.Tensor,
+    n: torch.Tensor,
+    u: torch.Tensor,
+    values: torch.Tensor,
+    fused: bool = False,
+) -> None:
+    """``table[n, u] = values`` in place (each (n, u) pair distinct); ``fused`` as in
+    :func:`put_rows`."""
+    put_rows(table, 2, n * table.shape[1] + u, values, fused)
 
 
 def pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from recenv.core.indexing import (
     prefix_sum,
     prefix_sum_unrolls,
     put_cell,
+    put_rows,
     rows,
     search_sorted_left,
     sort_by_network,
@@ -935,7 +936,7 @@ class BatchedMarket:
             same = (u == served_user)[:, None]
             flat = torch.cat([n * U + served_user, n * U + u])
             self._put_users(flat, torch.cat([torch.where(same, row, served_row), row]))
-        put_cell(self.user_epoch, n, u, self.episode)
+        put_cell(self.user_epoch, n, u, self.episode, fused=self.compiled)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
@@ -944,13 +945,18 @@ class BatchedMarket:
         """Write user rows ``values`` [X, F] at flat indices ``flat`` [X] (``n * U + user``)
         of the packed table and of its dense status copy: the one place the user tables are
         written, so the copy never goes stale."""
-        self.users.view(-1, self.layout.width).index_copy_(0, flat, values)
+        fused = self.compiled  # read while tracing (see indexing.put_rows)
+        put_rows(self.users, 2, flat, values, fused)
         # Entry (n, j, u) of the [N, 2, U] copy is at (2n + j) * U + u = flat + (n + j) * U.
         U = self.config.num_users
         at = flat + (flat // U) * U
         status = values[:, self._status]
-        self.user_status.view(-1).index_copy_(
-            0, torch.cat([at, at + U]), torch.cat([status[:, 0], status[:, 1]])
+        put_rows(
+            self.user_status,
+            3,
+            torch.cat([at, at + U]),
+            torch.cat([status[:, 0], status[:, 1]]),
+            fused,
         )
 
     def _arrival(self, block: torch.Tensor, served=None):
@@ -1366,4 +1372,4 @@ class BatchedMarket:
         ).to(torch.int32)  # (sums of int32 are int64)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
         new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
-        self.item_stats.view(-1, 3).index_copy_(0, flat.view(-1), new)
+        put_rows(self.item_stats, 2, flat.view(-1), new, fused=self.compiled)

@@ -55,6 +55,14 @@ def own_code(method):
     return types.MethodType(own, method.__self__)
 
 
+def _patch_existing(config, **values):
+    """``config.patch(**values)`` for the settings this torch has (a torch config module
+    raises on a name it lacks): the settings patched here only trim overheads, and torch
+    releases before they existed (``record_runtime_overhead`` is not in 2.6) run without
+    them."""
+    return config.patch(**{k: v for k, v in values.items() if hasattr(config, k)})
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(on: bool | None):
     """Torch's deterministic-algorithms mode set to ``on`` inside (``None``: left as it is),
@@ -126,11 +134,12 @@ def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
             # graph back without passing through the capture (inductor's own cache still
             # spares the C++ build).
             no_aot_cache = (
-                functorch_config.patch(enable_autograd_cache=False)
+                _patch_existing(functorch_config, enable_autograd_cache=False)
                 if capture is not None
                 else contextlib.nullcontext()
             )
-            with torch._dynamo.config.patch(record_runtime_overhead=False), no_aot_cache:
+            no_overhead = _patch_existing(torch._dynamo.config, record_runtime_overhead=False)
+            with no_overhead, no_aot_cache:
                 out = compiled(*args)
             warm = True
             direct = generated_function(fn, capture.graph if capture is not None else None)
