@@ -405,15 +405,16 @@ def test_compiled_step_writes_the_state_tables_in_place(native, monkeypatch):
 
 
 @pytest.mark.parametrize("lead", [1, 2, 3])
-def test_put_rows_fused_form_writes_what_the_flat_form_writes(lead):
-    from recenv.core.indexing import put_rows
+def test_put_at_fused_form_writes_what_the_flat_form_writes(lead):
+    from recenv.core.indexing import put_at
 
     g = torch.Generator().manual_seed(0)
     shape = (5, 2, 3, 4)
     flat = torch.randperm(int(np.prod(shape[:lead])), generator=g)[:4]
+    index = torch.unravel_index(flat, shape[:lead])
     values = torch.randn(4, *shape[lead:], generator=g)
     eager, fused = torch.zeros(shape), torch.zeros(shape)
-    put_rows(eager, lead, flat, values, fused=False)
-    put_rows(fused, lead, flat, values, fused=True)
+    put_at(eager, index, values, fused=False)
+    put_at(fused, index, values, fused=True)
     assert torch.equal(eager, fused) and eager.abs().sum() > 0
     assert torch.equal(eager.view(-1, *shape[lead:])[flat], values)

@@ -51,8 +51,8 @@ from recenv.core.indexing import (
     pick,
     prefix_sum,
     prefix_sum_unrolls,
+    put_at,
     put_cell,
-    put_rows,
     rows,
     search_sorted_left,
     sort_by_network,
@@ -927,34 +927,35 @@ class BatchedMarket:
         (one write of the user table per step). Returns ``(user, row, epoch)`` of the
         arriving users from before the arrival."""
         u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(block, served)
-        n, U = self._arange, self.config.num_users
+        n = self._arange
         if served is None:
-            self._put_users(n * U + u, row)
+            self._put_users(n, u, row)
         else:
             # If the same user is served and arrives, both entries hold the final row.
             served_user, served_row = served
             same = (u == served_user)[:, None]
-            flat = torch.cat([n * U + served_user, n * U + u])
-            self._put_users(flat, torch.cat([torch.where(same, row, served_row), row]))
+            self._put_users(
+                torch.cat([n, n]),
+                torch.cat([served_user, u]),
+                torch.cat([torch.where(same, row, served_row), row]),
+            )
         put_cell(self.user_epoch, n, u, self.episode, fused=self.compiled)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
 
-    def _put_users(self, flat: torch.Tensor, values: torch.Tensor) -> None:
-        """Write user rows ``values`` [X, F] at flat indices ``flat`` [X] (``n * U + user``)
-        of the packed table and of its dense status copy: the one place the user tables are
+    def _put_users(self, n: torch.Tensor, u: torch.Tensor, values: torch.Tensor) -> None:
+        """Write user rows ``values`` [X, F] at markets ``n`` and users ``u`` [X] of the
+        packed table and of its dense status copy: the one place the user tables are
         written, so the copy never goes stale."""
-        fused = self.compiled  # read while tracing (see indexing.put_rows)
-        put_rows(self.users, 2, flat, values, fused)
-        # Entry (n, j, u) of the [N, 2, U] copy is at (2n + j) * U + u = flat + (n + j) * U.
-        U = self.config.num_users
-        at = flat + (flat // U) * U
+        fused = self.compiled  # read while tracing (see indexing.put_at)
+        put_at(self.users, (n, u), values, fused)
+        # The status copy is [N, 2, U]: (available_at, churned) at (n, 0, u) and (n, 1, u).
         status = values[:, self._status]
-        put_rows(
+        zero = torch.zeros_like(n)
+        put_at(
             self.user_status,
-            3,
-            torch.cat([at, at + U]),
+            (torch.cat([n, n]), torch.cat([zero, zero + 1]), torch.cat([u, u])),
             torch.cat([status[:, 0], status[:, 1]]),
             fused,
         )
@@ -1372,4 +1373,6 @@ class BatchedMarket:
         ).to(torch.int32)  # (sums of int32 are int64)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
         new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
-        put_rows(self.item_stats, 2, flat.view(-1), new, fused=self.compiled)
+        market = self._arange[:, None].expand_as(flat)
+        slot = flat - market * self.config.stats_size
+        put_at(self.item_stats, (market.reshape(-1), slot.reshape(-1)), new, self.compiled)
