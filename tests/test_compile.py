@@ -377,18 +377,23 @@ def test_state_replaced_with_another_layout_is_read_right_after_state_restored()
     assert len(_debug_get_cache_entry_list(cells["fn"].cell_contents.__code__)) == 2
 
 
+@pytest.mark.parametrize("view_writes", [True, False], ids=["flat_views", "index_put"])
 @pytest.mark.parametrize("native", [True, False], ids=["native", "torch_forms"])
-def test_compiled_step_writes_the_state_tables_in_place(native, monkeypatch):
+def test_compiled_step_writes_the_state_tables_in_place(native, view_writes, monkeypatch):
     """No loop of the compiled step's generated code runs over a whole state table: each
     table is written in place at the rows the step changes. A table copied and written back
     (inductor's way with an input it cannot update in place: one written through a view by
     torch 2.11's inductor, or written twice in one graph) costs two passes over it a step,
     ~16 % of a 4,096-market step for the users alone; on a GPU the same (the torch forms are
-    the CUDA step's)."""
+    the CUDA step's). Under torch 2.11 the flat-view form fails this (the table is copied).
+    The step's values under the index_put_ form are compared with the other form's."""
     from torch._inductor.utils import run_and_get_code
 
     if not native:
         monkeypatch.setenv("RECENV_NATIVE", "0")
+    # Both forms of indexing.put_at: this torch's, and the other one (index_put_ is what
+    # torch < 2.13 traces; the flat views are 2.13's).
+    monkeypatch.setattr(recenv.core.indexing, "VIEW_WRITES_IN_PLACE", view_writes)
     env = recenv.make_vec("recenv/Market-v0", num_envs=16, seed=3, **SMALL).compile()
     env.reset()
     slates = env.oracle_slates()
@@ -399,14 +404,26 @@ def test_compiled_step_writes_the_state_tables_in_place(native, monkeypatch):
         _, codes = run_and_get_code(lambda: env.step(actions))
     code = "\n".join(codes)
     assert "x0<static_cast<int64_t>" in code  # the C++ loops are in what was read
+    # The same step written the other way (a fresh market, same seed and actions).
+    monkeypatch.setattr(recenv.core.indexing, "VIEW_WRITES_IN_PLACE", not view_writes)
+    other = recenv.make_vec("recenv/Market-v0", num_envs=16, seed=3, **SMALL).compile()
+    other.reset()
+    other.step(actions)
+    for name in ("users", "user_status", "user_epoch", "item_stats"):
+        assert torch.equal(getattr(env, name), getattr(other, name)), name
     for name in ("users", "user_status", "user_epoch", "item_stats"):
         whole = getattr(env, name).numel()
         assert not re.search(rf"<static_cast<int64_t>\({whole}L\); x0\+=", code), name
 
 
 @pytest.mark.parametrize("lead", [1, 2, 3])
-def test_put_at_fused_form_writes_what_the_flat_form_writes(lead):
+def test_put_at_fused_form_writes_what_the_flat_form_writes(lead, monkeypatch):
+    """Both forms of :func:`recenv.core.indexing.put_at` (the older torch's ``index_put_``
+    forced here) write the same table."""
+    from recenv.core import indexing
     from recenv.core.indexing import put_at
+
+    monkeypatch.setattr(indexing, "VIEW_WRITES_IN_PLACE", False)
 
     g = torch.Generator().manual_seed(0)
     shape = (5, 2, 3, 4)

@@ -54,6 +54,11 @@ def cell(table: torch.Tensor, n: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return table.view(N * U, *table.shape[2:]).index_select(0, n * U + u)
 
 
+# Whether inductor writes a graph input in place through a flat view of it: from torch 2.13
+# on; before (seen in 2.11) it cloned the whole table and copied it back on every call.
+VIEW_WRITES_IN_PLACE = torch.__version__ >= (2, 13)
+
+
 def put_at(
     table: torch.Tensor, index: tuple[torch.Tensor, ...], values: torch.Tensor, fused: bool
 ) -> None:
@@ -62,15 +67,16 @@ def put_at(
     Where index tuples repeat, their values must be equal (the order of the writes is not
     defined).
 
-    Eager (``fused=False``), ``index_copy_`` at the flat row index on a flat view: the fast
-    ATen form. Traced for a compiled graph (``fused=True``), ``index_put_`` on the table
-    itself: inductor before torch 2.13 (seen in 2.11) cannot write a graph input in place
-    through a view, so the flat form made it clone the whole table and copy it back every
-    call (two passes over each state table a step). The indices go in as they are: a flat
-    index unravelled in the graph put an int64 division into every element's store (0.96x
-    at 4,096 markets).
+    The form: ``index_copy_`` at the flat row index on a flat view, the fast ATen form and,
+    from torch 2.13, a compiled graph's fastest too. Traced for a compiled graph
+    (``fused=True``) by an older torch, ``index_put_`` on the table itself: inductor before
+    2.13 (seen in 2.11, the GPU machines' torch) cannot write a graph input in place through
+    a view, and the flat form made it clone the whole table and copy it back every call (two
+    passes over each state table a step). With torch 2.13 that form was 0.96-0.97x at
+    4,096 markets (``experiments/performance-log.md``, twenty-third session), so it is used
+    only where it is needed.
     """
-    if fused:
+    if fused and not VIEW_WRITES_IN_PLACE:
         table.index_put_(index, values)
         return
     flat = index[0]
