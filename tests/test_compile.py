@@ -389,6 +389,8 @@ def test_compiled_step_writes_the_state_tables_in_place(native, view_writes, mon
     The step's values under the index_put_ form are compared with the other form's."""
     from torch._inductor.utils import run_and_get_code
 
+    if view_writes and not recenv.core.indexing.VIEW_WRITES_IN_PLACE:
+        pytest.skip("this inductor copies a table written through a view: put_at avoids it")
     if not native:
         monkeypatch.setenv("RECENV_NATIVE", "0")
     # Both forms of indexing.put_at: this torch's, and the other one (index_put_ is what
