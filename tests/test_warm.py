@@ -171,3 +171,16 @@ def test_deterministic_algorithms_puts_back_what_was_changed_inside():
         assert torch.are_deterministic_algorithms_enabled()
     assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_overhead_settings_are_patched_only_where_this_torch_has_them():
+    """A torch without one of the settings the warm call trims (``record_runtime_overhead``
+    is not in 2.6) runs without it instead of failing on the unknown name."""
+    from recenv.core.warm import _patch_existing
+
+    cfg = torch._dynamo.config
+    before = cfg.record_runtime_overhead
+    with _patch_existing(cfg, record_runtime_overhead=not before, no_such_setting=1):
+        assert cfg.record_runtime_overhead == (not before)
+        assert not hasattr(cfg, "no_such_setting")
+    assert cfg.record_runtime_overhead == before
