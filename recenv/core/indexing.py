@@ -85,18 +85,6 @@ def put_at(
     table.view(-1, *table.shape[len(index) :]).index_copy_(0, flat, values)
 
 
-def put_cell(
-    table: torch.Tensor,
-    n: torch.Tensor,
-    u: torch.Tensor,
-    values: torch.Tensor,
-    fused: bool = False,
-) -> None:
-    """``table[n, u] = values`` in place (each (n, u) pair distinct); ``fused`` as in
-    :func:`put_at`."""
-    put_at(table, (n, u), values, fused)
-
-
 def pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     """``x[arange(N), col]`` for ``x`` [N, P] and ``col`` [N]."""
     return x.gather(1, col[:, None]).squeeze(1)

@@ -52,7 +52,6 @@ from recenv.core.indexing import (
     prefix_sum,
     prefix_sum_unrolls,
     put_at,
-    put_cell,
     rows,
     search_sorted_left,
     sort_by_network,
@@ -939,7 +938,7 @@ class BatchedMarket:
                 torch.cat([served_user, u]),
                 torch.cat([torch.where(same, row, served_row), row]),
             )
-        put_cell(self.user_epoch, n, u, self.episode, fused=self.compiled)
+        put_at(self.user_epoch, (n, u), self.episode, self.compiled)
         self.user, self.user_const = u, const
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
@@ -1109,15 +1108,16 @@ class BatchedMarket:
         feats, arrived = self._candidate_features(items.view(N, A * C))
         return items, feats.view(N, A, C, -1), arrived.view(N, A, C) & ~dup
 
-    def _item_stat_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat row index into ``item_stats.view(-1, 3)`` and this episode's
-        (exposures, clicks) ``[N, X, 2]`` of ``items`` [N, X]; stale rows read as zero."""
+    def _item_stat_rows(self, items: torch.Tensor):
+        """For ``items`` [N, X]: the flat row index into ``item_stats.view(-1, 3)`` and the
+        counter slot within the market's rows (both [N, X]), and this episode's (exposures,
+        clicks) ``[N, X, 2]``; stale rows read as zero."""
         W = self.config.stats_size
         slot = items if W >= self.config.num_items else items % W
         flat = self._arange[:, None] * W + slot
         stats = rows(self.item_stats.view(-1, 3), flat)  # [N, X, 3]
         current = stats[:, :, :1] == self.episode[:, None, None]
-        return flat, torch.where(current, stats[:, :, 1:], 0)
+        return flat, slot, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
         self, row: torch.Tensor, user_feats: torch.Tensor, feats: torch.Tensor
@@ -1146,7 +1146,7 @@ class BatchedMarket:
         else:
             fixed = rows(self.catalog.item_rows[:, self._item.features], items)  # [N, A*C, T+6]
         S = self._item.arrival  # the first of the three slots
-        _, counts = self._item_stat_rows(items)
+        _, _, counts = self._item_stat_rows(items)
         # log1p of the counts by table lookup: counts are small integers (at most P per step),
         # and the gather runs in the same scalar loop as the counter lookup, where a libm
         # log1p per element was the costliest part of building observations.
@@ -1359,20 +1359,20 @@ class BatchedMarket:
     def _count_exposures_torch(self, page, visible, item_c, clicked) -> None:
         """:meth:`_count_exposures` in torch: the new rows ``[N*(P+1), 3]`` of the page's items
         and the chosen item (this episode's stamp, exposures, clicks; stale rows of older
-        episodes restart at 0), written by one ``index_copy_``. Entries that share a row (an
-        item on two agents' slates, the chosen item, hashed slots) all get its total, so the
-        write leaves the same counts whatever order duplicates are written in."""
+        episodes restart at 0), written at once (:func:`~recenv.core.indexing.put_at`).
+        Entries that share a row (an item on two agents' slates, the chosen item, hashed
+        slots) all get its total, so the write leaves the same counts whatever order
+        duplicates are written in."""
         items = torch.cat([page, item_c[:, None]], dim=1)  # [N, P+1]
-        flat, counts = self._item_stat_rows(items)
+        _, slot, counts = self._item_stat_rows(items)
         zero = torch.zeros_like(visible[:, :1])
         exposed = torch.cat([visible, zero], dim=1).to(torch.int32)  # [N, P+1]
         click = torch.cat([torch.zeros_like(visible), clicked[:, None]], dim=1).to(torch.int32)
-        same = (flat[:, :, None] == flat[:, None, :]).to(torch.int32)  # [N, P+1, P+1]
+        same = (slot[:, :, None] == slot[:, None, :]).to(torch.int32)  # [N, P+1, P+1]
         added = torch.stack(
             [(same * exposed[:, None, :]).sum(2), (same * click[:, None, :]).sum(2)], 2
         ).to(torch.int32)  # (sums of int32 are int64)
         stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
         new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
-        market = self._arange[:, None].expand_as(flat)
-        slot = flat - market * self.config.stats_size
+        market = self._arange[:, None].expand_as(slot)
         put_at(self.item_stats, (market.reshape(-1), slot.reshape(-1)), new, self.compiled)
