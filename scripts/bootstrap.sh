@@ -13,7 +13,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    "${PIP[@]}" install "torch>=2.2"
+    "${PIP[@]}" install "torch>=2.11"  # as pyproject.toml's floor
   else
     # No GPU: a local CPU wheel if pip's find-links has one, else PyTorch's CPU wheel index.
     # The project's other requirements then resolve torch's own dependencies from PyPI.

@@ -208,14 +208,40 @@ class CapturedGraph:
 
 # The names inductor's Python wrapper around a C++-wrapper graph reads when every input is a
 # tensor, the graph has no constants and every output is a tensor (``CppWrapperCpu``'s
-# ``_generate_end_jit``): the only form whose call :func:`thin_call` restates.
-_PLAIN_CPP_CALL = (
-    "torch",
-    "_C",
-    "_aoti",
-    "unsafe_alloc_void_ptrs_from_tensors",
-    "clear",
-    "alloc_tensors_by_stealing_from_void_ptrs",
+# ``_generate_end_jit``): the only forms whose call :func:`thin_call` restates. An allow-list
+# of exact tuples, one per wrapper form seen, so that a torch whose wrapper does anything else
+# (constants appended, scalar outputs, Python-only inputs) keeps its own call.
+_PLAIN_CPP_CALLS = frozenset(
+    {
+        # torch 2.11-2.13: the tensors' handles in input order, the entry, the outputs.
+        (
+            "torch",
+            "_C",
+            "_aoti",
+            "unsafe_alloc_void_ptrs_from_tensors",
+            "clear",
+            "alloc_tensors_by_stealing_from_void_ptrs",
+        ),
+        # torch 2.14: the same call, the handles placed by position around the graph's
+        # Python-only inputs; "set" is there only when it has none (``set()``, where a set
+        # of indices would be a literal), so the handles are again the inputs in order.
+        (
+            "set",
+            "len",
+            "enumerate",
+            "append",
+            "isinstance",
+            "torch",
+            "Tensor",
+            "tensor",
+            "_C",
+            "_aoti",
+            "unsafe_alloc_void_ptrs_from_tensors",
+            "zip",
+            "clear",
+            "alloc_tensors_by_stealing_from_void_ptrs",
+        ),
+    }
 )
 
 
@@ -229,7 +255,7 @@ def cpp_entry(compiled, example_inputs):
     code = getattr(wrapper, "__code__", None)
     if (
         code is None
-        or code.co_names != _PLAIN_CPP_CALL
+        or code.co_names not in _PLAIN_CPP_CALLS
         or code.co_freevars != ("f",)
         or not all(isinstance(x, torch.Tensor) for x in example_inputs)
     ):
