@@ -23,7 +23,10 @@ together at the horizon, 200): ``--steps 205`` times one such step among the oth
 full benchmark does. Each child imports ``recenv`` from its own tree only. ``--config
 KEY=VALUE`` sets market options of the batched figure on both sides; ``--base-env`` / ``--head-env
 NAME=VALUE`` set environment variables of one side's children (with ``--base HEAD``: the
-same code with a switch flipped). The JSON of the comparison goes to
+same code with a switch flipped); ``--base-python`` / ``--head-python PATH`` run one side's
+children under another interpreter (``--base HEAD --head-python /tmp/t214/bin/python``: the
+same code under another torch; each side's torch version is printed and kept). The JSON of
+the comparison goes to
 ``experiments/results/ab-<host>-<UTC time>.json`` (never overwritten) unless ``--no-json``.
 """
 
@@ -67,14 +70,22 @@ if figure == "face":
     rate = 1.0 / bench.time_pettingzoo(env_id, steps, compile=compile_)
 else:
     rate = num_envs / bench.time_batched(env_id, num_envs, steps, compile=compile_, **config)[0]
-print(json.dumps({"rate": rate, "recenv": recenv.__file__}))
+print(json.dumps({"rate": rate, "recenv": recenv.__file__, "torch": torch.__version__}))
 """
 
 
-def run_in_tree(tree: Path, code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+def run_in_tree(
+    tree: Path,
+    code: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str | None = None,
+) -> dict:
     """Run ``python -c code *args`` with ``recenv`` importable from ``tree`` only (and the
     variables ``env`` added to the environment); returns the JSON object the child prints
     last, after checking that its ``"recenv"`` (the imported module's path) lies in ``tree``.
+    ``python``: the child's interpreter (default: this one), e.g. another venv's, whose
+    torch is then the one timed.
 
     A tree other than this one (a :func:`checkout`) builds the native kernels into a
     ``torch_extensions`` folder beside it, removed with it: the kernels' build directory is
@@ -83,7 +94,7 @@ def run_in_tree(tree: Path, code: str, *args: str, env: dict[str, str] | None = 
     if tree.resolve() != ROOT.resolve():
         own["TORCH_EXTENSIONS_DIR"] = str(tree.parent / "torch_extensions")
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [python or sys.executable, "-c", code, *args],
         cwd=tree,
         env={**os.environ, **own, **(env or {}), "PYTHONPATH": str(tree)},
         capture_output=True,
@@ -108,13 +119,15 @@ def time_tree(
     config: dict | None = None,
     env: dict[str, str] | None = None,
     threads: int = 1,
-):
+    python: str | None = None,
+) -> dict:
     """One timed run of ``figure`` with ``recenv`` imported from ``tree`` (market options
-    ``config``, environment variables ``env``, ``threads`` torch threads): env-steps/s."""
+    ``config``, environment variables ``env``, ``threads`` torch threads, interpreter
+    ``python``): the child's ``{"rate": env-steps/s, "torch": version, "recenv": path}``."""
     timers = str(Path(__file__).with_name("bench_env.py"))
     args = [timers, figure, env_id, str(num_envs), str(steps), "1" if compile_ else "0"]
     args += [json.dumps(config or {}), str(threads)]
-    return run_in_tree(tree, _CHILD, *args, env=env)["rate"]
+    return run_in_tree(tree, _CHILD, *args, env=env, python=python)
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -148,16 +161,19 @@ def compare(
     config: dict | None = None,
     env: dict[str, dict[str, str]] | None = None,
     threads: int = 1,
+    python: dict[str, str] | None = None,
 ) -> dict:
     """Time ``figure`` at ``base`` and at ``head`` (``None``: this working tree) alternately,
-    ``rounds`` runs each, with market options ``config`` (batched figure) and per-side
-    environment variables ``env`` (``{"base": {...}, "head": {...}}``); returns both sides'
-    rates, medians and ``head / base``."""
+    ``rounds`` runs each, with market options ``config`` (batched figure), per-side
+    environment variables ``env`` (``{"base": {...}, "head": {...}}``) and per-side
+    interpreters ``python`` (``{"head": "/path/to/venv/bin/python"}``: the same commit under
+    another torch); returns both sides' rates, medians, torch versions and ``head / base``."""
     if figure not in ("face", "batched"):
         raise ValueError(f"figure={figure!r}; allowed: 'face', 'batched'")
     if config and figure == "face":
         raise ValueError("config applies to the batched figure; the face times recenv.make(id)")
     env = {"base": {}, "head": {}, **(env or {})}
+    python = {"base": None, "head": None, **(python or {})}
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     if threads < 1:
@@ -166,6 +182,7 @@ def compare(
     sides = {"base": _git("rev-parse", "--short", base)}
     sides["head"] = "working tree" if head is None else _git("rev-parse", "--short", head)
     rates: dict[str, list[float]] = {"base": [], "head": []}
+    torch_versions: dict[str, set[str]] = {"base": set(), "head": set()}
     with contextlib.ExitStack() as stack:
         trees = {"base": stack.enter_context(checkout(base)), "head": ROOT}
         if head is not None:
@@ -173,7 +190,7 @@ def compare(
         for r in range(rounds):
             # ABBA order: a sitting that drifts during the runs favours neither side.
             for side in ("base", "head") if r % 2 == 0 else ("head", "base"):
-                rate = time_tree(
+                run = time_tree(
                     trees[side],
                     figure,
                     env_id,
@@ -183,8 +200,11 @@ def compare(
                     config,
                     env[side],
                     threads,
+                    python[side],
                 )
+                rate = run["rate"]
                 rates[side].append(rate)
+                torch_versions[side].add(run["torch"])
                 log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
     medians = {side: statistics.median(v) for side, v in rates.items()}
     return {
@@ -198,6 +218,8 @@ def compare(
         "commits": sides,
         "config": config or {},
         "env": env,
+        "python": {side: p or sys.executable for side, p in python.items()},
+        "torch": {side: sorted(v) for side, v in torch_versions.items()},
         "rates": rates,
         "medians": medians,
         "head_over_base": medians["head"] / medians["base"],
@@ -217,6 +239,14 @@ def main(argv=None) -> dict:
             default=[],
             metavar="NAME=VALUE",
             help=f"environment variable of the {side} side's children",
+        )
+    for side in ("base", "head"):
+        p.add_argument(
+            f"--{side}-python",
+            default=None,
+            metavar="PATH",
+            help=f"interpreter of the {side} side's children (default: this one), e.g. a "
+            "venv with another torch",
         )
     p.add_argument(
         "--steps",
@@ -254,6 +284,7 @@ def main(argv=None) -> dict:
         config=config,
         env=env,
         threads=args.threads,
+        python={"base": args.base_python, "head": args.head_python},
     )
     unit = "steps/s" if args.figure == "face" else "env-steps/s"
     c = result["commits"]
@@ -262,6 +293,7 @@ def main(argv=None) -> dict:
         f"num_envs={result['num_envs']}, threads={result['threads']}): base {c['base']} "
         f"{result['medians']['base']:,.0f} {unit}, head {c['head']} "
         f"{result['medians']['head']:,.0f} {unit}: head/base {result['head_over_base']:.2f}x "
+        f"(torch {', '.join(result['torch']['base'])} / {', '.join(result['torch']['head'])}) "
         f"(medians of {args.rounds} alternating runs)"
     )
     if out is not None:

@@ -294,9 +294,10 @@ def test_cuda_bench_tiny_run_writes_rows(tmp_path):
 
 
 def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
-    """The A/B script times each side with recenv imported from that side's own tree and
-    removes its worktree afterwards."""
+    """The A/B script times each side with recenv imported from that side's own tree (and
+    its own interpreter) and removes its worktree afterwards."""
     import subprocess
+    import sys
 
     from experiments import ab_commits
 
@@ -310,6 +311,7 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
     # up) are not this run's: compare against the list before it.
     before = worktrees()
     lines = []
+    shim, mark = _marking_python(tmp_path)  # the head side's interpreter
     result = ab_commits.compare(
         "HEAD",
         None,
@@ -322,7 +324,11 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
         config={"num_items": 500},
         env={"head": {"RECENV_NATIVE": "0"}},
         threads=2,
+        python={"head": str(shim)},
     )
+    assert mark.exists(), "the head side's child did not run under its interpreter"
+    assert result["python"] == {"base": sys.executable, "head": str(shim)}
+    assert result["torch"] == {"base": [torch.__version__], "head": [torch.__version__]}
     assert result["config"] == {"num_items": 500} and result["threads"] == 2
     assert result["env"] == {"base": {}, "head": {"RECENV_NATIVE": "0"}}
     assert [len(v) for v in result["rates"].values()] == [1, 1]
@@ -348,6 +354,29 @@ def test_ab_children_get_their_sides_environment_and_recenv():
     )
     assert ab_commits.run_in_tree(ab_commits.ROOT, code, env={"RECENV_AB_X": "7"})["x"] == "7"
     assert ab_commits.run_in_tree(ab_commits.ROOT, code)["x"] is None
+
+
+def _marking_python(tmp_path):
+    """A stand-in interpreter: this one, behind a script that leaves ``mark`` when run."""
+    import sys
+
+    mark = tmp_path / "ran"
+    shim = tmp_path / "python"
+    shim.write_text(f'#!/bin/sh\ntouch "{mark}"\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    return shim, mark
+
+
+def test_ab_children_run_under_their_sides_interpreter(tmp_path):
+    """``python`` picks a child's interpreter (another venv: another torch)."""
+    from experiments import ab_commits
+
+    shim, mark = _marking_python(tmp_path)
+    code = "import json, recenv, torch; print(json.dumps({'recenv': recenv.__file__}))"
+    ab_commits.run_in_tree(ab_commits.ROOT, code)
+    assert not mark.exists()
+    ab_commits.run_in_tree(ab_commits.ROOT, code, python=str(shim))
+    assert mark.exists()
 
 
 def test_ab_worktree_children_build_kernels_beside_the_worktree(monkeypatch):
