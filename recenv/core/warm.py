@@ -209,13 +209,27 @@ class CapturedGraph:
 # The names inductor's Python wrapper around a C++-wrapper graph reads when every input is a
 # tensor, the graph has no constants and every output is a tensor (``CppWrapperCpu``'s
 # ``_generate_end_jit``): the only forms whose call :func:`thin_call` restates. An allow-list
-# of exact tuples, one per wrapper form seen, so that a torch whose wrapper does anything else
-# (constants appended, scalar outputs, Python-only inputs) keeps its own call.
+# of exact tuples, one per wrapper form and Python bytecode seen, so that a shim doing
+# anything else (constants appended, scalar outputs, Python-only inputs) keeps its own call.
 _PLAIN_CPP_CALLS = frozenset(
     {
         # torch 2.11-2.13: the tensors' handles in input order, the entry, the outputs.
+        # Python <= 3.11 compiles the shim's list comprehension (``isinstance(arg,
+        # torch.Tensor) ... torch.tensor(arg)``) as a code object of its own, whose names
+        # are not the shim's; Python >= 3.12 inlines it (PEP 709), so they are.
         (
             "torch",
+            "_C",
+            "_aoti",
+            "unsafe_alloc_void_ptrs_from_tensors",
+            "clear",
+            "alloc_tensors_by_stealing_from_void_ptrs",
+        ),
+        (
+            "isinstance",
+            "torch",
+            "Tensor",
+            "tensor",
             "_C",
             "_aoti",
             "unsafe_alloc_void_ptrs_from_tensors",
