@@ -105,7 +105,9 @@ def test_keep_is_applied_once(monkeypatch):
 
 # A fresh process: build CPU markets of the sizes given (argv), then malloc and free 200
 # chunks of 48 bytes (past the 7 the per-thread cache holds per size), and print how many
-# freed chunks sit in fastbins (mallinfo2's smblks).
+# freed chunks sit in fastbins (mallinfo2's smblks). Everything else is set up before the
+# frees: a large malloc between them and mallinfo2 (Python 3.13's class creation makes one)
+# would consolidate the fastbins and read 0 with fastbins on.
 _FASTBINS = """
 import ctypes, sys, recenv
 for n in sys.argv[1:]:
@@ -113,13 +115,13 @@ for n in sys.argv[1:]:
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-chunks = [libc.malloc(48) for _ in range(200)]
-for c in chunks:
-    libc.free(c)
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
 libc.mallinfo2.restype = Info
+chunks = [libc.malloc(48) for _ in range(200)]
+for c in chunks:
+    libc.free(c)
 print(libc.mallinfo2().smblks)
 """
 

@@ -211,50 +211,24 @@ class CapturedGraph:
 # ``_generate_end_jit``): the only forms whose call :func:`thin_call` restates. An allow-list
 # of exact tuples, one per wrapper form and Python bytecode seen, so that a shim doing
 # anything else (constants appended, scalar outputs, Python-only inputs) keeps its own call.
+# Parts of those names: each input made a tensor (``arg if isinstance(arg, torch.Tensor)
+# else torch.tensor(arg)``), the tensors turned into handles, the handle list cleared and the
+# output handles turned into tensors.
+_AS_TENSOR = ("isinstance", "torch", "Tensor", "tensor")
+_TO_HANDLES = ("_C", "_aoti", "unsafe_alloc_void_ptrs_from_tensors")
+_FROM_HANDLES = ("clear", "alloc_tensors_by_stealing_from_void_ptrs")
 _PLAIN_CPP_CALLS = frozenset(
     {
-        # torch 2.11-2.13: the tensors' handles in input order, the entry, the outputs.
-        # Python <= 3.11 compiles the shim's list comprehension (``isinstance(arg,
-        # torch.Tensor) ... torch.tensor(arg)``) as a code object of its own, whose names
-        # are not the shim's; Python >= 3.12 inlines it (PEP 709), so they are.
-        (
-            "torch",
-            "_C",
-            "_aoti",
-            "unsafe_alloc_void_ptrs_from_tensors",
-            "clear",
-            "alloc_tensors_by_stealing_from_void_ptrs",
-        ),
-        (
-            "isinstance",
-            "torch",
-            "Tensor",
-            "tensor",
-            "_C",
-            "_aoti",
-            "unsafe_alloc_void_ptrs_from_tensors",
-            "clear",
-            "alloc_tensors_by_stealing_from_void_ptrs",
-        ),
+        # torch 2.11-2.13: the tensors' handles in input order, the entry, the outputs. The
+        # inputs are made tensors in a list comprehension, which Python <= 3.11 compiles as
+        # a code object of its own (its names are not the shim's) and Python >= 3.12
+        # inlines (PEP 709).
+        ("torch", *_TO_HANDLES, *_FROM_HANDLES),
+        (*_AS_TENSOR, *_TO_HANDLES, *_FROM_HANDLES),
         # torch 2.14: the same call, the handles placed by position around the graph's
         # Python-only inputs; "set" is there only when it has none (``set()``, where a set
         # of indices would be a literal), so the handles are again the inputs in order.
-        (
-            "set",
-            "len",
-            "enumerate",
-            "append",
-            "isinstance",
-            "torch",
-            "Tensor",
-            "tensor",
-            "_C",
-            "_aoti",
-            "unsafe_alloc_void_ptrs_from_tensors",
-            "zip",
-            "clear",
-            "alloc_tensors_by_stealing_from_void_ptrs",
-        ),
+        ("set", "len", "enumerate", "append", *_AS_TENSOR, *_TO_HANDLES, "zip", *_FROM_HANDLES),
     }
 )
 
