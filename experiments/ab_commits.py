@@ -26,8 +26,8 @@ NAME=VALUE`` set environment variables of one side's children (with ``--base HEA
 same code with a switch flipped); ``--base-python`` / ``--head-python PATH`` run one side's
 children under another interpreter (``--base HEAD --head-python /tmp/t214/bin/python``: the
 same code under another torch; each side's torch version is printed and kept). The JSON of
-the comparison goes to
-``experiments/results/ab-<host>-<UTC time>.json`` (never overwritten) unless ``--no-json``.
+the comparison goes to ``experiments/results/ab-<host>-<UTC time>.json`` (never
+overwritten) unless ``--no-json``.
 """
 
 from __future__ import annotations
@@ -240,7 +240,6 @@ def main(argv=None) -> dict:
             metavar="NAME=VALUE",
             help=f"environment variable of the {side} side's children",
         )
-    for side in ("base", "head"):
         p.add_argument(
             f"--{side}-python",
             default=None,

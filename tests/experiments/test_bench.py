@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -297,7 +298,6 @@ def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
     """The A/B script times each side with recenv imported from that side's own tree (and
     its own interpreter) and removes its worktree afterwards."""
     import subprocess
-    import sys
 
     from experiments import ab_commits
 
@@ -358,8 +358,6 @@ def test_ab_children_get_their_sides_environment_and_recenv():
 
 def _marking_python(tmp_path):
     """A stand-in interpreter: this one, behind a script that leaves ``mark`` when run."""
-    import sys
-
     mark = tmp_path / "ran"
     shim = tmp_path / "python"
     shim.write_text(f'#!/bin/sh\ntouch "{mark}"\nexec "{sys.executable}" "$@"\n')
