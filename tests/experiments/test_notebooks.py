@@ -81,6 +81,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # The notebooks keep their runs in tempfile.mkdtemp() dirs (a reader may want them);
+    # under test they go in tmp_path, not the machine's /tmp.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     km = KernelManager(
         kernel_name="recenv-tests",
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),

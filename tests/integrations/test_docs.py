@@ -25,7 +25,8 @@ def test_every_integration_has_an_example():
 
 
 @pytest.mark.parametrize("name", sorted(NEEDS))
-def test_example_runs(name, one_thread):
+def test_example_runs(name, one_thread, tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # else SB3 leaves a dir in /tmp
     for module in NEEDS[name]:
         pytest.importorskip(module)
     exec(compile(snippets()[name], f"{DOC.name}:{name}", "exec"), {"__name__": "__main__"})

@@ -17,9 +17,11 @@ MARKET = "recenv/Market-v0"
 SMALL = {"num_items": 500, "horizon": 16}
 
 
-def test_ppo_trains_through_supersuit_and_reward_is_finite(one_thread):
+def test_ppo_trains_through_supersuit_and_reward_is_finite(one_thread, tmp_path, monkeypatch):
     from stable_baselines3 import PPO
 
+    # learn() at verbose=0 makes an empty log dir in /tmp unless SB3_LOGDIR names one.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
     venv = make_sb3_vec_env(MARKET, num_vec_envs=2, **SMALL)
     assert venv.num_envs == 4  # 2 copies x 2 agents, one shared policy
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=128, n_epochs=1, seed=0, verbose=0)
