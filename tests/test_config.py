@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
+import torch
 
 import recenv
 from recenv.core.config import MarketConfig
@@ -130,6 +132,41 @@ def test_face_and_registry_errors():
         env.reset(seed="7")
     with pytest.raises(ValueError, match="flatten_obs"):
         recenv.make(MARKET, flatten_obs="yes", num_items=500)
+
+
+def test_seed_out_of_int64_is_refused_and_changes_nothing():
+    """Market ``n`` is seeded ``seed + n`` in int64: a seed past that range is a ValueError
+    naming the range (it was an OverflowError from inside torch), at construction as at
+    reset, and a refused reset keeps the constructor's pending seed. The range's ends work,
+    and market ``n`` of the batch is still the one-market env seeded ``seed + n``."""
+    for bad in (2**63, -(2**63) - 1, 2**70):
+        with pytest.raises(ValueError, match=r"seed=.*out of range.*2\*\*63"):
+            recenv.make(MARKET, seed=bad, num_items=500)
+    with pytest.raises(ValueError, match=r"2\*\*63 - 4"):
+        recenv.make_vec(MARKET, num_envs=4, seed=2**63 - 3, num_items=500)
+    env = recenv.make_vec(MARKET, num_envs=2, seed=5, num_items=500)
+    with pytest.raises(ValueError, match="out of range"):
+        env.reset(seed=2**64)
+    fresh = recenv.make_vec(MARKET, num_envs=2, seed=5, num_items=500)
+    assert torch.equal(env.reset()["agent_0"]["user"], fresh.reset()["agent_0"]["user"])
+    top = 2**63 - 2
+    batch = recenv.make_vec(MARKET, num_envs=2, seed=top, num_items=500).reset()
+    for n, s in enumerate((top, top + 1)):
+        one, _ = recenv.make(MARKET, seed=s, num_items=500).reset()
+        np.testing.assert_array_equal(batch["agent_0"]["user"][n].numpy(), one["agent_0"]["user"])
+    recenv.make(MARKET, seed=-(2**63), num_items=500).reset()
+
+
+def test_unusable_device_is_a_value_error_naming_it():
+    """A device string torch does not know, or a CUDA device this torch or machine cannot
+    use, is refused at construction with the device named (not torch's AssertionError)."""
+    with pytest.raises(ValueError, match="device='gpu'"):
+        recenv.make_vec(MARKET, num_envs=2, device="gpu", num_items=500)
+    with pytest.raises(ValueError, match=r"device='cuda:99' cannot be used"):
+        recenv.make_vec(MARKET, num_envs=2, device="cuda:99", num_items=500)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda' cannot be used.*device='cpu'"):
+            recenv.make_vec(MARKET, num_envs=2, device="cuda", num_items=500)
 
 
 def test_registry_refuses_duplicate_and_malformed_ids():

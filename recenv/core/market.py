@@ -109,6 +109,39 @@ _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 Obs = dict[str, dict[str, torch.Tensor]]
 
 
+def _check_seed(seed, num_envs: int) -> None:
+    """Refuse a seed that is not an int (or None), or that puts market ``n``'s seed
+    ``seed + n`` outside int64 (the keys are derived from its 64 bits)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an int or None")
+    low, high = -(2**63), 2**63 - num_envs
+    if not low <= seed <= high:
+        raise ValueError(
+            f"seed={seed} out of range: with num_envs={num_envs} (market n seeded seed + n) "
+            f"a seed must lie in [-2**63, 2**63 - {num_envs}]"
+        )
+
+
+def _usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, or a ValueError naming it when this torch cannot use it
+    (a CUDA device on a CPU build or a machine without one, an index past the last GPU)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            where = f"{count} CUDA device(s) visible" if count else "CUDA is not available"
+            raise ValueError(
+                f"device={device!r} cannot be used: {where} (torch {torch.__version__}); "
+                "use device='cpu'"
+            )
+    return dev
+
+
 class BatchedMarket:
     """``num_envs`` markets of one :class:`MarketConfig` on one torch device.
 
@@ -160,9 +193,10 @@ class BatchedMarket:
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs={num_envs!r} must be a positive int")
+        _check_seed(seed, num_envs)
         self.config = cfg = config
         self.num_envs = N = num_envs
-        self.device = dev = torch.device(device)
+        self.device = dev = _usable_device(device)
         self._keep_heap()
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
@@ -424,6 +458,7 @@ class BatchedMarket:
         the first reset uses the constructor's seed (or a fresh one), later resets continue each
         market's random stream into its next episode."""
         N = self.num_envs
+        _check_seed(seed, N)  # before anything changes
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
@@ -432,8 +467,6 @@ class BatchedMarket:
             # env (pickled, deep-copied by vectorising wrappers) must not share one stream.
             seed = rng.fresh_seed()
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise ValueError(f"seed={seed!r} must be an int or None")
             seeds = int(seed) + torch.arange(N, device=self.device, dtype=torch.int64)
             self.key = rng.seed_to_key(seeds)
             self._seeded = True
