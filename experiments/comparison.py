@@ -63,6 +63,7 @@ def compare(
     """Run the comparison ``cfg`` in a new directory under ``cfg.run.root``."""
     for cell in cfg.cells()[:: cfg.seeds]:  # one per (env, agent): fail before any training
         validate_run(cell)
+        runner.check_lineup(cell)
     path = create_unique_dir(Path(cfg.run.root), f"{sanitize(cfg.name)}__{utc_stamp()}")
     head = {
         "config": cfg.to_dict(),

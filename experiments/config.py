@@ -47,6 +47,8 @@ from recenv.core.config import MarketConfig
 
 Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
+# Evaluation markets are seeded from seed + this, so they never share a seed with training.
+EVAL_SEED_OFFSET = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -115,6 +117,14 @@ class RunConfig:
         for name in ("eval_episodes", "checkpoint_every", "threads"):
             if getattr(self, name) < 0:
                 errors.append(f"{name}={getattr(self, name)} must be >= 0")
+        # Market n is seeded seed + n, evaluation market n seed + EVAL_SEED_OFFSET + n, in
+        # int64 (recenv's keys come from its 64 bits).
+        top = 2**63 - max(self.num_envs, 1) - (EVAL_SEED_OFFSET if self.eval_episodes else 0)
+        if not -(2**63) <= self.seed <= top:
+            errors.append(
+                f"seed={self.seed} must lie in [-2**63, {top}] (markets are seeded seed + n, "
+                f"evaluation markets seed + {EVAL_SEED_OFFSET:_} + n, in int64)"
+            )
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             errors.append(f"device={self.device!r} must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if errors:
@@ -179,6 +189,7 @@ class CompareConfig:
             raise ConfigError(f"seeds={self.seeds} and jobs={self.jobs} must be >= 1")
         if not self.envs or not self.agents:
             raise ConfigError("a comparison needs at least one env and one agent")
+        dataclasses.replace(self.run, seed=self.seed_list()[-1])  # its check of the last seed
         if len(set(self.agents)) != len(self.agents) or len(set(self.envs)) != len(self.envs):
             raise ConfigError(f"agents {self.agents} and envs {self.envs} must not repeat")
 
@@ -402,12 +413,15 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
             return int(f)
         raise ConfigError(f"{key}={text!r} is not an int (e.g. {key}=3 or {key}=20_000)")
     if hint is float:
-        if isinstance(text, (int, float)) and not isinstance(text, bool):
-            return float(text)
         try:
-            return float(str(text).strip())
+            if isinstance(text, bool):
+                raise ValueError
+            f = float(text) if isinstance(text, (int, float)) else float(str(text).strip())
         except ValueError:
             raise ConfigError(f"{key}={text!r} is not a float (e.g. {key}=3e-4)") from None
+        if math.isnan(f):  # inf may mean "no limit"; NaN means nothing
+            raise ConfigError(f"{key}={text!r} is NaN; give a number (e.g. {key}=3e-4)")
+        return f
     if hint is str:
         if not isinstance(text, str):
             raise ConfigError(f"{key}={text!r} is not a string")

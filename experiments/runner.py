@@ -56,7 +56,7 @@ import agents
 import recenv
 from agents.base import Agent, _to_cpu, _to_device, read_checkpoint  # one tensor mapper
 from experiments import snapshot
-from experiments.config import RunConfig, validate_run
+from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
 from experiments.report import to_csv
 from experiments.tb import RunLogger
 
@@ -67,7 +67,6 @@ CHECKPOINT_FORMAT = "recenv-run-checkpoint"
 CHECKPOINT_VERSION = 2
 # BatchedMarket attributes that are static (rebuilt from the config), never checkpointed.
 ENV_STATIC = ("config", "catalog", "population", "layout")
-EVAL_SEED_OFFSET = 1_000_000  # evaluation markets never share seeds with training markets
 OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
 
@@ -500,8 +499,14 @@ class Trainer:
     """One run: env, lineup, loop state, logger. Use :func:`train` / :func:`resume`."""
 
     def __init__(
-        self, cfg: RunConfig, run_dir: RunDir, quiet: bool | None = None, leave: bool = True
+        self,
+        cfg: RunConfig,
+        run_dir: RunDir | None,
+        quiet: bool | None = None,
+        leave: bool = True,
     ):
+        """``run_dir`` may be set after construction (``train`` builds the env and agents
+        before it creates the directory); it must be set before :meth:`run`."""
         self.cfg = cfg
         self.leave = leave  # keep the finished progress bar on screen
         self.dir = run_dir
@@ -713,11 +718,32 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
 # ----------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _refusal_as_config_error(cfg: RunConfig):
+    """A ``ValueError`` raised while building ``cfg``'s env or agents (a value their own
+    checks refuse) as the :class:`ConfigError` the command line reports without a trace."""
+    try:
+        yield
+    except ValueError as e:
+        raise ConfigError(f"{cfg.env} with {cfg.lineup}: {e}") from e
+
+
+def check_lineup(cfg: RunConfig) -> None:
+    """Build ``cfg``'s env and lineup once and drop them, so that what only the env or an
+    agent refuses fails before anything trains or is written (``compare`` checks each
+    (env, agent) cell with it before its first run)."""
+    with _refusal_as_config_error(cfg):
+        make_lineup(cfg, make_env(cfg))
+
+
 def train(cfg: RunConfig, *, quiet: bool | None = None, leave: bool = True) -> RunResult:
     """A new run of ``cfg`` in a new directory under ``cfg.root``."""
     validate_run(cfg)
-    rd = RunDir.create(cfg)
-    trainer = Trainer(cfg, rd, quiet, leave)
+    # The env and the agents first: a value only they refuse (agent.lr=-1, Adam's check)
+    # fails as a config error before a run directory exists, so it leaves nothing behind.
+    with _refusal_as_config_error(cfg):
+        trainer = Trainer(cfg, None, quiet, leave)
+    trainer.dir = rd = RunDir.create(cfg)
     rd.write_json("config.json", full_config(cfg, trainer.env, trainer.agent))
     if not trainer.quiet and leave:
         print(f"run: {rd.path}", file=sys.stderr)
@@ -823,9 +849,12 @@ def evaluate_checkpoint(
     if env_id is not None and env_id != cfg.env:
         cfg = RunConfig.from_dict({**cfg.to_dict(), "env": env_id})
     n = episodes if episodes is not None else max(cfg.eval_episodes, 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"episodes={episodes!r} must be an int >= 1")
     s = seed if seed is not None else cfg.seed + EVAL_SEED_OFFSET
     n_envs = min(cfg.num_envs, n)
-    env = make_env(cfg, num_envs=n_envs, seed=s)
+    with _refusal_as_config_error(cfg):  # e.g. a seed past int64
+        env = make_env(cfg, num_envs=n_envs, seed=s)
     agent = agents.load_agent(p, env)
     res = agents.evaluate(agent, env, episodes_per_env=-(-n // n_envs), seed=s)
     metrics = episode_point(res.episodes, list(env.agents), focal_agents(cfg, list(env.agents)))

@@ -120,6 +120,11 @@ def test_single_run_agent_overrides():
         ("num_envs", "0", ["num_envs=0 must be >= 1"]),
         ("device", "tpu", ["device='tpu'", "cpu", "cuda"]),
         ("seeds", "2", ["comparison keys", "seeds"]),  # not a run key
+        ("agent.lr", "nan", ["agent.lr='nan' is NaN"]),
+        ("env.temperature", "NaN", ["env.temperature='NaN' is NaN"]),
+        # Markets are seeded seed + n, evaluation markets seed + 1_000_000 + n, in int64.
+        ("seed", str(2**63), ["must lie in [-2**63,", "1_000_000"]),
+        ("seed", str(-(2**63) - 1), ["must lie in [-2**63,"]),
     ],
 )
 def test_bad_single_run_overrides_list_the_choices(key, value, expect):
@@ -138,6 +143,8 @@ def test_bad_single_run_overrides_list_the_choices(key, value, expect):
         ("jobs", "0", ["jobs=0 must be >= 1"]),
         ("agent.nonsense", "1", ["none of the agents", "iql:", "random: ['seed']"]),
         ("sedes", "3", ["unknown key 'sedes'", "seeds"]),
+        # The last seed's evaluation markets would pass int64 (smoke: 4 markets).
+        ("seed", str(2**63 - 4 - 1_000_000), ["must lie in [-2**63,"]),
     ],
 )
 def test_bad_comparison_overrides_list_the_choices(key, value, expect):
@@ -160,6 +167,23 @@ def test_cli_reports_config_errors(capsys):
     assert "--sed" in err and "--seed" in err and "valid options" in err
     assert cli.main(["train", "--seed", "x"]) == 2
     assert "is not an int" in capsys.readouterr().err
+
+
+def test_a_value_only_the_agent_refuses_is_a_config_error_that_writes_nothing(tmp_path, capsys):
+    """``agent.lr=-1`` passes the config's type checks; Adam refuses it when the agent is
+    built. ``train`` builds env and agents before it creates the run directory, and
+    ``compare`` builds each (env, agent) cell before its first run: a config error (exit 2,
+    no trace) and nothing written, not a traceback after other agents' runs trained."""
+    root = tmp_path / "runs"
+    common = ["--preset", "smoke", "--root", str(root), "--set", "agent.lr=-1"]
+    assert cli.main(["train", *common]) == 2
+    assert "with iql: Invalid learning rate: -1.0" in capsys.readouterr().err
+    assert cli.main(["compare", *common, "--agents", "random,iql"]) == 2
+    assert "with iql: Invalid learning rate" in capsys.readouterr().err
+    assert not root.exists() or not any(root.iterdir())
+    edge = 2**63 - 4 - 1_000_000  # the largest seed of smoke's 4 markets with evaluation
+    smoke = PRESETS["smoke"]
+    assert dataclasses.replace(smoke, run=dataclasses.replace(smoke.run, seed=edge - 1)).seeds == 2
 
 
 def test_parse_value_types():

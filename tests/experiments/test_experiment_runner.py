@@ -16,6 +16,7 @@ from experiment_helpers import TINY_ENV, TINY_IQL
 
 import agents
 from experiments import runner
+from experiments.config import ConfigError
 from experiments.runner import RunError
 
 
@@ -224,6 +225,11 @@ def test_evaluate_checkpoint(tiny, tmp_path):
         )
         agent.save(bare)
         runner.evaluate_checkpoint(bare, root=tmp_path / "evals")
+    # Refused before anything is written: no episodes, a seed past int64.
+    for bad in ({"episodes": 0}, {"episodes": -3}, {"seed": 2**70}):
+        with pytest.raises(ConfigError, match=r"episodes=|seed=.*out of range"):
+            runner.evaluate_checkpoint(d, root=tmp_path / "refused", **bad)
+    assert not (tmp_path / "refused").exists()
 
 
 def test_resume_from_the_agent_state_dict_alone_would_differ(tiny, monkeypatch):
