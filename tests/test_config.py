@@ -155,6 +155,14 @@ def test_seed_out_of_int64_is_refused_and_changes_nothing():
         one, _ = recenv.make(MARKET, seed=s, num_items=500).reset()
         np.testing.assert_array_equal(batch["agent_0"]["user"][n].numpy(), one["agent_0"]["user"])
     recenv.make(MARKET, seed=-(2**63), num_items=500).reset()
+    # numpy's integers are ints (operator.index), its bools are not.
+    np.testing.assert_array_equal(
+        recenv.make(MARKET, seed=np.int64(7), num_items=500).reset()[0]["agent_0"]["user"],
+        recenv.make(MARKET, seed=7, num_items=500).reset()[0]["agent_0"]["user"],
+    )
+    for bad in (np.bool_(True), np.float64(3.0), "7"):
+        with pytest.raises(ValueError, match="must be an int or None"):
+            recenv.make(MARKET, seed=bad, num_items=500)
 
 
 def test_unusable_device_is_a_value_error_naming_it():

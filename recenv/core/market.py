@@ -30,8 +30,10 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
+import numpy as np
 import torch
 
 from recenv.core import heap, hugepages, native, rng
@@ -109,19 +111,25 @@ _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 Obs = dict[str, dict[str, torch.Tensor]]
 
 
-def _check_seed(seed, num_envs: int) -> None:
-    """Refuse a seed that is not an int (or None), or that puts market ``n``'s seed
-    ``seed + n`` outside int64 (the keys are derived from its 64 bits)."""
+def _check_seed(seed, num_envs: int) -> int | None:
+    """``seed`` as a Python int (numpy's integers too), or ``None``. Refuses anything else,
+    and a seed that puts market ``n``'s seed ``seed + n`` outside int64 (the keys are
+    derived from its 64 bits)."""
     if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an int or None")
+        return None
+    try:
+        if isinstance(seed, (bool, np.bool_)):
+            raise TypeError
+        seed = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"seed={seed!r} must be an int or None") from None
     low, high = -(2**63), 2**63 - num_envs
     if not low <= seed <= high:
         raise ValueError(
             f"seed={seed} out of range: with num_envs={num_envs} (market n seeded seed + n) "
             f"a seed must lie in [-2**63, 2**63 - {num_envs}]"
         )
+    return seed
 
 
 def _usable_device(device: str | torch.device) -> torch.device:
@@ -193,7 +201,7 @@ class BatchedMarket:
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs={num_envs!r} must be a positive int")
-        _check_seed(seed, num_envs)
+        seed = _check_seed(seed, num_envs)
         self.config = cfg = config
         self.num_envs = N = num_envs
         self.device = dev = _usable_device(device)
@@ -458,7 +466,7 @@ class BatchedMarket:
         the first reset uses the constructor's seed (or a fresh one), later resets continue each
         market's random stream into its next episode."""
         N = self.num_envs
-        _check_seed(seed, N)  # before anything changes
+        seed = _check_seed(seed, N)  # before anything changes
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
