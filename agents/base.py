@@ -72,11 +72,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 FORMAT_VERSION = 1
@@ -87,11 +91,12 @@ Actions = dict[str, torch.Tensor]
 Metrics = dict[str, float]
 
 
-def option(default: Any, help: str) -> Any:
-    """A config field with a one-line ``help`` (it becomes ``--help`` text)."""
+def option(default: Any, help: str, within: tuple[float, float] | None = None) -> Any:
+    """A config field with a one-line ``help`` (it becomes ``--help`` text) and, for a
+    number, the closed interval ``within`` it must lie in (checked by the config)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) as a config default")
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help, "within": within})
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,42 @@ class AgentConfig:
     """Fields every agent has. Subclass it (frozen) and give each field an :func:`option`."""
 
     seed: int = option(0, "seed of the agent's own random generator (exploration, init)")
+
+    def __post_init__(self) -> None:
+        """Each field annotated with a plain type holds it: ``bool``; ``int`` (numpy's ints
+        become ints; not a bool); ``float`` (an int too; not a bool, not NaN); ``str``;
+        ``tuple``. A wrong value fails here naming the field, not deep inside an optimizer.
+        Fields of other types (and a plug-in's annotations that do not resolve) are the
+        agent's own to check, as are ranges."""
+        try:
+            hints = typing.get_type_hints(type(self))
+        except Exception:  # a plug-in's forward references, say
+            return
+        for f in dataclasses.fields(self):
+            want, v = hints.get(f.name), getattr(self, f.name)
+            if want is int and not isinstance(v, (bool, np.bool_)):
+                try:
+                    object.__setattr__(self, f.name, operator.index(v))
+                    continue
+                except TypeError:
+                    pass
+            ok = {
+                bool: isinstance(v, bool),
+                float: isinstance(v, numbers.Real)
+                and not isinstance(v, (bool, np.bool_))
+                and not math.isnan(v),
+                str: isinstance(v, str),
+                tuple: isinstance(v, tuple),
+            }.get(want, want is not int)
+            if not ok:
+                kind = {float: "a number (not NaN)", int: "an int"}.get(want, f"a {want.__name__}")
+                raise ValueError(f"{type(self).__name__}: {f.name}={v!r} must be {kind}")
+            within = f.metadata.get("within")
+            if within is not None and not within[0] <= getattr(self, f.name) <= within[1]:
+                raise ValueError(
+                    f"{type(self).__name__}: {f.name}={v!r} must lie in "
+                    f"[{within[0]}, {within[1]}] ({f.metadata['help']})"
+                )
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -142,7 +142,9 @@ class MyopicOracleAgent(ScoringAgent):
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EpsilonGreedyConfig(AgentConfig):
-    epsilon: float = option(0.1, "per-slot exploration probability while training")
+    epsilon: float = option(
+        0.1, "per-slot exploration probability while training", within=(0.0, 1.0)
+    )
     target: str = option("engagement", "payoff of a slot: 'click' (0/1) or 'engagement'")
     prior_count: float = option(
         1.0, "pseudo-impressions at the mean payoff of all items (shrinks rare items' means)"

@@ -28,7 +28,9 @@ class EnsembleConfig(AgentConfig):
     )
     weights: tuple = option((), "blend weight of each member (empty: equal weights)")
     normalize: str = option("zscore", "per-request score normalisation: zscore, rank or none")
-    epsilon: float = option(0.0, "per-slot exploration probability while training")
+    epsilon: float = option(
+        0.0, "per-slot exploration probability while training", within=(0.0, 1.0)
+    )
 
 
 def normalize_scores(scores: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:

@@ -39,7 +39,9 @@ class MatrixFactorizationConfig(AgentConfig):
     fold_in_reg: float = option(1.0, "λ: ridge of the user fold-in")
     confidence: float = option(4.0, "α: a click weighs 1 + α, a passed-over item 1")
     init_std: float = option(0.1, "standard deviation of the initial item factors")
-    epsilon: float = option(0.1, "per-slot exploration probability while training")
+    epsilon: float = option(
+        0.1, "per-slot exploration probability while training", within=(0.0, 1.0)
+    )
     user_scope: str = option(
         "episode", "'episode': a user vector per (market, user) and episode; 'population'"
     )

@@ -77,8 +77,8 @@ class QMIXConfig(AgentConfig):
     target_tau: float = option(0.01, "Polyak step of the target networks per update")
     max_grad_norm: float = option(10.0, "gradient-norm clip")
     # exploration
-    eps_start: float = option(1.0, "initial per-slot exploration probability")
-    eps_end: float = option(0.05, "final per-slot exploration probability")
+    eps_start: float = option(1.0, "initial per-slot exploration probability", within=(0.0, 1.0))
+    eps_end: float = option(0.05, "final per-slot exploration probability", within=(0.0, 1.0))
     eps_decay_steps: int = option(20_000, "env transitions of linear ε decay")
     # bookkeeping
     metrics_every: int = option(100, "return averaged metrics every this many updates")

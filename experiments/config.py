@@ -808,7 +808,10 @@ def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
     for f in dataclasses.fields(cls):
         t = hints[f.name]
         tname = getattr(t, "__name__", None) or str(t).replace("typing.", "")
-        rows.append((f.name, tname, f.default, f.metadata.get("help", "")))
+        help_ = f.metadata.get("help", "")
+        if f.metadata.get("within") is not None:  # agents' option(..., within=(lo, hi))
+            help_ += " [{}, {}]".format(*f.metadata["within"])
+        rows.append((f.name, tname, f.default, help_))
     return rows
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import agents
-from agents.base import AgentConfig, Transition, check_compatible, slate_from_scores
+from agents.base import AgentConfig, Transition, check_compatible, option, slate_from_scores
 
 
 def _valid(slate: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -68,6 +70,37 @@ def test_every_config_field_has_help():
         helps = cls.Config.help()
         assert helps and all(helps.values()), (name, helps)
         assert issubclass(cls.Config, AgentConfig)
+
+
+def test_config_values_are_checked_against_their_field_types_and_ranges(market):
+    """A config field annotated ``bool`` / ``int`` / ``float`` / ``str`` / ``tuple`` refuses
+    other values where the config is built, naming the config and field (``lr="x"`` was a
+    TypeError inside Adam's check); numpy's ints are ints; ``option(..., within=)`` bounds a
+    probability. A plug-in's field of another type is not checked."""
+    env = market()
+    for key, value, expect in [
+        ("lr", "x", r"IQLConfig: lr='x' must be a number \(not NaN\)"),
+        ("lr", math.nan, r"lr=nan must be a number"),
+        ("lr", True, r"lr=True must be a number"),
+        ("batch_size", 3.5, r"batch_size=3.5 must be an int"),
+        ("double_q", 1, r"double_q=1 must be a bool"),
+        ("bootstrap", 5, r"bootstrap=5 must be a str"),
+        ("eps_start", 1.5, r"eps_start=1.5 must lie in \[0.0, 1.0\] \(initial per-slot"),
+        ("eps_end", -0.1, r"eps_end=-0.1 must lie in \[0.0, 1.0\]"),
+    ]:
+        with pytest.raises(ValueError, match=expect):
+            agents.make_agent("iql", env, **{key: value})
+    for name in ("epsilon_greedy", "mf", "ensemble"):
+        with pytest.raises(ValueError, match="epsilon=2 must lie in"):
+            agents.make_agent(name, env, epsilon=2)
+    agent = agents.make_agent("iql", env, batch_size=np.int64(64), lr=1)
+    assert type(agent.config.batch_size) is int and agent.config.lr == 1
+
+    @dataclasses.dataclass(frozen=True)
+    class PluginConfig(AgentConfig):
+        limit: float | None = option(None, "a union: the plug-in's own to check")
+
+    assert PluginConfig(limit="off").limit == "off"
 
 
 def test_config_lists_become_tuples(market):
