@@ -47,12 +47,12 @@ import torch
 import agents
 import recenv
 from experiments import report
+from experiments.config import EVAL_SEED_OFFSET
 
 ENV = "recenv/Market-v0"
 MODES = ("cooperative", "competitive")
 LEARNERS = ("iql", "ippo", "mappo", "vdn", "qmix")
 BASELINES = ("random", "popularity", "linucb", "oracle")
-EVAL_SEED_OFFSET = 1_000_000
 
 # Columns of the comparison table: (row key, title, higher is better).
 TABLE_METRICS = (
