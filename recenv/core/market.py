@@ -111,7 +111,7 @@ _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 Obs = dict[str, dict[str, torch.Tensor]]
 
 
-def _check_seed(seed, num_envs: int) -> int | None:
+def check_seed(seed, num_envs: int) -> int | None:
     """``seed`` as a Python int (numpy's integers too), or ``None``. Refuses anything else,
     and a seed that puts market ``n``'s seed ``seed + n`` outside int64 (the keys are
     derived from its 64 bits)."""
@@ -201,7 +201,7 @@ class BatchedMarket:
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs={num_envs!r} must be a positive int")
-        seed = _check_seed(seed, num_envs)
+        seed = check_seed(seed, num_envs)
         self.config = cfg = config
         self.num_envs = N = num_envs
         self.device = dev = _usable_device(device)
@@ -466,7 +466,7 @@ class BatchedMarket:
         the first reset uses the constructor's seed (or a fresh one), later resets continue each
         market's random stream into its next episode."""
         N = self.num_envs
-        seed = _check_seed(seed, N)  # before anything changes
+        seed = check_seed(seed, N)  # before anything changes
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None

@@ -55,7 +55,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recenv.core.market import BatchedMarket
+from recenv.core.market import BatchedMarket, check_seed
 from recenv.spaces import SlateSpace, observation_space
 
 Policy = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -157,11 +157,14 @@ class SingleAgentVectorEnv(VectorEnv):
         """Reset every market. ``seed`` (an int) seeds market ``n`` with ``seed + n``."""
         if options:
             raise ValueError(f"options are not supported, got {options!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if isinstance(seed, (list, tuple, np.ndarray)):
             raise ValueError(
                 f"seed={seed!r}: give one int (market n is seeded seed + n) or None; "
                 "per-market seed lists are not supported"
             )
+        # Checked (type, int64 range) before the opponents are reseeded: a refused seed
+        # changes nothing.
+        seed = check_seed(seed, self.market.num_envs)
         if seed is not None:
             for i, policy in enumerate(self.opponents.values(), start=1):
                 if hasattr(policy, "seed"):

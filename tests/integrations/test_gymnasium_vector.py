@@ -149,6 +149,24 @@ def test_seeded_reset_reproduces_random_opponents():
     np.testing.assert_array_equal(c1, c2)
 
 
+def test_refused_seed_reseeds_nothing():
+    """A seed past int64 is refused, naming the range, before the opponents are reseeded
+    (it was torch's "Overflow when unpacking long long" from an opponent's generator): the
+    next unseeded reset continues the streams as if the refused call never happened."""
+
+    def opponent_draws(refuse: bool):
+        env = make_single_agent_vec(MARKET, num_envs=2, seed=9, opponents="random", **SMALL)
+        env.reset()
+        if refuse:
+            with pytest.raises(ValueError, match=r"out of range.*2\*\*63 - 2"):
+                env.reset(seed=2**70)
+        env.reset()
+        (policy,) = env.opponents.values()
+        return policy(env.market.observe()["agent_1"])
+
+    torch.testing.assert_close(opponent_draws(True), opponent_draws(False))
+
+
 def test_custom_opponents_and_clear_errors():
     market = recenv.make_vec(MARKET, num_envs=2, seed=0, num_agents=3, **SMALL)
     seen = []
