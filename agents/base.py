@@ -72,16 +72,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-import operator
 import os
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
+
+from recenv.core.config import field_type_errors
 
 FORMAT_VERSION = 1
 REWARD_MODES = ("competitive", "cooperative", "mixed")
@@ -106,36 +104,16 @@ class AgentConfig:
     seed: int = option(0, "seed of the agent's own random generator (exploration, init)")
 
     def __post_init__(self) -> None:
-        """Each field annotated with a plain type holds it: ``bool``; ``int`` (numpy's ints
-        become ints; not a bool); ``float`` (an int too; not a bool, not NaN); ``str``;
-        ``tuple``. A wrong value fails here naming the field, not deep inside an optimizer.
-        Fields of other types (and a plug-in's annotations that do not resolve) are the
-        agent's own to check, as are ranges."""
-        try:
-            hints = typing.get_type_hints(type(self))
-        except Exception:  # a plug-in's forward references, say
-            return
+        """Each field annotated with a plain type holds it (``field_type_errors``: numpy's
+        ints become ints, a float field takes an int but not NaN), and each ``option(...,
+        within=(lo, hi))`` lies in its interval: a wrong value fails here naming the field,
+        not deep inside an optimizer. Other fields and ranges are the agent's own to check."""
+        errors = field_type_errors(self, finite=False)
+        if errors:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
         for f in dataclasses.fields(self):
-            want, v = hints.get(f.name), getattr(self, f.name)
-            if want is int and not isinstance(v, (bool, np.bool_)):
-                try:
-                    object.__setattr__(self, f.name, operator.index(v))
-                    continue
-                except TypeError:
-                    pass
-            ok = {
-                bool: isinstance(v, bool),
-                float: isinstance(v, numbers.Real)
-                and not isinstance(v, (bool, np.bool_))
-                and not math.isnan(v),
-                str: isinstance(v, str),
-                tuple: isinstance(v, tuple),
-            }.get(want, want is not int)
-            if not ok:
-                kind = {float: "a number (not NaN)", int: "an int"}.get(want, f"a {want.__name__}")
-                raise ValueError(f"{type(self).__name__}: {f.name}={v!r} must be {kind}")
-            within = f.metadata.get("within")
-            if within is not None and not within[0] <= getattr(self, f.name) <= within[1]:
+            within, v = f.metadata.get("within"), getattr(self, f.name)
+            if within is not None and not within[0] <= v <= within[1]:
                 raise ValueError(
                     f"{type(self).__name__}: {f.name}={v!r} must lie in "
                     f"[{within[0]}, {within[1]}] ({f.metadata['help']})"

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
+import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 TOPOLOGIES = ("shared_page", "platform_choice")
 REWARD_MODES = ("competitive", "cooperative", "mixed")
@@ -166,20 +171,45 @@ class MarketConfig:
         return dataclasses.asdict(self)
 
 
+def as_int(value: Any) -> int:
+    """``value`` as a Python int: an int or one of numpy's integers. A bool (Python's or
+    numpy's) or anything else raises ``TypeError``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{value!r} is a bool")
+    return operator.index(value)
+
+
+def field_type_errors(config: Any, *, finite: bool) -> list[str]:
+    """Check each field of the (frozen) dataclass ``config`` annotated with a plain type,
+    storing numpy's integers as ints: ``bool``, ``int`` (not a bool), ``float`` (an int too;
+    not a bool, not NaN; not infinite if ``finite``), ``str``, ``tuple``. One message per
+    wrong field (``name=value must be ...``). Fields of other types, and a class whose
+    annotations do not resolve (a plug-in's forward reference), are left unchecked. Shared
+    by :class:`MarketConfig` and the agents' configs."""
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # unresolvable annotations: nothing to check against
+        return []
+    errors = []
+    for f in dataclasses.fields(config):
+        want, v = hints.get(f.name), getattr(config, f.name)
+        if want is int:
+            try:
+                object.__setattr__(config, f.name, as_int(v))
+            except TypeError:
+                errors.append(f"{f.name}={v!r} must be an int")
+        elif want is float:
+            number = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+            if not number or math.isnan(v) or (finite and math.isinf(v)):
+                rule = "not NaN, finite" if finite else "not NaN"
+                errors.append(f"{f.name}={v!r} must be a number ({rule}) of type float")
+        elif want in (bool, str, tuple) and not isinstance(v, want):
+            errors.append(f"{f.name}={v!r} must be a {want.__name__}")
+    return errors
+
+
 def _validate(c: MarketConfig) -> list[str]:
-    errs: list[str] = []
-    for f in dataclasses.fields(c):
-        v = getattr(c, f.name)
-        want = (
-            f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
-        )
-        ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            ok = True
-        if not ok:
-            errs.append(f"{f.name}={v!r} must be of type {want.__name__}")
-        elif want is float and not math.isfinite(v):
-            errs.append(f"{f.name}={v!r} must be finite")
+    errs = field_type_errors(c, finite=True)
     if errs:
         return errs
 

@@ -30,10 +30,8 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
-import numpy as np
 import torch
 
 from recenv.core import heap, hugepages, native, rng
@@ -45,7 +43,7 @@ from recenv.core.choice import (
     position_costs,
     sample_choice,
 )
-from recenv.core.config import MarketConfig
+from recenv.core.config import MarketConfig, as_int
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
     cell,
@@ -118,9 +116,7 @@ def check_seed(seed, num_envs: int) -> int | None:
     if seed is None:
         return None
     try:
-        if isinstance(seed, (bool, np.bool_)):
-            raise TypeError
-        seed = operator.index(seed)
+        seed = as_int(seed)
     except TypeError:
         raise ValueError(f"seed={seed!r} must be an int or None") from None
     low, high = -(2**63), 2**63 - num_envs
