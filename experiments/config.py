@@ -416,7 +416,7 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
         try:
             if isinstance(text, bool):
                 raise ValueError
-            f = float(text) if isinstance(text, (int, float)) else float(str(text).strip())
+            f = float(str(text).strip())  # str() round-trips a Python float exactly
         except ValueError:
             raise ConfigError(f"{key}={text!r} is not a float (e.g. {key}=3e-4)") from None
         if math.isnan(f):  # inf may mean "no limit"; NaN means nothing
