@@ -5,13 +5,15 @@ implementation: ``make(id, seed=s)`` equals market 0 of ``make_vec(id, num_envs=
 step for step (tests prove it). Spaces are created once and reused. Agents leave ``agents`` the
 step their episode ends; ``reset()`` brings them back.
 
-Observations are a ``Dict`` by default. ``flatten_obs=True`` gives a flat ``Box`` for trainers
+Observations are a ``Dict`` by default, of read-only numpy views of the core's tensors (no copy
+per step; copy an array to modify it). ``flatten_obs=True`` gives a flat ``Box`` for trainers
 that need one (layout: user, history, candidates row by row, action mask; ids are left out), and
 moves ``action_mask`` to ``infos[agent]["action_mask"]``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -155,6 +157,11 @@ class MarketParallelEnv(ParallelEnv):
 
     def _batched(self, actions: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Each agent's action as a ``[1, K]`` tensor for the core's check."""
+        if not isinstance(actions, Mapping):
+            raise ValueError(
+                f"actions must be a dict keyed by agent {self.possible_agents}, "
+                f"got {type(actions).__name__}"
+            )
         batched = {}
         for agent, action in actions.items():
             if agent not in self.possible_agents:
@@ -168,7 +175,7 @@ class MarketParallelEnv(ParallelEnv):
         """Fast path for the common case, in numpy: when every agent's action is a valid slate
         (K distinct integer indices of unmasked candidates), the core's ``_step_checked``
         arguments; otherwise ``None`` and the core checks (and raises or repairs)."""
-        if len(actions) != len(self.possible_agents):
+        if type(actions) is not dict or len(actions) != len(self.possible_agents):
             return None
         K, C = self.config.slate_size, self.config.num_candidates
         mask = self._mask_list
@@ -205,8 +212,13 @@ class MarketParallelEnv(ParallelEnv):
             for i, agent in enumerate(self.possible_agents):
                 out[agent] = np.concatenate([user, history[i], cands[i].reshape(-1), flat_mask[i]])
             return out
-        user_id = _host(core.user)
-        cand_ids = _host(core.cand)[0]
+        # Read-only: these arrays are views of the core's tensors (no copy per step), and
+        # user_id / candidate_ids are the state the next step reads (the served user, the
+        # items a slate's indices name); one user array is every agent's. An in-place edit
+        # would change the market, so it raises instead (copy to modify). The mask is a copy.
+        user, history, cands = _read_only(user), _read_only(history), _read_only(cands)
+        user_id = _read_only(_host(core.user))
+        cand_ids = _read_only(_host(core.cand)[0])
         for i, agent in enumerate(self.possible_agents):
             out[agent] = {
                 "user": user,
@@ -257,6 +269,12 @@ def _host(x: torch.Tensor) -> np.ndarray:
     """``x`` as a numpy array (a view on the CPU, a copy from an accelerator)."""
     # (x.cpu() of a CPU tensor returns x, but through the dispatcher: ~0.7 us, six per step.)
     return x.numpy() if x.is_cpu else x.cpu().numpy()
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` with its ``writeable`` flag cleared (views taken from it are read-only too)."""
+    a.flags.writeable = False
+    return a
 
 
 def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:

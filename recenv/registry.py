@@ -69,14 +69,27 @@ def make_vec(
     the step as one ``torch.compile`` graph (2-5x faster; the first steps compile, tens of
     seconds; see :meth:`BatchedMarket.compile`).
     """
+    _check_compile(compile)
     env = spec(env_id).builder()(num_envs=num_envs, device=device, seed=seed, **config)
     return env.compile() if compile else env
+
+
+def _check_compile(compile: Any) -> None:
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile={compile!r} must be a bool")
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:
     """A PettingZoo ``ParallelEnv`` of one market (numpy out). Besides the scenario's config
     keys it takes the face options ``render_mode``, ``flatten_obs``, ``max_cycles`` (an alias
     of ``horizon``, the PettingZoo name) and ``compile`` (``torch.compile`` the core's step)."""
+    for key in ("num_envs", "device"):
+        if key in kwargs:
+            raise ValueError(
+                f"make() builds one market on the CPU (the PettingZoo face), so it takes no "
+                f"{key}={kwargs[key]!r}; use recenv.make_vec(env_id, num_envs=..., "
+                f"device=...) for the batched face"
+            )
     face = {k: kwargs.pop(k) for k in list(kwargs) if k in FACE_OPTIONS}
     if "max_cycles" in face:
         if "horizon" in kwargs:
@@ -84,6 +97,7 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
         kwargs["horizon"] = face.pop("max_cycles")
     s = spec(env_id)
     compile = face.pop("compile", False)
+    _check_compile(compile)
     core = s.builder()(num_envs=1, device="cpu", seed=seed, **kwargs)
     if compile:
         core.compile()

@@ -132,6 +132,30 @@ def test_face_and_registry_errors():
         env.reset(seed="7")
     with pytest.raises(ValueError, match="flatten_obs"):
         recenv.make(MARKET, flatten_obs="yes", num_items=500)
+    for make in (recenv.make, lambda *a, **k: recenv.make_vec(*a, num_envs=1, **k)):
+        with pytest.raises(ValueError, match="compile='no'"):
+            make(MARKET, compile="no", num_items=500)
+
+
+def test_reading_the_market_before_reset_says_reset_first():
+    """``state()`` and the oracle before the first ``reset()`` raise the RuntimeError that
+    ``step`` and ``observe`` raise (were AttributeErrors on an empty user table)."""
+    env = recenv.make_vec(MARKET, num_envs=2, num_items=500)
+    for read in (env.state, env.oracle_scores, env.oracle_slates, env.observe):
+        with pytest.raises(RuntimeError, match=r"call reset\(\) before"):
+            read()
+    face = recenv.make(MARKET, num_items=500)
+    for read in (face.state, lambda: face.oracle_slate("agent_0")):
+        with pytest.raises(RuntimeError, match=r"call reset\(\) before"):
+            read()
+
+
+@pytest.mark.parametrize("key,value", [("num_envs", 2), ("device", "cpu")])
+def test_pettingzoo_face_refuses_batched_options_and_names_make_vec(key, value):
+    """``make`` builds one CPU market: ``num_envs`` or ``device`` is a ValueError that points
+    to ``make_vec`` (was a TypeError about a repeated keyword)."""
+    with pytest.raises(ValueError, match=rf"{key}=.*make_vec"):
+        recenv.make(MARKET, num_items=500, **{key: value})
 
 
 def test_seed_out_of_int64_is_refused_and_changes_nothing():

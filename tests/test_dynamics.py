@@ -282,6 +282,30 @@ def test_all_users_churn_without_return_terminates():
     assert ended.all()
 
 
+def test_last_churn_on_the_horizon_step_terminates():
+    """A market whose last user churns on the horizon's last step is terminated, not
+    truncated (a learner must not bootstrap a terminal state); the others truncate there.
+
+    Regression test: ``terminated`` was masked by ``~truncated``, so that step read as a
+    time-limit truncation."""
+    env = recenv.make_vec(MARKET, num_envs=16, seed=2, **_NO_RETURN)
+    env.reset()
+    length = torch.full((16,), -1)
+    for step in range(1, 101):
+        _, _, te, _, _ = _act(env, _worst_slates(env))
+        length = torch.where(te & (length < 0), step, length)
+        if bool((length >= 0).all()):
+            break
+    horizon = int(length.min())  # the churn does not depend on the horizon: same steps
+    env = recenv.make_vec(MARKET, num_envs=16, seed=2, **{**_NO_RETURN, "horizon": horizon})
+    env.reset()
+    for _ in range(horizon):
+        _, _, te, tr, _ = _act(env, _worst_slates(env))
+    last = length == horizon
+    assert last.any() and not last.all()
+    assert torch.equal(te, last) and torch.equal(tr, ~last)
+
+
 def test_terminal_state_shows_every_user_churned():
     """When a market terminates because every user churned, its user table at that step still
     says so: every user is marked churned (the final observation must not revive one).

@@ -283,6 +283,35 @@ def test_repair_shape_errors_still_raise(small):
         env.step({**good, "agent_0": good["agent_0"].astype(np.float32)})
 
 
+def test_pettingzoo_refuses_actions_that_are_not_a_dict(small, snapshot, assert_same):
+    """Actions that are not a mapping (a list of slates, None) raise ValueError naming the
+    agents; the market is untouched (was an AttributeError or TypeError from inside)."""
+    env = recenv.make(MARKET, seed=0, **small(MARKET))
+    obs, _ = env.reset()
+    good = _valid(env, obs)
+    before = snapshot(env.core)
+    for bad in (list(good.values()), None, tuple(good.items())):
+        with pytest.raises(ValueError, match=r"dict keyed by agent.*agent_0"):
+            env.step(bad)
+    assert_same(before, snapshot(env.core))
+
+
+def test_unsigned_index_past_int64_is_named_as_given(small, snapshot, assert_same):
+    """A uint64 index at or past 2**63 is refused with its own value (the cast to int64 made
+    it negative in the message), on both faces, and nothing changes."""
+    big = 2**63 + 5
+    env = recenv.make(MARKET, seed=0, **small(MARKET))
+    obs, _ = env.reset()
+    good = _valid(env, obs)
+    slate = good["agent_1"].astype(np.uint64)
+    slate[-1] = big
+    before = snapshot(env.core)
+    pattern = rf"agent_1.*{big}.*{_range_pattern(env.config.num_candidates)}"
+    with pytest.raises(ValueError, match=pattern):
+        env.step({**good, "agent_1": slate})
+    assert_same(before, snapshot(env.core))
+
+
 @pytest.mark.parametrize("bad,edge", [("C+3", "C-1"), ("-1", "0")])
 def test_repair_keeps_valid_slot_after_out_of_range_index(small, bad, edge):
     """An out-of-range index is one invalid slot: a later valid slot that holds the index the

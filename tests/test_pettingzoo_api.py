@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import data_equivalence
 from pettingzoo.test import (
     api_test,
     max_cycles_test,
@@ -217,3 +218,27 @@ def test_env_docstring_is_the_scenario_page(env_id, small):
     name = env_id.split("/")[-1]
     assert env.__doc__ and name in env.__doc__
     assert env.metadata["name"] == name
+
+
+def test_observations_are_read_only_and_edits_cannot_change_the_market(env_id, small):
+    """The Dict observation's arrays are views of the core's tensors (no copy per step);
+    they are read-only, so an in-place edit raises instead of changing the market (the ids
+    are what the next step reads) or another agent's shared ``user`` array. A copy can be
+    edited, and the next step equals a twin's that never saw the edit.
+
+    Regression test: ``obs[a]["candidate_ids"][:] = 0`` changed the items the next slate
+    named, and scaling ``obs[a]["user"]`` per agent scaled the one shared array twice."""
+    env = recenv.make(env_id, seed=0, **small(env_id))
+    twin = recenv.make(env_id, seed=0, **small(env_id))
+    obs, _ = env.reset()
+    twin.reset()
+    for a in env.agents:
+        for key, x in obs[a].items():
+            if key != "action_mask":
+                with pytest.raises(ValueError, match="read-only"):
+                    x[...] = 0
+        mine = obs[a]["candidate_ids"].copy()
+        mine[:] = 0
+    K = env.config.slate_size
+    step = {a: np.flatnonzero(obs[a]["action_mask"])[:K] for a in env.agents}
+    assert data_equivalence(env.step(step), twin.step(step))

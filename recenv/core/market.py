@@ -638,6 +638,8 @@ class BatchedMarket:
         budget, t / H, loyalty (A); each agent's candidates' true utility (A*C, 0 where masked)
         and mask (A*C); market aggregates: churned share, mean satisfaction, share of users
         seen this episode; market share of choices so far (A)."""
+        if self._obs_parts is None:
+            raise RuntimeError("call reset() before state()")
         cfg, L = self.config, self.layout
         row = cell(self.users, self._arange, self.user)
         mask = self.cand_mask
@@ -717,6 +719,8 @@ class BatchedMarket:
         Privileged (reads latent state). Position bias is left out: it does not depend on the
         item. Masked candidates score ``-inf``.
         """
+        if self._obs_parts is None:
+            raise RuntimeError("call reset() before oracle_scores()")
         cfg, L, it = self.config, self.layout, self._item
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         row = cell(self.users, self._arange, self.user)
@@ -778,7 +782,15 @@ class BatchedMarket:
                     f"action of {a}: shape {tuple(x.shape)}, expected (num_envs={N}, "
                     f"slate_size={K}) candidate indices in [0, {C - 1}]"
                 )
-            stacked.append(x.to(torch.int64))
+            x64 = x.to(torch.int64)
+            if x.dtype == torch.uint64 and bool((x64 < 0).any()):
+                # Past int64 the cast wraps negative: name the value as given.
+                big = int(x64[x64 < 0][0]) + 2**64
+                raise ValueError(
+                    f"action of {a}: index {big} out of range; expected candidate indices "
+                    f"in [0, {C - 1}]"
+                )
+            stacked.append(x64)
         if self._native_kernels:
             # One pass per market instead of ~25 small ops (recenv::check_slates, equal to
             # _validity bit for bit): ~0.6 ms of a 4,096-market step was this check.
@@ -1350,8 +1362,10 @@ class BatchedMarket:
             * live[:, None]
         )
         t = self.t + live
-        truncated = live & (t >= cfg.horizon)
-        terminated = live & self._churned((u, new_row), t).all(dim=1) & ~truncated
+        # Every user churned is a terminal state even on the horizon's last step: terminated
+        # wins there (a learner must not bootstrap it), and the two flags stay exclusive.
+        terminated = live & self._churned((u, new_row), t).all(dim=1)
+        truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
             "new_row": new_row,

@@ -51,6 +51,8 @@ class WithoutIds(BaseParallelWrapper):
                 raise TypeError(f"WithoutIds needs Dict observations, got {space}")
             kept = {k: v for k, v in space.spaces.items() if k not in ID_KEYS}
             self._spaces[agent] = spaces.Dict(kept)
+        # The attribute too (else forwarded to the wrapped env's, which keeps the ids).
+        self.observation_spaces = dict(self._spaces)
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self._spaces[agent]

@@ -111,3 +111,16 @@ def test_env_creator_gives_an_rllib_multi_agent_env(obs):
         assert all(math.isfinite(r) for r in rew.values())
     assert trunc["__all__"] and not term["__all__"]
     assert all("repaired_slots" in infos[a] for a in env.possible_agents)
+
+
+def test_without_ids_spaces_attribute_matches_its_observations():
+    """``WithoutIds.observation_spaces`` (the attribute, not only the method) describes the
+    stripped observation. Regression test: it was forwarded to the wrapped env's spaces,
+    which keep the ids, so ``observation_spaces[a].contains(obs[a])`` was False."""
+    from recenv.integrations.rllib import make_pettingzoo_env
+
+    env = make_pettingzoo_env({"obs": "dict", "horizon": 4, "num_items": 500})
+    obs, _ = env.reset(seed=0)
+    for a in env.possible_agents:
+        assert env.observation_spaces[a] is env.observation_space(a)
+        assert env.observation_spaces[a].contains(obs[a])
