@@ -71,17 +71,34 @@ in one market, combine them with :class:`Team`, which is itself an :class:`Agent
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import numbers
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from recenv.core.config import field_type_errors
+from recenv.core.config import as_int, field_type_errors
 
-FORMAT_VERSION = 1
+# 2: the header's "env" holds every size that sets a network's input width (ENV_SHAPES), and
+# the state the generator's device type. Version 1 checkpoints stay readable: their env is
+# compared on the sizes they recorded, the rest is checked by the state's own shapes.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
+# What a checkpoint's header["env"] records and Agent.bind compares: the env's agents and
+# sizes, and the widths they set (observations; the global state, which the MAPPO critic
+# and the QMIX mixer read, also depends on embed_dim). An env config without one of them
+# (a plug-in's) records None.
+ENV_SHAPES = (
+    "num_agents", "num_candidates", "slate_size", "num_topics", "num_items", "num_users",
+    "embed_dim", "state_dim", "user_dim", "history_dim", "candidate_dim",
+)  # fmt: skip
+_ENV_SHAPES_V1 = ENV_SHAPES[:6]  # what format_version 1 headers recorded
 REWARD_MODES = ("competitive", "cooperative", "mixed")
 
 Obs = dict[str, dict[str, torch.Tensor]]
@@ -89,35 +106,79 @@ Actions = dict[str, torch.Tensor]
 Metrics = dict[str, float]
 
 
-def option(default: Any, help: str, within: tuple[float, float] | None = None) -> Any:
+def option(
+    default: Any,
+    help: str,
+    within: tuple[float, float] | None = None,
+    *,
+    open_ends: tuple[bool, bool] = (False, False),
+    each: type | None = None,
+) -> Any:
     """A config field with a one-line ``help`` (it becomes ``--help`` text) and, for a
-    number, the closed interval ``within`` it must lie in (checked by the config)."""
+    number, the interval ``within=(lo, hi)`` it must lie in (checked by the config): closed
+    unless ``open_ends`` excludes an end, e.g. ``within=(0.0, math.inf), open_ends=(True,
+    True)`` for a positive, finite learning rate. ``each=int`` (or ``float``) makes the field
+    a tuple of such numbers, each of them in ``within`` (hidden layer sizes)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) as a config default")
-    return field(default=default, metadata={"help": help, "within": within})
+    if each not in (None, int, float):
+        raise TypeError(f"each={each!r} must be int, float or None")
+    interval = None
+    if within is not None:
+        lo, hi = within
+        interval = f"{'(' if open_ends[0] else '['}{lo}, {hi}{')' if open_ends[1] else ']'}"
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "within": within,
+            "open_ends": tuple(open_ends),
+            "each": each,
+            "interval": interval,  # the allowed values as the error message writes them
+        },
+    )
+
+
+# The seed range of torch's generators that is also numpy's and the markets' (int64).
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     """Fields every agent has. Subclass it (frozen) and give each field an :func:`option`."""
 
-    seed: int = option(0, "seed of the agent's own random generator (exploration, init)")
+    seed: int = option(
+        0, "seed of the agent's own random generator (exploration, init)", within=SEED_RANGE
+    )
 
     def __post_init__(self) -> None:
         """Each field annotated with a plain type holds it (``field_type_errors``: numpy's
         ints become ints, a float field takes an int but not NaN), and each ``option(...,
-        within=(lo, hi))`` lies in its interval: a wrong value fails here naming the field,
-        not deep inside an optimizer. Other fields and ranges are the agent's own to check."""
+        within=(lo, hi))`` lies in its interval (each element, for ``each=``): a wrong value
+        fails here naming the field and the allowed values, not deep inside an optimizer.
+        Other fields and ranges are the agent's own to check."""
         errors = field_type_errors(self, finite=False)
         if errors:
             raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
         for f in dataclasses.fields(self):
-            within, v = f.metadata.get("within"), getattr(self, f.name)
-            if within is not None and not within[0] <= v <= within[1]:
-                raise ValueError(
-                    f"{type(self).__name__}: {f.name}={v!r} must lie in "
-                    f"[{within[0]}, {within[1]}] ({f.metadata['help']})"
-                )
+            meta, v = f.metadata, getattr(self, f.name)
+            within, each = meta.get("within"), meta.get("each")
+            if each is not None:
+                items = _elements(v, each)
+                if items is None or (
+                    within is not None
+                    and not all(_inside(x, within, meta["open_ends"]) for x in items)
+                ):
+                    allowed = f"{each.__name__}s" + (
+                        f" in {meta['interval']}" if within is not None else ""
+                    )
+                    errors.append(f"{f.name}={v!r} must be a tuple of {allowed} ({meta['help']})")
+                else:
+                    object.__setattr__(self, f.name, items)  # numpy's ints become ints
+            elif within is not None and not _inside(v, within, meta.get("open_ends")):
+                errors.append(f"{f.name}={v!r} must lie in {meta['interval']} ({meta['help']})")
+        if errors:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -141,6 +202,33 @@ class AgentConfig:
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _inside(v: Any, within: tuple[float, float], open_ends: tuple[bool, bool] | None) -> bool:
+    lo, hi = within
+    low_open, high_open = open_ends or (False, False)
+    return (lo < v if low_open else lo <= v) and (v < hi if high_open else v <= hi)
+
+
+def _elements(v: Any, each: type) -> tuple | None:
+    """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool;
+    ``float``: any real number but bool and NaN), or ``None`` when one is not."""
+    if not isinstance(v, tuple):
+        return None
+    out = []
+    for x in v:
+        if each is int:
+            try:
+                out.append(as_int(x))
+            except TypeError:
+                return None
+        elif isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+            if math.isnan(x):
+                return None
+            out.append(x)
+        else:
+            return None
+    return tuple(out)
 
 
 def _freeze(v: Any) -> Any:
@@ -401,13 +489,13 @@ class Agent:
         :func:`agents.train` and :func:`agents.evaluate` call it."""
         core = batched_core(env)
         check_compatible(self, env)
-        if list(core.agents) != self.env_agents or any(
-            getattr(core.config, k) != getattr(self.env_config, k)
-            for k in ("num_candidates", "slate_size", "num_topics", "num_items", "num_users")
-        ):
+        mine, theirs = env_shapes(self.env_config), env_shapes(core.config)
+        differ = [k for k in ENV_SHAPES if mine[k] != theirs[k]]
+        if list(core.agents) != self.env_agents or differ:
             raise ValueError(
-                f"agent {self.name!r} was built for agents {self.env_agents} and shapes "
-                f"{self.header()['env']}; this env differs"
+                f"agent {self.name!r} was built for agents {self.env_agents} and an env with "
+                f"{_fields(mine, differ)}; this env has agents {list(core.agents)} and "
+                f"{_fields(theirs, differ)}"
             )
         if self.needs_privileged or self.needs_state:
             self._core = core
@@ -426,14 +514,18 @@ class Agent:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        return {
+            "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,  # its state's format
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
+        restore_generator(self.generator, state["generator"], state.get("generator_device"))
 
     # Checkpoints ----------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
-        """What a checkpoint must match: the agent, its config, and the env shapes."""
+        """What a checkpoint must match: the agent, its config, and the env shapes
+        (:data:`ENV_SHAPES`)."""
         e = self.env_config
         return {
             "agent": self.name,
@@ -441,14 +533,7 @@ class Agent:
             "format_version": FORMAT_VERSION,
             "agent_ids": list(self.agent_ids),
             "config": _plain(self.config.to_dict()),
-            "env": {
-                "num_agents": e.num_agents,
-                "num_candidates": e.num_candidates,
-                "slate_size": e.slate_size,
-                "num_topics": e.num_topics,
-                "num_items": e.num_items,
-                "num_users": e.num_users,
-            },
+            "env": env_shapes(e),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -457,7 +542,11 @@ class Agent:
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore from :meth:`save`'s file. A foreign, mismatched or corrupt checkpoint raises
-        ``ValueError`` saying what was expected."""
+        ``ValueError`` saying what was expected, and leaves the agent as it was: a state that
+        fails to apply part-way is rolled back to a copy of :meth:`state_dict` taken before
+        (generator included). What ``load_state_dict`` clears whether or not it succeeds (a
+        partial rollout, n-step accumulators: per-episode data, not checkpointed) stays
+        cleared."""
         payload = read_checkpoint(path)
         head = payload["header"]
         if head.get("agent") != self.name:
@@ -466,12 +555,20 @@ class Agent:
                 f"a checkpoint of agent {self.name!r}"
             )
         mine = self.header()
-        for key in ("agent_ids", "env"):
-            if head.get(key) != mine[key]:
-                raise ValueError(
-                    f"checkpoint {os.fspath(path)!r} was written for {key}={head.get(key)}; "
-                    f"this {self.name!r} agent has {key}={mine[key]}"
-                )
+        if head.get("agent_ids") != mine["agent_ids"]:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} was written for "
+                f"agent_ids={head.get('agent_ids')}; this {self.name!r} agent has "
+                f"agent_ids={mine['agent_ids']}"
+            )
+        theirs = head.get("env") if isinstance(head.get("env"), dict) else {}
+        differ = _env_differences(theirs, mine["env"], head.get("format_version"))
+        if differ:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} was written for an env with "
+                f"{_fields(theirs, differ)}; this {self.name!r} agent's env has "
+                f"{_fields(mine['env'], differ)} (env={mine['env']})"
+            )
         if head.get("config") != mine["config"]:
             diff = {
                 k: (head["config"].get(k), v)
@@ -483,13 +580,83 @@ class Agent:
                 f"this agent)): {diff}; build the agent with the checkpoint's config, or use "
                 "agents.load_agent(path, env)"
             )
+        # On the CPU, so a large device state (a saved replay buffer) is not held twice there.
+        backup = _map_tensors(self.state_dict(), lambda t: t.detach().to("cpu", copy=True))
         try:
             self.load_state_dict(_to_device(payload["state"], self.device))
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        except Exception as e:
+            self.load_state_dict(_to_device(backup, self.device))
+            if not isinstance(e, (KeyError, RuntimeError, TypeError, ValueError)):
+                raise
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
-                f"not fit this agent: {e}"
+                f"not fit this agent (left unchanged): {e}"
             ) from None
+
+
+def env_shapes(config: Any) -> dict[str, Any]:
+    """``{size: value}`` of :data:`ENV_SHAPES` for an env config (``None`` where it has none)."""
+    return {k: getattr(config, k, None) for k in ENV_SHAPES}
+
+
+def _env_differences(saved: Mapping[str, Any], mine: Mapping[str, Any], version: Any) -> list:
+    """The sizes in which a checkpoint's header ``env`` differs from this agent's, among those
+    its ``format_version`` recorded."""
+    keys = _ENV_SHAPES_V1 if version == 1 else ENV_SHAPES
+    return [k for k in keys if saved.get(k) != mine.get(k)]
+
+
+def _headers_differ(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
+    """Whether a (team member's) checkpoint header describes another agent, config or env
+    than ``mine``, reading the env as its own ``format_version`` recorded it."""
+    skip = ("env", "format_version", "members")
+    if {k: v for k, v in saved.items() if k not in skip} != {
+        k: v for k, v in mine.items() if k not in skip
+    }:
+        return True
+    env = saved.get("env") if isinstance(saved.get("env"), dict) else {}
+    if _env_differences(env, mine["env"], saved.get("format_version")):
+        return True
+    theirs, ours = saved.get("members", []), mine.get("members", [])
+    return len(theirs) != len(ours) or any(
+        _headers_differ(t, o) for t, o in zip(theirs, ours, strict=False)
+    )
+
+
+def _fields(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={values.get(k)}" for k in keys)
+
+
+def restore_generator(
+    generator: torch.Generator, saved: torch.Tensor, device_type: str | None = None
+) -> None:
+    """Set ``generator`` to ``saved``, a ``get_state()`` of a generator on ``device_type``
+    (``None``: not recorded, as in format-1 checkpoints; judged by the state's size).
+
+    A state cannot move between device types (a CPU generator's is mt19937's 5056 bytes, a
+    CUDA one's Philox seed and offset, 16): from another device type, ``generator`` is
+    reseeded instead, with a seed derived from the saved bytes — the same checkpoint always
+    gives the same stream, so training stays reproducible, though not the stream the saved
+    run would have drawn — and a warning says so."""
+    saved = saved.detach().cpu()
+    mine = generator.device.type
+    if device_type is None:
+        fits = saved.numel() == generator.get_state().numel()
+    else:
+        fits = device_type == mine
+    if fits:
+        generator.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.contiguous().numpy().tobytes()).digest()
+    seed = int.from_bytes(digest[:8], "little")
+    generator.manual_seed(seed)
+    warnings.warn(
+        f"the checkpoint's random generator state is from a {device_type or 'different'} "
+        f"generator ({saved.numel()} bytes) and cannot be set on this agent's {mine} "
+        f"generator: it is reseeded with {seed} (derived from the saved state), so the "
+        "random stream differs from the saved run's but is the same on every load",
+        stacklevel=2,
+    )
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -512,10 +679,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "({'agent': name, 'format_version': …}) and 'state', as written by Agent.save()"
         )
     version = head.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{where!r} has checkpoint format_version={version!r}; this version of agents "
-            f"reads format_version={FORMAT_VERSION}"
+            f"reads format_version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))} "
+            f"(writes {FORMAT_VERSION})"
         )
     return payload
 
@@ -664,7 +832,9 @@ class Team(Agent):
         if head.get("agent") == "team":
             theirs = head.get("members", [])
             mine = [m.header() for m in self.members]
-            if theirs != mine:
+            if len(theirs) != len(mine) or any(
+                _headers_differ(t, m) for t, m in zip(theirs, mine, strict=False)
+            ):
                 names = [(h.get("agent"), h.get("agent_ids")) for h in theirs]
                 raise ValueError(
                     f"checkpoint {os.fspath(path)!r} holds a team of {names} (agent, agent_ids) "

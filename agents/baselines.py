@@ -11,6 +11,7 @@ the ensemble in :mod:`agents.ensemble`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -147,7 +148,10 @@ class EpsilonGreedyConfig(AgentConfig):
     )
     target: str = option("engagement", "payoff of a slot: 'click' (0/1) or 'engagement'")
     prior_count: float = option(
-        1.0, "pseudo-impressions at the mean payoff of all items (shrinks rare items' means)"
+        1.0,
+        "pseudo-impressions at the mean payoff of all items (shrinks rare items' means)",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
     )
 
 

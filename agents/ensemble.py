@@ -9,13 +9,14 @@ so learning members keep learning inside the ensemble.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.base import SEED_RANGE, AgentConfig, Metrics, ScoringAgent, Transition, option
 from agents.registry import make_agent, register
 
 NORMALIZATIONS = ("zscore", "rank", "none")
@@ -26,7 +27,13 @@ class EnsembleConfig(AgentConfig):
     members: tuple = option(
         ("popularity", "linucb"), "member agents: names, or (name, {config}) pairs"
     )
-    weights: tuple = option((), "blend weight of each member (empty: equal weights)")
+    weights: tuple = option(
+        (),
+        "blend weight of each member (empty: equal weights)",
+        within=(-math.inf, math.inf),
+        open_ends=(True, True),
+        each=float,
+    )
     normalize: str = option("zscore", "per-request score normalisation: zscore, rank or none")
     epsilon: float = option(
         0.0, "per-slot exploration probability while training", within=(0.0, 1.0)
@@ -70,6 +77,14 @@ class EnsembleAgent(ScoringAgent):
                 f"{len(weights)} weights for {len(cfg.members)} members {list(cfg.members)}"
             )
         self.weights = [float(w) for w in weights]
+        # Member j (from 1) is seeded seed + 1000 j unless its config says: all must fit int64.
+        top = SEED_RANGE[1] - 1000 * len(cfg.members)
+        if cfg.seed > top:
+            raise ValueError(
+                f"agent {self.name!r}: seed={cfg.seed} must lie in [{SEED_RANGE[0]}, {top}]: "
+                f"its {len(cfg.members)} members are seeded seed + 1000 * j (j = 1, 2, ...), "
+                "which must fit in int64"
+            )
         self.members = []
         for j, spec in enumerate(cfg.members):
             name, mcfg = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))

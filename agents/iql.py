@@ -44,6 +44,7 @@ Metrics: ``losses/td``, ``losses/choice_nll``, ``charts/q_clicked``, ``charts/ep
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,7 +56,7 @@ from torch import nn
 from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
 from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
 from agents.features import ObsLayout, context_features, pair_features
-from agents.nets import CandidateScorer, one_hot_agent
+from agents.nets import CandidateScorer, one_hot_agent, seeded_init
 from agents.registry import register
 
 
@@ -65,27 +66,44 @@ class IQLConfig(AgentConfig):
     shared_params: bool = option(
         False, "one network for all controlled agents, with a one-hot agent id as input"
     )
-    hidden: tuple = option((64, 64), "hidden sizes of the Q-network")
-    choice_hidden: tuple = option((64,), "hidden sizes of the choice model")
+    hidden: tuple = option(
+        (64, 64), "hidden sizes of the Q-network", within=(1, math.inf), each=int
+    )
+    choice_hidden: tuple = option(
+        (64,), "hidden sizes of the choice model", within=(1, math.inf), each=int
+    )
     # returns
     gamma: float = option(0.9, "discount per bootstrap step")
     bootstrap: str = option("market", "next state: 'market' (next request) or 'user' (its next)")
     n_step: int = option(1, "n-step returns (bootstrap='market' only)")
     double_q: bool = option(True, "double DQN: online net picks the next slate, target values it")
     # optimisation
-    lr: float = option(1e-3, "Adam learning rate (Q-network and choice model)")
+    lr: float = option(
+        1e-3,
+        "Adam learning rate (Q-network and choice model)",
+        within=(0.0, math.inf),
+        open_ends=(True, True),
+    )
     batch_size: int = option(128, "transitions per gradient update")
     buffer_size: int = option(50_000, "replay capacity in transitions, per learner")
-    learning_starts: int = option(1_000, "env transitions per agent before the first update")
+    learning_starts: int = option(
+        1_000, "env transitions per agent before the first update", within=(0, math.inf)
+    )
     update_every: int = option(32, "env transitions per agent per gradient update")
     target_tau: float = option(0.01, "Polyak step of the target network per update")
-    max_grad_norm: float = option(10.0, "gradient-norm clip")
+    max_grad_norm: float = option(
+        10.0, "gradient-norm clip (inf: none)", within=(0.0, math.inf), open_ends=(True, False)
+    )
     # exploration
     eps_start: float = option(1.0, "initial per-slot exploration probability", within=(0.0, 1.0))
     eps_end: float = option(0.05, "final per-slot exploration probability", within=(0.0, 1.0))
-    eps_decay_steps: int = option(10_000, "env transitions per agent of linear ε decay")
+    eps_decay_steps: int = option(
+        10_000, "env transitions per agent of linear ε decay", within=(0, math.inf)
+    )
     # bookkeeping
-    metrics_every: int = option(100, "return averaged metrics every this many updates")
+    metrics_every: int = option(
+        100, "return averaged metrics every this many updates", within=(1, math.inf)
+    )
     save_buffer: bool = option(False, "write the replay buffers into checkpoints (large)")
 
 
@@ -169,8 +187,7 @@ class IQLAgent(ScoringAgent):
         pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
         ctx_dim = self.layout.context_dim(e.user_dim, e.history_dim)
         n_learners = 1 if cfg.shared_params else len(self.agent_ids)
-        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left untouched
-            torch.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):
             self.learners = nn.ModuleList(
                 Learner(pair_dim + self.num_ids, ctx_dim + self.num_ids, cfg, e.slate_size)
                 for _ in range(n_learners)
@@ -273,13 +290,12 @@ class IQLAgent(ScoringAgent):
         due = (self.env_steps - cfg.learning_starts) // cfg.update_every + 1 - self.updates
         for _ in range(due):
             for j, lrn in enumerate(self.learners):
-                if len(self.buffers[j]) >= cfg.batch_size:
+                if len(self.buffers[j]) >= cfg.batch_size:  # else skipped: too few rows yet
                     self._update(lrn, self.optimizers[j], self.buffers[j])
-            self.updates += 1
-            self._since_report += 1
-        if self._since_report >= cfg.metrics_every and self._sums:
-            n = self._since_report * len(self.learners)
-            metrics = {k: float(v) / n for k, v in self._sums.items()}
+                    self._since_report += 1  # the metrics average over updates that ran
+            self.updates += 1  # skipped ones too: the schedule must not owe them later
+        if self._since_report >= cfg.metrics_every * len(self.learners) and self._sums:
+            metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
             metrics["charts/epsilon"] = self.epsilon()
             self._sums, self._since_report = {}, 0
             return metrics

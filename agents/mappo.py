@@ -42,7 +42,8 @@ device) until ``rollout_steps`` steps are in, then updates (``epochs`` passes of
 ``V(next_obs_t)`` is evaluated on the step's *own* next observation, so a truncated episode
 bootstraps from its final observation, a terminated one does not, and the last step of a
 rollout bootstraps without needing the next rollout. Auto-reset rows (``valid == False``) get
-no advantage, no loss, and cut the recursion, so no value leaks across episodes. Old
+no advantage, no loss, and cut the recursion, so no value leaks across episodes; an env reset
+between calls (``begin_episode(None)``) ends the last stored step the same way. Old
 log-probabilities are recomputed at the start of the update: the policy has not changed since
 the rollout's slates were drawn.
 
@@ -54,6 +55,7 @@ saved (a loaded agent starts a new one). Metrics: ``losses/policy``, ``losses/va
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -63,7 +65,7 @@ from torch import nn
 
 from agents.base import Agent, AgentConfig, Metrics, Obs, Transition, option, slate_from_scores
 from agents.features import ObsLayout, pair_features
-from agents.nets import mlp, one_hot_agent
+from agents.nets import mlp, one_hot_agent, seeded_init
 from agents.registry import register
 
 _MASKED = -1.0e9  # logit of a masked candidate: exp() underflows to 0, and 0 · logit stays 0
@@ -75,8 +77,12 @@ class MAPPOConfig(AgentConfig):
     shared_actor: bool = option(
         True, "one actor for all controlled agents (agent one-hot input) instead of one each"
     )
-    actor_hidden: tuple = option((128, 128), "hidden sizes of the candidate-scoring actor")
-    critic_hidden: tuple = option((128, 128), "hidden sizes of the critic")
+    actor_hidden: tuple = option(
+        (128, 128), "hidden sizes of the candidate-scoring actor", within=(1, math.inf), each=int
+    )
+    critic_hidden: tuple = option(
+        (128, 128), "hidden sizes of the critic", within=(1, math.inf), each=int
+    )
     # returns
     gamma: float = option(0.95, "discount per request")
     gae_lambda: float = option(0.95, "GAE λ")
@@ -85,12 +91,24 @@ class MAPPOConfig(AgentConfig):
     rollout_steps: int = option(32, "batched env steps per rollout (each is num_envs rows)")
     epochs: int = option(4, "passes over a rollout per update")
     minibatches: int = option(4, "minibatches per pass")
-    lr: float = option(5e-4, "Adam learning rate (actor and critic)")
-    clip: float = option(0.2, "PPO ratio clip ε")
-    value_clip: float = option(0.2, "clip of the normalised value change (0: unclipped)")
+    lr: float = option(
+        5e-4,
+        "Adam learning rate (actor and critic)",
+        within=(0.0, math.inf),
+        open_ends=(True, True),
+    )
+    clip: float = option(0.2, "PPO ratio clip ε", within=(0.0, math.inf))
+    value_clip: float = option(
+        0.2, "clip of the normalised value change (0: unclipped)", within=(0.0, math.inf)
+    )
     ent_coef: float = option(0.01, "entropy bonus coefficient")
-    vf_coef: float = option(0.5, "value loss coefficient")
-    max_grad_norm: float = option(0.5, "gradient-norm clip, actor and critic separately")
+    vf_coef: float = option(0.5, "value loss coefficient", within=(0.0, math.inf))
+    max_grad_norm: float = option(
+        0.5,
+        "gradient-norm clip, actor and critic separately (inf: none)",
+        within=(0.0, math.inf),
+        open_ends=(True, False),
+    )
     norm_adv: bool = option(True, "normalise advantages per minibatch")
 
 
@@ -178,8 +196,7 @@ class MAPPOAgent(Agent):
         self.pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
         self.actor_ids = A if cfg.shared_actor else 0  # one-hot width in the actor's input
         critic_in = e.state_dim if self.centralized_critic else 2 * self.pair_dim
-        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left untouched
-            torch.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):
             self.actors = nn.ModuleList(
                 mlp(self.pair_dim + self.actor_ids, cfg.actor_hidden, 1)
                 for _ in range(1 if cfg.shared_actor else A)
@@ -253,6 +270,16 @@ class MAPPOAgent(Agent):
         return out
 
     # Learning --------------------------------------------------------------------------------
+    def begin_episode(self, mask: torch.Tensor | None = None) -> None:
+        """``mask=None``: every market restarts (``env.reset()`` between ``train`` calls, an
+        ``evaluate``, a new PettingZoo episode), so the stored steps' last is no longer
+        followed by its successor: mark it ended, or GAE would chain the new episodes' first
+        steps onto it. Its ``V(next_obs)`` bootstrap stays, as for a truncation. A ``mask``
+        needs nothing: those markets' next step is an auto-reset row, which cuts the
+        recursion already."""
+        if mask is None and self.pos > 0:
+            self.rollout["ended"][self.pos - 1] = True
+
     def learn(self, transition: Transition) -> Metrics:
         tr, L = transition, self.config.rollout_steps
         step = {
@@ -287,7 +314,9 @@ class MAPPOAgent(Agent):
         # Flatten time and markets; only real (non auto-reset) rows take part.
         flat = {k: v.flatten(0, 1) for k, v in ro.items()}
         with torch.no_grad():
-            values, next_values = self._values(ro["x"]), self._values(ro["next_x"])
+            raw = self._critic(ro["x"])  # [L, N, A] the critic's own (normalised) output
+            values = self.value_stats.denormalize(raw) if cfg.value_norm else raw
+            next_values = self._values(ro["next_x"])
             advantages = self._gae(ro, values, next_values)
             returns = advantages + values
             rows = flat["valid"].nonzero().squeeze(1)
@@ -295,12 +324,15 @@ class MAPPOAgent(Agent):
                 return {}
             returns = returns.flatten(0, 1)[rows]
             old_values = values.flatten(0, 1)[rows]
+            # The value clip's centre: what the critic output at rollout time, in its own
+            # (normalised) space. Re-normalising old_values with the statistics updated below
+            # would move it away from the critic's output before the critic has moved.
+            old_norm = raw.flatten(0, 1)[rows]
             if cfg.value_norm:
                 self.value_stats.update(returns)
             batch = {k: v.index_select(0, rows) for k, v in flat.items()}
             batch["advantage"] = advantages.flatten(0, 1)[rows]
             batch["old_log_p"], _ = self._log_probs(batch)
-        old_norm = self.value_stats.normalize(old_values) if cfg.value_norm else old_values
         target = self.value_stats.normalize(returns) if cfg.value_norm else returns
 
         B = rows.numel()
@@ -320,13 +352,7 @@ class MAPPOAgent(Agent):
                 pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
 
                 v = self._critic(mb["x"])
-                v_loss = (v - target[idx]) ** 2
-                if cfg.value_clip > 0:
-                    v_clip = old_norm[idx] + (v - old_norm[idx]).clamp(
-                        -cfg.value_clip, cfg.value_clip
-                    )
-                    v_loss = torch.max(v_loss, (v_clip - target[idx]) ** 2)
-                v_loss = 0.5 * v_loss.mean()
+                v_loss = 0.5 * self._value_loss(v, old_norm[idx], target[idx]).mean()
                 ent = entropy.mean()
                 loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent
 
@@ -355,6 +381,18 @@ class MAPPOAgent(Agent):
         )
         metrics["charts/value"] = float(old_values.mean())
         return metrics
+
+    def _value_loss(self, v: torch.Tensor, old: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Squared error ``[B, A]`` of the critic's normalised values ``v`` to ``target``; with
+        ``value_clip > 0`` the larger of it and the error of ``v`` clipped to ``old ±
+        value_clip`` (``old``: the critic's output at rollout time, so the window is centred
+        on where the critic started)."""
+        clip = self.config.value_clip
+        loss = (v - target) ** 2
+        if clip > 0:
+            v_clip = old + (v - old).clamp(-clip, clip)
+            loss = torch.max(loss, (v_clip - target) ** 2)
+        return loss
 
     def _gae(
         self, ro: Mapping[str, torch.Tensor], values: torch.Tensor, next_values: torch.Tensor

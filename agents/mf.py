@@ -21,6 +21,7 @@ user, kept on the env's device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,10 +35,25 @@ from agents.registry import register
 @dataclass(frozen=True)
 class MatrixFactorizationConfig(AgentConfig):
     dim: int = option(16, "d: latent dimension of users and items")
-    lr: float = option(0.05, "SGD step size of item factors and biases")
-    reg: float = option(0.01, "L2 regularisation of item factors and biases (per step)")
+    lr: float = option(
+        0.05,
+        "SGD step size of item factors and biases",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
+    )
+    reg: float = option(
+        0.01,
+        "L2 regularisation of item factors and biases (per step)",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
+    )
     fold_in_reg: float = option(1.0, "λ: ridge of the user fold-in")
-    confidence: float = option(4.0, "α: a click weighs 1 + α, a passed-over item 1")
+    confidence: float = option(
+        4.0,
+        "α: a click weighs 1 + α, a passed-over item 1",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
+    )
     init_std: float = option(0.1, "standard deviation of the initial item factors")
     epsilon: float = option(
         0.1, "per-slot exploration probability while training", within=(0.0, 1.0)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build networks inside: their initial parameters (drawn on the CPU) depend only on
+    ``seed``, and the global random state is left as it was. Only the CPU default generator is
+    seeded: ``torch.manual_seed`` would also reseed every CUDA device's generator, which
+    ``fork_rng(devices=[])`` does not restore. Build on the CPU, then move to the device."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU) -> nn.Sequential:

@@ -38,6 +38,7 @@ included, lives on the env's device. Metrics: ``losses/td``, ``charts/q_tot``,
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -49,7 +50,7 @@ from torch import nn
 from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
 from agents.buffers import NStepAccumulator, ReplayBuffer
 from agents.features import ObsLayout, context_features, pair_features
-from agents.nets import CandidateScorer, mlp, one_hot_agent
+from agents.nets import CandidateScorer, mlp, one_hot_agent, seeded_init
 from agents.registry import register
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask")
@@ -61,27 +62,42 @@ class QMIXConfig(AgentConfig):
     shared_params: bool = option(
         True, "one utility network for all controlled agents, with a one-hot agent id as input"
     )
-    hidden: tuple = option((128, 128), "hidden sizes of the per-agent utility network")
-    mixer_embed: int = option(32, "QMIX: width of the mixing layer")
-    hypernet_hidden: int = option(64, "QMIX: hidden width of the weight hypernetworks")
+    hidden: tuple = option(
+        (128, 128), "hidden sizes of the per-agent utility network", within=(1, math.inf), each=int
+    )
+    mixer_embed: int = option(32, "QMIX: width of the mixing layer", within=(1, math.inf))
+    hypernet_hidden: int = option(
+        64, "QMIX: hidden width of the weight hypernetworks", within=(1, math.inf)
+    )
     # returns
     gamma: float = option(0.95, "discount per request")
     n_step: int = option(1, "market-level n-step returns")
     double_q: bool = option(True, "online utilities pick the next slates, target ones value them")
     # optimisation
-    lr: float = option(5e-4, "Adam learning rate (utilities and mixer)")
+    lr: float = option(
+        5e-4,
+        "Adam learning rate (utilities and mixer)",
+        within=(0.0, math.inf),
+        open_ends=(True, True),
+    )
     batch_size: int = option(256, "transitions per gradient update")
     buffer_size: int = option(50_000, "replay capacity in market steps")
-    learning_starts: int = option(2_000, "env transitions before the first update")
+    learning_starts: int = option(
+        2_000, "env transitions before the first update", within=(0, math.inf)
+    )
     update_every: int = option(32, "env transitions per gradient update")
     target_tau: float = option(0.01, "Polyak step of the target networks per update")
-    max_grad_norm: float = option(10.0, "gradient-norm clip")
+    max_grad_norm: float = option(
+        10.0, "gradient-norm clip (inf: none)", within=(0.0, math.inf), open_ends=(True, False)
+    )
     # exploration
     eps_start: float = option(1.0, "initial per-slot exploration probability", within=(0.0, 1.0))
     eps_end: float = option(0.05, "final per-slot exploration probability", within=(0.0, 1.0))
-    eps_decay_steps: int = option(20_000, "env transitions of linear ε decay")
+    eps_decay_steps: int = option(20_000, "env transitions of linear ε decay", within=(0, math.inf))
     # bookkeeping
-    metrics_every: int = option(100, "return averaged metrics every this many updates")
+    metrics_every: int = option(
+        100, "return averaged metrics every this many updates", within=(1, math.inf)
+    )
     save_buffer: bool = option(False, "write the replay buffer into checkpoints (large)")
 
 
@@ -143,8 +159,7 @@ class ValueDecompositionAgent(ScoringAgent):
         self.num_ids = A if cfg.shared_params else 0
         pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
         ctx_dim = self.layout.context_dim(e.user_dim, e.history_dim)
-        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left untouched
-            torch.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):
             self.utilities = nn.ModuleList(
                 CandidateScorer(pair_dim + self.num_ids, ctx_dim + self.num_ids, cfg.hidden)
                 for _ in range(1 if cfg.shared_params else A)
@@ -244,10 +259,10 @@ class ValueDecompositionAgent(ScoringAgent):
         started = self.env_steps - cfg.learning_starts
         owed = max(0, started // cfg.update_every + 1 - self.updates) if started >= 0 else 0
         for _ in range(owed):
-            if len(self.buffer) >= cfg.batch_size:
+            if len(self.buffer) >= cfg.batch_size:  # else skipped: too few rows yet
                 self._update()
-            self.updates += 1
-        self._since_report += owed
+                self._since_report += 1  # the metrics average over updates that ran
+            self.updates += 1  # skipped ones too: the schedule must not owe them later
         if self._since_report < cfg.metrics_every or not self._sums:
             return {}
         metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}

@@ -102,7 +102,10 @@ def make_agent(
     dataclass; unknown keys raise ``ValueError`` listing the valid ones."""
     target = agent_class(name)
     if inspect.isclass(target):
-        cfg = target.Config.from_kwargs(**config)
+        try:
+            cfg = target.Config.from_kwargs(**config)
+        except ValueError as e:  # name the agent: configs are shared (qmix/vdn, mappo/ippo)
+            raise ValueError(f"agent {name!r}: {e}") from None
         agent = target(env, cfg, agent_ids=agent_ids)
     else:
         agent = target(env, agent_ids=agent_ids, **config)

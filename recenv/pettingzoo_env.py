@@ -273,7 +273,7 @@ def _host(x: torch.Tensor) -> np.ndarray:
 
 def _read_only(a: np.ndarray) -> np.ndarray:
     """``a`` with its ``writeable`` flag cleared (views taken from it are read-only too)."""
-    a.flags.writeable = False
+    a.setflags(write=False)  # (cheaper than through a.flags: ~0.25 us, five per step)
     return a
 
 

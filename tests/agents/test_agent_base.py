@@ -103,6 +103,103 @@ def test_config_values_are_checked_against_their_field_types_and_ranges(market):
     assert PluginConfig(limit="off").limit == "off"
 
 
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "expect"),
+    [
+        ("iql", "max_grad_norm", -1.0, r"max_grad_norm=-1.0 must lie in \(0.0, inf\]"),
+        ("iql", "lr", INF, r"lr=inf must lie in \(0.0, inf\)"),
+        ("iql", "lr", 0.0, r"lr=0.0 must lie in \(0.0, inf\)"),
+        ("iql", "hidden", (0,), r"hidden=\(0,\) must be a tuple of ints in \[1, inf\]"),
+        ("iql", "hidden", (64, -4), r"hidden=\(64, -4\) must be a tuple of ints in \[1, inf\]"),
+        ("iql", "hidden", ("64",), r"hidden=\('64',\) must be a tuple of ints"),
+        ("iql", "hidden", (32.0,), r"hidden=\(32.0,\) must be a tuple of ints"),
+        ("iql", "choice_hidden", (True,), r"choice_hidden=\(True,\) must be a tuple of ints"),
+        ("iql", "learning_starts", -100, r"learning_starts=-100 must lie in \[0, inf\]"),
+        ("iql", "metrics_every", 0, r"metrics_every=0 must lie in \[1, inf\]"),
+        ("mappo", "clip", -0.2, r"clip=-0.2 must lie in \[0.0, inf\]"),
+        ("mappo", "vf_coef", -0.5, r"vf_coef=-0.5 must lie in \[0.0, inf\]"),
+        ("mappo", "max_grad_norm", -1.0, r"max_grad_norm=-1.0 must lie in \(0.0, inf\]"),
+        ("ippo", "lr", -1e-3, r"lr=-0.001 must lie in \(0.0, inf\)"),
+        ("ippo", "critic_hidden", (0,), r"critic_hidden=\(0,\) must be a tuple of ints"),
+        ("qmix", "mixer_embed", 0, r"mixer_embed=0 must lie in \[1, inf\]"),
+        ("qmix", "hypernet_hidden", -3, r"hypernet_hidden=-3 must lie in \[1, inf\]"),
+        ("vdn", "max_grad_norm", -1.0, r"max_grad_norm=-1.0 must lie in \(0.0, inf\]"),
+        ("mf", "confidence", -5.0, r"confidence=-5.0 must lie in \[0.0, inf\)"),
+        ("mf", "lr", -0.05, r"lr=-0.05 must lie in \[0.0, inf\)"),
+        ("mf", "lr", INF, r"lr=inf must lie in \[0.0, inf\)"),
+        ("mf", "reg", -1.0, r"reg=-1.0 must lie in \[0.0, inf\)"),
+        ("epsilon_greedy", "prior_count", -1.0, r"prior_count=-1.0 must lie in \[0.0, inf\)"),
+        ("ensemble", "weights", (NAN, 1.0), r"weights=\(nan, 1.0\) must be a tuple of floats"),
+        ("ensemble", "weights", (INF, 1.0), r"weights=\(inf, 1.0\) must be a tuple of floats in"),
+    ],
+)
+def test_out_of_range_hyperparameters_are_refused(env_for, name, key, value, expect):
+    """Values that would train nonsense silently (a negative gradient-norm clip ascends the
+    loss; lr=inf; an empty hidden layer) or crash deep inside torch are refused where the
+    config is built, naming the agent, its config, the field and the allowed values."""
+    env = env_for(name)
+    with pytest.raises(ValueError, match=rf"^agent '{name}': \w+Config: {expect}"):
+        agents.make_agent(name, env, **{key: value})
+
+
+def test_hyperparameters_at_the_edges_of_their_ranges_are_accepted(market):
+    env = market()
+    iql = agents.make_agent("iql", env, max_grad_norm=INF, hidden=[np.int64(8), 4])
+    assert iql.config.hidden == (8, 4) and all(type(h) is int for h in iql.config.hidden)
+    assert agents.make_agent("mf", env, lr=0.0, reg=0.0, confidence=0.0).config.lr == 0.0
+    assert agents.make_agent("mappo", env, clip=0.0, vf_coef=0.0, value_clip=0.0)
+    assert agents.make_agent("ensemble", env, weights=(2, -0.5)).weights == [2.0, -0.5]
+    assert agents.make_agent("epsilon_greedy", env, prior_count=0.0)
+
+
+def test_seeds_must_fit_int64(market):
+    """A seed outside int64 was torch's "Overflow when unpacking long long", naming nothing; an
+    ensemble also seeds member j with seed + 1000 j, which must fit too."""
+    env = market()
+    for seed in (2**63, -(2**63) - 1, 2**64 - 1, 2**100):
+        for name in ("random", "iql"):
+            with pytest.raises(ValueError, match=rf"^agent '{name}': \w+: seed={seed} must lie"):
+                agents.make_agent(name, env, seed=seed)
+    for seed in (-(2**63), 2**63 - 1, np.int64(-1)):
+        assert agents.make_agent("iql", env, seed=seed).config.seed == seed
+    top = 2**63 - 1 - 2000  # two members by default
+    ensemble = agents.make_agent("ensemble", env, seed=top)
+    assert [m.config.seed for m in ensemble.members] == [top + 1000, top + 2000]
+    with pytest.raises(
+        ValueError, match=rf"agent 'ensemble': seed={top + 1} must lie in .*{top}\]"
+    ):
+        agents.make_agent("ensemble", env, seed=top + 1)
+
+
+@pytest.mark.parametrize("name", ["iql", "mappo", "qmix"])
+def test_building_an_agent_leaves_the_global_random_state_alone(env_for, monkeypatch, name):
+    """Seeded initialisation reseeds neither the global CPU generator nor, as
+    ``torch.manual_seed`` would, the CUDA ones (which ``fork_rng(devices=[])`` does not
+    restore): on a GPU machine building an agent would reseed the user's CUDA stream."""
+    env = env_for(name)
+    calls = []
+    for module in (torch.cuda, torch.mps, torch.xpu):
+        for fn in ("manual_seed", "manual_seed_all"):
+            if hasattr(module, fn):
+                monkeypatch.setattr(module, fn, lambda *a, _f=fn: calls.append(_f))
+    cpu = torch.random.get_rng_state()
+    a = agents.make_agent(name, env, seed=5)
+    assert calls == [] and torch.equal(cpu, torch.random.get_rng_state())
+    torch.manual_seed(12345)  # the global state does not change the init either
+    calls.clear()
+    b = agents.make_agent(name, env, seed=5)
+    for p, q in zip(_parameters(a), _parameters(b), strict=True):
+        assert torch.equal(p, q)
+
+
+def _parameters(agent):
+    nets = [getattr(agent, k, None) for k in ("learners", "actors", "critic", "utilities", "mixer")]
+    return [p for net in nets if net is not None for p in net.parameters()]
+
+
 def test_config_lists_become_tuples(market):
     agent = agents.make_agent("iql", market(), hidden=[32, 32])
     assert agent.config.hidden == (32, 32)

@@ -3,6 +3,8 @@ raise a clear ``ValueError``."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -129,3 +131,172 @@ def test_team_checkpoint_round_trip(market, tmp_path):
     other = agents.make_team(env, {"agent_0": "popularity", "agent_1": "linucb"})
     with pytest.raises(ValueError, match="holds a team"):
         other.load(path)
+
+
+# ----------------------------------------------------------------------------------------
+# Env sizes, failed loads, older formats, generators from another device
+# ----------------------------------------------------------------------------------------
+def _same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _snapshot(agent):
+    """A copy of the agent's state (``state_dict`` shares the live parameters' storage)."""
+    return agents.base._map_tensors(agent.state_dict(), lambda t: t.detach().clone())
+
+
+@pytest.mark.parametrize("name", ["mappo", "qmix"])
+def test_env_sizes_that_set_input_widths_are_checked(name, market, tmp_path):
+    """``embed_dim`` changes the global state's width (what MAPPO's critic and QMIX's mixer
+    read) and nothing the actors see: training on, or loading a checkpoint of, an env with
+    another is refused naming the sizes, before a step runs or a weight is overwritten."""
+    small = {"mappo": {"rollout_steps": 4},
+             "qmix": {"learning_starts": 16, "batch_size": 8, "update_every": 4}}[name]  # fmt: skip
+    env = market(reward_mode="cooperative")
+    other = market(reward_mode="cooperative", embed_dim=4)
+    mine = f"embed_dim=8, state_dim={env.config.state_dim}"
+    theirs = f"embed_dim=4, state_dim={other.config.state_dim}"
+    agent = agents.make_agent(name, env, **small)
+    with pytest.raises(ValueError, match=rf"an env with {mine}; this env has .* and {theirs}$"):
+        agents.train(agent, other, 4 * 10)
+    path = tmp_path / f"{name}.pt"
+    agents.make_agent(name, other, **small).save(path)
+    before = _snapshot(agent)
+    with pytest.raises(ValueError, match=rf"written for an env with {theirs}; .* has {mine} "):
+        agent.load(path)
+    assert _same_state(before, _snapshot(agent))
+
+
+@pytest.mark.parametrize(
+    ("name", "last_key"), [("iql", "updates"), ("mappo", "updates"), ("qmix", "updates"),
+                           ("mf", "rhs")]
+)  # fmt: skip
+def test_a_state_that_fails_to_apply_leaves_the_agent_unchanged(name, last_key, env_for, tmp_path):
+    """A checkpoint whose header fits but whose state breaks after the generator, networks and
+    optimiser were applied (its last-read entry is missing): the load raises and the agent
+    keeps every part of its own state, generator included."""
+    fast = {"iql": LEARN_FAST["iql"],
+            "qmix": {"learning_starts": 32, "batch_size": 16, "update_every": 8},
+            "mappo": {"rollout_steps": 8}}.get(name, {})  # fmt: skip
+    env = env_for(name, num_envs=4, horizon=25, seed=0)
+    source = agents.make_agent(name, env, **fast)
+    agents.train(source, env, 4 * 40)  # weights, optimiser and generator move on
+    path = tmp_path / f"{name}.pt"
+    source.save(path)
+    payload = torch.load(path, weights_only=True)
+    del payload["state"][last_key]
+    torch.save(payload, path)
+
+    agent = agents.make_agent(name, env, **fast)
+    before = _snapshot(agent)
+    assert not _same_state(before, _snapshot(source))
+    with pytest.raises(ValueError, match=r"does not fit this agent \(left unchanged\)"):
+        agent.load(path)
+    assert _same_state(before, _snapshot(agent))
+
+
+def _as_format_1(payload):
+    """A checkpoint as agents wrote it before format 2: six env sizes in the header, no
+    generator device in the state."""
+
+    def header(h):
+        h["format_version"] = 1
+        h["env"] = {k: h["env"][k] for k in agents.base.ENV_SHAPES[:6]}
+        for m in h.get("members", []):
+            header(m)
+
+    def state(s):
+        s.pop("generator_device", None)
+        for m in s.get("members", []):
+            state(m)
+
+    header(payload["header"])
+    state(payload["state"])
+    return payload
+
+
+@pytest.mark.parametrize("team", [False, True])
+def test_format_1_checkpoints_still_load(team, market, tmp_path):
+    """Older checkpoints stay readable: their env is compared on the sizes they recorded (the
+    state's shapes check the rest) and their generator state is restored exactly."""
+    env = market()
+    if team:
+        agent = agents.make_team(env, {"agent_0": "linucb", "agent_1": "random"})
+    else:
+        agent = agents.make_agent("mappo", env, rollout_steps=8)
+    agents.train(agent, env, 4 * 20)
+    path = tmp_path / "old.pt"
+    agent.save(path)
+    torch.save(_as_format_1(torch.load(path, weights_only=True)), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no reseeding: the saved state fits
+        again = agents.load_agent(path, env)
+    obs = _copy_obs(env.observe())
+    mine, theirs = agent.act(obs, explore=True), again.act(obs, explore=True)
+    assert all(torch.equal(mine[a], theirs[a]) for a in env.agents)
+    refusal = "env shapes" if team else r"num_candidates=20; .* has num_candidates=12"
+    with pytest.raises(ValueError, match=refusal):
+        agents.load_agent(path, market(num_candidates=12))
+
+
+def test_a_generator_state_from_another_device_type_reseeds(market, tmp_path):
+    """A CUDA generator's state (Philox seed and offset, 16 bytes) cannot be set on a CPU
+    generator (mt19937, 5056 bytes): loading one reseeds the agent's generator from the saved
+    bytes, with a warning, the same way on every load."""
+    env = market()
+    agent = agents.make_agent("random", env, seed=3)
+    path = tmp_path / "random.pt"
+    agent.save(path)
+    payload = torch.load(path, weights_only=True)
+    assert payload["state"]["generator_device"] == "cpu"
+
+    def loaded(saved, device_type):
+        payload["state"]["generator"] = saved
+        if device_type is None:
+            payload["state"].pop("generator_device", None)
+        else:
+            payload["state"]["generator_device"] = device_type
+        torch.save(payload, path)
+        again = agents.make_agent("random", env, seed=3)
+        with pytest.warns(UserWarning, match="reseeded with"):
+            again.load(path)
+        return again.generator.get_state()
+
+    philox = torch.arange(16, dtype=torch.uint8)
+    first = loaded(philox, "cuda")
+    assert torch.equal(first, loaded(philox, "cuda"))  # deterministic
+    assert torch.equal(first, loaded(philox, None))  # format 1: judged by the state's size
+    assert not torch.equal(first, loaded(philox.flip(0), "cuda"))
+    assert not torch.equal(first, agent.generator.get_state())
+    # A state of this device type that does not fit is a damaged checkpoint, not reseeded.
+    payload["state"]["generator"], payload["state"]["generator_device"] = philox, "cpu"
+    torch.save(payload, path)
+    before = agent.generator.get_state()
+    with pytest.raises(ValueError, match="does not fit this agent"):
+        agent.load(path)
+    assert torch.equal(before, agent.generator.get_state())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["random", "iql", "mappo", "linucb"])
+def test_checkpoints_move_between_cpu_and_cuda(name, tmp_path):
+    import recenv
+
+    cpu = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, horizon=30)
+    gpu = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, horizon=30, device="cuda")
+    for source, target in ((cpu, gpu), (gpu, cpu)):
+        path = tmp_path / f"{name}-{source.device.type}.pt"
+        agents.make_agent(name, source).save(path)
+        with pytest.warns(UserWarning, match="reseeded with"):
+            again = agents.load_agent(path, target)
+        assert again.device.type == target.device.type
+        again.act(target.reset(seed=0), explore=True)

@@ -144,6 +144,32 @@ def test_variants_learn_something(variant, market):
     agents.train(agent, env, 80)
 
 
+def test_metrics_average_over_the_updates_that_ran(market):
+    """Until a learner's buffer holds ``batch_size`` rows its scheduled updates are skipped
+    (here the first seven: 4 rows a step, 32 needed); they neither count toward
+    ``metrics_every`` nor dilute the averaged losses."""
+    env = market(num_envs=4, horizon=30)
+    agent = agents.make_agent(
+        "iql", env, learning_starts=4, batch_size=32, update_every=4, hidden=(16,),
+        metrics_every=5,
+    )  # fmt: skip
+    tds = []
+    update = agent._update
+
+    def spy(*args):
+        before = float(agent._sums.get("losses/td", 0.0))
+        update(*args)
+        tds.append(float(agent._sums["losses/td"]) - before)
+
+    agent._update = spy
+    reports = []
+    agents.train(agent, env, 4 * 20, callback=lambda _, m: reports.append((len(tds), m)))
+    assert agent.updates == 20 and len(tds) == 2 * (20 - 7)
+    n, first = reports[0]
+    assert n == 5 * len(agent.learners)
+    assert first["losses/td"] == pytest.approx(sum(tds[:n]) / n, rel=1e-4)
+
+
 def test_invalid_configs_are_refused(market):
     env = market()
     with pytest.raises(ValueError, match="bootstrap"):

@@ -169,6 +169,71 @@ def test_gae_cuts_at_episode_ends_drops_reset_rows_and_bootstraps_truncations(ma
     assert torch.allclose(adv[:, 0, 1], expect)
 
 
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+@pytest.mark.parametrize("between", ["train", "evaluate", "run_episodes"])
+def test_gae_does_not_chain_across_an_env_reset_between_calls(market, name, between):
+    """A rollout left part-filled by one call continues in the next; an env reset in between
+    (``train(reset=True)``, an ``evaluate``, a new ``run_episodes`` after ``max_steps``) starts
+    new episodes, so the last step stored before it is ended: its advantage is its own TD
+    error (bootstrapped), with nothing of the unrelated steps after the reset."""
+    if between == "run_episodes":
+        env = recenv.make(MARKET, seed=0, horizon=30)
+        agent = agents.make_agent(name, env, **SMALL)
+        agents.run_episodes(agent, env, learn=True, explore=True, seed=0, max_steps=5)
+    else:
+        env = market(num_envs=4, seed=0, horizon=30)
+        agent = agents.make_agent(name, env, **SMALL)
+        agents.train(agent, env, 4 * 5, seed=0)
+    t = agent.pos - 1
+    assert t == 4  # 5 of 8 rollout steps stored, mid-episode
+    seen = {}
+    gae = agent._gae
+
+    def spy(ro, values, next_values):
+        seen.update(ro=ro, values=values, next_values=next_values)
+        seen["adv"] = gae(ro, values, next_values)
+        return seen["adv"]
+
+    agent._gae = spy
+    if between == "train":
+        agents.train(agent, env, 4 * 3, seed=123)
+    elif between == "evaluate":
+        agents.evaluate(agent, env, seed=5)
+        agents.train(agent, env, 4 * 3, reset=False)
+    else:
+        agents.run_episodes(agent, env, learn=True, explore=True, seed=1, max_steps=3)
+    ro, adv = seen["ro"], seen["adv"]
+    assert bool(ro["ended"][t].all())
+    assert not bool(ro["ended"][t + 1 :].any())  # only the reset cut the rollout
+    alive = (~ro["terminated"][t]).float()[:, None]
+    delta = ro["reward"][t] + 0.95 * alive * seen["next_values"][t] - seen["values"][t]
+    assert torch.allclose(adv[t], delta, atol=1e-6)
+
+
+def test_value_clip_is_centred_on_the_critics_output(market):
+    """The clipped value loss keeps the critic within ``value_clip`` of where it started: at
+    the first minibatch of an update the critic has not moved, so the clip window's centre is
+    its output and the clipped and unclipped losses coincide — also at the first update, when
+    the return statistics jump from their initial (0, 1)."""
+    env = market(num_envs=4, seed=0, horizon=30)
+    agent = agents.make_agent("mappo", env, **SMALL)
+    assert agent.config.value_norm and agent.config.value_clip > 0
+    first = {}  # update -> its first minibatch's (v, clip centre, target, loss)
+    value_loss = agent._value_loss
+
+    def spy(v, old, target):
+        loss = value_loss(v, old, target)
+        first.setdefault(agent.updates, (v.detach(), old, target, loss.detach()))
+        return loss
+
+    agent._value_loss = spy
+    agents.train(agent, env, 4 * 8 * 3, seed=0)
+    assert agent.updates == 3 and sorted(first) == [0, 1, 2]
+    for v, old, target, loss in first.values():
+        assert torch.allclose(v, old, atol=1e-5)
+        assert torch.allclose(loss, (v - target) ** 2, atol=1e-5)
+
+
 def test_value_norm_tracks_running_moments():
     vn = ValueNorm(2)
     g = torch.Generator().manual_seed(0)

@@ -140,6 +140,33 @@ def test_trains_on_every_setting(market, name, shared, n_step):
         assert all(math.isfinite(v) for v in m.values()), m
 
 
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+def test_metrics_average_over_the_updates_that_ran(market, name):
+    """Until the buffer holds ``batch_size`` rows the scheduled updates are skipped (here the
+    first seven: 4 rows a step, 32 needed); they neither count toward ``metrics_every`` nor
+    dilute the averaged losses."""
+    env = market(num_envs=4, horizon=30, reward_mode="cooperative")
+    agent = agents.make_agent(
+        name, env, learning_starts=4, batch_size=32, update_every=4, hidden=(16,),
+        metrics_every=5,
+    )  # fmt: skip
+    tds = []
+    update = agent._update
+
+    def spy():
+        before = float(agent._sums.get("losses/td", 0.0))
+        update()
+        tds.append(float(agent._sums["losses/td"]) - before)
+
+    agent._update = spy
+    reports = []
+    agents.train(agent, env, 4 * 20, callback=lambda _, m: reports.append((len(tds), m)))
+    assert agent.updates == 20 and len(tds) == 20 - 7
+    n, first = reports[0]
+    assert n == 5
+    assert first["losses/td"] == pytest.approx(sum(tds[:n]) / n, rel=1e-4)
+
+
 def test_pettingzoo_face_and_a_partial_team():
     env = recenv.make(MARKET, seed=0, horizon=15, reward_mode="cooperative")
     agent = agents.make_agent("qmix", env, **SMALL)
