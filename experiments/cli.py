@@ -165,10 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--root", default="runs", help="where the evaluation directory is created")
     e.add_argument("--quiet", action="store_true")
 
-    rep = sub.add_parser("report", help="print a finished comparison's table")
+    rep = sub.add_parser(
+        "report",
+        help="print a finished comparison's table",
+        description="Print a finished comparison's table. An unfinished one (interrupted or "
+        "still running) is refused unless --partial.",
+    )
     rep.add_argument("path", help="a comparison directory")
     rep.add_argument(
         "--out", default=None, help="re-render the tables and figures into this new directory"
+    )
+    rep.add_argument(
+        "--partial",
+        action="store_true",
+        help="report an unfinished comparison's finished runs; the table says it is partial",
     )
 
     sub.add_parser("presets", help="list the presets")
@@ -248,6 +258,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"{cfg.seeds} seeds = {n} runs of {cfg.run.total_steps} env steps",
             file=sys.stderr,
         )
+    if not quiet and cfg.run.eval_episodes == 0:
+        print(
+            "eval_episodes=0: no greedy evaluation; the table reports each run's last "
+            "training window",
+            file=sys.stderr,
+        )
     res = comparison.compare(cfg)
     _print_comparison(res)
     return 0
@@ -294,7 +310,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from experiments import plots, report
 
-    comp = report.load_comparison(args.path)
+    comp = report.load_comparison(args.path, partial=args.partial)
     print(comp.markdown)
     if args.out:
         out = Path(args.out)

@@ -22,7 +22,9 @@ Two experiments (``--experiment``):
     the same learner without a future) and random.
 
 Results go to ``<out>.json`` and ``<out>.md``; an existing result is never overwritten (give a
-new ``--out``). Example::
+new ``--out``). Both files are created at the start, holding an "in progress" note, so a second
+invocation with the same ``--out`` is refused before it does any work; they get the results at
+the end, and are removed if the experiment fails or is interrupted. Example::
 
     python experiments/compare_agents.py --budget 20000 --seeds 5
     python experiments/compare_agents.py --experiment long_horizon \\
@@ -251,15 +253,77 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+IN_PROGRESS = "in progress"
+
+
+def reserve(targets: list[Path], command: str) -> None:
+    """Create every target exclusively (``O_EXCL``: of two invocations with one ``--out``, one
+    gets them), each holding a note that the results are in progress (a process killed with
+    SIGKILL leaves the note, never something that looks like results). Refused with
+    ``SystemExit`` naming the file when one exists; nothing is left behind then."""
+    note = {
+        "status": IN_PROGRESS,
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command,
+    }
+    texts = {
+        ".json": json.dumps(note, indent=1) + "\n",
+        ".md": f"Results in progress (pid {note['pid']}, started {note['started']}): `{command}`\n",
+    }
+    made: list[Path] = []
+    for t in targets:
+        try:
+            with open(t, "x") as f:
+                f.write(texts.get(t.suffix, texts[".md"]))
+        except FileExistsError:
+            for m in made:
+                m.unlink(missing_ok=True)
+            sys.exit(f"refusing to overwrite {str(t)!r}: pass a new --out path{_held_by(t)}")
+        made.append(t)
+
+
+def _held_by(path: Path) -> str:
+    """What an existing output is, when it is another invocation's reservation."""
+    try:
+        note = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(note, dict) or note.get("status") != IN_PROGRESS:
+        return ""
+    return (
+        f" (it is reserved by pid {note.get('pid')}, started {note.get('started')}; if that "
+        "process is gone, it was killed: delete its .json and .md to reuse the name)"
+    )
+
+
+def write_result(path: Path, text: str) -> None:
+    """Replace a reservation by its result atomically (a kill leaves the note or the result)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
     targets = [out.with_suffix(".json"), out.with_suffix(".md")]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing:
-        sys.exit(f"refusing to overwrite {existing}: pass a new --out path")
-    torch.set_num_threads(args.threads)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reserve(targets, command)  # before any work: a second invocation is refused now
+    try:
+        text = _run(args, command, targets)
+    except BaseException:  # failed or interrupted: no results, and the name is free again
+        for t in targets:
+            t.unlink(missing_ok=True)
+        raise
+    print(text)
+
+
+def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
+    """The experiment; writes its results into the reserved ``targets`` and returns them as
+    markdown."""
+    torch.set_num_threads(args.threads)
     started = time.time()
     header = {
         "command": command,
@@ -292,10 +356,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads}; load average at start {header['machine']['load_average_at_start']}."
         f" Wall time {header['wall_seconds'] / 60:.1f} min.\n\n"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    targets[0].write_text(json.dumps({**header, "results": results}, indent=1, default=str))
-    targets[1].write_text(settings + md)
-    print(settings + md)
+    write_result(targets[0], json.dumps({**header, "results": results}, indent=1, default=str))
+    write_result(targets[1], settings + md)
+    return settings + md
 
 
 if __name__ == "__main__":

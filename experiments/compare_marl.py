@@ -25,7 +25,9 @@ Usage::
     python -m experiments.compare_marl --spread --out experiments/results/marl_spread
 
 Outputs: ``results.json`` (settings, command, one row per run, the aggregated tables) and
-``report.md`` (the tables as markdown).
+``report.md`` (the tables as markdown). ``--out`` is created at the start, holding an
+``IN_PROGRESS`` note until the results are in, so a second invocation with the same ``--out`` is
+refused before it does any work; it is removed again if the run fails or is interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -259,13 +262,53 @@ def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return cfg
 
 
+IN_PROGRESS = "IN_PROGRESS"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
     out = Path(args.out)
-    if out.exists():
-        print(f"error: {str(out)!r} exists; results are never overwritten, pass a new --out",
-              file=sys.stderr)  # fmt: skip
+    # Reserved before any work (mkdir is atomic): of two invocations with one --out, the
+    # second is refused now, not after hours, and neither overwrites the other.
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=False)
+    except FileExistsError:
+        note = out / IN_PROGRESS
+        held = (
+            f" (it is reserved by another run: {note.read_text().strip()}; if that process is "
+            "gone, it was killed: delete the directory to reuse the name)"
+            if note.is_file()
+            else ""
+        )
+        print(f"error: {str(out)!r} exists; results are never overwritten, pass a new "
+              f"--out{held}", file=sys.stderr)  # fmt: skip
         return 2
+    command = ["python", "-m", "experiments.compare_marl", *(argv or sys.argv[1:])]
+    (out / IN_PROGRESS).write_text(
+        f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n"
+    )
+    try:
+        payload, md = _run(args, argv)
+        _write(out / "results.json", json.dumps(_plain(payload), indent=2) + "\n")
+        _write(out / "report.md", md)
+        (out / IN_PROGRESS).unlink()
+    except BaseException:  # failed or interrupted: no results, and the name is free again
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    print(md)
+    _log(f"wrote {out}/results.json and report.md ({payload['seconds']:.0f}s)")
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
+    """The reports ``args`` asks for: the results.json payload and report.md."""
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds))
     head = {
@@ -282,12 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         payload, md = _comparison(args, seeds, head)
     payload["seconds"] = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=False)
-    (out / "results.json").write_text(json.dumps(_plain(payload), indent=2) + "\n")
-    (out / "report.md").write_text(md)
-    print(md)
-    _log(f"wrote {out}/results.json and report.md ({payload['seconds']:.0f}s)")
-    return 0
+    return payload, md
 
 
 def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:

@@ -14,15 +14,23 @@ every run. When all runs are done it writes::
 
 ``resume_comparison(path)`` finishes an interrupted comparison: finished runs are read,
 unfinished ones resumed from their last checkpoint, missing ones started.
+
+While ``compare`` or ``resume_comparison`` works on a comparison it holds the comparison
+directory's lock (:class:`experiments.runner.DirLock`), and each run's own while it trains,
+so a second process is refused instead of training into the same directories. Ctrl-C or
+SIGTERM stops the runs in progress at their next checkpoint (with ``jobs > 1`` too) and
+names the comparison to resume.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -33,9 +41,11 @@ from typing import Any
 import torch
 
 from experiments import report, runner
-from experiments.config import CompareConfig, RunConfig, validate_run
+from experiments.config import CompareConfig, ConfigError, RunConfig, validate_run
 from experiments.runner import (
     DONE,
+    DirLock,
+    Interrupted,
     RunDir,
     RunError,
     atomic_write_bytes,
@@ -71,23 +81,50 @@ def compare(
         "command": sys.argv,
         "created": utc_stamp(),
     }
-    _write(path / "compare.json", json.dumps(head, indent=2) + "\n")
-    return _complete(path, cfg, quiet, log)
+    # Locked before compare.json makes it a comparison that `resume` would accept.
+    with DirLock(path, "comparison"):
+        _write(path / "compare.json", json.dumps(head, indent=2) + "\n")
+        return _complete(path, cfg, quiet, log)
 
 
 def resume_comparison(
     path: str | Path, *, quiet: bool | None = None, log: Callable = print
 ) -> ComparisonResult:
+    """Finish the comparison in ``path``. Refused, with nothing written, when it is finished,
+    when its ``compare.json`` cannot be read or its agents and envs built here, or while
+    another process holds its lock."""
     p = Path(path)
     if not (p / "compare.json").is_file():
         raise RunError(f"{str(p)!r} is not a comparison directory (it has no compare.json)")
+    _refuse_finished(p)
+    with DirLock(p, "comparison"):
+        _refuse_finished(p)  # again: it may have finished just before the lock was taken
+        cfg = read_compare_config(p)
+        return _complete(p, cfg, quiet, log)
+
+
+def _refuse_finished(p: Path) -> None:
     if (p / DONE).exists():
         raise RunError(
             f"comparison {str(p)!r} is finished; its directory is never modified. Start a new "
-            "one, or read it with experiments.report.load_comparison"
+            f"one, or print its table: python -m experiments report {p}"
         )
-    cfg = CompareConfig.from_dict(json.loads((p / "compare.json").read_text())["config"])
-    return _complete(p, cfg, quiet, log)
+
+
+def read_compare_config(path: str | Path) -> CompareConfig:
+    """The :class:`CompareConfig` of the comparison in ``path``, checked against this
+    installation (its env ids, agents and their config keys); a ``compare.json`` that is not
+    readable as one, or names what is not installed here, raises :class:`RunError` naming it."""
+    file = str(Path(path) / "compare.json")
+    head = report.read_compare_json(path)
+    try:
+        cfg = CompareConfig.from_dict(head["config"])
+        for cell in cfg.cells()[:: cfg.seeds]:  # one per (env, agent), as compare() checks
+            validate_run(cell)
+    except (ValueError, TypeError) as e:  # ConfigError included
+        kind = "cannot be resumed here" if isinstance(e, ConfigError) else "is not readable"
+        raise RunError(f"{file!r} {kind}: {e}") from None
+    return cfg
 
 
 def _cell_key(cfg: RunConfig) -> tuple[str, str, str, int]:
@@ -105,8 +142,23 @@ def _existing_runs(path: Path) -> dict[tuple[str, str, str, int], Path]:
     return found
 
 
-def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> dict[str, Any]:
-    """Train, resume or read one cell; returns its summary, curve and directory."""
+# Set in `compare --jobs N` workers (_worker_init): the parent's request to stop.
+_STOP: Any = None
+
+
+def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> dict[str, Any] | None:
+    """Train, resume or read one cell; returns its summary, curve and directory (``None``: a
+    worker's cell not started because the comparison is stopping)."""
+    if _STOP is None:
+        return _run_cell_here(cfg_dict, existing, quiet)
+    # A worker: a signal that comes before the run's own handler is installed stops it too.
+    with runner.stop_requests():
+        if _STOP.is_set():
+            return None
+        return _run_cell_here(cfg_dict, existing, quiet)
+
+
+def _run_cell_here(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> dict[str, Any]:
     cfg = RunConfig.from_dict(cfg_dict)
     if existing is not None and (Path(existing) / DONE).exists():
         d = Path(existing)
@@ -119,8 +171,15 @@ def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> di
     return {"path": str(res.path), "summary": res.summary, "curve": res.curve}
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, stop: Any = None) -> None:
+    global _STOP
     torch.set_num_threads(max(1, threads))
+    _STOP = stop
+    # Between cells a worker ignores SIGINT/SIGTERM (a cell in progress handles them with
+    # runner.stop_requests): a Ctrl-C reaches every worker, and one that died of it while
+    # idle would break the pool and lose the other runs' results.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _complete(
@@ -148,26 +207,72 @@ def _complete(
     for c in cells:
         prev = existing.get(_cell_key(c))
         args.append((c.to_dict(), str(prev) if prev is not None else None, quiet_runs))
-    if cfg.jobs <= 1:
-        for i, a in enumerate(args):
-            done(i, _run_cell(*a))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
-        ctx = multiprocessing.get_context("spawn")
-        # Workers are silent; one bar here counts finished runs.
-        bar = runner.Progress(
-            len(cells), 0, f"{cfg.name} ({cfg.jobs} jobs)", quiet_runs, unit="run"
-        )
-        with cf.ProcessPoolExecutor(
-            cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-        ) as pool:
-            futures = {pool.submit(_run_cell, c, p, True): i for i, (c, p, _) in enumerate(args)}
-            for fut in cf.as_completed(futures):
-                done(futures[fut], fut.result())
-                bar.update(1, results[futures[fut]]["summary"].get("eval", {}).get("return"))
-        bar.close()
+    try:
+        if cfg.jobs <= 1:
+            # Each run stops on its own at a signal; this one also stops between two runs,
+            # and after a run that was already ending when the signal came.
+            with runner.stop_requests() as stop_requested:
+                for i, a in enumerate(args):
+                    if stop_requested():
+                        raise Interrupted(None, None)
+                    done(i, _run_cell(*a))
+        else:
+            _run_parallel(cfg, args, done, quiet_runs)
+    except Interrupted as e:
+        # The run's own message says to resume the run; resuming the comparison finishes it.
+        raise Interrupted(e.run_dir, e.step, comparison=path) from None
     ordered = [results[i] for i in range(len(cells))]
     return write_report(path, cfg, ordered)
+
+
+def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_runs: bool) -> None:
+    """The cells in ``cfg.jobs`` worker processes. The first SIGINT/SIGTERM here stops the
+    comparison: cells not started are not started, the runs in progress (sent SIGTERM) stop
+    at their next chunk boundary with a checkpoint, and :class:`Interrupted` is raised once
+    every worker has returned."""
+    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    # Workers are silent; one bar here counts finished runs.
+    bar = runner.Progress(len(args), 0, f"{cfg.name} ({cfg.jobs} jobs)", quiet_runs, unit="run")
+    interrupted: Interrupted | None = None
+    try:
+        with (
+            runner.stop_requests() as stop_requested,
+            cf.ProcessPoolExecutor(
+                cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads, stop)
+            ) as pool,
+        ):
+            futures = {pool.submit(_run_cell, c, p, True): i for i, (c, p, _) in enumerate(args)}
+            pending = set(futures)
+            while pending:
+                finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    if fut.cancelled():
+                        continue
+                    try:
+                        out = fut.result()
+                    except Interrupted as e:
+                        interrupted = interrupted or e
+                        continue
+                    if out is not None:
+                        done(futures[fut], out)
+                        bar.update(1, out["summary"].get("eval", {}).get("return"))
+                stopping = stop_requested() or interrupted is not None
+                if stopping and pending and not stop.is_set():
+                    stop.set()
+                    for fut in pending:
+                        fut.cancel()
+                    # Ctrl-C reached the workers too; a SIGTERM to this process alone did not.
+                    for proc in multiprocessing.active_children():
+                        with contextlib.suppress(OSError):
+                            os.kill(proc.pid, signal.SIGTERM)
+    finally:
+        bar.close()
+    if interrupted is not None:
+        raise interrupted
+    if stop.is_set():  # cells were left out
+        raise Interrupted(None, None)
 
 
 def write_report(path: Path, cfg: CompareConfig, results: list[dict[str, Any]]) -> ComparisonResult:

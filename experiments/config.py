@@ -177,7 +177,9 @@ class CompareConfig:
     jobs: int = option(1, "runs trained in parallel worker processes")
     run: RunConfig = field(
         default_factory=RunConfig,
-        metadata={"help": "the template of every run (--set run.KEY=VALUE)"},
+        metadata={
+            "help": "the template of every run (--set run.KEY=VALUE; `describe run` lists it)"
+        },
     )
     per_agent: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = option(
         (), "config overrides of one agent wherever it runs (--set NAME.KEY=VALUE)"
@@ -802,7 +804,8 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
 # Help text
 # ----------------------------------------------------------------------------------------
 def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
-    """``(name, type, default, help)`` of every field of a config dataclass."""
+    """``(name, type, default, help)`` of every field of a config dataclass; a field with a
+    ``default_factory`` has the factory's value as its default."""
     hints = _hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
@@ -810,13 +813,31 @@ def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
         tname = getattr(t, "__name__", None) or str(t).replace("typing.", "")
         help_ = f.metadata.get("help", "")
         if f.metadata.get("within") is not None:  # agents' option(..., within=(lo, hi))
-            help_ += " [{}, {}]".format(*f.metadata["within"])
-        rows.append((f.name, tname, f.default, help_))
+            # The interval as the config's error writes it (open ends in round brackets).
+            interval = f.metadata.get("interval") or "[{}, {}]".format(*f.metadata["within"])
+            help_ += f" {interval}"
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        rows.append((f.name, tname, default, help_))
     return rows
+
+
+def _default_text(value: Any) -> str:
+    """A default as ``describe`` shows it: a config dataclass by the fields that differ from
+    its own defaults (``RunConfig()``: all defaults, listed by ``describe run``)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = [
+            f"{f.name}={getattr(value, f.name)!r}"
+            for f in dataclasses.fields(value)
+            if f.default is not dataclasses.MISSING and getattr(value, f.name) != f.default
+        ]
+        return f"{type(value).__name__}({', '.join(changed)})"
+    return repr(value)
 
 
 def describe(cls: type) -> str:
     lines = []
     for name, tname, default, help_ in field_help(cls):
-        lines.append(f"  {name:<24} {tname:<10} {default!r:<22} {help_}")
+        lines.append(f"  {name:<24} {tname:<10} {_default_text(default):<22} {help_}")
     return "\n".join(lines)

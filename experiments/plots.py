@@ -140,5 +140,10 @@ def final_metrics(
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(agents), 7), fontsize=8)
-    fig.suptitle("Final metrics (greedy evaluation): mean ± 95 % CI over seeds")
+    sources = {s for r in table for s in str(r.get("metrics_from") or "eval").split("+")}
+    source = {
+        frozenset({"eval"}): "greedy evaluation",
+        frozenset({"train"}): "last training window, no greedy evaluation",
+    }.get(frozenset(sources), "greedy evaluation, else last training window")
+    fig.suptitle(f"Final metrics ({source}): mean ± 95 % CI over seeds")
     return _save(fig, path)

@@ -8,6 +8,15 @@ bisection), so there is no SciPy dependency.
 A comparison directory (see :mod:`experiments.comparison`) holds ``runs.csv`` (one row per
 run), ``table.csv`` (one row per env and agent: ``<metric>_mean``, ``<metric>_ci95``, ``n``)
 and ``table.md``; :func:`load_comparison` reads one back, curves included.
+
+The headline metrics of a run are its greedy evaluation's. A run without one
+(``eval_episodes=0``) is reported with its last training window instead, as ``train`` does:
+the row's ``metrics_from`` says which (``eval`` / ``train``), and so do the table's heading and
+the final-metrics figure's title.
+
+Means within ``FLOAT_RTOL`` of each other (relative to the column's largest magnitude) are
+ties, and a CI narrower than ``FLOAT_RTOL`` of its mean is float noise: the env computes in
+float32, so e.g. market shares that sum to 1 come back as 1 ± 1e-8.
 """
 
 from __future__ import annotations
@@ -33,6 +42,13 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("exposure_gini", "exposure Gini", False),
 )
 KEYS = ("env", "agent", "opponent", "seed")
+# Float32 rounding, relative: differences and CIs below it are noise, not results.
+FLOAT_RTOL = 1e-6
+# Where a row's headline metrics come from, as the table's heading says it.
+SOURCES = {
+    "eval": "greedy evaluation after training",
+    "train": "last training window of each run (no greedy evaluation: eval_episodes=0)",
+}
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,17 +139,22 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
 # Rows and aggregates
 # ----------------------------------------------------------------------------------------
 def run_row(summary: Mapping[str, Any], run_dir: str | Path = "") -> dict[str, Any]:
-    """One CSV row of a run: keys, evaluation metrics (headline), last training window
-    (``train_*``)."""
+    """One CSV row of a run: keys, headline metrics, last training window (``train_*``).
+
+    The headline metrics are the greedy evaluation's; a run without one (``eval_episodes=0``)
+    gets its last training window's instead (as ``train`` prints), and ``metrics_from`` says
+    which (``eval`` / ``train``)."""
     row: dict[str, Any] = {k: summary.get(k, "") for k in KEYS}
     row["run_dir"] = str(run_dir)
     row["env_steps"] = summary.get("env_steps", "")
     row["train_episodes"] = summary.get("train_episodes", "")
-    for k, v in summary.get("eval", {}).items():
+    train = {k: v for k, v in (summary.get("train") or {}).items() if k != "step"}
+    evaluation = summary.get("eval") or {}
+    row["metrics_from"] = "eval" if evaluation else "train"
+    for k, v in (evaluation or train).items():
         row[k] = v
-    for k, v in summary.get("train", {}).items():
-        if k != "step":
-            row[f"train_{k}"] = v
+    for k, v in train.items():
+        row[f"train_{k}"] = v
     return row
 
 
@@ -151,6 +172,9 @@ def aggregate(
     for key, members in groups.items():
         agg: dict[str, Any] = dict(zip(by, key, strict=True))
         agg["n"] = len(members)
+        sources = sorted({str(r["metrics_from"]) for r in members if r.get("metrics_from")})
+        if sources:
+            agg["metrics_from"] = "+".join(sources)
         for m in names:
             mean, ci, _ = mean_ci([_num(r.get(m)) for r in members])
             agg[f"{m}_mean"], agg[f"{m}_ci95"] = mean, ci
@@ -166,13 +190,40 @@ def _num(v: Any) -> float:
 
 
 def fmt(mean: float, ci: float) -> str:
-    """``12.3 ± 0.45``: the mean to the CI's precision (3 significant digits without one)."""
+    """``12.3 ± 0.45``: the mean to the CI's precision (3 significant digits without one, or
+    with one that is float noise: narrower than ``FLOAT_RTOL`` of the mean)."""
     if not math.isfinite(mean):
         return "–"
-    if not math.isfinite(ci) or ci <= 1e-9 * max(1.0, abs(mean)):
+    if not math.isfinite(ci) or ci <= max(FLOAT_RTOL * abs(mean), 1e-9):
         return f"{mean:.3g}"
     digits = max(0, min(6, 1 - math.floor(math.log10(ci))))
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def best_rows(means: Sequence[float], higher_is_better: bool) -> set[int]:
+    """The indices of the best means of a column, ties included: means within
+    ``FLOAT_RTOL`` of the best (relative to the column's largest magnitude) are equal. Empty
+    when there are fewer than two finite means or all of them tie (nothing stands out)."""
+    finite = [(i, m) for i, m in enumerate(means) if math.isfinite(m)]
+    if len(finite) < 2:
+        return set()
+    best = (max if higher_is_better else min)(m for _, m in finite)
+    tol = FLOAT_RTOL * max(abs(m) for _, m in finite)
+    tied = {i for i, m in finite if abs(m - best) <= tol}
+    return set() if len(tied) == len(finite) else tied
+
+
+def _source_text(rows: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
+    """The table heading's words for where the rows' metrics come from, and whether they
+    differ between rows (then each row from training says so)."""
+    sources = {s for r in rows for s in str(r.get("metrics_from") or "eval").split("+")}
+    if len(sources) == 1:
+        return SOURCES.get(sources.pop(), SOURCES["eval"]), False
+    return (
+        "greedy evaluation after training; rows marked (training window) have no evaluation "
+        "and show their last training window",
+        True,
+    )
 
 
 def markdown_table(
@@ -187,11 +238,11 @@ def markdown_table(
         n = sorted({int(r["n"]) for r in rows})
         n_text = "/".join(str(x) for x in n)
         cols = [(m, title, hi) for m, title, hi in metrics if any(f"{m}_mean" in r for r in rows)]
-        best = {}
-        for m, _, hi in cols:
-            vals = [r[f"{m}_mean"] for r in rows if math.isfinite(r.get(f"{m}_mean", math.nan))]
-            if len(vals) > 1 and len(set(vals)) > 1:
-                best[m] = max(vals) if hi else min(vals)
+        best = {
+            m: best_rows([_num(r.get(f"{m}_mean", math.nan)) for r in rows], hi)
+            for m, _, hi in cols
+        }
+        source, mixed = _source_text(rows)
         head = "| agent | " + " | ".join(t for _, t, _ in cols) + " |"
         sep = "|---|" + "---:|" * len(cols)
         opponents = sorted({str(r.get("opponent") or "") for r in rows} - {""})
@@ -201,20 +252,22 @@ def markdown_table(
             else ""
         )
         lines = [
-            f"**{env}** — mean ± 95 % CI over {n_text} seeds (t-distribution); greedy "
-            f"evaluation after training{versus}",
+            f"**{env}** — mean ± 95 % CI over {n_text} seeds (t-distribution); {source}{versus}",
             "",
             head,
             sep,
         ]
-        for r in rows:
+        for i, r in enumerate(rows):
             cells = []
             for m, _, _ in cols:
                 text = fmt(r.get(f"{m}_mean", math.nan), r.get(f"{m}_ci95", math.nan))
-                if m in best and r.get(f"{m}_mean") == best[m]:
+                if i in best[m]:
                     text = f"**{text}**"
                 cells.append(text)
-            lines.append(f"| {r['agent']} | " + " | ".join(cells) + " |")
+            label = r["agent"]
+            if mixed and "eval" not in str(r.get("metrics_from") or "eval"):
+                label += " (training window)"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -250,38 +303,103 @@ def _maybe_float(v: str) -> Any:
 @dataclass
 class Comparison:
     """A comparison's results: ``rows`` (one per run), ``table`` (aggregated), ``curves``
-    (``(env, agent) -> one learning curve per seed``, each a list of points)."""
+    (``(env, agent) -> one learning curve per seed``, each a list of points).
+
+    ``finished`` is False for a comparison read with ``partial=True`` before it had finished;
+    its ``markdown`` then starts with a line that says so (``expected``: its number of runs,
+    0 where compare.json does not tell)."""
 
     path: Path
     rows: list[dict[str, Any]]
     table: list[dict[str, Any]]
     curves: dict[tuple[str, str], list[list[dict[str, float]]]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    finished: bool = True
+    expected: int = 0
 
     @property
     def markdown(self) -> str:
-        return markdown_table(self.table)
+        md = markdown_table(self.table)
+        if self.finished:
+            return md
+        done = runs_finished_text(len(self.rows), self.expected)
+        return f"> **Unfinished comparison ({done}): partial results.**\n\n{md}"
 
 
-def load_comparison(path: str | Path) -> Comparison:
-    """Read a comparison directory (its runs' ``summary.json`` and ``curve.csv``)."""
-    from experiments.runner import read_curve
+def runs_finished_text(finished: int, expected: int) -> str:
+    """``3 of 8 runs finished`` (without ``of`` when the expected number is unknown)."""
+    of = f" of {expected}" if expected else ""
+    return f"{finished}{of} runs finished"
+
+
+def read_compare_json(path: str | Path) -> dict[str, Any]:
+    """A comparison directory's ``compare.json``: a JSON object whose ``config`` is an object.
+    A file that is not raises ``RunError`` naming it (a missing one: ``FileNotFoundError``)."""
+    from experiments.runner import RunError
+
+    file = Path(path) / "compare.json"
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{str(Path(path))!r} is not a comparison directory (no compare.json)"
+        )
+    try:
+        head = json.loads(file.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise RunError(f"{str(file)!r} is not readable: {e}") from None
+    if not isinstance(head, dict) or not isinstance(head.get("config"), dict):
+        raise RunError(
+            f"{str(file)!r} is not a comparison's compare.json (it has no 'config' object); "
+            "is this a comparison directory?"
+        )
+    return head
+
+
+def expected_runs(config: Mapping[str, Any]) -> int:
+    """The number of runs of a comparison (envs x agents x seeds) from its compare.json's
+    ``config``; 0 where it does not tell."""
+    try:
+        return len(config["envs"]) * len(config["agents"]) * int(config.get("seeds", 1))
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
+    """Read a comparison directory (its runs' ``summary.json`` and ``curve.csv``).
+
+    An unfinished comparison (no ``DONE``: interrupted, or still running) is refused with a
+    ``RunError`` that counts its finished runs, unless ``partial`` (then the result says it
+    is partial: :attr:`Comparison.finished`). A damaged ``compare.json`` or ``summary.json``
+    raises ``RunError`` naming the file."""
+    from experiments.runner import DONE, RunError, read_curve
 
     p = Path(path)
-    if not (p / "compare.json").is_file():
-        raise FileNotFoundError(f"{str(p)!r} is not a comparison directory (no compare.json)")
-    config = json.loads((p / "compare.json").read_text())
+    head = read_compare_json(p)
+    order = head["config"]
+    summaries = sorted(p.glob("*/summary.json"))
+    finished, expected = (p / DONE).exists(), expected_runs(order)
+    if not finished and not partial:
+        raise RunError(
+            f"comparison {str(p)!r} is unfinished (it has no {DONE}): "
+            f"{runs_finished_text(len(summaries), expected)}. Finish it with: "
+            f"python -m experiments resume {p}; or show the finished runs, marked as partial: "
+            f"python -m experiments report {p} --partial"
+        )
     rows, curves = [], {}
-    for summary_path in sorted(p.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        rows.append(run_row(summary, summary_path.parent))
+    for summary_path in summaries:
+        try:
+            summary = json.loads(summary_path.read_text())
+            rows.append(run_row(summary, summary_path.parent))
+        except (OSError, ValueError, AttributeError) as e:
+            raise RunError(f"{str(summary_path)!r} is not a readable run summary: {e}") from None
         curve_path = summary_path.parent / "curve.csv"
         if curve_path.is_file():
-            key = (summary["env"], summary["agent"])
+            key = (summary.get("env"), summary.get("agent"))
             curves.setdefault(key, []).append(read_curve(curve_path))
-    order = config.get("config", {})
-    rows = sort_rows(rows, order.get("envs", []), order.get("agents", []))
-    return Comparison(p, rows, aggregate(rows), curves, config)
+    try:
+        rows = sort_rows(rows, order.get("envs", []), order.get("agents", []))
+    except (KeyError, TypeError) as e:
+        raise RunError(f"the run summaries in {str(p)!r} lack their keys: {e}") from None
+    return Comparison(p, rows, aggregate(rows), curves, head, finished, expected)
 
 
 def sort_rows(

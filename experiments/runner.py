@@ -10,6 +10,7 @@ A run directory (``<root>/<env>__<lineup>__<seed>__<UTC time>``, created with
     curve.csv              the learning curve: episode metrics per log interval
     summary.json           final results: training tail, greedy evaluation, timing
     DONE                   written last; a directory with DONE is never written again
+    .lock                  only while a process trains the run: its lock (see DirLock)
 
 **Training** runs :func:`agents.rollout.train` in chunks that end on log and checkpoint
 boundaries (``reset=False`` continues the env where it stands), so the loop is the one the
@@ -27,6 +28,10 @@ They are read with ``torch.load(weights_only=True)``.
 checkpoint's state back onto them and continues; the result equals an uninterrupted run's
 (``summary.json`` apart from its ``timing`` block). Ctrl-C / SIGTERM checkpoint at the next
 chunk boundary and stop; SIGKILL loses at most the steps since the last checkpoint.
+
+**One process per run**: ``train`` and ``resume`` hold an exclusive lock on the run directory
+(:class:`DirLock`) from before their first write until they return, so a second ``resume`` of a
+run that is still training is refused instead of training into the same directory.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import platform
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +66,11 @@ from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validat
 from experiments.report import to_csv
 from experiments.tb import RunLogger
 
+try:  # advisory file locks: Linux, macOS and the other POSIX systems
+    import fcntl
+except ImportError:  # Windows: runs are not locked (see DirLock)
+    fcntl = None  # type: ignore[assignment]
+
 CHECKPOINT_FORMAT = "recenv-run-checkpoint"
 # Bumped whenever the env's or an agent's saved state changes layout, so an old checkpoint
 # is refused by name instead of restored wrongly (snapshot.restore replaces tensors by
@@ -69,6 +80,7 @@ CHECKPOINT_VERSION = 2
 ENV_STATIC = ("config", "catalog", "population", "layout")
 OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
+LOCK = ".lock"
 
 
 class RunError(RuntimeError):
@@ -77,14 +89,41 @@ class RunError(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint.
 
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(
-            f"interrupted at env step {step}; checkpoint written. Continue with:\n"
-            f"  python -m experiments resume {run_dir}"
-        )
-        self.run_dir, self.step = run_dir, step
+    ``run_dir`` and ``step``: the run that stopped and where (``None`` when a comparison stopped
+    between runs); ``comparison``: the comparison directory the run belongs to, if any. The
+    message names what to resume: the comparison when there is one (resuming only the run
+    would leave the comparison without its table), else the run."""
+
+    def __init__(self, run_dir: Path | None, step: int | None, comparison: Path | None = None):
+        if comparison is None:
+            text = (
+                f"interrupted at env step {step}; checkpoint written. Continue with:\n"
+                f"  python -m experiments resume {run_dir}"
+            )
+        else:
+            where = (
+                f" (run {Path(run_dir).name} stopped at env step {step}; checkpoint written)"
+                if run_dir is not None
+                else ""
+            )
+            text = (
+                f"comparison interrupted{where}; its finished runs are kept. Continue the "
+                f"comparison with:\n  python -m experiments resume {comparison}"
+            )
+        super().__init__(text)
+        self.run_dir, self.step, self.comparison = run_dir, step, comparison
+
+    def __reduce__(self):
+        # The default pickles ``self.args`` (the message) and calls __init__ with it, which
+        # fails: a `compare --jobs N` worker sends this back to the parent process.
+        return (type(self), (self.run_dir, self.step, self.comparison))
+
+    @property
+    def resume_path(self) -> Path:
+        """What ``python -m experiments resume`` continues."""
+        return Path(self.comparison if self.comparison is not None else self.run_dir)
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,6 +178,106 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class DirLock:
+    """An exclusive advisory lock on a run or comparison directory, held by the one process
+    that writes into it (``train``, ``resume``, ``compare``) from before its first write until
+    it returns.
+
+    It is ``flock(LOCK_EX | LOCK_NB)`` on ``<dir>/.lock``, a file holding the holder's pid and
+    host, which the holder removes when it lets go: ``.lock`` exists only while a process works
+    on the directory. The lock, not the file, is what counts: the kernel drops it when the
+    holder exits, however it exits, so the ``.lock`` a SIGKILLed process leaves behind never
+    blocks anyone (the pid inside is only read to name the holder in a refusal). A finished
+    directory is refused before any lock is taken, so a finished run or comparison never gets
+    a ``.lock``, and ``report``/``evaluate`` never lock.
+
+    Where ``fcntl`` does not exist (Windows), or the filesystem refuses locks, nothing is
+    locked: two processes could then still write into one directory.
+    """
+
+    def __init__(self, path: str | Path, what: str = "run"):
+        self.path = Path(path)
+        self.what = what  # "run" or "comparison": for the refusal's message
+        self._fd: int | None = None
+
+    @property
+    def file(self) -> Path:
+        return self.path / LOCK
+
+    def acquire(self) -> DirLock:
+        """Take the lock, or raise :class:`RunError` naming the process that holds it. Writes
+        nothing into the directory when refused."""
+        if fcntl is None:
+            return self
+        if self._fd is not None:
+            raise RuntimeError(f"{self.file} is already locked by this DirLock")
+        for _ in range(100):
+            # No O_TRUNC: a refused process must not erase the holder's pid.
+            try:
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:  # e.g. a read-only directory: it cannot be trained in either
+                raise RunError(f"cannot lock {self.what} {str(self.path)!r}: {e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                os.close(fd)
+                raise RunError(self._held_message(holder)) from None
+            except OSError as e:  # e.g. ENOLCK: a filesystem without locks
+                os.close(fd)
+                print(f"warning: cannot lock {str(self.file)!r} ({e}); not locked", file=sys.stderr)
+                return self
+            # The previous holder removes the file before it lets go: if it did so between our
+            # open and our flock, we hold a file no one else will open. Start again.
+            if _same_file(fd, self.file):
+                break
+            os.close(fd)
+        else:
+            raise RunError(f"could not lock {str(self.file)!r}: it keeps being replaced")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def _held_message(self, holder: list[str]) -> str:
+        verb = "trained" if self.what == "run" else "worked on"
+        if holder and holder[0].isdigit():
+            who = f"pid {holder[0]}"
+            if len(holder) > 1 and holder[1] != socket.gethostname():
+                who += f" on host {holder[1]}"
+        else:  # the holder has not written its pid yet
+            who = "another process"
+        return (
+            f"{self.what} {str(self.path)!r} is being {verb} by {who} (it holds "
+            f"{str(self.file)!r}); nothing was changed. Wait for it to finish, or stop it "
+            f"(Ctrl-C or SIGTERM: it checkpoints and stops) and then run: python -m "
+            f"experiments resume {self.path}"
+        )
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.file.unlink(missing_ok=True)  # while still held: see acquire
+        finally:
+            os.close(fd)  # drops the lock
+
+    def __enter__(self) -> DirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 class RunDir:
     """A run's directory; every write is atomic and refused once the run is finished."""
 
@@ -151,17 +290,25 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
+        """An existing, unfinished run directory (checked without writing anything)."""
         p = Path(path)
         if not (p / "config.json").is_file():
             raise RunError(f"{str(p)!r} is not a run directory (it has no config.json)")
         rd = cls(p)
-        if rd.finished:
-            raise RunError(
-                f"run {str(p)!r} is finished (it has {DONE}); a finished run's directory is "
-                "never modified. Start a new run, or evaluate it: python -m experiments "
-                f"evaluate {p}"
-            )
+        rd.refuse_finished()
         return rd
+
+    def lock(self) -> DirLock:
+        """This run's :class:`DirLock`, taken on entering ``with rd.lock(): ...``."""
+        return DirLock(self.path, "run")
+
+    def refuse_finished(self) -> None:
+        if self.finished:
+            raise RunError(
+                f"run {str(self.path)!r} is finished (it has {DONE}); a finished run's "
+                "directory is never modified. Start a new run, or evaluate it: python -m "
+                f"experiments evaluate {self.path}"
+            )
 
     @property
     def finished(self) -> bool:
@@ -391,18 +538,33 @@ class Progress:
 @contextlib.contextmanager
 def stop_requests() -> Iterator[Callable[[], bool]]:
     """SIGINT/SIGTERM set a flag (read at chunk boundaries) instead of killing the process
-    mid-update; a second SIGINT interrupts at once."""
-    flag = {"stop": False}
+    mid-update; a second SIGINT interrupts at once.
+
+    Nested (a run inside a comparison), the inner one starts with the outer one's state and
+    passes what it receives on, so a signal between two runs, or one that came while a run
+    was already ending, still stops the comparison. A SIGTERM does not count as the second
+    SIGINT: ``compare --jobs N`` forwards SIGTERM to its workers, which a Ctrl-C in the
+    terminal reaches too."""
+    flag = {"stop": False, "sigint": False}
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
 
     def handler(signum, frame):
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            if flag["sigint"]:
+                raise KeyboardInterrupt
+            flag["sigint"] = True
         flag["stop"] = True
+        outer = old.get(signum)
+        if getattr(outer, "stop_flag", None) is not None:
+            outer(signum, frame)
 
+    handler.stop_flag = flag  # type: ignore[attr-defined]
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    outer_flag = getattr(old[signal.SIGINT], "stop_flag", None)
+    if outer_flag is not None:
+        flag.update(outer_flag)
     try:
         yield lambda: flag["stop"]
     finally:
@@ -424,6 +586,9 @@ class LoopState:
     window: list[dict[str, torch.Tensor]] = field(default_factory=list)  # unlogged episodes
     last_metrics: dict[str, float] = field(default_factory=dict)
     trained: bool = False  # the budget is spent (only evaluation and the summary remain)
+    # The TensorBoard scalars (tag -> value) logged at step == ``steps``, so that a resume
+    # that has to purge that step (Trainer._purge_step) can write them again.
+    step_scalars: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -434,11 +599,17 @@ class LoopState:
             "window": self.window,
             "last_metrics": self.last_metrics,
             "trained": self.trained,
+            "step_scalars": self.step_scalars,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LoopState:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        # step_scalars is newer than checkpoint version 2: an older checkpoint has none.
+        optional = {"step_scalars"}
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k not in optional]
+        if missing:
+            raise KeyError(f"the checkpoint's loop state lacks {missing}")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass
@@ -586,9 +757,10 @@ class Trainer:
             self.start()
         N, loop = self.cfg.num_envs, self.loop
         total, log_iters, ckpt_iters = self._stops()
-        # Scalars a killed process wrote after its checkpoint (steps > loop.steps) are hidden.
-        purge = loop.steps + 1 if self.resumed_from else None
+        purge, replay = self._purge_step()
         logger = RunLogger(self.dir.path, purge_step=purge)
+        if replay:
+            logger.scalars(loop.steps, loop.step_scalars)
         if not self.resumed_from:
             logger.hyperparameters(self.dir.read_json("config.json"))
         desc = f"{env_label(self.cfg.env)} {self.cfg.lineup} seed={self.cfg.seed}"
@@ -607,17 +779,23 @@ class Trainer:
                     res = agents.train(self.agent, self.env, n * N, reset=False)
                     base = loop.steps
                     loop.iters, loop.steps = nxt, nxt * N
+                    loop.step_scalars = {}  # what is logged at the new loop.steps
                     window_steps += n * N
                     for s, m in res.metrics:
-                        logger.agent_metrics(base + s, m)
+                        logged = logger.agent_metrics(base + s, m)
+                        if base + s == loop.steps:
+                            loop.step_scalars.update(logged)
                         loop.last_metrics = dict(m)
                     if _rows(res.episodes):
                         loop.window.append({k: v.clone() for k, v in res.episodes.items()})
                         loop.episodes += _rows(res.episodes)
                     if nxt % log_iters == 0 or nxt == total:
                         now = time.perf_counter()
-                        logger.scalars(
-                            loop.steps, {"charts/sps": window_steps / max(now - window_t, 1e-9)}
+                        loop.step_scalars.update(
+                            logger.scalars(
+                                loop.steps,
+                                {"charts/sps": window_steps / max(now - window_t, 1e-9)},
+                            )
                         )
                         window_t, window_steps = now, 0
                         eps = _cat_episodes(loop.window)
@@ -627,7 +805,7 @@ class Trainer:
                                 **episode_point(eps, self.env_agents, self.focal),
                             }
                             loop.curve.append(point)
-                            logger.episodes(loop.steps, point)
+                            loop.step_scalars.update(logger.episodes(loop.steps, point))
                             latest = point["return"]
                         loop.window = []
                     bar.update(n * N, latest)
@@ -658,6 +836,30 @@ class Trainer:
         self.dir.write_json("summary.json", summary)
         self.dir.mark_done()
         return RunResult(self.dir.path, summary, loop.curve)
+
+    def _purge_step(self) -> tuple[int | None, bool]:
+        """TensorBoard's ``purge_step`` for this process's writer (events of earlier attempts
+        at steps >= it are hidden), and whether ``loop.step_scalars`` must be logged again.
+
+        So that a resumed run's event files read exactly like an uninterrupted run's:
+
+        - a new run: nothing to hide;
+        - a run that starts over (killed before its first checkpoint): everything the killed
+          attempt wrote (its steps start at 0 like this attempt's);
+        - resumed from a checkpoint during training: what was written after it (steps >
+          ``loop.steps``; what it covers was flushed before it was written);
+        - resumed from the final checkpoint: the killed attempt may have logged the evaluation
+          (``eval/*``, at the final step) before dying, so the final step is hidden too and the
+          training scalars logged at it are written again from the checkpoint. (A checkpoint
+          from before ``step_scalars`` existed cannot: it purges after the final step, as then.)
+        """
+        loop = self.loop
+        if not self.resumed_from:
+            old_events = any(self.dir.path.glob("events.out.tfevents.*"))
+            return (0 if old_events else None), False
+        if loop.trained and loop.step_scalars:
+            return loop.steps, True
+        return loop.steps + 1, False
 
     def evaluate(self) -> dict[str, float]:
         """Greedy episodes on fresh evaluation markets (their own seeds), played by a copy of
@@ -744,10 +946,12 @@ def train(cfg: RunConfig, *, quiet: bool | None = None, leave: bool = True) -> R
     with _refusal_as_config_error(cfg):
         trainer = Trainer(cfg, None, quiet, leave)
     trainer.dir = rd = RunDir.create(cfg)
-    rd.write_json("config.json", full_config(cfg, trainer.env, trainer.agent))
-    if not trainer.quiet and leave:
-        print(f"run: {rd.path}", file=sys.stderr)
-    return trainer.run()
+    # Locked before config.json makes it a run directory that `resume` would accept.
+    with rd.lock():
+        rd.write_json("config.json", full_config(cfg, trainer.env, trainer.agent))
+        if not trainer.quiet and leave:
+            print(f"run: {rd.path}", file=sys.stderr)
+        return trainer.run()
 
 
 def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -781,34 +985,59 @@ def resume(
     leave: bool = True,
 ) -> RunResult:
     """Continue an unfinished run from its newest checkpoint (or ``checkpoint``); without any
-    checkpoint the run starts over in its own directory."""
+    checkpoint the run starts over in its own directory.
+
+    Refused, with nothing written, when the directory is not a usable run (a finished run, a
+    ``config.json`` this installation cannot read or build) or while another process holds
+    the run's lock (:class:`DirLock`), which is held from here until the run returns."""
     rd = RunDir.open(path)
-    try:
-        cfg = RunConfig.from_dict(rd.read_json("config.json")["run"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f"{str(rd.path / 'config.json')!r} is not a readable run config: {e}"
-        ) from None
-    ckpts = rd.checkpoints()
-    source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
-    trainer = Trainer(cfg, rd, quiet, leave)
-    if source is not None:
+    with rd.lock():
+        rd.refuse_finished()  # again: it may have finished just before the lock was taken
+        cfg = read_run_config(rd.path)
+        cfg_file = str(rd.path / "config.json")
         try:
-            payload = load_run_checkpoint(source)
-        except RunError as e:
-            others = [str(c) for c in ckpts if c != source]
-            hint = (
-                f"resume from an earlier one: python -m experiments resume {rd.path} "
-                f"--checkpoint {others[-1]}"
-                if others
-                else "no other checkpoint exists; start a new run"
-            )
-            raise RunError(f"{e}. No file was changed or removed; {hint}") from None
-        trainer.restore(payload, source)
-    if not trainer.quiet:
-        where = f"step {trainer.loop.steps}" if source is not None else "the start"
-        print(f"resuming {rd.path} from {where}", file=sys.stderr)
-    return trainer.run()
+            validate_run(cfg)
+            trainer = Trainer(cfg, rd, quiet, leave)
+        except ValueError as e:  # ConfigError included: an agent or env not installed here
+            raise RunError(f"{cfg_file!r} cannot be resumed here: {e}") from None
+        ckpts = rd.checkpoints()
+        source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
+        if source is not None:
+            try:
+                payload = load_run_checkpoint(source)
+            except RunError as e:
+                others = [str(c) for c in ckpts if c != source]
+                hint = (
+                    f"resume from an earlier one: python -m experiments resume {rd.path} "
+                    f"--checkpoint {others[-1]}"
+                    if others
+                    else "no other checkpoint exists; start a new run"
+                )
+                raise RunError(f"{e}. No file was changed or removed; {hint}") from None
+            trainer.restore(payload, source)
+        if not trainer.quiet:
+            where = f"step {trainer.loop.steps}" if source is not None else "the start"
+            print(f"resuming {rd.path} from {where}", file=sys.stderr)
+        return trainer.run()
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The :class:`RunConfig` in ``run_dir/config.json``; a file that is not readable as one
+    (not JSON, not a run's config, unknown keys or values) raises :class:`RunError` naming it."""
+    path = Path(run_dir) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise RunError(f"{str(path)!r} is not a readable run config: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("run"), dict):
+        raise RunError(
+            f"{str(path)!r} is not a run config of this project (it has no 'run' object); "
+            "is this a run directory?"
+        )
+    try:
+        return RunConfig.from_dict(data["run"])
+    except (ValueError, TypeError) as e:  # ConfigError included
+        raise RunError(f"{str(path)!r} is not a readable run config: {e}") from None
 
 
 def evaluate_checkpoint(
@@ -825,10 +1054,11 @@ def evaluate_checkpoint(
     never written to). Returns that directory and the metrics."""
     p = Path(path)
     cfg: RunConfig | None = None
+    source = ""  # the file cfg was read from, for errors
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise RunError(f"{str(p)!r} is not a run directory (it has no config.json)")
-        cfg = RunConfig.from_dict(json.loads((p / "config.json").read_text())["run"])
+        cfg, source = read_run_config(p), str(p / "config.json")
         ckpts = RunDir(p).checkpoints()
         p = p / "agent.pt" if (p / "agent.pt").is_file() else (ckpts[-1] if ckpts else p)
         if p.is_dir():
@@ -840,7 +1070,11 @@ def evaluate_checkpoint(
     except ValueError as e:
         raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
     if cfg is None and isinstance(payload.get("run"), dict):
-        cfg = RunConfig.from_dict(payload["run"]["config"])
+        source = str(p)
+        try:
+            cfg = RunConfig.from_dict(payload["run"]["config"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunError(f"checkpoint {source!r} holds no readable run config: {e}") from None
     if cfg is None:
         if env_id is None:
             raise RunError(f"{str(p)!r} is a bare agent checkpoint: give the env (--env ENV_ID)")
@@ -848,6 +1082,12 @@ def evaluate_checkpoint(
         cfg = RunConfig(env=env_id, agent=head.get("agent", "agent"))
     if env_id is not None and env_id != cfg.env:
         cfg = RunConfig.from_dict({**cfg.to_dict(), "env": env_id})
+    if source:
+        try:
+            validate_run(cfg)
+        except ConfigError as e:  # e.g. an agent or env this installation does not have
+            on = f" on {env_id}" if env_id is not None else ""
+            raise RunError(f"{source!r} cannot be evaluated here{on}: {e}") from None
     n = episodes if episodes is not None else max(cfg.eval_episodes, 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"episodes={episodes!r} must be an int >= 1")

@@ -20,9 +20,10 @@
 =============================  ==============================================================
 
 The hyperparameters go in as a markdown table (``add_text("hyperparameters", ...)``).
-The writer is flushed before every checkpoint, and resuming passes ``purge_step`` (the
-checkpoint's step + 1): the scalars a killed run wrote after its last checkpoint are hidden, so
-the resumed run's event files read exactly like an uninterrupted run's.
+The writer is flushed before every checkpoint, and resuming passes ``purge_step``: the
+scalars a killed run wrote after its last checkpoint (or all of them, when it had none; or its
+evaluation too, when it died after logging it) are hidden, so the resumed run's event files
+read exactly like an uninterrupted run's (:meth:`experiments.runner.Trainer._purge_step`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 
 # Episode metric (recenv's info["episode"]) -> its rec/ tag.
@@ -85,27 +87,41 @@ def episode_scalars(point: Mapping[str, float]) -> dict[str, float]:
 
 
 class RunLogger:
-    """A run's TensorBoard writer."""
+    """A run's TensorBoard writer. ``purge_step``: None for a new run, else the step from
+    which the events earlier processes wrote into ``log_dir`` are hidden.
+
+    Every writer starts its file with a ``SessionLog.START`` (a new run's at step 0, where it
+    hides nothing): TensorBoard's Python loader (``--load_fast=false``) ignores the first START
+    of a run and purges at every later one, so the first process must write one for a resumed
+    process's to count. A resumed writer writes its START twice, which is a no-op after the
+    first, and covers event files written before every writer started with one."""
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None):
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=30)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or 0, flush_secs=30)
+        if purge_step is not None:
+            self.writer.file_writer.add_event(
+                Event(step=purge_step, session_log=SessionLog(status=SessionLog.START))
+            )
 
     def hyperparameters(self, config: Mapping[str, Any]) -> None:
         rows = "\n".join(f"|{k}|{_cell(v)}|" for k, v in _flatten(config).items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
 
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        for tag, v in values.items():
-            self.writer.add_scalar(tag, float(v), step)
+    def scalars(self, step: int, values: Mapping[str, float]) -> dict[str, float]:
+        """Log ``values`` (tag -> value) at ``step``; returns what was logged."""
+        out = {tag: float(v) for tag, v in values.items()}
+        for tag, v in out.items():
+            self.writer.add_scalar(tag, v, step)
+        return out
 
-    def agent_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.scalars(step, {metric_tag(k): v for k, v in metrics.items()})
+    def agent_metrics(self, step: int, metrics: Mapping[str, float]) -> dict[str, float]:
+        return self.scalars(step, {metric_tag(k): v for k, v in metrics.items()})
 
-    def episodes(self, step: int, point: Mapping[str, float]) -> None:
-        self.scalars(step, episode_scalars(point))
+    def episodes(self, step: int, point: Mapping[str, float]) -> dict[str, float]:
+        return self.scalars(step, episode_scalars(point))
 
-    def evaluation(self, step: int, results: Mapping[str, float]) -> None:
-        self.scalars(
+    def evaluation(self, step: int, results: Mapping[str, float]) -> dict[str, float]:
+        return self.scalars(
             step, {f"eval/{k.replace('/', '_')}": v for k, v in results.items() if k != "episodes"}
         )
 

@@ -2,12 +2,15 @@
 
 - every preset, through ``compare`` (in a subprocess) and ``train``, with a tiny budget;
 - a run SIGKILLed at a random moment after its first checkpoint, then resumed, ends with the
-  same summary, learning curve and TensorBoard scalars as an uninterrupted run.
+  same summary, learning curve and TensorBoard scalars as an uninterrupted run;
+- an interrupted comparison (Ctrl-C, also with --jobs 2) names the comparison to resume, is not
+  reported as if it were finished, and a damaged one is a clear error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -20,7 +23,8 @@ from pathlib import Path
 import pytest
 from experiment_helpers import REPO, cli_env, run_cli
 
-from experiments import cli, comparison
+import agents
+from experiments import cli, comparison, report, runner
 from experiments.config import PRESETS, apply_overrides
 from experiments.runner import RunError
 
@@ -198,3 +202,140 @@ def test_an_interrupted_comparison_resumes(tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
     with pytest.raises(RunError, match="finished"):
         comparison.resume_comparison(part)
+
+
+# ----------------------------------------------------------------------------------------
+# Interrupted comparisons, unfinished and damaged ones
+# ----------------------------------------------------------------------------------------
+SMALL_COMPARE = [
+    "--agents", "random,popularity", "--seeds", "2", "--total-steps", "160", "--num-envs", "4",
+    "--log-every", "20", "--checkpoint-every", "40", "--eval-episodes", "4",
+    "--set", "env.horizon=10", "env.num_items=300", "env.num_users=8",
+]  # fmt: skip
+
+
+def test_an_interrupted_comparison_is_resumed_as_a_comparison_and_not_reported_as_final(
+    tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C in the second run: the message names the comparison (resuming only the run
+    would leave the comparison without its table); `report` refuses the unfinished comparison
+    unless --partial, which says it is partial; resuming the comparison finishes it."""
+    real, chunks = agents.train, []
+
+    def train_then_interrupt(*args, **kwargs):
+        out = real(*args, **kwargs)
+        chunks.append(1)
+        if len(chunks) == 8 + 3:  # a run is 8 chunks: the third chunk of the second run
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(runner.agents, "train", train_then_interrupt)
+    assert cli.main(["compare", "--root", str(tmp_path / "runs"), *SMALL_COMPARE]) == 130
+    monkeypatch.setattr(runner.agents, "train", real)
+    cdir = _only_dir(tmp_path / "runs")
+    err = capsys.readouterr().err
+    assert f"Continue the comparison with:\n  python -m experiments resume {cdir}\n" in err
+    runs = sorted(d for d in cdir.iterdir() if d.is_dir())
+    assert len(runs) == 2 and not any(f"resume {d}" in err for d in runs)
+    assert not (cdir / runner.LOCK).exists() and not list(cdir.glob(f"*/{runner.LOCK}"))
+
+    assert cli.main(["report", str(cdir)]) == 1
+    err = capsys.readouterr().err
+    assert "is unfinished" in err and "1 of 4 runs finished" in err and "--partial" in err
+    out = tmp_path / "partial"
+    assert cli.main(["report", str(cdir), "--partial", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    warning = "> **Unfinished comparison (1 of 4 runs finished): partial results.**"
+    assert printed.startswith(warning)
+    assert (out / "table.md").read_text().startswith(warning)
+
+    assert cli.main(["resume", str(cdir)]) == 0
+    assert (cdir / "DONE").exists() and len([d for d in cdir.iterdir() if d.is_dir()]) == 4
+    capsys.readouterr()
+    assert cli.main(["report", str(cdir)]) == 0
+    printed = capsys.readouterr().out
+    assert "Unfinished" not in printed and printed == (cdir / "table.md").read_text() + "\n"
+
+
+def test_ctrl_c_during_a_parallel_comparison_checkpoints_and_names_the_comparison(tmp_path):
+    """`compare --jobs 2` and a Ctrl-C in the terminal (SIGINT to the process group): every
+    run in progress checkpoints and stops, and the comparison exits 130 with the command that
+    continues it (not a BrokenProcessPool traceback)."""
+    root = tmp_path / "runs"
+    args = [*SMALL_COMPARE, "--seeds", "1", "--jobs", "2", "--total-steps", "200000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "compare", "--root", str(root), *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while len({p.parent.parent for p in root.glob("*/*/checkpoints/step_*.pt")}) < 2:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint of both runs within 180 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    cdir = _only_dir(root)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert f"Continue the comparison with:\n  python -m experiments resume {cdir}" in err
+    runs = [d for d in cdir.iterdir() if d.is_dir()]
+    assert len(runs) == 2
+    for run in runs:  # stopped at a checkpoint, lock released
+        assert not (run / "DONE").exists() and list(run.glob("checkpoints/step_*.pt"))
+        assert not (run / runner.LOCK).exists()
+    assert not (cdir / "DONE").exists() and not (cdir / runner.LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("{not json", "compare.json' is not readable"),
+        ('{"name": "x"}', "has no 'config' object"),
+        ("[1, 2]", "has no 'config' object"),
+        ('{"config": {"agents": ["nosuch"]}}', "compare.json' cannot be resumed here: agent"),
+        ('{"config": {"bogus": 1}}', "unknown CompareConfig key"),
+    ],
+)
+def test_a_damaged_comparison_is_a_clear_error(tmp_path, capsys, content, expect):
+    cdir = tmp_path / "cmp"
+    cdir.mkdir()
+    (cdir / "compare.json").write_text(content)
+    commands = [["resume", str(cdir)]]
+    if "resumed" not in expect and "CompareConfig" not in expect:  # report needs no config
+        commands.append(["report", str(cdir)])
+    for command in commands:
+        assert cli.main(command) == 1, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expect in err, (command, err)
+    assert sorted(os.listdir(cdir)) == ["compare.json"]
+
+
+def test_a_comparison_without_evaluation_reports_the_last_training_window(tmp_path):
+    """eval_episodes=0: the table shows each run's last training window, and says so (as
+    `train` does), instead of a table of dashes."""
+    cfg = cli.resolve(
+        cli.build_parser().parse_args(
+            ["compare", "--root", str(tmp_path), *SMALL_COMPARE, "--eval-episodes", "0"]
+        ),
+        single_run=False,
+    )
+    res = comparison.compare(cfg, quiet=True)
+    assert (
+        "last training window of each run (no greedy evaluation: eval_episodes=0)" in res.markdown
+    )
+    assert "–" not in res.markdown
+    for row in res.table:
+        assert row["metrics_from"] == "train" and math.isfinite(row["return_mean"])
+    runs = report.read_csv(res.path / "runs.csv")
+    assert all(r["metrics_from"] == "train" and r["return"] == r["train_return"] for r in runs)
+    assert report.load_comparison(res.path).markdown == res.markdown

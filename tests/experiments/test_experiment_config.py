@@ -8,7 +8,7 @@ import json
 import pytest
 
 import agents
-from experiments import cli
+from experiments import cli, config
 from experiments.config import (
     PRESETS,
     CompareConfig,
@@ -170,16 +170,17 @@ def test_cli_reports_config_errors(capsys):
 
 
 def test_a_value_only_the_agent_refuses_is_a_config_error_that_writes_nothing(tmp_path, capsys):
-    """``agent.lr=-1`` passes the config's type checks; Adam refuses it when the agent is
-    built. ``train`` builds env and agents before it creates the run directory, and
-    ``compare`` builds each (env, agent) cell before its first run: a config error (exit 2,
-    no trace) and nothing written, not a traceback after other agents' runs trained."""
+    """``agent.gamma=2`` passes the config's checks; IQL refuses it when the agent is built
+    (``agent.lr=-1``, once the example, is now refused by the config's range check).
+    ``train`` builds env and agents before it creates the run directory, and ``compare``
+    builds each (env, agent) cell before its first run: a config error (exit 2, no trace) and
+    nothing written, not a traceback after other agents' runs trained."""
     root = tmp_path / "runs"
-    common = ["--preset", "smoke", "--root", str(root), "--set", "agent.lr=-1"]
+    common = ["--preset", "smoke", "--root", str(root), "--set", "agent.gamma=2"]
     assert cli.main(["train", *common]) == 2
-    assert "with iql: Invalid learning rate: -1.0" in capsys.readouterr().err
+    assert "with iql: gamma=2.0 must be in [0, 1]" in capsys.readouterr().err
     assert cli.main(["compare", *common, "--agents", "random,iql"]) == 2
-    assert "with iql: Invalid learning rate" in capsys.readouterr().err
+    assert "with iql: gamma=2.0 must be in [0, 1]" in capsys.readouterr().err
     assert not root.exists() or not any(root.iterdir())
     edge = 2**63 - 4 - 1_000_000  # the largest seed of smoke's 4 markets with evaluation
     smoke = PRESETS["smoke"]
@@ -255,3 +256,14 @@ def test_single_run_env_and_scenario_keys():
     assert cfg.env == "recenv/Video-v0" and dict(cfg.env_overrides) == {"horizon": 30}
     with pytest.raises(ConfigError, match="needs log=PATH"):
         apply_overrides(PRESETS["smoke"], [("env", "recenv/FromLog-v0")], single_run=True)
+
+
+def test_describe_shows_a_default_factory_by_its_value(capsys):
+    """CompareConfig.run has a default_factory: describe shows what it makes."""
+    rows = {name: default for name, _, default, _ in config.field_help(CompareConfig)}
+    assert rows["run"] == RunConfig()
+    assert cli.main(["describe", "compare"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if x.split()[:1] == ["run"]]
+    assert "RunConfig()" in line and "MISSING" not in out
+    assert config._default_text(RunConfig(seed=3)) == "RunConfig(seed=3)"

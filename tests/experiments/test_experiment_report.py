@@ -94,3 +94,47 @@ def test_plots_write_png(tmp_path):
     ):
         assert fig.axes
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_float_noise_is_neither_a_best_value_nor_a_confidence_interval():
+    """Market shares that sum to 1 in float32 come back as 1 ± 1e-8: equal means, no bold,
+    and no 1.000000 ± 0.000000."""
+    noisy = [
+        ("random", 0, 1.0),
+        ("random", 1, 1.0000000149),
+        ("popularity", 0, 1.0),
+        ("popularity", 1, 1.0000000075),
+    ]
+    rows_ = [
+        {"env": "e", "agent": a, "opponent": "", "seed": s, "market_share": v} for a, s, v in noisy
+    ]
+    table = report.aggregate(rows_, metrics=["market_share"])
+    md = report.markdown_table(table, [("market_share", "market share", True)])
+    cells = [line for line in md.splitlines() if line.startswith("| ")]
+    assert cells[1:] == ["| random | 1 |", "| popularity | 1 |"]  # no bold, no 1.000000
+    assert report.fmt(1.0, 1e-8) == "1" and report.fmt(1.0, 1e-3) == "1.0000 ± 0.0010"
+    # Ties at the top are all best; a column where every mean ties has no best.
+    assert report.best_rows([1.0, 1.0 + 1e-9, 0.5], True) == {0, 1}
+    assert report.best_rows([0.2, 0.2 + 1e-12, 0.5], False) == {0, 1}
+    assert report.best_rows([3.0, 3.0 * (1 + 1e-9)], True) == set()
+    assert report.best_rows([1.0, float("nan")], True) == set()
+
+
+def test_a_run_without_evaluation_is_reported_with_its_training_window():
+    summary = {
+        "env": "e",
+        "agent": "a",
+        "opponent": "",
+        "seed": 0,
+        "eval": {},
+        "train": {"step": 100.0, "return": 2.5, "ctr": 0.5},
+    }
+    row = report.run_row(summary)
+    assert row["metrics_from"] == "train" and row["return"] == 2.5 and row["train_return"] == 2.5
+    assert "step" not in row
+    evaluated = report.run_row({**summary, "eval": {"return": 3.0}})
+    assert evaluated["metrics_from"] == "eval" and evaluated["return"] == 3.0
+    md = report.markdown_table(report.aggregate([row]))
+    assert "last training window of each run" in md and "greedy evaluation after" not in md
+    mixed = report.markdown_table(report.aggregate([row, {**evaluated, "agent": "b"}]))
+    assert "| a (training window) |" in mixed and "| b |" in mixed

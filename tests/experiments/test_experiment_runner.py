@@ -1,13 +1,18 @@
-"""Runs: directory layout, TensorBoard event files, checkpoints, exact resume, and that a
-finished run's directory is never written again."""
+"""Runs: directory layout, TensorBoard event files, checkpoints, exact resume, that a
+finished run's directory is never written again, that one process at a time trains a run
+(its lock), and that a directory that cannot be used is a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,8 +20,8 @@ import torch
 from experiment_helpers import TINY_ENV, TINY_IQL
 
 import agents
-from experiments import runner
-from experiments.config import ConfigError
+from experiments import cli, comparison, runner
+from experiments.config import CompareConfig, ConfigError
 from experiments.runner import RunError
 
 
@@ -273,3 +278,210 @@ def test_ctrl_c_checkpoints_stops_and_resumes_exactly(tiny, monkeypatch):
     monkeypatch.setattr(runner.agents, "train", real)
     resumed = runner.resume(run)
     assert deterministic(resumed.summary) == deterministic(runner.train(tiny()).summary)
+
+
+# ----------------------------------------------------------------------------------------
+# One process per run: the run directory's lock
+# ----------------------------------------------------------------------------------------
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
+
+
+def killed_copy(done: Path, suffix: str = "-killed", *, keep_checkpoints: bool = True) -> Path:
+    """A copy of a finished run as a process killed before it wrote its results leaves it
+    (and, without ``keep_checkpoints``, killed before its first checkpoint)."""
+    run = done.with_name(done.name + suffix)
+    shutil.copytree(done, run)
+    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
+        (run / name).unlink()
+    if not keep_checkpoints:
+        shutil.rmtree(run / "checkpoints")
+    return run
+
+
+@contextlib.contextmanager
+def hold_lock(directory: Path):
+    """Hold ``directory/.lock`` from this process, as a training process does."""
+    with open(directory / runner.LOCK, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        f.flush()
+        yield
+
+
+@pytest.mark.skipif(fcntl is None, reason="runs are locked with fcntl.flock (POSIX)")
+def test_a_run_that_is_being_trained_is_not_resumed(tiny, capsys):
+    """While a process trains a run (holds its lock), `resume` of it is refused by pid and
+    changes nothing in the directory; once the lock is free it resumes exactly."""
+    done = runner.train(tiny())
+    assert not (done.path / runner.LOCK).exists(), "a finished run keeps no .lock"
+    run = killed_copy(done.path)
+    with hold_lock(run):
+        before = tree(run)
+        with pytest.raises(RunError, match=rf"is being trained by pid {os.getpid()} "):
+            runner.resume(run)
+        assert cli.main(["resume", str(run)]) == 1
+        err = capsys.readouterr().err
+        assert f"run {str(run)!r} is being trained by pid {os.getpid()}" in err
+        assert "Traceback" not in err
+        assert tree(run) == before
+    resumed = runner.resume(run)
+    assert deterministic(resumed.summary) == deterministic(done.summary)
+    assert not (run / runner.LOCK).exists()
+
+
+@pytest.mark.skipif(fcntl is None, reason="runs are locked with fcntl.flock (POSIX)")
+def test_train_holds_the_run_lock_until_it_returns(tiny, monkeypatch, tmp_path):
+    real, probes = agents.train, []
+
+    def train_and_probe(*args, **kwargs):
+        out = real(*args, **kwargs)
+        (lock,) = (tmp_path / "runs").glob(f"*/{runner.LOCK}")
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                probes.append("free")
+            except BlockingIOError:
+                probes.append(f.read().split()[0])
+        return out
+
+    monkeypatch.setattr(runner.agents, "train", train_and_probe)
+    res = runner.train(tiny())
+    assert probes and set(probes) == {str(os.getpid())}
+    assert not (res.path / runner.LOCK).exists()
+
+
+@pytest.mark.skipif(fcntl is None, reason="comparisons are locked with fcntl.flock (POSIX)")
+def test_a_comparison_that_is_being_worked_on_is_not_resumed(tiny, tmp_path):
+    cfg = CompareConfig(agents=("random",), seeds=1, run=tiny(agent="random", agent_overrides=()))
+    path = tmp_path / "cmp"
+    path.mkdir()
+    (path / "compare.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    with hold_lock(path):
+        before = tree(path)
+        with pytest.raises(
+            RunError, match=rf"comparison .* is being worked on by pid {os.getpid()}"
+        ):
+            comparison.resume_comparison(path, quiet=True)
+        assert tree(path) == before
+
+
+# ----------------------------------------------------------------------------------------
+# TensorBoard after a resume reads like an uninterrupted run
+# ----------------------------------------------------------------------------------------
+def tensorboard(run: Path) -> tuple[dict[str, list[tuple[int, float]]], int]:
+    """Every scalar tag's points (``charts/sps`` as steps only: it is wall clock) and how
+    many hyperparameter texts there are, as TensorBoard shows them: the same through its
+    legacy loader and the one its Python server uses (``--load_fast=false``), which honours
+    a purge only at a run's second ``SessionLog.START``."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    scalars = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        steps = [e.step for e in events]
+        assert steps == sorted(set(steps)), f"{tag}: steps repeat or go back: {steps}"
+        scalars[tag] = [(e.step, 0.0 if tag == "charts/sps" else e.value) for e in events]
+    server = plugin_event_accumulator.EventAccumulator(str(run))
+    server.Reload()
+    served = {
+        tag: [
+            (
+                e.step,
+                0.0 if tag == "charts/sps" else float(tensor_util.make_ndarray(e.tensor_proto)),
+            )
+            for e in server.Tensors(tag)
+        ]
+        for tag in server.Tags()["tensors"]
+        if tag in scalars
+    }
+    assert served == scalars, "TensorBoard's server reads the run differently"
+    texts = len(server.Tensors("hyperparameters/text_summary"))
+    return scalars, texts
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_clean_tensorboard(tiny):
+    """Resume starts such a run over; the killed attempt's scalars are hidden, not doubled."""
+    done = runner.train(tiny(checkpoint_every=0))  # its only checkpoint is the final one
+    run = killed_copy(done.path, keep_checkpoints=False)
+    resumed = runner.resume(run)
+    assert resumed.summary["timing"]["resumed_from"] == []
+    assert deterministic(resumed.summary) == deterministic(done.summary)
+    assert tensorboard(run) == tensorboard(done.path)
+    assert tensorboard(run)[1] == 1
+
+
+def test_a_run_killed_after_its_evaluation_resumes_without_a_second_evaluation_point(tiny):
+    """Killed after the final evaluation was logged but before DONE: the resumed run logs the
+    evaluation again, and TensorBoard shows it once, with the final step's training scalars."""
+    done = runner.train(tiny())
+    run = done.path.with_name(done.path.name + "-killed")
+    shutil.copytree(done.path, run)
+    for name in ("DONE", "summary.json", "curve.csv"):
+        (run / name).unlink()
+    resumed = runner.resume(run)
+    assert resumed.summary["timing"]["resumed_from"] == ["step_000000000160.pt"]
+    assert deterministic(resumed.summary) == deterministic(done.summary)
+    scalars, _ = tensorboard(run)
+    assert [s for s, _ in scalars["eval/return"]] == [160]
+    assert (scalars, 1) == tensorboard(done.path)
+
+
+def test_a_checkpoint_without_step_scalars_still_resumes(tiny):
+    """Checkpoints written before the loop state had ``step_scalars`` resume as before."""
+    done = runner.train(tiny())
+    run = killed_copy(done.path)
+    ckpt = run / "checkpoints" / "step_000000000080.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    del payload["loop"]["step_scalars"]
+    torch.save(payload, ckpt)
+    resumed = runner.resume(run, checkpoint=ckpt)
+    assert deterministic(resumed.summary) == deterministic(done.summary)
+
+
+# ----------------------------------------------------------------------------------------
+# Interrupts and directories that are not usable
+# ----------------------------------------------------------------------------------------
+def test_interrupted_crosses_process_boundaries():
+    """`compare --jobs N` workers send it back to the parent (pickled)."""
+    for e in (
+        runner.Interrupted(Path("/runs/r"), 60),
+        runner.Interrupted(Path("/runs/c/r"), 60, comparison=Path("/runs/c")),
+        runner.Interrupted(None, None, comparison=Path("/runs/c")),
+    ):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is runner.Interrupted and str(back) == str(e)
+        assert (back.run_dir, back.step, back.comparison) == (e.run_dir, e.step, e.comparison)
+        assert str(e).endswith(f"python -m experiments resume {e.resume_path}")
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("{not json", "is not a readable run config"),
+        ('{"name": "another project"}', "is not a run config of this project"),
+        ('{"run": {"agent": "nosuch"}}', "cannot be resumed here: agent: unknown agent 'nosuch'"),
+        ('{"run": {"env": "recenv/Nope-v0"}}', "cannot be resumed here: unknown env"),
+        ('{"run": {"seed": "x", "bogus": 1}}', "unknown RunConfig key"),
+    ],
+)
+def test_a_run_directory_that_cannot_be_used_is_a_clear_error(tmp_path, content, expect):
+    """Named by its file, with nothing written into the directory (no .lock left either)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(content)
+    before = tree(run)
+    with pytest.raises(RunError, match=re.escape(expect)) as err:
+        runner.resume(run)
+    assert str(run / "config.json") in str(err.value)
+    assert tree(run) == before and sorted(os.listdir(run)) == ["config.json"]
+    if "resumed here" not in expect:
+        with pytest.raises(RunError, match=re.escape(expect)):
+            runner.evaluate_checkpoint(run, root=tmp_path / "evals")
+    assert not (tmp_path / "evals").exists()
