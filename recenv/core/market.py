@@ -6,9 +6,12 @@ Contract (``N`` markets, ``A`` agents, ``U`` users, ``C`` candidates, ``K`` slat
 - ``reset(seed=None) -> obs``; ``step(actions) -> (obs, rewards, terminated, truncated, info)``.
 - ``obs[agent]`` is a dict of tensors: ``user [N, T+2]``, ``history [N, T+4]``,
   ``candidates [N, C, T+6]``, ``action_mask [N, C]`` (bool), ``user_id [N]``,
-  ``candidate_ids [N, C]``.
+  ``candidate_ids [N, C]``. They are the market's own tensors, not copies (``action_mask``,
+  ``user_id`` and ``candidate_ids`` are state the next step reads): read-only by contract,
+  ``clone()`` to edit.
 - ``actions[agent]`` is an integer tensor ``[N, K]`` of distinct, unmasked candidate indices.
-- ``rewards[agent]`` ``[N]`` float; ``terminated`` / ``truncated`` ``[N]`` bool.
+- ``rewards[agent]`` ``[N]`` float; ``terminated`` (every user churned) / ``truncated``
+  (the horizon reached) ``[N]`` bool, never both (terminated wins on the horizon step).
 - ``state() -> [N, S]``: the global latent view for centralized critics (layout in
   :meth:`BatchedMarket.state`).
 
