@@ -335,23 +335,30 @@ def runs_finished_text(finished: int, expected: int) -> str:
 def read_compare_json(path: str | Path) -> dict[str, Any]:
     """A comparison directory's ``compare.json``: a JSON object whose ``config`` is an object.
     A file that is not raises ``RunError`` naming it (a missing one: ``FileNotFoundError``)."""
-    from experiments.runner import RunError
-
     file = Path(path) / "compare.json"
     if not file.is_file():
         raise FileNotFoundError(
             f"{str(Path(path))!r} is not a comparison directory (no compare.json)"
         )
+    return read_json_object(file, "config", "a comparison's compare.json", "comparison")
+
+
+def read_json_object(file: Path, key: str, what: str, directory: str) -> dict[str, Any]:
+    """``file`` read as a JSON object whose ``key`` is an object (a run's ``config.json``, a
+    comparison's ``compare.json``); otherwise ``RunError`` naming the file, as ``what`` it is
+    not, and the kind of ``directory`` it should be in."""
+    from experiments.runner import RunError
+
     try:
-        head = json.loads(file.read_text())
+        data = json.loads(file.read_text())
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
-        raise RunError(f"{str(file)!r} is not readable: {e}") from None
-    if not isinstance(head, dict) or not isinstance(head.get("config"), dict):
+        raise RunError(f"{str(file)!r} is not readable as {what}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), dict):
         raise RunError(
-            f"{str(file)!r} is not a comparison's compare.json (it has no 'config' object); "
-            "is this a comparison directory?"
+            f"{str(file)!r} is not {what} (it has no {key!r} object); is this a {directory} "
+            "directory?"
         )
-    return head
+    return data
 
 
 def expected_runs(config: Mapping[str, Any]) -> int:

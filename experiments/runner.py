@@ -63,7 +63,7 @@ import recenv
 from agents.base import Agent, _to_cpu, _to_device, read_checkpoint  # one tensor mapper
 from experiments import snapshot
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
-from experiments.report import to_csv
+from experiments.report import read_json_object, to_csv
 from experiments.tb import RunLogger
 
 try:  # advisory file locks: Linux, macOS and the other POSIX systems
@@ -1025,19 +1025,11 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     """The :class:`RunConfig` in ``run_dir/config.json``; a file that is not readable as one
     (not JSON, not a run's config, unknown keys or values) raises :class:`RunError` naming it."""
     path = Path(run_dir) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
-        raise RunError(f"{str(path)!r} is not a readable run config: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("run"), dict):
-        raise RunError(
-            f"{str(path)!r} is not a run config of this project (it has no 'run' object); "
-            "is this a run directory?"
-        )
+    data = read_json_object(path, "run", "a run config", "run")
     try:
         return RunConfig.from_dict(data["run"])
     except (ValueError, TypeError) as e:  # ConfigError included
-        raise RunError(f"{str(path)!r} is not a readable run config: {e}") from None
+        raise RunError(f"{str(path)!r} is not readable as a run config: {e}") from None
 
 
 def evaluate_checkpoint(

@@ -464,8 +464,8 @@ def test_interrupted_crosses_process_boundaries():
 @pytest.mark.parametrize(
     ("content", "expect"),
     [
-        ("{not json", "is not a readable run config"),
-        ('{"name": "another project"}', "is not a run config of this project"),
+        ("{not json", "is not readable as a run config"),
+        ('{"name": "another project"}', "is not a run config (it has no 'run' object)"),
         ('{"run": {"agent": "nosuch"}}', "cannot be resumed here: agent: unknown agent 'nosuch'"),
         ('{"run": {"env": "recenv/Nope-v0"}}', "cannot be resumed here: unknown env"),
         ('{"run": {"seed": "x", "bogus": 1}}', "unknown RunConfig key"),
