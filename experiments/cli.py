@@ -319,9 +319,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         (out / "table.md").write_text(comp.markdown)
         (out / "runs.csv").write_text(report.to_csv(comp.rows))
         (out / "table.csv").write_text(report.to_csv(comp.table))
-        plots.learning_curves(comp.curves, out / "learning_curves.png")
-        plots.market_share(comp.curves, out / "market_share.png")
-        plots.final_metrics(comp.table, path=out / "final_metrics.png")
+        plots.comparison_figures(comp.curves, comp.table, out, note=comp.partial_note)
         print(f"written to {out}/")
     return 0
 
@@ -403,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+        print(f"config error: {e}{notes}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `... report DIR | head`
         sys.stdout = open(os.devnull, "w")  # the reader is gone: drop the rest quietly
@@ -415,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{e}", file=sys.stderr)
             return 130
         if isinstance(e, (RunError, FileNotFoundError, FileExistsError)):
-            print(f"error: {e}", file=sys.stderr)
+            notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+            print(f"error: {e}{notes}", file=sys.stderr)
             return 1
         raise

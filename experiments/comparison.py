@@ -221,21 +221,29 @@ def _complete(
     except Interrupted as e:
         # The run's own message says to resume the run; resuming the comparison finishes it.
         raise Interrupted(e.run_dir, e.step, comparison=path) from None
+    except Exception as e:
+        e.add_note(
+            f"The comparison {path} stopped at this error; its finished runs are kept. Once "
+            f"the cause is mended, continue it with:\n  python -m experiments resume {path}"
+        )
+        raise
     ordered = [results[i] for i in range(len(cells))]
     return write_report(path, cfg, ordered)
 
 
 def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_runs: bool) -> None:
-    """The cells in ``cfg.jobs`` worker processes. The first SIGINT/SIGTERM here stops the
-    comparison: cells not started are not started, the runs in progress (sent SIGTERM) stop
-    at their next chunk boundary with a checkpoint, and :class:`Interrupted` is raised once
-    every worker has returned."""
+    """The cells in ``cfg.jobs`` worker processes. The first SIGINT/SIGTERM here, or the first
+    run that fails, stops the comparison: cells not started are not started, the runs in
+    progress (sent SIGTERM) stop at their next chunk boundary with a checkpoint, and once
+    every worker has returned the failure is raised (else :class:`Interrupted`), as the
+    sequential loop would raise it, without training the other cells first."""
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     # Workers are silent; one bar here counts finished runs.
     bar = runner.Progress(len(args), 0, f"{cfg.name} ({cfg.jobs} jobs)", quiet_runs, unit="run")
     interrupted: Interrupted | None = None
+    failure: Exception | None = None
     try:
         with (
             runner.stop_requests() as stop_requested,
@@ -255,10 +263,13 @@ def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_r
                     except Interrupted as e:
                         interrupted = interrupted or e
                         continue
+                    except Exception as e:  # the first failure is raised; the rest stop
+                        failure = failure or e
+                        continue
                     if out is not None:
                         done(futures[fut], out)
                         bar.update(1, out["summary"].get("eval", {}).get("return"))
-                stopping = stop_requested() or interrupted is not None
+                stopping = stop_requested() or interrupted is not None or failure is not None
                 if stopping and pending and not stop.is_set():
                     stop.set()
                     for fut in pending:
@@ -269,6 +280,8 @@ def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_r
                             os.kill(proc.pid, signal.SIGTERM)
     finally:
         bar.close()
+    if failure is not None:
+        raise failure
     if interrupted is not None:
         raise interrupted
     if stop.is_set():  # cells were left out
@@ -293,20 +306,13 @@ def write_report(path: Path, cfg: CompareConfig, results: list[dict[str, Any]]) 
     _write(files["runs.csv"], report.to_csv(rows))
     _write(files["table.csv"], report.to_csv(table))
     _write(files["table.md"], md)
-    figures = {
-        "learning_curves": path / "learning_curves.png",
-        "market_share": path / "market_share.png",
-        "final_metrics": path / "final_metrics.png",
-    }
     try:
         from experiments import plots  # matplotlib: only when a report is drawn
     except ImportError as e:
         print(f"no figures ({e}); install them with: pip install 'recenv[plots]'", file=sys.stderr)
         figures = {}
     else:
-        plots.learning_curves(curves, figures["learning_curves"])
-        plots.market_share(curves, figures["market_share"])
-        plots.final_metrics(table, path=figures["final_metrics"])
+        figures = plots.comparison_figures(curves, table, path)
     _write(path / DONE, utc_stamp() + "\n")
     return ComparisonResult(path, rows, table, md, figures, files)
 

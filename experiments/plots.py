@@ -56,8 +56,18 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
+def _title(title: str, note: str) -> str:
+    """``title``, with ``note`` (say, that the comparison is unfinished) on a line below."""
+    return f"{title}\n{note}" if note else title
+
+
 def curve_figure(
-    curves: Curves, key: str, ylabel: str, title: str, path: str | Path | None = None
+    curves: Curves,
+    key: str,
+    ylabel: str,
+    title: str,
+    path: str | Path | None = None,
+    note: str = "",
 ) -> Figure:
     """One panel per env, one line per agent: ``key`` of the curve points against env steps,
     mean over seeds with a 95 % CI band."""
@@ -79,11 +89,11 @@ def curve_figure(
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(_title(title, note))
     return _save(fig, path)
 
 
-def learning_curves(curves: Curves, path: str | Path | None = None) -> Figure:
+def learning_curves(curves: Curves, path: str | Path | None = None, note: str = "") -> Figure:
     """Episodic return of the agent under test during training (exploration on)."""
     return curve_figure(
         curves,
@@ -91,10 +101,11 @@ def learning_curves(curves: Curves, path: str | Path | None = None) -> Figure:
         "episodic return",
         "Learning curves: mean ± 95 % CI over seeds",
         path,
+        note,
     )
 
 
-def market_share(curves: Curves, path: str | Path | None = None) -> Figure:
+def market_share(curves: Curves, path: str | Path | None = None, note: str = "") -> Figure:
     """Share of the users' choices won by the agent under test during training."""
     return curve_figure(
         curves,
@@ -102,13 +113,32 @@ def market_share(curves: Curves, path: str | Path | None = None) -> Figure:
         "market share",
         "Market share of the agent under test over training: mean ± 95 % CI",
         path,
+        note,
     )
+
+
+FIGURES = ("learning_curves", "market_share", "final_metrics")
+
+
+def comparison_figures(
+    curves: Curves, table: Sequence[Mapping[str, Any]], out: str | Path, note: str = ""
+) -> dict[str, Path]:
+    """A comparison's three figures written into the directory ``out``: learning curves,
+    market share and final metrics, each titled with ``note`` when there is one (an
+    unfinished comparison's). Returns ``{figure name: PNG path}``."""
+    out = Path(out)
+    figures = {name: out / f"{name}.png" for name in FIGURES}
+    learning_curves(curves, figures["learning_curves"], note)
+    market_share(curves, figures["market_share"], note)
+    final_metrics(table, path=figures["final_metrics"], note=note)
+    return figures
 
 
 def final_metrics(
     table: Sequence[Mapping[str, Any]],
     metrics: Sequence[tuple[str, str, bool]] = METRICS,
     path: str | Path | None = None,
+    note: str = "",
 ) -> Figure:
     """One panel per metric: a bar per agent (grouped by env) at the mean over seeds, with
     95 % CI error bars."""
@@ -145,5 +175,5 @@ def final_metrics(
         frozenset({"eval"}): "greedy evaluation",
         frozenset({"train"}): "last training window, no greedy evaluation",
     }.get(frozenset(sources), "greedy evaluation, else last training window")
-    fig.suptitle(f"Final metrics ({source}): mean ± 95 % CI over seeds")
+    fig.suptitle(_title(f"Final metrics ({source}): mean ± 95 % CI over seeds", note))
     return _save(fig, path)

@@ -318,12 +318,18 @@ class Comparison:
     expected: int = 0
 
     @property
+    def partial_note(self) -> str:
+        """``Unfinished comparison (3 of 8 runs finished): partial results``; empty when
+        finished. Heads the markdown table and titles the figures of a partial report."""
+        if self.finished:
+            return ""
+        done = runs_finished_text(len(self.rows), self.expected)
+        return f"Unfinished comparison ({done}): partial results"
+
+    @property
     def markdown(self) -> str:
         md = markdown_table(self.table)
-        if self.finished:
-            return md
-        done = runs_finished_text(len(self.rows), self.expected)
-        return f"> **Unfinished comparison ({done}): partial results.**\n\n{md}"
+        return f"> **{self.partial_note}.**\n\n{md}" if self.partial_note else md
 
 
 def runs_finished_text(finished: int, expected: int) -> str:

@@ -18,14 +18,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from experiment_helpers import REPO, cli_env, run_cli
 
 import agents
-from experiments import cli, comparison, report, runner
-from experiments.config import PRESETS, apply_overrides
+from experiments import cli, comparison, plots, report, runner
+from experiments.config import PRESETS, CompareConfig, ConfigError, RunConfig, apply_overrides
 from experiments.runner import RunError
 
 # Tiny budgets for any preset: a few batched steps of two markets, short episodes, small
@@ -243,11 +244,18 @@ def test_an_interrupted_comparison_is_resumed_as_a_comparison_and_not_reported_a
     err = capsys.readouterr().err
     assert "is unfinished" in err and "1 of 4 runs finished" in err and "--partial" in err
     out = tmp_path / "partial"
+    notes, draw = [], plots.comparison_figures
+    monkeypatch.setattr(
+        plots, "comparison_figures", lambda *a, note="": notes.append(note) or draw(*a, note=note)
+    )
     assert cli.main(["report", str(cdir), "--partial", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     warning = "> **Unfinished comparison (1 of 4 runs finished): partial results.**"
     assert printed.startswith(warning)
     assert (out / "table.md").read_text().startswith(warning)
+    assert notes == ["Unfinished comparison (1 of 4 runs finished): partial results"]
+    assert all((out / f"{name}.png").is_file() for name in plots.FIGURES)
+    monkeypatch.setattr(plots, "comparison_figures", draw)
 
     assert cli.main(["resume", str(cdir)]) == 0
     assert (cdir / "DONE").exists() and len([d for d in cdir.iterdir() if d.is_dir()]) == 4
@@ -294,6 +302,52 @@ def test_ctrl_c_during_a_parallel_comparison_checkpoints_and_names_the_compariso
         assert not (run / "DONE").exists() and list(run.glob("checkpoints/step_*.pt"))
         assert not (run / runner.LOCK).exists()
     assert not (cdir / "DONE").exists() and not (cdir / runner.LOCK).exists()
+
+
+def test_a_failed_run_names_the_comparison_to_resume(tmp_path, monkeypatch, capsys):
+    """A run that fails (here: a damaged run directory) stops the comparison with its error,
+    followed by the command that continues the comparison once the cause is mended."""
+    real, calls = comparison._run_cell, []
+
+    def second_fails(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RunError("'some/run' is damaged")
+        return real(*args)
+
+    monkeypatch.setattr(comparison, "_run_cell", second_fails)
+    assert cli.main(["compare", "--root", str(tmp_path), *SMALL_COMPARE]) == 1
+    err = capsys.readouterr().err
+    cdir = _only_dir(tmp_path)
+    assert err.startswith("error: 'some/run' is damaged\nThe comparison ")
+    assert f"continue it with:\n  python -m experiments resume {cdir}\n" in err
+    assert len(calls) == 2 and not (cdir / "DONE").exists()
+
+
+def test_a_failed_run_stops_a_parallel_comparison_as_the_sequential_one_would(tmp_path):
+    """Under `--jobs 2` the first run that fails stops the comparison: the runs in progress
+    checkpoint and stop, cells not started are not started, and the failure is raised then,
+    not once every other cell has trained (the sequential loop stops at it too)."""
+    run = RunConfig(
+        num_envs=4, total_steps=200_000, log_every=20, checkpoint_every=40, eval_episodes=4,
+        root=str(tmp_path), quiet=True,
+        env_overrides=(("horizon", 10), ("num_items", 300), ("num_users", 8)),
+    )  # fmt: skip
+    cfg = CompareConfig(agents=("random",), seeds=3, jobs=2, run=run)
+    long_runs = [(replace(run, seed=s).to_dict(), None, True) for s in (1, 2)]
+    broken = ({**run.to_dict(), "bogus": 1}, None, True)  # fails in its worker at once
+    finished = []
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="bogus"):
+        comparison._run_parallel(cfg, [long_runs[0], broken, long_runs[1]], finished.append, True)
+    assert time.monotonic() - t0 < 120  # 200,000 steps would take longer
+    assert finished == []
+    # The third cell may have been queued to the failed run's worker before the failure
+    # was seen; started or not, no run went on to finish, and none holds its lock.
+    runs = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert len(runs) <= 2
+    for d in runs:
+        assert not (d / "DONE").exists() and not (d / runner.LOCK).exists()
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,20 @@ def test_plots_write_png(tmp_path):
     ):
         assert fig.axes
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "Unfinished" not in fig.get_suptitle()
+    note = "Unfinished comparison (3 of 8 runs finished): partial results"
+    out = tmp_path / "partial"
+    out.mkdir()
+    written = plots.comparison_figures(curves, table, out, note=note)
+    assert sorted(written) == sorted(plots.FIGURES)
+    for path in written.values():
+        assert path.parent == out and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for fig in (
+        plots.learning_curves(curves, note=note),
+        plots.market_share(curves, note=note),
+        plots.final_metrics(table, note=note),
+    ):
+        assert fig.get_suptitle().endswith("\n" + note)
 
 
 def test_float_noise_is_neither_a_best_value_nor_a_confidence_interval():
