@@ -21,14 +21,19 @@ def gini(x: np.ndarray) -> float:
 
 
 def top_share(x: np.ndarray, fraction: float = 0.1) -> float:
-    """Share of the total held by the top ``fraction`` of entries."""
+    """Share of the total held by the top ``ceil(fraction * len(x))`` entries (at least one);
+    ``fraction`` in (0, 1]."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction!r} must be in (0, 1]")
     x = np.sort(np.asarray(x, dtype=np.float64))[::-1]
-    k = max(1, math.ceil(fraction * len(x)))
+    k = max(1, math.ceil(fraction * len(x) - 1e-9))  # 0.07 * 100 is 7.000000000000001
     return float(x[:k].sum() / max(x.sum(), 1e-12))
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors."""
+    """Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors of one length
+    (an all-zero vector counts as no mass: its distance to any other is ``sqrt(1/2)``)."""
+    _same_length(p, q)
     p = np.asarray(p, dtype=np.float64) / max(np.sum(p), 1e-12)
     q = np.asarray(q, dtype=np.float64) / max(np.sum(q), 1e-12)
     m = 0.5 * (p + q)
@@ -41,8 +46,17 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation with average ranks for ties."""
+    """Spearman rank correlation with average ranks for ties (NaN when either vector is
+    constant)."""
+    _same_length(a, b)
     return float(np.corrcoef(_rank(a), _rank(b))[0, 1])
+
+
+def _same_length(a, b) -> None:
+    if np.shape(a) != np.shape(b) or np.ndim(a) != 1:
+        raise ValueError(
+            f"expected two vectors of one length, got shapes {np.shape(a)}, {np.shape(b)}"
+        )
 
 
 def _rank(x: np.ndarray) -> np.ndarray:

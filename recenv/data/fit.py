@@ -8,7 +8,8 @@
   popularity); an item's topic vector is a softmax of its cosine similarity to the
   ``max_item_topics`` nearest centroids, so it is sparse like a generated catalog's;
 - **user interests**: the (confidence-weighted) mean topic vector of the items the user
-  interacted with;
+  interacted with (unweighted when all the user's weights are 0, e.g. play counts of 0;
+  uniform over topics for a user without interactions);
 - **popularity** and **activity**: interaction counts per item and per user;
 - **quality**: for explicit ratings, each item's mean rating shrunk toward the global mean
   (10 pseudo-ratings), minus the global mean, in standard deviations of all ratings (a
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recenv.core.config import option
+from recenv.core.config import field_type_errors, option
 from recenv.data.logs import InteractionLog
 from recenv.data.mf import BACKENDS, CONFIDENCES, ImplicitMF, confidence_weights, fit_als
 
@@ -48,7 +49,11 @@ class LogFitConfig:
     fit_seed: int = _f(0, "seed of the ALS initialisation and of k-means")
 
     def __post_init__(self) -> None:
-        errs = []
+        errs = field_type_errors(self, finite=True)  # types: an int, a float (not a bool), ...
+        if errs:
+            raise ValueError("invalid LogFitConfig: " + "; ".join(errs))
+        if self.fit_seed < 0:
+            errs.append(f"fit_seed={self.fit_seed} must be >= 0")
         if self.als_backend not in BACKENDS:
             errs.append(f"als_backend={self.als_backend!r} must be one of {list(BACKENDS)}")
         if self.confidence not in CONFIDENCES:
@@ -95,6 +100,9 @@ def fit_log(
 ) -> LogFit:
     """Fit the market arrays of ``log`` (see the module docstring)."""
     cfg = config if config is not None else LogFitConfig()
+    for name, v in (("num_topics", num_topics), ("max_item_topics", max_item_topics)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}={v!r} must be an int >= 1")
     if log.num_items < num_topics:
         raise ValueError(f"the log has {log.num_items} items, fewer than num_topics={num_topics}")
     mf = fit_als(
@@ -115,9 +123,14 @@ def fit_log(
 
     w = torch.as_tensor(confidence_weights(log, cfg.confidence), dtype=torch.float64)
     user = torch.as_tensor(log.user)
+    item_topics = topics.double()[torch.as_tensor(log.item)]
     interest = torch.zeros(log.num_users, num_topics, dtype=torch.float64)
-    interest.index_add_(0, user, w[:, None] * topics.double()[torch.as_tensor(log.item)])
-    interest = interest / interest.sum(1, keepdim=True).clamp(min=1e-12)
+    interest.index_add_(0, user, w[:, None] * item_topics)
+    unweighted = torch.zeros_like(interest).index_add_(0, user, item_topics)
+    zero = interest.sum(1) <= 0  # all weights 0: the plain mean of the user's items' topics
+    interest[zero] = unweighted[zero]
+    interest[interest.sum(1) <= 0] = 1.0  # no interactions at all: uniform
+    interest = interest / interest.sum(1, keepdim=True)
 
     quality = torch.zeros(log.num_items)
     if log.rating_kind == "explicit":

@@ -19,7 +19,12 @@ is downloaded: every loader reads a file you already have.
 ``user_artists.dat``) and falls back to ``csv``.
 
 A malformed file raises :class:`LogFormatError` (a ``ValueError``) whose message starts with
-``path:line:`` and says what was expected there. Blank lines are skipped.
+``path:line:`` and says what was expected there. Blank lines are skipped. Integer fields are
+plain decimal integers within int64. In the MovieLens and Last.fm formats a row repeated
+exactly (same user, item and timestamp; same user and item for Last.fm, which has no
+timestamps) is an error: those files record each event once, so it means a corrupt or
+twice-concatenated file. A pair may repeat with other timestamps, and a generic CSV may
+repeat anything (repeat consumption).
 
 Data sets have their own licences. MovieLens (GroupLens, non-commercial use; cite F. M.
 Harper and J. A. Konstan, "The MovieLens Datasets: History and Context", ACM TiiS 5(4), 2015)
@@ -31,9 +36,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -57,6 +63,9 @@ _ITEM_NAMES = (
 _COUNT_NAMES = ("weight", "count", "plays", "playcount", "play_count", "clicks", "quantity")
 _RATING_NAMES = ("rating", "ratings", "score", "stars", "overall", "value", *_COUNT_NAMES)
 _TIME_NAMES = ("timestamp", "time", "ts", "date", "datetime", "unixtime", "unix_timestamp")
+_INT = re.compile(r"[+-]?[0-9]+")
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")  # ids kept as integers only when written so
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class LogFormatError(ValueError):
@@ -93,6 +102,14 @@ class InteractionLog:
             x = getattr(self, name)
             if x is not None and len(x) != n:
                 raise ValueError(f"InteractionLog.{name} has {len(x)} rows, user has {n}")
+        for name in ("user", "item"):
+            x = getattr(self, name)
+            if not np.issubdtype(np.asarray(x).dtype, np.integer):
+                raise ValueError(
+                    f"InteractionLog.{name} must be an integer array, got {np.asarray(x).dtype}"
+                )
+            if n and x.min() < 0:
+                raise ValueError(f"InteractionLog.{name} has negative ids (min {x.min()})")
         if n and (self.user.max() >= len(self.user_ids) or self.item.max() >= len(self.item_ids)):
             raise ValueError("InteractionLog ids exceed the id maps")
         if (self.rating is None) != (self.rating_kind is None):
@@ -173,10 +190,10 @@ class InteractionLog:
 
         - ``by="global"``: the earliest ``1 - test_fraction`` of all interactions train, the
           latest test (one cut-off time for everyone; ties keep file order).
-        - ``by="user"``: each user's latest ``ceil(test_fraction * n_u)`` interactions test,
-          the rest train (users with one interaction keep it in train). Every test
-          interaction comes after its user's train interactions, and every user with two or
-          more interactions appears in both halves.
+        - ``by="user"``: each user's latest ``ceil(test_fraction * n_u)`` interactions (at
+          most ``n_u - 1``) test, the rest train (users with one interaction keep it in
+          train). Every test interaction comes after its user's train interactions, and every
+          user with two or more interactions appears in both halves.
         """
         if self.timestamp is None:
             raise ValueError(f"{self.source or 'log'}: a time split needs timestamps")
@@ -194,7 +211,10 @@ class InteractionLog:
         sorted_user = self.user[order]
         rank = np.arange(len(self)) - first[sorted_user]
         n = n_u[sorted_user]
-        n_test = np.where(n >= 2, np.ceil(test_fraction * n).astype(np.int64), 0)
+        # ceil without float round-up (0.07 * 100 is 7.000000000000001), and at least one
+        # interaction left in train.
+        n_test = np.ceil(test_fraction * n - 1e-9).astype(np.int64)
+        n_test = np.where(n >= 2, np.clip(n_test, 1, n - 1), 0)
         is_test = np.zeros(len(self), dtype=bool)
         is_test[order] = rank >= n - n_test
         return self.select(~is_test), self.select(is_test)
@@ -274,6 +294,7 @@ def _load_fixed(
     items: list[int] = []
     ratings: list[float] = []
     times: list[int] = []
+    lines: list[int] = []
     lo, hi = rating_range
     first = True
     for lineno, fields in _rows(path, sep):
@@ -307,18 +328,22 @@ def _load_fixed(
         users.append(u)
         items.append(i)
         ratings.append(r)
+        lines.append(lineno)
         if ncols == 4:
             t = _int(path, lineno, names[3], fields[3])
             if t < 0:
                 raise LogFormatError(path, lineno, f"{names[3]} {t} is negative")
             times.append(t)
+    user_arr, item_arr = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    time_arr = np.asarray(times, dtype=np.int64) if ncols == 4 else None
+    _no_repeated_rows(path, fmt, names, user_arr, item_arr, time_arr, lines)
     return _finish(
         path,
         fmt,
-        np.asarray(users, dtype=np.int64),
-        np.asarray(items, dtype=np.int64),
+        user_arr,
+        item_arr,
         np.asarray(ratings, dtype=np.float64),
-        np.asarray(times, dtype=np.float64) if ncols == 4 else None,
+        None if time_arr is None else time_arr.astype(np.float64),
         rating_kind,
     )
 
@@ -342,18 +367,24 @@ def load_csv(
       count); by default ``"count"`` when the rating column is named like a count
       (``weight``, ``count``, ``plays``, ...), else ``"explicit"``.
 
-    User and item ids may be any strings; they are kept as integers when all are integers.
-    Ratings must be finite numbers; timestamps numbers (seconds) or ISO 8601 dates.
+    User and item ids may be any strings; they are kept as integers when all are plain
+    integers (``7``, not ``007`` or ``+7``) within int64, else as strings. Ratings must be
+    finite numbers; timestamps numbers (seconds) or ISO 8601 dates (UTC unless they carry an
+    offset, so the result does not depend on the machine's time zone).
     """
     if rating_kind is not None and rating_kind not in RATING_KINDS:
         raise ValueError(f"rating_kind={rating_kind!r} must be one of {RATING_KINDS}")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise ValueError(f"delimiter={delimiter!r} must be a non-empty string such as ',' or '\\t'")
+    if header is not None and not isinstance(header, bool):
+        raise ValueError(f"header={header!r} must be True, False or None (detect)")
     rows = _rows(path, delimiter)
     try:
         lineno, first = next(rows)
     except StopIteration:
         raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
     sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
-    lower = [f.strip().lower() for f in first]
+    lower = [f.strip().strip('"').strip().lower() for f in first]
     known = (*_USER_NAMES, *_ITEM_NAMES, *_RATING_NAMES, *_TIME_NAMES)
     has_header = header if header is not None else any(name in known for name in lower)
     if has_header:
@@ -476,14 +507,20 @@ def _rows(path: str | os.PathLike, sep: str | None) -> _Rows:
 
 
 def _int(path, lineno: int, name: str, s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not an integer") from None
+    if not _INT.fullmatch(s.strip()):  # int() would also take "1_000" and non-ASCII digits
+        raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not an integer")
+    v = int(s)
+    if not _INT64[0] <= v <= _INT64[1]:
+        raise LogFormatError(
+            path, lineno, f"{name} {s.strip()} is outside the int64 range [-2^63, 2^63 - 1]"
+        )
+    return v
 
 
 def _float(path, lineno: int, name: str, s: str) -> float:
     try:
+        if "_" in s:  # float() takes "1_0" as 10
+            raise ValueError
         v = float(s)
     except ValueError:
         raise LogFormatError(path, lineno, f"{name} {s.strip()!r} is not a number") from None
@@ -495,10 +532,15 @@ def _float(path, lineno: int, name: str, s: str) -> float:
 def _time(path, lineno: int, s: str) -> float:
     s = s.strip()
     try:
+        if "_" in s:
+            raise ValueError
         v = float(s)
     except ValueError:
         try:
-            return datetime.fromisoformat(s).timestamp()
+            d = datetime.fromisoformat(s)
+            if d.tzinfo is None:  # naive: UTC, not the machine's local time
+                d = d.replace(tzinfo=timezone.utc)
+            return d.timestamp()
         except ValueError:
             raise LogFormatError(
                 path, lineno, f"timestamp {s!r} is neither a number nor an ISO 8601 date"
@@ -531,11 +573,38 @@ def _columns_by_name(path, lineno: int, names: list[str]) -> dict[str, int]:
 
 
 def _ids(values: list[str]) -> np.ndarray:
-    """Original ids as int64 when every one is an integer, else as strings."""
-    try:
-        return np.asarray([int(v) for v in values], dtype=np.int64)
-    except ValueError:
-        return np.asarray(values, dtype=str)
+    """Original ids as int64 when every one is a plain integer within int64, else as strings
+    (so "007" and "7", or "1_0" and "10", stay two ids)."""
+    if all(_CANONICAL_INT.fullmatch(v) for v in values):
+        ints = [int(v) for v in values]
+        if all(_INT64[0] <= v <= _INT64[1] for v in ints):
+            return np.asarray(ints, dtype=np.int64)
+    return np.asarray(values, dtype=str)
+
+
+def _no_repeated_rows(path, fmt, names, users, items, times, lines) -> None:
+    """A MovieLens or Last.fm file records each event once: name the first row that repeats
+    an earlier one's (user, item[, timestamp])."""
+    if len(users) < 2:
+        return
+    keys = (users, items) if times is None else (users, items, times)
+    order = np.lexsort(keys[::-1])  # stable: equal rows keep file order
+    same = np.ones(len(order) - 1, dtype=bool)
+    for k in keys:
+        same &= k[order][1:] == k[order][:-1]
+    hits = np.flatnonzero(same)
+    if hits.size:
+        b = int(order[hits + 1].min())  # the repeat that comes first in the file
+        first = next(int(order[h]) for h in hits if int(order[h + 1]) == b)
+        what = f"{names[0]} {users[b]}, {names[1]} {items[b]}"
+        if times is not None:
+            what += f", {names[3]} {times[b]}"
+        raise LogFormatError(
+            path,
+            lines[b],
+            f"{what} repeats line {lines[first]}; a {fmt} file records each event once (a "
+            "corrupt or twice-concatenated file?)",
+        )
 
 
 def _finish(

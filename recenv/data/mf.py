@@ -26,6 +26,7 @@ Two backends compute the same model:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,21 @@ class ImplicitMF:
         return x @ self.item_factors.T
 
     def recommend(self, exclude: InteractionLog | None = None, k: int = 10) -> torch.Tensor:
-        """Top-``k`` items per user ``[U, k]``, leaving out the pairs in ``exclude``."""
+        """Top-``k`` items per user ``[U, k]``, leaving out the pairs in ``exclude`` (a log in
+        the fitted log's id space: same ``U`` and ``I``). A user with fewer than ``k`` items
+        left gets excluded ones last."""
+        U, I = self.user_factors.shape[0], self.item_factors.shape[0]
+        if (
+            isinstance(k, (bool, np.bool_))
+            or not isinstance(k, (int, np.integer))
+            or not 1 <= k <= I
+        ):
+            raise ValueError(f"k={k!r} must be an int in [1, {I}] (the number of items)")
+        if exclude is not None and (exclude.num_users, exclude.num_items) != (U, I):
+            raise ValueError(
+                f"exclude has {exclude.num_users} users and {exclude.num_items} items, the model "
+                f"{U} and {I}: it must be in the fitted log's id space (not compact()-ed)"
+            )
         s = self.scores()
         if exclude is not None:
             s[torch.as_tensor(exclude.user), torch.as_tensor(exclude.item)] = -torch.inf
@@ -106,8 +121,12 @@ def fit_als(
     for name, v in (("factors", factors), ("iterations", iterations)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name}={v!r} must be a positive int")
-    if not regularization >= 0 or not alpha >= 0:
-        raise ValueError(f"regularization={regularization} and alpha={alpha} must be >= 0")
+    for name, v in (("regularization", regularization), ("alpha", alpha)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an int >= 0")
+    seed = int(seed)
     users, items, w = pair_matrix(log, confidence_weights(log, confidence))
     conf = 1.0 + alpha * w
     U, I = log.num_users, log.num_items

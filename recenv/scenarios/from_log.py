@@ -31,7 +31,9 @@ or an :class:`recenv.data.InteractionLog`. Building the market:
    **activity** = interactions per user (how often each user arrives).
 4. **Quality**: explicit ratings give each item its mean rating shrunk toward the global mean
    (10 pseudo-ratings) minus the global mean, in standard deviations of all ratings (a
-   much-loved film scores about +1); count logs give 0. ``quality_std`` is not used.
+   much-loved film scores about +1); count logs give 0. The catalog's quality is this score
+   times ``quality_std`` (0.5 by default), as a generated catalog's quality is a standard
+   normal times ``quality_std``.
 5. **Arrivals**: with timestamps, the ``new_item_fraction`` of items that first appear latest
    in the log arrive during the episode, in the order they first appeared; without, arrivals
    are drawn as in Market-v0.
@@ -39,8 +41,10 @@ or an :class:`recenv.data.InteractionLog`. Building the market:
    carry none of them).
 
 Fitting ml-latest-small (100,836 ratings) takes 1–3 s; fitted models are cached in
-the process per (file, modification time, fit parameters) — or per ``InteractionLog`` object —
-so ``make`` does not refit.
+the process per (file, its inode, size, modification and change times, fit parameters) — or
+per ``InteractionLog`` object — so ``make`` does not refit, and a file rewritten in place
+(even with its size and modification time restored, as ``cp -p`` or ``rsync -t`` do) is read
+again. Nothing is cached on disk.
 
 Every simulated user is a log user: ``obs["user_id"]`` is the log user's contiguous index
 (``InteractionLog.user_ids`` maps it back), and ``candidate_ids`` index
@@ -229,7 +233,9 @@ def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
         st = os.stat(path)
     except OSError as e:
         raise ValueError(f"{path}: cannot read the interaction log: {e.strerror}") from None
-    key = (path, st.st_mtime_ns, st.st_size, log_format)
+    # ctime changes with any write or utime(), so a file rewritten with the same size and
+    # mtime is not mistaken for the cached one; the inode catches a file replaced by rename.
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, log_format)
     data = _cached(_logs, key)
     if data is None:
         data = load_log(path, log_format)

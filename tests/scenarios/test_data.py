@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from recenv.data import (
     load_movielens_100k,
 )
 from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
+from recenv.data.fit import LogFitConfig, fit_log
 from recenv.data.mf import fit_als
 
 from .conftest import ML_SMALL, needs_ml_small
@@ -68,6 +70,25 @@ def test_time_splits_of_movielens():
     compact = train.compact()
     assert compact.num_users == 610 and compact.num_items == np.unique(train.item).size
     assert np.array_equal(compact.item_ids[compact.item], log.item_ids[train.item])
+
+
+def one_user_log(n: int) -> InteractionLog:
+    return InteractionLog(
+        user=np.zeros(n, dtype=np.int64),
+        item=np.arange(n),
+        rating=None,
+        timestamp=np.arange(n, dtype=np.float64),
+        user_ids=np.arange(1),
+        item_ids=np.arange(n),
+    )
+
+
+def test_user_time_split_counts():
+    # ceil(0.07 * 100) is 7, though 0.07 * 100 == 7.000000000000001 (it gave 8).
+    assert len(one_user_log(100).time_split(0.07, by="user")[1]) == 7
+    # Both halves keep every user with two interactions (ceil(0.6 * 2) = 2 left train empty).
+    train, test = one_user_log(2).time_split(0.6, by="user")
+    assert (len(train), len(test)) == (1, 1) and test.item.tolist() == [1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +146,14 @@ MALFORMED = [
     ("log.csv", "a,,1\n", 1, "empty user or item id"),
     ("log.csv", "name,score\nx,1\n", 1, "names no user and no item column"),
     ("log.csv", "just-one-field\n", 1, "cannot tell the delimiter"),
+    # int() alone overflowed (a bare OverflowError) or read "1_0" as 10 and "٣" as 3.
+    ("ratings.csv", HEADER + "99999999999999999999,1,4,5\n", 2, "outside the int64 range"),
+    ("ratings.csv", HEADER + "1_0,1,4,5\n", 2, "userId '1_0' is not an integer"),
+    ("ratings.csv", HEADER + "\u0663,1,4,5\n", 2, "is not an integer"),
+    ("ratings.csv", HEADER + "1,1,4_0,5\n", 2, "rating '4_0' is not a number"),
+    # An event recorded twice (a corrupt or concatenated file) was silently counted twice.
+    ("ratings.csv", HEADER + "1,1,4,5\n2,1,4,5\n1,1,3,5\n", 4, "repeats line 2"),
+    ("user_artists.dat", "userID\tartistID\tweight\n1\t1\t4\n1\t1\t4\n", 3, "repeats line 2"),
 ]
 
 
@@ -159,6 +188,47 @@ def test_unreadable_and_empty_files(tmp_path):
         load_log(missing, "parquet")
     with pytest.raises(ValueError, match="apply to format='csv' only"):
         load_log(missing, "movielens", delimiter=",")
+
+
+def test_ids_and_headers_of_generic_csv(tmp_path):
+    # A pair may repeat with another timestamp (repeat consumption): not an error.
+    assert len(load_log(write(tmp_path, "ratings.csv", HEADER + "1,1,4,5\n1,1,4,6\n"))) == 2
+    # "007" and "7" (or "1_0" and "10") are different ids: they were merged into one int id.
+    assert load_csv(write(tmp_path, "a.csv", "user,item\n007,1\n7,1\n")).num_users == 2
+    assert load_csv(write(tmp_path, "b.csv", "user,item\n1_0,1\n10,1\n")).num_users == 2
+    # Ids beyond int64 stay strings (they raised OverflowError).
+    big = load_csv(write(tmp_path, "c.csv", "user,item\n99999999999999999999,1\n"))
+    assert big.user_ids.tolist() == ["99999999999999999999"]
+    # A quoted header is a header (it was read as an interaction of user "user").
+    quoted = load_csv(write(tmp_path, "d.csv", '"user","item"\n1,2\n'))
+    assert len(quoted) == 1 and quoted.user_ids.tolist() == [1]
+    with pytest.raises(ValueError, match="delimiter='' must be a non-empty string"):
+        load_csv(write(tmp_path, "e.csv", "a,b\n"), delimiter="")
+    with pytest.raises(ValueError, match="header='yes' must be True, False or None"):
+        load_csv(write(tmp_path, "e.csv", "a,b\n"), header="yes")
+
+
+@pytest.fixture
+def new_york_time(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_dates_are_utc_whatever_the_local_time_zone(tmp_path, new_york_time):
+    log = load_csv(write(tmp_path, "t.csv", "user,item,time\na,x,2024-01-01T00:00:00\n"
+                         "b,y,2024-01-01T01:00:00+02:00\n"))  # fmt: skip
+    assert log.timestamp.tolist() == [1704067200.0, 1704067200.0 - 3600.0]
+
+
+def test_interaction_log_rejects_bad_ids():
+    kw = {"rating": None, "timestamp": None, "user_ids": np.arange(1), "item_ids": np.arange(1)}
+    with pytest.raises(ValueError, match=r"InteractionLog\.user has negative ids"):
+        InteractionLog(user=np.array([-1]), item=np.array([0]), **kw)
+    with pytest.raises(ValueError, match=r"InteractionLog\.item must be an integer array"):
+        InteractionLog(user=np.array([0]), item=np.array([0.5]), **kw)
 
 
 def test_direct_loaders_ignore_the_file_name(tmp_path):
@@ -211,12 +281,50 @@ def test_als_recovers_blocks():
 
 def test_als_rejects_bad_parameters():
     log = block_log()
+    for kw in ({"regularization": float("inf")}, {"alpha": float("nan")}, {"seed": "a"}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))}=.* must be"):
+            fit_als(log, factors=2, iterations=1, **kw)  # inf gave a NaN loss; "a" a torch error
+    mf = fit_als(log, factors=2, iterations=1)
+    with pytest.raises(ValueError, match=r"k=91 must be an int in \[1, 90\]"):
+        mf.recommend(k=91)  # was torch's "selected index k out of range"
+    with pytest.raises(ValueError, match="fitted log's id space"):
+        mf.recommend(exclude=log.select(log.user < 3).compact())
     with pytest.raises(ValueError, match="backend"):
         fit_als(log, backend="spark")
     with pytest.raises(ValueError, match="factors"):
         fit_als(log, factors=0)
     with pytest.raises(ValueError, match="needs ratings"):
         fit_als(log, confidence="log")
+
+
+def test_fit_log_interests_always_sum_to_one():
+    """Users whose weights are all 0 (play counts of 0) or who have no interactions got an
+    all-zero interest row; the arrays' contract is rows summing to 1."""
+    log = InteractionLog(
+        user=np.array([0, 0, 1, 1, 2, 2]),
+        item=np.array([0, 1, 1, 2, 3, 0]),
+        rating=np.array([3.0, 5.0, 2.0, 1.0, 0.0, 0.0]),
+        timestamp=None,
+        user_ids=np.arange(4),  # user 3 has no interactions
+        item_ids=np.arange(4),
+        rating_kind="count",
+    )
+    fit = fit_log(log, num_topics=2, embed_dim=2, max_item_topics=2)
+    assert torch.allclose(fit.interest.sum(1), torch.ones(4))
+    assert torch.allclose(fit.interest[2], (fit.topics[3] + fit.topics[0]) / 2)
+    assert torch.allclose(fit.interest[3], torch.full((2,), 0.5))
+    with pytest.raises(ValueError, match="num_topics=0 must be an int >= 1"):
+        fit_log(log, num_topics=0, embed_dim=2)  # was an IndexError
+
+
+def test_log_fit_config_checks_types():
+    for kw, msg in (
+        ({"fit_seed": 1.5}, "fit_seed=1.5 must be an int"),  # was a torch error at fit time
+        ({"fit_seed": -1}, "fit_seed=-1 must be >= 0"),
+        ({"als_alpha": True}, "als_alpha=True must be a number"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            LogFitConfig(**kw)
 
 
 @needs_ml_small
@@ -250,6 +358,19 @@ def test_comparison_measures():
     assert spearman([1, 1, 2], [3, 3, 1]) == pytest.approx(-1.0)
     per_item, per_user = distinct_pairs(np.array([0, 0, 1]), np.array([2, 2, 2]), 2, 3)
     assert per_item.tolist() == [0, 0, 2] and per_user.tolist() == [1, 1]
+    # Hand-computed: Gini of 1..4 is 20 / (2 * 16 * 2.5); JS of (1, 0) and (1/2, 1/2).
+    assert gini([1, 2, 3, 4]) == pytest.approx(0.25)
+    m = np.array([0.75, 0.25])
+    kl_p, kl_q = np.log2(1 / 0.75), 0.5 * np.log2(0.5 / m[0]) + 0.5 * np.log2(0.5 / m[1])
+    assert js_distance([1, 0], [1, 1]) == pytest.approx(np.sqrt(0.5 * kl_p + 0.5 * kl_q))
+    # The top 7 of 100 (0.07 * 100 == 7.000000000000001 took the top 8).
+    assert top_share(np.ones(100), 0.07) == pytest.approx(0.07)
+    with pytest.raises(ValueError, match=r"fraction=nan must be in \(0, 1\]"):
+        top_share(np.ones(3), float("nan"))
+    with pytest.raises(ValueError, match="one length"):
+        js_distance([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="one length"):
+        spearman([1, 2], [1, 2, 3])
 
 
 def test_shared_data_is_not_in_the_repo():

@@ -8,6 +8,7 @@ correlates with the real one.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -99,6 +100,28 @@ def test_market_follows_the_log(synthetic_log):
     # Fitted once per (file, mtime, parameters): a second build does not refit.
     assert from_log.fitted(synthetic_log, **SMALL)[2] is fit
     assert from_log.fitted(synthetic_log, als_alpha=2.0, **SMALL)[2] is not fit
+
+
+def test_cache_rereads_a_rewritten_log(tmp_path):
+    """A file rewritten with the same size and its mtime restored (cp -p, rsync -t, tar) was
+    served from the cache: the old users and the old fit."""
+    path = tmp_path / "ratings.csv"
+
+    def write(first_user: int) -> None:
+        rows = [f"{u},{i},4.0,{100 + u * 10 + i}" for u in range(1, 9) for i in range(1, 9)]
+        rows[0] = f"{first_user},1,4.0,100"
+        path.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+
+    kw = {"horizon": 5, "num_candidates": 3, "num_topics": 2, "max_item_topics": 1, "embed_dim": 2}
+    write(1)
+    before = os.stat(path)
+    _, log, fit = from_log.fitted(str(path), **kw)
+    assert log.user_ids.tolist() == list(range(1, 9))
+    write(9)  # user 9 instead of user 1 on the first row: same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size
+    _, log2, fit2 = from_log.fitted(str(path), **kw)
+    assert log2.user_ids.tolist() == list(range(1, 10)) and fit2 is not fit
 
 
 def test_pettingzoo_checks_on_a_log(synthetic_log):
