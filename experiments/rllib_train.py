@@ -94,7 +94,12 @@ class TrainConfig:
 
     def env_settings(self) -> dict[str, Any]:
         """The RLlib ``env_config``: env id, observation mode and scenario overrides."""
-        return {"env_id": self.env, "obs": self.obs, **dict(self.env_config)}
+        return {
+            "env_id": self.env,
+            "obs": self.obs,
+            "envs_per_env_runner": self.num_envs_per_env_runner,  # distinct seeds (rllib.py)
+            **dict(self.env_config),
+        }
 
     def run_name(self) -> str:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -2,8 +2,12 @@
 
 :func:`env_creator` is the function to register with Ray Tune's env registry (``register``
 does it): it builds ``recenv.make(env_id, ...)`` and wraps it in RLlib's own
-``ParallelPettingZooEnv``, unchanged apart from the observation choice below. The training
-entry point is ``experiments/rllib_train.py``; the cluster recipe is in
+``ParallelPettingZooEnv``, unchanged apart from the observation choice below and two fixes
+(:class:`RecenvPettingZooEnv`, a subclass): ``agents`` / ``possible_agents`` keep the
+PettingZoo env's order (RLlib's wrapper lists them from a ``set``, whose order changes with
+``PYTHONHASHSEED`` from process to process), and ``render()`` works (RLlib's passes the old
+``render(mode)`` argument, which PettingZoo's current API, and recenv's env, do not take).
+The training entry point is ``experiments/rllib_train.py``; the cluster recipe is in
 ``docs/integrations.md``.
 
 ``env_config`` keys (everything else goes to ``recenv.make`` as scenario config):
@@ -14,13 +18,22 @@ entry point is ``experiments/rllib_train.py``; the cluster recipe is in
   ``"dict"`` — the ``Dict`` observation without the two id keys (raw catalog ids are not
   features), to be flattened on the env runners by RLlib's ``FlattenObservations`` connector
   (:func:`env_to_module_connector` returns it).
+- ``envs_per_env_runner``: RLlib's ``num_envs_per_env_runner`` (default 1), so that seeded
+  markets do not repeat across runners (Seeding, below); ``experiments/rllib_train.py`` sets
+  it.
 - ``invalid_slate`` defaults to ``"repair"``: RLlib's ``MultiDiscrete`` action distribution
   samples each slot independently and ignores the action mask, so duplicate or masked slots
   happen; they are dropped from the page and counted in ``infos[agent]["repaired_slots"]``.
 
 Seeding: RLlib seeds env runner ``w`` with ``config.seed + w`` at its first reset (the market
 then continues its stream from episode to episode); with ``seed=None`` every runner's market
-draws its own seed. Every node that runs env runners must be able to import ``recenv``.
+draws its own seed. With ``num_envs_per_env_runner = E > 1`` RLlib seeds env ``i`` of runner
+``w`` with ``config.seed + w + i``, so runners' markets would overlap (env 1 of runner 1 would
+replay env 0 of runner 2); given ``envs_per_env_runner = E`` the env reseeds itself with
+``config.seed + w * E + i`` instead (it adds ``w * (E - 1)`` to the seed RLlib passes), one
+seed per market. A ``seed`` in ``env_config`` seeds every runner's market alike (only an RLlib
+seed then tells them apart). Every node that runs env runners must be able to import
+``recenv``.
 """
 
 from __future__ import annotations
@@ -78,6 +91,7 @@ def split_env_config(env_config: Mapping[str, Any]) -> tuple[str, str, dict[str,
         raise ValueError(f"env_config obs={obs!r}; allowed: {list(OBS_MODES)}")
     if "flatten_obs" in kwargs:
         raise ValueError("set env_config['obs'] to 'flat' or 'dict' instead of flatten_obs")
+    kwargs.pop("envs_per_env_runner", None)  # the RLlib env's, not the market's
     kwargs.setdefault("invalid_slate", "repair")
     return env_id, obs, kwargs
 
@@ -92,10 +106,55 @@ def make_pettingzoo_env(env_config: Mapping[str, Any]):
 
 
 def env_creator(env_config: Mapping[str, Any]):
-    """RLlib env creator: ``ParallelPettingZooEnv`` over a recenv env (module doc)."""
+    """RLlib env creator: a ``ParallelPettingZooEnv`` (:class:`RecenvPettingZooEnv`) over a
+    recenv env (module doc). ``env_config`` may be RLlib's ``EnvContext``, whose
+    ``worker_index`` spreads the seeds of runners with several envs."""
+    per_runner = env_config.get("envs_per_env_runner", 1)
+    if isinstance(per_runner, bool) or not isinstance(per_runner, int) or per_runner < 1:
+        raise ValueError(f"env_config envs_per_env_runner={per_runner!r} must be an int >= 1")
+    # The local env runner (index 0) and a plain dict: no offset.
+    worker = int(getattr(env_config, "worker_index", 0) or 0)
+    return _env_class()(make_pettingzoo_env(env_config), seed_offset=worker * (per_runner - 1))
+
+
+def _env_class() -> type:
+    """:class:`RecenvPettingZooEnv`, defined at first use (importing Ray is slow and optional);
+    it is then a module attribute, so instances pickle by reference."""
+    cls = globals().get("RecenvPettingZooEnv")
+    if cls is not None:
+        return cls
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
-    return ParallelPettingZooEnv(make_pettingzoo_env(env_config))
+    class RecenvPettingZooEnv(ParallelPettingZooEnv):
+        """RLlib's ``ParallelPettingZooEnv`` with the PettingZoo env's agent order and a
+        working ``render()`` (module doc)."""
+
+        def __init__(self, env, seed_offset: int = 0):
+            super().__init__(env)
+            # RLlib's lists come from a set: their order depends on the process's hash seed.
+            self.possible_agents = list(env.possible_agents)
+            self.agents = list(env.possible_agents)
+            self.seed_offset = seed_offset
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            # RLlib's seed + w + i becomes seed + w * E + i: distinct across runners.
+            seed = None if seed is None else seed + self.seed_offset
+            return super().reset(seed=seed, options=options)
+
+        def render(self):
+            return self.par_env.render()
+
+    RecenvPettingZooEnv.__module__ = __name__
+    RecenvPettingZooEnv.__qualname__ = "RecenvPettingZooEnv"
+    globals()["RecenvPettingZooEnv"] = RecenvPettingZooEnv
+    return RecenvPettingZooEnv
+
+
+def __getattr__(name: str) -> Any:
+    # ``recenv.integrations.rllib.RecenvPettingZooEnv`` without importing Ray at module import.
+    if name == "RecenvPettingZooEnv":
+        return _env_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(name: str = ENV_NAME) -> str:

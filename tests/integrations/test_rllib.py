@@ -17,6 +17,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.rllib")
 
+import recenv  # noqa: E402
 from experiments import rllib_train  # noqa: E402
 from experiments.rllib_train import TrainConfig, main, train  # noqa: E402
 from recenv.integrations.rllib import env_creator  # noqa: E402
@@ -124,3 +125,43 @@ def test_without_ids_spaces_attribute_matches_its_observations():
     for a in env.possible_agents:
         assert env.observation_spaces[a] is env.observation_space(a)
         assert env.observation_spaces[a].contains(obs[a])
+
+
+def test_env_keeps_the_agent_order_and_renders():
+    """Regression test: RLlib's ``ParallelPettingZooEnv`` listed ``agents`` /
+    ``possible_agents`` from a ``set`` (their order changed with ``PYTHONHASHSEED``, process
+    to process) and its ``render()`` passed a mode recenv's ``render()`` does not take
+    (``TypeError``)."""
+    env = env_creator({"horizon": 4, "num_items": 500, "num_agents": 6, "render_mode": "ansi"})
+    expected = [f"agent_{i}" for i in range(6)]
+    assert env.possible_agents == expected and env.agents == expected
+    env.reset(seed=0)
+    assert env.render().startswith("recenv/Market-v0 t=0")
+
+
+def test_markets_of_several_runners_get_distinct_seeds():
+    """RLlib seeds env ``i`` of runner ``w`` with ``seed + w + i``: with two envs per runner,
+    env 1 of runner 1 and env 0 of runner 2 both got ``seed + 2`` and stepped the same market.
+    Told ``envs_per_env_runner``, the env reseeds with ``seed + w * E + i``."""
+    from ray.rllib.env.env_context import EnvContext
+
+    small = {"horizon": 4, "num_items": 500}
+
+    def first_obs(worker: int, index: int, per_runner: int, base: int = 10):
+        ctx = EnvContext({**small, "envs_per_env_runner": per_runner}, worker_index=worker)
+        obs, _ = env_creator(ctx).reset(seed=base + worker + index)  # RLlib's seed
+        return obs["agent_0"]
+
+    def market(seed: int):
+        return recenv.make("recenv/Market-v0", flatten_obs=True, **small).reset(seed=seed)[0]
+
+    # One env per runner (RLlib's default): the seeds are RLlib's, unchanged.
+    assert np.array_equal(first_obs(3, 0, 1), market(13)["agent_0"])
+    # Two per runner: runner w's env i is market base + 2w + i, all distinct.
+    seeds = {(w, i): 10 + 2 * w + i for w in (1, 2) for i in (0, 1)}
+    for (w, i), seed in seeds.items():
+        assert np.array_equal(first_obs(w, i, 2), market(seed)["agent_0"])
+    assert len(set(seeds.values())) == 4
+    assert not np.array_equal(first_obs(1, 1, 2), first_obs(2, 0, 2))
+    with pytest.raises(ValueError, match="envs_per_env_runner=0 must be an int >= 1"):
+        env_creator({**small, "envs_per_env_runner": 0})
