@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -306,3 +307,131 @@ def test_episode_metrics_only_for_markets_that_ended_and_exact_there():
             assert not v[~done].any(), f"{k} is not zero where the episode goes on"
         assert (info["episode"]["length"][done] > 0).all()
     assert partial > 0, "no step ended some markets but not others: the test tests nothing"
+
+
+def _ild_np(vecs: np.ndarray) -> float:
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+    if len(unit) < 2:
+        return 0.0
+    return float((1.0 - unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean())
+
+
+@pytest.mark.parametrize("scenario_id", [MARKET, "recenv/Video-v0"])
+def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id):
+    """Each market's metrics are its own episode's only (episodes out of step, auto-reset),
+    as EPISODE_METRICS documents them, recomputed in numpy from the per-step infos; the
+    novelty is the self-information over log2(num_items), market_share all zero without
+    any choice."""
+    N, I = 3, 60
+    env = recenv.make_vec(
+        scenario_id,
+        num_envs=N,
+        seed=0,
+        num_items=I,
+        num_candidates=6,
+        slate_size=3,
+        horizon=30,
+        num_users=3,
+        churn_threshold=0.6,
+        expectation=1.0,
+        return_prob=0.0,
+        session_gap=0,
+    )
+    A, K, platform = env.config.num_agents, env.config.slate_size, scenario_id != MARKET
+    topics = env.catalog.topics.numpy()
+    novelty = env.catalog.novelty.numpy() / np.log2(I)
+    obs = env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+
+    def fresh():
+        return {"ret": np.zeros(A), "clicks": 0, "eng": 0.0, "ch": np.zeros(A), "t": 0,
+                "expo": np.zeros(I), "div": 0.0, "nov": 0.0}  # fmt: skip
+
+    ref, ended, lengths = [fresh() for _ in range(N)], 0, set()
+    for _ in range(50):
+        acts = {}
+        for a in env.agents:
+            score = torch.rand(obs[a]["action_mask"].shape, generator=g)
+            acts[a] = score.masked_fill(~obs[a]["action_mask"], -1.0).topk(K, dim=-1).indices
+        obs, rew, _, _, info = env.step(acts)
+        for n in range(N):
+            if info["reset"][n]:
+                ref[n] = fresh()
+                continue
+            r = ref[n]
+            r["t"] += 1
+            r["ret"] += np.array([float(rew[a][n]) for a in env.agents])
+            r["clicks"] += bool(info["clicked"][n])
+            r["eng"] += float(info["engagement"][n])
+            who = int(info["platform"][n] if platform else info["chosen_agent"][n])
+            if 0 <= who < A and (platform or info["clicked"][n]):
+                r["ch"][who] += 1
+            shown = info["shown"][n].numpy()
+            divs, items = [], []
+            for a in range(A):
+                s = shown[a][shown[a] >= 0]
+                np.add.at(r["expo"], s, 1)
+                items += list(s)
+                if len(s):
+                    divs.append(_ild_np(topics[s]))
+            r["div"] += np.mean(divs) if divs else 0.0
+            r["nov"] += novelty[items].mean() if items else 0.0
+        if "episode" not in info:
+            continue
+        for n in np.flatnonzero(info["_episode"].numpy()):
+            r, t, x = ref[n], max(ref[n]["t"], 1), np.sort(ref[n]["expo"])
+            ended += 1
+            lengths.add(r["t"])
+            gini_ref = ((2 * np.arange(1, I + 1) - I - 1) * x).sum() / (I * x.sum())
+            want = {
+                "return": r["ret"],
+                "ctr": r["clicks"] / t,
+                "engagement_per_request": r["eng"] / t,
+                "market_share": r["ch"] / r["ch"].sum() if r["ch"].sum() else np.zeros(A),
+                "coverage": (r["expo"] > 0).mean(),
+                "diversity": r["div"] / t,
+                "novelty": r["nov"] / t,
+                "exposure_gini": gini_ref,
+                "length": r["t"],
+            }
+            for k, v in want.items():
+                got = info["episode"][k][n].numpy()
+                assert np.allclose(got, v, atol=1e-4), (k, n, got, v)
+    assert ended > N and len(lengths) > 1, "episodes did not end out of step"
+
+
+def test_coverage_and_gini_are_over_the_catalog_when_the_counters_are_hashed():
+    """With ``num_items > item_stats_size`` the item counters are hashed (item % W), and
+    coverage and the exposure Gini were those of the W counters, not the catalog's items
+    (coverage 4,000 / 1,024 ~ 4x too high here). Now: coverage the linear-counting estimate
+    of the distinct items shown, Gini over the I items (unshown ones 0), each within a few
+    percent of the truth recomputed from the per-step infos; exact counters stay exact."""
+    I, W = 4000, 1024
+    env = recenv.make_vec(
+        MARKET, num_envs=4, seed=0, num_items=I, item_stats_size=W, horizon=30, num_users=3
+    )
+    A, K = env.config.num_agents, env.config.slate_size
+    obs = env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    expo = np.zeros((env.num_envs, I))
+    checked = 0
+    for _ in range(31):
+        acts = {}
+        for a in env.agents:
+            score = torch.rand(obs[a]["action_mask"].shape, generator=g)
+            acts[a] = score.masked_fill(~obs[a]["action_mask"], -1.0).topk(K, dim=-1).indices
+        obs, _, _, _, info = env.step(acts)
+        for n in range(env.num_envs):
+            shown = info["shown"][n].numpy()
+            np.add.at(expo[n], shown[shown >= 0], 1)
+        if "episode" in info:
+            for n in np.flatnonzero(info["_episode"].numpy()):
+                x = np.sort(expo[n])
+                true_cov = (x > 0).mean()
+                true_gini = ((2 * np.arange(1, I + 1) - I - 1) * x).sum() / (I * x.sum())
+                cov = float(info["episode"]["coverage"][n])
+                assert abs(cov / true_cov - 1) < 0.05, (cov, true_cov)
+                assert abs(float(info["episode"]["exposure_gini"][n]) - true_gini) < 0.01
+                checked += 1
+    assert checked == env.num_envs
+    assert A * K * 30 < W  # few enough items shown that the estimate is close

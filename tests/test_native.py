@@ -201,7 +201,12 @@ def test_item_metrics_equal_the_torch_form(config, top):
             assert torch.equal(got[key], want[key]), (key, ended)
     metrics = env._item_metrics(torch.arange(N))
     assert metrics["exposure_gini"][2] == metrics["exposure_gini"][3] == 0
-    assert metrics["exposure_gini"][4] == 0 and metrics["coverage"][4] == 1
+    # Every counter exposed equally: with exact counters Gini 0 and coverage 1; with W
+    # hashed counters of I items the I - W items without a counter are unshown (Gini 1 - W/I)
+    # and a full table caps the estimated coverage at 1.
+    I = env.config.num_items
+    assert metrics["exposure_gini"][4] == pytest.approx(1 - W / I, abs=1e-6)
+    assert metrics["coverage"][4] == 1
     with pytest.raises(RuntimeError, match=r"ended market 7 out of \[0, 7\)"):
         env._item_metrics(torch.tensor([0, 7]))
     stats[5, 0, 0], stats[5, 0, 1] = env.episode[5].int(), -1  # a corrupt table

@@ -61,6 +61,7 @@ from recenv.core.indexing import (
 )
 from recenv.core.metrics import (
     EPISODE_METRICS,
+    coverage_from_counters,
     gini,
     intra_list_diversity,
     intra_list_diversity_by_sums,
@@ -956,18 +957,30 @@ class BatchedMarket:
         equals bit for bit."""
         if self._native_kernels:
             coverage, exposure_gini = torch.ops.recenv.item_metrics(
-                self.item_stats.view(-1, 3), self.episode, ended, self.config.stats_size
+                self.item_stats.view(-1, 3),
+                self.episode,
+                ended,
+                self.config.stats_size,
+                self.config.num_items,
             )
             return {"coverage": coverage, "exposure_gini": exposure_gini}
         return self._item_metrics_torch(ended)
 
     def _item_metrics_torch(self, ended: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`_item_metrics` in torch: the ended markets' counters gathered, then
-        :func:`gini` sorts them."""
+        :func:`gini` sorts them. Both metrics are over the catalog's I items: exact while
+        ``num_items <= item_stats_size``; with W < I hashed counters (item % W) coverage is
+        :func:`coverage_from_counters`' estimate and each exposed counter is one item of the
+        Gini (items sharing a counter are merged: rare while an episode shows far fewer
+        items than W)."""
         stats = self.item_stats.index_select(0, ended)  # [E, W, 3]
         current = stats[:, :, 0] == self.episode.index_select(0, ended)[:, None]
         exposure = torch.where(current, stats[:, :, 1], 0)  # [E, W]
-        return {"coverage": (exposure > 0).float().mean(1), "exposure_gini": gini(exposure)}
+        I, W = self.config.num_items, self.config.stats_size
+        return {
+            "coverage": coverage_from_counters((exposure > 0).sum(1), W, I),
+            "exposure_gini": gini(exposure, I),
+        }
 
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations

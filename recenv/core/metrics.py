@@ -10,26 +10,53 @@ EPISODE_METRICS = (
     "ctr",  # clicks / requests
     "engagement_per_request",
     "retention",  # share of users not churned at the episode's end
-    "market_share",  # [A] share of user choices (clicks; platform visits under platform_choice)
-    "coverage",  # share of catalog items shown at least once
-    "diversity",  # mean intra-list diversity of the slates
-    "novelty",  # mean self-information -log2(popularity prior) of shown items
-    "exposure_gini",  # Gini coefficient of item exposure counts
+    # [A] share of user choices (clicks; platform visits under platform_choice); all zero,
+    # not 1 / A, in an episode without any choice
+    "market_share",
+    # share of the catalog's items (all agents') shown at least once; exact while
+    # num_items <= item_stats_size, beyond (hashed counters) a linear-counting estimate
+    "coverage",
+    "diversity",  # mean over requests of the mean intra-list diversity of the slates shown
+    # mean over requests of the shown items' mean self-information -log2(popularity prior),
+    # divided by log2(num_items)
+    "novelty",
+    # Gini coefficient of the catalog's item exposure counts (unshown items count as 0);
+    # with hashed counters items sharing one are merged
+    "exposure_gini",
     "satisfaction",  # mean user satisfaction at the episode's end
     "length",  # requests in the episode
 )
 
 
-def gini(x: torch.Tensor) -> torch.Tensor:
-    """Gini coefficient of each row of non-negative ``x`` [N, W] -> [N]; 0 for an all-zero row."""
+def gini(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Gini coefficient of each row of non-negative ``x`` [N, W] -> [N]; 0 for an all-zero row.
+    ``n`` >= W: the population's size, of which the ``n - W`` values not in ``x`` are 0 (the
+    items without a counter of their own); default W."""
     # Sorted in its own dtype (int32 counters sort ~1.25x faster than float64), then widened:
     # the conversion is monotonic, so the sorted values are the same either way.
     x = x.sort(dim=1).values.to(torch.float64)
-    n = x.shape[1]
-    idx = torch.arange(1, n + 1, dtype=x.dtype, device=x.device)
+    W = x.shape[1]
+    n = W if n is None else n
+    if n < W:
+        raise ValueError(f"gini: n={n} must be >= the row length {W}")
+    # The n - W missing zeros sort first: the row's values take ranks n - W + 1 .. n.
+    idx = torch.arange(n - W + 1, n + 1, dtype=x.dtype, device=x.device)
     total = x.sum(dim=1)
     g = ((2 * idx - n - 1) * x).sum(dim=1) / (n * total.clamp(min=1e-12))
     return torch.where(total > 0, g, torch.zeros_like(g)).to(torch.float32)
+
+
+def coverage_from_counters(exposed: torch.Tensor, W: int, I: int) -> torch.Tensor:
+    """Share of the catalog's ``I`` items shown, from ``exposed`` [E] (int): how many of a
+    market's ``W`` item counters were exposed -> [E] float32. Exact counters (``W == I``):
+    ``exposed / I``. Hashed ones (``W < I``, item % W): items sharing a counter count once, so
+    the linear-counting estimate of the distinct items behind them, ``-W ln(1 - exposed /
+    W)``, capped at ``I`` (a full table says at least W), over ``I``; as the native kernel."""
+    if W == I:
+        return exposed.float() / I
+    frac = exposed.to(torch.float64) / W
+    items = (-W * torch.log1p(-frac)).clamp(max=I)  # inf (a full table) -> I
+    return (items / I).to(torch.float32)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,9 @@ the PettingZoo contract checkers, batched == single, and the myopic oracle above
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
 
 import numpy as np
 import pytest
@@ -146,3 +148,35 @@ def test_oracle_clearly_above_random(preset):
 
     oracle, rand = team_return("oracle"), team_return("random")
     assert oracle >= ORACLE_MARGIN * rand, f"{preset}: oracle {oracle:.1f} vs random {rand:.1f}"
+
+
+def _argument_table(page: str) -> dict[str, object]:
+    """``key -> value`` of the rows of a page's "Arguments" table (``| ``k1``, ``k2`` |
+    v1, v2 | why |``)."""
+    rows = {}
+    for line in page.split("## Arguments", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 3 or not cells[0].startswith("``"):
+            continue
+        keys = re.findall(r"``(\w+)``", cells[0])
+        values = [v.strip().strip("`") for v in cells[1].split(",")]
+        assert len(keys) == len(values), f"row {line!r}: {keys} vs {values}"
+        rows.update((k, ast.literal_eval(v)) for k, v in zip(keys, values, strict=True))
+    return rows
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_documented_argument_values_are_the_built_config(preset):
+    """The values a page's Arguments table gives are the config ``recenv.make`` builds."""
+    page = importlib.import_module(spec(preset).pz_doc).__doc__
+    table = _argument_table(page)
+    assert len(table) > 10, f"{preset}: no Arguments table parsed"
+    config = recenv.make(preset, seed=0).core.config
+    wrong = {k: (v, getattr(config, k)) for k, v in table.items() if getattr(config, k) != v}
+    assert not wrong, f"{preset}: documented vs built {wrong}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_unknown_key_names_it_and_lists_the_valid_ones(preset):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['bogus_key'\].*slate_size"):
+        recenv.make(preset, bogus_key=1)

@@ -28,10 +28,12 @@ exposures and click; the table ends as
 :meth:`recenv.core.market.BatchedMarket._count_exposures_torch` leaves it. Items out of
 ``[0, num_items)`` raise before any row is written.
 
-``recenv::item_metrics(stats, episode, ended, stats_size) -> (coverage, gini)``, the item
-metrics of the markets ``ended`` [E] int64 (indices) as their episode ends: ``coverage`` [E]
-float32, the share of the W counter rows exposed this episode, and ``gini`` [E] float32, the
-Gini coefficient of those W exposure counts (rows stamped with an older episode count as 0),
+``recenv::item_metrics(stats, episode, ended, stats_size, num_items) -> (coverage, gini)``,
+the item metrics of the markets ``ended`` [E] int64 (indices) as their episode ends:
+``coverage`` [E] float32, the share of the I = ``num_items`` items exposed this episode, and
+``gini`` [E] float32, the Gini coefficient of the I items' exposure counts (rows stamped with
+an older episode count as 0; with W = ``stats_size`` < I hashed counters, coverage is the
+linear-counting estimate and each exposed counter counts as one item in the Gini),
 bit for bit as :meth:`recenv.core.market.BatchedMarket._item_metrics_torch` computes them
 (which sorts each market's counters; the kernel sums over a histogram of their values).
 
@@ -120,10 +122,11 @@ if not hasattr(torch.ops.recenv, "count_exposures"):
 if not hasattr(torch.ops.recenv, "item_metrics"):
     torch.library.define(
         "recenv::item_metrics",
-        "(Tensor stats, Tensor episode, Tensor ended, int stats_size) -> (Tensor, Tensor)",
+        "(Tensor stats, Tensor episode, Tensor ended, int stats_size, int num_items) "
+        "-> (Tensor, Tensor)",
     )
     torch.library.register_fake("recenv::item_metrics")(
-        lambda stats, episode, ended, stats_size: (
+        lambda stats, episode, ended, stats_size, num_items: (
             ended.new_empty(ended.shape, dtype=torch.float32),
             ended.new_empty(ended.shape, dtype=torch.float32),
         )

@@ -13,13 +13,27 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <vector>
 
 namespace {
 
+// Share of the I items exposed, from nnz exposed counters of W (as the torch form computes
+// it). Exact counters (W == I): nnz / I in float32. Hashed ones (W < I): items that share a
+// counter count once, so the linear-counting estimate of the distinct items behind nnz
+// occupied slots, -W ln(1 - nnz / W), capped at I (a full table: at least W items, at most
+// I), over I.
+float coverage_of(int64_t nnz, int64_t W, int64_t I) {
+  if (W == I) return static_cast<float>(nnz) / static_cast<float>(I);
+  if (nnz >= W) return 1.0f;
+  const double items = -static_cast<double>(W) * std::log1p(-static_cast<double>(nnz) / W);
+  return static_cast<float>(std::min(items, static_cast<double>(I)) / static_cast<double>(I));
+}
+
 std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
                                                 const at::Tensor& episode,
-                                                const at::Tensor& ended, int64_t stats_size) {
+                                                const at::Tensor& ended, int64_t stats_size,
+                                                int64_t num_items) {
   TORCH_CHECK(stats.dim() == 2 && stats.size(1) == 3 && stats.scalar_type() == at::kInt &&
                   stats.is_contiguous(),
               "stats: contiguous int32 [N * W, 3]");
@@ -30,6 +44,11 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
               "ended: contiguous int64 [E]");
   const int64_t N = episode.size(0), W = stats_size, E = ended.size(0);
   TORCH_CHECK(W > 0 && stats.size(0) == N * W, "stats must hold W = stats_size rows per market");
+  // The metrics are over the catalog's I items: with W < I counters (hashed, item % W) a
+  // non-zero counter stands for one item or more, and the counters never touched for the
+  // rest; exact when W == I.
+  const int64_t I = num_items;
+  TORCH_CHECK(I >= W, "num_items (", I, ") must be >= stats_size (", W, ")");
   const int32_t* st = stats.data_ptr<int32_t>();
   const int64_t* ep = episode.data_ptr<int64_t>();
   const int64_t* end = ended.data_ptr<int64_t>();
@@ -69,20 +88,19 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
         continue;
       }
       nonzero.resize(static_cast<size_t>(nnz));
-      // As torch's (exposure > 0).float().mean(1): an exact count over W, in float32.
-      cov[j] = static_cast<float>(nnz) / static_cast<float>(W);
+      cov[j] = coverage_of(nnz, W, I);
       if (total == 0) {
         gi[j] = 0.0f;
         continue;
       }
-      // Gini = sum_i (2i - W - 1) x_(i) / (W * total) over the values sorted ascending
-      // (i = 1..W). The W - nnz zeros come first and add nothing; a run of c copies of
-      // value v after r smaller values adds v * c * (2r + c - W). Exact in int64, then the
-      // one float64 division torch's float64 form makes (its sums of integers are exact).
+      // Gini = sum_i (2i - I - 1) x_(i) / (I * total) over the I items' exposures sorted
+      // ascending (i = 1..I). The I - nnz zeros come first and add nothing; a run of c
+      // copies of value v after r smaller values adds v * c * (2r + c - I). Exact in int64,
+      // then the one float64 division torch's float64 form makes (its sums are exact).
       int64_t numerator = 0;
-      int64_t below = W - nnz;
+      int64_t below = I - nnz;
       auto add_run = [&](int64_t v, int64_t c) {
-        numerator += v * c * (2 * below + c - W);
+        numerator += v * c * (2 * below + c - I);
         below += c;
       };
       if (top <= 4 * nnz + 64) {  // a histogram no larger than a few passes over the values
@@ -101,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
         }
       }
       const double g = static_cast<double>(numerator) /
-                       (static_cast<double>(W) * static_cast<double>(total));
+                       (static_cast<double>(I) * static_cast<double>(total));
       gi[j] = static_cast<float>(g);
     }
   });
