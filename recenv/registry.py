@@ -70,13 +70,32 @@ def make_vec(
     seconds; see :meth:`BatchedMarket.compile`).
     """
     _check_compile(compile)
-    env = spec(env_id).builder()(num_envs=num_envs, device=device, seed=seed, **config)
+    env = _build(
+        spec(env_id),
+        "recenv.make_vec also takes num_envs, device, seed and compile",
+        num_envs=num_envs,
+        device=device,
+        seed=seed,
+        **config,
+    )
     return env.compile() if compile else env
 
 
 def _check_compile(compile: Any) -> None:
     if not isinstance(compile, bool):
         raise ValueError(f"compile={compile!r} must be a bool")
+
+
+def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
+    """``s``'s builder called with ``kwargs``; an unknown key's error (which lists the
+    scenario's config keys) also names the options of the calling face (``own_options``), so
+    a misspelled ``flatten_obs`` does not read as if only config keys existed."""
+    try:
+        return s.builder()(**kwargs)
+    except ValueError as e:
+        if str(e).startswith("unknown config key"):
+            raise ValueError(f"{e}; {own_options}") from None
+        raise
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:
@@ -98,7 +117,14 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
     s = spec(env_id)
     compile = face.pop("compile", False)
     _check_compile(compile)
-    core = s.builder()(num_envs=1, device="cpu", seed=seed, **kwargs)
+    core = _build(
+        s,
+        f"recenv.make also takes seed and the face options {list(FACE_OPTIONS)}",
+        num_envs=1,
+        device="cpu",
+        seed=seed,
+        **kwargs,
+    )
     if compile:
         core.compile()
     env = MarketParallelEnv(core, env_id=env_id, **face)

@@ -29,6 +29,16 @@ def test_unknown_key_lists_valid_keys():
         with pytest.raises(ValueError) as err:
             factory()
         assert "num_itmes" in str(err.value) and "num_items" in str(err.value)
+    # A misspelled option of the face itself: the error names the face's options too (it
+    # listed the config keys alone, as if flatten_obs or device did not exist).
+    with pytest.raises(
+        ValueError,
+        match=r"\['flatten_ob'\].*make also takes seed and the face "
+        r"options \['render_mode', 'flatten_obs', 'max_cycles', 'compile'\]",
+    ):
+        recenv.make(MARKET, flatten_ob=True)
+    with pytest.raises(ValueError, match=r"\['devic'\].*make_vec also takes num_envs, device"):
+        recenv.make_vec(MARKET, num_envs=1, devic="cpu")
 
 
 def test_unknown_key_on_every_preset(env_id, small):
