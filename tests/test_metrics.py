@@ -316,6 +316,15 @@ def _ild_np(vecs: np.ndarray) -> float:
     return float((1.0 - unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean())
 
 
+def _random_valid_slates(obs, K: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A uniformly random slate of ``K`` unmasked candidates per agent and market."""
+    acts = {}
+    for a, o in obs.items():
+        score = torch.rand(o["action_mask"].shape, generator=g)
+        acts[a] = score.masked_fill(~o["action_mask"], -1.0).topk(K, dim=-1).indices
+    return acts
+
+
 @pytest.mark.parametrize("scenario_id", [MARKET, "recenv/Video-v0"])
 def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id):
     """Each market's metrics are its own episode's only (episodes out of step, auto-reset),
@@ -349,10 +358,7 @@ def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id
 
     ref, ended, lengths = [fresh() for _ in range(N)], 0, set()
     for _ in range(50):
-        acts = {}
-        for a in env.agents:
-            score = torch.rand(obs[a]["action_mask"].shape, generator=g)
-            acts[a] = score.masked_fill(~obs[a]["action_mask"], -1.0).topk(K, dim=-1).indices
+        acts = _random_valid_slates(obs, K, g)
         obs, rew, _, _, info = env.step(acts)
         for n in range(N):
             if info["reset"][n]:
@@ -416,10 +422,7 @@ def test_coverage_and_gini_are_over_the_catalog_when_the_counters_are_hashed():
     expo = np.zeros((env.num_envs, I))
     checked = 0
     for _ in range(31):
-        acts = {}
-        for a in env.agents:
-            score = torch.rand(obs[a]["action_mask"].shape, generator=g)
-            acts[a] = score.masked_fill(~obs[a]["action_mask"], -1.0).topk(K, dim=-1).indices
+        acts = _random_valid_slates(obs, K, g)
         obs, _, _, _, info = env.step(acts)
         for n in range(env.num_envs):
             shown = info["shown"][n].numpy()
