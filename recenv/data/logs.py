@@ -189,7 +189,8 @@ class InteractionLog:
         """Split by time into ``(train, test)``, both in this log's id space.
 
         - ``by="global"``: the earliest ``1 - test_fraction`` of all interactions train, the
-          latest test (one cut-off time for everyone; ties keep file order).
+          latest test (one cut-off time for everyone; ties keep file order), rounded, and at
+          least one interaction in each half.
         - ``by="user"``: each user's latest ``ceil(test_fraction * n_u)`` interactions (at
           most ``n_u - 1``) test, the rest train (users with one interaction keep it in
           train). Every test interaction comes after its user's train interactions, and every
@@ -200,8 +201,14 @@ class InteractionLog:
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
         if by == "global":
+            if len(self) < 2:
+                raise ValueError(
+                    f"{self.source or 'log'}: a global time split needs at least 2 "
+                    f"interactions, the log has {len(self)}"
+                )
             order = np.argsort(self.timestamp, kind="stable")
-            cut = round(len(self) * (1.0 - test_fraction))
+            # Rounding alone left a half empty on tiny logs (3 rows at 0.1: no test row).
+            cut = min(max(round(len(self) * (1.0 - test_fraction)), 1), len(self) - 1)
             return self.select(np.sort(order[:cut])), self.select(np.sort(order[cut:]))
         if by != "user":
             raise ValueError(f"by={by!r} must be 'global' or 'user'")

@@ -83,6 +83,17 @@ def one_user_log(n: int) -> InteractionLog:
     )
 
 
+def test_global_time_split_leaves_no_half_empty():
+    # round(3 * 0.9) = 3 train rows left the test half empty (and 0.9 of 3 the train half).
+    for fraction, sizes in ((0.1, (2, 1)), (0.9, (1, 2)), (0.5, (2, 1))):
+        train, test = one_user_log(3).time_split(fraction)
+        assert (len(train), len(test)) == sizes, fraction
+        assert train.timestamp.max() <= test.timestamp.min()
+    assert [len(h) for h in one_user_log(100).time_split(0.2)] == [80, 20]
+    with pytest.raises(ValueError, match="needs at least 2 interactions, the log has 1"):
+        one_user_log(1).time_split(0.5)
+
+
 def test_user_time_split_counts():
     # ceil(0.07 * 100) is 7, though 0.07 * 100 == 7.000000000000001 (it gave 8).
     assert len(one_user_log(100).time_split(0.07, by="user")[1]) == 7
