@@ -219,11 +219,29 @@ def _prepare(
     return cfg, fit_cfg, data, fit
 
 
+class _Same:
+    """A cache key part equal only to the same object (an ``InteractionLog`` holds arrays, so
+    it has no hash of its own). It keeps the object alive: a bare ``id()`` in the fits' key
+    could be reused by another log once this one was dropped from the logs' cache and
+    collected, and that log would get this one's fit."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
 def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
     if isinstance(log, InteractionLog):
-        # Cached by identity; the cache holds the log, so its id is not reused meanwhile.
-        # (An InteractionLog is frozen; changing its arrays in place is not supported.)
-        key = ("in-memory", id(log))
+        # Cached by identity. (An InteractionLog is frozen; changing its arrays in place is
+        # not supported.)
+        key = ("in-memory", _Same(log))
         _store(_logs, key, log)
         return log, key
     if not isinstance(log, (str, os.PathLike)):

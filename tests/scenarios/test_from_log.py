@@ -8,9 +8,11 @@ correlates with the real one.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -100,6 +102,21 @@ def test_market_follows_the_log(synthetic_log):
     # Fitted once per (file, mtime, parameters): a second build does not refit.
     assert from_log.fitted(synthetic_log, **SMALL)[2] is fit
     assert from_log.fitted(synthetic_log, als_alpha=2.0, **SMALL)[2] is not fit
+
+
+def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log):
+    """The fits' cache was keyed by ``id(log)`` alone: once the log had left the logs' cache
+    (8 other logs since) and was collected, a new log could take its id and get its fit.
+    The key now holds the log, so no other object can have its id while the fit is cached."""
+    log = load_log(synthetic_log)
+    _, _, fit = from_log.fitted(log, **SMALL)
+    ref = weakref.ref(log)
+    for _ in range(from_log._CACHE_SIZE + 1):  # push it out of the logs' cache
+        from_log._load(log.select(np.arange(len(log)) % 2 == 0), "auto")
+    del log
+    gc.collect()
+    assert ref() is not None, "the fit is cached under the id of a collected log"
+    assert from_log.fitted(ref(), **SMALL)[2] is fit  # and found again by the same object
 
 
 def test_cache_rereads_a_rewritten_log(tmp_path):
