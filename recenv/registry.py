@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from recenv.core.config import UnknownConfigKey
 from recenv.core.market import BatchedMarket
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv
 
@@ -92,10 +93,8 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     a misspelled ``flatten_obs`` does not read as if only config keys existed."""
     try:
         return s.builder()(**kwargs)
-    except ValueError as e:
-        if str(e).startswith("unknown config key"):
-            raise ValueError(f"{e}; {own_options}") from None
-        raise
+    except UnknownConfigKey as e:
+        raise UnknownConfigKey(f"{e}; {own_options}") from None
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:

@@ -33,6 +33,11 @@ def option(default: Any, help: str) -> Any:
 _f = option
 
 
+class UnknownConfigKey(ValueError):
+    """A config key the scenario does not have (the message lists the valid ones); a face
+    that takes options of its own (``make``, ``make_vec``) adds them to the message."""
+
+
 @dataclass(frozen=True)
 class MarketConfig:
     """All parameters of a market. Sizes, then retrieval, choice, response, dynamics, reward."""
@@ -161,7 +166,7 @@ class MarketConfig:
         valid = cls.field_names()
         unknown = sorted(k for k in overrides if k not in valid)
         if unknown:
-            raise ValueError(
+            raise UnknownConfigKey(
                 f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {valid}"
             )
         base = base if base is not None else cls()

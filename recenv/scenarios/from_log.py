@@ -114,7 +114,7 @@ from typing import Any
 import torch
 
 from recenv.core.catalog import Catalog, _retrieval_lists, catalog_from_arrays
-from recenv.core.config import MarketConfig
+from recenv.core.config import MarketConfig, UnknownConfigKey
 from recenv.core.market import BatchedMarket
 from recenv.core.users import Population
 from recenv.data.fit import LogFit, LogFitConfig, fit_log
@@ -190,7 +190,7 @@ def _prepare(
     market_keys = MarketConfig.field_names()
     unknown = sorted(k for k in config if k not in fit_keys and k not in market_keys)
     if unknown:
-        raise ValueError(
+        raise UnknownConfigKey(
             f"unknown config key(s) {unknown} for {ENV_ID}; valid keys: log, log_format, "
             f"{fit_keys}, and the MarketConfig keys {market_keys}"
         )
