@@ -184,6 +184,19 @@ def as_int(value: Any) -> int:
     return operator.index(value)
 
 
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` (see :func:`as_int`) as an int in ``[low, high]`` (no upper bound when
+    ``high`` is None); otherwise ``ValueError`` naming ``name`` and the allowed range."""
+    try:
+        v = as_int(value)
+    except TypeError:
+        v = None
+    if v is None or v < low or (high is not None and v > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}={value!r} must be an int {allowed}")
+    return v
+
+
 def field_type_errors(config: Any, *, finite: bool) -> list[str]:
     """Check each field of the (frozen) dataclass ``config`` annotated with a plain type,
     storing numpy's integers as ints: ``bool``, ``int`` (not a bool), ``float`` (an int too;

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recenv.core.config import field_type_errors, option
+from recenv.core.config import check_int, field_type_errors, option
 from recenv.data.logs import InteractionLog
 from recenv.data.mf import BACKENDS, CONFIDENCES, ImplicitMF, confidence_weights, fit_als
 
@@ -100,9 +100,8 @@ def fit_log(
 ) -> LogFit:
     """Fit the market arrays of ``log`` (see the module docstring)."""
     cfg = config if config is not None else LogFitConfig()
-    for name, v in (("num_topics", num_topics), ("max_item_topics", max_item_topics)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}={v!r} must be an int >= 1")
+    num_topics = check_int("num_topics", num_topics, 1)
+    max_item_topics = check_int("max_item_topics", max_item_topics, 1)
     if log.num_items < num_topics:
         raise ValueError(f"the log has {log.num_items} items, fewer than num_topics={num_topics}")
     mf = fit_als(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recenv.core.config import check_int
 from recenv.data.logs import InteractionLog
 
 BACKENDS = ("torch", "implicit")
@@ -58,12 +59,7 @@ class ImplicitMF:
         the fitted log's id space: same ``U`` and ``I``). A user with fewer than ``k`` items
         left gets excluded ones last."""
         U, I = self.user_factors.shape[0], self.item_factors.shape[0]
-        if (
-            isinstance(k, (bool, np.bool_))
-            or not isinstance(k, (int, np.integer))
-            or not 1 <= k <= I
-        ):
-            raise ValueError(f"k={k!r} must be an int in [1, {I}] (the number of items)")
+        k = check_int("k", k, 1, I)  # at most the number of items
         if exclude is not None and (exclude.num_users, exclude.num_items) != (U, I):
             raise ValueError(
                 f"exclude has {exclude.num_users} users and {exclude.num_items} items, the model "
@@ -118,15 +114,11 @@ def fit_als(
     """Fit implicit ALS to ``log`` (see the module docstring for the objective)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} must be one of {list(BACKENDS)}")
-    for name, v in (("factors", factors), ("iterations", iterations)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}={v!r} must be a positive int")
+    factors, iterations = check_int("factors", factors, 1), check_int("iterations", iterations, 1)
     for name, v in (("regularization", regularization), ("alpha", alpha)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
             raise ValueError(f"{name}={v!r} must be a finite number >= 0")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be an int >= 0")
-    seed = int(seed)
+    seed = check_int("seed", seed, 0)
     users, items, w = pair_matrix(log, confidence_weights(log, confidence))
     conf = 1.0 + alpha * w
     U, I = log.num_users, log.num_items
