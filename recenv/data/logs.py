@@ -20,11 +20,12 @@ is downloaded: every loader reads a file you already have.
 
 A malformed file raises :class:`LogFormatError` (a ``ValueError``) whose message starts with
 ``path:line:`` and says what was expected there. Blank lines are skipped. Integer fields are
-plain decimal integers within int64. In the MovieLens and Last.fm formats a row repeated
+plain decimal integers within int64. In the MovieLens and Last.fm formats a negative user or
+item id is an error (those data sets number them from 1; 0 is accepted), and a row repeated
 exactly (same user, item and timestamp; same user and item for Last.fm, which has no
 timestamps) is an error: those files record each event once, so it means a corrupt or
 twice-concatenated file. A pair may repeat with other timestamps, and a generic CSV may
-repeat anything (repeat consumption).
+repeat anything (repeat consumption) and have any ids, negative integers included.
 
 Data sets have their own licences. MovieLens (GroupLens, non-commercial use; cite F. M.
 Harper and J. A. Konstan, "The MovieLens Datasets: History and Context", ACM TiiS 5(4), 2015)
@@ -293,7 +294,8 @@ def _load_fixed(
     rating_range: tuple[float, float],
     rating_kind: str = "explicit",
 ) -> InteractionLog:
-    """A format with integer ids, a rating, and (with 4 columns) an integer timestamp."""
+    """A format with non-negative integer ids, a rating, and (with 4 columns) a non-negative
+    integer timestamp."""
     ncols = len(header) if header is not None else 4
     names = header if header is not None else ("user", "item", "rating", "timestamp")
     shown = (sep if sep != "\t" else "tab").join(names) if header else f"{ncols} fields"
@@ -304,43 +306,44 @@ def _load_fixed(
     lines: list[int] = []
     lo, hi = rating_range
     first = True
-    for lineno, fields in _rows(path, sep):
-        if first:
-            first = False
-            if header is not None:
-                got = tuple(f.strip().lower() for f in fields)
-                if got != tuple(h.lower() for h in header):
-                    raise LogFormatError(
-                        path,
-                        lineno,
-                        f"expected the {fmt} header {shown!r}, got {sep.join(fields)!r}",
-                    )
-                continue
-        if len(fields) != ncols:
-            raise LogFormatError(
-                path,
-                lineno,
-                f"expected {ncols} fields ({', '.join(names)}) separated by {sep!r}, "
-                f"got {len(fields)}: {sep.join(fields)!r}",
-            )
-        u = _int(path, lineno, names[0], fields[0])
-        i = _int(path, lineno, names[1], fields[1])
-        r = _float(path, lineno, names[2], fields[2])
-        if not lo <= r <= hi:
-            raise LogFormatError(
-                path,
-                lineno,
-                f"{names[2]} {fields[2].strip()} is outside the {fmt} range [{lo:g}, {hi:g}]",
-            )
-        users.append(u)
-        items.append(i)
-        ratings.append(r)
-        lines.append(lineno)
-        if ncols == 4:
-            t = _int(path, lineno, names[3], fields[3])
-            if t < 0:
-                raise LogFormatError(path, lineno, f"{names[3]} {t} is negative")
-            times.append(t)
+    with _rows(path, sep) as rows:
+        for lineno, fields in rows:
+            if first:
+                first = False
+                if header is not None:
+                    got = tuple(f.strip().lower() for f in fields)
+                    if got != tuple(h.lower() for h in header):
+                        raise LogFormatError(
+                            path,
+                            lineno,
+                            f"expected the {fmt} header {shown!r}, got {sep.join(fields)!r}",
+                        )
+                    continue
+            if len(fields) != ncols:
+                raise LogFormatError(
+                    path,
+                    lineno,
+                    f"expected {ncols} fields ({', '.join(names)}) separated by {sep!r}, "
+                    f"got {len(fields)}: {sep.join(fields)!r}",
+                )
+            u = _id(path, lineno, fmt, names[0], fields[0])
+            i = _id(path, lineno, fmt, names[1], fields[1])
+            r = _float(path, lineno, names[2], fields[2])
+            if not lo <= r <= hi:
+                raise LogFormatError(
+                    path,
+                    lineno,
+                    f"{names[2]} {fields[2].strip()} is outside the {fmt} range [{lo:g}, {hi:g}]",
+                )
+            users.append(u)
+            items.append(i)
+            ratings.append(r)
+            lines.append(lineno)
+            if ncols == 4:
+                t = _int(path, lineno, names[3], fields[3])
+                if t < 0:
+                    raise LogFormatError(path, lineno, f"{names[3]} {t} is negative")
+                times.append(t)
     user_arr, item_arr = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
     time_arr = np.asarray(times, dtype=np.int64) if ncols == 4 else None
     _no_repeated_rows(path, fmt, names, user_arr, item_arr, time_arr, lines)
@@ -385,63 +388,63 @@ def load_csv(
         raise ValueError(f"delimiter={delimiter!r} must be a non-empty string such as ',' or '\\t'")
     if header is not None and not isinstance(header, bool):
         raise ValueError(f"header={header!r} must be True, False or None (detect)")
-    rows = _rows(path, delimiter)
-    try:
-        lineno, first = next(rows)
-    except StopIteration:
-        raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
-    sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
-    lower = [f.strip().strip('"').strip().lower() for f in first]
-    known = (*_USER_NAMES, *_ITEM_NAMES, *_RATING_NAMES, *_TIME_NAMES)
-    has_header = header if header is not None else any(name in known for name in lower)
-    if has_header:
-        cols = _columns_by_name(path, lineno, lower)
-        ncols = len(first)
-        pending: list[tuple[int, list[str]]] = []
-    else:
-        if not 2 <= len(first) <= 4:
-            raise LogFormatError(
-                path,
-                lineno,
-                f"expected 2 to 4 fields (user, item[, rating[, timestamp]]) separated by "
-                f"{sep!r}, got {len(first)}: {first!r}",
-            )
-        ncols = len(first)
-        cols = dict(zip(("user", "item", "rating", "timestamp"), range(ncols), strict=False))
-        pending = [(lineno, first)]
-    rating_col = cols.get("rating")
-    if rating_kind is None and rating_col is not None:
-        name = lower[rating_col] if has_header else ""
-        rating_kind = "count" if name in _COUNT_NAMES else "explicit"
-    names = {v: k for k, v in cols.items()}
-    users: list[str] = []
-    items: list[str] = []
-    ratings: list[float] = []
-    times: list[float] = []
+    with _rows(path, delimiter) as rows:
+        try:
+            lineno, first = next(rows)
+        except StopIteration:
+            raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
+        sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
+        lower = [f.strip().strip('"').strip().lower() for f in first]
+        known = (*_USER_NAMES, *_ITEM_NAMES, *_RATING_NAMES, *_TIME_NAMES)
+        has_header = header if header is not None else any(name in known for name in lower)
+        if has_header:
+            cols = _columns_by_name(path, lineno, lower)
+            ncols = len(first)
+            pending: list[tuple[int, list[str]]] = []
+        else:
+            if not 2 <= len(first) <= 4:
+                raise LogFormatError(
+                    path,
+                    lineno,
+                    f"expected 2 to 4 fields (user, item[, rating[, timestamp]]) separated by "
+                    f"{sep!r}, got {len(first)}: {first!r}",
+                )
+            ncols = len(first)
+            cols = dict(zip(("user", "item", "rating", "timestamp"), range(ncols), strict=False))
+            pending = [(lineno, first)]
+        rating_col = cols.get("rating")
+        if rating_kind is None and rating_col is not None:
+            name = lower[rating_col] if has_header else ""
+            rating_kind = "count" if name in _COUNT_NAMES else "explicit"
+        names = {v: k for k, v in cols.items()}
+        users: list[str] = []
+        items: list[str] = []
+        ratings: list[float] = []
+        times: list[float] = []
 
-    def rows_all() -> Iterator[tuple[int, list[str]]]:
-        yield from pending
-        yield from rows
+        def rows_all() -> Iterator[tuple[int, list[str]]]:
+            yield from pending
+            yield from rows
 
-    for lineno, fields in rows_all():
-        if len(fields) != ncols:
-            what = ", ".join(names.get(c, f"column {c + 1}") for c in range(ncols))
-            raise LogFormatError(
-                path,
-                lineno,
-                f"expected {ncols} fields ({what}) separated by {sep!r}, got {len(fields)}: "
-                f"{sep.join(fields)!r}",
-            )
-        u = fields[cols["user"]].strip().strip('"')
-        i = fields[cols["item"]].strip().strip('"')
-        if not u or not i:
-            raise LogFormatError(path, lineno, "empty user or item id")
-        users.append(u)
-        items.append(i)
-        if rating_col is not None:
-            ratings.append(_float(path, lineno, "rating", fields[rating_col]))
-        if "timestamp" in cols:
-            times.append(_time(path, lineno, fields[cols["timestamp"]]))
+        for lineno, fields in rows_all():
+            if len(fields) != ncols:
+                what = ", ".join(names.get(c, f"column {c + 1}") for c in range(ncols))
+                raise LogFormatError(
+                    path,
+                    lineno,
+                    f"expected {ncols} fields ({what}) separated by {sep!r}, got {len(fields)}: "
+                    f"{sep.join(fields)!r}",
+                )
+            u = fields[cols["user"]].strip().strip('"')
+            i = fields[cols["item"]].strip().strip('"')
+            if not u or not i:
+                raise LogFormatError(path, lineno, "empty user or item id")
+            users.append(u)
+            items.append(i)
+            if rating_col is not None:
+                ratings.append(_float(path, lineno, "rating", fields[rating_col]))
+            if "timestamp" in cols:
+                times.append(_time(path, lineno, fields[cols["timestamp"]]))
     if not users:
         raise LogFormatError(path, 0, "no interactions (only a header)")
     rating = np.asarray(ratings, dtype=np.float64) if rating_col is not None else None
@@ -466,12 +469,16 @@ def load_csv(
 # ------------------------------------------------------------------------------------------
 class _Rows:
     """Non-blank lines of a file as ``(line number, fields)``; ``sep=None`` sniffs the
-    delimiter from the first line (``sep`` is set then)."""
+    delimiter from the first line (``sep`` is set then).
+
+    The file is closed when the lines run out or a line cannot be read, and by
+    :meth:`close` (or leaving a ``with _Rows(...)`` block) when the caller stops early.
+    """
 
     def __init__(self, path: str | os.PathLike, sep: str | None):
         self.path, self.sep = path, sep
         try:
-            self._file = open(path, "rb")  # closed when the iteration ends
+            self._file = open(path, "rb")
         except OSError as e:
             raise LogFormatError(
                 path, 0, f"cannot read the interaction log: {e.strerror}"
@@ -500,6 +507,20 @@ class _Rows:
                         )
                 yield lineno, line.split(self.sep)
 
+    def close(self) -> None:
+        """Stop reading and close the file; closing again does nothing."""
+        # A generator suspended at its yield would keep the file open until the garbage
+        # collector breaks the cycle self -> generator -> frame -> self (a ResourceWarning,
+        # and a locked file on Windows): a loader that raises on a row leaves it so.
+        self._it.close()
+        self._file.close()  # a generator never started has no ``with`` to leave
+
+    def __enter__(self) -> _Rows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __iter__(self) -> _Rows:
         return self
 
@@ -508,6 +529,8 @@ class _Rows:
 
 
 def _rows(path: str | os.PathLike, sep: str | None) -> _Rows:
+    """The rows of ``path``; read them in a ``with`` block, which closes the file however
+    reading stops."""
     if os.path.isdir(path):
         raise LogFormatError(path, 0, "is a directory, expected an interaction log file")
     return _Rows(path, sep)
@@ -520,6 +543,19 @@ def _int(path, lineno: int, name: str, s: str) -> int:
     if not _INT64[0] <= v <= _INT64[1]:
         raise LogFormatError(
             path, lineno, f"{name} {s.strip()} is outside the int64 range [-2^63, 2^63 - 1]"
+        )
+    return v
+
+
+def _id(path, lineno: int, fmt: str, name: str, s: str) -> int:
+    """A user or item id of a MovieLens or Last.fm file: an integer within int64, not
+    negative."""
+    v = _int(path, lineno, name, s)
+    if v < 0:
+        # Those data sets number users and items from 1; a minus sign means a corrupt file.
+        # 0 stays accepted: a file re-indexed from 0 is common and harmless.
+        raise LogFormatError(
+            path, lineno, f"{name} {s.strip()} is negative; {fmt} ids are positive integers"
         )
     return v
 

@@ -3,6 +3,7 @@ splits, and the implicit ALS fit."""
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from recenv.data import (
     load_movielens_1m,
     load_movielens_100k,
 )
+from recenv.data import logs as logs_module
 from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
 from recenv.data.fit import LogFitConfig, fit_log
 from recenv.data.mf import fit_als
@@ -165,6 +167,15 @@ MALFORMED = [
     # An event recorded twice (a corrupt or concatenated file) was silently counted twice.
     ("ratings.csv", HEADER + "1,1,4,5\n2,1,4,5\n1,1,3,5\n", 4, "repeats line 2"),
     ("user_artists.dat", "userID\tartistID\tweight\n1\t1\t4\n1\t1\t4\n", 3, "repeats line 2"),
+    # Negative ids in the formats that number users and items from 1 were read silently.
+    ("ratings.csv", HEADER + "-5,1,4,5\n", 2, "userId -5 is negative; movielens ids are"),
+    ("ratings.csv", HEADER + "1,1,4,5\n1,-2,4,5\n", 3, "movieId -2 is negative"),
+    ("u.data", "196\t242\t3\t5\n-196\t242\t3\t5\n", 2, "user -196 is negative"),
+    ("u.data", "196\t-242\t3\t5\n", 1, "item -242 is negative; movielens-100k ids are"),
+    ("ratings.dat", "1::1193::5::1\n-1::661::3::2\n", 2, "user -1 is negative; movielens-1m"),
+    ("ratings.dat", "1::-661::3::2\n", 1, "item -661 is negative"),
+    ("user_artists.dat", "userID\tartistID\tweight\n-2\t51\t1\n", 2, "userID -2 is negative"),
+    ("user_artists.dat", "userID\tartistID\tweight\n2\t-51\t1\n", 2, "artistID -51 is negative"),
 ]
 
 
@@ -177,6 +188,90 @@ def test_malformed_rows_name_their_line(tmp_path, name, text, line, message):
     assert str(err.value).startswith(f"{path}:{line}: ")
     assert message in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_negative_ids_are_kept_by_the_generic_csv_and_zero_by_every_format(tmp_path):
+    # A generic CSV maps any ids to indices: a negative integer is an id like another.
+    neg = load_csv(write(tmp_path, "neg.csv", "user,item\n-5,-1\n3,-1\n"))
+    assert neg.user_ids.tolist() == [-5, 3] and neg.item_ids.tolist() == [-1]
+    same = load_log(write(tmp_path, "ratings.csv", HEADER + "-5,1,4,5\n"), "csv")
+    assert same.user_ids.tolist() == [-5]
+    # Files re-indexed from 0 still read in the fixed formats.
+    zero = load_movielens(write(tmp_path, "zero.csv", HEADER + "0,0,4,5\n"))
+    assert zero.user_ids.tolist() == [0] and zero.item_ids.tolist() == [0]
+    assert load_movielens_1m(write(tmp_path, "zero.dat", "0::0::3::2\n")).num_items == 1
+    lastfm = load_lastfm(write(tmp_path, "zero.txt", "userID\tartistID\tweight\n0\t0\t1\n"))
+    assert lastfm.user_ids.tolist() == [0]
+
+
+def good_rows(n: int, sep: str = ",") -> str:
+    return "".join(f"{u}{sep}1{sep}4{sep}{u}\n" for u in range(1, n + 1))
+
+
+# Reads that stop before the end of the file: an error on a late row (raised by the loader
+# between rows, or by the reader itself), on the header, or on the first row.
+STOPPED_EARLY = [
+    pytest.param(
+        "ratings.csv", HEADER + good_rows(200) + "1,x,4,5\n" + good_rows(50), id="movielens"
+    ),
+    pytest.param("ratings.csv", "user,movie,stars,time\n" + good_rows(50), id="header"),
+    pytest.param(
+        "u.data", good_rows(200, "\t") + "1\t2\t3\n" + good_rows(50, "\t"), id="movielens-100k"
+    ),
+    pytest.param(
+        "ratings.dat", good_rows(200, "::") + "1::2::9::4\n" + good_rows(50, "::"), id="ml-1m"
+    ),
+    pytest.param("user_artists.dat", "userID\tartistID\tweight\n1\t2\t-1\n2\t2\t1\n", id="lastfm"),
+    pytest.param(
+        "log.csv",
+        "user,item,rating,time\n" + good_rows(200) + "1,2,3,soon\n" + good_rows(50),
+        id="csv",
+    ),
+    pytest.param("log.csv", "a,b,1,2,3\n" + good_rows(50), id="csv-first-row"),
+    # Raised inside the reader, which closed the file already: kept as a guard.
+    pytest.param("log.csv", good_rows(200) + "\udce9t\udce9,1\n" + good_rows(50), id="not-utf8"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), STOPPED_EARLY)
+def test_a_read_stopped_by_an_error_closes_the_file_at_once(tmp_path, monkeypatch, name, text):
+    """A loader that raised between rows left the reader's generator suspended mid-file, so
+    the file stayed open until the garbage collector broke the reader's reference cycle (a
+    ResourceWarning; a locked file on Windows)."""
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))  # the last case: not UTF-8
+    opened = []
+
+    def tracked_open(*args, **kwargs):
+        f = open(*args, **kwargs)
+        opened.append(f)
+        return f
+
+    monkeypatch.setattr(logs_module, "open", tracked_open, raising=False)
+    enabled = gc.isenabled()
+    gc.disable()  # a collection between the error and the check would close it anyway
+    try:
+        with pytest.raises(LogFormatError):
+            load_log(str(path))
+        assert len(opened) == 1 and opened[0].closed
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_rows_close_however_reading_stops(tmp_path):
+    path = write(tmp_path, "r.csv", good_rows(3))
+    with logs_module._rows(path, ",") as rows:  # never iterated
+        pass
+    assert rows._file.closed
+    with pytest.raises(KeyError), logs_module._rows(path, None) as rows:
+        assert next(rows) == (1, ["1", "1", "4", "1"]) and rows.sep == ","
+        raise KeyError("the caller's own error")
+    assert rows._file.closed
+    assert list(rows) == []  # closed: no more rows
+    rows.close()  # again: nothing to do
+    rows = logs_module._rows(path, ",")
+    assert [n for n, _ in rows] == [1, 2, 3] and rows._file.closed  # read to the end
 
 
 def test_unreadable_and_empty_files(tmp_path):
