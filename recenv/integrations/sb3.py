@@ -29,6 +29,16 @@ gets wrong for recenv:
 5. **Episode statistics.** recenv's ``infos[agent]["episode"]`` (its metrics dict) collides
    with the key SB3 reads for Monitor statistics (``{"r", "l"}``): here ``"episode"`` is
    ``{"r": return, "l": length}`` and recenv's metrics move to ``"recenv_episode"``.
+6. **Actions checked before any copy steps.** SuperSuit casts the ``[num_envs, K]`` action
+   array into the action space's int64 with numpy's ``same_kind`` rule: a float array fails
+   with numpy's bare ``TypeError`` (no agent, no allowed values), a bool array becomes slates
+   of 0s and 1s, a wrong shape gives ``"Output array is the wrong shape"``. Here the array is
+   checked first, as recenv's own faces check a slate: a dtype other than an integer one
+   (floats even with whole values, as on the PettingZoo face; NaN and fractions named with
+   their slot) or a shape other than ``(num_envs, K)`` raises ``ValueError`` naming the agent,
+   its vector index and market copy, and the allowed values, before any copy steps.
+   (SB3's own policies never hand floats to a ``MultiDiscrete`` env: their samples are int64.)
+   Integer indices out of range, repeated or masked are repaired (fix 2).
 
 Known limits that remain: every agent shares one policy (SuperSuit's parameter sharing; for
 independent policies use RLlib); the policy ignores the action mask (fix 2 makes that safe, not
@@ -43,6 +53,7 @@ import secrets
 import warnings
 from typing import Any
 
+import numpy as np
 import supersuit as ss
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 from stable_baselines3.common.vec_env import VecEnvWrapper
@@ -123,6 +134,76 @@ class SeedForwarding(VecEnvWrapper):
         return self.venv.step_wait()
 
 
+class SlateCheck(VecEnvWrapper):
+    """Checks the ``[num_envs, K]`` action array before SuperSuit casts it (fix 6 of the module
+    doc): vector index ``i`` is agent ``agents[i % A]`` of market copy ``i // A``."""
+
+    def __init__(self, venv, agents: list[str], slate_size: int, num_candidates: int):
+        with warnings.catch_warnings():
+            # SB3 asks every slot for ``render_mode``; PettingZoo envs keep one per env.
+            warnings.filterwarnings("ignore", message="The `render_mode` attribute")
+            super().__init__(venv)
+        self.agents = list(agents)
+        self.slate_size = slate_size
+        self.num_candidates = num_candidates
+
+    def step_async(self, actions) -> None:
+        self.venv.step_async(self._checked(actions))
+
+    def reset(self):
+        obs = self.venv.reset()
+        self.reset_infos = self.venv.reset_infos
+        return obs
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+    def _checked(self, actions) -> np.ndarray:
+        """``actions`` as an integer ``[num_envs, K]`` array; ``ValueError`` naming the agent,
+        its vector index and copy, and the allowed values when it is not one."""
+        N, K, C = self.num_envs, self.slate_size, self.num_candidates
+        allowed = f"integer candidate indices in [0, {C - 1}]"
+        try:
+            x = np.asarray(actions)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(
+                f"actions: cannot read {type(actions).__name__} as a ({N}, {K}) array of slates "
+                f"of {allowed}: {e}"
+            ) from None
+        if x.shape == (N, K) and x.dtype.kind in "iu":
+            return x
+        if x.shape != (N, K):
+            A = len(self.agents)
+            raise ValueError(
+                f"actions: shape {x.shape}, expected (num_envs={N}, slate_size={K}): row i is "
+                f"the slate of agent {self.agents}[i % {A}] of market copy i // {A}, {K} "
+                f"distinct {allowed}"
+            )
+        if x.dtype.kind == "f":
+            whole = np.isfinite(x) & (x == np.round(x))
+            if not whole.all():
+                i, k = (int(j) for j in np.argwhere(~whole)[0])
+                v = float(x[i, k])
+                what = "NaN" if v != v else repr(v)
+                raise ValueError(
+                    f"action of {self._where(i)}: slate slot {k} is {what}, not an integer; "
+                    f"expected {allowed} (dtype {x.dtype})"
+                )
+            raise ValueError(
+                f"action of {self._where(0)}: dtype {x.dtype}, expected an integer dtype with "
+                f"candidate indices in [0, {C - 1}] (the values are whole: cast them with "
+                f"actions.astype(np.int64))"
+            )
+        raise ValueError(
+            f"action of {self._where(0)}: dtype {x.dtype}, expected an integer dtype with "
+            f"candidate indices in [0, {C - 1}]"
+        )
+
+    def _where(self, i: int) -> str:
+        A = len(self.agents)
+        return f"{self.agents[i % A]} (vector index {i}, market copy {i // A})"
+
+
 def make_sb3_vec_env(
     env_id: str,
     *,
@@ -156,4 +237,6 @@ def make_sb3_vec_env(
         venv, num_vec_envs, num_cpus=num_cpus, base_class="stable_baselines3"
     )
 
-    return SeedForwarding(venv, num_vec_envs, seed, multiprocess=num_cpus > 1)
+    venv = SeedForwarding(venv, num_vec_envs, seed, multiprocess=num_cpus > 1)
+    cfg = env.config
+    return SlateCheck(venv, env.possible_agents, cfg.slate_size, cfg.num_candidates)

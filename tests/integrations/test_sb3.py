@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import data_equivalence
 
 pytest.importorskip("supersuit")
 pytest.importorskip("stable_baselines3")
@@ -82,3 +84,67 @@ def test_recipe_refuses_settings_it_cannot_honour():
         make_sb3_vec_env(MARKET, flatten_obs=False, **SMALL)
     with pytest.raises(ValueError, match="overlapping seeds"):
         make_sb3_vec_env(MARKET, num_vec_envs=2, num_cpus=2, seed=0, **SMALL)
+
+
+def _whole(a):
+    return a.astype(np.float64)
+
+
+def _fraction(a):
+    a = a.astype(np.float64)
+    a[3, 1] = 1.5
+    return a
+
+
+def _nan(a):
+    a = a.astype(np.float64)
+    a[2, 0] = np.nan
+    return a
+
+
+BAD_ACTIONS = {
+    # (actions from a valid int array, message patterns); vector index i is agent_{i % 2} of
+    # market copy i // 2.
+    "whole_floats": (_whole, [r"agent_0 \(vector index 0, market copy 0\)", "dtype float64"]),
+    "float32": (lambda a: a.astype(np.float32), [r"agent_0 .*index 0", "dtype float32"]),
+    "fraction": (_fraction, [r"agent_1 \(vector index 3, market copy 1\)", "slot 1 is 1.5"]),
+    "nan": (_nan, [r"agent_0 \(vector index 2, market copy 1\)", "slot 0 is NaN"]),
+    "bool": (lambda a: a > 0, [r"agent_0 .*index 0", "dtype bool"]),
+    "shape": (lambda a: a[:, :2], [r"shape \(4, 2\).*num_envs=4, slate_size=3", "agent_1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ACTIONS))
+def test_bad_actions_are_refused_by_agent_and_leave_every_copy_untouched(case):
+    """A float (even whole-valued, as on the PettingZoo face), NaN, bool or misshapen action
+    array raises ValueError naming the agent, its vector index and copy, and the allowed
+    values (was numpy's bare TypeError from SuperSuit's cast, or bool slates of 0s and 1s);
+    then the episode goes on exactly as in a twin that never saw the bad input."""
+    venv = make_sb3_vec_env(MARKET, num_vec_envs=2, seed=3, **SMALL)
+    twin = make_sb3_vec_env(MARKET, num_vec_envs=2, seed=3, **SMALL)
+    C = int(venv.action_space.nvec[0])
+    assert data_equivalence(venv.reset(), twin.reset(), exact=True)
+    rng = np.random.default_rng(0)
+    valid = lambda: np.stack([rng.permutation(C)[:3] for _ in range(venv.num_envs)])  # noqa: E731
+    bad, patterns = BAD_ACTIONS[case]
+    with pytest.raises(ValueError) as err:
+        venv.step(bad(valid()))
+    msg = str(err.value)
+    for pattern in [*patterns, rf"\[0, {C - 1}\]"]:
+        assert re.search(pattern, msg), f"{pattern!r} not in {msg!r}"
+    for _ in range(SMALL["horizon"]):
+        actions = valid()
+        assert data_equivalence(venv.step(actions), twin.step(actions), exact=True)
+    venv.close()
+    twin.close()
+
+
+def test_integer_actions_of_any_integer_dtype_or_list_still_step():
+    """The check lets every integer form through as before: int32, uint8, a list of lists."""
+    venv = make_sb3_vec_env(MARKET, num_vec_envs=1, seed=0, **SMALL)
+    twin = make_sb3_vec_env(MARKET, num_vec_envs=1, seed=0, **SMALL)
+    venv.reset()
+    twin.reset()
+    actions = np.array([[0, 1, 2], [3, 4, 5]])
+    for given in (actions.astype(np.int32), actions.astype(np.uint8), actions.tolist()):
+        assert data_equivalence(venv.step(given), twin.step(actions), exact=True)
