@@ -73,17 +73,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-from recenv.core.config import as_int, field_type_errors
+from recenv.core.config import field_type_errors, option, option_errors
 
 # 2: the header's "env" holds every size that sets a network's input width (ENV_SHAPES), and
 # the state the generator's device type. Version 1 checkpoints stay readable: their env is
@@ -106,39 +104,6 @@ Actions = dict[str, torch.Tensor]
 Metrics = dict[str, float]
 
 
-def option(
-    default: Any,
-    help: str,
-    within: tuple[float, float] | None = None,
-    *,
-    open_ends: tuple[bool, bool] = (False, False),
-    each: type | None = None,
-) -> Any:
-    """A config field with a one-line ``help`` (it becomes ``--help`` text) and, for a
-    number, the interval ``within=(lo, hi)`` it must lie in (checked by the config): closed
-    unless ``open_ends`` excludes an end, e.g. ``within=(0.0, math.inf), open_ends=(True,
-    True)`` for a positive, finite learning rate. ``each=int`` (or ``float``) makes the field
-    a tuple of such numbers, each of them in ``within`` (hidden layer sizes)."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use a tuple (immutable) as a config default")
-    if each not in (None, int, float):
-        raise TypeError(f"each={each!r} must be int, float or None")
-    interval = None
-    if within is not None:
-        lo, hi = within
-        interval = f"{'(' if open_ends[0] else '['}{lo}, {hi}{')' if open_ends[1] else ']'}"
-    return field(
-        default=default,
-        metadata={
-            "help": help,
-            "within": within,
-            "open_ends": tuple(open_ends),
-            "each": each,
-            "interval": interval,  # the allowed values as the error message writes them
-        },
-    )
-
-
 # The seed range of torch's generators that is also numpy's and the markets' (int64).
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
@@ -157,26 +122,7 @@ class AgentConfig:
         within=(lo, hi))`` lies in its interval (each element, for ``each=``): a wrong value
         fails here naming the field and the allowed values, not deep inside an optimizer.
         Other fields and ranges are the agent's own to check."""
-        errors = field_type_errors(self, finite=False)
-        if errors:
-            raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
-        for f in dataclasses.fields(self):
-            meta, v = f.metadata, getattr(self, f.name)
-            within, each = meta.get("within"), meta.get("each")
-            if each is not None:
-                items = _elements(v, each)
-                if items is None or (
-                    within is not None
-                    and not all(_inside(x, within, meta["open_ends"]) for x in items)
-                ):
-                    allowed = f"{each.__name__}s" + (
-                        f" in {meta['interval']}" if within is not None else ""
-                    )
-                    errors.append(f"{f.name}={v!r} must be a tuple of {allowed} ({meta['help']})")
-                else:
-                    object.__setattr__(self, f.name, items)  # numpy's ints become ints
-            elif within is not None and not _inside(v, within, meta.get("open_ends")):
-                errors.append(f"{f.name}={v!r} must lie in {meta['interval']} ({meta['help']})")
+        errors = field_type_errors(self, finite=False) or option_errors(self)
         if errors:
             raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
 
@@ -202,33 +148,6 @@ class AgentConfig:
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
-def _inside(v: Any, within: tuple[float, float], open_ends: tuple[bool, bool] | None) -> bool:
-    lo, hi = within
-    low_open, high_open = open_ends or (False, False)
-    return (lo < v if low_open else lo <= v) and (v < hi if high_open else v <= hi)
-
-
-def _elements(v: Any, each: type) -> tuple | None:
-    """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool;
-    ``float``: any real number but bool and NaN), or ``None`` when one is not."""
-    if not isinstance(v, tuple):
-        return None
-    out = []
-    for x in v:
-        if each is int:
-            try:
-                out.append(as_int(x))
-            except TypeError:
-                return None
-        elif isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
-            if math.isnan(x):
-                return None
-            out.append(x)
-        else:
-            return None
-    return tuple(out)
 
 
 def _freeze(v: Any) -> Any:

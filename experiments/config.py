@@ -43,7 +43,7 @@ import torch
 
 import agents
 import recenv
-from recenv.core.config import MarketConfig
+from recenv.core.config import MarketConfig, option
 
 Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
@@ -53,13 +53,6 @@ EVAL_SEED_OFFSET = 1_000_000
 
 class ConfigError(ValueError):
     """A configuration value or key that cannot be used; the message lists the valid ones."""
-
-
-def option(default: Any, help: str) -> Any:
-    """A config field with a one-line ``help``."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use a tuple (immutable) as a config default")
-    return field(default=default, metadata={"help": help})
 
 
 # ----------------------------------------------------------------------------------------

@@ -27,48 +27,44 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import recenv
-from recenv.core.config import MarketConfig
+from recenv.core.config import MarketConfig, option
 from recenv.integrations import rllib as recenv_rllib
 
 POLICIES = ("shared", "per-agent")
 SHARED_POLICY = "shared"
 
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """One RLlib PPO run. Every field is a ``--flag`` (underscores become dashes)."""
 
-    env: str = _f(recenv_rllib.DEFAULT_ENV_ID, "registered recenv env id")
-    policies: str = _f("shared", "'shared': one policy for every agent; 'per-agent': one each")
-    obs: str = _f("flat", "'flat': the env's flat Box; 'dict': Dict flattened by RLlib")
-    iterations: int = _f(10, "training iterations (algo.train() calls)")
-    seed: int = _f(0, "seed of RLlib (env runner w's market gets seed + w) and of the networks")
-    num_env_runners: int = _f(2, "remote env runners (Ray actors) collecting experience")
-    num_envs_per_env_runner: int = _f(1, "markets stepped by each env runner")
-    rollout_fragment_length: int = _f(50, "env steps per runner per sample round")
-    train_batch_size: int = _f(1000, "env steps per training iteration (per learner)")
-    minibatch_size: int = _f(250, "SGD minibatch size")
-    num_epochs: int = _f(4, "SGD passes over each training batch")
-    lr: float = _f(3e-4, "learning rate")
-    gamma: float = _f(0.99, "discount")
-    hidden: str = _f("64,64", "hidden layer sizes of the policy and value MLPs")
-    address: str = _f("", "Ray address ('auto', 'HOST:6379'); empty: start a local Ray")
-    num_cpus: int = _f(0, "local Ray only: CPUs it may use (0: all)")
-    ship_package: bool = _f(
+    env: str = option(recenv_rllib.DEFAULT_ENV_ID, "registered recenv env id")
+    policies: str = option("shared", "'shared': one policy for every agent; 'per-agent': one each")
+    obs: str = option("flat", "'flat': the env's flat Box; 'dict': Dict flattened by RLlib")
+    iterations: int = option(10, "training iterations (algo.train() calls)")
+    seed: int = option(0, "seed of RLlib (env runner w's market gets seed + w) and of the networks")
+    num_env_runners: int = option(2, "remote env runners (Ray actors) collecting experience")
+    num_envs_per_env_runner: int = option(1, "markets stepped by each env runner")
+    rollout_fragment_length: int = option(50, "env steps per runner per sample round")
+    train_batch_size: int = option(1000, "env steps per training iteration (per learner)")
+    minibatch_size: int = option(250, "SGD minibatch size")
+    num_epochs: int = option(4, "SGD passes over each training batch")
+    lr: float = option(3e-4, "learning rate")
+    gamma: float = option(0.99, "discount")
+    hidden: str = option("64,64", "hidden layer sizes of the policy and value MLPs")
+    address: str = option("", "Ray address ('auto', 'HOST:6379'); empty: start a local Ray")
+    num_cpus: int = option(0, "local Ray only: CPUs it may use (0: all)")
+    ship_package: bool = option(
         False, "send the local recenv package to the cluster (runtime_env py_modules)"
     )
-    checkpoint: bool = _f(False, "save the final algorithm to OUT/checkpoint")
-    out: str = _f("", "output directory (must not exist); empty: runs/rllib/<run name>")
-    env_config: tuple[tuple[str, Any], ...] = _f((), "scenario overrides (--set env.KEY=VALUE)")
+    checkpoint: bool = option(False, "save the final algorithm to OUT/checkpoint")
+    out: str = option("", "output directory (must not exist); empty: runs/rllib/<run name>")
+    env_config: tuple[tuple[str, Any], ...] = option((), "scenario overrides (--set env.KEY=VALUE)")
 
     def __post_init__(self) -> None:
         errors = []

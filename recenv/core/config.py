@@ -25,9 +25,41 @@ PAGE_ORDERS = ("rotating", "fixed")
 RESPONSES = ("engagement", "watch_time", "listen", "purchase")
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a one-line ``help`` (it becomes ``--help`` text)."""
-    return field(default=default, metadata={"help": help})
+def option(
+    default: Any,
+    help: str,
+    within: tuple[float, float] | None = None,
+    *,
+    open_ends: tuple[bool, bool] = (False, False),
+    each: type | None = None,
+) -> Any:
+    """A config field (of a frozen dataclass) with a one-line ``help`` (it becomes ``--help``
+    text) and, for a number, the interval ``within=(lo, hi)`` it must lie in: closed unless
+    ``open_ends`` excludes an end, e.g. ``within=(0.0, math.inf), open_ends=(True, True)`` for
+    a positive, finite learning rate. ``each=int`` (or ``float``) makes the field a tuple of
+    such numbers, each of them in ``within`` (hidden layer sizes). The config's
+    ``__post_init__`` checks intervals and elements with :func:`option_errors`.
+
+    The one field helper of the project's configs: the market's, the agents' (re-exported as
+    ``agents.base.option`` for plug-ins) and the experiments'."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple (immutable) as a config default")
+    if each not in (None, int, float):
+        raise TypeError(f"each={each!r} must be int, float or None")
+    interval = None
+    if within is not None:
+        lo, hi = within
+        interval = f"{'(' if open_ends[0] else '['}{lo}, {hi}{')' if open_ends[1] else ']'}"
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "within": within,
+            "open_ends": tuple(open_ends),
+            "each": each,
+            "interval": interval,  # the allowed values as the error message writes them
+        },
+    )
 
 
 _f = option
@@ -226,8 +258,60 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
     return errors
 
 
+def option_errors(config: Any) -> list[str]:
+    """What is wrong with ``config``'s :func:`option` fields that declare ``within`` or
+    ``each``, one message per field naming it and its allowed values (empty when nothing
+    is). A valid ``each=`` tuple is stored back normalised (numpy's ints become ints), so call
+    it from ``__post_init__``, after :func:`field_type_errors`."""
+    errors = []
+    for f in dataclasses.fields(config):
+        meta, v = f.metadata, getattr(config, f.name)
+        within, each = meta.get("within"), meta.get("each")
+        if each is not None:
+            items = _elements(v, each)
+            if items is None or (
+                within is not None and not all(_inside(x, within, meta["open_ends"]) for x in items)
+            ):
+                allowed = f"{each.__name__}s" + (
+                    f" in {meta['interval']}" if within is not None else ""
+                )
+                errors.append(f"{f.name}={v!r} must be a tuple of {allowed} ({meta['help']})")
+            else:
+                object.__setattr__(config, f.name, items)
+        elif within is not None and not _inside(v, within, meta.get("open_ends")):
+            errors.append(f"{f.name}={v!r} must lie in {meta['interval']} ({meta['help']})")
+    return errors
+
+
+def _inside(v: Any, within: tuple[float, float], open_ends: tuple[bool, bool] | None) -> bool:
+    lo, hi = within
+    low_open, high_open = open_ends or (False, False)
+    return (lo < v if low_open else lo <= v) and (v < hi if high_open else v <= hi)
+
+
+def _elements(v: Any, each: type) -> tuple | None:
+    """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool;
+    ``float``: any real number but bool and NaN), or ``None`` when one is not."""
+    if not isinstance(v, tuple):
+        return None
+    out = []
+    for x in v:
+        if each is int:
+            try:
+                out.append(as_int(x))
+            except TypeError:
+                return None
+        elif isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+            if math.isnan(x):
+                return None
+            out.append(x)
+        else:
+            return None
+    return tuple(out)
+
+
 def _validate(c: MarketConfig) -> list[str]:
-    errs = field_type_errors(c, finite=True)
+    errs = field_type_errors(c, finite=True) or option_errors(c)
     if errs:
         return errs
 

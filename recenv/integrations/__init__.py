@@ -5,7 +5,9 @@ so ``import recenv`` never needs an optional extra.
   ``gymnasium.vector.VectorEnv`` over the batched market — one learning agent against fixed
   opponents, ``NEXT_STEP`` autoreset.
 - :mod:`recenv.integrations.rllib` (extra ``rllib``): the RLlib env creator, a
-  ``ParallelPettingZooEnv`` over a recenv env; the CLI is ``experiments/rllib_train.py``.
+  ``ParallelPettingZooEnv`` over a recenv env (the subclass itself is in
+  :mod:`recenv.integrations.rllib_env`, which imports Ray); the CLI is
+  ``experiments/rllib_train.py``.
 - :mod:`recenv.integrations.torchrl` (extra ``torchrl``): TorchRL's ``PettingZooWrapper`` over a
   recenv env, with a documented group map.
 - :mod:`recenv.integrations.sb3` (extra ``sb3``): the SuperSuit parameter-sharing recipe for

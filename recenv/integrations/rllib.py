@@ -3,10 +3,12 @@
 :func:`env_creator` is the function to register with Ray Tune's env registry (``register``
 does it): it builds ``recenv.make(env_id, ...)`` and wraps it in RLlib's own
 ``ParallelPettingZooEnv``, unchanged apart from the observation choice below and two fixes
-(:class:`RecenvPettingZooEnv`, a subclass): ``agents`` / ``possible_agents`` keep the
-PettingZoo env's order (RLlib's wrapper lists them from a ``set``, whose order changes with
-``PYTHONHASHSEED`` from process to process), and ``render()`` works (RLlib's passes the old
-``render(mode)`` argument, which PettingZoo's current API, and recenv's env, do not take).
+(:class:`~recenv.integrations.rllib_env.RecenvPettingZooEnv`, a subclass in a module of its
+own, imported at first use so that this one does not import Ray): ``agents`` /
+``possible_agents`` keep the PettingZoo env's order (RLlib's wrapper lists them from a
+``set``, whose order changes with ``PYTHONHASHSEED`` from process to process), and
+``render()`` works (RLlib's passes the old ``render(mode)`` argument, which PettingZoo's
+current API, and recenv's env, do not take).
 The training entry point is ``experiments/rllib_train.py``; the cluster recipe is in
 ``docs/integrations.md``.
 
@@ -106,7 +108,7 @@ def make_pettingzoo_env(env_config: Mapping[str, Any]):
 
 
 def env_creator(env_config: Mapping[str, Any]):
-    """RLlib env creator: a ``ParallelPettingZooEnv`` (:class:`RecenvPettingZooEnv`) over a
+    """RLlib env creator: a ``ParallelPettingZooEnv`` (``rllib_env.RecenvPettingZooEnv``) over a
     recenv env (module doc). ``env_config`` may be RLlib's ``EnvContext``, whose
     ``worker_index`` spreads the seeds of runners with several envs."""
     per_runner = env_config.get("envs_per_env_runner", 1)
@@ -114,47 +116,11 @@ def env_creator(env_config: Mapping[str, Any]):
         raise ValueError(f"env_config envs_per_env_runner={per_runner!r} must be an int >= 1")
     # The local env runner (index 0) and a plain dict: no offset.
     worker = int(getattr(env_config, "worker_index", 0) or 0)
-    return _env_class()(make_pettingzoo_env(env_config), seed_offset=worker * (per_runner - 1))
+    from recenv.integrations.rllib_env import RecenvPettingZooEnv  # imports Ray
 
-
-def _env_class() -> type:
-    """:class:`RecenvPettingZooEnv`, defined at first use (importing Ray is slow and optional);
-    it is then a module attribute, so instances pickle by reference."""
-    cls = globals().get("RecenvPettingZooEnv")
-    if cls is not None:
-        return cls
-    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
-
-    class RecenvPettingZooEnv(ParallelPettingZooEnv):
-        """RLlib's ``ParallelPettingZooEnv`` with the PettingZoo env's agent order and a
-        working ``render()`` (module doc)."""
-
-        def __init__(self, env, seed_offset: int = 0):
-            super().__init__(env)
-            # RLlib's lists come from a set: their order depends on the process's hash seed.
-            self.possible_agents = list(env.possible_agents)
-            self.agents = list(env.possible_agents)
-            self.seed_offset = seed_offset
-
-        def reset(self, *, seed: int | None = None, options: dict | None = None):
-            # RLlib's seed + w + i becomes seed + w * E + i: distinct across runners.
-            seed = None if seed is None else seed + self.seed_offset
-            return super().reset(seed=seed, options=options)
-
-        def render(self):
-            return self.par_env.render()
-
-    RecenvPettingZooEnv.__module__ = __name__
-    RecenvPettingZooEnv.__qualname__ = "RecenvPettingZooEnv"
-    globals()["RecenvPettingZooEnv"] = RecenvPettingZooEnv
-    return RecenvPettingZooEnv
-
-
-def __getattr__(name: str) -> Any:
-    # ``recenv.integrations.rllib.RecenvPettingZooEnv`` without importing Ray at module import.
-    if name == "RecenvPettingZooEnv":
-        return _env_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return RecenvPettingZooEnv(
+        make_pettingzoo_env(env_config), seed_offset=worker * (per_runner - 1)
+    )
 
 
 def register(name: str = ENV_NAME) -> str:
