@@ -147,7 +147,9 @@ class MarketConfig:
     team_weight: float = _f(0.5, "mixed mode: weight of the team total (own: 1 - weight)")
     welfare_weight: float = _f(0.0, "optional reward term: chosen item's utility (user welfare)")
     diversity_weight: float = _f(0.0, "optional reward term: intra-list diversity of own slate")
-    fairness_weight: float = _f(0.0, "optional reward term: exposure given to long-tail items")
+    fairness_weight: float = _f(
+        0.0, "optional reward term: mean novelty (long-tail exposure) of the slate"
+    )
 
     # --- input handling --------------------------------------------------------------------
     invalid_slate: str = _f("raise", "invalid slate: 'raise' a ValueError or 'repair' it")

@@ -12,7 +12,7 @@ def agent_rewards(
     own_value: torch.Tensor,  # [N, A] value of the click each agent won (0 if none)
     welfare: torch.Tensor,  # [N, A] utility of the chosen item, credited to its agent
     diversity: torch.Tensor,  # [N, A] intra-list diversity of each agent's slate
-    long_tail: torch.Tensor,  # [N, A] share of each slate's exposure on long-tail items
+    long_tail: torch.Tensor,  # [N, A] mean novelty -log2(popularity) / log2(I) of the visible items
 ) -> torch.Tensor:
     """``competitive``: own; ``cooperative``: team total; ``mixed``: (1-w) own + w team.
 

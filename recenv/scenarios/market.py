@@ -13,13 +13,15 @@ user requests over a sparse, long-tail catalog.
 
 ## Description
 
-Each step one user of the market's population (``U = 25``) arrives, chosen by activity among
-the users who are not between sessions or churned. Every agent receives ``C = 20`` candidates
-from its own part of the catalog (``I = 2000`` items over ``T = 16`` topics, Zipf popularity,
-20 % of items arriving during the episode) and proposes a slate of ``K = 3``. All slates share
-one page (``topology="shared_page"``, agent blocks rotating each step); the user clicks one item
-or nothing. Users get bored of topics, drift toward what they consume, run out of session time,
-and churn when unsatisfied — so greedy recommendation has long-term costs.
+Each step one user of the market's population (``U = 25``) arrives, chosen by activity among the
+users who are not between sessions or churned (a user between sessions arrives only when no
+other can; a churned user may come back after a geometric wait, ``return_prob``). Every agent
+receives ``C = 20`` candidates from its own part of the catalog (``I = 2000`` items over
+``T = 16`` topics, Zipf popularity, 20 % of items arriving during the episode) and proposes a
+slate of ``K = 3``. All slates share one page (``topology="shared_page"``, agent blocks rotating each
+step); the user clicks one item or nothing. Users get bored of topics, drift toward what they
+consume, run out of session time, and churn when unsatisfied — so greedy recommendation has
+long-term costs.
 
 ## Observation (per agent, ``Dict``)
 
@@ -50,15 +52,23 @@ Conditional (multinomial) logit over the visible page entries plus a no-click op
 utility 1.5, temperature 1:
 
 ``utility = 3 · interest·topics + 1 · taste·embedding + 1 · quality − 2 · boredom·topics
-− price_sensitivity · price − 1 · log2(1 + position)``
+− s_u · price − 1 · log2(1 + position)``
+
+with a per-user price sensitivity ``s_u`` uniform on ``[0, 2 · price_sensitivity]`` (prices
+are 0 unless ``price_scale > 0``) and 0-based page positions.
 
 ``infos[agent]["utility"]`` splits the chosen item's utility into these terms.
 
 ## Reward
 
-``competitive`` (default): the engagement (time spent, ∝ item length × sigmoid(utility)) of the
-click an agent's item won. ``cooperative``: the team total. ``mixed``: ``(1 − w)·own + w·team``.
-Optional terms: ``welfare_weight``, ``diversity_weight``, ``fairness_weight``.
+``competitive`` (default): the engagement of the click an agent's item won, the time spent
+``share · length`` with ``share = sigmoid(utility) × noise`` capped at 1 (``response`` selects
+another currency: watch time, listening time with skips, revenue). ``cooperative``: the team
+total. ``mixed``: ``(1 − w)·own + w·team``. Optional terms, added to each agent's own value
+before the mode combines them: ``welfare_weight`` × the clicked item's utility (to the agent
+whose item it is), ``diversity_weight`` × the intra-list diversity of the agent's visible
+slate, ``fairness_weight`` × the mean novelty of its visible items (``−log2`` popularity prior
+over ``log2 I``: a long-tail bonus).
 
 ## Episode
 

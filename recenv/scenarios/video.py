@@ -19,18 +19,27 @@ genre, sessions end when the viewer's time runs out, and disappointed viewers ch
 ``U = 40`` viewers, ``I = 3000`` videos over ``T = 20`` genres, split among the platforms
 (exclusive catalogs). ``topology="platform_choice"``: the viewer chooses a platform by a logit
 of ``3 · loyalty`` against leaving (utility −1), then picks at most one of the platform's
-``K = 5`` videos. Loyalty moves toward how well a visit went, so a platform that serves
-badly loses its viewers to the others: the competition is for **market share** (share of
-visits) and **retention**, both reported in the episode metrics.
+``K = 5`` videos. After each visit the visited platform's loyalty changes by
+``0.2 · (fit − 0.35)`` (``loyalty_rate · (fit − expectation)``, clamped to [−3, 3]), where
+``fit = sigmoid(utility)`` of the video watched, 0 when none is: it rises after a good visit
+and falls after a poor or empty one, so a platform that serves badly loses its viewers to the
+others: the competition is for **market share** (share of visits) and **retention**, both
+reported in the episode metrics.
 
-Video lengths are log-normal around 3 time units; a viewer's session budget is about 20 units
-(so 4–7 videos a session), and every visit costs 0.3 units of browsing. Boredom is strong:
-watching a video adds 0.8 boredom to its genres, decaying only 5 % per step, and boredom costs
-2.5 utility per unit — a platform that keeps serving the viewer's favourite genre soon sees
-them stop clicking, lose satisfaction and churn (below 0.25). Measured so far (see
-`experiments/results/long_horizon.md`): the myopic oracle, which sees boredom, keeps every
-viewer at these settings, and even in a harsher variant (horizon 1000, churn threshold 0.4, no
-returns) IQL did not beat it — agents cannot observe boredom, which builds up across platforms.
+Video lengths are log-normal with mean 3 time units; a viewer's session budget is about 20
+units, and every visit costs 0.3 units of browsing: a session holds about 7 videos (median 7
+under the myopic oracle, half of the sessions between 5 and 10; median 6 under random slates;
+sessions begun in the first 1000 steps of 16 markets run with ``horizon=3000``, seed 0). A
+viewer makes 7.5 of an episode's 300 requests on average, so most sessions are still running
+when the episode ends. Boredom is strong: watching a video adds 0.8 boredom to its genres,
+decaying only 5 % per market step (a viewer comes back a median 17 steps later, when 42 % is
+left), and boredom costs 2.5 utility per unit — a platform that keeps serving the viewer's
+favourite genre soon sees them stop clicking, lose satisfaction and churn (below 0.25).
+Measured so far (see `experiments/results/long_horizon.md`): the myopic oracle, which sees
+boredom, keeps every viewer at these settings (retention 1.0; 0.991 under random slates; 64
+markets, one episode, seed 0), and even in a harsher variant (horizon 1000, interest drift
+0.2, boredom decay 0.99, expectation 0.5, churn threshold 0.4, no returns) IQL did not beat it
+— agents cannot observe boredom, which builds up across platforms.
 
 ## Observation (per agent)
 
@@ -60,10 +69,13 @@ fit earn most. Other platforms earn 0 on that request.
 
 ``H = 300`` requests (truncation), or every viewer churned (termination). Episode metrics:
 return (total watch time), ``market_share`` (share of platform visits), ``retention``,
-satisfaction, CTR, diversity and more.
+satisfaction, CTR (clicks per request, the requests on which the viewer visited no
+platform included: 7 % of requests under the myopic oracle, 11 % under random slates),
+diversity and more.
 
 Baselines (64 markets, one episode, seed 0): the myopic oracle earns 490.8 team watch time per
-episode, uniformly random valid slates 215.3 (× 2.28).
+episode, uniformly random valid slates 215.3 (× 2.28; the registered ``random`` agent under
+``agents.evaluate`` earns 213.4).
 
 ## Arguments (why these values)
 
@@ -75,9 +87,9 @@ episode, uniformly random valid slates 215.3 (× 2.28).
 | ``num_candidates``, ``slate_size`` | 25, 5 | a home-screen row of five videos |
 | ``zipf_exponent`` | 1.0 | viewing is long-tailed, a little flatter than sales |
 | ``response``, ``mean_item_length`` | ``"watch_time"``, 3.0 | watch time = watched share × length, so length matters; a video is several times a browse |
-| ``session_budget``, ``browse_cost`` | 20.0, 0.3 | a session holds 4–7 videos; browsing without watching still uses time |
-| ``boredom_growth``, ``boredom_decay``, ``boredom_weight``, ``boredom_exposure`` | 0.8, 0.95, 2.5, 0.05 | strong boredom: two videos of a genre in a row make a third much less attractive, and it lingers for tens of steps |
-| ``churn_threshold``, ``expectation`` | 0.25, 0.35 | viewers expect more of a video than of a generic item and leave sooner when let down |
+| ``session_budget``, ``browse_cost`` | 20.0, 0.3 | a session holds about 7 videos (see the description); browsing without watching still uses time |
+| ``boredom_growth``, ``boredom_decay``, ``boredom_weight``, ``boredom_exposure`` | 0.8, 0.95, 2.5, 0.05 | strong boredom: after two videos of a genre on a viewer's consecutive visits, about 0.5 is left at the third (−1.2 utility for a video of that genre alone, at the median 17 steps between visits), and it lingers for tens of steps |
+| ``churn_threshold``, ``expectation`` | 0.25, 0.35 | viewers expect more of a video than of a generic item and leave sooner when let down; the expectation is also the bar a visit's fit must clear to raise loyalty |
 | ``horizon`` | 300 | long enough for loyalty, boredom and churn to change market shares |
 
 ## Version history

@@ -13,7 +13,8 @@ PRESETS = ("recenv/ECommerce-v0", "recenv/Video-v0", "recenv/Music-v0")
 
 def greedy_slate_np(obs: dict, num_topics: int, k: int) -> np.ndarray:
     """A deterministic observation-based policy (PettingZoo face): rank candidates by
-    observed topic match with the user's features plus observed quality."""
+    observed topic match with the user's features plus the candidate's last feature, its
+    age / H."""
     cands = obs["candidates"]
     score = cands[:, :num_topics] @ obs["user"][:num_topics] + cands[:, -1]
     score = np.where(obs["action_mask"].astype(bool), score, -np.inf)

@@ -1,10 +1,12 @@
 """The domain presets (ECommerce-v0, Video-v0, Music-v0): registration and documentation,
-the PettingZoo contract checkers, batched == single, and the myopic oracle above random."""
+the PettingZoo contract checkers, batched == single, the myopic oracle above random, and
+what the preset pages (Market-v0's too) say of the dynamics and rewards."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import math
 import re
 
 import numpy as np
@@ -180,3 +182,101 @@ def test_documented_argument_values_are_the_built_config(preset):
 def test_unknown_key_names_it_and_lists_the_valid_ones(preset):
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['bogus_key'\].*slate_size"):
         recenv.make(preset, bogus_key=1)
+
+
+def test_market_v0_values_quoted_on_preset_pages_are_the_defaults():
+    """Where an Arguments row compares a preset's value with Market-v0's ("Market-v0: 2.0",
+    "Market-v0 uses 1.1", "Market-v0's 1.5"), the quoted number is the default of one of the
+    row's keys."""
+    defaults = recenv.MarketConfig().to_dict()
+    quoted = 0
+    for preset in PRESETS:
+        page = importlib.import_module(spec(preset).pz_doc).__doc__
+        for line in page.split("## Arguments", 1)[1].splitlines():
+            keys = re.findall(r"``(\w+)``", line.split("|")[1]) if line.startswith("|") else []
+            for number in re.findall(r"Market-v0(?:'s| uses|:) (\d+(?:\.\d+)?)", line):
+                quoted += 1
+                assert any(defaults[k] == float(number) for k in keys), (preset, line)
+    assert quoted >= 5
+
+
+def _step_recording_users(env, steps: int):
+    """Step ``env`` (reset with seed 0) with the oracle's slates; yield per step the served
+    users ``[N]``, their rows before and after the step ``[N, F]``, where the next arriving
+    user is another one ``[N]`` (else the stored row is already the arrival's, decayed) and
+    the step's info."""
+    env.reset(seed=0)
+    ar = torch.arange(env.num_envs)
+    for _ in range(steps):
+        u = env.user.clone()
+        before = env.users[ar, u].clone()
+        slate = env.oracle_slates()
+        info = env.step({a: slate[:, i] for i, a in enumerate(env.agents)})[4]
+        yield u, before, env.users[ar, u].clone(), env.user != u, info
+
+
+def test_ecommerce_boredom_follows_the_view_satisfaction_the_purchase():
+    """ECommerce-v0's page: boredom grows with a product view (a click), bought or not;
+    satisfaction counts a view that does not convert at half its fit."""
+    env = recenv.make_vec("recenv/ECommerce-v0", num_envs=16, seed=0)
+    cfg, L, topics = env.config, env.layout, env.catalog.topics
+    unbought_views = 0
+    for _, before, after, other, info in _step_recording_users(env, 40):
+        clicked, bought = info["clicked"], info["engagement"] > 0
+        item = info["chosen_item"].clamp(min=0)
+        grown = cfg.boredom_growth * topics[item] * clicked[:, None]
+        fit = torch.sigmoid(info["utility"]["total"]) * torch.where(bought, 1.0, 0.5) * clicked
+        sat = (before[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(
+            0.0, 1.0
+        )
+        torch.testing.assert_close(
+            after[other][:, L.boredom], (before[:, L.boredom] + grown)[other]
+        )
+        torch.testing.assert_close(after[other][:, L.satisfaction], sat[other])
+        unbought_views += int((clicked & ~bought & other).sum())
+    assert unbought_views > 10
+
+
+def test_video_loyalty_steps_by_fit_minus_expectation():
+    """Video-v0's page: after a visit the visited platform's loyalty changes by
+    ``loyalty_rate · (fit − expectation)`` (fit = sigmoid(utility) of the video watched, 0 when
+    none); the other platforms' loyalty does not change."""
+    env = recenv.make_vec("recenv/Video-v0", num_envs=16, seed=0)
+    cfg, L, A = env.config, env.layout, env.config.num_agents
+    for _, before, after, other, info in _step_recording_users(env, 40):
+        fit = torch.where(info["clicked"], torch.sigmoid(info["utility"]["total"]), 0.0)
+        visited = info["platform"][:, None] == torch.arange(A)  # platform A: none visited
+        step = cfg.loyalty_rate * visited * (fit - cfg.expectation)[:, None]
+        expected = (before[:, L.loyalty] + step).clamp(-3.0, 3.0)
+        torch.testing.assert_close(after[other][:, L.loyalty], expected[other])
+
+
+def test_market_v0_optional_reward_terms():
+    """Market-v0's page: welfare (clicked item's utility, to its agent), diversity (intra-list
+    diversity of the visible slate) and fairness (mean novelty of the visible items over
+    log2 I) are added to each agent's own engagement (competitive mode)."""
+    from recenv.core.metrics import intra_list_diversity
+
+    w, d, f = 0.5, 0.3, 0.7
+    env = recenv.make_vec(
+        "recenv/Market-v0",
+        num_envs=8,
+        seed=0,
+        welfare_weight=w,
+        diversity_weight=d,
+        fairness_weight=f,
+    )
+    cat, A = env.catalog, env.config.num_agents
+    env.reset(seed=0)
+    for _ in range(10):
+        slate = env.oracle_slates()
+        _, rew, _, _, info = env.step({a: slate[:, i] for i, a in enumerate(env.agents)})
+        shown = info["shown"]  # [N, A, K], -1 where not visible
+        vis, items = shown >= 0, shown.clamp(min=0)
+        novelty = cat.novelty[items] / math.log2(env.config.num_items)
+        tail = (novelty * vis).sum(2) / vis.sum(2).clamp(min=1)
+        div = intra_list_diversity(cat.topics[items], vis)
+        won = info["chosen_agent"][:, None] == torch.arange(A)
+        own = won * (info["engagement"] + w * info["utility"]["total"])[:, None]
+        expected = own + d * div + f * tail
+        torch.testing.assert_close(torch.stack([rew[a] for a in env.agents], 1), expected)
