@@ -13,8 +13,9 @@ Three reports, each into a new directory (an existing ``--out`` is refused, neve
    (``agent_2``, ``agent_3``) and a popularity recommender (``agent_4``), trained together;
    market share and return per agent. The same with IPPO in place of MAPPO, for the ablation.
 3. **Learning-test spread** (``--spread``): the learning tests of ``tests/agents`` —
-   :func:`learning_check` — over seeds 0…9, so their margins can be stated against the seed
-   spread.
+   :func:`learning_check` — over seeds 0 … ``--seeds`` − 1 (the recorded spread, which the
+   tests quote, is over seeds 0…9: ``--seeds 10``), so their margins can be stated against the
+   seed spread.
 
 Usage::
 
@@ -22,7 +23,7 @@ Usage::
     python -m experiments.compare_marl --out /tmp/marl --seeds 2 --steps 2000      # a quick look
     python -m experiments.compare_marl --out /tmp/g05 --agents ippo,mappo --head-to-head "" \\
         --set mappo.gamma=0.5 --set ippo.gamma=0.5                                 # an ablation
-    python -m experiments.compare_marl --spread --out experiments/results/marl_spread
+    python -m experiments.compare_marl --spread --seeds 10 --out experiments/results/marl_spread
 
 Outputs: ``results.json`` (settings, command, one row per run, the aggregated tables) and
 ``report.md`` (the tables as markdown). ``--out`` is created at the start, holding an
@@ -51,6 +52,7 @@ import agents
 import recenv
 from experiments import report
 from experiments.config import EVAL_SEED_OFFSET
+from recenv.core.config import REWARD_MODES
 
 ENV = "recenv/Market-v0"
 MODES = ("cooperative", "competitive")
@@ -243,7 +245,55 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME.KEY=VALUE",
         help="an agent's config override (a Python literal), e.g. mappo.gamma=0.5; repeatable",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    _check_args(p, args)
+    return args
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bad input before any work (``p.error``: exit 2), naming the option and what it
+    takes: not as an agent "refused" in the report, nor as a traceback after hours."""
+    for name in ("seeds", "steps", "num_envs", "eval_envs", "horizon", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 1")
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in REWARD_MODES]
+    if not modes or bad:
+        p.error(f"--modes {args.modes!r}: reward modes, comma-separated, of {list(REWARD_MODES)}")
+    names = [n for n in args.agents.split(",") if n]
+    if not names:
+        p.error("--agents: at least one agent")
+    for option, given in (("--agents", names), ("--head-to-head", args.head_to_head.split(","))):
+        for name in filter(None, given):
+            try:
+                agents.agent_class(name)
+            except ValueError as e:
+                p.error(f"{option}: {e}")
+    try:
+        cfg = agent_configs(args)
+    except SystemExit as e:  # a --set item that is not NAME.KEY=VALUE
+        p.error(str(e.code).removeprefix("error: "))
+    teams = [t for t in args.head_to_head.split(",") if t]
+    used = {*names, *teams, *(("iql", "popularity") if teams else ())}
+    for name in sorted(used | set(cfg)):
+        try:
+            target = agents.agent_class(name)
+        except ValueError as e:  # only a --set name can get here: the others were checked
+            p.error(f"--set {name}.KEY: {e}")
+        config_class = getattr(target, "Config", None)
+        try:
+            if config_class is not None:
+                config_class.from_kwargs(**cfg.get(name, {}))
+            # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
+            # runs once, on one small market of a mode it supports (a mode it refuses is not
+            # an error: the report lists it as refused).
+            supported = getattr(target, "supports_reward_modes", REWARD_MODES)
+            mode = next((m for m in [*modes, "competitive"] if m in supported), None)
+            if name in used and mode is not None:
+                env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2)
+                agents.make_agent(name, env, seed=0, **cfg.get(name, {}))
+        except ValueError as e:
+            p.error(f"agent {name!r} with its settings (--set {name}.KEY=VALUE): {e}")
 
 
 def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -14,8 +14,8 @@ freshly built object of the same kind, in place:
 - ``torch.Generator``: ``get_state`` / ``set_state``;
 - plain objects (replay buffers, accumulators, dataclasses of tensors): attribute by
   attribute, recursively; lists of such objects element by element;
-- tensors, numbers, strings, lists, tuples, dicts, deques, sets: replaced by the saved value
-  (one tensor referenced twice is restored as one tensor);
+- tensors, numbers (numpy scalars keep their type), strings, lists, tuples, dicts, deques,
+  sets: replaced by the saved value (one tensor referenced twice is restored as one tensor);
 - static parts are skipped: frozen dataclasses (configs), the env seen from an agent, devices,
   dtypes, functions and classes, and the attribute names in ``skip``.
 """
@@ -58,13 +58,13 @@ def _is_static(x: Any, exclude: tuple[int, ...]) -> bool:
         return True
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return bool(type(x).__dataclass_params__.frozen)  # configs
-    if isinstance(x, (dict, list)) and any(_is_static(v, exclude) for v in _values(x)):
+    if isinstance(x, (dict, list, tuple)) and any(_is_static(v, exclude) for v in _values(x)):
         return True  # e.g. a table of slices: static as a whole, never half restored
     # A compiled function (torch.compile) or any other callable that is not a module.
     return callable(x) and not isinstance(x, nn.Module) and not hasattr(x, "__dict__")
 
 
-def _values(x: dict | list) -> list[Any]:
+def _values(x: dict | list | tuple) -> list[Any]:
     return list(x.values()) if isinstance(x, dict) else list(x)
 
 
@@ -112,6 +112,8 @@ def _encode(x: Any, ex: tuple[int, ...], memo: dict[int, tuple[int, Any]], where
     if isinstance(x, np.ndarray):
         return {KIND: "ndarray", "value": torch.from_numpy(np.array(x))}
     if isinstance(x, np.generic):
+        if x.dtype.kind in "biuf":  # restored as its numpy type: float32 arithmetic stays so
+            return {KIND: "npscalar", "dtype": x.dtype.name, "value": x.item()}
         return x.item()
     if isinstance(x, collections.deque):
         return {
@@ -245,6 +247,8 @@ def _decode(saved: Any, refs: dict, where: str) -> Any:
         return g
     if kind == "ndarray":
         return saved["value"].numpy()
+    if kind == "npscalar":
+        return np.dtype(saved["dtype"]).type(saved["value"])
     if kind == "deque":
         return collections.deque(
             (_decode(v, refs, where) for v in saved["value"]), maxlen=saved["maxlen"]

@@ -37,6 +37,7 @@ recenv installed. Needs Ray Tune: ``pip install -e '.[rllib]'``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -142,10 +143,29 @@ def split_values(text: str) -> list[str]:
     return [v.strip() for v in out if v.strip()]
 
 
+# Config keys the sweep sets itself for every trial (the seeds from --seeds, the run
+# directories under --out, quiet trials; --max-concurrent in place of jobs): a grid over
+# them would give variants that differ only in their labels.
+_SWEEP_SET = {
+    "run.seed": "the seeds are --seeds S1,S2,...",
+    "compare.seeds": "the seeds are --seeds S1,S2,...",
+    "compare.jobs": "trials at once are --max-concurrent",
+    "run.root": "every trial writes under --out",
+    "run.quiet": "trials are always quiet",
+}
+
+
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     grid = []
+    run_fields = set(RunConfig.__dataclass_fields__)
     for item in items:
         key, value = config.split_assignment(item)
+        canonical = key if "." in key else f"{'run' if key in run_fields else 'compare'}.{key}"
+        if canonical in _SWEEP_SET:
+            raise ConfigError(
+                f"--grid {key!r}: the sweep sets {canonical} itself for every trial "
+                f"({_SWEEP_SET[canonical]}); a grid key is any other --set key"
+            )
         values = split_values(value)
         if not values:
             raise ConfigError(f"--grid {item!r}: no values")
@@ -278,6 +298,16 @@ def sweep(
         raise FileExistsError(f"output directory {out} exists; refusing to overwrite it")
     if max_concurrent < 1:
         raise ConfigError(f"--max-concurrent {max_concurrent} must be >= 1")
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus {num_cpus} must be >= 1 (default: --max-concurrent)")
+    if not cpus_per_trial >= 0:  # NaN too
+        raise ConfigError(f"--cpus-per-trial {cpus_per_trial} must be >= 0")
+    if not address and cpus_per_trial > (num_cpus or max_concurrent):
+        raise ConfigError(
+            f"--cpus-per-trial {cpus_per_trial} is more than the local Ray's "
+            f"{num_cpus or max_concurrent} CPU(s) (--num-cpus, default --max-concurrent): no "
+            "trial could ever start"
+        )
     cells: list[dict[str, Any]] = []
     comps: dict[str, tuple[CompareConfig, Path]] = {}
     for label, _, cfg in points:
@@ -293,73 +323,80 @@ def sweep(
                     cells.append({"variant": label, "run": run.to_dict()})
 
     out.mkdir(parents=True, exist_ok=False)
-    for label, (cfg, vdir) in comps.items():
-        vdir.mkdir()
-        head = {
-            "config": cfg.to_dict(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    # Each variant is locked as `compare` locks its comparison, from before compare.json
+    # makes it one that `resume` accepts until its report is written: `python -m
+    # experiments resume OUT/VARIANT` meanwhile is refused, instead of training the same
+    # cells beside the trials (and having its report overwritten by the sweep's).
+    with contextlib.ExitStack() as locks:
+        for label, (cfg, vdir) in comps.items():
+            vdir.mkdir()
+            locks.enter_context(runner.DirLock(vdir, "comparison"))
+            head = {
+                "config": cfg.to_dict(),
+                "versions": {"python": platform.python_version(), "torch": torch.__version__},
+                "command": sys.argv,
+                "created": runner.utc_stamp(),
+                "sweep": {"dir": str(out), "variant": label, "seeds": seeds},
+            }
+            (vdir / "compare.json").write_text(json.dumps(head, indent=2) + "\n")
+
+        owns_ray = _init_ray(address, num_cpus or max_concurrent, ship_package)
+        t0 = time.perf_counter()
+        try:
+            tuner = tune.Tuner(
+                tune.with_resources(run_trial_from_cell, {"cpu": cpus_per_trial}),
+                param_space={"cell": tune.grid_search(cells)},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=max_concurrent,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name="sweep", storage_path=str(out / "tune"), verbose=verbose
+                ),
+            )
+            grid = tuner.fit()
+            ray_info = {"address": address or "local", "nodes": len(ray.nodes())}
+        finally:
+            if owns_ray:
+                ray.shutdown()
+
+        trials, errors = [], []
+        for res in grid:
+            cell = res.config["cell"]
+            if res.error is not None:
+                r = cell["run"]
+                errors.append(
+                    f"{cell['variant']} {r['env']} {r['agent']} seed {r['seed']}: {res.error}"
+                )
+                continue
+            trials.append({**res.metrics, "trial": res.path})
+        summary: dict[str, Any] = {
             "command": sys.argv,
             "created": runner.utc_stamp(),
-            "sweep": {"dir": str(out), "variant": label, "seeds": seeds},
+            "seconds": round(time.perf_counter() - t0, 3),
+            "ray": ray_info,
+            "seeds": seeds,
+            "variants": {label: dict(point) for label, point, _ in points},
+            "trials": [_jsonable(t) for t in trials],
+            "errors": errors,
+            "reports": {},
         }
-        (vdir / "compare.json").write_text(json.dumps(head, indent=2) + "\n")
-
-    owns_ray = _init_ray(address, num_cpus or max_concurrent, ship_package)
-    t0 = time.perf_counter()
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial_from_cell, {"cpu": cpus_per_trial}),
-            param_space={"cell": tune.grid_search(cells)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name="sweep", storage_path=str(out / "tune"), verbose=verbose
-            ),
-        )
-        grid = tuner.fit()
-        ray_info = {"address": address or "local", "nodes": len(ray.nodes())}
-    finally:
-        if owns_ray:
-            ray.shutdown()
-
-    trials, errors = [], []
-    for res in grid:
-        cell = res.config["cell"]
-        if res.error is not None:
-            r = cell["run"]
-            errors.append(
-                f"{cell['variant']} {r['env']} {r['agent']} seed {r['seed']}: {res.error}"
+        md_parts = []
+        for label, (cfg, vdir) in comps.items():
+            mine = [t for t in trials if t["variant"] == label]
+            n_cells = len(cfg.envs) * len(cfg.agents) * len(seeds)
+            if len(mine) != n_cells:
+                log(f"{label}: {n_cells - len(mine)} trial(s) failed; no report", file=sys.stderr)
+                continue
+            results = [_read_run(Path(t["run_dir"])) for t in mine]
+            results.sort(
+                key=lambda r: (r["summary"]["env"], r["summary"]["agent"], r["summary"]["seed"])
             )
-            continue
-        trials.append({**res.metrics, "trial": res.path})
-    summary: dict[str, Any] = {
-        "command": sys.argv,
-        "created": runner.utc_stamp(),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "ray": ray_info,
-        "seeds": seeds,
-        "variants": {label: dict(point) for label, point, _ in points},
-        "trials": [_jsonable(t) for t in trials],
-        "errors": errors,
-        "reports": {},
-    }
-    md_parts = []
-    for label, (cfg, vdir) in comps.items():
-        mine = [t for t in trials if t["variant"] == label]
-        n_cells = len(cfg.envs) * len(cfg.agents) * len(seeds)
-        if len(mine) != n_cells:
-            log(f"{label}: {n_cells - len(mine)} trial(s) failed; no report", file=sys.stderr)
-            continue
-        results = [_read_run(Path(t["run_dir"])) for t in mine]
-        results.sort(
-            key=lambda r: (r["summary"]["env"], r["summary"]["agent"], r["summary"]["seed"])
-        )
-        rep = comparison.write_report(vdir, cfg, results)
-        summary["reports"][label] = str(vdir)
-        md_parts.append(f"## {label}\n\n{rep.markdown}")
+            rep = comparison.write_report(vdir, cfg, results)
+            summary["reports"][label] = str(vdir)
+            md_parts.append(f"## {label}\n\n{rep.markdown}")
+
     (out / "sweep.md").write_text("\n".join(md_parts))
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     summary["out"] = str(out)
@@ -407,10 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = points[0][2]
         seeds = parse_seeds(args.seeds, first.run.seed, first.seeds)
         out = args.out or default_out(first)
-        n = len(points) * len(first.envs) * len(first.agents) * len(seeds)
+        # A grid over envs or agents gives variants of different sizes.
+        cells = sum(len(cfg.envs) * len(cfg.agents) for _, _, cfg in points)
+        n = cells * len(seeds)
         print(
-            f"sweep: {len(points)} variant(s) x {len(first.envs)} env(s) x "
-            f"{len(first.agents)} agent(s) x {len(seeds)} seed(s) = {n} trials -> {out}",
+            f"sweep: {len(points)} variant(s), {cells} (env, agent) cell(s) x {len(seeds)} "
+            f"seed(s) = {n} trials -> {out}",
             file=sys.stderr,
         )
         res = sweep(

@@ -6,10 +6,14 @@ leaves nothing that looks like results. The experiments themselves are replaced 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from experiments import compare_agents, compare_marl
+import recenv
+from experiments import compare_agents, compare_marl, fidelity
+from recenv.data import load_log
 
 AGENTS_ARGS = ["--budget", "0", "--seeds", "1", "--modes", "competitive"]
 
@@ -79,3 +83,138 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         compare_marl.main(["--out", str(tmp_path / "marl")])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--agents", "random,foo"], "--agents: unknown agent 'foo'"),
+        (["--head-to-head", "foo"], "--head-to-head: unknown agent 'foo'"),
+        (["--set", "rando.seed=1"], "--set rando.KEY: unknown agent 'rando'"),
+        (["--set", "random.sed=1"], "unknown config key(s) ['sed']"),
+        (["--agents", "mappo", "--set", "mappo.gamma=2"], "gamma=2 and gae_lambda=0.95"),
+        (["--set", "random"], "--set 'random': expected NAME.KEY=VALUE"),
+        (["--modes", "coop"], "--modes 'coop': reward modes"),
+        (["--seeds", "0"], "--seeds 0 must be >= 1"),
+    ],
+)
+def test_compare_marl_refuses_bad_input_before_any_work(
+    flags, message, tmp_path, monkeypatch, capsys
+):
+    # An unknown agent or a bad override was reported as the agent "refusing" the mode, or
+    # ignored (--set of a misspelt agent), or failed as a traceback after the comparison ran.
+    def comparison(args, seeds, head):
+        raise AssertionError("the comparison ran")
+
+    monkeypatch.setattr(compare_marl, "_comparison", comparison)
+    out = tmp_path / "marl"
+    with pytest.raises(SystemExit) as exit_:
+        compare_marl.main(["--out", str(out), "--agents", "random", "--head-to-head", "", *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# experiments.fidelity
+# ------------------------------------------------------------------------------------------
+def _tiny_log(tmp_path):
+    """40 users, ~700 timestamped interactions with ~400 of 800 items (enough items for a
+    FromLog market's retrieval lists)."""
+    rng = np.random.default_rng(0)
+    lines = ["user,item,timestamp"]
+    for u in range(40):
+        items = rng.choice(800, size=int(rng.integers(5, 30)), replace=False)
+        lines += [f"{u},{i},{1000 * u + 10 * k}" for k, i in enumerate(items)]
+    path = tmp_path / "log" / "ratings_tiny.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_fidelity_simulation_counts_the_requests_it_served(tmp_path):
+    # A market starting a new episode serves no request in that step: counting every step's
+    # markets as requests overstated them and understated the CTR (clicks / requests).
+    log = load_log(_tiny_log(tmp_path))
+    train = log.time_split(0.2, by="user")[0].compact()
+    market = recenv.make_vec(fidelity.ENV_ID, num_envs=2, seed=0, log=train, horizon=5)
+    sim = fidelity.simulate(market, "random", 40, seed=0)
+    assert sim.requests == sim.user_requests.sum()
+    assert 40 <= sim.requests < 40 + 2  # at least as many as asked, in whole steps
+
+
+def test_fidelity_report_states_the_request_budget_it_used(tmp_path):
+    path = _tiny_log(tmp_path)
+    log = load_log(path)
+    md = fidelity.markdown([], log, fidelity.Args(log=str(path), requests=500))
+    assert "simulated requests = 500;" in md and "served by that policy for 500 requests." in md
+    assert "train interactions" not in md
+    md = fidelity.markdown([], log, fidelity.Args(log=str(path)))
+    assert "simulated requests = train interactions;" in md
+
+
+def _stub_fidelity(monkeypatch, evaluate_split=None, plots=None):
+    monkeypatch.setattr(
+        fidelity, "evaluate_split", evaluate_split or (lambda log, split, args: {"split": split})
+    )
+    monkeypatch.setattr(fidelity, "markdown", lambda results, log, args: f"TABLE {args.policies}")
+    monkeypatch.setattr(fidelity, "plots", plots or (lambda results, out: None))
+
+
+def test_fidelity_refuses_a_second_invocation_with_the_same_out(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "fid"
+    argv = ["--log", str(_tiny_log(tmp_path)), "--out", str(out), "--splits", "user"]
+    codes = []
+
+    def evaluate_split(log, split, args):
+        if args.policies == ("random",):  # the first invocation: a second one starts meanwhile
+            codes.append(fidelity.main([*argv, "--policies", "oracle"]))
+        return {"split": split}
+
+    _stub_fidelity(monkeypatch, evaluate_split)
+    assert fidelity.main([*argv, "--policies", "random"]) == 0
+    assert codes == [2]
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "reserved by pid" in err
+    assert (out / "report.md").read_text() == "TABLE ('random',)\n"
+    assert json.loads((out / "fidelity.json").read_text())["args"]["policies"] == ["random"]
+    assert fidelity.main([*argv, "--policies", "random"]) == 2  # a finished report
+
+
+def test_fidelity_that_fails_leaves_no_result(tmp_path, monkeypatch):
+    def plots(results, out):
+        (Path(out) / "popularity.png").write_bytes(b"half a figure")
+        raise RuntimeError("boom")
+
+    _stub_fidelity(monkeypatch, plots=plots)
+    out = tmp_path / "fid"
+    with pytest.raises(RuntimeError, match="boom"):
+        fidelity.main(["--log", str(_tiny_log(tmp_path)), "--out", str(out)])
+    assert [f for f in fidelity.OUTPUTS if (out / f).exists()] == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--test-fraction", "1"], "--test-fraction 1.0 must be in (0, 1)"),
+        (["--num-envs", "0"], "--num-envs 0 must be >= 1"),
+        (["--requests", "-5"], "--requests -5 must be >= 0"),
+        (["--threads", "0"], "--threads 0 must be >= 1"),
+        (["--log-format", "movielen"], "argument --log-format: invalid choice: 'movielen'"),
+    ],
+)
+def test_fidelity_refuses_bad_arguments(flags, message, tmp_path, capsys):
+    out = tmp_path / "fid"
+    with pytest.raises(SystemExit) as exit_:
+        fidelity.main(["--log", str(_tiny_log(tmp_path)), "--out", str(out), *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_fidelity_names_a_log_it_cannot_read(tmp_path, capsys):
+    out = tmp_path / "fid"
+    assert fidelity.main(["--log", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --log:" in err and "missing.csv" in err
+    assert not out.exists()

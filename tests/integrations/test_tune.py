@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from experiments import report, tune_sweep
+from experiments import comparison, report, runner, tune_sweep
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -36,10 +36,24 @@ TINY = [
 ]
 
 
-def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path):
+def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     argv = [*TINY, "--agents", "random,popularity", "--seeds", "0", "--out", str(out)]
+    # While the sweep works on a variant, the variant is locked like a comparison that
+    # `compare` trains: `python -m experiments resume OUT/VARIANT` is refused meanwhile.
+    locked = []
+    write_report = comparison.write_report
+
+    def checked_write_report(path, cfg, results):
+        with pytest.raises(runner.RunError, match="is being worked on by pid"):
+            runner.DirLock(path, "comparison").acquire()
+        locked.append(path.name)
+        return write_report(path, cfg, results)
+
+    monkeypatch.setattr(comparison, "write_report", checked_write_report)
     assert tune_sweep.main(argv) == 0
+    assert locked == ["default"]
+    assert not (out / "default" / runner.LOCK).exists()  # let go once the report is written
     assert local_ray.is_initialized()  # a Ray the sweep did not start is left running
 
     comp = out / "default"
@@ -78,3 +92,44 @@ def test_grid_and_seed_parsing():
     points = tune_sweep.variants(args, tune_sweep.parse_grid(args.grid))
     assert [label for label, _, _ in points] == ["agent.lr_1e-3", "agent.lr_3e-4"]
     assert [cfg.agent_overrides("iql")["lr"] for _, _, cfg in points] == [1e-3, 3e-4]
+
+
+@pytest.mark.parametrize(
+    "grid", ["seed=1,2", "run.seed=1,2", "seeds=2,3", "compare.seeds=2,3", "jobs=1,2", "root=a,b"]
+)
+def test_a_grid_over_what_the_sweep_sets_itself_is_refused(grid):
+    # These keys are overwritten for every trial (--seeds, --max-concurrent, --out): a grid
+    # over them gave variants that differed only in their labels, trained on the same seeds.
+    with pytest.raises(tune_sweep.ConfigError, match=r"the sweep sets \S+ itself"):
+        tune_sweep.parse_grid([grid])
+
+
+def test_the_trial_count_adds_up_variants_of_different_sizes(monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def sweep(points, seeds, out, **kw):  # a stub: the count is printed before the sweep
+        seen.append(points)
+        return {"markdown": "", "out": str(out)}
+
+    monkeypatch.setattr(tune_sweep, "sweep", sweep)
+    argv = ["--preset", "smoke", "--seeds", "0,1", "--out", str(tmp_path / "s")]
+    assert tune_sweep.main([*argv, "--grid", 'agents=["random","popularity"],random']) == 0
+    ((a, b),) = seen
+    assert (len(a[2].agents), len(b[2].agents)) == (2, 1)
+    err = capsys.readouterr().err
+    assert "2 variant(s), 3 (env, agent) cell(s) x 2 seed(s) = 6 trials" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-cpus", "0"], "--num-cpus 0 must be >= 1"),
+        (["--cpus-per-trial", "-1"], "--cpus-per-trial -1.0 must be >= 0"),
+        (["--cpus-per-trial", "3", "--max-concurrent", "2"], "no trial could ever start"),
+    ],
+)
+def test_ray_resource_flags_are_checked_before_any_work(flags, message, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert tune_sweep.main([*TINY, "--agents", "random", "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
