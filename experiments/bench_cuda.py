@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def main(argv=None) -> dict | None:
         print("no CUDA device: nothing measured (the CPU figures come from bench_env)")
         return None
     out = result_path("bench_cuda", args.out)
+    # Rewritten after each size; one already there is a stopped run's figures: kept.
+    partial = out.with_name(out.stem + ".partial.json")
+    if partial.exists():
+        sys.exit(f"{partial} exists; results are never overwritten (pass another --out)")
 
     device = torch.cuda.get_device_name(0)
     vmas_version = bench_peers.peer_versions()["vmas"]
@@ -77,7 +82,6 @@ def main(argv=None) -> dict | None:
         return rows[-1]
 
     started = time.perf_counter()
-    partial = out.with_name(out.stem + ".partial.json")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def result() -> dict:

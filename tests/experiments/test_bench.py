@@ -135,6 +135,7 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
         BatchedMarket, "state_nbytes", lambda self: 500 * self.num_envs, raising=False
     )
     out = tmp_path / "bench.json"
+    monkeypatch.setattr(bench_env, "TARGET_BATCHED_ENVS", 4)  # the target's 4,096, made tiny
     monkeypatch.setenv("RECENV_KEEP_HEAP", "1")
     monkeypatch.delenv("RECENV_HUGE_PAGES", raising=False)
     bench_env.main(
@@ -182,10 +183,31 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
 
     cat = r["catalog_ratio"]
     assert len(cat["rounds_eager"]) == 1 and cat["ratio_eager"] == cat["rounds_eager"][0]
+    # The catalog rows run with the item counters held at a size of their own, not
+    # Market-v0's default: the rows, the verdict line and the JSON say which.
+    assert cat["item_stats_size"] == bench_env.CATALOG_STATS_SIZE
+    catalog_rows = [x for x in r["rows"] if x["kind"] == "catalog"]
+    assert catalog_rows and all(
+        x["item_stats_size"] == bench_env.CATALOG_STATS_SIZE for x in catalog_rows
+    )
+    assert f"(item_stats_size={bench_env.CATALOG_STATS_SIZE})" in text
     assert _positive(r["copy_bandwidth_bytes_per_s"]["1"])
     (t,) = r["traffic"]
     assert t["num_envs"] == 4 and t["threads"] == 1
     batched4 = next(x for x in r["rows"] if x["kind"] == "batched" and x["num_envs"] == 4)
+    # The batched target (one thread) is judged on the one-thread row at its env count.
+    met = batched4["median"] >= bench_env.TARGET_BATCHED_STEPS
+    assert r["batched_target"] == [
+        {
+            "threads": 1,
+            "compile": False,
+            "num_envs": 4,
+            "env_steps_per_s": batched4["median"],
+            "met": met,
+        }
+    ]
+    assert f"target >= {bench_env.TARGET_BATCHED_STEPS:,}: {'met' if met else 'NOT met'}" in text
+    assert r["targets"]["batched_env_steps_per_s"] == 250_000
     assert t["traffic_bytes_per_s"] == pytest.approx(batched4["median"] / 4 * 16000)
     assert t["fraction_of_copy_bandwidth"] == pytest.approx(
         t["traffic_bytes_per_s"] / r["copy_bandwidth_bytes_per_s"]["1"]
@@ -279,6 +301,23 @@ def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
     assert not partial.exists() and out.exists()
     assert [row["num_envs"] for row in json.loads(out.read_text())["rows"]] == [16, 32]
     assert r["best_env_steps_per_s"] == pytest.approx(1e6)
+
+
+def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
+    """A run stopped at a device session's limit leaves only its ``.partial.json``; a second
+    run with the same ``--out`` refuses to start instead of overwriting it after one size."""
+    from experiments import bench_cuda
+
+    out = tmp_path / "cuda.json"
+    partial = tmp_path / "cuda.partial.json"
+    partial.write_text('{"rows": ["the stopped run"]}')
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bench_cuda, "time_batched", lambda *a, repeats, **k: [1e-3] * repeats)
+    with pytest.raises(SystemExit, match="exists"):
+        bench_cuda.main(["--out", str(out), "--sizes", "16", "--no-compile", "--no-peers"])
+    assert partial.read_text() == '{"rows": ["the stopped run"]}' and not out.exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
