@@ -681,41 +681,62 @@ class BatchedMarket:
         return sum(x.numel() * x.element_size() for x in tensors)
 
     def step_traffic_bytes(self) -> dict[str, int]:
-        """Bytes of state, catalog and observation one step must read and write, for the whole
-        batch, by part (and ``"total"``).
+        """Bytes of state and observation one step must read and write, for the whole batch,
+        by part, with ``"total"`` their sum; the catalog reads apart (``"catalog"``, and
+        ``"total_with_catalog"``).
 
         A model of the step's data, not a hardware counter: each element the step needs is
-        counted once per read and once per write, at its dtype's size; cache-line granularity
-        of the random lookups and the temporaries between kernels are not counted. So
-        ``total`` over the machine's copy bandwidth is a lower bound of the memory traffic.
+        counted once if it is read and once if it is written, at its dtype's size, however
+        many passes touch it; cache-line granularity of the random lookups and the
+        temporaries between kernels are not counted. So ``total`` over the machine's copy
+        bandwidth is a lower bound of the memory traffic. The catalog (item rows and
+        retrieval lists) is static and shared by every market: it is neither state nor
+        observation, and at the default catalog size it stays in cache, so ``total`` leaves
+        it out (the speed issue's "bytes of state and observation touched per step").
         """
         cfg, L = self.config, self.layout
         A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size
         T, D = cfg.num_topics, cfg.embed_dim
         P, F, f4, i8 = A * K, L.width, 4, 8
-        scan = U * (2 * f4 + i8)  # churned + available_at columns and the episode stamps
+        status = 2 * f4 + i8  # a user's churned + available_at columns and episode stamp
+        info = (
+            P * i8  # shown
+            + 4 * i8  # chosen_agent, chosen_slot, chosen_item, platform
+            + 2  # clicked, reset
+            + f4  # engagement
+            + len(FACE_UTILITY) * f4  # utility, by term and total
+            + (P + 1) * f4  # choice_probs
+            + A * f4  # repaired
+        )
         parts = {
-            # Current user's row read and written, arriving user's row read and written;
-            # the end-of-episode scan and the arrival scan (plus activity weights).
-            "users": 4 * F * f4 + 2 * scan + U * f4 + 2 * i8,
-            # Page items and the click: rows read, restarted and incremented; the
-            # candidates' rows read for their features.
-            "item_stats": (P + 1) * (3 * f4 + 3 * f4 + 2 * f4) + A * C * 3 * f4,
-            # Page items' topics, embedding, quality, price, novelty; the click's length and
-            # price; candidates' static features and arrival steps; retrieval lists (int32).
-            "catalog": P * (T + D + 3) * f4 + 2 * f4 + A * C * (T + 3 + 1) * f4 + A * C * 4,
+            # The current user's row read and written, the arriving user's row read and
+            # written; every user's status read once (the end-of-episode check and the
+            # arrival's weights read the same columns) and the two users' written; the
+            # activity weights read; the current user's index read and written.
+            "users": 4 * F * f4 + U * status + 2 * status + U * f4 + 2 * i8,
+            # The page items' counter rows (this episode's stamp, exposures, clicks; the
+            # chosen item is one of them) read and written; the candidates' rows read for
+            # their features.
+            "item_stats": P * (3 * f4 + 3 * f4) + A * C * 3 * f4,
             # Written: user, history, candidate features, mask, ids.
             "observation": (T + 2) * f4
             + A * (T + 4) * f4
             + A * C * (T + 6) * f4
             + A * C * (1 + i8)
             + i8,
-            # Actions read; rewards, ends and the info fields written.
-            "actions_rewards_info": A * K * i8 + A * f4 + 2 + (P + 1) * f4 + (P + 12) * f4,
+            # Actions read and the slate's item ids looked up among the candidates; rewards,
+            # ends and the info fields written.
+            "actions_rewards_info": A * K * i8 + P * i8 + A * f4 + 2 + info,
         }
-        parts = {k: v * self.num_envs for k, v in parts.items()}
-        parts["total"] = sum(parts.values())
-        return parts
+        # Page items' topics, embedding, quality, price, novelty and the click's length;
+        # candidates' topics, length, price, quality and arrival step; the retrieval lists
+        # (int32) for the candidates that are not each agent's fixed top K.
+        catalog = P * (T + D + 3) * f4 + f4 + A * C * (T + 4) * f4 + A * (C - K) * 4
+        out = {k: v * self.num_envs for k, v in parts.items()}
+        out["total"] = sum(out.values())
+        out["catalog"] = catalog * self.num_envs
+        out["total_with_catalog"] = out["total"] + out["catalog"]
+        return out
 
     def oracle_scores(self) -> torch.Tensor:
         """True expected utility of every candidate for the current user: ``[N, A, C]``.

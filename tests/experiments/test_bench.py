@@ -128,6 +128,8 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
             "users": 3000 * self.num_envs,
             "items": 1000 * self.num_envs,
             "total": 4000 * self.num_envs,
+            "catalog": 2000 * self.num_envs,
+            "total_with_catalog": 6000 * self.num_envs,
         },
         raising=False,
     )
@@ -183,14 +185,12 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
 
     cat = r["catalog_ratio"]
     assert len(cat["rounds_eager"]) == 1 and cat["ratio_eager"] == cat["rounds_eager"][0]
-    # The catalog rows run with the item counters held at a size of their own, not
-    # Market-v0's default: the rows, the verdict line and the JSON say which.
-    assert cat["item_stats_size"] == bench_env.CATALOG_STATS_SIZE
+    # The catalog rows run with the env's own item counters (judged as the issue's
+    # "Market-v0 defaults"); the rows, the verdict line and the JSON say so.
+    assert cat["item_stats_size"] is None
     catalog_rows = [x for x in r["rows"] if x["kind"] == "catalog"]
-    assert catalog_rows and all(
-        x["item_stats_size"] == bench_env.CATALOG_STATS_SIZE for x in catalog_rows
-    )
-    assert f"(item_stats_size={bench_env.CATALOG_STATS_SIZE})" in text
+    assert catalog_rows and all(x["item_stats_size"] is None for x in catalog_rows)
+    assert "(item_stats_size: the env's default)" in text
     assert _positive(r["copy_bandwidth_bytes_per_s"]["1"])
     (t,) = r["traffic"]
     assert t["num_envs"] == 4 and t["threads"] == 1
@@ -213,6 +213,12 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
         t["traffic_bytes_per_s"] / r["copy_bandwidth_bytes_per_s"]["1"]
     )
     assert r["core"]["step_traffic_bytes"]["total"] == 16000
+    # Judged on state and observation; the catalog's reads are reported beside, not judged.
+    assert t["fraction_with_catalog"] == pytest.approx(
+        batched4["median"] / 4 * 24000 / r["copy_bandwidth_bytes_per_s"]["1"]
+    )
+    assert "traffic per step at 4 envs: state and observation" in text
+    assert "catalog reads" in text and "with the catalog's reads" in text
     assert r["core"]["bytes_per_env"] == 500
     # The memory check runs in a fresh process, which does not see the stand-ins above.
     m = r["memory_check"]
@@ -466,3 +472,9 @@ def test_cache_sizes_are_read_from_sysfs(tmp_path):
     assert bench_env._cache_bytes(3, str(tmp_path)) == 480 << 20
     assert bench_env._cache_bytes(4, str(tmp_path)) is None
     assert bench_env._cache_bytes(2, str(tmp_path / "missing")) is None
+
+
+def test_catalog_stats_size_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        bench_env.main(["--catalog-stats-size", "0"])
+    assert "--catalog-stats-size 0 must be >= 1" in capsys.readouterr().err
