@@ -9,8 +9,10 @@ few minutes of device time, so this script measures only the CUDA figures, sized
 
 Each figure is the median of ``--repeats`` timed runs of ``--steps`` steps (the device
 synchronised around each ``env.step``; actions computed outside the timer), after warm-up
-steps that include compilation. A size that does not fit in the GPU's memory is recorded
-as an error and the next one is tried. Results go to
+steps that include compilation. The timed steps stay inside the first episode (Market-v0's
+horizon is 200 steps), so unlike ``bench_env``'s full runs these figures hold no episode end
+(episode metrics, auto-reset: under 1 % of the CPU step, amortised). A size that does not
+fit in the GPU's memory is recorded as an error and the next one is tried. Results go to
 ``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten); while it runs,
 what is measured so far is rewritten after each size to the same name with ``.partial.json``
 (removed at the end), so a run stopped at a time limit keeps its figures. Without a GPU
