@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import agents
@@ -297,6 +298,23 @@ def _held_by(path: Path) -> str:
     )
 
 
+def json_ready(x: Any) -> Any:
+    """``x`` for ``json.dumps(..., allow_nan=False)``: tuples as lists, numpy scalars and arrays
+    as Python values, non-finite floats as ``null`` (``NaN`` is not JSON: strict readers,
+    ``jq`` and browsers, refuse the file). Other objects are left to ``json.dumps``."""
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def write_result(path: Path, text: str) -> None:
     """Replace a reservation by its result atomically (a kill leaves the note or the result)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -356,7 +374,8 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
         f"{args.threads}; load average at start {header['machine']['load_average_at_start']}."
         f" Wall time {header['wall_seconds'] / 60:.1f} min.\n\n"
     )
-    write_result(targets[0], json.dumps({**header, "results": results}, indent=1, default=str))
+    payload = json_ready({**header, "results": results})
+    write_result(targets[0], json.dumps(payload, indent=1, default=str, allow_nan=False))
     write_result(targets[1], settings + md)
     return settings + md
 

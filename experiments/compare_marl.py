@@ -50,7 +50,7 @@ import torch
 
 import agents
 import recenv
-from experiments import report
+from experiments import compare_agents, report
 from experiments.config import EVAL_SEED_OFFSET
 from recenv.core.config import REWARD_MODES
 
@@ -340,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         payload, md = _run(args, argv)
-        _write(out / "results.json", json.dumps(_plain(payload), indent=2) + "\n")
+        text = json.dumps(compare_agents.json_ready(payload), indent=2, allow_nan=False)
+        _write(out / "results.json", text + "\n")
         _write(out / "report.md", md)
         (out / IN_PROGRESS).unlink()
     except BaseException:  # failed or interrupted: no results, and the name is free again
@@ -457,17 +458,6 @@ def _spread_markdown(result: Mapping[str, Any], seeds: Sequence[int]) -> str:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _plain(x: Any) -> Any:
-    """JSON-ready: tuples as lists, non-finite floats as null."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 if __name__ == "__main__":

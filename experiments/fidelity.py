@@ -529,7 +529,10 @@ def _run(log: InteractionLog, args: Args, out: str) -> None:
         "splits": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
     }
     compare_agents.write_result(
-        Path(out, "fidelity.json"), json.dumps(payload, indent=2, default=_json_default)
+        Path(out, "fidelity.json"),
+        json.dumps(
+            compare_agents.json_ready(payload), indent=2, default=_json_default, allow_nan=False
+        ),
     )
     plots(results, out)
     print(table)

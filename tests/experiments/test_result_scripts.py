@@ -218,3 +218,25 @@ def test_fidelity_names_a_log_it_cannot_read(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: --log:" in err and "missing.csv" in err
     assert not out.exists()
+
+
+def test_result_json_has_no_nan_and_no_numpy_types():
+    """Results files are strict JSON: a NaN figure (a Spearman correlation over a constant
+    vector, a CI over one seed) becomes null, numpy scalars and arrays plain values."""
+    payload = {
+        "spearman": float("nan"),
+        "ci": np.float32("inf"),
+        "n": np.int64(3),
+        "rows": (np.array([1.5, np.nan]), [-np.inf, 2.0]),
+        4: "key made a string",
+    }
+    ready = compare_agents.json_ready(payload)
+    text = json.dumps(ready, allow_nan=False)
+    assert json.loads(text) == {
+        "spearman": None,
+        "ci": None,
+        "n": 3,
+        "rows": [[1.5, None], [None, 2.0]],
+        "4": "key made a string",
+    }
+    assert type(ready["n"]) is int
