@@ -100,7 +100,22 @@ def resume_comparison(
     with DirLock(p, "comparison"):
         _refuse_finished(p)  # again: it may have finished just before the lock was taken
         cfg = read_compare_config(p)
+        _refuse_other_seeds(p, cfg)
         return _complete(p, cfg, quiet, log)
+
+
+def _refuse_other_seeds(p: Path, cfg: CompareConfig) -> None:
+    """A variant of ``tune_sweep`` records its seeds (``--seeds 0,1,7``) beside a config that
+    can only count them from ``run.seed``: resuming it would train and report other seeds."""
+    sweep = report.read_compare_json(p).get("sweep")
+    seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
+    if seeds is not None and list(seeds) != cfg.seed_list():
+        raise RunError(
+            f"{str(p)!r} is a variant of the sweep in {sweep.get('dir')!r} with seeds {seeds}, "
+            f"which resume cannot train (it counts {cfg.seeds} seeds from run.seed="
+            f"{cfg.run.seed}: {cfg.seed_list()}); run the sweep again with those seeds, or "
+            "print what finished: python -m experiments report " + str(p) + " --partial"
+        )
 
 
 def _refuse_finished(p: Path) -> None:

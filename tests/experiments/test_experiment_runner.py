@@ -485,3 +485,22 @@ def test_a_run_directory_that_cannot_be_used_is_a_clear_error(tmp_path, content,
         with pytest.raises(RunError, match=re.escape(expect)):
             runner.evaluate_checkpoint(run, root=tmp_path / "evals")
     assert not (tmp_path / "evals").exists()
+
+
+def test_a_sweep_variant_with_seeds_resume_cannot_count_is_refused(tiny, tmp_path):
+    """tune_sweep's `--seeds 0,1,7` is recorded as 3 seeds from run.seed 0 plus the list;
+    resume would train and report seed 2 instead of 7, so it refuses and says why."""
+    run = tiny(agent="random", agent_overrides=(), seed=0)
+    cfg = CompareConfig(agents=("random",), seeds=3, run=run)
+    path = tmp_path / "variant"
+    path.mkdir()
+    head = {"config": cfg.to_dict(), "sweep": {"dir": "sw", "variant": "v", "seeds": [0, 1, 7]}}
+    (path / "compare.json").write_text(json.dumps(head))
+    before = tree(path)
+    with pytest.raises(RunError, match=r"seeds \[0, 1, 7\], which resume cannot train"):
+        comparison.resume_comparison(path, quiet=True)
+    assert tree(path) == before
+    # Seeds it can count (a sweep's default) resume as any comparison's.
+    head["sweep"]["seeds"] = [0, 1, 2]
+    (path / "compare.json").write_text(json.dumps(head))
+    comparison._refuse_other_seeds(path, cfg)
