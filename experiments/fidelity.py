@@ -50,6 +50,7 @@ import torch
 
 import recenv
 from experiments import compare_agents
+from recenv.core.config import InvalidConfig
 from recenv.data import FORMATS, InteractionLog, load_log
 from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
 from recenv.scenarios.from_log import ENV_ID, fitted
@@ -501,9 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     compare_agents.reserve(reserved, command)
     try:
         _run(log, args, out)
-    except BaseException:
+    except BaseException as e:
         for name in OUTPUTS:
             Path(out, name).unlink(missing_ok=True)
+        if isinstance(e, InvalidConfig):  # the market a split of this log makes (too small)
+            print(f"error: --log {args.log}: a split's market is not valid: {e}", file=sys.stderr)
+            return 2
         raise
     return 0
 

@@ -65,6 +65,11 @@ def option(
 _f = option
 
 
+class InvalidConfig(ValueError):
+    """A market config whose values break its rules (the message names each field and what
+    it must be); raised by :class:`MarketConfig` on construction."""
+
+
 class UnknownConfigKey(ValueError):
     """A config key the scenario does not have (the message lists the valid ones); a face
     that takes options of its own (``make``, ``make_vec``) adds them to the message."""
@@ -157,7 +162,7 @@ class MarketConfig:
     def __post_init__(self) -> None:
         errors = _validate(self)
         if errors:
-            raise ValueError("invalid MarketConfig: " + "; ".join(errors))
+            raise InvalidConfig("invalid MarketConfig: " + "; ".join(errors))
 
     # Derived sizes --------------------------------------------------------------------------
     @property

@@ -220,6 +220,19 @@ def test_fidelity_names_a_log_it_cannot_read(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_fidelity_names_a_log_too_small_for_a_market(tmp_path, capsys):
+    """Six ratings make a market with fewer items than candidates: a clear error naming the
+    log and the rule it breaks (was a traceback), and no results."""
+    log = tmp_path / "ratings.csv"
+    rows = ["1,1,4.0,100", "1,2,3.0,200", "2,1,5.0,300", "2,3,2.0,400", "3,2,4.0,500"]
+    log.write_text("userId,movieId,rating,timestamp\n" + "\n".join([*rows, "3,3,1.0,600"]) + "\n")
+    out = tmp_path / "fid"
+    assert fidelity.main(["--log", str(log), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --log {log}: a split's market is not valid" in err and "num_candidates" in err
+    assert not any(Path(out, name).exists() for name in fidelity.OUTPUTS)
+
+
 def test_result_json_has_no_nan_and_no_numpy_types():
     """Results files are strict JSON: a NaN figure (a Spearman correlation over a constant
     vector, a CI over one seed) becomes null, numpy scalars and arrays plain values."""
