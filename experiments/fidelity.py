@@ -213,8 +213,11 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
     scores = fit.mf.scores()
     for u in range(train_c.num_users):
         scores[u, list(seen[u])] = -math.inf
-    als_top = scores[torch.as_tensor(test_users)].topk(K, dim=1).indices.numpy()
-    als = {int(u): als_top[n].tolist() for n, u in enumerate(test_users)}
+    top = scores[torch.as_tensor(test_users)].topk(K, dim=1)
+    # A user who has seen all but fewer than K items gets fewer than K: never a seen one.
+    kept = torch.isfinite(top.values).numpy()
+    als_top = top.indices.numpy()
+    als = {int(u): als_top[n][kept[n]].tolist() for n, u in enumerate(test_users)}
     by_pop = np.argsort(-real_items, kind="stable")
     pop = {int(u): topk_unseen(by_pop, int(u)) for u in test_users}
 

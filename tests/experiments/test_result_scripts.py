@@ -220,6 +220,29 @@ def test_fidelity_names_a_log_it_cannot_read(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_fidelity_end_to_end_on_a_tiny_log(tmp_path):
+    """Both splits, one policy, tiny budgets: every output is written, fidelity.json is
+    strict JSON (no NaN), and every hit rate is a share."""
+    out = tmp_path / "fid"
+    argv = ["--log", str(_tiny_log(tmp_path)), "--out", str(out), "--policies", "random"]
+    assert fidelity.main([*argv, "--num-envs", "4", "--requests", "400"]) == 0
+    assert all(Path(out, name).is_file() for name in fidelity.OUTPUTS)
+
+    def no_constants(name):
+        raise AssertionError(f"fidelity.json holds {name}")
+
+    payload = json.loads(Path(out, "fidelity.json").read_text(), parse_constant=no_constants)
+    assert [s["split"] for s in payload["splits"]] == ["user", "global"]
+    rates = [
+        v
+        for split in payload["splits"]
+        for row in split["rows"].values()
+        for k, v in row.items()
+        if k.startswith("hr@10") and v is not None
+    ]
+    assert rates and all(0.0 <= v <= 1.0 for v in rates)
+
+
 def test_fidelity_names_a_log_too_small_for_a_market(tmp_path, capsys):
     """Six ratings make a market with fewer items than candidates: a clear error naming the
     log and the rule it breaks (was a traceback), and no results."""
