@@ -99,15 +99,31 @@ _MULTIPROCESS_SEED = (
 )
 
 
-class SeedForwarding(VecEnvWrapper):
-    """Keeps ``seed(s)`` and hands it to SuperSuit's concatenated env at the next ``reset()``
-    (fix 3 of the module doc): copy ``i`` of the market is seeded ``s + i``."""
+class _PassThrough(VecEnvWrapper):
+    """A ``VecEnvWrapper`` that passes ``reset`` (with its ``reset_infos``) and ``step_wait``
+    through, and is built without SB3's per-slot ``render_mode`` warning."""
 
-    def __init__(self, venv, num_copies: int, seed: int | None = None, multiprocess: bool = False):
+    def __init__(self, venv):
         with warnings.catch_warnings():
             # SB3 asks every slot for ``render_mode``; PettingZoo envs keep one per env.
             warnings.filterwarnings("ignore", message="The `render_mode` attribute")
             super().__init__(venv)
+
+    def reset(self):
+        obs = self.venv.reset()
+        self.reset_infos = self.venv.reset_infos
+        return obs
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
+class SeedForwarding(_PassThrough):
+    """Keeps ``seed(s)`` and hands it to SuperSuit's concatenated env at the next ``reset()``
+    (fix 3 of the module doc): copy ``i`` of the market is seeded ``s + i``."""
+
+    def __init__(self, venv, num_copies: int, seed: int | None = None, multiprocess: bool = False):
+        super().__init__(venv)
         self.num_copies = num_copies
         self.multiprocess = multiprocess
         self._pending_seed = seed
@@ -130,33 +146,19 @@ class SeedForwarding(VecEnvWrapper):
         self.reset_infos = self.venv.reset_infos
         return obs
 
-    def step_wait(self):
-        return self.venv.step_wait()
 
-
-class SlateCheck(VecEnvWrapper):
+class SlateCheck(_PassThrough):
     """Checks the ``[num_envs, K]`` action array before SuperSuit casts it (fix 6 of the module
     doc): vector index ``i`` is agent ``agents[i % A]`` of market copy ``i // A``."""
 
     def __init__(self, venv, agents: list[str], slate_size: int, num_candidates: int):
-        with warnings.catch_warnings():
-            # SB3 asks every slot for ``render_mode``; PettingZoo envs keep one per env.
-            warnings.filterwarnings("ignore", message="The `render_mode` attribute")
-            super().__init__(venv)
+        super().__init__(venv)
         self.agents = list(agents)
         self.slate_size = slate_size
         self.num_candidates = num_candidates
 
     def step_async(self, actions) -> None:
         self.venv.step_async(self._checked(actions))
-
-    def reset(self):
-        obs = self.venv.reset()
-        self.reset_infos = self.venv.reset_infos
-        return obs
-
-    def step_wait(self):
-        return self.venv.step_wait()
 
     def _checked(self, actions) -> np.ndarray:
         """``actions`` as an integer ``[num_envs, K]`` array; ``ValueError`` naming the agent,
@@ -179,6 +181,7 @@ class SlateCheck(VecEnvWrapper):
                 f"the slate of agent {self.agents}[i % {A}] of market copy i // {A}, {K} "
                 f"distinct {allowed}"
             )
+        hint = ""
         if x.dtype.kind == "f":
             whole = np.isfinite(x) & (x == np.round(x))
             if not whole.all():
@@ -189,14 +192,10 @@ class SlateCheck(VecEnvWrapper):
                     f"action of {self._where(i)}: slate slot {k} is {what}, not an integer; "
                     f"expected {allowed} (dtype {x.dtype})"
                 )
-            raise ValueError(
-                f"action of {self._where(0)}: dtype {x.dtype}, expected an integer dtype with "
-                f"candidate indices in [0, {C - 1}] (the values are whole: cast them with "
-                f"actions.astype(np.int64))"
-            )
+            hint = " (the values are whole: cast them with actions.astype(np.int64))"
         raise ValueError(
             f"action of {self._where(0)}: dtype {x.dtype}, expected an integer dtype with "
-            f"candidate indices in [0, {C - 1}]"
+            f"candidate indices in [0, {C - 1}]{hint}"
         )
 
     def _where(self, i: int) -> str:
