@@ -100,22 +100,7 @@ def resume_comparison(
     with DirLock(p, "comparison"):
         _refuse_finished(p)  # again: it may have finished just before the lock was taken
         cfg = read_compare_config(p)
-        _refuse_other_seeds(p, cfg)
         return _complete(p, cfg, quiet, log)
-
-
-def _refuse_other_seeds(p: Path, cfg: CompareConfig) -> None:
-    """A variant of ``tune_sweep`` records its seeds (``--seeds 0,1,7``) beside a config that
-    can only count them from ``run.seed``: resuming it would train and report other seeds."""
-    sweep = report.read_compare_json(p).get("sweep")
-    seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
-    if seeds is not None and list(seeds) != cfg.seed_list():
-        raise RunError(
-            f"{str(p)!r} is a variant of the sweep in {sweep.get('dir')!r} with seeds {seeds}, "
-            f"which resume cannot train (it counts {cfg.seeds} seeds from run.seed="
-            f"{cfg.run.seed}: {cfg.seed_list()}); run the sweep again with those seeds, or "
-            "print what finished: python -m experiments report " + str(p) + " --partial"
-        )
 
 
 def _refuse_finished(p: Path) -> None:
@@ -129,7 +114,8 @@ def _refuse_finished(p: Path) -> None:
 def read_compare_config(path: str | Path) -> CompareConfig:
     """The :class:`CompareConfig` of the comparison in ``path``, checked against this
     installation (its env ids, agents and their config keys); a ``compare.json`` that is not
-    readable as one, or names what is not installed here, raises :class:`RunError` naming it."""
+    readable as one, names what is not installed here, or records seeds the config cannot
+    count (a ``tune_sweep`` variant's ``--seeds 0,1,7``) raises :class:`RunError` naming it."""
     file = str(Path(path) / "compare.json")
     head = report.read_compare_json(path)
     try:
@@ -139,6 +125,17 @@ def read_compare_config(path: str | Path) -> CompareConfig:
     except (ValueError, TypeError) as e:  # ConfigError included
         kind = "cannot be resumed here" if isinstance(e, ConfigError) else "is not readable"
         raise RunError(f"{file!r} {kind}: {e}") from None
+    # A tune_sweep variant records its seeds (--seeds 0,1,7) beside a config that can only
+    # count them from run.seed: resuming it would train and report other seeds.
+    sweep = head.get("sweep")
+    seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
+    if seeds is not None and list(seeds) != cfg.seed_list():
+        raise RunError(
+            f"{str(Path(path))!r} is a variant of the sweep in {sweep.get('dir')!r} with seeds "
+            f"{seeds}, which resume cannot train (it counts {cfg.seeds} seeds from run.seed="
+            f"{cfg.run.seed}: {cfg.seed_list()}); run the sweep again with those seeds, or "
+            f"print what finished: python -m experiments report {Path(path)} --partial"
+        )
     return cfg
 
 

@@ -503,4 +503,4 @@ def test_a_sweep_variant_with_seeds_resume_cannot_count_is_refused(tiny, tmp_pat
     # Seeds it can count (a sweep's default) resume as any comparison's.
     head["sweep"]["seeds"] = [0, 1, 2]
     (path / "compare.json").write_text(json.dumps(head))
-    comparison._refuse_other_seeds(path, cfg)
+    assert comparison.read_compare_config(path) == cfg
