@@ -51,7 +51,12 @@ import torch
 import agents
 import recenv
 from experiments import compare_agents, report
-from experiments.config import EVAL_SEED_OFFSET
+from experiments.config import (
+    EVAL_SEED_OFFSET,
+    ConfigError,
+    check_agent_name,
+    validate_agent_overrides,
+)
 from recenv.core.config import REWARD_MODES
 
 ENV = "recenv/Market-v0"
@@ -263,35 +268,31 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     names = [n for n in args.agents.split(",") if n]
     if not names:
         p.error("--agents: at least one agent")
-    for option, given in (("--agents", names), ("--head-to-head", args.head_to_head.split(","))):
-        for name in filter(None, given):
-            try:
-                agents.agent_class(name)
-            except ValueError as e:
-                p.error(f"{option}: {e}")
     try:
+        for option, given in (("--agents", args.agents), ("--head-to-head", args.head_to_head)):
+            for name in filter(None, given.split(",")):
+                check_agent_name(name, option)
         cfg = agent_configs(args)
+        for name in cfg:  # the names --set gave (the others were checked above)
+            check_agent_name(name, f"--set {name}.KEY")
+            validate_agent_overrides(name, cfg[name])
+    except ConfigError as e:
+        p.error(str(e))
     except SystemExit as e:  # a --set item that is not NAME.KEY=VALUE
         p.error(str(e.code).removeprefix("error: "))
     teams = [t for t in args.head_to_head.split(",") if t]
     used = {*names, *teams, *(("iql", "popularity") if teams else ())}
-    for name in sorted(used | set(cfg)):
+    for name in sorted(used):
+        # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
+        # runs once, on one small market of a mode it supports (a mode it refuses is not an
+        # error: the report lists it as refused).
+        supported = getattr(agents.agent_class(name), "supports_reward_modes", REWARD_MODES)
+        mode = next((m for m in [*modes, "competitive"] if m in supported), None)
+        if mode is None:
+            continue
         try:
-            target = agents.agent_class(name)
-        except ValueError as e:  # only a --set name can get here: the others were checked
-            p.error(f"--set {name}.KEY: {e}")
-        config_class = getattr(target, "Config", None)
-        try:
-            if config_class is not None:
-                config_class.from_kwargs(**cfg.get(name, {}))
-            # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
-            # runs once, on one small market of a mode it supports (a mode it refuses is not
-            # an error: the report lists it as refused).
-            supported = getattr(target, "supports_reward_modes", REWARD_MODES)
-            mode = next((m for m in [*modes, "competitive"] if m in supported), None)
-            if name in used and mode is not None:
-                env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2)
-                agents.make_agent(name, env, seed=0, **cfg.get(name, {}))
+            env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2)
+            agents.make_agent(name, env, seed=0, **cfg.get(name, {}))
         except ValueError as e:
             p.error(f"agent {name!r} with its settings (--set {name}.KEY=VALUE): {e}")
 
