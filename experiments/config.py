@@ -156,6 +156,9 @@ class RunConfig:
         return f"{self.agent}-vs-{self.opponent}" if self.opponent else self.agent
 
 
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """A comparison: every agent on every env with every seed, each as its own run."""
@@ -609,6 +612,16 @@ def parse_market_overrides(items: Sequence[str]) -> dict[str, Any]:
     return config
 
 
+def section_of(key: str) -> tuple[str, str]:
+    """``(section, rest)`` of an override key: ``"env.num_items"`` -> ``("env", "num_items")``;
+    an undotted key is a run field (``"seed"`` -> ``("run", "seed")``) or else a comparison
+    field (``"agents"`` -> ``("compare", "agents")``)."""
+    section, dot, rest = key.partition(".")
+    if dot:
+        return section, rest
+    return ("run" if key in _RUN_FIELDS else "compare"), key
+
+
 def apply_overrides(
     base: CompareConfig, assignments: Sequence[tuple[str, Any]], *, single_run: bool = False
 ) -> CompareConfig:
@@ -626,9 +639,7 @@ def apply_overrides(
     pending_agent: list[tuple[str, Any]] = []
 
     for key, value in assignments:
-        section, dot, rest = key.partition(".")
-        if not dot:
-            section, rest = ("run" if key in run_fields else "compare"), key
+        section, rest = section_of(key)
         if section == "run":
             if rest in _OVERRIDE_FIELDS:
                 raise ConfigError(f"set {rest} with env.KEY=VALUE / agent.KEY=VALUE instead")

@@ -157,10 +157,9 @@ _SWEEP_SET = {
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     grid = []
-    run_fields = set(RunConfig.__dataclass_fields__)
     for item in items:
         key, value = config.split_assignment(item)
-        canonical = key if "." in key else f"{'run' if key in run_fields else 'compare'}.{key}"
+        canonical = ".".join(config.section_of(key))
         if canonical in _SWEEP_SET:
             raise ConfigError(
                 f"--grid {key!r}: the sweep sets {canonical} itself for every trial "

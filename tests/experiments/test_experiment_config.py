@@ -267,3 +267,15 @@ def test_describe_shows_a_default_factory_by_its_value(capsys):
     (line,) = [x for x in out.splitlines() if x.split()[:1] == ["run"]]
     assert "RunConfig()" in line and "MISSING" not in out
     assert config._default_text(RunConfig(seed=3)) == "RunConfig(seed=3)"
+
+
+def test_section_of_maps_undotted_keys_to_run_or_compare():
+    """One rule for `--set` and `tune_sweep --grid`: undotted keys are run fields, else
+    comparison fields; a dotted key names its section."""
+    assert config.section_of("total_steps") == ("run", "total_steps")
+    assert config.section_of("agents") == ("compare", "agents")
+    assert config.section_of("env.num_items") == ("env", "num_items")
+    assert config.section_of("iql.lr") == ("iql", "lr")
+    # An override table named without its section points at the section form.
+    with pytest.raises(ConfigError, match=r"env\.KEY=VALUE"):
+        config.apply_overrides(CompareConfig(), [("env_overrides", "{}")])
