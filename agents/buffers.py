@@ -71,8 +71,9 @@ class ReplayBuffer:
         return {k: v.index_select(0, idx) for k, v in self.storage.items()}
 
     def state_dict(self) -> dict:
+        # Copies of the filled rows: torch.save writes a view's whole storage (the capacity).
         return {
-            "storage": {k: v[: self.size] for k, v in self.storage.items()},
+            "storage": {k: v[: self.size].to("cpu", copy=True) for k, v in self.storage.items()},
             "pos": self.pos,
             "size": self.size,
         }

@@ -48,7 +48,12 @@ def normalize_scores(scores: torch.Tensor, mask: torch.Tensor, how: str) -> torc
         return s
     count = m.sum(1, keepdim=True).clamp(min=1.0)
     if how == "rank":
-        ranked = s.masked_fill(~mask, -torch.inf).argsort(dim=1).argsort(dim=1).float()
+        # Tied scores share their average rank: a tie says nothing of the candidates' order.
+        keyed = s.masked_fill(~mask, -torch.inf)
+        ordered = keyed.sort(dim=1).values
+        below = torch.searchsorted(ordered, keyed, side="left").float()
+        upto = torch.searchsorted(ordered, keyed, side="right").float()
+        ranked = (below + upto - 1.0) / 2.0
         first = (~mask).float().sum(1, keepdim=True)  # masked candidates rank lowest
         return torch.where(mask, (ranked - first) / (count - 1).clamp(min=1.0), 0.0)
     mean = (s * m).sum(1, keepdim=True) / count
@@ -87,6 +92,13 @@ class EnsembleAgent(ScoringAgent):
             )
         self.members = []
         for j, spec in enumerate(cfg.members):
+            pair = isinstance(spec, (tuple, list)) and len(spec) == 2
+            pair = pair and isinstance(spec[0], str) and isinstance(spec[1], Mapping)
+            if not (isinstance(spec, str) or pair):
+                raise ValueError(
+                    f"agent {self.name!r}: members[{j}]={spec!r} must be an agent name or a "
+                    "(name, {config}) pair"
+                )
             name, mcfg = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
             mcfg.setdefault("seed", cfg.seed + 1000 * (j + 1))
             member = make_agent(name, env, agent_ids=self.agent_ids, **mcfg)

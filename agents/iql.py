@@ -179,6 +179,11 @@ class IQLAgent(ScoringAgent):
             raise ValueError("n_step > 1 needs bootstrap='market' (user-level returns are 1-step)")
         if cfg.n_step < 1 or cfg.batch_size < 1 or cfg.update_every < 1:
             raise ValueError("n_step, batch_size and update_every must be >= 1")
+        if cfg.buffer_size < cfg.batch_size:  # the buffer would never hold a batch: no update
+            raise ValueError(
+                f"{self.name}: buffer_size={cfg.buffer_size} must be >= "
+                f"batch_size={cfg.batch_size}, or no gradient update ever runs"
+            )
         if not (0.0 <= cfg.gamma <= 1.0 and 0.0 < cfg.target_tau <= 1.0):
             raise ValueError(f"gamma={cfg.gamma} must be in [0, 1], target_tau in (0, 1]")
         e = self.env_config
@@ -355,6 +360,10 @@ class IQLAgent(ScoringAgent):
             "optimizers": [o.state_dict() for o in self.optimizers],
             "env_steps": self.env_steps,
             "updates": self.updates,
+            # Metrics of the updates since the last report: a resumed run reports as the
+            # uninterrupted one would.
+            "metric_sums": dict(self._sums),
+            "metric_updates": self._since_report,
         }
         if self.config.save_buffer:
             state["buffers"] = [b.state_dict() for b in self.buffers]
@@ -366,6 +375,8 @@ class IQLAgent(ScoringAgent):
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self._sums = {k: v.to(self.device) for k, v in state.get("metric_sums", {}).items()}
+        self._since_report = int(state.get("metric_updates", 0))
         for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
             b.load_state_dict(s)
         for acc in self.accumulators:

@@ -170,11 +170,12 @@ class MatrixFactorizationAgent(ScoringAgent):
             err = conf * (y - pred)  # the weighted-least-squares gradient, up to a factor 2
             flat = items.flatten()
             n = conf.sum().clamp(min=1.0)
+            reg = cfg.reg * (conf > 0).float()  # dropped rows (conf 0) leave the model alone
             self.item[i].index_add_(
-                0, flat, (cfg.lr * (err[..., None] * p - cfg.reg * q)).flatten(0, 1)
+                0, flat, (cfg.lr * (err[..., None] * p - reg[..., None] * q)).flatten(0, 1)
             )
             self.item_bias[i].index_add_(
-                0, flat, (cfg.lr * (err - cfg.reg * self.item_bias[i][items])).flatten()
+                0, flat, (cfg.lr * (err - reg * self.item_bias[i][items])).flatten()
             )
             self.mu[i] += cfg.lr * err.sum() / n
         self._user_vec = None

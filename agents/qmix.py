@@ -148,6 +148,11 @@ class ValueDecompositionAgent(ScoringAgent):
         small = {k: getattr(cfg, k) for k in ("n_step", "batch_size", "update_every")}
         if min(small.values()) < 1:
             raise ValueError(f"{self.name}: {small} must all be >= 1")
+        if cfg.buffer_size < cfg.batch_size:  # the buffer would never hold a batch: no update
+            raise ValueError(
+                f"{self.name}: buffer_size={cfg.buffer_size} must be >= "
+                f"batch_size={cfg.batch_size}, or no gradient update ever runs"
+            )
         if not 0.0 <= cfg.gamma <= 1.0 or not 0.0 < cfg.target_tau <= 1.0:
             raise ValueError(
                 f"{self.name}: gamma={cfg.gamma} (in [0, 1]) or target_tau={cfg.target_tau} "
@@ -312,6 +317,10 @@ class ValueDecompositionAgent(ScoringAgent):
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
+            # Metrics of the updates since the last report: a resumed run reports as the
+            # uninterrupted one would.
+            "metric_sums": dict(self._sums),
+            "metric_updates": self._since_report,
         }
         if self.config.save_buffer:
             state["buffer"] = self.buffer.state_dict()
@@ -322,6 +331,8 @@ class ValueDecompositionAgent(ScoringAgent):
         for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
             getattr(self, key).load_state_dict(state[key])
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self._sums = {k: v.to(self.device) for k, v in state.get("metric_sums", {}).items()}
+        self._since_report = int(state.get("metric_updates", 0))
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
         self.accumulator.reset()
