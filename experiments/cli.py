@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare",
         help="seeds x agents x envs -> table, CSV, plots",
+        # A description is not %-formatted (only help strings are): a single % here.
         description="Train every agent on every env with every seed; write the CSVs, the "
-        "markdown table (mean ± 95 %% CI) and the PNG plots.",
+        "markdown table (mean ± 95 % CI) and the PNG plots.",
         epilog=override_help,
     )
     _add_config_flags(c, with_compare=True)
@@ -310,10 +311,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from experiments import plots, report
 
+    out = Path(args.out) if args.out else None
+    if out is not None:  # checked before anything is read or printed
+        if out.exists():
+            raise ConfigError(f"--out {args.out!r} exists; report writes only a new directory")
+        if out.resolve().is_relative_to(Path(args.path).resolve()):
+            raise ConfigError(
+                f"--out {args.out!r} is inside the comparison {args.path!r}, whose directory "
+                "report never writes to; give a directory outside it"
+            )
     comp = report.load_comparison(args.path, partial=args.partial)
     print(comp.markdown)
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=False)
 
         (out / "table.md").write_text(comp.markdown)
@@ -344,6 +353,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     import recenv
     from recenv.core.config import MarketConfig
 
+    if args.name is not None and args.what != "agent":
+        raise ConfigError(
+            f"describe {args.what} takes no NAME (got {args.name!r}); only `describe agent "
+            "NAME` does"
+        )
     if args.what == "run":
         print("RunConfig fields (--FIELD VALUE or --set FIELD=VALUE):")
         print(config.describe(RunConfig))

@@ -72,6 +72,15 @@ def curve_figure(
     """One panel per env, one line per agent: ``key`` of the curve points against env steps,
     mean over seeds with a 95 % CI band."""
     envs = _envs(curves)
+    if not envs:
+        return _save(_no_data(_title(title, note)), path)
+    # One colour per agent in every panel (an agent missing from one env, say in a partial
+    # comparison, must not pass its colour on to the next), and one legend entry per agent
+    # from every panel, with its number of seeds in each env.
+    agents = list(dict.fromkeys(a for _, a in curves))
+    colors = {a: f"C{i % 10}" for i, a in enumerate(agents)}
+    seeds: dict[str, list[int]] = {a: [] for a in agents}
+    handles: dict[str, Any] = {}
     fig = Figure(figsize=(5.2 * len(envs) + 1.6, 3.8), layout="constrained")
     axes = fig.subplots(1, len(envs), squeeze=False)[0]
     for ax, env in zip(axes, envs, strict=True):
@@ -80,17 +89,29 @@ def curve_figure(
             if band is None:
                 continue
             x, m, ci = band
-            n = len(curves[(env, agent)])
-            (line,) = ax.plot(x, m, label=f"{agent} (n={n})", linewidth=1.6)
-            ax.fill_between(x, m - ci, m + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+            seeds[agent].append(len(curves[(env, agent)]))
+            (line,) = ax.plot(x, m, color=colors[agent], label=agent, linewidth=1.6)
+            ax.fill_between(x, m - ci, m + ci, color=colors[agent], alpha=0.2, linewidth=0)
+            handles.setdefault(agent, line)
         ax.set_title(_short(env))
         ax.set_xlabel("env steps")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    labels = [f"{a} (n={'/'.join(str(n) for n in dict.fromkeys(seeds[a]))})" for a in handles]
+    fig.legend(list(handles.values()), labels, loc="outside right upper", fontsize=8)
     fig.suptitle(_title(title, note))
     return _save(fig, path)
+
+
+def _no_data(title: str) -> Figure:
+    """A figure that says it has nothing to show (a partial comparison with no finished
+    run), instead of an error or a blank image."""
+    fig = Figure(figsize=(5.2, 3.0), layout="constrained")
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, "no finished runs to show", ha="center", va="center")
+    ax.set_axis_off()
+    fig.suptitle(title)
+    return fig
 
 
 def learning_curves(curves: Curves, path: str | Path | None = None, note: str = "") -> Figure:
@@ -143,6 +164,8 @@ def final_metrics(
     """One panel per metric: a bar per agent (grouped by env) at the mean over seeds, with
     95 % CI error bars."""
     cols = [(m, t, hi) for m, t, hi in metrics if any(f"{m}_mean" in r for r in table)]
+    if not cols:
+        return _save(_no_data(_title("Final metrics: mean ± 95 % CI over seeds", note)), path)
     envs = list(dict.fromkeys(r["env"] for r in table))
     agents = list(dict.fromkeys(r["agent"] for r in table))
     ncol = min(4, len(cols))

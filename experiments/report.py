@@ -401,7 +401,9 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
     for summary_path in summaries:
         try:
             summary = json.loads(summary_path.read_text())
-            rows.append(run_row(summary, summary_path.parent))
+            # The run directory's name, as the comparison's runs.csv has it (relative to
+            # the comparison directory, whatever path it was read by).
+            rows.append(run_row(summary, summary_path.parent.name))
         except (OSError, ValueError, AttributeError) as e:
             raise RunError(f"{str(summary_path)!r} is not a readable run summary: {e}") from None
         curve_path = summary_path.parent / "curve.csv"

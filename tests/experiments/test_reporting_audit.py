@@ -1,0 +1,111 @@
+"""Reading results back: ``report`` re-renders a comparison as it was written, figures keep one
+colour per agent, partial reports with nothing finished, and the CLI's argument checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.colors as mcolors
+import pytest
+from experiment_helpers import tiny_run
+
+from experiments import cli, comparison, plots, report
+from experiments.config import CompareConfig
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished comparison of two baselines over two seeds (seconds)."""
+    root = tmp_path_factory.mktemp("cmp") / "runs"
+    run = tiny_run(root, total_steps=40, checkpoint_every=40, agent_overrides=())
+    cfg = CompareConfig(agents=("random", "popularity"), seeds=2, run=run)
+    return comparison.compare(cfg, quiet=True).path
+
+
+def test_a_report_reads_run_dirs_as_runs_csv_has_them_and_re_renders_it_unchanged(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """``rows[i]["run_dir"]`` is the run directory's name (runs.csv's), not the path the
+    comparison was read by: ``COMPARISON / row["run_dir"]`` (the notebook's) finds the run
+    from a relative path too, and ``report --out`` writes the same runs.csv."""
+    monkeypatch.chdir(finished.parent)
+    comp = report.load_comparison(finished.name)  # a relative path, as a user types it
+    written = report.read_csv(finished / "runs.csv")
+    assert [r["run_dir"] for r in comp.rows] == [r["run_dir"] for r in written]
+    for row in comp.rows:
+        assert (Path(finished.name) / row["run_dir"] / "DONE").is_file()
+    out = tmp_path / "again"
+    assert cli.main(["report", finished.name, "--out", str(out)]) == 0
+    capsys.readouterr()
+    for name in ("runs.csv", "table.csv", "table.md"):
+        assert (out / name).read_text() == (finished / name).read_text(), name
+
+
+def test_report_out_must_be_a_new_directory_outside_the_comparison(finished, tmp_path, capsys):
+    """``--out`` that exists, or lies inside the (finished) comparison, is a usage error
+    naming --out, before anything is printed or written."""
+    before = sorted(p.relative_to(finished) for p in finished.rglob("*"))
+    run = next(p for p in finished.iterdir() if p.is_dir())
+    for out in (tmp_path, finished / "figures", run / "figures"):
+        assert cli.main(["report", str(finished), "--out", str(out)]) == 2, out
+        captured = capsys.readouterr()
+        assert captured.out == "" and "--out" in captured.err, captured.err
+    assert sorted(p.relative_to(finished) for p in finished.rglob("*")) == before
+
+
+def test_a_partial_report_with_no_finished_run_writes_its_figures(tmp_path, capsys):
+    """Interrupted during its first run: `report --partial --out` says so, and draws figures
+    that say there is nothing to show, instead of a matplotlib traceback."""
+    cdir = tmp_path / "cmp"
+    cdir.mkdir()
+    cfg = CompareConfig(agents=("random", "popularity"), seeds=2)
+    (cdir / "compare.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    out = tmp_path / "out"
+    assert cli.main(["report", str(cdir), "--partial", "--out", str(out)]) == 0
+    assert "0 of 4 runs finished" in capsys.readouterr().out
+    for name in plots.FIGURES:
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    fig = plots.final_metrics([], note="partial")
+    assert fig.get_suptitle().endswith("\npartial")
+
+
+def test_curves_keep_one_colour_per_agent_in_every_panel():
+    """An agent missing from one env (a partial comparison) must not hand its colour to the
+    next agent there; the legend lists every agent, from every panel."""
+
+    def seeds(base, n=2):
+        return [
+            [{"step": s, "return": base + s / 100, "market_share": 0.5} for s in (100, 200)]
+            for _ in range(n)
+        ]
+
+    curves = {("E1", "a"): seeds(0), ("E1", "b"): seeds(1), ("E2", "b"): seeds(1, 1)}
+    curves[("E2", "c")] = seeds(2)  # only in the second panel
+    fig = plots.learning_curves(curves)
+    colour = {}
+    for ax in fig.axes[:2]:
+        for line in ax.lines:
+            hexed = mcolors.to_hex(line.get_color())
+            assert colour.setdefault(line.get_label(), hexed) == hexed, line.get_label()
+    assert len(set(colour.values())) == 3
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["a (n=2)", "b (n=2/1)", "c (n=2)"]
+    handles = legend.legend_handles
+    assert [mcolors.to_hex(h.get_color()) for h in handles] == [colour[a] for a in "abc"]
+
+
+@pytest.mark.parametrize("what", ["run", "compare", "env", "envs", "agents"])
+def test_describe_refuses_a_name_it_does_not_take(what, capsys):
+    assert cli.main(["describe", what, "iql"]) == 2
+    err = capsys.readouterr().err
+    assert f"describe {what} takes no NAME (got 'iql')" in err
+
+
+def test_compare_help_shows_the_percent_sign_once(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "%%" not in out and "95 % CI" in out
