@@ -171,8 +171,6 @@ class EpsilonGreedyAgent(ScoringAgent):
         super().__init__(env, config, agent_ids)
         cfg: EpsilonGreedyConfig = self.config  # type: ignore[assignment]
         _check_choice("target", cfg.target, TARGETS)
-        if not 0.0 <= cfg.epsilon <= 1.0:
-            raise ValueError(f"epsilon={cfg.epsilon} must be in [0, 1]")
         A, I = len(self.agent_ids), self.env_config.num_items
         self.payoff = torch.zeros(A, I, device=self.device)
         self.count = torch.zeros(A, I, device=self.device)
@@ -208,8 +206,18 @@ class EpsilonGreedyAgent(ScoringAgent):
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LinUCBConfig(AgentConfig):
-    alpha: float = option(0.5, "width of the upper confidence bound while exploring")
-    ridge: float = option(1.0, "ridge regularisation λ (A starts at λI)")
+    alpha: float = option(
+        0.5,
+        "width of the upper confidence bound while exploring",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
+    )
+    ridge: float = option(
+        1.0,
+        "ridge regularisation λ (A starts at λI)",
+        within=(0.0, math.inf),
+        open_ends=(True, True),
+    )
     target: str = option("engagement", "payoff of a slot: 'click' (0/1) or 'engagement'")
 
 
@@ -232,8 +240,6 @@ class LinUCBAgent(ScoringAgent):
         super().__init__(env, config, agent_ids)
         cfg: LinUCBConfig = self.config  # type: ignore[assignment]
         _check_choice("target", cfg.target, TARGETS)
-        if cfg.ridge <= 0 or cfg.alpha < 0:
-            raise ValueError(f"ridge={cfg.ridge} must be > 0 and alpha={cfg.alpha} >= 0")
         self.layout = ObsLayout(self.env_config.num_topics)
         A, d = len(self.agent_ids), self.layout.linear_dim()
         eye = torch.eye(d, device=self.device)

@@ -34,7 +34,7 @@ from agents.registry import register
 
 @dataclass(frozen=True)
 class MatrixFactorizationConfig(AgentConfig):
-    dim: int = option(16, "d: latent dimension of users and items")
+    dim: int = option(16, "d: latent dimension of users and items", within=(1, math.inf))
     lr: float = option(
         0.05,
         "SGD step size of item factors and biases",
@@ -47,7 +47,9 @@ class MatrixFactorizationConfig(AgentConfig):
         within=(0.0, math.inf),
         open_ends=(False, True),
     )
-    fold_in_reg: float = option(1.0, "λ: ridge of the user fold-in")
+    fold_in_reg: float = option(
+        1.0, "λ: ridge of the user fold-in", within=(0.0, math.inf), open_ends=(True, True)
+    )
     confidence: float = option(
         4.0,
         "α: a click weighs 1 + α, a passed-over item 1",
@@ -77,8 +79,6 @@ class MatrixFactorizationAgent(ScoringAgent):
         cfg: MatrixFactorizationConfig = self.config  # type: ignore[assignment]
         if cfg.user_scope not in ("episode", "population"):
             raise ValueError(f"user_scope={cfg.user_scope!r} must be 'episode' or 'population'")
-        if cfg.dim <= 0 or cfg.fold_in_reg <= 0 or not 0 <= cfg.epsilon <= 1:
-            raise ValueError("dim and fold_in_reg must be > 0 and epsilon in [0, 1]")
         A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
         self.num_users = self.env_config.num_users
         g = self.generator

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 
 import pytest
 import torch
@@ -98,3 +99,23 @@ def test_a_resumed_replay_learner_reports_like_the_uninterrupted_one(market, tmp
     assert [s for s, _ in r1.metrics] == [s for s, _ in r2.metrics] and r1.metrics
     for (_, m1), (_, m2) in zip(r1.metrics, r2.metrics, strict=True):
         assert m1 == pytest.approx(m2)
+
+
+@pytest.mark.parametrize(
+    "name, field, value, allowed",
+    [
+        ("mf", "dim", 0, "[1, inf]"),
+        ("mf", "fold_in_reg", 0.0, "(0.0, inf)"),
+        ("linucb", "ridge", 0.0, "(0.0, inf)"),
+        ("linucb", "alpha", -1.0, "[0.0, inf)"),
+        ("linucb", "alpha", float("inf"), "[0.0, inf)"),
+    ],
+)
+def test_baseline_bounds_name_the_agent_field_and_interval(market, name, field, value, allowed):
+    """MF's and LinUCB's numeric fields declare their intervals (shown by `describe`): an
+    error names the agent, the field and the interval (was a bare message without the agent,
+    and LinUCB took alpha=inf)."""
+    env = market(num_envs=2)
+    msg = rf"agent '{name}': \w+Config: {field}={value} must lie in {re.escape(allowed)}"
+    with pytest.raises(ValueError, match=msg):
+        agents.make_agent(name, env, **{field: value})
