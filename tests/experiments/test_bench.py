@@ -339,6 +339,11 @@ def test_cuda_bench_tiny_run_writes_rows(tmp_path):
     assert all(_positive(row["median"]) for row in r["rows"])
 
 
+# The tests that check a commit out into a temporary worktree (here and trajectory_hash's in
+# test_perf_tools) run on one xdist worker (CI's --dist loadgroup), one after another: this
+# one compares the list of worktrees before and after, which another worker's worktree,
+# added meanwhile, would fail (seen once under plain -n 2).
+@pytest.mark.xdist_group("worktrees")
 def test_ab_commits_times_both_trees_alternately_and_cleans_up(tmp_path):
     """The A/B script times each side with recenv imported from that side's own tree (and
     its own interpreter) and removes its worktree afterwards."""
@@ -422,6 +427,7 @@ def test_ab_children_run_under_their_sides_interpreter(tmp_path):
     assert mark.exists()
 
 
+@pytest.mark.xdist_group("worktrees")  # adds a worktree: see the A/B test above
 def test_ab_worktree_children_build_kernels_beside_the_worktree(monkeypatch):
     """A temporary worktree's children build the native kernels into a folder beside it
     (removed with it), not into the user's extension cache; this tree's children keep the

@@ -130,6 +130,7 @@ def test_trajectory_digest_is_deterministic_and_sees_the_config():
     assert a != th.digest("recenv/Market-v0", {}, steps=5, num_envs=2, face_steps=4)
 
 
+@pytest.mark.xdist_group("worktrees")  # with test_bench's A/B test: see there
 def test_trajectory_hash_against_head_is_identical_when_the_core_is_unchanged(capsys):
     dirty = subprocess.run(
         ["git", "diff", "--quiet", "HEAD", "--", "recenv"], cwd=th.Path(th.__file__).parents[1]
