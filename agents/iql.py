@@ -58,6 +58,7 @@ from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, one_hot_agent, seeded_init
 from agents.registry import register
+from agents.update_metrics import UpdateMetrics
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,7 @@ class IQLAgent(ScoringAgent):
         self.accumulators = [self._accumulator() for _ in self.agent_ids]
         self.env_steps = 0  # transitions seen per agent (markets x steps)
         self.updates = 0
-        self._sums: dict[str, torch.Tensor] = {}
-        self._since_report = 0
+        self.update_metrics = UpdateMetrics(self.device)
 
     def _accumulator(self):
         cfg = self.config
@@ -297,14 +297,12 @@ class IQLAgent(ScoringAgent):
             for j, lrn in enumerate(self.learners):
                 if len(self.buffers[j]) >= cfg.batch_size:  # else skipped: too few rows yet
                     self._update(lrn, self.optimizers[j], self.buffers[j])
-                    self._since_report += 1  # the metrics average over updates that ran
             self.updates += 1  # skipped ones too: the schedule must not owe them later
-        if self._since_report >= cfg.metrics_every * len(self.learners) and self._sums:
-            metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
+        # One report per `metrics_every` updates of every learner.
+        metrics = self.update_metrics.report(cfg.metrics_every * len(self.learners))
+        if metrics:
             metrics["charts/epsilon"] = self.epsilon()
-            self._sums, self._since_report = {}, 0
-            return metrics
-        return {}
+        return metrics
 
     def _update(self, lrn: Learner, opt: torch.optim.Optimizer, buffer: ReplayBuffer) -> None:
         cfg, K = self.config, self.slate_size
@@ -344,13 +342,14 @@ class IQLAgent(ScoringAgent):
             for p, pt in zip(lrn.q.parameters(), lrn.q_target.parameters(), strict=True):
                 pt.lerp_(p, cfg.target_tau)
 
-        for k, v in (
-            ("losses/td", td),
-            ("losses/choice_nll", nll),
-            ("charts/q_clicked", q_pred.mean()),
-            ("charts/target", target.mean()),
-        ):
-            self._sums[k] = self._sums.get(k, 0.0) + v.detach()
+        self.update_metrics.add(
+            {
+                "losses/td": td,
+                "losses/choice_nll": nll,
+                "charts/q_clicked": q_pred.mean(),
+                "charts/target": target.mean(),
+            }
+        )
 
     # State -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -362,8 +361,7 @@ class IQLAgent(ScoringAgent):
             "updates": self.updates,
             # Metrics of the updates since the last report: a resumed run reports as the
             # uninterrupted one would.
-            "metric_sums": dict(self._sums),
-            "metric_updates": self._since_report,
+            **self.update_metrics.state_dict(),
         }
         if self.config.save_buffer:
             state["buffers"] = [b.state_dict() for b in self.buffers]
@@ -375,8 +373,7 @@ class IQLAgent(ScoringAgent):
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
-        self._sums = {k: v.to(self.device) for k, v in state.get("metric_sums", {}).items()}
-        self._since_report = int(state.get("metric_updates", 0))
+        self.update_metrics.load_state_dict(state)
         for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
             b.load_state_dict(s)
         for acc in self.accumulators:

@@ -52,6 +52,7 @@ from agents.buffers import NStepAccumulator, ReplayBuffer
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, mlp, one_hot_agent, seeded_init
 from agents.registry import register
+from agents.update_metrics import UpdateMetrics
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask")
 
@@ -179,8 +180,7 @@ class ValueDecompositionAgent(ScoringAgent):
         self.accumulator = NStepAccumulator(cfg.n_step, cfg.gamma)
         self.env_steps = 0  # transitions seen (markets x steps)
         self.updates = 0
-        self._sums: dict[str, torch.Tensor] = {}
-        self._since_report = 0
+        self.update_metrics = UpdateMetrics(self.device)
 
     def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
         raise NotImplementedError
@@ -266,13 +266,10 @@ class ValueDecompositionAgent(ScoringAgent):
         for _ in range(owed):
             if len(self.buffer) >= cfg.batch_size:  # else skipped: too few rows yet
                 self._update()
-                self._since_report += 1  # the metrics average over updates that ran
             self.updates += 1  # skipped ones too: the schedule must not owe them later
-        if self._since_report < cfg.metrics_every or not self._sums:
-            return {}
-        metrics = {k: float(v) / self._since_report for k, v in self._sums.items()}
-        metrics["charts/epsilon"] = self.exploration()
-        self._sums, self._since_report = {}, 0
+        metrics = self.update_metrics.report(cfg.metrics_every)
+        if metrics:
+            metrics["charts/epsilon"] = self.exploration()
         return metrics
 
     def _update(self) -> None:
@@ -303,8 +300,7 @@ class ValueDecompositionAgent(ScoringAgent):
                 for p, pt in zip(online.parameters(), tgt.parameters(), strict=True):
                     pt.lerp_(p, cfg.target_tau)
         stats = {"losses/td": td, "charts/q_tot": q_tot.mean(), "charts/target": target.mean()}
-        for k, v in stats.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v.detach()
+        self.update_metrics.add(stats)
 
     # State -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -319,8 +315,7 @@ class ValueDecompositionAgent(ScoringAgent):
             "updates": self.updates,
             # Metrics of the updates since the last report: a resumed run reports as the
             # uninterrupted one would.
-            "metric_sums": dict(self._sums),
-            "metric_updates": self._since_report,
+            **self.update_metrics.state_dict(),
         }
         if self.config.save_buffer:
             state["buffer"] = self.buffer.state_dict()
@@ -331,8 +326,7 @@ class ValueDecompositionAgent(ScoringAgent):
         for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
             getattr(self, key).load_state_dict(state[key])
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
-        self._sums = {k: v.to(self.device) for k, v in state.get("metric_sums", {}).items()}
-        self._since_report = int(state.get("metric_updates", 0))
+        self.update_metrics.load_state_dict(state)
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
         self.accumulator.reset()

@@ -74,8 +74,10 @@ except ImportError:  # Windows: runs are not locked (see DirLock)
 CHECKPOINT_FORMAT = "recenv-run-checkpoint"
 # Bumped whenever the env's or an agent's saved state changes layout, so an old checkpoint
 # is refused by name instead of restored wrongly (snapshot.restore replaces tensors by
-# attribute name). 2: BatchedMarket.user_status is [N, 2, U] (was [N, U, 2]).
-CHECKPOINT_VERSION = 2
+# attribute name). 2: BatchedMarket.user_status is [N, 2, U] (was [N, U, 2]). 3: IQL,
+# VDN and QMIX keep their pending update metrics in `update_metrics` (was `_sums`,
+# `_since_report`).
+CHECKPOINT_VERSION = 3
 # BatchedMarket attributes that are static (rebuilt from the config), never checkpointed.
 ENV_STATIC = ("config", "catalog", "population", "layout")
 OPPONENT_SEED_OFFSET = 1_000

@@ -91,7 +91,7 @@ def test_a_resumed_replay_learner_reports_like_the_uninterrupted_one(market, tmp
     small = {"learning_starts": 32, "batch_size": 16, "update_every": 8, "hidden": (16,)}
     agent = agents.make_agent(name, env, seed=3, save_buffer=True, metrics_every=3, **small)
     agents.train(agent, env, 4 * 26)
-    assert agent._since_report > 0  # saved between two reports
+    assert agent.update_metrics.updates > 0  # saved between two reports
     agent.save(tmp_path / f"{name}.pt")
     clone = agents.load_agent(tmp_path / f"{name}.pt", env)
     r1 = agents.train(agent, env, 4 * 16, seed=11)

@@ -157,9 +157,9 @@ def test_metrics_average_over_the_updates_that_ran(market):
     update = agent._update
 
     def spy(*args):
-        before = float(agent._sums.get("losses/td", 0.0))
+        before = float(agent.update_metrics.sums.get("losses/td", 0.0))
         update(*args)
-        tds.append(float(agent._sums["losses/td"]) - before)
+        tds.append(float(agent.update_metrics.sums["losses/td"]) - before)
 
     agent._update = spy
     reports = []
