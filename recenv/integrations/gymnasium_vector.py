@@ -41,7 +41,10 @@ returned tensors as read-only.
 observation from the core (a dict of tensors, ``recenv.core.market`` documents the keys) and
 ``slates`` an integer tensor ``[N, K]`` of distinct, unmasked candidates. ``"random"`` and
 ``"oracle"`` (the myopic oracle, privileged) are built in; a policy with a ``seed(int)``
-method is reseeded whenever the env is reset with a seed.
+method is seeded by the constructor's ``seed`` and reseeded whenever the env is reset with a
+seed. A step that is refused (an invalid slate, a wrong shape or dtype) leaves the env as it
+was, the built-in random opponents' streams included; the opponents are called before the
+core checks the slates, so a custom opponent has been called by then.
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ class SingleAgentVectorEnv(VectorEnv):
         flatten_obs: flat ``Box`` observations (the PettingZoo face's flat layout), with the
             action mask also in ``infos["action_mask"]``.
         tensors: return torch tensors on the market's device instead of numpy arrays.
-        seed: seed of the built-in random opponents until the first seeded ``reset``.
+        seed: seed of the opponents that have a ``seed(int)`` method (the built-in random
+            ones) until the first seeded ``reset``.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium's attribute, read-only by use)
@@ -142,7 +146,10 @@ class SingleAgentVectorEnv(VectorEnv):
         self.tensors = bool(tensors)
         self.num_envs = market.num_envs
         cfg = market.config
-        self.opponents = self._resolve_opponents(opponents, seed)
+        self.opponents = self._resolve_opponents(opponents)
+        seed = check_seed(seed, self.num_envs)
+        if seed is not None:
+            self._seed_opponents(seed)
         self.single_observation_space = agent_observation_space(market, self.flatten_obs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.single_action_space = SlateSpace(cfg.num_candidates, cfg.slate_size)
@@ -166,9 +173,7 @@ class SingleAgentVectorEnv(VectorEnv):
         # changes nothing.
         seed = check_seed(seed, self.market.num_envs)
         if seed is not None:
-            for i, policy in enumerate(self.opponents.values(), start=1):
-                if hasattr(policy, "seed"):
-                    policy.seed(seed + i * _OPPONENT_SEED_STRIDE)
+            self._seed_opponents(seed)
         obs = self.market.reset(seed=seed)
         self._started = True
         o = obs[self.agent]
@@ -181,9 +186,21 @@ class SingleAgentVectorEnv(VectorEnv):
         market = self.market
         batched = {self.agent: self._as_actions(actions)}
         current = market.observe()
-        for name, policy in self.opponents.items():
-            batched[name] = policy(current[name])
-        obs, rewards, terminated, truncated, info = market.step(batched)
+        # The random opponents draw before the core checks the slates: a refused step puts
+        # their generators back, so that it changes nothing.
+        drawn_from = [
+            (p.generator, p.generator.get_state())
+            for p in self.opponents.values()
+            if isinstance(p, RandomSlatePolicy)
+        ]
+        try:
+            for name, policy in self.opponents.items():
+                batched[name] = policy(current[name])
+            obs, rewards, terminated, truncated, info = market.step(batched)
+        except Exception:
+            for generator, state in drawn_from:
+                generator.set_state(state)
+            raise
         o = obs[self.agent]
         infos = self._step_infos(info, o)
         reward = rewards[self.agent]
@@ -201,8 +218,14 @@ class SingleAgentVectorEnv(VectorEnv):
         self._started = False
 
     # Conversion ------------------------------------------------------------------------
+    def _seed_opponents(self, seed: int) -> None:
+        """Opponent ``i`` (1-based, in the market's agent order) gets ``seed + i * stride``."""
+        for i, policy in enumerate(self.opponents.values(), start=1):
+            if callable(getattr(policy, "seed", None)):
+                policy.seed(seed + i * _OPPONENT_SEED_STRIDE)
+
     def _resolve_opponents(
-        self, opponents: OpponentSpec | Mapping[str, OpponentSpec], seed: int | None
+        self, opponents: OpponentSpec | Mapping[str, OpponentSpec]
     ) -> dict[str, Policy]:
         others = [a for a in self.market.agents if a != self.agent]
         if isinstance(opponents, Mapping):
@@ -217,11 +240,10 @@ class SingleAgentVectorEnv(VectorEnv):
         else:
             specs = dict.fromkeys(others, opponents)
         out: dict[str, Policy] = {}
-        for i, (name, spec) in enumerate(specs.items(), start=1):
+        for name, spec in specs.items():
             if spec == "random":
-                s = None if seed is None else seed + i * _OPPONENT_SEED_STRIDE
                 out[name] = RandomSlatePolicy(
-                    self.market.config.slate_size, seed=s, device=self.market.device
+                    self.market.config.slate_size, device=self.market.device
                 )
             elif spec == "oracle":
                 out[name] = OraclePolicy(self.market, name)
