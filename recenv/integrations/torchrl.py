@@ -13,7 +13,7 @@ recenv's agents are ``agent_0 … agent_{A-1}``, all with the same spaces, so an
 
 (TorchRL's own default for a parallel env groups names ``prefix_int`` by prefix, which for
 recenv is ``{"agent": [agent_0, …]}``: the shared grouping under another key.) Any explicit
-``{group: [agents]}`` map (e.g. teams) is accepted too.
+``{group: [agents]}`` map (e.g. teams) is accepted too, and so is a ``MarlGroupMapType``.
 
 The wrapped env's tensordict, per group ``g`` of ``n`` agents (``C`` candidates, ``K`` slate):
 
@@ -44,7 +44,7 @@ GROUPINGS = ("shared", "per-agent")
 
 
 def group_map(
-    agents: Iterable[str], grouping: str | Mapping[str, list[str]] = "shared"
+    agents: Iterable[str], grouping: str | Mapping[str, list[str]] | Any = "shared"
 ) -> dict[str, list[str]]:
     """The TorchRL group map of ``agents`` for ``grouping`` (see the module doc).
 
@@ -58,6 +58,8 @@ def group_map(
                 f"group map {dict(grouping)} must put each of {agents} in exactly one group"
             )
         return {g: list(members) for g, members in grouping.items()}
+    if callable(getattr(grouping, "get_group_map", None)):  # TorchRL's MarlGroupMapType
+        return grouping.get_group_map(agents)
     if grouping == "shared":
         return {"agents": agents}
     if grouping == "per-agent":
@@ -70,7 +72,7 @@ def group_map(
 def make_torchrl_env(
     env_id: str,
     *,
-    grouping: str | Mapping[str, list[str]] = "shared",
+    grouping: str | Mapping[str, list[str]] | Any = "shared",
     seed: int | None = None,
     return_state: bool = True,
     categorical_actions: bool = True,

@@ -78,3 +78,8 @@ def test_group_map_helper():
         group_map(agents, {"red": ["agent_0"]})
     with pytest.raises(ValueError, match="allowed"):
         group_map(agents, "teams")
+    # TorchRL's own enum, as its users write it.
+    from torchrl.envs.utils import MarlGroupMapType
+
+    assert group_map(agents, MarlGroupMapType.ALL_IN_ONE_GROUP) == group_map(agents, "shared")
+    assert group_map(agents, MarlGroupMapType.ONE_GROUP_PER_AGENT) == group_map(agents, "per-agent")
