@@ -14,8 +14,9 @@ class RecenvPettingZooEnv(ParallelPettingZooEnv):
 
     - ``agents`` / ``possible_agents`` in the PettingZoo env's order (RLlib's come from a
       ``set``, whose order changes with ``PYTHONHASHSEED`` from process to process);
-    - a working ``render()`` (RLlib's passes the old ``render(mode)`` argument, which
-      PettingZoo's current API does not take);
+    - a working ``render()`` and ``render_mode`` (RLlib's passes the old ``render(mode)``
+      argument, which PettingZoo's current API does not take, and leaves ``render_mode``
+      ``None``);
     - ``seed_offset`` added to every seed RLlib passes to ``reset``: with ``E`` envs per env
       runner, RLlib's ``seed + w + i`` becomes ``seed + w * E + i`` given ``seed_offset = w * (E
       - 1)`` (see the ``recenv.integrations.rllib`` module doc, "Seeding").
@@ -25,6 +26,7 @@ class RecenvPettingZooEnv(ParallelPettingZooEnv):
         super().__init__(env)
         self.possible_agents = list(env.possible_agents)
         self.agents = list(env.possible_agents)
+        self.render_mode = getattr(env, "render_mode", None)  # RLlib's wrapper leaves None
         self.seed_offset = seed_offset
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -137,6 +137,7 @@ def test_env_keeps_the_agent_order_and_renders():
     assert env.possible_agents == expected and env.agents == expected
     env.reset(seed=0)
     assert env.render().startswith("recenv/Market-v0 t=0")
+    assert env.render_mode == "ansi"  # RLlib's wrapper left it None
 
 
 def test_markets_of_several_runners_get_distinct_seeds():
