@@ -9,6 +9,10 @@ Observations are a ``Dict`` by default, of read-only numpy views of the core's t
 per step; copy an array to modify it). ``flatten_obs=True`` gives a flat ``Box`` for trainers
 that need one (layout: user, history, candidates row by row, action mask; ids are left out), and
 moves ``action_mask`` to ``infos[agent]["action_mask"]``.
+
+``render_mode="ansi"`` returns a text frame from ``render()``; ``"human"`` prints that frame
+after ``reset()``, after each ``step()`` and at each ``render()`` call (which returns None), as
+Gymnasium's convention says (PettingZoo's ``render_test`` builds every env with it).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class MarketParallelEnv(ParallelEnv):
 
     metadata: ClassVar[dict[str, Any]] = {
         "name": "recenv_market",
-        "render_modes": ["ansi"],
+        "render_modes": ["human", "ansi"],
         "is_parallelizable": True,
         "autoreset": False,
     }
@@ -50,8 +54,11 @@ class MarketParallelEnv(ParallelEnv):
     ):
         if core.num_envs != 1:
             raise ValueError("the PettingZoo face wraps a core with num_envs=1")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r}; allowed: None, 'ansi'")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r}; allowed: None, "
+                + ", ".join(repr(m) for m in self.metadata["render_modes"])
+            )
         if not isinstance(flatten_obs, bool):
             raise ValueError(f"flatten_obs={flatten_obs!r} must be a bool")
         self.core = core
@@ -63,8 +70,11 @@ class MarketParallelEnv(ParallelEnv):
         self.possible_agents = list(core.agents)
         self.agents: list[str] = []
         C, K = cfg.num_candidates, cfg.slate_size
-        obs_space = observation_space(cfg, flatten_obs)
-        self.observation_spaces = {a: obs_space for a in self.possible_agents}
+        # One space object per agent (as for actions): seeding one agent's space, as
+        # PettingZoo's seed_test does with 42 + i, must not reseed another's.
+        self.observation_spaces = {
+            a: observation_space(cfg, flatten_obs) for a in self.possible_agents
+        }
         self.action_spaces = {a: SlateSpace(C, K) for a in self.possible_agents}
         inf = np.float32(np.inf)
         self.state_space = spaces.Box(-inf, inf, (cfg.state_dim,), np.float32)
@@ -95,7 +105,10 @@ class MarketParallelEnv(ParallelEnv):
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_step = None
-        return self._np_obs(), self._infos(None, None)
+        out = self._np_obs(), self._infos(None, None)
+        if self.render_mode == "human":
+            self.render()
+        return out
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
@@ -119,14 +132,26 @@ class MarketParallelEnv(ParallelEnv):
         infos = self._infos(info, scalars)
         if terminated or truncated:
             self.agents = []
+        if self.render_mode == "human":
+            self.render()
         return np_obs, rewards, terminations, truncations, infos
 
     def state(self) -> np.ndarray:
         return self.core.state()[0].numpy().astype(np.float32, copy=False)
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        """The ``"ansi"`` frame; printed (and None returned) with ``render_mode="human"``;
+        None without a render mode."""
+        if self.render_mode is None:
             return None
+        frame = self._frame()
+        if self.render_mode == "human":
+            print(frame)
+            return None
+        return frame
+
+    def _frame(self) -> str:
+        """The text frame: env id, step and user, and the last step's slates and choice."""
         c = self.core
         lines = [f"{self.env_id} t={int(c.t[0])} user={int(c.user[0])}"]
         if self._last_step is not None:

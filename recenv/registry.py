@@ -8,12 +8,13 @@ agent experiences (dynamics, rewards, observations, choice) bumps the version.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from recenv.core.config import UnknownConfigKey
+from recenv.core.config import UnknownConfigKey, check_int
 from recenv.core.market import BatchedMarket
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv
 
@@ -30,14 +31,21 @@ class EnvSpec:
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
+# Gymnasium's form: one namespace, a name, and a version of digits.
+_ID = re.compile(r"[\w.-]+/[\w.-]+-v\d+")
+_ENTRY_POINT = re.compile(r"[\w.]+:[\w.]+")
 
 
 def register(env_id: str, entry_point: str, pz_doc: str = "") -> None:
     """Register ``env_id``; re-registering an id is an error (ids are versioned instead)."""
+    if not isinstance(env_id, str) or not _ID.fullmatch(env_id):
+        raise ValueError(
+            f"environment id {env_id!r} must look like 'namespace/Name-vN' (N: digits)"
+        )
+    if not isinstance(entry_point, str) or not _ENTRY_POINT.fullmatch(entry_point):
+        raise ValueError(f"entry_point={entry_point!r} must look like 'module:builder'")
     if env_id in _REGISTRY:
         raise ValueError(f"environment id {env_id!r} is already registered")
-    if "/" not in env_id or "-v" not in env_id:
-        raise ValueError(f"environment id {env_id!r} must look like 'namespace/Name-vN'")
     _REGISTRY[env_id] = EnvSpec(env_id, entry_point, pz_doc)
 
 
@@ -112,7 +120,8 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
     if "max_cycles" in face:
         if "horizon" in kwargs:
             raise ValueError("give either max_cycles or horizon, not both")
-        kwargs["horizon"] = face.pop("max_cycles")
+        # Checked under the name the caller wrote (the config would name ``horizon``).
+        kwargs["horizon"] = check_int("max_cycles", face.pop("max_cycles"), 1)
     s = spec(env_id)
     compile = face.pop("compile", False)
     _check_compile(compile)

@@ -38,23 +38,33 @@ class SlateSpace(spaces.MultiDiscrete):
         if mask is None:
             allowed = np.arange(C)
         else:
-            if isinstance(mask, tuple):
-                mask = np.logical_and.reduce([np.asarray(m, dtype=bool) for m in mask])
-            mask = np.asarray(mask)
-            if mask.shape != (C,):
-                raise ValueError(f"action mask must have shape ({C},), got {mask.shape}")
-            allowed = np.flatnonzero(mask)
+            masks = mask if isinstance(mask, tuple) else (mask,)
+            allowed = np.flatnonzero(np.logical_and.reduce([self._mask_bits(m) for m in masks]))
             if len(allowed) < K:
                 raise ValueError(
                     f"only {len(allowed)} unmasked candidates, a slate needs {K} distinct ones"
                 )
         return self.np_random.choice(allowed, size=K, replace=False).astype(self.dtype)
 
+    def _mask_bits(self, mask: Any) -> np.ndarray:
+        """One 1-D mask of length C as bools. Refuses another shape, and values other than
+        0/1 (``flatnonzero`` would count a score or probability of 0.1 as unmasked)."""
+        mask = np.asarray(mask)
+        C = self.num_candidates
+        if mask.shape != (C,):
+            raise ValueError(f"action mask must have shape ({C},), got {mask.shape}")
+        if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():
+            raise ValueError(
+                f"action mask must be binary (0/1 or bool), got values {np.unique(mask)}"
+            )
+        return mask.astype(bool, copy=False)
+
     def contains(self, x: Any) -> bool:
         if not super().contains(x):
             return False
         x = np.asarray(x)
-        return len(np.unique(x)) == x.size
+        # Integer indices only, as the env's check: MultiDiscrete casts bool to int.
+        return x.dtype.kind in "iu" and len(np.unique(x)) == x.size
 
     def __repr__(self) -> str:
         return f"SlateSpace(num_candidates={self.num_candidates}, slate_size={self.slate_size})"

@@ -180,15 +180,15 @@ def test_agents_leave_at_episode_end_and_step_after_end_raises(env_id, small):
 
 def test_render_ansi(env_id, small):
     """``render_mode="ansi"`` returns a text frame naming the env; no render mode returns None;
-    an unknown mode is refused."""
+    an unknown mode is refused, naming the allowed ones (``"human"``: see test_face_audit)."""
     env = recenv.make(env_id, seed=0, render_mode="ansi", **small(env_id))
     obs, _ = env.reset()
     env.step({a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents})
     frame = env.render()
     assert isinstance(frame, str) and env_id in frame and "shown=" in frame
     assert recenv.make(env_id, seed=0, **small(env_id)).render() is None
-    with pytest.raises(ValueError, match="render_mode"):
-        recenv.make(env_id, render_mode="human", **small(env_id))
+    with pytest.raises(ValueError, match=r"render_mode='rgb_array'.*'human', 'ansi'"):
+        recenv.make(env_id, render_mode="rgb_array", **small(env_id))
 
 
 def test_render_names_the_step_the_batched_face_reports(env_id, small):

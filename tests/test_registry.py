@@ -119,3 +119,28 @@ def test_recenv_never_imports_agents_or_experiments():
         for name in _imports(path):
             root = name.split(".")[0]
             assert root not in ("agents", "experiments"), f"{path} imports {name}"
+
+
+@pytest.mark.parametrize(
+    "new_id,entry_point,pattern",
+    [
+        ("audit/Thing-vX", "recenv.scenarios.market:build", "namespace/Name-vN"),
+        ("audit/Thing-v", "recenv.scenarios.market:build", "namespace/Name-vN"),
+        ("Thing-v0", "recenv.scenarios.market:build", "namespace/Name-vN"),
+        ("audit/-v0", "recenv.scenarios.market:build", "namespace/Name-vN"),
+        ("a/b/Thing-v0", "recenv.scenarios.market:build", "namespace/Name-vN"),
+        ("audit/Thing-v0", "recenv.scenarios.market", "module:builder"),
+        ("audit/Thing-v0", ":build", "module:builder"),
+    ],
+)
+def test_register_refuses_malformed_ids_and_entry_points(new_id, entry_point, pattern):
+    """``register`` refuses an id that is not ``namespace/Name-vN`` (N digits) and an entry
+    point that is not ``"module:builder"``, naming the expected form, and registers nothing.
+
+    Regression test: ``"audit/Thing-vX"`` and ``"audit/Thing-v"`` passed the substring
+    check, and an entry point without ``:`` was accepted and failed only at ``make`` with
+    ``AttributeError: module ... has no attribute ''``."""
+    before = recenv.registered_ids()
+    with pytest.raises(ValueError, match=pattern):
+        recenv.register(new_id, entry_point)
+    assert recenv.registered_ids() == before

@@ -83,3 +83,34 @@ def test_constructor_and_equality():
     with pytest.raises(ValueError, match="slate_size"):
         SlateSpace(3, 4)
     assert SlateSpace(7, 2) == SlateSpace(7, 2) and SlateSpace(7, 2) != SlateSpace(7, 3)
+
+
+def test_contains_refuses_what_the_env_refuses():
+    """``contains`` agrees with the env's check: a bool array (``[True, False]`` reads as
+    indices 1, 0 to numpy) is not a slate, as ``step`` refuses its dtype; integer dtypes of
+    any width are slates.
+
+    Regression test: ``MultiDiscrete.contains`` casts bool to int, so ``contains`` said yes
+    to a slate that ``step`` rejects."""
+    s = SlateSpace(5, 2)
+    assert not s.contains(np.array([True, False]))
+    assert not s.contains([True, False])
+    for dtype in (np.int8, np.uint8, np.int32, np.int64):
+        assert s.contains(np.array([3, 1], dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [np.linspace(0.1, 1.0, 6), np.full(6, 2, dtype=np.int8), np.array([1, 1, 1, -1, 0, 1])],
+    ids=["probabilities", "twos", "minus_one"],
+)
+def test_sample_refuses_a_mask_that_is_not_binary(mask):
+    """A mask must hold 0/1 (or bools): a vector of scores or probabilities passed by
+    mistake raises ValueError instead of counting every nonzero entry as allowed.
+
+    Regression test: ``np.flatnonzero`` treated 0.1 and 2 as "unmasked"."""
+    s = SlateSpace(6, 3, seed=0)
+    with pytest.raises(ValueError, match="binary"):
+        s.sample(mask)
+    with pytest.raises(ValueError, match="binary"):
+        s.sample(tuple(mask for _ in range(3)))

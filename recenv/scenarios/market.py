@@ -80,7 +80,8 @@ retention, market share, coverage, intra-list diversity, novelty, exposure Gini,
 
 Every field of :class:`recenv.core.config.MarketConfig` is a keyword argument of ``make`` and
 ``make_vec``; unknown keys are an error listing the valid ones. ``max_cycles`` is an alias of
-``horizon``; ``render_mode="ansi"`` and ``flatten_obs`` select the face's options.
+``horizon``; ``render_mode`` (``"ansi"``: ``render()`` returns a text frame; ``"human"``:
+the frame is printed) and ``flatten_obs`` select the face's options.
 
 ## Version history
 

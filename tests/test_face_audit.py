@@ -1,0 +1,68 @@
+"""The PettingZoo face as a demanding PettingZoo user meets it: PettingZoo's ``render_test``,
+observation spaces seeded per agent, and ``make``'s ``max_cycles`` alias named in its errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pettingzoo.test import render_test
+from pettingzoo.utils.conversions import parallel_to_aec
+
+import recenv
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the checkers' style hints
+
+MARKET = "recenv/Market-v0"
+
+
+def test_pettingzoo_render_test(env_id, small, capsys):
+    """PettingZoo's ``render_test`` passes: it builds the env with ``render_mode="human"``
+    before trying each of ``metadata["render_modes"]``. ``"human"`` prints the ``"ansi"``
+    frame (after ``reset``, each ``step`` and each ``render()`` call) and ``render()`` returns
+    None, as Gymnasium's convention says.
+
+    Regression test: ``render_mode="human"`` raised ValueError, so ``render_test`` failed
+    before rendering anything."""
+    kwargs = small(env_id, horizon=10)
+
+    def env_fn(render_mode=None):
+        return parallel_to_aec(recenv.make(env_id, seed=0, render_mode=render_mode, **kwargs))
+
+    render_test(env_fn)
+    env = recenv.make(env_id, seed=0, render_mode="human", **kwargs)
+    capsys.readouterr()
+    obs, _ = env.reset()
+    assert env_id in capsys.readouterr().out
+    env.step({a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents})
+    assert "shown=" in capsys.readouterr().out
+    assert env.render() is None and "shown=" in capsys.readouterr().out
+
+
+def test_observation_spaces_are_seeded_per_agent(small):
+    """Each agent has its own observation space object (the same one on every call), so
+    seeding one agent's space, as PettingZoo's ``seed_test`` does with ``42 + i`` per agent,
+    does not reseed another's.
+
+    Regression test: one ``Dict`` space was shared by every agent; seeding agent_1's space
+    changed what agent_0's space sampled after it had been seeded."""
+    env = recenv.make(MARKET, seed=0, **small(MARKET))
+    s0, s1 = env.observation_space("agent_0"), env.observation_space("agent_1")
+    assert s0 is not s1 and s0 == s1
+    assert env.observation_space("agent_0") is s0
+    s0.seed(42)
+    alone = s0.sample()["user"]
+    s0.seed(42)
+    s1.seed(43)
+    np.testing.assert_array_equal(s0.sample()["user"], alone)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, None, True])
+def test_make_names_max_cycles_in_its_error(small, bad):
+    """An invalid ``max_cycles`` (``make``'s PettingZoo alias of ``horizon``) is refused
+    with a ValueError that names ``max_cycles`` as given and the allowed values.
+
+    Regression test: the error named only ``horizon=0``, a key the caller never wrote."""
+    kwargs = {k: v for k, v in small(MARKET).items() if k != "horizon"}
+    with pytest.raises(ValueError, match=rf"max_cycles={bad!r}.*\b1\b"):
+        recenv.make(MARKET, max_cycles=bad, **kwargs)
