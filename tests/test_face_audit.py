@@ -66,3 +66,18 @@ def test_make_names_max_cycles_in_its_error(small, bad):
     kwargs = {k: v for k, v in small(MARKET).items() if k != "horizon"}
     with pytest.raises(ValueError, match=rf"max_cycles={bad!r}.*\b1\b"):
         recenv.make(MARKET, max_cycles=bad, **kwargs)
+
+
+def test_step_before_any_reset_says_so(small):
+    """A step before the first ``reset()`` says the env was never reset; after the last step
+    of an episode it says the episode is over (it said that in both cases)."""
+    env = recenv.make(MARKET, seed=0, **small(MARKET, horizon=1))
+    actions = {a: np.arange(env.action_space(a).slate_size) for a in env.possible_agents}
+    with pytest.raises(RuntimeError, match="never reset: call reset"):
+        env.step(actions)
+    obs, _ = env.reset(seed=0)
+    actions = {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}
+    env.step(actions)
+    assert not env.agents
+    with pytest.raises(RuntimeError, match="episode is over: call reset"):
+        env.step(actions)
