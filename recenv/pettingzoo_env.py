@@ -311,7 +311,8 @@ def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
         x = action
     else:
         try:
-            x = torch.as_tensor(np.asarray(action))
+            # A copy: torch warns on a read-only array (e.g. a slice of an observation).
+            x = torch.as_tensor(np.array(action))
         except (TypeError, ValueError) as e:
             raise ValueError(f"action of {agent}: cannot read {action!r} as a slate: {e}") from None
     if x.dim() != 1 or x.shape[0] != K:

@@ -4,6 +4,8 @@ observation spaces seeded per agent, and ``make``'s ``max_cycles`` alias named i
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from pettingzoo.test import render_test
@@ -81,3 +83,17 @@ def test_step_before_any_reset_says_so(small):
     assert not env.agents
     with pytest.raises(RuntimeError, match="episode is over: call reset"):
         env.step(actions)
+
+
+def test_a_read_only_action_gets_the_clear_error_without_a_torch_warning(small):
+    """A read-only action array on the checked path gets the slate error alone (torch's
+    "not writable" UserWarning came first, and under ``-W error`` replaced it)."""
+    env = recenv.make(MARKET, seed=0, **small(MARKET))
+    obs, _ = env.reset(seed=0)
+    actions = {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}
+    actions["agent_0"] = np.zeros_like(actions["agent_0"])  # a repeated candidate
+    actions["agent_0"].setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="agent_0"):
+            env.step(actions)
