@@ -330,7 +330,8 @@ def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id
     """Each market's metrics are its own episode's only (episodes out of step, auto-reset),
     as EPISODE_METRICS documents them, recomputed in numpy from the per-step infos; the
     novelty is the self-information over log2(num_items), market_share all zero without
-    any choice."""
+    any choice; diversity and novelty average over the requests that showed a slate (under
+    Video-v0's platform_choice they averaged over every request, leaves included)."""
     N, I = 3, 60
     env = recenv.make_vec(
         scenario_id,
@@ -354,7 +355,7 @@ def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id
 
     def fresh():
         return {"ret": np.zeros(A), "clicks": 0, "eng": 0.0, "ch": np.zeros(A), "t": 0,
-                "expo": np.zeros(I), "div": 0.0, "nov": 0.0}  # fmt: skip
+                "expo": np.zeros(I), "div": 0.0, "nov": 0.0, "served": 0}  # fmt: skip
 
     ref, ended, lengths = [fresh() for _ in range(N)], 0, set()
     for _ in range(50):
@@ -380,6 +381,7 @@ def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id
                 items += list(s)
                 if len(s):
                     divs.append(_ild_np(topics[s]))
+            r["served"] += bool(items)  # a viewer who visits no platform sees nothing
             r["div"] += np.mean(divs) if divs else 0.0
             r["nov"] += novelty[items].mean() if items else 0.0
         if "episode" not in info:
@@ -395,8 +397,8 @@ def test_episode_metrics_equal_a_numpy_reference_from_the_step_infos(scenario_id
                 "engagement_per_request": r["eng"] / t,
                 "market_share": r["ch"] / r["ch"].sum() if r["ch"].sum() else np.zeros(A),
                 "coverage": (r["expo"] > 0).mean(),
-                "diversity": r["div"] / t,
-                "novelty": r["nov"] / t,
+                "diversity": r["div"] / max(r["served"], 1),
+                "novelty": r["nov"] / max(r["served"], 1),
                 "exposure_gini": gini_ref,
                 "length": r["t"],
             }

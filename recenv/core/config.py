@@ -103,6 +103,8 @@ class MarketConfig:
     )
 
     # --- retrieval (the environment plays the candidate generator) --------------------------
+    # Shares of the C - K retrieved candidates; the other K are the agent's K most popular
+    # items, always among the candidates (so a valid slate always exists).
     retrieval_interest: float = _f(0.5, "share of retrieved candidates matched to user features")
     retrieval_popular: float = _f(0.3, "share of retrieved candidates drawn from popular items")
     retrieval_fresh: float = _f(0.2, "share of retrieved candidates drawn from newest items")
@@ -116,7 +118,9 @@ class MarketConfig:
 
     # --- choice (conditional logit with a no-click option) ----------------------------------
     topology: str = _f("shared_page", "'shared_page' (one page) or 'platform_choice'")
-    page_order: str = _f("rotating", "agent blocks on a shared page: 'rotating' or 'fixed'")
+    page_order: str = _f(
+        "rotating", "agent blocks on a shared page: 'rotating' or 'fixed' (shared_page only)"
+    )
     interest_weight: float = _f(3.0, "utility weight of topic interest match")
     taste_weight: float = _f(1.0, "utility weight of latent taste x item embedding")
     quality_weight: float = _f(1.0, "utility weight of item quality")
@@ -129,28 +133,40 @@ class MarketConfig:
     leave_utility: float = _f(-1.0, "platform_choice: utility of visiting no platform")
 
     # --- response --------------------------------------------------------------------------
-    response: str = _f("engagement", "response model: " + ", ".join(RESPONSES))
+    response: str = _f(
+        "engagement", "response model: " + ", ".join(RESPONSES) + " (watch_time = engagement)"
+    )
     engagement_noise: float = _f(0.2, "multiplicative noise on engagement")
 
     # --- dynamics --------------------------------------------------------------------------
     interest_drift: float = _f(0.05, "interest moves this far toward a consumed item's topics")
     boredom_growth: float = _f(0.3, "boredom added to a consumed item's topics")
     boredom_exposure: float = _f(0.02, "boredom added to topics merely shown")
-    boredom_decay: float = _f(0.9, "per-step multiplicative boredom decay (applied lazily)")
+    boredom_decay: float = _f(
+        0.9, "multiplicative boredom decay per market step, not per visit (applied lazily)"
+    )
     satisfaction_init: float = _f(0.7, "satisfaction of a new or returning user")
-    satisfaction_rate: float = _f(0.1, "satisfaction step toward (engagement - expectation)")
-    expectation: float = _f(0.3, "engagement a user expects from a request")
+    satisfaction_rate: float = _f(0.1, "satisfaction step toward (fit - expectation)")
+    expectation: float = _f(
+        0.3, "fit in [0, 1] (sigmoid of the click's utility; 0 without one) a user expects"
+    )
     loyalty_rate: float = _f(0.2, "loyalty step toward a platform's outcome - expectation")
     session_budget: float = _f(8.0, "mean time budget of a session")
     browse_cost: float = _f(0.2, "time a request costs even without a click")
-    session_gap: int = _f(5, "steps a user stays away after a session ends")
+    session_gap: int = _f(
+        5, "steps a user stays away after a session ends: floor(gap * (0.5 + uniform))"
+    )
     churn_threshold: float = _f(0.2, "a user whose satisfaction falls below this churns")
-    return_prob: float = _f(0.02, "per-step probability that a churned user returns")
+    return_prob: float = _f(
+        0.02, "per-step probability that a churned user's wait ends (then drawn as any user)"
+    )
 
     # --- reward ----------------------------------------------------------------------------
     reward_mode: str = _f("competitive", "'competitive', 'cooperative' or 'mixed'")
     team_weight: float = _f(0.5, "mixed mode: weight of the team total (own: 1 - weight)")
-    welfare_weight: float = _f(0.0, "optional reward term: chosen item's utility (user welfare)")
+    welfare_weight: float = _f(
+        0.0, "optional reward term: the clicked item's total utility (0 without a click)"
+    )
     diversity_weight: float = _f(0.0, "optional reward term: intra-list diversity of own slate")
     fairness_weight: float = _f(
         0.0, "optional reward term: mean novelty (long-tail exposure) of the slate"
@@ -352,6 +368,8 @@ def _validate(c: MarketConfig) -> list[str]:
     prob("satisfaction_init", "satisfaction_rate", "loyalty_rate", "churn_threshold")
     prob("return_prob", "team_weight", "retrieval_interest", "retrieval_popular")
     prob("retrieval_fresh")
+    if not 0.0 <= c.expectation <= 1.0:  # it is compared with the fit, which lies in [0, 1]
+        errs.append(f"expectation={c.expectation} must be in [0, 1]: the fit it is compared with")
     choice("topology", TOPOLOGIES)
     choice("reward_mode", REWARD_MODES)
     choice("ownership", OWNERSHIPS)

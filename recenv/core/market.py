@@ -767,7 +767,10 @@ class BatchedMarket:
 
     def oracle_slates(self) -> torch.Tensor:
         """The myopic oracle's slates ``[N, A, K]``: each agent's top-K candidates by true
-        utility. The best one-step policy by utility; it ignores boredom and churn to come."""
+        utility, the slate most likely to be clicked. Not the most rewarding one: the reward is
+        the click's value (engagement grows with the item's length, revenue is its price), so
+        a policy that weighs value can earn more in one step; and it ignores boredom and churn
+        to come."""
         return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
 
     # ------------------------------------------------------------------------------------
@@ -958,14 +961,18 @@ class BatchedMarket:
         churned = self._churned(patch, current=current)
         requests = self.t.clamp(min=1)
         choices = self.acc_choices.sum(1, keepdim=True)
+        # Diversity and novelty average over the requests that showed slates: all of them on
+        # a shared page; the platform visits under platform_choice (a viewer who visits no
+        # platform sees nothing, and counting those requests would mix the leave rate in).
+        served = requests if cfg.topology == "shared_page" else choices[:, 0].clamp(min=1)
         return {
             "return": self.acc_return.clone(),
             "ctr": self.acc[:, 0] / requests,
             "engagement_per_request": self.acc[:, 1] / requests,
             "retention": 1.0 - churned.float().mean(1),
             "market_share": torch.where(choices > 0, self.acc_choices / choices.clamp(min=1), 0.0),
-            "diversity": self.acc[:, 2] / requests,
-            "novelty": self.acc[:, 3] / requests,
+            "diversity": self.acc[:, 2] / served,
+            "novelty": self.acc[:, 3] / served,
             "satisfaction": sat.mean(1),
             "length": self.t.clone(),
         }

@@ -9,16 +9,20 @@ EPISODE_METRICS = (
     "return",  # [A] undiscounted return per agent
     "ctr",  # clicks / requests
     "engagement_per_request",
-    "retention",  # share of users not churned at the episode's end
+    # share of users not churned and away at the episode's end (a churned user whose
+    # geometric wait is over counts as back, though not drawn to arrive yet)
+    "retention",
     # [A] share of user choices (clicks; platform visits under platform_choice); all zero,
     # not 1 / A, in an episode without any choice
     "market_share",
     # share of the catalog's items (all agents') shown at least once; exact while
     # num_items <= item_stats_size, beyond (hashed counters) a linear-counting estimate
     "coverage",
-    "diversity",  # mean over requests of the mean intra-list diversity of the slates shown
-    # mean over requests of the shown items' mean self-information -log2(popularity prior),
-    # divided by log2(num_items)
+    # mean over the requests that showed slates (all on a shared page; platform visits under
+    # platform_choice) of the mean intra-list diversity of the slates shown
+    "diversity",
+    # mean over the same requests of the shown items' mean self-information
+    # -log2(popularity prior), divided by log2(num_items)
     "novelty",
     # Gini coefficient of the catalog's item exposure counts (unshown items count as 0);
     # with hashed counters items sharing one are merged

@@ -16,8 +16,10 @@ def agent_rewards(
 ) -> torch.Tensor:
     """``competitive``: own; ``cooperative``: team total; ``mixed``: (1-w) own + w team.
 
-    The optional terms (welfare, diversity, provider fairness) are added to each agent's own
-    value before the mode is applied. Returns ``[N, A]``.
+    The optional terms (welfare: the clicked item's total utility; diversity; the long-tail
+    term ``fairness_weight`` weighs, a fixed per-item bonus from the popularity prior, not a
+    function of the exposure so far) are added to each agent's own value before the mode is
+    applied. Returns ``[N, A]``.
     """
     own = own_value
     if cfg.welfare_weight:
