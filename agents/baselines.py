@@ -118,14 +118,15 @@ class MyopicOracleAgent(ScoringAgent):
     """Ranks candidates by their *true* expected utility for the current user (privileged: it
     reads the simulator's latent interests, taste and boredom through ``oracle_scores()``).
 
-    The best one-step policy by click utility; a reference, not a competitor: it ignores what a
+    The slate likeliest to be clicked; a reference, not a competitor: it ignores what a
     recommendation does to boredom, satisfaction and churn later, and ranks by utility rather
-    than by the engagement (reward) a click brings.
+    than by the engagement (reward) a click brings (:class:`ValueOracleAgent` weighs that).
     """
 
     name: ClassVar[str] = "oracle"
     registrable: ClassVar[bool] = True
     needs_privileged: ClassVar[bool] = True
+    objective: ClassVar[str] = "utility"  # BatchedMarket.oracle_scores' objective
 
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
@@ -137,7 +138,22 @@ class MyopicOracleAgent(ScoringAgent):
                 f"the oracle reads the env it was built on ({core.num_envs} markets) but got "
                 f"observations of {N}; build it on the env it acts in"
             )
-        return core.oracle_scores()[:, self.env_index(self.agent_ids[i])]
+        return core.oracle_scores(self.objective)[:, self.env_index(self.agent_ids[i])]
+
+
+@register
+class ValueOracleAgent(MyopicOracleAgent):
+    """The myopic oracle that weighs what a click is worth (privileged): ranks candidates by
+    ``exp(utility / temperature) · E[value of a click]`` (``oracle_scores("value")``), each
+    one's share of the page's expected reward up to the logit's common denominator, so longer
+    or pricier items of similar appeal rank higher. A stronger one-step reference than
+    ``oracle`` (1.12-1.17x its team return on the four synthetic presets, 64 markets, one
+    episode, seed 0), still not a ceiling: it ignores the slot positions, how the slate's
+    items take clicks from one another, and everything after this request.
+    """
+
+    name: ClassVar[str] = "value_oracle"
+    objective: ClassVar[str] = "value"
 
 
 # ----------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from recenv.core.config import REWARD_MODES
 ENV = "recenv/Market-v0"
 MODES = ("cooperative", "competitive")
 LEARNERS = ("iql", "ippo", "mappo", "vdn", "qmix")
-BASELINES = ("random", "popularity", "linucb", "oracle")
+BASELINES = ("random", "popularity", "linucb", "oracle", "value_oracle")
 
 # Columns of the comparison table: (row key, title, higher is better).
 TABLE_METRICS = (

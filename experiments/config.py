@@ -278,7 +278,7 @@ def _jsonable(v: Any) -> Any:
 # ----------------------------------------------------------------------------------------
 # Presets
 # ----------------------------------------------------------------------------------------
-BASELINES = ("linucb", "mf", "popularity", "random", "oracle")
+BASELINES = ("linucb", "mf", "popularity", "random", "oracle", "value_oracle")
 
 # IQL scheduled for a budget of a few tens of thousands of env steps: learn early, decay ε
 # over the first half, update often enough to fit within the budget.

@@ -173,15 +173,18 @@ class MarketParallelEnv(ParallelEnv):
         pass
 
     # Extras ------------------------------------------------------------------------------
-    def oracle_slate(self, agent: str) -> np.ndarray:
-        """The myopic oracle's slate for ``agent`` (privileged: reads latent state)."""
+    def oracle_slate(self, agent: str, objective: str = "utility") -> np.ndarray:
+        """The myopic oracle's slate for ``agent`` (privileged: reads latent state);
+        ``objective`` as in :meth:`oracle_scores`."""
         a = self.possible_agents.index(agent)
-        return self.core.oracle_slates()[0, a].numpy()
+        return self.core.oracle_slates(objective)[0, a].numpy()
 
-    def oracle_scores(self, agent: str) -> np.ndarray:
-        """True expected utility of each of ``agent``'s candidates (privileged), ``[C]``."""
+    def oracle_scores(self, agent: str, objective: str = "utility") -> np.ndarray:
+        """The oracle's score of each of ``agent``'s candidates (privileged), ``[C]``: true
+        expected utility (``"utility"``) or its weight in the page's expected reward
+        (``"value"``; see ``BatchedMarket.oracle_scores``)."""
         a = self.possible_agents.index(agent)
-        return self.core.oracle_scores()[0, a].numpy()
+        return self.core.oracle_scores(objective)[0, a].numpy()
 
     def _batched(self, actions: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Each agent's action as a ``[1, K]`` tensor for the core's check."""

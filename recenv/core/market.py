@@ -66,7 +66,7 @@ from recenv.core.metrics import (
     intra_list_diversity,
     intra_list_diversity_by_sums,
 )
-from recenv.core.response import respond
+from recenv.core.response import expected_click_value, respond
 from recenv.core.rewards import agent_rewards
 from recenv.core.users import (
     Population,
@@ -86,6 +86,8 @@ from recenv.core.warm import (
 
 # The utility terms of the chosen item, as the info dict's "utility" holds them.
 FACE_UTILITY = (*UTILITY_TERMS, "total")
+# What the myopic oracle ranks candidates by (see BatchedMarket.oracle_scores).
+ORACLE_OBJECTIVES = ("utility", "value")
 
 
 def face_row(num_agents: int) -> dict[str, slice | int]:
@@ -738,12 +740,20 @@ class BatchedMarket:
         out["total_with_catalog"] = out["total"] + out["catalog"]
         return out
 
-    def oracle_scores(self) -> torch.Tensor:
-        """True expected utility of every candidate for the current user: ``[N, A, C]``.
+    def oracle_scores(self, objective: str = "utility") -> torch.Tensor:
+        """The myopic oracle's score of every candidate for the current user: ``[N, A, C]``.
 
-        Privileged (reads latent state). Position bias is left out: it does not depend on the
-        item. Masked candidates score ``-inf``.
+        ``objective="utility"``: the true expected utility (the slate likeliest to be
+        clicked). ``"value"``: ``exp(utility / temperature) · E[value of a click]``
+        (:func:`~recenv.core.response.expected_click_value`), each candidate's share of the
+        expected reward of a page up to the logit's common denominator, so items worth more
+        per click (longer, pricier) rank higher. Privileged (reads latent state). Position
+        bias is left out: it does not depend on the item. Masked candidates score ``-inf``.
         """
+        if objective not in ORACLE_OBJECTIVES:
+            raise ValueError(
+                f"objective={objective!r}; allowed: {', '.join(map(repr, ORACLE_OBJECTIVES))}"
+            )
         if self._obs_parts is None:
             raise RuntimeError("call reset() before oracle_scores()")
         cfg, L, it = self.config, self.layout, self._item
@@ -762,16 +772,20 @@ class BatchedMarket:
             item[:, :, it.price],
             None,
         )
-        scores = terms.total.view(N, A, C)
-        return torch.where(self.cand_mask, scores, -math.inf)
+        scores = terms.total
+        if objective == "value":
+            value = expected_click_value(cfg, scores, item[:, :, it.length], item[:, :, it.price])
+            # (+ a tiny floor, so items worth nothing, e.g. with prices off, rank by utility)
+            scores = torch.exp(scores / cfg.temperature) * (value + 1e-6)
+        return torch.where(self.cand_mask, scores.view(N, A, C), -math.inf)
 
-    def oracle_slates(self) -> torch.Tensor:
+    def oracle_slates(self, objective: str = "utility") -> torch.Tensor:
         """The myopic oracle's slates ``[N, A, K]``: each agent's top-K candidates by true
         utility, the slate most likely to be clicked. Not the most rewarding one: the reward is
         the click's value (engagement grows with the item's length, revenue is its price), so
-        a policy that weighs value can earn more in one step; and it ignores boredom and churn
-        to come."""
-        return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
+        a policy that weighs value can earn more in one step (``objective="value"``, see
+        :meth:`oracle_scores`); and it ignores boredom and churn to come."""
+        return self.oracle_scores(objective).topk(self.config.slate_size, dim=2).indices
 
     # ------------------------------------------------------------------------------------
     # Input checking

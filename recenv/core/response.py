@@ -49,3 +49,22 @@ def respond(
         torch.where(clicked, time_spent, zero),
         torch.where(clicked, fit, zero),
     )
+
+
+def expected_click_value(
+    cfg: MarketConfig,
+    utility: torch.Tensor,  # [...] an item's utility for the user
+    length: torch.Tensor,  # [...] its length
+    price: torch.Tensor,  # [...] its price
+) -> torch.Tensor:
+    """What a click on the item is worth on average, by :func:`respond`'s model, ``[...]``:
+    ``fit · length`` (engagement, watch time), ``fit · price`` (purchase), and for ``listen``
+    ``fit · length``, a tenth of it when the fit is under one half (a skip). The engagement
+    noise has mean 1 and is left out, as is the cap of the listened share at 1."""
+    fit = torch.sigmoid(utility)
+    if cfg.response == "purchase":
+        return fit * price
+    value = fit * length
+    if cfg.response == "listen":
+        value = torch.where(fit < 0.5, 0.1 * value, value)
+    return value
