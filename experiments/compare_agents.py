@@ -51,7 +51,16 @@ import torch
 import agents
 import recenv
 
-DEFAULT_AGENTS = ("random", "popularity", "epsilon_greedy", "linucb", "mf", "oracle", "iql")
+DEFAULT_AGENTS = (
+    "random",
+    "popularity",
+    "epsilon_greedy",
+    "linucb",
+    "mf",
+    "oracle",
+    "value_oracle",
+    "iql",
+)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
 
@@ -175,6 +184,7 @@ HARSH_VIDEO = {
 LONG_HORIZON_AGENTS = {
     "random": ("random", {}),
     "oracle (myopic, privileged)": ("oracle", {}),
+    "value oracle (myopic, privileged)": ("value_oracle", {}),
     "iql γ=0 (myopic learner)": ("iql", {"gamma": 0.0}),
     "iql γ=0.9, market bootstrap": ("iql", {"gamma": 0.9, "bootstrap": "market"}),
     "iql γ=0.9, user bootstrap": ("iql", {"gamma": 0.9, "bootstrap": "user"}),
