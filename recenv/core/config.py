@@ -109,7 +109,11 @@ class MarketConfig:
     retrieval_popular: float = _f(0.3, "share of retrieved candidates drawn from popular items")
     retrieval_fresh: float = _f(0.2, "share of retrieved candidates drawn from newest items")
     retrieval_skew: float = _f(2.0, "how strongly retrieval prefers the head of each list (>=1)")
-    fresh_window: int = _f(50, "the 'fresh' source draws among this many newest items")
+    fresh_window: int = _f(
+        50,
+        "the 'fresh' source draws uniformly (no retrieval_skew) among the agent's this many "
+        "latest items in arrival order (early on, items present from the start among them)",
+    )
 
     # --- observation -----------------------------------------------------------------------
     feature_noise: float = _f(0.1, "std of noise on observable user features")
