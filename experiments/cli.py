@@ -313,6 +313,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     if out is not None:  # checked before anything is read or printed
+        from experiments.runner import refuse_finished_parent
+
         if out.exists():
             raise ConfigError(f"--out {args.out!r} exists; report writes only a new directory")
         if out.resolve().is_relative_to(Path(args.path).resolve()):
@@ -320,6 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 f"--out {args.out!r} is inside the comparison {args.path!r}, whose directory "
                 "report never writes to; give a directory outside it"
             )
+        refuse_finished_parent(out, "--out")  # e.g. inside another finished comparison
     comp = report.load_comparison(args.path, partial=args.partial)
     print(comp.markdown)
     if out is not None:

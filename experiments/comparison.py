@@ -71,6 +71,7 @@ def compare(
     cfg: CompareConfig, *, quiet: bool | None = None, log: Callable = print
 ) -> ComparisonResult:
     """Run the comparison ``cfg`` in a new directory under ``cfg.run.root``."""
+    runner.refuse_finished_parent(cfg.run.root)
     for cell in cfg.cells()[:: cfg.seeds]:  # one per (env, agent): fail before any training
         validate_run(cell)
         runner.check_lineup(cell)
@@ -144,14 +145,44 @@ def _cell_key(cfg: RunConfig) -> tuple[str, str, str, int]:
 
 
 def _existing_runs(path: Path) -> dict[tuple[str, str, str, int], Path]:
-    found = {}
+    """The comparison's run directories by cell, the finished ones' results checked readable.
+
+    A directory without ``config.json`` is not a run (a process killed right after creating
+    it). One whose ``config.json`` or (finished) ``summary.json``/``curve.csv`` cannot be read,
+    or a second run of one cell, raises :class:`RunError` naming it before anything trains:
+    skipping it would train its cell again, and the finished comparison's directory would
+    then hold two runs of one cell, which ``report`` counts as two seeds."""
+    found: dict[tuple[str, str, str, int], Path] = {}
     for cfg_path in sorted(path.glob("*/config.json")):
-        try:
-            run = RunConfig.from_dict(json.loads(cfg_path.read_text())["run"])
-        except (ValueError, KeyError, json.JSONDecodeError):
-            continue
-        found[_cell_key(run)] = cfg_path.parent
+        d = cfg_path.parent
+        key = _cell_key(runner.read_run_config(d))
+        if key in found:
+            raise RunError(
+                f"two run directories of {key[1]} on {key[0]} with seed {key[3]} in the "
+                f"comparison {str(path)!r}: {str(found[key])!r} and {str(d)!r}; move the one "
+                "that does not belong to it out of the comparison, then resume the comparison"
+            )
+        if (d / DONE).exists():
+            _read_finished(d)
+        found[key] = d
     return found
+
+
+def _read_finished(d: Path) -> dict[str, Any]:
+    """A finished run's summary, curve and directory; a damaged file is a RunError naming it."""
+    file = d / "summary.json"
+    try:
+        summary = json.loads(file.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        file = d / "curve.csv"
+        curve = runner.read_curve(file)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise RunError(
+            f"{str(file)!r} of the finished run {str(d)!r} is not readable: {e}; the "
+            "comparison cannot use that run (move the run out of it to train its cell again)"
+        ) from None
+    return {"path": str(d), "summary": summary, "curve": curve}
 
 
 # Set in `compare --jobs N` workers (_worker_init): the parent's request to stop.
@@ -173,9 +204,7 @@ def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> di
 def _run_cell_here(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> dict[str, Any]:
     cfg = RunConfig.from_dict(cfg_dict)
     if existing is not None and (Path(existing) / DONE).exists():
-        d = Path(existing)
-        summary = json.loads((d / "summary.json").read_text())
-        return {"path": str(d), "summary": summary, "curve": runner.read_curve(d / "curve.csv")}
+        return _read_finished(Path(existing))
     if existing is not None:
         res = runner.resume(existing, quiet=quiet, leave=False)
     else:
@@ -200,6 +229,7 @@ def _complete(
     quiet_runs = runner.auto_quiet(bool(quiet) or cfg.run.quiet)
     cells = [replace(c, root=str(path)) for c in cfg.cells()]
     existing = _existing_runs(path)
+    runner.remove_temp_files(path)  # a killed process's (the lock is held)
     results: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()
 

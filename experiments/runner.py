@@ -149,8 +149,35 @@ def run_name(cfg: RunConfig) -> str:
     return f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__{cfg.seed}__{utc_stamp()}"
 
 
+def finished_directory(path: str | Path) -> Path | None:
+    """The finished run, comparison or evaluation directory (one with ``DONE`` beside its
+    ``config.json``, ``compare.json`` or ``summary.json``) that ``path`` is or lies in, after
+    symlinks and relative paths are resolved; ``None`` when there is none."""
+    p = Path(path).resolve()
+    for d in (p, *p.parents):
+        if (d / DONE).is_file() and any(
+            (d / f).is_file() for f in ("config.json", "compare.json", "summary.json")
+        ):
+            return d
+    return None
+
+
+def refuse_finished_parent(path: str | Path, what: str = "root") -> None:
+    """A :class:`ConfigError` when a new directory at or under ``path`` (a ``root``, ``report
+    --out``) would be written into a finished directory, which is never modified (and a new
+    run inside a finished comparison would join its report)."""
+    done = finished_directory(path)
+    if done is not None:
+        raise ConfigError(
+            f"{what} {str(path)!r} is inside the finished directory {str(done)!r} (it has "
+            f"{DONE}), which is never written to; give a directory outside it"
+        )
+
+
 def create_unique_dir(root: Path, name: str) -> Path:
-    """``root/name`` (or ``name-1``, ``name-2``, ...), created with ``exist_ok=False``."""
+    """``root/name`` (or ``name-1``, ``name-2``, ...), created with ``exist_ok=False``; never
+    inside a finished directory (:func:`refuse_finished_parent`)."""
+    refuse_finished_parent(root)
     root.mkdir(parents=True, exist_ok=True)
     for i in range(1000):
         path = root / (name if i == 0 else f"{name}-{i}")
@@ -169,6 +196,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_temp_files(directory: Path) -> None:
+    """Remove the ``.NAME.tmp-PID`` files of :func:`atomic_write_bytes` and
+    :func:`atomic_torch_save` that a killed process left in ``directory`` and its
+    ``checkpoints/`` (a checkpoint's can be large). Only for a directory whose lock is held:
+    no other process is writing one."""
+    for d in (directory, directory / "checkpoints"):
+        for tmp in d.glob(".*.tmp-*"):
+            if re.fullmatch(r"\..+\.tmp-\d+", tmp.name) and tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
@@ -395,7 +433,11 @@ def make_lineup(cfg: RunConfig, env: Any) -> Agent:
         return agents.make_agent(cfg.agent, env, **mine)
     ids = list(env.agents)
     if len(ids) < 2:
-        raise RunError(f"opponent={cfg.opponent!r} needs an env with >= 2 agents; {cfg.env} has 1")
+        # A config error (exit 2, as every value the env or the agents refuse), found by
+        # train and compare (check_lineup) before any directory is created.
+        raise ConfigError(
+            f"opponent={cfg.opponent!r} needs an env with >= 2 agents; {cfg.env} has {len(ids)}"
+        )
     theirs = _agent_kwargs(cfg.opponent, cfg.opponent_kwargs(), cfg.seed + OPPONENT_SEED_OFFSET)
     return agents.Team(
         [
@@ -943,6 +985,7 @@ def check_lineup(cfg: RunConfig) -> None:
 def train(cfg: RunConfig, *, quiet: bool | None = None, leave: bool = True) -> RunResult:
     """A new run of ``cfg`` in a new directory under ``cfg.root``."""
     validate_run(cfg)
+    refuse_finished_parent(cfg.root)  # before the env and agents are built
     # The env and the agents first: a value only they refuse (agent.lr=-1, Adam's check)
     # fails as a config error before a run directory exists, so it leaves nothing behind.
     with _refusal_as_config_error(cfg):
@@ -1017,6 +1060,7 @@ def resume(
                 )
                 raise RunError(f"{e}. No file was changed or removed; {hint}") from None
             trainer.restore(payload, source)
+        remove_temp_files(rd.path)  # a killed process's; only once the run is resumable
         if not trainer.quiet:
             where = f"step {trainer.loop.steps}" if source is not None else "the start"
             print(f"resuming {rd.path} from {where}", file=sys.stderr)
@@ -1046,6 +1090,7 @@ def evaluate_checkpoint(
     """Greedy evaluation of a run (its ``agent.pt``, else its newest checkpoint) or of a
     checkpoint file; results go to a *new* directory under ``root`` (the evaluated run is
     never written to). Returns that directory and the metrics."""
+    refuse_finished_parent(root)  # before anything is read or evaluated
     p = Path(path)
     cfg: RunConfig | None = None
     source = ""  # the file cfg was read from, for errors
@@ -1089,7 +1134,10 @@ def evaluate_checkpoint(
     n_envs = min(cfg.num_envs, n)
     with _refusal_as_config_error(cfg):  # e.g. a seed past int64
         env = make_env(cfg, num_envs=n_envs, seed=s)
-    agent = agents.load_agent(p, env)
+    try:
+        agent = agents.load_agent(p, env)
+    except ValueError as e:  # e.g. --env with other agents, candidates or features
+        raise RunError(f"{str(p)!r} cannot be evaluated on {cfg.env}: {e}") from None
     res = agents.evaluate(agent, env, episodes_per_env=-(-n // n_envs), seed=s)
     metrics = episode_point(res.episodes, list(env.agents), focal_agents(cfg, list(env.agents)))
     label = f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__eval{s}__{utc_stamp()}"
