@@ -232,6 +232,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from experiments import runner
 
     cfg = resolve(args, single_run=True).template_run()
+    if (Path(cfg.root) / "compare.json").is_file():
+        # A run trained there would be adopted by the comparison's next resume and report
+        # (it reads every run directory in it), whatever its other settings.
+        raise ConfigError(
+            f"--root {cfg.root!r} is a comparison directory, whose runs only `compare` and "
+            "`resume` train; give another root"
+        )
     res = runner.train(cfg)
     _print_run(res)
     return 0

@@ -166,3 +166,16 @@ def test_an_opponent_on_a_one_agent_env_is_a_config_error(tmp_path, capsys):
         assert cli.main([command, *common]) == 2, command
         assert "needs an env with >= 2 agents" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_a_root_that_is_an_unfinished_comparison(finished, tmp_path, capsys):
+    """``train --root CMP`` into a comparison that is not finished made a run its next
+    ``resume`` adopted (and its report counted) whatever the run's other settings; the
+    command line now refuses it (exit 2) before anything is written."""
+    _, cmp = finished
+    part = _unfinished_copy(cmp, tmp_path / cmp.name)
+    before = tree(part)
+    argv = ["train", "--agent", "random", "--root", str(part), "--set", "total_steps=40"]
+    assert cli.main(argv) == 2
+    assert "is a comparison directory" in capsys.readouterr().err
+    assert tree(part) == before
