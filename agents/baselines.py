@@ -18,7 +18,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.base import (
+    Actions,
+    Agent,
+    AgentConfig,
+    Metrics,
+    Obs,
+    ScoringAgent,
+    Transition,
+    option,
+)
 from agents.features import ObsLayout, linear_features
 from agents.registry import register
 
@@ -126,34 +135,42 @@ class MyopicOracleAgent(ScoringAgent):
     name: ClassVar[str] = "oracle"
     registrable: ClassVar[bool] = True
     needs_privileged: ClassVar[bool] = True
-    objective: ClassVar[str] = "utility"  # BatchedMarket.oracle_scores' objective
 
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
     ) -> torch.Tensor:
-        core = self._core
-        N = obs_a["action_mask"].shape[0]
-        if core.num_envs != N:
-            raise ValueError(
-                f"the oracle reads the env it was built on ({core.num_envs} markets) but got "
-                f"observations of {N}; build it on the env it acts in"
-            )
-        return core.oracle_scores(self.objective)[:, self.env_index(self.agent_ids[i])]
+        core = _oracle_core(self._core, obs_a["action_mask"].shape[0])
+        return core.oracle_scores()[:, self.env_index(self.agent_ids[i])]
 
 
 @register
-class ValueOracleAgent(MyopicOracleAgent):
-    """The myopic oracle that weighs what a click is worth (privileged): ranks candidates by
-    ``exp(utility / temperature) · E[value of a click]`` (``oracle_scores("value")``), each
-    one's share of the page's expected reward up to the logit's common denominator, so longer
-    or pricier items of similar appeal rank higher. A stronger one-step reference than
-    ``oracle`` (1.12-1.17x its team return on the four synthetic presets, 64 markets, one
-    episode, seed 0), still not a ceiling: it ignores the slot positions, how the slate's
-    items take clicks from one another, and everything after this request.
+class ValueOracleAgent(Agent):
+    """The myopic oracle that maximises this request's expected reward (privileged): the
+    slate ``BatchedMarket.oracle_slates("value")`` builds greedily under the true choice model,
+    weighing what a click is worth (length, price) and how the slate's items take clicks from
+    one another. A stronger one-step reference than ``oracle`` (see the preset pages for the
+    figures), still myopic: it ignores what the slate does to boredom, satisfaction and churn.
+    It does not score candidates one by one, so it cannot be an ensemble member.
     """
 
     name: ClassVar[str] = "value_oracle"
-    objective: ClassVar[str] = "value"
+    registrable: ClassVar[bool] = True
+    needs_privileged: ClassVar[bool] = True
+
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        N = next(iter(obs.values()))["action_mask"].shape[0]
+        slates = _oracle_core(self._core, N).oracle_slates("value")
+        return {a: slates[:, self.env_index(a)] for a in self.agent_ids}
+
+
+def _oracle_core(core: Any, num_envs: int) -> Any:
+    """The env an oracle reads, checked to be the one whose ``num_envs`` observations it got."""
+    if core.num_envs != num_envs:
+        raise ValueError(
+            f"the oracle reads the env it was built on ({core.num_envs} markets) but got "
+            f"observations of {num_envs}; build it on the env it acts in"
+        )
+    return core
 
 
 # ----------------------------------------------------------------------------------------

@@ -174,17 +174,16 @@ class MarketParallelEnv(ParallelEnv):
 
     # Extras ------------------------------------------------------------------------------
     def oracle_slate(self, agent: str, objective: str = "utility") -> np.ndarray:
-        """The myopic oracle's slate for ``agent`` (privileged: reads latent state);
-        ``objective`` as in :meth:`oracle_scores`."""
+        """The myopic oracle's slate for ``agent`` (privileged: reads latent state):
+        ``objective="utility"`` the likeliest to be clicked, ``"value"`` the most rewarding
+        by the choice model (``BatchedMarket.oracle_slates``)."""
         a = self.possible_agents.index(agent)
         return self.core.oracle_slates(objective)[0, a].numpy()
 
-    def oracle_scores(self, agent: str, objective: str = "utility") -> np.ndarray:
-        """The oracle's score of each of ``agent``'s candidates (privileged), ``[C]``: true
-        expected utility (``"utility"``) or its weight in the page's expected reward
-        (``"value"``; see ``BatchedMarket.oracle_scores``)."""
+    def oracle_scores(self, agent: str) -> np.ndarray:
+        """True expected utility of each of ``agent``'s candidates (privileged), ``[C]``."""
         a = self.possible_agents.index(agent)
-        return self.core.oracle_scores(objective)[0, a].numpy()
+        return self.core.oracle_scores()[0, a].numpy()
 
     def _batched(self, actions: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Each agent's action as a ``[1, K]`` tensor for the core's check."""

@@ -86,7 +86,7 @@ from recenv.core.warm import (
 
 # The utility terms of the chosen item, as the info dict's "utility" holds them.
 FACE_UTILITY = (*UTILITY_TERMS, "total")
-# What the myopic oracle ranks candidates by (see BatchedMarket.oracle_scores).
+# What the myopic oracle builds its slates by (see BatchedMarket.oracle_slates).
 ORACLE_OBJECTIVES = ("utility", "value")
 
 
@@ -740,22 +740,18 @@ class BatchedMarket:
         out["total_with_catalog"] = out["total"] + out["catalog"]
         return out
 
-    def oracle_scores(self, objective: str = "utility") -> torch.Tensor:
-        """The myopic oracle's score of every candidate for the current user: ``[N, A, C]``.
+    def oracle_scores(self) -> torch.Tensor:
+        """True expected utility of every candidate for the current user: ``[N, A, C]``.
 
-        ``objective="utility"``: the true expected utility (the slate likeliest to be
-        clicked). ``"value"``: ``exp(utility / temperature) · E[value of a click]``
-        (:func:`~recenv.core.response.expected_click_value`), each candidate's share of the
-        expected reward of a page up to the logit's common denominator, so items worth more
-        per click (longer, pricier) rank higher. Privileged (reads latent state). Position
-        bias is left out: it does not depend on the item. Masked candidates score ``-inf``.
+        Privileged (reads latent state). Position bias is left out: it does not depend on the
+        item. Masked candidates score ``-inf``.
         """
-        if objective not in ORACLE_OBJECTIVES:
-            raise ValueError(
-                f"objective={objective!r}; allowed: {', '.join(map(repr, ORACLE_OBJECTIVES))}"
-            )
+        return self._oracle_view()[0]
+
+    def _oracle_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`oracle_scores` and the candidates' lengths and prices, each ``[N, A, C]``."""
         if self._obs_parts is None:
-            raise RuntimeError("call reset() before oracle_scores()")
+            raise RuntimeError("call reset() before the oracle")
         cfg, L, it = self.config, self.layout, self._item
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         row = cell(self.users, self._arange, self.user)
@@ -772,20 +768,78 @@ class BatchedMarket:
             item[:, :, it.price],
             None,
         )
-        scores = terms.total
-        if objective == "value":
-            value = expected_click_value(cfg, scores, item[:, :, it.length], item[:, :, it.price])
-            # (+ a tiny floor, so items worth nothing, e.g. with prices off, rank by utility)
-            scores = torch.exp(scores / cfg.temperature) * (value + 1e-6)
-        return torch.where(self.cand_mask, scores.view(N, A, C), -math.inf)
+        utility = torch.where(self.cand_mask, terms.total.view(N, A, C), -math.inf)
+        return utility, item[:, :, it.length].view(N, A, C), item[:, :, it.price].view(N, A, C)
 
     def oracle_slates(self, objective: str = "utility") -> torch.Tensor:
-        """The myopic oracle's slates ``[N, A, K]``: each agent's top-K candidates by true
-        utility, the slate most likely to be clicked. Not the most rewarding one: the reward is
-        the click's value (engagement grows with the item's length, revenue is its price), so
-        a policy that weighs value can earn more in one step (``objective="value"``, see
-        :meth:`oracle_scores`); and it ignores boredom and churn to come."""
-        return self.oracle_scores(objective).topk(self.config.slate_size, dim=2).indices
+        """The myopic oracle's slates ``[N, A, K]`` (privileged); both ignore what a slate
+        does to boredom, satisfaction and churn later.
+
+        ``objective="utility"``: each agent's top-K candidates by true utility
+        (:meth:`oracle_scores`), the slate likeliest to be clicked. Not the most rewarding
+        one: the reward is the click's value (engagement grows with the item's length, revenue
+        is its price).
+
+        ``"value"``: the slate that maximises the agent's expected reward from this request
+        under the choice model, built greedily slot by slot (page position first): each slot
+        takes the candidate that most raises ``Σ w_k v_k / (exp(no_click / T) + Σ w_k)``
+        over the slate so far, where ``w_k = exp(u_k / T)`` with the slot's position cost in
+        ``u_k`` and ``v_k`` the expected value of a click there
+        (:func:`~recenv.core.response.expected_click_value`). So the later slots go to items
+        that take few clicks from the better ones, not to the next most appealing items.
+        The other agents' items on a shared page are left out of the denominator (they are
+        chosen at the same time). A strong one-step reference, not a proven optimum.
+        """
+        if objective not in ORACLE_OBJECTIVES:
+            raise ValueError(
+                f"objective={objective!r}; allowed: {', '.join(map(repr, ORACLE_OBJECTIVES))}"
+            )
+        if objective == "utility":
+            return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
+        return self._value_slates(*self._oracle_view())
+
+    def _value_slates(
+        self, utility: torch.Tensor, length: torch.Tensor, price: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`oracle_slates`' ``"value"`` greedy from ``[N, A, C]`` utilities (masked:
+        ``-inf``), lengths and prices; a loop over the K slots only."""
+        cfg = self.config
+        N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
+        if cfg.topology == "platform_choice":  # only the visited platform's slate is shown
+            position = self._slot_of.view(A, K).expand(N, A, K)
+        else:
+            position = self._page_position().view(N, A, K)
+        cost = cfg.position_bias * self._position_cost.take(position)  # [N, A, K]
+        # Weights relative to the largest utility (no-click included): ratios are unchanged
+        # and exp cannot overflow at a low temperature.
+        top = utility.amax(dim=2).clamp(min=cfg.no_click_utility)  # [N, A]
+        num = torch.zeros(N, A, device=self.device)
+        den = torch.exp((cfg.no_click_utility - top) / cfg.temperature)
+        taken = ~self.cand_mask
+        slates = torch.empty(N, A, K, dtype=torch.int64, device=self.device)
+        for k in range(K):
+            u = utility - cost[:, :, k : k + 1]
+            w = torch.exp((u - top[:, :, None]) / cfg.temperature)
+            wv = w * expected_click_value(cfg, u, length, price)
+            gain = ((num[:, :, None] + wv) / (den[:, :, None] + w)).masked_fill(taken, -math.inf)
+            pick = gain.argmax(dim=2, keepdim=True)  # [N, A, 1]; ties: the first candidate
+            slates[:, :, k : k + 1] = pick
+            taken = taken.scatter(2, pick, True)
+            num = num + wv.gather(2, pick).squeeze(2)
+            den = den + w.gather(2, pick).squeeze(2)
+        return slates
+
+    def _page_position(self) -> torch.Tensor:
+        """``[N, A*K]`` 0-based position of each slot (agent-major) on a shared page: the
+        agents' blocks in order, rotated by the clock under ``page_order="rotating"``."""
+        cfg = self.config
+        A, K = cfg.num_agents, cfg.slate_size
+        if cfg.page_order == "rotating":
+            rot = self.t.long() % A
+            block_pos = (self._agent_of[None, :] + rot[:, None]) % A
+        else:
+            block_pos = self._agent_of[None, :].expand(self.num_envs, A * K)
+        return block_pos * K + self._slot_of[None, :]
 
     # ------------------------------------------------------------------------------------
     # Input checking
@@ -1315,12 +1369,7 @@ class BatchedMarket:
         else:
             platform = torch.full((N,), -1, dtype=torch.int64, device=self.device)
             on_page = True
-            if cfg.page_order == "rotating":
-                rot = self.t.long() % A
-                block_pos = (self._agent_of[None, :] + rot[:, None]) % A
-            else:
-                block_pos = self._agent_of[None, :].expand(N, P)
-            position = block_pos * K + self._slot_of[None, :]
+            position = self._page_position()
             served = None
         visible = valid.view(N, P) & on_page
         page = items.view(N, P)

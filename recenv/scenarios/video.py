@@ -75,8 +75,8 @@ diversity and more.
 
 Baselines (64 markets, one episode, seed 0): the myopic oracle earns 490.8 team watch time per
 episode, uniformly random valid slates 215.3 (× 2.28; the registered ``random`` agent under
-``agents.evaluate`` earns 213.4). The ``value_oracle``, which weighs each video's length, earns
-575.5 (× 1.17 the oracle's).
+``agents.evaluate`` earns 213.4). The ``value_oracle``, which builds the
+slate that maximises the expected watch time, earns 664.6 (× 1.35 the oracle's).
 
 ## Arguments (why these values)
 
