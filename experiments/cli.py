@@ -437,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, Interrupted):
             print(f"\n{e}", file=sys.stderr)
             return 130
-        if isinstance(e, (RunError, FileNotFoundError, FileExistsError)):
+        # OSError: a root under a file, no permission, a full disk: its message names the
+        # path, and a traceback would add nothing for the user.
+        if isinstance(e, (RunError, OSError)):
             notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
             print(f"error: {e}{notes}", file=sys.stderr)
             return 1

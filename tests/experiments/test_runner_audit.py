@@ -179,3 +179,14 @@ def test_train_refuses_a_root_that_is_an_unfinished_comparison(finished, tmp_pat
     assert cli.main(argv) == 2
     assert "is a comparison directory" in capsys.readouterr().err
     assert tree(part) == before
+
+
+def test_an_os_error_is_an_error_line_not_a_traceback(tmp_path, capsys):
+    """A root below a plain file (NotADirectoryError) exits 1 with an ``error:`` line naming
+    the path; it was a traceback (only FileNotFoundError and FileExistsError were caught)."""
+    (tmp_path / "a_file").write_text("")
+    root = tmp_path / "a_file" / "runs"
+    argv = ["train", "--agent", "random", "--root", str(root), "--set", "total_steps=40"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "a_file" in err
