@@ -152,7 +152,9 @@ class MarketConfig:
     satisfaction_init: float = _f(0.7, "satisfaction of a new or returning user")
     satisfaction_rate: float = _f(0.1, "satisfaction step toward (fit - expectation)")
     expectation: float = _f(
-        0.3, "fit in [0, 1] (sigmoid of the click's utility; 0 without one) a user expects"
+        0.3,
+        "fit (sigmoid of the click's utility; 0 without one) a user expects",
+        within=(0, 1),  # compared with the fit, which lies in [0, 1]
     )
     loyalty_rate: float = _f(0.2, "loyalty step toward a platform's outcome - expectation")
     session_budget: float = _f(8.0, "mean time budget of a session")
@@ -372,8 +374,6 @@ def _validate(c: MarketConfig) -> list[str]:
     prob("satisfaction_init", "satisfaction_rate", "loyalty_rate", "churn_threshold")
     prob("return_prob", "team_weight", "retrieval_interest", "retrieval_popular")
     prob("retrieval_fresh")
-    if not 0.0 <= c.expectation <= 1.0:  # it is compared with the fit, which lies in [0, 1]
-        errs.append(f"expectation={c.expectation} must be in [0, 1]: the fit it is compared with")
     choice("topology", TOPOLOGIES)
     choice("reward_mode", REWARD_MODES)
     choice("ownership", OWNERSHIPS)
