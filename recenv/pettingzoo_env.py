@@ -69,7 +69,6 @@ class MarketParallelEnv(ParallelEnv):
         self.metadata = {**self.metadata, "name": env_id.split("/")[-1]}
         self.possible_agents = list(core.agents)
         self.agents: list[str] = []
-        self._episode_started = False  # reset() was called at least once
         C, K = cfg.num_candidates, cfg.slate_size
         # One space object per agent (as for actions): seeding one agent's space, as
         # PettingZoo's seed_test does with 42 + i, must not reseed another's.
@@ -105,7 +104,6 @@ class MarketParallelEnv(ParallelEnv):
     ) -> tuple[dict[str, Any], dict[str, dict]]:
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
-        self._episode_started = True
         self._last_step = None
         out = self._np_obs(), self._infos(None, None)
         if self.render_mode == "human":
@@ -114,7 +112,8 @@ class MarketParallelEnv(ParallelEnv):
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
-            why = "the episode is over" if self._episode_started else "the env was never reset"
+            never = self.core._obs_parts is None  # the core's observation exists after a reset
+            why = "the env was never reset" if never else "the episode is over"
             raise RuntimeError(f"{why}: call reset() before step()")
         checked = self._checked_slate(actions)
         if checked is None:
