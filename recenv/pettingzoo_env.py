@@ -54,13 +54,7 @@ class MarketParallelEnv(ParallelEnv):
     ):
         if core.num_envs != 1:
             raise ValueError("the PettingZoo face wraps a core with num_envs=1")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r}; allowed: None, "
-                + ", ".join(repr(m) for m in self.metadata["render_modes"])
-            )
-        if not isinstance(flatten_obs, bool):
-            raise ValueError(f"flatten_obs={flatten_obs!r} must be a bool")
+        check_face_options(render_mode, flatten_obs)
         self.core = core
         self.config = cfg = core.config
         self.env_id = env_id
@@ -292,6 +286,21 @@ class MarketParallelEnv(ParallelEnv):
                 # "r"/"l" are the keys Gymnasium's and SB3's episode statistics use.
                 d["episode"] = {**episode, "return": own, "r": own, "l": int(episode["length"])}
         return infos
+
+
+def check_face_options(render_mode: str | None = None, flatten_obs: bool = False) -> None:
+    """Refuse a ``render_mode`` outside ``metadata["render_modes"]`` (or None) and a
+    non-bool ``flatten_obs``, naming the allowed values. A function of its own so that
+    ``recenv.make`` checks them before building the core, which can be slow (FromLog-v0 fits
+    its log), not only once the core is built and handed to the env."""
+    modes = MarketParallelEnv.metadata["render_modes"]
+    # (A str first: ``in`` on an array-like would compare element-wise.)
+    if render_mode is not None and (not isinstance(render_mode, str) or render_mode not in modes):
+        raise ValueError(
+            f"render_mode={render_mode!r}; allowed: None, " + ", ".join(repr(m) for m in modes)
+        )
+    if not isinstance(flatten_obs, bool):
+        raise ValueError(f"flatten_obs={flatten_obs!r} must be a bool")
 
 
 def _host(x: torch.Tensor) -> np.ndarray:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from recenv.core.config import UnknownConfigKey, check_int
-from recenv.core.market import BatchedMarket
-from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv
+from recenv.core.market import BatchedMarket, check_batch, check_seed
+from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,38 @@ _REGISTRY: dict[str, EnvSpec] = {}
 # Gymnasium's form: one namespace, a name, and a version of digits.
 _ID = re.compile(r"[\w.-]+/[\w.-]+-v\d+")
 _ENTRY_POINT = re.compile(r"[\w.]+:[\w.]+")
+_MODULE = re.compile(r"\w+(\.\w+)*")
 
 
 def register(env_id: str, entry_point: str, pz_doc: str = "") -> None:
-    """Register ``env_id``; re-registering an id is an error (ids are versioned instead)."""
-    if not isinstance(env_id, str) or not _ID.fullmatch(env_id):
+    """Register ``env_id``; re-registering an id is an error (ids are versioned instead).
+    Every argument is checked before the registry changes, so a refused call registers
+    nothing."""
+    _check_id_type(env_id)
+    if not _ID.fullmatch(env_id):
         raise ValueError(
             f"environment id {env_id!r} must look like 'namespace/Name-vN' (N: digits)"
         )
     if not isinstance(entry_point, str) or not _ENTRY_POINT.fullmatch(entry_point):
         raise ValueError(f"entry_point={entry_point!r} must look like 'module:builder'")
+    # Checked here, not at make(): a pz_doc of another type was accepted and broke every
+    # make() of the id, after its market had been built.
+    if not isinstance(pz_doc, str) or (pz_doc and not _MODULE.fullmatch(pz_doc)):
+        raise ValueError(
+            f"pz_doc={pz_doc!r} must be '' or a module name such as 'recenv.scenarios.market'"
+        )
     if env_id in _REGISTRY:
         raise ValueError(f"environment id {env_id!r} is already registered")
     _REGISTRY[env_id] = EnvSpec(env_id, entry_point, pz_doc)
+
+
+def _check_id_type(env_id: Any) -> None:
+    """Refuse an id that is not a str: looked up in the registry's dict, a list raised
+    ``unhashable type: 'list'``, and an int read as a merely unknown id."""
+    if not isinstance(env_id, str):
+        raise ValueError(
+            f"env id must be a str such as 'recenv/Market-v0', got {type(env_id).__name__}"
+        )
 
 
 def registered_ids() -> list[str]:
@@ -55,6 +74,9 @@ def registered_ids() -> list[str]:
 
 
 def spec(env_id: str) -> EnvSpec:
+    """The registered spec of ``env_id``; ValueError for an id that is not a str or not
+    registered (listing the registered ids)."""
+    _check_id_type(env_id)
     try:
         return _REGISTRY[env_id]
     except KeyError:
@@ -78,9 +100,11 @@ def make_vec(
     the step as one ``torch.compile`` graph (2-5x faster; the first steps compile, tens of
     seconds; see :meth:`BatchedMarket.compile`).
     """
+    s = spec(env_id)
     _check_compile(compile)
+    check_batch(num_envs, device, seed)  # before the builder, which can be slow
     env = _build(
-        spec(env_id),
+        s,
         "recenv.make_vec also takes num_envs, device, seed and compile",
         num_envs=num_envs,
         device=device,
@@ -108,7 +132,11 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:
     """A PettingZoo ``ParallelEnv`` of one market (numpy out). Besides the scenario's config
     keys it takes the face options ``render_mode``, ``flatten_obs``, ``max_cycles`` (an alias
-    of ``horizon``, the PettingZoo name) and ``compile`` (``torch.compile`` the core's step)."""
+    of ``horizon``, the PettingZoo name) and ``compile`` (``torch.compile`` the core's step).
+
+    Everything ``make`` itself knows how to check (the id, the face options, the seed, the
+    scenario's page) is checked before the scenario's builder runs, which can be slow."""
+    s = spec(env_id)
     for key in ("num_envs", "device"):
         if key in kwargs:
             raise ValueError(
@@ -122,9 +150,11 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
             raise ValueError("give either max_cycles or horizon, not both")
         # Checked under the name the caller wrote (the config would name ``horizon``).
         kwargs["horizon"] = check_int("max_cycles", face.pop("max_cycles"), 1)
-    s = spec(env_id)
     compile = face.pop("compile", False)
     _check_compile(compile)
+    check_face_options(**face)
+    check_seed(seed, 1)  # the core checks it too, but only once built
+    page = _page(s)
     core = _build(
         s,
         f"recenv.make also takes seed and the face options {list(FACE_OPTIONS)}",
@@ -138,5 +168,11 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
     env = MarketParallelEnv(core, env_id=env_id, **face)
     if s.pz_doc:
         # The scenario's page is the env's docstring (what help(env) shows).
-        env.__doc__ = importlib.import_module(s.pz_doc).__doc__
+        env.__doc__ = page
     return env
+
+
+def _page(s: EnvSpec) -> str | None:
+    """The docstring of ``s``'s page module (``pz_doc``), None without one. Imported before
+    the build, so that a page that does not import fails before the slow part."""
+    return importlib.import_module(s.pz_doc).__doc__ if s.pz_doc else None

@@ -152,6 +152,17 @@ def _usable_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def check_batch(num_envs, device, seed) -> tuple[torch.device, int | None]:
+    """The batch arguments every market takes, checked: ``num_envs`` a Python int >= 1 (not a
+    bool, nor numpy's integers), ``device`` usable here, ``seed`` as :func:`check_seed`.
+    Returns ``(device, seed)``. ``recenv.make``/``make_vec`` call it before a scenario's
+    builder (which can be slow: FromLog-v0 fits its log), the market again when built."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+        raise ValueError(f"num_envs={num_envs!r} must be a positive int")
+    seed = check_seed(seed, num_envs)
+    return _usable_device(device), seed
+
+
 class BatchedMarket:
     """``num_envs`` markets of one :class:`MarketConfig` on one torch device.
 
@@ -201,12 +212,10 @@ class BatchedMarket:
         population: Population | None = None,
         compile: bool = False,
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
-            raise ValueError(f"num_envs={num_envs!r} must be a positive int")
-        seed = check_seed(seed, num_envs)
+        dev, seed = check_batch(num_envs, device, seed)
         self.config = cfg = config
         self.num_envs = N = num_envs
-        self.device = dev = _usable_device(device)
+        self.device = dev
         self._keep_heap()
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
