@@ -489,10 +489,15 @@ class Agent:
                 f"{_fields(mine['env'], differ)} (env={mine['env']})"
             )
         if head.get("config") != mine["config"]:
+            if not isinstance(head.get("config"), dict):  # damaged: it was an AttributeError
+                raise ValueError(
+                    f"checkpoint {os.fspath(path)!r} has a header 'config' that is a "
+                    f"{type(head.get('config')).__name__}; expected a dict of the agent's config"
+                )
             diff = {
                 k: (head["config"].get(k), v)
                 for k, v in mine["config"].items()
-                if head.get("config", {}).get(k) != v
+                if head["config"].get(k) != v
             }
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} has a different config (key: (checkpoint, "

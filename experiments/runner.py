@@ -26,8 +26,12 @@ They are read with ``torch.load(weights_only=True)``.
 
 **Resume** (:func:`resume`) rebuilds env and agent from ``config.json``, writes the latest
 checkpoint's state back onto them and continues; the result equals an uninterrupted run's
-(``summary.json`` apart from its ``timing`` block). Ctrl-C / SIGTERM checkpoint at the next
-chunk boundary and stop; SIGKILL loses at most the steps since the last checkpoint.
+(``summary.json`` apart from its ``timing`` block). A checkpoint that does not fit them (cut
+short, foreign, or damaged by hand: a key missing, a value of another type, a tensor of another
+shape) is refused with a :class:`RunError` naming the file and the key before anything is
+restored or written (:func:`check_run_checkpoint`, :func:`check_fits`). Ctrl-C / SIGTERM
+checkpoint at the next chunk boundary and stop; SIGKILL loses at most the steps since the last
+checkpoint.
 
 **One process per run**: ``train`` and ``resume`` hold an exclusive lock on the run directory
 (:class:`DirLock`) from before their first write until they return, so a second ``resume`` of a
@@ -62,7 +66,9 @@ import agents
 import recenv
 from agents.base import Agent, _to_cpu, _to_device, read_checkpoint  # one tensor mapper
 from experiments import snapshot
+from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
+from experiments.errors import RunError
 from experiments.report import read_json_object, to_csv
 from experiments.tb import RunLogger
 
@@ -83,11 +89,6 @@ ENV_STATIC = ("config", "catalog", "population", "layout")
 OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
 LOCK = ".lock"
-
-
-class RunError(RuntimeError):
-    """A run directory or checkpoint that cannot be used as asked; the message says why and
-    what to do instead."""
 
 
 class Interrupted(RuntimeError):
@@ -771,20 +772,58 @@ class Trainer:
         return path
 
     def restore(self, payload: Mapping[str, Any], source: Path) -> None:
+        """Write a run checkpoint (:func:`load_run_checkpoint`) back onto this freshly built
+        trainer. A checkpoint that does not fit it (:func:`check_run_checkpoint`,
+        :func:`check_fits`, or a state the env or an agent refuses part-way) raises
+        :class:`RunError` naming the file; the trainer is then half restored and must be
+        dropped (:func:`resume` does: it never runs)."""
+        check_run_checkpoint(payload, source)
         run = payload["run"]
-        if run.get("config") != self.cfg.to_dict():
+        if run["config"] != self.cfg.to_dict():
             raise RunError(
                 f"checkpoint {str(source)!r} was written by a run with another config than "
                 f"{str(self.dir.path / 'config.json')!r}; resume it from its own run directory"
             )
+        loop = payload["loop"]
+        if loop["steps"] != loop["iters"] * self.cfg.num_envs:
+            raise RunError(
+                f"checkpoint {str(source)!r} is damaged: loop['steps'] = {loop['steps']} is "
+                f"not loop['iters'] * num_envs = {loop['iters']} * {self.cfg.num_envs}"
+            )
         self.env.reset(seed=self.cfg.seed)  # allocates every tensor, then overwrite them all
-        # (restore ends with the env's state_restored(): the large tables go back onto huge
-        # pages, and a compiled step checks their layout once, recompiling if it changed.)
-        snapshot.restore(self.env, payload["env_snapshot"])
-        self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
-        snapshot.restore(self.agent, payload["agent_snapshot"])
-        self.loop = LoopState.from_dict(payload["loop"])
-        set_rng_state(payload["rng"])
+        # The fresh env and agent are what the checkpoint must fit, before any is written to.
+        check_fits(
+            payload,
+            {
+                "state": _to_cpu(self.agent.state_dict()),
+                "agent_snapshot": snapshot.snapshot(self.agent, exclude=(self.env,)),
+                "env_snapshot": snapshot.snapshot(self.env, skip=ENV_STATIC),
+            },
+            source,
+            none_ok=("agent_snapshot",),
+        )
+        part = "env_snapshot"
+        try:
+            # (restore ends with the env's state_restored(): the large tables go back onto
+            # huge pages, and a compiled step checks their layout once, recompiling if it
+            # changed.)
+            snapshot.restore(self.env, payload["env_snapshot"])
+            part = "state"
+            self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
+            part = "agent_snapshot"
+            snapshot.restore(self.agent, payload["agent_snapshot"])
+            part = "loop"
+            self.loop = LoopState.from_dict(loop)
+            part = "rng"
+            set_rng_state(payload["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            # What the checks above cannot see (SnapshotError is a ValueError). Other
+            # exceptions (NameError, AttributeError, ...) are bugs here: not renamed.
+            text = str(e).strip().replace("\n", " ")
+            raise RunError(
+                f"checkpoint {str(source)!r} does not fit this run's env and agents: restoring "
+                f"{part!r} failed ({type(e).__name__}: {text[:500]})"
+            ) from e
         self.resumed_from.append(source.name)
         self._started = True
 
@@ -1019,6 +1058,7 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{str(p)!r} has run-checkpoint version {run.get('version')!r}; this version "
             f"reads version {CHECKPOINT_VERSION}"
         )
+    check_run_checkpoint(payload, p)
     return payload
 
 
@@ -1049,8 +1089,8 @@ def resume(
         source = Path(checkpoint) if checkpoint is not None else (ckpts[-1] if ckpts else None)
         if source is not None:
             try:
-                payload = load_run_checkpoint(source)
-            except RunError as e:
+                trainer.restore(load_run_checkpoint(source), source)
+            except RunError as e:  # the half-restored trainer is dropped: it never runs
                 others = [str(c) for c in ckpts if c != source]
                 hint = (
                     f"resume from an earlier one: python -m experiments resume {rd.path} "
@@ -1058,8 +1098,7 @@ def resume(
                     if others
                     else "no other checkpoint exists; start a new run"
                 )
-                raise RunError(f"{e}. No file was changed or removed; {hint}") from None
-            trainer.restore(payload, source)
+                raise RunError(f"{e}. No file was changed or removed; {hint}") from e.__cause__
         remove_temp_files(rd.path)  # a killed process's; only once the run is resumable
         if not trainer.quiet:
             where = f"step {trainer.loop.steps}" if source is not None else "the start"
@@ -1110,8 +1149,14 @@ def evaluate_checkpoint(
         raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
     if cfg is None and isinstance(payload.get("run"), dict):
         source = str(p)
+        saved = payload["run"].get("config")
+        if not isinstance(saved, dict):  # from_dict would read a list as the defaults
+            raise RunError(
+                f"checkpoint {source!r} holds no readable run config: run['config'] is "
+                f"{describe(saved) if 'config' in payload['run'] else 'missing'}; expected a dict"
+            )
         try:
-            cfg = RunConfig.from_dict(payload["run"]["config"])
+            cfg = RunConfig.from_dict(saved)
         except (ValueError, KeyError, TypeError) as e:
             raise RunError(f"checkpoint {source!r} holds no readable run config: {e}") from None
     if cfg is None:
@@ -1138,6 +1183,11 @@ def evaluate_checkpoint(
         agent = agents.load_agent(p, env)
     except ValueError as e:  # e.g. --env with other agents, candidates or features
         raise RunError(f"{str(p)!r} cannot be evaluated on {cfg.env}: {e}") from None
+    except (KeyError, IndexError, TypeError, RuntimeError) as e:  # a header damaged by hand
+        raise RunError(
+            f"{str(p)!r} is a damaged agent checkpoint: its header does not describe an agent "
+            f"this installation can build ({type(e).__name__}: {e})"
+        ) from e
     res = agents.evaluate(agent, env, episodes_per_env=-(-n // n_envs), seed=s)
     metrics = episode_point(res.episodes, list(env.agents), focal_agents(cfg, list(env.agents)))
     label = f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__eval{s}__{utc_stamp()}"
