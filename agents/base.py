@@ -75,7 +75,7 @@ import hashlib
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -283,22 +283,44 @@ def slate_from_scores(
     of the best remaining one. NaN and infinite scores of unmasked candidates rank below every
     finite score but above masked candidates, so the slate is always valid."""
     s = torch.nan_to_num(scores.float(), nan=-_BIG, posinf=_BIG, neginf=-_BIG)
-    s = s.masked_fill(~mask, -math.inf)
+    if isinstance(epsilon, (int, float)) and epsilon <= 0.0:
+        return s.masked_fill(~mask, -math.inf).topk(k, dim=1).indices
+    return sequential_slate(lambda j, prev: s, mask, k, epsilon, generator)
+
+
+def sequential_slate(
+    slot_scores: Callable[[int, torch.Tensor | None], torch.Tensor],
+    mask: torch.Tensor,
+    k: int,
+    epsilon: float | torch.Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A slate ``[N, k]`` filled slot by slot: slot ``j`` takes the remaining unmasked
+    candidate with the highest ``slot_scores(j, prev) [N, C]``, where ``prev [N]`` is slot
+    ``j - 1``'s pick (``None`` for slot 0), so scores may depend on what the slate holds so
+    far (SlateQ's greedy slate). With probability ``epsilon`` (a float or ``[N]``) a slot takes
+    a uniformly random remaining unmasked candidate instead; the random draws are made up
+    front (``[N, k]`` coins, ``[N, k, C]`` noise) only when ``epsilon`` may be positive. NaN
+    and infinite scores of unmasked candidates rank below every finite score but above masked
+    and taken candidates, so the slate is always valid when ``mask`` has ``k`` candidates."""
+    N, C = mask.shape
     explore = not (isinstance(epsilon, (int, float)) and epsilon <= 0.0)
-    if not explore:
-        return s.topk(k, dim=1).indices
-    N = s.shape[0]
-    eps = torch.as_tensor(epsilon, dtype=torch.float32, device=s.device).expand(N)
-    coins = torch.rand(N, k, generator=generator, device=s.device)
-    noise = torch.rand(N, k, s.shape[1], generator=generator, device=s.device)
-    slate = torch.empty(N, k, dtype=torch.int64, device=s.device)
+    if explore:
+        eps = torch.as_tensor(epsilon, dtype=torch.float32, device=mask.device).expand(N)
+        coins = torch.rand(N, k, generator=generator, device=mask.device)
+        noise = torch.rand(N, k, C, generator=generator, device=mask.device)
+    slate = torch.empty(N, k, dtype=torch.int64, device=mask.device)
     taken = ~mask.clone()
+    prev = None
     for j in range(k):
-        best = s.masked_fill(taken, -math.inf).argmax(dim=1)
-        rand = noise[:, j].masked_fill(taken, -1.0).argmax(dim=1)
-        pick = torch.where(coins[:, j] < eps, rand, best)
+        s = torch.nan_to_num(slot_scores(j, prev).float(), nan=-_BIG, posinf=_BIG, neginf=-_BIG)
+        pick = s.masked_fill(taken, -math.inf).argmax(dim=1)
+        if explore:
+            rand = noise[:, j].masked_fill(taken, -1.0).argmax(dim=1)
+            pick = torch.where(coins[:, j] < eps, rand, pick)
         slate[:, j] = pick
         taken = taken.scatter(1, pick[:, None], True)
+        prev = pick
     return slate
 
 

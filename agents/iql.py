@@ -20,13 +20,22 @@ the agent's *own* observations — which of its slots was clicked, if any
 effects), and a no-click logit ``v⊥(s)`` that also absorbs the competitors' slates, which the
 agent cannot see. It never reads the simulator's choice probabilities.
 
-**Greedy slate** (the SlateQ top-K heuristic): rank candidates by
-``exp(v(s, i)) · (Q̄(s, i) − Q̄(s, ⊥))`` — the choice weight times the gain over no click —
-and fill slots 0…K-1 in that order.
+**Slate selection** (``slate_selection``; SlateQ's two heuristics):
+
+- ``"greedy"`` (default): fill slots 0…K-1 in turn; slot ``k`` takes the candidate that
+  most raises the slate's value ``Q(s, A)`` under the learned choice model, its weight
+  ``exp(v(s, i) + b_k)`` carrying the slot's bias. A candidate that would take clicks from
+  better items already on the slate (cannibalisation) loses to one that mostly takes them
+  from no click: the assortment effect that top-K ranking cannot see.
+- ``"top_k"``: rank candidates by ``exp(v(s, i)) · (Q̄(s, i) − Q̄(s, ⊥))`` — the choice
+  weight times the gain over no click — and fill the slots in that order.
+
+``score()`` (what ensembles combine) is the top-K rank under either setting; exploration is
+ε per slot (a uniformly random remaining candidate) under both.
 
 **Targets.** Only the observed outcome's value is regressed: ``Q̄(s, i*)`` for the clicked item,
 ``Q̄(s, ⊥)`` when nothing of the agent's was clicked, toward ``r + γ^m · Q_target(s', A')``
-where ``A'`` is the greedy slate of the *online* network (double DQN; ``double_q=False``
+where ``A'`` is the slate the *online* network would select (double DQN; ``double_q=False``
 selects with the target network) and ``Q_target(s', A')`` its SlateQ value under the learned
 choice model. The target network follows by Polyak averaging.
 
@@ -53,7 +62,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
+from agents.base import (
+    Actions,
+    AgentConfig,
+    Metrics,
+    Obs,
+    ScoringAgent,
+    Transition,
+    option,
+    sequential_slate,
+    slate_from_scores,
+)
 from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, one_hot_agent, seeded_init
@@ -78,6 +97,11 @@ class IQLConfig(AgentConfig):
     bootstrap: str = option("market", "next state: 'market' (next request) or 'user' (its next)")
     n_step: int = option(1, "n-step returns (bootstrap='market' only)")
     double_q: bool = option(True, "double DQN: online net picks the next slate, target values it")
+    slate_selection: str = option(
+        "greedy",
+        "'greedy' (slot by slot, the most valuable addition under the learned choice model) "
+        "or 'top_k' (rank by choice weight times gain over no click)",
+    )
     # optimisation
     lr: float = option(
         1e-3,
@@ -140,10 +164,48 @@ class Learner(nn.Module):
         self.choice = ChoiceModel(pair_dim, context_dim, cfg.choice_hidden, slate_size)
 
 
-def greedy_rank(logits: torch.Tensor, q_items: torch.Tensor, q_null: torch.Tensor):
+SLATE_SELECTIONS = ("greedy", "top_k")
+
+
+def topk_rank(logits: torch.Tensor, q_items: torch.Tensor, q_null: torch.Tensor):
     """SlateQ's top-K ranking score ``exp(v_i) · (Q̄_i − Q̄⊥)`` (shifted per row for range)."""
     weight = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
     return weight * (q_items - q_null[:, None])
+
+
+def greedy_slate(
+    choice: ChoiceModel,
+    logits: torch.Tensor,
+    no_click: torch.Tensor,
+    q_items: torch.Tensor,
+    q_null: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    epsilon: float | torch.Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """SlateQ's greedy slate ``[B, k]``: slot ``j`` takes the unmasked candidate ``i`` that
+    maximises ``Q(s, A + i)`` where ``A`` holds slots ``0…j-1``, i.e.
+    ``(S + w_i Q̄_i) / (W + w_i)`` with ``w_i = exp(v_i + b_j)``, ``S = w⊥ Q̄⊥ + Σ_A w Q̄`` and
+    ``W = w⊥ + Σ_A w`` (``logits``/``q_items [B, C]``, ``no_click``/``q_null [B]``). Every
+    slot is filled, with the least harmful candidate when none adds value. ε-greedy per slot
+    as :func:`~agents.base.sequential_slate`."""
+    # One shift per row keeps every weight finite: the largest weight is at most exp(b_max).
+    shift = torch.maximum(logits.masked_fill(~mask, -math.inf).amax(1), no_click)[:, None]
+    base = (logits - shift).float()
+    w_null = torch.exp(no_click[:, None] - shift).squeeze(1)
+    state = {"num": w_null * q_null, "den": w_null, "w": base}
+
+    def slot_scores(j: int, prev: torch.Tensor | None) -> torch.Tensor:
+        if prev is not None:  # slot j-1's pick joins the slate with slot j-1's weight
+            w_prev = state["w"].gather(1, prev[:, None]).squeeze(1)
+            state["num"] = state["num"] + w_prev * q_items.gather(1, prev[:, None]).squeeze(1)
+            state["den"] = state["den"] + w_prev
+        w = torch.exp(base + choice.slot_bias[j])
+        state["w"] = w
+        return (state["num"][:, None] + w * q_items) / (state["den"][:, None] + w)
+
+    return sequential_slate(slot_scores, mask, k, epsilon, generator)
 
 
 def slate_value(
@@ -176,6 +238,11 @@ class IQLAgent(ScoringAgent):
         cfg: IQLConfig = self.config  # type: ignore[assignment]
         if cfg.bootstrap not in ("market", "user"):
             raise ValueError(f"bootstrap={cfg.bootstrap!r} must be 'market' or 'user'")
+        if cfg.slate_selection not in SLATE_SELECTIONS:
+            raise ValueError(
+                f"{self.name}: slate_selection={cfg.slate_selection!r} must be one of "
+                f"{SLATE_SELECTIONS}"
+            )
         if cfg.bootstrap == "user" and cfg.n_step != 1:
             raise ValueError("n_step > 1 needs bootstrap='market' (user-level returns are 1-step)")
         if cfg.n_step < 1 or cfg.batch_size < 1 or cfg.update_every < 1:
@@ -239,7 +306,33 @@ class IQLAgent(ScoringAgent):
         pairs, ctx = self._inputs(obs_a, i)
         q_items, q_null = lrn.q(pairs, ctx)
         logits, _ = lrn.choice(pairs, ctx)
-        return greedy_rank(logits, q_items, q_null)
+        return topk_rank(logits, q_items, q_null)
+
+    @torch.no_grad()
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        if self.config.slate_selection == "top_k":
+            return super().act(obs, explore)
+        eps = self.exploration() if explore else 0.0
+        out = {}
+        for i, a in enumerate(self.agent_ids):
+            lrn = self.learner_of(i)
+            pairs, ctx = self._inputs(obs[a], i)
+            q_items, q_null = lrn.q(pairs, ctx)
+            logits, no_click = lrn.choice(pairs, ctx)
+            mask = obs[a]["action_mask"]
+            out[a] = greedy_slate(
+                lrn.choice, logits, no_click, q_items, q_null, mask, self.slate_size, eps,
+                self.generator,
+            )  # fmt: skip
+        return out
+
+    def _select(self, lrn, logits, no_click, q_items, q_null, mask) -> torch.Tensor:
+        """The slate the policy would pick without exploration ``[B, K]`` (TD targets)."""
+        if self.config.slate_selection == "greedy":
+            return greedy_slate(
+                lrn.choice, logits, no_click, q_items, q_null, mask, self.slate_size
+            )
+        return slate_from_scores(topk_rank(logits, q_items, q_null), mask, self.slate_size)
 
     @torch.no_grad()
     def q_values(self, obs: Mapping[str, Mapping[str, torch.Tensor]]):
@@ -323,8 +416,9 @@ class IQLAgent(ScoringAgent):
             n_logits, n_no_click = lrn.choice(n_pairs, n_ctx)
             qt_items, qt_null = lrn.q_target(n_pairs, n_ctx)
             sel_items, sel_null = lrn.q(n_pairs, n_ctx) if cfg.double_q else (qt_items, qt_null)
-            rank = greedy_rank(n_logits, sel_items, sel_null)
-            next_slate = slate_from_scores(rank, b["next_mask"], K)
+            next_slate = self._select(
+                lrn, n_logits, n_no_click, sel_items, sel_null, b["next_mask"]
+            )
             v_next = slate_value(lrn.choice, n_logits, n_no_click, qt_items, qt_null, next_slate)
             target = b["reward"] + b["discount"] * v_next
         td = F.smooth_l1_loss(q_pred, target)
