@@ -8,6 +8,7 @@ on ``sys.path``, as for ``tests/agents/known_answer.py``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,18 @@ from pathlib import Path
 from experiments.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def tree(path: Path) -> dict[str, tuple[str, int]]:
+    """Every file and directory under ``path``: content hash (files) and mtime (ns)."""
+    return {
+        str(p.relative_to(path)): (
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(path.rglob("*"))
+    }
+
 
 # A learning agent that updates within a few dozen steps.
 TINY_IQL = {

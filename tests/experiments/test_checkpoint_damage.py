@@ -14,7 +14,6 @@ only in the middle of training, after the resumed run had written into its direc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from experiment_helpers import tiny_run
+from experiment_helpers import tiny_run, tree
 
 import agents
 from experiments import cli, runner
@@ -31,17 +30,6 @@ from experiments.runner import RunError
 CFG = dict(total_steps=120, checkpoint_every=40, eval_episodes=2)
 GOOD = "step_000000000040.pt"  # the earlier checkpoint, left intact
 BAD = "step_000000000080.pt"  # the newest checkpoint of the killed copy, damaged
-
-
-def tree(path: Path) -> dict[str, tuple[str, int]]:
-    """Every file and directory under ``path``: content hash (files) and mtime (ns)."""
-    return {
-        str(p.relative_to(path)): (
-            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
-            p.stat().st_mtime_ns,
-        )
-        for p in sorted(path.rglob("*"))
-    }
 
 
 @pytest.fixture(scope="module")

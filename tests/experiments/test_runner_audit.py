@@ -6,30 +6,18 @@ a killed process left. Each test fails on the code before the audit."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from experiment_helpers import tiny_run
+from experiment_helpers import tiny_run, tree
 
 from experiments import cli, comparison, runner
 from experiments.config import CompareConfig, ConfigError
 from experiments.runner import RunError
 
 BASELINE = dict(agent="random", agent_overrides=(), total_steps=40, checkpoint_every=20)
-
-
-def tree(path: Path) -> dict[str, tuple[str, int]]:
-    """Every file and directory under ``path``: content hash (files) and mtime (ns)."""
-    return {
-        str(p.relative_to(path)): (
-            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
-            p.stat().st_mtime_ns,
-        )
-        for p in sorted(path.rglob("*"))
-    }
 
 
 @pytest.fixture(scope="module")
