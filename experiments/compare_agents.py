@@ -21,6 +21,13 @@ Two experiments (``--experiment``):
     myopic oracle, IQL with market-level and user-level bootstrapping, a myopic IQL (γ = 0:
     the same learner without a future) and random.
 
+``slate_quality``
+    Why IQL stays below the value oracle: IQL trains in self-play on ``--env-id``, then each
+    request of a greedy rollout in fresh markets is scored by the true model, one step and in
+    isolation, for IQL's two slate-selection rules, the two oracles' rules and random; and how
+    well IQL's learned choice logits and values track the true utilities and click values
+    (:mod:`experiments.slate_quality`).
+
 Results go to ``<out>.json`` and ``<out>.md``; an existing result is never overwritten (give a
 new ``--out``). Both files are created at the start, holding an "in progress" note, so a second
 invocation with the same ``--out`` is refused before it does any work; they get the results at
@@ -50,6 +57,7 @@ import torch
 
 import agents
 import recenv
+from experiments import slate_quality
 
 DEFAULT_AGENTS = (
     "random",
@@ -230,12 +238,53 @@ def long_horizon_markdown(
     return "\n".join(lines) + "\n"
 
 
+def slate_quality_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    config = iql_config(args.budget, args.iql)
+    runs = []
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        m = slate_quality.run_seed(
+            args.env_id, {}, config, args.budget, args.num_envs, args.eval_envs, args.steps,
+            seed, args.device,
+        )  # fmt: skip
+        runs.append({"seed": seed, "metrics": m})
+        print(
+            f"[slate quality] seed {seed}: "
+            + " ".join(f"{k} {v:.3f}" for k, v in m.items())
+            + f" ({time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
+    return {**aggregate(runs), "config": config}
+
+
+def slate_quality_markdown(results: dict[str, Any], env_id: str, steps: int) -> str:
+    mean, ci = results["mean"], results["ci95"]
+    top = mean["value_oracle"]
+    lines = [
+        f"### {env_id}: one-step expected click value of each rule's slate, in isolation "
+        f"(true model; {steps} requests per market, every env agent)",
+        "",
+        "| rule | value | share of value_oracle's |",
+        "|---|---:|---:|",
+    ]
+    for rule in slate_quality.RULES:
+        lines.append(f"| {rule} | {fmt(mean[rule], ci[rule], 3)} | {mean[rule] / top:.2f} |")
+    lines += [
+        "",
+        "IQL's learned model against the truth (Pearson over each request's candidates): "
+        + ", ".join(f"{k} {fmt(mean[k], ci[k], 3)}" for k in slate_quality.CORRELATIONS),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--experiment", choices=("table", "long_horizon"), default="table")
+    p.add_argument(
+        "--experiment", choices=("table", "long_horizon", "slate_quality"), default="table"
+    )
     p.add_argument("--budget", type=int, default=20_000, help="training env steps per learner")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 (train and eval)")
     p.add_argument(
@@ -255,11 +304,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-envs", type=int, default=32, help="markets (episodes) per evaluation")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--steps", type=int, default=60, help="slate_quality: requests measured per market"
+    )
     p.add_argument("--iql", type=json.loads, default={}, help="JSON overrides of IQL's config")
     p.add_argument("--out", default=None, help="output path without suffix")
     args = p.parse_args(argv)
     if args.out is None:
-        name = "compare_agents" if args.experiment == "table" else "long_horizon"
+        name = "compare_agents" if args.experiment == "table" else args.experiment
         args.out = str(Path(__file__).parent / "results" / name)
     return args
 
@@ -372,15 +424,23 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
         if iql:
             md += "\nIQL training throughput (env steps/s, updates included, mean ± 95 % CI): "
             md += ", ".join(f"{m}: {fmt(*v, 0)}" for m, v in iql.items()) + "\n"
+    elif args.experiment == "slate_quality":
+        results = slate_quality_experiment(args)
+        md = slate_quality_markdown(results, args.env_id, args.steps)
     else:
         results = long_horizon_experiment(args)
         md = long_horizon_markdown(results, args.long_env_id, args.horizon, args.long_env_config)
     header["machine"]["load_average_at_end"] = os.getloadavg()
     header["wall_seconds"] = time.time() - started
+    measured = (
+        f"{args.steps} requests of a greedy rollout in each of {args.eval_envs} fresh markets"
+        if args.experiment == "slate_quality"
+        else f"one greedy episode in each of {args.eval_envs} fresh markets"
+    )
     settings = (
         f"Command: `{command}`\n\n{args.seeds} seeds; learners train {args.budget} env steps on "
-        f"{args.num_envs} markets; evaluation: one greedy episode in each of {args.eval_envs} "
-        f"fresh markets; mean ± 95 % CI (t, {args.seeds - 1} df). CPU threads: "
+        f"{args.num_envs} markets; evaluation: {measured}; "
+        f"mean ± 95 % CI (t, {args.seeds - 1} df). CPU threads: "
         f"{args.threads}; load average at start {header['machine']['load_average_at_start']}."
         f" Wall time {header['wall_seconds'] / 60:.1f} min.\n\n"
     )
