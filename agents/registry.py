@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, NoReturn
 
-from agents.base import Agent, Team, read_checkpoint
+from agents.base import Agent, Team, batched_core, read_checkpoint
 
 ENTRY_POINT_GROUP = "recenv.agents"
 
@@ -126,19 +127,121 @@ def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]
 
 def load_agent(path: Any, env: Any) -> Agent:
     """Rebuild an agent (or team) from a checkpoint: its name, config and ``agent_ids`` come
-    from the checkpoint's header, then its state is loaded."""
-    head = read_checkpoint(path)["header"]
-    agent = _from_header(head, env)
+    from the checkpoint's header, then its state is loaded.
+
+    A header that is not as :meth:`Agent.save` writes it (an ``agent`` that names no agent,
+    ``agent_ids`` that are not this env's agents, a ``config`` the agent does not take, a team
+    without ``members``, ...) raises ``ValueError`` naming the file, the header field and
+    what was expected, before any agent is built; so does an agent that refuses its header's
+    values."""
+    where = os.fspath(path)
+    plan = _plan(read_checkpoint(path)["header"], env, where, "header")
+    agent = _build(plan, env, where)
     agent.load(path)
     return agent
 
 
-def _from_header(head: Mapping[str, Any], env: Any) -> Agent:
-    if head.get("agent") == "team":
-        return Team([_from_header(h, env) for h in head.get("members", [])])
+_MISSING = object()
+
+
+def _plan(head: Any, env: Any, where: str, field: str) -> tuple:
+    """What to build from the (member) header ``head`` at ``field`` of checkpoint ``where``:
+    ``("team", field, [member plans])`` or ``("agent", field, name, agent_ids, config)``, each
+    field checked (the members' too) before anything is built."""
+    if not isinstance(head, Mapping):
+        _bad(where, field, head, "a dict as Agent.save() writes it (agent, agent_ids, config)")
+    agent = head.get("agent", _MISSING)
+    if not isinstance(agent, str):  # "" too: an unnamed plug-in's, rebuilt from its class
+        _bad(where, f"{field}['agent']", agent, "an agent name (a str)")
+    if agent == Team.name:
+        members = head.get("members", _MISSING)
+        if not isinstance(members, (list, tuple)) or not members:
+            _bad(where, f"{field}['members']", members, "a non-empty list of member headers")
+        plans = [_plan(h, env, where, f"{field}['members'][{j}]") for j, h in enumerate(members)]
+        return ("team", field, plans)
+    name, target = _resolve(head, where, field)
+    env_agents = list(batched_core(env).agents)
+    ids = head.get("agent_ids", _MISSING)
+    if not (
+        isinstance(ids, (list, tuple))
+        and ids
+        and all(isinstance(a, str) and a in env_agents for a in ids)
+        and len(set(ids)) == len(ids)
+    ):
+        _bad(
+            where,
+            f"{field}['agent_ids']",
+            ids,
+            f"a non-empty list of distinct agents of this env, {env_agents}",
+        )
+    config = head.get("config", _MISSING)
+    if not (isinstance(config, Mapping) and all(isinstance(k, str) for k in config)):
+        _bad(
+            where,
+            f"{field}['config']",
+            config,
+            f"a dict of the config of agent {agent!r} (str keys)",
+        )
+    if inspect.isclass(target):  # the keys and values the agent's config takes
+        try:
+            target.Config.from_kwargs(**config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"checkpoint {where!r} has {field}['config'] that agent {agent!r} does not "
+                f"take: {e}"
+            ) from None
+    return ("agent", field, name, list(ids), dict(config))
+
+
+def _resolve(head: Mapping[str, Any], where: str, field: str) -> tuple[str, Callable[..., Agent]]:
+    """The name to build a header's agent by and what it resolves to: its ``agent``, or, when
+    that does not resolve (a plug-in used as ``"module:attr"``), its ``class``."""
+    agent = head["agent"]
     try:
-        name = head["agent"]
-        agent_class(name)
-    except ValueError:  # e.g. a plug-in used as "module:attr": rebuild from its class path
-        name = head.get("class", head["agent"])
-    return make_agent(name, env, agent_ids=head.get("agent_ids"), **dict(head.get("config", {})))
+        return agent, agent_class(agent)
+    except ValueError as e:
+        why = str(e)
+    path = head.get("class", _MISSING)
+    if path is _MISSING:
+        raise ValueError(f"checkpoint {where!r} has {field}['agent']={agent!r}: {why}")
+    if not isinstance(path, str):
+        _bad(where, f"{field}['class']", path, "the agent's class as 'module:ClassName'")
+    try:
+        target = agent_class(path)
+    except ValueError as e:
+        raise ValueError(
+            f"checkpoint {where!r} has {field}['agent']={agent!r} ({why}) and "
+            f"{field}['class']={path!r}, which does not resolve either ({e})"
+        ) from None
+    if inspect.isclass(target) and target.name != agent:
+        raise ValueError(
+            f"checkpoint {where!r} has {field}['agent']={agent!r} ({why}), and its "
+            f"{field}['class']={path!r} is agent {target.name!r}, not {agent!r}"
+        )
+    return path, target
+
+
+def _build(plan: tuple, env: Any, where: str) -> Agent:
+    """The agent of a checked :func:`_plan`; an agent (or team) refusing its header's values
+    raises ``ValueError`` naming the file and the header."""
+    if plan[0] == "team":
+        _, field, plans = plan
+        members = [_build(p, env, where) for p in plans]
+        try:
+            return Team(members)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {where!r}: {field}['members']: {e}") from None
+    _, field, name, ids, config = plan
+    try:
+        return make_agent(name, env, agent_ids=ids, **config)
+    except (TypeError, ValueError) as e:  # a TypeError (a value of a wrong type) is named
+        why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise ValueError(
+            f"checkpoint {where!r}: agent {name!r} refuses {field} (agent_ids={ids}, "
+            f"config={config}): {why}"
+        ) from e
+
+
+def _bad(where: str, field: str, value: Any, expected: str) -> NoReturn:
+    has = f"no {field}" if value is _MISSING else f"{field}={value!r}"
+    raise ValueError(f"checkpoint {where!r} has {has}; expected {expected}")

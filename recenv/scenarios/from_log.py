@@ -74,7 +74,8 @@ As in Market-v0: ``competitive`` engagement by default.
 
 Besides every :class:`recenv.core.config.MarketConfig` field (except ``num_users`` and
 ``num_items``, which come from the log, and ``item_stats_size``, set to ``num_items`` up to
-65,536 so per-item counters are exact):
+65,536 so per-item counters are exact). Every value the log does not decide is checked, with
+``MarketConfig``'s messages, before the log is read:
 
 | key | default | why |
 |---|---|---|
@@ -108,17 +109,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from recenv.core.catalog import Catalog, _retrieval_lists, catalog_from_arrays
-from recenv.core.config import MarketConfig, UnknownConfigKey
-from recenv.core.market import BatchedMarket
+from recenv.core.config import InvalidConfig, MarketConfig, UnknownConfigKey
+from recenv.core.market import BatchedMarket, check_batch
 from recenv.core.users import Population
 from recenv.data.fit import LogFit, LogFitConfig, fit_log
-from recenv.data.logs import InteractionLog, load_log
+from recenv.data.logs import FORMATS, InteractionLog, LogFormatError, load_log
 from recenv.scenarios._factories import pettingzoo_factories
 
 ENV_ID = "recenv/FromLog-v0"
@@ -126,6 +128,10 @@ CONFIG = MarketConfig(embed_dim=16, num_topics=16, num_candidates=100, taste_wei
 FIT_CONFIG = LogFitConfig(als_regularization=10.0, als_alpha=5.0)
 FROM_LOG = ("num_users", "num_items")  # MarketConfig keys the log decides
 MAX_EXACT_STATS = 1 << 16
+# Stand-ins for the sizes the log decides, so that the market config is checked before the log
+# is read: num_items is larger than any log, so the one rule it enters (each agent's share of
+# the catalog holds num_candidates items at t=0) fails early only where no log satisfies it.
+_UNREAD_LOG = {"num_users": 1, "num_items": 1 << 62}
 _CACHE_SIZE = 8
 _logs: OrderedDict[tuple, InteractionLog] = OrderedDict()
 _fits: OrderedDict[tuple, LogFit] = OrderedDict()
@@ -141,6 +147,7 @@ def build(
     **config: Any,
 ) -> BatchedMarket:
     """The batched market of ``log`` (see the page above for the keys)."""
+    check_batch(num_envs, device, seed)  # before the log is read and fitted
     cfg, _, _, fit = _prepare(log, log_format, config)
     return BatchedMarket(
         cfg,
@@ -199,6 +206,9 @@ def _prepare(
         raise ValueError(f"{ENV_ID} takes {fixed} from the log; do not pass them")
     fit_cfg = dataclasses.replace(FIT_CONFIG, **{k: v for k, v in config.items() if k in fit_keys})
     market = {k: v for k, v in config.items() if k in market_keys}
+    _check_market(market)
+    if not isinstance(log_format, str) or log_format not in FORMATS:
+        raise ValueError(f"log_format={log_format!r} must be one of {list(FORMATS)}")
     data, log_key = _load(log, log_format)
     stats = {"item_stats_size": min(data.num_items, MAX_EXACT_STATS)}
     cfg = MarketConfig.from_kwargs(
@@ -217,6 +227,24 @@ def _prepare(
         )
         _store(_fits, key, fit)
     return cfg, fit_cfg, data, fit
+
+
+def _check_market(market: dict[str, Any]) -> None:
+    """Refuse market keys that no log makes valid, with :class:`MarketConfig`'s own messages,
+    before the log is read (and fitted): the config of the overrides, with stand-ins for the
+    sizes the log decides (``_UNREAD_LOG``), must be valid."""
+    try:
+        MarketConfig.from_kwargs(
+            CONFIG, **{"item_stats_size": MAX_EXACT_STATS, **market, **_UNREAD_LOG}
+        )
+    except InvalidConfig as e:
+        if "num_items" not in str(e):
+            raise
+        raise InvalidConfig(
+            f"{e} ({ENV_ID} takes num_items from the log; checked before reading it with "
+            f"num_items={_UNREAD_LOG['num_items']}, more than any log holds, so no log "
+            "satisfies this)"
+        ) from None
 
 
 class _Same:
@@ -251,6 +279,8 @@ def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
         st = os.stat(path)
     except OSError as e:
         raise ValueError(f"{path}: cannot read the interaction log: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):  # as load_log says, but before the log is read
+        raise LogFormatError(path, 0, "is a directory, expected an interaction log file")
     # ctime changes with any write or utime(), so a file rewritten with the same size and
     # mtime is not mistaken for the cached one; the inode catches a file replaced by rename.
     key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, log_format)
