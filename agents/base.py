@@ -555,6 +555,8 @@ def _env_differences(saved: Mapping[str, Any], mine: Mapping[str, Any], version:
 def _headers_differ(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
     """Whether a (team member's) checkpoint header describes another agent, config or env
     than ``mine``, reading the env as its own ``format_version`` recorded it."""
+    if not isinstance(saved, Mapping):  # damaged by hand: no header of anything
+        return True
     skip = ("env", "format_version", "members")
     if {k: v for k, v in saved.items() if k not in skip} != {
         k: v for k, v in mine.items() if k not in skip
@@ -564,6 +566,8 @@ def _headers_differ(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
     if _env_differences(env, mine["env"], saved.get("format_version")):
         return True
     theirs, ours = saved.get("members", []), mine.get("members", [])
+    if not isinstance(theirs, (list, tuple)):
+        return True
     return len(theirs) != len(ours) or any(
         _headers_differ(t, o) for t, o in zip(theirs, ours, strict=False)
     )
@@ -778,10 +782,18 @@ class Team(Agent):
         if head.get("agent") == "team":
             theirs = head.get("members", [])
             mine = [m.header() for m in self.members]
+            if not isinstance(theirs, (list, tuple)):
+                raise ValueError(
+                    f"checkpoint {os.fspath(path)!r} has a header 'members' that is a "
+                    f"{type(theirs).__name__}; expected a list of member headers"
+                )
             if len(theirs) != len(mine) or any(
                 _headers_differ(t, m) for t, m in zip(theirs, mine, strict=False)
             ):
-                names = [(h.get("agent"), h.get("agent_ids")) for h in theirs]
+                names = [
+                    (h.get("agent"), h.get("agent_ids")) if isinstance(h, Mapping) else h
+                    for h in theirs
+                ]
                 raise ValueError(
                     f"checkpoint {os.fspath(path)!r} holds a team of {names} (agent, agent_ids) "
                     f"with other configs or env shapes than this team of "

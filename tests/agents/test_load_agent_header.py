@@ -309,3 +309,16 @@ def test_plugins_used_as_module_attr_are_rebuilt_from_their_class(env, tmp_path,
             match=re.escape(f"header['class']='{module}:{cls}' is agent {agent!r}, not "),
         ):
             agents.load_agent(path, env)
+
+
+@pytest.mark.parametrize("members", [5, [5], ["x", {"agent": "popularity"}]], ids=str)
+def test_team_load_refuses_damaged_members_by_file(members, saved, env, tmp_path):
+    """``Team.load`` into an existing team (not through ``load_agent``): member headers that
+    are not a list of dicts were a raw TypeError/AttributeError."""
+    payload = dict(saved["team"])
+    payload["header"] = {**payload["header"], "members": members}
+    path = tmp_path / "team.pt"
+    torch.save(payload, path)
+    team = agents.make_team(env, {"agent_0": "linucb", "agent_1": "popularity"})
+    with pytest.raises(ValueError, match=re.escape(repr(str(path)))):
+        team.load(path)
