@@ -9,6 +9,7 @@ valid step gives exactly what a twin env that never saw the bad input gives.
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -204,6 +205,39 @@ def test_batched_rejects_invalid_slates_and_is_untouched(env_id, small, snapshot
         assert_same(before, snapshot(env))
     out, twin_out = env.step(acts), twin.step(acts)
     _assert_tensors_equal(out[:4], twin_out[:4])
+
+
+def test_check_slate_says_what_step_says_and_changes_nothing(env_id, small, snapshot, assert_same):
+    """``BatchedMarket.check_slate(agent, slate)`` refuses one agent's bad slate with the very
+    message ``step`` gives, changes nothing, and accepts a good one (and under
+    ``invalid_slate="repair"`` checks only the form)."""
+    kwargs = small(env_id)
+    env = _batched_with_masked(env_id, kwargs)
+    K, C = env.config.slate_size, env.config.num_candidates
+    good = env.oracle_slates()
+    acts = {a: good[:, i].clone() for i, a in enumerate(env.agents)}
+    n, c = (~env.cand_mask[:, 1]).nonzero()[0].tolist()
+    bad = acts["agent_1"]
+    out_of_range, dup, masked = bad.clone(), bad.clone(), bad.clone()
+    out_of_range[n, K - 1] = C
+    dup[n, K - 1] = dup[n, 0]
+    masked[n, K - 1] = c
+    before = snapshot(env)
+    for x in (out_of_range, dup, masked, bad[:, :-1], bad.float(), torch.full((3, K), math.nan)):
+        with pytest.raises(ValueError) as by_step:
+            env.step({**acts, "agent_1": x})
+        with pytest.raises(ValueError) as by_check:
+            env.check_slate("agent_1", x)
+        assert str(by_check.value) == str(by_step.value)
+        assert_same(before, snapshot(env))
+    env.check_slate("agent_1", bad)
+    with pytest.raises(ValueError, match="unknown agent 'agent_9'"):
+        env.check_slate("agent_9", bad)
+    repair = recenv.make_vec(env_id, num_envs=3, seed=0, invalid_slate="repair", **kwargs)
+    repair.reset()
+    repair.check_slate("agent_1", torch.zeros(3, K, dtype=torch.int64))  # values: repaired
+    with pytest.raises(ValueError, match="shape"):
+        repair.check_slate("agent_1", torch.zeros(3, K - 1, dtype=torch.int64))
 
 
 def _assert_tensors_equal(x, y) -> None:

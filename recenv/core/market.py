@@ -859,7 +859,6 @@ class BatchedMarket:
         """Stack and check actions. Returns slate ``[N, A, K]`` (indices clamped into range),
         slot validity ``[N, A, K]`` and repaired-slot counts ``[N, A]``."""
         cfg = self.config
-        N, K, C = self.num_envs, cfg.slate_size, cfg.num_candidates
         if not isinstance(actions, dict):
             raise ValueError(f"actions must be a dict keyed by agent {self.agents}")
         missing = [a for a in self.agents if a not in actions]
@@ -869,33 +868,7 @@ class BatchedMarket:
                 f"actions must have exactly the agents {self.agents}; missing {missing}, "
                 f"unknown {extra}"
             )
-        stacked = []
-        for a in self.agents:
-            x = torch.as_tensor(actions[a], device=self.device)
-            if x.is_floating_point() and bool(torch.isnan(x).any()):
-                raise ValueError(
-                    f"action of {a}: contains NaN; expected integer candidate indices "
-                    f"in [0, {C - 1}]"
-                )
-            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-                raise ValueError(
-                    f"action of {a}: dtype {x.dtype}, expected an integer dtype with candidate "
-                    f"indices in [0, {C - 1}]"
-                )
-            if x.shape != (N, K):
-                raise ValueError(
-                    f"action of {a}: shape {tuple(x.shape)}, expected (num_envs={N}, "
-                    f"slate_size={K}) candidate indices in [0, {C - 1}]"
-                )
-            x64 = x.to(torch.int64)
-            if x.dtype == torch.uint64 and bool((x64 < 0).any()):
-                # Past int64 the cast wraps negative: name the value as given.
-                big = int(x64[x64 < 0][0]) + 2**64
-                raise ValueError(
-                    f"action of {a}: index {big} out of range; expected candidate indices "
-                    f"in [0, {C - 1}]"
-                )
-            stacked.append(x64)
+        stacked = [self._as_slate(a, actions[a]) for a in self.agents]
         if self._native_kernels:
             # One pass per market instead of ~25 small ops (recenv::check_slates, equal to
             # _validity bit for bit): ~0.6 ms of a 4,096-market step was this check.
@@ -909,6 +882,50 @@ class BatchedMarket:
         if cfg.invalid_slate == "raise" and not bool(all_ok):
             self._raise_invalid(torch.stack(stacked, dim=1))
         return idx, valid, repaired
+
+    def _as_slate(self, agent: str, action: Any) -> torch.Tensor:
+        """``agent``'s action as an int64 slate ``[N, K]`` on the market's device, or a
+        ValueError naming the agent, what is wrong and the allowed values (NaN, a non-integer
+        dtype, the shape, a uint64 index past int64). Values are checked by the caller."""
+        cfg = self.config
+        N, K, C = self.num_envs, cfg.slate_size, cfg.num_candidates
+        x = torch.as_tensor(action, device=self.device)
+        if x.is_floating_point() and bool(torch.isnan(x).any()):
+            raise ValueError(
+                f"action of {agent}: contains NaN; expected integer candidate indices "
+                f"in [0, {C - 1}]"
+            )
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(
+                f"action of {agent}: dtype {x.dtype}, expected an integer dtype with candidate "
+                f"indices in [0, {C - 1}]"
+            )
+        if x.shape != (N, K):
+            raise ValueError(
+                f"action of {agent}: shape {tuple(x.shape)}, expected (num_envs={N}, "
+                f"slate_size={K}) candidate indices in [0, {C - 1}]"
+            )
+        x64 = x.to(torch.int64)
+        if x.dtype == torch.uint64 and bool((x64 < 0).any()):
+            # Past int64 the cast wraps negative: name the value as given.
+            big = int(x64[x64 < 0][0]) + 2**64
+            raise ValueError(
+                f"action of {agent}: index {big} out of range; expected candidate indices "
+                f"in [0, {C - 1}]"
+            )
+        return x64
+
+    def check_slate(self, agent: str, action: Any) -> None:
+        """Check one agent's slate ``[N, K]`` as :meth:`step` would, without stepping or
+        changing anything: its form always, and under ``invalid_slate="raise"`` its values
+        (in range, unmasked, distinct; markets about to auto-reset ignore their actions), with
+        step's messages. A wrapper that draws other agents' slates after the caller's (the
+        Gymnasium vector view's opponents) refuses a bad one before they draw."""
+        if agent not in self.agents:
+            raise ValueError(f"unknown agent {agent!r}; the agents are {self.agents}")
+        slate = self._as_slate(agent, action)
+        if self.config.invalid_slate == "raise":
+            self._raise_invalid(slate[:, None], self.agents.index(agent))
 
     def _validity(self, slate: torch.Tensor):
         """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat (the torch
@@ -937,19 +954,26 @@ class BatchedMarket:
             dup.append(repeat)
         return slate.clamp(0, C - 1), in_range, torch.stack(dup, dim=2) & in_range
 
-    def _raise_invalid(self, slate: torch.Tensor) -> None:
+    def _raise_invalid(self, slate: torch.Tensor, agent_index: int | None = None) -> None:
+        """ValueError naming the first invalid slot of ``slate`` ``[N, A, K]`` (every agent's)
+        or ``[N, 1, K]`` (agent ``agent_index``'s); returns when there is none."""
         C = self.config.num_candidates
+        sel = slice(None) if agent_index is None else slice(agent_index, agent_index + 1)
+        cand_mask, names = self.cand_mask[:, sel], self.agents[sel]
         idx, in_range, dup = self._slot_checks(slate)
-        ok = (in_range & self.cand_mask.gather(2, idx) & ~dup) | self.needs_reset[:, None, None]
-        n, a, k = (int(v) for v in (~ok).nonzero()[0])
-        agent, value = self.agents[a], int(slate[n, a, k])
+        ok = (in_range & cand_mask.gather(2, idx) & ~dup) | self.needs_reset[:, None, None]
+        bad = (~ok).nonzero()
+        if not len(bad):
+            return
+        n, a, k = (int(v) for v in bad[0])
+        agent, value = names[a], int(slate[n, a, k])
         where = f"agent {agent}, env {n}, slot {k}"
         if not bool(in_range[n, a, k]):
             why = f"index {value} out of range; allowed candidate indices are 0..{C - 1}"
         elif bool(dup[n, a, k]):
             why = f"candidate {value} appears twice in the slate; a slate holds distinct items"
         else:
-            allowed = self.cand_mask[n, a].nonzero().flatten().tolist()
+            allowed = cand_mask[n, a].nonzero().flatten().tolist()
             why = f"candidate {value} is masked (action_mask=0); allowed indices: {allowed}"
         raise ValueError(
             f"invalid slate for {where}: {why}. The environment was not stepped "

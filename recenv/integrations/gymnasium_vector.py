@@ -43,8 +43,9 @@ observation from the core (a dict of tensors, ``recenv.core.market`` documents t
 ``"oracle"`` (the myopic oracle, privileged) are built in; a policy with a ``seed(int)``
 method is seeded by the constructor's ``seed`` and reseeded whenever the env is reset with a
 seed. A step that is refused (an invalid slate, a wrong shape or dtype) leaves the env as it
-was, the built-in random opponents' streams included; the opponents are called before the
-core checks the slates, so a custom opponent has been called by then.
+was: the learner's slate is checked (``BatchedMarket.check_slate``) before any opponent is
+called; an opponent's own bad slate is refused after the opponents acted, and then only the
+built-in random opponents' streams are put back.
 """
 
 from __future__ import annotations
@@ -185,9 +186,12 @@ class SingleAgentVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         market = self.market
         batched = {self.agent: self._as_actions(actions)}
+        # The learner's slate is checked before any opponent draws its own, so that a refused
+        # step leaves every opponent's random state (custom ones' too) as it was.
+        market.check_slate(self.agent, batched[self.agent])
         current = market.observe()
-        # The random opponents draw before the core checks the slates: a refused step puts
-        # their generators back, so that it changes nothing.
+        # An opponent's bad slate is refused by the core's step, after the others drew: the
+        # built-in random opponents' generators are put back then.
         drawn_from = [
             (p.generator, p.generator.get_state())
             for p in self.opponents.values()

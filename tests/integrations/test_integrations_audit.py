@@ -59,6 +59,26 @@ def test_refused_step_leaves_random_opponents_as_they_were(bad):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.int64), np.full((2, 3), np.nan)])
+def test_a_refused_learner_slate_never_calls_the_opponents(bad):
+    """The learner's slate is checked before any opponent acts, so a custom stochastic
+    opponent's random state is untouched by a refused step. Regression test: the opponents
+    were called first, and only the built-in random ones were put back."""
+    calls = []
+
+    def opponent(obs):
+        calls.append(1)
+        return RandomSlatePolicy(3, seed=0)(obs)
+
+    env = make_single_agent_vec(MARKET, num_envs=2, seed=5, opponents=opponent, **SMALL)
+    env.reset()
+    with pytest.raises(ValueError, match="agent_0"):
+        env.step(bad)
+    assert calls == []
+    env.step(env.market.oracle_slates()[:, 0].numpy())
+    assert calls == [1]
+
+
 class _SeedableOpponent:
     """A custom opponent with a ``seed(int)`` method (random valid slates)."""
 
