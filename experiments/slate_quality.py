@@ -21,7 +21,11 @@ items*, not returns. Rules:
 
 And how well the learned model tracks the truth, per request over unmasked candidates
 (Pearson, averaged): ``corr_logit_utility`` (choice logit vs true utility) and
-``corr_gain_value`` (``Q̄(s, i) − Q̄(s, ⊥)`` vs the true click value).
+``corr_gain_value`` (``Q̄(s, i) − Q̄(s, ⊥)`` vs the true click value). Beside them,
+``corr_supervised_utility`` (:func:`readable_utility`): the same correlation for a network of
+IQL's shape fitted by regression on the true utilities themselves (privileged labels) from
+the same observation features, on held-out markets: roughly how much of the utility the
+observations let any learner read, against which the choice model's figure is judged.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ import agents
 import recenv
 from agents.base import slate_from_scores
 from agents.iql import ChoiceModel, greedy_slate, topk_rank
+from agents.nets import CandidateScorer, seeded_init
 from recenv.core.response import expected_click_value
 
 RULES = ("iql_greedy", "iql_top_k", "utility_oracle", "value_oracle", "random")
-CORRELATIONS = ("corr_logit_utility", "corr_gain_value")
+CORRELATIONS = ("corr_logit_utility", "corr_gain_value", "corr_supervised_utility")
 
 
 def one_step_value(u: torch.Tensor, v: torch.Tensor, slate: torch.Tensor, cfg: Any) -> torch.Tensor:
@@ -70,8 +75,8 @@ def measure(agent: Any, env: Any, steps: int, seed: int) -> dict[str, float]:
     g = torch.Generator().manual_seed(seed)
     truth_choice = ChoiceModel(1, 1, (1,), K).requires_grad_(False)
     truth_choice.slot_bias.zero_()  # no position costs, as one_step_value
-    sums = dict.fromkeys(RULES + CORRELATIONS, 0.0)
-    counts = dict.fromkeys(RULES + CORRELATIONS, 0)
+    sums = dict.fromkeys(RULES + CORRELATIONS[:2], 0.0)  # the third: readable_utility
+    counts = dict.fromkeys(RULES + CORRELATIONS[:2], 0)
     obs = env.reset(seed=seed)
     for _ in range(steps):
         utility, length, price = env._oracle_view()  # [N, A, C], privileged
@@ -112,6 +117,50 @@ def measure(agent: Any, env: Any, steps: int, seed: int) -> dict[str, float]:
     return {k: sums[k] / counts[k] if counts[k] else math.nan for k in sums}
 
 
+def readable_utility(
+    agent: Any, env: Any, steps: int, seed: int, epochs: int = 40, hidden=(64, 64)
+) -> float:
+    """Held-out per-request Pearson correlation of a :class:`CandidateScorer` (IQL's network
+    shape, on IQL's input features) regressed on the true utilities: the rollout (``agent``
+    acting greedily, ``steps`` requests from ``env.reset(seed=seed)``) of the first half of
+    the markets trains it (MSE, Adam, ``epochs`` passes), the second half measures it."""
+    obs = env.reset(seed=seed)
+    pairs_all, ctx_all, util_all, mask_all = [], [], [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            utility = env._oracle_view()[0]
+            for i, a in enumerate(env.agents):
+                mask = obs[a]["action_mask"] & torch.isfinite(utility[:, i])
+                pairs, ctx = agent._inputs(obs[a], i)
+                pairs_all.append(pairs)
+                ctx_all.append(ctx)
+                util_all.append(utility[:, i].masked_fill(~mask, 0.0))
+                mask_all.append(mask)
+            obs, *_ = env.step(agent.act(obs))
+    # [steps * A, N, ...] -> split by market: the first half trains, the second tests.
+    half = env.num_envs // 2
+    stack = [torch.stack(x) for x in (pairs_all, ctx_all, util_all, mask_all)]
+    train = [x[:, :half].flatten(0, 1) for x in stack]
+    test = [x[:, half:].flatten(0, 1) for x in stack]
+    with seeded_init(seed):
+        net = CandidateScorer(train[0].shape[-1], train[1].shape[-1], hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    rows = train[0].shape[0]
+    for _ in range(epochs):
+        for batch in torch.randperm(rows, generator=g).split(256):
+            pred, _ = net(train[0][batch], train[1][batch])
+            m = train[3][batch]
+            loss = ((pred - train[2][batch]) ** 2 * m).sum() / m.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        pred, _ = net(test[0], test[1])
+        r = _row_corr(pred, test[2], test[3])
+    return float(r[torch.isfinite(r)].mean())
+
+
 def run_seed(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -132,4 +181,6 @@ def run_seed(
     test = recenv.make_vec(
         env_id, num_envs=eval_envs, seed=100_000 + seed, device=device, **env_kwargs
     )
-    return measure(agent, test, steps, 100_000 + seed)
+    out = measure(agent, test, steps, 100_000 + seed)
+    out["corr_supervised_utility"] = readable_utility(agent, test, steps, 100_000 + seed)
+    return out

@@ -41,11 +41,21 @@ def test_the_value_rule_leads_on_the_true_model_and_runs_reproduce(trained):
     gives the same figures."""
     env = recenv.make_vec("recenv/Market-v0", num_envs=8, seed=5, horizon=20)
     first = slate_quality.measure(trained, env, steps=5, seed=5)
-    assert set(first) == set(slate_quality.RULES + slate_quality.CORRELATIONS)
+    assert set(first) == set(slate_quality.RULES + slate_quality.CORRELATIONS[:2])
     assert first["value_oracle"] >= first["utility_oracle"]
     assert first["value_oracle"] > first["random"]
-    assert all(-1.0 <= first[k] <= 1.0 for k in slate_quality.CORRELATIONS)
+    assert all(-1.0 <= first[k] <= 1.0 for k in slate_quality.CORRELATIONS[:2])
     assert slate_quality.measure(trained, env, steps=5, seed=5) == first
+
+
+def test_a_regression_on_the_true_utilities_reads_them_from_the_observations(trained):
+    """The supervised reference learns something real: held out, its predictions correlate
+    with the true utilities (a network fitted on noise would give about 0), and a second fit
+    with the same seed gives the same figure."""
+    env = recenv.make_vec("recenv/Market-v0", num_envs=8, seed=5, horizon=20)
+    r = slate_quality.readable_utility(trained, env, steps=6, seed=5, epochs=20)
+    assert 0.3 < r <= 1.0, r
+    assert slate_quality.readable_utility(trained, env, steps=6, seed=5, epochs=20) == r
 
 
 def test_it_measures_an_iql_agent_of_every_env_agent_only():
