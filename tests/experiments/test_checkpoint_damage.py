@@ -55,6 +55,16 @@ def edit(path: Path, damage: Callable[[dict], None]) -> None:
     torch.save(payload, path)
 
 
+def damaged(done: Path, where: Path, damage: tuple) -> tuple[Path, Path, tuple, dict]:
+    """A :func:`killed` copy whose newest checkpoint has ``damage`` (``(edit, names)``) done
+    to it: the run, that checkpoint, the names its refusal must give, the run's tree."""
+    run = killed(done, where)
+    bad = run / "checkpoints" / BAD
+    fn, names = damage
+    edit(bad, fn)
+    return run, bad, names, tree(run)
+
+
 def _drop(d: dict, key: str) -> None:
     del d[key]
 
@@ -139,11 +149,7 @@ DAMAGES: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
 def test_a_damaged_checkpoint_is_refused_by_file_and_key_and_changes_nothing(
     finished, tmp_path, capsys, damage
 ):
-    run = killed(finished, tmp_path)
-    bad = run / "checkpoints" / BAD
-    fn, names = DAMAGES[damage]
-    edit(bad, fn)
-    before = tree(run)
+    run, bad, names, before = damaged(finished, tmp_path, DAMAGES[damage])
     with pytest.raises(RunError) as err:
         runner.resume(run)
     msg = str(err.value)
@@ -255,11 +261,7 @@ EVALUATE_ONLY = ("run config deleted", "run config a list")
 
 @pytest.mark.parametrize("damage", list(AGENT_DAMAGES))
 def test_evaluate_and_load_agent_refuse_a_damaged_agent_state_by_name(finished, tmp_path, damage):
-    run = killed(finished, tmp_path)
-    bad = run / "checkpoints" / BAD
-    fn, names = AGENT_DAMAGES[damage]
-    edit(bad, fn)
-    before = tree(run)
+    run, bad, names, before = damaged(finished, tmp_path, AGENT_DAMAGES[damage])
     with pytest.raises(RunError) as err:
         runner.evaluate_checkpoint(bad, episodes=2, root=tmp_path / "evals", quiet=True)
     msg = str(err.value)
