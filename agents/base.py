@@ -115,6 +115,16 @@ class AgentConfig:
     seed: int = option(
         0, "seed of the agent's own random generator (exploration, init)", within=SEED_RANGE
     )
+    #: Fields added after the agent's checkpoints were first written, each with the value
+    #: that reproduces what an older checkpoint (whose header lacks the key) was trained
+    #: with: a new field's default may differ (IQL's ``slate_selection``).
+    LEGACY: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def header_config(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint header's config with the keys it predates filled in from
+        :attr:`LEGACY`, as the saved agent ran."""
+        return {**{k: v for k, v in cls.LEGACY.items() if k not in saved}, **saved}
 
     def __post_init__(self) -> None:
         """Each field annotated with a plain type holds it (``field_type_errors``: numpy's
@@ -510,17 +520,15 @@ class Agent:
                 f"{_fields(theirs, differ)}; this {self.name!r} agent's env has "
                 f"{_fields(mine['env'], differ)} (env={mine['env']})"
             )
-        if head.get("config") != mine["config"]:
-            if not isinstance(head.get("config"), dict):  # damaged: it was an AttributeError
-                raise ValueError(
-                    f"checkpoint {os.fspath(path)!r} has a header 'config' that is a "
-                    f"{type(head.get('config')).__name__}; expected a dict of the agent's config"
-                )
-            diff = {
-                k: (head["config"].get(k), v)
-                for k, v in mine["config"].items()
-                if head["config"].get(k) != v
-            }
+        saved = head.get("config")
+        if not isinstance(saved, dict):  # damaged: it was an AttributeError
+            raise ValueError(
+                f"checkpoint {os.fspath(path)!r} has a header 'config' that is a "
+                f"{type(saved).__name__}; expected a dict of the agent's config"
+            )
+        saved = type(self.config).header_config(saved)
+        if saved != mine["config"]:
+            diff = {k: (saved.get(k), v) for k, v in mine["config"].items() if saved.get(k) != v}
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} has a different config (key: (checkpoint, "
                 f"this agent)): {diff}; build the agent with the checkpoint's config, or use "
@@ -552,11 +560,16 @@ def _env_differences(saved: Mapping[str, Any], mine: Mapping[str, Any], version:
     return [k for k in keys if saved.get(k) != mine.get(k)]
 
 
-def _headers_differ(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
+def _headers_differ(
+    saved: Mapping[str, Any], mine: Mapping[str, Any], config_cls: type[AgentConfig]
+) -> bool:
     """Whether a (team member's) checkpoint header describes another agent, config or env
-    than ``mine``, reading the env as its own ``format_version`` recorded it."""
+    than ``mine`` (an agent with configs of ``config_cls``), reading the env as its own
+    ``format_version`` recorded it and the config with the keys it predates filled in."""
     if not isinstance(saved, Mapping):  # damaged by hand: no header of anything
         return True
+    if isinstance(saved.get("config"), Mapping):
+        saved = {**saved, "config": config_cls.header_config(saved["config"])}
     skip = ("env", "format_version", "members")
     if {k: v for k, v in saved.items() if k not in skip} != {
         k: v for k, v in mine.items() if k not in skip
@@ -569,7 +582,7 @@ def _headers_differ(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
     if not isinstance(theirs, (list, tuple)):
         return True
     return len(theirs) != len(ours) or any(
-        _headers_differ(t, o) for t, o in zip(theirs, ours, strict=False)
+        _headers_differ(t, o, AgentConfig) for t, o in zip(theirs, ours, strict=False)
     )
 
 
@@ -788,7 +801,8 @@ class Team(Agent):
                     f"{type(theirs).__name__}; expected a list of member headers"
                 )
             if len(theirs) != len(mine) or any(
-                _headers_differ(t, m) for t, m in zip(theirs, mine, strict=False)
+                _headers_differ(t, h, type(m.config))
+                for t, h, m in zip(theirs, mine, self.members, strict=False)
             ):
                 names = [
                     (h.get("agent"), h.get("agent_ids")) if isinstance(h, Mapping) else h
@@ -800,3 +814,53 @@ class Team(Agent):
                     f"{[(m.name, m.agent_ids) for m in self.members]}"
                 )
         super().load(path)
+
+
+def header_differences(saved: Any, agent: Agent) -> list[str]:
+    """What in a checkpoint's header ``saved`` does not describe ``agent`` (its name,
+    ``agent_ids``, config — keys the checkpoint predates read as :attr:`AgentConfig.LEGACY`
+    — and env shapes; a team's members each), as ``"key: saved, this agent's"`` texts;
+    ``[]`` when it fits. A run's resume asks it of the rebuilt agent, whose config comes from
+    the run's ``config.json`` and today's defaults."""
+    if not isinstance(saved, Mapping):
+        return [f"the header is a {type(saved).__name__}, not a dict"]
+    pairs: list[tuple[Any, Agent, str]] = [(saved, agent, "")]
+    if isinstance(agent, Team):
+        theirs = saved.get("members")
+        if not isinstance(theirs, (list, tuple)) or len(theirs) != len(agent.members):
+            return [f"members: {_describe_members(theirs)}, this team's {len(agent.members)}"]
+        pairs = [
+            (t, m, f"members[{j}].")
+            for j, (t, m) in enumerate(zip(theirs, agent.members, strict=True))
+        ]
+    out: list[str] = []
+    for head, member, prefix in pairs:
+        if not isinstance(head, Mapping):
+            out.append(f"{prefix}header: a {type(head).__name__}, not a dict")
+            continue
+        mine = member.header()
+        out += [
+            f"{prefix}{k}: {head.get(k)!r}, this agent's {mine[k]!r}"
+            for k in ("agent", "agent_ids")
+            if head.get(k) != mine[k]
+        ]
+        cfg = head.get("config")
+        cfg = type(member.config).header_config(cfg) if isinstance(cfg, Mapping) else {}
+        out += [
+            f"{prefix}config.{k}: {cfg.get(k)!r}, this agent's {v!r}"
+            for k, v in mine["config"].items()
+            if cfg.get(k) != v
+        ]
+        env = head.get("env") if isinstance(head.get("env"), dict) else {}
+        out += [
+            f"{prefix}env.{k}: {env.get(k)!r}, this agent's {mine['env'][k]!r}"
+            for k in _env_differences(env, mine["env"], head.get("format_version"))
+        ]
+    return out
+
+
+def _describe_members(members: Any) -> str:
+    """A header's ``members`` as a damage message names it."""
+    if isinstance(members, (list, tuple)):
+        return f"{len(members)} member headers"
+    return "none" if members is None else f"a {type(members).__name__}"

@@ -130,6 +130,8 @@ class IQLConfig(AgentConfig):
         100, "return averaged metrics every this many updates", within=(1, math.inf)
     )
     save_buffer: bool = option(False, "write the replay buffers into checkpoints (large)")
+    # Checkpoints written before slate_selection existed ran the top-K ranking.
+    LEGACY: ClassVar[Mapping[str, Any]] = {"slate_selection": "top_k"}
 
 
 # ----------------------------------------------------------------------------------------

@@ -183,6 +183,7 @@ def _plan(head: Any, env: Any, where: str, field: str) -> tuple:
             f"a dict of the config of agent {agent!r} (str keys)",
         )
     if inspect.isclass(target):  # the keys and values the agent's config takes
+        config = target.Config.header_config(config)  # keys the checkpoint predates
         try:
             target.Config.from_kwargs(**config)
         except (TypeError, ValueError) as e:

@@ -64,7 +64,13 @@ import torch
 
 import agents
 import recenv
-from agents.base import Agent, _to_cpu, _to_device, read_checkpoint  # one tensor mapper
+from agents.base import (  # one tensor mapper
+    Agent,
+    _to_cpu,
+    _to_device,
+    header_differences,
+    read_checkpoint,
+)
 from experiments import snapshot
 from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
@@ -783,6 +789,14 @@ class Trainer:
             raise RunError(
                 f"checkpoint {str(source)!r} was written by a run with another config than "
                 f"{str(self.dir.path / 'config.json')!r}; resume it from its own run directory"
+            )
+        differ = header_differences(payload["header"], self.agent)
+        if differ:
+            raise RunError(
+                f"checkpoint {str(source)!r} was written by an agent other than the one this "
+                f"run's config builds today ({'; '.join(differ[:5])}): a default changed "
+                "since it was written (e.g. IQL's slate_selection, 'top_k' until 2026-12-03). "
+                "Finish the run with the recenv version that started it, or start it over"
             )
         loop = payload["loop"]
         if loop["steps"] != loop["iters"] * self.cfg.num_envs:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import agents
-from agents.base import sequential_slate
+from agents.base import header_differences, sequential_slate
 from agents.iql import ChoiceModel, greedy_slate, slate_value, topk_rank
 
 
@@ -192,3 +192,25 @@ def test_unknown_slate_selection_is_refused(market):
         ValueError, match=r"slate_selection='lp' must be one of \('greedy', 'top_k'\)"
     ):
         agents.make_agent("iql", market(), slate_selection="lp")
+
+
+def test_checkpoints_from_before_slate_selection_load_as_top_k(market, tmp_path):
+    """An IQL checkpoint whose header predates ``slate_selection`` ran the top-K ranking
+    (``IQLConfig.LEGACY``): ``load_agent`` rebuilds it so, ``load`` into a top-K agent accepts
+    it, into a greedy one refuses it by name, and a resume's header check agrees."""
+    env = market(num_envs=2, horizon=10)
+    old = agents.make_agent("iql", env, slate_selection="top_k")
+    path = tmp_path / "old.pt"
+    old.save(path)
+    payload = torch.load(path, weights_only=True)
+    del payload["header"]["config"]["slate_selection"]
+    torch.save(payload, path)
+    assert agents.load_agent(path, env).config.slate_selection == "top_k"
+    agents.make_agent("iql", env, slate_selection="top_k").load(path)
+    greedy = agents.make_agent("iql", env)
+    with pytest.raises(ValueError, match="slate_selection"):
+        greedy.load(path)
+    assert header_differences(payload["header"], old) == []
+    assert header_differences(payload["header"], greedy) == [
+        "config.slate_selection: 'top_k', this agent's 'greedy'"
+    ]

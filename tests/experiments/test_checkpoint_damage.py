@@ -85,6 +85,11 @@ def _as_list(d: dict, key: str) -> None:
 # (damage, what the message must name): each one used to be a traceback, or accepted.
 DAMAGES: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
     "loop deleted": (lambda p: _drop(p, "loop"), ("'loop'", "missing")),
+    # Not damage: an IQL run checkpointed before slate_selection existed (it ran top-K).
+    "header from before slate_selection": (
+        lambda p: _drop(p["header"]["config"], "slate_selection"),
+        ("config.slate_selection: 'top_k', this agent's 'greedy'", "start it over"),
+    ),
     "env snapshot deleted": (lambda p: _drop(p, "env_snapshot"), ("'env_snapshot'", "missing")),
     "loop counter deleted": (lambda p: _drop(p["loop"], "iters"), ("'iters'", "missing")),
     "rng section deleted": (lambda p: _drop(p["rng"], "numpy"), ("'numpy'", "missing")),
