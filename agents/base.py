@@ -560,32 +560,6 @@ def _env_differences(saved: Mapping[str, Any], mine: Mapping[str, Any], version:
     return [k for k in keys if saved.get(k) != mine.get(k)]
 
 
-def _headers_differ(
-    saved: Mapping[str, Any], mine: Mapping[str, Any], config_cls: type[AgentConfig]
-) -> bool:
-    """Whether a (team member's) checkpoint header describes another agent, config or env
-    than ``mine`` (an agent with configs of ``config_cls``), reading the env as its own
-    ``format_version`` recorded it and the config with the keys it predates filled in."""
-    if not isinstance(saved, Mapping):  # damaged by hand: no header of anything
-        return True
-    if isinstance(saved.get("config"), Mapping):
-        saved = {**saved, "config": config_cls.header_config(saved["config"])}
-    skip = ("env", "format_version", "members")
-    if {k: v for k, v in saved.items() if k not in skip} != {
-        k: v for k, v in mine.items() if k not in skip
-    }:
-        return True
-    env = saved.get("env") if isinstance(saved.get("env"), dict) else {}
-    if _env_differences(env, mine["env"], saved.get("format_version")):
-        return True
-    theirs, ours = saved.get("members", []), mine.get("members", [])
-    if not isinstance(theirs, (list, tuple)):
-        return True
-    return len(theirs) != len(ours) or any(
-        _headers_differ(t, o, AgentConfig) for t, o in zip(theirs, ours, strict=False)
-    )
-
-
 def _fields(values: Mapping[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(f"{k}={values.get(k)}" for k in keys)
 
@@ -793,25 +767,12 @@ class Team(Agent):
     def load(self, path: str | os.PathLike) -> None:
         head = read_checkpoint(path)["header"]
         if head.get("agent") == "team":
-            theirs = head.get("members", [])
-            mine = [m.header() for m in self.members]
-            if not isinstance(theirs, (list, tuple)):
+            differ = header_differences(head, self)
+            if differ:
                 raise ValueError(
-                    f"checkpoint {os.fspath(path)!r} has a header 'members' that is a "
-                    f"{type(theirs).__name__}; expected a list of member headers"
-                )
-            if len(theirs) != len(mine) or any(
-                _headers_differ(t, h, type(m.config))
-                for t, h, m in zip(theirs, mine, self.members, strict=False)
-            ):
-                names = [
-                    (h.get("agent"), h.get("agent_ids")) if isinstance(h, Mapping) else h
-                    for h in theirs
-                ]
-                raise ValueError(
-                    f"checkpoint {os.fspath(path)!r} holds a team of {names} (agent, agent_ids) "
-                    f"with other configs or env shapes than this team of "
-                    f"{[(m.name, m.agent_ids) for m in self.members]}"
+                    f"checkpoint {os.fspath(path)!r} holds a team with other members, configs "
+                    f"or env shapes than this team of "
+                    f"{[(m.name, m.agent_ids) for m in self.members]}: {'; '.join(differ[:5])}"
                 )
         super().load(path)
 
