@@ -30,6 +30,7 @@ observations let any learner read, against which the choice model's figure is ju
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -38,7 +39,7 @@ import torch
 import agents
 import recenv
 from agents.base import slate_from_scores
-from agents.iql import ChoiceModel, greedy_slate, topk_rank
+from agents.iql import ChoiceModel, greedy_slate, slate_value, topk_rank
 from agents.nets import CandidateScorer, seeded_init
 from recenv.core.response import expected_click_value
 
@@ -48,9 +49,23 @@ CORRELATIONS = ("corr_logit_utility", "corr_gain_value", "corr_supervised_utilit
 
 def one_step_value(u: torch.Tensor, v: torch.Tensor, slate: torch.Tensor, cfg: Any) -> torch.Tensor:
     """Expected click value of ``slate [N, K]`` alone on the page, ``[N]`` (``u``, ``v``:
-    ``[N, C]`` true utilities and click values)."""
-    w = torch.exp((u.gather(1, slate) - cfg.no_click_utility) / cfg.temperature)
-    return (w * v.gather(1, slate)).sum(1) / (1.0 + w.sum(1))
+    ``[N, C]`` true utilities and click values): IQL's :func:`~agents.iql.slate_value` with the
+    true conditional logit (no slot biases) and no value for no click."""
+    zeros = torch.zeros_like(u[:, 0])
+    return slate_value(
+        _truth_choice(slate.shape[1]),
+        u / cfg.temperature,
+        zeros + cfg.no_click_utility / cfg.temperature,
+        v,
+        zeros,
+        slate,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _truth_choice(k: int) -> ChoiceModel:
+    """A choice model whose slot biases are zero: the true logit without position costs."""
+    return ChoiceModel(1, 1, (1,), k).requires_grad_(False)
 
 
 def _row_corr(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,8 +88,7 @@ def measure(agent: Any, env: Any, steps: int, seed: int) -> dict[str, float]:
         raise ValueError("slate_quality measures an 'iql' agent that controls every env agent")
     cfg, K = env.config, env.config.slate_size
     g = torch.Generator().manual_seed(seed)
-    truth_choice = ChoiceModel(1, 1, (1,), K).requires_grad_(False)
-    truth_choice.slot_bias.zero_()  # no position costs, as one_step_value
+    truth_choice = _truth_choice(K)  # no position costs, as one_step_value
     sums = dict.fromkeys(RULES + CORRELATIONS[:2], 0.0)  # the third: readable_utility
     counts = dict.fromkeys(RULES + CORRELATIONS[:2], 0)
     obs = env.reset(seed=seed)
