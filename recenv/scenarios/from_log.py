@@ -109,7 +109,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from collections import OrderedDict
 from typing import Any
 
@@ -120,7 +119,7 @@ from recenv.core.config import InvalidConfig, MarketConfig, UnknownConfigKey
 from recenv.core.market import BatchedMarket, check_batch
 from recenv.core.users import Population
 from recenv.data.fit import LogFit, LogFitConfig, fit_log
-from recenv.data.logs import FORMATS, InteractionLog, LogFormatError, load_log
+from recenv.data.logs import FORMATS, InteractionLog, load_log
 from recenv.scenarios._factories import pettingzoo_factories
 
 ENV_ID = "recenv/FromLog-v0"
@@ -279,8 +278,6 @@ def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
         st = os.stat(path)
     except OSError as e:
         raise ValueError(f"{path}: cannot read the interaction log: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):  # as load_log says, but before the log is read
-        raise LogFormatError(path, 0, "is a directory, expected an interaction log file")
     # ctime changes with any write or utime(), so a file rewritten with the same size and
     # mtime is not mistaken for the cached one; the inode catches a file replaced by rename.
     key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, log_format)

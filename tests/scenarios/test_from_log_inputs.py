@@ -7,7 +7,7 @@ The ``no_log_read`` fixture replaces the log loader and the ALS fit with spies t
 test: an error that only appeared once the log was read shows up as that failure.
 
 Regression tests: ``num_agents="4"``, ``horizon=-1``, ``slate_size=0``, ``reward_mode="x"``,
-``log_format="parquet"``, a directory as the log, ``from_log.build(num_envs=0)`` read the log
+``log_format="parquet"``, ``from_log.build(num_envs=0)`` read the log
 (ml-latest-small: ~100k rows) before refusing.
 """
 
@@ -127,19 +127,23 @@ def test_other_bad_arguments_are_refused_before_the_log_is_read(
 
 
 @pytest.mark.parametrize("face", list(FACES))
-def test_a_log_that_is_missing_or_a_directory_is_refused_before_reading(
-    face, tmp_path, no_log_read
-):
+def test_a_log_that_is_missing_is_refused_before_reading(face, tmp_path, no_log_read):
     missing = str(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match=re.escape(f"{missing}: cannot read the interaction log")):
         FACES[face](log=missing, **SMALL)
+    assert not no_log_read
+
+
+@pytest.mark.parametrize("face", list(FACES))
+def test_a_directory_as_the_log_is_refused_by_the_loader_at_once(face, tmp_path, monkeypatch):
+    """``load_log`` refuses a directory before it reads anything; the fit is never reached."""
+    monkeypatch.setattr(from_log, "fit_log", lambda *a, **k: pytest.fail("the log was fitted"))
     folder = tmp_path / "ratings.csv"
     folder.mkdir()
     with pytest.raises(
         ValueError, match=re.escape(f"{folder}: is a directory, expected an interaction log file")
     ):
         FACES[face](log=str(folder), **SMALL)
-    assert not no_log_read
 
 
 BATCH = [
