@@ -53,6 +53,7 @@ import torch
 
 import recenv
 from experiments import bench_peers
+from experiments.provenance import code_line, git_state
 from recenv.core import heap, hugepages, native
 
 RESULTS = Path(__file__).parent / "results"
@@ -392,13 +393,15 @@ def _cache_bytes(level: int, root: str = "/sys/devices/system/cpu/cpu0/cache") -
 
 
 def provenance() -> dict[str, object]:
-    """Where and when a performance tool's result was measured, for its JSON: host name,
-    :func:`machine`, torch version and UTC time."""
+    """Where, when and from which code a performance tool's result was measured, for its
+    JSON: host name, :func:`machine`, torch version, UTC time and the commit
+    (:func:`experiments.provenance.git_state`)."""
     return {
         "host": socket.gethostname(),
         "machine": machine(),
         "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **git_state(),
     }
 
 
@@ -510,6 +513,7 @@ def main(argv=None):
         f"cpu: {mach['cpu_model']} ({mach['cpu_capability']}), {mach['logical_cores']} logical "
         f"cores" + (f"; {caches}" if caches else "")
     )
+    print(code_line())
     switches, in_effect = _switches(), _in_effect()
     print("switches: " + ", ".join(f"{k}={v}" for k, v in switches.items()))
     print("in effect: " + ", ".join(f"{k}={v}" for k, v in in_effect.items()))
@@ -781,6 +785,7 @@ def main(argv=None):
 
     result = {
         "env": args.env,
+        **git_state(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -58,6 +58,7 @@ import torch
 import agents
 import recenv
 from experiments import slate_quality
+from experiments.provenance import code_line, versions
 
 DEFAULT_AGENTS = (
     "random",
@@ -407,6 +408,7 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
     started = time.time()
     header = {
         "command": command,
+        "versions": versions(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "machine": {
             "platform": platform.platform(),
@@ -442,7 +444,7 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
         f"{args.num_envs} markets; evaluation: {measured}; "
         f"mean ± 95 % CI (t, {args.seeds - 1} df). CPU threads: "
         f"{args.threads}; load average at start {header['machine']['load_average_at_start']}."
-        f" Wall time {header['wall_seconds'] / 60:.1f} min.\n\n"
+        f" Wall time {header['wall_seconds'] / 60:.1f} min. {code_line(header['versions'])}\n\n"
     )
     payload = json_ready({**header, "results": results})
     write_result(targets[0], json.dumps(payload, indent=1, default=str, allow_nan=False))

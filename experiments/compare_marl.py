@@ -38,7 +38,6 @@ import ast
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -57,6 +56,7 @@ from experiments.config import (
     check_agent_name,
     validate_agent_overrides,
 )
+from experiments.provenance import code_line, versions
 from recenv.core.config import REWARD_MODES
 
 ENV = "recenv/Market-v0"
@@ -366,7 +366,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[dict[str
     head = {
         "command": ["python", "-m", "experiments.compare_marl", *(argv or sys.argv[1:])],
         "settings": vars(args),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "versions": versions(),
         "machine": {"cpus": os.cpu_count(), "device": "cpu"},
     }
     start = time.perf_counter()
@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[dict[str
     else:
         payload, md = _comparison(args, seeds, head)
     payload["seconds"] = time.perf_counter() - start
-    return payload, md
+    return payload, md.rstrip("\n") + "\n\n" + code_line(head["versions"]) + "\n"
 
 
 def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:

@@ -29,7 +29,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import sys
 import time
@@ -42,6 +41,7 @@ import torch
 
 from experiments import report, runner
 from experiments.config import CompareConfig, ConfigError, RunConfig, validate_run
+from experiments.provenance import versions
 from experiments.runner import (
     DONE,
     DirLock,
@@ -78,7 +78,7 @@ def compare(
     path = create_unique_dir(Path(cfg.run.root), f"{sanitize(cfg.name)}__{utc_stamp()}")
     head = {
         "config": cfg.to_dict(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "versions": versions(),
         "command": sys.argv,
         "created": utc_stamp(),
     }

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -50,6 +49,7 @@ import torch
 
 import recenv
 from experiments import compare_agents
+from experiments.provenance import code_line, versions
 from recenv.core.config import InvalidConfig
 from recenv.data import FORMATS, InteractionLog, load_log
 from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
@@ -521,18 +521,14 @@ def _run(log: InteractionLog, args: Args, out: str) -> None:
     t0 = time.perf_counter()
     results = [evaluate_split(log, split, args) for split in args.splits]
     table = markdown(results, log, args)
-    compare_agents.write_result(Path(out, "report.md"), table + "\n")
+    made_by = versions()
+    compare_agents.write_result(Path(out, "report.md"), f"{table}\n\n{code_line(made_by)}\n")
     payload = {
         "env_id": ENV_ID,
         "log": log.summary(),
         "args": args.__dict__,
         "seconds": round(time.perf_counter() - t0, 1),
-        "versions": {
-            "recenv": recenv.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": made_by,
         "splits": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
     }
     compare_agents.write_result(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import recenv
+from experiments.provenance import versions
 from recenv.core.config import MarketConfig, option
 from recenv.integrations import rllib as recenv_rllib
 
@@ -262,22 +263,6 @@ def iteration_summary(i: int, result: dict[str, Any], seconds: float) -> dict[st
     }
 
 
-def _versions() -> dict[str, str]:
-    import gymnasium
-    import pettingzoo
-    import ray
-    import torch
-
-    return {
-        "python": sys.version.split()[0],
-        "recenv": recenv.__version__,
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "pettingzoo": pettingzoo.__version__,
-    }
-
-
 def _output_dir(cfg: TrainConfig) -> Path:
     out = Path(cfg.out) if cfg.out else Path("runs") / "rllib" / cfg.run_name()
     if out.exists():
@@ -360,7 +345,7 @@ def _train(cfg: TrainConfig, log: Any) -> dict[str, Any]:
             "config": {**dataclasses.asdict(cfg), "env_config": dict(cfg.env_config)},
             "modules": sorted(algo.config.policies),
             "ray": {"address": cfg.address or "local", "nodes": len(ray.nodes())},
-            "versions": _versions(),
+            "versions": versions("ray", "gymnasium", "pettingzoo"),
             "seconds": round(time.perf_counter() - start, 3),
             "iterations": iterations,
         }

@@ -45,12 +45,10 @@ import csv
 import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -75,6 +73,7 @@ from experiments import snapshot
 from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
 from experiments.errors import RunError
+from experiments.provenance import versions
 from experiments.report import read_json_object, to_csv
 from experiments.tb import RunLogger
 
@@ -683,38 +682,9 @@ def full_config(cfg: RunConfig, env: Any, agent: Agent) -> dict[str, Any]:
             {"agent": m["agent"], "agent_ids": m["agent_ids"], "config": m["config"]}
             for m in members
         ],
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "recenv": _version(),
-            "git": _git_commit(),
-        },
+        "versions": versions(),
         "command": sys.argv,
     }
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("recenv")
-    except Exception:
-        return "unknown"
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class Trainer:

@@ -20,7 +20,7 @@ import torch
 from experiment_helpers import TINY_ENV, TINY_IQL
 
 import agents
-from experiments import cli, comparison, runner
+from experiments import cli, comparison, provenance, runner
 from experiments.config import CompareConfig, ConfigError
 from experiments.runner import RunError
 
@@ -52,6 +52,7 @@ def test_run_directory_layout(tiny):
     assert cfg["env_config"]["horizon"] == 10 and "boredom_growth" in cfg["env_config"]
     assert cfg["agents"][0]["config"]["learning_starts"] == TINY_IQL["learning_starts"]
     assert cfg["agents"][0]["config"]["seed"] == 0
+    assert cfg["versions"] == provenance.versions()  # the code that made the run
     s = json.loads((d / "summary.json").read_text())
     assert s == res.summary
     assert s["env_steps"] == 160 and s["eval"]["episodes"] == 4
