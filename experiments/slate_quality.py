@@ -6,7 +6,7 @@ what the agent *knows* (its learned choice model and values, from noisy observat
 
 For each request of an evaluation rollout (the IQL agent acting greedily in fresh markets),
 every env agent's candidates are scored with the true utilities and click values
-(privileged: :meth:`BatchedMarket._oracle_view`) and each rule's slate is valued by the
+(privileged: :meth:`BatchedMarket.oracle_view`) and each rule's slate is valued by the
 **one-step expected value in isolation**: ``Σ w_k v_k / (exp(no_click / T) + Σ w_k)`` with
 ``w_k = exp(u_k / T)`` and ``v_k`` the expected value of a click
 (:func:`~recenv.core.response.expected_click_value`). Position costs and the other agents'
@@ -93,7 +93,7 @@ def measure(agent: Any, env: Any, steps: int, seed: int) -> dict[str, float]:
     counts = dict.fromkeys(RULES + CORRELATIONS[:2], 0)
     obs = env.reset(seed=seed)
     for _ in range(steps):
-        utility, length, price = env._oracle_view()  # [N, A, C], privileged
+        utility, length, price = env.oracle_view()  # [N, A, C], privileged
         for i, a in enumerate(env.agents):
             mask = obs[a]["action_mask"] & torch.isfinite(utility[:, i])
             u = utility[:, i].masked_fill(~mask, cfg.no_click_utility - 50.0)
@@ -142,7 +142,7 @@ def readable_utility(
     pairs_all, ctx_all, util_all, mask_all = [], [], [], []
     with torch.no_grad():
         for _ in range(steps):
-            utility = env._oracle_view()[0]
+            utility = env.oracle_view().utility
             for i, a in enumerate(env.agents):
                 mask = obs[a]["action_mask"] & torch.isfinite(utility[:, i])
                 pairs, ctx = agent._inputs(obs[a], i)

@@ -213,3 +213,20 @@ def test_expected_click_value_is_the_mean_value_of_a_click(response):
         assert value.mean().item() == pytest.approx(want.mean().item(), rel=0.02)
     else:
         torch.testing.assert_close(value, want)
+
+
+def test_oracle_view_is_the_oracle_scores_with_the_candidates_length_and_price():
+    """The public privileged view (``BatchedMarket.oracle_view``) the oracles and the
+    slate-quality diagnostic read: utilities equal ``oracle_scores``; lengths and prices are
+    the catalog's for each candidate, masked ones included."""
+    env = recenv.make_vec(MARKET, num_envs=3, seed=4)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.oracle_view()
+    env.reset(seed=4)
+    view = env.oracle_view()
+    N, A, C = env.num_envs, env.config.num_agents, env.config.num_candidates
+    assert all(t.shape == (N, A, C) for t in view)
+    torch.testing.assert_close(view.utility, env.oracle_scores(), rtol=0, atol=0)
+    assert torch.isinf(view.utility[~env.cand_mask]).all()
+    torch.testing.assert_close(view.length, env.catalog.length[env.cand], rtol=0, atol=0)
+    torch.testing.assert_close(view.price, env.catalog.price[env.cand], rtol=0, atol=0)

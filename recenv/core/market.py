@@ -33,7 +33,7 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -88,6 +88,15 @@ from recenv.core.warm import (
 FACE_UTILITY = (*UTILITY_TERMS, "total")
 # What the myopic oracle builds its slates by (see BatchedMarket.oracle_slates).
 ORACLE_OBJECTIVES = ("utility", "value")
+
+
+class OracleView(NamedTuple):
+    """:meth:`BatchedMarket.oracle_view`: the current request's candidates as the oracles
+    see them, each ``[N, A, C]`` float32."""
+
+    utility: torch.Tensor  # true expected utility, position bias left out; masked: -inf
+    length: torch.Tensor  # the item's length (engagement grows with it)
+    price: torch.Tensor  # the item's price (revenue)
 
 
 def face_row(num_agents: int) -> dict[str, slice | int]:
@@ -755,10 +764,14 @@ class BatchedMarket:
         Privileged (reads latent state). Position bias is left out: it does not depend on the
         item. Masked candidates score ``-inf``.
         """
-        return self._oracle_view()[0]
+        return self.oracle_view().utility
 
-    def _oracle_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`oracle_scores` and the candidates' lengths and prices, each ``[N, A, C]``."""
+    def oracle_view(self) -> OracleView:
+        """What the oracles read of the current request (privileged): each candidate's true
+        expected utility for the current user (:meth:`oracle_scores`: position bias left out,
+        masked candidates ``-inf``), length and price, each ``[N, A, C]``. With
+        :func:`~recenv.core.response.expected_click_value` these value any slate under the
+        true choice model, as ``oracle_slates("value")`` does."""
         if self._obs_parts is None:
             raise RuntimeError("call reset() before the oracle")
         cfg, L, it = self.config, self.layout, self._item
@@ -778,7 +791,9 @@ class BatchedMarket:
             None,
         )
         utility = torch.where(self.cand_mask, terms.total.view(N, A, C), -math.inf)
-        return utility, item[:, :, it.length].view(N, A, C), item[:, :, it.price].view(N, A, C)
+        return OracleView(
+            utility, item[:, :, it.length].view(N, A, C), item[:, :, it.price].view(N, A, C)
+        )
 
     def oracle_slates(self, objective: str = "utility") -> torch.Tensor:
         """The myopic oracle's slates ``[N, A, K]`` (privileged); both ignore what a slate
@@ -805,7 +820,7 @@ class BatchedMarket:
             )
         if objective == "utility":
             return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
-        return self._value_slates(*self._oracle_view())
+        return self._value_slates(*self.oracle_view())
 
     def _value_slates(
         self, utility: torch.Tensor, length: torch.Tensor, price: torch.Tensor
