@@ -297,6 +297,33 @@ def test_copies_of_a_compiled_market_step_themselves():
             assert torch.equal(obs_c[a]["candidate_ids"], obs_t[a]["candidate_ids"])
 
 
+def test_compiled_markets_with_one_seed_step_the_same_trajectory():
+    """Reproducibility within the compiled mode (the README's convention): two compiled
+    markets built with one seed give bit-equal observations, rewards and ends over steps
+    that include an episode end and its auto-reset."""
+    small = {"num_items": 200, "horizon": 4, "num_users": 4}
+    runs = []
+    for _ in range(2):
+        env = recenv.make_vec("recenv/Market-v0", num_envs=3, seed=11, compile=True, **small)
+        env.reset()
+        steps = []
+        for _ in range(6):
+            s = env.oracle_slates()
+            obs, rew, term, trunc, info = env.step({a: s[:, i] for i, a in enumerate(env.agents)})
+            steps.append((obs, rew, term, trunc, info["reset"]))
+        runs.append(steps)
+    for (obs_a, rew_a, term_a, trunc_a, reset_a), (obs_b, rew_b, term_b, trunc_b, reset_b) in zip(
+        *runs, strict=True
+    ):
+        assert torch.equal(reset_a, reset_b)
+        assert torch.equal(term_a, term_b) and torch.equal(trunc_a, trunc_b)
+        for a in obs_a:
+            assert torch.equal(rew_a[a], rew_b[a])
+            for k in obs_a[a]:
+                assert torch.equal(obs_a[a][k], obs_b[a][k]), (a, k)
+    assert any(bool(r.any()) for *_, r in runs[0])  # an auto-reset happened
+
+
 @pytest.mark.parametrize("num_envs", [1, 2])
 def test_warm_compiled_step_calls_dynamos_generated_code_directly(num_envs):
     """After the first step, the step runs Dynamo's generated function without its frame hook
