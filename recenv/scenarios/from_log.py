@@ -36,7 +36,8 @@ or an :class:`recenv.data.InteractionLog`. Building the market:
    normal times ``quality_std``.
 5. **Arrivals**: with timestamps, the ``new_item_fraction`` of items that first appear latest
    in the log arrive during the episode, in the order they first appeared; without, arrivals
-   are drawn as in Market-v0.
+   are drawn as in Market-v0. Either way each agent's K most popular items are there from
+   the start, as in Market-v0, so every agent can fill a slate on every request.
 6. Item length, price and ownership are drawn as in Market-v0 from ``catalog_seed`` (logs
    carry none of them).
 
@@ -114,7 +115,7 @@ from typing import Any
 
 import torch
 
-from recenv.core.catalog import Catalog, _retrieval_lists, catalog_from_arrays
+from recenv.core.catalog import Catalog, _head_present, _retrieval_lists, catalog_from_arrays
 from recenv.core.config import InvalidConfig, MarketConfig, UnknownConfigKey
 from recenv.core.market import BatchedMarket, check_batch
 from recenv.core.users import Population
@@ -180,6 +181,11 @@ def log_catalog(cfg: MarketConfig, fit: LogFit) -> Catalog:
     if n_new and cfg.horizon > 1:
         latest = torch.argsort(fit.first_seen, stable=True)[I - n_new :]  # in order of appearance
         arrival[latest] = 1 + (torch.arange(n_new) * (cfg.horizon - 1)) // n_new
+    # As in a generated catalog, each agent's K most popular items are there from t=0: the
+    # newest items can fall mostly to one agent (ownership is drawn, not taken from the log),
+    # which would leave it fewer than K items to fill a slate with. On MovieLens no item
+    # moves (the most popular films are old ones).
+    arrival = _head_present(cfg, base.popularity, base.owner, arrival)
     lists = _retrieval_lists(cfg, base.popularity, base.owner, arrival, base.main_topic)
     return dataclasses.replace(base, arrival=arrival, **lists)
 

@@ -104,6 +104,61 @@ def test_market_follows_the_log(synthetic_log):
     assert from_log.fitted(synthetic_log, als_alpha=2.0, **SMALL)[2] is not fit
 
 
+def test_an_agent_whose_items_all_arrive_late_still_fills_its_slates():
+    """Ownership is drawn, not read from the log, so the newest items (those that arrive during
+    the episode) can fall mostly to one agent. Here every item of agent_0 is newer than every
+    item of agent_1 and half the catalog arrives late: agent_0 owns 50 items, all of them late.
+    Its K most popular items are there from t=0 all the same (as in a generated catalog), so
+    it has K candidates on every request. The build used to fail with torch.stack's size error
+    from the retrieval lists."""
+    from recenv.core.catalog import build_catalog
+    from recenv.core.config import MarketConfig
+    from recenv.data.logs import InteractionLog
+
+    I, U, K = 100, 30, 20
+    over = {
+        "num_agents": 2,
+        "num_candidates": K,
+        "slate_size": K,
+        "new_item_fraction": 0.5,
+        "horizon": 10,
+        "num_topics": 4,
+        "embed_dim": 4,
+    }
+    cfg = MarketConfig.from_kwargs(
+        from_log.CONFIG, num_users=U, num_items=I, item_stats_size=I, **over
+    )
+    owner = build_catalog(cfg).owner.numpy()  # the log market draws the same owners
+    first_seen = np.empty(I)
+    first_seen[np.argsort(owner == 0, kind="stable")] = np.arange(I)  # agent_0's items last
+    rng = np.random.default_rng(0)
+    item = np.concatenate([np.arange(I), rng.integers(0, I, 500)])
+    user = np.concatenate([np.arange(U), rng.integers(0, U, len(item) - U)])
+    log = InteractionLog(
+        user=user,
+        item=item,
+        rating=None,
+        timestamp=first_seen[item] * 10 + rng.random(len(item)),
+        user_ids=np.arange(U),
+        item_ids=np.arange(I),
+    )
+    env = recenv.make_vec(ENV, num_envs=2, seed=0, log=log, **over)
+    catalog = env.catalog
+    mine = catalog.owner == 0
+    # The log makes 50 items late, all agent_0's; its K most popular come back to t=0.
+    assert int(mine.sum()) == 50 and int((catalog.arrival > 0).sum()) == 50 - K
+    by_popularity = torch.argsort(catalog.popularity, descending=True, stable=True)
+    head = by_popularity[mine[by_popularity]][:K]
+    assert bool((catalog.arrival[head] == 0).all())
+    assert int((mine & (catalog.arrival == 0)).sum()) == K  # only its head is there at t=0
+    obs = env.reset()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2 * over["horizon"]):
+        assert all(bool((obs[a]["action_mask"].sum(-1) >= K).all()) for a in env.agents)
+        slates = random_slates(obs, env.agents, K, g)
+        obs, *_ = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+
+
 def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log):
     """The fits' cache was keyed by ``id(log)`` alone: once the log had left the logs' cache
     (8 other logs since) and was collected, a new log could take its id and get its fit.
