@@ -235,7 +235,9 @@ def _build(plan: tuple, env: Any, where: str) -> Agent:
     _, field, name, ids, config = plan
     try:
         return make_agent(name, env, agent_ids=ids, **config)
-    except (TypeError, ValueError) as e:  # a TypeError (a value of a wrong type) is named
+    # A TypeError is a value of a wrong type; a RuntimeError or MemoryError, sizes no memory
+    # holds (a damaged header's hidden width of 10^12, say).
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
         why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         raise ValueError(
             f"checkpoint {where!r}: agent {name!r} refuses {field} (agent_ids={ids}, "

@@ -203,6 +203,75 @@ def test_a_state_that_fails_to_apply_leaves_the_agent_unchanged(name, last_key, 
     assert _same_state(before, _snapshot(agent))
 
 
+def _damaged(name, env, tmp_path, fast, damage):
+    """A trained ``name`` agent's checkpoint with ``damage(payload)`` applied, and a fresh
+    agent of the same config to load it into."""
+    source = agents.make_agent(name, env, **fast)
+    agents.train(source, env, 4 * 40)
+    path = tmp_path / f"{name}.pt"
+    source.save(path)
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    torch.save(payload, path)
+    return path, agents.make_agent(name, env, **fast)
+
+
+def _set_moment(payload, shape=None, drop=False):
+    """The first parameter's ``exp_avg`` in MAPPO's optimiser, reshaped or dropped."""
+    moments = payload["state"]["optimizer"]["state"][0]
+    if drop:
+        del moments["exp_avg"]
+    else:
+        moments["exp_avg"] = torch.zeros(shape)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        # copy_ broadcast a number over the whole table: the counts became 7 everywhere.
+        ("popularity", lambda p: p["state"].__setitem__("clicks", 7),
+         r"state\['clicks'\] is a int; expected a tensor"),
+        ("popularity", lambda p: p["state"].__setitem__("clicks", torch.ones(1, 1)),
+         r"state\['clicks'\] has shape \(1, 1\)"),
+        # an AttributeError from the generator's restore
+        ("random", lambda p: p["state"].__setitem__("generator", None),
+         r"state\['generator'\] is a NoneType; expected a tensor"),
+        ("mappo", lambda p: p["state"]["optimizer"]["param_groups"][0].__setitem__("lr", "0.1"),
+         r"\['lr'\] is '0.1'; expected a number"),
+        # Adam's moments: accepted, then an error (or a broadcast) at the next update.
+        ("mappo", lambda p: _set_moment(p, shape=(1,)), r"'exp_avg' has shape \(1,\)"),
+        ("mappo", lambda p: _set_moment(p, drop=True), r"parameters hold different entries"),
+    ],
+)  # fmt: skip
+def test_a_state_of_the_wrong_kind_or_shape_is_refused(name, damage, message, env_for, tmp_path):
+    """Damage that fits the header and that ``load_state_dict`` would have taken (or failed on
+    with a raw AttributeError): a ValueError naming the place, the agent left unchanged, and
+    ``load_agent`` refusing the file too."""
+    env = env_for(name, num_envs=4, horizon=25, seed=0)
+    fast = {"mappo": {"rollout_steps": 8}}.get(name, {})
+    path, agent = _damaged(name, env, tmp_path, fast, damage)
+    before = _snapshot(agent)
+    refused = r"does not fit this agent \(left unchanged\): .*"
+    with pytest.raises(ValueError, match=refused + message):
+        agent.load(path)
+    assert _same_state(before, _snapshot(agent))
+    with pytest.raises(ValueError, match=message):
+        agents.load_agent(path, env)
+
+
+def test_a_header_asking_for_more_memory_than_there_is_is_refused(market, tmp_path):
+    """A damaged header's size (MF's latent dimension 10^12) fails the agent's build with an
+    allocation error: ``load_agent`` names the file and the header instead."""
+    env = market(num_envs=2)
+    path = tmp_path / "mf.pt"
+    agents.make_agent("mf", env).save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["header"]["config"]["dim"] = 10**12
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"mf.pt'.*refuses header .*RuntimeError"):
+        agents.load_agent(path, env)
+
+
 def _as_format_1(payload):
     """A checkpoint as agents wrote it before format 2: six env sizes in the header, no
     generator device in the state."""
