@@ -82,7 +82,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from recenv.core.config import field_type_errors, option, option_errors
+from recenv.core.config import INT64_RANGE, field_type_errors, option, option_errors
 
 # 2: the header's "env" holds every size that sets a network's input width (ENV_SHAPES), and
 # the state the generator's device type. Version 1 checkpoints stay readable: their env is
@@ -106,7 +106,7 @@ Metrics = dict[str, float]
 
 
 # The seed range of torch's generators that is also numpy's and the markets' (int64).
-SEED_RANGE = (-(2**63), 2**63 - 1)
+SEED_RANGE = INT64_RANGE
 
 
 @dataclass(frozen=True)

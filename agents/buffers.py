@@ -14,6 +14,7 @@ the observation bootstrapped from; ``reward`` is the (n-step) return collected b
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 
@@ -24,14 +25,42 @@ Row = dict[str, torch.Tensor]
 CONTROL_KEYS = ("terminal", "end", "valid", "user_id", "next_user_id")
 
 
-class ReplayBuffer:
-    """A ring buffer of rows on ``device``; storage is allocated from the first rows added."""
+def allocate(
+    length: int,
+    like: Mapping[str, torch.Tensor],
+    device: torch.device,
+    what: str,
+    *,
+    skip: int = 0,
+) -> Row:
+    """Zeroed storage of ``length`` entries for each of ``like``'s tensors: key ``k`` gets
+    ``[length, *like[k].shape[skip:]]`` of ``like[k]``'s dtype on ``device`` (``skip=1``
+    drops a batch axis). Storage sized by a config field is allocated on first use, mid-run;
+    when the device cannot hold it, this raises ``ValueError`` naming ``what`` (the agent and
+    field, e.g. ``"agent 'iql': buffer_size=10**12"``) and the bytes asked for, not the
+    allocator's bare message."""
+    shapes = {k: (length, *v.shape[skip:]) for k, v in like.items()}
+    try:
+        return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
+    except (RuntimeError, MemoryError) as e:
+        nbytes = sum(math.prod(shapes[k]) * v.element_size() for k, v in like.items())
+        raise ValueError(
+            f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}, which the "
+            f"allocator refused ({type(e).__name__}); lower it"
+        ) from None
 
-    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
+
+class ReplayBuffer:
+    """A ring buffer of rows on ``device``; storage is allocated from the first rows added.
+    ``what`` names the capacity's source in the error raised when that storage cannot be
+    allocated (see :func:`allocate`)."""
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu", what: str = ""):
         if capacity <= 0:
             raise ValueError(f"replay capacity={capacity} must be > 0")
         self.capacity = int(capacity)
         self.device = torch.device(device)
+        self.what = what or f"replay capacity={self.capacity}"
         self.storage: Row = {}
         self.size = 0
         self.pos = 0
@@ -48,10 +77,7 @@ class ReplayBuffer:
         if M == 0:
             return 0
         if not self.storage:
-            self.storage = {
-                k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=self.device)
-                for k, v in rows.items()
-            }
+            self.storage = allocate(self.capacity, rows, self.device, self.what, skip=1)
         if set(rows) != set(self.storage):
             raise ValueError(f"row keys {sorted(rows)} differ from stored {sorted(self.storage)}")
         if M > self.capacity:  # keep only the newest rows

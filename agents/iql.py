@@ -268,7 +268,8 @@ class IQLAgent(ScoringAgent):
                 for _ in range(n_learners)
             ).to(self.device)
         self.optimizers = [torch.optim.Adam(lrn.parameters(), lr=cfg.lr) for lrn in self.learners]
-        self.buffers = [ReplayBuffer(cfg.buffer_size, self.device) for _ in self.learners]
+        what = f"agent {self.name!r}: buffer_size={cfg.buffer_size}"
+        self.buffers = [ReplayBuffer(cfg.buffer_size, self.device, what) for _ in self.learners]
         self.accumulators = [self._accumulator() for _ in self.agent_ids]
         self.env_steps = 0  # transitions seen per agent (markets x steps)
         self.updates = 0

@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, AgentConfig, Metrics, Obs, Transition, option, slate_from_scores
+from agents.buffers import allocate
 from agents.features import ObsLayout, pair_features
 from agents.nets import mlp, one_hot_agent, seeded_init
 from agents.registry import register
@@ -295,10 +296,8 @@ class MAPPOAgent(Agent):
                          f"{a}/slate": tr.actions[a]})  # fmt: skip
         N = tr.valid.shape[0]
         if not self.rollout or next(iter(self.rollout.values())).shape[1] != N:
-            self.rollout = {
-                k: torch.zeros((L, *v.shape), dtype=v.dtype, device=self.device)
-                for k, v in step.items()
-            }
+            what = f"agent {self.name!r}: rollout_steps={L} at {N} markets"
+            self.rollout = allocate(L, step, self.device, what)
             self.pos = 0
         for k, v in step.items():
             self.rollout[k][self.pos] = v

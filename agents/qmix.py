@@ -176,7 +176,9 @@ class ValueDecompositionAgent(ScoringAgent):
         self.optimizer = torch.optim.Adam(
             [*self.utilities.parameters(), *self.mixer.parameters()], lr=cfg.lr
         )
-        self.buffer = ReplayBuffer(cfg.buffer_size, self.device)
+        self.buffer = ReplayBuffer(
+            cfg.buffer_size, self.device, f"agent {self.name!r}: buffer_size={cfg.buffer_size}"
+        )
         self.accumulator = NStepAccumulator(cfg.n_step, cfg.gamma)
         self.env_steps = 0  # transitions seen (markets x steps)
         self.updates = 0

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
+import torch
+
 from agents.base import Agent, Team, batched_core, read_checkpoint
 
 ENTRY_POINT_GROUP = "recenv.agents"
@@ -100,19 +102,36 @@ def make_agent(
 ) -> Agent:
     """Build agent ``name`` for ``env`` (batched or PettingZoo face) controlling ``agent_ids``
     (default: every env agent). ``config`` keys are the fields of the agent's config
-    dataclass; unknown keys raise ``ValueError`` listing the valid ones."""
+    dataclass; unknown keys raise ``ValueError`` listing the valid ones, and so do sizes the
+    allocator cannot hold (naming the config)."""
     target = agent_class(name)
     if inspect.isclass(target):
         try:
             cfg = target.Config.from_kwargs(**config)
         except ValueError as e:  # name the agent: configs are shared (qmix/vdn, mappo/ippo)
             raise ValueError(f"agent {name!r}: {e}") from None
-        agent = target(env, cfg, agent_ids=agent_ids)
+        try:
+            agent = target(env, cfg, agent_ids=agent_ids)
+        except (RuntimeError, MemoryError) as e:
+            if not _allocation_failure(e):
+                raise
+            # A size in the config no memory holds (a hidden width of 10^12, say).
+            raise ValueError(
+                f"agent {name!r}: the sizes of config {config} could not be allocated "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); lower them"
+            ) from e
     else:
         agent = target(env, agent_ids=agent_ids, **config)
     if not isinstance(agent, Agent):
         raise ValueError(f"agent {name!r} built {type(agent).__name__}, not an Agent")
     return agent
+
+
+def _allocation_failure(e: BaseException) -> bool:
+    """Whether ``e`` is an allocator's refusal (host or device memory), not another error."""
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        "allocate" in str(e) and "memory" in str(e).lower()
+    )
 
 
 def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]]) -> Team:

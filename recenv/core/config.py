@@ -237,6 +237,11 @@ class MarketConfig:
         return dataclasses.asdict(self)
 
 
+# What a config's int and float fields must fit: torch's int64 and float32.
+INT64_RANGE = (-(2**63), 2**63 - 1)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def as_int(value: Any) -> int:
     """``value`` as a Python int: an int or one of numpy's integers. A bool (Python's or
     numpy's) or anything else raises ``TypeError``."""
@@ -260,8 +265,9 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
 
 def field_type_errors(config: Any, *, finite: bool) -> list[str]:
     """Check each field of the (frozen) dataclass ``config`` annotated with a plain type,
-    storing numpy's integers as ints: ``bool``, ``int`` (not a bool), ``float`` (an int too;
-    not a bool, not NaN; not infinite if ``finite``), ``str``, ``tuple``. One message per
+    storing numpy's integers as ints: ``bool``, ``int`` (not a bool; within int64), ``float``
+    (an int too; not a bool, not NaN; a finite value within float32's range; not infinite if
+    ``finite``), ``str``, ``tuple``. One message per
     wrong field (``name=value must be ...``). Fields of other types, and a class whose
     annotations do not resolve (a plug-in's forward reference), are left unchecked. Shared
     by :class:`MarketConfig` and the agents' configs."""
@@ -274,14 +280,23 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
         want, v = hints.get(f.name), getattr(config, f.name)
         if want is int:
             try:
-                object.__setattr__(config, f.name, as_int(v))
+                n = as_int(v)
             except TypeError:
                 errors.append(f"{f.name}={v!r} must be an int")
+                continue
+            if not INT64_RANGE[0] <= n <= INT64_RANGE[1]:  # torch cannot hold it
+                errors.append(f"{f.name}={v!r} must be an int in [-2**63, 2**63 - 1]")
+            else:
+                object.__setattr__(config, f.name, n)
         elif want is float:
             number = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
             if not number or math.isnan(v) or (finite and math.isinf(v)):
                 rule = "not NaN, finite" if finite else "not NaN"
                 errors.append(f"{f.name}={v!r} must be a number ({rule}) of type float")
+            elif math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                # Tensors and optimisers compute in float32, where it would overflow to inf
+                # (or refuse it: "cannot be converted to type float without overflow").
+                errors.append(f"{f.name}={v!r} must lie within float32's range (|x| <= 3.4e38)")
         elif want in (bool, str, tuple) and not isinstance(v, want):
             errors.append(f"{f.name}={v!r} must be a {want.__name__}")
     return errors

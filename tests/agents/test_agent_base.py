@@ -87,6 +87,11 @@ def test_config_values_are_checked_against_their_field_types_and_ranges(market):
         ("bootstrap", 5, r"bootstrap=5 must be a str"),
         ("eps_start", 1.5, r"eps_start=1.5 must lie in \[0.0, 1.0\] \(initial per-slot"),
         ("eps_end", -0.1, r"eps_end=-0.1 must lie in \[0.0, 1.0\]"),
+        # Beyond what torch holds: an int64 overflow was a TypeError in torch.zeros, a float
+        # over float32's range a RuntimeError inside Adam.
+        ("buffer_size", 2**63, r"buffer_size=9223372036854775808 must be an int in \[-2\*\*63"),
+        ("lr", 1e300, r"lr=1e\+300 must lie within float32's range"),
+        ("eps_start", -1e39, r"eps_start=-1e\+39 must lie within float32's range"),
     ]:
         with pytest.raises(ValueError, match=expect):
             agents.make_agent("iql", env, **{key: value})
@@ -101,6 +106,25 @@ def test_config_values_are_checked_against_their_field_types_and_ranges(market):
         limit: float | None = option(None, "a union: the plug-in's own to check")
 
     assert PluginConfig(limit="off").limit == "off"
+
+
+def test_sizes_no_memory_holds_are_refused_naming_agent_and_field(market):
+    """A size in the config that the allocator refuses raises ValueError naming the agent
+    and the field: where the agent is built (network widths, tables), or on first use for
+    storage allocated mid-run (IQL's replay buffer, MAPPO's rollout), which was the
+    allocator's bare RuntimeError inside ``train``. Legal sizes still build and train."""
+    env = market(horizon=10)
+    for name, cfg in [("mf", {"dim": 10**12}), ("iql", {"hidden": (10**12,)})]:
+        with pytest.raises(ValueError, match=rf"agent '{name}': the sizes of config .*lower"):
+            agents.make_agent(name, env, **cfg)
+    for name, cfg, field in [
+        ("iql", {"buffer_size": 10**12}, "buffer_size=1000000000000"),
+        ("ippo", {"rollout_steps": 10**12}, "rollout_steps=1000000000000 at 4 markets"),
+    ]:
+        agent = agents.make_agent(name, env, **cfg)
+        with pytest.raises(ValueError, match=rf"agent '{name}': {field} needs [\d,.]+ GiB"):
+            agents.train(agent, env, 20)
+    agents.train(agents.make_agent("iql", env, buffer_size=256, batch_size=8), env, 20)
 
 
 INF, NAN = math.inf, math.nan
@@ -161,7 +185,10 @@ def test_seeds_must_fit_int64(market):
     env = market()
     for seed in (2**63, -(2**63) - 1, 2**64 - 1, 2**100):
         for name in ("random", "iql"):
-            with pytest.raises(ValueError, match=rf"^agent '{name}': \w+: seed={seed} must lie"):
+            with pytest.raises(
+                ValueError,
+                match=rf"^agent '{name}': \w+: seed={seed} must (lie in|be an int in) \[-",
+            ):
                 agents.make_agent(name, env, seed=seed)
     for seed in (-(2**63), 2**63 - 1, np.int64(-1)):
         assert agents.make_agent("iql", env, seed=seed).config.seed == seed
