@@ -275,11 +275,16 @@ class LinUCBAgent(ScoringAgent):
         _check_choice("target", cfg.target, TARGETS)
         self.layout = ObsLayout(self.env_config.num_topics)
         A, d = len(self.agent_ids), self.layout.linear_dim()
-        eye = torch.eye(d, device=self.device)
+        # The sums A = λI + Σ x xᵀ and b = Σ y x are float64: A's largest eigenvalue grows
+        # with every observation while its smallest stays near λ, and in float32 the
+        # rounding of the sums drove the smallest below λ (0.73 for λ = 1 after 2 M env
+        # steps of Market-v0) until Cholesky failed mid-run. The solve is float64 too;
+        # θ and A⁻¹, which scoring reads, are float32.
+        eye = torch.eye(d, device=self.device, dtype=torch.float64)
         self.A = cfg.ridge * eye.repeat(A, 1, 1)
-        self.b = torch.zeros(A, d, device=self.device)
+        self.b = torch.zeros(A, d, device=self.device, dtype=torch.float64)
         self.theta = torch.zeros(A, d, device=self.device)
-        self.A_inv = eye.repeat(A, 1, 1) / cfg.ridge
+        self.A_inv = (eye.repeat(A, 1, 1) / cfg.ridge).float()
 
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
@@ -297,20 +302,31 @@ class LinUCBAgent(ScoringAgent):
             _, y, slate = transition.slate_feedback(a, self.config.target)
             x = linear_features(self.layout, transition.obs[a])
             xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1])) * valid  # [N, K, d]
+            xs = xs.double()
             self.A[i] += torch.einsum("nkd,nke->de", xs, xs)
-            self.b[i] += torch.einsum("nkd,nk->d", xs, y)
-        chol = torch.linalg.cholesky(self.A)
-        self.theta = torch.cholesky_solve(self.b[..., None], chol).squeeze(-1)
-        self.A_inv = torch.cholesky_inverse(chol)
+            self.b[i] += torch.einsum("nkd,nk->d", xs, y.double())
+        self._solve()
         return {}
+
+    def _solve(self) -> None:
+        """θ = A⁻¹ b and A⁻¹ from the sums; a non-finite sum (features beyond float range)
+        raises ``ValueError`` naming the agent instead of a failed factorisation."""
+        chol, info = torch.linalg.cholesky_ex(self.A)
+        if bool((info != 0).any()):
+            finite = bool(torch.isfinite(self.A).all())
+            raise ValueError(
+                f"agent {self.name!r}: its design matrix A = λI + Σ x xᵀ is "
+                + ("not positive-definite" if finite else "not finite")
+                + " (the candidates' features are out of range: check the env's feature scales)"
+            )
+        self.theta = torch.cholesky_solve(self.b[..., None], chol).squeeze(-1).float()
+        self.A_inv = torch.cholesky_inverse(chol).float()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "A": self.A, "b": self.b}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.A.copy_(state["A"])
+        self.A.copy_(state["A"])  # float32 in checkpoints written before the float64 sums
         self.b.copy_(state["b"])
-        chol = torch.linalg.cholesky(self.A)
-        self.theta = torch.cholesky_solve(self.b[..., None], chol).squeeze(-1)
-        self.A_inv = torch.cholesky_inverse(chol)
+        self._solve()

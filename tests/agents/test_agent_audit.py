@@ -119,3 +119,37 @@ def test_baseline_bounds_name_the_agent_field_and_interval(market, name, field, 
     msg = rf"agent '{name}': \w+Config: {field}={value} must lie in {re.escape(allowed)}"
     with pytest.raises(ValueError, match=msg):
         agents.make_agent(name, env, **{field: value})
+
+
+def test_linucb_sums_survive_a_condition_number_float32_cannot_hold():
+    """LinUCB's A = λI + Σ x xᵀ grows by every observation along the features' main
+    directions and stays near λ across the others. Its sums were float32, whose rounding
+    drove A's smallest eigenvalue from λ = 1 to 0.73 in 2 M env steps of Market-v0 until
+    Cholesky failed mid-run. A = I + 10⁹ u uᵀ (u not along an axis) is such a matrix: in
+    float32 the I is lost and A is singular; the float64 sums solve it exactly."""
+    import recenv
+    from agents.features import linear_features
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, horizon=5)
+    agent = agents.make_agent("linucb", env)
+    d = agent.A.shape[-1]
+    u = torch.linspace(0.5, 1.5, d, dtype=torch.float64)
+    u = u / u.norm()
+    A = torch.eye(d, dtype=torch.float64) + 1e9 * torch.outer(u, u)
+    theta = torch.linspace(-1.0, 1.0, d, dtype=torch.float64)
+    state = agent.state_dict()
+    state["A"], state["b"] = A.expand(2, d, d).clone(), (A @ theta).expand(2, d).clone()
+    agent.load_state_dict(state)
+    assert agent.A.dtype == torch.float64 and agent.b.dtype == torch.float64
+    assert torch.allclose(agent.theta.double(), theta.expand(2, d), atol=1e-5)
+    assert torch.isfinite(agent.A_inv).all()
+    with pytest.raises(torch.linalg.LinAlgError):  # what float32 sums met
+        torch.linalg.cholesky(A.float())
+    # Scoring reads float32 features against the float32 θ and A⁻¹.
+    obs = env.reset(seed=0)
+    x = linear_features(agent.layout, obs["agent_0"])
+    assert agent.score(obs)["agent_0"].shape == x.shape[:2]
+    # A non-finite sum (features beyond float range) is named, not a failed factorisation.
+    state["A"] = torch.full_like(state["A"], float("inf"))
+    with pytest.raises(ValueError, match=r"agent 'linucb': its design matrix .* not finite"):
+        agent.load_state_dict(state)
