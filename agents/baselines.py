@@ -32,6 +32,11 @@ from agents.features import ObsLayout, linear_features
 from agents.registry import register
 
 TARGETS = ("click", "engagement")
+# Per-item counts and payoff sums that grow over a whole training run. In float32 a count
+# stops at 2**24 = 16.8 M (adding 1 rounds back), which one popular item's exposures reach
+# in seconds of a GPU run, and a payoff sum rounds away small payoffs long before; float64
+# is exact to 2**53. Scores are cast back to float32.
+COUNT_DTYPE = torch.float64
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -86,8 +91,8 @@ class PopularityAgent(ScoringAgent):
         self.layout = ObsLayout(self.env_config.num_topics)
         self.learns = cfg.source == "own"  # type: ignore[misc]
         A, I = len(self.agent_ids), self.env_config.num_items
-        self.clicks = torch.zeros(A, I, device=self.device)
-        self.exposures = torch.zeros(A, I, device=self.device)
+        self.clicks = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
+        self.exposures = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
 
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
@@ -98,8 +103,8 @@ class PopularityAgent(ScoringAgent):
             exposures = cands[..., self.layout.cand_exposures]
         else:
             ids = obs_a["candidate_ids"]
-            clicks = torch.log1p(self.clicks[i][ids])
-            exposures = torch.log1p(self.exposures[i][ids])
+            clicks = torch.log1p(self.clicks[i][ids]).float()
+            exposures = torch.log1p(self.exposures[i][ids]).float()
         return clicks - 1e-3 * exposures
 
     def learn(self, transition: Transition) -> Metrics:
@@ -108,8 +113,9 @@ class PopularityAgent(ScoringAgent):
         for i, a in enumerate(self.agent_ids):
             valid = transition.seen(a).float()[:, None]
             items, hit, _ = transition.slate_feedback(a, "click")
-            self.clicks[i].index_add_(0, items.flatten(), (hit * valid).flatten())
-            self.exposures[i].index_add_(0, items.flatten(), valid.expand_as(hit).flatten())
+            flat = items.flatten()
+            self.clicks[i].index_add_(0, flat, (hit * valid).flatten().to(COUNT_DTYPE))
+            self.exposures[i].index_add_(0, flat, valid.expand_as(hit).flatten().to(COUNT_DTYPE))
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -205,8 +211,8 @@ class EpsilonGreedyAgent(ScoringAgent):
         cfg: EpsilonGreedyConfig = self.config  # type: ignore[assignment]
         _check_choice("target", cfg.target, TARGETS)
         A, I = len(self.agent_ids), self.env_config.num_items
-        self.payoff = torch.zeros(A, I, device=self.device)
-        self.count = torch.zeros(A, I, device=self.device)
+        self.payoff = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
+        self.count = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
 
     def exploration(self) -> float:
         return self.config.epsilon
@@ -217,14 +223,15 @@ class EpsilonGreedyAgent(ScoringAgent):
         c0 = self.config.prior_count
         mean = self.payoff[i].sum() / self.count[i].sum().clamp(min=1.0)
         ids = obs_a["candidate_ids"]
-        return (self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0)
+        return ((self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0)).float()
 
     def learn(self, transition: Transition) -> Metrics:
         for i, a in enumerate(self.agent_ids):
             valid = transition.seen(a).float()[:, None]
             items, y, _ = transition.slate_feedback(a, self.config.target)
-            self.payoff[i].index_add_(0, items.flatten(), (y * valid).flatten())
-            self.count[i].index_add_(0, items.flatten(), valid.expand_as(y).flatten())
+            flat = items.flatten()
+            self.payoff[i].index_add_(0, flat, (y * valid).flatten().to(COUNT_DTYPE))
+            self.count[i].index_add_(0, flat, valid.expand_as(y).flatten().to(COUNT_DTYPE))
         return {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -153,3 +153,33 @@ def test_linucb_sums_survive_a_condition_number_float32_cannot_hold():
     state["A"] = torch.full_like(state["A"], float("inf"))
     with pytest.raises(ValueError, match=r"agent 'linucb': its design matrix .* not finite"):
         agent.load_state_dict(state)
+
+
+@pytest.mark.parametrize(("name", "config", "table"), [
+    ("popularity", {"source": "own"}, "exposures"),
+    ("epsilon_greedy", {}, "count"),
+])  # fmt: skip
+def test_bandit_counts_stay_exact_past_float32s_last_integer(name, config, table):
+    """The bandits' per-item counts grow over a whole run; in float32 a count of 2**24 stays
+    2**24 when 1 is added, so a long run (a popular item's 16.8 M exposures) stopped
+    counting. Started at 2**24, the counts must grow by exactly the exposures served."""
+    import recenv
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=1, horizon=6)
+    agent = agents.make_agent(name, env, **config)
+    state = agent.state_dict()
+    state[table] = torch.full_like(state[table], 2.0**24)
+    agent.load_state_dict(state)
+    served, learn = 0, agent.learn
+
+    def counting_learn(tr):
+        nonlocal served
+        for a in agent.agent_ids:
+            served += int(tr.seen(a).sum()) * tr.actions[a].shape[1]
+        return learn(tr)
+
+    agent.learn = counting_learn
+    agents.train(agent, env, 4 * 20)
+    grown = getattr(agent, table).sum() - 2.0**24 * getattr(agent, table).numel()
+    assert served > 0 and grown == served
+    assert agent.score(env.reset(seed=2))["agent_0"].dtype == torch.float32
