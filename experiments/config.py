@@ -432,15 +432,26 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: values of type {hint} cannot be set from the command line")
 
 
+def _loads(s: str) -> Any:
+    """``json.loads``, where a nesting deeper than the parser's recursion (``[[[[...``) is a
+    ``JSONDecodeError`` like any other text that is not a config value (it was a bare
+    RecursionError)."""
+    try:
+        return json.loads(s)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", s, 0) from None
+
+
 def _as_list(text: Any, key: str) -> list[Any]:
     if isinstance(text, (list, tuple)):
         return list(text)
     s = str(text).strip()
     if s.startswith("["):
         try:
-            v = json.loads(s)
+            v = _loads(s)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{key}={text!r} is not a JSON list: {e}") from None
+            short = text if len(str(text)) <= 80 else f"{str(text)[:80]}..."
+            raise ConfigError(f"{key}={short!r} is not a JSON list: {e.msg}") from None
         if not isinstance(v, list):
             raise ConfigError(f"{key}={text!r} must be a list")
         return v
@@ -450,7 +461,7 @@ def _as_list(text: Any, key: str) -> list[Any]:
 def _auto(s: str) -> Any:
     """An untyped value: JSON (numbers, lists, true/false) when it parses, else the string."""
     try:
-        return _freeze(json.loads(s))
+        return _freeze(_loads(s))
     except json.JSONDecodeError:
         low = s.strip().lower()
         if low in ("true", "false"):
@@ -606,7 +617,7 @@ def parse_market_overrides(items: Sequence[str]) -> dict[str, Any]:
         if key not in MarketConfig.field_names():
             raise SystemExit(f"--config {item!r}: unknown key; valid: {MarketConfig.field_names()}")
         try:
-            config[key] = json.loads(value)
+            config[key] = _loads(value)
         except json.JSONDecodeError:
             config[key] = value
     return config
@@ -773,7 +784,10 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # TOML and JSON files are UTF-8
+        raise ConfigError(f"{str(p)!r} is not UTF-8 text: {e}") from None
     if p.suffix == ".toml":
         try:
             import tomllib
@@ -783,11 +797,13 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{str(p)!r} is not valid TOML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{str(p)!r} is not valid TOML: nested too deeply") from None
     elif p.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = _loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{str(p)!r} is not valid JSON: {e}") from None
+            raise ConfigError(f"{str(p)!r} is not valid JSON: {e.msg}") from None
     else:
         raise ConfigError(f"config file {str(p)!r} must end in .toml or .json")
     if not isinstance(data, dict):

@@ -228,6 +228,25 @@ def test_config_files(tmp_path):
         read_config_file(tmp_path / "x.yaml")
 
 
+def test_unreadable_config_text_is_a_config_error(tmp_path):
+    """Text no parser takes is a ConfigError naming the file or key (the CLI's exit 2 with
+    a message); a file not in UTF-8 and a nesting deeper than the parsers' recursion were
+    bare UnicodeDecodeError / RecursionError tracebacks."""
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("[env]\n# caf\xe9\nhorizon = 12\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.toml' is not UTF-8 text"):
+        read_config_file(latin)
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    (tmp_path / "deep.toml").write_text(f"seed = {deep}\n")
+    for name, kind in (("deep.json", "JSON"), ("deep.toml", "TOML")):
+        with pytest.raises(ConfigError, match=f"not valid {kind}: nested too deeply"):
+            read_config_file(tmp_path / name)
+    with pytest.raises(ConfigError, match=r"agent\.hidden='\[\[.*\.\.\.' is not a JSON list"):
+        apply_overrides(PRESETS["smoke"], [("agent.hidden", "[" * 5000 + "]" * 5000)])
+    assert cli.main(["train", "--config", str(latin), "--root", str(tmp_path)]) == 2
+
+
 def test_configs_round_trip_through_json():
     for p in PRESETS.values():
         d = json.loads(json.dumps(p.to_dict()))
