@@ -780,8 +780,20 @@ class ScoringAgent(Agent):
         return 0.0
 
     def score(self, obs: Obs, explore: bool = False) -> dict[str, torch.Tensor]:
-        """``{a: [N, C]}`` candidate scores of every controlled agent."""
-        return {a: self.score_agent(i, obs[a], explore) for i, a in enumerate(self.agent_ids)}
+        """``{a: [N, C]}`` candidate scores of every controlled agent. Scores of another
+        shape than the candidates' ``action_mask`` (a plug-in's bug) raise ``ValueError``
+        naming the agent, not a broadcasting error inside the slate's top-k."""
+        out = {}
+        for i, a in enumerate(self.agent_ids):
+            s, want = self.score_agent(i, obs[a], explore), obs[a]["action_mask"].shape
+            if not torch.is_tensor(s) or s.shape != want:
+                got = tuple(s.shape) if torch.is_tensor(s) else type(s).__name__
+                raise ValueError(
+                    f"agent {self.name!r}: score_agent for {a!r} returned {got}; expected "
+                    f"scores [N, C] = {tuple(want)}, one per candidate of the action_mask"
+                )
+            out[a] = s
+        return out
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         eps = self.exploration() if explore else 0.0

@@ -297,3 +297,31 @@ def test_served_marks_the_visited_platform(market):
         assert torch.equal(tr.served[a], info["platform"] == i)
         assert torch.equal(tr.seen(a), tr.valid & (info["platform"] == i))
         assert not bool((tr.clicked_slot[a] >= 0)[~tr.served[a]].any())
+
+
+def test_a_plugins_scores_of_another_shape_are_refused_naming_it(market):
+    """A ScoringAgent plug-in whose ``score_agent`` returns scores that are not ``[N, C]``
+    (here ``[N, 3]``, or not a tensor) gets a ValueError naming it and the expected shape;
+    it was a broadcasting RuntimeError inside the slate's top-k."""
+    env = market()
+
+    class ThreeScores(agents.ScoringAgent):
+        name = "three_scores"
+
+        def score_agent(self, i, obs_a, explore=False):
+            return torch.zeros(obs_a["action_mask"].shape[0], 3)
+
+    class ListScores(ThreeScores):
+        name = "list_scores"
+
+        def score_agent(self, i, obs_a, explore=False):
+            return [0.0]
+
+    obs = env.reset(seed=0)
+    C = obs["agent_0"]["action_mask"].shape[1]
+    with pytest.raises(
+        ValueError, match=rf"'three_scores': .* 'agent_0' returned \(4, 3\); .*\(4, {C}\)"
+    ):
+        ThreeScores(env).act(obs)
+    with pytest.raises(ValueError, match=r"'list_scores': .* returned list"):
+        agents.train(ListScores(env), env, 8)
