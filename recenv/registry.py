@@ -127,6 +127,15 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
         return s.builder()(**kwargs)
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}") from None
+    except (RuntimeError, MemoryError) as e:
+        if not isinstance(e, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(e):
+            raise
+        # Sizes no memory holds (num_users=10**9 at 4,096 markets, say): name them.
+        config = {k: v for k, v in kwargs.items() if k not in ("device", "seed")}
+        raise ValueError(
+            f"{s.id}: the market with {config} does not fit in memory "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); lower its sizes"
+        ) from e
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:

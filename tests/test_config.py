@@ -80,6 +80,11 @@ def test_unknown_key_on_every_preset(env_id, small):
         ({"expectation": 2.0}, ["expectation", "[0, 1]"]),
         ({"expectation": -0.1}, ["expectation", "[0, 1]"]),
         ({"num_items": 30}, ["num_items", "num_candidates"]),
+        # the request clock is float32: past 2**24 it stops counting and never truncates
+        ({"horizon": 2**24 + 1}, ["horizon", "<= 16,777,216", "float32"]),
+        # what torch holds: int64 and float32 (beyond, torch's own overflow errors)
+        ({"num_users": 2**63}, ["num_users", "[-2**63, 2**63 - 1]"]),
+        ({"temperature": 1e39}, ["temperature", "float32's range"]),
     ],
 )
 def test_impossible_values_say_why(overrides, words):
@@ -222,3 +227,16 @@ def test_registry_refuses_duplicate_and_malformed_ids():
     with pytest.raises(ValueError, match="namespace/Name-vN"):
         recenv.register("NoNamespace", "recenv.scenarios.market:build")
     assert recenv.registered_ids() == before
+
+
+def test_a_market_no_memory_holds_is_refused_naming_its_sizes():
+    """Sizes the allocator refuses raise ValueError naming the env id and the config (it was
+    the allocator's bare RuntimeError from deep inside the build), on both faces."""
+    with pytest.raises(
+        ValueError,
+        match=r"Market-v0: the market with .*'num_users': 10{12}.* does not fit in memory",
+    ):
+        recenv.make_vec(MARKET, num_envs=2, num_users=10**12)
+    with pytest.raises(ValueError, match=r"'num_items': 10{13}.* does not fit in memory"):
+        recenv.make(MARKET, num_items=10**13)
+    assert MarketConfig(horizon=2**24).horizon == 2**24  # the longest episode allowed

@@ -87,7 +87,7 @@ class MarketConfig:
     num_users: int = _f(25, "U: users in each market")
     num_candidates: int = _f(20, "C: candidates retrieved per agent per request")
     slate_size: int = _f(3, "K: items in each agent's slate (distinct candidates)")
-    horizon: int = _f(200, "H: requests per episode (truncation)")
+    horizon: int = _f(200, "H: requests per episode (truncation; at most 2**24)")
     catalog_seed: int = _f(0, "seed of the static catalog (part of the scenario, not the env seed)")
 
     # --- catalog ---------------------------------------------------------------------------
@@ -237,6 +237,8 @@ class MarketConfig:
         return dataclasses.asdict(self)
 
 
+# The longest episode: the market's request clock ``t`` is float32, exact to 2**24.
+MAX_HORIZON = 2**24
 # What a config's int and float fields must fit: torch's int64 and float32.
 INT64_RANGE = (-(2**63), 2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -395,6 +397,11 @@ def _validate(c: MarketConfig) -> list[str]:
     choice("invalid_slate", INVALID_SLATE_POLICIES)
     choice("page_order", PAGE_ORDERS)
     choice("response", RESPONSES)
+    if c.horizon > MAX_HORIZON:  # the step clock is float32 (compared with float user steps)
+        errs.append(
+            f"horizon={c.horizon} must be <= {MAX_HORIZON:,} (2**24): the request clock is "
+            "float32, exact to 2**24, and a longer episode would never truncate"
+        )
     if errs:
         return errs
     if c.slate_size > c.num_candidates:
