@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
-import torch
-
 from agents.base import Agent, Team, batched_core, read_checkpoint
+from recenv.core.config import allocation_failure
 
 ENTRY_POINT_GROUP = "recenv.agents"
 
@@ -113,7 +112,7 @@ def make_agent(
         try:
             agent = target(env, cfg, agent_ids=agent_ids)
         except (RuntimeError, MemoryError) as e:
-            if not _allocation_failure(e):
+            if not allocation_failure(e):
                 raise
             # A size in the config no memory holds (a hidden width of 10^12, say).
             raise ValueError(
@@ -125,13 +124,6 @@ def make_agent(
     if not isinstance(agent, Agent):
         raise ValueError(f"agent {name!r} built {type(agent).__name__}, not an Agent")
     return agent
-
-
-def _allocation_failure(e: BaseException) -> bool:
-    """Whether ``e`` is an allocator's refusal (host or device memory), not another error."""
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
-        "allocate" in str(e) and "memory" in str(e).lower()
-    )
 
 
 def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]]) -> Team:

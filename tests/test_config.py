@@ -239,4 +239,9 @@ def test_a_market_no_memory_holds_is_refused_naming_its_sizes():
         recenv.make_vec(MARKET, num_envs=2, num_users=10**12)
     with pytest.raises(ValueError, match=r"'num_items': 10{13}.* does not fit in memory"):
         recenv.make(MARKET, num_items=10**13)
+    # A size whose storage overflows int64 ("Storage size calculation overflowed").
+    with pytest.raises(
+        ValueError, match=r"'num_topics': 9223372036854775807.*does not fit in memory"
+    ):
+        recenv.make_vec(MARKET, num_envs=1, num_topics=2**63 - 1)
     assert MarketConfig(horizon=2**24).horizon == 2**24  # the longest episode allowed

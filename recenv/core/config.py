@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 TOPOLOGIES = ("shared_page", "platform_choice")
 REWARD_MODES = ("competitive", "cooperative", "mixed")
@@ -242,6 +243,19 @@ MAX_HORIZON = 2**24
 # What a config's int and float fields must fit: torch's int64 and float32.
 INT64_RANGE = (-(2**63), 2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def allocation_failure(e: BaseException) -> bool:
+    """Whether ``e`` says that sizes from a config cannot be held: the allocator's refusal
+    (host or device memory) or a storage size that overflows int64 (a dimension of 2**63 - 1),
+    as opposed to another error of the code that asked. The builders turn these into
+    ``ValueError`` naming the config."""
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and (
+        ("allocate" in text and "memory" in text.lower()) or "size calculation overflowed" in text
+    )
 
 
 def as_int(value: Any) -> int:

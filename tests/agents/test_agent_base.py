@@ -114,7 +114,11 @@ def test_sizes_no_memory_holds_are_refused_naming_agent_and_field(market):
     storage allocated mid-run (IQL's replay buffer, MAPPO's rollout), which was the
     allocator's bare RuntimeError inside ``train``. Legal sizes still build and train."""
     env = market(horizon=10)
-    for name, cfg in [("mf", {"dim": 10**12}), ("iql", {"hidden": (10**12,)})]:
+    for name, cfg in [
+        ("mf", {"dim": 10**12}),
+        ("iql", {"hidden": (10**12,)}),
+        ("mf", {"dim": 2**63 - 1}),
+    ]:
         with pytest.raises(ValueError, match=rf"agent '{name}': the sizes of config .*lower"):
             agents.make_agent(name, env, **cfg)
     for name, cfg, field in [
