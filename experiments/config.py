@@ -159,6 +159,10 @@ class RunConfig:
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 
 
+# The most runs (envs x agents x seeds) one comparison holds.
+MAX_COMPARE_RUNS = 100_000
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """A comparison: every agent on every env with every seed, each as its own run."""
@@ -187,7 +191,14 @@ class CompareConfig:
             raise ConfigError(f"seeds={self.seeds} and jobs={self.jobs} must be >= 1")
         if not self.envs or not self.agents:
             raise ConfigError("a comparison needs at least one env and one agent")
-        dataclasses.replace(self.run, seed=self.seed_list()[-1])  # its check of the last seed
+        runs = len(self.envs) * len(self.agents) * self.seeds
+        if runs > MAX_COMPARE_RUNS:  # seeds=10**12 built a list of them until memory ran out
+            raise ConfigError(
+                f"{len(self.envs)} envs x {len(self.agents)} agents x seeds={self.seeds} is "
+                f"{runs:,} runs, more than {MAX_COMPARE_RUNS:,} (each run is a directory of "
+                "checkpoints and logs); split the comparison or lower seeds"
+            )
+        dataclasses.replace(self.run, seed=self.run.seed + self.seeds - 1)  # the last seed's check
         if len(set(self.agents)) != len(self.agents) or len(set(self.envs)) != len(self.envs):
             raise ConfigError(f"agents {self.agents} and envs {self.envs} must not repeat")
 

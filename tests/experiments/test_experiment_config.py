@@ -298,3 +298,17 @@ def test_section_of_maps_undotted_keys_to_run_or_compare():
     # An override table named without its section points at the section form.
     with pytest.raises(ConfigError, match=r"env\.KEY=VALUE"):
         config.apply_overrides(CompareConfig(), [("env_overrides", "{}")])
+
+
+def test_a_comparison_too_large_to_hold_is_refused_before_anything_is_built():
+    """seeds=10**12 built the list of seeds (and then of runs) until the machine ran out of
+    memory and the OOM killer ended the process; now the grid's size is checked first."""
+    base = PRESETS["smoke"]
+    with pytest.raises(ConfigError, match=r"2,000,000,000,000 runs, more than 100,000"):
+        apply_overrides(base, [("seeds", "1000000000000")])
+    assert apply_overrides(base, [("seeds", "50000")]).seeds == 50_000  # 2 agents: 100,000
+    # The last seed is still checked against int64 (markets are seeded seed + n).
+    top = 2**63 - base.run.num_envs - 1_000_000  # the last valid seed (evaluation offset)
+    last = top - 10 + 19_999
+    with pytest.raises(ConfigError, match=rf"seed={last} must lie in \[-2\*\*63, {top}\]"):
+        apply_overrides(base, [("run.seed", str(top - 10)), ("seeds", "20000")])
