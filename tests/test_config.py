@@ -82,6 +82,11 @@ def test_unknown_key_on_every_preset(env_id, small):
         ({"num_items": 30}, ["num_items", "num_candidates"]),
         # the request clock is float32: past 2**24 it stops counting and never truncates
         ({"horizon": 2**24 + 1}, ["horizon", "<= 16,777,216", "float32"]),
+        # an item's exposures per episode (horizon x every slot) are counted in int32
+        (
+            {"horizon": 2**24, "num_agents": 16, "slate_size": 8, "num_candidates": 8},
+            ["horizon x num_agents x slate_size = 2,147,483,648", "int32"],
+        ),
         # what torch holds: int64 and float32 (beyond, torch's own overflow errors)
         ({"num_users": 2**63}, ["num_users", "[-2**63, 2**63 - 1]"]),
         ({"temperature": 1e39}, ["temperature", "float32's range"]),

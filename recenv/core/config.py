@@ -416,6 +416,12 @@ def _validate(c: MarketConfig) -> list[str]:
             f"horizon={c.horizon} must be <= {MAX_HORIZON:,} (2**24): the request clock is "
             "float32, exact to 2**24, and a longer episode would never truncate"
         )
+    if not errs and c.horizon * c.num_agents * c.slate_size > 2**31 - 1:
+        # An item's exposures in one episode reach horizon x (every slot of every agent).
+        errs.append(
+            f"horizon x num_agents x slate_size = {c.horizon * c.num_agents * c.slate_size:,} "
+            "must be < 2**31: the per-episode item counters are int32"
+        )
     if errs:
         return errs
     if c.slate_size > c.num_candidates:
