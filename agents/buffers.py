@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 import torch
 
+from recenv.core.config import allocation_failure
+
 Row = dict[str, torch.Tensor]
 # Step keys that steer assembly and are not stored.
 CONTROL_KEYS = ("terminal", "end", "valid", "user_id", "next_user_id")
@@ -43,6 +45,8 @@ def allocate(
     try:
         return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
     except (RuntimeError, MemoryError) as e:
+        if not allocation_failure(e):
+            raise
         nbytes = sum(math.prod(shapes[k]) * v.element_size() for k, v in like.items())
         raise ValueError(
             f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}, which the "
