@@ -26,7 +26,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from agents.base import Agent, Team, batched_core, read_checkpoint
-from recenv.core.config import allocation_failure
+from recenv.core.config import size_error
 
 ENTRY_POINT_GROUP = "recenv.agents"
 
@@ -112,13 +112,12 @@ def make_agent(
         try:
             agent = target(env, cfg, agent_ids=agent_ids)
         except (RuntimeError, MemoryError) as e:
-            if not allocation_failure(e):
-                raise
             # A size in the config no memory holds (a hidden width of 10^12, say).
-            raise ValueError(
-                f"agent {name!r}: the sizes of config {config} could not be allocated "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); lower them"
-            ) from e
+            refused = f"agent {name!r}: the sizes of config {config} could not be allocated"
+            error = size_error(e, refused)
+            if error is None:
+                raise
+            raise error from e
     else:
         agent = target(env, agent_ids=agent_ids, **config)
     if not isinstance(agent, Agent):
@@ -246,8 +245,8 @@ def _build(plan: tuple, env: Any, where: str) -> Agent:
     _, field, name, ids, config = plan
     try:
         return make_agent(name, env, agent_ids=ids, **config)
-    # A TypeError is a value of a wrong type; a RuntimeError or MemoryError, sizes no memory
-    # holds (a damaged header's hidden width of 10^12, say).
+    # A TypeError is a value of a wrong type; a RuntimeError or MemoryError, sizes torch
+    # refuses that make_agent does not already name (a plug-in factory's, a negative width).
     except (TypeError, ValueError, RuntimeError, MemoryError) as e:
         why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         raise ValueError(

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from recenv.core.config import UnknownConfigKey, allocation_failure, check_int
+from recenv.core.config import UnknownConfigKey, check_int, size_error
 from recenv.core.market import BatchedMarket, check_batch, check_seed
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
@@ -128,14 +128,12 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}") from None
     except (RuntimeError, MemoryError) as e:
-        if not allocation_failure(e):
-            raise
         # Sizes no memory holds (num_users=10**9 at 4,096 markets, say): name them.
         config = {k: v for k, v in kwargs.items() if k not in ("device", "seed")}
-        raise ValueError(
-            f"{s.id}: the market with {config} does not fit in memory "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); lower its sizes"
-        ) from e
+        error = size_error(e, f"{s.id}: the market with {config} does not fit in memory")
+        if error is None:
+            raise
+        raise error from e
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:

@@ -258,6 +258,17 @@ def allocation_failure(e: BaseException) -> bool:
     )
 
 
+def size_error(e: BaseException, what: str) -> ValueError | None:
+    """The ``ValueError`` to raise instead of ``e`` when it is an :func:`allocation_failure`:
+    ``what`` (the refusal, naming the config: ``"agent 'mf': the sizes of config {...} could
+    not be allocated"``), then the allocator's first line; ``None`` otherwise, for the caller
+    to re-raise ``e``."""
+    if not allocation_failure(e):
+        return None
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return ValueError(f"{what} ({type(e).__name__}: {first}); lower the sizes")
+
+
 def as_int(value: Any) -> int:
     """``value`` as a Python int: an int or one of numpy's integers. A bool (Python's or
     numpy's) or anything else raises ``TypeError``."""
@@ -312,7 +323,9 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
             elif math.isfinite(v) and abs(v) > FLOAT32_MAX:
                 # Tensors and optimisers compute in float32, where it would overflow to inf
                 # (or refuse it: "cannot be converted to type float without overflow").
-                errors.append(f"{f.name}={v!r} must lie within float32's range (|x| <= 3.4e38)")
+                errors.append(
+                    f"{f.name}={v!r} must lie within float32's range (|x| <= {FLOAT32_MAX:.3g})"
+                )
         elif want in (bool, str, tuple) and not isinstance(v, want):
             errors.append(f"{f.name}={v!r} must be a {want.__name__}")
     return errors
