@@ -55,7 +55,10 @@ class PettingZooAgent:
             raise ValueError(f"observation lacks {missing}; expected keys {list(OBS_KEYS)}")
         out = {}
         for k in OBS_KEYS:
-            x = torch.as_tensor(np.asarray(obs_a[k]), device=dev)
+            # A copy: the face's arrays are read-only views of the market's tensors; a
+            # shared tensor would let an agent's in-place edit reach the market (and torch
+            # warns that writing to it is undefined).
+            x = torch.as_tensor(np.array(obs_a[k]), device=dev)
             if k == "action_mask":
                 x = x.bool()
             elif k in ("user_id", "candidate_ids"):

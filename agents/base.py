@@ -31,7 +31,10 @@ Methods to write in a subclass
     whose ``info["reset"]`` is set.
 ``state_dict() / load_state_dict(state)`` (agents with state)
     Tensors, numbers, strings, lists, tuples and dicts only: checkpoints are read with
-    ``torch.load(weights_only=True)``.
+    ``torch.load(weights_only=True)``. Check what only the agent knows in
+    ``load_state_dict`` and raise ``ValueError`` (:mod:`agents.state_checks` has
+    ``counter`` and ``nonnegative``); :meth:`Agent.load` checks the layout, finiteness
+    (unless ``finite_state = False``) and optimizers, and rolls back on any error.
 
 Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
 config parsing (unknown keys list the valid ones), capability checks, :meth:`Agent.bind` (act
@@ -73,7 +76,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +84,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from agents.state_checks import (
+    nonfinite_state_error,
+    optimizer_state_error,
+    state_layout_error,
+)
 from recenv.core.config import INT64_RANGE, field_type_errors, option, option_errors
 
 # 2: the header's "env" holds every size that sets a network's input width (ENV_SHAPES), and
@@ -391,6 +398,9 @@ class Agent:
     scores_candidates: ClassVar[bool] = False
     supports_reward_modes: ClassVar[tuple[str, ...]] = REWARD_MODES
     action_kind: ClassVar[str] = "slate"
+    # Agent.load refuses a checkpoint whose floating-point state holds NaN or ±inf (a
+    # diverged run's); an agent whose state holds infinities by design sets this False.
+    finite_state: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -538,6 +548,8 @@ class Agent:
         # On the CPU, so a large device state (a saved replay buffer) is not held twice there.
         backup = _map_tensors(self.state_dict(), lambda t: t.detach().to("cpu", copy=True))
         misfit = state_layout_error(payload["state"], backup)
+        if not misfit and self.finite_state:
+            misfit = nonfinite_state_error(payload["state"])
         if misfit:
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
@@ -558,97 +570,6 @@ class Agent:
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
                 f"not fit this agent (left unchanged): {e}"
             ) from None
-
-
-def state_layout_error(saved: Any, mine: Any, at: str = "state") -> str | None:
-    """Where a checkpoint's ``saved`` state holds something of another kind than this agent's
-    own state ``mine`` at the same place: a tensor where the agent has a tensor, a dict where
-    it has a dict, a list or tuple where it has one of those. ``None`` when every place both
-    have agrees; places only one of them has are left to ``load_state_dict`` (an optimizer's
-    state grows with training, and older formats lack some keys).
-
-    Without it a corrupt state could load silently: ``copy_`` broadcasts a number (or a
-    one-element tensor) over a whole table."""
-    if torch.is_tensor(mine):
-        if not torch.is_tensor(saved):
-            return f"{at} is a {type(saved).__name__}; expected a tensor ({_shape(mine)})"
-        # Same shape, but where one side is empty (a table built on first use) and for a
-        # generator (a CPU one's state and a CUDA one's differ; restore_generator reseeds).
-        empty = mine.numel() == 0 or saved.numel() == 0
-        if saved.shape != mine.shape and not empty and not at.endswith("['generator']"):
-            return f"{at} has {_shape(saved)}; this agent's has {_shape(mine)}"
-        return None
-    if isinstance(mine, Mapping):
-        if not isinstance(saved, Mapping):
-            return f"{at} is a {type(saved).__name__}; expected a dict"
-        for k in mine.keys() & saved.keys():
-            why = state_layout_error(saved[k], mine[k], f"{at}[{k!r}]")
-            if why:
-                return why
-        return None
-    if isinstance(mine, (list, tuple)):
-        if not isinstance(saved, (list, tuple)):
-            return f"{at} is a {type(saved).__name__}; expected a list"
-        for j, (s, m) in enumerate(zip(saved, mine, strict=False)):
-            why = state_layout_error(s, m, f"{at}[{j}]")
-            if why:
-                return why
-        return None
-    # Plain values (an optimizer's settings, counters): the same kind of value; where the
-    # agent has None (an unset option), a plain value or None.
-    if mine is None:
-        plain = saved is None or isinstance(saved, (bool, str, numbers.Real))
-        return None if plain else f"{at} is a {type(saved).__name__}; expected a plain value"
-    for kind, name in ((bool, "a bool"), (str, "a str"), (numbers.Real, "a number")):
-        if isinstance(mine, kind):
-            ok = isinstance(saved, kind) and (kind is bool or not isinstance(saved, bool))
-            return None if ok else f"{at} is {saved!r}; expected {name}"
-    return None
-
-
-def optimizer_state_error(agent: Any) -> str | None:
-    """What in the state of ``agent``'s optimizers (its attributes, lists and dicts of them,
-    and its members' for a team) does not fit their parameters: every parameter with a state
-    holds the same entries, each a tensor of the parameter's shape unless it is a scalar
-    (Adam's ``step``). Asked after
-    a checkpoint's state was loaded: ``Optimizer.load_state_dict`` takes any values, and a
-    damaged moment would only fail (or worse, broadcast) at the next update."""
-    for name, opt in _optimizers(agent):
-        entries = {frozenset(st) for st in opt.state.values()}
-        if len(entries) > 1:  # Adam's: step, exp_avg, exp_avg_sq for every parameter
-            return f"{name}: parameters hold different entries {sorted(map(sorted, entries))}"
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for key, v in opt.state.get(p, {}).items():
-                    if not torch.is_tensor(v):
-                        return f"{name}: {key!r} of a parameter is a {type(v).__name__}"
-                    if v.dim() > 0 and v.shape != p.shape:
-                        return (
-                            f"{name}: {key!r} has shape {tuple(v.shape)}, its parameter "
-                            f"{tuple(p.shape)}"
-                        )
-    return None
-
-
-def _optimizers(obj: Any, at: str = "", depth: int = 0):
-    """``(where, optimizer)`` of every optimizer held by ``obj``'s attributes (into lists,
-    tuples, dicts and member agents)."""
-    if isinstance(obj, torch.optim.Optimizer):
-        yield at, obj
-    elif isinstance(obj, Mapping):
-        for k, v in obj.items():
-            yield from _optimizers(v, f"{at}[{k!r}]", depth)
-    elif isinstance(obj, (list, tuple)):
-        for j, v in enumerate(obj):
-            yield from _optimizers(v, f"{at}[{j}]", depth)
-    elif isinstance(obj, Agent) and depth < 4:
-        for k, v in vars(obj).items():
-            if k != "env":
-                yield from _optimizers(v, f"{at}.{k}" if at else k, depth + 1)
-
-
-def _shape(t: torch.Tensor) -> str:
-    return f"shape {tuple(t.shape)}, {t.dtype}"
 
 
 def env_shapes(config: Any) -> dict[str, Any]:
@@ -839,6 +760,7 @@ class Team(Agent):
         self.needs_state = any(m.needs_state for m in members)  # type: ignore[misc]
         self.needs_privileged = any(m.needs_privileged for m in members)  # type: ignore[misc]
         self.learns = any(m.learns for m in members)  # type: ignore[misc]
+        self.finite_state = all(m.finite_state for m in members)  # type: ignore[misc]
 
     def _labels(self) -> list[str]:
         return [f"{m.name}[{','.join(m.agent_ids)}]" for m in self.members]

@@ -30,6 +30,7 @@ from agents.base import (
 )
 from agents.features import ObsLayout, linear_features
 from agents.registry import register
+from agents.state_checks import nonnegative
 
 TARGETS = ("click", "engagement")
 # Per-item counts and payoff sums that grow over a whole training run. In float32 a count
@@ -122,6 +123,7 @@ class PopularityAgent(ScoringAgent):
         return {**super().state_dict(), "clicks": self.clicks, "exposures": self.exposures}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        nonnegative(state, ("clicks", "exposures"), f"agent {self.name!r}")
         super().load_state_dict(state)
         self.clicks.copy_(state["clicks"])
         self.exposures.copy_(state["exposures"])
@@ -238,6 +240,7 @@ class EpsilonGreedyAgent(ScoringAgent):
         return {**super().state_dict(), "payoff": self.payoff, "count": self.count}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        nonnegative(state, ("count",), f"agent {self.name!r}")
         super().load_state_dict(state)
         self.payoff.copy_(state["payoff"])
         self.count.copy_(state["count"])

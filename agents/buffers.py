@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
+from agents.state_checks import counter
 from recenv.core.config import allocation_failure
 
 Row = dict[str, torch.Tensor]
@@ -109,10 +110,35 @@ class ReplayBuffer:
         }
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`'s rows. A state this ring could not have reached raises
+        ``ValueError`` naming :attr:`what`, before anything is changed."""
+        at = "the replay buffer's state"
+        size, pos = counter(state, "size", at), counter(state, "pos", at)
+        wrong = self._unreachable(size, pos, state["storage"])
+        if wrong:
+            raise ValueError(f"replay buffer of {self.what}: {wrong}")
         self.storage, self.size, self.pos = {}, 0, 0
-        if state["size"]:
+        if size:
             self.add(state["storage"])
-        self.pos, self.size = int(state["pos"]), int(state["size"])
+        self.pos, self.size = pos, size
+
+    def _unreachable(self, size: int, pos: int, storage: Mapping) -> str | None:
+        """Why ``(size, pos, storage)`` is no state of this ring: ``size`` rows at most the
+        capacity, each stored tensor holding ``size`` rows, and ``pos`` (the next write) in
+        range, equal to ``size`` until the ring is full."""
+        if size > self.capacity:
+            return f"size={size} exceeds the capacity {self.capacity}"
+        rows = {k: len(v) if torch.is_tensor(v) and v.dim() else None for k, v in storage.items()}
+        if size and not rows:
+            return f"size={size} but no rows are stored"
+        off = {k: n for k, n in rows.items() if n != size}
+        if off:
+            return f"stored rows {off} are not size={size}"
+        if pos >= self.capacity:
+            return f"pos={pos} is outside [0, {self.capacity})"
+        if size < self.capacity and pos != size:
+            return f"pos={pos} is not size={size} (the ring is not full yet)"
+        return None
 
 
 def _split(step: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:

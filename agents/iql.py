@@ -77,6 +77,7 @@ from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, one_hot_agent, seeded_init
 from agents.registry import register
+from agents.state_checks import counter
 from agents.update_metrics import UpdateMetrics
 
 
@@ -469,7 +470,7 @@ class IQLAgent(ScoringAgent):
         self.learners.load_state_dict(state["learners"])
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
-        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)
         for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
             b.load_state_dict(s)

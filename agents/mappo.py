@@ -68,6 +68,7 @@ from agents.buffers import allocate
 from agents.features import ObsLayout, pair_features
 from agents.nets import mlp, one_hot_agent, seeded_init
 from agents.registry import register
+from agents.state_checks import counter, nonnegative
 
 _MASKED = -1.0e9  # logit of a masked candidate: exp() underflows to 0, and 0 · logit stays 0
 
@@ -434,12 +435,13 @@ class MAPPOAgent(Agent):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        nonnegative(state["value_stats"], ("var", "count"), f"agent {self.name!r}: value_stats")
         super().load_state_dict(state)
         self.actors.load_state_dict(state["actors"])
         self.critic.load_state_dict(state["critic"])
         self.value_stats.load_state_dict(state["value_stats"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.rollout, self.pos = {}, 0
 
 

@@ -52,6 +52,7 @@ from agents.buffers import NStepAccumulator, ReplayBuffer
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, mlp, one_hot_agent, seeded_init
 from agents.registry import register
+from agents.state_checks import counter
 from agents.update_metrics import UpdateMetrics
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask")
@@ -327,7 +328,7 @@ class ValueDecompositionAgent(ScoringAgent):
         super().load_state_dict(state)
         for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
             getattr(self, key).load_state_dict(state[key])
-        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])

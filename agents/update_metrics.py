@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from agents.state_checks import counter
+
 
 class UpdateMetrics:
     """Running sums of per-update scalars and the number of updates they cover.
@@ -52,4 +54,4 @@ class UpdateMetrics:
         pending metrics were saved) restores an empty window."""
         sums = state.get("metric_sums", {})
         self.sums = {k: torch.as_tensor(v).to(self.device) for k, v in sums.items()}
-        self.updates = int(state.get("metric_updates", 0))
+        self.updates = counter(state, "metric_updates", default=0)

@@ -69,6 +69,7 @@ from agents.base import (  # one tensor mapper
     header_differences,
     read_checkpoint,
 )
+from agents.state_checks import nonfinite_state_error, optimizer_state_error
 from experiments import snapshot
 from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
@@ -786,6 +787,11 @@ class Trainer:
             source,
             none_ok=("agent_snapshot",),
         )
+        if self.agent.finite_state:  # a diverged run's NaN weights: refused, not trained on
+            bad = nonfinite_state_error(payload["state"])
+            bad = bad or nonfinite_state_error(payload["agent_snapshot"], "agent_snapshot")
+            if bad:
+                raise RunError(f"checkpoint {str(source)!r} cannot be resumed: {bad}")
         part = "env_snapshot"
         try:
             # (restore ends with the env's state_restored(): the large tables go back onto
@@ -796,6 +802,9 @@ class Trainer:
             self.agent.load_state_dict(_to_device(payload["state"], self.agent.device))
             part = "agent_snapshot"
             snapshot.restore(self.agent, payload["agent_snapshot"])
+            misfit = optimizer_state_error(self.agent)  # settings and moments load unchecked
+            if misfit:
+                raise ValueError(misfit)
             part = "loop"
             self.loop = LoopState.from_dict(loop)
             part = "rng"

@@ -8,6 +8,8 @@ state at the end prove that observations, clicks and engagement reach it identic
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,18 @@ def test_run_episodes_needs_every_live_agent():
     team = agents.Team([lone, agents.make_agent("oracle", env, agent_ids=["agent_1"])])
     (returns,) = agents.run_episodes(team, env, seed=0)
     assert set(returns) == {"agent_0", "agent_1"}
+
+
+def test_the_adapter_copies_the_faces_read_only_views():
+    """The face's observations are read-only views of the market's tensors: the batch the
+    adapter builds must not share their memory (an agent's in-place edit would reach the
+    market) and must not make torch warn about a non-writable array."""
+    env = recenv.make("recenv/Market-v0", seed=0, horizon=5)
+    pz = agents.PettingZooAgent(agents.make_agent("random", env), env)
+    obs, _ = env.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = pz.to_batch("agent_0", obs["agent_0"])
+    before = obs["agent_0"]["candidates"].copy()
+    batch["candidates"].add_(1.0)
+    np.testing.assert_array_equal(obs["agent_0"]["candidates"], before)

@@ -216,6 +216,16 @@ def _damaged(name, env, tmp_path, fast, damage):
     return path, agents.make_agent(name, env, **fast)
 
 
+def _group(payload):
+    """The first parameter group of MAPPO's optimiser (its settings)."""
+    return payload["state"]["optimizer"]["param_groups"][0]
+
+
+def _moments(payload):
+    """The first parameter's entries in MAPPO's optimiser (step, exp_avg, exp_avg_sq)."""
+    return payload["state"]["optimizer"]["state"][0]
+
+
 def _set_moment(payload, shape=None, drop=False):
     """The first parameter's ``exp_avg`` in MAPPO's optimiser, reshaped or dropped."""
     moments = payload["state"]["optimizer"]["state"][0]
@@ -241,6 +251,37 @@ def _set_moment(payload, shape=None, drop=False):
         # Adam's moments: accepted, then an error (or a broadcast) at the next update.
         ("mappo", lambda p: _set_moment(p, shape=(1,)), r"'exp_avg' has shape \(1,\)"),
         ("mappo", lambda p: _set_moment(p, drop=True), r"parameters hold different entries"),
+        # Loaded silently, then a KeyError / a complex power at the next update, or trained
+        # on: a deleted or out-of-range setting, a damaged moment, NaN weights, a counter
+        # that int() truncated, a replay ring no run could reach.
+        ("mappo", lambda p: _group(p).pop("lr"), r"optimizer: param_groups\[0\] lacks \['lr'\]"),
+        ("mappo", lambda p: _group(p).update(lr=-1.0), r"Invalid learning rate: -1.0"),
+        ("mappo", lambda p: _group(p).update(lr=float("nan")), r"is nan; expected a finite"),
+        ("mappo", lambda p: _group(p).update(betas=(2.0, 0.5)), r"Invalid beta parameter"),
+        ("mappo", lambda p: _group(p).update(betas=(0.9,)), r"expected 2 finite numbers"),
+        ("mappo", lambda p: _group(p).update(foreach=3.5), r"expected None or a bool"),
+        ("mappo", lambda p: _moments(p).update(step=torch.tensor(-5.0)),
+         r"'step' is -5.0; expected a whole number >= 0"),
+        ("mappo", lambda p: _moments(p)["exp_avg_sq"].neg_().sub_(1),
+         r"'exp_avg_sq' of a parameter holds negative values"),
+        ("mappo", lambda p: _moments(p)["exp_avg"].view(-1)[0].fill_(float("inf")),
+         r"\['exp_avg'\] holds 1 non-finite value"),
+        ("mappo", lambda p: p["state"]["value_stats"]["var"].fill_(-1.0),
+         r"value_stats: state\['var'\] holds 2 negative entries"),
+        ("iql", lambda p: next(iter(p["state"]["learners"].values())).fill_(float("nan")),
+         r"\['learners'\]\['[^']*'\] holds \d+ non-finite values .*diverged"),
+        ("iql", lambda p: p["state"].update(env_steps=3.7), r"\['env_steps'\] is 3.7"),
+        ("iql", lambda p: p["state"].update(updates=-1), r"\['updates'\] is -1"),
+        ("iql", lambda p: p["state"]["buffers"][0].update(size=10**4),
+         r"replay buffer .*size=10000 exceeds the capacity 2000"),
+        ("iql", lambda p: p["state"]["buffers"][0].update(size=10),
+         r"stored rows \{'user': \d+.*\} are not size=10"),
+        ("iql", lambda p: p["state"]["buffers"][0].update(pos=3),
+         r"pos=3 is not size=\d+ \(the ring is not full yet\)"),
+        ("popularity", lambda p: p["state"]["exposures"].view(-1)[:4].fill_(-1.0),
+         r"agent 'popularity': state\['exposures'\] holds 4 negative entries"),
+        ("epsilon_greedy", lambda p: p["state"]["count"].view(-1)[0].fill_(-2.0),
+         r"state\['count'\] holds 1 negative entries"),
     ],
 )  # fmt: skip
 def test_a_state_of_the_wrong_kind_or_shape_is_refused(name, damage, message, env_for, tmp_path):
@@ -248,8 +289,8 @@ def test_a_state_of_the_wrong_kind_or_shape_is_refused(name, damage, message, en
     with a raw AttributeError): a ValueError naming the place, the agent left unchanged, and
     ``load_agent`` refusing the file too."""
     env = env_for(name, num_envs=4, horizon=25, seed=0)
-    fast = {"mappo": {"rollout_steps": 8}}.get(name, {})
-    path, agent = _damaged(name, env, tmp_path, fast, damage)
+    fast = {"mappo": {"rollout_steps": 8}, "iql": {**LEARN_FAST["iql"], "save_buffer": True}}
+    path, agent = _damaged(name, env, tmp_path, fast.get(name, {}), damage)
     before = _snapshot(agent)
     refused = r"does not fit this agent \(left unchanged\): .*"
     with pytest.raises(ValueError, match=refused + message):

@@ -78,6 +78,12 @@ def _wrong_shape(d: dict, key: str, shape=(3, 3)) -> None:
     d[key] = torch.zeros(shape, dtype=d[key].dtype)
 
 
+def _set_pair(encoded: dict, key: str, value) -> None:
+    """Set ``key`` of a dict as a snapshot encodes it (``{"value": [[key, value], ...]}``)."""
+    (pair,) = [p for p in encoded["value"] if p[0] == key]
+    pair[1] = value
+
+
 def _as_list(d: dict, key: str) -> None:
     d[key] = list(d[key].values())
 
@@ -142,6 +148,28 @@ DAMAGES: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
     "loop steps disagree with the run's": (
         lambda p: p["loop"].update(steps=p["loop"]["steps"] + 4),
         ("run['steps'] = 80", "loop['steps'] = 84"),
+    ),
+    # Values of the right kind that trained on (NaN weights, a negative learning rate) or
+    # failed at the first update (a replay position past the capacity: accepted silently).
+    "learner weight NaN (a diverged run)": (
+        lambda p: p["state"]["learners"]["0.q.item.0.weight"].view(-1)[:3].fill_(float("nan")),
+        ("['learners']['0.q.item.0.weight'] holds 3 non-finite values", "diverged"),
+    ),
+    "optimizer learning rate negative": (
+        lambda p: p["agent_snapshot"]["optimizers"][0]["value"]["param_groups"][0].update(lr=-1.0),
+        ("'agent_snapshot'", "optimizers[0]", "Invalid learning rate: -1.0"),
+    ),
+    "optimizer setting deleted": (
+        lambda p: _drop(p["agent_snapshot"]["optimizers"][1]["value"]["param_groups"][0], "eps"),
+        ("optimizers[1]", "lacks ['eps']"),
+    ),
+    "replay position past the capacity": (
+        lambda p: _set_pair(p["agent_snapshot"]["buffers"][0]["value"], "pos", 10**6),
+        ("'agent_snapshot'", "replay buffer", "pos=1000000 is outside"),
+    ),
+    "update counter negative": (
+        lambda p: p["state"].update(updates=-3),
+        ("'state'", "state['updates'] is -3; expected a whole number >= 0"),
     ),
     "steps disagree with iters": (
         lambda p: (p["loop"].update(steps=84), p["run"].update(steps=84)),
