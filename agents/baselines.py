@@ -12,7 +12,7 @@ the ensemble in :mod:`agents.ensemble`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,6 +58,24 @@ class RandomAgent(ScoringAgent):
     ) -> torch.Tensor:
         mask = obs_a["action_mask"]
         return torch.rand(mask.shape, generator=self.generator, device=mask.device)
+
+
+def count_slate_feedback(
+    agent_ids: Sequence[str],
+    transition: Transition,
+    target: str,
+    outcome: torch.Tensor,
+    shown: torch.Tensor,
+) -> None:
+    """Add each of ``agent_ids``' slates in ``transition`` to per-item tables ``[A, I]``:
+    ``outcome`` gains the item's ``target`` feedback (a click, an engagement), ``shown`` one
+    impression; auto-reset rows (not seen by the agent) add nothing."""
+    for i, a in enumerate(agent_ids):
+        valid = transition.seen(a).float()[:, None]
+        items, y, _ = transition.slate_feedback(a, target)
+        flat = items.flatten()
+        outcome[i].index_add_(0, flat, (y * valid).flatten().to(outcome.dtype))
+        shown[i].index_add_(0, flat, valid.expand_as(y).flatten().to(shown.dtype))
 
 
 # ----------------------------------------------------------------------------------------
@@ -109,14 +127,8 @@ class PopularityAgent(ScoringAgent):
         return clicks - 1e-3 * exposures
 
     def learn(self, transition: Transition) -> Metrics:
-        if self.config.source != "own":
-            return {}
-        for i, a in enumerate(self.agent_ids):
-            valid = transition.seen(a).float()[:, None]
-            items, hit, _ = transition.slate_feedback(a, "click")
-            flat = items.flatten()
-            self.clicks[i].index_add_(0, flat, (hit * valid).flatten().to(COUNT_DTYPE))
-            self.exposures[i].index_add_(0, flat, valid.expand_as(hit).flatten().to(COUNT_DTYPE))
+        if self.config.source == "own":
+            count_slate_feedback(self.agent_ids, transition, "click", self.clicks, self.exposures)
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -228,12 +240,9 @@ class EpsilonGreedyAgent(ScoringAgent):
         return ((self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0)).float()
 
     def learn(self, transition: Transition) -> Metrics:
-        for i, a in enumerate(self.agent_ids):
-            valid = transition.seen(a).float()[:, None]
-            items, y, _ = transition.slate_feedback(a, self.config.target)
-            flat = items.flatten()
-            self.payoff[i].index_add_(0, flat, (y * valid).flatten().to(COUNT_DTYPE))
-            self.count[i].index_add_(0, flat, valid.expand_as(y).flatten().to(COUNT_DTYPE))
+        count_slate_feedback(
+            self.agent_ids, transition, self.config.target, self.payoff, self.count
+        )
         return {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -84,16 +84,21 @@ def state_layout_error(saved: Any, mine: Any, at: str = "state") -> str | None:
     return None
 
 
-def nonfinite_state_error(state: Any, at: str = "state") -> str | None:
+DAMAGE_OR_DIVERGENCE = "the run that wrote it diverged, or the file is damaged"
+
+
+def nonfinite_state_error(
+    state: Any, at: str = "state", cause: str = DAMAGE_OR_DIVERGENCE
+) -> str | None:
     """The first floating-point (or complex) tensor in ``state`` holding NaN or ±inf, named
-    with how many of its values are; ``None`` when all are finite."""
+    with how many of its values are, then ``cause``; ``None`` when all are finite."""
     for where, t in _tensors(state, at):
         if (t.is_floating_point() or t.is_complex()) and t.numel():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 return (
                     f"{where} holds {bad} non-finite value{'s' * (bad > 1)} (NaN or ±inf) of "
-                    f"{t.numel()}: the run that wrote it diverged, or the file is damaged"
+                    f"{t.numel()}: {cause}"
                 )
     return None
 

@@ -250,6 +250,9 @@ def _print_run(res: Any) -> None:
     label = "greedy evaluation" if s.get("eval") else "last training window"
     print(f"\n{s['lineup']} on {s['env']}, seed {s['seed']} — {label}:\n")
     print(_metrics_table(out))
+    if s.get("diverged"):
+        d = s["diverged"]
+        print(f"\ntraining diverged at step {d['step']} and stopped there: {d['where']}")
     print(f"\nrun directory: {res.path}")
     print(f"TensorBoard:   tensorboard --logdir {res.path}")
 

@@ -151,6 +151,7 @@ def run_row(summary: Mapping[str, Any], run_dir: str | Path = "") -> dict[str, A
     train = {k: v for k, v in (summary.get("train") or {}).items() if k != "step"}
     evaluation = summary.get("eval") or {}
     row["metrics_from"] = "eval" if evaluation else "train"
+    row["diverged_at"] = (summary.get("diverged") or {}).get("step", "")
     for k, v in (evaluation or train).items():
         row[k] = v
     for k, v in train.items():
@@ -172,6 +173,9 @@ def aggregate(
     for key, members in groups.items():
         agg: dict[str, Any] = dict(zip(by, key, strict=True))
         agg["n"] = len(members)
+        diverged = sum(math.isfinite(_num(r.get("diverged_at"))) for r in members)
+        if diverged:  # runs whose training stopped at NaN weights (experiments.runner)
+            agg["diverged"] = diverged
         sources = sorted({str(r["metrics_from"]) for r in members if r.get("metrics_from")})
         if sources:
             agg["metrics_from"] = "+".join(sources)
@@ -267,6 +271,8 @@ def markdown_table(
             label = r["agent"]
             if mixed and "eval" not in str(r.get("metrics_from") or "eval"):
                 label += " (training window)"
+            if _num(r.get("diverged")) > 0:
+                label += f" (diverged in {int(_num(r['diverged']))} of {int(r['n'])} runs)"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

@@ -33,6 +33,12 @@ restored or written (:func:`check_run_checkpoint`, :func:`check_fits`). Ctrl-C /
 checkpoint at the next chunk boundary and stop; SIGKILL loses at most the steps since the last
 checkpoint.
 
+**Divergence**: before each checkpoint the agent's state is checked for NaN and ±inf. A
+diverged agent is a result, not an error (a sweep's highest learning rate may diverge): training
+stops there, no checkpoint of it is written (the earlier ones stay), a ``RuntimeWarning`` says
+so, the diverged agent is evaluated as usual, and ``summary.json``'s ``diverged`` holds the step
+and the first non-finite tensor (``null`` otherwise); comparison tables mark such rows.
+
 **One process per run**: ``train`` and ``resume`` hold an exclusive lock on the run directory
 (:class:`DirLock`) from before their first write until they return, so a second ``resume`` of a
 run that is still training is refused instead of training into the same directory.
@@ -52,6 +58,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -713,6 +720,7 @@ class Trainer:
         self.focal = focal_agents(cfg, self.env_agents)
         self.loop = LoopState()
         self.resumed_from: list[str] = []
+        self.diverged: dict[str, Any] | None = None  # set by run(): see _divergence
         self._started = False
 
     # State ------------------------------------------------------------------------------
@@ -890,6 +898,21 @@ class Trainer:
                     stop = stop_requested() and nxt < total
                     if nxt % ckpt_iters == 0 or nxt == total or stop:
                         logger.flush()  # what the checkpoint covers is on disk first
+                        self.diverged = self._divergence()
+                        if self.diverged:
+                            # A result, not an error (a sweep's high learning rates do this):
+                            # training stops, no checkpoint of it is written, the diverged
+                            # agent is evaluated and the summary and reports say so.
+                            loop.trained = True
+                            warnings.warn(
+                                f"run {self.dir.name}: {self.diverged['where']} at step "
+                                f"{loop.steps}; training stopped there (no checkpoint of it; "
+                                "the earlier ones are kept) and the diverged agent is "
+                                "evaluated. Lower the learning rate or clip gradients harder",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
+                            break
                         self.save_checkpoint()
                     if stop:
                         raise Interrupted(self.dir.path, loop.steps)
@@ -912,6 +935,18 @@ class Trainer:
         self.dir.write_json("summary.json", summary)
         self.dir.mark_done()
         return RunResult(self.dir.path, summary, loop.curve)
+
+    def _divergence(self) -> dict[str, Any] | None:
+        """``{"step", "where"}`` when the agent's state holds NaN or ±inf (its training
+        diverged), else ``None``. Asked before each checkpoint (one pass over the state it
+        is about to save): a diverged checkpoint could not be resumed, and pruning would have
+        replaced the good ones with it."""
+        if not self.agent.finite_state:
+            return None
+        where = nonfinite_state_error(
+            self.agent.state_dict(), "the agent's state", "training diverged"
+        )
+        return {"step": self.loop.steps, "where": where} if where else None
 
     def _purge_step(self) -> tuple[int | None, bool]:
         """TensorBoard's ``purge_step`` for this process's writer (events of earlier attempts
@@ -972,6 +1007,7 @@ class Trainer:
             "train": tail,
             "train_metrics": loop.last_metrics,
             "eval": evaluation,
+            "diverged": self.diverged,
             "timing": {
                 "train_seconds_this_process": train_seconds,
                 "eval_seconds": eval_seconds,

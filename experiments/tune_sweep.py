@@ -227,6 +227,9 @@ def run_trial(trial_config: dict[str, Any]) -> None:
         "seed": s["seed"],
         "run_dir": out["path"],
         "env_steps": s.get("env_steps"),
+        # The step training stopped at NaN weights (experiments.runner), -1 when it did not:
+        # a variant's seeds that diverged are told apart from ones that merely scored low.
+        "diverged_at": (s.get("diverged") or {}).get("step", -1),
     }
     for prefix, values in (("eval", s.get("eval") or {}), ("train", s.get("train") or {})):
         for k, v in values.items():

@@ -152,3 +152,21 @@ def test_a_run_without_evaluation_is_reported_with_its_training_window():
     assert "last training window of each run" in md and "greedy evaluation after" not in md
     mixed = report.markdown_table(report.aggregate([row, {**evaluated, "agent": "b"}]))
     assert "| a (training window) |" in mixed and "| b |" in mixed
+
+
+def test_runs_that_diverged_are_counted_and_marked_in_the_table(tmp_path):
+    """A run whose training stopped at NaN weights (``summary["diverged"]``) is a result: its
+    row carries the step, the aggregate counts such runs, the table marks the agent."""
+    base = {"env": "e", "opponent": "", "eval": {"return": 1.0}, "diverged": None}
+    rows = [
+        report.run_row({**base, "agent": "a", "seed": 0}),
+        report.run_row({**base, "agent": "a", "seed": 1, "diverged": {"step": 80, "where": "w"}}),
+        report.run_row({**base, "agent": "b", "seed": 0}),
+    ]
+    assert [r["diverged_at"] for r in rows] == ["", 80, ""]
+    path = tmp_path / "runs.csv"
+    path.write_text(report.to_csv(rows))
+    table = report.aggregate(report.read_csv(path))
+    assert table[0]["diverged"] == 1 and "diverged" not in table[1]
+    md = report.markdown_table(table)
+    assert "| a (diverged in 1 of 2 runs) |" in md and "| b |" in md

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -279,6 +280,39 @@ def test_ctrl_c_checkpoints_stops_and_resumes_exactly(tiny, monkeypatch):
     monkeypatch.setattr(runner.agents, "train", real)
     resumed = runner.resume(run)
     assert deterministic(resumed.summary) == deterministic(runner.train(tiny()).summary)
+
+
+def test_a_diverged_run_stops_training_keeps_its_good_checkpoints_and_says_so(tiny, monkeypatch):
+    """Training whose weights become NaN stops at the next checkpoint boundary: no checkpoint
+    of the diverged agent is written (pruning would have left only unresumable ones), the
+    earlier ones stay and load, a RuntimeWarning names the step and the tensor, the diverged
+    agent is evaluated, the run finishes, and its summary and report say it diverged."""
+    real, chunks = agents.train, []
+
+    def train_then_diverge(agent, *args, **kwargs):
+        out = real(agent, *args, **kwargs)
+        chunks.append(1)
+        if len(chunks) == 3:  # a chunk is 20 steps, a checkpoint every 40: NaN at step 60
+            next(iter(agent.learners.parameters())).data.view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(runner.agents, "train", train_then_diverge)
+    cfg = tiny(total_steps=160, checkpoint_every=40, keep_checkpoints=1)
+    with pytest.warns(RuntimeWarning, match=r"non-finite .*training diverged at step 80"):
+        res = runner.train(cfg)
+    diverged = res.summary["diverged"]
+    assert diverged["step"] == 80 and res.summary["env_steps"] == 80
+    assert re.match(
+        r"the agent's state\['learners'\]\[.*\] holds \d+ non-finite", diverged["where"]
+    )
+    assert math.isfinite(res.summary["eval"]["return"])  # the diverged agent, evaluated
+    assert (res.path / "DONE").exists()
+    kept = sorted(p.name for p in (res.path / "checkpoints").iterdir())
+    assert kept == ["step_000000000040.pt"]
+    assert runner.load_run_checkpoint(res.path / "checkpoints" / kept[0])["loop"]["steps"] == 40
+    # A run that did not diverge says so too.
+    monkeypatch.setattr(runner.agents, "train", real)
+    assert runner.train(tiny(total_steps=80, checkpoint_every=40)).summary["diverged"] is None
 
 
 # ----------------------------------------------------------------------------------------
