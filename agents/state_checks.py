@@ -88,17 +88,18 @@ DAMAGE_OR_DIVERGENCE = "the run that wrote it diverged, or the file is damaged"
 
 
 def nonfinite_state_error(
-    state: Any, at: str = "state", cause: str = DAMAGE_OR_DIVERGENCE
+    state: Any, at: str = "state", cause: str | None = DAMAGE_OR_DIVERGENCE
 ) -> str | None:
     """The first floating-point (or complex) tensor in ``state`` holding NaN or ±inf, named
-    with how many of its values are, then ``cause``; ``None`` when all are finite."""
+    with how many of its values are, then ``cause`` (when given); ``None`` when all are
+    finite."""
     for where, t in _tensors(state, at):
         if (t.is_floating_point() or t.is_complex()) and t.numel():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 return (
                     f"{where} holds {bad} non-finite value{'s' * (bad > 1)} (NaN or ±inf) of "
-                    f"{t.numel()}: {cause}"
+                    f"{t.numel()}" + (f": {cause}" if cause else "")
                 )
     return None
 

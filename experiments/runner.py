@@ -905,9 +905,9 @@ class Trainer:
                             # agent is evaluated and the summary and reports say so.
                             loop.trained = True
                             warnings.warn(
-                                f"run {self.dir.name}: {self.diverged['where']} at step "
-                                f"{loop.steps}; training stopped there (no checkpoint of it; "
-                                "the earlier ones are kept) and the diverged agent is "
+                                f"run {self.dir.name}: training diverged at step {loop.steps} "
+                                f"({self.diverged['where']}); it stopped there (no checkpoint "
+                                "of it; the earlier ones are kept) and the diverged agent is "
                                 "evaluated. Lower the learning rate or clip gradients harder",
                                 RuntimeWarning,
                                 stacklevel=2,
@@ -943,9 +943,7 @@ class Trainer:
         replaced the good ones with it."""
         if not self.agent.finite_state:
             return None
-        where = nonfinite_state_error(
-            self.agent.state_dict(), "the agent's state", "training diverged"
-        )
+        where = nonfinite_state_error(self.agent.state_dict(), "the agent's state", cause=None)
         return {"step": self.loop.steps, "where": where} if where else None
 
     def _purge_step(self) -> tuple[int | None, bool]:

@@ -298,7 +298,9 @@ def test_a_diverged_run_stops_training_keeps_its_good_checkpoints_and_says_so(ti
 
     monkeypatch.setattr(runner.agents, "train", train_then_diverge)
     cfg = tiny(total_steps=160, checkpoint_every=40, keep_checkpoints=1)
-    with pytest.warns(RuntimeWarning, match=r"non-finite .*training diverged at step 80"):
+    with pytest.warns(
+        RuntimeWarning, match=r"training diverged at step 80 \(the agent's state.* non-finite"
+    ):
         res = runner.train(cfg)
     diverged = res.summary["diverged"]
     assert diverged["step"] == 80 and res.summary["env_steps"] == 80
