@@ -156,7 +156,7 @@ def feature_scores(candidates: torch.Tensor) -> torch.Tensor:
 def feature_slate(candidates: Any, mask: Any, slate_size: int) -> torch.Tensor:
     """Top-``slate_size`` unmasked candidates by :func:`feature_scores`. Accepts numpy or torch,
     ``[C, F]`` / ``[C]`` or batched ``[N, C, F]`` / ``[N, C]``; returns int64 indices."""
-    cands = candidates if torch.is_tensor(candidates) else torch.as_tensor(np.asarray(candidates))
+    cands = candidates if torch.is_tensor(candidates) else torch.as_tensor(np.array(candidates))
     m = (mask if torch.is_tensor(mask) else torch.as_tensor(np.asarray(mask))).bool()
     scores = feature_scores(cands.cpu())
     scores = torch.where(m.cpu(), scores, torch.full_like(scores, -math.inf))

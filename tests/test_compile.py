@@ -154,7 +154,10 @@ def test_compiled_pettingzoo_face_matches_eager_and_still_checks_actions(determi
             assert r1[a] == pytest.approx(r2[a], rel=1e-4, abs=1e-5)
             for key, x in o1[a].items():
                 torch.testing.assert_close(
-                    torch.as_tensor(x), torch.as_tensor(o2[a][key]), rtol=1e-4, atol=1e-5
+                    torch.as_tensor(np.array(x)),
+                    torch.as_tensor(np.array(o2[a][key])),
+                    rtol=1e-4,
+                    atol=1e-5,
                 )
             assert i1[a]["chosen_slot"] == i2[a]["chosen_slot"]
             if "episode" in i1[a]:
