@@ -192,7 +192,14 @@ def create_unique_dir(root: Path, name: str) -> Path:
     """``root/name`` (or ``name-1``, ``name-2``, ...), created with ``exist_ok=False``; never
     inside a finished directory (:func:`refuse_finished_parent`)."""
     refuse_finished_parent(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only or missing mount
+        why = "it is a file" if root.is_file() else (e.strerror or type(e).__name__)
+        raise RunError(
+            f"the root {str(root)!r} cannot hold run directories: {why}; give a writable "
+            "directory (--root, or run.root / root in a config)"
+        ) from None
     for i in range(1000):
         path = root / (name if i == 0 else f"{name}-{i}")
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from experiment_helpers import TINY_ENV, TINY_IQL
+from experiment_helpers import TINY_ENV, TINY_IQL, tiny_run
 
 import agents
 from experiments import cli, comparison, provenance, runner
@@ -541,3 +541,18 @@ def test_a_sweep_variant_with_seeds_resume_cannot_count_is_refused(tiny, tmp_pat
     head["sweep"]["seeds"] = [0, 1, 2]
     (path / "compare.json").write_text(json.dumps(head))
     assert comparison.read_compare_config(path) == cfg
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_a_root_that_cannot_hold_run_directories_is_a_clear_error(tmp_path, capsys, where):
+    """A file where the root should be (or above it): a RunError naming the root and the
+    field, not the bare ``[Errno 17] File exists``; the command line exits 1 with one line."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    root = blocker if where == "file" else blocker / "runs"
+    with pytest.raises(RunError, match=rf"the root '{re.escape(str(root))}' cannot hold run"):
+        runner.train(tiny_run(root))
+    assert cli.main(["train", "--preset", "smoke", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the root") and "--root" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a directory"
