@@ -187,8 +187,9 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_agent", _per_agent(self.per_agent))
-        if self.seeds < 1 or self.jobs < 1:
-            raise ConfigError(f"seeds={self.seeds} and jobs={self.jobs} must be >= 1")
+        low = [f"{k}={getattr(self, k)}" for k in ("seeds", "jobs") if getattr(self, k) < 1]
+        if low:
+            raise ConfigError(f"{' and '.join(low)} must be >= 1")
         if not self.envs or not self.agents:
             raise ConfigError("a comparison needs at least one env and one agent")
         runs = len(self.envs) * len(self.agents) * self.seeds
@@ -794,7 +795,8 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
     ``[opponent]``, ``[NAME]``; top-level keys are run/compare fields."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(p)!r} {what}; give a .toml or .json file")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:  # TOML and JSON files are UTF-8

@@ -226,6 +226,11 @@ def test_config_files(tmp_path):
     (tmp_path / "x.yaml").write_text("seed: 1")
     with pytest.raises(ConfigError, match=r"\.toml or \.json"):
         read_config_file(tmp_path / "x.yaml")
+    with pytest.raises(ConfigError, match=r"'.*missing\.toml' does not exist"):
+        read_config_file(tmp_path / "missing.toml")
+    (tmp_path / "a_dir.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"'.*a_dir\.toml' is a directory; give a \.toml"):
+        read_config_file(tmp_path / "a_dir.toml")
 
 
 def test_unreadable_config_text_is_a_config_error(tmp_path):
