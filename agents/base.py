@@ -418,6 +418,8 @@ class Agent:
             )
         self.env_config = core.config
         self.env_agents: list[str] = list(core.agents)
+        if isinstance(agent_ids, str):  # one env agent, named alone ("agent_0")
+            agent_ids = [agent_ids]
         ids = list(self.env_agents if agent_ids is None else agent_ids)
         unknown = [a for a in ids if a not in self.env_agents]
         if unknown or not ids or len(set(ids)) != len(ids):
@@ -749,6 +751,17 @@ class Team(Agent):
                     raise ValueError(f"env agent {a!r} is controlled by two team members")
                 seen[a] = m.name
         first = members[0]
+        mine = env_shapes(first.env_config)
+        for j, m in enumerate(members[1:], 1):
+            theirs = env_shapes(m.env_config)
+            differ = [k for k in ENV_SHAPES if theirs[k] != mine[k]]
+            if differ or m.env_agents != first.env_agents or m.device != first.device:
+                raise ValueError(
+                    f"team member {j} ({m.name!r}) was built for another env than member 0 "
+                    f"({first.name!r}): {_fields(theirs, differ) or 'agents ' + str(m.env_agents)}"
+                    f" on {m.device}, against {_fields(mine, differ) or first.env_agents} on "
+                    f"{first.device}; build every member for the env the team will run on"
+                )
         self.members = list(members)
         self.config = AgentConfig()
         self.env_config = first.env_config

@@ -15,6 +15,7 @@ markets is ``N`` env steps (the auto-reset steps included).
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,15 @@ def _step(agent: Agent, env: Any, obs, explore: bool, learn: bool):
     return next_obs, info, metrics
 
 
+def whole_count(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int`` when it is a whole number >= ``minimum`` (not a bool, a float or
+    a str, which ``int()`` would have taken: ``"10"``, ``2.5``, ``True``); else ``ValueError``
+    naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+    return int(value)
+
+
 def train(
     agent: Agent,
     env: Any,
@@ -90,6 +100,7 @@ def train(
     """Collect ``env_steps`` transitions with ``explore=True`` and let the agent learn from
     each. ``reset=False`` continues the env where it stands (e.g. a second ``train`` call).
     ``callback(env_steps_so_far, metrics)`` is called whenever ``learn`` returned metrics."""
+    env_steps = whole_count("env_steps", env_steps, 0)
     agent.bind(env)
     if reset:
         obs = env.reset(seed=seed)
@@ -97,7 +108,7 @@ def train(
     else:
         obs = env.observe()
     N = env.num_envs
-    iters = -(-int(env_steps) // N)
+    iters = -(-env_steps // N)
     log, history = _EpisodeLog(), []
     start = time.perf_counter()
     for it in range(iters):
@@ -123,6 +134,7 @@ def evaluate(
     """Run ``episodes_per_env`` complete episodes in every market without learning
     (``observe`` still runs) and return their episode metrics, ``N * episodes_per_env`` rows
     (per-agent metrics are ``[E, A]``)."""
+    episodes_per_env = whole_count("episodes_per_env", episodes_per_env, 1)
     agent.bind(env)
     obs = env.reset(seed=seed)
     agent.begin_episode(None)

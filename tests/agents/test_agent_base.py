@@ -240,6 +240,8 @@ def test_agent_ids_must_be_env_agents(market):
     env = market()
     with pytest.raises(ValueError, match="agent_ids"):
         agents.make_agent("random", env, agent_ids=["agent_7"])
+    # One env agent may be named alone (it was split into characters and refused).
+    assert agents.make_agent("random", env, agent_ids="agent_1").agent_ids == ["agent_1"]
 
 
 def test_capabilities_refuse_incompatible_envs(market):
@@ -287,6 +289,16 @@ def test_team_merges_members_and_rejects_overlap(market):
         agents.Team([rnd, agents.make_agent("random", env)])
     team2 = agents.make_team(env, {"agent_0": "oracle", "agent_1": ("linucb", {"alpha": 0.1})})
     assert team2.needs_privileged and team2.learns
+
+
+def test_a_team_of_members_built_for_different_envs_is_refused(market):
+    """Found only at the first ``train`` (by ``bind``) before; now when the team is built,
+    naming the member and the sizes that differ."""
+    rnd = agents.make_agent("random", market(), agent_ids=["agent_0"])
+    other = agents.make_agent("linucb", market(num_items=500), agent_ids=["agent_1"])
+    with pytest.raises(ValueError, match=r"team member 1 \('linucb'\) .*num_items=500 .*"
+                       r"against num_items=2000"):  # fmt: skip
+        agents.Team([rnd, other])
 
 
 def test_served_marks_the_visited_platform(market):

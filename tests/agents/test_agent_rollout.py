@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 import agents
+import recenv
 from agents.base import Transition
 
 
@@ -85,3 +89,40 @@ def test_evaluation_is_reproducible(market):
     b = agents.evaluate(agents.make_agent("popularity", env), env, seed=9)
     for k in a.episodes:
         assert torch.equal(a.episodes[k], b.episodes[k]), k
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a, env, pz: agents.train(a, env, -5), "env_steps=-5 must be an int >= 0"),
+        (lambda a, env, pz: agents.train(a, env, "10"), "env_steps='10' must be an int >= 0"),
+        (lambda a, env, pz: agents.train(a, env, 2.5), "env_steps=2.5 must be an int >= 0"),
+        (lambda a, env, pz: agents.train(a, env, True), "env_steps=True must be an int >= 0"),
+        (
+            lambda a, env, pz: agents.evaluate(a, env, episodes_per_env=0),
+            "episodes_per_env=0 must be an int >= 1",
+        ),
+        (
+            lambda a, env, pz: agents.run_episodes(agents.make_agent("random", pz), pz, 0),
+            "episodes=0 must be an int >= 1",
+        ),
+        (
+            lambda a, env, pz: agents.run_episodes(
+                agents.make_agent("random", pz), pz, 1, max_steps=0
+            ),
+            "max_steps=0 must be an int >= 1",
+        ),
+    ],
+)
+def test_budgets_that_are_not_counts_are_refused(market, call, message):
+    """``int()`` took ``"10"``, ``2.5`` and ``True``, and a negative budget ran nothing and
+    reported ``env_steps=-4``: each is now a ValueError naming the argument."""
+    env = market(num_envs=4)
+    pz = recenv.make("recenv/Market-v0", seed=0, horizon=5)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(agents.make_agent("random", env), env, pz)
+
+
+def test_a_zero_budget_trains_nothing(market):
+    env = market(num_envs=4)
+    assert agents.train(agents.make_agent("random", env), env, 0).env_steps == 0
