@@ -84,6 +84,7 @@ from experiments.errors import RunError
 from experiments.provenance import versions
 from experiments.report import read_json_object, to_csv
 from experiments.tb import RunLogger
+from recenv.core.vecisa import NoCppCompiler
 
 try:  # advisory file locks: Linux, macOS and the other POSIX systems
     import fcntl
@@ -428,14 +429,17 @@ class RunDir:
 # Building the env and the lineup
 # ----------------------------------------------------------------------------------------
 def make_env(cfg: RunConfig, *, num_envs: int | None = None, seed: int | None = None):
-    return recenv.make_vec(
-        cfg.env,
-        num_envs=num_envs or cfg.num_envs,
-        device=cfg.device,
-        seed=cfg.seed if seed is None else seed,
-        compile=cfg.compile,
-        **cfg.env_kwargs(),
-    )
+    try:
+        return recenv.make_vec(
+            cfg.env,
+            num_envs=num_envs or cfg.num_envs,
+            device=cfg.device,
+            seed=cfg.seed if seed is None else seed,
+            compile=cfg.compile,
+            **cfg.env_kwargs(),
+        )
+    except NoCppCompiler as e:  # a config error: run.compile=true cannot be honoured here
+        raise ConfigError(f"compile=true: {e}") from None
 
 
 def _agent_kwargs(name: str, overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:

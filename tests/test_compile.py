@@ -467,3 +467,33 @@ def test_put_at_fused_form_writes_what_the_flat_form_writes(lead, monkeypatch):
     put_at(fused, index, values, fused=True)
     assert torch.equal(eager, fused) and eager.abs().sum() > 0
     assert torch.equal(eager.view(-1, *shape[lead:])[flat], values)
+
+
+def test_without_a_cpp_compiler_compile_says_what_to_do_and_the_market_stays_eager(
+    monkeypatch, tmp_path
+):
+    """Inductor compiles a CPU graph as C++: with no working compiler, ``compile=True`` raised
+    ``InvalidCxxCompiler`` from deep inside inductor (traceback through its ISA probe). Now a
+    ``NoCppCompiler`` (``RuntimeError``) says to install one or use ``compile=False``, a
+    market asked to compile later stays eager, and the runner makes it a config error."""
+    from torch._inductor import cpp_builder, exc
+
+    from experiments.config import ConfigError, RunConfig
+    from experiments.runner import make_env
+    from recenv.core.vecisa import NoCppCompiler
+
+    def no_compiler(*args, **kwargs):
+        raise exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    with pytest.raises(NoCppCompiler, match=r"needs a C\+\+ compiler .*compile=False"):
+        recenv.make_vec("recenv/Market-v0", num_envs=2, compile=True, **SMALL)
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, **SMALL)
+    with pytest.raises(RuntimeError, match="Install g\\+\\+ or clang\\+\\+"):
+        env.compile()
+    assert not env.compiled
+    env.reset(seed=0)
+    env.step({a: s for a, s in zip(env.agents, env.oracle_slates().unbind(1), strict=True)})
+    cfg = RunConfig(env="recenv/Market-v0", num_envs=2, compile=True, root=str(tmp_path))
+    with pytest.raises(ConfigError, match="compile=true: compile=True on the CPU needs"):
+        make_env(cfg)

@@ -76,7 +76,7 @@ from recenv.core.users import (
     observable_features,
     user_block_width,
 )
-from recenv.core.vecisa import cpu_simdlen
+from recenv.core.vecisa import cpu_simdlen, require_cpp_compiler
 from recenv.core.warm import (
     InductorCapture,
     outside_deterministic_mode,
@@ -412,6 +412,8 @@ class BatchedMarket:
         """
         if self.compiled:
             return self
+        if self.device.type == "cpu":
+            require_cpp_compiler()  # before anything changes: the market stays eager
         self.compiled = True  # read while tracing (picks the fusable forms)
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).

@@ -23,3 +23,32 @@ def cpu_simdlen() -> int:
     from torch._inductor import cpu_vec_isa
 
     return cpu_vec_isa.pick_vec_isa().bit_width() or 1
+
+
+class NoCppCompiler(RuntimeError):
+    """``compile=True`` on the CPU where inductor finds no working C++ compiler."""
+
+
+def require_cpp_compiler() -> None:
+    """Raise :class:`NoCppCompiler` (a ``RuntimeError``) saying what to do when inductor
+    finds no working C++ compiler (a CPU graph is C++ compiled on the first step); without
+    it the failure is ``InvalidCxxCompiler`` from deep inside inductor. Inductor's own search
+    (``CXX``, then ``g++`` / ``clang++``) decides; a torch whose inductor has no such search
+    is not checked here."""
+    try:
+        from torch._inductor import cpp_builder, exc
+    except ImportError:
+        return
+    search = getattr(cpp_builder, "get_cpp_compiler", None)
+    failure = getattr(exc, "InvalidCxxCompiler", None)
+    if search is None or failure is None:
+        return
+    try:
+        search()
+    except failure as e:
+        raise NoCppCompiler(
+            f"compile=True on the CPU needs a C++ compiler for torch inductor, and none works "
+            f"here ({str(e).strip() or type(e).__name__}). Install g++ or clang++ (or point "
+            "CXX at one), or use compile=False: the eager step simulates the same market, "
+            "2-10x slower"
+        ) from None
