@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from agents.base import Agent, Metrics, Transition, batched_core
-from agents.rollout import whole_count
+from recenv.core.config import check_int
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask", "user_id", "candidate_ids")
 
@@ -182,9 +182,9 @@ def run_episodes(
 ) -> list[dict[str, float]]:
     """Play ``episodes`` episodes on the PettingZoo ``env``; returns each episode's return per
     agent. ``max_steps`` stops early (the last, partial episode is reported too)."""
-    episodes = whole_count("episodes", episodes, 1)
+    episodes = check_int("episodes", episodes, 1)
     if max_steps is not None:
-        max_steps = whole_count("max_steps", max_steps, 1)
+        max_steps = check_int("max_steps", max_steps, 1)
     pz = PettingZooAgent(agent, env)
     results, steps = [], 0
     for e in range(episodes):

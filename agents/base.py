@@ -454,7 +454,7 @@ class Agent:
         core = batched_core(env)
         check_compatible(self, env)
         mine, theirs = env_shapes(self.env_config), env_shapes(core.config)
-        differ = [k for k in ENV_SHAPES if mine[k] != theirs[k]]
+        differ = _env_differences(theirs, mine, FORMAT_VERSION)
         if list(core.agents) != self.env_agents or differ:
             raise ValueError(
                 f"agent {self.name!r} was built for agents {self.env_agents} and an env with "
@@ -754,7 +754,7 @@ class Team(Agent):
         mine = env_shapes(first.env_config)
         for j, m in enumerate(members[1:], 1):
             theirs = env_shapes(m.env_config)
-            differ = [k for k in ENV_SHAPES if theirs[k] != mine[k]]
+            differ = _env_differences(theirs, mine, FORMAT_VERSION)
             if differ or m.env_agents != first.env_agents or m.device != first.device:
                 raise ValueError(
                     f"team member {j} ({m.name!r}) was built for another env than member 0 "

@@ -15,7 +15,6 @@ markets is ``N`` env steps (the auto-reset steps included).
 
 from __future__ import annotations
 
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from agents.base import Agent, Metrics, Transition
+from recenv.core.config import check_int
 
 
 @dataclass
@@ -79,15 +79,6 @@ def _step(agent: Agent, env: Any, obs, explore: bool, learn: bool):
     return next_obs, info, metrics
 
 
-def whole_count(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an ``int`` when it is a whole number >= ``minimum`` (not a bool, a float or
-    a str, which ``int()`` would have taken: ``"10"``, ``2.5``, ``True``); else ``ValueError``
-    naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
-    return int(value)
-
-
 def train(
     agent: Agent,
     env: Any,
@@ -100,7 +91,7 @@ def train(
     """Collect ``env_steps`` transitions with ``explore=True`` and let the agent learn from
     each. ``reset=False`` continues the env where it stands (e.g. a second ``train`` call).
     ``callback(env_steps_so_far, metrics)`` is called whenever ``learn`` returned metrics."""
-    env_steps = whole_count("env_steps", env_steps, 0)
+    env_steps = check_int("env_steps", env_steps, 0)
     agent.bind(env)
     if reset:
         obs = env.reset(seed=seed)
@@ -134,7 +125,7 @@ def evaluate(
     """Run ``episodes_per_env`` complete episodes in every market without learning
     (``observe`` still runs) and return their episode metrics, ``N * episodes_per_env`` rows
     (per-agent metrics are ``[E, A]``)."""
-    episodes_per_env = whole_count("episodes_per_env", episodes_per_env, 1)
+    episodes_per_env = check_int("episodes_per_env", episodes_per_env, 1)
     agent.bind(env)
     obs = env.reset(seed=seed)
     agent.begin_episode(None)

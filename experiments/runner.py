@@ -760,9 +760,11 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, payload: Mapping[str, Any] | None = None) -> Path:
+        """Write ``payload`` (default: :meth:`checkpoint_payload`) as this step's checkpoint
+        and prune the oldest beyond ``keep_checkpoints``."""
         path = self.dir.save_torch(
-            f"checkpoints/step_{self.loop.steps:012d}.pt", self.checkpoint_payload()
+            f"checkpoints/step_{self.loop.steps:012d}.pt", payload or self.checkpoint_payload()
         )
         self.dir.prune_checkpoints(self.cfg.keep_checkpoints)
         return path
@@ -909,7 +911,8 @@ class Trainer:
                     stop = stop_requested() and nxt < total
                     if nxt % ckpt_iters == 0 or nxt == total or stop:
                         logger.flush()  # what the checkpoint covers is on disk first
-                        self.diverged = self._divergence()
+                        payload = self.checkpoint_payload()
+                        self.diverged = self._divergence(payload["state"])
                         if self.diverged:
                             # A result, not an error (a sweep's high learning rates do this):
                             # training stops, no checkpoint of it is written, the diverged
@@ -924,7 +927,7 @@ class Trainer:
                                 stacklevel=2,
                             )
                             break
-                        self.save_checkpoint()
+                        self.save_checkpoint(payload)
                     if stop:
                         raise Interrupted(self.dir.path, loop.steps)
             train_seconds = time.perf_counter() - t_start
@@ -947,14 +950,13 @@ class Trainer:
         self.dir.mark_done()
         return RunResult(self.dir.path, summary, loop.curve)
 
-    def _divergence(self) -> dict[str, Any] | None:
-        """``{"step", "where"}`` when the agent's state holds NaN or ±inf (its training
-        diverged), else ``None``. Asked before each checkpoint (one pass over the state it
-        is about to save): a diverged checkpoint could not be resumed, and pruning would have
-        replaced the good ones with it."""
+    def _divergence(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``{"step", "where"}`` when the agent's ``state`` (the checkpoint's, about to be
+        saved) holds NaN or ±inf (its training diverged), else ``None``: a diverged
+        checkpoint could not be resumed, and pruning would have replaced the good ones."""
         if not self.agent.finite_state:
             return None
-        where = nonfinite_state_error(self.agent.state_dict(), "the agent's state", cause=None)
+        where = nonfinite_state_error(state, "the agent's state", cause=None)
         return {"step": self.loop.steps, "where": where} if where else None
 
     def _purge_step(self) -> tuple[int | None, bool]:
