@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 
 from agents.state_checks import counter
-from recenv.core.config import allocation_failure
+from recenv.core.config import sizes_named
 
 Row = dict[str, torch.Tensor]
 # Step keys that steer assembly and are not stored.
@@ -43,16 +43,9 @@ def allocate(
     field, e.g. ``"agent 'iql': buffer_size=10**12"``) and the bytes asked for, not the
     allocator's bare message."""
     shapes = {k: (length, *v.shape[skip:]) for k, v in like.items()}
-    try:
+    nbytes = sum(math.prod(shapes[k]) * v.element_size() for k, v in like.items())
+    with sizes_named(f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}"):
         return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
-    except (RuntimeError, MemoryError) as e:
-        if not allocation_failure(e):
-            raise
-        nbytes = sum(math.prod(shapes[k]) * v.element_size() for k, v in like.items())
-        raise ValueError(
-            f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}, which the "
-            f"allocator refused ({type(e).__name__}); lower it"
-        ) from None
 
 
 class ReplayBuffer:

@@ -26,7 +26,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from agents.base import Agent, Team, batched_core, read_checkpoint
-from recenv.core.config import size_error
+from recenv.core.config import sizes_named
 
 ENTRY_POINT_GROUP = "recenv.agents"
 
@@ -109,15 +109,9 @@ def make_agent(
             cfg = target.Config.from_kwargs(**config)
         except ValueError as e:  # name the agent: configs are shared (qmix/vdn, mappo/ippo)
             raise ValueError(f"agent {name!r}: {e}") from None
-        try:
+        # A size in the config no memory holds (a hidden width of 10^12, say).
+        with sizes_named(f"agent {name!r}: the sizes of config {config} could not be allocated"):
             agent = target(env, cfg, agent_ids=agent_ids)
-        except (RuntimeError, MemoryError) as e:
-            # A size in the config no memory holds (a hidden width of 10^12, say).
-            refused = f"agent {name!r}: the sizes of config {config} could not be allocated"
-            error = size_error(e, refused)
-            if error is None:
-                raise
-            raise error from e
     else:
         agent = target(env, agent_ids=agent_ids, **config)
     if not isinstance(agent, Agent):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from recenv.core.config import UnknownConfigKey, check_int, size_error
+from recenv.core.config import UnknownConfigKey, check_int, sizes_named
 from recenv.core.market import BatchedMarket, check_batch, check_seed
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
@@ -123,17 +123,13 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     """``s``'s builder called with ``kwargs``; an unknown key's error (which lists the
     scenario's config keys) also names the options of the calling face (``own_options``), so
     a misspelled ``flatten_obs`` does not read as if only config keys existed."""
+    # Sizes no memory holds (num_users=10**9 at 4,096 markets, say): named by the config.
+    config = {k: v for k, v in kwargs.items() if k not in ("device", "seed")}
     try:
-        return s.builder()(**kwargs)
+        with sizes_named(f"{s.id}: the market with {config} does not fit in memory"):
+            return s.builder()(**kwargs)
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}") from None
-    except (RuntimeError, MemoryError) as e:
-        # Sizes no memory holds (num_users=10**9 at 4,096 markets, say): name them.
-        config = {k: v for k, v in kwargs.items() if k not in ("device", "seed")}
-        error = size_error(e, f"{s.id}: the market with {config} does not fit in memory")
-        if error is None:
-            raise
-        raise error from e
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:

@@ -7,11 +7,13 @@ Unknown keys are rejected by :meth:`MarketConfig.from_kwargs` with the list of v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
 import operator
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,15 +260,18 @@ def allocation_failure(e: BaseException) -> bool:
     )
 
 
-def size_error(e: BaseException, what: str) -> ValueError | None:
-    """The ``ValueError`` to raise instead of ``e`` when it is an :func:`allocation_failure`:
-    ``what`` (the refusal, naming the config: ``"agent 'mf': the sizes of config {...} could
-    not be allocated"``), then the allocator's first line; ``None`` otherwise, for the caller
-    to re-raise ``e``."""
-    if not allocation_failure(e):
-        return None
-    first = str(e).splitlines()[0][:200] if str(e) else ""
-    return ValueError(f"{what} ({type(e).__name__}: {first}); lower the sizes")
+@contextlib.contextmanager
+def sizes_named(what: str) -> Iterator[None]:
+    """Turn an :func:`allocation_failure` inside the block into ``ValueError``: ``what`` (the
+    refusal, naming the config: ``"agent 'mf': the sizes of config {...} could not be
+    allocated"``), then the allocator's first line. Other errors pass through unchanged."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not allocation_failure(e):
+            raise
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ValueError(f"{what} ({type(e).__name__}: {first}); lower the sizes") from e
 
 
 def as_int(value: Any) -> int:
