@@ -4,7 +4,7 @@ VMAS ``simple_spread`` at the same counts (when the ``bench`` extra is installed
 The CPU benchmark (``experiments.bench_env``) takes ~20 minutes; a session lent a GPU has a
 few minutes of device time, so this script measures only the CUDA figures, sized to fit:
 
-    .venv/bin/python -m experiments.bench_cuda                       # 2^14,2^16,2^18,2^20
+    .venv/bin/python -m experiments.bench_cuda                       # 2^20,2^18,2^16,2^14
     .venv/bin/python -m experiments.bench_cuda --sizes 16384,65536 --steps 20 --no-compile
 
 Each figure is the median of ``--repeats`` timed runs of ``--steps`` steps (the device
@@ -12,7 +12,11 @@ synchronised around each ``env.step``; actions computed outside the timer), afte
 steps that include compilation. The timed steps stay inside the first episode (Market-v0's
 horizon is 200 steps), so unlike ``bench_env``'s full runs these figures hold no episode end
 (episode metrics, auto-reset: under 1 % of the CPU step, amortised). A size that does not
-fit in the GPU's memory is recorded as an error and the next one is tried. Results go to
+fit in the GPU's memory is recorded as an error and the next one is tried. The eager rows
+(and VMAS) come first at every size, then the compiled ones, which spend most of the time
+compiling. The GPU's copy bandwidth is measured first (a ``--copy-mib`` copy, bytes read +
+written), and each row also gives the core's bytes of state and observation touched per
+step (``BatchedMarket.step_traffic_bytes``, as in ``bench_env``) over it. Results go to
 ``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten); while it runs,
 what is measured so far is rewritten after each size to the same name with ``.partial.json``
 (removed at the end), so a run stopped at a time limit keeps its figures. Without a GPU
@@ -22,6 +26,7 @@ it says so and exits with status 0, writing nothing.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import socket
 import sys
@@ -31,9 +36,19 @@ from pathlib import Path
 import torch
 
 from experiments import bench_peers
-from experiments.bench_env import _ints, result_path, summarize, time_batched, write_result
+from experiments.bench_env import (
+    _ints,
+    core_footprint,
+    result_path,
+    summarize,
+    summarize_rates,
+    time_batched,
+    write_result,
+)
+from experiments.bench_peers import copy_bandwidth
 
 TARGET_CUDA_STEPS = 50_000_000  # env-steps/s at the best count (issue: the batched core)
+TRAFFIC_ENVS = 1024  # the CPU batch whose bytes per step are counted (per market, so any size)
 
 
 def _timed(fn):
@@ -48,11 +63,12 @@ def _timed(fn):
 def main(argv=None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="recenv/Market-v0", help="environment id")
-    p.add_argument("--sizes", type=_ints, default=[2**14, 2**16, 2**18, 2**20], help="num_envs")
+    p.add_argument("--sizes", type=_ints, default=[2**20, 2**18, 2**16, 2**14], help="num_envs")
     p.add_argument("--steps", type=int, default=30, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
     p.add_argument("--no-peers", action="store_true", help="skip the VMAS rows")
+    p.add_argument("--copy-mib", type=int, default=2048, help="MiB of the bandwidth copy")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     args = p.parse_args(argv)
 
@@ -83,6 +99,13 @@ def main(argv=None) -> dict | None:
         )
         return rows[-1]
 
+    def ratio(row, vmas):
+        r = row["median"] / vmas["median"]
+        ratios.append(
+            {"num_envs": row["num_envs"], "compile": row["compile"], "batched_over_vmas": r}
+        )
+        print(f"  ratio batched/vmas num_envs={row['num_envs']} compile={row['compile']}: {r:.2f}x")
+
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -99,14 +122,46 @@ def main(argv=None) -> dict | None:
             "best_env_steps_per_s": max((r["median"] for r in recenv_rows), default=None),
             "target_env_steps_per_s": TARGET_CUDA_STEPS,
             "seconds": time.perf_counter() - started,
+            "copy_bandwidth_bytes_per_s": bandwidth if isinstance(bandwidth, dict) else None,
             "rows": rows,
             "ratios": ratios,
             "errors": errors,
         }
 
-    for n in args.sizes:
-        best = {}
-        for compile in compile_modes:
+    # The copy bandwidth of this GPU, and the core's bytes of state and observation touched
+    # per env and step (counted on a small CPU batch: the count is per market), so each row
+    # also reads as a share of the hardware's limit, as bench_env's CPU rows do.
+    bandwidth, err = _timed(
+        lambda: [copy_bandwidth(args.copy_mib * 2**20, device="cuda") for _ in range(args.repeats)]
+    )
+    if err:
+        errors.append({"kind": "copy_bandwidth_cuda", "error": err})
+    else:
+        bandwidth = summarize_rates(bandwidth)
+        print(
+            f"{'copy_bandwidth_cuda':<22} {f'mib={args.copy_mib}':<34} "
+            f"{bandwidth['median'] / 1e9:>16,.0f} GB/s read + written "
+            f"[{bandwidth['min'] / 1e9:,.0f}..{bandwidth['max'] / 1e9:,.0f}]"
+        )
+    traffic = core_footprint(args.env, TRAFFIC_ENVS)["step_traffic_bytes"]
+    per_env = traffic["total"] / TRAFFIC_ENVS if traffic else None
+
+    def share(row):
+        if per_env is None or not isinstance(bandwidth, dict):
+            return
+        row["traffic_bytes_per_env_step"] = per_env
+        row["fraction_of_copy_bandwidth"] = row["median"] * per_env / bandwidth["median"]
+        print(
+            f"  = {100 * row['fraction_of_copy_bandwidth']:.1f}% of the copy bandwidth "
+            f"({per_env:,.0f} B of state and observation per env-step)"
+        )
+
+    vmas_rows = {}
+    # Eager at every size first (with VMAS beside it), then the compiled rows: compiling
+    # takes the most time, so a run stopped at a device session's limit has lost the fewest
+    # figures. Largest count first within each pass (the target is "at the best count").
+    for compile in compile_modes:
+        for n in args.sizes:
             samples, err = _timed(
                 lambda n=n, compile=compile: time_batched(
                     args.env, n, args.steps, device="cuda", compile=compile, repeats=args.repeats
@@ -117,28 +172,32 @@ def main(argv=None) -> dict | None:
                     {"kind": "batched_cuda", "num_envs": n, "compile": compile, "error": err}
                 )
                 print(f"batched_cuda num_envs={n} compile={compile}: {err}")
-                continue
-            best[compile] = record("batched_cuda", samples, n, compile=compile)
-        if run_vmas:
-            samples, err = _timed(
-                lambda n=n: [
-                    bench_peers.time_vmas_spread(n, args.steps, device="cuda")
-                    for _ in range(args.repeats)
-                ]
-            )
-            if err:
-                errors.append({"kind": "vmas_simple_spread_cuda", "num_envs": n, "error": err})
-                print(f"vmas_simple_spread_cuda num_envs={n}: {err}")
             else:
-                vmas = record("vmas_simple_spread_cuda", samples, n)
-                for compile, row in best.items():
-                    r = row["median"] / vmas["median"]
-                    ratios.append({"num_envs": n, "compile": compile, "batched_over_vmas": r})
-                    print(f"  ratio batched/vmas num_envs={n} compile={compile}: {r:.2f}x")
-        torch.cuda.empty_cache()
-        # What is measured so far, in a file of its own beside the result: a run stopped at
-        # a device session's time limit still leaves its figures.
-        partial.write_text(json.dumps(result(), indent=2))
+                row = record("batched_cuda", samples, n, compile=compile)
+                share(row)
+                if n in vmas_rows:
+                    ratio(row, vmas_rows[n])
+            if run_vmas and not compile:
+                samples, err = _timed(
+                    lambda n=n: [
+                        bench_peers.time_vmas_spread(n, args.steps, device="cuda")
+                        for _ in range(args.repeats)
+                    ]
+                )
+                if err:
+                    errors.append({"kind": "vmas_simple_spread_cuda", "num_envs": n, "error": err})
+                    print(f"vmas_simple_spread_cuda num_envs={n}: {err}")
+                else:
+                    vmas_rows[n] = record("vmas_simple_spread_cuda", samples, n)
+                    for r in rows:
+                        if r["kind"] == "batched_cuda" and r["num_envs"] == n:
+                            ratio(r, vmas_rows[n])
+            # The markets just timed are garbage now; their memory goes back before the next.
+            gc.collect()
+            torch.cuda.empty_cache()
+            # What is measured so far, in a file of its own beside the result: a run stopped
+            # at a device session's time limit still leaves its figures.
+            partial.write_text(json.dumps(result(), indent=2))
 
     final = result()
     top = final["best_env_steps_per_s"]

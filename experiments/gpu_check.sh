@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session: the CUDA tests, then the CUDA benchmark, within one device call.
+# One prepared GPU session: the CUDA benchmark, tests and profile, within one device call.
 #
 #   bash experiments/gpu_wheels.sh           # first, on a machine that reaches PyPI: .whl/
 #   bash experiments/gpu_check.sh [bench_cuda options]   # on the GPU machine, repo root
@@ -11,15 +11,20 @@
 # own python3, which on the GPU machines lent here holds a CUDA build of torch and reaches no
 # package index; the pure-Python packages it lacks (gymnasium, pettingzoo; vmas, gym and
 # pyglet for the peer) come from the wheels in .whl/, installed into a scratch folder, and
-# recenv itself is imported from this checkout. Then the tests that need CUDA (the files
-# that ask torch.cuda.is_available(), filtered by -k cuda) and experiments.bench_cuda
-# (2^20 .. 2^14 markets, eager and compiled, VMAS beside them when it imports). Each phase
-# has its own time limit (570 s in all), and every line is written as it is printed, so a
-# phase stopped at its limit still leaves what it measured in $OUT (bench_cuda also keeps
-# a .partial.json after each size).
+# recenv itself is imported from this checkout. Then experiments.bench_cuda (2^20 .. 2^14
+# markets, eager and compiled, VMAS beside them when it imports), the tests that need CUDA
+# (the files that ask torch.cuda.is_available(), filtered by -k cuda) and
+# experiments.profile_cuda (where an eager and a compiled step's time goes). Each phase has
+# its own time limit, all within GPU_CHECK_SECONDS (540 s), and every line is written as it
+# is printed, so a phase stopped at its limit still leaves what it measured in $OUT
+# (bench_cuda also keeps a .partial.json after each size).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+# The native CPU kernels (recenv.core.native) would be built on first use, ~a minute of a
+# short device session, for the CPU sides of the checks alone (the CPU reference trajectory,
+# the traffic count); the torch forms they stand in for agree with them bit for bit.
+export RECENV_NATIVE=${RECENV_NATIVE:-0}
 OUT_DIR=${OUT:-experiments/results}
 mkdir -p "$OUT_DIR"
 
@@ -61,17 +66,39 @@ EOF
 
 # The files with tests that need CUDA; their CUDA tests are picked by -k.
 mapfile -t CUDA_TESTS < <(grep -rl "cuda.is_available" tests)
-cuda_tests() {  # cuda_tests SECONDS EXPRESSION LOG
-  timeout "$1" "$PY" -m pytest -q -x -p no:cacheprovider -k "$2" "${CUDA_TESTS[@]}" 2>&1 \
-    | tee "$OUT_DIR/$3" | tail -15
+# Every phase ends by $DEADLINE seconds after the start (one device call may run 600 s, and
+# a session's device time is short): a phase gets its own limit or what is left, whichever
+# is less, and one with under 20 s left is skipped.
+DEADLINE=${GPU_CHECK_SECONDS:-540}
+left() {  # left LIMIT: the seconds a phase may run
+  local rest=$((DEADLINE - SECONDS))
+  echo $((rest < $1 ? rest : $1))
 }
-# In the order that keeps the most if the device session ends first (one device call may
-# run 600 s): the eager CUDA tests, the figures (largest count first: the target is "at
-# the best count"), then the compiled CUDA tests (each compiles Triton kernels).
-cuda_tests 150 "cuda and not True" gpu_tests.txt
+# At most 8 files come back from a device call: the two profiles share one log.
+phase() {  # phase LIMIT LOG COMMAND...: run COMMAND, output to the terminal and $OUT_DIR/LOG
+  local limit
+  limit=$(left "$1")
+  if [ "$limit" -lt 20 ]; then
+    echo "skipped (time): ${*:3}" | tee -a "$OUT_DIR/gpu.txt"
+    return
+  fi
+  echo "== ${*:3} (limit ${limit}s)"
+  timeout "$limit" "${@:3}" 2>&1 | tee -a "$OUT_DIR/$2" | tail -40
+}
+# In the order that keeps the most if the device session ends first: the figures (eager
+# at every count, VMAS beside, then compiled; largest count first), the eager CUDA tests,
+# where an eager step's time goes, then the compiled CUDA tests (each compiles kernels) and
+# the compiled step's profile (its kernels cached by the bench's compile at that count).
 if [ $# -eq 0 ]; then
   set -- --sizes 1048576,262144,65536,16384
 fi
-timeout 300 "$PY" -m experiments.bench_cuda "$@" 2>&1 | tee "$OUT_DIR/bench_cuda.txt"
+phase 260 bench_cuda.txt "$PY" -m experiments.bench_cuda "$@"
 cp experiments/results/bench_cuda-*.json "$OUT_DIR"/ 2>/dev/null || true
-cuda_tests 120 "cuda and True" gpu_tests_compiled.txt
+PYTEST=("$PY" -m pytest -q -x -p no:cacheprovider)
+phase 120 gpu_tests.txt "${PYTEST[@]}" -k "cuda and not True" "${CUDA_TESTS[@]}"
+phase 45 profile_cuda.txt "$PY" -m experiments.profile_cuda --num-envs 262144 \
+  --out "$OUT_DIR/profile_cuda.json"
+phase 100 gpu_tests_compiled.txt "${PYTEST[@]}" -k "cuda and True" "${CUDA_TESTS[@]}"
+phase 60 profile_cuda.txt "$PY" -m experiments.profile_cuda --num-envs 262144 \
+  --compile --out "$OUT_DIR/profile_cuda_compiled.json"
+echo "gpu_check: ${SECONDS}s" | tee -a "$OUT_DIR/gpu.txt"

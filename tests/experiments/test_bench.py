@@ -301,12 +301,59 @@ def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(bench_cuda, "time_batched", fake_time_batched)
+    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
+    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
     argv = ["--out", str(out), "--sizes", "16,32", "--no-compile", "--no-peers", "--repeats", "2"]
     r = bench_cuda.main(argv)
     assert seen == [[16]]
     assert not partial.exists() and out.exists()
     assert [row["num_envs"] for row in json.loads(out.read_text())["rows"]] == [16, 32]
     assert r["best_env_steps_per_s"] == pytest.approx(1e6)
+    # Each row is also a share of the copy bandwidth: env-steps/s x bytes per env-step / 1e12.
+    per_env = bench_env.core_footprint("recenv/Market-v0", 4)["step_traffic_bytes"]["total"] / 4
+    assert r["copy_bandwidth_bytes_per_s"]["median"] == 1e12
+    for row in r["rows"]:
+        assert row["traffic_bytes_per_env_step"] == pytest.approx(per_env)
+        assert row["fraction_of_copy_bandwidth"] == pytest.approx(1e6 * per_env / 1e12)
+
+
+def test_cuda_bench_times_every_eager_row_before_compiling(tmp_path, monkeypatch):
+    """Compiling takes most of a device session's minutes: the eager rows (and VMAS beside
+    them) at every size come first, largest first, so a run stopped at the limit keeps them;
+    a compiled row's ratio to VMAS uses the eager pass's VMAS row of its size."""
+    from experiments import bench_cuda
+
+    calls = []
+
+    def fake_time_batched(env_id, n, steps, device, compile, repeats):
+        calls.append(("recenv", n, compile))
+        return [(1e-3 if compile else 2e-3)] * repeats
+
+    def fake_vmas(n, steps, device):
+        calls.append(("vmas", n, None))
+        return 4e-3
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bench_cuda, "time_batched", fake_time_batched)
+    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
+    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
+    monkeypatch.setattr(bench_cuda.bench_peers, "peer_versions", lambda: {"vmas": "9.9"})
+    monkeypatch.setattr(bench_cuda.bench_peers, "time_vmas_spread", fake_vmas)
+    r = bench_cuda.main(["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--repeats", "1"])
+    assert calls == [
+        ("recenv", 32, False),
+        ("vmas", 32, None),
+        ("recenv", 16, False),
+        ("vmas", 16, None),
+        ("recenv", 32, True),
+        ("recenv", 16, True),
+    ]
+    by = {(x["num_envs"], x["compile"]): x["batched_over_vmas"] for x in r["ratios"]}
+    assert by == pytest.approx(
+        {(32, False): 2.0, (16, False): 2.0, (32, True): 4.0, (16, True): 4.0}
+    )
 
 
 def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
@@ -321,6 +368,7 @@ def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(bench_cuda, "time_batched", lambda *a, repeats, **k: [1e-3] * repeats)
+    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
     with pytest.raises(SystemExit, match="exists"):
         bench_cuda.main(["--out", str(out), "--sizes", "16", "--no-compile", "--no-peers"])
     assert partial.read_text() == '{"rows": ["the stopped run"]}' and not out.exists()
