@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from experiments import bench_peers
 from experiments.bench_env import (
     _ints,
     core_footprint,
+    provenance,
     result_path,
     summarize,
     summarize_rates,
@@ -51,13 +51,24 @@ TARGET_CUDA_STEPS = 50_000_000  # env-steps/s at the best count (issue: the batc
 TRAFFIC_ENVS = 1024  # the CPU batch whose bytes per step are counted (per market, so any size)
 
 
+def error_summary(e: BaseException) -> str:
+    """``e``'s kind and first line, and its last line that names an error when that differs:
+    inductor reports a failed kernel build as ``SubprocException: An exception occurred in a
+    subprocess:`` with the cause (e.g. Triton's ``ValueError('Scalar ... out of range')``)
+    many lines below."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = f"{type(e).__name__}: {lines[0] if lines else ''}"[:200]
+    cause = next((ln for ln in reversed(lines[1:]) if "Error" in ln or "error" in ln), None)
+    return f"{text} ... {cause[:200]}" if cause and cause != lines[0] else text
+
+
 def _timed(fn):
     """``fn()``'s samples, or the error that stopped it (out of memory, compile failure)."""
     try:
         return fn(), None
     except (RuntimeError, torch.OutOfMemoryError) as e:
         torch.cuda.empty_cache()
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        return None, error_summary(e)
 
 
 def main(argv=None) -> dict | None:
@@ -67,6 +78,9 @@ def main(argv=None) -> dict | None:
     p.add_argument("--steps", type=int, default=30, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
+    p.add_argument(
+        "--compiled-only", action="store_true", help="only the compile=True rows (no VMAS)"
+    )
     p.add_argument("--no-peers", action="store_true", help="skip the VMAS rows")
     p.add_argument("--copy-mib", type=int, default=2048, help="MiB of the bandwidth copy")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
@@ -87,7 +101,9 @@ def main(argv=None) -> dict | None:
     print(f"recenv CUDA bench: {args.env}; torch {torch.__version__}; {device}")
     print(f"{'figure':<22} {'setting':<34} {'median':>16} {'unit':<12} [spread]")
     rows, ratios, errors = [], [], []
-    compile_modes = [False] if args.no_compile else [False, True]
+    if args.no_compile and args.compiled_only:
+        p.error("--no-compile and --compiled-only leave nothing to time")
+    compile_modes = [False] if args.no_compile else [True] if args.compiled_only else [False, True]
 
     def record(kind, samples, n, **meta):
         s = summarize(samples, n)
@@ -112,10 +128,9 @@ def main(argv=None) -> dict | None:
     def result() -> dict:
         recenv_rows = [r for r in rows if r["kind"] == "batched_cuda"]
         return {
+            **provenance(),
             "env": args.env,
-            "torch": torch.__version__,
             "device": device,
-            "host": socket.gethostname(),
             "steps": args.steps,
             "repeats": args.repeats,
             "vmas": vmas_version if run_vmas else None,

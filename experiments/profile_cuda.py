@@ -31,7 +31,6 @@ The table and figures go to ``experiments/results/profile_cuda-<host>-<UTC time>
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import recenv
-from experiments.bench_env import _policy, result_path, write_result
+from experiments.bench_env import _policy, provenance, result_path, write_result
 
 
 def _sync(device: str) -> None:
@@ -95,8 +94,11 @@ def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: b
     # the last step is one of them.
     syncs = sum(e.count for e in averages if "Synchronize" in e.key) - 1
     sort_key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # The host ops alone (aten::...): each kernel's time is also its op's device time, so
+    # kernel rows would count it twice.
+    host_ops = [e for e in averages if e.device_type == torch.autograd.DeviceType.CPU]
     rows = sorted(
-        averages, key=lambda e: _device_us(e) if cuda else e.self_cpu_time_total, reverse=True
+        host_ops, key=lambda e: _device_us(e) if cuda else e.self_cpu_time_total, reverse=True
     )
     table = [
         {
@@ -108,13 +110,12 @@ def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: b
         for e in rows[:top]
     ]
     result = {
+        **provenance(),
         "env": env_id,
         "num_envs": num_envs,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "compile": compile,
         "steps": steps,
-        "torch": torch.__version__,
-        "host": socket.gethostname(),
         "wall_s_per_step_synced_each": wall_each,
         "wall_s_per_step_queued": wall_queued,
         "env_steps_per_s_synced_each": num_envs / wall_each,

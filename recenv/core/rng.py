@@ -66,6 +66,7 @@ def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tenso
 
 
 _FMIX1 = _signed32(0x85EBCA6B)
+_GOLDEN_SIGNED = _signed32(_GOLDEN)
 _FMIX2 = _signed32(0xC2B2AE35)
 
 
@@ -91,7 +92,14 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # dropped the vectorised stores of the block it proved to overflow: compiled steps at 24
     # topics read uninitialised memory (NaN noise, wrong candidates). Every product here fits
     # its type; the int32 multiplications below run on values, never on the loop index.
-    idx = torch.arange(width, device=pre.device, dtype=torch.int64) * _GOLDEN
+    #
+    # The step is the golden constant as a signed 32-bit value (the same low 32 bits, so the
+    # same numbers): compiled for CUDA, inductor folds ``arange * c`` into Triton index
+    # arithmetic (``c * x0`` on an int32 index), and Triton refuses a literal past int32
+    # (``Scalar 2654435769 is out of range for type int32``: every compiled CUDA step
+    # failed to build with 0x9E3779B9 here). Should that product wrap in int32, its low 32
+    # bits are still the ones kept below.
+    idx = torch.arange(width, device=pre.device, dtype=torch.int64) * _GOLDEN_SIGNED
     x = ((pre.long()[:, None] + idx) & _MASK32).to(torch.int32)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _FMIX1

@@ -281,6 +281,27 @@ def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, m
     assert not out.exists()
 
 
+def test_cuda_bench_error_names_the_cause_of_a_failed_kernel_build():
+    """Seen on the GPU machine: inductor's message starts with a line that says nothing; the
+    cause, Triton's, is its last line that names an error."""
+    from experiments.bench_cuda import error_summary
+
+    e = RuntimeError(
+        "SubprocException: An exception occurred in a subprocess:\n"
+        "Traceback (most recent call last):\n  ...\n"
+        "triton.compiler.errors.CompilationError: at 20:12:\n    tmp11 = 2654435769*x0\n"
+        "ValueError('Scalar 2654435769 is out of range for type int32')\n"
+        "\nSet TORCHDYNAMO_VERBOSE=1"
+    )
+    assert error_summary(e) == (
+        "RuntimeError: SubprocException: An exception occurred in a subprocess: ... "
+        "ValueError('Scalar 2654435769 is out of range for type int32')"
+    )
+    assert error_summary(torch.OutOfMemoryError("CUDA out of memory. Tried")) == (
+        "OutOfMemoryError: CUDA out of memory. Tried"
+    )
+
+
 def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
     """A device session can end mid-run: after each size, what is measured so far is in a
     ``.partial.json`` beside the result, which the finished run replaces by the result.
@@ -312,6 +333,7 @@ def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
     # Each row is also a share of the copy bandwidth: env-steps/s x bytes per env-step / 1e12.
     per_env = bench_env.core_footprint("recenv/Market-v0", 4)["step_traffic_bytes"]["total"] / 4
     assert r["copy_bandwidth_bytes_per_s"]["median"] == 1e12
+    assert r["torch"] == torch.__version__ and {"git", "git_dirty", "machine"} <= set(r)
     for row in r["rows"]:
         assert row["traffic_bytes_per_env_step"] == pytest.approx(per_env)
         assert row["fraction_of_copy_bandwidth"] == pytest.approx(1e6 * per_env / 1e12)

@@ -1,7 +1,7 @@
 """The performance tools: the loop profiler's parsing (experiments.profile_loops), the
-trajectory hash (experiments.trajectory_hash), the memory floor (experiments.memory_floor)
-and the face in torch's two algorithm modes (experiments.face_modes). None asserts anything
-about speed."""
+trajectory hash (experiments.trajectory_hash), the memory floor (experiments.memory_floor),
+the face in torch's two algorithm modes (experiments.face_modes) and the step profile
+(experiments.profile_cuda, on the CPU here). None asserts anything about speed."""
 
 from __future__ import annotations
 
@@ -217,3 +217,27 @@ def test_candidates_op_times_the_kernel_at_both_catalog_sizes():
     assert result["ratio"] > 0 and result["config"] == {"item_stats_size": 1024}
     with pytest.raises(SystemExit):
         candidates_op.main(["--items", "1000", "--no-json"])  # two sizes or nothing
+
+
+def test_profile_cuda_profiles_a_cpu_step_and_keeps_its_result(tmp_path, capsys, monkeypatch):
+    """On the CPU (where CI runs it) the script profiles host time: per-step figures, the
+    host ops alone in its table (kernel rows would count device time twice), JSON once."""
+    from experiments import profile_cuda
+
+    out = tmp_path / "p.json"
+    argv = ["--device", "cpu", "--num-envs", "8", "--steps", "2", "--top", "5", "--out", str(out)]
+    r = profile_cuda.main(argv)
+    assert json.loads(out.read_text()) == r
+    assert r["num_envs"] == 8 and r["device"] == "cpu" and r["gpu_busy_fraction"] is None
+    assert r["torch"] == torch.__version__ and {"git", "git_dirty", "machine"} <= set(r)
+    assert r["env_steps_per_s_queued"] == pytest.approx(8 / r["wall_s_per_step_queued"])
+    assert 0 < len(r["top_ops"]) <= 5
+    assert all(row["name"].startswith(("aten::", "recenv::")) for row in r["top_ops"])
+    per_step = [row["self_cpu_us_per_step"] for row in r["top_ops"]]
+    assert per_step == sorted(per_step, reverse=True) and per_step[0] > 0
+    assert "8 markets" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exists"):
+        profile_cuda.main(argv)
+    monkeypatch.setattr(profile_cuda.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        profile_cuda.main(["--num-envs", "8", "--out", str(tmp_path / "q.json")])
