@@ -281,6 +281,17 @@ def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, m
     assert not out.exists()
 
 
+def _fake_gpu(monkeypatch, bench_cuda, time_batched):
+    """bench_cuda on a fake GPU: ``time_batched`` times the markets, the copy moves 1e12
+    bytes/s, and bytes per step are counted on 4 CPU markets."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bench_cuda, "time_batched", time_batched)
+    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
+    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
+
+
 def test_cuda_bench_error_names_the_cause_of_a_failed_kernel_build():
     """Seen on the GPU machine: inductor's message starts with a line that says nothing; the
     cause, Triton's, is its last line that names an error."""
@@ -318,12 +329,7 @@ def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
             seen.append([row["num_envs"] for row in json.loads(partial.read_text())["rows"]])
         return [n / 1e6] * repeats
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(bench_cuda, "time_batched", fake_time_batched)
-    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
-    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
+    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
     argv = ["--out", str(out), "--sizes", "16,32", "--no-compile", "--no-peers", "--repeats", "2"]
     r = bench_cuda.main(argv)
     assert seen == [[16]]
@@ -355,12 +361,7 @@ def test_cuda_bench_times_every_eager_row_before_compiling(tmp_path, monkeypatch
         calls.append(("vmas", n, None))
         return 4e-3
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(bench_cuda, "time_batched", fake_time_batched)
-    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
-    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
+    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
     monkeypatch.setattr(bench_cuda.bench_peers, "peer_versions", lambda: {"vmas": "9.9"})
     monkeypatch.setattr(bench_cuda.bench_peers, "time_vmas_spread", fake_vmas)
     r = bench_cuda.main(["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--repeats", "1"])
@@ -386,11 +387,7 @@ def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
     out = tmp_path / "cuda.json"
     partial = tmp_path / "cuda.partial.json"
     partial.write_text('{"rows": ["the stopped run"]}')
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(bench_cuda, "time_batched", lambda *a, repeats, **k: [1e-3] * repeats)
-    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
+    _fake_gpu(monkeypatch, bench_cuda, lambda *a, repeats, **k: [1e-3] * repeats)
     with pytest.raises(SystemExit, match="exists"):
         bench_cuda.main(["--out", str(out), "--sizes", "16", "--no-compile", "--no-peers"])
     assert partial.read_text() == '{"rows": ["the stopped run"]}' and not out.exists()
