@@ -85,6 +85,8 @@ def main(argv=None) -> dict | None:
     p.add_argument("--copy-mib", type=int, default=2048, help="MiB of the bandwidth copy")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     args = p.parse_args(argv)
+    if args.no_compile and args.compiled_only:
+        p.error("--no-compile and --compiled-only leave nothing to time")
 
     if not torch.cuda.is_available():
         print("no CUDA device: nothing measured (the CPU figures come from bench_env)")
@@ -101,8 +103,6 @@ def main(argv=None) -> dict | None:
     print(f"recenv CUDA bench: {args.env}; torch {torch.__version__}; {device}")
     print(f"{'figure':<22} {'setting':<34} {'median':>16} {'unit':<12} [spread]")
     rows, ratios, errors = [], [], []
-    if args.no_compile and args.compiled_only:
-        p.error("--no-compile and --compiled-only leave nothing to time")
     compile_modes = [False] if args.no_compile else [True] if args.compiled_only else [False, True]
 
     def record(kind, samples, n, **meta):
@@ -174,7 +174,8 @@ def main(argv=None) -> dict | None:
     vmas_rows = {}
     # Eager at every size first (with VMAS beside it), then the compiled rows: compiling
     # takes the most time, so a run stopped at a device session's limit has lost the fewest
-    # figures. Largest count first within each pass (the target is "at the best count").
+    # figures. Each pass in --sizes order (by default the largest count first: the target is
+    # "at the best count").
     for compile in compile_modes:
         for n in args.sizes:
             samples, err = _timed(

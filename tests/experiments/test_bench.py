@@ -279,6 +279,9 @@ def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, m
     assert bench_cuda.main(["--out", str(out), "--sizes", "16"]) is None
     assert "no CUDA device" in capsys.readouterr().out
     assert not out.exists()
+    with pytest.raises(SystemExit):  # argparse's usage error, before anything is measured
+        bench_cuda.main(["--out", str(out), "--no-compile", "--compiled-only"])
+    assert "leave nothing to time" in capsys.readouterr().err
 
 
 def _fake_gpu(monkeypatch, bench_cuda, time_batched):
