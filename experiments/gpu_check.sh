@@ -4,8 +4,8 @@
 #   bash experiments/gpu_wheels.sh           # first, on a machine that reaches PyPI: .whl/
 #   bash experiments/gpu_check.sh [bench_cuda options]   # on the GPU machine, repo root
 #
-# With the device tool: run(command="bash experiments/gpu_check.sh", carry=[".whl"],
-# timeout_s=600); the logs and JSON come back through $OUT.
+# With the device tool: run(command="bash experiments/gpu_check.sh", carry=[".whl",
+# ".gpu_data"], timeout_s=600); the logs and JSON come back through $OUT.
 #
 # The Python: .venv's if there is one (a machine set up with `make`), else the machine's
 # own python3, which on the GPU machines lent here holds a CUDA build of torch and reaches no
@@ -39,6 +39,12 @@ else
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   fi
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+# The MovieLens sample for the log-built scenario's tests (gpu_wheels.sh puts it in
+# .gpu_data/), where the tests look for it, unless a ../shared is already there.
+if [ -f .gpu_data/ml-latest-small/ratings.csv ] && [ ! -e ../shared/data/ml-latest-small ]; then
+  mkdir -p ../shared/data && ln -s "$PWD/.gpu_data/ml-latest-small" ../shared/data/
 fi
 
 {
@@ -92,8 +98,14 @@ phase() {  # phase LIMIT LOG COMMAND...: run COMMAND, output to the terminal and
 if [ $# -eq 0 ]; then
   set -- --sizes 1048576,262144,65536,16384
 fi
+# Only this run's JSON goes to $OUT_DIR (the results folder holds committed ones).
+before=$(ls experiments/results/bench_cuda-*.json 2> /dev/null)
 phase 260 bench_cuda.txt "$PY" -m experiments.bench_cuda "$@"
-cp experiments/results/bench_cuda-*.json "$OUT_DIR"/ 2>/dev/null || true
+if [ "$OUT_DIR" != experiments/results ]; then
+  for f in experiments/results/bench_cuda-*.json; do
+    [ -f "$f" ] && ! grep -qxF "$f" <<< "$before" && cp "$f" "$OUT_DIR"/
+  done
+fi
 PYTEST=("$PY" -m pytest -q -x -p no:cacheprovider)
 phase 120 gpu_tests.txt "${PYTEST[@]}" -k "cuda and not True" "${CUDA_TESTS[@]}"
 phase 45 profile_cuda.txt "$PY" -m experiments.profile_cuda --num-envs 262144 \

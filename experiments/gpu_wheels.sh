@@ -2,7 +2,7 @@
 # Builds, on a machine that reaches PyPI, the wheels that a GPU machine without network
 # lacks for the GPU check (experiments/gpu_check.sh), into .whl/ (ignored by git):
 #
-#   bash experiments/gpu_wheels.sh          # here, once; then carry .whl to the GPU machine
+#   bash experiments/gpu_wheels.sh          # here, once; then carry .whl and .gpu_data
 #
 # The GPU machines lent to this project (device tool, kind nvidia-h200) run their own
 # Python 3.12 with a CUDA build of torch, numpy, pytest, tensorboard, tqdm, PyYAML, ninja,
@@ -28,3 +28,14 @@ for w in .whl/*.whl; do
 done
 ls -1 .whl
 du -sh .whl
+# The log-built scenario's tests read the MovieLens sample from ../shared, which does not
+# travel to the GPU machine: its ratings (and README, which holds the licence) go along in
+# .gpu_data/ (ignored by git; carried with .whl; never committed), where gpu_check.sh
+# links them to ../shared/data. Without the sample here, those tests skip there too.
+SAMPLE=../shared/data/ml-latest-small
+rm -rf .gpu_data
+if [ -f "$SAMPLE/ratings.csv" ]; then
+  mkdir -p .gpu_data/ml-latest-small
+  cp "$SAMPLE/ratings.csv" "$SAMPLE/README.txt" .gpu_data/ml-latest-small/
+  du -sh .gpu_data
+fi
