@@ -73,6 +73,37 @@ def test_compiled_random_draws_equal_eager():
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=str(i))
 
 
+# An integer literal past int32 in index arithmetic: ``2654435769*x0``, ``(-6562126108L) +
+# ((-1640531527L)*x1)``: a 10-digit-or-longer number multiplying or offset next to an index
+# variable (x0, x1, ...), in C++ or Triton.
+_WIDE_INDEX_LITERAL = re.compile(
+    r"\d{10,}L?\)?\s*\*\s*\(?x\d|\bx\d+\)?\s*\*\s*\(?-?\d{10,}|\(-?\d{10,}L?\)\s*\+\s*\(+-?\d+L?\)?\*x\d"
+)
+
+
+def test_compiled_random_draws_keep_wide_constants_out_of_index_arithmetic():
+    """Triton refuses an integer literal past int32 next to an int32 index ("Scalar
+    2654435769 is out of range for type int32"), which is how every compiled CUDA step failed
+    to build on the first GPU lent (torch 2.11): inductor had folded ``rng.uniforms``'s
+    ``arange(width) * 0x9E3779B9`` into index arithmetic, offsets of the block's slices and
+    all. CPU tests cannot build Triton kernels, but inductor's C++ holds the same index
+    expressions, so the check reads the C++ of a block drawn and sliced as the step does."""
+    from torch._inductor.utils import run_and_get_code
+
+    from recenv.core import rng
+
+    def draw(pre):
+        u = rng.uniforms(pre, 24)
+        return u[:, 4:9] * u[:, 13:18] + u[:, 19:24]
+
+    pre = rng.prefix(rng.seed_to_key(torch.arange(6)), torch.arange(6) * 3, rng.STREAM_STEP)
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        got, code = run_and_get_code(torch.compile(draw, dynamic=False), pre)
+    assert torch.equal(got, draw(pre))
+    assert "x0" in "".join(code) or "x1" in "".join(code)  # the kernels' code was read
+    assert not _WIDE_INDEX_LITERAL.findall("\n".join(code))
+
+
 @pytest.mark.parametrize(
     ("num_envs", "separate_gathers", "native", "num_topics", "deterministic"),
     [

@@ -67,6 +67,7 @@ def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tenso
 
 _FMIX1 = _signed32(0x85EBCA6B)
 _GOLDEN_SIGNED = _signed32(_GOLDEN)
+_INDEX_BITS = 0x7FFFFFFF  # every index of a block (see uniforms)
 _FMIX2 = _signed32(0xC2B2AE35)
 
 
@@ -93,13 +94,16 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # topics read uninitialised memory (NaN noise, wrong candidates). Every product here fits
     # its type; the int32 multiplications below run on values, never on the loop index.
     #
-    # The step is the golden constant as a signed 32-bit value (the same low 32 bits, so the
-    # same numbers): compiled for CUDA, inductor folds ``arange * c`` into Triton index
-    # arithmetic (``c * x0`` on an int32 index), and Triton refuses a literal past int32
-    # (``Scalar 2654435769 is out of range for type int32``: every compiled CUDA step
-    # failed to build with 0x9E3779B9 here). Should that product wrap in int32, its low 32
-    # bits are still the ones kept below.
-    idx = torch.arange(width, device=pre.device, dtype=torch.int64) * _GOLDEN_SIGNED
+    # The Weyl index goes through ``& _INDEX_BITS`` (an identity: width < 2^31) before the
+    # product: inductor folds ``arange * c`` into index arithmetic, and a bitwise op is where
+    # that folding stops (its index propagation knows +, -, *, //, %, min and max), so the
+    # product is a plain int64 multiplication by a constant. Folded, the products became
+    # index expressions with the constant and, for slices of the block, their offsets
+    # (``-6562126108 + -1640531527 * x1``) as literals, and Triton refuses a literal past
+    # int32 next to an int32 index (``Scalar 2654435769 is out of range for type int32``:
+    # every compiled CUDA step failed to build). The constant is the golden one as a signed
+    # 32-bit value: the same low 32 bits, so the same numbers, with smaller products.
+    idx = (torch.arange(width, device=pre.device, dtype=torch.int64) & _INDEX_BITS) * _GOLDEN_SIGNED
     x = ((pre.long()[:, None] + idx) & _MASK32).to(torch.int32)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _FMIX1
