@@ -81,13 +81,15 @@ _WIDE_INDEX_LITERAL = re.compile(
 )
 
 
-def test_compiled_random_draws_keep_wide_constants_out_of_index_arithmetic():
+def test_compiled_random_draws_keep_wide_constants_out_of_index_arithmetic(monkeypatch):
     """Triton refuses an integer literal past int32 next to an int32 index ("Scalar
     2654435769 is out of range for type int32"), which is how every compiled CUDA step failed
     to build on the first GPU lent (torch 2.11): inductor had folded ``rng.uniforms``'s
     ``arange(width) * 0x9E3779B9`` into index arithmetic, offsets of the block's slices and
     all. CPU tests cannot build Triton kernels, but inductor's C++ holds the same index
-    expressions, so the check reads the C++ of a block drawn and sliced as the step does."""
+    expressions: with the CPU treated as Triton is (``rng.FOLD_WEYL_ON`` empty), the C++ of a
+    block drawn and sliced as the step does holds no such literal, and the numbers are the
+    same bits as the CPU's own form (which folds, as the last check shows)."""
     from torch._inductor.utils import run_and_get_code
 
     from recenv.core import rng
@@ -96,12 +98,25 @@ def test_compiled_random_draws_keep_wide_constants_out_of_index_arithmetic():
         u = rng.uniforms(pre, 24)
         return u[:, 4:9] * u[:, 13:18] + u[:, 19:24]
 
+    def compiled_code(pre):  # a new graph each time: the guards read rng.FOLD_WEYL_ON
+        with torch._inductor.config.patch(fx_graph_cache=False):
+            got, code = run_and_get_code(torch.compile(draw, dynamic=False), pre)
+        assert torch.equal(got, draw(pre))
+        return "\n".join(code)
+
     pre = rng.prefix(rng.seed_to_key(torch.arange(6)), torch.arange(6) * 3, rng.STREAM_STEP)
-    with torch._inductor.config.patch(fx_graph_cache=False):
-        got, code = run_and_get_code(torch.compile(draw, dynamic=False), pre)
-    assert torch.equal(got, draw(pre))
-    assert "x0" in "".join(code) or "x1" in "".join(code)  # the kernels' code was read
-    assert not _WIDE_INDEX_LITERAL.findall("\n".join(code))
+    cpu_form = draw(pre)
+    with monkeypatch.context() as m:
+        m.setattr(rng, "FOLD_WEYL_ON", frozenset())
+        for width in (1, 24, 4096):  # another int64 form, the same low 32 bits
+            golden = torch.arange(width) * 0x9E3779B9
+            assert not torch.equal(rng.weyl(width, pre.device), golden) or width == 1
+            assert torch.equal(rng.weyl(width, pre.device) & 0xFFFFFFFF, golden & 0xFFFFFFFF)
+        assert torch.equal(draw(pre), cpu_form)
+        code = compiled_code(pre)
+    assert "x0" in code or "x1" in code  # the kernels' code was read
+    assert not _WIDE_INDEX_LITERAL.findall(code)
+    assert _WIDE_INDEX_LITERAL.findall(compiled_code(pre))  # the CPU's form: folded
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,30 @@ _INDEX_BITS = 0x7FFFFFFF  # every index of a block (see uniforms)
 _FMIX2 = _signed32(0xC2B2AE35)
 
 
+# Devices whose compiled code may fold the Weyl product into index arithmetic: inductor's
+# C++, where index expressions are int64 and take any constant (see weyl).
+FOLD_WEYL_ON = frozenset({"cpu"})
+
+
+def weyl(width: int, device: torch.device) -> torch.Tensor:
+    """The Weyl sequence ``[width]`` int64: index times the golden constant, exact in int64
+    (only its low 32 bits are used).
+
+    Compiled, inductor folds ``arange * c`` into index arithmetic. In its C++ (the CPU) that
+    is the fastest form, and int64 index expressions hold any constant. In Triton (CUDA) the
+    index is int32 and a literal past int32 beside it is refused ("Scalar 2654435769 is out
+    of range for type int32": every compiled CUDA step failed to build on the first GPU
+    lent, torch 2.11), the block's slice offsets folded in too (``-6562126108 +
+    -1640531527 * x1``). There the index goes through a bitwise and (an identity, as width
+    < 2^31), where inductor's index propagation stops (it knows +, -, *, //, %, min, max),
+    so the product is a plain int64 multiplication of values, by the golden constant as a
+    signed 32-bit value: the same low 32 bits, so the same numbers."""
+    idx = torch.arange(width, device=device, dtype=torch.int64)
+    if device.type in FOLD_WEYL_ON:
+        return idx * _GOLDEN
+    return (idx & _INDEX_BITS) * _GOLDEN_SIGNED
+
+
 def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
     """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` prefix (23 bits).
 
@@ -93,17 +117,7 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # dropped the vectorised stores of the block it proved to overflow: compiled steps at 24
     # topics read uninitialised memory (NaN noise, wrong candidates). Every product here fits
     # its type; the int32 multiplications below run on values, never on the loop index.
-    #
-    # The Weyl index goes through ``& _INDEX_BITS`` (an identity: width < 2^31) before the
-    # product: inductor folds ``arange * c`` into index arithmetic, and a bitwise op is where
-    # that folding stops (its index propagation knows +, -, *, //, %, min and max), so the
-    # product is a plain int64 multiplication by a constant. Folded, the products became
-    # index expressions with the constant and, for slices of the block, their offsets
-    # (``-6562126108 + -1640531527 * x1``) as literals, and Triton refuses a literal past
-    # int32 next to an int32 index (``Scalar 2654435769 is out of range for type int32``:
-    # every compiled CUDA step failed to build). The constant is the golden one as a signed
-    # 32-bit value: the same low 32 bits, so the same numbers, with smaller products.
-    idx = (torch.arange(width, device=pre.device, dtype=torch.int64) & _INDEX_BITS) * _GOLDEN_SIGNED
+    idx = weyl(width, pre.device)
     x = ((pre.long()[:, None] + idx) & _MASK32).to(torch.int32)
     x = x ^ ((x >> 16) & 0xFFFF)
     x = x * _FMIX1
