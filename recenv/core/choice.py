@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from recenv.core.config import MarketConfig
-from recenv.core.indexing import lookup_table
+from recenv.core.indexing import like, lookup_table
 
 UTILITY_TERMS = ("interest", "taste", "quality", "boredom", "price", "position")
 
@@ -85,7 +85,7 @@ def logit_probabilities(
     Returns ``[N, P + 1]`` probabilities; the last column is no-click. Invisible entries get 0.
     """
     logits = torch.where(visible, utility / temperature, torch.full_like(utility, -math.inf))
-    nc = torch.as_tensor(no_click_utility, dtype=utility.dtype, device=utility.device)
+    nc = like(no_click_utility, utility)
     nc = (nc / temperature).expand(utility.shape[0], 1)
     return torch.softmax(torch.cat([logits, nc], dim=1), dim=1)
 

@@ -18,6 +18,7 @@ import torch
 
 from recenv.core import rng
 from recenv.core.config import MarketConfig
+from recenv.core.indexing import like
 
 NEVER = 2.0**30  # available_at of a user who will not come back
 
@@ -81,7 +82,7 @@ class UserLayout:
             if kept is not None:
                 parts.append(row[:, kept])
                 kept = None
-            value = torch.as_tensor(columns[name], dtype=row.dtype, device=row.device)
+            value = like(columns[name], row)
             if value.dim() < 2:
                 value = value.reshape(-1, 1).expand(N, 1)
             parts.append(value)
