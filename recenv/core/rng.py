@@ -66,9 +66,9 @@ def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tenso
 
 
 _FMIX1 = _signed32(0x85EBCA6B)
-_GOLDEN_SIGNED = _signed32(_GOLDEN)
-_INDEX_BITS = 0x7FFFFFFF  # every index of a block (see uniforms)
 _FMIX2 = _signed32(0xC2B2AE35)
+_GOLDEN_SIGNED = _signed32(_GOLDEN)
+_INDEX_BITS = 0x7FFFFFFF  # covers every index of a block (see weyl)
 
 
 # Devices whose compiled code may fold the Weyl product into index arithmetic: inductor's
