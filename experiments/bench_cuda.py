@@ -137,7 +137,7 @@ def main(argv=None) -> dict | None:
             "best_env_steps_per_s": max((r["median"] for r in recenv_rows), default=None),
             "target_env_steps_per_s": TARGET_CUDA_STEPS,
             "seconds": time.perf_counter() - started,
-            "copy_bandwidth_bytes_per_s": bandwidth if isinstance(bandwidth, dict) else None,
+            "copy_bandwidth_bytes_per_s": bandwidth,
             "rows": rows,
             "ratios": ratios,
             "errors": errors,
@@ -146,13 +146,13 @@ def main(argv=None) -> dict | None:
     # The copy bandwidth of this GPU, and the core's bytes of state and observation touched
     # per env and step (counted on a small CPU batch: the count is per market), so each row
     # also reads as a share of the hardware's limit, as bench_env's CPU rows do.
-    bandwidth, err = _timed(
+    rates, err = _timed(
         lambda: [copy_bandwidth(args.copy_mib * 2**20, device="cuda") for _ in range(args.repeats)]
     )
+    bandwidth = None if err else summarize_rates(rates)
     if err:
         errors.append({"kind": "copy_bandwidth_cuda", "error": err})
     else:
-        bandwidth = summarize_rates(bandwidth)
         print(
             f"{'copy_bandwidth_cuda':<22} {f'mib={args.copy_mib}':<34} "
             f"{bandwidth['median'] / 1e9:>16,.0f} GB/s read + written "
@@ -162,7 +162,7 @@ def main(argv=None) -> dict | None:
     per_env = traffic["total"] / TRAFFIC_ENVS if traffic else None
 
     def share(row):
-        if per_env is None or not isinstance(bandwidth, dict):
+        if per_env is None or bandwidth is None:
             return
         row["traffic_bytes_per_env_step"] = per_env
         row["fraction_of_copy_bandwidth"] = row["median"] * per_env / bandwidth["median"]

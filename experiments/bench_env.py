@@ -86,6 +86,16 @@ def _policy(obs, agents, k):
     return out
 
 
+def warmed_env(env_id, num_envs, device="cpu", compile=False, steps=3, **cfg):
+    """``(env, obs)``: ``make_vec(env_id, num_envs)`` (seed 0) reset and stepped ``steps``
+    times by :func:`_policy` (the warm-up, compilation included); ``obs`` is the last step's."""
+    env = recenv.make_vec(env_id, num_envs=num_envs, device=device, seed=0, compile=compile, **cfg)
+    obs = env.reset()
+    for _ in range(steps):
+        obs, *_ = env.step(_policy(obs, env.agents, env.config.slate_size))
+    return env, obs
+
+
 def time_batched(
     env_id, num_envs, steps, device="cpu", compile=False, repeats=1, ended=None, **cfg
 ):
@@ -93,11 +103,8 @@ def time_batched(
     one env (built, reset and warmed up, compilation included, before the first run). With a
     list ``ended``, whether some market's episode ended is appended for each timed step
     (read outside the timer)."""
-    env = recenv.make_vec(env_id, num_envs=num_envs, device=device, seed=0, compile=compile, **cfg)
-    obs = env.reset()
+    env, obs = warmed_env(env_id, num_envs, device=device, compile=compile, **cfg)
     k = env.config.slate_size
-    for _ in range(3):  # warm-up (and compilation)
-        obs, *_ = env.step(_policy(obs, env.agents, k))
     samples = []
     for _ in range(repeats):
         total = 0.0
@@ -235,9 +242,7 @@ def core_footprint(env_id, num_envs, **cfg):
 
     Both are ``None`` while the core does not expose them. Asked after a reset and one step,
     so every lazily built buffer exists."""
-    env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **cfg)
-    obs = env.reset()
-    env.step(_policy(obs, env.agents, env.config.slate_size))
+    env, _ = warmed_env(env_id, num_envs, steps=1, **cfg)
     core = _core(env)
     traffic = getattr(core, "step_traffic_bytes", None)
     state = getattr(core, "state_nbytes", None)

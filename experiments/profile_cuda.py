@@ -37,8 +37,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import recenv
-from experiments.bench_env import _policy, provenance, result_path, write_result
+from experiments.bench_env import _policy, provenance, result_path, warmed_env, write_result
 
 
 def _sync(device: str) -> None:
@@ -59,21 +58,20 @@ def _device_us(event) -> float:
 def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: bool, top: int):
     """The figures above for ``steps`` steps of ``make_vec(env_id, num_envs)`` on ``device``
     (after three warm-up steps, compilation included). Returns a JSON-ready dict."""
-    env = recenv.make_vec(env_id, num_envs=num_envs, device=device, seed=0, compile=compile)
-    obs = env.reset()
+    env, obs = warmed_env(env_id, num_envs, device=device, compile=compile)
     k = env.config.slate_size
-    for _ in range(3):
-        obs, *_ = env.step(_policy(obs, env.agents, k))
-    _sync(device)
 
-    def run(sync_each: bool) -> float:
+    def advance(sync_each: bool) -> None:
         nonlocal obs
-        _sync(device)
-        t0 = time.perf_counter()
         for _ in range(steps):
             obs, *_ = env.step(_policy(obs, env.agents, k))
             if sync_each:
                 _sync(device)
+
+    def run(sync_each: bool) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        advance(sync_each)
         _sync(device)
         return (time.perf_counter() - t0) / steps
 
@@ -84,8 +82,7 @@ def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: b
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     _sync(device)
     with profile(activities=activities) as prof:
-        for _ in range(steps):
-            obs, *_ = env.step(_policy(obs, env.agents, k))
+        advance(sync_each=False)
         _sync(device)  # the one sync of the profiled run (subtracted below)
     averages = prof.key_averages()
     # Kernels are the profiler's device-side events; the host-side rows (aten ops, the
