@@ -764,7 +764,8 @@ class Trainer:
         """Write ``payload`` (default: :meth:`checkpoint_payload`) as this step's checkpoint
         and prune the oldest beyond ``keep_checkpoints``."""
         path = self.dir.save_torch(
-            f"checkpoints/step_{self.loop.steps:012d}.pt", payload or self.checkpoint_payload()
+            f"checkpoints/step_{self.loop.steps:012d}.pt",
+            self.checkpoint_payload() if payload is None else payload,
         )
         self.dir.prune_checkpoints(self.cfg.keep_checkpoints)
         return path
