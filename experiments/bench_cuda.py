@@ -6,6 +6,7 @@ few minutes of device time, so this script measures only the CUDA figures, sized
 
     .venv/bin/python -m experiments.bench_cuda                       # 2^20,2^18,2^16,2^14
     .venv/bin/python -m experiments.bench_cuda --sizes 16384,65536 --steps 20 --no-compile
+    .venv/bin/python -m experiments.bench_cuda --aten-cumsum-sizes 1048576,16384  # + A/B rows
 
 Each figure is the median of ``--repeats`` timed runs of ``--steps`` steps (the device
 synchronised around each ``env.step``; actions computed outside the timer), after warm-up
@@ -46,6 +47,7 @@ from experiments.bench_env import (
     write_result,
 )
 from experiments.bench_peers import copy_bandwidth
+from recenv.core import indexing
 
 TARGET_CUDA_STEPS = 50_000_000  # env-steps/s at the best count (issue: the batched core)
 TRAFFIC_ENVS = 1024  # the CPU batch whose bytes per step are counted (per market, so any size)
@@ -83,6 +85,13 @@ def main(argv=None) -> dict | None:
     )
     p.add_argument("--no-peers", action="store_true", help="skip the VMAS rows")
     p.add_argument("--copy-mib", type=int, default=2048, help="MiB of the bandwidth copy")
+    p.add_argument(
+        "--aten-cumsum-sizes",
+        type=_ints,
+        default=[],
+        help="num_envs at which an eager row with ATen's cumsum for the draws by weight\n"
+        "(the form before row_cumsum) is also timed, beside the default's row",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     args = p.parse_args(argv)
     if args.no_compile and args.compiled_only:
@@ -171,6 +180,26 @@ def main(argv=None) -> dict | None:
             f"({per_env:,.0f} B of state and observation per env-step)"
         )
 
+    def time_aten_cumsum(n, row):
+        """The eager step with ATen's CUDA cumsum in the draws by weight (the first GPU
+        run's form) beside ``row``, the default's: what ``indexing.row_cumsum`` gains."""
+        exact_on = indexing.ATEN_CUMSUM_EXACT_ON
+        indexing.ATEN_CUMSUM_EXACT_ON = exact_on | {"cuda"}
+        try:
+            samples, err = _timed(
+                lambda: time_batched(
+                    args.env, n, args.steps, device="cuda", compile=False, repeats=args.repeats
+                )
+            )
+        finally:
+            indexing.ATEN_CUMSUM_EXACT_ON = exact_on
+        if err:
+            errors.append({"kind": "batched_cuda_aten_cumsum", "num_envs": n, "error": err})
+            print(f"batched_cuda_aten_cumsum num_envs={n}: {err}")
+            return
+        old = record("batched_cuda_aten_cumsum", samples, n, compile=False)
+        print(f"  row_cumsum over ATen's cumsum num_envs={n}: {row['median'] / old['median']:.2f}x")
+
     vmas_rows = {}
     # Eager at every size first (with VMAS beside it), then the compiled rows: compiling
     # takes the most time, so a run stopped at a device session's limit has lost the fewest
@@ -193,6 +222,8 @@ def main(argv=None) -> dict | None:
                 share(row)
                 if n in vmas_rows:
                     ratio(row, vmas_rows[n])
+                if not compile and n in args.aten_cumsum_sizes:
+                    time_aten_cumsum(n, row)
             if run_vmas and not compile:
                 samples, err = _timed(
                     lambda n=n: [

@@ -126,6 +126,39 @@ def test_cpu_device(device, small):
     assert env.state().device.type == "cpu"
 
 
+def _trajectory(env_id, kwargs, feature_policy, steps=30):
+    """Every observation, reward and flag of 4 markets over ``steps`` steps (a list of tensors)."""
+    env = recenv.make_vec(env_id, num_envs=4, seed=3, **kwargs)
+    K = env.config.slate_size
+    obs, out = env.reset(), []
+    for _ in range(steps):
+        out += [v.clone() for o in obs.values() for v in o.values()]
+        acts = {a: feature_policy(obs[a]["candidates"], obs[a]["action_mask"], K) for a in obs}
+        obs, rew, term, trunc, _ = env.step(acts)
+        out += [*rew.values(), term, trunc]
+    return out
+
+
+def test_the_cuda_forms_give_the_cpu_trajectory_bit_for_bit(env_id, small, feature_policy):
+    """Off the CPU the step takes other forms of two exact computations: the Weyl sequence of
+    the random draws (``rng.weyl``; Triton refuses the CPU's) and the prefix sums of the draws
+    by weight (``indexing.row_cumsum``; CUDA's ``cumsum`` has other bits, and is slow on short
+    rows). Run on the CPU, with the CPU treated as any other device, they give the CPU's
+    trajectory bit for bit, so a CUDA trajectory differs from the CPU's by the float rounding
+    of its kernels alone."""
+    from recenv.core import indexing, rng
+
+    kwargs = small(env_id, horizon=12)
+    cpu = _trajectory(env_id, kwargs, feature_policy)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(rng, "FOLD_WEYL_ON", frozenset())
+        m.setattr(indexing, "ATEN_CUMSUM_EXACT_ON", frozenset())
+        other = _trajectory(env_id, kwargs, feature_policy)
+    assert len(cpu) == len(other)
+    for i, (a, b) in enumerate(zip(cpu, other, strict=True)):
+        assert torch.equal(a, b), f"entry {i} of the trajectory differs"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compile", [False, True])

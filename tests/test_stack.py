@@ -27,6 +27,23 @@ def test_prefix_sum_is_atens_cumsum_bit_for_bit(m):
     assert torch.equal(prefix_sum(w), w.cumsum(dim=1))
 
 
+def test_row_cumsum_is_the_cpus_cumsum_on_every_device(monkeypatch):
+    """``row_cumsum`` calls ATen's cumsum only where that is the CPU's kernel, else (CUDA,
+    or a graph that must not call out) the unrolled adds: the CPU's bits either way."""
+    from recenv.core import indexing
+
+    w = _weights(200, 25, seed=2)
+    calls = []
+    real = torch.Tensor.cumsum
+    monkeypatch.setattr(torch.Tensor, "cumsum", lambda x, dim: calls.append(dim) or real(x, dim))
+    assert torch.equal(indexing.row_cumsum(w), real(w, 1)) and calls == [1]
+    assert torch.equal(indexing.row_cumsum(w, fuse=True), real(w, 1)) and calls == [1]
+    monkeypatch.setattr(indexing, "ATEN_CUMSUM_EXACT_ON", frozenset())  # the CPU as CUDA
+    assert torch.equal(indexing.row_cumsum(w), real(w, 1)) and calls == [1]
+    wide = _weights(10, PREFIX_SUM_UNROLL + 1, seed=3)  # too wide to unroll: cumsum itself
+    assert torch.equal(indexing.row_cumsum(wide), real(wide, 1)) and calls == [1, 1]
+
+
 def test_prefix_sum_compiled_is_atens_cumsum_bit_for_bit():
     """Inductor keeps the float64 running sum (no reassociation, no float32 shortcut)."""
     w = _weights(300, 25, seed=1)

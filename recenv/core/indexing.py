@@ -159,11 +159,29 @@ def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # Above this many columns, prefix_sum is cumsum itself (the unrolled form grows the graph).
 PREFIX_SUM_UNROLL = 64
 
+# The devices whose ATen ``cumsum`` of float32 rows is the running float64 sum that
+# prefix_sum computes: the CPU's. CUDA's scans in float32 in a tree order (other last bits
+# than the CPU's, so other draws near a boundary) and, over rows as short as a market's users
+# (25) or topics (16), slowly: two calls were 3.0 of an eager step's 17.0 ms of kernels on an
+# H200 at 2^18 markets (experiments/PERFORMANCE.md, "On a GPU"). Module state, so a test can
+# run the other devices' form on the CPU.
+ATEN_CUMSUM_EXACT_ON = frozenset({"cpu"})
+
 
 def prefix_sum_unrolls(width: int) -> bool:
     """Whether :func:`prefix_sum` of float32 rows ``width`` wide is the unrolled form
     (fusable, no fallback call in a compiled graph) rather than ``cumsum``."""
     return width <= PREFIX_SUM_UNROLL
+
+
+def row_cumsum(x: torch.Tensor, fuse: bool = False) -> torch.Tensor:
+    """``x.cumsum(dim=1)`` of ``x`` [N, M] with the CPU's bits on every device: ATen's where
+    its kernel is the CPU's (``ATEN_CUMSUM_EXACT_ON``) and ``fuse`` is False, else
+    :func:`prefix_sum` (``fuse=True``: in a compiled graph that should not call out to
+    ATen)."""
+    if fuse or x.device.type not in ATEN_CUMSUM_EXACT_ON:
+        return prefix_sum(x)
+    return x.cumsum(dim=1)
 
 
 def prefix_sum(x: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,9 @@ from recenv.core.indexing import (
     cell,
     lookup_table,
     pick,
-    prefix_sum,
     prefix_sum_unrolls,
     put_at,
+    row_cumsum,
     rows,
     search_sorted_left,
     sort_by_network,
@@ -1211,9 +1211,9 @@ class BatchedMarket:
         branchless search fuses with its neighbours, where ATen's ``searchsorted`` is an
         opaque call that splits the fused loops (1.03x at 4,096 markets for the arrival);
         eager, ATen's is faster. Both give the same indices. In a graph meant for the stack
-        (``_stack_graph``) the prefix sums are fused adds too (:func:`prefix_sum`, equal to
-        ATen's ``cumsum`` bit for bit)."""
-        cdf = prefix_sum(weight) if self._stack_graph else weight.cumsum(dim=1)
+        (``_stack_graph``), and on CUDA, the prefix sums are fused adds
+        (:func:`~recenv.core.indexing.row_cumsum`: the CPU's ``cumsum`` bit for bit)."""
+        cdf = row_cumsum(weight, fuse=self._stack_graph)
         target = uniforms * cdf[:, -1:]
         search = search_sorted_left if self.compiled else torch.searchsorted
         return search(cdf, target).clamp(max=weight.shape[1] - 1)

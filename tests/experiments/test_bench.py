@@ -382,6 +382,31 @@ def test_cuda_bench_times_every_eager_row_before_compiling(tmp_path, monkeypatch
     )
 
 
+def test_cuda_bench_times_atens_cumsum_beside_the_default_where_asked(tmp_path, monkeypatch):
+    """``--aten-cumsum-sizes``: at those counts an eager row more, timed with ATen's cumsum
+    in the draws by weight (CUDA's own, the form ``indexing.row_cumsum`` replaced there),
+    and the default form back afterwards; its row is not the default's figure."""
+    from experiments import bench_cuda
+    from recenv.core import indexing
+
+    forms = []
+
+    def fake_time_batched(env_id, n, steps, device, compile, repeats):
+        aten = "cuda" in indexing.ATEN_CUMSUM_EXACT_ON
+        forms.append((n, compile, aten))
+        return [(1e-3 if aten else 2e-3)] * repeats
+
+    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
+    argv = ["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--no-peers"]
+    r = bench_cuda.main([*argv, "--repeats", "1", "--aten-cumsum-sizes", "32"])
+    eager = [(32, False, False), (32, False, True), (16, False, False)]
+    assert forms == [*eager, (32, True, False), (16, True, False)]
+    assert indexing.ATEN_CUMSUM_EXACT_ON == frozenset({"cpu"})
+    kinds = [(x["kind"], x["num_envs"]) for x in r["rows"]]
+    assert ("batched_cuda_aten_cumsum", 32) in kinds
+    assert r["best_env_steps_per_s"] == pytest.approx(32 / 2e-3)  # not the A/B row's 32 / 1e-3
+
+
 def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
     """A run stopped at a device session's limit leaves only its ``.partial.json``; a second
     run with the same ``--out`` refuses to start instead of overwriting it after one size."""
