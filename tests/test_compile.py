@@ -120,21 +120,30 @@ def test_compiled_random_draws_keep_wide_constants_out_of_index_arithmetic(monke
 
 
 @pytest.mark.parametrize(
-    ("num_envs", "separate_gathers", "native", "num_topics", "deterministic"),
+    ("num_envs", "separate_gathers", "native", "num_topics", "deterministic", "topology"),
     [
-        (1, False, True, 16, False),
-        (32, False, True, 16, False),
-        (32, True, False, 16, False),
-        (32, False, False, 16, False),
+        (1, False, True, 16, False, "shared_page"),
+        (32, False, True, 16, False, "shared_page"),
+        (32, True, False, 16, False, "shared_page"),
+        (32, False, False, 16, False, "shared_page"),
         # Video-v0's and ECommerce-v0's topic counts (their fresh users once came out wrong).
-        (1, False, True, 24, False),
-        (32, False, True, 20, False),
+        (1, False, True, 24, False, "shared_page"),
+        (32, False, True, 20, False, "shared_page"),
         # Both markets stepped, and the compiled one built, under deterministic algorithms.
-        (32, False, True, 16, True),
+        (32, False, True, 16, True, "shared_page"),
+        # The user first picks a platform (Video-v0's topology): its own draw and page.
+        (32, False, True, 16, False, "platform_choice"),
     ],
 )
 def test_compiled_step_matches_eager(
-    num_envs, separate_gathers, native, num_topics, deterministic, monkeypatch, algorithm_mode
+    num_envs,
+    separate_gathers,
+    native,
+    num_topics,
+    deterministic,
+    topology,
+    monkeypatch,
+    algorithm_mode,
 ):
     """``separate_gathers``: the item rows are gathered by the opaque op that compiled steps
     use for item tables past ``SEPARATE_GATHER_BYTES`` (large catalogs). ``native``: the
@@ -148,7 +157,7 @@ def test_compiled_step_matches_eager(
     elif num_envs > 1:
         monkeypatch.setattr(recenv.core.hugepages, "MIN_BYTES", 1)
     algorithm_mode(deterministic)
-    kwargs = {**SMALL, "num_topics": num_topics}
+    kwargs = {**SMALL, "num_topics": num_topics, "topology": topology}
     eager = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
     compiled = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=3, **kwargs)
     if separate_gathers:

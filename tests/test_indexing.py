@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recenv.core.indexing import search_sorted_left, sort_by_network
+from recenv.core.indexing import first_argmax, search_sorted_left, sort_by_network
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 20, 33, 40, 64])
@@ -23,6 +23,24 @@ def test_pruned_sorting_network_sorts_every_zero_one_input(length):
     codes = torch.arange(2**length)
     bits = (codes[:, None] >> torch.arange(length)) & 1
     assert torch.equal(sort_by_network(bits), bits.sort(dim=-1).values)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 7, 13])
+def test_first_argmax_equals_torch_argmax_with_ties(width):
+    """The first column of the maximum, as ATen's argmax gives it, ties included (the
+    choice's scores tie where entries have probability 0)."""
+    g = torch.Generator().manual_seed(width)
+    for _ in range(30):
+        x = torch.randint(-3, 4, (50, width), generator=g).float()  # many ties
+        assert torch.equal(first_argmax(x), x.argmax(dim=1))
+    x = torch.rand(200, width, generator=g) * torch.exp(8 * torch.randn(200, width, generator=g))
+    assert torch.equal(first_argmax(x), x.argmax(dim=1))
+
+
+def test_first_argmax_compiled_is_torch_argmax():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (300, 7), generator=g).float() * torch.rand(300, 1, generator=g)
+    assert torch.equal(torch.compile(first_argmax, dynamic=False)(x), x.argmax(dim=1))
 
 
 @pytest.mark.parametrize("entries, targets", [(1, 3), (16, 18), (25, 1), (31, 4)])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from recenv.core.config import MarketConfig
-from recenv.core.indexing import like, lookup_table
+from recenv.core.indexing import first_argmax, like, lookup_table
 
 UTILITY_TERMS = ("interest", "taste", "quality", "boredom", "price", "position")
 
@@ -90,7 +90,7 @@ def logit_probabilities(
     return torch.softmax(torch.cat([logits, nc], dim=1), dim=1)
 
 
-def sample_choice(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+def sample_choice(probs: torch.Tensor, uniforms: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """Sample one column of ``probs`` [N, P+1] with ``uniforms`` [N, P+1], one per column.
 
     Gumbel-max in its exponential-race form: ``argmax(log p + G)`` with Gumbel noise
@@ -99,4 +99,8 @@ def sample_choice(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     one market at a time). Zero-probability entries score 0 and lose to any possible entry
     (the no-click column always has ``p > 0``). Returns ``[N]`` int64.
     """
-    return (probs / -torch.log(uniforms)).argmax(dim=1)
+    score = probs / -torch.log(uniforms)
+    # Compiled (``fused``), the argmax as elementwise compares: the same index, and the
+    # race's logarithms and the response after it vectorised across markets instead of
+    # computed one market at a time (the short reduction made that loop scalar).
+    return first_argmax(score) if fused else score.argmax(dim=1)

@@ -156,6 +156,19 @@ def search_sorted_left(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return pos
 
 
+def first_argmax(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(dim=1)`` of ``x`` [N, M] without NaN (the first column of the maximum; the
+    same index as ATen's), as ``M - 1`` elementwise compares: compiled, they stay elementwise
+    over the rows, so inductor vectorises them and whatever is fused with them across rows,
+    where a reduction over a short row made it one scalar loop per row. Eager, use ATen's."""
+    best, index = x[:, 0], torch.zeros_like(x[:, 0], dtype=torch.int64)
+    for j in range(1, x.shape[1]):
+        better = x[:, j] > best
+        best = torch.where(better, x[:, j], best)
+        index = torch.where(better, j, index)
+    return index
+
+
 # Above this many columns, prefix_sum is cumsum itself (the unrolled form grows the graph).
 PREFIX_SUM_UNROLL = 64
 

@@ -50,6 +50,7 @@ from recenv.core.config import MarketConfig, as_int
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.indexing import (
     cell,
+    first_argmax,
     lookup_table,
     pick,
     prefix_sum_unrolls,
@@ -1411,7 +1412,9 @@ class BatchedMarket:
                 ],
                 dim=1,
             )
-            platform = (logits + rng.gumbel(block[:, self._block["platform"]])).argmax(dim=1)
+            score = logits + rng.gumbel(block[:, self._block["platform"]])
+            # Compiled, elementwise compares (the same index; see sample_choice).
+            platform = first_argmax(score) if self.compiled else score.argmax(dim=1)
             platform = torch.where(live, platform, A)  # index A = visits no platform
             on_page = self._agent_of[None, :] == platform[:, None]
             position = self._slot_of.expand(N, P)
@@ -1444,7 +1447,7 @@ class BatchedMarket:
         )
         utility = terms.total
         probs = logit_probabilities(utility, visible, cfg.no_click_utility, cfg.temperature)
-        choice = sample_choice(probs, block[:, self._block["choice"]])  # index P = no click
+        choice = sample_choice(probs, block[:, self._block["choice"]], self.compiled)  # P: none
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
         item_c = pick(page, c)

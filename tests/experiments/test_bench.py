@@ -579,3 +579,35 @@ def test_catalog_stats_size_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         bench_env.main(["--catalog-stats-size", "0"])
     assert "--catalog-stats-size 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, monkeypatch):
+    """``ab_forms``: the base market is built (traced) with the named earlier form in place,
+    the head with the code as it is, and the form is put back afterwards; both are stepped
+    in ABBA turns and the JSON holds a ratio per round. (Eager markets here: compiling two
+    graphs is the slow part, and what the script adds is the bookkeeping.)"""
+    from experiments import ab_forms, bench_env
+    from recenv.core import choice
+
+    fused = choice.first_argmax
+    built = []
+
+    def eager_warmed_env(env_id, num_envs, compile):
+        assert compile is True
+        built.append(choice.first_argmax is fused)
+        return bench_env.warmed_env(env_id, num_envs, compile=False)
+
+    monkeypatch.setattr(ab_forms, "warmed_env", eager_warmed_env)
+    monkeypatch.setattr(bench_env, "RESULTS", tmp_path)
+    argv = ["--base", "aten-argmax", "--num-envs", "4", "--rounds", "3", "--steps", "2"]
+    r = ab_forms.main(argv)
+    assert built == [False, True]  # the base in the earlier form, the head in the current one
+    assert choice.first_argmax is fused
+    assert len(r["ratios"]) == 3 and len(r["env_steps_per_s"]["base"]) == 3
+    assert r["median_ratio"] == sorted(r["ratios"])[1] and 0 <= r["head_ahead"] <= 3
+    [written] = tmp_path.glob("ab_forms-*.json")
+    assert json.loads(written.read_text())["base_form"] == "aten-argmax"
+    with pytest.raises(SystemExit):
+        ab_forms.main(["--base", "aten-argmax", "--rounds", "0", "--no-json"])
+    with pytest.raises(SystemExit):
+        ab_forms.main(["--base", "no-such-form", "--no-json"])
