@@ -37,20 +37,22 @@ from recenv.core import choice
 
 
 @contextlib.contextmanager
-def _aten_argmax() -> Iterator[None]:
-    """The choice's draw as ATen's ``argmax`` over each market's page (before
-    ``indexing.first_argmax``: a scalar loop per market in the compiled step)."""
-    fused = choice.first_argmax
-    choice.first_argmax = lambda x: x.argmax(dim=1)
+def _patched(module, name: str, value) -> Iterator[None]:
+    """``module.name`` is ``value`` inside the block."""
+    current = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        choice.first_argmax = fused
+        setattr(module, name, current)
 
 
+# Each earlier form: what the base's graph is traced with.
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
-    "aten-argmax": _aten_argmax,
+    # The choice's draw by ATen's argmax over each market's page (before
+    # indexing.first_argmax: one scalar loop per market in the compiled step).
+    "aten-argmax": lambda: _patched(choice, "first_argmax", lambda x: x.argmax(dim=1)),
 }
 
 
