@@ -1,9 +1,9 @@
-"""A/B timing of two forms of the compiled step in one process, stepped in turn.
+"""A/B timing of two forms of the compiled step, stepped in turn in one process.
 
 ``ab_commits`` times two commits in alternating fresh processes; on these VMs its six
 rounds cannot resolve less than ~1.1x, since each child lands in its own state of the
 shared machine. A change of form inside the compiled graph (which op computes a value, not
-what it computes) is often worth a few per cent: this script builds two compiled markets
+what it computes) is often worth a few per cent: this script builds two compiled batches
 in one process, ``base`` with a named earlier form put back while its graph is traced and
 ``head`` with the code as it is, then steps them in turn (ABBA order, ``--steps`` timed
 steps per turn, ``--rounds`` turns each) and prints the per-round ratio head/base, its
@@ -11,10 +11,14 @@ median and how many rounds head was ahead::
 
     .venv/bin/python -m experiments.ab_forms --base aten-argmax            # 4,096 markets
     .venv/bin/python -m experiments.ab_forms --base same --rounds 12       # A/A: the noise
+    .venv/bin/python -m experiments.ab_forms --base aten-argmax,gather-pick  # both at once
 
-``--base same`` builds both markets from the same code: the ratio it reads (0.99-1.01 in
-this project's sittings) is the resolution of the method. The two markets share the
-process, its caches and its allocator, and both are built before either is timed.
+Two batches built in one process need not run alike: in earlier sessions the one built
+first ran 10-30 % slower (``PERFORMANCE.md``, "How to measure a change"). So by default
+(``--order both``) the comparison runs twice, each in a fresh process, once with the base
+built first and once with the head built first, and the verdict pools both: a bias of the
+order cancels. ``--base same`` builds both from the same code: what it reads is the
+resolution of the method (and, order by order, the bias).
 
 The forms (``FORMS``) are the earlier forms of changes measured this way, so each gain can
 be measured again in any sitting. The JSON of the comparison goes to
@@ -26,14 +30,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
 from experiments.bench_env import _policy, provenance, result_path, warmed_env, write_result
-from recenv.core import choice
+from recenv.core import choice, market
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -47,13 +57,33 @@ def _patched(module, name: str, value) -> Iterator[None]:
         setattr(module, name, current)
 
 
+def _gather_pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """``x[arange(N), col]`` for ``x`` [N, P] or [N, P, R] by ``gather``."""
+    index = col.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, index).squeeze(1)
+
+
 # Each earlier form: what the base's graph is traced with.
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
     # The choice's draw by ATen's argmax over each market's page (before
     # indexing.first_argmax: one scalar loop per market in the compiled step).
     "aten-argmax": lambda: _patched(choice, "first_argmax", lambda x: x.argmax(dim=1)),
+    # The chosen page entry's values (item, row, utility, agent, slot) gathered at the
+    # chosen column (before indexing.pick_by_select: indirect loads, a scalar loop).
+    "gather-pick": lambda: _patched(market, "pick_by_select", _gather_pick),
 }
+
+
+def _forms(text: str) -> list[str]:
+    """``--base``'s value: known form names, comma-separated."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown form(s) {unknown or [text]}; the forms are {', '.join(sorted(FORMS))}"
+        )
+    return names
 
 
 def paired_rounds(base, head, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -76,14 +106,75 @@ def paired_rounds(base, head, rounds: int, steps: int) -> dict[str, list[float]]
     return rates
 
 
+ORDERS = ("base-first", "head-first")
+_RESULT_LINE = "ab_forms result: "
+
+
+def run_order(args, order: str) -> dict[str, list[float]]:
+    """The paired rates (:func:`paired_rounds`) of two batches built in this process in
+    ``order``; the base is traced inside its form(s)."""
+
+    def build_base():
+        with contextlib.ExitStack() as forms:
+            for name in args.base:
+                forms.enter_context(FORMS[name]())
+            return warmed_env(args.env, args.num_envs, compile=True)
+
+    def build_head():
+        return warmed_env(args.env, args.num_envs, compile=True)
+
+    if order == "base-first":
+        base = build_base()
+        head = build_head()
+    else:
+        head = build_head()
+        base = build_base()
+    return paired_rounds(base, head, args.rounds, args.steps)
+
+
+def _run_child(args, order: str) -> dict[str, list[float]]:
+    """:func:`run_order` in a fresh Python process (one build order per process)."""
+    cmd = [sys.executable, "-m", "experiments.ab_forms", "--base", ",".join(args.base)]
+    cmd += ["--env", args.env, "--num-envs", str(args.num_envs), "--rounds", str(args.rounds)]
+    cmd += ["--steps", str(args.steps), "--threads", str(args.threads), "--order", order]
+    cmd.append("--no-json")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT_LINE)]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        sys.exit(f"ab_forms: the {order} child failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1][len(_RESULT_LINE) :])["orders"][order]
+
+
+def _summary(rates: dict[str, list[float]]) -> dict:
+    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
+    return {
+        "env_steps_per_s": rates,
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        "head_ahead": sum(r > 1 for r in ratios),
+    }
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--base", required=True, choices=sorted(FORMS), help="the base's form")
+    p.add_argument(
+        "--base",
+        required=True,
+        type=_forms,
+        help=f"the base's form(s), comma-separated, together: {', '.join(sorted(FORMS))}",
+    )
     p.add_argument("--env", default="recenv/Market-v0", help="environment id")
     p.add_argument("--num-envs", type=int, default=4096, help="markets in each batch")
     p.add_argument("--rounds", type=int, default=12, help="timed turns of each side")
     p.add_argument("--steps", type=int, default=20, help="timed steps per turn")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument(
+        "--order",
+        choices=[*ORDERS, "both"],
+        default="both",
+        help="which batch is built first; 'both': one fresh process for each order",
+    )
     p.add_argument("--no-json", action="store_true", help="print only")
     args = p.parse_args(argv)
     for name in ("num_envs", "rounds", "steps", "threads"):
@@ -92,33 +183,42 @@ def main(argv=None) -> dict:
     out = None if args.no_json else result_path("ab_forms", None)
     torch.set_num_threads(args.threads)
 
-    # Each side is traced (and compiled) inside its own form; the warm-up steps do that.
-    with FORMS[args.base]():
-        base = warmed_env(args.env, args.num_envs, compile=True)
-    head = warmed_env(args.env, args.num_envs, compile=True)
-    rates = paired_rounds(base, head, args.rounds, args.steps)
-    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
-    ahead = sum(r > 1 for r in ratios)
-    ratio = statistics.median(ratios)
-    for name in ("base", "head"):
-        print(f"{name:<5} " + " ".join(f"{x / 1e3:.0f}k" for x in rates[name]))
+    orders = ORDERS if args.order == "both" else (args.order,)
+    by_order = {}
+    for order in orders:
+        rates = _run_child(args, order) if args.order == "both" else run_order(args, order)
+        by_order[order] = _summary(rates)
+        print(f"built {order}:")
+        for name in ("base", "head"):
+            print(f"  {name:<5} " + " ".join(f"{x / 1e3:.0f}k" for x in rates[name]))
+        row = by_order[order]
+        print(
+            f"  head/base {row['median_ratio']:.3f}x, head ahead in {row['head_ahead']} of "
+            f"{args.rounds} rounds"
+        )
+    ratios = [r for row in by_order.values() for r in row["ratios"]]
+    ratio, ahead = statistics.median(ratios), sum(r > 1 for r in ratios)
     print(
-        f"head/base (base form {args.base!r}, {args.num_envs:,} markets, {args.threads} "
-        f"thread(s)): median {ratio:.3f}x, head ahead in {ahead} of {args.rounds} rounds"
+        f"head/base (base form {'+'.join(args.base)}, {args.num_envs:,} markets, {args.threads} "
+        f"thread(s), built {args.order}): median {ratio:.3f}x, head ahead in {ahead} of "
+        f"{len(ratios)} rounds"
     )
     result = {
         **provenance(),
         "env": args.env,
         "num_envs": args.num_envs,
-        "base_form": args.base,
+        "base_form": "+".join(args.base),
+        "order": args.order,
         "rounds": args.rounds,
         "steps": args.steps,
         "threads": args.threads,
-        "env_steps_per_s": rates,
+        "orders": {order: row["env_steps_per_s"] for order, row in by_order.items()},
+        "by_order": by_order,
         "ratios": ratios,
         "median_ratio": ratio,
         "head_ahead": ahead,
     }
+    print(_RESULT_LINE + json.dumps({"orders": result["orders"]}))
     if out is not None:
         write_result(out, result)
     return result

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from recenv.core.indexing import first_argmax, search_sorted_left, sort_by_network
+from recenv.core.indexing import (
+    first_argmax,
+    pick,
+    pick_by_select,
+    search_sorted_left,
+    sort_by_network,
+)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 20, 33, 40, 64])
@@ -41,6 +49,19 @@ def test_first_argmax_compiled_is_torch_argmax():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 3, (300, 7), generator=g).float() * torch.rand(300, 1, generator=g)
     assert torch.equal(torch.compile(first_argmax, dynamic=False)(x), x.argmax(dim=1))
+
+
+@pytest.mark.parametrize("width", [1, 3, 6, 9])
+def test_pick_by_select_equals_the_gather(width):
+    """The chosen entry by selects: ``x[arange(N), col]`` for rows of values and rows of
+    rows, every column chosen somewhere, NaN and -0.0 passed through as they are."""
+    g = torch.Generator().manual_seed(width)
+    col = torch.arange(40) % width
+    x = torch.randn(40, width, generator=g)
+    x[0, 0], x[1, 1 % width] = -0.0, math.nan
+    assert torch.equal(pick_by_select(x, col).view(torch.int32), pick(x, col).view(torch.int32))
+    rows = torch.randint(-9, 9, (40, width, 5), generator=g)
+    assert torch.equal(pick_by_select(rows, col), rows[torch.arange(40), col])
 
 
 @pytest.mark.parametrize("entries, targets", [(1, 3), (16, 18), (25, 1), (31, 4)])

@@ -101,6 +101,18 @@ def pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     return x.gather(1, col[:, None]).squeeze(1)
 
 
+def pick_by_select(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """``x[arange(N), col]`` for ``x`` [N, P, ...] and ``col`` [N] in ``[0, P)``, as ``P - 1``
+    elementwise selects (exact): compiled, they stay elementwise across the rows, where a
+    gather at a per-row column is an indirect load that keeps inductor from vectorising the
+    loop it sits in."""
+    col = col.view(-1, *([1] * (x.dim() - 2)))
+    out = x[:, 0]
+    for j in range(1, x.shape[1]):
+        out = torch.where(col == j, x[:, j], out)
+    return out
+
+
 def _merge_network(n: int) -> list[tuple[int, int]]:
     """Batcher's odd-even merge sort for ``n`` (a power of two) keys: the compare-exchange
     pairs ``(i, j)``, ``i < j``, in order."""

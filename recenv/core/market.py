@@ -53,6 +53,7 @@ from recenv.core.indexing import (
     first_argmax,
     lookup_table,
     pick,
+    pick_by_select,
     prefix_sum_unrolls,
     put_at,
     row_cumsum,
@@ -1450,9 +1451,14 @@ class BatchedMarket:
         choice = sample_choice(probs, block[:, self._block["choice"]], self.compiled)  # P: none
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
-        item_c = pick(page, c)
-        chosen = item.gather(1, c.view(N, 1, 1).expand(N, 1, item.shape[2])).squeeze(1)  # [N, R]
-        chosen_u = torch.where(clicked, pick(utility, c), 0.0)
+        # Compiled, the chosen entry's values by selects (exact; see pick_by_select).
+        at_c = (lambda x: pick_by_select(x, c)) if self.compiled else (lambda x: pick(x, c))
+        item_c = at_c(page)
+        if self.compiled:
+            chosen = pick_by_select(item, c)  # [N, R]
+        else:
+            chosen = item.gather(1, c.view(N, 1, 1).expand(N, 1, item.shape[2])).squeeze(1)
+        chosen_u = torch.where(clicked, at_c(utility), 0.0)
 
         rb = block[:, self._block["response"]]
         gauss = rng.box_muller(rb[:, 0], rb[:, 1])
@@ -1461,7 +1467,7 @@ class BatchedMarket:
         )
 
         # Each agent's outcome.
-        chosen_agent = torch.where(clicked, self._agent_of[c], -1)
+        chosen_agent = torch.where(clicked, at_c(self._agent_of.expand(N, P)), -1)
         won = chosen_agent[:, None] == self._agent_ids[None, :]  # [N, A]
         vis_slate = visible.view(N, A, K)
         if served is None:
@@ -1511,7 +1517,7 @@ class BatchedMarket:
         )
 
         chosen_terms = {
-            name: torch.where(clicked, pick(getattr(terms, name), c), 0.0) for name in UTILITY_TERMS
+            name: torch.where(clicked, at_c(getattr(terms, name)), 0.0) for name in UTILITY_TERMS
         }
         chosen_terms["total"] = chosen_u
         new_row = torch.where(live[:, None], new_row, row)
@@ -1538,7 +1544,7 @@ class BatchedMarket:
             "acc": acc,
             "shown": torch.where(vis_slate, items, -1),
             "chosen_agent": chosen_agent,
-            "chosen_slot": torch.where(clicked, self._slot_of[c], -1),
+            "chosen_slot": torch.where(clicked, at_c(self._slot_of.expand(N, P)), -1),
             "chosen_item": torch.where(clicked, item_c, -1),
             "clicked": clicked,
             "value": value,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 
 import numpy as np
@@ -582,32 +583,43 @@ def test_catalog_stats_size_must_be_positive(capsys):
 
 
 def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, monkeypatch):
-    """``ab_forms``: the base market is built (traced) with the named earlier form in place,
-    the head with the code as it is, and the form is put back afterwards; both are stepped
-    in ABBA turns and the JSON holds a ratio per round. (Eager markets here: compiling two
-    graphs is the slow part, and what the script adds is the bookkeeping.)"""
+    """``ab_forms``: the base batch is built (traced) with the named earlier form(s) in
+    place, the head with the code as it is, and the forms are put back afterwards; each
+    build order runs (``--order both``: one child process each, run in this process here)
+    and the JSON pools their per-round ratios. (Eager markets here: compiling two graphs is
+    the slow part, and what the script adds is the bookkeeping.)"""
     from experiments import ab_forms, bench_env
-    from recenv.core import choice
+    from recenv.core import choice, indexing, market
 
     fused = choice.first_argmax
     built = []
 
     def eager_warmed_env(env_id, num_envs, compile):
         assert compile is True
-        built.append(choice.first_argmax is fused)
+        built.append("head" if choice.first_argmax is fused else "base")
         return bench_env.warmed_env(env_id, num_envs, compile=False)
 
     monkeypatch.setattr(ab_forms, "warmed_env", eager_warmed_env)
+    monkeypatch.setattr(ab_forms, "_run_child", ab_forms.run_order)
     monkeypatch.setattr(bench_env, "RESULTS", tmp_path)
     argv = ["--base", "aten-argmax", "--num-envs", "4", "--rounds", "3", "--steps", "2"]
     r = ab_forms.main(argv)
-    assert built == [False, True]  # the base in the earlier form, the head in the current one
+    assert built == ["base", "head", "head", "base"]  # base first, then head first
     assert choice.first_argmax is fused
-    assert len(r["ratios"]) == 3 and len(r["env_steps_per_s"]["base"]) == 3
-    assert r["median_ratio"] == sorted(r["ratios"])[1] and 0 <= r["head_ahead"] <= 3
+    assert set(r["by_order"]) == {"base-first", "head-first"} and len(r["ratios"]) == 6
+    pooled = r["by_order"]["base-first"]["ratios"] + r["by_order"]["head-first"]["ratios"]
+    assert r["ratios"] == pooled and r["median_ratio"] == statistics.median(pooled)
+    assert 0 <= r["head_ahead"] <= 6
     [written] = tmp_path.glob("ab_forms-*.json")
     assert json.loads(written.read_text())["base_form"] == "aten-argmax"
-    with pytest.raises(SystemExit):
-        ab_forms.main(["--base", "aten-argmax", "--rounds", "0", "--no-json"])
-    with pytest.raises(SystemExit):
-        ab_forms.main(["--base", "no-such-form", "--no-json"])
+
+    built.clear()
+    argv = ["--base", "aten-argmax,gather-pick", "--num-envs", "2", "--rounds", "1"]
+    r = ab_forms.main([*argv, "--order", "head-first", "--no-json"])
+    assert built == ["head", "base"] and r["base_form"] == "aten-argmax+gather-pick"
+    assert len(r["ratios"]) == 1
+    assert choice.first_argmax is fused
+    assert market.pick_by_select is indexing.pick_by_select
+    for bad in (["--base", "aten-argmax", "--rounds", "0"], ["--base", "no-such-form"]):
+        with pytest.raises(SystemExit):
+            ab_forms.main([*bad, "--no-json"])
