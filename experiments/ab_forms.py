@@ -218,7 +218,8 @@ def main(argv=None) -> dict:
         "median_ratio": ratio,
         "head_ahead": ahead,
     }
-    print(_RESULT_LINE + json.dumps({"orders": result["orders"]}))
+    if args.order != "both":  # (a child's answer to its parent; see _run_child)
+        print(_RESULT_LINE + json.dumps({"orders": result["orders"]}))
     if out is not None:
         write_result(out, result)
     return result
