@@ -63,6 +63,14 @@ def _gather_pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index).squeeze(1)
 
 
+_ARRIVE = market.BatchedMarket._arrive
+
+
+def _arrive_own_churn_pass(self, block, served=None, gone=None):
+    """``BatchedMarket._arrive`` without the request's ``gone``: computed again."""
+    return _ARRIVE(self, block, served)
+
+
 # Each earlier form: what the base's graph is traced with.
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
@@ -72,6 +80,9 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # The chosen page entry's values (item, row, utility, agent, slot) gathered at the
     # chosen column (before indexing.pick_by_select: indirect loads, a scalar loop).
     "gather-pick": lambda: _patched(market, "pick_by_select", _gather_pick),
+    # The arrival tests which users are gone itself, a second pass over the users' status
+    # after the episode-end test's (before the request handed its own to the arrival).
+    "churn-twice": lambda: _patched(market.BatchedMarket, "_arrive", _arrive_own_churn_pass),
 }
 
 

@@ -326,6 +326,36 @@ def test_terminal_state_shows_every_user_churned():
     assert checked == env.num_envs
 
 
+def test_the_arrival_reads_the_requests_churn_test():
+    """The users gone (churned, not yet back) are tested once a step: the episode-end test's
+    ``[N, U]`` goes to the arrival, which would compute the same users from the same table,
+    clock and served row. Against the arrival testing them itself, a churn-heavy run is the
+    same bit for bit (users drawn, episode ends, rewards), and ends episodes."""
+    from recenv.core.market import BatchedMarket
+
+    def run():
+        env = recenv.make_vec(MARKET, num_envs=16, seed=2, **_NO_RETURN)
+        env.reset()
+        out, ended = [], 0
+        for _ in range(60):
+            _, rew, te, tr, _ = _act(env, _worst_slates(env))
+            out += [env.user.clone(), te, tr, *rew.values()]
+            ended += int(te.sum())
+        return out, ended
+
+    shared, ended = run()
+    arrive = BatchedMarket._arrive
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(
+            BatchedMarket,
+            "_arrive",
+            lambda self, block, served=None, gone=None: arrive(self, block, served),
+        )
+        own, _ = run()
+    assert ended > 0  # episodes ended by churn
+    assert all(torch.equal(a, b) for a, b in zip(shared, own, strict=True))
+
+
 def test_all_users_churn_terminates_pettingzoo_face():
     """The same on the PettingZoo face: the episode ends with ``terminations`` True for every
     agent (and ``truncations`` False), and the agents leave."""

@@ -637,7 +637,7 @@ class BatchedMarket:
         self.needs_reset = out["terminated"] | out["truncated"]
         # The item counters' one write; the next observation reads them after it.
         self._count_exposures(*out["counted"])
-        arrived = self._arrive(out["block"], served=(self.user, out["new_row"]))
+        arrived = self._arrive(out["block"], served=(self.user, out["new_row"]), gone=out["gone"])
         out["reset"], out["repaired"] = resetting, repaired * live[:, None]
         return out, arrived
 
@@ -1133,12 +1133,14 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
     # ------------------------------------------------------------------------------------
-    def _arrive(self, block: torch.Tensor, served=None):
+    def _arrive(self, block: torch.Tensor, served=None, gone=None):
         """The next user arrives in every market. ``served = (user [N], row [N, F])`` is the
         request just served, whose row is written here together with the arriving user's
-        (one write of the user table per step). Returns ``(user, row, epoch)`` of the
-        arriving users from before the arrival."""
-        u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(block, served)
+        (one write of the user table per step); ``gone`` as :meth:`_arrival` takes it.
+        Returns ``(user, row, epoch)`` of the arriving users from before the arrival."""
+        u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(
+            block, served, gone
+        )
         n = self._arange
         if served is None:
             self._put_users(n, u, row)
@@ -1172,15 +1174,18 @@ class BatchedMarket:
             fused,
         )
 
-    def _arrival(self, block: torch.Tensor, served=None):
+    def _arrival(self, block: torch.Tensor, served=None, gone=None):
         """Pick the next user by activity among available users, bring their row up to date,
         retrieve candidates and build observations. Reads state (with the served user's row
-        as ``served`` says), writes none."""
+        as ``served`` says), writes none. ``gone`` [N, U]: the users churned and not yet back
+        (:meth:`_churned` with ``served``), when the caller has them (the request's episode
+        end tested the same: one pass over the users' status instead of two)."""
         cfg, L = self.config, self.layout
         fresh_all = self.user_epoch != self.episode[:, None]
         t = self.t[:, None]
         ready = fresh_all | (self._user_column(L.available_at, served) <= t)
-        gone = ~fresh_all & (self._user_column(L.churned, served) > 0) & ~ready
+        if gone is None:  # == ~fresh_all & churned & ~ready
+            gone = self._churned(served, current=~fresh_all)
         weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
         u = self._draw_by_weight(weight, block[:, self._block["arrival"]]).squeeze(1)
 
@@ -1530,7 +1535,8 @@ class BatchedMarket:
         t = self.t + live
         # Every user churned is a terminal state even on the horizon's last step: terminated
         # wins there (a learner must not bootstrap it), and the two flags stay exclusive.
-        terminated = live & self._churned((u, new_row), t).all(dim=1)
+        gone = self._churned((u, new_row), t)  # [N, U]; the arrival's too (_arrival)
+        terminated = live & gone.all(dim=1)
         truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
@@ -1551,6 +1557,7 @@ class BatchedMarket:
             "platform": platform,
             "utility": chosen_terms,
             "probs": probs,
+            "gone": gone,
         }
 
     def _count_exposures(self, page, visible, item_c, clicked) -> None:
