@@ -66,8 +66,8 @@ def _gather_pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
 _ARRIVE = market.BatchedMarket._arrive
 
 
-def _arrive_own_churn_pass(self, block, served=None, gone=None):
-    """``BatchedMarket._arrive`` without the request's ``gone``: computed again."""
+def _arrive_own_status_pass(self, block, served=None, presence=None):
+    """``BatchedMarket._arrive`` without the request's ``presence``: computed again."""
     return _ARRIVE(self, block, served)
 
 
@@ -80,9 +80,9 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # The chosen page entry's values (item, row, utility, agent, slot) gathered at the
     # chosen column (before indexing.pick_by_select: indirect loads, a scalar loop).
     "gather-pick": lambda: _patched(market, "pick_by_select", _gather_pick),
-    # The arrival tests which users are gone itself, a second pass over the users' status
-    # after the episode-end test's (before the request handed its own to the arrival).
-    "churn-twice": lambda: _patched(market.BatchedMarket, "_arrive", _arrive_own_churn_pass),
+    # The arrival reads the users' status itself, a second pass over it after the
+    # episode-end test's (before the request handed its own to the arrival).
+    "status-twice": lambda: _patched(market.BatchedMarket, "_arrive", _arrive_own_status_pass),
 }
 
 

@@ -637,7 +637,9 @@ class BatchedMarket:
         self.needs_reset = out["terminated"] | out["truncated"]
         # The item counters' one write; the next observation reads them after it.
         self._count_exposures(*out["counted"])
-        arrived = self._arrive(out["block"], served=(self.user, out["new_row"]), gone=out["gone"])
+        arrived = self._arrive(
+            out["block"], served=(self.user, out["new_row"]), presence=out["presence"]
+        )
         out["reset"], out["repaired"] = resetting, repaired * live[:, None]
         return out, arrived
 
@@ -1039,15 +1041,28 @@ class BatchedMarket:
             return row
         return torch.where((user == patch[0])[:, None], patch[1], row)
 
-    def _churned(self, patch=None, t=None, current=None) -> torch.Tensor:
+    def _presence(self, patch=None, t=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ready, gone)``, each [N, U], at clock ``t`` (default: now), with ``patch`` as in
+        :meth:`_user_column`: ``ready``, the users who may arrive as usual (new to the
+        episode, or back from their session gap or churn); ``gone``, those churned and not
+        yet back (:meth:`_churned`). The rest are between sessions. One pass over the
+        users' status for the request's episode-end test and the next arrival alike."""
+        t = self.t if t is None else t
+        current = self.user_epoch == self.episode[:, None]
+        away = self._user_column(self.layout.available_at, patch) > t[:, None]
+        return ~(current & away), self._churned(patch, t, current, away)
+
+    def _churned(self, patch=None, t=None, current=None, away=None) -> torch.Tensor:
         """[N, U] users churned and not yet back at clock ``t`` (default: now); users new to
         the episode are not (``current`` [N, U]: the users of this episode, default from the
-        stamps). ``patch`` as in :meth:`_user_column`."""
+        stamps; ``away`` [N, U]: not back by ``t``, default from the table). ``patch`` as in
+        :meth:`_user_column`."""
         L = self.layout
         t = self.t if t is None else t
         if current is None:
             current = self.user_epoch == self.episode[:, None]
-        away = self._user_column(L.available_at, patch) > t[:, None]
+        if away is None:
+            away = self._user_column(L.available_at, patch) > t[:, None]
         return current & (self._user_column(L.churned, patch) > 0) & away
 
     def _episode_metrics(self, done: torch.Tensor, arrived) -> dict[str, torch.Tensor]:
@@ -1133,13 +1148,13 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
     # ------------------------------------------------------------------------------------
-    def _arrive(self, block: torch.Tensor, served=None, gone=None):
+    def _arrive(self, block: torch.Tensor, served=None, presence=None):
         """The next user arrives in every market. ``served = (user [N], row [N, F])`` is the
         request just served, whose row is written here together with the arriving user's
-        (one write of the user table per step); ``gone`` as :meth:`_arrival` takes it.
+        (one write of the user table per step); ``presence`` as :meth:`_arrival` takes it.
         Returns ``(user, row, epoch)`` of the arriving users from before the arrival."""
         u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(
-            block, served, gone
+            block, served, presence
         )
         n = self._arange
         if served is None:
@@ -1174,18 +1189,14 @@ class BatchedMarket:
             fused,
         )
 
-    def _arrival(self, block: torch.Tensor, served=None, gone=None):
+    def _arrival(self, block: torch.Tensor, served=None, presence=None):
         """Pick the next user by activity among available users, bring their row up to date,
         retrieve candidates and build observations. Reads state (with the served user's row
-        as ``served`` says), writes none. ``gone`` [N, U]: the users churned and not yet back
-        (:meth:`_churned` with ``served``), when the caller has them (the request's episode
-        end tested the same: one pass over the users' status instead of two)."""
+        as ``served`` says), writes none. ``presence``: :meth:`_presence` with ``served``,
+        when the caller has it (the request's episode-end test reads the same: one pass over
+        the users' status a step instead of two, 1.06x at 4,096 compiled markets)."""
         cfg, L = self.config, self.layout
-        fresh_all = self.user_epoch != self.episode[:, None]
-        t = self.t[:, None]
-        ready = fresh_all | (self._user_column(L.available_at, served) <= t)
-        if gone is None:  # == ~fresh_all & churned & ~ready
-            gone = self._churned(served, current=~fresh_all)
+        ready, gone = self._presence(served) if presence is None else presence
         weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
         u = self._draw_by_weight(weight, block[:, self._block["arrival"]]).squeeze(1)
 
@@ -1196,11 +1207,12 @@ class BatchedMarket:
             fresh_row = L.assemble(fresh_row, interest=rows(self.population.interest, u))
             const.taste = rows(self.population.taste, u)
         before = self._user_row(u, served)
+        epoch_before = pick(self.user_epoch, u)
         row = on_arrival(
             cfg,
             L,
             before,
-            pick(fresh_all, u),
+            epoch_before != self.episode,
             pick(ready, u),
             fresh_row,
             self.t,
@@ -1210,7 +1222,7 @@ class BatchedMarket:
         user_feats = observable_features(cfg, L, row, const)
         cand, feats, cand_mask = self._candidates(user_feats, block)
         obs = self._build_obs(row, user_feats, feats)
-        return u, row, before, pick(self.user_epoch, u), const, cand, cand_mask, obs
+        return u, row, before, epoch_before, const, cand, cand_mask, obs
 
     def _draw_by_weight(self, weight: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Indices ``[N, X]`` drawn in proportion to ``weight`` [N, M] (non-negative, some
@@ -1535,8 +1547,8 @@ class BatchedMarket:
         t = self.t + live
         # Every user churned is a terminal state even on the horizon's last step: terminated
         # wins there (a learner must not bootstrap it), and the two flags stay exclusive.
-        gone = self._churned((u, new_row), t)  # [N, U]; the arrival's too (_arrival)
-        terminated = live & gone.all(dim=1)
+        presence = self._presence((u, new_row), t)  # the next arrival's too (_arrival)
+        terminated = live & presence[1].all(dim=1)
         truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
@@ -1557,7 +1569,7 @@ class BatchedMarket:
             "platform": platform,
             "utility": chosen_terms,
             "probs": probs,
-            "gone": gone,
+            "presence": presence,
         }
 
     def _count_exposures(self, page, visible, item_c, clicked) -> None:
