@@ -97,8 +97,9 @@ def put_at(
 
 
 def pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """``x[arange(N), col]`` for ``x`` [N, P] and ``col`` [N]."""
-    return x.gather(1, col[:, None]).squeeze(1)
+    """``x[arange(N), col]`` for ``x`` [N, P, ...] and ``col`` [N], by ``gather``."""
+    index = col.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, index).squeeze(1)
 
 
 def pick_by_select(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:

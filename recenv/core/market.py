@@ -1470,14 +1470,11 @@ class BatchedMarket:
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
 
-        def at_c(x):  # [N, P] -> [N] at the chosen entry; compiled, by exact selects
+        def at_c(x):  # [N, P, ...] -> [N, ...] at the chosen entry; compiled, by exact selects
             return pick_by_select(x, c) if self.compiled else pick(x, c)
 
         item_c = at_c(page)
-        if self.compiled:
-            chosen = pick_by_select(item, c)  # [N, R]
-        else:
-            chosen = item.gather(1, c.view(N, 1, 1).expand(N, 1, item.shape[2])).squeeze(1)
+        chosen = at_c(item)  # [N, R]
         chosen_u = torch.where(clicked, at_c(utility), 0.0)
 
         rb = block[:, self._block["response"]]
@@ -1550,8 +1547,8 @@ class BatchedMarket:
         t = self.t + live
         # Every user churned is a terminal state even on the horizon's last step: terminated
         # wins there (a learner must not bootstrap it), and the two flags stay exclusive.
-        presence = self._presence((u, new_row), t)  # the next arrival's too (_arrival)
-        terminated = live & presence[1].all(dim=1)
+        ready, gone = self._presence((u, new_row), t)  # the next arrival's too (_arrival)
+        terminated = live & gone.all(dim=1)
         truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
@@ -1572,7 +1569,7 @@ class BatchedMarket:
             "platform": platform,
             "utility": chosen_terms,
             "probs": probs,
-            "presence": presence,
+            "presence": (ready, gone),
         }
 
     def _count_exposures(self, page, visible, item_c, clicked) -> None:
