@@ -32,36 +32,20 @@ import argparse
 import contextlib
 import json
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 
-from experiments.bench_env import _policy, provenance, result_path, warmed_env, write_result
-from recenv.core import choice, market
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def _patched(module, name: str, value) -> Iterator[None]:
-    """``module.name`` is ``value`` inside the block."""
-    current = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, current)
-
-
-def _gather_pick(x: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """``x[arange(N), col]`` for ``x`` [N, P] or [N, P, R] by ``gather``."""
-    index = col.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
-    return x.gather(1, index).squeeze(1)
-
+from experiments.bench_env import (
+    _in_fresh_process,
+    patched,
+    provenance,
+    result_path,
+    timed_steps,
+    warmed_env,
+    write_result,
+)
+from recenv.core import choice, indexing, market
 
 _ARRIVE = market.BatchedMarket._arrive
 
@@ -76,13 +60,13 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
     # The choice's draw by ATen's argmax over each market's page (before
     # indexing.first_argmax: one scalar loop per market in the compiled step).
-    "aten-argmax": lambda: _patched(choice, "first_argmax", lambda x: x.argmax(dim=1)),
+    "aten-argmax": lambda: patched(choice, "first_argmax", lambda x: x.argmax(dim=1)),
     # The chosen page entry's values (item, row, utility, agent, slot) gathered at the
     # chosen column (before indexing.pick_by_select: indirect loads, a scalar loop).
-    "gather-pick": lambda: _patched(market, "pick_by_select", _gather_pick),
+    "gather-pick": lambda: patched(market, "pick_by_select", indexing.pick),
     # The arrival reads the users' status itself, a second pass over it after the
     # episode-end test's (before the request handed its own to the arrival).
-    "status-twice": lambda: _patched(market.BatchedMarket, "_arrive", _arrive_own_status_pass),
+    "status-twice": lambda: patched(market.BatchedMarket, "_arrive", _arrive_own_status_pass),
 }
 
 
@@ -99,40 +83,35 @@ def _forms(text: str) -> list[str]:
 
 def paired_rounds(base, head, rounds: int, steps: int) -> dict[str, list[float]]:
     """Env-steps/s of ``base`` and ``head`` (each ``(env, obs)``), ``rounds`` turns of
-    ``steps`` timed steps each, in ABBA order (the policy's actions computed outside the
-    timer). ``obs`` carries on between turns."""
+    ``steps`` timed steps each (:func:`~experiments.bench_env.timed_steps`), in ABBA order.
+    ``obs`` carries on between turns."""
     sides = {"base": list(base), "head": list(head)}
     rates: dict[str, list[float]] = {"base": [], "head": []}
     for r in range(rounds):
         for name in ("base", "head") if r % 2 == 0 else ("head", "base"):
             env, obs = sides[name]
-            total = 0.0
-            for _ in range(steps):
-                acts = _policy(obs, env.agents, env.config.slate_size)
-                t0 = time.perf_counter()
-                obs, *_ = env.step(acts)
-                total += time.perf_counter() - t0
-            sides[name][1] = obs
+            total, sides[name][1] = timed_steps(env, obs, steps)
             rates[name].append(env.num_envs * steps / total)
     return rates
 
 
 ORDERS = ("base-first", "head-first")
-_RESULT_LINE = "ab_forms result: "
 
 
-def run_order(args, order: str) -> dict[str, list[float]]:
+def run_order(
+    forms: list[str], env_id: str, num_envs: int, rounds: int, steps: int, order: str
+) -> dict[str, list[float]]:
     """The paired rates (:func:`paired_rounds`) of two batches built in this process in
-    ``order``; the base is traced inside its form(s)."""
+    ``order``; the base is traced inside ``forms``."""
 
     def build_base():
-        with contextlib.ExitStack() as forms:
-            for name in args.base:
-                forms.enter_context(FORMS[name]())
-            return warmed_env(args.env, args.num_envs, compile=True)
+        with contextlib.ExitStack() as stack:
+            for name in forms:
+                stack.enter_context(FORMS[name]())
+            return warmed_env(env_id, num_envs, compile=True)
 
     def build_head():
-        return warmed_env(args.env, args.num_envs, compile=True)
+        return warmed_env(env_id, num_envs, compile=True)
 
     if order == "base-first":
         base = build_base()
@@ -140,21 +119,20 @@ def run_order(args, order: str) -> dict[str, list[float]]:
     else:
         head = build_head()
         base = build_base()
-    return paired_rounds(base, head, args.rounds, args.steps)
+    return paired_rounds(base, head, rounds, steps)
 
 
-def _run_child(args, order: str) -> dict[str, list[float]]:
+def _run_child(*arguments) -> dict[str, list[float]]:
     """:func:`run_order` in a fresh Python process (one build order per process)."""
-    cmd = [sys.executable, "-m", "experiments.ab_forms", "--base", ",".join(args.base)]
-    cmd += ["--env", args.env, "--num-envs", str(args.num_envs), "--rounds", str(args.rounds)]
-    cmd += ["--steps", str(args.steps), "--threads", str(args.threads), "--order", order]
-    cmd.append("--no-json")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT_LINE)]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        sys.exit(f"ab_forms: the {order} child failed (exit {proc.returncode}): {tail}")
-    return json.loads(lines[-1][len(_RESULT_LINE) :])["orders"][order]
+    rates, error = _in_fresh_process(
+        "run_order",
+        "*json.loads(sys.argv[1])",
+        json.dumps(arguments),
+        module="experiments.ab_forms",
+    )
+    if rates is None:
+        raise SystemExit(f"ab_forms: the {arguments[-1]} child failed: {error}")
+    return rates
 
 
 def _summary(rates: dict[str, list[float]]) -> dict:
@@ -197,7 +175,8 @@ def main(argv=None) -> dict:
     orders = ORDERS if args.order == "both" else (args.order,)
     by_order = {}
     for order in orders:
-        rates = _run_child(args, order) if args.order == "both" else run_order(args, order)
+        arguments = (args.base, args.env, args.num_envs, args.rounds, args.steps, order)
+        rates = _run_child(*arguments) if args.order == "both" else run_order(*arguments)
         by_order[order] = _summary(rates)
         print(f"built {order}:")
         for name in ("base", "head"):
@@ -229,8 +208,6 @@ def main(argv=None) -> dict:
         "median_ratio": ratio,
         "head_ahead": ahead,
     }
-    if args.order != "both":  # (a child's answer to its parent; see _run_child)
-        print(_RESULT_LINE + json.dumps({"orders": result["orders"]}))
     if out is not None:
         write_result(out, result)
     return result

@@ -39,6 +39,7 @@ from experiments import bench_peers
 from experiments.bench_env import (
     _ints,
     core_footprint,
+    patched,
     provenance,
     result_path,
     summarize,
@@ -183,16 +184,12 @@ def main(argv=None) -> dict | None:
     def time_aten_cumsum(n, row):
         """The eager step with ATen's CUDA cumsum in the draws by weight (the first GPU
         run's form) beside ``row``, the default's: what ``indexing.row_cumsum`` gains."""
-        exact_on = indexing.ATEN_CUMSUM_EXACT_ON
-        indexing.ATEN_CUMSUM_EXACT_ON = exact_on | {"cuda"}
-        try:
+        with patched(indexing, "ATEN_CUMSUM_EXACT_ON", indexing.ATEN_CUMSUM_EXACT_ON | {"cuda"}):
             samples, err = _timed(
                 lambda: time_batched(
                     args.env, n, args.steps, device="cuda", compile=False, repeats=args.repeats
                 )
             )
-        finally:
-            indexing.ATEN_CUMSUM_EXACT_ON = exact_on
         if err:
             errors.append({"kind": "batched_cuda_aten_cumsum", "num_envs": n, "error": err})
             print(f"batched_cuda_aten_cumsum num_envs={n}: {err}")

@@ -36,6 +36,7 @@ never overwritten. The options after ``--out`` size a smoke run (the tests use t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -47,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -96,6 +98,27 @@ def warmed_env(env_id, num_envs, device="cpu", compile=False, steps=3, **cfg):
     return env, obs
 
 
+def timed_steps(env, obs, steps, ended=None):
+    """``(seconds, obs)``: the time ``steps`` calls of ``env.step`` took from ``obs`` (the
+    device synchronised around each off the CPU; :func:`_policy`'s actions computed outside
+    the timer) and the last observation. With a list ``ended``, whether some market's
+    episode ended is appended for each step (read outside the timer)."""
+    cuda = env.device.type != "cpu"
+    total = 0.0
+    for _ in range(steps):
+        acts = _policy(obs, env.agents, env.config.slate_size)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        obs, _, terminated, truncated, _ = env.step(acts)
+        if cuda:
+            torch.cuda.synchronize()
+        total += time.perf_counter() - t0
+        if ended is not None:
+            ended.append(bool((terminated | truncated).any()))
+    return total, obs
+
+
 def time_batched(
     env_id, num_envs, steps, device="cpu", compile=False, repeats=1, ended=None, **cfg
 ):
@@ -104,34 +127,36 @@ def time_batched(
     list ``ended``, whether some market's episode ended is appended for each timed step
     (read outside the timer)."""
     env, obs = warmed_env(env_id, num_envs, device=device, compile=compile, **cfg)
-    k = env.config.slate_size
     samples = []
     for _ in range(repeats):
-        total = 0.0
-        for _ in range(steps):
-            acts = _policy(obs, env.agents, k)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            obs, _, terminated, truncated, _ = env.step(acts)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            total += time.perf_counter() - t0
-            if ended is not None:
-                ended.append(bool((terminated | truncated).any()))
+        total, obs = timed_steps(env, obs, steps, ended)
         samples.append(total / steps)
     return samples
 
 
-def _in_fresh_process(func: str, arguments: str, *argv: str) -> tuple[object | None, str]:
-    """``func(arguments)`` (a function of this module and its arguments as Python source;
-    ``sys.argv[1:]`` holds ``argv``) in a fresh Python process with this process's torch
-    thread count. Returns ``(its JSON-decoded result, "")``, or ``(None, "exit N: <last
-    lines of the child's output>")`` when it failed."""
+@contextlib.contextmanager
+def patched(owner, name: str, value) -> Iterator[None]:
+    """``owner.name`` (a module's or a class's attribute) is ``value`` inside the block:
+    how a benchmark times an earlier form of the step beside the current one."""
+    current = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, current)
+
+
+def _in_fresh_process(
+    func: str, arguments: str, *argv: str, module: str = "experiments.bench_env"
+) -> tuple[object | None, str]:
+    """``func(arguments)`` (a function of ``module``, by default this one, and its arguments
+    as Python source; ``sys.argv[1:]`` holds ``argv``) in a fresh Python process with this
+    process's torch thread count. Returns ``(its JSON-decoded result, "")``, or ``(None,
+    "exit N: <last lines of the child's output>")`` when it failed."""
     code = (
         "import json, sys, torch\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
-        f"from experiments.bench_env import {func}\n"
+        f"from {module} import {func}\n"
         f"print('FRESH_RESULT ' + json.dumps({func}({arguments})))\n"
     )
     proc = subprocess.run(
