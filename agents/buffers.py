@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -48,17 +48,33 @@ def allocate(
         return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
 
 
+def row_keys(step_keys: Iterable[str]) -> frozenset[str]:
+    """The keys of the rows either accumulator assembles from steps with ``step_keys``: the
+    step's own keys and its ``next_`` ones, less the control keys, plus ``discount``."""
+    carried, nexts = _split(dict.fromkeys(step_keys))
+    return frozenset([*carried, *nexts, "discount"])
+
+
 class ReplayBuffer:
     """A ring buffer of rows on ``device``; storage is allocated from the first rows added.
     ``what`` names the capacity's source in the error raised when that storage cannot be
-    allocated (see :func:`allocate`)."""
+    allocated (see :func:`allocate`), and the buffer in every other error. ``keys``, when
+    given, are the keys every row must have (:func:`row_keys`): a saved state with other
+    keys is refused at :meth:`load_state_dict`, not at the first :meth:`add` after it."""
 
-    def __init__(self, capacity: int, device: torch.device | str = "cpu", what: str = ""):
+    def __init__(
+        self,
+        capacity: int,
+        device: torch.device | str = "cpu",
+        what: str = "",
+        keys: Iterable[str] | None = None,
+    ):
         if capacity <= 0:
             raise ValueError(f"replay capacity={capacity} must be > 0")
         self.capacity = int(capacity)
         self.device = torch.device(device)
         self.what = what or f"replay capacity={self.capacity}"
+        self.keys = None if keys is None else frozenset(keys)
         self.storage: Row = {}
         self.size = 0
         self.pos = 0
@@ -74,10 +90,19 @@ class ReplayBuffer:
         M = next(iter(rows.values())).shape[0] if rows else 0
         if M == 0:
             return 0
+        if self.keys is not None and set(rows) != self.keys:
+            raise ValueError(f"{self.what}: {_key_difference(rows, self.keys)}")
         if not self.storage:
             self.storage = allocate(self.capacity, rows, self.device, self.what, skip=1)
         if set(rows) != set(self.storage):
-            raise ValueError(f"row keys {sorted(rows)} differ from stored {sorted(self.storage)}")
+            raise ValueError(f"{self.what}: {_key_difference(rows, self.storage)}")
+        for k, v in rows.items():  # else index_copy_'s bare message, or a silent cast
+            stored = self.storage[k]
+            if v.shape[1:] != stored.shape[1:] or v.dtype != stored.dtype:
+                raise ValueError(
+                    f"{self.what}: row {k!r} is {v.dtype} {tuple(v.shape[1:])} per entry; "
+                    f"the buffer holds {stored.dtype} {tuple(stored.shape[1:])}"
+                )
         if M > self.capacity:  # keep only the newest rows
             rows = {k: v[-self.capacity :] for k, v in rows.items()}
             M = self.capacity
@@ -121,6 +146,8 @@ class ReplayBuffer:
         range, equal to ``size`` until the ring is full."""
         if size > self.capacity:
             return f"size={size} exceeds the capacity {self.capacity}"
+        if size and self.keys is not None and set(storage) != self.keys:
+            return _key_difference(storage, self.keys)
         rows = {k: len(v) if torch.is_tensor(v) and v.dim() else None for k, v in storage.items()}
         if size and not rows:
             return f"size={size} but no rows are stored"
@@ -132,6 +159,12 @@ class ReplayBuffer:
         if size < self.capacity and pos != size:
             return f"pos={pos} is not size={size} (the ring is not full yet)"
         return None
+
+
+def _key_difference(rows: Iterable[str], expected: Iterable[str]) -> str:
+    """What ``rows``' keys lack and add against ``expected``, for an error message."""
+    got, want = set(rows), set(expected)
+    return f"row keys lack {sorted(want - got)} and have unexpected {sorted(got - want)}"
 
 
 def _split(step: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:

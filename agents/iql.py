@@ -73,7 +73,7 @@ from agents.base import (
     sequential_slate,
     slate_from_scores,
 )
-from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
+from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator, row_keys
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, one_hot_agent, seeded_init
 from agents.registry import register
@@ -168,6 +168,13 @@ class Learner(nn.Module):
 
 
 SLATE_SELECTIONS = ("greedy", "top_k")
+# The keys of what learn() pushes into an accumulator for each agent and step; the rows
+# stored are row_keys(STEP_KEYS) (a checkpoint's replay rows are checked against them).
+STEP_KEYS = (
+    "user", "history", "candidates", "mask", "slate", "click", "reward", "agent",
+    "next_user", "next_history", "next_candidates", "next_mask",
+    "terminal", "end", "valid", "user_id", "next_user_id",
+)  # fmt: skip
 
 
 def topk_rank(logits: torch.Tensor, q_items: torch.Tensor, q_null: torch.Tensor):
@@ -270,7 +277,10 @@ class IQLAgent(ScoringAgent):
             ).to(self.device)
         self.optimizers = [torch.optim.Adam(lrn.parameters(), lr=cfg.lr) for lrn in self.learners]
         what = f"agent {self.name!r}: buffer_size={cfg.buffer_size}"
-        self.buffers = [ReplayBuffer(cfg.buffer_size, self.device, what) for _ in self.learners]
+        keys = row_keys(STEP_KEYS)
+        self.buffers = [
+            ReplayBuffer(cfg.buffer_size, self.device, what, keys) for _ in self.learners
+        ]
         self.accumulators = [self._accumulator() for _ in self.agent_ids]
         self.env_steps = 0  # transitions seen per agent (markets x steps)
         self.updates = 0

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
-from agents.buffers import NStepAccumulator, ReplayBuffer
+from agents.buffers import NStepAccumulator, ReplayBuffer, row_keys
 from agents.features import ObsLayout, context_features, pair_features
 from agents.nets import CandidateScorer, mlp, one_hot_agent, seeded_init
 from agents.registry import register
@@ -177,8 +177,15 @@ class ValueDecompositionAgent(ScoringAgent):
         self.optimizer = torch.optim.Adam(
             [*self.utilities.parameters(), *self.mixer.parameters()], lr=cfg.lr
         )
+        # The keys learn() pushes: the reward, the joint slate, every observation key and its
+        # next_ (and the global state's, for agents that mix on it), and the control keys.
+        obs_keys = [*OBS_KEYS, *(["state"] if self.needs_state else [])]
+        step_keys = ["reward", "slate", *obs_keys, *(f"next_{k}" for k in obs_keys)]
         self.buffer = ReplayBuffer(
-            cfg.buffer_size, self.device, f"agent {self.name!r}: buffer_size={cfg.buffer_size}"
+            cfg.buffer_size,
+            self.device,
+            f"agent {self.name!r}: buffer_size={cfg.buffer_size}",
+            row_keys(step_keys),
         )
         self.accumulator = NStepAccumulator(cfg.n_step, cfg.gamma)
         self.env_steps = 0  # transitions seen (markets x steps)

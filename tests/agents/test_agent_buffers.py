@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator
+from agents.buffers import NStepAccumulator, ReplayBuffer, UserVisitAccumulator, row_keys
 
 
 def test_replay_drops_masked_rows_and_keeps_the_newest():
@@ -21,6 +21,37 @@ def test_replay_drops_masked_rows_and_keeps_the_newest():
     assert set(sample["x"].tolist()) <= {3.0, 10.0, 11.0, 12.0, 13.0}
     with pytest.raises(ValueError, match="keys"):
         buf.add({"x": torch.zeros(1)})
+
+
+def test_replay_names_a_row_that_does_not_fit_the_stored_ones():
+    """A row of another shape or dtype is refused with the buffer and key named (it was
+    index_copy_'s bare message, or a silent cast), the buffer unchanged."""
+    buf = ReplayBuffer(5, what="agent 'iql': buffer_size=5")
+    buf.add({"x": torch.zeros(2, 3), "y": torch.zeros(2, dtype=torch.int64)})
+    for bad, message in (
+        ({"x": torch.zeros(1, 4), "y": torch.zeros(1, dtype=torch.int64)}, r"'x' is .* \(4,\)"),
+        ({"x": torch.zeros(1, 3), "y": torch.zeros(1)}, r"'y' is torch.float32 \(\) per entry"),
+    ):
+        with pytest.raises(ValueError, match=r"agent 'iql': buffer_size=5: row " + message):
+            buf.add(bad)
+    assert len(buf) == 2 and buf.pos == 2
+
+
+def test_replay_with_keys_refuses_other_rows_and_states():
+    keys = row_keys(["x", "reward", "next_x", "terminal", "end", "valid", "user_id"])
+    assert keys == {"x", "reward", "next_x", "discount"}
+    buf = ReplayBuffer(4, keys=keys)
+    row = {k: torch.zeros(2) for k in keys}
+    assert buf.add(row) == 2
+    with pytest.raises(ValueError, match=r"lack \['discount'\] and have unexpected \['y'\]"):
+        buf.add({**{k: v for k, v in row.items() if k != "discount"}, "y": torch.zeros(2)})
+    state = buf.state_dict()
+    del state["storage"]["reward"]
+    fresh = ReplayBuffer(4, keys=keys)
+    with pytest.raises(ValueError, match=r"row keys lack \['reward'\]"):
+        fresh.load_state_dict(state)
+    assert len(fresh) == 0 and not fresh.storage
+    fresh.load_state_dict({"storage": {}, "pos": 0, "size": 0})  # empty: nothing to check
 
 
 def _trajectories():

@@ -278,6 +278,11 @@ def _set_moment(payload, shape=None, drop=False):
          r"stored rows \{'user': \d+.*\} are not size=10"),
         ("iql", lambda p: p["state"]["buffers"][0].update(pos=3),
          r"pos=3 is not size=\d+ \(the ring is not full yet\)"),
+        # Loaded, then a bare "row keys differ" at the first add of the resumed run.
+        ("iql", lambda p: p["state"]["buffers"][0]["storage"].pop("reward"),
+         r"buffer_size=2000: row keys lack \['reward'\] and have unexpected \[\]"),
+        ("iql", lambda p: p["state"]["buffers"][0]["storage"].update(extra=torch.zeros(1)),
+         r"row keys lack \[\] and have unexpected \['extra'\]"),
         ("popularity", lambda p: p["state"]["exposures"].view(-1)[:4].fill_(-1.0),
          r"agent 'popularity': state\['exposures'\] holds 4 negative entries"),
         ("epsilon_greedy", lambda p: p["state"]["count"].view(-1)[0].fill_(-2.0),
