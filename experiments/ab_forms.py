@@ -56,6 +56,16 @@ def _arrive_own_status_pass(self, block, served=None, presence=None):
 
 
 # Each earlier form: what the base's graph is traced with.
+_ADVANCE = market.BatchedMarket._advance
+
+
+def _advance_masking_live(self, slate, valid, repaired):
+    """``BatchedMarket._advance`` as it was: the markets about to reset masked out of the
+    slots and repaired counts inside the graph (before ``_check_actions`` masked them)."""
+    live = ~self.needs_reset
+    return _ADVANCE(self, slate, valid & live[:, None, None], repaired * live[:, None])
+
+
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
     # The choice's draw by ATen's argmax over each market's page (before
@@ -67,6 +77,9 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # The arrival reads the users' status itself, a second pass over it after the
     # episode-end test's (before the request handed its own to the arrival).
     "status-twice": lambda: patched(market.BatchedMarket, "_arrive", _arrive_own_status_pass),
+    # The markets about to reset masked out of the checked slots inside the graph (before
+    # the check's outputs came masked).
+    "live-in-graph": lambda: patched(market.BatchedMarket, "_advance", _advance_masking_live),
 }
 
 

@@ -259,6 +259,9 @@ def test_check_slates_equals_the_torch_form(config):
         (idx, valid, repaired), want = _checks(env, acts)
         assert torch.equal(idx, want[0]) and torch.equal(valid, want[1]), trial
         assert torch.equal(repaired, want[2]) and repaired.dtype == torch.float32, trial
+        # Markets about to reset ignore their slates: nothing shown, nothing repaired.
+        ignored = env.needs_reset
+        assert not valid[ignored].any() and not repaired[ignored].any(), trial
         slates = [x.long() for x in acts.values()]
         got_ok = torch.ops.recenv.check_slates(slates, env.cand_mask, env.needs_reset)[3]
         want_ok = env._validity(torch.stack(slates, 1))[3]

@@ -538,9 +538,10 @@ class BatchedMarket:
         observe: bool = True,
     ):
         """The step after checking: ``slate`` [N, A, K] indices in range, ``valid`` [N, A, K]
-        slot validity, ``repaired`` [N, A] invalid-slot counts. Callers that checked the
-        actions themselves (the PettingZoo face, in numpy) enter here; ``observe=False``
-        returns ``None`` for the observations (the caller reads ``_obs_parts``)."""
+        slot validity and ``repaired`` [N, A] invalid-slot counts as :meth:`_check_actions`
+        returns them (no slot valid and nothing repaired in the markets about to reset);
+        ``observe=False`` returns ``None`` for the observations (the caller reads
+        ``_obs_parts``)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
         # Episode metrics scan per-market tables: only when one ended. (bool() of a
@@ -610,7 +611,10 @@ class BatchedMarket:
         graph returns 15 tensors where :meth:`_serve`'s returns 33 (the info dict's ~20):
         1.04x on the compiled face (``experiments.ab_commits --figure face``, eight
         alternated rounds)."""
-        out, arrived = self._advance(slate, valid, repaired)
+        # The face's slots come checked in numpy: its markets about to reset are masked
+        # here (as _check_actions masks them for _serve).
+        live = ~self.needs_reset
+        out, arrived = self._advance(slate, valid & live[:, None, None], repaired * live[:, None])
         # Grouped by dtype: ten ops, not thirty (they count in an eager step).
         flags = torch.stack([out["terminated"], out["truncated"]], 1)
         picks = torch.stack([out["chosen_agent"], out["chosen_slot"]], 1)
@@ -622,14 +626,18 @@ class BatchedMarket:
     def _advance(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
         """The state change of :meth:`_serve` and :meth:`_serve_face` (inlined into either's
         graph): returns the request's outputs (:meth:`_interact`) with ``reset`` [N] (the
-        markets that were resetting) and ``repaired`` [N, A] (the counts of live markets)
-        added, and the arriving users (as :meth:`_serve` returns them)."""
+        markets that were resetting) and ``repaired`` added, and the arriving users (as
+        :meth:`_serve` returns them). ``valid`` and ``repaired`` must be False and 0 in the
+        markets about to reset, as :meth:`_check_actions` gives them: masked in the graph,
+        each market's 6 flags were a loop of their own with masked vector loads and stores
+        (1.053x at 4,096 compiled markets, ahead in 24 of 24 rounds, ``experiments.ab_forms
+        --base live-in-graph``)."""
         resetting = self.needs_reset
         live = ~resetting
         self.counter.add_(1)  # in place, as in _begin_episode
         self._begin_episode(resetting)
 
-        out = self._interact(slate, valid & live[:, None, None], live)
+        out = self._interact(slate, valid, live)
         self.acc_choices.add_(out["acc_choices"])
         self.acc.add_(out["acc"])
         self.acc_return.add_(out["rewards"])
@@ -640,7 +648,7 @@ class BatchedMarket:
         arrived = self._arrive(
             out["block"], served=(self.user, out["new_row"]), presence=out["presence"]
         )
-        out["reset"], out["repaired"] = resetting, repaired * live[:, None]
+        out["reset"], out["repaired"] = resetting, repaired
         return out, arrived
 
     def observe(self) -> Obs:
@@ -878,7 +886,8 @@ class BatchedMarket:
         self, actions: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stack and check actions. Returns slate ``[N, A, K]`` (indices clamped into range),
-        slot validity ``[N, A, K]`` and repaired-slot counts ``[N, A]``."""
+        slot validity ``[N, A, K]`` and repaired-slot counts ``[N, A]``; the markets about to
+        reset ignore their actions (no slot valid, nothing repaired)."""
         cfg = self.config
         if not isinstance(actions, dict):
             raise ValueError(f"actions must be a dict keyed by agent {self.agents}")
@@ -952,12 +961,13 @@ class BatchedMarket:
         """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat (the torch
         form of ``recenv::check_slates``). Returns the indices clamped into range, validity
         [N, A, K], the repaired (invalid) slots per slate [N, A] float32, and whether every
-        market that will act is valid (markets about to start a new episode ignore their
-        actions)."""
+        market that will act is valid. Markets about to start a new episode ignore their
+        actions: none of their slots is valid and none repaired."""
         idx, in_range, dup = self._slot_checks(slate)
-        valid = in_range & self.cand_mask.gather(2, idx) & ~dup
-        repaired = (~valid).sum(dim=2).to(torch.float32)
-        return idx, valid, repaired, (valid | self.needs_reset[:, None, None]).all()
+        ok = in_range & self.cand_mask.gather(2, idx) & ~dup
+        reset = self.needs_reset[:, None, None]
+        repaired = torch.where(reset[:, :, 0], 0.0, (~ok).sum(dim=2).to(torch.float32))
+        return idx, ok & ~reset, repaired, (ok | reset).all()
 
     def _slot_checks(self, slate: torch.Tensor):
         """Indices clamped into [0, C), in-range flags, and repeats of an earlier slot (compared

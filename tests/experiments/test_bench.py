@@ -6,6 +6,7 @@ JSON, never how fast anything is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -623,3 +624,30 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
     for bad in (["--base", "aten-argmax", "--rounds", "0"], ["--base", "no-such-form"]):
         with pytest.raises(SystemExit):
             ab_forms.main([*bad, "--no-json"])
+
+
+@pytest.mark.parametrize("form", ["status-twice", "live-in-graph"])
+def test_ab_forms_earlier_forms_step_as_the_head_does(form):
+    """An earlier form is the same step in another form: eager markets stepped with it in
+    place give the head's rewards, observations and infos, across episode ends (short
+    episodes: markets about to reset are in the steps)."""
+    import recenv
+    from experiments import ab_forms
+    from experiments.bench_env import _policy
+
+    def run(context):
+        with context():
+            env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=1, horizon=3)
+            obs, trace, k = env.reset(), [], env.config.slate_size
+            for _ in range(7):
+                obs, rew, term, trunc, info = env.step(_policy(obs, env.agents, k))
+                trace.append((obs, rew, term, trunc, info["shown"], info["repaired"]))
+        return trace
+
+    head, base = run(contextlib.nullcontext), run(ab_forms.FORMS[form])
+    assert any(bool(step[2].any() | step[3].any()) for step in head)  # episodes ended
+    for h, b in zip(head, base, strict=True):
+        assert torch.equal(h[4], b[4]) and torch.equal(h[5], b[5])
+        for a in h[1]:
+            assert torch.equal(h[1][a], b[1][a])
+            assert all(torch.equal(h[0][a][k], b[0][a][k]) for k in h[0][a])

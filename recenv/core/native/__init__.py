@@ -42,10 +42,11 @@ actions of every market checked before a step: ``slates``, one contiguous int64 
 of candidate indices per agent; ``mask`` [N, A, C] bool, the candidates' action masks;
 ``needs_reset`` [N] bool. Returns ``idx`` [N, A, K] int64 (the indices clamped into
 ``[0, C)``), ``valid`` [N, A, K] bool (in range, unmasked, and not a repeat of an earlier slot
-of the same slate, compared on the raw values), ``repaired`` [N, A] float32 (each slate's
-invalid slots) and ``all_ok``, a 0-d bool: every slot valid in the markets not about to
-reset. Exactly what :meth:`recenv.core.market.BatchedMarket._validity` computes (eager only:
-the check runs before the step's graph).
+of the same slate, compared on the raw values; False in the markets about to reset, which
+ignore their actions), ``repaired`` [N, A] float32 (each slate's invalid slots; 0 in the
+markets about to reset) and ``all_ok``, a 0-d bool: every slot valid in the markets not
+about to reset. Exactly what :meth:`recenv.core.market.BatchedMarket._validity` computes
+(eager only: the check runs before the step's graph).
 
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive

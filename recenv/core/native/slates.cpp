@@ -64,11 +64,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> check_slates(
           for (int64_t j = 0; j < k; ++j) repeat |= s[j] == v;
           const bool ok_slot = in_range && m[c] && !repeat;
           ix[out + k] = c;
-          va[out + k] = ok_slot;
+          va[out + k] = ok_slot && !reset[n];
           invalid += !ok_slot;
         }
-        rp[n * A + a] = static_cast<float>(invalid);
-        // Markets about to start a new episode ignore their actions.
+        // Markets about to start a new episode ignore their actions: nothing shown, nothing
+        // repaired, and their slots never fail the check.
+        rp[n * A + a] = reset[n] ? 0.0f : static_cast<float>(invalid);
         ok = ok && (invalid == 0 || reset[n]);
       }
     }
