@@ -80,6 +80,9 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # The markets about to reset masked out of the checked slots inside the graph (before
     # the check's outputs came masked).
     "live-in-graph": lambda: patched(market.BatchedMarket, "_advance", _advance_masking_live),
+    # The arriving users' constants kept whole, visibility and noise too (before the market
+    # kept only what the rest of the request reads).
+    "all-constants": lambda: patched(market, "kept_constants", lambda const: const),
 }
 
 

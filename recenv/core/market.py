@@ -32,6 +32,7 @@ market seeded ``s + n`` (the Gymnasium vector convention), on any device and at 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -172,6 +173,15 @@ def check_batch(num_envs, device, seed) -> tuple[torch.device, int | None]:
         raise ValueError(f"num_envs={num_envs!r} must be a positive int")
     seed = check_seed(seed, num_envs)
     return _usable_device(device), seed
+
+
+def kept_constants(const: UserConstants) -> UserConstants:
+    """What a market keeps of the arriving users' constants for the rest of the request:
+    taste and price sensitivity (the utility reads them). Visibility and noise are used up
+    by the observable features at the arrival; kept, they were two more outputs of the
+    compiled step, written every step and read by nothing (1.050x at 4,096 compiled
+    markets, ahead in 23 of 24 rounds, ``experiments.ab_forms --base all-constants``)."""
+    return dataclasses.replace(const, visible=None, noise=None)
 
 
 class BatchedMarket:
@@ -709,7 +719,7 @@ class BatchedMarket:
         Divide by ``num_envs`` for bytes per env."""
         tensors = [getattr(self, name) for name in self._PER_MARKET]
         if self.user_const is not None:
-            tensors += list(vars(self.user_const).values())
+            tensors += [x for x in vars(self.user_const).values() if x is not None]
         if self._obs_parts is not None:
             tensors += list(self._obs_parts)
         return sum(x.numel() * x.element_size() for x in tensors)
@@ -1179,7 +1189,7 @@ class BatchedMarket:
                 torch.cat([torch.where(same, row, served_row), row]),
             )
         put_at(self.user_epoch, (n, u), self.episode, self.compiled)
-        self.user, self.user_const = u, const
+        self.user, self.user_const = u, kept_constants(const)
         self.cand, self.cand_mask, self._obs_parts, self._obs = cand, cand_mask, obs, None
         return u, before, epoch_before
 

@@ -130,12 +130,14 @@ class Population:
 
 @dataclass
 class UserConstants:
-    """Per-(market, episode, user) constants of the current users; ``[N, ...]`` each."""
+    """Per-(market, episode, user) constants of the current users; ``[N, ...]`` each.
+    ``visible`` and ``noise`` shape the observable features built at the arrival; a market
+    keeps the constants for the rest of the request without them (``None``)."""
 
     taste: torch.Tensor  # [N, D] latent taste, dotted with item embeddings
     price_sensitivity: torch.Tensor  # [N]
-    visible: torch.Tensor  # [N, T] bool: which interests show in the observable features
-    noise: torch.Tensor  # [N, T] observation noise on the features
+    visible: torch.Tensor | None  # [N, T] bool: which interests show in the observable features
+    noise: torch.Tensor | None  # [N, T] observation noise on the features
 
 
 def _num_normals(cfg: MarketConfig) -> int:
