@@ -55,7 +55,6 @@ def _arrive_own_status_pass(self, block, served=None, presence=None):
     return _ARRIVE(self, block, served)
 
 
-# Each earlier form: what the base's graph is traced with.
 _ADVANCE = market.BatchedMarket._advance
 
 
@@ -66,6 +65,7 @@ def _advance_masking_live(self, slate, valid, repaired):
     return _ADVANCE(self, slate, valid & live[:, None, None], repaired * live[:, None])
 
 
+# Each earlier form: what the base's graph is traced with.
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
     # The choice's draw by ATen's argmax over each market's page (before
