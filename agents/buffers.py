@@ -90,9 +90,9 @@ class ReplayBuffer:
         M = next(iter(rows.values())).shape[0] if rows else 0
         if M == 0:
             return 0
-        if self.keys is not None and set(rows) != self.keys:
-            raise ValueError(f"{self.what}: {_key_difference(rows, self.keys)}")
-        if not self.storage:
+        if not self.storage:  # the keys of every later row are the stored ones
+            if self.keys is not None and set(rows) != self.keys:
+                raise ValueError(f"{self.what}: {_key_difference(rows, self.keys)}")
             self.storage = allocate(self.capacity, rows, self.device, self.what, skip=1)
         if set(rows) != set(self.storage):
             raise ValueError(f"{self.what}: {_key_difference(rows, self.storage)}")

@@ -565,7 +565,9 @@ class BatchedMarket:
         self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
     ) -> tuple[list[float], dict[str, Any]]:
         """The step of the PettingZoo face (``num_envs == 1``; arguments as for
-        ``_step_checked``): market 0's scalars as one list laid out as :func:`face_row`
+        ``_step_checked``; the face never steps a market about to reset: after an episode's
+        end it refuses ``step`` until ``reset``, so its own numpy check needs no masking):
+        market 0's scalars as one list laid out as :func:`face_row`
         says, and an info dict with the slates shown (and ``episode`` / ``_episode`` as
         :meth:`_step_checked` adds them when the episode ended). The observation is read
         from ``_obs_parts``.
@@ -621,10 +623,7 @@ class BatchedMarket:
         graph returns 15 tensors where :meth:`_serve`'s returns 33 (the info dict's ~20):
         1.04x on the compiled face (``experiments.ab_commits --figure face``, eight
         alternated rounds)."""
-        # The face's slots come checked in numpy: its markets about to reset are masked
-        # here (as _check_actions masks them for _serve).
-        live = ~self.needs_reset
-        out, arrived = self._advance(slate, valid & live[:, None, None], repaired * live[:, None])
+        out, arrived = self._advance(slate, valid, repaired)
         # Grouped by dtype: ten ops, not thirty (they count in an eager step).
         flags = torch.stack([out["terminated"], out["truncated"]], 1)
         picks = torch.stack([out["chosen_agent"], out["chosen_slot"]], 1)
@@ -976,7 +975,7 @@ class BatchedMarket:
         idx, in_range, dup = self._slot_checks(slate)
         ok = in_range & self.cand_mask.gather(2, idx) & ~dup
         reset = self.needs_reset[:, None, None]
-        repaired = torch.where(reset[:, :, 0], 0.0, (~ok).sum(dim=2).to(torch.float32))
+        repaired = torch.where(self.needs_reset[:, None], 0.0, (~ok).sum(dim=2).float())
         return idx, ok & ~reset, repaired, (ok | reset).all()
 
     def _slot_checks(self, slate: torch.Tensor):
