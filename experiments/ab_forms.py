@@ -50,8 +50,8 @@ from recenv.core import choice, indexing, market
 _ARRIVE = market.BatchedMarket._arrive
 
 
-def _arrive_own_status_pass(self, block, served=None, presence=None):
-    """``BatchedMarket._arrive`` without the request's ``presence``: computed again."""
+def _arrive_own_status_pass(self, block, served=None, arrival=None):
+    """``BatchedMarket._arrive`` without the request's ``arrival``: drawn again."""
     return _ARRIVE(self, block, served)
 
 
@@ -83,6 +83,11 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # The arriving users' constants kept whole, visibility and noise too (before the market
     # kept only what the rest of the request reads).
     "all-constants": lambda: patched(market, "kept_constants", lambda const: const),
+    # The next user drawn in torch (status, weights, ATen's cumsum, the search) where the
+    # CPU has the native kernels (before recenv::next_user).
+    "torch-arrival": lambda: patched(
+        market.BatchedMarket, "_next_user", market.BatchedMarket._next_user_torch
+    ),
 }
 
 

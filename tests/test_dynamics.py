@@ -327,10 +327,11 @@ def test_terminal_state_shows_every_user_churned():
 
 
 def test_the_arrival_reads_the_requests_status_pass():
-    """The users' status is read once a step: the episode-end test's ``(ready, gone)``
-    [N, U] go to the arrival, which would compute the same from the same table, clock and
-    served row. Against the arrival reading them itself, a churn-heavy run is the same bit
-    for bit (users drawn, episode ends, rewards), and ends episodes."""
+    """The users' status is read once a step: the episode-end test's pass
+    (``_next_user``) draws the next user too and hands it to the arrival, which would draw
+    the same from the same table, clock and served row. Against the arrival drawing again,
+    a churn-heavy run is the same bit for bit (users drawn, episode ends, rewards), and ends
+    episodes."""
     from recenv.core.market import BatchedMarket
 
     def run():
@@ -349,7 +350,7 @@ def test_the_arrival_reads_the_requests_status_pass():
         m.setattr(
             BatchedMarket,
             "_arrive",
-            lambda self, block, served=None, presence=None: arrive(self, block, served),
+            lambda self, block, served=None, arrival=None: arrive(self, block, served),
         )
         own, _ = run()
     assert ended > 0  # episodes ended by churn

@@ -214,6 +214,84 @@ def test_item_metrics_equal_the_torch_form(config, top):
         env._item_metrics(torch.tensor([5]))
 
 
+def _random_status(env, gen):
+    """Random users' status around each market's clock: stamps of this episode or an older
+    one, users back, between sessions or churned (and back or not), some markets with every
+    user churned; and a served user's row (or none: -1) whose status differs from the
+    table's."""
+    N, U = env.num_envs, env.config.num_users
+    t = torch.randint(0, 20, (N,), generator=gen).float()
+    env.user_epoch.copy_(env.episode[:, None] - torch.randint(0, 2, (N, U), generator=gen))
+    env.user_status[:, 0] = t[:, None] + torch.randint(-3, 4, (N, U), generator=gen).float()
+    env.user_status[:, 1] = (torch.rand(N, U, generator=gen) < 0.3).float()
+    gone = torch.rand(N, generator=gen) < 0.2  # every user churned and away
+    env.user_epoch[gone] = env.episode[gone, None]
+    env.user_status[gone, 0] = t[gone, None] + 5
+    env.user_status[gone, 1] = 1.0
+    served = torch.randint(-1, U, (N,), generator=gen)
+    row = env.users[env._arange, served.clamp(min=0)].clone()
+    status = env._status
+    row[:, status.start] = t + torch.randint(-2, 3, (N,), generator=gen).float()
+    row[:, status.start + 1] = (torch.rand(N, generator=gen) < 0.5).float()
+    return t, (served, row)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"num_users": 1}, {"num_users": 1000}, {"num_users": 7, "num_agents": 3}],
+    ids=["default", "one-user", "1000-users", "seven-users"],
+)
+def test_next_user_equals_the_torch_form(config):
+    """The next user, whether they were ready and whether every user is gone, as the torch
+    form draws them: random statuses, with and without a served user's row, uniforms at the
+    ends of [0, 1) (the first user, the last), at the default and at other clocks."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=67, seed=1, **config)
+    env.reset()
+    gen = torch.Generator().manual_seed(4)
+    seen = {"gone": set(), "ready": set()}
+    for trial in range(40):
+        t, patch = _random_status(env, gen)
+        uniforms = torch.rand(env.num_envs, 1, generator=gen)
+        uniforms[0], uniforms[1] = 0.0, 1.0 - 2**-24
+        args = (uniforms, patch if trial % 2 else None, t if trial % 3 else None)
+        got = env._next_user(*args)
+        want = env._next_user_torch(*args)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and torch.equal(g, w), trial
+        seen["gone"] |= set(got[2].tolist())
+        seen["ready"] |= set(got[1].tolist())
+    assert seen == {"gone": {True, False}, "ready": {True, False}}
+
+
+def test_next_user_rejects_bad_input():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=0)
+    env.reset()
+    op = torch.ops.recenv.next_user
+    status, epoch, activity = env.user_status, env.user_epoch, env.activity
+    served, served_status = torch.zeros(4, dtype=torch.int64), torch.zeros(4, 2)
+    ok = (status, epoch, activity, env.episode, env.t, served, served_status, torch.zeros(4))
+    op(*ok, 1e-6)
+    bad = [
+        (0, status[:, :1], "status: contiguous float32"),
+        (1, epoch.int(), "epoch: contiguous int64"),
+        (2, activity[:, :3], "activity: contiguous float32"),
+        (3, env.episode[:3], "episode"),
+        (4, env.t.double(), "t: contiguous float32"),
+        (5, served[:2], "served"),
+        (6, served_status.t(), "served_status"),
+        (7, torch.zeros(4, 2), "uniforms"),
+    ]
+    for i, value, message in bad:
+        args = list(ok)
+        args[i] = value
+        with pytest.raises(RuntimeError, match=message):
+            op(*args, 1e-6)
+
+
 def _checks(env, actions):
     """``env._check_actions(actions)`` with the kernel and with the torch form."""
     assert env._native_kernels
@@ -361,7 +439,7 @@ def test_eager_trajectories_equal_with_and_without_the_kernel():
 def test_module_reload_keeps_the_op():
     """A notebook's autoreload re-executes the module: defining the op again would raise."""
     importlib.reload(native)
-    ops = ("candidates", "count_exposures", "item_metrics", "check_slates")
+    ops = ("candidates", "count_exposures", "item_metrics", "check_slates", "next_user")
     assert all(hasattr(torch.ops.recenv, op) for op in ops)
 
 

@@ -655,7 +655,7 @@ class BatchedMarket:
         # The item counters' one write; the next observation reads them after it.
         self._count_exposures(*out["counted"])
         arrived = self._arrive(
-            out["block"], served=(self.user, out["new_row"]), presence=out["presence"]
+            out["block"], served=(self.user, out["new_row"]), arrival=out["arrival"]
         )
         out["reset"], out["repaired"] = resetting, repaired
         return out, arrived
@@ -1167,13 +1167,13 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
     # ------------------------------------------------------------------------------------
-    def _arrive(self, block: torch.Tensor, served=None, presence=None):
+    def _arrive(self, block: torch.Tensor, served=None, arrival=None):
         """The next user arrives in every market. ``served = (user [N], row [N, F])`` is the
         request just served, whose row is written here together with the arriving user's
-        (one write of the user table per step); ``presence`` as :meth:`_arrival` takes it.
+        (one write of the user table per step); ``arrival`` as :meth:`_arrival` takes it.
         Returns ``(user, row, epoch)`` of the arriving users from before the arrival."""
         u, row, before, epoch_before, const, cand, cand_mask, obs = self._arrival(
-            block, served, presence
+            block, served, arrival
         )
         n = self._arange
         if served is None:
@@ -1208,16 +1208,16 @@ class BatchedMarket:
             fused,
         )
 
-    def _arrival(self, block: torch.Tensor, served=None, presence=None):
+    def _arrival(self, block: torch.Tensor, served=None, arrival=None):
         """Pick the next user by activity among available users, bring their row up to date,
         retrieve candidates and build observations. Reads state (with the served user's row
-        as ``served`` says), writes none. ``presence``: :meth:`_presence` with ``served``,
-        when the caller has it (the request's episode-end test reads the same: one pass over
-        the users' status a step instead of two: 1.04-1.06x at 4,096 compiled markets)."""
+        as ``served`` says), writes none. ``arrival``: :meth:`_next_user` with ``served``,
+        when the caller has it (the request's episode-end test reads the same status: one
+        pass over it a step instead of two: 1.04-1.06x at 4,096 compiled markets)."""
         cfg, L = self.config, self.layout
-        ready, gone = self._presence(served) if presence is None else presence
-        weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
-        u = self._draw_by_weight(weight, block[:, self._block["arrival"]]).squeeze(1)
+        if arrival is None:
+            arrival = self._next_user(block[:, self._block["arrival"]], served)
+        u, ready_u, _ = arrival
 
         pre = rng.prefix(self.key, self.episode, rng.STREAM_USER)
         pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
@@ -1232,7 +1232,7 @@ class BatchedMarket:
             L,
             before,
             epoch_before != self.episode,
-            pick(ready, u),
+            ready_u,
             fresh_row,
             self.t,
             self._decay_powers,
@@ -1242,6 +1242,40 @@ class BatchedMarket:
         cand, feats, cand_mask = self._candidates(user_feats, block)
         obs = self._build_obs(row, user_feats, feats)
         return u, row, before, epoch_before, const, cand, cand_mask, obs
+
+    def _next_user(self, uniforms: torch.Tensor, patch=None, t=None):
+        """Every market's next arriving user at clock ``t`` (default: now), drawn by
+        ``uniforms`` [N, 1], with ``patch`` as in :meth:`_user_column`: ``(user [N], ready
+        [N], all_gone [N])``, the user, whether they arrive as usual (:meth:`_presence`'s
+        ``ready``) and whether every user is churned and not back (the episode's end). On the
+        CPU one hand-written pass per market (``native``), except in a graph meant for the
+        stack; otherwise :meth:`_next_user_torch`, which it equals bit for bit."""
+        if not self._native_in_step:
+            return self._next_user_torch(uniforms, patch, t)
+        if patch is None:
+            served = torch.full_like(self._arange, -1)
+            served_status = self.user_status.new_zeros(self.num_envs, 2)
+        else:
+            served, served_status = patch[0], patch[1][:, self._status].contiguous()
+        return torch.ops.recenv.next_user(
+            self.user_status,
+            self.user_epoch,
+            self.activity,
+            self.episode,
+            self.t if t is None else t,
+            served,
+            served_status,
+            uniforms.reshape(-1).contiguous(),
+            _GAP_WEIGHT,
+        )
+
+    def _next_user_torch(self, uniforms: torch.Tensor, patch=None, t=None):
+        """:meth:`_next_user` in torch: each user weighs their activity times 1 when
+        ``ready``, 0 when gone and a small weight between sessions (:meth:`_presence`)."""
+        ready, gone = self._presence(patch, t)
+        weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
+        u = self._draw_by_weight(weight, uniforms).squeeze(1)
+        return u, pick(ready, u), gone.all(dim=1)
 
     def _draw_by_weight(self, weight: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Indices ``[N, X]`` drawn in proportion to ``weight`` [N, M] (non-negative, some
@@ -1566,8 +1600,10 @@ class BatchedMarket:
         t = self.t + live
         # Every user churned is a terminal state even on the horizon's last step: terminated
         # wins there (a learner must not bootstrap it), and the two flags stay exclusive.
-        ready, gone = self._presence((u, new_row), t)  # the next arrival's too (_arrival)
-        terminated = live & gone.all(dim=1)
+        # The next arrival, drawn here where the episode-end test reads the users' status
+        # (one pass over it a step; _arrival takes it).
+        arrival = self._next_user(block[:, self._block["arrival"]], (u, new_row), t)
+        terminated = live & arrival[2]
         truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
@@ -1588,7 +1624,7 @@ class BatchedMarket:
             "platform": platform,
             "utility": chosen_terms,
             "probs": probs,
-            "presence": (ready, gone),
+            "arrival": arrival,
         }
 
     def _count_exposures(self, page, visible, item_c, clicked) -> None:

@@ -626,7 +626,7 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
             ab_forms.main([*bad, "--no-json"])
 
 
-@pytest.mark.parametrize("form", ["status-twice", "live-in-graph"])
+@pytest.mark.parametrize("form", ["status-twice", "live-in-graph", "torch-arrival"])
 def test_ab_forms_earlier_forms_step_as_the_head_does(form):
     """An earlier form is the same step in another form: eager markets stepped with it in
     place give the head's rewards, observations and infos, across episode ends (short

@@ -48,6 +48,21 @@ markets about to reset) and ``all_ok``, a 0-d bool: every slot valid in the mark
 about to reset. Exactly what :meth:`recenv.core.market.BatchedMarket._validity` computes
 (eager only: the check runs before the step's graph).
 
+``recenv::next_user(status, epoch, activity, episode, t, served, served_status, uniforms,
+gap_weight) -> (user, ready, all_gone)``, every market's next arriving user: ``status``
+[N, 2, U] float32, the users' (available_at, churned) as ``BatchedMarket.user_status`` holds
+them; ``epoch`` [N, U] int64 their episode stamps; ``activity`` [N, U] float32; ``episode``
+[N] int64; ``t`` [N] float32, the clock the arrival happens at; ``served`` [N] int64 and
+``served_status`` [N, 2] float32, the user just served and their (available_at, churned) as
+the request left them (read instead of the table's; ``-1``: none); ``uniforms`` [N] float32
+in [0, 1). A user of this episode whose ``available_at`` is past ``t`` is held (between
+sessions, or churned if ``churned > 0``); each user weighs ``activity`` times 1 (not held),
+0 (churned) or ``gap_weight`` (between sessions), and ``user`` [N] int64 is drawn by inverse
+transform of ``uniforms`` on the prefix sums (ATen's CPU ``cumsum`` and ``searchsorted``, the
+index clamped to ``U - 1``); ``ready`` [N] bool says whether that user was not held and
+``all_gone`` [N] bool whether every user is churned and not back. Exactly what
+:meth:`recenv.core.market.BatchedMarket._next_user_torch` computes.
+
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
 markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses the kernels, eager or
@@ -70,7 +85,7 @@ import torch
 
 _SOURCES = [
     Path(__file__).with_name(f)
-    for f in ("candidates.cpp", "counters.cpp", "metrics.cpp", "slates.cpp")
+    for f in ("candidates.cpp", "counters.cpp", "metrics.cpp", "slates.cpp", "arrival.cpp")
 ]
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
@@ -144,6 +159,21 @@ if not hasattr(torch.ops.recenv, "check_slates"):
             mask.new_empty((mask.shape[0], len(slates), slates[0].shape[-1])),
             mask.new_empty(mask.shape[:2], dtype=torch.float32),
             mask.new_empty(()),
+        )
+    )
+
+if not hasattr(torch.ops.recenv, "next_user"):
+    torch.library.define(
+        "recenv::next_user",
+        "(Tensor status, Tensor epoch, Tensor activity, Tensor episode, Tensor t, "
+        "Tensor served, Tensor served_status, Tensor uniforms, float gap_weight) "
+        "-> (Tensor, Tensor, Tensor)",
+    )
+    torch.library.register_fake("recenv::next_user")(
+        lambda status, epoch, activity, episode, t, served, served_status, uniforms, gap: (
+            t.new_empty(t.shape, dtype=torch.int64),
+            t.new_empty(t.shape, dtype=torch.bool),
+            t.new_empty(t.shape, dtype=torch.bool),
         )
     )
 
