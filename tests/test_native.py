@@ -265,6 +265,27 @@ def test_next_user_equals_the_torch_form(config):
     assert seen == {"gone": {True, False}, "ready": {True, False}}
 
 
+def test_next_user_reads_tables_of_another_layout():
+    """Tables replaced from outside in other strides (a restored checkpoint's) are read
+    right: the market hands the kernel contiguous copies."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=9, seed=2)
+    env.reset()
+    gen = torch.Generator().manual_seed(5)
+    t, patch = _random_status(env, gen)
+    uniforms = torch.rand(env.num_envs, 1, generator=gen)
+    want = env._next_user_torch(uniforms, patch, t)
+    for name in ("activity", "user_epoch"):
+        table = getattr(env, name)
+        padded = table.new_zeros(table.shape[0], table.shape[1] + 3)[:, : table.shape[1]]
+        setattr(env, name, padded.copy_(table))
+    env.user_status = env.user_status.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not env.activity.is_contiguous() and not env.user_status.is_contiguous()
+    got = env._next_user(uniforms, patch, t)
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_next_user_rejects_bad_input():
     if not native.available():
         pytest.skip("native kernels not built here")

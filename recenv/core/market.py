@@ -1257,13 +1257,15 @@ class BatchedMarket:
             served_status = self.user_status.new_zeros(self.num_envs, 2)
         else:
             served, served_status = patch[0], patch[1][:, self._status].contiguous()
+        # The kernel reads contiguous tables: a no-op for the market's own, a copy for one
+        # replaced from outside in another layout (e.g. a restored checkpoint's).
         return torch.ops.recenv.next_user(
-            self.user_status,
-            self.user_epoch,
-            self.activity,
-            self.episode,
-            self.t if t is None else t,
-            served,
+            self.user_status.contiguous(),
+            self.user_epoch.contiguous(),
+            self.activity.contiguous(),
+            self.episode.contiguous(),
+            (self.t if t is None else t).contiguous(),
+            served.contiguous(),
             served_status,
             uniforms.reshape(-1).contiguous(),
             _GAP_WEIGHT,
