@@ -1064,8 +1064,9 @@ class BatchedMarket:
         """``(ready, gone)``, each [N, U], at clock ``t`` (default: now), with ``patch`` as in
         :meth:`_user_column`: ``ready``, the users who may arrive as usual (new to the
         episode, or back from their session gap or churn); ``gone``, those churned and not
-        yet back (:meth:`_churned`). The rest are between sessions. One pass over the
-        users' status for the request's episode-end test and the next arrival alike."""
+        yet back (:meth:`_churned`). The rest are between sessions. What
+        :meth:`_next_user_torch` weighs the users by (``recenv::next_user`` computes the
+        same in its own pass)."""
         t = self.t if t is None else t
         current = self.user_epoch == self.episode[:, None]
         away = self._user_column(self.layout.available_at, patch) > t[:, None]
