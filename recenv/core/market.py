@@ -1259,14 +1259,15 @@ class BatchedMarket:
         else:
             served, served_status = patch[0], patch[1][:, self._status].contiguous()
         # The kernel reads contiguous tables: a no-op for the market's own, a copy for one
-        # replaced from outside in another layout (e.g. a restored checkpoint's).
+        # replaced from outside in another layout (e.g. a restored checkpoint's). The [N]
+        # vectors are the market's own; the uniforms are a column of the step's block.
         return torch.ops.recenv.next_user(
             self.user_status.contiguous(),
             self.user_epoch.contiguous(),
             self.activity.contiguous(),
-            self.episode.contiguous(),
-            (self.t if t is None else t).contiguous(),
-            served.contiguous(),
+            self.episode,
+            self.t if t is None else t,
+            served,
             served_status,
             uniforms.reshape(-1).contiguous(),
             _GAP_WEIGHT,
