@@ -13,6 +13,7 @@ import torch
 
 import recenv
 from recenv.core import native
+from recenv.core.market import NextUser
 
 TOOLCHAIN = shutil.which("g++") is not None and (
     shutil.which("ninja") is not None or importlib.util.find_spec("ninja") is not None
@@ -258,10 +259,11 @@ def test_next_user_equals_the_torch_form(config):
         args = (uniforms, patch if trial % 2 else None, t if trial % 3 else None)
         got = env._next_user(*args)
         want = env._next_user_torch(*args)
+        assert type(got) is type(want) is NextUser
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and torch.equal(g, w), trial
-        seen["gone"] |= set(got[2].tolist())
-        seen["ready"] |= set(got[1].tolist())
+        seen["gone"] |= set(got.all_gone.tolist())
+        seen["ready"] |= set(got.ready.tolist())
     assert seen == {"gone": {True, False}, "ready": {True, False}}
 
 

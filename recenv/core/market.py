@@ -102,6 +102,14 @@ class OracleView(NamedTuple):
     price: torch.Tensor  # the item's price (revenue)
 
 
+class NextUser(NamedTuple):
+    """:meth:`BatchedMarket._next_user`: each market's next arriving user, ``[N]`` each."""
+
+    user: torch.Tensor  # int64: who arrives
+    ready: torch.Tensor  # bool: arrives as usual (not between sessions, not churned)
+    all_gone: torch.Tensor  # bool: every user churned and not back: the episode ends
+
+
 def face_row(num_agents: int) -> dict[str, slice | int]:
     """Where each scalar of a one-market step sits in the float64 row ``_serve_face`` packs
     for the PettingZoo face (exact: float32 and small integers convert to float64 without
@@ -1218,7 +1226,7 @@ class BatchedMarket:
         cfg, L = self.config, self.layout
         if arrival is None:
             arrival = self._next_user(block[:, self._block["arrival"]], served)
-        u, ready_u, _ = arrival
+        u, ready_u = arrival.user, arrival.ready
 
         pre = rng.prefix(self.key, self.episode, rng.STREAM_USER)
         pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
@@ -1244,11 +1252,11 @@ class BatchedMarket:
         obs = self._build_obs(row, user_feats, feats)
         return u, row, before, epoch_before, const, cand, cand_mask, obs
 
-    def _next_user(self, uniforms: torch.Tensor, patch=None, t=None):
+    def _next_user(self, uniforms: torch.Tensor, patch=None, t=None) -> NextUser:
         """Every market's next arriving user at clock ``t`` (default: now), drawn by
-        ``uniforms`` [N, 1], with ``patch`` as in :meth:`_user_column`: ``(user [N], ready
-        [N], all_gone [N])``, the user, whether they arrive as usual (:meth:`_presence`'s
-        ``ready``) and whether every user is churned and not back (the episode's end). On the
+        ``uniforms`` [N, 1], with ``patch`` as in :meth:`_user_column`: the user, whether they
+        arrive as usual (:meth:`_presence`'s ``ready``) and whether every user is churned and
+        not back (the episode's end), as a :class:`NextUser` of ``[N]`` tensors. On the
         CPU one hand-written pass per market (``native``), except in a graph meant for the
         stack; otherwise :meth:`_next_user_torch`, which it equals bit for bit."""
         if not self._native_in_step:
@@ -1261,7 +1269,7 @@ class BatchedMarket:
         # The kernel reads contiguous tables: a no-op for the market's own, a copy for one
         # replaced from outside in another layout (e.g. a restored checkpoint's). The [N]
         # vectors are the market's own; the uniforms are a column of the step's block.
-        return torch.ops.recenv.next_user(
+        user, ready, all_gone = torch.ops.recenv.next_user(
             self.user_status.contiguous(),
             self.user_epoch.contiguous(),
             self.activity.contiguous(),
@@ -1272,14 +1280,15 @@ class BatchedMarket:
             uniforms.reshape(-1).contiguous(),
             _GAP_WEIGHT,
         )
+        return NextUser(user, ready, all_gone)
 
-    def _next_user_torch(self, uniforms: torch.Tensor, patch=None, t=None):
+    def _next_user_torch(self, uniforms: torch.Tensor, patch=None, t=None) -> NextUser:
         """:meth:`_next_user` in torch: each user weighs their activity times 1 when
         ``ready``, 0 when gone and a small weight between sessions (:meth:`_presence`)."""
         ready, gone = self._presence(patch, t)
         weight = self.activity * torch.where(ready, 1.0, torch.where(gone, 0.0, _GAP_WEIGHT))
         u = self._draw_by_weight(weight, uniforms).squeeze(1)
-        return u, pick(ready, u), gone.all(dim=1)
+        return NextUser(u, pick(ready, u), gone.all(dim=1))
 
     def _draw_by_weight(self, weight: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Indices ``[N, X]`` drawn in proportion to ``weight`` [N, M] (non-negative, some
@@ -1607,7 +1616,7 @@ class BatchedMarket:
         # The next arrival, drawn here where the episode-end test reads the users' status
         # (one pass over it a step; _arrival takes it).
         arrival = self._next_user(block[:, self._block["arrival"]], (u, new_row), t)
-        terminated = live & arrival[2]
+        terminated = live & arrival.all_gone
         truncated = live & (t >= cfg.horizon) & ~terminated
         return {
             "block": block,
