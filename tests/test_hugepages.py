@@ -140,6 +140,30 @@ def test_market_tables_on_advised_pages_and_after_unpickling():
 
 
 @needs_thp
+def test_large_catalog_tables_on_advised_pages_and_after_unpickling():
+    """The item rows and retrieval lists of a large catalog, read at random by every step,
+    lie on huge pages, pickle as plain tables, and come back on huge pages; a small catalog's
+    stay plain."""
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, num_items=100_000)
+    cat = env.catalog
+    names = (*cat._HUGE_PAGE_LISTS, "item_rows")
+    for name in names:
+        table = getattr(cat, name)
+        assert table.nbytes >= hugepages.MIN_BYTES, name
+        assert hugepages.is_advised(table) and _advised(table), name
+    blob = pickle.dumps(cat)
+    fields = [v for k, v in cat.__dict__.items() if isinstance(v, torch.Tensor)]
+    assert len(blob) < sum(t.nbytes for t in fields) + (1 << 20)  # not the buffers' slack
+    copy = pickle.loads(blob)
+    for name in names:
+        assert hugepages.is_advised(getattr(copy, name)), name
+        assert torch.equal(getattr(copy, name), getattr(cat, name)), name
+    small = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0).catalog
+    assert small.item_rows.nbytes < hugepages.MIN_BYTES
+    assert not any(hugepages.is_advised(getattr(small, name)) for name in names)
+
+
+@needs_thp
 def test_tables_restored_from_a_run_snapshot_go_back_to_huge_pages(monkeypatch):
     env = recenv.make_vec("recenv/Market-v0", num_envs=256, seed=0, num_users=400)
     env.reset()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recenv.core import hugepages
 from recenv.core.config import MarketConfig
 from recenv.core.indexing import lookup_table
 
@@ -57,6 +58,32 @@ class Catalog:
     arrival_sorted: torch.Tensor  # [A, M] arrival steps, ascending; padding = huge
     head: torch.Tensor  # [A, K] the K most popular items present from t=0 (always retrievable)
 
+    # What a step reads at random: the item rows (built on first use) and the retrieval lists.
+    # Large ones lie on huge pages (recenv.core.hugepages): with 4 KiB pages each lookup into
+    # a 10^6-item catalog's 122 MiB of rows also misses the TLB, and on this VM the nested
+    # page walk is not hidden by the candidates kernel's prefetches (1.07-1.10x on the 10^6-item
+    # step at 1,024 markets; performance-log.md, "Forty-first session"). Small catalogs (the
+    # default 2,000 items) stay on plain pages.
+    _HUGE_PAGE_LISTS = ("by_topic", "by_pop", "by_arrival")
+
+    def __post_init__(self) -> None:
+        for name in self._HUGE_PAGE_LISTS:
+            setattr(self, name, hugepages.rehome(getattr(self, name).contiguous()))
+
+    def __getstate__(self) -> dict:
+        # The tables, not their huge-page buffers' slack (up to 2 MiB each).
+        state = self.__dict__.copy()
+        for name in (*self._HUGE_PAGE_LISTS, "_item_rows"):
+            if name in state:
+                state[name] = hugepages.compact(state[name])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        for name in (*self._HUGE_PAGE_LISTS, "_item_rows"):
+            if name in state:
+                setattr(self, name, hugepages.rehome(state[name]))
+
     @property
     def item_rows(self) -> torch.Tensor:
         """Everything a step reads of an item, one row each, ``[I, R]`` float32 (layout in
@@ -71,7 +98,7 @@ class Catalog:
         f = self.__dict__.get("_item_rows")
         if f is None:
             lay = ItemRow(self.topics.shape[1], self.embed.shape[1])
-            f = torch.zeros(self.num_items, lay.width, device=self.length.device)
+            f = hugepages.full((self.num_items, lay.width), 0, torch.float32, self.length.device)
             f[:, lay.topics] = self.topics
             f[:, lay.length] = self.length
             f[:, lay.price] = self.price
