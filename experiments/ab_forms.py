@@ -12,6 +12,7 @@ median and how many rounds head was ahead::
     .venv/bin/python -m experiments.ab_forms --base aten-argmax            # 4,096 markets
     .venv/bin/python -m experiments.ab_forms --base same --rounds 12       # A/A: the noise
     .venv/bin/python -m experiments.ab_forms --base aten-argmax,gather-pick  # both at once
+    python -m experiments.ab_forms --base plain-catalog --num-envs 1024 --config num_items=1000000
 
 Two batches built in one process need not run alike: in earlier sessions the one built
 first ran 10-30 % slower (``PERFORMANCE.md``, "How to measure a change"). So by default
@@ -45,7 +46,8 @@ from experiments.bench_env import (
     warmed_env,
     write_result,
 )
-from recenv.core import choice, indexing, market
+from experiments.config import add_market_arguments, parse_market_overrides
+from recenv.core import catalog, choice, indexing, market
 
 _ARRIVE = market.BatchedMarket._arrive
 
@@ -65,7 +67,18 @@ def _advance_masking_live(self, slate, valid, repaired):
     return _ADVANCE(self, slate, valid & live[:, None, None], repaired * live[:, None])
 
 
-# Each earlier form: what the base's graph is traced with.
+class _PlainPages:
+    """``recenv.core.hugepages`` as the catalog used it before its large tables went on huge
+    pages: plain ``torch.full`` tables, nothing re-homed (pickling as before)."""
+
+    @staticmethod
+    def full(shape, value, dtype, device):
+        return torch.full(shape, value, dtype=dtype, device=device)
+
+    rehome = compact = staticmethod(lambda t: t)
+
+
+# Each earlier form: what the base's graph is traced with (and its market built with).
 FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "same": contextlib.nullcontext,
     # The choice's draw by ATen's argmax over each market's page (before
@@ -88,6 +101,10 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "torch-arrival": lambda: patched(
         market.BatchedMarket, "_next_user", market.BatchedMarket._next_user_torch
     ),
+    # A large catalog's item rows and retrieval lists on plain 4 KiB pages (before they went
+    # on huge pages; the default catalog's are below hugepages.MIN_BYTES either way): measure
+    # it with --config num_items=1000000.
+    "plain-catalog": lambda: patched(catalog, "hugepages", _PlainPages),
 }
 
 
@@ -120,19 +137,27 @@ ORDERS = ("base-first", "head-first")
 
 
 def run_order(
-    forms: list[str], env_id: str, num_envs: int, rounds: int, steps: int, order: str
+    forms: list[str],
+    env_id: str,
+    num_envs: int,
+    rounds: int,
+    steps: int,
+    order: str,
+    config: dict | None = None,
 ) -> dict[str, list[float]]:
-    """The paired rates (:func:`paired_rounds`) of two batches built in this process in
-    ``order``; the base is traced inside ``forms``."""
+    """The paired rates (:func:`paired_rounds`) of two batches with market options
+    ``config`` built in this process in ``order``; the base is built and traced inside
+    ``forms``."""
+    config = config or {}
 
     def build_base():
         with contextlib.ExitStack() as stack:
             for name in forms:
                 stack.enter_context(FORMS[name]())
-            return warmed_env(env_id, num_envs, compile=True)
+            return warmed_env(env_id, num_envs, compile=True, **config)
 
     def build_head():
-        return warmed_env(env_id, num_envs, compile=True)
+        return warmed_env(env_id, num_envs, compile=True, **config)
 
     if order == "base-first":
         base = build_base()
@@ -174,8 +199,7 @@ def main(argv=None) -> dict:
         type=_forms,
         help=f"the base's form(s), comma-separated, together: {', '.join(sorted(FORMS))}",
     )
-    p.add_argument("--env", default="recenv/Market-v0", help="environment id")
-    p.add_argument("--num-envs", type=int, default=4096, help="markets in each batch")
+    add_market_arguments(p)
     p.add_argument("--rounds", type=int, default=12, help="timed turns of each side")
     p.add_argument("--steps", type=int, default=20, help="timed steps per turn")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -187,6 +211,7 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--no-json", action="store_true", help="print only")
     args = p.parse_args(argv)
+    config = parse_market_overrides(args.config)
     for name in ("num_envs", "rounds", "steps", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -196,7 +221,7 @@ def main(argv=None) -> dict:
     orders = ORDERS if args.order == "both" else (args.order,)
     by_order = {}
     for order in orders:
-        arguments = (args.base, args.env, args.num_envs, args.rounds, args.steps, order)
+        arguments = (args.base, args.env, args.num_envs, args.rounds, args.steps, order, config)
         rates = _run_child(*arguments) if args.order == "both" else run_order(*arguments)
         by_order[order] = _summary(rates)
         print(f"built {order}:")
@@ -210,7 +235,8 @@ def main(argv=None) -> dict:
     ratios = [r for row in by_order.values() for r in row["ratios"]]
     ratio, ahead = statistics.median(ratios), sum(r > 1 for r in ratios)
     print(
-        f"head/base (base form {'+'.join(args.base)}, {args.num_envs:,} markets, {args.threads} "
+        f"head/base (base form {'+'.join(args.base)}, {args.num_envs:,} markets"
+        f"{''.join(f', {k}={v}' for k, v in config.items())}, {args.threads} "
         f"thread(s), built {args.order}): median {ratio:.3f}x, head ahead in {ahead} of "
         f"{len(ratios)} rounds"
     )
@@ -218,6 +244,7 @@ def main(argv=None) -> dict:
         **provenance(),
         "env": args.env,
         "num_envs": args.num_envs,
+        "config": config,
         "base_form": "+".join(args.base),
         "order": args.order,
         "rounds": args.rounds,

@@ -595,10 +595,13 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
     fused = choice.first_argmax
     built = []
 
-    def eager_warmed_env(env_id, num_envs, compile):
+    def eager_warmed_env(env_id, num_envs, compile, **cfg):
         assert compile is True
         built.append("head" if choice.first_argmax is fused else "base")
-        return bench_env.warmed_env(env_id, num_envs, compile=False)
+        configs.append(cfg)
+        return bench_env.warmed_env(env_id, num_envs, compile=False, **cfg)
+
+    configs = []
 
     monkeypatch.setattr(ab_forms, "warmed_env", eager_warmed_env)
     monkeypatch.setattr(ab_forms, "_run_child", ab_forms.run_order)
@@ -614,30 +617,51 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
     [written] = tmp_path.glob("ab_forms-*.json")
     assert json.loads(written.read_text())["base_form"] == "aten-argmax"
 
+    assert configs == [{}] * 4
+
     built.clear()
     argv = ["--base", "aten-argmax,gather-pick", "--num-envs", "2", "--rounds", "1"]
+    argv += ["--config", "num_items=500", "--config", "horizon=9"]
     r = ab_forms.main([*argv, "--order", "head-first", "--no-json"])
     assert built == ["head", "base"] and r["base_form"] == "aten-argmax+gather-pick"
+    assert configs[-2:] == [{"num_items": 500, "horizon": 9}] * 2
+    assert r["config"] == {"num_items": 500, "horizon": 9}
     assert len(r["ratios"]) == 1
     assert choice.first_argmax is fused
     assert market.pick_by_select is indexing.pick_by_select
-    for bad in (["--base", "aten-argmax", "--rounds", "0"], ["--base", "no-such-form"]):
+    for bad in (
+        ["--base", "aten-argmax", "--rounds", "0"],
+        ["--base", "no-such-form"],
+        ["--base", "same", "--config", "no_such_key=1"],
+    ):
         with pytest.raises(SystemExit):
             ab_forms.main([*bad, "--no-json"])
 
 
-@pytest.mark.parametrize("form", ["status-twice", "live-in-graph", "torch-arrival"])
-def test_ab_forms_earlier_forms_step_as_the_head_does(form):
+@pytest.mark.parametrize(
+    ("form", "config"),
+    [
+        ("status-twice", {}),
+        ("live-in-graph", {}),
+        ("torch-arrival", {}),
+        ("plain-catalog", {"num_items": 20_000}),  # item rows past hugepages.MIN_BYTES
+    ],
+)
+def test_ab_forms_earlier_forms_step_as_the_head_does(form, config):
     """An earlier form is the same step in another form: eager markets stepped with it in
     place give the head's rewards, observations and infos, across episode ends (short
     episodes: markets about to reset are in the steps)."""
     import recenv
     from experiments import ab_forms
     from experiments.bench_env import _policy
+    from recenv.core import hugepages
 
     def run(context):
         with context():
-            env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=1, horizon=3)
+            env = recenv.make_vec("recenv/Market-v0", num_envs=4, seed=1, horizon=3, **config)
+            if form == "plain-catalog" and hugepages.enabled("cpu"):  # the form is in force
+                advised = hugepages.is_advised(env.catalog.item_rows)
+                assert advised is (context is contextlib.nullcontext)
             obs, trace, k = env.reset(), [], env.config.slate_size
             for _ in range(7):
                 obs, rew, term, trunc, info = env.step(_policy(obs, env.agents, k))
