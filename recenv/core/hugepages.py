@@ -9,11 +9,12 @@ instead of ~32,000: 1.15x env-steps/s at 4,096 compiled markets on the developme
 in alternated runs against ``RECENV_HUGE_PAGES=0`` (``experiments/performance-log.md``,
 "Eleventh session"; the tenth session's 1.07x-1.21x were measured while the tables still had
 a storage offset, see :func:`empty`). Nothing else changes: the tables are ordinary
-contiguous CPU tensors, only their pages differ. (In the tenth session, while the tables
-still had a storage offset, the item counters alone gained ~1.02x and the 10^6-item
-catalog's rows 0.99x, likely because the candidates kernel prefetches both, so the page walk
-happens ahead of the use, whereas inductor's loops gather the user rows without prefetching;
-those two figures were not measured again after the offset was removed.)
+contiguous CPU tensors, only their pages differ. A large catalog's item rows and retrieval
+lists lie on huge pages too (:class:`~recenv.core.catalog.Catalog`): on 4 KiB pages a
+prefetch does not hide the page walk of a random row (18 ns a row at any prefetch distance
+in a standalone probe of a 122 MiB table, 11.6 ns on huge pages); 1.06x on the 10^6-item
+step at 1,024 markets (the tenth session's 0.99x was measured while the tables still had a
+storage offset).
 
 How: :func:`empty` maps a byte buffer of its own (``mmap``, private and anonymous: the
 table's size rounded up to whole 2 MiB pages, plus one page), advises the kernel
