@@ -466,6 +466,19 @@ def test_module_reload_keeps_the_op():
     assert all(hasattr(torch.ops.recenv, op) for op in ops)
 
 
+def test_op_schemas_have_no_default_arguments():
+    """A compiled step's cached C++ calls each op with the arguments its graph was traced
+    with. An argument left at its default drops out of the graph's text, so after a change
+    of the op's argument list the graph cache can serve C++ built against the old list
+    (seen in the forty-first session: "aoti_torch_call_dispatcher ... API call failed").
+    With no defaults, every change of an op's arguments changes every graph's text."""
+    ops = ("candidates", "count_exposures", "item_metrics", "check_slates", "next_user")
+    for name in ops:
+        schema = getattr(torch.ops.recenv, name).default._schema
+        defaults = [a.name for a in schema.arguments if a.default_value is not None]
+        assert not defaults, f"recenv::{name} has defaults for {defaults}"
+
+
 def test_each_checkout_builds_its_own_library(monkeypatch):
     """The build directory's name depends on where the package lies: torch's builder writes
     the sources' absolute paths into it, so two checkouts sharing one rebuilt the library each
