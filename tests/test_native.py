@@ -288,6 +288,23 @@ def test_next_user_reads_tables_of_another_layout():
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
+def test_next_user_draws_the_same_with_and_without_the_row_prefetch(monkeypatch):
+    """The arriving user's row is only prefetched: the draw is the same without it."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    from recenv.core import market
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=33, seed=6)
+    env.reset()
+    gen = torch.Generator().manual_seed(8)
+    t, patch = _random_status(env, gen)
+    uniforms = torch.rand(env.num_envs, 1, generator=gen)
+    with_rows = env._next_user(uniforms, patch, t)
+    monkeypatch.setattr(market, "_PREFETCH_ARRIVING_ROWS", False)
+    without = env._next_user(uniforms, patch, t)
+    assert all(torch.equal(a, b) for a, b in zip(with_rows, without, strict=True))
+
+
 def test_next_user_rejects_bad_input():
     if not native.available():
         pytest.skip("native kernels not built here")
@@ -297,7 +314,10 @@ def test_next_user_rejects_bad_input():
     status, epoch, activity = env.user_status, env.user_epoch, env.activity
     served, served_status = torch.zeros(4, dtype=torch.int64), torch.zeros(4, 2)
     ok = (status, epoch, activity, env.episode, env.t, served, served_status, torch.zeros(4))
+    ok += (env.users,)
     op(*ok, 1e-6)
+    op(*ok[:-1], env.users[:0], 1e-6)  # no rows to prefetch
+    op(*ok[:-1], env.users.transpose(1, 2).contiguous().transpose(1, 2), 1e-6)  # not prefetched
     bad = [
         (0, status[:, :1], "status: contiguous float32"),
         (1, epoch.int(), "epoch: contiguous int64"),
@@ -307,6 +327,8 @@ def test_next_user_rejects_bad_input():
         (5, served[:2], "served"),
         (6, served_status.t(), "served_status"),
         (7, torch.zeros(4, 2), "uniforms"),
+        (8, env.users[:2], "users: float32"),
+        (8, env.users.double(), "users: float32"),
     ]
     for i, value, message in bad:
         args = list(ok)

@@ -131,6 +131,8 @@ def face_row(num_agents: int) -> dict[str, slice | int]:
 
 
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
+# recenv::next_user prefetches the arriving user's row (a switch for experiments.ab_forms).
+_PREFETCH_ARRIVING_ROWS = True
 
 Obs = dict[str, dict[str, torch.Tensor]]
 
@@ -1278,6 +1280,7 @@ class BatchedMarket:
             served,
             served_status,
             uniforms.reshape(-1).contiguous(),
+            self.users if _PREFETCH_ARRIVING_ROWS else self.users[:0],
             _GAP_WEIGHT,
         )
         return NextUser(user, ready, all_gone)

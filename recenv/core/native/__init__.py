@@ -49,7 +49,7 @@ about to reset. Exactly what :meth:`recenv.core.market.BatchedMarket._validity` 
 (eager only: the check runs before the step's graph).
 
 ``recenv::next_user(status, epoch, activity, episode, t, served, served_status, uniforms,
-gap_weight) -> (user, ready, all_gone)``, every market's next arriving user: ``status``
+users, gap_weight) -> (user, ready, all_gone)``, every market's next arriving user: ``status``
 [N, 2, U] float32, the users' (available_at, churned) as ``BatchedMarket.user_status`` holds
 them; ``epoch`` [N, U] int64 their episode stamps; ``activity`` [N, U] float32; ``episode``
 [N] int64; ``t`` [N] float32, the clock the arrival happens at; ``served`` [N] int64 and
@@ -61,7 +61,9 @@ sessions, or churned if ``churned > 0``); each user weighs ``activity`` times 1 
 transform of ``uniforms`` on the prefix sums (ATen's CPU ``cumsum`` and ``searchsorted``, the
 index clamped to ``U - 1``); ``ready`` [N] bool says whether that user was not held and
 ``all_gone`` [N] bool whether every user is churned and not back. Exactly what
-:meth:`recenv.core.market.BatchedMarket._next_user_torch` computes.
+:meth:`recenv.core.market.BatchedMarket._next_user_torch` computes. ``users`` [N, U, F]
+float32, the users' rows, is only read as a hint: the drawn user's row is prefetched for the
+step's next loops (not when empty, or when its rows are not contiguous).
 
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
@@ -166,11 +168,11 @@ if not hasattr(torch.ops.recenv, "next_user"):
     torch.library.define(
         "recenv::next_user",
         "(Tensor status, Tensor epoch, Tensor activity, Tensor episode, Tensor t, "
-        "Tensor served, Tensor served_status, Tensor uniforms, float gap_weight) "
+        "Tensor served, Tensor served_status, Tensor uniforms, Tensor users, float gap_weight) "
         "-> (Tensor, Tensor, Tensor)",
     )
     torch.library.register_fake("recenv::next_user")(
-        lambda status, epoch, activity, episode, t, served, served_status, uniforms, gap: (
+        lambda status, epoch, activity, episode, t, served, served_status, uniforms, users, gap: (
             t.new_empty(t.shape, dtype=torch.int64),
             t.new_empty(t.shape, dtype=torch.bool),
             t.new_empty(t.shape, dtype=torch.bool),
