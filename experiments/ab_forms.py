@@ -105,6 +105,7 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # on huge pages; the default catalog's are below hugepages.MIN_BYTES either way): measure
     # it with --config num_items=1000000.
     "plain-catalog": lambda: patched(catalog, "hugepages", _PlainPages),
+    # The next user's row not prefetched by recenv::next_user (before it took the table).
     "no-row-prefetch": lambda: patched(market, "_PREFETCH_ARRIVING_ROWS", False),
 }
 

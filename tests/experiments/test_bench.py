@@ -644,6 +644,7 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
         ("status-twice", {}),
         ("live-in-graph", {}),
         ("torch-arrival", {}),
+        ("no-row-prefetch", {}),
         ("plain-catalog", {"num_items": 20_000}),  # item rows past hugepages.MIN_BYTES
     ],
 )
