@@ -267,41 +267,41 @@ def test_next_user_equals_the_torch_form(config):
     assert seen == {"gone": {True, False}, "ready": {True, False}}
 
 
+def _next_user_request(num_envs: int, seed: int):
+    """A reset market with random users' status: ``(env, (uniforms, patch, t))``, the
+    arguments of one ``_next_user`` call."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=num_envs, seed=seed)
+    env.reset()
+    gen = torch.Generator().manual_seed(seed + 3)
+    t, patch = _random_status(env, gen)
+    return env, (torch.rand(env.num_envs, 1, generator=gen), patch, t)
+
+
 def test_next_user_reads_tables_of_another_layout():
     """Tables replaced from outside in other strides (a restored checkpoint's) are read
     right: the market hands the kernel contiguous copies."""
-    if not native.available():
-        pytest.skip("native kernels not built here")
-    env = recenv.make_vec("recenv/Market-v0", num_envs=9, seed=2)
-    env.reset()
-    gen = torch.Generator().manual_seed(5)
-    t, patch = _random_status(env, gen)
-    uniforms = torch.rand(env.num_envs, 1, generator=gen)
-    want = env._next_user_torch(uniforms, patch, t)
+    env, request = _next_user_request(9, 2)
+    want = env._next_user_torch(*request)
     for name in ("activity", "user_epoch"):
         table = getattr(env, name)
         padded = table.new_zeros(table.shape[0], table.shape[1] + 3)[:, : table.shape[1]]
         setattr(env, name, padded.copy_(table))
     env.user_status = env.user_status.transpose(1, 2).contiguous().transpose(1, 2)
     assert not env.activity.is_contiguous() and not env.user_status.is_contiguous()
-    got = env._next_user(uniforms, patch, t)
+    got = env._next_user(*request)
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 def test_next_user_draws_the_same_with_and_without_the_row_prefetch(monkeypatch):
     """The arriving user's row is only prefetched: the draw is the same without it."""
-    if not native.available():
-        pytest.skip("native kernels not built here")
     from recenv.core import market
 
-    env = recenv.make_vec("recenv/Market-v0", num_envs=33, seed=6)
-    env.reset()
-    gen = torch.Generator().manual_seed(8)
-    t, patch = _random_status(env, gen)
-    uniforms = torch.rand(env.num_envs, 1, generator=gen)
-    with_rows = env._next_user(uniforms, patch, t)
+    env, request = _next_user_request(33, 6)
+    with_rows = env._next_user(*request)
     monkeypatch.setattr(market, "_PREFETCH_ARRIVING_ROWS", False)
-    without = env._next_user(uniforms, patch, t)
+    without = env._next_user(*request)
     assert all(torch.equal(a, b) for a, b in zip(with_rows, without, strict=True))
 
 
