@@ -75,7 +75,8 @@ class _PlainPages:
     def full(shape, value, dtype, device):
         return torch.full(shape, value, dtype=dtype, device=device)
 
-    rehome = compact = staticmethod(lambda t: t)
+    rehome_tables = staticmethod(lambda owner, names: None)
+    compact_tables = staticmethod(lambda state, names: state)
 
 
 # Each earlier form: what the base's graph is traced with (and its market built with).

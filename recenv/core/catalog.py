@@ -64,25 +64,18 @@ class Catalog:
     # page walk is not hidden by the candidates kernel's prefetches (1.07-1.10x on the 10^6-item
     # step at 1,024 markets; performance-log.md, "Forty-first session"). Small catalogs (the
     # default 2,000 items) stay on plain pages.
-    _HUGE_PAGE_LISTS = ("by_topic", "by_pop", "by_arrival")
+    _HUGE_PAGE_TABLES = ("by_topic", "by_pop", "by_arrival", "_item_rows")
 
     def __post_init__(self) -> None:
-        for name in self._HUGE_PAGE_LISTS:
-            setattr(self, name, hugepages.rehome(getattr(self, name).contiguous()))
+        hugepages.rehome_tables(self, self._HUGE_PAGE_TABLES)
 
     def __getstate__(self) -> dict:
         # The tables, not their huge-page buffers' slack (up to 2 MiB each).
-        state = self.__dict__.copy()
-        for name in (*self._HUGE_PAGE_LISTS, "_item_rows"):
-            if name in state:
-                state[name] = hugepages.compact(state[name])
-        return state
+        return hugepages.compact_tables(self.__dict__.copy(), self._HUGE_PAGE_TABLES)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        for name in (*self._HUGE_PAGE_LISTS, "_item_rows"):
-            if name in state:
-                setattr(self, name, hugepages.rehome(state[name]))
+        hugepages.rehome_tables(self, self._HUGE_PAGE_TABLES)
 
     @property
     def item_rows(self) -> torch.Tensor:

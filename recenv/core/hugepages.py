@@ -141,3 +141,20 @@ def rehome(t: torch.Tensor) -> torch.Tensor:
     if t.numel() * t.element_size() < MIN_BYTES or not enabled(t.device) or is_advised(t):
         return t
     return empty(t.shape, t.dtype, t.device).copy_(t)
+
+
+def compact_tables(state: dict, names) -> dict:
+    """``state`` (a copy of an object's ``__dict__``, for pickling) with each table ``names``
+    holds as its :func:`compact` copy; names absent from it are skipped."""
+    for name in names:
+        if state.get(name) is not None:
+            state[name] = compact(state[name])
+    return state
+
+
+def rehome_tables(owner, names) -> None:
+    """Put each table ``names`` that ``owner`` holds in its ``__dict__`` back on advised pages
+    (:func:`rehome`): after unpickling, or a restore from outside."""
+    for name in names:
+        if owner.__dict__.get(name) is not None:
+            setattr(owner, name, rehome(owner.__dict__[name]))

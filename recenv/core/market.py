@@ -368,8 +368,7 @@ class BatchedMarket:
         state = self.__dict__.copy()
         for name in self._COMPILED_STEPS:
             state.pop(name, None)
-        for name in self._HUGE_PAGE_TABLES:  # the tables, not their buffers' slack
-            state[name] = hugepages.compact(state[name])
+        hugepages.compact_tables(state, self._HUGE_PAGE_TABLES)  # not the buffers' slack
         state["_obs"] = None
         return state
 
@@ -411,8 +410,7 @@ class BatchedMarket:
     def _rehome_tables(self) -> None:
         """Move the large state tables back onto huge pages (recenv.core.hugepages) when they
         arrived as ordinary tensors: unpickled, or restored from a run checkpoint."""
-        for name in self._HUGE_PAGE_TABLES:
-            setattr(self, name, hugepages.rehome(getattr(self, name)))
+        hugepages.rehome_tables(self, self._HUGE_PAGE_TABLES)
 
     # ------------------------------------------------------------------------------------
     # Public API
