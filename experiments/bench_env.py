@@ -871,7 +871,28 @@ def main(argv=None):
     if not all(math.isfinite(r["median"]) for r in rows):
         note("some figure is not finite")
     write_result(out, result)
+    draw(out, result)
     return result
+
+
+def draw(out: Path, result: dict) -> Path | None:
+    """The run's figure (``experiments.bench_plots``) as PNG beside its JSON, when matplotlib
+    is installed (the ``plots`` extra); otherwise, or when that file exists, a line saying
+    why, and None. The JSON is written first, so a figure that cannot be drawn loses
+    nothing."""
+    try:
+        from experiments.bench_plots import bench_figure
+    except ImportError as e:
+        print(f"no figure: {e} (pip install -e '.[plots]')")
+        return None
+    png = out.with_suffix(".png")
+    try:
+        bench_figure(result, png)
+    except FileExistsError as e:
+        print(f"no figure: {e}")
+        return None
+    print(f"wrote {png}")
+    return png
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ JSON, never how fast anything is.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import statistics
@@ -225,6 +226,11 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
     # The memory check runs in a fresh process, which does not see the stand-ins above.
     m = r["memory_check"]
     assert m["passed"] and m["num_envs"] == 4 and m["rss_growth"] >= 0, m
+    # The run's figure beside its JSON, where matplotlib is (the dev set-up has it).
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert out.with_suffix(".png").stat().st_size > 0 and "bench.png" in text
+    else:
+        assert "no figure:" in text and not out.with_suffix(".png").exists()
 
 
 def test_main_without_core_accounting_or_peers_prints_na(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,126 @@
+"""The figure of a bench_env run (experiments.bench_plots) and bench_env's drawing of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from experiments import bench_env, bench_plots
+
+
+def _row(kind, median, threads=1, **fields):
+    spread = {"min": 0.9 * median, "max": 1.1 * median}
+    return {"kind": kind, "threads": threads, "median": median, **spread, **fields}
+
+
+RESULT = {
+    "env": "recenv/Market-v0",
+    "torch": "2.13.0+cpu",
+    "git": "0123456789abcdef",
+    "machine": {"cpu_model": "Some CPU", "cpu_capability": "AVX512"},
+    "targets": {
+        "batched_env_steps_per_s": 250_000,
+        "batched_num_envs": 4096,
+        "pettingzoo_face_steps_per_s": 5000,
+        "fraction_of_copy_bandwidth": 0.25,
+        "catalog_ratio_max_speed": 1.2,
+    },
+    "rows": [
+        _row("pettingzoo_face", 400.0, compile=False),
+        _row("pettingzoo_face", 10_000.0, compile=True),
+        *[_row("batched", 1e5 * n, num_envs=n, compile=True) for n in (1, 4)],
+        *[_row("batched", 5e4 * n, num_envs=n, compile=False) for n in (1, 4)],
+        _row("batched", 3e5, threads=2, num_envs=4, compile=True),
+        _row("vmas_simple_spread", 8e5, num_envs=4),
+        _row("catalog", 1e5, num_envs=2, num_items=100, compile=True),
+    ],
+    "ratios": [
+        {"name": "pettingzoo_face/mpe2", "compile": True, "ratio": 3.3, "target": 3.0},
+        {"name": "pettingzoo_face/mpe2", "compile": False, "ratio": 0.1, "target": 3.0},
+        {
+            "name": "batched/vmas",
+            "threads": 1,
+            "compile": True,
+            "num_envs": 4,
+            "ratio": 0.5,
+            "target": 1.0,
+        },
+    ],
+    "batched_target": [
+        {"threads": 1, "compile": True, "num_envs": 4, "env_steps_per_s": 300_000.0},
+        {"threads": 1, "compile": False, "num_envs": 4, "env_steps_per_s": 200_000.0},
+    ],
+    "traffic": [{"threads": 1, "compile": True, "fraction_of_copy_bandwidth": 0.15}],
+    "catalog_ratio": {"ratio_compiled": 1.5, "ratio_eager": 1.0},
+    "memory_check": {"num_envs": 16, "num_users": 10, "rss_growth": 2**31, "limit_bytes": 2**33},
+}
+
+
+def test_each_target_is_scored_measured_over_required():
+    scores = {label: (score, shown) for label, score, shown in bench_plots.target_scores(RESULT)}
+    assert scores["face steps/s"] == (pytest.approx(2.0), "10,000")
+    assert scores["face / mpe2"] == (pytest.approx(1.1), "3.30x")  # the compiled face only
+    assert scores["4 markets, 1 thread"] == (pytest.approx(1.2), "300.0k")  # compiled only
+    assert scores["copy bandwidth"] == (pytest.approx(0.6), "15.0%")
+    assert scores["recenv / VMAS, 4 markets"] == (pytest.approx(0.5), "0.50x")
+    # "At most" targets: required over measured, so >= 1 still means met.
+    assert scores["10^6 / 10^3 items, compiled"] == (pytest.approx(0.8), "1.50x")
+    assert scores["10^6 / 10^3 items, eager"] == (pytest.approx(1.2), "1.00x")
+    assert scores["memory, 16 x 10 users"] == (pytest.approx(4.0), "2.00 GiB")
+    assert len(scores) == 8
+
+
+def test_unmeasured_targets_are_left_out_and_an_empty_result_still_draws(tmp_path):
+    assert bench_plots.target_scores({"rows": []}) == []
+    path = tmp_path / "empty.png"
+    bench_plots.bench_figure({"rows": []}, path)
+    assert path.stat().st_size > 0
+
+
+def test_figure_is_saved_once_and_never_overwritten(tmp_path):
+    path = tmp_path / "run.png"
+    fig = bench_plots.bench_figure(RESULT, path)
+    left, right = fig.axes
+    # Compiled and eager at one thread, compiled at two, VMAS: one legend entry each.
+    assert len(left.get_legend().get_texts()) == 4
+    assert "commit 0123456" in fig._suptitle.get_text()
+    assert len(right.patches) == 8
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        bench_plots.bench_figure(RESULT, path)
+    assert path.read_bytes() == data
+
+
+def test_cli_draws_a_recorded_run_beside_its_json_and_refuses_bad_input(tmp_path, capsys):
+    src = tmp_path / "bench_env-x.json"
+    src.write_text(json.dumps(RESULT))
+    assert bench_plots.main([str(src)]) == tmp_path / "bench_env-x.png"
+    assert (tmp_path / "bench_env-x.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        bench_plots.main([str(src)])
+    assert "never overwritten" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"figure": 1}))
+    with pytest.raises(SystemExit):
+        bench_plots.main([str(other), "--out", str(tmp_path / "o.png")])
+    assert "not a bench_env result" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_plots.main([str(tmp_path / "missing.json")])
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bench_env_says_why_it_drew_no_figure(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_env.draw(out, RESULT) == tmp_path / "bench.png"
+    assert bench_env.draw(out, RESULT) is None  # the figure exists: kept as it was
+    assert "never overwritten" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "experiments.bench_plots", None)  # matplotlib absent
+    assert bench_env.draw(tmp_path / "other.json", RESULT) is None
+    assert "pip install -e '.[plots]'" in capsys.readouterr().out
+    assert not (tmp_path / "other.png").exists()
