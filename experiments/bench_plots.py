@@ -131,15 +131,19 @@ def target_scores(result: Mapping[str, Any]) -> list[tuple[str, float, str]]:
             f = r["fraction_of_copy_bandwidth"]
             out.append(("copy bandwidth", f / targets["fraction_of_copy_bandwidth"], f"{f:.1%}"))
     for r in result.get("ratios", []):
-        if r.get("name") == "batched/vmas" and r.get("compile") and r.get("threads") == 1:
-            label = f"recenv / VMAS, {r['num_envs']:,} markets"
+        if r.get("name") == "batched/vmas" and r.get("compile"):
+            threads = r.get("threads", 1)
+            label = f"recenv / VMAS, {r['num_envs']:,} markets, {threads} thread"
+            label += "s" if threads != 1 else ""
             out.append((label, r["ratio"] / r["target"], f"{r['ratio']:.2f}x"))
     catalog = result.get("catalog_ratio", {})
     bound = targets.get("catalog_ratio_max_speed")
+    small, large = catalog.get("items") or (1_000, 1_000_000)
+    sizes = "10^6 / 10^3" if (small, large) == (1_000, 1_000_000) else f"{large:,} / {small:,}"
     for mode in ("compiled", "eager"):
         ratio = catalog.get(f"ratio_{mode}")
         if ratio and bound:
-            out.append((f"10^6 / 10^3 items, {mode}", bound / ratio, f"{ratio:.2f}x"))
+            out.append((f"{sizes} items, {mode}", bound / ratio, f"{ratio:.2f}x"))
     memory = result.get("memory_check") or {}
     if memory.get("rss_growth") and memory.get("limit_bytes"):
         gib = memory["rss_growth"] / 2**30

@@ -49,6 +49,22 @@ RESULT = {
             "ratio": 0.5,
             "target": 1.0,
         },
+        {
+            "name": "batched/vmas",
+            "threads": 2,
+            "compile": True,
+            "num_envs": 4,
+            "ratio": 1.25,
+            "target": 1.0,
+        },
+        {
+            "name": "batched/vmas",
+            "threads": 1,
+            "compile": False,
+            "num_envs": 4,
+            "ratio": 0.1,
+            "target": 1.0,
+        },
     ],
     "batched_target": [
         {"threads": 1, "compile": True, "num_envs": 4, "env_steps_per_s": 300_000.0},
@@ -66,16 +82,22 @@ def test_each_target_is_scored_measured_over_required():
     assert scores["face / mpe2"] == (pytest.approx(1.1), "3.30x")  # the compiled face only
     assert scores["4 markets, 1 thread"] == (pytest.approx(1.2), "300.0k")  # compiled only
     assert scores["copy bandwidth"] == (pytest.approx(0.6), "15.0%")
-    assert scores["recenv / VMAS, 4 markets"] == (pytest.approx(0.5), "0.50x")
+    assert scores["recenv / VMAS, 4 markets, 1 thread"] == (pytest.approx(0.5), "0.50x")
+    assert scores["recenv / VMAS, 4 markets, 2 threads"] == (pytest.approx(1.25), "1.25x")
     # "At most" targets: required over measured, so >= 1 still means met.
     assert scores["10^6 / 10^3 items, compiled"] == (pytest.approx(0.8), "1.50x")
     assert scores["10^6 / 10^3 items, eager"] == (pytest.approx(1.2), "1.00x")
     assert scores["memory, 16 x 10 users"] == (pytest.approx(4.0), "2.00 GiB")
-    assert len(scores) == 8
+    assert len(scores) == 9  # the eager VMAS ratio is not a target's
 
 
 def test_unmeasured_targets_are_left_out_and_an_empty_result_still_draws(tmp_path):
     assert bench_plots.target_scores({"rows": []}) == []
+    other_sizes = {"items": [50, 100], "ratio_eager": 1.25}
+    scores = bench_plots.target_scores(
+        {"targets": {"catalog_ratio_max_speed": 1.2}, "catalog_ratio": other_sizes}
+    )
+    assert scores == [("100 / 50 items, eager", pytest.approx(0.96), "1.25x")]
     path = tmp_path / "empty.png"
     bench_plots.bench_figure({"rows": []}, path)
     assert path.stat().st_size > 0
@@ -88,7 +110,7 @@ def test_figure_is_saved_once_and_never_overwritten(tmp_path):
     # Compiled and eager at one thread, compiled at two, VMAS: one legend entry each.
     assert len(left.get_legend().get_texts()) == 4
     assert "commit 0123456" in fig._suptitle.get_text()
-    assert len(right.patches) == 8
+    assert len(right.patches) == 9
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileExistsError, match="never overwritten"):
