@@ -158,9 +158,7 @@ def _targets(ax, result: Mapping[str, Any]) -> None:
         ax.text(0.5, 0.5, "no targets measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return
-    labels = [label for label, _, _ in scores][::-1]
-    values = [s for _, s, _ in scores][::-1]
-    shown = [v for _, _, v in scores][::-1]
+    labels, values, shown = zip(*reversed(scores), strict=True)  # the first target on top
     colors = ["tab:green" if s >= 1 else "tab:red" for s in values]
     ax.barh(range(len(values)), values, color=colors)
     ax.axvline(1.0, color="black", linewidth=1)

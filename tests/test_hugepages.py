@@ -146,7 +146,8 @@ def test_large_catalog_tables_on_advised_pages_and_after_unpickling():
     stay plain."""
     env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, num_items=100_000)
     cat = env.catalog
-    names = (*cat._HUGE_PAGE_TABLES[:-1], "item_rows")  # _item_rows, through its property
+    # Each table, _item_rows through its property (it is built on first use).
+    names = [name.lstrip("_") for name in cat._HUGE_PAGE_TABLES]
     for name in names:
         table = getattr(cat, name)
         assert table.nbytes >= hugepages.MIN_BYTES, name
