@@ -22,6 +22,7 @@ import torch
 
 from agents.state_checks import counter
 from recenv.core.config import sizes_named
+from recenv.core.footprint import shortfall
 
 Row = dict[str, torch.Tensor]
 # Step keys that steer assembly and are not stored.
@@ -44,7 +45,12 @@ def allocate(
     allocator's bare message."""
     shapes = {k: (length, *v.shape[skip:]) for k, v in like.items()}
     nbytes = sum(math.prod(shapes[k]) * v.element_size() for k, v in like.items())
-    with sizes_named(f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}"):
+    needs = f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}"
+    # Refused before zeroing: storage that fits address space but not memory would be
+    # granted by overcommit and the process killed while the zeros are written.
+    if (short := shortfall(nbytes, device)) is not None:
+        raise ValueError(f"{needs}, but {short} (RECENV_MEMORY_CHECK=0 skips this check)")
+    with sizes_named(needs):
         return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
 
 

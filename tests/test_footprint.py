@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import recenv
+from recenv.core import footprint, hugepages
+from recenv.core.market import BatchedMarket
 
 
 def _env(n, **cfg):
@@ -82,3 +84,79 @@ def test_step_traffic_counts_the_step_outputs_at_their_dtypes(topology):
     written = nbytes(rewards) + nbytes(terminated) + nbytes(truncated) + nbytes(info)
     actions_read = 2 * cfg.num_agents * cfg.slate_size * 8  # the slates, then their item ids
     assert env.step_traffic_bytes()["actions_rewards_info"] == actions_read * 4 + written
+
+
+# The memory check before allocation (recenv.core.footprint).
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_market_nbytes_is_what_a_reset_batch_holds(seed):
+    """The check's estimate, from the config alone, equals the tables a reset batch holds, for
+    random configs (users, agents, candidates, topics, embedding, counter table vary)."""
+    from test_random_configs import random_config
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=3, seed=seed, **random_config(seed))
+    env.reset()
+    assert env.state_nbytes() == 3 * footprint.market_nbytes(env.config)
+
+
+def test_a_batch_larger_than_the_available_memory_is_refused_by_name(monkeypatch):
+    per_market = footprint.market_nbytes(_env(1).config)
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: 10 * per_market)
+    allocated = []
+    real_full = hugepages.full
+    monkeypatch.setattr(hugepages, "full", lambda *a, **k: allocated.append(a) or real_full(*a))
+    with pytest.raises(ValueError, match="num_envs=11 x num_users=25") as e:
+        recenv.make_vec("recenv/Market-v0", num_envs=11, seed=0)
+    assert "at most 10 markets fit" in str(e.value)
+    assert "RECENV_MEMORY_CHECK=0" in str(e.value)
+    assert isinstance(e.value.__cause__, MemoryError)
+    # Refused before the first per-market table (the shared catalog is built before).
+    assert [shape for shape, *_ in allocated if shape[0] == 11] == []
+    recenv.make_vec("recenv/Market-v0", num_envs=10, seed=0).reset()  # what fits is built
+    assert [shape for shape, *_ in allocated if shape[0] == 10]
+    # The same refusal from the class itself, and the switch that turns the check off.
+    cfg = _env(1).config
+    with pytest.raises(MemoryError, match="at most 10 markets fit"):
+        BatchedMarket(cfg, 11)
+    monkeypatch.setenv("RECENV_MEMORY_CHECK", "0")
+    BatchedMarket(cfg, 11)
+
+
+def test_nothing_is_checked_where_the_available_memory_is_unknown(monkeypatch):
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: None)
+    footprint.check_fits(_env(1).config, 10**9)
+
+
+def test_available_bytes_reads_meminfo_and_the_cgroup_limit(monkeypatch, tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  1000 kB\nMemAvailable:  600 kB\nSwapFree:  100 kB\n")
+    v2_max, v2_cur = tmp_path / "memory.max", tmp_path / "memory.current"
+    v2_max.write_text("max\n")
+    v2_cur.write_text("4096\n")
+    monkeypatch.setattr(footprint, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(footprint, "_CGROUP_LIMITS", ((str(v2_max), str(v2_cur)),))
+    assert footprint.available_bytes("cpu") == 700 * 1024  # no cgroup limit: meminfo
+    v2_max.write_text(f"{300 * 1024 + 4096}\n")
+    assert footprint.available_bytes("cpu") == 300 * 1024  # the container's limit is smaller
+    v2_max.write_text(f"{10**6 * 1024}\n")
+    assert footprint.available_bytes("cpu") == 700 * 1024
+    monkeypatch.setattr(footprint, "_MEMINFO", str(tmp_path / "absent"))
+    monkeypatch.setattr(footprint, "_CGROUP_LIMITS", ())
+    assert footprint.available_bytes("cpu") is None
+    assert footprint.available_bytes("meta") is None
+
+
+def test_a_huge_page_table_the_kernel_refuses_is_a_memory_error(monkeypatch):
+    import errno
+    import mmap
+
+    if not hugepages.enabled("cpu"):
+        pytest.skip("no transparent huge pages here")
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    with pytest.raises(MemoryError, match=r"\(1024, 1024\) torch.float32 table"):
+        hugepages.empty((1024, 1024), torch.float32)

@@ -37,6 +37,7 @@ advised copy of an unpickled one.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import mmap
@@ -96,7 +97,12 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     # A private anonymous mapping of its own, not malloc's memory: pages nothing has touched
     # yet, so the fill faults them in as huge ones (memory malloc recycles may already be on
     # 4 KiB pages, more so once recenv.core.heap keeps freed memory in the heap).
-    mapping = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        mapping = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError as e:  # ENOMEM: say so as torch's allocator would, with the table's size
+        if e.errno != errno.ENOMEM:
+            raise
+        raise MemoryError(f"cannot allocate a {shape} {dtype} table ({nbytes:,} bytes)") from e
     buf = np.frombuffer(mapping, dtype=np.uint8)
     off = -buf.ctypes.data % HUGE_PAGE  # a multiple of the 4 KiB page: the mapping starts on one
     try:

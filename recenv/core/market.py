@@ -49,6 +49,7 @@ from recenv.core.choice import (
 )
 from recenv.core.config import MarketConfig, as_int
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
+from recenv.core.footprint import check_fits
 from recenv.core.indexing import (
     cell,
     first_argmax,
@@ -259,6 +260,9 @@ class BatchedMarket:
             population.check(cfg)
             population = population.to(dev)
         self.population = population
+        # Before the first per-market table: a batch too large for this machine is refused by
+        # name, not granted by overcommit and then killed while its tables are filled.
+        check_fits(cfg, N, dev)
         self._pending_seed = seed
         self._seeded = False
         A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size

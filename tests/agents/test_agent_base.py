@@ -131,6 +131,25 @@ def test_sizes_no_memory_holds_are_refused_naming_agent_and_field(market):
     agents.train(agents.make_agent("iql", env, buffer_size=256, batch_size=8), env, 20)
 
 
+def test_storage_larger_than_the_available_memory_is_refused_before_zeroing(market, monkeypatch):
+    """Storage the allocator would grant (address space is overcommitted) but memory cannot
+    hold is refused before it is zeroed, naming the agent, the field and what is available:
+    zeroing it would have ended in the OOM killer, not an error."""
+    from recenv.core import footprint
+
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: 1 << 20)
+    env = market(horizon=10)
+    agent = agents.make_agent("iql", env, buffer_size=10**5, batch_size=8)
+    with pytest.raises(
+        ValueError,
+        match=r"agent 'iql': buffer_size=100000 needs [\d.]+ GiB of storage on cpu, but "
+        r"0.00 GiB available on cpu \(RECENV_MEMORY_CHECK=0",
+    ):
+        agents.train(agent, env, 20)
+    monkeypatch.setenv("RECENV_MEMORY_CHECK", "0")
+    agents.train(agents.make_agent("iql", env, buffer_size=10**4, batch_size=8), env, 20)
+
+
 INF, NAN = math.inf, math.nan
 
 

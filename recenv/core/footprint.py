@@ -1,0 +1,134 @@
+"""A batch's memory, known before it is allocated, and a clear refusal when it cannot fit.
+
+A batched market allocates its per-market tables at once and fills them (zeros, the huge-page
+fill), so a batch too large for the machine fails in one of two unhelpful ways: a single table
+larger than memory is refused by the kernel (``OSError: [Errno 12] Cannot allocate memory``,
+naming nothing), and tables that each fit but together do not are granted by Linux's memory
+overcommit and then touched until the OOM killer ends the process, taking whatever else it
+held. :func:`check_fits` runs before the first table is allocated and refuses such a batch
+with an error that names ``num_envs``, ``num_users``, the bytes needed and the bytes
+available, and how many markets would fit.
+
+:func:`market_nbytes` is the bytes of one market's tables as
+:meth:`~recenv.core.market.BatchedMarket.state_nbytes` counts them once the batch is reset
+(a test holds the two equal over random configs). A step also needs its temporaries and
+outputs beside them (peak RSS ~1.15x the tables at 16,384 markets of 1,000 users, eager), and
+the catalog and a population are shared by all markets and already allocated when the check
+runs; the check refuses only a batch whose tables alone exceed what is available, so it never
+refuses one that could run. ``RECENV_MEMORY_CHECK=0`` in the environment turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from recenv.core.config import MarketConfig
+from recenv.core.users import UserLayout
+
+_MEMINFO = "/proc/meminfo"
+# cgroup v2, then v1: a container's limit, which /proc/meminfo does not show.
+_CGROUP_LIMITS = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    (
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+    ),
+)
+
+
+def market_nbytes(cfg: MarketConfig) -> int:
+    """Bytes of one market's tables (state, current request, observation) under ``cfg``, as
+    ``BatchedMarket.state_nbytes() / num_envs`` reads once the batch is reset."""
+    A, U, C = cfg.num_agents, cfg.num_users, cfg.num_candidates
+    T, D, W = cfg.num_topics, cfg.embed_dim, cfg.stats_size
+    f4, i8 = 4, 8
+    clocks = 3 * i8 + f4 + 1 + i8  # key, counter, episode; t; needs_reset; arange
+    users = U * (UserLayout(T, A).width * f4 + 2 * f4 + i8 + f4)  # rows, status, epoch, activity
+    items = W * 3 * 4  # (episode stamp, exposures, clicks) int32
+    request = i8 + A * C * (i8 + 1) + (D + 1) * f4  # user, candidates + mask, taste + price
+    accumulators = 2 * A * f4 + 4 * f4
+    observation = (T + 2) * f4 + A * (T + 4) * f4 + A * C * (T + 6) * f4
+    return clocks + users + items + request + accumulators + observation
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _meminfo_available() -> int | None:
+    """``MemAvailable + SwapFree`` of ``/proc/meminfo`` in bytes, or None (not Linux)."""
+    fields = {}
+    try:
+        with open(_MEMINFO) as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                fields[name] = int(rest.split()[0]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    if "MemAvailable" not in fields:
+        return None
+    return fields["MemAvailable"] + fields.get("SwapFree", 0)
+
+
+def _cgroup_available() -> int | None:
+    for limit_path, usage_path in _CGROUP_LIMITS:
+        limit, usage = _read_int(limit_path), _read_int(usage_path)
+        # v1 reports "no limit" as a huge number (2^63 rounded to pages).
+        if limit is not None and usage is not None and limit < 1 << 60:
+            return max(0, limit - usage)
+    return None
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory this process can still take on ``device``, in bytes, or None where it cannot
+    be read (then nothing is checked). CPU: the smaller of ``/proc/meminfo``'s
+    ``MemAvailable + SwapFree`` and the cgroup's limit less its usage; CUDA: the device's
+    free memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    known = [x for x in (_meminfo_available(), _cgroup_available()) if x is not None]
+    return min(known) if known else None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def shortfall(nbytes: int, device: torch.device | str = "cpu") -> str | None:
+    """``None`` if ``nbytes`` fit in the memory :func:`available_bytes` reports on ``device``
+    (or it cannot be read, or ``RECENV_MEMORY_CHECK=0``); else what is available, as text for
+    the caller's error ("22.91 GiB available on cpu")."""
+    if os.environ.get("RECENV_MEMORY_CHECK", "1") == "0":
+        return None
+    free = available_bytes(device)
+    if free is None or nbytes <= free:
+        return None
+    return f"{_gib(free)} available on {torch.device(device)}"
+
+
+def check_fits(cfg: MarketConfig, num_envs: int, device: torch.device | str = "cpu") -> None:
+    """Raise ``MemoryError`` if ``num_envs`` markets' tables (:func:`market_nbytes` each)
+    exceed the memory :func:`available_bytes` reports on ``device``; nothing is allocated.
+
+    Skipped where the available memory cannot be read or ``RECENV_MEMORY_CHECK=0``."""
+    per_market = market_nbytes(cfg)
+    need = per_market * num_envs
+    short = shortfall(need, device)
+    if short is None:
+        return
+    fit = available_bytes(device) // per_market
+    raise MemoryError(
+        f"num_envs={num_envs} x num_users={cfg.num_users} need {_gib(need)} of tables "
+        f"({per_market:,} B a market); {short}: at most {fit:,} markets fit "
+        f"(RECENV_MEMORY_CHECK=0 skips this check)"
+    )
