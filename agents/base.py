@@ -74,6 +74,7 @@ in one market, combine them with :class:`Team`, which is itself an :class:`Agent
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -382,6 +383,32 @@ def check_compatible(agent: type[Agent] | Agent, env: Any) -> None:
         raise ValueError(f"agent {name!r} acts with {agent.action_kind!r}; recenv needs slates")
 
 
+def check_obs(agent: Agent, obs: Any) -> None:
+    """Raise ``ValueError`` unless ``obs`` is a mapping with an entry for each of
+    ``agent.agent_ids``, naming the agent, the missing ids and the keys ``obs`` has."""
+    if not isinstance(obs, Mapping):
+        raise ValueError(
+            f"agent {agent.name!r}: act() takes obs as {{env agent: observation}} for "
+            f"{agent.agent_ids}, got {type(obs).__name__}"
+        )
+    missing = [a for a in agent.agent_ids if a not in obs]
+    if missing:
+        raise ValueError(
+            f"agent {agent.name!r}: obs has no entry for env agent(s) {missing} it acts for "
+            f"(agent_ids={agent.agent_ids}); obs holds {list(obs)}"
+        )
+
+
+def _obs_checked(act: Callable) -> Callable:
+    @functools.wraps(act)
+    def checked(self: Agent, obs: Any, *args: Any, **kwargs: Any) -> Any:
+        check_obs(self, obs)
+        return act(self, obs, *args, **kwargs)
+
+    checked.__wrapped_act__ = act
+    return checked
+
+
 # ----------------------------------------------------------------------------------------
 # The protocol
 # ----------------------------------------------------------------------------------------
@@ -401,6 +428,15 @@ class Agent:
     # Agent.load refuses a checkpoint whose floating-point state holds NaN or ±inf (a
     # diverged run's); an agent whose state holds infinities by design sets this False.
     finite_state: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        # Every act() a subclass defines first checks that obs has an entry for each env
+        # agent this agent controls: a missing one was a bare KeyError('agent_1') from deep
+        # inside the policy, naming neither the agent nor what obs held.
+        act = cls.__dict__.get("act")
+        if act is not None and not hasattr(act, "__wrapped_act__"):
+            cls.act = _obs_checked(act)
 
     def __init__(
         self,

@@ -263,6 +263,33 @@ def test_agent_ids_must_be_env_agents(market):
     assert agents.make_agent("random", env, agent_ids="agent_1").agent_ids == ["agent_1"]
 
 
+@pytest.mark.parametrize("name", agents.registry.registered_agents())
+def test_act_names_the_agent_ids_missing_from_obs(env_for, name):
+    """Every registered agent's act(), and a plug-in's, refuses obs without an entry for an
+    env agent it acts for, naming the agent, the ids and what obs held (it was a bare
+    KeyError from inside the policy); an agent built for one env agent needs only that one."""
+    env = env_for(name)
+    obs = env.reset()
+    agent = agents.make_agent(name, env)
+    partial = {a: o for a, o in obs.items() if a != "agent_1"}
+    with pytest.raises(ValueError, match=rf"agent '{name}': obs has no entry for env agent\(s\) "
+                       r"\['agent_1'\].*obs holds \['agent_0'\]"):  # fmt: skip
+        agent.act(partial)
+    with pytest.raises(ValueError, match=rf"agent '{name}': act\(\) takes obs as"):
+        agent.act([obs["agent_0"]])
+    assert set(agent.act(obs)) == set(env.agents)
+
+    class Plugin(agents.base.ScoringAgent):
+        name = "plugin"
+
+        def act(self, obs, explore=False):
+            return {a: obs[a]["action_mask"].int().topk(self.slate_size).indices for a in obs}
+
+    with pytest.raises(ValueError, match=r"agent 'plugin': obs has no entry .*\['agent_0'\]"):
+        Plugin(env, agent_ids=["agent_0"]).act({"agent_1": obs["agent_1"]})
+    assert set(Plugin(env, agent_ids=["agent_0"]).act({"agent_0": obs["agent_0"]})) == {"agent_0"}
+
+
 def test_capabilities_refuse_incompatible_envs(market):
     class NoOracle:
         def __init__(self, env):
