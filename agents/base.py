@@ -15,7 +15,9 @@ Methods to write in a subclass
     ``candidates [N, C, T+6]``, ``action_mask [N, C]`` (bool), ``user_id [N]``,
     ``candidate_ids [N, C]``. Return, for each controlled agent, ``K`` distinct unmasked
     candidate indices per market. ``explore=True`` while collecting training data,
-    ``False`` to evaluate (greedy, as deterministic as the algorithm allows).
+    ``False`` to evaluate (greedy, as deterministic as the algorithm allows). The base class
+    wraps it: an ``obs`` without an entry for a controlled agent is refused (``ValueError``
+    naming them) before it runs.
 ``learn(transition) -> {metric: float}`` (learning agents)
     Called once per env step while training, after :meth:`observe`. Store the
     :class:`Transition`, update on the agent's own schedule, and return scalar metrics to log
