@@ -160,3 +160,15 @@ def test_a_huge_page_table_the_kernel_refuses_is_a_memory_error(monkeypatch):
     monkeypatch.setattr(mmap, "mmap", refuse)
     with pytest.raises(MemoryError, match=r"\(1024, 1024\) torch.float32 table"):
         hugepages.empty((1024, 1024), torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_available_bytes_on_cuda_counts_the_allocators_cache():
+    total = torch.cuda.get_device_properties(0).total_memory
+    before = footprint.available_bytes("cuda")
+    assert 0 < before <= total
+    x = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+    assert footprint.available_bytes("cuda") <= before - (64 << 20) + (2 << 20)
+    del x  # back in torch's cache, not the driver's: still available to a market
+    assert footprint.available_bytes("cuda") >= before - (2 << 20)

@@ -90,10 +90,12 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
     """Memory this process can still take on ``device``, in bytes, or None where it cannot
     be read (then nothing is checked). CPU: the smaller of ``/proc/meminfo``'s
     ``MemAvailable + SwapFree`` and the cgroup's limit less its usage; CUDA: the device's
-    free memory."""
+    free memory and what torch's caching allocator holds unused."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        # The driver's free memory, plus what torch's caching allocator holds unused.
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     if device.type != "cpu":
         return None
     known = [x for x in (_meminfo_available(), _cgroup_available()) if x is not None]
