@@ -14,8 +14,8 @@ available, and how many markets would fit.
 (a test holds the two equal over random configs). A step also needs its temporaries and
 outputs beside them (peak RSS ~1.15x the tables at 16,384 markets of 1,000 users, eager), and
 the catalog and a population are shared by all markets and already allocated when the check
-runs; the check refuses only a batch whose tables alone exceed what is available, so it never
-refuses one that could run. ``RECENV_MEMORY_CHECK=0`` in the environment turns it off.
+runs; the check refuses only a batch whose tables alone exceed what is available, one that
+memory could not hold anyway. ``RECENV_MEMORY_CHECK=0`` in the environment turns it off.
 """
 
 from __future__ import annotations
@@ -109,13 +109,18 @@ def _gib(n: int) -> str:
 def shortfall(nbytes: int, device: torch.device | str = "cpu") -> str | None:
     """``None`` if ``nbytes`` fit in the memory :func:`available_bytes` reports on ``device``
     (or it cannot be read, or ``RECENV_MEMORY_CHECK=0``); else what is available, as text for
-    the caller's error ("22.91 GiB available on cpu")."""
+    the caller's error (``"22.91 GiB available on cpu"``)."""
+    free = _short(nbytes, device)
+    return None if free is None else f"{_gib(free)} available on {torch.device(device)}"
+
+
+def _short(nbytes: int, device: torch.device | str) -> int | None:
+    """The bytes available on ``device`` if fewer than ``nbytes``, else None (as
+    :func:`shortfall`)."""
     if os.environ.get("RECENV_MEMORY_CHECK", "1") == "0":
         return None
     free = available_bytes(device)
-    if free is None or nbytes <= free:
-        return None
-    return f"{_gib(free)} available on {torch.device(device)}"
+    return free if free is not None and nbytes > free else None
 
 
 def check_fits(cfg: MarketConfig, num_envs: int, device: torch.device | str = "cpu") -> None:
@@ -125,12 +130,11 @@ def check_fits(cfg: MarketConfig, num_envs: int, device: torch.device | str = "c
     Skipped where the available memory cannot be read or ``RECENV_MEMORY_CHECK=0``."""
     per_market = market_nbytes(cfg)
     need = per_market * num_envs
-    short = shortfall(need, device)
-    if short is None:
+    free = _short(need, device)
+    if free is None:
         return
-    fit = available_bytes(device) // per_market
     raise MemoryError(
         f"num_envs={num_envs} x num_users={cfg.num_users} need {_gib(need)} of tables "
-        f"({per_market:,} B a market); {short}: at most {fit:,} markets fit "
-        f"(RECENV_MEMORY_CHECK=0 skips this check)"
+        f"({per_market:,} B a market); {_gib(free)} available on {torch.device(device)}: at "
+        f"most {free // per_market:,} markets fit (RECENV_MEMORY_CHECK=0 skips this check)"
     )
