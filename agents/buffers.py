@@ -22,7 +22,7 @@ import torch
 
 from agents.state_checks import counter
 from recenv.core.config import sizes_named
-from recenv.core.footprint import shortfall
+from recenv.core.footprint import gib, shortfall
 
 Row = dict[str, torch.Tensor]
 # Step keys that steer assembly and are not stored.
@@ -48,8 +48,11 @@ def allocate(
     needs = f"{what} needs {nbytes / 2**30:,.1f} GiB of storage on {device}"
     # Refused before zeroing: storage that fits address space but not memory would be
     # granted by overcommit and the process killed while the zeros are written.
-    if (short := shortfall(nbytes, device)) is not None:
-        raise ValueError(f"{needs}, but {short} (RECENV_MEMORY_CHECK=0 skips this check)")
+    if (free := shortfall(nbytes, device)) is not None:
+        raise ValueError(
+            f"{needs}, but {gib(free)} available on {device} (RECENV_MEMORY_CHECK=0 skips "
+            "this check)"
+        )
     with sizes_named(needs):
         return {k: torch.zeros(shapes[k], dtype=v.dtype, device=device) for k, v in like.items()}
 

@@ -188,10 +188,12 @@ def bench_figure(result: Mapping[str, Any], path: str | Path | None = None) -> F
     )
     if path is not None:
         path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"{path} exists; results are never overwritten")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        try:  # "x": created here or refused, as bench_env.write_result writes the JSON
+            with open(path, "xb") as f:
+                fig.savefig(f, format="png", dpi=110)
+        except FileExistsError as e:
+            raise FileExistsError(f"{path} exists; results are never overwritten") from e
     return fig
 
 

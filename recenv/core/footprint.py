@@ -102,21 +102,15 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
     return min(known) if known else None
 
 
-def _gib(n: int) -> str:
+def gib(n: int) -> str:
+    """``n`` bytes as ``"22.91 GiB"``."""
     return f"{n / 2**30:.2f} GiB"
 
 
-def shortfall(nbytes: int, device: torch.device | str = "cpu") -> str | None:
-    """``None`` if ``nbytes`` fit in the memory :func:`available_bytes` reports on ``device``
-    (or it cannot be read, or ``RECENV_MEMORY_CHECK=0``); else what is available, as text for
-    the caller's error (``"22.91 GiB available on cpu"``)."""
-    free = _short(nbytes, device)
-    return None if free is None else f"{_gib(free)} available on {torch.device(device)}"
-
-
-def _short(nbytes: int, device: torch.device | str) -> int | None:
-    """The bytes available on ``device`` if fewer than ``nbytes``, else None (as
-    :func:`shortfall`)."""
+def shortfall(nbytes: int, device: torch.device | str = "cpu") -> int | None:
+    """The bytes :func:`available_bytes` reports on ``device`` when they are fewer than
+    ``nbytes``; None when ``nbytes`` fit, the memory cannot be read, or
+    ``RECENV_MEMORY_CHECK=0``."""
     if os.environ.get("RECENV_MEMORY_CHECK", "1") == "0":
         return None
     free = available_bytes(device)
@@ -130,11 +124,11 @@ def check_fits(cfg: MarketConfig, num_envs: int, device: torch.device | str = "c
     Skipped where the available memory cannot be read or ``RECENV_MEMORY_CHECK=0``."""
     per_market = market_nbytes(cfg)
     need = per_market * num_envs
-    free = _short(need, device)
+    free = shortfall(need, device)
     if free is None:
         return
     raise MemoryError(
-        f"num_envs={num_envs} x num_users={cfg.num_users} need {_gib(need)} of tables "
-        f"({per_market:,} B a market); {_gib(free)} available on {torch.device(device)}: at "
+        f"num_envs={num_envs} x num_users={cfg.num_users} need {gib(need)} of tables "
+        f"({per_market:,} B a market); {gib(free)} available on {torch.device(device)}: at "
         f"most {free // per_market:,} markets fit (RECENV_MEMORY_CHECK=0 skips this check)"
     )
