@@ -105,7 +105,9 @@ def test_a_batch_larger_than_the_available_memory_is_refused_by_name(monkeypatch
     monkeypatch.setattr(footprint, "available_bytes", lambda device: 10 * per_market)
     allocated = []
     real_full = hugepages.full
-    monkeypatch.setattr(hugepages, "full", lambda *a, **k: allocated.append(a) or real_full(*a))
+    monkeypatch.setattr(
+        hugepages, "full", lambda *a, **k: allocated.append(a) or real_full(*a, **k)
+    )
     with pytest.raises(ValueError, match="num_envs=11 x num_users=25") as e:
         recenv.make_vec("recenv/Market-v0", num_envs=11, seed=0)
     assert "at most 10 markets fit" in str(e.value)
