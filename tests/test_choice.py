@@ -255,11 +255,18 @@ def _unsigned(x, mult: int, shift: int):
     return x ^ (x >> np.uint64(shift))
 
 
+def _fmix32_unsigned(w):
+    """murmur3's fmix32 in numpy's uint64 holding 32-bit values."""
+    w = w ^ (w >> np.uint64(16))
+    return _unsigned(_unsigned(w, 0x85EBCA6B, 13), 0xC2B2AE35, 16)
+
+
 def test_hash32_and_uniforms_are_the_unsigned_32_bit_algorithms():
-    """``hash32`` (lowbias32) and ``uniforms`` (a Weyl sequence plus fmix32) run in signed
-    torch integers, with products kept where they cannot overflow (signed overflow is
-    undefined in the C++ of a compiled step); their bits must still be those of the
-    unsigned 32-bit algorithms, computed here in numpy's uint64, extremes included."""
+    """``hash32`` (lowbias32) and ``uniforms`` (a Weyl sequence on the prefix's low lane plus
+    fmix32, xor the high lane, fmix32 again) run in signed torch integers, with products
+    kept where they cannot overflow (signed overflow is undefined in the C++ of a compiled
+    step); their bits must still be those of the unsigned 32-bit algorithms, computed here
+    in numpy's uint64, extremes included (prefixes are 64 bits: both lanes' extremes)."""
     g = torch.Generator().manual_seed(11)
     extremes = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=torch.int64)
     x = torch.cat([torch.randint(0, 2**32, (20_000,), generator=g), extremes])
@@ -269,10 +276,62 @@ def test_hash32_and_uniforms_are_the_unsigned_32_bit_algorithms():
     assert np.array_equal(rng.hash32(x).numpy().astype(np.uint64), want)
 
     width = 9
+    edges = torch.tensor([0, -1, 2**63 - 1, -(2**63), 2**31, 2**32, -(2**32)], dtype=torch.int64)
+    pre = torch.cat([torch.randint(-(2**63), 2**63 - 1, (20_000,), generator=g), edges])
+    bits = pre.numpy().view(np.uint64)
+    lo, hi = bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)
     steps = np.arange(width, dtype=np.uint64) * np.uint64(0x9E3779B9)
-    w = x.numpy().astype(np.uint64)[:, None] + steps
-    w &= np.uint64(0xFFFFFFFF)
-    w = w ^ (w >> np.uint64(16))
-    w = _unsigned(_unsigned(w, 0x85EBCA6B, 13), 0xC2B2AE35, 16)
+    w = _fmix32_unsigned((lo[:, None] + steps) & np.uint64(0xFFFFFFFF))
+    w = _fmix32_unsigned(w ^ hi[:, None])
     want_u = ((w >> np.uint64(9)).astype(np.float64) * 2.0**-23 + 2.0**-24).astype(np.float32)
-    assert np.array_equal(rng.uniforms(x, width).numpy(), want_u)
+    assert np.array_equal(rng.uniforms(pre, width).numpy(), want_u)
+    assert np.array_equal(rng.lanes(pre)[0].numpy().astype(np.uint64), lo)
+    assert np.array_equal(rng.lanes(pre)[1].numpy().astype(np.uint64), hi)
+    assert torch.equal(rng.pack(*rng.lanes(pre)), pre)
+
+
+def test_keys_and_prefixes_never_collide():
+    """Keys are a bijection of the seed and a key's prefixes a bijection of the counter, and
+    blocks are 64 bits: no two markets of a batch share a block. With the 32-bit keys and
+    prefixes of before, seed 8333096018 had seed 0's key (the same trajectory), and 4,096
+    markets over 2,000 steps drew ~7,800 pairs of identical blocks (the birthday bound of
+    8.2 M draws among 2^32)."""
+    seeds = torch.cat(
+        [
+            torch.arange(1 << 20, dtype=torch.int64),
+            torch.tensor([8333096018, -1, 2**63 - 1, -(2**63), 2**32, 2**32 + 1]),
+        ]
+    )
+    assert rng.seed_to_key(seeds).unique().numel() == seeds.numel()
+    key = rng.seed_to_key(torch.arange(4096, dtype=torch.int64))
+    steps = torch.arange(2000, dtype=torch.int64)
+    pre = rng.prefix(key[:, None], steps[None, :], rng.STREAM_STEP)
+    assert pre.unique().numel() == pre.numel()
+    # The low lanes alone do collide (the birthday bound): the high lane keeps such blocks
+    # apart, number by number.
+    lo = rng.lanes(pre.flatten())[0]
+    _, inverse, counts = lo.unique(return_inverse=True, return_counts=True)
+    assert int((counts > 1).sum()) > 1000
+    first = torch.nonzero(counts[inverse] > 1).flatten()
+    pair = first[lo[first] == lo[first[0]]][:2]
+    a, b = rng.uniforms(pre.flatten()[pair], 64)
+    assert int((a == b).sum()) <= 2
+    # A user's sub-blocks (split by user index) are distinct too.
+    sub = rng.split(pre[:, :1], torch.arange(1000, dtype=torch.int64)[None, :])
+    assert sub.unique().numel() == sub.numel()
+
+
+def test_seeds_whose_32_bit_keys_collided_give_different_trajectories():
+    """Seeds 0 and 8333096018 shared one 32-bit key (and so one trajectory) before the keys
+    were 64 bits."""
+    kw = dict(num_items=500, horizon=30)
+    rewards = []
+    for seed in (0, 8333096018):
+        env = recenv.make("recenv/Market-v0", seed=seed, **kw)
+        env.reset()
+        trace = []
+        while env.agents:
+            _, rew, *_ = env.step({a: env.oracle_slate(a) for a in env.agents})
+            trace.append(list(rew.values()))
+        rewards.append(trace)
+    assert rewards[0] != rewards[1]

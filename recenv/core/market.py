@@ -1232,8 +1232,7 @@ class BatchedMarket:
             arrival = self._next_user(block[:, self._block["arrival"]], served)
         u, ready_u = arrival.user, arrival.ready
 
-        pre = rng.prefix(self.key, self.episode, rng.STREAM_USER)
-        pre = rng.hash32(pre ^ ((u * 0x632BE5AB) & 0xFFFFFFFF))
+        pre = rng.split(rng.prefix(self.key, self.episode, rng.STREAM_USER), u)
         fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
         if self.population is not None:
             fresh_row = L.assemble(fresh_row, interest=rows(self.population.interest, u))
