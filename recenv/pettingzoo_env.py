@@ -17,6 +17,7 @@ Gymnasium's convention says (PettingZoo's ``render_test`` builds every env with 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from recenv.core.market import FACE_UTILITY, BatchedMarket, face_row
+from recenv.core.market import FACE_UTILITY, BatchedMarket, face_row, slate_tensor
 from recenv.spaces import SlateSpace, observation_space
 
 FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles", "compile")
@@ -96,6 +97,13 @@ class MarketParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, Any], dict[str, dict]]:
+        if options:
+            # Warned, not refused: PettingZoo's own API checks (parallel_api_test, api_test)
+            # pass options={"options": 1} to see that reset takes the argument.
+            warnings.warn(
+                f"options={options!r} ignored: the market's reset takes no options",
+                stacklevel=2,
+            )
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_step = None
@@ -140,6 +148,8 @@ class MarketParallelEnv(ParallelEnv):
         None without a render mode."""
         if self.render_mode is None:
             return None
+        if self.core._obs_parts is None:  # no request yet: a frame would show user 0 at t=0
+            raise RuntimeError("the env was never reset: call reset() before render()")
         frame = self._frame()
         if self.render_mode == "human":
             print(frame)
@@ -207,7 +217,7 @@ class MarketParallelEnv(ParallelEnv):
         for i, agent in enumerate(self.possible_agents):
             action = actions.get(agent)
             if (
-                not isinstance(action, np.ndarray)
+                type(action) is not np.ndarray  # (a subclass, e.g. a masked array: checked)
                 or action.dtype.kind not in "iu"
                 or action.shape != (K,)
             ):
@@ -316,18 +326,10 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
-    """One agent's slate (array-like of K ints) as a ``[1, K]`` tensor; the core checks it."""
-    if isinstance(action, torch.Tensor):
-        x = action
-    else:
-        try:
-            # A copy: torch warns on a read-only array (e.g. a slice of an observation).
-            x = torch.as_tensor(np.array(action))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"action of {agent}: cannot read {action!r} as a slate: {e}") from None
+    """One agent's slate (array-like of K ints) as a ``[1, K]`` tensor, read as the batched
+    face reads one (:func:`~recenv.core.market.slate_tensor`); the core checks it."""
+    expected = f"a slate of {K} distinct candidate indices in [0, {C - 1}]"
+    x = slate_tensor(agent, action, expected)
     if x.dim() != 1 or x.shape[0] != K:
-        raise ValueError(
-            f"action of {agent}: shape {tuple(x.shape)}, expected ({K},): a slate of {K} "
-            f"distinct candidate indices in [0, {C - 1}]"
-        )
+        raise ValueError(f"action of {agent}: shape {tuple(x.shape)}, expected ({K},): {expected}")
     return x.unsqueeze(0)

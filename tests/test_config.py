@@ -4,6 +4,7 @@ lists the valid ones; impossible values are refused with a message that says why
 from __future__ import annotations
 
 import dataclasses
+import fractions
 
 import numpy as np
 import pytest
@@ -55,7 +56,12 @@ def test_unknown_key_on_every_preset(env_id, small):
         ({"num_items": -5}, ["num_items", "> 0"]),
         ({"num_agents": 0}, ["num_agents", "> 0"]),
         ({"horizon": 0}, ["horizon", "> 0"]),
-        ({"temperature": 0.0}, ["temperature", "> 0"]),
+        ({"temperature": 0.0}, ["temperature", "[0.001, inf)"]),
+        # utility / temperature overflowed float32: every choice probability was NaN
+        ({"temperature": 1e-39}, ["temperature", "[0.001, inf)", "float32"]),
+        ({"temperature": 1e-50}, ["temperature", "[0.001, inf)", "float32"]),
+        # state() divides by it in float32, where 1e-50 is 0 (and 0 / 0 NaN)
+        ({"session_budget": 1e-50}, ["session_budget", "float32's smallest normal"]),
         ({"slate_size": 21, "num_candidates": 20}, ["slate_size", "num_candidates"]),
         ({"return_prob": 1.5}, ["return_prob", "[0, 1]"]),
         ({"boredom_decay": -0.1}, ["boredom_decay", "[0, 1]"]),
@@ -90,6 +96,9 @@ def test_unknown_key_on_every_preset(env_id, small):
         # what torch holds: int64 and float32 (beyond, torch's own overflow errors)
         ({"num_users": 2**63}, ["num_users", "[-2**63, 2**63 - 1]"]),
         ({"temperature": 1e39}, ["temperature", "float32's range"]),
+        # past even float64 (float() raised a bare OverflowError), named in short
+        ({"temperature": 10**400}, ["temperature=1000000000", "...0000000", "float32's range"]),
+        ({"expectation": -(10**400)}, ["expectation", "float32's range"]),
     ],
 )
 def test_impossible_values_say_why(overrides, words):
@@ -102,6 +111,32 @@ def test_impossible_values_say_why(overrides, words):
     with pytest.raises(ValueError) as err:
         recenv.make_vec(MARKET, num_envs=1, **overrides)
     assert words[0] in str(err.value)
+
+
+def test_real_numbers_are_stored_as_floats_and_step():
+    """A float field takes any real number (an int, a Fraction, numpy's floats) and stores it
+    as a Python float, which the market computes with.
+
+    Regression test: a ``Fraction`` was stored as given, and the first step raised TypeError
+    inside torch after the market's counter had moved."""
+    third = fractions.Fraction(1, 3)
+    given = {"temperature": third, "expectation": third, "session_budget": 8, "quality_std": 0}
+    cfg = MarketConfig(**given, no_click_utility=np.float32(1.5))
+    for name in (*given, "no_click_utility"):
+        assert type(getattr(cfg, name)) is float, name
+    assert cfg.temperature == 1 / 3 and cfg.session_budget == 8.0
+    env = recenv.make_vec(MARKET, num_envs=2, seed=0, num_items=500, **given)
+    env.reset()
+    s = env.oracle_slates()
+    _, _, _, _, info = env.step({a: s[:, i] for i, a in enumerate(env.agents)})
+    assert torch.isfinite(info["choice_probs"]).all() and env.counter.tolist() == [1, 1]
+
+
+def test_a_number_too_long_to_write_is_still_named():
+    """An int past 4,300 digits, which ``repr`` refuses to write, is still refused naming
+    its field (the message's ``repr`` raised ValueError about integer string conversion)."""
+    with pytest.raises(ValueError, match=r"num_users=<an int too large to write>.*2\*\*63"):
+        MarketConfig(num_users=10**5000)
 
 
 def test_all_errors_reported_together():
@@ -161,14 +196,19 @@ def test_face_and_registry_errors():
 
 
 def test_reading_the_market_before_reset_says_reset_first():
-    """``state()`` and the oracle before the first ``reset()`` raise the RuntimeError that
-    ``step`` and ``observe`` raise (were AttributeErrors on an empty user table)."""
+    """``state()``, the oracle, ``check_slate`` and ``render`` before the first ``reset()``
+    raise the RuntimeError that ``step`` and ``observe`` raise (were AttributeErrors on an
+    empty user table, a slate error naming an empty mask, a frame of no request)."""
     env = recenv.make_vec(MARKET, num_envs=2, num_items=500)
-    for read in (env.state, env.oracle_scores, env.oracle_slates, env.observe):
+    slate = torch.tensor([[0, 1, 2], [0, 1, 2]])
+    # check_slate said "candidate 0 is masked ... allowed indices: []" (no mask yet).
+    check = lambda: env.check_slate("agent_0", slate)  # noqa: E731
+    for read in (env.state, env.oracle_scores, env.oracle_slates, env.observe, check):
         with pytest.raises(RuntimeError, match=r"call reset\(\) before"):
             read()
-    face = recenv.make(MARKET, num_items=500)
-    for read in (face.state, lambda: face.oracle_slate("agent_0")):
+    face = recenv.make(MARKET, num_items=500, render_mode="ansi")
+    # render() drew a frame of user 0 at t=0, a request that never was.
+    for read in (face.state, lambda: face.oracle_slate("agent_0"), face.render):
         with pytest.raises(RuntimeError, match=r"call reset\(\) before"):
             read()
 
@@ -213,8 +253,9 @@ def test_seed_out_of_int64_is_refused_and_changes_nothing():
 
 
 def test_unusable_device_is_a_value_error_naming_it():
-    """A device string torch does not know, or a CUDA device this torch or machine cannot
-    use, is refused at construction with the device named (not torch's AssertionError)."""
+    """A device string torch does not know, a CUDA device this torch or machine cannot use,
+    ``"meta"`` or another backend it lacks, is refused at construction with the device named
+    and the usable ones (not torch's AssertionError or RuntimeError)."""
     with pytest.raises(ValueError, match="device='gpu'"):
         recenv.make_vec(MARKET, num_envs=2, device="gpu", num_items=500)
     with pytest.raises(ValueError, match=r"device='cuda:99' cannot be used"):
@@ -222,6 +263,14 @@ def test_unusable_device_is_a_value_error_naming_it():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"device='cuda' cannot be used.*device='cpu'"):
             recenv.make_vec(MARKET, num_envs=2, device="cuda", num_items=500)
+    # Meta tensors hold no values: reset returned them and the first step failed.
+    with pytest.raises(ValueError, match=r"device='meta' cannot be used.*device='cpu'"):
+        recenv.make_vec(MARKET, num_envs=2, device="meta", num_items=500)
+    # A backend this torch lacks (an MPS device on a build without it: a bare RuntimeError
+    # from inside the build).
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match=r"device='mps' cannot be used.*'mps' backend"):
+            recenv.make_vec(MARKET, num_envs=2, device="mps", num_items=500)
 
 
 def test_registry_refuses_duplicate_and_malformed_ids():

@@ -97,3 +97,33 @@ def test_a_read_only_action_gets_the_clear_error_without_a_torch_warning(small):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="agent_0"):
             env.step(actions)
+
+
+@pytest.mark.parametrize("mode", ["ansi", "human"])
+def test_render_before_any_reset_says_so(small, mode, capsys):
+    """``render()`` before the first ``reset()`` raises the RuntimeError ``step`` raises
+    there, and prints nothing (it drew a frame of user 0 at t=0, a request that never was);
+    without a render mode it still returns None."""
+    env = recenv.make(MARKET, seed=0, render_mode=mode, **small(MARKET))
+    with pytest.raises(RuntimeError, match=r"never reset: call reset\(\) before render\(\)"):
+        env.render()
+    assert capsys.readouterr().out == ""
+    assert recenv.make(MARKET, seed=0, **small(MARKET)).render() is None
+    env.reset(seed=0)
+    assert env.render() is None if mode == "human" else "t=0" in env.render()
+
+
+def test_reset_options_are_named_when_ignored(small):
+    """``reset(options=...)`` with options warns that they are ignored, naming them (they were
+    dropped silently); None and {} do not warn. Not refused: PettingZoo's own API checks
+    pass ``options={"options": 1}`` to see that ``reset`` takes the argument (``test_parallel_api``
+    runs them), and the reset then happens as without options."""
+    env = recenv.make(MARKET, seed=0, **small(MARKET))
+    twin = recenv.make(MARKET, seed=0, **small(MARKET))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.reset(seed=3, options=None)
+        env.reset(seed=3, options={})
+    with pytest.warns(UserWarning, match=r"options=\{'mode': 'eval'\} ignored"):
+        obs, _ = env.reset(seed=3, options={"mode": "eval"})
+    np.testing.assert_array_equal(obs["agent_0"]["user"], twin.reset(seed=3)[0]["agent_0"]["user"])

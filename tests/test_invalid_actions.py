@@ -9,8 +9,10 @@ valid step gives exactly what a twin env that never saw the bad input gives.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -281,12 +283,23 @@ def test_repair_drops_invalid_slots_and_counts_them(env_id, small):
     slate counts 0."""
     env, obs, masked = _pz_env_with_masked_candidate(env_id, small(env_id), invalid_slate="repair")
     K, C = env.config.slate_size, env.config.num_candidates
-    ok = np.flatnonzero(obs["agent_1"]["action_mask"])
-    # Invalid slots last (an out-of-range index last of all), valid ones first.
-    bad = [ok[0], masked, C + 3][: K - 1]
-    slate = np.array([ok[0], *ok[1 : K - len(bad)], *bad])
-    actions = {**_valid(env, obs), "agent_1": slate}
-    _, _, _, _, infos = env.step(actions)
+    for _ in range(50):
+        ok = np.flatnonzero(obs["agent_1"]["action_mask"])
+        # Invalid slots last (an out-of-range index last of all), valid ones first.
+        bad = [ok[0], masked, C + 3][: K - 1]
+        slate = np.array([ok[0], *ok[1 : K - len(bad)], *bad])
+        actions = {**_valid(env, obs), "agent_1": slate}
+        trial = copy.deepcopy(env)
+        _, _, _, _, infos = trial.step(actions)
+        # Under platform_choice the user visits one platform (or none): agent_1's page is
+        # shown only when it is the one visited, so the check needs a step where it is.
+        if env.config.topology != "platform_choice" or (infos["agent_1"]["shown"] >= 0).any():
+            break
+        obs, *_ = env.step(_valid(env, obs))
+        masked_now = np.flatnonzero(obs["agent_1"]["action_mask"] == 0)
+        masked = int(masked_now[0]) if len(masked_now) else C + 4  # out of range instead
+    else:
+        pytest.fail("agent_1's platform was never visited in 50 steps")
     assert infos["agent_1"]["repaired_slots"] == len(bad)
     assert infos["agent_0"]["repaired_slots"] == 0
     shown = infos["agent_1"]["shown"]
@@ -369,3 +382,88 @@ def test_repair_keeps_valid_slot_after_out_of_range_index(small, bad, edge):
     _, _, _, _, info = env.step(acts)
     assert int(info["repaired"][0, 0]) == 1, info["repaired"]
     assert int(info["shown"][0, 0, 1]) == edge_item
+
+
+def _unreadable(good: torch.Tensor) -> dict[str, object]:
+    """Actions ``[N, K]`` that cannot be read as a slate, by name (``good``: a valid one)."""
+    N, K = good.shape
+    return {
+        "None": None,
+        "str": "abc",
+        "object": np.array(good.numpy(), dtype=object),
+        "past_int64": [[2**70, *range(1, K)], *[list(range(K))] * (N - 1)],
+        "ragged": [list(range(K - 1)), *[list(range(K))] * (N - 1)],
+        "sparse": good.to_sparse(),
+        "masked": np.ma.array(good.numpy(), mask=np.eye(N, K, dtype=bool)),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["None", "str", "object", "past_int64", "ragged", "sparse", "masked"]
+)
+def test_batched_refuses_unreadable_actions_by_name_and_is_untouched(
+    small, case, snapshot, assert_same
+):
+    """An action that cannot be read as a slate (None, a string, an object array, an index
+    past int64, ragged lists, a sparse tensor, a masked array) is a ValueError naming the agent
+    and what a slate is, the same from ``step`` and ``check_slate``, and nothing changes.
+
+    Regression test: these were torch's RuntimeError / TypeError / ValueError naming no agent,
+    and a masked array on the PettingZoo face a TypeError comparing int and None."""
+    env = recenv.make_vec(MARKET, num_envs=2, seed=0, **small(MARKET))
+    env.reset()
+    K, C = env.config.slate_size, env.config.num_candidates
+    good = env.oracle_slates()
+    acts = {a: good[:, i] for i, a in enumerate(env.agents)}
+    bad = _unreadable(acts["agent_0"])[case]
+    before = snapshot(env)
+    with pytest.raises(ValueError) as by_step:
+        env.step({**acts, "agent_0": bad})
+    with pytest.raises(ValueError) as by_check:
+        env.check_slate("agent_0", bad)
+    msg = str(by_step.value)
+    assert str(by_check.value) == msg
+    assert msg.startswith("action of agent_0: "), msg
+    assert f"(num_envs=2, slate_size={K})" in msg and re.search(_range_pattern(C), msg), msg
+    assert_same(before, snapshot(env))
+    if case in ("None", "str", "masked"):  # a one-market slate of the PettingZoo face
+        face = recenv.make(MARKET, seed=0, **small(MARKET))
+        obs, _ = face.reset()
+        one = bad if case != "masked" else np.ma.array(_valid(face, obs)["agent_0"], mask=[0, 1, 0])
+        before = snapshot(face.core)
+        with pytest.raises(ValueError, match=rf"^action of agent_0: .*{_range_pattern(C)}"):
+            face.step({**_valid(face, obs), "agent_0": one})
+        assert_same(before, snapshot(face.core))
+
+
+def test_read_only_and_byte_swapped_slates_are_read_as_given(small):
+    """A read-only numpy slate is read without torch's "not writable" UserWarning, and a
+    big-endian one (``>i8``) is read as its values, on both faces and on the PettingZoo face's
+    fast path (every action an array) as on its checked path (another agent's a list): each
+    step equals a twin's given native arrays.
+
+    Regression test: the batched face warned on a read-only array and refused ``>i8`` with
+    torch's byte-order message; the PettingZoo face took ``>i8`` on its fast path only."""
+    kwargs = small(MARKET)
+    env, twin = (recenv.make_vec(MARKET, num_envs=2, seed=0, **kwargs) for _ in range(2))
+    env.reset()
+    twin.reset()
+    for form in ("read_only", "big_endian"):
+        slates = env.oracle_slates().unbind(1)
+        acts = {a: s.numpy() for a, s in zip(env.agents, slates, strict=True)}
+        given = dict(acts)
+        given["agent_0"] = acts["agent_0"].astype(">i8" if form == "big_endian" else np.int64)
+        given["agent_0"].setflags(write=form != "read_only")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            env.check_slate("agent_0", given["agent_0"])
+            out = env.step(given)
+        _assert_tensors_equal(out[:4], twin.step(acts)[:4])
+    face, face_twin = (recenv.make(MARKET, seed=0, **kwargs) for _ in range(2))
+    obs, _ = face.reset()
+    face_twin.reset()
+    for other in (np.asarray, list):  # the fast path, then the checked one
+        acts = _valid(face, obs)
+        given = {"agent_0": acts["agent_0"].astype(">i8"), "agent_1": other(acts["agent_1"])}
+        obs, *rest = face.step(given)
+        assert data_equivalence((obs, *rest), face_twin.step(acts))

@@ -26,6 +26,13 @@ OWNERSHIPS = ("partition", "shared")
 INVALID_SLATE_POLICIES = ("raise", "repair")
 PAGE_ORDERS = ("rotating", "fixed")
 RESPONSES = ("engagement", "watch_time", "listen", "purchase")
+# The choice's logits are utility / temperature in float32: at 1e-3 they stay finite for any
+# |utility| up to 3.4e35, and a utility gap of 0.1 is already odds of e**100 (the choice is
+# an argmax), so a lower temperature changes nothing but overflows into NaN probabilities.
+MIN_TEMPERATURE = 1e-3
+# float32's smallest normal number: state() divides by session_budget in float32, where a
+# smaller budget loses its precision or rounds to 0 (and 0 / 0 is NaN).
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def option(
@@ -135,7 +142,13 @@ class MarketConfig:
     price_sensitivity: float = _f(0.0, "mean user price sensitivity (utility per unit price)")
     position_bias: float = _f(1.0, "utility penalty x log2(1 + position) on the page")
     no_click_utility: float = _f(1.5, "utility of not clicking")
-    temperature: float = _f(1.0, "logit temperature of the choice")
+    temperature: float = _f(
+        1.0,
+        "logit temperature of the choice; at least 1e-3, where the choice is already an "
+        "argmax, so that utility / temperature stays finite in float32",
+        within=(MIN_TEMPERATURE, math.inf),
+        open_ends=(False, True),
+    )
     loyalty_weight: float = _f(3.0, "platform_choice: utility weight of loyalty")
     leave_utility: float = _f(-1.0, "platform_choice: utility of visiting no platform")
 
@@ -160,7 +173,13 @@ class MarketConfig:
         within=(0, 1),  # compared with the fit, which lies in [0, 1]
     )
     loyalty_rate: float = _f(0.2, "loyalty step toward a platform's outcome - expectation")
-    session_budget: float = _f(8.0, "mean time budget of a session")
+    session_budget: float = _f(
+        8.0,
+        "mean time budget of a session; at least float32's smallest normal number, as "
+        "state() divides by it",
+        within=(FLOAT32_TINY, math.inf),
+        open_ends=(False, True),
+    )
     browse_cost: float = _f(0.2, "time a request costs even without a click")
     session_gap: int = _f(
         5, "steps a user stays away after a session ends: floor(gap * (0.5 + uniform))"
@@ -297,9 +316,10 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
 
 def field_type_errors(config: Any, *, finite: bool) -> list[str]:
     """Check each field of the (frozen) dataclass ``config`` annotated with a plain type,
-    storing numpy's integers as ints: ``bool``, ``int`` (not a bool; within int64), ``float``
-    (an int too; not a bool, not NaN; a finite value within float32's range; not infinite if
-    ``finite``), ``str``, ``tuple``. One message per
+    storing numpy's integers as ints and real numbers as Python floats: ``bool``, ``int``
+    (not a bool; within int64), ``float`` (any real number: an int or a Fraction too; not a
+    bool, not NaN; a finite value within float32's range; not infinite if ``finite``),
+    ``str``, ``tuple``. One message per
     wrong field (``name=value must be ...``). Fields of other types, and a class whose
     annotations do not resolve (a plug-in's forward reference), are left unchecked. Shared
     by :class:`MarketConfig` and the agents' configs."""
@@ -317,23 +337,50 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
                 errors.append(f"{f.name}={v!r} must be an int")
                 continue
             if not INT64_RANGE[0] <= n <= INT64_RANGE[1]:  # torch cannot hold it
-                errors.append(f"{f.name}={v!r} must be an int in [-2**63, 2**63 - 1]")
+                errors.append(f"{f.name}={_shown(v)} must be an int in [-2**63, 2**63 - 1]")
             else:
                 object.__setattr__(config, f.name, n)
         elif want is float:
-            number = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-            if not number or math.isnan(v) or (finite and math.isinf(v)):
+            x = _as_float(v)
+            if x is not None and (math.isnan(x) or (finite and math.isinf(x))):
                 rule = "not NaN, finite" if finite else "not NaN"
-                errors.append(f"{f.name}={v!r} must be a number ({rule}) of type float")
-            elif math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                errors.append(f"{f.name}={_shown(v)} must be a number ({rule}) of type float")
+            elif x is None or (math.isfinite(x) and abs(x) > FLOAT32_MAX):
                 # Tensors and optimisers compute in float32, where it would overflow to inf
                 # (or refuse it: "cannot be converted to type float without overflow").
                 errors.append(
-                    f"{f.name}={v!r} must lie within float32's range (|x| <= {FLOAT32_MAX:.3g})"
+                    f"{f.name}={_shown(v)} must lie within float32's range "
+                    f"(|x| <= {FLOAT32_MAX:.3g})"
                 )
+            else:
+                # Stored as a Python float, what torch computes with: a Fraction was kept
+                # as given, and the first step raised TypeError after the market's counter
+                # had moved.
+                object.__setattr__(config, f.name, x)
         elif want in (bool, str, tuple) and not isinstance(v, want):
             errors.append(f"{f.name}={v!r} must be a {want.__name__}")
     return errors
+
+
+def _as_float(v: Any) -> float | None:
+    """``v`` as a Python float: NaN when it is not a real number (a bool is not), ``None``
+    when it is one that no float holds (``10**400``: ``float()`` raises OverflowError)."""
+    if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)):
+        return math.nan
+    try:
+        return float(v)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)`` for an error message, cut to 60 characters: ``10**400`` is 401 digits,
+    and an int past 4,300 digits cannot be written at all (repr raises ValueError)."""
+    try:
+        text = repr(v)
+    except ValueError:
+        return f"<an {type(v).__name__} too large to write>"
+    return text if len(text) <= 60 else text[:50] + "..." + text[-7:]
 
 
 def option_errors(config: Any) -> list[str]:
@@ -369,7 +416,8 @@ def _inside(v: Any, within: tuple[float, float], open_ends: tuple[bool, bool] | 
 
 def _elements(v: Any, each: type) -> tuple | None:
     """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool;
-    ``float``: any real number but bool and NaN), or ``None`` when one is not."""
+    ``float``: any real number but bool, NaN and one past float's range, as a float), or
+    ``None`` when one is not."""
     if not isinstance(v, tuple):
         return None
     out = []
@@ -379,12 +427,11 @@ def _elements(v: Any, each: type) -> tuple | None:
                 out.append(as_int(x))
             except TypeError:
                 return None
-        elif isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
-            if math.isnan(x):
+        else:
+            x = _as_float(x)  # stored as a float, as a float field is
+            if x is None or math.isnan(x):
                 return None
             out.append(x)
-        else:
-            return None
     return tuple(out)
 
 
@@ -414,7 +461,7 @@ def _validate(c: MarketConfig) -> list[str]:
 
     positive("num_agents", "num_items", "num_topics", "embed_dim", "num_users")
     positive("num_candidates", "slate_size", "horizon", "item_stats_size", "fresh_window")
-    positive("temperature", "session_budget", "mean_item_length", "max_item_topics")
+    positive("mean_item_length", "max_item_topics")  # (temperature, session_budget: within=)
     nonneg("zipf_exponent", "quality_std", "price_scale", "feature_noise", "quality_noise")
     nonneg("boredom_growth", "boredom_exposure", "price_sensitivity", "position_bias")
     nonneg("engagement_noise", "browse_cost", "session_gap", "loyalty_weight")

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+import reprlib
+from typing import Any, NamedTuple, NoReturn
 
+import numpy as np
 import torch
 
 from recenv.core import heap, hugepages, native, rng
@@ -158,21 +160,64 @@ def check_seed(seed, num_envs: int) -> int | None:
 
 
 def _usable_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device, or a ValueError naming it when this torch cannot use it
-    (a CUDA device on a CPU build or a machine without one, an index past the last GPU)."""
+    """``device`` as a torch.device, or a ValueError naming it and the usable ones when this
+    torch cannot use it (a CUDA device on a CPU build or a machine without one, an index past
+    the last GPU, a backend this build or machine lacks such as ``"mps"``, ``"meta"``)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    usable = "use device='cpu'" + (" or 'cuda'" if torch.cuda.is_available() else "")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index or 0) >= count:
             where = f"{count} CUDA device(s) visible" if count else "CUDA is not available"
             raise ValueError(
-                f"device={device!r} cannot be used: {where} (torch {torch.__version__}); "
-                "use device='cpu'"
+                f"device={device!r} cannot be used: {where} (torch {torch.__version__}); {usable}"
             )
+    elif dev.type == "meta":
+        # Meta tensors have shapes but no values: reset returned them and the first step
+        # failed reading one.
+        raise ValueError(f"device={device!r} cannot be used: meta tensors hold no values; {usable}")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)  # a backend this torch lacks fails here, not mid-build
+        except Exception as err:  # each backend its own way: RuntimeError, AssertionError, ...
+            raise ValueError(
+                f"device={device!r} cannot be used: this torch ({torch.__version__}) or "
+                f"machine has no usable {dev.type!r} backend; {usable}"
+            ) from err
     return dev
+
+
+def slate_tensor(agent: str, action: Any, expected: str) -> torch.Tensor:
+    """``agent``'s action as a dense tensor (a CPU one unless given as a tensor), or a
+    ValueError naming the agent, why it cannot be read and ``expected`` (what a slate is).
+    Shared by both faces, so that they read the same actions. The values, dtype and shape
+    are the caller's to check."""
+
+    def refuse(why: str) -> NoReturn:
+        raise ValueError(f"action of {agent}: {why}; {expected}")
+
+    if isinstance(action, torch.Tensor):
+        if action.layout != torch.strided or action.is_meta:  # sparse, nested, meta
+            kind = "meta" if action.is_meta else str(action.layout).removeprefix("torch.")
+            refuse(f"a {kind} tensor, not a dense one")
+        return action
+    if isinstance(action, np.ma.MaskedArray):
+        refuse("a masked array, and a masked slate is ambiguous (which slots count?)")
+    try:
+        a = np.asarray(action)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        refuse(f"cannot read {reprlib.repr(action)} as a slate ({err})")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))  # torch refuses the other byte order
+    elif not a.flags.writeable:
+        a = a.copy()  # torch warns on a read-only array (a slice of an observation)
+    try:
+        return torch.as_tensor(a)
+    except TypeError:  # None, str, object (an int past int64): dtypes torch has not
+        refuse(f"cannot read {reprlib.repr(action)} as a slate (numpy dtype {a.dtype})")
 
 
 def check_batch(num_envs, device, seed) -> tuple[torch.device, int | None]:
@@ -936,11 +981,16 @@ class BatchedMarket:
 
     def _as_slate(self, agent: str, action: Any) -> torch.Tensor:
         """``agent``'s action as an int64 slate ``[N, K]`` on the market's device, or a
-        ValueError naming the agent, what is wrong and the allowed values (NaN, a non-integer
-        dtype, the shape, a uint64 index past int64). Values are checked by the caller."""
+        ValueError naming the agent, what is wrong and the allowed values (not readable as
+        numbers, NaN, a non-integer dtype, the shape, a uint64 index past int64). Values are
+        checked by the caller."""
         cfg = self.config
         N, K, C = self.num_envs, cfg.slate_size, cfg.num_candidates
-        x = torch.as_tensor(action, device=self.device)
+        expected = (
+            f"a slate is an integer array or tensor of shape (num_envs={N}, slate_size={K}) "
+            f"holding candidate indices in [0, {C - 1}]"
+        )
+        x = slate_tensor(agent, action, expected).to(self.device)
         if x.is_floating_point() and bool(torch.isnan(x).any()):
             raise ValueError(
                 f"action of {agent}: contains NaN; expected integer candidate indices "
@@ -972,6 +1022,8 @@ class BatchedMarket:
         (in range, unmasked, distinct; markets about to auto-reset ignore their actions), with
         step's messages. A wrapper that draws other agents' slates after the caller's (the
         Gymnasium vector view's opponents) refuses a bad one before they draw."""
+        if self._obs_parts is None:  # no request yet: no mask to check against
+            raise RuntimeError("call reset() before check_slate()")
         if agent not in self.agents:
             raise ValueError(f"unknown agent {agent!r}; the agents are {self.agents}")
         slate = self._as_slate(agent, action)

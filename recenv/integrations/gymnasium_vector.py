@@ -60,6 +60,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from recenv.core.market import BatchedMarket, check_seed
+from recenv.pettingzoo_env import check_face_options
 from recenv.spaces import SlateSpace, observation_space
 
 Policy = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -141,10 +142,11 @@ class SingleAgentVectorEnv(VectorEnv):
             raise TypeError(f"market must be a BatchedMarket (recenv.make_vec), got {market!r}")
         if agent not in market.agents:
             raise ValueError(f"agent={agent!r} is not in the market; agents: {market.agents}")
+        _check_view_options(flatten_obs, tensors)
         self.market = market
         self.agent = agent
-        self.flatten_obs = bool(flatten_obs)
-        self.tensors = bool(tensors)
+        self.flatten_obs = flatten_obs
+        self.tensors = tensors
         self.num_envs = market.num_envs
         cfg = market.config
         self.opponents = self._resolve_opponents(opponents)
@@ -261,14 +263,9 @@ class SingleAgentVectorEnv(VectorEnv):
         return out
 
     def _as_actions(self, actions: Any) -> torch.Tensor:
-        if isinstance(actions, torch.Tensor):
-            return actions.to(self.market.device)
-        try:
-            return torch.as_tensor(np.asarray(actions), device=self.market.device)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"actions of {self.agent}: cannot read {actions!r} as slates [num_envs, K]: {e}"
-            ) from None
+        # Read as the market reads a slate, with its errors (a masked array refused, other
+        # byte orders and read-only arrays read as they are): np.asarray dropped a mask.
+        return self.market._as_slate(self.agent, actions)
 
     def _convert_obs(self, o: dict[str, torch.Tensor]) -> Any:
         mask = o["action_mask"].to(torch.int8)
@@ -328,6 +325,14 @@ class SingleAgentVectorEnv(VectorEnv):
         return infos
 
 
+def _check_view_options(flatten_obs: Any, tensors: Any) -> None:
+    """Refuse a ``flatten_obs`` or ``tensors`` that is not a bool, as ``recenv.make`` refuses
+    its ``flatten_obs`` (``bool()`` made ``flatten_obs="no"`` a flat observation)."""
+    check_face_options(flatten_obs=flatten_obs)
+    if not isinstance(tensors, bool):
+        raise ValueError(f"tensors={tensors!r} must be a bool")
+
+
 def make_single_agent_vec(
     env_id: str,
     *,
@@ -348,6 +353,7 @@ def make_single_agent_vec(
     """
     from recenv.registry import make_vec
 
+    _check_view_options(flatten_obs, tensors)  # before the builder, which can be slow
     market = make_vec(
         env_id, num_envs=num_envs, device=device, seed=seed, compile=compile, **config
     )

@@ -96,10 +96,12 @@ def test_config_values_are_checked_against_their_field_types_and_ranges(market):
         with pytest.raises(ValueError, match=expect):
             agents.make_agent("iql", env, **{key: value})
     for name in ("epsilon_greedy", "mf", "ensemble"):
-        with pytest.raises(ValueError, match="epsilon=2 must lie in"):
+        # (A float field stores a real number as a float: the int 2 is named as 2.0.)
+        with pytest.raises(ValueError, match=r"epsilon=2\.0 must lie in"):
             agents.make_agent(name, env, epsilon=2)
     agent = agents.make_agent("iql", env, batch_size=np.int64(64), lr=1)
-    assert type(agent.config.batch_size) is int and agent.config.lr == 1
+    assert type(agent.config.batch_size) is int and type(agent.config.lr) is float
+    assert agent.config.lr == 1
 
     @dataclasses.dataclass(frozen=True)
     class PluginConfig(AgentConfig):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 import recenv
@@ -189,3 +190,43 @@ def test_custom_opponents_and_clear_errors():
         env.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="invalid slate"):
         env.step(np.zeros((2, 3), dtype=np.int64))
+
+
+@pytest.mark.parametrize("option", ["flatten_obs", "tensors"])
+@pytest.mark.parametrize("bad", ["no", "False", 1, None, np.bool_(True)], ids=repr)
+def test_view_options_must_be_bools(option, bad, monkeypatch):
+    """``flatten_obs`` and ``tensors`` that are not bools are refused by name, as
+    ``recenv.make`` refuses its ``flatten_obs``; ``make_single_agent_vec`` refuses them before
+    building the market.
+
+    Regression test: both were coerced with ``bool()``, so ``flatten_obs="no"`` gave flat
+    observations and ``tensors="False"`` tensors."""
+    market = recenv.make_vec(MARKET, num_envs=2, seed=0, **SMALL)
+    with pytest.raises(ValueError, match=rf"^{option}={bad!r} must be a bool"):
+        SingleAgentVectorEnv(market, **{option: bad})
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the market was built")
+
+    monkeypatch.setattr(recenv.registry, "make_vec", no_build)
+    with pytest.raises(ValueError, match=rf"^{option}={bad!r} must be a bool"):
+        make_single_agent_vec(MARKET, num_envs=2, **{option: bad}, **SMALL)
+
+
+def test_actions_are_read_as_the_market_reads_them():
+    """The learner's actions are read as the batched market reads a slate: a masked array is
+    refused naming the agent (``np.asarray`` dropped its mask), a big-endian or read-only
+    array is read as its values, and an unreadable one gets the market's message."""
+    env = make_single_agent_vec(MARKET, num_envs=2, seed=0, opponents="oracle", **SMALL)
+    twin = make_single_agent_vec(MARKET, num_envs=2, seed=0, opponents="oracle", **SMALL)
+    env.reset()
+    twin.reset()
+    slates = env.market.oracle_slates()[:, 0].numpy()
+    masked = np.ma.array(slates, mask=np.eye(2, 3, dtype=bool))
+    with pytest.raises(ValueError, match=r"^action of agent_0: a masked array"):
+        env.step(masked)
+    with pytest.raises(ValueError, match=r"^action of agent_0: cannot read None.*num_envs=2"):
+        env.step(None)
+    swapped = slates.astype(">i8")
+    swapped.setflags(write=False)
+    assert data_equivalence(env.step(swapped), twin.step(slates))
