@@ -2,10 +2,10 @@
 of the speed issue's targets stands. Drawn from the run's JSON, so any recorded run can be
 drawn again::
 
-    python -m experiments.bench_plots experiments/results/bench_env-vm-20261205T091027Z.json
+    python -m experiments.bench_plots experiments/results/bench_env-vm-20261205T091027Z.json --out /tmp/fig.png
 
-writes ``bench_env-vm-20261205T091027Z.png`` beside the JSON (``--out`` for another path; an
-existing file is never overwritten). ``bench_env`` draws it after each run when matplotlib
+without ``--out`` it writes ``bench_env-vm-20261205T091027Z.png`` beside the JSON; an existing
+file is never overwritten (that run's PNG is committed, hence ``--out`` here). ``bench_env`` draws it after each run when matplotlib
 is installed (the ``plots`` extra).
 
 Left panel: env-steps/s against the number of markets (log-log), recenv eager and compiled
