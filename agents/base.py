@@ -502,6 +502,13 @@ class Agent:
         if self.needs_privileged or self.needs_state:
             self._core = core
 
+    def reseed(self, seed: int) -> None:
+        """Seed the agent's random generator(s) with ``seed``: :func:`agents.evaluate` with a
+        seed calls it, so two evaluations with one seed draw the same (a random agent's
+        slates, a sampled policy's). An agent with generators besides ``self.generator``
+        (members, its own) overrides it and seeds each, from ``seed`` (:func:`member_seed`)."""
+        self.generator.manual_seed(member_seed(seed, 0))
+
     # Protocol -------------------------------------------------------------------------------
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         raise NotImplementedError
@@ -610,6 +617,13 @@ class Agent:
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
                 f"not fit this agent (left unchanged): {e}"
             ) from None
+
+
+def member_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` as a seed every torch generator takes (``manual_seed`` takes
+    ``[-2**63, 2**64 - 1]``; ``seed`` is an int64): what :meth:`Agent.reseed` gives the
+    generator of member ``offset`` (a :class:`Team`'s, an ensemble's)."""
+    return (int(seed) + offset) % 2**64
 
 
 def env_shapes(config: Any) -> dict[str, Any]:
@@ -839,6 +853,13 @@ class Team(Agent):
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:
         for m in self.members:
             m.begin_episode(mask)
+
+    def reseed(self, seed: int) -> None:
+        # Member j from seed + 1000 j, as the runner seeds an opponent (seed + 1000): two
+        # members drawing the same stream would act alike.
+        super().reseed(seed)
+        for j, m in enumerate(self.members):
+            m.reseed(member_seed(seed, 1000 * j))
 
     def header(self) -> dict[str, Any]:
         head = super().header()

@@ -16,7 +16,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from agents.base import SEED_RANGE, AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.base import (
+    SEED_RANGE,
+    AgentConfig,
+    Metrics,
+    ScoringAgent,
+    Transition,
+    member_seed,
+    option,
+)
 from agents.registry import make_agent, register
 
 NORMALIZATIONS = ("zscore", "rank", "none")
@@ -141,6 +149,12 @@ class EnsembleAgent(ScoringAgent):
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:
         for m in self.members:
             m.begin_episode(mask)
+
+    def reseed(self, seed: int) -> None:
+        # Member j (from 1) from seed + 1000 j, as the members' configs are seeded.
+        super().reseed(seed)
+        for j, m in enumerate(self.members):
+            m.reseed(member_seed(seed, 1000 * (j + 1)))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "members": [m.state_dict() for m in self.members]}

@@ -103,8 +103,14 @@ class MAPPOConfig(AgentConfig):
     value_clip: float = option(
         0.2, "clip of the normalised value change (0: unclipped)", within=(0.0, math.inf)
     )
-    ent_coef: float = option(0.01, "entropy bonus coefficient")
-    vf_coef: float = option(0.5, "value loss coefficient", within=(0.0, math.inf))
+    # Finite and >= 0: a negative bonus rewards collapsing the policy, an infinite one (or
+    # an infinite value loss weight) makes the loss inf and the run "diverge" at once.
+    ent_coef: float = option(
+        0.01, "entropy bonus coefficient", within=(0.0, math.inf), open_ends=(False, True)
+    )
+    vf_coef: float = option(
+        0.5, "value loss coefficient", within=(0.0, math.inf), open_ends=(False, True)
+    )
     max_grad_norm: float = option(
         0.5,
         "gradient-norm clip, actor and critic separately (inf: none)",

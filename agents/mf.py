@@ -56,7 +56,13 @@ class MatrixFactorizationConfig(AgentConfig):
         within=(0.0, math.inf),
         open_ends=(False, True),
     )
-    init_std: float = option(0.1, "standard deviation of the initial item factors")
+    # A standard deviation: >= 0 and finite (inf made every factor inf, -1 was accepted).
+    init_std: float = option(
+        0.1,
+        "standard deviation of the initial item factors",
+        within=(0.0, math.inf),
+        open_ends=(False, True),
+    )
     epsilon: float = option(
         0.1, "per-slot exploration probability while training", within=(0.0, 1.0)
     )

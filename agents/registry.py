@@ -21,11 +21,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
-from agents.base import Agent, Team, batched_core, read_checkpoint
+from agents.base import Agent, ScoringAgent, Team, batched_core, read_checkpoint
 from recenv.core.config import sizes_named
 
 ENTRY_POINT_GROUP = "recenv.agents"
@@ -89,11 +90,53 @@ def agent_class(name: str) -> Callable[..., Agent]:
 
 
 def _checked(name: str, target: Any) -> Callable[..., Agent]:
-    if inspect.isclass(target) and not issubclass(target, Agent):
-        raise ValueError(f"agent {name!r} resolves to {target!r}, which is not an Agent subclass")
+    """``target`` if it can build agent ``name``: a concrete :class:`Agent` subclass, or a
+    factory callable as ``(env, agent_ids=...)``. Refused here, when the name is resolved
+    (before a run directory exists), not with a TypeError or NotImplementedError once a run
+    has started (``os:getcwd``, ``agents.base:ScoringAgent``)."""
+    if inspect.isclass(target):
+        if not issubclass(target, Agent):
+            raise ValueError(
+                f"agent {name!r} resolves to {target!r}, which is not an Agent subclass"
+            )
+        if issubclass(target, Team):
+            raise ValueError(
+                f"agent {name!r} resolves to Team, which is built from member agents "
+                "(agents.Team([...]) or make_team), not by name"
+            )
+        missing = unimplemented(target)
+        if missing:
+            raise ValueError(
+                f"agent {name!r} resolves to {target.__module__}.{target.__qualname__}, an "
+                f"abstract agent class: it does not implement {missing}(); give a subclass "
+                "that does"
+            )
+        return target
     if not callable(target):
         raise ValueError(f"agent {name!r} resolves to {target!r}, which is not callable")
+    try:
+        inspect.signature(target).bind(None, agent_ids=None)
+    except TypeError:
+        raise ValueError(
+            f"agent {name!r} resolves to {target!r}, which is neither an Agent subclass nor "
+            "an agent factory (env, config..., agent_ids=None) -> Agent: it cannot be called "
+            "with (env, agent_ids=...)"
+        ) from None
+    except ValueError:  # no signature to read (some built-ins): make_agent finds out
+        pass
     return target
+
+
+def unimplemented(cls: type[Agent]) -> str | None:
+    """The protocol method an agent class leaves to a subclass (``act``, or a
+    :class:`ScoringAgent`'s ``score_agent``), ``None`` when it implements them."""
+    act = getattr(cls.act, "__wrapped_act__", cls.act)
+    if act is Agent.act:
+        return "act"
+    scoring_act = getattr(ScoringAgent.act, "__wrapped_act__", ScoringAgent.act)
+    if act is scoring_act and cls.score_agent is ScoringAgent.score_agent:
+        return "score_agent"
+    return None
 
 
 def make_agent(
@@ -111,7 +154,15 @@ def make_agent(
             raise ValueError(f"agent {name!r}: {e}") from None
         # A size in the config no memory holds (a hidden width of 10^12, say).
         with sizes_named(f"agent {name!r}: the sizes of config {config} could not be allocated"):
-            agent = target(env, cfg, agent_ids=agent_ids)
+            try:
+                agent = target(env, cfg, agent_ids=agent_ids)
+            except NotImplementedError as e:  # an abstract hook (e.g. qmix's build_mixer)
+                hook = traceback.extract_tb(e.__traceback__)[-1].name
+                raise ValueError(
+                    f"agent {name!r} cannot be built: {target.__qualname__} does not implement "
+                    f"{hook}() (NotImplementedError{f': {e}' if str(e) else ''}); give a "
+                    "subclass that does"
+                ) from None
     else:
         agent = target(env, agent_ids=agent_ids, **config)
     if not isinstance(agent, Agent):

@@ -114,6 +114,10 @@ def train(
     return RolloutResult(iters * N, time.perf_counter() - start, log.stacked(), history)
 
 
+class EvaluationStopped(Exception):
+    """:func:`evaluate` was abandoned because its ``stop()`` returned True."""
+
+
 def evaluate(
     agent: Agent,
     env: Any,
@@ -121,12 +125,22 @@ def evaluate(
     episodes_per_env: int = 1,
     seed: int | None = None,
     explore: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> RolloutResult:
     """Run ``episodes_per_env`` complete episodes in every market without learning
     (``observe`` still runs) and return their episode metrics, ``N * episodes_per_env`` rows
-    (per-agent metrics are ``[E, A]``)."""
+    (per-agent metrics are ``[E, A]``).
+
+    With a ``seed`` the markets and the agent's own generators (:meth:`Agent.reseed`) are
+    seeded from it, so the same seed gives the same episodes. ``stop()`` (optional) is asked
+    before every step; when it returns True the evaluation is abandoned with
+    :class:`EvaluationStopped` (the runner's Ctrl-C during a long evaluation)."""
     episodes_per_env = check_int("episodes_per_env", episodes_per_env, 1)
     agent.bind(env)
+    if seed is not None:
+        # The markets alone are not enough: an agent that draws (random, a sampled policy)
+        # drew from wherever its generator stood, so two calls with one seed differed.
+        agent.reseed(seed)
     obs = env.reset(seed=seed)
     agent.begin_episode(None)
     N = env.num_envs
@@ -135,6 +149,8 @@ def evaluate(
     limit = episodes_per_env * (int(env.config.horizon) + 1) + 1
     start, steps = time.perf_counter(), 0
     while bool((done < episodes_per_env).any()):
+        if stop is not None and stop():
+            raise EvaluationStopped(f"evaluation stopped after {steps} steps")
         if steps >= limit:
             raise RuntimeError(f"evaluation did not finish within {limit} steps")
         obs, info, _ = _step(agent, env, obs, explore=explore, learn=False)

@@ -1,12 +1,13 @@
-"""The figure of a ``bench_env`` run: how the batched step scales beside VMAS, and where each
+r"""The figure of a ``bench_env`` run: how the batched step scales beside VMAS, and where each
 of the speed issue's targets stands. Drawn from the run's JSON, so any recorded run can be
 drawn again::
 
-    python -m experiments.bench_plots experiments/results/bench_env-vm-20261205T091027Z.json --out /tmp/fig.png
+    python -m experiments.bench_plots experiments/results/bench_env-vm-20261205T091027Z.json \
+        --out /tmp/fig.png
 
 without ``--out`` it writes ``bench_env-vm-20261205T091027Z.png`` beside the JSON; an existing
-file is never overwritten (that run's PNG is committed, hence ``--out`` here). ``bench_env`` draws it after each run when matplotlib
-is installed (the ``plots`` extra).
+file is never overwritten (that run's PNG is committed, hence ``--out`` here). ``bench_env``
+draws it after each run when matplotlib is installed (the ``plots`` extra).
 
 Left panel: env-steps/s against the number of markets (log-log), recenv eager and compiled
 and VMAS ``simple_spread``, one line per thread setting, each point the median of the run's

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="greedy evaluation of a run or checkpoint",
         description="Greedy evaluation of a run (its agent.pt, else its newest checkpoint) or "
-        "of a checkpoint file. Results go to a new directory under --root; the evaluated run "
-        "is never written to.",
+        "of a checkpoint file. Results go to a new directory under --root (not a run or "
+        "comparison directory); the evaluated run is never written to.",
     )
     e.add_argument("path", help="a run directory or a checkpoint file")
     e.add_argument("--episodes", type=int, default=None, help="episodes (default: the run's)")
@@ -232,16 +232,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from experiments import runner
 
     cfg = resolve(args, single_run=True).template_run()
-    if (Path(cfg.root) / "compare.json").is_file():
-        # A run trained there would be adopted by the comparison's next resume and report
-        # (it reads every run directory in it), whatever its other settings.
-        raise ConfigError(
-            f"--root {cfg.root!r} is a comparison directory, whose runs only `compare` and "
-            "`resume` train; give another root"
-        )
+    # A run trained in a comparison would be adopted by its next resume and report, whatever
+    # its other settings (runner.train itself trains a comparison's runs there).
+    runner.refuse_run_or_comparison_root(cfg.root, "--root")
+    _eval_rounding_notice(cfg.num_envs, cfg.eval_episodes, runner.auto_quiet(cfg.quiet))
     res = runner.train(cfg)
     _print_run(res)
     return 0
+
+
+def _eval_rounding_notice(num_envs: int, episodes: int, quiet: bool) -> None:
+    """Say so when the evaluation plays more episodes than ``eval_episodes`` (every market
+    plays whole episodes: runner.eval_plan), as `evaluate` does."""
+    from experiments import runner
+
+    if episodes <= 0 or quiet:
+        return
+    n_envs, per_env = runner.eval_plan(num_envs, episodes)
+    if n_envs * per_env != episodes:
+        print(runner.eval_rounding_notice(episodes, n_envs, per_env), file=sys.stderr)
 
 
 def _print_run(res: Any) -> None:
@@ -275,6 +284,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "training window",
             file=sys.stderr,
         )
+    _eval_rounding_notice(cfg.run.num_envs, cfg.run.eval_episodes, quiet)
     res = comparison.compare(cfg)
     _print_comparison(res)
     return 0

@@ -75,6 +75,7 @@ def compare(
     for cell in cfg.cells()[:: cfg.seeds]:  # one per (env, agent): fail before any training
         validate_run(cell)
         runner.check_lineup(cell)
+    check_workers_resolve(cfg)
     path = create_unique_dir(Path(cfg.run.root), f"{sanitize(cfg.name)}__{utc_stamp()}")
     head = {
         "config": cfg.to_dict(),
@@ -101,7 +102,67 @@ def resume_comparison(
     with DirLock(p, "comparison"):
         _refuse_finished(p)  # again: it may have finished just before the lock was taken
         cfg = read_compare_config(p)
+        try:
+            check_workers_resolve(cfg)
+        except ConfigError as e:
+            raise RunError(f"{str(p)!r} cannot be resumed here: {e}") from None
         return _complete(p, cfg, quiet, log)
+
+
+def check_workers_resolve(cfg: CompareConfig) -> None:
+    """With ``jobs > 1``, a :class:`ConfigError` unless every agent (and the opponent)
+    resolves in a worker process, which is a fresh Python started with ``spawn``: an agent
+    registered in ``__main__`` (a notebook cell, ``@agents.register`` in ``python -c``) or
+    by a module the worker does not import exists only here, and each worker's runs failed
+    with "unknown agent" after the comparison directory was made. Built-in agents resolve
+    anywhere; the others are resolved once in such a process (as the workers will be)."""
+    if cfg.jobs <= 1:
+        return
+    names = [*cfg.agents, *([cfg.run.opponent] if cfg.run.opponent else [])]
+    doubtful = sorted({n for n in names if not _resolves_anywhere(n)})
+    if not doubtful:
+        return
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        with cf.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            failed = pool.submit(_unresolved_agents, doubtful).result()
+    except Exception as e:  # the worker itself did not start (BrokenProcessPool, ...)
+        failed = {n: f"a worker process could not start: {type(e).__name__}: {e}" for n in doubtful}
+    if failed:
+        why = "; ".join(f"{n!r}: {text}" for n, text in failed.items())
+        raise ConfigError(
+            f"agent(s) {sorted(failed)} cannot run with jobs={cfg.jobs}: the worker processes "
+            f"(fresh Pythons) cannot resolve them ({why}). An agent registered in __main__ "
+            "(a notebook, a script's main block) exists only in this process: give it as "
+            "'module:attr' of an importable module, install it as an entry point (group "
+            "'recenv.agents'), or use jobs=1"
+        )
+
+
+def _resolves_anywhere(name: str) -> bool:
+    """Whether agent ``name`` (already checked here) certainly resolves in a fresh process: a
+    built-in agent (``import agents`` registers it), or ``module:attr`` / an entry point,
+    which are imported by name, of a module other than ``__main__``."""
+    import agents
+
+    target = agents.agent_class(name)
+    if name not in agents.registered_agents():  # module:attr or an entry point
+        return name.partition(":")[0] not in ("__main__", "__mp_main__")
+    module = getattr(target, "__module__", "")
+    return module == "agents" or module.startswith("agents.")
+
+
+def _unresolved_agents(names: list[str]) -> dict[str, str]:
+    """In a worker process: ``{name: why}`` of the agent names that do not resolve here."""
+    import agents
+
+    failed = {}
+    for name in names:
+        try:
+            agents.agent_class(name)
+        except ValueError as e:
+            failed[name] = str(e)
+    return failed
 
 
 def _refuse_finished(p: Path) -> None:

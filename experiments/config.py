@@ -32,6 +32,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -447,11 +448,22 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
 def _loads(s: str) -> Any:
     """``json.loads``, where a nesting deeper than the parser's recursion (``[[[[...``) is a
     ``JSONDecodeError`` like any other text that is not a config value (it was a bare
-    RecursionError)."""
+    RecursionError), and a key repeated in one object a :class:`ConfigError` naming it."""
     try:
-        return json.loads(s)
+        return json.loads(s, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", s, 0) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # JSON itself keeps the last of two equal keys: a config would silently lose the first
+    # value (TOML refuses them).
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ConfigError(f"duplicate key {k!r} in one JSON object (it is given twice)")
+        out[k] = v
+    return out
 
 
 def _as_list(text: Any, key: str) -> list[Any]:
@@ -566,12 +578,45 @@ def validate_agent_overrides(name: str, overrides: Mapping[str, Any], what: str 
         raise ConfigError(f"{what} {name!r}: {e}") from None
 
 
+# The most torch threads a run may ask for, per CPU of the machine it runs on.
+THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    """The largest ``threads`` a run may use here: :data:`THREADS_PER_CPU` per CPU. It
+    depends on the machine, so validate_run checks it, not RunConfig (which also reads the
+    configs of runs made elsewhere)."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+def available_devices() -> list[str]:
+    """The ``device`` values this machine can run on: ``cpu``, ``cuda`` and ``cuda:N`` for
+    each visible GPU, ``mps`` where torch has it."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def validate_run(cfg: RunConfig) -> RunConfig:
     """Check ``cfg`` against the registries: env id, agent names and their config keys, and
-    build the env config once (its own validation lists bad values)."""
+    build the env config once (its own validation lists bad values); and against this
+    machine: its device must exist here, its threads fit its CPUs."""
     check_env_id(cfg.env)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device!r} but CUDA is not available here; use device=cpu")
+    devices = available_devices()
+    if cfg.device not in devices:  # 'mps' passed and failed inside torch ("not linked")
+        raise ConfigError(
+            f"device={cfg.device!r} is not available here; devices on this machine: {devices}"
+        )
+    top = max_threads()
+    if cfg.threads > top:  # torch.set_num_threads(100000) crashed the process (SIGSEGV)
+        raise ConfigError(
+            f"threads={cfg.threads} must lie in [0, {top}] on this machine (0: torch's "
+            f"default; at most {THREADS_PER_CPU} x its {os.cpu_count() or 1} CPUs)"
+        )
     check_agent_name(cfg.agent)
     if cfg.opponent:
         check_agent_name(cfg.opponent, "opponent")
@@ -817,6 +862,8 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
             data = _loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{str(p)!r} is not valid JSON: {e.msg}") from None
+        except ConfigError as e:  # a duplicate key
+            raise ConfigError(f"{str(p)!r}: {e}") from None
     else:
         raise ConfigError(f"config file {str(p)!r} must end in .toml or .json")
     if not isinstance(data, dict):

@@ -383,7 +383,8 @@ def expected_runs(config: Mapping[str, Any]) -> int:
 
 
 def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
-    """Read a comparison directory (its runs' ``summary.json`` and ``curve.csv``).
+    """Read a comparison directory (its own runs' ``summary.json`` and ``curve.csv``: see
+    :func:`comparison_runs`).
 
     An unfinished comparison (no ``DONE``: interrupted, or still running) is refused with a
     ``RunError`` that counts its finished runs, unless ``partial`` (then the result says it
@@ -394,7 +395,8 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
     p = Path(path)
     head = read_compare_json(p)
     order = head["config"]
-    summaries = sorted(p.glob("*/summary.json"))
+    summaries = [d / "summary.json" for d in comparison_runs(p, head)]
+    summaries = [f for f in summaries if f.is_file()]
     finished, expected = (p / DONE).exists(), expected_runs(order)
     if not finished and not partial:
         raise RunError(
@@ -421,6 +423,32 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
     except (KeyError, TypeError) as e:
         raise RunError(f"the run summaries in {str(p)!r} lack their keys: {e}") from None
     return Comparison(p, rows, aggregate(rows), curves, head, finished, expected)
+
+
+def comparison_runs(path: Path, head: Mapping[str, Any]) -> list[Path]:
+    """The run directories of the comparison in ``path`` (``head``: its compare.json): those
+    with a ``config.json`` whose (env, agent, opponent, seed) is one of its cells. Anything
+    else in it (an evaluation's directory, whose summary.json made a phantom row) is not its.
+    A ``config.json`` or a ``compare.json`` config that cannot be read raises ``RunError``
+    naming the file."""
+    from experiments.config import CompareConfig
+    from experiments.runner import RunError
+
+    try:
+        cfg = CompareConfig.from_dict(head["config"])
+    except (ValueError, TypeError) as e:  # ConfigError included
+        raise RunError(f"{str(path / 'compare.json')!r} is not readable: {e}") from None
+    # A tune_sweep variant records its seeds (0,1,7) beside a config that counts them.
+    sweep = head.get("sweep")
+    seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
+    seeds = cfg.seed_list() if seeds is None else seeds
+    cells = {(e, a, cfg.run.opponent, s) for e in cfg.envs for a in cfg.agents for s in seeds}
+    runs = []
+    for file in sorted(path.glob("*/config.json")):
+        run = read_json_object(file, "run", "a run config", "run")["run"]
+        if tuple(run.get(k) for k in KEYS) in cells:
+            runs.append(file.parent)
+    return runs
 
 
 def sort_rows(

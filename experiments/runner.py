@@ -30,8 +30,9 @@ checkpoint's state back onto them and continues; the result equals an uninterrup
 short, foreign, or damaged by hand: a key missing, a value of another type, a tensor of another
 shape) is refused with a :class:`RunError` naming the file and the key before anything is
 restored or written (:func:`check_run_checkpoint`, :func:`check_fits`). Ctrl-C / SIGTERM
-checkpoint at the next chunk boundary and stop; SIGKILL loses at most the steps since the last
-checkpoint.
+checkpoint at the next chunk boundary and stop (during the final evaluation: stop, keeping the
+final checkpoint, from which ``resume`` evaluates again); SIGKILL loses at most the steps since
+the last checkpoint.
 
 **Divergence**: before each checkpoint the agent's state is checked for NaN and ±inf. A
 diverged agent is a result, not an error (a sweep's highest learning rate may diverge): training
@@ -76,6 +77,7 @@ from agents.base import (  # one tensor mapper
     header_differences,
     read_checkpoint,
 )
+from agents.rollout import EvaluationStopped
 from agents.state_checks import nonfinite_state_error, optimizer_state_error
 from experiments import snapshot
 from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
@@ -186,6 +188,25 @@ def refuse_finished_parent(path: str | Path, what: str = "root") -> None:
         raise ConfigError(
             f"{what} {str(path)!r} is inside the finished directory {str(done)!r} (it has "
             f"{DONE}), which is never written to; give a directory outside it"
+        )
+
+
+def refuse_run_or_comparison_root(root: str | Path, what: str = "root") -> None:
+    """A :class:`ConfigError` when ``root`` is a comparison directory (``compare.json``) or a
+    run directory (``config.json``), finished or not: a directory created there by ``train``
+    or ``evaluate`` would be adopted by the comparison's next ``resume`` and ``report`` (they
+    read the run directories in it), or written into a run. ``compare`` and ``resume`` create
+    a comparison's runs themselves, without this check."""
+    r = Path(root)
+    if (r / "compare.json").is_file():
+        raise ConfigError(
+            f"{what} {str(root)!r} is a comparison directory, whose runs only `compare` and "
+            "`resume` create; give another root"
+        )
+    if (r / "config.json").is_file():
+        raise ConfigError(
+            f"{what} {str(root)!r} is a run directory, which only its own run writes to; "
+            "give another root"
         )
 
 
@@ -501,6 +522,14 @@ def episode_point(
     return out
 
 
+def eval_plan(num_envs: int, episodes: int) -> tuple[int, int]:
+    """``(markets, episodes per market)`` of a greedy evaluation of ``episodes`` episodes:
+    ``min(num_envs, episodes)`` markets, each playing the same number of whole episodes, so
+    ``episodes`` is rounded up to a multiple of the markets (5 on 4 markets: 2 each, 8)."""
+    n_envs = min(num_envs, episodes)
+    return n_envs, -(-episodes // n_envs)
+
+
 def _rows(episodes: Mapping[str, torch.Tensor]) -> int:
     first = next(iter(episodes.values()), None)
     return 0 if first is None else int(first.shape[0])
@@ -706,6 +735,35 @@ def full_config(cfg: RunConfig, env: Any, agent: Agent) -> dict[str, Any]:
     }
 
 
+# RunConfig's override fields by the key prefix `--set` writes them with.
+_OVERRIDE_PREFIX = {
+    "env_overrides": "env",
+    "agent_overrides": "agent",
+    "opponent_overrides": "opponent",
+}
+_UNSET = object()
+
+
+def config_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any], limit: int = 10) -> str:
+    """The keys in which two ``RunConfig.to_dict()``s differ, with both values:
+    ``agent.lr: 0.001 vs 0.0003; seed: 1 vs 0`` (nested keys dotted, the override fields by
+    their ``--set`` prefix); at most ``limit`` of them, then ``and N more``."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b), key=str):
+                name = _OVERRIDE_PREFIX.get(k, k) if not key else f"{key}.{k}"
+                walk(a.get(k, _UNSET), b.get(k, _UNSET), name)
+        elif a != b:
+            shown = ["(unset)" if v is _UNSET else repr(v) for v in (a, b)]
+            out.append(f"{key}: {shown[0]} vs {shown[1]}")
+
+    walk(theirs, mine, "")
+    more = f"; and {len(out) - limit} more" if len(out) > limit else ""
+    return "; ".join(out[:limit]) + more
+
+
 class Trainer:
     """One run: env, lineup, loop state, logger. Use :func:`train` / :func:`resume`."""
 
@@ -779,9 +837,11 @@ class Trainer:
         check_run_checkpoint(payload, source)
         run = payload["run"]
         if run["config"] != self.cfg.to_dict():
+            differ = config_differences(run["config"], self.cfg.to_dict())
             raise RunError(
                 f"checkpoint {str(source)!r} was written by a run with another config than "
-                f"{str(self.dir.path / 'config.json')!r}; resume it from its own run directory"
+                f"{str(self.dir.path / 'config.json')!r} (the checkpoint's vs this run's: "
+                f"{differ}); resume it from its own run directory"
             )
         differ = header_differences(payload["header"], self.agent)
         if differ:
@@ -865,8 +925,10 @@ class Trainer:
         bar = Progress(total * N, loop.steps, desc, self.quiet, leave=self.leave)
         t_start, window_t, window_steps = time.perf_counter(), time.perf_counter(), 0
         latest = loop.curve[-1]["return"] if loop.curve else None
-        try:
-            with stop_requests() as stop_requested:
+        # The stop handler stays until the run is finished: a Ctrl-C during the evaluation
+        # stops it as one during training does; one after it lets the summary be written.
+        with stop_requests() as stop_requested:
+            try:
                 while loop.iters < total:
                     nxt = min(
                         total,
@@ -909,7 +971,9 @@ class Trainer:
                     bar.update(n * N, latest)
                     if nxt == total:
                         loop.trained = True
-                    stop = stop_requested() and nxt < total
+                    # A stop in the last chunk too: its checkpoint is the final one, from which
+                    # `resume` evaluates and finishes as the uninterrupted run would.
+                    stop = stop_requested()
                     if nxt % ckpt_iters == 0 or nxt == total or stop:
                         logger.flush()  # what the checkpoint covers is on disk first
                         payload = self.checkpoint_payload()
@@ -931,24 +995,31 @@ class Trainer:
                         self.save_checkpoint(payload)
                     if stop:
                         raise Interrupted(self.dir.path, loop.steps)
-            train_seconds = time.perf_counter() - t_start
-            bar.close()
-            self.dir.save_torch(
-                "agent.pt",
-                {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())},
-            )
-            t_eval = time.perf_counter()
-            evaluation = self.evaluate()
-            eval_seconds = time.perf_counter() - t_eval
-            if evaluation:
-                logger.evaluation(loop.steps, evaluation)
-        finally:
-            bar.close()
-            logger.close()
-        summary = self.summary(evaluation, train_seconds, eval_seconds)
-        self.dir.write_text("curve.csv", curve_csv(loop.curve))
-        self.dir.write_json("summary.json", summary)
-        self.dir.mark_done()
+                train_seconds = time.perf_counter() - t_start
+                bar.close()
+                self.dir.save_torch(
+                    "agent.pt",
+                    {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())},
+                )
+                # A Ctrl-C during a long evaluation stops it like one during training (the
+                # final checkpoint is kept: `resume` evaluates again); it was a KeyboardInterrupt
+                # traceback that left a run without its summary. A diverged run has no
+                # checkpoint of its last step to resume from: its evaluation finishes.
+                t_eval = time.perf_counter()
+                try:
+                    evaluation = self.evaluate(None if self.diverged else stop_requested)
+                except EvaluationStopped:
+                    raise Interrupted(self.dir.path, loop.steps) from None
+                eval_seconds = time.perf_counter() - t_eval
+                if evaluation:
+                    logger.evaluation(loop.steps, evaluation)
+            finally:
+                bar.close()
+                logger.close()
+            summary = self.summary(evaluation, train_seconds, eval_seconds)
+            self.dir.write_text("curve.csv", curve_csv(loop.curve))
+            self.dir.write_json("summary.json", summary)
+            self.dir.mark_done()
         return RunResult(self.dir.path, summary, loop.curve)
 
     def _divergence(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -984,21 +1055,20 @@ class Trainer:
             return loop.steps, True
         return loop.steps + 1, False
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, stop: Callable[[], bool] | None = None) -> dict[str, float]:
         """Greedy episodes on fresh evaluation markets (their own seeds), played by a copy of
         the trained lineup built for them and loaded from its ``state_dict`` — exactly what
-        ``agents.load_agent(agent.pt, env)`` gives — so training state is left untouched."""
+        ``agents.load_agent(agent.pt, env)`` gives — so training state is left untouched.
+        ``stop()`` true abandons it (:class:`agents.rollout.EvaluationStopped`)."""
         cfg = self.cfg
         if cfg.eval_episodes <= 0:
             return {}
-        n_envs = min(cfg.num_envs, cfg.eval_episodes)
+        n_envs, per_env = eval_plan(cfg.num_envs, cfg.eval_episodes)
         seed = cfg.seed + EVAL_SEED_OFFSET
         env = make_env(cfg, num_envs=n_envs, seed=seed)
         agent = make_lineup(cfg, env)
         agent.load_state_dict(_to_device(_to_cpu(self.agent.state_dict()), agent.device))
-        res = agents.evaluate(
-            agent, env, episodes_per_env=-(-cfg.eval_episodes // n_envs), seed=seed
-        )
+        res = agents.evaluate(agent, env, episodes_per_env=per_env, seed=seed, stop=stop)
         return episode_point(res.episodes, self.env_agents, self.focal)
 
     def summary(
@@ -1171,7 +1241,15 @@ def evaluate_checkpoint(
     checkpoint file; results go to a *new* directory under ``root`` (the evaluated run is
     never written to). Returns that directory and the metrics."""
     refuse_finished_parent(root)  # before anything is read or evaluated
+    # A directory made in a comparison would join its next resume and report (a phantom row).
+    refuse_run_or_comparison_root(root)
     p = Path(path)
+    evaluated = _run_directory_of(p)
+    if evaluated is not None and Path(root).resolve().is_relative_to(evaluated.resolve()):
+        raise ConfigError(
+            f"root {str(root)!r} is inside the evaluated run {str(evaluated)!r}, which "
+            "evaluate never writes to; give a directory outside it"
+        )
     cfg: RunConfig | None = None
     source = ""  # the file cfg was read from, for errors
     if p.is_dir():
@@ -1217,7 +1295,8 @@ def evaluate_checkpoint(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"episodes={episodes!r} must be an int >= 1")
     s = seed if seed is not None else cfg.seed + EVAL_SEED_OFFSET
-    n_envs = min(cfg.num_envs, n)
+    # As the run's own evaluation: every market plays the same number of whole episodes.
+    n_envs, per_env = eval_plan(cfg.num_envs, n)
     with _refusal_as_config_error(cfg):  # e.g. a seed past int64
         env = make_env(cfg, num_envs=n_envs, seed=s)
     try:
@@ -1229,7 +1308,7 @@ def evaluate_checkpoint(
             f"{str(p)!r} is a damaged agent checkpoint: its header does not describe an agent "
             f"this installation can build ({type(e).__name__}: {e})"
         ) from e
-    res = agents.evaluate(agent, env, episodes_per_env=-(-n // n_envs), seed=s)
+    res = agents.evaluate(agent, env, episodes_per_env=per_env, seed=s)
     metrics = episode_point(res.episodes, list(env.agents), focal_agents(cfg, list(env.agents)))
     label = f"{env_label(cfg.env)}__{sanitize(cfg.lineup)}__eval{s}__{utc_stamp()}"
     out = RunDir(create_unique_dir(Path(root), label))
@@ -1240,10 +1319,36 @@ def evaluate_checkpoint(
             "checkpoint": str(p),
             "env": cfg.env,
             "seed": s,
+            "episodes": {
+                "requested": n,
+                "run": n_envs * per_env,
+                "markets": n_envs,
+                "per_market": per_env,
+            },
             "eval": metrics,
+            # What a run's config.json records: the config, the env's and the agents' full
+            # configs, the versions and commit, the command.
+            **full_config(cfg, env, agent),
         },
     )
     out.mark_done()
+    if n_envs * per_env != n and not quiet:  # what was run, not progress: also when piped
+        print(eval_rounding_notice(n, n_envs, per_env), file=sys.stderr)
     if not auto_quiet(bool(quiet)):
         print(f"evaluation: {out.path}", file=sys.stderr)
     return out.path, metrics
+
+
+def eval_rounding_notice(episodes: int, n_envs: int, per_env: int) -> str:
+    """What :func:`eval_plan` made of ``episodes`` when it rounded them up."""
+    return (
+        f"note: {episodes} evaluation episodes rounded up to {n_envs * per_env}: "
+        f"{per_env} in each of {n_envs} markets (every market plays whole episodes)"
+    )
+
+
+def _run_directory_of(path: Path) -> Path | None:
+    """The run directory (one with ``config.json``) that ``path`` is, or whose file or
+    checkpoint it is; ``None`` for a file outside any run."""
+    candidates = [path] if path.is_dir() else [path.parent, path.parent.parent]
+    return next((d for d in candidates if (d / "config.json").is_file()), None)

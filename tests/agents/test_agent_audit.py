@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
+import typing
 
 import pytest
 import torch
@@ -183,3 +185,44 @@ def test_bandit_counts_stay_exact_past_float32s_last_integer(name, config, table
     grown = getattr(agent, table).sum() - 2.0**24 * getattr(agent, table).numel()
     assert served > 0 and grown == served
     assert agent.score(env.reset(seed=2))["agent_0"].dtype == torch.float32
+
+
+def _float_options() -> list[tuple[str, str]]:
+    out = []
+    for name in agents.registered_agents():
+        cfg = agents.agent_class(name).Config
+        hints = typing.get_type_hints(cfg)
+        out += [(name, f.name) for f in dataclasses.fields(cfg) if hints[f.name] is float]
+    return out
+
+
+@pytest.mark.parametrize(("name", "field"), _float_options())
+def test_no_float_option_takes_nan_or_an_infinity_it_does_not_declare(env_for, name, field):
+    """MAPPO's ``ent_coef`` took ±inf and negatives, MF's ``init_std`` inf and -1: the run
+    then "diverged" instead of being refused. Every float option of every agent refuses NaN,
+    and ±inf unless its declared interval closes there (``max_grad_norm``: inf is "none"),
+    by its config or when the agent is built (a ValueError naming the field)."""
+    f = next(f for f in dataclasses.fields(agents.agent_class(name).Config) if f.name == field)
+    lo, hi = f.metadata.get("within") or (None, None)
+    low_open, high_open = f.metadata.get("open_ends") or (False, False)
+    env = env_for(name, num_envs=2, horizon=5, num_items=100, num_users=4)
+    bad = [math.nan]
+    bad += [] if hi == math.inf and not high_open else [math.inf]
+    bad += [] if lo == -math.inf and not low_open else [-math.inf]
+    for value in bad:
+        with pytest.raises(ValueError, match=field):
+            agents.make_agent(name, env, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("mappo", "ent_coef", -0.1),
+        ("ippo", "ent_coef", -1.0),
+        ("mf", "init_std", -1.0),
+        ("mappo", "vf_coef", math.inf),  # declared [0, inf]: an infinite loss weight
+    ],
+)
+def test_a_negative_or_infinite_coefficient_or_spread_is_refused(market, name, field, value):
+    with pytest.raises(ValueError, match=rf"{field}={value} must lie in \[0\.0, inf\)"):
+        agents.make_agent(name, market(num_envs=2), **{field: value})

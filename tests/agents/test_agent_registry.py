@@ -155,3 +155,43 @@ def test_entry_point_plugin_installed_with_pip(tmp_path, market):
         importlib.invalidate_caches()
     with pytest.raises(ValueError, match="unknown agent"):
         agents.make_agent(name, market())
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("os:getcwd", "neither an Agent subclass nor an agent factory"),
+        ("math:sqrt", "neither an Agent subclass nor an agent factory"),
+        ("agents.base:Agent", r"abstract agent class: it does not implement act\(\)"),
+        ("agents.base:ScoringAgent", r"abstract agent class: it does not implement score_agent"),
+        ("agents.base:Team", "built from member agents"),
+        ("json:JSONDecoder", "not an Agent subclass"),
+    ],
+)
+def test_a_module_attr_that_cannot_build_an_agent_is_refused_by_name(spec, message):
+    """``os:getcwd`` was a TypeError traceback, ``agents.base:Agent`` / ``ScoringAgent`` a
+    NotImplementedError once training had started (an unfinished run directory left
+    behind); each is now refused when the name is resolved, naming it."""
+    with pytest.raises(ValueError, match=rf"agent '{spec}' resolves to .*{message}"):
+        agents.agent_class(spec)
+
+
+def test_an_abstract_hook_is_refused_when_the_agent_is_built(market):
+    """A class that implements act but leaves another hook to subclasses (the value
+    decomposition's build_mixer) is refused by make_agent with a ValueError naming it."""
+    env = market(num_envs=2, reward_mode="cooperative")
+    with pytest.raises(ValueError, match=r"does not implement build_mixer\(\)"):
+        agents.make_agent("agents.qmix:ValueDecompositionAgent", env)
+
+
+def test_an_agent_factory_still_resolves_and_builds(tmp_path, monkeypatch, market):
+    """A factory ``(env, config..., agent_ids=None) -> Agent`` passes the new check."""
+    module = f"recenv_factory_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "import agents\n\n"
+        "def make(env, agent_ids=None, **config):\n"
+        "    return agents.make_agent('random', env, agent_ids=agent_ids, **config)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    agent = agents.make_agent(f"{module}:make", market(num_envs=2), seed=3)
+    assert agent.name == "random" and agent.config.seed == 3

@@ -126,3 +126,30 @@ def test_budgets_that_are_not_counts_are_refused(market, call, message):
 def test_a_zero_budget_trains_nothing(market):
     env = market(num_envs=4)
     assert agents.train(agents.make_agent("random", env), env, 0).env_steps == 0
+
+
+# Small networks (fast), and an ensemble with a member that draws (its generator is reseeded).
+SMALL = {
+    "iql": {"hidden": (8,), "choice_hidden": (8,)},
+    "mappo": {"actor_hidden": (8,), "critic_hidden": (8,)},
+    "ippo": {"actor_hidden": (8,), "critic_hidden": (8,)},
+    "vdn": {"hidden": (8,)},
+    "qmix": {"hidden": (8,)},
+    "ensemble": {"members": ("random", "popularity"), "epsilon": 0.5},
+}
+
+
+@pytest.mark.parametrize("name", agents.registered_agents())
+def test_one_agent_evaluated_twice_with_one_seed_plays_the_same_episodes(name, env_for):
+    """``evaluate(agent, env, seed=s)`` twice gave the random agent (and every agent that
+    draws while acting) other episodes the second time: its generator went on from where the
+    first evaluation left it. A seed now reseeds the agent's generators too (Agent.reseed)."""
+    env = env_for(name, num_envs=3, seed=0, horizon=8, num_items=200, num_users=6)
+    agent = agents.make_agent(name, env, **SMALL.get(name, {}))
+    a = agents.evaluate(agent, env, seed=4)
+    b = agents.evaluate(agent, env, seed=4)
+    explored = agents.evaluate(agent, env, seed=4, explore=True)  # the ε draws too
+    again = agents.evaluate(agent, env, seed=4, explore=True)
+    for k in a.episodes:
+        assert torch.equal(a.episodes[k], b.episodes[k]), k
+        assert torch.equal(explored.episodes[k], again.episodes[k]), k

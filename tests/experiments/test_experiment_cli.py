@@ -393,3 +393,31 @@ def test_a_comparison_without_evaluation_reports_the_last_training_window(tmp_pa
     runs = report.read_csv(res.path / "runs.csv")
     assert all(r["metrics_from"] == "train" and r["return"] == r["train_return"] for r in runs)
     assert report.load_comparison(res.path).markdown == res.markdown
+
+
+def test_a_parallel_comparison_refuses_an_agent_its_workers_cannot_resolve(tmp_path, monkeypatch):
+    """An agent registered in ``__main__`` (a notebook cell, as notebooks/02_custom_agent
+    shows) passed validation under ``jobs=2``; the comparison directory was made, then every
+    worker (a fresh, spawned Python) failed with "unknown agent". It is refused first now,
+    with what to do instead, and nothing is created; with ``jobs=1`` it runs."""
+
+    class NotebookAgent(agents.agent_class("random")):
+        name = "notebook_random"
+
+    NotebookAgent.__module__ = "__main__"  # where a notebook cell defines it
+    monkeypatch.setitem(agents.registry._REGISTRY, NotebookAgent.name, NotebookAgent)
+    root = tmp_path / "runs"
+    run = RunConfig(
+        num_envs=2, total_steps=8, log_every=4, checkpoint_every=8, eval_episodes=2,
+        root=str(root), quiet=True, env_overrides=(("horizon", 4), ("num_items", 100)),
+    )  # fmt: skip
+    cfg = CompareConfig(agents=("notebook_random", "random"), seeds=1, jobs=2, run=run)
+    with pytest.raises(ConfigError) as err:
+        comparison.compare(cfg, quiet=True)
+    text = str(err.value)
+    assert text.startswith("agent(s) ['notebook_random'] cannot run with jobs=2")
+    assert "unknown agent 'notebook_random'" in text
+    assert "'module:attr'" in text and "entry point" in text and "jobs=1" in text
+    assert not root.exists()
+    res = comparison.compare(replace(cfg, jobs=1), quiet=True)
+    assert [r["agent"] for r in res.rows] == ["notebook_random", "random"]

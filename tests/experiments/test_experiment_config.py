@@ -317,3 +317,60 @@ def test_a_comparison_too_large_to_hold_is_refused_before_anything_is_built():
     last = top - 10 + 19_999
     with pytest.raises(ConfigError, match=rf"seed={last} must lie in \[-2\*\*63, {top}\]"):
         apply_overrides(base, [("run.seed", str(top - 10)), ("seeds", "20000")])
+
+
+def test_threads_beyond_the_machines_cpus_are_a_config_error(tmp_path, capsys, monkeypatch):
+    """``--threads 100000`` passed validation and crashed the process in
+    torch.set_num_threads (SIGSEGV, exit 139); now more than 4 threads per CPU is refused,
+    naming the field and the range, before anything is written."""
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 2)
+    assert config.max_threads() == 8
+    validate_run(RunConfig(agent="random", threads=8))
+    with pytest.raises(ConfigError, match=r"threads=9 must lie in \[0, 8\] on this machine"):
+        validate_run(RunConfig(agent="random", threads=9))
+    root = tmp_path / "runs"
+    argv = ["train", "--agent", "random", "--threads", "100000", "--root", str(root)]
+    assert cli.main(argv) == 2
+    assert "threads=100000 must lie in [0, 8]" in capsys.readouterr().err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:7"])
+def test_a_device_this_machine_lacks_is_a_config_error(device, monkeypatch):
+    """``--device mps`` passed validation and failed inside torch ("not linked with support
+    for mps devices"); every device type is checked, naming the ones this machine has."""
+    monkeypatch.setattr(config.torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        validate_run(RunConfig(agent="random", device=device))
+    assert f"device={device!r} is not available here; devices on this machine: ['cpu']" in str(
+        err.value
+    )
+    with pytest.raises(ConfigError, match="device='meta' must be 'cpu', 'cuda', 'cuda:N'"):
+        RunConfig(device="meta")
+
+
+def test_a_duplicate_key_in_a_json_config_file_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys: ``{"seed": 1, "seed": 2}`` silently ran seed 2
+    (TOML refuses them). The key and the file are named, in a table too."""
+    for text, key in (
+        ('{"seed": 1, "seed": 2}', "seed"),
+        ('{"agent": {"lr": 0.1, "lr": 0.2}}', "lr"),
+    ):
+        path = tmp_path / "dup.json"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            read_config_file(path)
+        assert str(path) in str(err.value) and f"duplicate key {key!r}" in str(err.value)
+    with pytest.raises(ConfigError, match="duplicate key 'a'"):  # a --set value too
+        parse_value('[{"a": 1, "a": 2}]', tuple, "agent.members")
+
+
+@pytest.mark.parametrize("spec", ["os:getcwd", "agents.base:ScoringAgent"])
+def test_a_module_attr_that_is_no_agent_fails_before_a_run_directory_exists(spec, tmp_path, capsys):
+    """It was a TypeError traceback (os:getcwd) or a NotImplementedError once training had
+    started, leaving an unfinished run directory (agents.base:ScoringAgent)."""
+    root = tmp_path / "runs"
+    assert cli.main(["train", "--agent", spec, "--root", str(root)]) == 2
+    assert f"agent {spec!r} resolves to" in capsys.readouterr().err
+    assert not root.exists()

@@ -92,7 +92,7 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
         (["--head-to-head", "foo"], "--head-to-head: unknown agent 'foo'"),
         (["--set", "rando.seed=1"], "--set rando.KEY: unknown agent 'rando'"),
         (["--set", "random.sed=1"], "unknown config key(s) ['sed']"),
-        (["--agents", "mappo", "--set", "mappo.gamma=2"], "gamma=2 and gae_lambda=0.95"),
+        (["--agents", "mappo", "--set", "mappo.gamma=2"], "and gae_lambda=0.95 must be in"),
         (["--set", "random"], "--set 'random': expected NAME.KEY=VALUE"),
         (["--modes", "coop"], "--modes 'coop': reward modes"),
         (["--seeds", "0"], "--seeds 0 must be >= 1"),

@@ -6,14 +6,18 @@ a killed process left. Each test fails on the code before the audit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 from experiment_helpers import tiny_run, tree
 
-from experiments import cli, comparison, runner
+from experiments import cli, comparison, report, runner
 from experiments.config import CompareConfig, ConfigError
 from experiments.runner import RunError
 
@@ -178,3 +182,149 @@ def test_an_os_error_is_an_error_line_not_a_traceback(tmp_path, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "a_file" in err
+
+
+# ----------------------------------------------------------------------------------------
+# A second audit (each test failed before its fix)
+# ----------------------------------------------------------------------------------------
+def _deterministic(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in ("timing", "run")}
+
+
+def test_evaluate_refuses_a_root_that_is_a_comparison_or_a_run(finished, tmp_path):
+    """``evaluate RUN --root CMP`` into an unfinished comparison was accepted: its next
+    resume and report read the evaluation's summary.json as a run (a phantom unnamed row).
+    ``--root RUN`` (or below it) wrote into the evaluated, unfinished run. Both are now the
+    config errors `train --root` gives, and nothing is written."""
+    run, cmp = finished
+    part = _unfinished_copy(cmp, tmp_path / cmp.name)
+    inner = sorted(d for d in part.iterdir() if d.is_dir())[0]
+    unfinished = tmp_path / "unfinished_run"
+    shutil.copytree(run, unfinished)
+    for name in ("DONE", "summary.json", "curve.csv"):
+        (unfinished / name).unlink()
+    before = {part: tree(part), unfinished: tree(unfinished)}
+    with pytest.raises(ConfigError, match="is a comparison directory"):
+        runner.evaluate_checkpoint(inner, episodes=2, root=part, quiet=True)
+    with pytest.raises(ConfigError, match="is a run directory"):
+        runner.evaluate_checkpoint(unfinished, episodes=2, root=unfinished, quiet=True)
+    for root, path in (
+        (unfinished / "checkpoints", unfinished),
+        (unfinished / "checkpoints", unfinished / "agent.pt"),
+        (unfinished / "new", unfinished / "checkpoints" / "step_000000000040.pt"),
+    ):
+        with pytest.raises(ConfigError, match="is inside the evaluated run"):
+            runner.evaluate_checkpoint(path, episodes=2, root=root, quiet=True)
+    assert cli.main(["evaluate", str(unfinished), "--root", str(unfinished)]) == 2
+    assert cli.main(["train", "--agent", "random", "--root", str(unfinished)]) == 2
+    assert {part: tree(part), unfinished: tree(unfinished)} == before
+
+
+def test_report_reads_only_the_comparisons_own_runs(finished, tmp_path):
+    """An evaluation directory (no config.json) or a run of another cell inside a comparison
+    (as an older `evaluate --root CMP` left one) is not one of its runs: resume and report
+    ignore them; report counted every */summary.json, and showed an unnamed row."""
+    run, cmp = finished
+    part = _unfinished_copy(cmp, tmp_path / cmp.name)
+    evals = runner.evaluate_checkpoint(run, episodes=2, root=tmp_path / "evals", quiet=True)[0]
+    shutil.move(evals, part / evals.name)
+    other = runner.train(tiny_run(tmp_path / "other", seed=5, **BASELINE)).path
+    shutil.move(other, part / other.name)
+    with pytest.raises(RunError, match="2 of 2 runs finished"):
+        report.load_comparison(part)
+    res = comparison.resume_comparison(part, quiet=True)
+    comp = report.load_comparison(part)
+    assert [r["seed"] for r in comp.rows] == [0, 1] and [r["n"] for r in comp.table] == [2]
+    assert comp.markdown == res.markdown == (cmp / "table.md").read_text()
+    assert "|  |" not in comp.markdown
+
+
+@pytest.mark.parametrize("when", ["last chunk", "evaluation"])
+def test_ctrl_c_in_the_last_chunk_or_the_evaluation_stops_and_resumes_exactly(
+    when, tmp_path, monkeypatch, capsys
+):
+    """A Ctrl-C during the final evaluation was a KeyboardInterrupt traceback (agent.pt
+    left, no summary); one during the last training chunk was ignored (the run evaluated and
+    exited 0). Both now stop as an interrupt during training does: exit 130 with the resume
+    command, the final checkpoint kept; resuming evaluates and finishes with the numbers of
+    an uninterrupted run."""
+    cfg = tiny_run(tmp_path / "runs", **BASELINE)  # 40 steps in chunks of 20
+    real_train, real_eval, chunks = runner.agents.train, runner.agents.evaluate, []
+
+    def train(*args, **kwargs):
+        out = real_train(*args, **kwargs)
+        chunks.append(1)
+        if when == "last chunk" and len(chunks) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    def evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the first step sees the stop request
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(runner.agents, "train", train)
+    if when == "evaluation":
+        monkeypatch.setattr(runner.agents, "evaluate", evaluate)
+    argv = ["train", "--agent", "random", "--root", cfg.root, "--total-steps", "40"]
+    argv += ["--num-envs", "4", "--log-every", "20", "--checkpoint-every", "20"]
+    argv += ["--eval-episodes", "4", "--quiet"]
+    argv += ["--set", *(f"env.{k}={v}" for k, v in cfg.env_overrides)]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    (d,) = Path(cfg.root).iterdir()
+    assert "interrupted at env step 40; checkpoint written. Continue with:\n  " in err
+    assert f"python -m experiments resume {d}" in err and "Traceback" not in err
+    assert (d / "checkpoints" / "step_000000000040.pt").is_file()
+    assert not (d / "DONE").exists() and not (d / "summary.json").exists()
+    monkeypatch.setattr(runner.agents, "train", real_train)
+    monkeypatch.setattr(runner.agents, "evaluate", real_eval)
+    resumed = runner.resume(d, quiet=True)
+    same = dataclasses.replace(runner.read_run_config(d), root=str(tmp_path / "fresh"))
+    fresh = runner.train(same, quiet=True)
+    assert _deterministic(resumed.summary) == _deterministic(fresh.summary)
+    assert resumed.summary["env_steps"] == 40 and resumed.summary["eval"]["episodes"] == 4
+
+
+def test_evaluate_records_what_it_ran(finished, tmp_path, capsys, monkeypatch):
+    """Its summary.json held only evaluated/checkpoint/env/seed/eval; now also the config,
+    the versions and commit, and the command, as a run's config.json. And 5 episodes on 4
+    markets ran 8 without a word: both counts are recorded and a notice says so."""
+    run, _ = finished
+    root = tmp_path / "evals"
+    argv = ["evaluate", str(run), "--episodes", "5", "--root", str(root)]
+    monkeypatch.setattr(sys, "argv", ["experiments", *argv])
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "5 evaluation episodes rounded up to 8: 2 in each of 4 markets" in err
+    (d,) = root.iterdir()
+    s = json.loads((d / "summary.json").read_text())
+    assert s["episodes"] == {"requested": 5, "run": 8, "markets": 4, "per_market": 2}
+    assert s["eval"]["episodes"] == 8
+    saved = json.loads((run / "config.json").read_text())
+    assert s["run"] == saved["run"] and s["agents"] == saved["agents"]
+    assert s["env_config"] == saved["env_config"]
+    assert {"python", "torch", "recenv", "git", "git_dirty"} <= set(s["versions"])
+    assert s["command"] == ["experiments", *argv]
+
+
+def test_a_checkpoint_of_another_config_names_the_keys_that_differ(finished, tmp_path):
+    """``resume RUN --checkpoint OTHER_RUN/checkpoints/...`` said only "another config"."""
+    run, _ = finished
+    mine = runner.train(
+        tiny_run(
+            tmp_path / "runs",
+            **{**BASELINE, "seed": 3, "agent_overrides": (("seed", 9),)},
+        )
+    ).path
+    for name in ("DONE", "summary.json"):
+        (mine / name).unlink()
+    before = tree(mine)
+    with pytest.raises(RunError) as err:
+        runner.resume(mine, checkpoint=run / "checkpoints" / "step_000000000020.pt")
+    text = str(err.value)
+    assert "(the checkpoint's vs this run's: agent.seed: (unset) vs 9; " in text
+    assert "; seed: 0 vs 3)" in text and f"root: {str(run.parent)!r} vs " in text
+    assert tree(mine) == before
+    differ = runner.config_differences({f"k{i}": i for i in range(13)}, {})
+    assert differ.startswith("k0: 0 vs (unset); k1: 1 vs (unset)")
+    assert differ.endswith("; and 3 more") and differ.count(" vs ") == 10
