@@ -28,7 +28,14 @@ import torch
 
 from recenv.core.config import check_int, field_type_errors, option
 from recenv.data.logs import InteractionLog
-from recenv.data.mf import BACKENDS, CONFIDENCES, ImplicitMF, confidence_weights, fit_als
+from recenv.data.mf import (
+    BACKENDS,
+    CONFIDENCES,
+    MAX_CONFIDENCE,
+    ImplicitMF,
+    confidence_weights,
+    fit_als,
+)
 
 RATING_PRIOR = 10.0  # pseudo-ratings at the global mean when shrinking an item's mean rating
 
@@ -66,6 +73,10 @@ class LogFitConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 errs.append(f"{name}={v!r} must be a finite number >= 0")
+            elif name == "als_alpha" and v > MAX_CONFIDENCE:
+                # Refused before the log is read: 1 + alpha * w exceeds what ALS can fit for
+                # any interaction of weight 1 (see mf.MAX_CONFIDENCE); 3e38 gave NaN factors.
+                errs.append(f"als_alpha={v!r} must be in [0, {MAX_CONFIDENCE:g}]")
         if errs:
             raise ValueError("invalid LogFitConfig: " + "; ".join(errs))
 
@@ -74,10 +85,10 @@ class LogFitConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LogFit:
     """Per-item and per-user arrays fitted to a log; ``I`` items, ``U`` users, ``T`` topics,
-    ``D`` factors."""
+    ``D`` factors. (``recenv/FromLog-v0`` caches fits and hands out copies.)"""
 
     topics: torch.Tensor  # [I, T] sparse rows summing to 1
     embed: torch.Tensor  # [I, D] ALS item factors

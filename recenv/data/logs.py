@@ -35,6 +35,8 @@ be bundled with this package: point the loaders at your copy.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import math
 import os
 import re
@@ -67,6 +69,10 @@ _TIME_NAMES = ("timestamp", "time", "ts", "date", "datetime", "unixtime", "unix_
 _INT = re.compile(r"[+-]?[0-9]+")
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")  # ids kept as integers only when written so
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+# The largest |rating| or weight a log may hold: far beyond any real rating or count, and small
+# enough that sums and squares of a whole log's ratings (the fit's mean and standard deviation,
+# confidence sums) stay finite in float64.
+MAX_ABS_RATING = 1e30
 
 
 class LogFormatError(ValueError):
@@ -98,6 +104,24 @@ class InteractionLog:
     rating_kind: str | None = None  # "explicit", "count", or None without ratings
 
     def __post_init__(self) -> None:
+        # Array-likes (lists) are taken as arrays; a list user= gave AttributeError on .min(),
+        # a 2-D array failed only in make, a string rating array with numpy's UFuncTypeError.
+        for name in ("user", "item", "rating", "timestamp", "user_ids", "item_ids"):
+            x = getattr(self, name)
+            if x is None and name in ("rating", "timestamp"):
+                continue
+            try:
+                arr = np.asarray(x)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"InteractionLog.{name} is not an array: {e}") from None
+            if arr.ndim != 1:
+                raise ValueError(
+                    f"InteractionLog.{name} must be 1-D (one entry per "
+                    f"{'id' if name.endswith('_ids') else 'interaction'}), got shape {arr.shape}"
+                )
+            if arr.size == 0 and name in ("user", "item"):
+                arr = arr.astype(np.int64)  # np.asarray([]) is float64
+            object.__setattr__(self, name, arr)
         n = len(self.user)
         for name in ("item", "rating", "timestamp"):
             x = getattr(self, name)
@@ -105,14 +129,36 @@ class InteractionLog:
                 raise ValueError(f"InteractionLog.{name} has {len(x)} rows, user has {n}")
         for name in ("user", "item"):
             x = getattr(self, name)
-            if not np.issubdtype(np.asarray(x).dtype, np.integer):
-                raise ValueError(
-                    f"InteractionLog.{name} must be an integer array, got {np.asarray(x).dtype}"
-                )
+            if not np.issubdtype(x.dtype, np.integer):
+                raise ValueError(f"InteractionLog.{name} must be an integer array, got {x.dtype}")
             if n and x.min() < 0:
                 raise ValueError(f"InteractionLog.{name} has negative ids (min {x.min()})")
+        for name in ("rating", "timestamp"):
+            x = getattr(self, name)
+            if x is None:
+                continue
+            if x.dtype.kind not in "iuf":  # not bool, str, object, complex
+                raise ValueError(
+                    f"InteractionLog.{name} must be a real number array, got {x.dtype}"
+                )
+            x = x.astype(np.float64, copy=False)
+            object.__setattr__(self, name, x)
+            # A NaN rating made every fitted quality, observation and reward NaN (silently); a
+            # NaN timestamp made its item the newest arrival. Ratings are bounded too, so that
+            # the fit's mean and spread of them cannot overflow (1e308 made them NaN).
+            bound = MAX_ABS_RATING if name == "rating" else math.inf
+            bad = ~np.isfinite(x) | (np.abs(x) > bound)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                allowed = "finite" if name == "timestamp" else f"finite, in [-{bound:g}, {bound:g}]"
+                raise ValueError(
+                    f"InteractionLog.{name} values must be {allowed}; interaction {k} has "
+                    f"{float(x[k])!r}"
+                )
         if n and (self.user.max() >= len(self.user_ids) or self.item.max() >= len(self.item_ids)):
             raise ValueError("InteractionLog ids exceed the id maps")
+        for name in ("user", "item"):  # int64 as documented (int32 products could overflow)
+            object.__setattr__(self, name, getattr(self, name).astype(np.int64, copy=False))
         if (self.rating is None) != (self.rating_kind is None):
             raise ValueError("rating_kind must be given exactly when ratings are")
         if self.rating_kind is not None and self.rating_kind not in RATING_KINDS:
@@ -280,7 +326,7 @@ def load_lastfm(path: str | os.PathLike) -> InteractionLog:
         "lastfm",
         sep="\t",
         header=("userID", "artistID", "weight"),
-        rating_range=(0.0, math.inf),
+        rating_range=(0.0, MAX_ABS_RATING),
         rating_kind="count",
     )
 
@@ -377,10 +423,15 @@ def load_csv(
       count); by default ``"count"`` when the rating column is named like a count
       (``weight``, ``count``, ``plays``, ...), else ``"explicit"``.
 
+    Fields may be quoted as in RFC 4180 (read with Python's :mod:`csv`): ``"a,b"`` is one field
+    and ``""`` a quote inside one; a quoted field may not span lines. (With ``"::"``, which the
+    csv module cannot take, lines are split as they are and quotes around a field dropped.)
+
     User and item ids may be any strings; they are kept as integers when all are plain
     integers (``7``, not ``007`` or ``+7``) within int64, else as strings. Ratings must be
-    finite numbers; timestamps numbers (seconds) or ISO 8601 dates (UTC unless they carry an
-    offset, so the result does not depend on the machine's time zone).
+    finite numbers within ``±1e30`` (:data:`MAX_ABS_RATING`), count weights also ``>= 0``;
+    timestamps numbers (seconds) or ISO 8601 dates (UTC unless they carry an offset, so the
+    result does not depend on the machine's time zone).
     """
     if rating_kind is not None and rating_kind not in RATING_KINDS:
         raise ValueError(f"rating_kind={rating_kind!r} must be one of {RATING_KINDS}")
@@ -388,12 +439,17 @@ def load_csv(
         raise ValueError(f"delimiter={delimiter!r} must be a non-empty string such as ',' or '\\t'")
     if header is not None and not isinstance(header, bool):
         raise ValueError(f"header={header!r} must be True, False or None (detect)")
-    with _rows(path, delimiter) as rows:
+    with _rows(path, delimiter, quoted=True) as rows:
         try:
             lineno, first = next(rows)
         except StopIteration:
             raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
         sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
+        # The csv module took the quotes off every field (one-character delimiters); a "::"
+        # line was split as it is, so its fields lose their quotes below.
+        split_as_is = len(sep) > 1
+        bound = MAX_ABS_RATING
+
         lower = [f.strip().strip('"').strip().lower() for f in first]
         known = (*_USER_NAMES, *_ITEM_NAMES, *_RATING_NAMES, *_TIME_NAMES)
         has_header = header if header is not None else any(name in known for name in lower)
@@ -416,6 +472,8 @@ def load_csv(
         if rating_kind is None and rating_col is not None:
             name = lower[rating_col] if has_header else ""
             rating_kind = "count" if name in _COUNT_NAMES else "explicit"
+        named = has_header and rating_col is not None
+        rating_name = first[rating_col].strip().strip('"') if named else "rating"
         names = {v: k for k, v in cols.items()}
         users: list[str] = []
         items: list[str] = []
@@ -435,24 +493,32 @@ def load_csv(
                     f"expected {ncols} fields ({what}) separated by {sep!r}, got {len(fields)}: "
                     f"{sep.join(fields)!r}",
                 )
-            u = fields[cols["user"]].strip().strip('"')
-            i = fields[cols["item"]].strip().strip('"')
+            if split_as_is:
+                fields = [f.strip().strip('"') for f in fields]
+            u = fields[cols["user"]].strip()
+            i = fields[cols["item"]].strip()
             if not u or not i:
                 raise LogFormatError(path, lineno, "empty user or item id")
             users.append(u)
             items.append(i)
             if rating_col is not None:
-                ratings.append(_float(path, lineno, "rating", fields[rating_col]))
+                r = _float(path, lineno, rating_name, fields[rating_col])
+                if not -bound <= r <= bound:  # see MAX_ABS_RATING
+                    raise LogFormatError(
+                        path,
+                        lineno,
+                        f"{rating_name} {r:g} is outside [-{MAX_ABS_RATING:g}, {MAX_ABS_RATING:g}]",
+                    )
+                if r < 0 and rating_kind == "count":
+                    raise LogFormatError(
+                        path, lineno, f"{rating_name} {r:g} is negative; count weights must be >= 0"
+                    )
+                ratings.append(r)
             if "timestamp" in cols:
                 times.append(_time(path, lineno, fields[cols["timestamp"]]))
     if not users:
         raise LogFormatError(path, 0, "no interactions (only a header)")
     rating = np.asarray(ratings, dtype=np.float64) if rating_col is not None else None
-    if rating is not None and rating_kind == "count" and bool((rating < 0).any()):
-        bad = int(np.flatnonzero(rating < 0)[0])
-        raise LogFormatError(
-            path, 0, f"count weights must be >= 0; interaction {bad + 1} is {rating[bad]:g}"
-        )
     return _finish(
         path,
         "csv",
@@ -471,41 +537,100 @@ class _Rows:
     """Non-blank lines of a file as ``(line number, fields)``; ``sep=None`` sniffs the
     delimiter from the first line (``sep`` is set then).
 
+    ``quoted=True`` (the generic CSV) splits a line with Python's :mod:`csv` when ``sep`` is one
+    character, so quoting follows RFC 4180: ``"a,b"`` is one field, ``""`` a quote inside one,
+    and the quotes are removed. A quoted field may not run on to the next line (an unclosed
+    quote would otherwise swallow the rows after it). Otherwise a line is split at ``sep`` as
+    it is (the fixed formats, and ``"::"``, which csv cannot take).
+
     The file is closed when the lines run out or a line cannot be read, and by
     :meth:`close` (or leaving a ``with _Rows(...)`` block) when the caller stops early.
     """
 
-    def __init__(self, path: str | os.PathLike, sep: str | None):
+    def __init__(self, path: str | os.PathLike, sep: str | None, quoted: bool = False):
         self.path, self.sep = path, sep
+        self.lineno = 0  # the number of the last line read
         try:
             self._file = open(path, "rb")
         except OSError as e:
             raise LogFormatError(
                 path, 0, f"cannot read the interaction log: {e.strerror}"
             ) from None
-        self._it = self._lines()
+        self._it = self._records() if quoted else self._lines()
+
+    def _text(self, f) -> Iterator[str]:
+        """The decoded lines, without their line ends."""
+        for lineno, raw in enumerate(f, 1):
+            self.lineno = lineno
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise LogFormatError(self.path, lineno, "not UTF-8 text") from None
+            if lineno == 1:
+                line = line.lstrip("\ufeff")
+            yield line
+
+    def _sniff(self, line: str) -> None:
+        self.sep = next((s for s in ("\t", "::", ",", ";", "|") if s in line), None)
+        if self.sep is None:
+            raise LogFormatError(
+                self.path,
+                self.lineno,
+                "cannot tell the delimiter: expected fields separated by ',', tab, "
+                f"';', '::' or '|', got {line!r}",
+            )
 
     def _lines(self) -> Iterator[tuple[int, list[str]]]:
         with self._file as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    raise LogFormatError(self.path, lineno, "not UTF-8 text") from None
-                if lineno == 1:
-                    line = line.lstrip("\ufeff")
+            for line in self._text(f):
                 if not line.strip():
                     continue
                 if self.sep is None:
-                    self.sep = next((s for s in ("\t", "::", ",", ";", "|") if s in line), None)
-                    if self.sep is None:
+                    self._sniff(line)
+                yield self.lineno, line.split(self.sep)
+
+    def _records(self) -> Iterator[tuple[int, list[str]]]:
+        with self._file as f:
+            text = self._text(f)
+            line = next((x for x in text if x.strip()), None)
+            if line is None:
+                return
+            if self.sep is None:
+                self._sniff(line)
+            if len(self.sep) > 1:  # csv takes one-character delimiters only
+                yield self.lineno, line.split(self.sep)
+                for line in text:
+                    if line.strip():
+                        yield self.lineno, line.split(self.sep)
+                return
+            # csv reads the other lines straight from the file, decoded one by one, so the
+            # file's line number is offset + reader.line_num (a record of several lines counts
+            # them all).
+            offset = self.lineno - 1
+            lines = itertools.chain([line], map(bytes.decode, f))
+            reader = csv.reader(lines, delimiter=self.sep, skipinitialspace=True)
+            last = offset  # the last line of the previous record
+            try:
+                for fields in reader:
+                    first, last = last + 1, offset + reader.line_num
+                    if first != last:
                         raise LogFormatError(
                             self.path,
-                            lineno,
-                            "cannot tell the delimiter: expected fields separated by ',', tab, "
-                            f"';', '::' or '|', got {line!r}",
+                            first,
+                            f"a quoted field runs on to line {last} (an unclosed quote?); a "
+                            "field may not span lines",
                         )
-                yield lineno, line.split(self.sep)
+                    if len(fields) <= 1 and not "".join(fields).strip():
+                        continue  # a blank line
+                    yield first, fields
+            except UnicodeDecodeError:
+                raise LogFormatError(
+                    self.path, offset + reader.line_num + 1, "not UTF-8 text"
+                ) from None
+            except csv.Error as e:
+                raise LogFormatError(
+                    self.path, last + 1, f"cannot split the line into fields: {e}"
+                ) from None
 
     def close(self) -> None:
         """Stop reading and close the file; closing again does nothing."""
@@ -528,12 +653,12 @@ class _Rows:
         return next(self._it)
 
 
-def _rows(path: str | os.PathLike, sep: str | None) -> _Rows:
-    """The rows of ``path``; read them in a ``with`` block, which closes the file however
-    reading stops."""
+def _rows(path: str | os.PathLike, sep: str | None, quoted: bool = False) -> _Rows:
+    """The rows of ``path`` (see :class:`_Rows`); read them in a ``with`` block, which closes
+    the file however reading stops."""
     if os.path.isdir(path):
         raise LogFormatError(path, 0, "is a directory, expected an interaction log file")
-    return _Rows(path, sep)
+    return _Rows(path, sep, quoted)
 
 
 def _int(path, lineno: int, name: str, s: str) -> int:

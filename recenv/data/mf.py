@@ -38,6 +38,10 @@ from recenv.data.logs import InteractionLog
 BACKENDS = ("torch", "implicit")
 CONFIDENCES = ("auto", "binary", "log", "linear")
 _CG_STEPS = 3  # conjugate-gradient steps per half-iteration (as implicit's default)
+# The largest confidence 1 + alpha * w a pair may get. Beyond it float64 cannot resolve the
+# unobserved pairs' confidence 1 next to it (its spacing at 1e16 is 2), so the fit no longer
+# means anything, and from about 1e33 the solver's products overflow to NaN factors.
+MAX_CONFIDENCE = 1e15
 
 
 @dataclass
@@ -96,7 +100,7 @@ def pair_matrix(log: InteractionLog, weights: np.ndarray) -> tuple[torch.Tensor,
     return (
         torch.as_tensor(pairs // log.num_items),
         torch.as_tensor(pairs % log.num_items),
-        torch.as_tensor(w, dtype=torch.float32),
+        torch.as_tensor(w, dtype=torch.float64),  # float32 overflowed for weights near 1e38
     )
 
 
@@ -111,7 +115,11 @@ def fit_als(
     seed: int = 0,
     backend: str = "torch",
 ) -> ImplicitMF:
-    """Fit implicit ALS to ``log`` (see the module docstring for the objective)."""
+    """Fit implicit ALS to ``log`` (see the module docstring for the objective).
+
+    ``ValueError`` for a log without interactions, for confidences ``1 + alpha * w`` above
+    :data:`MAX_CONFIDENCE` (before fitting), and for a fit that ends with non-finite factors.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} must be one of {list(BACKENDS)}")
     factors, iterations = check_int("factors", factors, 1), check_int("iterations", iterations, 1)
@@ -119,14 +127,31 @@ def fit_als(
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
             raise ValueError(f"{name}={v!r} must be a finite number >= 0")
     seed = check_int("seed", seed, 0)
+    if len(log) == 0:  # the loss was 0 / 0 = NaN, silently
+        raise ValueError(f"{log.source or 'the log'} has no interactions: nothing to fit")
     users, items, w = pair_matrix(log, confidence_weights(log, confidence))
-    conf = 1.0 + alpha * w
+    conf = 1.0 + alpha * w  # float64
+    top = float(conf.max())
+    if not top <= MAX_CONFIDENCE:  # checked before the fit, which would be NaN or meaningless
+        raise ValueError(
+            f"alpha={alpha:g} (FromLog's als_alpha) times the largest pair weight "
+            f"{float(w.max()):g} (confidence={confidence!r}) gives a confidence 1 + alpha * w of "
+            f"{top:g}, above {MAX_CONFIDENCE:g}: lower alpha, or use confidence='log' or "
+            "'binary' for large weights"
+        )
     U, I = log.num_users, log.num_items
     if backend == "implicit":
         x, y = _fit_implicit(users, items, conf, U, I, factors, regularization, iterations, seed)
     else:
         x, y = _fit_torch(users, items, conf, U, I, factors, regularization, iterations, seed)
     loss = als_loss(x, y, users, items, conf, regularization)
+    # Non-finite factors made every later step NaN or failed in k-means' torch.multinomial.
+    if not (math.isfinite(loss) and bool(torch.isfinite(x).all() and torch.isfinite(y).all())):
+        raise ValueError(
+            f"ALS diverged (non-finite factors) with alpha={alpha:g}, "
+            f"regularization={regularization:g} (FromLog's als_alpha, als_regularization) and "
+            f"confidences up to {top:g}: raise regularization or lower alpha"
+        )
     return ImplicitMF(x, y, backend, loss)
 
 

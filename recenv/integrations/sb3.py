@@ -58,6 +58,9 @@ import supersuit as ss
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
+from recenv.core.config import check_int
+from recenv.core.market import check_seed
+
 
 class SB3Adapter(BaseParallelWrapper):
     """A recenv ``ParallelEnv`` made ready for SuperSuit's copies and SB3's conventions.
@@ -130,6 +133,7 @@ class SeedForwarding(_PassThrough):
 
     def seed(self, seed: int | None = None) -> list[int | None]:
         """The seed of each vector slot's market copy (slot ``k``: ``seed + k // A``)."""
+        seed = check_seed(seed, self.num_copies)
         if seed is not None and self.multiprocess:
             raise ValueError(_MULTIPROCESS_SEED)
         self._pending_seed = seed
@@ -215,11 +219,18 @@ def make_sb3_vec_env(
 
     ``num_vec_envs`` market copies of ``A`` agents give ``num_vec_envs * A`` vector slots (slot
     ``i * A + a`` is agent ``a`` of copy ``i``). ``num_cpus > 1`` runs the copies in that many
-    processes (SuperSuit's ``ProcConcatVec``). ``seed`` seeds copy ``i`` with ``seed + i`` at
-    the first reset (``PPO(seed=...)`` works too). ``config`` takes the scenario's keys.
+    processes (SuperSuit's ``ProcConcatVec``; 0 and 1 run them in this process). ``seed`` (an
+    int or None) seeds copy ``i`` with ``seed + i`` at the first reset (``PPO(seed=...)`` works
+    too). ``config`` takes the scenario's keys. ``num_vec_envs`` (an int >= 1), ``num_cpus`` (an
+    int >= 0) and ``seed`` are checked first: ``ValueError`` naming the argument.
     """
     from recenv.registry import make
 
+    # Checked here: SuperSuit took num_vec_envs=0 to an IndexError, 2.0 or "2" to a TypeError,
+    # num_cpus=-3 silently (a process pool of negative size), seed="7" to a TypeError at reset.
+    num_vec_envs = check_int("num_vec_envs", num_vec_envs, 1)
+    num_cpus = check_int("num_cpus", num_cpus, 0)  # 0 and 1: in this process; > 1: processes
+    seed = check_seed(seed, num_vec_envs)  # copy i is seeded seed + i
     if config.get("invalid_slate", "repair") != "repair":
         raise ValueError(
             "SB3's MultiDiscrete policies sample each slot independently (duplicates and masked "

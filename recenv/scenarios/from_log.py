@@ -17,7 +17,10 @@ popularity, user activity and the catalog's size and sparsity come from the log.
 ## Description
 
 ``log`` is required: a path (read with :func:`recenv.data.load_log`, ``log_format`` as there)
-or an :class:`recenv.data.InteractionLog`. Building the market:
+or an :class:`recenv.data.InteractionLog`. Every user of the log needs at least one interaction
+(a user arrives as often as they interacted): a half of ``InteractionLog.time_split`` keeps the
+whole log's ids, so ``compact()`` it first; a log with users without interactions is refused
+before the fit. Building the market:
 
 1. **ALS** (:func:`recenv.data.mf.fit_als`) on the log with confidence ``1 + α·w``
    (``w = 1`` per rating for explicit ratings, ``log1p(count)`` for play counts), ``D =
@@ -162,7 +165,9 @@ def build(
 def fitted(
     log: str | os.PathLike | InteractionLog, log_format: str = "auto", **config: Any
 ) -> tuple[MarketConfig, InteractionLog, LogFit]:
-    """The market config, the log and the fitted arrays ``build`` would use (cached)."""
+    """The market config, the log and the fitted arrays ``build`` would use. The fit is
+    cached: this is a copy of it, so changing its tensors changes no later ``make``. A log read
+    from a file is cached too, with read-only arrays."""
     cfg, _, data, fit = _prepare(log, log_format, config)
     return cfg, data, fit
 
@@ -215,6 +220,7 @@ def _prepare(
     if not isinstance(log_format, str) or log_format not in FORMATS:
         raise ValueError(f"log_format={log_format!r} must be one of {list(FORMATS)}")
     data, log_key = _load(log, log_format)
+    _check_users(data)
     stats = {"item_stats_size": min(data.num_items, MAX_EXACT_STATS)}
     cfg = MarketConfig.from_kwargs(
         CONFIG,
@@ -231,7 +237,45 @@ def _prepare(
             config=fit_cfg,
         )
         _store(_fits, key, fit)
-    return cfg, fit_cfg, data, fit
+    # A copy: the cached tensors stay as fitted whatever the caller (or a market built on
+    # them) does to what it gets (fitted()'s fit.quality.mul_(100) changed every later make).
+    return cfg, fit_cfg, data, _copy(fit)
+
+
+def _copy(fit: LogFit) -> LogFit:
+    """``fit`` with every tensor cloned (``embed`` and ``taste`` stay the factors of ``mf``)."""
+    mf = dataclasses.replace(
+        fit.mf, user_factors=fit.mf.user_factors.clone(), item_factors=fit.mf.item_factors.clone()
+    )
+    return dataclasses.replace(
+        fit,
+        topics=fit.topics.clone(),
+        embed=mf.item_factors if fit.embed is fit.mf.item_factors else fit.embed.clone(),
+        popularity=fit.popularity.clone(),
+        quality=fit.quality.clone(),
+        first_seen=None if fit.first_seen is None else fit.first_seen.clone(),
+        interest=fit.interest.clone(),
+        taste=mf.user_factors if fit.taste is fit.mf.user_factors else fit.taste.clone(),
+        activity=fit.activity.clone(),
+        mf=mf,
+    )
+
+
+def _check_users(data: InteractionLog) -> None:
+    """Refuse, before the fit, a log the market cannot take: one without interactions, or with
+    users who have none (a user arrives at a rate given by their interaction count, which must
+    be > 0: such a log failed after the whole fit with the population's "activity must be > 0")."""
+    where = f"the log ({data.source})" if data.source else "the log"
+    if len(data) == 0:
+        raise ValueError(f"{ENV_ID}: {where} has no interactions")
+    idle = int((data.user_counts() == 0).sum())
+    if idle:
+        raise ValueError(
+            f"{ENV_ID}: {idle} of the {data.num_users} users of {where} have no interactions "
+            "(e.g. a time split's half, which keeps the whole log's ids); a simulated user "
+            "arrives as often as they interacted, so every user needs at least one: pass "
+            "log.compact() to drop them"
+        )
 
 
 def _check_market(market: dict[str, Any]) -> None:
@@ -290,6 +334,11 @@ def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
     data = _cached(_logs, key)
     if data is None:
         data = load_log(path, log_format)
+        # Read-only: fitted() hands out this cached log, and a change to its arrays would
+        # reach the next fit of the file (another fit config) in this process.
+        for x in (data.user, data.item, data.rating, data.timestamp, data.user_ids, data.item_ids):
+            if x is not None:
+                x.flags.writeable = False
         _store(_logs, key, data)
     return data, key
 

@@ -86,6 +86,37 @@ def test_recipe_refuses_settings_it_cannot_honour():
         make_sb3_vec_env(MARKET, num_vec_envs=2, num_cpus=2, seed=0, **SMALL)
 
 
+BAD_ARGUMENTS = [
+    # SuperSuit failed later: an IndexError (0), a TypeError (2.0, "2", seed "7") or nothing
+    # at all (num_cpus=-3, a process pool of negative size).
+    ({"num_vec_envs": 0}, "num_vec_envs=0 must be an int >= 1"),
+    ({"num_vec_envs": 2.0}, "num_vec_envs=2.0 must be an int >= 1"),
+    ({"num_vec_envs": "2"}, "num_vec_envs='2' must be an int >= 1"),
+    ({"num_vec_envs": True}, "num_vec_envs=True must be an int >= 1"),
+    ({"num_cpus": -3}, "num_cpus=-3 must be an int >= 0"),
+    ({"num_cpus": "a"}, "num_cpus='a' must be an int >= 0"),
+    ({"seed": "7"}, "seed='7' must be an int or None"),
+    ({"seed": 1.5}, "seed=1.5 must be an int or None"),
+    ({"seed": 2**63 - 1, "num_vec_envs": 2}, "seed=9223372036854775807 out of range"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), BAD_ARGUMENTS, ids=[repr(k) for k, _ in BAD_ARGUMENTS]
+)
+def test_bad_arguments_are_refused_up_front(kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        make_sb3_vec_env(MARKET, **kwargs, **SMALL)
+
+
+def test_seed_method_checks_its_seed():
+    venv = make_sb3_vec_env(MARKET, num_vec_envs=2, **SMALL)
+    with pytest.raises(ValueError, match=re.escape("seed='3' must be an int or None")):
+        venv.seed("3")
+    assert venv.seed(np.int64(3)) == [3, 3, 4, 4]  # numpy integers are ints
+    venv.close()
+
+
 def _whole(a):
     return a.astype(np.float64)
 

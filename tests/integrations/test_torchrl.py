@@ -3,6 +3,8 @@ episode ends, transition for transition equal to the PettingZoo env."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,42 @@ def test_group_map_helper():
 
     assert group_map(agents, MarlGroupMapType.ALL_IN_ONE_GROUP) == group_map(agents, "shared")
     assert group_map(agents, MarlGroupMapType.ONE_GROUP_PER_AGENT) == group_map(agents, "per-agent")
+
+
+AGENTS = ["agent_0", "agent_1"]
+BAD_GROUPS = [
+    # TorchRL took these and failed during a step: RecursionError ("next", "_reset"), a
+    # ValueError about "reward" ("done", ...), TypeError ("state" with return_state, int keys).
+    *[({g: AGENTS}, f"group name {g!r} is not allowed") for g in ("next", "done", "terminated")],
+    ({"truncated": AGENTS}, "group name 'truncated' is not allowed"),
+    ({"_reset": AGENTS}, "group name '_reset' is not allowed"),
+    ({"state": AGENTS}, "group name 'state' is not allowed"),
+    ({0: ["agent_0"], 1: ["agent_1"]}, "group name 0 is not allowed; group names are non-empty"),
+    ({"": AGENTS}, "group name '' is not allowed"),
+    ({"red": AGENTS, "blue": []}, "group 'blue' is empty"),
+    ({"red": "agent_0", "blue": ["agent_1"]}, "group 'red' must list its agents"),
+    ({"red": ["agent_0", "agent_0", "agent_1"]}, "must put each of"),
+]
+
+
+@pytest.mark.parametrize(("grouping", "message"), BAD_GROUPS, ids=[repr(g) for g, _ in BAD_GROUPS])
+def test_group_maps_torchrl_cannot_use_are_refused(grouping, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        group_map(AGENTS, grouping)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_torchrl_env(MARKET, grouping=grouping, seed=0, num_items=500, horizon=6)
+
+
+def test_state_is_a_group_name_only_without_the_state():
+    env = make_torchrl_env(
+        MARKET, grouping={"state": AGENTS}, return_state=False, seed=0, num_items=500, horizon=6
+    )
+    check_env_specs(env, seed=1)
+    assert env.group_map == {"state": AGENTS}
+
+
+@pytest.mark.parametrize(("name", "value"), [("return_state", "no"), ("categorical_actions", 0)])
+def test_flags_must_be_bools(name, value):
+    """They were taken by truthiness: "no" returned the state."""
+    with pytest.raises(ValueError, match=re.escape(f"{name}={value!r} must be True or False")):
+        make_torchrl_env(MARKET, seed=0, num_items=500, horizon=6, **{name: value})

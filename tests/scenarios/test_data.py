@@ -3,6 +3,7 @@ splits, and the implicit ALS fit."""
 
 from __future__ import annotations
 
+import csv
 import gc
 import os
 import re
@@ -23,6 +24,7 @@ from recenv.data import (
     load_movielens_100k,
 )
 from recenv.data import logs as logs_module
+from recenv.data import mf as mf_module
 from recenv.data.compare import distinct_pairs, gini, js_distance, spearman, top_share
 from recenv.data.fit import LogFitConfig, fit_log
 from recenv.data.mf import fit_als
@@ -176,6 +178,14 @@ MALFORMED = [
     ("ratings.dat", "1::-661::3::2\n", 1, "item -661 is negative"),
     ("user_artists.dat", "userID\tartistID\tweight\n-2\t51\t1\n", 2, "userID -2 is negative"),
     ("user_artists.dat", "userID\tartistID\tweight\n2\t-51\t1\n", 2, "artistID -51 is negative"),
+    # A rating of 1e308 overflowed the fit's mean: every quality, observation and reward NaN.
+    ("log.csv", "user,item,rating\n1,2,3\n1,3,1e308\n", 3, "rating 1e+308 is outside [-1e+30"),
+    ("log.csv", "user,item,score\n1,2,-1e31\n", 2, "score -1e+31 is outside [-1e+30, 1e+30]"),
+    ("user_artists.dat", "userID\tartistID\tweight\n2\t5\t1e31\n", 2, "outside the lastfm range"),
+    # A negative count weight was reported at the file (line 0), not its line.
+    ("log.csv", "user,item,plays\n1,2,3\n1,3,-2\n", 3, "plays -2 is negative; count weights"),
+    # An unclosed quote would swallow the rows after it into one field.
+    ("log.csv", 'user,item\n1,2\n3,"x\n4,5\n6,7\n', 3, "a quoted field runs on to line 5"),
 ]
 
 
@@ -329,6 +339,68 @@ def test_naive_dates_are_utc_whatever_the_local_time_zone(tmp_path, new_york_tim
     assert log.timestamp.tolist() == [1704067200.0, 1704067200.0 - 3600.0]
 
 
+def test_quoted_fields_of_a_generic_csv_follow_rfc_4180(tmp_path):
+    """Quotes came off ids and the header only: a quoted rating or timestamp (csv.writer's
+    QUOTE_NONNUMERIC, QUOTE_ALL) was "not a number", and a quoted id holding the delimiter
+    was split in two."""
+    path = tmp_path / "q.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        w.writerow(["user", "item", "rating", "timestamp"])
+        w.writerow(["u1", "i1", 4.0, "2020-01-01T00:00:00"])
+        w.writerow(["Smith, J.", 'the "best" one', 2.5, "2020-01-02T00:00:00"])
+    log = load_csv(str(path))
+    assert log.user_ids.tolist() == ["Smith, J.", "u1"]
+    assert log.item_ids.tolist() == ["i1", 'the "best" one']
+    assert log.rating.tolist() == [4.0, 2.5]
+    assert log.timestamp.tolist() == [1577836800.0, 1577923200.0]
+    every = load_csv(write(tmp_path, "all.tsv", '"user"\t"item"\t"plays"\n"a\tb"\t"c"\t"3"\n'))
+    assert every.user_ids.tolist() == ["a\tb"] and every.rating.tolist() == [3.0]
+    assert every.rating_kind == "count"
+    # "::" (csv takes one-character delimiters only) is split as is, its quotes dropped.
+    colons = load_csv(write(tmp_path, "c.txt", '"1"::"x"::"4.5"::"7"\n'))
+    assert colons.user_ids.tolist() == [1] and colons.rating.tolist() == [4.5]
+    assert colons.timestamp.tolist() == [7.0]
+
+
+def test_interaction_log_rejects_bad_values():
+    """An in-memory log took a NaN rating (every fitted quality, observation and reward NaN),
+    a NaN timestamp (its item became the newest), ratings whose mean overflows, 2-D arrays
+    (failing later in make), string ratings (numpy's UFuncTypeError) and refused a list."""
+    ids = {"user_ids": np.arange(3), "item_ids": np.arange(3)}
+    pairs = {"user": np.array([0, 1, 2]), "item": np.array([2, 1, 0])}
+
+    def make(**kw):
+        kw = {**pairs, "rating": None, "timestamp": None, **ids, **kw}
+        if kw["rating"] is not None:
+            kw.setdefault("rating_kind", "explicit")
+        return InteractionLog(**kw)
+
+    bad = [
+        ({"rating": [1.0, np.nan, 3.0]}, "rating values must be finite, in [-1e+30, 1e+30]; "
+         "interaction 1 has nan"),
+        ({"rating": [1.0, 2.0, 1e308]}, "rating values must be finite, in [-1e+30, 1e+30]; "
+         "interaction 2 has 1e+308"),
+        ({"rating": [-np.inf, 2.0, 1.0]}, "rating values must be finite, in [-1e+30, 1e+30]; "
+         "interaction 0 has -inf"),
+        ({"timestamp": [1.0, 2.0, np.nan]}, "timestamp values must be finite; interaction 2 "
+         "has nan"),
+        ({"rating": np.array(["1", "2", "3"])}, "rating must be a real number array, got <U1"),
+        ({"rating": [True, False, True]}, "rating must be a real number array, got bool"),
+        ({"user": np.zeros((3, 1), dtype=int)}, "user must be 1-D (one entry per interaction), "
+         "got shape (3, 1)"),
+        ({"item_ids": np.arange(4).reshape(2, 2)}, "item_ids must be 1-D (one entry per id)"),
+    ]  # fmt: skip
+    for kw, message in bad:
+        with pytest.raises(ValueError, match=re.escape(f"InteractionLog.{message}")):
+            make(**kw)
+    # Array-likes are taken as arrays, in the documented dtypes.
+    log = make(user=[0, 1, 2], item=(2, 1, 0), rating=[1, 5, 3], timestamp=[3, 2, 1])
+    assert log.user.dtype == np.int64 and log.rating.dtype == np.float64
+    assert log.timestamp.tolist() == [3.0, 2.0, 1.0] and len(log.compact()) == 3
+    assert len(make(user=[], item=[])) == 0
+
+
 def test_interaction_log_rejects_bad_ids():
     kw = {"rating": None, "timestamp": None, "user_ids": np.arange(1), "item_ids": np.arange(1)}
     with pytest.raises(ValueError, match=r"InteractionLog\.user has negative ids"):
@@ -401,6 +473,37 @@ def test_als_rejects_bad_parameters():
         fit_als(log, factors=0)
     with pytest.raises(ValueError, match="needs ratings"):
         fit_als(log, confidence="log")
+
+
+def test_als_refuses_confidences_it_cannot_fit(monkeypatch):
+    """alpha=3e38 (or a weight of 1e20 with confidence="linear") fitted NaN factors silently,
+    and FromLog then failed in k-means' torch.multinomial ("probability tensor contains
+    either inf, nan") naming no field."""
+    log = block_log()
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "alpha=3e+38 (FromLog's als_alpha) times the largest pair weight 1 "
+            "(confidence='auto') gives a confidence 1 + alpha * w of 3e+38, above 1e+15"
+        ),
+    ):
+        fit_als(log, factors=4, alpha=3e38, regularization=0.0)
+    weights = np.ones(len(log))
+    weights[7] = 1e20
+    counts = InteractionLog(**{**vars(log), "rating": weights, "rating_kind": "count"})
+    with pytest.raises(ValueError, match=r"largest pair weight 1e\+20 \(confidence='linear'\)"):
+        fit_als(counts, factors=4, confidence="linear")
+    assert np.isfinite(fit_als(counts, factors=4, iterations=2).loss)  # log1p(1e20) is 46
+    with pytest.raises(ValueError, match=re.escape("als_alpha=3e+38 must be in [0, 1e+15]")):
+        LogFitConfig(als_alpha=3e38)  # FromLog refuses it before reading the log
+
+    # Whatever else makes the solver diverge is named, not handed on as NaN factors.
+    def diverged(users, items, conf, U, I, D, *rest):
+        return torch.full((U, D), torch.nan), torch.full((I, D), torch.nan)
+
+    monkeypatch.setattr(mf_module, "_fit_torch", diverged)
+    with pytest.raises(ValueError, match=r"ALS diverged .* alpha=5, regularization=0"):
+        fit_als(log, factors=4, alpha=5.0, regularization=0.0)
 
 
 def test_fit_log_interests_always_sum_to_one():
@@ -477,6 +580,46 @@ def test_comparison_measures():
         js_distance([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="one length"):
         spearman([1, 2], [1, 2, 3])
+
+
+BAD_MEASURES = [
+    # NaN, negative, 2-D and out-of-range input gave plausible numbers.
+    (lambda: js_distance([np.nan, 2], [1, 0]), "js_distance: p must hold finite counts >= 0; "
+     "p[0] is nan"),  # was 0.0
+    (lambda: js_distance([1, 0], [1, -1]), "js_distance: q must hold finite counts >= 0; "
+     "q[1] is -1.0"),
+    (lambda: top_share([-5, 1, 1], 0.34), "top_share: x must hold finite counts >= 0; "
+     "x[0] is -5.0"),  # was 2e12
+    (lambda: gini([-5, 1, 1]), "gini: x must hold finite counts >= 0; x[0] is -5.0"),  # was 0
+    (lambda: gini(np.ones((2, 2))), "gini: x must be a 1-D vector of finite counts >= 0, "
+     "got shape (2, 2)"),
+    (lambda: gini([np.inf, 1]), "gini: x must hold finite counts >= 0; x[0] is inf"),
+    (lambda: spearman([np.nan, 1, 2], [1, 2, 3]), "spearman: a must hold finite numbers; "
+     "a[0] is nan"),  # was -0.5
+    (lambda: distinct_pairs([0, 1], [0, 5], 2, 3), "distinct_pairs: items must be ids in "
+     "[0, 3); items[1] is 5"),  # was folded into the pair (1, 2)
+    (lambda: distinct_pairs([0, 2], [0, 1], 2, 3), "distinct_pairs: users must be ids in "
+     "[0, 2); users[1] is 2"),
+    (lambda: distinct_pairs([0.0], [1], 2, 3), "distinct_pairs: users must be a 1-D integer "
+     "vector"),
+    (lambda: distinct_pairs([0, 1], [1], 2, 3), "distinct_pairs: users and items must be of "
+     "one length"),
+    (lambda: distinct_pairs([0], [1], 2, 2.5), "distinct_pairs: num_items=2.5 must be an int"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "message"), BAD_MEASURES)
+def test_comparison_measures_refuse_bad_input(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_comparison_measures_take_any_vector_of_counts():
+    assert spearman([-1.0, 2.0, 3.0], [1, 2, 3]) == pytest.approx(1.0)  # ranks: any finite
+    assert gini([]) == 0.0 and gini(np.zeros(3)) == 0.0
+    per_item, per_user = distinct_pairs(torch.tensor([0, 1]), torch.tensor([2, 2]), 2, 3)
+    assert per_item.tolist() == [0, 0, 2] and per_user.tolist() == [1, 1]
+    assert [x.tolist() for x in distinct_pairs([], [], 0, 0)] == [[], []]
 
 
 def test_shared_data_is_not_in_the_repo():

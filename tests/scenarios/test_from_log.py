@@ -8,6 +8,7 @@ correlates with the real one.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -23,6 +24,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 import recenv
 from recenv.data import load_log
 from recenv.data.compare import spearman
+from recenv.data.fit import fit_log
 from recenv.scenarios import from_log
 
 from .conftest import ML_SMALL, greedy_slate_np, greedy_slate_torch, needs_ml_small, random_slates
@@ -53,6 +55,31 @@ def synthetic_log(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture
+def fits(monkeypatch) -> list[int]:
+    """Counts the fits ``from_log`` makes (the cache hands out copies, so identity no longer
+    tells a cached fit from a new one)."""
+    calls: list[int] = []
+    real = from_log.fit_log
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(from_log, "fit_log", counted)
+    return calls
+
+
+def same_fit(a, b) -> bool:
+    names = ("topics", "embed", "popularity", "quality", "first_seen", "interest", "taste")
+    return all(
+        torch.equal(getattr(a, n), getattr(b, n))
+        if getattr(a, n) is not None
+        else getattr(b, n) is None
+        for n in (*names, "activity")
+    )
+
+
 def test_needs_a_readable_log(tmp_path):
     with pytest.raises(ValueError, match=r"needs log=PATH"):
         recenv.make(ENV)
@@ -78,7 +105,7 @@ def test_argument_errors(synthetic_log):
         recenv.make(ENV, log=synthetic_log, num_candidates=190)
 
 
-def test_market_follows_the_log(synthetic_log):
+def test_market_follows_the_log(synthetic_log, fits):
     log = load_log(synthetic_log)
     cfg, _, fit = from_log.fitted(synthetic_log, **SMALL)
     assert (cfg.num_users, cfg.num_items) == (log.num_users, log.num_items) == (80, 400)
@@ -100,8 +127,10 @@ def test_market_follows_the_log(synthetic_log):
     late = torch.argsort(fit.first_seen)[-5:]
     assert bool((arrival[late] > 0).all()) and bool((arrival[late].diff() >= 0).all())
     # Fitted once per (file, mtime, parameters): a second build does not refit.
-    assert from_log.fitted(synthetic_log, **SMALL)[2] is fit
-    assert from_log.fitted(synthetic_log, als_alpha=2.0, **SMALL)[2] is not fit
+    before = len(fits)
+    assert same_fit(from_log.fitted(synthetic_log, **SMALL)[2], fit) and len(fits) == before
+    assert not same_fit(from_log.fitted(synthetic_log, als_alpha=2.0, **SMALL)[2], fit)
+    assert len(fits) == before + 1
 
 
 def test_an_agent_whose_items_all_arrive_late_still_fills_its_slates():
@@ -159,7 +188,7 @@ def test_an_agent_whose_items_all_arrive_late_still_fills_its_slates():
         obs, *_ = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
 
 
-def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log):
+def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log, fits):
     """The fits' cache was keyed by ``id(log)`` alone: once the log had left the logs' cache
     (8 other logs since) and was collected, a new log could take its id and get its fit.
     The key now holds the log, so no other object can have its id while the fit is cached."""
@@ -171,10 +200,12 @@ def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log):
     del log
     gc.collect()
     assert ref() is not None, "the fit is cached under the id of a collected log"
-    assert from_log.fitted(ref(), **SMALL)[2] is fit  # and found again by the same object
+    before = len(fits)
+    again = from_log.fitted(ref(), **SMALL)[2]  # and found again by the same object
+    assert same_fit(again, fit) and len(fits) == before
 
 
-def test_cache_rereads_a_rewritten_log(tmp_path):
+def test_cache_rereads_a_rewritten_log(tmp_path, fits):
     """A file rewritten with the same size and its mtime restored (cp -p, rsync -t, tar) was
     served from the cache: the old users and the old fit."""
     path = tmp_path / "ratings.csv"
@@ -192,8 +223,58 @@ def test_cache_rereads_a_rewritten_log(tmp_path):
     write(9)  # user 9 instead of user 1 on the first row: same size
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(path).st_size == before.st_size
+    before = len(fits)
     _, log2, fit2 = from_log.fitted(str(path), **kw)
-    assert log2.user_ids.tolist() == list(range(1, 10)) and fit2 is not fit
+    assert log2.user_ids.tolist() == list(range(1, 10)) and len(fits) == before + 1
+    assert (len(fit.activity), len(fit2.activity)) == (8, 9)
+
+
+def test_what_fitted_and_make_hand_out_cannot_change_the_cache(synthetic_log, fits):
+    """``fitted()`` returned the cached tensors: ``fit.quality.mul_(100)`` (say, to inspect them
+    in other units) changed every later ``make`` of the log in the process, same seed, other
+    trajectory. Now it hands out copies, the fit and the file's cached log are read-only, and
+    a market's own arrays are its own."""
+
+    def first_obs():
+        env = recenv.make(ENV, log=synthetic_log, **SMALL)
+        return env.reset(seed=0)[0]["agent_0"]["candidates"].copy()
+
+    before = first_obs()
+    n = len(fits)
+    _, data, fit = from_log.fitted(synthetic_log, **SMALL)
+    fit.quality.mul_(100.0)
+    fit.embed.add_(1.0)
+    fit.mf.user_factors.mul_(3.0)
+    fit.topics.zero_()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.activity = fit.activity * 0
+    for x in (data.user, data.item, data.rating, data.timestamp):
+        with pytest.raises(ValueError, match="read-only"):
+            x[0] = x[1]  # fitted with another config, a changed log gave another market
+    market = recenv.make_vec(ENV, num_envs=1, seed=0, log=synthetic_log, **SMALL)
+    market.catalog.topics.mul_(5.0)
+    np.testing.assert_array_equal(first_obs(), before)
+    assert len(fits) == n  # served from the cache each time
+
+
+def test_a_log_with_users_without_interactions_is_refused_before_the_fit(synthetic_log, fits):
+    """A time split's half keeps the whole log's ids, so some users have no interaction; the
+    market (a user arrives as often as they interacted) failed only after the whole ALS fit,
+    with the population's "activity must be > 0" (88 of 610 users of ml-latest-small)."""
+    train, _ = load_log(synthetic_log).time_split(0.5, by="global")
+    idle = int((train.user_counts() == 0).sum())
+    assert idle > 0
+    message = f"{idle} of the 80 users of the log ({synthetic_log}) have no interactions"
+    with pytest.raises(ValueError, match=re.escape(message) + r".*log\.compact\(\)"):
+        recenv.make(ENV, log=train, **SMALL)
+    assert not fits
+    compact = train.compact()
+    assert recenv.make(ENV, log=compact, **SMALL).core.config.num_users == 80 - idle
+    empty = train.select(np.zeros(len(train), dtype=bool))
+    with pytest.raises(ValueError, match=r"FromLog-v0: the log \(.*\) has no interactions$"):
+        recenv.make(ENV, log=empty, **SMALL)
+    with pytest.raises(ValueError, match="has no interactions: nothing to fit"):
+        fit_log(empty, num_topics=2, embed_dim=2)  # fit_als's loss was 0 / 0 = NaN
 
 
 def test_pettingzoo_checks_on_a_log(synthetic_log):
@@ -260,6 +341,15 @@ def test_movielens_market_steps_on_both_faces():
         vobs, *_ = vec.step({a: vec.oracle_slates()[:, i] for i, a in enumerate(vec.agents)})
     assert vobs["agent_0"]["candidates"].shape == (4, 100, vec.config.candidate_dim)
     assert bool(torch.isfinite(vec.state()).all())
+
+
+@needs_ml_small
+def test_a_time_split_of_movielens_is_refused_at_once_until_compacted(monkeypatch):
+    """88 of 610 users have no interaction before the global 80 % cut-off."""
+    monkeypatch.setattr(from_log, "fit_log", lambda *a, **k: pytest.fail("the log was fitted"))
+    train, _ = load_log(ML_SMALL).time_split(0.2, by="global")
+    with pytest.raises(ValueError, match=r"88 of the 610 users .* pass log\.compact\(\)"):
+        recenv.make(ENV, log=train)
 
 
 # Spearman rank correlation, over all 9,724 items, between the clicks each item got from the

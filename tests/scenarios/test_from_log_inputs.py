@@ -110,6 +110,8 @@ OTHER = [
     ({"log_format": None}, f"log_format=None must be one of {list(FORMATS)}"),
     ({"als_iterations": 0}, "invalid LogFitConfig: als_iterations=0 must be > 0"),
     ({"als_backend": "spark"}, "invalid LogFitConfig: als_backend='spark' must be one of"),
+    # Fitted to NaN factors, then failed in k-means' torch.multinomial naming no field.
+    ({"als_alpha": 3e38}, "invalid LogFitConfig: als_alpha=3e+38 must be in [0, 1e+15]"),
     ({"num_items": 100}, f"{ENV} takes ['num_items'] from the log; do not pass them"),
     ({"als_factors": 8}, "unknown config key(s) ['als_factors'] for recenv/FromLog-v0"),
     ({"log": 5}, "log=5 must be a path or an InteractionLog"),
