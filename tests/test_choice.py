@@ -261,33 +261,38 @@ def _fmix32_unsigned(w):
     return _unsigned(_unsigned(w, 0x85EBCA6B, 13), 0xC2B2AE35, 16)
 
 
-def test_hash32_and_uniforms_are_the_unsigned_32_bit_algorithms():
-    """``hash32`` (lowbias32) and ``uniforms`` (a Weyl sequence on the prefix's low lane plus
-    fmix32, xor the high lane, fmix32 again) run in signed torch integers, with products
-    kept where they cannot overflow (signed overflow is undefined in the C++ of a compiled
-    step); their bits must still be those of the unsigned 32-bit algorithms, computed here
-    in numpy's uint64, extremes included (prefixes are 64 bits: both lanes' extremes)."""
-    g = torch.Generator().manual_seed(11)
-    extremes = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=torch.int64)
-    x = torch.cat([torch.randint(0, 2**32, (20_000,), generator=g), extremes])
-    v = x.numpy().astype(np.uint64)
-    v = v ^ (v >> np.uint64(16))
-    want = _unsigned(_unsigned(v, 0x7FEB352D, 15), 0x846CA68B, 16)
-    assert np.array_equal(rng.hash32(x).numpy().astype(np.uint64), want)
+def _mix64_unsigned(z):
+    """SplitMix64's finalizer in numpy's uint64 (products wrap modulo 2^64)."""
+    z = z.copy()
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
 
-    width = 9
-    edges = torch.tensor([0, -1, 2**63 - 1, -(2**63), 2**31, 2**32, -(2**32)], dtype=torch.int64)
+
+def test_mix64_and_uniforms_are_the_unsigned_algorithms():
+    """``mix64`` (SplitMix64's finalizer, int64) and ``uniforms`` (the prefix's low lane plus a
+    Weyl sequence, xor the high lane, fmix32 in int32) run in signed torch integers whose
+    products wrap; their bits must be those of the unsigned algorithms, computed here in
+    numpy's uint64, extremes included."""
+    g = torch.Generator().manual_seed(11)
+    edges = torch.tensor([0, 1, -1, 2**63 - 1, -(2**63), 2**31, 2**32, -(2**32)], dtype=torch.int64)
     pre = torch.cat([torch.randint(-(2**63), 2**63 - 1, (20_000,), generator=g), edges])
     bits = pre.numpy().view(np.uint64)
+    assert np.array_equal(rng.mix64(pre).numpy().view(np.uint64), _mix64_unsigned(bits))
+
+    width = 9
     lo, hi = bits & np.uint64(0xFFFFFFFF), bits >> np.uint64(32)
     steps = np.arange(width, dtype=np.uint64) * np.uint64(0x9E3779B9)
-    w = _fmix32_unsigned((lo[:, None] + steps) & np.uint64(0xFFFFFFFF))
-    w = _fmix32_unsigned(w ^ hi[:, None])
+    w = ((lo[:, None] + steps) ^ hi[:, None]) & np.uint64(0xFFFFFFFF)
+    w = _fmix32_unsigned(w)
     want_u = ((w >> np.uint64(9)).astype(np.float64) * 2.0**-23 + 2.0**-24).astype(np.float32)
     assert np.array_equal(rng.uniforms(pre, width).numpy(), want_u)
     assert np.array_equal(rng.lanes(pre)[0].numpy().astype(np.uint64), lo)
     assert np.array_equal(rng.lanes(pre)[1].numpy().astype(np.uint64), hi)
-    assert torch.equal(rng.pack(*rng.lanes(pre)), pre)
 
 
 def test_keys_and_prefixes_never_collide():

@@ -8,18 +8,20 @@ draw inside a step hashes (key, the market's step counter, a stream id, the elem
 is the design of Philox in cuRAND and of JAX's ``threefry``: a market's trajectory is the same
 alone, in a batch of 16,384, on CPU or on CUDA, and no Python loop over markets is needed.
 
-Keys and block prefixes are 64 bits, two 32-bit lanes packed in one int64 (see :func:`pack`).
-With 32-bit prefixes, 2^32 blocks exist in all: a batch of 4,096 markets over 2,000 steps drew
-~7,800 pairs of identical blocks in different markets, and a run of 2^32 market-steps (86 s at
-50 M env-steps/s) reuses blocks throughout; two seeds could also share one key. Now a seed's key
-is a bijection of the seed (distinct seeds, distinct keys), a key's prefixes a bijection of the
-counter, and two blocks coincide only when 64 bits do.
+Keys and block prefixes are 64 bits. With 32-bit ones, 2^32 blocks exist in all: a batch of
+4,096 markets over 2,000 steps drew ~7,800 pairs of identical blocks in different markets, a
+run of 2^32 market-steps (86 s at 50 M env-steps/s) reuses blocks throughout, and two seeds
+could share one key. Now a seed's key is a bijection of the seed (distinct seeds, distinct
+keys), a key's prefixes a bijection of the counter, and two blocks coincide only when 64 bits
+do.
 
-The mixers are the public-domain "lowbias32" integer hash (two xorshift-multiply rounds),
-combined in a three-round Feistel network (a bijection of the two lanes whatever the round
-function), and murmur3's fmix32 for each number. They run in int64 holding 32-bit values, or in
-int32 whose products wrap; only the low 32 bits are kept, so results are identical on every
-device.
+The mixers: SplitMix64's finalizer (:func:`mix64`, a bijection of 64 bits) for keys and
+prefixes, a handful of int64 operations a market each step (in eager mode the cost is the
+number of operations: a Feistel network of two 32-bit lanes took three times as many and
+slowed the eager PettingZoo face by 13 %); murmur3's fmix32 for each number, in int32
+(:func:`uniforms`). Products wrap in two's complement on every torch backend; they are
+products of hashed values, which no compiler can prove to overflow (see :func:`uniforms`),
+so results are identical on every device.
 
 Seeds chosen by the user are the only entropy; ``seed=None`` draws one from a ``torch.Generator``
 seeded from the OS (see :func:`fresh_seed`).
@@ -45,70 +47,53 @@ def _signed32(c: int) -> int:
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
-# lowbias32's second multiplier as a signed 32-bit value: the same low 32 bits of every
-# product, which stays within int64 (|x * m| < 2^63 for x < 2^32), where 0x846CA68B itself
-# could pass 2^63: signed overflow, undefined in the C++ a compiled step runs (see uniforms).
-_LOWBIAS2 = _signed32(0x846CA68B)
+def _signed64(c: int) -> int:
+    """A 64-bit constant as the int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
 
 
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 on int64 tensors holding values in [0, 2^32)."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * _LOWBIAS2) & _MASK32
-    x = x ^ (x >> 16)
-    return x
+_MIX1 = _signed64(0xBF58476D1CE4E5B9)
+_MIX2 = _signed64(0x94D049BB133111EB)
+_GOLDEN64 = _signed64(0x9E3779B97F4A7C15)  # odd: counter -> counter * golden is a bijection
+_SPLIT64 = _signed64(0xD6E8FEB86659FD93)  # odd, for split's index
+_KEY64 = _signed64(0x6A09E667F3BCC909)
+_STREAM64 = _signed64(0xBB67AE8584CAA73B)
 
 
-_TWO31 = 1 << 31
-_TWO32 = 1 << 32
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finalizer on int64 tensors (all 64 bits): a bijection with full avalanche.
+    Logical right shifts are arithmetic shifts plus a mask; products wrap."""
+    z = z ^ ((z >> 30) & 0x3FFFFFFFF)
+    z = z * _MIX1
+    z = z ^ ((z >> 27) & 0x1FFFFFFFFF)
+    z = z * _MIX2
+    return z ^ ((z >> 31) & 0x1FFFFFFFF)
 
 
 def lanes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The low and high 32-bit lanes (int64 values in ``[0, 2^32)``) of packed int64 values."""
+    """The low and high 32-bit lanes (int64 values in ``[0, 2^32)``) of int64 values."""
     return x & _MASK32, (x >> 32) & _MASK32
 
 
-def pack(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Two lanes in ``[0, 2^32)`` as one int64 with those bits (``hi`` taken as signed, so the
-    product stays inside int64: no overflow, which compiled C++ would leave undefined)."""
-    return (((hi + _TWO31) & _MASK32) - _TWO31) * _TWO32 + lo
-
-
-def _feistel(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Three Feistel rounds on two 32-bit lanes, packed: a bijection of ``(left, right)``."""
-    right = right ^ hash32(left ^ 0x6A09E667)
-    left = left ^ hash32(right ^ 0xBB67AE85)
-    right = right ^ hash32(left ^ 0x3C6EF372)
-    return pack(left, right)
-
-
 def seed_to_key(seed: torch.Tensor) -> torch.Tensor:
-    """Market keys ``[...]`` (packed 64 bits) from int64 seeds ``[...]``: a bijection, so
+    """Market keys ``[...]`` (int64, all 64 bits) from int64 seeds ``[...]``: a bijection, so
     distinct seeds always give distinct keys, and neighbouring seeds unrelated ones."""
-    lo, hi = lanes(seed)
-    return _feistel(lo ^ _GOLDEN, hi)
+    return mix64(seed ^ _KEY64)
 
 
 def prefix(key: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tensor:
-    """Per-market prefix of one block: ``[N]`` keys and counters -> ``[N]`` packed int64.
+    """Per-market prefix of one block: ``[N]`` keys and counters -> ``[N]`` int64.
 
-    For one key and stream, distinct counters give distinct prefixes (the counter enters both
-    lanes by a bijection, golden-ratio multiplication of its low word being odd)."""
-    k_lo, k_hi = lanes(key)
-    c_lo, c_hi = lanes(counter)
-    left = k_lo ^ (c_lo * _GOLDEN_SIGNED & _MASK32)  # signed constant: no int64 overflow
-    right = k_hi ^ c_hi ^ (stream * 0x85EBCA6B & _MASK32)
-    return _feistel(left, right)
+    For one key and stream, distinct counters give distinct prefixes (``counter * golden``
+    is a bijection of 64 bits, the golden constant being odd; so is each step after it)."""
+    salt = _signed64(stream * _STREAM64 % (1 << 64))  # a Python int: wrapped by hand
+    return mix64(mix64(key ^ (counter * _GOLDEN64)) ^ salt)
 
 
 def split(pre: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Prefixes of sub-blocks: packed ``pre`` and int64 ``index`` (broadcast) -> packed int64;
-    distinct indices of one prefix give distinct results (as :func:`prefix`'s counter)."""
-    lo, hi = lanes(pre)
-    return _feistel(lo ^ (index.long() * 0x632BE5AB & _MASK32), hi ^ 0x510E527F)
+    """Prefixes of sub-blocks: ``pre`` and int64 ``index`` (broadcast) -> int64; distinct
+    indices of one prefix give distinct results (as :func:`prefix`'s counter)."""
+    return mix64(pre ^ (index.long() * _SPLIT64))
 
 
 _FMIX1 = _signed32(0x85EBCA6B)
@@ -142,24 +127,27 @@ def weyl(width: int, device: torch.device) -> torch.Tensor:
 
 
 def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
-    """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` packed prefix (23 bits).
+    """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` int64 prefix (23 bits).
 
     Callers draw everything a step needs as one block and slice it: a handful of tensor ops
     instead of a handful per draw, which is what keeps one market's step cheap.
 
-    SplitMix-style: the prefix's low lane plus a Weyl sequence over the index, through
-    murmur3's fmix32 (full avalanche); the result xor the high lane through fmix32 again, so
-    two blocks share a number only where both lanes agree (one 32-bit lane alone would give
-    2^32 blocks in all, the lanes' blocks overlapping when their Weyl starts lie within a
-    width). It runs in int32, whose multiplication wraps (two's complement) on every torch
-    backend, with logical shifts done as arithmetic shifts plus a mask; the bits equal the
-    unsigned 32-bit algorithm.
+    SplitMix-style: the prefix's low lane plus a Weyl sequence over the index, xor the high
+    lane, through murmur3's fmix32 (full avalanche). Two blocks are the same only where both
+    lanes agree: two prefixes that share the low lane give fmix32 of inputs that differ by a
+    fixed xor, unrelated numbers (with one 32-bit lane there were 2^32 blocks in all, and
+    blocks whose Weyl starts lay within a width overlapped). One xor an element, not a
+    second fmix32: in eager mode a block costs its number of operations. It runs in int32,
+    whose multiplication wraps (two's complement) on every torch backend, with logical
+    shifts done as arithmetic shifts plus a mask; the bits equal the unsigned 32-bit
+    algorithm.
 
     Compiled, those wrapping products are signed C++ arithmetic, where overflow is undefined:
     harmless on values the compiler cannot know (the hashed bits), wrong where it can prove
     the overflow (a constant times the loop index). Products of the index stay in int64.
     """
-    # The Weyl sum in int64 (exact: |sum| < 2^32 + width * 2^32), then its low 32 bits as int32.
+    # The Weyl sum in int64 (exact: 0 <= sum < 2^32 + width * 2^32), xor the high lane, then the
+    # low 32 bits as int32.
     # Not ``arange(int32) * golden`` wrapping in int32: inductor folds that product into
     # ``Vectorized<int32_t>::arange(base, step)``, whose C++ (``base + 2 * step``) overflows
     # a signed int for this constant step. Signed overflow is undefined in C++, and g++ -O3
@@ -168,9 +156,8 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # its type; the int32 multiplications below run on values, never on the loop index.
     pre = pre.long()
     idx = weyl(width, pre.device)
-    x = _fmix32(((pre[:, None] + idx) & _MASK32).to(torch.int32))
-    high = ((pre >> 32) & _MASK32).to(torch.int32)
-    x = _fmix32(x ^ high[:, None])
+    low, high = (pre & _MASK32)[:, None], (pre >> 32)[:, None]
+    x = _fmix32((((low + idx) ^ high) & _MASK32).to(torch.int32))
     # 23 bits: v * 2^-23 + 2^-24 = (2v + 1) * 2^-24 is exact in float32, so the result lies
     # in [2^-24, 1 - 2^-24]: never 0 or 1 (gumbel and log rely on it).
     return ((x >> 9) & 0x7FFFFF).to(dtype) * _INV23 + _INV24
