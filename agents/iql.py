@@ -42,8 +42,9 @@ choice model. The target network follows by Polyak averaging.
 **Which next state.** ``bootstrap="market"``: the market's next request (n-step returns
 optional), the standard view of a market as one MDP. ``bootstrap="user"``: the *same user's*
 next request in that market (:class:`~agents.buffers.UserVisitAccumulator`), the request a
-recommendation actually influences through boredom, satisfaction and churn; episode ends close
-every open request as terminal.
+recommendation actually influences through boredom, satisfaction and churn; a termination
+(every user churned) closes every open request as terminal, a truncation drops them (their
+users' next requests lie past the time limit, which the observations do not show).
 
 Auto-reset transitions (``valid == False``) are dropped; truncations bootstrap from the final
 observation, terminations do not. Everything (replay included) lives on the env's device.

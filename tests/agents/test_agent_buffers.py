@@ -126,6 +126,25 @@ def test_user_level_returns_pair_each_request_with_the_users_next():
     T, N = 4, 2
     end = torch.zeros(T, N, dtype=torch.bool)
     end[3, 1] = True  # market 1's episode ends at step 3
+    got = _user_level_rows(gamma, users, end, terminal=end)
+    expected = [
+        (1.0, 3.5, gamma),  # market 0: user 1 at step 1 is back in the next obs of step 3
+        (100.0, 100.5, gamma),  # market 1: user 1 at step 0 is back at step 1
+        (101.0, 103.5, 0.0),  # ... user 1 at step 1: the episode terminates first -> terminal
+        (102.0, 103.5, 0.0),  # user 2 at step 2: flushed at the end
+        (103.0, 103.5, 0.0),  # user 0 at step 3: flushed at the end
+        (0.0, 1.5, gamma),  # market 0: user 0 at step 0 is back at step 2
+    ]
+    assert sorted(got) == sorted(expected)  # market 0's users 0 (step 2) and 2 still wait
+    # Truncated at step 3 instead: market 1's open requests are dropped, not made terminal
+    # (their users' next requests lie past the time limit, which they do not observe).
+    got = _user_level_rows(gamma, users, end, terminal=torch.zeros_like(end))
+    assert sorted(got) == sorted([(1.0, 3.5, gamma), (100.0, 100.5, gamma), (0.0, 1.5, gamma)])
+
+
+def _user_level_rows(gamma, users, end, terminal):
+    """(x, next_x, discount) of every row a UserVisitAccumulator completes over the steps."""
+    T, N = end.shape
     acc = UserVisitAccumulator(num_users=3, gamma=gamma)
     got = []
     for t in range(T):
@@ -133,7 +152,7 @@ def test_user_level_returns_pair_each_request_with_the_users_next():
             "x": torch.arange(N) * 100.0 + t,
             "reward": torch.ones(N),
             "next_x": torch.arange(N) * 100.0 + t + 0.5,
-            "terminal": end[t],
+            "terminal": terminal[t],
             "end": end[t],
             "valid": torch.ones(N, dtype=torch.bool),
             "user_id": users[t],
@@ -149,12 +168,4 @@ def test_user_level_returns_pair_each_request_with_the_users_next():
                         round(float(row["discount"][i]), 6),
                     )
                 )
-    expected = [
-        (1.0, 3.5, gamma),  # market 0: user 1 at step 1 is back in the next obs of step 3
-        (100.0, 100.5, gamma),  # market 1: user 1 at step 0 is back at step 1
-        (101.0, 103.5, 0.0),  # ... user 1 at step 1: the episode ends first -> terminal
-        (102.0, 103.5, 0.0),  # user 2 at step 2: flushed at the end
-        (103.0, 103.5, 0.0),  # user 0 at step 3: flushed at the end
-        (0.0, 1.5, gamma),  # market 0: user 0 at step 0 is back at step 2
-    ]
-    assert sorted(got) == sorted(expected)  # market 0's users 0 (step 2) and 2 still wait
+    return got
