@@ -132,8 +132,8 @@ def fit_log(
     topics = sparse_topics(unit @ centroids.T, max_item_topics, cfg.topic_sharpness).float()
 
     w = torch.as_tensor(confidence_weights(log, cfg.confidence), dtype=torch.float64)
-    user = torch.as_tensor(log.user)
-    item_topics = topics.double()[torch.as_tensor(log.item)]
+    user = torch.tensor(log.user)  # a copy: a log cached from a file is read-only
+    item_topics = topics.double()[torch.tensor(log.item)]
     interest = torch.zeros(log.num_users, num_topics, dtype=torch.float64)
     interest.index_add_(0, user, w[:, None] * item_topics)
     unweighted = torch.zeros_like(interest).index_add_(0, user, item_topics)

@@ -71,7 +71,7 @@ class ImplicitMF:
             )
         s = self.scores()
         if exclude is not None:
-            s[torch.as_tensor(exclude.user), torch.as_tensor(exclude.item)] = -torch.inf
+            s[torch.tensor(exclude.user), torch.tensor(exclude.item)] = -torch.inf  # (read-only)
         return s.topk(k, dim=1).indices
 
 

@@ -12,8 +12,11 @@ import dataclasses
 import gc
 import os
 import re
+import subprocess
+import sys
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,6 +258,29 @@ def test_what_fitted_and_make_hand_out_cannot_change_the_cache(synthetic_log, fi
     market.catalog.topics.mul_(5.0)
     np.testing.assert_array_equal(first_obs(), before)
     assert len(fits) == n  # served from the cache each time
+
+
+def test_a_read_only_cached_log_fits_without_torch_warning(synthetic_log):
+    """The file's cached log is read-only (above); the fit turned its ids into tensors with
+    ``torch.as_tensor``, which warns once a process that "PyTorch does not support
+    non-writable tensors" (every FromLog user saw it). A fresh process, since torch warns
+    only once."""
+    code = (
+        "import recenv; "
+        f"env = recenv.make({ENV!r}, log={str(synthetic_log)!r}, **{SMALL!r}); "
+        "env.reset(seed=0)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    not_writable = "The given NumPy array is not writable"  # torch's warning, made an error
+    proc = subprocess.run(
+        [sys.executable, "-W", f"error:{not_writable}:UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_a_log_with_users_without_interactions_is_refused_before_the_fit(synthetic_log, fits):
