@@ -1183,6 +1183,8 @@ class BatchedMarket:
         # Diversity and novelty average over the requests that showed slates: all of them on
         # a shared page; the platform visits under platform_choice (a viewer who visits no
         # platform sees nothing, and counting those requests would mix the leave rate in).
+        # (Under invalid_slate="repair" a request or visit whose slates were all repaired
+        # away is counted too, as 0: counting them apart would cost the step a reduction.)
         served = requests if cfg.topology == "shared_page" else choices[:, 0].clamp(min=1)
         return {
             "return": self.acc_return.clone(),
