@@ -328,8 +328,10 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 def _as_batch(agent: str, action: Any, K: int, C: int) -> torch.Tensor:
     """One agent's slate (array-like of K ints) as a ``[1, K]`` tensor, read as the batched
     face reads one (:func:`~recenv.core.market.slate_tensor`); the core checks it."""
-    expected = f"a slate of {K} distinct candidate indices in [0, {C - 1}]"
+    expected = lambda: f"a slate of {K} distinct candidate indices in [0, {C - 1}]"  # noqa: E731
     x = slate_tensor(agent, action, expected)
     if x.dim() != 1 or x.shape[0] != K:
-        raise ValueError(f"action of {agent}: shape {tuple(x.shape)}, expected ({K},): {expected}")
+        raise ValueError(
+            f"action of {agent}: shape {tuple(x.shape)}, expected ({K},): {expected()}"
+        )
     return x.unsqueeze(0)

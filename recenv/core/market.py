@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
+from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
@@ -190,14 +191,14 @@ def _usable_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def slate_tensor(agent: str, action: Any, expected: str) -> torch.Tensor:
+def slate_tensor(agent: str, action: Any, expected: Callable[[], str]) -> torch.Tensor:
     """``agent``'s action as a dense tensor (a CPU one unless given as a tensor), or a
-    ValueError naming the agent, why it cannot be read and ``expected`` (what a slate is).
+    ValueError naming the agent, why it cannot be read and ``expected()`` (what a slate is).
     Shared by both faces, so that they read the same actions. The values, dtype and shape
     are the caller's to check."""
 
     def refuse(why: str) -> NoReturn:
-        raise ValueError(f"action of {agent}: {why}; {expected}")
+        raise ValueError(f"action of {agent}: {why}; {expected()}")
 
     if isinstance(action, torch.Tensor):
         if action.layout != torch.strided or action.is_meta:  # sparse, nested, meta
@@ -986,7 +987,8 @@ class BatchedMarket:
         checked by the caller."""
         cfg = self.config
         N, K, C = self.num_envs, cfg.slate_size, cfg.num_candidates
-        expected = (
+        # Formatted only for a refusal: this runs for every agent every step.
+        expected = lambda: (  # noqa: E731
             f"a slate is an integer array or tensor of shape (num_envs={N}, slate_size={K}) "
             f"holding candidate indices in [0, {C - 1}]"
         )

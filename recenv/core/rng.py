@@ -156,8 +156,8 @@ def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor
     # its type; the int32 multiplications below run on values, never on the loop index.
     pre = pre.long()
     idx = weyl(width, pre.device)
-    low, high = (pre & _MASK32)[:, None], (pre >> 32)[:, None]
-    x = _fmix32((((low + idx) ^ high) & _MASK32).to(torch.int32))
+    low, high = lanes(pre)
+    x = _fmix32((((low[:, None] + idx) ^ high[:, None]) & _MASK32).to(torch.int32))
     # 23 bits: v * 2^-23 + 2^-24 = (2v + 1) * 2^-24 is exact in float32, so the result lies
     # in [2^-24, 1 - 2^-24]: never 0 or 1 (gumbel and log rely on it).
     return ((x >> 9) & 0x7FFFFF).to(dtype) * _INV23 + _INV24

@@ -111,6 +111,7 @@ point ``log`` at your copy.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections import OrderedDict
@@ -239,26 +240,7 @@ def _prepare(
         _store(_fits, key, fit)
     # A copy: the cached tensors stay as fitted whatever the caller (or a market built on
     # them) does to what it gets (fitted()'s fit.quality.mul_(100) changed every later make).
-    return cfg, fit_cfg, data, _copy(fit)
-
-
-def _copy(fit: LogFit) -> LogFit:
-    """``fit`` with every tensor cloned (``embed`` and ``taste`` stay the factors of ``mf``)."""
-    mf = dataclasses.replace(
-        fit.mf, user_factors=fit.mf.user_factors.clone(), item_factors=fit.mf.item_factors.clone()
-    )
-    return dataclasses.replace(
-        fit,
-        topics=fit.topics.clone(),
-        embed=mf.item_factors if fit.embed is fit.mf.item_factors else fit.embed.clone(),
-        popularity=fit.popularity.clone(),
-        quality=fit.quality.clone(),
-        first_seen=None if fit.first_seen is None else fit.first_seen.clone(),
-        interest=fit.interest.clone(),
-        taste=mf.user_factors if fit.taste is fit.mf.user_factors else fit.taste.clone(),
-        activity=fit.activity.clone(),
-        mf=mf,
-    )
+    return cfg, fit_cfg, data, copy.deepcopy(fit)  # aliases kept (embed is mf's)
 
 
 def _check_users(data: InteractionLog) -> None:
