@@ -32,15 +32,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from experiments import report, runner
-from experiments.config import CompareConfig, ConfigError, RunConfig, validate_run
+from experiments.config import (
+    CompareConfig,
+    ConfigError,
+    RunConfig,
+    agent_config_class,
+    validate_run,
+)
 from experiments.provenance import versions
 from experiments.runner import (
     DONE,
@@ -118,8 +124,14 @@ def check_workers_resolve(cfg: CompareConfig) -> None:
     anywhere; the others are resolved once in such a process (as the workers will be)."""
     if cfg.jobs <= 1:
         return
-    names = [*cfg.agents, *([cfg.run.opponent] if cfg.run.opponent else [])]
-    doubtful = sorted({n for n in names if not _resolves_anywhere(n)})
+    names: set[str] = set()
+    for env in cfg.envs:  # the seeds do not change which agents a cell builds
+        for agent in cfg.agents:
+            cell = cfg.run_config(env, agent, cfg.run.seed)
+            names |= _with_members(agent, cell.agent_kwargs())
+            if cell.opponent:
+                names |= _with_members(cell.opponent, cell.opponent_kwargs())
+    doubtful = sorted(n for n in names if not _resolves_anywhere(n))
     if not doubtful:
         return
     ctx = multiprocessing.get_context("spawn")
@@ -137,6 +149,24 @@ def check_workers_resolve(cfg: CompareConfig) -> None:
             "'module:attr' of an importable module, install it as an entry point (group "
             "'recenv.agents'), or use jobs=1"
         )
+
+
+def _with_members(name: str, overrides: dict[str, Any]) -> set[str]:
+    """``name`` and the names of the member agents its config builds (an ensemble's
+    ``members``, entries a name or a ``(name, {config})`` pair, nested ensembles followed): a
+    member registered in ``__main__`` fails in a worker as the agent itself would."""
+    found = {name}
+    cls = agent_config_class(name)
+    declared = {f.name: f for f in fields(cls)} if cls is not None else {}
+    if "members" not in declared:
+        return found
+    members = overrides.get("members", declared["members"].default)
+    for spec in members if isinstance(members, (tuple, list)) else ():
+        if isinstance(spec, str):
+            found |= _with_members(spec, {})
+        elif isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str):
+            found |= _with_members(spec[0], dict(spec[1]) if isinstance(spec[1], Mapping) else {})
+    return found
 
 
 def _resolves_anywhere(name: str) -> bool:

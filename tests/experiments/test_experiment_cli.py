@@ -421,3 +421,42 @@ def test_a_parallel_comparison_refuses_an_agent_its_workers_cannot_resolve(tmp_p
     assert not root.exists()
     res = comparison.compare(replace(cfg, jobs=1), quiet=True)
     assert [r["agent"] for r in res.rows] == ["notebook_random", "random"]
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        ("popularity", "notebook_random"),
+        (("notebook_random", {"seed": 5}), "random"),
+        ("random", ("ensemble", {"members": ("popularity", "notebook_random")})),  # nested
+    ],
+)
+def test_a_parallel_comparison_refuses_an_ensemble_member_its_workers_cannot_resolve(
+    tmp_path, monkeypatch, members
+):
+    """The workers' check looked at the agents' own names only: an ensemble whose member was
+    registered in ``__main__`` passed it, and each worker failed building the member. Members
+    (names, ``(name, {config})`` pairs, nested ensembles) are checked as the agents are."""
+
+    class NotebookAgent(agents.agent_class("random")):
+        name = "notebook_random"
+
+    NotebookAgent.__module__ = "__main__"
+    monkeypatch.setitem(agents.registry._REGISTRY, NotebookAgent.name, NotebookAgent)
+    root = tmp_path / "runs"
+    run = RunConfig(
+        num_envs=2, total_steps=8, log_every=4, checkpoint_every=8, eval_episodes=0,
+        root=str(root), quiet=True, env_overrides=(("horizon", 4), ("num_items", 100)),
+    )  # fmt: skip
+    cfg = CompareConfig(
+        agents=("ensemble",), seeds=1, jobs=2, run=run, per_agent={"ensemble": {"members": members}}
+    )
+    with pytest.raises(ConfigError) as err:
+        comparison.compare(cfg, quiet=True)
+    assert str(err.value).startswith("agent(s) ['notebook_random'] cannot run with jobs=2")
+    assert not root.exists()
+    # As an opponent's member too.
+    opp = replace(run, opponent="ensemble", opponent_overrides=(("members", members),))
+    with pytest.raises(ConfigError, match=r"agent\(s\) \['notebook_random'\] cannot run"):
+        comparison.compare(replace(cfg, agents=("random",), per_agent=(), run=opp), quiet=True)
+    assert not root.exists()
