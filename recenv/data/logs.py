@@ -424,8 +424,10 @@ def load_csv(
       (``weight``, ``count``, ``plays``, ...), else ``"explicit"``.
 
     Fields may be quoted as in RFC 4180 (read with Python's :mod:`csv`): ``"a,b"`` is one field
-    and ``""`` a quote inside one; a quoted field may not span lines. (With ``"::"``, which the
-    csv module cannot take, lines are split as they are and quotes around a field dropped.)
+    and ``""`` a quote inside one; a quoted field may not span lines, and one whose closing
+    quote is missing is an error at the line where it starts, the last line included. (With
+    ``"::"``, which the csv module cannot take, lines are split as they are and quotes around a
+    field dropped.)
 
     User and item ids may be any strings; they are kept as integers when all are plain
     integers (``7``, not ``007`` or ``+7``) within int64, else as strings. Ratings must be
@@ -540,8 +542,10 @@ class _Rows:
     ``quoted=True`` (the generic CSV) splits a line with Python's :mod:`csv` when ``sep`` is one
     character, so quoting follows RFC 4180: ``"a,b"`` is one field, ``""`` a quote inside one,
     and the quotes are removed. A quoted field may not run on to the next line (an unclosed
-    quote would otherwise swallow the rows after it). Otherwise a line is split at ``sep`` as
-    it is (the fixed formats, and ``"::"``, which csv cannot take).
+    quote would otherwise swallow the rows after it), nor to the end of the file (an unclosed
+    quote on the last line): either raises :class:`LogFormatError` at the line where the
+    field starts. Otherwise a line is split at ``sep`` as it is (the fixed formats, and
+    ``"::"``, which csv cannot take).
 
     The file is closed when the lines run out or a line cannot be read, and by
     :meth:`close` (or leaving a ``with _Rows(...)`` block) when the caller stops early.
@@ -607,7 +611,19 @@ class _Rows:
             # file's line number is offset + reader.line_num (a record of several lines counts
             # them all).
             offset = self.lineno - 1
-            lines = itertools.chain([line], map(bytes.decode, f))
+            ended: list[bool] = []
+
+            def at_end() -> Iterator[str]:
+                # Asked for a line only once the file's lines ran out.
+                ended.append(True)
+                yield from ()
+
+            lines = itertools.chain([line], map(bytes.decode, f), at_end())
+            # Not strict=True: it refuses a file that ends inside a quoted field ("unexpected
+            # end of data"), but also any text after a closing quote ('"a" ,b', read as 'a ',
+            # which was accepted). The reader asks for a line only when a record needs one, so
+            # a record it hands out once at_end() ran is one the end of the file cut inside a
+            # quoted field (lenient csv hands it out as if the quote were closed).
             reader = csv.reader(lines, delimiter=self.sep, skipinitialspace=True)
             last = offset  # the last line of the previous record
             try:
@@ -619,6 +635,13 @@ class _Rows:
                             first,
                             f"a quoted field runs on to line {last} (an unclosed quote?); a "
                             "field may not span lines",
+                        )
+                    if ended:  # before the blank-line test: '"' alone is read as a blank
+                        raise LogFormatError(
+                            self.path,
+                            first,
+                            "a quoted field has no closing quote (an unclosed quote runs on to "
+                            "the end of the file)",
                         )
                     if len(fields) <= 1 and not "".join(fields).strip():
                         continue  # a blank line

@@ -186,6 +186,19 @@ MALFORMED = [
     ("log.csv", "user,item,plays\n1,2,3\n1,3,-2\n", 3, "plays -2 is negative; count weights"),
     # An unclosed quote would swallow the rows after it into one field.
     ("log.csv", 'user,item\n1,2\n3,"x\n4,5\n6,7\n', 3, "a quoted field runs on to line 5"),
+    ("log.csv", 'user,item\n1,2\n3,"x\n4,"5\n6,7\n', 3, "a quoted field runs on to line 4"),
+]
+# An unclosed quote on the last line: csv (not strict) read to the end of the file inside the
+# field and handed it out as if closed, so '3,"x' was read as user 3, item x, silently.
+UNCLOSED = "a quoted field has no closing quote (an unclosed quote runs on to the end of the file)"
+MALFORMED += [
+    pytest.param("log.csv", 'user,item\n1,2\n3,"x\n', 3, UNCLOSED, id="last-line"),
+    pytest.param("log.csv", 'user,item\n1,2\n3,"x', 3, UNCLOSED, id="last-line-no-newline"),
+    pytest.param("log.csv", 'user,item\n1,2\n"3,x\n', 3, UNCLOSED, id="last-line-first-field"),
+    pytest.param("log.csv", 'user,item\n1,2\n\n"\n', 4, UNCLOSED, id="last-line-a-quote"),
+    pytest.param("log.tsv", 'user\titem\tplays\n1\t2\t"3\n', 2, UNCLOSED, id="last-line-tab"),
+    pytest.param("log.csv", '1,"2', 1, UNCLOSED, id="only-line"),
+    pytest.param("log.csv", '"user,item\n', 1, UNCLOSED, id="only-a-header"),
 ]
 
 
@@ -357,6 +370,12 @@ def test_quoted_fields_of_a_generic_csv_follow_rfc_4180(tmp_path):
     every = load_csv(write(tmp_path, "all.tsv", '"user"\t"item"\t"plays"\n"a\tb"\t"c"\t"3"\n'))
     assert every.user_ids.tolist() == ["a\tb"] and every.rating.tolist() == [3.0]
     assert every.rating_kind == "count"
+    # Read with a check for a quoted field the end of the file cuts: a closed one on the last
+    # line is not that, nor a quote inside an unquoted field.
+    last = load_csv(write(tmp_path, "last.csv", 'user,item\n"a,b","x""y"\n"c","d,e"'))
+    assert last.user_ids.tolist() == ["a,b", "c"] and last.item_ids.tolist() == ["d,e", 'x"y']
+    inner = load_csv(write(tmp_path, "inner.csv", 'user,item\n1,x"y\n'))
+    assert inner.item_ids.tolist() == ['x"y']
     # "::" (csv takes one-character delimiters only) is split as is, its quotes dropped.
     colons = load_csv(write(tmp_path, "c.txt", '"1"::"x"::"4.5"::"7"\n'))
     assert colons.user_ids.tolist() == [1] and colons.rating.tolist() == [4.5]

@@ -191,21 +191,100 @@ def test_an_agent_whose_items_all_arrive_late_still_fills_its_slates():
         obs, *_ = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
 
 
-def test_a_cached_fit_keeps_its_in_memory_log_alive(synthetic_log, fits):
-    """The fits' cache was keyed by ``id(log)`` alone: once the log had left the logs' cache
-    (8 other logs since) and was collected, a new log could take its id and get its fit.
-    The key now holds the log, so no other object can have its id while the fit is cached."""
+def fresh_copy(log):
+    """A log equal to ``log`` that shares no array with it."""
+    arrays = ("user", "item", "rating", "timestamp", "user_ids", "item_ids")
+    return dataclasses.replace(log, **{n: getattr(log, n).copy() for n in arrays})
+
+
+def first_candidates(log) -> np.ndarray:
+    env = recenv.make(ENV, log=log, **SMALL)
+    return env.reset(seed=0)[0]["agent_0"]["candidates"].copy()
+
+
+def test_an_in_memory_log_changed_in_place_is_fitted_again(synthetic_log, fits, monkeypatch):
+    """In-memory logs were cached by identity: after ``log.rating[:] = 1`` (or rows filtered
+    and written back) a make with the same object got the fit of the old data, silently. Now
+    the cache is keyed by the log's content: the market is the one of a fresh copy of the
+    changed log, fitted without the cache."""
+    log = load_log(synthetic_log)  # a loaded log's arrays are writable
+    original = fresh_copy(log)
+    _, _, before = from_log.fitted(log, **SMALL)
+    first_candidates(log)
+    rng = np.random.default_rng(1)
+    changes = [
+        lambda: log.rating.__setitem__(slice(None), 1.0),  # every quality 0
+        lambda: log.item.__setitem__(slice(None), rng.permutation(log.item)),  # another ALS
+    ]
+    for change in changes:
+        change()
+        n = len(fits)
+        cfg, data, fit = from_log.fitted(log, **SMALL)
+        assert len(fits) == n + 1 and data is log
+        fresh = fit_log(
+            fresh_copy(log),
+            num_topics=cfg.num_topics,
+            embed_dim=cfg.embed_dim,
+            max_item_topics=cfg.max_item_topics,
+            config=from_log.FIT_CONFIG,
+        )
+        assert same_fit(fit, fresh) and not same_fit(fit, before)
+        seen = first_candidates(log)
+        with monkeypatch.context() as m:
+            m.setattr(from_log, "_fits", type(from_log._fits)())  # no cache
+            np.testing.assert_array_equal(seen, first_candidates(fresh_copy(log)))
+    assert not fit.quality.any()  # all ratings equal
+    # The cache kept the original data's fit, not a view of the log: its content finds it.
+    n = len(fits)
+    assert same_fit(from_log.fitted(original, **SMALL)[2], before) and len(fits) == n
+
+
+def test_equal_in_memory_logs_share_a_fit(synthetic_log, fits):
+    """Two log objects with equal content share the cached fit; any difference a fit can see
+    (an interaction, the rating kind, the number of items, ratings or timestamps dropped)
+    gives another. The id maps and the source enter no fit."""
+    a = load_log(synthetic_log)
+    _, _, fit = from_log.fitted(a, **SMALL)  # fitted, or cached by an earlier test
+    n = len(fits)
+    same = [
+        load_log(synthetic_log),
+        a.select(np.arange(len(a))),
+        fresh_copy(a),
+        dataclasses.replace(a, source="elsewhere", user_ids=a.user_ids + 1000),
+    ]
+    for b in same:
+        assert b is not a and same_fit(from_log.fitted(b, **SMALL)[2], fit)
+    assert len(fits) == n
+    item = a.item.copy()
+    item[0] = (item[0] + 1) % a.num_items
+    other = [
+        dataclasses.replace(a, item=item),
+        dataclasses.replace(a, rating_kind="count"),
+        dataclasses.replace(a, item_ids=np.arange(a.num_items + 1)),  # an item without rows
+        dataclasses.replace(a, rating=None, rating_kind=None),
+        dataclasses.replace(a, timestamp=None),
+    ]
+    for k, b in enumerate(other, 1):
+        from_log.fitted(b, **SMALL)
+        assert len(fits) == n + k
+
+
+def test_the_cache_keeps_no_in_memory_log(synthetic_log, fits):
+    """The fits' cache was keyed by ``id(log)`` alone, then by the log object itself (so that a
+    new log could not take a collected one's id and get its fit), which kept up to 8 logs
+    alive, each an alias its caller could change. Keyed by content, it holds neither: the log
+    is collected, a new log with other rows gets its own fit, one with the same its fit."""
     log = load_log(synthetic_log)
-    _, _, fit = from_log.fitted(log, **SMALL)
+    fit = from_log.fitted(log, **SMALL)[2]  # not `_, _, fit`: _ would hold the log
     ref = weakref.ref(log)
-    for _ in range(from_log._CACHE_SIZE + 1):  # push it out of the logs' cache
-        from_log._load(log.select(np.arange(len(log)) % 2 == 0), "auto")
     del log
     gc.collect()
-    assert ref() is not None, "the fit is cached under the id of a collected log"
-    before = len(fits)
-    again = from_log.fitted(ref(), **SMALL)[2]  # and found again by the same object
-    assert same_fit(again, fit) and len(fits) == before
+    assert ref() is None, "the cache keeps the in-memory log alive"
+    whole = load_log(synthetic_log)
+    half = whole.select(np.arange(len(whole)) % 2 == 0)
+    n = len(fits)
+    assert not same_fit(from_log.fitted(half, **SMALL)[2], fit) and len(fits) == n + 1
+    assert same_fit(from_log.fitted(whole, **SMALL)[2], fit) and len(fits) == n + 1
 
 
 def test_cache_rereads_a_rewritten_log(tmp_path, fits):
