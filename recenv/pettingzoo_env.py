@@ -26,6 +26,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from recenv.core.config import shown
 from recenv.core.market import FACE_UTILITY, BatchedMarket, face_row, slate_tensor
 from recenv.spaces import SlateSpace, observation_space
 
@@ -307,10 +308,10 @@ def check_face_options(render_mode: str | None = None, flatten_obs: bool = False
     # (A str first: ``in`` on an array-like would compare element-wise.)
     if render_mode is not None and (not isinstance(render_mode, str) or render_mode not in modes):
         raise ValueError(
-            f"render_mode={render_mode!r}; allowed: None, " + ", ".join(repr(m) for m in modes)
+            f"render_mode={shown(render_mode)}; allowed: None, " + ", ".join(repr(m) for m in modes)
         )
     if not isinstance(flatten_obs, bool):
-        raise ValueError(f"flatten_obs={flatten_obs!r} must be a bool")
+        raise ValueError(f"flatten_obs={shown(flatten_obs)} must be a bool")
 
 
 def _host(x: torch.Tensor) -> np.ndarray:

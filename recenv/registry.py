@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from recenv.core.config import UnknownConfigKey, check_int, sizes_named
+from recenv.core.config import UnknownConfigKey, check_int, shown, sizes_named
 from recenv.core.market import BatchedMarket, check_batch, check_seed
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
@@ -116,7 +116,13 @@ def make_vec(
 
 def _check_compile(compile: Any) -> None:
     if not isinstance(compile, bool):
-        raise ValueError(f"compile={compile!r} must be a bool")
+        raise ValueError(f"compile={shown(compile)} must be a bool")
+
+
+def _written(values: dict[str, Any]) -> str:
+    """``values`` as a dict's repr writes them, each value by :func:`shown` (cut when long,
+    an int too long to write as its size)."""
+    return "{" + ", ".join(f"{k!r}: {shown(v)}" for k, v in values.items()) + "}"
 
 
 def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
@@ -125,8 +131,15 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     a misspelled ``flatten_obs`` does not read as if only config keys existed."""
     # Sizes no memory holds (num_users=10**9 at 4,096 markets, say): named by the config.
     config = {k: v for k, v in kwargs.items() if k not in ("device", "seed")}
+
+    # The message is written only on a refusal, and safely: written before the build, it
+    # wrote values the config had not checked yet (num_items=10**5000: repr raised
+    # "Exceeds the limit (4300 digits) for integer string conversion", naming no field).
+    def what() -> str:
+        return f"{s.id}: the market with {_written(config)} does not fit in memory"
+
     try:
-        with sizes_named(f"{s.id}: the market with {config} does not fit in memory"):
+        with sizes_named(what):
             return s.builder()(**kwargs)
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}") from None
@@ -144,7 +157,7 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
         if key in kwargs:
             raise ValueError(
                 f"make() builds one market on the CPU (the PettingZoo face), so it takes no "
-                f"{key}={kwargs[key]!r}; use recenv.make_vec(env_id, num_envs=..., "
+                f"{key}={shown(kwargs[key])}; use recenv.make_vec(env_id, num_envs=..., "
                 f"device=...) for the batched face"
             )
     face = {k: kwargs.pop(k) for k in list(kwargs) if k in FACE_OPTIONS}

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import inspect
+import math
 
 import numpy as np
 import pytest
 import torch
 
 import recenv
-from recenv.core.config import MarketConfig
+from recenv.core.config import (
+    MarketConfig,
+    check_int,
+    field_type_errors,
+    option,
+    option_errors,
+    shown,
+)
 
 MARKET = "recenv/Market-v0"
 
@@ -134,9 +143,115 @@ def test_real_numbers_are_stored_as_floats_and_step():
 
 def test_a_number_too_long_to_write_is_still_named():
     """An int past 4,300 digits, which ``repr`` refuses to write, is still refused naming
-    its field (the message's ``repr`` raised ValueError about integer string conversion)."""
-    with pytest.raises(ValueError, match=r"num_users=<an int too large to write>.*2\*\*63"):
+    its field and its size (the message's ``repr`` raised ValueError about integer string
+    conversion)."""
+    with pytest.raises(
+        ValueError, match=r"num_users=<an int of 5001 digits> must be an int in \[-2\*\*63"
+    ):
         MarketConfig(num_users=10**5000)
+    with pytest.raises(ValueError, match=r"temperature=<a negative int of 4301 digits> must lie"):
+        MarketConfig(temperature=-(10**4300))
+    # Not a number at all, and not writable either: the field is still named.
+    with pytest.raises(ValueError, match=r"num_items=<a tuple that cannot be written> must be"):
+        MarketConfig(num_items=(10**5000,))
+
+
+@pytest.mark.parametrize("face", ["make", "make_vec"])
+@pytest.mark.parametrize(
+    "key,value,rule",
+    [
+        ("num_topics", 10**5000, r"must be an int in \[-2\*\*63, 2\*\*63 - 1\]"),
+        ("horizon", -(10**5000), r"must be an int in \[-2\*\*63, 2\*\*63 - 1\]"),
+        ("temperature", 10**5000, r"must lie within float32's range"),
+        ("interest_weight", 10**5000, r"must lie within float32's range"),
+    ],
+    ids=["num_topics", "horizon", "temperature", "interest_weight"],
+)
+def test_a_number_too_long_to_write_is_named_by_every_scenario(env_id, face, key, value, rule):
+    """Through ``make`` and ``make_vec`` of every registered id, an int too long to write is
+    refused by the config's own check, naming the config, the field, the allowed range and
+    the value's size.
+
+    Regression test: ``recenv.make('recenv/Market-v0', num_items=10**5000)`` raised Python's
+    ``ValueError: Exceeds the limit (4300 digits) for integer string conversion``: the
+    registry wrote the config into a message (the one for a market no memory holds) before
+    the builder had checked it. (FromLog-v0 checks its market keys before reading the log,
+    which is absent here.)"""
+    extra = {"log": "/nonexistent/ratings.csv"} if "log" in _builder_params(env_id) else {}
+    digits = "a negative int" if value < 0 else "an int"
+    pattern = rf"invalid MarketConfig: {key}=<{digits} of 5001 digits> {rule}"
+    with pytest.raises(ValueError, match=pattern):
+        if face == "make":
+            recenv.make(env_id, **extra, **{key: value})
+        else:
+            recenv.make_vec(env_id, num_envs=2, **extra, **{key: value})
+
+
+def test_the_reported_case_names_num_items():
+    """The case as reported: ``num_items=10**5000`` on Market-v0's PettingZoo face."""
+    with pytest.raises(ValueError) as err:
+        recenv.make(MARKET, num_items=10**5000)
+    assert str(err.value) == (
+        "invalid MarketConfig: num_items=<an int of 5001 digits> must be an int in "
+        "[-2**63, 2**63 - 1]"
+    )
+
+
+def _builder_params(env_id: str) -> set[str]:
+    return set(inspect.signature(recenv.spec(env_id).builder()).parameters)
+
+
+def test_shown_writes_any_value_in_short():
+    """``shown`` (every config message writes user values with it): a short repr as is, a
+    long one cut to its ends (an int with its size), an int too long to write as its size,
+    and never an error."""
+    assert shown(3) == "3" and shown("x") == "'x'" and shown(0.001) == "0.001"
+    assert shown(10**400) == "1" + "0" * 49 + "...0000000 (an int of 401 digits)"
+    # Exact sizes at the edges of a power of ten, either side of repr's 4,300-digit limit.
+    for n, digits in [
+        (10**4299, 4300),
+        (10**4300 - 1, 4300),
+        (10**4300, 4301),
+        (10**5000 - 1, 5000),
+    ]:
+        assert shown(n).endswith(f"an int of {digits} digits)") or shown(n) == (
+            f"<an int of {digits} digits>"
+        ), (digits, shown(n))
+    assert shown(10**5000) == "<an int of 5001 digits>"
+    assert shown(-(10**5000)) == "<a negative int of 5001 digits>"
+    assert shown([10**5000]) == "<a list that cannot be written>"
+    assert shown("y" * 500).endswith("...yyyyyy'") and len(shown("y" * 500)) == 60
+
+
+def test_option_checks_write_huge_values_safely():
+    """The shared field checks (market, agent and experiment configs) write a value too long
+    to write by its size: ``check_int``, a tuple field (``each=``) and an interval's ends.
+    A tuple of ints past int64 is refused as an int field's value is (it was stored, and
+    the config could not be written afterwards)."""
+    with pytest.raises(
+        ValueError, match=r"^steps=<an int of 5001 digits> must be an int in \[1, 9\]$"
+    ):
+        check_int("steps", 10**5000, 1, 9)
+    with pytest.raises(
+        ValueError, match=r"^steps=<a negative int of 5001 digits> must be an int >= 1"
+    ):
+        check_int("steps", -(10**5000), 1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Layers:
+        hidden: tuple = option((8,), "hidden sizes", within=(1, math.inf), each=int)
+        span: float = option(1.0, "a span", within=(0, 10**5000))
+
+        def __post_init__(self):
+            errors = field_type_errors(self, finite=True) or option_errors(self)
+            if errors:
+                raise ValueError("; ".join(errors))
+
+    assert dataclasses.fields(Layers)[1].metadata["interval"] == "[0, <an int of 5001 digits>]"
+    for bad in ((10**5000,), (2**63,)):
+        with pytest.raises(ValueError, match=r"^hidden=.* must be a tuple of ints in \[1, inf\]"):
+            Layers(hidden=bad)
+    assert Layers(hidden=(2**63 - 1,)).hidden == (2**63 - 1,)
 
 
 def test_all_errors_reported_together():

@@ -180,3 +180,113 @@ def test_make_imports_the_page_before_building(monkeypatch, no_build):
     with pytest.raises(ModuleNotFoundError, match=page):
         recenv.make(env_id)
     assert not no_build
+
+
+HUGE = 10**5000  # repr refuses an int past 4,300 digits
+
+
+@pytest.mark.parametrize(
+    "kwargs,allowed",
+    [
+        ({"seed": HUGE}, " out of range: with num_envs=1 (market n seeded seed + n) a seed"),
+        ({"seed": -HUGE}, " out of range: with num_envs=1 (market n seeded seed + n) a seed"),
+        ({"render_mode": HUGE}, "; allowed: None, 'human', 'ansi'"),
+        ({"flatten_obs": HUGE}, " must be a bool"),
+        ({"compile": HUGE}, " must be a bool"),
+        ({"max_cycles": -HUGE}, " must be an int >= 1"),
+        ({"num_envs": HUGE}, "; use recenv.make_vec(env_id, num_envs=..., device=...)"),
+        ({"device": HUGE}, "; use recenv.make_vec(env_id, num_envs=..., device=...)"),
+    ],
+    ids=[
+        "seed",
+        "-seed",
+        "render_mode",
+        "flatten_obs",
+        "compile",
+        "max_cycles",
+        "num_envs",
+        "device",
+    ],
+)
+def test_make_names_an_option_too_long_to_write(env_id, no_build, kwargs, allowed):
+    """An option of ``make`` holding an int too long to write is refused naming the option,
+    the value's size and the allowed values, before the build.
+
+    Regression test: the checks wrote the value with ``repr`` or ``str``, which raised
+    ``ValueError: Exceeds the limit (4300 digits) for integer string conversion``, naming
+    nothing."""
+    ((key, value),) = kwargs.items()
+    size = "a negative int" if value < 0 else "an int"
+    with pytest.raises(ValueError, match=re.escape(f"{key}=<{size} of 5001 digits>{allowed}")):
+        recenv.make(env_id, **kwargs)
+    assert not no_build
+
+
+@pytest.mark.parametrize(
+    "kwargs,allowed",
+    [
+        ({"num_envs": HUGE}, "num_envs=<an int of 5001 digits> must be a positive int"),
+        # Writable, but past int64: none torch holds (was a bare OverflowError or, for the
+        # device, torch's "Overflow when unpacking long long").
+        ({"num_envs": 2**64}, "num_envs=18446744073709551616 must be a positive int"),
+        ({"seed": HUGE}, "seed=<an int of 5001 digits> out of range"),
+        ({"device": HUGE}, "device=<an int of 5001 digits> is not a torch device"),
+        ({"device": 2**64}, "device=18446744073709551616 is not a torch device"),
+        ({"compile": HUGE}, "compile=<an int of 5001 digits> must be a bool"),
+    ],
+    ids=["num_envs", "num_envs=2**64", "seed", "device", "device=2**64", "compile"],
+)
+def test_make_vec_names_an_argument_too_long_to_write(env_id, no_build, kwargs, allowed):
+    """``make_vec`` refuses a ``num_envs``, ``seed``, ``device`` or ``compile`` too long to
+    write (or past int64) by name, before the build."""
+    with pytest.raises(ValueError, match=re.escape(allowed)):
+        recenv.make_vec(env_id, **{"num_envs": 1, **kwargs})
+    assert not no_build
+
+
+def test_a_huge_seed_is_named_with_the_range_of_its_batch(no_build):
+    """A seed too long to write gets the message of the core's range check (the range for the
+    batch's ``num_envs``); a bad ``num_envs`` is still refused first, and a seed past int64
+    that can be written is the core's to refuse, as before."""
+    with pytest.raises(ValueError, match=r"seed=<an int of 5001 digits> out of .*2\*\*63 - 3\]"):
+        recenv.make_vec(MARKET, num_envs=3, seed=HUGE)
+    with pytest.raises(ValueError, match=r"seed=<a tuple that cannot be written> must be an int"):
+        recenv.make_vec(MARKET, num_envs=3, seed=(HUGE,))
+    with pytest.raises(ValueError, match=r"^num_envs=0 must be a positive int$"):
+        recenv.make_vec(MARKET, num_envs=0, seed=HUGE)
+    with pytest.raises(ValueError, match=r"seed=2361183241434822606848 out of range.*2\*\*63 - 3"):
+        recenv.make_vec(MARKET, num_envs=3, seed=2**71)
+    assert not no_build
+
+
+@pytest.mark.parametrize("key", ["log", "log_format"])
+def test_from_log_names_its_own_argument_too_long_to_write(key, tmp_path):
+    """FromLog-v0's own arguments (not config fields): an int too long to write is named by
+    the scenario's own check, with its size (its message could not write it). Nothing is
+    read: the value is refused before the log is."""
+    given = {"log": str(tmp_path / "absent.csv"), key: HUGE}
+    for build in (recenv.make, lambda i, **k: recenv.make_vec(i, num_envs=1, **k)):
+        with pytest.raises(ValueError, match=rf"^{key}=<an int of 5001 digits> must be "):
+            build(FROM_LOG, **given)
+
+
+def test_the_memory_refusal_writes_the_config_safely(monkeypatch):
+    """The message for a market no memory holds is written only on that refusal, each value
+    in short: a build that fails otherwise never formats it (it was written before every
+    build, with values nothing had checked), and a long value does not flood it."""
+    from recenv.core.config import MarketConfig
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 10**20 bytes")
+
+    monkeypatch.setattr("recenv.scenarios.market.BatchedMarket", refuse)
+    long_name = "z" * 500
+    with pytest.raises(ValueError) as err:
+        recenv.make_vec(MARKET, num_envs=2, ownership=long_name)
+    assert "ownership=" in str(err.value)  # the config's own check ran first
+    monkeypatch.setattr(MarketConfig, "from_kwargs", classmethod(lambda cls, base, **kw: base))
+    with pytest.raises(ValueError, match=r"Market-v0: the market with \{'num_envs': 2, ") as err:
+        recenv.make_vec(MARKET, num_envs=2, catalog_seed=HUGE, flavour=long_name)
+    text = str(err.value)
+    assert "'catalog_seed': <an int of 5001 digits>" in text and "does not fit in memory" in text
+    assert "zzz...zzz" in text and len(text) < 400

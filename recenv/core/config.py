@@ -13,7 +13,7 @@ import math
 import numbers
 import operator
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,98 @@ RESPONSES = ("engagement", "watch_time", "listen", "purchase")
 # The choice's logits are utility / temperature in float32: at 1e-3 they stay finite for any
 # |utility| up to 3.4e35, and a utility gap of 0.1 is already odds of e**100 (the choice is
 # an argmax), so a lower temperature changes nothing but overflows into NaN probabilities.
+# The utility itself is bounded by MAX_UTILITY_SCALE below.
 MIN_TEMPERATURE = 1e-3
+# What may scale the utility: each of these fields' magnitude is at most MAX_UTILITY_SCALE.
+# The utility of a page entry (recenv.core.choice.item_utility_terms) is
+#   interest_weight * interest.topics   interest and topics lie on the simplex: <= 1
+#   + taste_weight * taste.embed        |.| <= |taste| |embed| <= 2G * G (generated catalog)
+#   + quality_weight * quality          |quality| <= quality_std * G
+#   - boredom_weight * boredom.topics   boredom <= horizon * (boredom_growth +
+#                                       boredom_exposure) per topic (no decay credited)
+#   - s_u * price                       s_u <= 2 * price_sensitivity,
+#                                       price <= price_scale * exp(0.6 G)
+#   - position_bias * log2(1 + p)       p < A * K < 2**31: log2 <= 31
+# against no_click_utility (also divided by the temperature); the platform's logits
+# (platform_choice) are loyalty_weight * loyalty (|loyalty| <= 3) and leave_utility. G bounds
+# a standard normal the market draws: Box-Muller on uniforms of at most 53 bits gives
+# |z| <= sqrt(2 * 53 * ln 2) = 8.6 (G = 9 here). With every scale at 1e6 and horizon at its
+# 2**24, the boredom term dominates: 1e6 * 2**24 * 2e6 = 3.4e19, and the whole utility is below
+# 3.5e19 (quality 9e12, price 4.4e14, taste 1.6e8, position 3.1e7, interest and no-click 1e6).
+# Divided by MIN_TEMPERATURE it is below 3.5e22 in magnitude: every logit, and every sum or
+# difference of two of them (softmax subtracts the largest), is finite in float32 (max 3.4e38)
+# with 16 orders of magnitude to spare, which also covers the data-dependent terms of a
+# catalog fitted on a log (FromLog-v0's ALS factors and rating scores are O(1)). Unbounded,
+# interest_weight=1e36 at temperature 1e-3 gave logits of inf and NaN choice probabilities,
+# quality_std=1e38 infinite item qualities, boredom_growth=1e38 infinite boredom (inf * 0
+# = NaN in the utility's dot product). Realistic values are O(1) (the presets' largest is
+# FromLog's taste_weight 6); prices in small currency units stay far within 1e6 too.
+MAX_UTILITY_SCALE = 1e6
+# field -> the lower end of its allowed interval (the upper is MAX_UTILITY_SCALE).
+UTILITY_SCALES = {
+    "interest_weight": -MAX_UTILITY_SCALE,
+    "taste_weight": -MAX_UTILITY_SCALE,
+    "quality_weight": -MAX_UTILITY_SCALE,
+    "boredom_weight": -MAX_UTILITY_SCALE,
+    "price_sensitivity": 0.0,
+    "position_bias": 0.0,
+    "no_click_utility": -MAX_UTILITY_SCALE,
+    "loyalty_weight": 0.0,
+    "leave_utility": -MAX_UTILITY_SCALE,
+    "quality_std": 0.0,
+    "price_scale": 0.0,
+    "boredom_growth": 0.0,
+    "boredom_exposure": 0.0,
+}
 # float32's smallest normal number: state() divides by session_budget in float32, where a
 # smaller budget loses its precision or rounds to 0 (and 0 / 0 is NaN).
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def shown(v: Any, width: int = 60) -> str:
+    """``repr(v)`` for an error message: at most about ``width`` characters, and never an
+    error itself. An int past 4,300 digits, which ``repr`` refuses to write (``ValueError:
+    Exceeds the limit (4300 digits) for integer string conversion``, a message naming no
+    field), reads ``<an int of 5001 digits>``; a long repr is cut to its ends (``10**400``:
+    ``1000...0000000 (an int of 401 digits)``); a value whose repr fails otherwise (a tuple
+    holding such an int) reads ``<a tuple that cannot be written>``. Every message of the
+    configs' checks, and of ``recenv.make``/``make_vec``, writes user-given values with it."""
+    big = isinstance(v, int) and not isinstance(v, (bool, np.bool_))
+    try:
+        text = repr(v)
+    except Exception:  # an int too long to write, or a container or object holding one
+        if big:
+            return f"<{_int_size(v)}>"
+        return f"<a {type(v).__name__} that cannot be written>"
+    if len(text) <= width:
+        return text
+    cut = text[: width - 10] + "..." + text[-7:]
+    return f"{cut} ({_int_size(v)})" if big else cut
+
+
+def _int_size(n: int) -> str:
+    """``"an int of 5001 digits"`` (``"a negative int of ..."``), without writing ``n``: its
+    decimal digits from its bit length (``n`` has ``floor(log10 |n|) + 1`` digits, and
+    ``2**(b - 1) <= |n| < 2**b``). Exact below 300,000 digits; beyond, the power of ten to
+    compare with costs tenths of a second, so the count is ``about`` it (within one)."""
+    sign = "a negative int" if n < 0 else "an int"
+    n = abs(int(n))
+    bits = n.bit_length()
+    if bits > 1_000_000:
+        return f"{sign} of about {int(bits * math.log10(2)) + 1} digits"
+    digits = int(bits * math.log10(2)) + 2  # above the count even with rounding error
+    while digits > 1 and n < 10 ** (digits - 1):
+        digits -= 1
+    return f"{sign} of {digits} digit{'s' if digits != 1 else ''}"
+
+
+def _written(x: Any) -> str:
+    """``str(x)`` (how an interval writes its ends: ``1e-3`` as ``0.001``, ``math.inf`` as
+    ``inf``), or :func:`shown` where that fails (an int past 4,300 digits)."""
+    try:
+        return str(x)
+    except ValueError:
+        return shown(x)
 
 
 def option(
@@ -55,11 +143,12 @@ def option(
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) as a config default")
     if each not in (None, int, float):
-        raise TypeError(f"each={each!r} must be int, float or None")
+        raise TypeError(f"each={shown(each)} must be int, float or None")
     interval = None
     if within is not None:
         lo, hi = within
-        interval = f"{'(' if open_ends[0] else '['}{lo}, {hi}{')' if open_ends[1] else ']'}"
+        left, right = "(" if open_ends[0] else "[", ")" if open_ends[1] else "]"
+        interval = f"{left}{_written(lo)}, {_written(hi)}{right}"
     return field(
         default=default,
         metadata={
@@ -280,17 +369,22 @@ def allocation_failure(e: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def sizes_named(what: str) -> Iterator[None]:
+def sizes_named(what: str | Callable[[], str]) -> Iterator[None]:
     """Turn an :func:`allocation_failure` inside the block into ``ValueError``: ``what`` (the
     refusal, naming the config: ``"agent 'mf': the sizes of config {...} could not be
-    allocated"``), then the allocator's first line. Other errors pass through unchanged."""
+    allocated"``), then the allocator's first line. Other errors pass through unchanged.
+
+    ``what`` may be a function returning the text, called only on a refusal: a message that
+    writes the caller's values is then not formatted before they are checked (the registry's
+    wrote ``num_items=10**5000`` before the config refused it, and ``repr`` raised)."""
     try:
         yield
     except (RuntimeError, MemoryError) as e:
         if not allocation_failure(e):
             raise
         first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ValueError(f"{what} ({type(e).__name__}: {first}); lower the sizes") from e
+        text = what() if callable(what) else what
+        raise ValueError(f"{text} ({type(e).__name__}: {first}); lower the sizes") from e
 
 
 def as_int(value: Any) -> int:
@@ -310,7 +404,7 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
         v = None
     if v is None or v < low or (high is not None and v > high):
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}={value!r} must be an int {allowed}")
+        raise ValueError(f"{name}={shown(value)} must be an int {allowed}")
     return v
 
 
@@ -334,22 +428,22 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
             try:
                 n = as_int(v)
             except TypeError:
-                errors.append(f"{f.name}={v!r} must be an int")
+                errors.append(f"{f.name}={shown(v)} must be an int")
                 continue
             if not INT64_RANGE[0] <= n <= INT64_RANGE[1]:  # torch cannot hold it
-                errors.append(f"{f.name}={_shown(v)} must be an int in [-2**63, 2**63 - 1]")
+                errors.append(f"{f.name}={shown(v)} must be an int in [-2**63, 2**63 - 1]")
             else:
                 object.__setattr__(config, f.name, n)
         elif want is float:
             x = _as_float(v)
             if x is not None and (math.isnan(x) or (finite and math.isinf(x))):
                 rule = "not NaN, finite" if finite else "not NaN"
-                errors.append(f"{f.name}={_shown(v)} must be a number ({rule}) of type float")
+                errors.append(f"{f.name}={shown(v)} must be a number ({rule}) of type float")
             elif x is None or (math.isfinite(x) and abs(x) > FLOAT32_MAX):
                 # Tensors and optimisers compute in float32, where it would overflow to inf
                 # (or refuse it: "cannot be converted to type float without overflow").
                 errors.append(
-                    f"{f.name}={_shown(v)} must lie within float32's range "
+                    f"{f.name}={shown(v)} must lie within float32's range "
                     f"(|x| <= {FLOAT32_MAX:.3g})"
                 )
             else:
@@ -358,7 +452,7 @@ def field_type_errors(config: Any, *, finite: bool) -> list[str]:
                 # had moved.
                 object.__setattr__(config, f.name, x)
         elif want in (bool, str, tuple) and not isinstance(v, want):
-            errors.append(f"{f.name}={v!r} must be a {want.__name__}")
+            errors.append(f"{f.name}={shown(v)} must be a {want.__name__}")
     return errors
 
 
@@ -371,16 +465,6 @@ def _as_float(v: Any) -> float | None:
         return float(v)
     except (OverflowError, ValueError, TypeError):
         return None
-
-
-def _shown(v: Any) -> str:
-    """``repr(v)`` for an error message, cut to 60 characters: ``10**400`` is 401 digits,
-    and an int past 4,300 digits cannot be written at all (repr raises ValueError)."""
-    try:
-        text = repr(v)
-    except ValueError:
-        return f"<an {type(v).__name__} too large to write>"
-    return text if len(text) <= 60 else text[:50] + "..." + text[-7:]
 
 
 def option_errors(config: Any) -> list[str]:
@@ -400,11 +484,11 @@ def option_errors(config: Any) -> list[str]:
                 allowed = f"{each.__name__}s" + (
                     f" in {meta['interval']}" if within is not None else ""
                 )
-                errors.append(f"{f.name}={v!r} must be a tuple of {allowed} ({meta['help']})")
+                errors.append(f"{f.name}={shown(v)} must be a tuple of {allowed} ({meta['help']})")
             else:
                 object.__setattr__(config, f.name, items)
         elif within is not None and not _inside(v, within, meta.get("open_ends")):
-            errors.append(f"{f.name}={v!r} must lie in {meta['interval']} ({meta['help']})")
+            errors.append(f"{f.name}={shown(v)} must lie in {meta['interval']} ({meta['help']})")
     return errors
 
 
@@ -415,18 +499,21 @@ def _inside(v: Any, within: tuple[float, float], open_ends: tuple[bool, bool] | 
 
 
 def _elements(v: Any, each: type) -> tuple | None:
-    """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool;
-    ``float``: any real number but bool, NaN and one past float's range, as a float), or
-    ``None`` when one is not."""
+    """The tuple ``v`` with each element an ``each`` (``int``: numpy's ints too, no bool,
+    within int64; ``float``: any real number but bool, NaN and one past float's range, as a
+    float), or ``None`` when one is not."""
     if not isinstance(v, tuple):
         return None
     out = []
     for x in v:
         if each is int:
             try:
-                out.append(as_int(x))
+                n = as_int(x)
             except TypeError:
                 return None
+            if not INT64_RANGE[0] <= n <= INT64_RANGE[1]:  # as an int field: what torch holds
+                return None
+            out.append(n)
         else:
             x = _as_float(x)  # stored as a float, as a float field is
             if x is None or math.isnan(x):
@@ -476,6 +563,18 @@ def _validate(c: MarketConfig) -> list[str]:
     choice("invalid_slate", INVALID_SLATE_POLICIES)
     choice("page_order", PAGE_ORDERS)
     choice("response", RESPONSES)
+    # (A negative value of a non-negative scale is nonneg()'s to name.)
+    scales = [
+        f"{n}={shown(v)} must lie in [{'-1e6' if lo < 0 else '0'}, 1e6]"
+        for n, lo in UTILITY_SCALES.items()
+        if (v := getattr(c, n)) > MAX_UTILITY_SCALE or (lo < 0 and v < lo)
+    ]
+    if scales:
+        errs.append(
+            ", ".join(scales) + ": these fields scale the choice's utility, and utility / "
+            f"temperature (temperature >= {MIN_TEMPERATURE}) must stay finite in float32 "
+            "(the bound: MAX_UTILITY_SCALE in recenv.core.config)"
+        )
     if c.horizon > MAX_HORIZON:  # the step clock is float32 (compared with float user steps)
         errs.append(
             f"horizon={c.horizon} must be <= {MAX_HORIZON:,} (2**24): the request clock is "

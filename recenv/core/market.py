@@ -50,7 +50,7 @@ from recenv.core.choice import (
     position_costs,
     sample_choice,
 )
-from recenv.core.config import MarketConfig, as_int
+from recenv.core.config import MarketConfig, as_int, shown
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
 from recenv.core.footprint import check_fits
 from recenv.core.indexing import (
@@ -150,11 +150,11 @@ def check_seed(seed, num_envs: int) -> int | None:
     try:
         seed = as_int(seed)
     except TypeError:
-        raise ValueError(f"seed={seed!r} must be an int or None") from None
+        raise ValueError(f"seed={shown(seed)} must be an int or None") from None
     low, high = -(2**63), 2**63 - num_envs
     if not low <= seed <= high:
         raise ValueError(
-            f"seed={seed} out of range: with num_envs={num_envs} (market n seeded seed + n) "
+            f"seed={shown(seed)} out of range: with num_envs={num_envs} (market n seeded seed + n) "
             f"a seed must lie in [-2**63, 2**63 - {num_envs}]"
         )
     return seed
@@ -166,8 +166,9 @@ def _usable_device(device: str | torch.device) -> torch.device:
     the last GPU, a backend this build or machine lacks such as ``"mps"``, ``"meta"``)."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    except (RuntimeError, TypeError, ValueError, OverflowError) as err:
+        # (An index past int64 is torch's ValueError "Overflow when unpacking long long".)
+        raise ValueError(f"device={shown(device)} is not a torch device: {err}") from None
     usable = "use device='cpu'" + (" or 'cuda'" if torch.cuda.is_available() else "")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -227,7 +228,9 @@ def check_batch(num_envs, device, seed) -> tuple[torch.device, int | None]:
     Returns ``(device, seed)``. ``recenv.make``/``make_vec`` call it before a scenario's
     builder (which can be slow: FromLog-v0 fits its log), the market again when built."""
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
-        raise ValueError(f"num_envs={num_envs!r} must be a positive int")
+        raise ValueError(f"num_envs={shown(num_envs)} must be a positive int")
+    if num_envs > 2**63 - 1:  # no tensor is that long; and check_seed's range needs int64
+        raise ValueError(f"num_envs={shown(num_envs)} must be a positive int (at most 2**63 - 1)")
     seed = check_seed(seed, num_envs)
     return _usable_device(device), seed
 
