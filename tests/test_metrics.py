@@ -13,6 +13,7 @@ import torch
 import recenv
 from recenv.core.metrics import (
     EPISODE_METRICS,
+    coverage_from_counters,
     gini,
     intra_list_diversity,
     intra_list_diversity_by_sums,
@@ -440,3 +441,47 @@ def test_coverage_and_gini_are_over_the_catalog_when_the_counters_are_hashed():
                 checked += 1
     assert checked == env.num_envs
     assert A * K * 30 < W  # few enough items shown that the estimate is close
+
+
+def test_coverage_is_nan_once_every_hashed_counter_was_exposed():
+    """A full table of hashed counters says only "at least W items were shown": the
+    linear-counting estimate is unbounded there. Coverage read 1.0 (the whole catalog) for
+    an episode that showed ~40 % of 100,000 items; it is NaN now, on the native and torch
+    paths alike, and the market warns at build when an episode can show more items than it
+    has counters. An episode that leaves a counter unexposed still gets its estimate."""
+    I, W, H = 2000, 16, 60
+    with pytest.warns(UserWarning, match=r"item_stats_size=16 counters for num_items=2000"):
+        env = recenv.make_vec(
+            MARKET, num_envs=3, seed=0, num_items=I, item_stats_size=W, horizon=H, num_users=3
+        )
+    A, K = env.config.num_agents, env.config.slate_size
+    assert H * A * K > W
+    obs = env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    expo = np.zeros((env.num_envs, I))
+    checked = 0
+    for _ in range(H + 1):
+        obs, _, _, _, info = env.step(_random_valid_slates(obs, K, g))
+        for n in range(env.num_envs):
+            shown = info["shown"][n].numpy()
+            np.add.at(expo[n], shown[shown >= 0], 1)
+        if "episode" in info:
+            for n in np.flatnonzero(info["_episode"].numpy()):
+                slots = np.zeros(W, bool)
+                slots[np.flatnonzero(expo[n]) % W] = True
+                assert slots.all()  # every counter exposed: the case under test
+                assert math.isnan(float(info["episode"]["coverage"][n]))
+                checked += 1
+    assert checked == env.num_envs
+    exposed = torch.tensor([W - 1, W, 3])
+    cover = coverage_from_counters(exposed, W, I)
+    assert cover[0] == pytest.approx(W * math.log(W) / I, rel=1e-6) and cover[1].isnan()
+    assert coverage_from_counters(torch.tensor([W]), W, W)[0] == 1  # exact counters: all shown
+
+
+@pytest.mark.parametrize("config", [{}, {"num_items": 1_000_000}, {"num_items": 4096}])
+def test_no_counter_warning_where_an_episode_cannot_fill_the_table(config, recwarn):
+    """Market-v0's defaults, a 10^6-item catalog (an episode shows at most 1,200 items against
+    4,096 counters) and exact counters build without the hashed-counter warning."""
+    recenv.make_vec(MARKET, num_envs=1, seed=0, **config)
+    assert not [w for w in recwarn if "item_stats_size" in str(w.message)]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
@@ -317,6 +318,18 @@ class BatchedMarket:
         A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size
         W = cfg.stats_size
         i64 = torch.int64
+        if cfg.num_items > W and cfg.horizon * A * K > W:
+            # Hashed counters fill up when an episode shows about W ln W items; a full table
+            # makes coverage NaN (see metrics.coverage_from_counters). Said once, at build.
+            warnings.warn(
+                f"item_stats_size={cfg.item_stats_size} counters for num_items={cfg.num_items}: "
+                f"an episode can show up to horizon x num_agents x slate_size = "
+                f"{cfg.horizon * A * K:,} items, more than the {W} counters; an episode that "
+                "exposes every counter reports coverage NaN, and the candidates' click and "
+                "exposure features merge the items sharing a counter (item % item_stats_size). "
+                f"Raise item_stats_size (exact at {cfg.num_items}) where memory allows",
+                stacklevel=2,
+            )
 
         def zeros(*shape, dtype=torch.float32):
             # The large tables (user rows, item counters) on huge pages: every step reads them

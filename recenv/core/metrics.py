@@ -19,7 +19,9 @@ EPISODE_METRICS = (
     # num_items <= item_stats_size, beyond (hashed counters) a linear-counting estimate. Items
     # share counters by item % W, which collides less than the estimate's random hash: it
     # reads high by up to ~12 % where num_items is within a few W and an episode shows ~W / 4
-    # items (+37 % at 300 items on 64 counters), within ~4 % from num_items ~ 10 W
+    # items (+37 % at 300 items on 64 counters), within ~4 % from num_items ~ 10 W. NaN when
+    # every counter was exposed (the estimate is unbounded there: the episode showed more
+    # items than W counters can count; it read 1.0, 100 % of the catalog, for 40 % shown)
     "coverage",
     # mean over the requests (all on a shared page; platform visits under platform_choice)
     # of the mean intra-list diversity of the slates shown; with invalid_slate="repair" a
@@ -59,12 +61,16 @@ def coverage_from_counters(exposed: torch.Tensor, W: int, I: int) -> torch.Tenso
     market's ``W`` item counters were exposed -> [E] float32. Exact counters (``W == I``):
     ``exposed / I``. Hashed ones (``W < I``, item % W): items sharing a counter count once, so
     the linear-counting estimate of the distinct items behind them, ``-W ln(1 - exposed /
-    W)``, capped at ``I`` (a full table says at least W), over ``I``; as the native kernel."""
+    W)``, capped at ``I``, over ``I``; NaN for a full table (``exposed == W``), where the
+    estimate is unbounded: the table says only "at least W items", and reading that as the
+    whole catalog (as it did) reported 100 % for an episode that showed 40 %. As the native
+    kernel."""
     if W == I:
         return exposed.float() / I
     frac = exposed.to(torch.float64) / W
-    items = (-W * torch.log1p(-frac)).clamp(max=I)  # inf (a full table) -> I
-    return (items / I).to(torch.float32)
+    items = (-W * torch.log1p(-frac)).clamp(max=I)
+    cover = torch.where(exposed >= W, torch.nan, items / I)
+    return cover.to(torch.float32)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

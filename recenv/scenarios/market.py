@@ -29,7 +29,7 @@ long-term costs.
 |---|---|---|
 | ``user`` | (T+2,) | noisy, partial view of the user's interests (25 % of topics hidden, noise 0.1); session depth / 10; log(1 + visits) |
 | ``history`` | (T+4,) | this agent's own history with the user, decayed ×0.8 per visit: clicked-topic profile (T), impressions, clicks, engagement; steps since the last visit / H |
-| ``candidates`` | (C, T+6) | per candidate: topics (T); length; price; observed (noisy) quality; log(1 + clicks) and log(1 + exposures) in this market this episode; age / H |
+| ``candidates`` | (C, T+6) | per candidate: topics (T); length; price; observed (noisy) quality; log(1 + clicks) and log(1 + exposures) in this market this episode (with ``num_items > item_stats_size`` items share a counter by item % item_stats_size and these are the counter's); age / H |
 | ``action_mask`` | (C,) int8 | 1 for candidates that may be recommended (arrived, not duplicates); at least K are 1 |
 | ``user_id`` | (1,) int64 | the user's index in the market (for collaborative filtering) |
 | ``candidate_ids`` | (C,) int64 | catalog ids of the candidates |

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -21,11 +22,11 @@ namespace {
 // Share of the I items exposed, from nnz exposed counters of W (as the torch form computes
 // it). Exact counters (W == I): nnz / I in float32. Hashed ones (W < I): items that share a
 // counter count once, so the linear-counting estimate of the distinct items behind nnz
-// occupied slots, -W ln(1 - nnz / W), capped at I (a full table: at least W items, at most
-// I), over I.
+// occupied slots, -W ln(1 - nnz / W), capped at I, over I; NaN for a full table (it says
+// only "at least W items": the estimate is unbounded there).
 float coverage_of(int64_t nnz, int64_t W, int64_t I) {
   if (W == I) return static_cast<float>(nnz) / static_cast<float>(I);
-  if (nnz >= W) return 1.0f;
+  if (nnz >= W) return std::numeric_limits<float>::quiet_NaN();
   const double items = -static_cast<double>(W) * std::log1p(-static_cast<double>(nnz) / W);
   return static_cast<float>(std::min(items, static_cast<double>(I)) / static_cast<double>(I));
 }
