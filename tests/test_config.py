@@ -91,6 +91,8 @@ def test_unknown_key_on_every_preset(env_id, small):
         ({"retrieval_interest": 0.9}, ["sum to 1"]),
         ({"max_item_topics": 20, "num_topics": 16}, ["max_item_topics", "num_topics"]),
         ({"churn_threshold": 0.8}, ["churn_threshold", "satisfaction_init"]),
+        # a purchase pays the price: without prices every reward was 0, silently
+        ({"response": "purchase"}, ["response='purchase'", "price_scale=0", "price_scale > 0"]),
         # compared with a fit in [0, 1]: 2.0 (an engagement scale) made every visit a letdown
         ({"expectation": 2.0}, ["expectation", "[0, 1]"]),
         ({"expectation": -0.1}, ["expectation", "[0, 1]"]),

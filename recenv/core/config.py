@@ -609,6 +609,14 @@ def _validate(c: MarketConfig) -> list[str]:
         errs.append(
             f"retrieval_interest + retrieval_popular + retrieval_fresh = {mix:g}, must sum to 1"
         )
+    if c.response == "purchase" and c.price_scale == 0:
+        # A purchase pays the item's price; without prices every reward and engagement is 0
+        # whatever is recommended (the first audit's run trained on a constant 0).
+        errs.append(
+            "response='purchase' pays the item's price, and price_scale=0 gives every item "
+            "price 0 (every reward 0): set price_scale > 0 (ECommerce-v0 uses 1.0) or another "
+            f"response ({', '.join(repr(r) for r in RESPONSES if r != 'purchase')})"
+        )
     if c.churn_threshold >= c.satisfaction_init:
         errs.append(
             f"churn_threshold={c.churn_threshold} must be below satisfaction_init="
