@@ -877,6 +877,18 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
             out.extend((f"{key}.{k}", v) for k, v in value.items())
         else:
             out.append((key, value))
+    # One field under two spellings ("seed" and [run] seed; [env] num_agents and a top-level
+    # "env.num_agents") was applied last-wins, one value silently lost, as duplicate keys
+    # were before the JSON reader refused them.
+    seen: dict[tuple[str, str], str] = {}
+    for key, _ in out:
+        where = section_of(key)
+        if where in seen:
+            raise ConfigError(
+                f"{str(p)!r} sets {where[0]}.{where[1]} twice (as {seen[where]!r} and {key!r}); "
+                "give each field once"
+            )
+        seen[where] = key
     return base, out
 
 

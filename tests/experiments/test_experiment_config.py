@@ -366,6 +366,30 @@ def test_a_duplicate_key_in_a_json_config_file_is_refused(tmp_path):
         parse_value('[{"a": 1, "a": 2}]', tuple, "agent.members")
 
 
+@pytest.mark.parametrize(
+    "text, field, spellings",
+    [
+        ('{"seed": 1, "run": {"seed": 2}}', "run.seed", ("seed", "run.seed")),
+        ('{"env": {"num_agents": 4}, "env.num_agents": 3}', "env.num_agents", ("env.num_agents",)),
+        ('{"seeds": 2, "compare": {"seeds": 3}}', "compare.seeds", ("seeds", "compare.seeds")),
+        ("seed = 1\n[run]\nseed = 2\n", "run.seed", ("seed", "run.seed")),
+    ],
+)
+def test_one_field_under_two_spellings_in_a_config_file_is_refused(
+    tmp_path, text, field, spellings
+):
+    """A field given twice under two spellings (a top-level run field and its [run] key; a
+    section's key and the dotted top-level key) was last-wins: one value silently lost (the
+    run's config.json said 3 agents for a file that also said 4)."""
+    path = tmp_path / ("dup.toml" if "=" in text else "dup.json")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_config_file(path)
+    text = str(err.value)
+    assert str(path) in text and f"sets {field} twice" in text
+    assert all(repr(s) in text for s in spellings)
+
+
 @pytest.mark.parametrize("spec", ["os:getcwd", "agents.base:ScoringAgent"])
 def test_a_module_attr_that_is_no_agent_fails_before_a_run_directory_exists(spec, tmp_path, capsys):
     """It was a TypeError traceback (os:getcwd) or a NotImplementedError once training had
