@@ -3,6 +3,17 @@
 Ids follow Gymnasium's ``namespace/Name-vN``; entry points are lazy ``"module:attr"`` strings
 naming a *builder* ``(num_envs, device, seed, **config) -> BatchedMarket``. Any change of what an
 agent experiences (dynamics, rewards, observations, choice) bumps the version.
+
+Scenarios of other packages are registered in one of two ways: ``recenv.register(id,
+"module:builder")`` in code that runs first (a script, a notebook), or, to reach every process
+(the experiments CLI, its spawned workers, Ray's env runners) without code of one's own in
+each, an entry point of the group ``recenv.envs`` named by the id, looked up the first time
+the id is asked for::
+
+    [project.entry-points."recenv.envs"]
+    "mylab/Shop-v0" = "mylab.shop:build"
+
+The builder's module is the id's documentation page (``pz_doc``).
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import torch
@@ -68,21 +80,56 @@ def _check_id_type(env_id: Any) -> None:
         )
 
 
+ENTRY_POINT_GROUP = "recenv.envs"
+
+
 def registered_ids() -> list[str]:
-    """All registered environment ids, sorted."""
-    return sorted(_REGISTRY)
+    """All environment ids, sorted: those registered in this process and those installed
+    packages declare in the ``recenv.envs`` entry-point group (registered when first made)."""
+    return sorted({*_REGISTRY, *plugin_ids()})
+
+
+def plugin_ids() -> list[str]:
+    """Ids declared by installed distributions in the ``recenv.envs`` entry-point group."""
+    return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def spec(env_id: str) -> EnvSpec:
-    """The registered spec of ``env_id``; ValueError for an id that is not a str or not
-    registered (listing the registered ids)."""
+    """The registered spec of ``env_id`` (an installed plug-in's id is registered here on
+    first use); ValueError for an id that is not a str or not registered (listing the
+    registered ids)."""
     _check_id_type(env_id)
+    if env_id not in _REGISTRY:
+        _register_plugin(env_id)
     try:
         return _REGISTRY[env_id]
     except KeyError:
         raise ValueError(
             f"unknown environment id {env_id!r}; registered ids: {registered_ids()}"
         ) from None
+
+
+def _register_plugin(env_id: str) -> None:
+    """Register ``env_id`` from its entry point in ``recenv.envs``, if one is installed: its
+    value is the builder (``module:attr``), checked as :func:`register` checks one and
+    imported when the id is first built."""
+    eps = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == env_id]
+    if not eps:
+        return
+    ep = eps[0]
+    try:
+        register(env_id, ep.value, pz_doc=ep.value.partition(":")[0])
+    except ValueError as e:
+        raise ValueError(
+            f"environment id {env_id!r} is the plug-in {ep.value!r} (entry point group "
+            f"{ENTRY_POINT_GROUP!r}, distribution {_distribution(ep)}), which cannot be "
+            f"registered: {e}"
+        ) from None
+
+
+def _distribution(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return repr(f"{dist.name} {dist.version}") if dist is not None else "unknown"
 
 
 def make_vec(

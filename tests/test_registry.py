@@ -144,3 +144,54 @@ def test_register_refuses_malformed_ids_and_entry_points(new_id, entry_point, pa
     with pytest.raises(ValueError, match=pattern):
         recenv.register(new_id, entry_point)
     assert recenv.registered_ids() == before
+
+
+def _install_env_plugin(root: Path, entries: dict[str, str]) -> Path:
+    """A package ``labenvs`` and its ``.dist-info`` (as pip installs one) declaring ``entries``
+    (id -> builder) in the ``recenv.envs`` group, under ``root``; put ``root`` on sys.path."""
+    pkg = root / "labenvs"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        '"""Lab/Shop-v0: Market-v0 with three agents (a plug-in scenario\'s page)."""\n'
+        "from recenv.scenarios.market import build as _build\n\n\n"
+        "def build(num_envs=1, device='cpu', seed=None, **config):\n"
+        "    return _build(num_envs=num_envs, device=device, seed=seed, "
+        "**{'num_agents': 3, **config})\n"
+    )
+    info = root / "labenvs-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labenvs\nVersion: 0.1\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entries.items())
+    (info / "entry_points.txt").write_text(f"[recenv.envs]\n{lines}")
+    return root
+
+
+def test_an_installed_scenario_plugin_is_found_by_id(tmp_path, monkeypatch):
+    """A package declaring an id in the ``recenv.envs`` entry-point group: the id is listed,
+    made on both faces without any code of one's own running first, and accepted by the
+    experiments CLI's env check; a fresh process (a worker, an env runner) finds it too.
+    Before, such an id reached the CLI only through a wrapper script that registered it."""
+    from experiments.config import check_env_id
+
+    root = _install_env_plugin(
+        tmp_path, {"lab/Shop-v0": "labenvs:build", "lab/Broken-v0": "labenvs build"}
+    )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(recenv.registry, "_REGISTRY", dict(recenv.registry._REGISTRY))
+    assert "lab/Shop-v0" in recenv.registered_ids()
+    env = recenv.make_vec("lab/Shop-v0", num_envs=2, seed=0)
+    assert env.config.num_agents == 3
+    assert recenv.make("lab/Shop-v0", seed=0).possible_agents == ["agent_0", "agent_1", "agent_2"]
+    assert recenv.spec("lab/Shop-v0").pz_doc == "labenvs"
+    assert check_env_id("lab/Shop-v0") == "lab/Shop-v0"
+    with pytest.raises(ValueError, match=r"'lab/Broken-v0' is the plug-in 'labenvs build'.*"
+                       r"labenvs 0.1.*module:builder"):  # fmt: skip
+        recenv.make_vec("lab/Broken-v0", num_envs=1)
+    code = "import recenv; print(recenv.make_vec('lab/Shop-v0', num_envs=1).config.num_agents)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
