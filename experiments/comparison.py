@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+import recenv
 from experiments import report, runner
 from experiments.config import (
     CompareConfig,
@@ -59,6 +60,7 @@ from experiments.runner import (
     sanitize,
     utc_stamp,
 )
+from recenv.scenarios import SCENARIOS
 
 
 @dataclass
@@ -116,12 +118,14 @@ def resume_comparison(
 
 
 def check_workers_resolve(cfg: CompareConfig) -> None:
-    """With ``jobs > 1``, a :class:`ConfigError` unless every agent (and the opponent)
-    resolves in a worker process, which is a fresh Python started with ``spawn``: an agent
-    registered in ``__main__`` (a notebook cell, ``@agents.register`` in ``python -c``) or
-    by a module the worker does not import exists only here, and each worker's runs failed
-    with "unknown agent" after the comparison directory was made. Built-in agents resolve
-    anywhere; the others are resolved once in such a process (as the workers will be)."""
+    """With ``jobs > 1``, a :class:`ConfigError` unless every agent (the opponent, ensemble
+    members) and every env id resolves in a worker process, which is a fresh Python started
+    with ``spawn``: an agent registered in ``__main__`` (a notebook cell, ``@agents.register``
+    in ``python -c``), an id registered by ``recenv.register``, or either from a module the
+    worker does not import exists only here, and each worker's runs failed with "unknown
+    agent" after the comparison directory was made. Built-in agents and ids, and installed
+    plug-ins, resolve anywhere; the others are resolved once in such a process (as the
+    workers will be)."""
     if cfg.jobs <= 1:
         return
     names: set[str] = set()
@@ -132,14 +136,27 @@ def check_workers_resolve(cfg: CompareConfig) -> None:
             if cell.opponent:
                 names |= _with_members(cell.opponent, cell.opponent_kwargs())
     doubtful = sorted(n for n in names if not _resolves_anywhere(n))
-    if not doubtful:
+    # An env id registered here by recenv.register (a notebook cell) is missing in a worker
+    # as such an agent is; built-in ids and installed plug-ins (group recenv.envs) are not.
+    anywhere = {*SCENARIOS, *recenv.registry.plugin_ids()}
+    doubtful_envs = sorted(e for e in cfg.envs if e not in anywhere)
+    if not doubtful and not doubtful_envs:
         return
     ctx = multiprocessing.get_context("spawn")
     try:
         with cf.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            failed = pool.submit(_unresolved_agents, doubtful).result()
+            failed, failed_envs = pool.submit(_unresolved, doubtful, doubtful_envs).result()
     except Exception as e:  # the worker itself did not start (BrokenProcessPool, ...)
-        failed = {n: f"a worker process could not start: {type(e).__name__}: {e}" for n in doubtful}
+        why = f"a worker process could not start: {type(e).__name__}: {e}"
+        failed, failed_envs = dict.fromkeys(doubtful, why), dict.fromkeys(doubtful_envs, why)
+    if failed_envs:
+        why = "; ".join(f"{n!r}: {text}" for n, text in failed_envs.items())
+        raise ConfigError(
+            f"env(s) {sorted(failed_envs)} cannot run with jobs={cfg.jobs}: the worker "
+            f"processes (fresh Pythons) cannot resolve them ({why}). An id registered with "
+            "recenv.register in this process exists only here: declare it in the "
+            "'recenv.envs' entry-point group of an installed package, or use jobs=1"
+        )
     if failed:
         why = "; ".join(f"{n!r}: {text}" for n, text in failed.items())
         raise ConfigError(
@@ -182,17 +199,23 @@ def _resolves_anywhere(name: str) -> bool:
     return module == "agents" or module.startswith("agents.")
 
 
-def _unresolved_agents(names: list[str]) -> dict[str, str]:
-    """In a worker process: ``{name: why}`` of the agent names that do not resolve here."""
+def _unresolved(names: list[str], env_ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """In a worker process: ``{name: why}`` of the agent names, then of the env ids, that do
+    not resolve here."""
     import agents
 
-    failed = {}
+    failed, failed_envs = {}, {}
     for name in names:
         try:
             agents.agent_class(name)
         except ValueError as e:
             failed[name] = str(e)
-    return failed
+    for env_id in env_ids:
+        try:
+            recenv.spec(env_id)
+        except ValueError as e:
+            failed_envs[env_id] = str(e)
+    return failed, failed_envs
 
 
 def _refuse_finished(p: Path) -> None:

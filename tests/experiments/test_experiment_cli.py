@@ -25,6 +25,7 @@ import pytest
 from experiment_helpers import REPO, cli_env, run_cli
 
 import agents
+import recenv
 from experiments import cli, comparison, plots, report, runner
 from experiments.config import PRESETS, CompareConfig, ConfigError, RunConfig, apply_overrides
 from experiments.runner import RunError
@@ -460,3 +461,25 @@ def test_a_parallel_comparison_refuses_an_ensemble_member_its_workers_cannot_res
     with pytest.raises(ConfigError, match=r"agent\(s\) \['notebook_random'\] cannot run"):
         comparison.compare(replace(cfg, agents=("random",), per_agent=(), run=opp), quiet=True)
     assert not root.exists()
+
+
+def test_a_parallel_comparison_refuses_an_env_its_workers_cannot_resolve(tmp_path, monkeypatch):
+    """An env id registered with ``recenv.register`` in this process (a notebook cell) is
+    unknown to the spawned workers, as such an agent is: refused before anything is made,
+    naming the entry-point group; with ``jobs=1`` it runs."""
+    monkeypatch.setattr(recenv.registry, "_REGISTRY", dict(recenv.registry._REGISTRY))
+    recenv.register("notebook/Market-v0", "recenv.scenarios.market:build")
+    root = tmp_path / "runs"
+    run = RunConfig(
+        num_envs=2, total_steps=8, log_every=4, checkpoint_every=8, eval_episodes=0,
+        root=str(root), quiet=True, env_overrides=(("horizon", 4), ("num_items", 100)),
+    )  # fmt: skip
+    cfg = CompareConfig(envs=("notebook/Market-v0",), agents=("random",), seeds=1, jobs=2, run=run)
+    with pytest.raises(ConfigError) as err:
+        comparison.compare(cfg, quiet=True)
+    text = str(err.value)
+    assert text.startswith("env(s) ['notebook/Market-v0'] cannot run with jobs=2")
+    assert "unknown environment id 'notebook/Market-v0'" in text and "'recenv.envs'" in text
+    assert not root.exists()
+    res = comparison.compare(replace(cfg, jobs=1), quiet=True)
+    assert [r["env"] for r in res.rows] == ["notebook/Market-v0"]
