@@ -222,7 +222,8 @@ class MarketConfig:
     # --- choice (conditional logit with a no-click option) ----------------------------------
     topology: str = _f("shared_page", "'shared_page' (one page) or 'platform_choice'")
     page_order: str = _f(
-        "rotating", "agent blocks on a shared page: 'rotating' or 'fixed' (shared_page only)"
+        "rotating",
+        "agent blocks on a shared page: 'rotating' or 'fixed' (ignored under platform_choice)",
     )
     interest_weight: float = _f(3.0, "utility weight of topic interest match")
     taste_weight: float = _f(1.0, "utility weight of latent taste x item embedding")
@@ -238,8 +239,12 @@ class MarketConfig:
         within=(MIN_TEMPERATURE, math.inf),
         open_ends=(False, True),
     )
-    loyalty_weight: float = _f(3.0, "platform_choice: utility weight of loyalty")
-    leave_utility: float = _f(-1.0, "platform_choice: utility of visiting no platform")
+    loyalty_weight: float = _f(
+        3.0, "platform_choice only (ignored on a shared page): utility weight of loyalty"
+    )
+    leave_utility: float = _f(
+        -1.0, "platform_choice only (ignored on a shared page): utility of visiting no platform"
+    )
 
     # --- response --------------------------------------------------------------------------
     response: str = _f(
@@ -280,7 +285,9 @@ class MarketConfig:
 
     # --- reward ----------------------------------------------------------------------------
     reward_mode: str = _f("competitive", "'competitive', 'cooperative' or 'mixed'")
-    team_weight: float = _f(0.5, "mixed mode: weight of the team total (own: 1 - weight)")
+    team_weight: float = _f(
+        0.5, "reward_mode='mixed' only (ignored otherwise): weight of the team total (own: 1 - it)"
+    )
     welfare_weight: float = _f(
         0.0, "optional reward term: the clicked item's total utility (0 without a click)"
     )
