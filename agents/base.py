@@ -22,7 +22,11 @@ Methods to write in a subclass
     Called once per env step while training, after :meth:`observe`. Store the
     :class:`Transition`, update on the agent's own schedule, and return scalar metrics to log
     (names in CleanRL's ``losses/…``, ``charts/…`` namespaces; empty when nothing was updated).
-    Rows with ``transition.valid == False`` are auto-reset steps and must be dropped.
+    Rows with ``transition.valid == False`` are auto-reset steps and must be dropped. The base
+    class wraps it too: each metric must be one real number — a Python number, a NumPy scalar
+    or a 0-d tensor — and is returned as a ``float``; anything else (a vector, a string,
+    ``None``) raises :class:`MetricError` naming the agent and the metric, before anything is
+    logged or checkpointed (a ``learn`` returning ``None`` reports no metrics).
 ``observe(transition) -> None`` (optional)
     Called every env step, in training *and* evaluation: update per-episode inference state
     (e.g. a matrix-factorisation user vector folded in from this episode's clicks). Default:
@@ -32,11 +36,14 @@ Methods to write in a subclass
     clear per-episode state. The rollout calls it after ``env.reset()`` and after every step
     whose ``info["reset"]`` is set.
 ``state_dict() / load_state_dict(state)`` (agents with state)
-    Tensors, numbers, strings, lists, tuples and dicts only: checkpoints are read with
-    ``torch.load(weights_only=True)``. Check what only the agent knows in
-    ``load_state_dict`` and raise ``ValueError`` (:mod:`agents.state_checks` has
-    ``counter`` and ``nonnegative``); :meth:`Agent.load` checks the layout, finiteness
-    (unless ``finite_state = False``) and optimizers, and rolls back on any error.
+    Tensors, numbers, strings, lists, tuples and dicts only (no NumPy arrays: the full list
+    is :data:`agents.state_checks.WEIGHTS_ONLY_TYPES`): checkpoints are read with
+    ``torch.load(weights_only=True)``, and :meth:`Agent.save` refuses a state it could not
+    read back. Check what only the agent knows in ``load_state_dict`` and raise
+    ``ValueError`` (:mod:`agents.state_checks` has ``counter`` and ``nonnegative``);
+    :meth:`Agent.load` checks the layout, the keys (a key the agent's own ``state_dict()``
+    does not have is refused, unless listed in ``optional_state_keys``), finiteness (unless
+    ``finite_state = False``) and optimizers, and rolls back on any error.
 
 Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
 config parsing (unknown keys list the valid ones), capability checks, :meth:`Agent.bind` (act
@@ -79,18 +86,25 @@ import dataclasses
 import functools
 import hashlib
 import math
+import numbers
 import os
+import pickle
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from agents.state_checks import (
+    missing_keys_error,
     nonfinite_state_error,
     optimizer_state_error,
     state_layout_error,
+    unexpected_keys_error,
+    weights_only_error,
 )
 from recenv.core.config import INT64_RANGE, field_type_errors, option, option_errors
 
@@ -411,6 +425,80 @@ def _obs_checked(act: Callable) -> Callable:
     return checked
 
 
+class MetricError(ValueError):
+    """An agent's ``learn()`` returned metrics that are not ``{name: one number}``."""
+
+
+METRIC_VALUES = "one real number: a Python int or float, a NumPy scalar or a 0-d tensor"
+
+
+def checked_metrics(agent: Any, metrics: Any) -> Metrics:
+    """``learn()``'s result ``metrics`` as ``{name: float}`` (``None``, from a ``learn``
+    that returns nothing, as ``{}``): each value a Python number, a NumPy scalar (or 0-d
+    array) or a 0-d tensor, of a real kind. Any other value (a vector, a string, ``None``, a
+    complex number) or result raises :class:`MetricError` naming the agent, the metric and
+    what a metric may be: it would otherwise be logged by ``float()`` (or crash there), or be
+    kept as a tensor in the run's checkpoints and summary. NaN and ±inf pass (a diverging
+    run's losses are worth logging; the runner stops a run whose state diverged)."""
+    name = getattr(agent, "name", "") or type(agent).__name__
+    if metrics is None:  # a learn() without a return statement: nothing to log
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise MetricError(
+            f"agent {name!r}: learn() returned {_described(metrics)}; expected a dict "
+            "{metric name: number} ({} when nothing was updated)"
+        )
+    out: Metrics = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise MetricError(
+                f"agent {name!r}: learn() returned a metric named {key!r} "
+                f"({type(key).__name__}); metric names are str ('losses/td')"
+            )
+        number = _metric_number(value)
+        if number is None:
+            vector = torch.is_tensor(value) or isinstance(value, np.ndarray)
+            raise MetricError(
+                f"agent {name!r}: learn() returned metric {key!r} = {_described(value)}; a "
+                f"metric is {METRIC_VALUES}" + (" (reduce it first, e.g. .mean())" * vector)
+            )
+        out[key] = number
+    return out
+
+
+def _metric_number(v: Any) -> float | None:
+    """``v`` as a float when it is one real number, else ``None``."""
+    if isinstance(v, (numbers.Real, np.bool_)):
+        return float(v)
+    if torch.is_tensor(v):
+        one = v.dim() == 0 and not v.is_complex() and not v.is_meta
+    elif isinstance(v, np.ndarray):
+        one = v.ndim == 0 and v.dtype.kind in "biuf"
+    else:
+        return None
+    return float(v) if one else None
+
+
+def _described(v: Any) -> str:
+    """A value as a refusal names it: a tensor's or array's shape and dtype, a short repr."""
+    if torch.is_tensor(v) or isinstance(v, np.ndarray):
+        kind = "a tensor" if torch.is_tensor(v) else "a NumPy array"
+        return f"{kind} of shape {tuple(v.shape)} ({v.dtype})"
+    if v is None:
+        return "None"
+    text = repr(v)
+    return f"a {type(v).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def _metrics_checked(learn: Callable) -> Callable:
+    @functools.wraps(learn)
+    def checked(self: Agent, *args: Any, **kwargs: Any) -> Metrics:
+        return checked_metrics(self, learn(self, *args, **kwargs))
+
+    checked.__wrapped_learn__ = learn
+    return checked
+
+
 # ----------------------------------------------------------------------------------------
 # The protocol
 # ----------------------------------------------------------------------------------------
@@ -430,6 +518,11 @@ class Agent:
     # Agent.load refuses a checkpoint whose floating-point state holds NaN or ±inf (a
     # diverged run's); an agent whose state holds infinities by design sets this False.
     finite_state: ClassVar[bool] = True
+    # Top-level keys a checkpoint's state may hold that this agent's own state_dict() does
+    # not (Agent.load refuses any other: a foreign key would load silently). No built-in
+    # agent has one: the keys their state_dict() writes depend only on the config, which the
+    # header must match; keys a checkpoint may *lack* (older formats) are load_state_dict's.
+    optional_state_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -439,6 +532,12 @@ class Agent:
         act = cls.__dict__.get("act")
         if act is not None and not hasattr(act, "__wrapped_act__"):
             cls.act = _obs_checked(act)
+        # And every learn() (a mixin's too) returns {name: float} (checked_metrics): a tensor
+        # metric was kept raw in a run's checkpoints and broke its summary.json; a vector
+        # crashed TensorBoard's logging.
+        learn = cls.learn
+        if learn is not Agent.learn and not hasattr(learn, "__wrapped_learn__"):
+            cls.learn = _metrics_checked(learn)
 
     def __init__(
         self,
@@ -546,8 +645,18 @@ class Agent:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint: ``{"header": …, "state": state_dict()}`` via ``torch.save``."""
-        torch.save({"header": self.header(), "state": _to_cpu(self.state_dict())}, path)
+        """Write a checkpoint: ``{"header": …, "state": state_dict()}`` via ``torch.save``.
+        A header or state holding a value ``torch.load(weights_only=True)`` cannot read back
+        (a NumPy array, an arbitrary object) raises ``ValueError`` naming the place (e.g.
+        ``state['w']``) and what a checkpoint may hold, and nothing is written."""
+        payload = {"header": self.header(), "state": _to_cpu(self.state_dict())}
+        unreadable = unsavable_error(payload)
+        if unreadable:
+            raise ValueError(
+                f"agent {self.name!r} cannot be saved to {os.fspath(path)!r} (nothing was "
+                f"written): {unreadable}"
+            )
+        torch.save(payload, path)
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore from :meth:`save`'s file. A foreign, mismatched or corrupt checkpoint raises
@@ -586,15 +695,16 @@ class Agent:
             )
         saved = type(self.config).header_config(saved)
         if saved != mine["config"]:
-            diff = {k: (saved.get(k), v) for k, v in mine["config"].items() if saved.get(k) != v}
             raise ValueError(
-                f"checkpoint {os.fspath(path)!r} has a different config (key: (checkpoint, "
-                f"this agent)): {diff}; build the agent with the checkpoint's config, or use "
+                f"checkpoint {os.fspath(path)!r} has a different config (key: checkpoint's "
+                f"vs this agent's): {'; '.join(config_differences(saved, mine['config']))}; "
+                "build the agent with the checkpoint's config, or use "
                 "agents.load_agent(path, env)"
             )
         # On the CPU, so a large device state (a saved replay buffer) is not held twice there.
         backup = _map_tensors(self.state_dict(), lambda t: t.detach().to("cpu", copy=True))
         misfit = state_layout_error(payload["state"], backup)
+        misfit = misfit or state_keys_error(self, payload["state"], backup)
         if not misfit and self.finite_state:
             misfit = nonfinite_state_error(payload["state"])
         if misfit:
@@ -613,10 +723,70 @@ class Agent:
                 e, (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError)
             ):
                 raise
+            why = str(e)
+            if isinstance(e, KeyError):  # a key load_state_dict reads and the state lacks
+                key = e.args[0] if e.args else None
+                why = missing_keys_error(payload["state"], backup, key) or f"KeyError: {e}"
             raise ValueError(
                 f"checkpoint {os.fspath(path)!r} for agent {self.name!r} has a state that does "
-                f"not fit this agent (left unchanged): {e}"
+                f"not fit this agent (left unchanged): {why}"
             ) from None
+
+
+_ABSENT = object()
+
+
+def config_differences(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """``"key: checkpoint's value vs this agent's"`` for each key in which a checkpoint's
+    header config ``saved`` and an agent's ``mine`` differ, keys only one of them has included
+    (shown as ``(absent)``), sorted by key."""
+    out = []
+    for k in sorted(set(saved) | set(mine), key=str):
+        a, b = saved.get(k, _ABSENT), mine.get(k, _ABSENT)
+        if a is _ABSENT or b is _ABSENT or a != b:
+            out.append(f"{k}: {_shown(a)} vs {_shown(b)}")
+    return out
+
+
+def _shown(v: Any) -> str:
+    return "(absent)" if v is _ABSENT else repr(v)
+
+
+def state_keys_error(agent: Agent, saved: Any, mine: Any, at: str = "state") -> str | None:
+    """Keys of a checkpoint's ``saved`` state that ``agent``'s own state ``mine`` (its
+    ``state_dict()``) does not have at its top level, apart from its
+    :attr:`~Agent.optional_state_keys` — and the same of each member's state, for an agent
+    with ``members`` (a :class:`Team`, an ensemble) whose state holds them as
+    ``state['members'][j]``. Deeper places (an optimizer's per-parameter state, a buffer's
+    rows, pending metrics) grow with training and are their own ``load_state_dict``'s."""
+    why = unexpected_keys_error(saved, mine, at, agent.optional_state_keys)
+    if why or not (isinstance(saved, Mapping) and isinstance(mine, Mapping)):
+        return why
+    members = getattr(agent, "members", None)
+    theirs, ours = saved.get("members"), mine.get("members")
+    if (
+        isinstance(members, (list, tuple))
+        and all(isinstance(m, Agent) for m in members)
+        and isinstance(theirs, (list, tuple))
+        and isinstance(ours, (list, tuple))
+    ):
+        for j, (m, s, o) in enumerate(zip(members, theirs, ours, strict=False)):
+            why = state_keys_error(m, s, o, f"{at}['members'][{j}]")
+            if why:
+                return why
+    return None
+
+
+def unsavable_error(payload: Mapping[str, Any]) -> str | None:
+    """The first place of a checkpoint ``payload`` (its ``header`` and ``state``, as
+    ``header[...]``, ``state[...]``) holding a value ``torch.load(weights_only=True)`` does
+    not read back, with what a checkpoint may hold; ``None`` when all of it loads."""
+    for part in ("header", "state"):
+        if part in payload:
+            why = weights_only_error(payload[part], part)
+            if why:
+                return why
+    return None
 
 
 def member_seed(seed: int, offset: int) -> int:
@@ -682,10 +852,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises many types for a damaged or foreign file
+        reason = load_refusal(e)
+        if isinstance(e, pickle.UnpicklingError) and "WeightsUnpickler" in str(e):
+            raise ValueError(
+                f"{where!r} is not a readable agent checkpoint: torch.load(weights_only=True) "
+                f"refuses a value in it ({reason}). Agent.save() and the runner refuse to "
+                "write such a value; this file was written by other code (torch.save) or by "
+                "an older version that did not check"
+            ) from None
         raise ValueError(
-            f"{where!r} is not a readable agent checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); expected a file written by "
-            "Agent.save()"
+            f"{where!r} is not a readable agent checkpoint ({reason}); expected a file "
+            "written by Agent.save()"
         ) from None
     head = payload.get("header") if isinstance(payload, dict) else None
     if not isinstance(head, dict) or "agent" not in head or "state" not in payload:
@@ -701,6 +878,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(writes {FORMAT_VERSION})"
         )
     return payload
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def load_refusal(e: BaseException) -> str:
+    """Why ``torch.load`` refused a file, as one line: the exception's type and message
+    without terminal escape codes and whitespace runs; of a ``weights_only`` refusal, the
+    unpickler's own reason (what it met, what to allow) rather than torch's generic preamble
+    of options and its documentation link."""
+    text = _ANSI.sub("", str(e))
+    cause = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\s*\n|\Z)", text, re.S)
+    if cause:
+        text = cause.group(1)
+        text = re.sub(r"\s*Check the documentation of torch\.load.*\Z", "", text, flags=re.S)
+    text = " ".join(text.split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _plain(x: Any) -> Any:
@@ -835,9 +1029,25 @@ class Team(Agent):
             m.bind(env)
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
+        """Every member's slates, merged. A member returning slates for env agents it does
+        not control (another member's, or none of the team's) raises ``ValueError`` naming
+        it: they would have replaced the other member's slates silently."""
         out: Actions = {}
-        for m in self.members:
-            out.update(m.act(obs, explore))
+        for j, m in enumerate(self.members):
+            slates = m.act(obs, explore)
+            if not isinstance(slates, Mapping):
+                raise ValueError(
+                    f"team member {j} ({m.name!r}, agent_ids={m.agent_ids}): act() returned "
+                    f"a {type(slates).__name__}; expected {{env agent: slate}}"
+                )
+            foreign = [a for a in slates if a not in m.agent_ids]
+            if foreign:
+                raise ValueError(
+                    f"team member {j} ({m.name!r}) returned slates for env agent(s) {foreign} "
+                    f"it does not control; it controls {m.agent_ids} (a member acts only for "
+                    "its own agent_ids)"
+                )
+            out.update(slates)
         return out
 
     def observe(self, transition: Transition) -> None:
@@ -917,9 +1127,14 @@ def header_differences(saved: Any, agent: Agent) -> list[str]:
         cfg = head.get("config")
         cfg = type(member.config).header_config(cfg) if isinstance(cfg, Mapping) else {}
         out += [
-            f"{prefix}config.{k}: {cfg.get(k)!r}, this agent's {v!r}"
+            f"{prefix}config.{k}: {_shown(cfg.get(k, _ABSENT))}, this agent's {v!r}"
             for k, v in mine["config"].items()
-            if cfg.get(k) != v
+            if cfg.get(k, _ABSENT) != v
+        ]
+        out += [  # keys only the checkpoint has (its agent took a config this one does not)
+            f"{prefix}config.{k}: {v!r}, this agent's (absent)"
+            for k, v in cfg.items()
+            if k not in mine["config"]
         ]
         env = head.get("env") if isinstance(head.get("env"), dict) else {}
         out += [

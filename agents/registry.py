@@ -14,6 +14,21 @@ in order, as
 
 An entry point may name an :class:`~agents.base.Agent` subclass or a factory
 ``(env, config_kwargs..., agent_ids=None) -> Agent``.
+
+Factories
+---------
+A factory's config is its keyword parameters: :func:`make_agent` checks the keys it is given
+against them (unknown ones raise ``ValueError`` listing the parameters) when the signature
+names them; one that takes ``**kwargs`` is called as given, and a ``TypeError`` naming a
+given key is reported as that key's ``ValueError`` (the accepted keys cannot be listed).
+
+Seeds: a run (:mod:`experiments.runner`) seeds the agent under test with the run's ``seed``
+and an opponent with ``seed + 1000``, by passing ``seed=`` to what the name resolves to —
+a class's ``Config`` (every :class:`~agents.base.AgentConfig` has ``seed``), or a factory
+whose signature has a ``seed`` parameter or ``**kwargs`` (:func:`takes_seed`; a factory
+taking ``**kwargs`` must then accept ``seed``). A factory taking neither cannot be seeded:
+every seed of a run or comparison builds it alike, and the runner warns once per name. A
+``seed`` given in the agent's config (``--set agent.seed=3``) is passed as given.
 """
 
 from __future__ import annotations
@@ -51,7 +66,11 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 
 def registered_agents() -> list[str]:
-    """Names of the registered agents, sorted (plug-ins appear once they were used)."""
+    """Names registered with :func:`register`, sorted: the built-in agents, and a plug-in
+    class decorated with ``@register`` once its module was imported. A plug-in resolved as
+    an entry point or ``"module:attr"`` is not added by being used (it is resolved again on
+    each use) and appears here only if it registers itself; :func:`plugin_agents` lists the
+    installed entry points."""
     return sorted(_REGISTRY)
 
 
@@ -127,6 +146,43 @@ def _checked(name: str, target: Any) -> Callable[..., Agent]:
     return target
 
 
+def factory_config_keys(factory: Callable[..., Any]) -> list[str] | None:
+    """The config keys a factory ``(env, config..., agent_ids=None)`` takes: its keyword
+    parameters after ``env``, ``agent_ids`` excluded; ``None`` when they cannot be listed
+    (it takes ``**kwargs``, or has no signature to read)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params[1:] if p.kind in keyword and p.name != "agent_ids"]
+
+
+def takes_seed(target: Callable[..., Any]) -> bool:
+    """Whether ``seed=`` can be passed when building from ``target`` (see "Seeds" in the
+    module docstring): an agent class whose ``Config`` has a ``seed`` field, or a factory
+    with a ``seed`` parameter or ``**kwargs``."""
+    if inspect.isclass(target):
+        config = getattr(target, "Config", None)
+        return config is not None and "seed" in config.field_names()
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == "seed" and p.kind is not p.POSITIONAL_ONLY)
+        for p in params
+    )
+
+
+def _factory_name(factory: Any) -> str:
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None) or repr(factory)
+    return f"{module}:{qualname}" if module else qualname
+
+
 def unimplemented(cls: type[Agent]) -> str | None:
     """The protocol method an agent class leaves to a subclass (``act``, or a
     :class:`ScoringAgent`'s ``score_agent``), ``None`` when it implements them."""
@@ -144,8 +200,9 @@ def make_agent(
 ) -> Agent:
     """Build agent ``name`` for ``env`` (batched or PettingZoo face) controlling ``agent_ids``
     (default: every env agent). ``config`` keys are the fields of the agent's config
-    dataclass; unknown keys raise ``ValueError`` listing the valid ones, and so do sizes the
-    allocator cannot hold (naming the config)."""
+    dataclass (a factory's keyword parameters); unknown keys raise ``ValueError`` listing the
+    valid ones (a factory taking ``**kwargs``: naming the key its ``TypeError`` names), and so
+    do sizes the allocator cannot hold (naming the config)."""
     target = agent_class(name)
     if inspect.isclass(target):
         try:
@@ -164,10 +221,37 @@ def make_agent(
                     "subclass that does"
                 ) from None
     else:
-        agent = target(env, agent_ids=agent_ids, **config)
+        agent = _from_factory(name, target, env, agent_ids, config)
     if not isinstance(agent, Agent):
         raise ValueError(f"agent {name!r} built {type(agent).__name__}, not an Agent")
     return agent
+
+
+def _from_factory(
+    name: str, factory: Callable[..., Any], env: Any, agent_ids: Any, config: Mapping[str, Any]
+) -> Any:
+    """``factory(env, agent_ids=..., **config)``, its config keys checked first where its
+    signature lists them; a ``TypeError`` naming a key of ``config`` (a factory taking
+    ``**kwargs`` that passes them on to a config class) becomes a ``ValueError`` naming the
+    agent and the key."""
+    valid = factory_config_keys(factory)
+    where = f"the factory {_factory_name(factory)}"
+    unknown = [k for k in config if valid is not None and k not in valid]
+    if unknown:
+        raise ValueError(
+            f"agent {name!r}: unknown config key(s) {sorted(unknown)} for {where}; valid "
+            f"keys: {valid}"
+        )
+    try:
+        return factory(env, agent_ids=agent_ids, **config)
+    except TypeError as e:
+        named = [k for k in config if f"'{k}'" in str(e)]
+        if not named:
+            raise
+        keys = "" if valid is not None else " (it takes **kwargs: its keys cannot be listed)"
+        raise ValueError(
+            f"agent {name!r}: {where} refuses config key(s) {named}{keys}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]]) -> Team:

@@ -15,16 +15,21 @@ agent back on any; :meth:`experiments.runner.Trainer.restore` asks them of a run
   of their kinds and within torch's own bounds (a negative or NaN learning rate, betas
   outside [0, 1), a deleted key), and its per-parameter entries of the parameter's shape,
   finite, with a whole non-negative ``step`` and non-negative second moments.
+- :func:`unexpected_keys_error` and :func:`missing_keys_error`: keys of an agent's own state
+  (its ``state_dict()``'s top level) that a checkpoint holds and the agent does not, or lacks.
+- :func:`weights_only_error`, asked before a checkpoint is written: a value that
+  ``torch.load(weights_only=True)`` (how every checkpoint is read) would refuse.
 - :func:`counter` and :func:`nonnegative`, called by the agents' ``load_state_dict``: a
   counter is a whole number >= 0; a table of counts or variances holds no negative entry.
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,6 +87,124 @@ def state_layout_error(saved: Any, mine: Any, at: str = "state") -> str | None:
             ok = isinstance(saved, kind) and (kind is bool or not isinstance(saved, bool))
             return None if ok else f"{at} is {saved!r}; expected {name}"
     return None
+
+
+def unexpected_keys_error(
+    saved: Any, mine: Any, at: str = "state", optional: Collection[str] = ()
+) -> str | None:
+    """The keys of a checkpoint's ``saved`` state (one agent's ``state_dict()``, its top
+    level) that this agent's own state ``mine`` does not have, apart from ``optional`` ones
+    (:attr:`agents.base.Agent.optional_state_keys`); ``None`` when there are none, or when
+    either side is not a dict (:func:`state_layout_error` names that). A foreign key would
+    otherwise load silently: ``load_state_dict`` reads only the keys it knows."""
+    if not (isinstance(saved, Mapping) and isinstance(mine, Mapping)):
+        return None
+    extra = [k for k in saved if k not in mine and k not in optional]
+    if not extra:
+        return None
+    return (
+        f"{at} holds unexpected key(s) {_sorted(extra)}: this agent's state has the keys "
+        f"{_sorted(mine)}"
+    )
+
+
+def missing_keys_error(saved: Any, mine: Any, key: Any, at: str = "state") -> str | None:
+    """Where a checkpoint's ``saved`` state lacks ``key`` (a ``KeyError``'s key, raised by
+    ``load_state_dict``) that this agent's own state ``mine`` has at the same place: the
+    place, every key it lacks, and the keys expected there; ``None`` when no place lacks it
+    (the KeyError came from elsewhere)."""
+    if isinstance(saved, Mapping) and isinstance(mine, Mapping):
+        if key in mine and key not in saved:
+            lacks = [k for k in mine if k not in saved]
+            return f"{at} is missing key(s) {_sorted(lacks)}; expected the keys {_sorted(mine)}"
+        for k in mine.keys() & saved.keys():
+            why = missing_keys_error(saved[k], mine[k], key, f"{at}[{k!r}]")
+            if why:
+                return why
+    elif isinstance(saved, (list, tuple)) and isinstance(mine, (list, tuple)):
+        for j, (s, m) in enumerate(zip(saved, mine, strict=False)):
+            why = missing_keys_error(s, m, key, f"{at}[{j}]")
+            if why:
+                return why
+    return None
+
+
+def _sorted(keys: Any) -> list:
+    keys = list(keys)
+    try:
+        return sorted(keys)
+    except TypeError:  # keys of mixed types
+        return sorted(keys, key=repr)
+
+
+# What torch.load(weights_only=True) reads back (torch 2.x's _weights_only_unpickler: what
+# pickle stores natively, and its allowed globals), by exact type: a subclass (numpy's float64,
+# an IntEnum, a namedtuple, a defaultdict) is pickled by its own class, which it refuses.
+_WEIGHTS_ONLY_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_WEIGHTS_ONLY_PLAIN = (
+    type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device,
+)  # fmt: skip
+_WEIGHTS_ONLY_MAPPINGS = (dict, collections.OrderedDict, collections.Counter)
+_WEIGHTS_ONLY_SEQUENCES = (list, tuple, set, torch.Size)
+WEIGHTS_ONLY_TYPES = (
+    "tensors (torch.Tensor, nn.Parameter), None, bool, int, float, complex, str, bytes, "
+    "bytearray, torch.dtype, torch.device, and list, tuple, set, torch.Size, dict, "
+    "OrderedDict and Counter of them (plus the classes given to "
+    "torch.serialization.add_safe_globals)"
+)
+
+
+def weights_only_error(x: Any, at: str = "state") -> str | None:
+    """The first place in ``x`` holding a value that ``torch.load(weights_only=True)`` does not
+    read back (a NumPy array or scalar, a set's frozen kind, an arbitrary object): named with
+    its type and :data:`WEIGHTS_ONLY_TYPES`; ``None`` when all of ``x`` loads. Asked before a
+    checkpoint is written, so that no file is written that its own load would refuse. The
+    classes given to ``torch.serialization.add_safe_globals`` in this process count as
+    readable (a process that loads the file must allow them too)."""
+    safe = _safe_globals()
+    kind = type(x)
+    if kind in safe:
+        return None
+    if torch.is_tensor(x):
+        return None if kind in _WEIGHTS_ONLY_TENSORS else _unreadable(at, x)
+    if kind in _WEIGHTS_ONLY_PLAIN:
+        return None
+    if kind in _WEIGHTS_ONLY_MAPPINGS:
+        for k, v in x.items():
+            why = weights_only_error(k, f"{at} key {k!r}") or weights_only_error(v, f"{at}[{k!r}]")
+            if why:
+                return why
+        return None
+    if kind in _WEIGHTS_ONLY_SEQUENCES:
+        for j, v in enumerate(x):
+            why = weights_only_error(v, f"{at}[{j}]")
+            if why:
+                return why
+        return None
+    return _unreadable(at, x)
+
+
+def _safe_globals() -> set:
+    out = set()
+    for g in torch.serialization.get_safe_globals():
+        obj = g[0] if isinstance(g, tuple) else g
+        if inspect.isclass(obj):
+            out.add(obj)
+    return out
+
+
+def _unreadable(at: str, x: Any) -> str:
+    kind = type(x)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    hint = ""
+    if kind.__module__.split(".")[0] == "numpy":
+        hint = "; convert it with torch.from_numpy(array), or .item() for a scalar"
+    return (
+        f"{at} is a {name}, which torch.load(weights_only=True) does not read; a checkpoint "
+        f"holds only {WEIGHTS_ONLY_TYPES}{hint}"
+    )
 
 
 DAMAGE_OR_DIVERGENCE = "the run that wrote it diverged, or the file is damaged"

@@ -72,10 +72,13 @@ import agents
 import recenv
 from agents.base import (  # one tensor mapper
     Agent,
+    MetricError,
     _to_cpu,
     _to_device,
     header_differences,
     read_checkpoint,
+    state_keys_error,
+    unsavable_error,
 )
 from agents.rollout import EvaluationStopped
 from agents.state_checks import nonfinite_state_error, optimizer_state_error
@@ -463,12 +466,31 @@ def make_env(cfg: RunConfig, *, num_envs: int | None = None, seed: int | None = 
         raise ConfigError(f"compile=true: {e}") from None
 
 
+# Factory plug-ins already warned about (once per name and process): see _agent_kwargs.
+_UNSEEDED_WARNED: set[str] = set()
+
+
 def _agent_kwargs(name: str, overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """``overrides`` with ``seed=`` added where the agent can take it (its ``Config`` has a
+    seed; a factory with a ``seed`` parameter or ``**kwargs``: the contract in
+    :mod:`agents.registry`). A factory that takes no seed is built unseeded, with a warning
+    (once per name): every seed of a run or comparison gets the same agent."""
     kw = dict(overrides)
+    if "seed" in kw:
+        return kw
     target = agents.agent_class(name)
-    cls = getattr(target, "Config", None)
-    if cls is not None and "seed" in cls.field_names() and "seed" not in kw:
+    if agents.registry.takes_seed(target):
         kw["seed"] = seed
+    elif name not in _UNSEEDED_WARNED:
+        _UNSEEDED_WARNED.add(name)
+        warnings.warn(
+            f"agent {name!r} is a factory plug-in whose signature takes neither seed= nor "
+            "**kwargs: runs cannot seed it, so every seed of a run or comparison builds it "
+            "with the factory's own seed (only the markets differ); give the factory a seed "
+            "parameter",
+            UserWarning,
+            stacklevel=2,
+        )
     return kw
 
 
@@ -821,12 +843,22 @@ class Trainer:
     def save_checkpoint(self, payload: Mapping[str, Any] | None = None) -> Path:
         """Write ``payload`` (default: :meth:`checkpoint_payload`) as this step's checkpoint
         and prune the oldest beyond ``keep_checkpoints``."""
-        path = self.dir.save_torch(
-            f"checkpoints/step_{self.loop.steps:012d}.pt",
-            self.checkpoint_payload() if payload is None else payload,
-        )
+        payload = self.checkpoint_payload() if payload is None else payload
+        self._check_savable(payload, "a checkpoint")
+        path = self.dir.save_torch(f"checkpoints/step_{self.loop.steps:012d}.pt", payload)
         self.dir.prune_checkpoints(self.cfg.keep_checkpoints)
         return path
+
+    def _check_savable(self, payload: Mapping[str, Any], what: str) -> None:
+        """Refuse (:class:`RunError`, nothing written) an agent header or state that
+        ``torch.load(weights_only=True)`` would not read back: every resume and
+        ``load_agent`` would refuse the file as damaged."""
+        why = unsavable_error(payload)
+        if why:
+            raise RunError(
+                f"run {self.dir.name}: {what} of agent {self.agent.name!r} cannot be written at "
+                f"step {self.loop.steps} (nothing was written): {why}"
+            )
 
     def restore(self, payload: Mapping[str, Any], source: Path) -> None:
         """Write a run checkpoint (:func:`load_run_checkpoint`) back onto this freshly built
@@ -859,16 +891,20 @@ class Trainer:
             )
         self.env.reset(seed=self.cfg.seed)  # allocates every tensor, then overwrite them all
         # The fresh env and agent are what the checkpoint must fit, before any is written to.
+        live_state = _to_cpu(self.agent.state_dict())
         check_fits(
             payload,
             {
-                "state": _to_cpu(self.agent.state_dict()),
+                "state": live_state,
                 "agent_snapshot": snapshot.snapshot(self.agent, exclude=(self.env,)),
                 "env_snapshot": snapshot.snapshot(self.env, skip=ENV_STATIC),
             },
             source,
             none_ok=("agent_snapshot",),
         )
+        foreign = state_keys_error(self.agent, payload["state"], live_state)
+        if foreign:  # load_state_dict would skip them silently
+            raise RunError(f"checkpoint {str(source)!r} is damaged: {foreign}")
         if self.agent.finite_state:  # a diverged run's NaN weights: refused, not trained on
             bad = nonfinite_state_error(payload["state"])
             bad = bad or nonfinite_state_error(payload["agent_snapshot"], "agent_snapshot")
@@ -936,7 +972,14 @@ class Trainer:
                         (loop.iters // ckpt_iters + 1) * ckpt_iters,
                     )
                     n = nxt - loop.iters
-                    res = agents.train(self.agent, self.env, n * N, reset=False)
+                    try:
+                        res = agents.train(self.agent, self.env, n * N, reset=False)
+                    except MetricError as e:  # a plug-in's learn(): nothing of it logged
+                        raise RunError(
+                            f"run {self.dir.name}: training stopped between steps {loop.steps} "
+                            f"and {nxt * N}: {e}. Nothing after step {loop.steps} was logged "
+                            "or checkpointed"
+                        ) from e
                     base = loop.steps
                     loop.iters, loop.steps = nxt, nxt * N
                     loop.step_scalars = {}  # what is logged at the new loop.steps
@@ -997,10 +1040,9 @@ class Trainer:
                         raise Interrupted(self.dir.path, loop.steps)
                 train_seconds = time.perf_counter() - t_start
                 bar.close()
-                self.dir.save_torch(
-                    "agent.pt",
-                    {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())},
-                )
+                final = {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())}
+                self._check_savable(final, "agent.pt")
+                self.dir.save_torch("agent.pt", final)
                 # A Ctrl-C during a long evaluation stops it like one during training (the
                 # final checkpoint is kept: `resume` evaluates again); it was a KeyboardInterrupt
                 # traceback that left a run without its summary. A diverged run has no
@@ -1169,8 +1211,21 @@ def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{str(p)!r} has run-checkpoint version {run.get('version')!r}; this version "
             f"reads version {CHECKPOINT_VERSION}"
         )
+    _float_metrics(payload.get("loop"))
     check_run_checkpoint(payload, p)
     return payload
+
+
+def _float_metrics(loop: Any) -> None:
+    """A checkpoint's ``loop['last_metrics']`` with 0-d real tensors as floats: a plug-in
+    whose ``learn()`` reported tensors had them saved raw before metrics were checked where
+    they are returned (:func:`agents.base.checked_metrics`); its run crashed writing
+    summary.json, and its checkpoints resume (and finish it) this way."""
+    metrics = loop.get("last_metrics") if isinstance(loop, dict) else None
+    if isinstance(metrics, dict):
+        for k, v in metrics.items():
+            if torch.is_tensor(v) and v.dim() == 0 and not v.is_complex():
+                metrics[k] = float(v)
 
 
 def resume(
