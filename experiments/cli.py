@@ -400,7 +400,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
         config.check_agent_name(args.name)
         cls = config.agent_config_class(args.name)
         if cls is None:
-            print(f"{args.name} is a factory plug-in without a declared config")
+            target = agents.agent_class(args.name)
+            keys = agents.registry.factory_config_keys(target)
+            listed = f"its keyword parameters {keys}" if keys is not None else "any (**kwargs)"
+            seeded = "yes" if agents.registry.takes_seed(target) else "no (runs cannot seed it)"
+            print(
+                f"{args.name} is a factory plug-in without a declared config; keys: {listed} "
+                f"(--set agent.KEY=VALUE, not type-checked here); takes the run's seed: {seeded}"
+            )
         else:
             print(f"{args.name} config ({cls.__name__}; --set agent.FIELD=VALUE):")
             print(config.describe(cls))

@@ -72,7 +72,11 @@ class RunConfig:
     opponent: str = option(
         "", "agent controlling agent_1, agent_2, ... ('': the agent controls all of them)"
     )
-    seed: int = option(0, "seed of the markets (market n gets seed+n), the agents and global RNGs")
+    seed: int = option(
+        0,
+        "seed of the markets (market n gets seed+n), the agents (a factory plug-in only if it "
+        "takes seed=) and global RNGs",
+    )
     num_envs: int = option(16, "markets stepped together (the batch size of the env)")
     device: str = option("cpu", "torch device: 'cpu', 'cuda' or 'cuda:N'")
     compile: bool = option(False, "run the env's step through torch.compile")

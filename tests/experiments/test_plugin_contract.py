@@ -199,3 +199,20 @@ def test_a_foreign_key_in_a_run_checkpoints_agent_state_is_refused(plugins, tmp_
     assert tree(run) == before
     with pytest.raises(ValueError, match=r"unexpected key\(s\) \['foo'\]"):
         agents.make_agent("random", runner.make_env(runner.read_run_config(run))).load(bad)
+
+
+def test_describe_agent_lists_a_factory_plugins_keys_and_seeding(plugins, capsys):
+    """``describe agent`` said only "a factory plug-in without a declared config"; it names
+    the keys the factory takes and whether the run's seed reaches it."""
+    from experiments import cli
+
+    expected = {
+        "seeded_factory": "its keyword parameters ['seed']",
+        "kwargs_factory": "any (**kwargs)",
+        "unseeded_factory": "its keyword parameters []",
+    }
+    for name, keys in expected.items():
+        assert cli.main(["describe", "agent", name]) == 0
+        out = capsys.readouterr().out
+        assert f"keys: {keys}" in out
+        assert ("seed: no" in out) == (name == "unseeded_factory"), out
