@@ -233,7 +233,7 @@ def _announce_first_build() -> None:
         if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
             sys.stderr.write(
                 "recenv: building the native CPU kernels (once per checkout and torch "
-                "version, ~30 s)\n"
+                "version: ~30 s, minutes on a busy machine)\n"
             )
     except Exception:  # a torch without that helper: build without the note
         pass
