@@ -14,6 +14,10 @@ layout, or RLlib's ``FlattenObservations`` connector with ``--obs dict``). Witho
 Writes ``summary.json`` (config, versions, per-iteration metrics) into ``--out`` (default
 ``runs/rllib/<env>__<policies>__<seed>__<UTC time>``), which must not exist yet; an existing
 directory is never overwritten. Needs the ``rllib`` extra: ``pip install -e '.[rllib]'``.
+
+A ``--seed`` gives the same run in any process: the command restarts itself with
+``PYTHONHASHSEED=0`` unless it has it, and gives Ray's workers the same (RLlib orders agents by
+string hashing; :func:`_restart_with_fixed_hash_seed`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import datetime as dt
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +42,7 @@ from recenv.core.config import MarketConfig, option
 from recenv.integrations import rllib as recenv_rllib
 
 POLICIES = ("shared", "per-agent")
-SHARED_POLICY = "shared"
+SHARED_POLICY = recenv_rllib.SHARED_POLICY
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,18 @@ class TrainConfig:
     policies: str = option("shared", "'shared': one policy for every agent; 'per-agent': one each")
     obs: str = option("flat", "'flat': the env's flat Box; 'dict': Dict flattened by RLlib")
     iterations: int = option(10, "training iterations (algo.train() calls)")
-    seed: int = option(0, "seed of RLlib (env runner w's market gets seed + w) and of the networks")
+    seed: int = option(0, "seed of RLlib (runner w: seed + w, below 2**32) and of the networks")
     num_env_runners: int = option(2, "remote env runners (Ray actors) collecting experience")
     num_envs_per_env_runner: int = option(1, "markets stepped by each env runner")
     rollout_fragment_length: int = option(50, "env steps per runner per sample round")
     train_batch_size: int = option(1000, "env steps per training iteration (per learner)")
     minibatch_size: int = option(250, "SGD minibatch size")
     num_epochs: int = option(4, "SGD passes over each training batch")
-    lr: float = option(3e-4, "learning rate")
-    gamma: float = option(0.99, "discount")
-    hidden: str = option("64,64", "hidden layer sizes of the policy and value MLPs")
+    lr: float = option(3e-4, "learning rate (> 0)")
+    gamma: float = option(0.99, "discount, in [0, 1]")
+    hidden: str = option(
+        "64,64", "hidden layer sizes of the policy and value MLPs (comma-separated positive ints)"
+    )
     address: str = option("", "Ray address ('auto', 'HOST:6379'); empty: start a local Ray")
     num_cpus: int = option(0, "local Ray only: CPUs it may use (0: all)")
     ship_package: bool = option(
@@ -75,19 +82,46 @@ class TrainConfig:
             errors.append(f"obs={self.obs!r} must be one of {list(recenv_rllib.OBS_MODES)}")
         if self.env not in recenv.registered_ids():
             errors.append(f"env={self.env!r}; registered ids: {recenv.registered_ids()}")
-        for name in ("iterations", "num_envs_per_env_runner", "rollout_fragment_length"):
+        positive = (
+            "iterations",
+            "num_envs_per_env_runner",
+            "rollout_fragment_length",
+            "train_batch_size",
+            "minibatch_size",
+            "num_epochs",
+        )
+        for name in positive:
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)} must be >= 1")
-        if self.num_env_runners < 0:
-            errors.append(f"num_env_runners={self.num_env_runners} must be >= 0")
+        for name in ("num_env_runners", "num_cpus"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.minibatch_size > self.train_batch_size:
             errors.append("minibatch_size must be <= train_batch_size")
+        # RLlib seeds numpy's global generator, which takes [0, 2**32), with seed + w in env
+        # runner w (and seed in the learner).
+        if not 0 <= self.seed <= 2**32 - 1 - max(self.num_env_runners, 0):
+            errors.append(
+                f"seed={self.seed} must be in [0, 2**32 - 1 - num_env_runners] (env runner w "
+                "seeds numpy with seed + w)"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            errors.append(f"lr={self.lr} must be a finite number > 0")
+        if not 0 <= self.gamma <= 1:  # False for NaN
+            errors.append(f"gamma={self.gamma} must be in [0, 1]")
+        if _hidden_sizes(self.hidden) is None:
+            errors.append(
+                f"hidden={self.hidden!r} must be a comma-separated list of positive ints "
+                "(e.g. 64,64)"
+            )
         if errors:
             raise ValueError("invalid rllib_train config: " + "; ".join(errors))
 
     @property
     def hidden_sizes(self) -> list[int]:
-        return [int(h) for h in self.hidden.split(",") if h.strip()]
+        sizes = _hidden_sizes(self.hidden)
+        assert sizes is not None  # __post_init__ refused it
+        return sizes
 
     def env_settings(self) -> dict[str, Any]:
         """The RLlib ``env_config``: env id, observation mode and scenario overrides."""
@@ -102,6 +136,16 @@ class TrainConfig:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         env = self.env.replace("/", "_")
         return f"{env}__{self.policies}__{self.seed}__{stamp}"
+
+
+def _hidden_sizes(text: Any) -> list[int] | None:
+    """``"64,64"`` -> ``[64, 64]``; ``None`` unless a comma-separated list of positive ints."""
+    if not isinstance(text, str):
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
+        return None
+    return [int(p) for p in parts]
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,12 +224,13 @@ def build_algo_config(cfg: TrainConfig):
     env_name = recenv_rllib.register()
     env_config = cfg.env_settings()
     agents = list(recenv_rllib.make_pettingzoo_env(env_config).possible_agents)
+    # The mapping functions are recenv's, so a checkpoint restores with recenv alone.
     if cfg.policies == "shared":
         module_ids = [SHARED_POLICY]
-        mapping = _shared_mapping
+        mapping = recenv_rllib.shared_policy_mapping
     else:
         module_ids = agents
-        mapping = _per_agent_mapping
+        mapping = recenv_rllib.per_agent_policy_mapping
     runners: dict[str, Any] = {
         "num_env_runners": cfg.num_env_runners,
         "num_envs_per_env_runner": cfg.num_envs_per_env_runner,
@@ -216,12 +261,9 @@ def build_algo_config(cfg: TrainConfig):
     )
 
 
-def _shared_mapping(agent_id, episode=None, **kwargs):
-    return SHARED_POLICY
-
-
-def _per_agent_mapping(agent_id, episode=None, **kwargs):
-    return agent_id
+# Checkpoints written before the mapping functions moved to recenv pickled these names.
+_shared_mapping = recenv_rllib.shared_policy_mapping
+_per_agent_mapping = recenv_rllib.per_agent_policy_mapping
 
 
 # ----------------------------------------------------------------------------------------
@@ -278,9 +320,14 @@ def _init_ray(cfg: TrainConfig) -> bool:
         return False
     # Workers must not re-run the driver under `uv run` (Ray's uv hook); recenv is installed.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False}
-    if cfg.ship_package:
-        kwargs["runtime_env"] = {"py_modules": [recenv]}
+    # Every worker starts with this driver's fixed PYTHONHASHSEED (see
+    # _restart_with_fixed_hash_seed): on a cluster the workers do not inherit the driver's
+    # environment, and even locally only the job's runtime_env is sure to reach them.
+    base = {"py_modules": [recenv]} if cfg.ship_package else None
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "runtime_env": recenv_rllib.runtime_env(base),
+    }
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
     else:
@@ -317,7 +364,10 @@ def train(cfg: TrainConfig, log: Any = print) -> dict[str, Any]:
     """Run ``cfg``; write and return the summary. Uses Ray if it is already initialised
     (and leaves it running), else starts or joins it and always shuts it down. Torch's
     deterministic-algorithms mode, which RLlib's seeding turns on in this process, is set
-    back as it was (:func:`_torch_modes_kept`)."""
+    back as it was (:func:`_torch_modes_kept`). The run repeats in another process only if this
+    one started with the same ``PYTHONHASHSEED`` (the command line restarts itself with it:
+    :func:`_restart_with_fixed_hash_seed`); Ray's workers get this process's value when the run
+    starts Ray."""
     with _torch_modes_kept():
         return _train(cfg, log)
 
@@ -345,6 +395,7 @@ def _train(cfg: TrainConfig, log: Any) -> dict[str, Any]:
             "config": {**dataclasses.asdict(cfg), "env_config": dict(cfg.env_config)},
             "modules": sorted(algo.config.policies),
             "ray": {"address": cfg.address or "local", "nodes": len(ray.nodes())},
+            "pythonhashseed": os.environ.get("PYTHONHASHSEED"),  # the driver's
             "versions": versions("ray", "gymnasium", "pettingzoo"),
             "seconds": round(time.perf_counter() - start, 3),
             "iterations": iterations,
@@ -380,5 +431,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _restart_with_fixed_hash_seed() -> None:
+    """Run this command again, in this process, with ``PYTHONHASHSEED`` set to
+    ``recenv_rllib.HASH_SEED`` (``"0"``), unless it already has it.
+
+    RLlib batches a multi-agent episode's agents in the order of Python sets of their string
+    ids (``MultiAgentEpisode.get_agents_to_act`` and friends; nothing sorts them and the ids
+    cannot be made ints), and a string set's order follows the process's hash seed. So which
+    agent gets which random draw of a shared module, and the learner's batch order, change with
+    ``PYTHONHASHSEED``, and a ``--seed`` only repeats a run if every process of it has the same
+    hash seed: the Ray workers (``_init_ray`` gives them the job's ``runtime_env``) and this
+    driver, which holds the local learner and, with ``--num-env-runners 0``, samples. Python
+    reads ``PYTHONHASHSEED`` only at start, so the driver gets it by starting again: on POSIX
+    ``os.execve`` replaces this process (same pid, same arguments and interpreter flags);
+    elsewhere a child runs the command and its exit status is returned. Only the command
+    line does this; ``main(argv)`` and ``train(cfg)`` from Python run in the caller's process,
+    whose hash seed is the caller's to fix.
+    """
+    if os.environ.get("PYTHONHASHSEED") == recenv_rllib.HASH_SEED:
+        return
+    env = {**os.environ, "PYTHONHASHSEED": recenv_rllib.HASH_SEED}
+    spec = globals().get("__spec__")
+    target = ["-m", spec.name] if spec is not None else [sys.argv[0]]
+    args = [
+        sys.executable,
+        *subprocess._args_from_interpreter_flags(),  # -X, -W, ... as given to this process
+        *target,
+        *sys.argv[1:],
+    ]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, args, env)
+    sys.exit(subprocess.call(args, env=env))
+
+
 if __name__ == "__main__":
+    _restart_with_fixed_hash_seed()
     sys.exit(main())

@@ -36,10 +36,27 @@ replay env 0 of runner 2); given ``envs_per_env_runner = E`` the env reseeds its
 seed per market. A ``seed`` in ``env_config`` seeds every runner's market alike (only an RLlib
 seed then tells them apart). Every node that runs env runners must be able to import
 ``recenv``.
+
+Hash seed: a seed alone does not make a multi-agent run repeat from process to process. RLlib
+batches the agents of an episode in the order of Python sets of their string ids
+(``MultiAgentEpisode.get_agents_to_act``, ``get_agents_that_stepped``, ``agent_ids``), and a
+string set's order follows the process's hash seed, so which agent gets which of the shared
+module's random draws (and the learner's batch order) changes with ``PYTHONHASHSEED``. Nothing
+in the env can fix that order (the ids must be strings; RLlib never sorts them), so every
+process of a seeded run must start with the same ``PYTHONHASHSEED``: the driver (it holds the
+local learner and, with no remote env runners, samples), by starting it with the variable
+set (Python reads it only at start), and Ray's workers, through the job's ``runtime_env``
+(:func:`runtime_env`). ``experiments/rllib_train.py`` does both.
+
+Checkpoints: the policy-mapping functions :func:`shared_policy_mapping` and
+:func:`per_agent_policy_mapping` live here, so a checkpoint pickles them by reference and
+``Algorithm.from_checkpoint`` needs only ``recenv`` and :func:`register` (the env creator is
+looked up by name in each process: call ``register()`` before restoring).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +68,8 @@ ENV_NAME = "recenv"
 OBS_MODES = ("flat", "dict")
 ID_KEYS = ("user_id", "candidate_ids")
 DEFAULT_ENV_ID = "recenv/Market-v0"
+SHARED_POLICY = "shared"
+HASH_SEED = "0"  # the PYTHONHASHSEED of every process of a seeded run (module doc)
 
 
 class WithoutIds(BaseParallelWrapper):
@@ -146,3 +165,29 @@ def _flatten_connector(env=None, spaces=None, device=None):
     from ray.rllib.connectors.env_to_module import FlattenObservations
 
     return FlattenObservations(multi_agent=True)
+
+
+def shared_policy_mapping(agent_id, episode=None, **kwargs) -> str:
+    """RLlib ``policy_mapping_fn``: every agent to the one module ``"shared"``."""
+    return SHARED_POLICY
+
+
+def per_agent_policy_mapping(agent_id, episode=None, **kwargs) -> str:
+    """RLlib ``policy_mapping_fn``: each agent to a module named after it."""
+    return agent_id
+
+
+def runtime_env(base: Mapping[str, Any] | None = None, hash_seed: str | None = None) -> dict:
+    """A Ray ``runtime_env`` (for ``ray.init``): ``base`` (not changed) with ``env_vars``
+    ``PYTHONHASHSEED`` set, so that every Ray worker of the job (env runners, remote learners)
+    orders agents alike from run to run (module doc, "Hash seed"). ``hash_seed`` defaults to
+    this process's ``PYTHONHASHSEED`` when that is an integer, else :data:`HASH_SEED` (``"0"``).
+    The driver needs the same variable set when it starts; this cannot set it."""
+    if hash_seed is None:
+        own = os.environ.get("PYTHONHASHSEED", "")
+        hash_seed = own if own.isdigit() else HASH_SEED
+    if not (hash_seed.isdigit() and int(hash_seed) <= 4294967295):
+        raise ValueError(f"hash_seed={hash_seed!r} must be an integer in [0, 4294967295]")
+    env = dict(base or {})
+    env["env_vars"] = {**(env.get("env_vars") or {}), "PYTHONHASHSEED": hash_seed}
+    return env

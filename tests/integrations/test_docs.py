@@ -40,3 +40,19 @@ def test_rllib_example_runs(local_ray, monkeypatch):
     monkeypatch.setattr(local_ray, "shutdown", lambda: None)
     exec(compile(snippets()["rllib"], f"{DOC.name}:rllib", "exec"), {"__name__": "__main__"})
     assert local_ray.is_initialized()
+
+
+def test_readme_integrations_are_the_docs_sections_word_for_word():
+    """``docs/integrations.md`` says its four README sections are README's, word for word;
+    nothing checked it, and they had drifted (a paragraph on one side only, another moved
+    between sections, a sentence reworded)."""
+    readme = (DOC.parents[1] / "README.md").read_text()
+
+    def between(text: str, start: str, end: str) -> str:
+        a = text.index(start)
+        return text[a : text.index(end, a)].strip().removesuffix("---").strip()
+
+    first = "### Gymnasium vector env: one learning agent"
+    assert between(readme, first, "\n## Performance") == between(
+        DOC.read_text(), first, "\n## Gymnasium vector env in detail"
+    )

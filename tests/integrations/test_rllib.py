@@ -94,6 +94,86 @@ def test_bad_arguments_are_clear_errors(capsys):
         rllib_train.config_from_args(["--policies", "teams"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num-epochs", "0"], "num_epochs=0 must be >= 1"),
+        (["--hidden", ","], "hidden=',' must be a comma-separated list of positive ints"),
+        (["--hidden", "64,x"], "hidden='64,x' must be a comma-separated list of positive ints"),
+        (["--hidden", "64,0"], "hidden='64,0' must be a comma-separated list of positive ints"),
+        (["--hidden", ""], "hidden='' must be a comma-separated list of positive ints"),
+        (["--lr", "-1"], "lr=-1.0 must be a finite number > 0"),
+        (["--lr", "nan"], "lr=nan must be a finite number > 0"),
+        (["--gamma", "2"], "gamma=2.0 must be in [0, 1]"),
+        (["--gamma", "nan"], "gamma=nan must be in [0, 1]"),
+        (["--train-batch-size", "0", "--minibatch-size", "0"], "train_batch_size=0 must be >= 1"),
+        (["--minibatch-size", "0"], "minibatch_size=0 must be >= 1"),
+        (["--num-cpus", "-1"], "num_cpus=-1 must be >= 0"),
+        (["--seed", "-1"], "seed=-1 must be in [0, 2**32 - 1 - num_env_runners]"),
+        (["--seed", str(2**32 - 2)], "seed=4294967294 must be in [0, 2**32 - 1 - num_env"),
+    ],
+)
+def test_bad_numbers_are_refused_before_ray_starts(argv, message, monkeypatch, capsys):
+    """Regression test: these reached RLlib (an ``UnboundLocalError`` for 0 epochs, an
+    ``IndexError`` or an int() error naming no flag for the hidden sizes, after Ray had
+    started) or were taken silently (a negative learning rate, a discount of 2)."""
+
+    def no_ray(cfg):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(rllib_train, "_init_ray", no_ray)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_hidden_sizes_parse():
+    assert TrainConfig(hidden=" 64, 32 ").hidden_sizes == [64, 32]
+    assert TrainConfig(hidden="16").hidden_sizes == [16]
+
+
+def test_ray_workers_get_a_fixed_hash_seed(monkeypatch):
+    """RLlib orders agents by string hashing: every Ray worker of a run starts with the
+    driver's fixed ``PYTHONHASHSEED`` (the job's ``runtime_env``), locally and on a cluster."""
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    assert rllib_train._init_ray(TrainConfig())
+    assert calls[-1]["runtime_env"] == {"env_vars": {"PYTHONHASHSEED": "0"}}
+    assert rllib_train._init_ray(TrainConfig(address="auto", ship_package=True))
+    assert calls[-1]["address"] == "auto"
+    assert calls[-1]["runtime_env"] == {
+        "py_modules": [recenv],
+        "env_vars": {"PYTHONHASHSEED": "0"},
+    }
+
+
+def test_runtime_env_helper(monkeypatch):
+    from recenv.integrations.rllib import runtime_env
+
+    base = {"env_vars": {"A": "1"}, "pip": ["x"]}
+    monkeypatch.setenv("PYTHONHASHSEED", "7")
+    assert runtime_env(base) == {"env_vars": {"A": "1", "PYTHONHASHSEED": "7"}, "pip": ["x"]}
+    assert base == {"env_vars": {"A": "1"}, "pip": ["x"]}
+    monkeypatch.setenv("PYTHONHASHSEED", "random")
+    assert runtime_env() == {"env_vars": {"PYTHONHASHSEED": "0"}}
+    assert runtime_env(hash_seed="5") == {"env_vars": {"PYTHONHASHSEED": "5"}}
+    with pytest.raises(ValueError, match="hash_seed"):
+        runtime_env(hash_seed="random")
+
+
+def test_policy_mapping_functions_are_recenvs():
+    """A checkpoint pickles the mapping function by reference: recenv's, so that restoring
+    does not need ``experiments`` (test_rllib_cli restores one)."""
+    from recenv.integrations import rllib as recenv_rllib
+
+    shared = rllib_train.build_algo_config(TrainConfig(**{**TINY, "policies": "shared"}))
+    assert shared.policy_mapping_fn is recenv_rllib.shared_policy_mapping
+    per_agent = rllib_train.build_algo_config(TrainConfig(**{**TINY, "policies": "per-agent"}))
+    assert per_agent.policy_mapping_fn is recenv_rllib.per_agent_policy_mapping
+    assert per_agent.policy_mapping_fn("agent_1") == "agent_1"
+
+
 @pytest.mark.parametrize("obs", ["flat", "dict"])
 def test_env_creator_gives_an_rllib_multi_agent_env(obs):
     from ray.rllib.env.multi_agent_env import MultiAgentEnv
