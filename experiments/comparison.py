@@ -149,22 +149,26 @@ def check_workers_resolve(cfg: CompareConfig) -> None:
     except Exception as e:  # the worker itself did not start (BrokenProcessPool, ...)
         why = f"a worker process could not start: {type(e).__name__}: {e}"
         failed, failed_envs = dict.fromkeys(doubtful, why), dict.fromkeys(doubtful_envs, why)
-    if failed_envs:
-        why = "; ".join(f"{n!r}: {text}" for n, text in failed_envs.items())
-        raise ConfigError(
-            f"env(s) {sorted(failed_envs)} cannot run with jobs={cfg.jobs}: the worker "
-            f"processes (fresh Pythons) cannot resolve them ({why}). An id registered with "
-            "recenv.register in this process exists only here: declare it in the "
-            "'recenv.envs' entry-point group of an installed package, or use jobs=1"
-        )
+    _refuse_unresolved(
+        "env(s)", failed_envs, cfg.jobs,
+        "An id registered with recenv.register in this process exists only here: declare it "
+        "in the 'recenv.envs' entry-point group of an installed package, or use jobs=1",
+    )  # fmt: skip
+    _refuse_unresolved(
+        "agent(s)", failed, cfg.jobs,
+        "An agent registered in __main__ (a notebook, a script's main block) exists only in "
+        "this process: give it as 'module:attr' of an importable module, install it as an "
+        "entry point (group 'recenv.agents'), or use jobs=1",
+    )  # fmt: skip
+
+
+def _refuse_unresolved(what: str, failed: dict[str, str], jobs: int, remedy: str) -> None:
+    """A :class:`ConfigError` naming the ``failed`` names ``{name: why}`` and ``remedy``."""
     if failed:
         why = "; ".join(f"{n!r}: {text}" for n, text in failed.items())
         raise ConfigError(
-            f"agent(s) {sorted(failed)} cannot run with jobs={cfg.jobs}: the worker processes "
-            f"(fresh Pythons) cannot resolve them ({why}). An agent registered in __main__ "
-            "(a notebook, a script's main block) exists only in this process: give it as "
-            "'module:attr' of an importable module, install it as an entry point (group "
-            "'recenv.agents'), or use jobs=1"
+            f"{what} {sorted(failed)} cannot run with jobs={jobs}: the worker processes (fresh "
+            f"Pythons) cannot resolve them ({why}). {remedy}"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,17 @@ def run_cli(*args: str, timeout: float = 240, check: bool = True) -> subprocess.
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def killed_copy(done: Path, where: Path, last_step: int) -> Path:
+    """A copy (under ``where``) of the finished run ``done`` as a process killed after its
+    ``last_step`` checkpoint leaves it: no DONE, summary, agent.pt or curve, and no later
+    checkpoint."""
+    run = where / done.name
+    shutil.copytree(done, run)
+    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
+        (run / name).unlink()
+    for ckpt in (run / "checkpoints").glob("step_*.pt"):
+        if int(ckpt.stem.removeprefix("step_")) > last_step:
+            ckpt.unlink()
+    return run

@@ -15,13 +15,12 @@ only in the middle of training, after the resumed run had written into its direc
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from experiment_helpers import tiny_run, tree
+from experiment_helpers import killed_copy, tiny_run, tree
 
 import agents
 from experiments import cli, runner
@@ -41,12 +40,7 @@ def finished(tmp_path_factory) -> Path:
 
 def killed(done: Path, where: Path) -> Path:
     """A copy of ``done`` as a process killed after its step-80 checkpoint leaves it."""
-    run = where / done.name
-    shutil.copytree(done, run)
-    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
-        (run / name).unlink()
-    (run / "checkpoints" / "step_000000000120.pt").unlink()
-    return run
+    return killed_copy(done, where, 80)
 
 
 def edit(path: Path, damage: Callable[[dict], None]) -> None:

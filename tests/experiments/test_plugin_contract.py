@@ -7,14 +7,13 @@ registered for the test (``agents.registry._REGISTRY``)."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from experiment_helpers import tiny_run, tree
+from experiment_helpers import killed_copy, tiny_run, tree
 
 import agents
 from experiments import cli, runner
@@ -86,12 +85,7 @@ def plugins(monkeypatch):
 def _killed(done: Path, where: Path) -> Path:
     """A copy of the finished run ``done`` as a process killed after its step-16 checkpoint
     leaves it."""
-    run = where / done.name
-    shutil.copytree(done, run)
-    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
-        (run / name).unlink()
-    (run / "checkpoints" / "step_000000000024.pt").unlink()
-    return run
+    return killed_copy(done, where, 16)
 
 
 def test_a_tensor_metric_is_logged_summarized_and_resumed_as_a_float(plugins, tmp_path):
