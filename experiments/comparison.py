@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -281,30 +282,43 @@ def _existing_runs(path: Path) -> dict[tuple[str, str, str, int], Path]:
                 "that does not belong to it out of the comparison, then resume the comparison"
             )
         if (d / DONE).exists():
-            _read_finished(d)
+            _read_finished(d, key)
         found[key] = d
     return found
 
 
-def _read_finished(d: Path) -> dict[str, Any]:
-    """A finished run's summary, curve and directory; a damaged file is a RunError naming it."""
+def _read_finished(d: Path, cell: tuple[str, str, str, int] | None = None) -> dict[str, Any]:
+    """A finished run's summary, curve and directory; a damaged or missing file, or a summary
+    that is not a run summary (:func:`experiments.report.summary_problems`) or is of another
+    cell than ``cell`` (its config.json's), is a RunError naming it."""
     file = d / "summary.json"
     try:
-        summary = json.loads(file.read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
+        summary = report.read_run_summary(file)
+        if cell is not None and tuple(summary[k] for k in report.KEYS) != cell:
+            found = tuple(summary[k] for k in report.KEYS)
+            raise ValueError(
+                f"is the summary of {found}, not of the run's own (env, agent, opponent, "
+                f"seed) {cell} (its config.json)"
+            )
         file = d / "curve.csv"
-        curve = runner.read_curve(file)
+        curve = report.read_run_curve(file)
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        why = str(e) if str(e).startswith("is ") else f"is not readable: {e}"
         raise RunError(
-            f"{str(file)!r} of the finished run {str(d)!r} is not readable: {e}; the "
-            "comparison cannot use that run (move the run out of it to train its cell again)"
+            f"{str(file)!r} of the finished run {str(d)!r} {why}; the comparison cannot use "
+            "that run (move the run out of it to train its cell again)"
         ) from None
     return {"path": str(d), "summary": summary, "curve": curve}
 
 
 # Set in `compare --jobs N` workers (_worker_init): the parent's request to stop.
 _STOP: Any = None
+# Set in `compare --jobs N` workers (_worker_init): the pid of the comparison's process.
+_PARENT: int | None = None
+# How often a worker checks that the comparison's process is still alive (seconds).
+PARENT_POLL_S = 0.25
+# A worker's exit status when its comparison's process has died.
+ORPHAN_EXIT = 70
 
 
 def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> dict[str, Any] | None:
@@ -312,6 +326,10 @@ def _run_cell(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) -> di
     worker's cell not started because the comparison is stopping)."""
     if _STOP is None:
         return _run_cell_here(cfg_dict, existing, quiet)
+    # A queued cell that reaches a worker whose comparison died is not started (the watchdog
+    # may not have looked yet): the comparison's next resume trains it.
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(ORPHAN_EXIT)
     # A worker: a signal that comes before the run's own handler is installed stops it too.
     with runner.stop_requests():
         if _STOP.is_set():
@@ -330,15 +348,47 @@ def _run_cell_here(cfg_dict: dict[str, Any], existing: str | None, quiet: bool) 
     return {"path": str(res.path), "summary": res.summary, "curve": res.curve}
 
 
-def _worker_init(threads: int, stop: Any = None) -> None:
-    global _STOP
+def _worker_init(threads: int, stop: Any = None, parent: int | None = None) -> None:
+    global _STOP, _PARENT
     torch.set_num_threads(max(1, threads))
     _STOP = stop
+    if parent is not None:
+        _PARENT = parent
+        watch_parent(parent)
     # Between cells a worker ignores SIGINT/SIGTERM (a cell in progress handles them with
     # runner.stop_requests): a Ctrl-C reaches every worker, and one that died of it while
     # idle would break the pool and lose the other runs' results.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def watch_parent(
+    parent: int, interval: float = PARENT_POLL_S, on_orphan: Callable[[], Any] | None = None
+) -> threading.Thread:
+    """A daemon thread that ends this process (``os._exit``; ``on_orphan()`` instead, for
+    tests) once its parent, pid ``parent``, is gone: a worker of ``compare --jobs N`` whose
+    comparison was SIGKILLed (or crashed) was re-parented and went on training, started queued
+    cells, and held its run's lock, so the comparison's ``resume`` was refused ("being
+    trained by pid N") or trained a second directory of a cell beside it.
+
+    It polls ``os.getppid()``, which changes (to 1 or a subreaper) when the parent dies, and
+    exits at once, like the SIGKILL that took the parent: the run in progress keeps its last
+    checkpoint, its lock goes with the process (:class:`experiments.runner.DirLock` is an
+    ``flock``; the ``.lock`` file left holding the dead pid blocks no one), and ``resume``
+    continues it from that checkpoint. ``prctl(PR_SET_PDEATHSIG)`` is not used: it is
+    Linux-only, and it fires when the *thread* that created the process ends, which in a
+    ``ProcessPoolExecutor`` can be its management thread rather than the process."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        if on_orphan is None:
+            os._exit(ORPHAN_EXIT)
+        on_orphan()
+
+    thread = threading.Thread(target=watch, name="recenv-parent-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 def _complete(
@@ -408,7 +458,10 @@ def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_r
         with (
             runner.stop_requests() as stop_requested,
             cf.ProcessPoolExecutor(
-                cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads, stop)
+                cfg.jobs,
+                mp_context=ctx,
+                initializer=_worker_init,
+                initargs=(threads, stop, os.getpid()),
             ) as pool,
         ):
             futures = {pool.submit(_run_cell, c, p, True): i for i, (c, p, _) in enumerate(args)}

@@ -136,10 +136,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The config :meth:`to_dict` wrote (a run's ``config.json``, a checkpoint's, a
+        comparison's template): every field, each of its type. An unknown, missing or
+        ill-typed field raises :class:`ConfigError` naming it: a recorded config that lacks
+        a field was run with some value that is not known here (``{}`` read as the defaults
+        evaluated 16 episodes on horizon 200 a run made with 2 on 20). Partial configs
+        (presets, ``--config`` files, ``--set``) go through :func:`apply_overrides`."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a run config must be an object, not {_short(d)}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise ConfigError(f"unknown RunConfig key(s) {unknown}; valid keys: {sorted(known)}")
+        missing = [k for k in known if k not in d]
+        if missing:
+            raise ConfigError(
+                f"the run config lacks the field(s) {missing}; a run's recorded config has "
+                "every RunConfig field (its values are not assumed)"
+            )
+        problems = field_type_problems(d)
+        if problems:
+            raise ConfigError("invalid RunConfig: " + "; ".join(problems))
         kw = dict(d)
         for k in ("env_overrides", "agent_overrides", "opponent_overrides"):
             if k in kw:
@@ -162,6 +179,36 @@ class RunConfig:
 
 
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def field_type_problems(values: Mapping[str, Any]) -> list[str]:
+    """``values`` (RunConfig fields by name, as :meth:`RunConfig.to_dict` writes them) whose
+    value is not of the field's type: a ``str`` field a string, an ``int`` one an integer (not
+    a bool), a ``bool`` one a bool, an overrides field an object with string keys (or a list
+    of ``[key, value]`` pairs). Read from a file, ``{"agent": 5}`` was a TypeError deep in
+    the checks (difflib, comparisons with ints)."""
+    hints = _hints(RunConfig)
+    problems = []
+    for name, v in values.items():
+        hint = hints.get(name)
+        if name in _OVERRIDE_FIELDS:
+            pairs = v.items() if isinstance(v, Mapping) else v
+            ok = isinstance(v, (Mapping, list, tuple)) and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+                for p in pairs
+            )
+            if not ok:
+                problems.append(f"{name}={_short(v)} is not an object of KEY: VALUE overrides")
+        elif hint in (str, bool) and not isinstance(v, hint):
+            problems.append(f"{name}={_short(v)} is not a {hint.__name__}")
+        elif hint is int and (not isinstance(v, int) or isinstance(v, bool)):
+            problems.append(f"{name}={_short(v)} is not an int")
+    return problems
 
 
 # The most runs (envs x agents x seeds) one comparison holds.
@@ -502,7 +549,9 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=2)
+    if not isinstance(word, str):  # difflib takes strings only
+        return ""
+    close = difflib.get_close_matches(word, [c for c in choices if isinstance(c, str)], n=2)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -520,6 +569,8 @@ def _check_field(cls: type, key: str, what: str) -> Any:
 # Choices the registries know
 # ----------------------------------------------------------------------------------------
 def check_env_id(env_id: str) -> str:
+    if not isinstance(env_id, str):
+        raise ConfigError(f"env={_short(env_id)} is not a string (an env id)")
     ids = recenv.registered_ids()
     if env_id not in ids:
         raise ConfigError(
@@ -529,6 +580,8 @@ def check_env_id(env_id: str) -> str:
 
 
 def check_agent_name(name: str, what: str = "agent") -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"{what}={_short(name)} is not a string (an agent name)")
     try:
         agents.agent_class(name)
     except ValueError as e:
@@ -609,6 +662,9 @@ def validate_run(cfg: RunConfig) -> RunConfig:
     """Check ``cfg`` against the registries: env id, agent names and their config keys, and
     build the env config once (its own validation lists bad values); and against this
     machine: its device must exist here, its threads fit its CPUs."""
+    problems = field_type_problems(cfg.to_dict())
+    if problems:  # a RunConfig built in Python with ill-typed values
+        raise ConfigError("invalid RunConfig: " + "; ".join(problems))
     check_env_id(cfg.env)
     devices = available_devices()
     if cfg.device not in devices:  # 'mps' passed and failed inside torch ("not linked")

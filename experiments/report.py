@@ -388,40 +388,87 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
 
     An unfinished comparison (no ``DONE``: interrupted, or still running) is refused with a
     ``RunError`` that counts its finished runs, unless ``partial`` (then the result says it
-    is partial: :attr:`Comparison.finished`). A damaged ``compare.json`` or ``summary.json``
-    raises ``RunError`` naming the file."""
-    from experiments.runner import DONE, RunError, read_curve
+    is partial: :attr:`Comparison.finished`). A damaged ``compare.json``, ``summary.json`` or
+    ``curve.csv`` raises ``RunError`` naming the file, and so does a finished comparison that
+    lacks a run of one of its cells, or a run's ``summary.json``: its table is never drawn
+    from some of its seeds only."""
+    from experiments.runner import DONE, RunError
 
     p = Path(path)
     head = read_compare_json(p)
     order = head["config"]
-    summaries = [d / "summary.json" for d in comparison_runs(p, head)]
-    summaries = [f for f in summaries if f.is_file()]
     finished, expected = (p / DONE).exists(), expected_runs(order)
+    runs, cells = _comparison_run_cells(p, head)
+    # A run is finished once it has its summary (and DONE, written right after it).
+    done = [(d, cell) for d, cell in runs if (d / "summary.json").is_file() or (d / DONE).exists()]
     if not finished and not partial:
         raise RunError(
             f"comparison {str(p)!r} is unfinished (it has no {DONE}): "
-            f"{runs_finished_text(len(summaries), expected)}. Finish it with: "
+            f"{runs_finished_text(len(done), expected)}. Finish it with: "
             f"python -m experiments resume {p}; or show the finished runs, marked as partial: "
             f"python -m experiments report {p} --partial"
         )
+
+    def damaged(file: Path, why: str) -> RunError:
+        if finished:
+            return RunError(
+                f"{str(file)!r} {why}: the finished comparison {str(p)!r} is damaged, and its "
+                "table would leave that run out. A finished comparison is never modified, so "
+                "`resume` cannot mend it: restore the file from a copy, or run that cell again "
+                "in a new comparison (the table written when it finished is its table.md)"
+            )
+        return RunError(
+            f"{str(file)!r} {why}; the comparison {str(p)!r} cannot use that run: move the run "
+            f"out of it, then train its cell again with: python -m experiments resume {p}"
+        )
+
+    if finished:
+        done_dirs = {d for d, _ in done}
+        for d, _ in runs:
+            if d not in done_dirs:
+                raise damaged(d / "summary.json", "is missing (the run has no summary)")
+    seen: dict[tuple, Path] = {}
+    for d, cell in done:
+        if cell in seen:
+            raise RunError(
+                f"two run directories of {cell[1]} on {cell[0]} with seed {cell[3]} in the "
+                f"comparison {str(p)!r}: {str(seen[cell])!r} and {str(d)!r}; the table would "
+                "count them as two seeds. Move the one that does not belong to it out of it"
+            )
+        seen[cell] = d
+    missing = [c for c in cells if c not in seen]
+    if finished and missing:
+        names = ", ".join(f"{a} on {e} seed {s}" for e, a, _, s in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise RunError(
+            f"the finished comparison {str(p)!r} is damaged: it has no run directory of "
+            f"{names}{more} (of {len(cells)} cells); its table would leave them out. A "
+            "finished comparison is never modified, so `resume` cannot mend it: restore the "
+            "run directories from a copy, or run those cells again in a new comparison (the "
+            "table written when it finished is its table.md)"
+        )
     rows, curves = [], {}
-    for summary_path in summaries:
+    for d, cell in done:
+        file = d / "summary.json"
         try:
-            summary = json.loads(summary_path.read_text())
-            # The run directory's name, as the comparison's runs.csv has it (relative to
-            # the comparison directory, whatever path it was read by).
-            rows.append(run_row(summary, summary_path.parent.name))
-        except (OSError, ValueError, AttributeError) as e:
-            raise RunError(f"{str(summary_path)!r} is not a readable run summary: {e}") from None
-        curve_path = summary_path.parent / "curve.csv"
-        if curve_path.is_file():
-            key = (summary.get("env"), summary.get("agent"))
-            curves.setdefault(key, []).append(read_curve(curve_path))
-    try:
-        rows = sort_rows(rows, order.get("envs", []), order.get("agents", []))
-    except (KeyError, TypeError) as e:
-        raise RunError(f"the run summaries in {str(p)!r} lack their keys: {e}") from None
+            summary = read_run_summary(file)
+            if tuple(summary[k] for k in KEYS) != cell:
+                raise ValueError(
+                    f"is the summary of {_cell_text(tuple(summary[k] for k in KEYS))}, not of "
+                    f"the run's own {_cell_text(cell)} (its config.json)"
+                )
+            file = d / "curve.csv"
+            curve = read_run_curve(file)
+        except FileNotFoundError:
+            raise damaged(file, "is missing") from None
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+            why = str(e) if str(e).startswith("is ") else f"is not readable: {e}"
+            raise damaged(file, why) from None
+        # The run directory's name, as the comparison's runs.csv has it (relative to the
+        # comparison directory, whatever path it was read by).
+        rows.append(run_row(summary, d.name))
+        curves.setdefault((summary["env"], summary["agent"]), []).append(curve)
+    rows = sort_rows(rows, order.get("envs", []), order.get("agents", []))
     return Comparison(p, rows, aggregate(rows), curves, head, finished, expected)
 
 
@@ -431,6 +478,14 @@ def comparison_runs(path: Path, head: Mapping[str, Any]) -> list[Path]:
     else in it (an evaluation's directory, whose summary.json made a phantom row) is not its.
     A ``config.json`` or a ``compare.json`` config that cannot be read raises ``RunError``
     naming the file."""
+    return [d for d, _ in _comparison_run_cells(path, head)[0]]
+
+
+def _comparison_run_cells(
+    path: Path, head: Mapping[str, Any]
+) -> tuple[list[tuple[Path, tuple]], list[tuple]]:
+    """:func:`comparison_runs` with each run's cell ``(env, agent, opponent, seed)``, and the
+    comparison's cells in order."""
     from experiments.config import CompareConfig
     from experiments.runner import RunError
 
@@ -442,13 +497,100 @@ def comparison_runs(path: Path, head: Mapping[str, Any]) -> list[Path]:
     sweep = head.get("sweep")
     seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
     seeds = cfg.seed_list() if seeds is None else seeds
-    cells = {(e, a, cfg.run.opponent, s) for e in cfg.envs for a in cfg.agents for s in seeds}
+    cells = [(e, a, cfg.run.opponent, s) for e in cfg.envs for a in cfg.agents for s in seeds]
+    own = set(cells)
     runs = []
     for file in sorted(path.glob("*/config.json")):
         run = read_json_object(file, "run", "a run config", "run")["run"]
-        if tuple(run.get(k) for k in KEYS) in cells:
-            runs.append(file.parent)
-    return runs
+        cell = tuple(run.get(k) for k in KEYS)
+        try:
+            mine = cell in own
+        except TypeError:  # an unhashable value (a list): not one of its cells
+            mine = False
+        if mine:
+            runs.append((file.parent, cell))
+    return runs, cells
+
+
+def _cell_text(cell: tuple) -> str:
+    env, agent, opponent, seed = cell
+    versus = f" vs {opponent}" if opponent else ""
+    return f"{agent}{versus} on {env} seed {seed}"
+
+
+# What a run's summary.json holds (experiments.runner.Trainer.summary writes it), by type;
+# report and resume read these.
+SUMMARY_FIELDS: dict[str, type] = {
+    "env": str,
+    "agent": str,
+    "opponent": str,
+    "lineup": str,
+    "seed": int,
+    "env_steps": int,
+    "train_episodes": int,
+    "train": dict,
+    "eval": dict,
+}
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def summary_problems(summary: Any) -> list[str]:
+    """What keeps ``summary`` (a parsed ``summary.json``) from being a run's summary: missing
+    fields of :data:`SUMMARY_FIELDS`, values of another type, metrics that are not numbers.
+    Empty for a summary ``report`` and ``resume`` can use."""
+    if not isinstance(summary, dict):
+        return [f"it is {_short(summary)}, not a JSON object"]
+    problems = []
+    missing = [k for k in SUMMARY_FIELDS if k not in summary]
+    if missing:
+        problems.append(f"it lacks the field(s) {missing}")
+    for k, kind in SUMMARY_FIELDS.items():
+        v = summary.get(k)
+        if k in summary and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
+            problems.append(f"{k}={_short(v)} is not a {kind.__name__}")
+    for k in ("train", "eval"):
+        metrics = summary.get(k)
+        if isinstance(metrics, dict):
+            bad = [
+                f"{m}={_short(v, 30)}"
+                for m, v in metrics.items()
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))
+            ]
+            if bad:
+                problems.append(f"{k} has values that are not numbers: {', '.join(bad[:5])}")
+    diverged = summary.get("diverged")
+    if diverged is not None and not isinstance(diverged, dict):
+        problems.append(f"diverged={_short(diverged)} is neither null nor an object")
+    return problems
+
+
+def read_run_summary(file: str | Path) -> dict[str, Any]:
+    """A finished run's ``summary.json``, checked (:func:`summary_problems`); ``OSError`` or
+    ``ValueError`` (``is not a run summary: ...``) otherwise."""
+    summary = json.loads(Path(file).read_text())
+    problems = summary_problems(summary)
+    if problems:
+        raise ValueError("is not a run summary: " + "; ".join(problems))
+    return summary
+
+
+def read_run_curve(file: str | Path) -> list[dict[str, float]]:
+    """A finished run's ``curve.csv``; ``OSError`` or ``ValueError`` when it cannot be read as
+    one (not UTF-8, a value that is not a number, a malformed line)."""
+    from experiments.runner import read_curve
+
+    try:
+        return read_curve(file)
+    except (csv.Error, TypeError) as e:  # a NUL byte; a row longer than the header
+        raise ValueError(f"is not a learning curve: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"is not a learning curve (not UTF-8 text): {e}") from None
+    except ValueError as e:
+        raise ValueError(f"is not a learning curve: {e}") from None
 
 
 def sort_rows(

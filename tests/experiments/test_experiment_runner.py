@@ -503,8 +503,10 @@ def test_interrupted_crosses_process_boundaries():
     [
         ("{not json", "is not readable as a run config"),
         ('{"name": "another project"}', "is not a run config (it has no 'run' object)"),
-        ('{"run": {"agent": "nosuch"}}', "cannot be resumed here: agent: unknown agent 'nosuch'"),
-        ('{"run": {"env": "recenv/Nope-v0"}}', "cannot be resumed here: unknown env"),
+        # (a whole recorded config with one field changed: a partial one is refused first)
+        ({"agent": "nosuch"}, "cannot be resumed here: agent: unknown agent 'nosuch'"),
+        ({"env": "recenv/Nope-v0"}, "cannot be resumed here: unknown env"),
+        ('{"run": {"agent": "nosuch"}}', "lacks the field(s)"),
         ('{"run": {"seed": "x", "bogus": 1}}', "unknown RunConfig key"),
     ],
 )
@@ -512,6 +514,8 @@ def test_a_run_directory_that_cannot_be_used_is_a_clear_error(tmp_path, content,
     """Named by its file, with nothing written into the directory (no .lock left either)."""
     run = tmp_path / "run"
     run.mkdir()
+    if isinstance(content, dict):
+        content = json.dumps({"run": {**tiny_run(tmp_path).to_dict(), **content}})
     (run / "config.json").write_text(content)
     before = tree(run)
     with pytest.raises(RunError, match=re.escape(expect)) as err:
