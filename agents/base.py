@@ -91,6 +91,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -658,14 +659,17 @@ class Agent:
             )
         torch.save(payload, path)
 
-    def load(self, path: str | os.PathLike) -> None:
+    def load(self, path: str | os.PathLike, *, payload: Mapping[str, Any] | None = None) -> None:
         """Restore from :meth:`save`'s file. A foreign, mismatched or corrupt checkpoint raises
         ``ValueError`` saying what was expected, and leaves the agent as it was: a state that
         fails to apply part-way is rolled back to a copy of :meth:`state_dict` taken before
         (generator included). What ``load_state_dict`` clears whether or not it succeeds (a
         partial rollout, n-step accumulators: per-episode data, not checkpointed) stays
-        cleared."""
-        payload = read_checkpoint(path)
+        cleared.
+
+        ``payload``: the checkpoint already read from ``path`` (:func:`read_checkpoint`), which
+        is then not read again (``path`` only names it in errors); it gets the same checks."""
+        payload = _checkpoint_of(path, payload)
         head = payload["header"]
         if head.get("agent") != self.name:
             raise ValueError(
@@ -844,26 +848,95 @@ def restore_generator(
     )
 
 
+def damaged_record(f: Any) -> str | None:
+    """The first record of the torch zip archive open as ``f`` (a binary file, read from its
+    start) whose bytes do not match the CRC-32 that ``torch.save`` wrote for it, as
+    ``"record 'archive/data/3' fails its CRC-32 check"`` (or ``"... cannot be read (why)"``);
+    ``None`` when every record matches.
+
+    ``torch.load`` does not check these CRCs: a flipped bit in a tensor's record (bit rot, a
+    failing disk, a damaged copy) loads silently as other numbers. One pass over the file
+    (``zipfile.ZipFile.testzip``'s: every record read once, in 1 MiB chunks, nothing kept).
+    Not a zip archive, or one whose directory cannot be read: ``None`` (``torch.load`` says
+    why it cannot read it). An archive written with
+    ``torch.serialization.set_crc32_options(False)`` (every CRC 0) has nothing to check."""
+    try:
+        archive = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError):
+        return None
+    with archive:  # closes the archive's view, not ``f``
+        records = archive.infolist()
+        if not any(r.CRC for r in records if r.file_size):
+            return None
+        for record in records:
+            try:
+                with archive.open(record) as data:
+                    while data.read(1 << 20):
+                        pass
+            except Exception as e:  # BadZipFile (a CRC, a local header), EOFError, ...
+                why = " ".join(str(e).split()) or type(e).__name__
+                if why.startswith("Bad CRC-32"):
+                    return f"record {record.filename!r} fails its CRC-32 check"
+                return f"record {record.filename!r} cannot be read ({type(e).__name__}: {why})"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a checkpoint's envelope (``torch.load(weights_only=True)`` only)."""
+    """Read and check a checkpoint: the file is opened once, its records are checked against
+    the CRC-32s ``torch.save`` wrote (:func:`damaged_record`), then it is read with
+    ``torch.load(weights_only=True)`` from that same open file (a checkpoint pruned or
+    replaced meanwhile is still read whole), and its envelope is checked
+    (:func:`check_checkpoint`). Raises ``FileNotFoundError``, or ``ValueError`` naming the
+    file and what is wrong (a damaged record by name)."""
     where = os.fspath(path)
     try:
-        payload = torch.load(where, map_location="cpu", weights_only=True)
+        f = open(where, "rb")  # closed by the `with f` below
     except FileNotFoundError:
         raise
-    except Exception as e:  # torch raises many types for a damaged or foreign file
-        reason = load_refusal(e)
-        if isinstance(e, pickle.UnpicklingError) and "WeightsUnpickler" in str(e):
+    except OSError as e:  # a directory, no permission: as torch.load(path) reported them
+        raise _unreadable(where, e) from None
+    with f:
+        damage = damaged_record(f)
+        if damage:
             raise ValueError(
-                f"{where!r} is not a readable agent checkpoint: torch.load(weights_only=True) "
-                f"refuses a value in it ({reason}). Agent.save() and the runner refuse to "
-                "write such a value; this file was written by other code (torch.save) or by "
-                "an older version that did not check"
-            ) from None
-        raise ValueError(
-            f"{where!r} is not a readable agent checkpoint ({reason}); expected a file "
-            "written by Agent.save()"
-        ) from None
+                f"{where!r} is damaged: its {damage} (the bytes are not those torch.save "
+                "wrote: a failing disk, bit rot, a damaged copy); nothing in it is used"
+            )
+        f.seek(0)
+        try:
+            payload = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a damaged or foreign file
+            raise _unreadable(where, e) from None
+    return check_checkpoint(payload, where)
+
+
+def _checkpoint_of(path: str | os.PathLike, payload: Any) -> dict[str, Any]:
+    """The checkpoint at ``path``: ``payload`` when the caller has read it already
+    (:func:`check_checkpoint`), else :func:`read_checkpoint`'s."""
+    return read_checkpoint(path) if payload is None else check_checkpoint(payload, path)
+
+
+def _unreadable(where: str, e: BaseException) -> ValueError:
+    """The ``ValueError`` for a file ``torch.load`` refused with ``e``."""
+    reason = load_refusal(e)
+    if isinstance(e, pickle.UnpicklingError) and "WeightsUnpickler" in str(e):
+        return ValueError(
+            f"{where!r} is not a readable agent checkpoint: torch.load(weights_only=True) "
+            f"refuses a value in it ({reason}). Agent.save() and the runner refuse to "
+            "write such a value; this file was written by other code (torch.save) or by "
+            "an older version that did not check"
+        )
+    return ValueError(
+        f"{where!r} is not a readable agent checkpoint ({reason}); expected a file "
+        "written by Agent.save()"
+    )
+
+
+def check_checkpoint(payload: Any, where: str | os.PathLike) -> dict[str, Any]:
+    """``payload`` (a checkpoint read from ``where``, e.g. by :func:`read_checkpoint`), its
+    envelope checked: a dict with ``header`` (naming the ``agent``, of a readable
+    ``format_version``) and ``state``; else ``ValueError`` naming ``where``."""
+    where = os.fspath(where)
     head = payload.get("header") if isinstance(payload, dict) else None
     if not isinstance(head, dict) or "agent" not in head or "state" not in payload:
         raise ValueError(
@@ -1083,8 +1156,9 @@ class Team(Agent):
         for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)
 
-    def load(self, path: str | os.PathLike) -> None:
-        head = read_checkpoint(path)["header"]
+    def load(self, path: str | os.PathLike, *, payload: Mapping[str, Any] | None = None) -> None:
+        payload = _checkpoint_of(path, payload)
+        head = payload["header"]
         if head.get("agent") == "team":
             differ = header_differences(head, self)
             if differ:
@@ -1093,7 +1167,7 @@ class Team(Agent):
                     f"or env shapes than this team of "
                     f"{[(m.name, m.agent_ids) for m in self.members]}: {'; '.join(differ[:5])}"
                 )
-        super().load(path)
+        super().load(path, payload=payload)
 
 
 def header_differences(saved: Any, agent: Agent) -> list[str]:

@@ -41,7 +41,14 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
-from agents.base import Agent, ScoringAgent, Team, batched_core, read_checkpoint
+from agents.base import (
+    Agent,
+    ScoringAgent,
+    Team,
+    batched_core,
+    check_checkpoint,
+    read_checkpoint,
+)
 from recenv.core.config import sizes_named
 
 ENTRY_POINT_GROUP = "recenv.agents"
@@ -264,9 +271,12 @@ def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]
     return Team(members)
 
 
-def load_agent(path: Any, env: Any) -> Agent:
+def load_agent(path: Any, env: Any, *, payload: Mapping[str, Any] | None = None) -> Agent:
     """Rebuild an agent (or team) from a checkpoint: its name, config and ``agent_ids`` come
-    from the checkpoint's header, then its state is loaded.
+    from the checkpoint's header, then its state is loaded. The file is read once
+    (:func:`agents.base.read_checkpoint`); ``payload``, a checkpoint the caller has already
+    read from ``path``, is used instead of reading it again (``path`` then only names it in
+    errors), with the same checks.
 
     A header that is not as :meth:`Agent.save` writes it (an ``agent`` that names no agent,
     ``agent_ids`` that are not this env's agents, a ``config`` the agent does not take, a team
@@ -274,9 +284,13 @@ def load_agent(path: Any, env: Any) -> Agent:
     what was expected, before any agent is built; so does an agent that refuses its header's
     values."""
     where = os.fspath(path)
-    plan = _plan(read_checkpoint(path)["header"], env, where, "header")
+    payload = read_checkpoint(path) if payload is None else check_checkpoint(payload, where)
+    plan = _plan(payload["header"], env, where, "header")
     agent = _build(plan, env, where)
-    agent.load(path)
+    if "payload" in inspect.signature(agent.load).parameters:
+        agent.load(path, payload=payload)
+    else:  # a plug-in's own load(path), from before payload=: it reads the file itself
+        agent.load(path)
     return agent
 
 

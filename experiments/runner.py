@@ -235,13 +235,58 @@ def create_unique_dir(root: Path, name: str) -> Path:
     raise RunError(f"could not create a new directory {name!r} under {root}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class WriteError(RunError):
+    """A file of a run that could not be written (a full disk, a file-size limit, an I/O
+    error): ``path`` and ``reason`` (``No space left on device``, ``File too large``, or
+    torch's own message). The temporary file is removed and ``path`` is as it was."""
+
+    def __init__(self, path: Path, reason: str, message: str | None = None):
+        self.path, self.reason = path, reason
+        super().__init__(message or f"cannot write {str(path)!r}: {reason}")
+
+
+def _write_reason(e: BaseException) -> str | None:
+    """Why a write failed, as one line: the ``OSError`` in ``e``'s chain (its strerror: ``No
+    space left on device``, ``File too large``; ``torch.save`` reports a failed write as a
+    ``RuntimeError`` of its zip writer, "unexpected pos ...", with the ``OSError`` as its
+    context), else the message of a ``RuntimeError`` of torch's zip writer; ``None`` for
+    anything else (not a failed write: it propagates unchanged)."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError):
+            return x.strerror or " ".join(str(x).split()) or type(x).__name__
+        x = x.__cause__ or x.__context__
+    text = " ".join(str(e).split())
+    if isinstance(e, RuntimeError) and re.search(r"inline_container|PytorchStreamWriter", text):
+        return f"torch.save failed: {text}"
+    return None
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(f)`` into ``.NAME.tmp-PID`` beside ``path``, synced, then renamed onto
+    ``path``. A write that fails (:func:`_write_reason`) raises :class:`WriteError` naming
+    ``path`` and why; whatever fails, the temporary file is removed (a checkpoint's can be
+    large) and ``path`` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = _write_reason(e) if isinstance(e, Exception) else None
+        if reason is None:
+            raise
+        raise WriteError(path, reason) from e
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def remove_temp_files(directory: Path) -> None:
@@ -256,12 +301,7 @@ def remove_temp_files(directory: Path) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class DirLock:
@@ -947,6 +987,37 @@ class Trainer:
         return total, log, ckpt
 
     def run(self) -> RunResult:
+        """Train (from the start or where :meth:`restore` left off), evaluate, and write the
+        run's files. A file that cannot be written (a full disk, a file-size limit) stops the
+        run with a :class:`WriteError` naming it, the checkpoint that is kept and how to
+        continue."""
+        try:
+            return self._run()
+        except WriteError as e:
+            raise self._write_failed(e) from e.__cause__
+
+    def _write_failed(self, e: WriteError) -> WriteError:
+        """``e`` (a failed write of this run) saying which checkpoint is kept and how to go
+        on from it once there is room."""
+        what = "checkpoint" if e.path.parent == self.dir.checkpoint_dir else "file"
+        kept = [c for c in self.dir.checkpoints() if c != e.path]
+        last = (
+            f"the last checkpoint {str(kept[-1])!r} is kept"
+            if kept
+            else "no checkpoint was written before it (a resume starts the run over)"
+        )
+        parent = self.dir.path.parent
+        # A comparison's run: resuming the comparison continues it and its other runs.
+        again = parent if (parent / "compare.json").is_file() else self.dir.path
+        return WriteError(
+            e.path,
+            e.reason,
+            f"run {self.dir.name}: cannot write {what} {str(e.path)!r}: {e.reason} (its "
+            f"temporary file was removed); {last}. Free space (or raise the file-size limit) "
+            f"and continue with: python -m experiments resume {again}",
+        )
+
+    def _run(self) -> RunResult:
         if not self._started:
             self.start()
         N, loop = self.cfg.num_envs, self.loop
@@ -1311,16 +1382,9 @@ def evaluate_checkpoint(
         if not (p / "config.json").is_file():
             raise RunError(f"{str(p)!r} is not a run directory (it has no config.json)")
         cfg, source = read_run_config(p), str(p / "config.json")
-        ckpts = RunDir(p).checkpoints()
-        p = p / "agent.pt" if (p / "agent.pt").is_file() else (ckpts[-1] if ckpts else p)
-        if p.is_dir():
-            raise RunError(f"run {str(path)!r} has no agent.pt and no checkpoint to evaluate")
-    try:
-        payload = read_checkpoint(p)
-    except FileNotFoundError:
-        raise RunError(f"checkpoint {str(p)!r} does not exist") from None
-    except ValueError as e:
-        raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
+        p, payload = _read_newest(p)
+    else:
+        payload = _read_checkpoint_file(p)
     if cfg is None and isinstance(payload.get("run"), dict):
         source = str(p)
         saved = payload["run"].get("config")
@@ -1355,7 +1419,7 @@ def evaluate_checkpoint(
     with _refusal_as_config_error(cfg):  # e.g. a seed past int64
         env = make_env(cfg, num_envs=n_envs, seed=s)
     try:
-        agent = agents.load_agent(p, env)
+        agent = agents.load_agent(p, env, payload=payload)  # read once, above
     except ValueError as e:  # e.g. --env with other agents, candidates or features
         raise RunError(f"{str(p)!r} cannot be evaluated on {cfg.env}: {e}") from None
     except (KeyError, IndexError, TypeError, RuntimeError) as e:  # a header damaged by hand
@@ -1392,6 +1456,45 @@ def evaluate_checkpoint(
     if not auto_quiet(bool(quiet)):
         print(f"evaluation: {out.path}", file=sys.stderr)
     return out.path, metrics
+
+
+def _read_checkpoint_file(p: Path) -> dict[str, Any]:
+    """:func:`read_checkpoint` of ``p``, its refusals as :class:`RunError`."""
+    try:
+        return read_checkpoint(p)
+    except FileNotFoundError:
+        raise RunError(f"checkpoint {str(p)!r} does not exist") from None
+    except ValueError as e:
+        raise RunError(f"checkpoint {str(p)!r} is corrupt or unreadable: {e}") from None
+
+
+def _read_newest(run: Path, tries: int = 10) -> tuple[Path, dict[str, Any]]:
+    """What ``evaluate`` reads of the run directory ``run``: its ``agent.pt``, else its newest
+    checkpoint, as ``(file, payload)``; read once (the agent is built from this payload).
+
+    The run may be training in another process meanwhile: its newest checkpoint can be pruned
+    between the listing and the read (a newer one replaces it), so a checkpoint gone by then
+    is looked up again."""
+    for _ in range(tries):
+        ckpts = RunDir(run).checkpoints()
+        p = run / "agent.pt" if (run / "agent.pt").is_file() else (ckpts[-1] if ckpts else None)
+        if p is None:
+            raise RunError(f"run {str(run)!r} has no agent.pt and no checkpoint to evaluate")
+        try:
+            return p, _read_checkpoint_file(p)
+        except RunError as e:
+            if not p.exists():  # pruned meanwhile
+                continue
+            others = [c for c in ckpts if c != p]
+            if not others:
+                raise
+            raise RunError(
+                f"{e}. Evaluate an earlier checkpoint: python -m experiments evaluate {others[-1]}"
+            ) from None
+    raise RunError(
+        f"run {str(run)!r}: its newest checkpoint was removed before it could be read, "
+        f"{tries} times in a row (a run training fast, keeping few checkpoints); try again"
+    )
 
 
 def eval_rounding_notice(episodes: int, n_envs: int, per_env: int) -> str:
