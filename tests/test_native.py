@@ -509,3 +509,23 @@ def test_each_checkout_builds_its_own_library(monkeypatch):
     assert native._source_tag() == here  # stable
     monkeypatch.setattr(native, "__file__", "/elsewhere/recenv/core/native/__init__.py")
     assert native._source_tag() != here
+
+
+def test_a_restored_snapshot_does_not_carry_the_native_switch(monkeypatch):
+    """A run's checkpoint snapshots every attribute of the market, the native-kernel switch
+    too: resumed with ``RECENV_NATIVE=0`` (or where the kernels cannot be built), the market
+    took the saving process's True and its first step called ``recenv::check_slates``, never
+    loaded there (``NotImplementedError``). The switch is decided where the state is restored,
+    as on unpickling."""
+    from experiments import snapshot
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+    obs = env.reset(seed=0)
+    saved = snapshot.snapshot(env, skip=("config", "catalog", "population", "layout"))
+    assert saved["_native_kernels"] == native.usable(env.device)
+    monkeypatch.setenv("RECENV_NATIVE", "0")
+    snapshot.restore(env, saved)
+    assert env._native_kernels is False
+    K = env.config.slate_size
+    slates = {a: obs[a]["action_mask"].float().topk(K, dim=-1).indices for a in env.agents}
+    env.step(slates)  # the torch form steps

@@ -456,8 +456,12 @@ class BatchedMarket:
         table that came back with other strides, dtype or device recompiles the step instead
         of being read with the old layout (the warm step checks neither; see
         :func:`recenv.core.warm.warm_unguarded`). Writing into the existing tensors in place
-        needs no call."""
+        needs no call. Whether the native kernels are used is this process's to decide, as
+        in ``__setstate__``: a snapshot taken where they were on set it back to True in a
+        process run with ``RECENV_NATIVE=0`` (or without a compiler), whose next step then
+        called a kernel that was never loaded (``NotImplementedError`` on resume)."""
         self._rehome_tables()
+        self._native_kernels = native.usable(self.device)
         for name in self._COMPILED_STEPS:
             reguard = getattr(getattr(self, name), "reguard", None)
             if reguard is not None:
