@@ -1397,6 +1397,11 @@ def evaluate_checkpoint(
             cfg = RunConfig.from_dict(saved)
         except (ValueError, KeyError, TypeError) as e:
             raise RunError(f"checkpoint {source!r} holds no readable run config: {e}") from None
+    if cfg is None and evaluated is not None:
+        # A bare agent checkpoint inside a run (its agent.pt): the run's config, as for the
+        # run itself. Read as bare, it was evaluated on the env's defaults (horizon 200 for a
+        # run trained on 20), silently.
+        cfg, source = read_run_config(evaluated), str(evaluated / "config.json")
     if cfg is None:
         if env_id is None:
             raise RunError(f"{str(p)!r} is a bare agent checkpoint: give the env (--env ENV_ID)")

@@ -232,6 +232,12 @@ def test_evaluate_checkpoint(tiny, tmp_path):
         )
         agent.save(bare)
         runner.evaluate_checkpoint(bare, root=tmp_path / "evals")
+    # A run's agent.pt is read with the run's config (it was read as bare: with --env, the
+    # env's defaults, horizon 200 for a run trained on its own horizon, silently).
+    _, by_file = runner.evaluate_checkpoint(
+        d / "agent.pt", episodes=2, seed=5, env_id=s["env"], root=tmp_path / "evals"
+    )
+    assert by_file == metrics
     # Refused before anything is written: no episodes, a seed past int64.
     for bad in ({"episodes": 0}, {"episodes": -3}, {"seed": 2**70}):
         with pytest.raises(ConfigError, match=r"episodes=|seed=.*out of range"):
