@@ -180,8 +180,10 @@ def aggregate(
         if sources:
             agg["metrics_from"] = "+".join(sources)
         for m in names:
-            mean, ci, _ = mean_ci([_num(r.get(m)) for r in members])
+            mean, ci, k = mean_ci([_num(r.get(m)) for r in members])
             agg[f"{m}_mean"], agg[f"{m}_ci95"] = mean, ci
+            if 0 < k < len(members):  # some runs have no value (a NaN: coverage unestimable)
+                agg[f"{m}_n"] = k
         out.append(agg)
     return out
 
@@ -267,6 +269,8 @@ def markdown_table(
                 text = fmt(r.get(f"{m}_mean", math.nan), r.get(f"{m}_ci95", math.nan))
                 if i in best[m]:
                     text = f"**{text}**"
+                if f"{m}_n" in r:  # over fewer runs than the row's: said, not hidden
+                    text += f" ({int(_num(r[f'{m}_n']))} of {int(_num(r['n']))} runs)"
                 cells.append(text)
             label = r["agent"]
             if mixed and "eval" not in str(r.get("metrics_from") or "eval"):

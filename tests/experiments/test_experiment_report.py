@@ -71,6 +71,21 @@ def test_aggregate_and_markdown():
     assert "**0.60 ± 0.25**" in lines["random"]  # lower Gini is better
 
 
+def test_a_metric_some_runs_lack_says_over_how_many_runs():
+    """A run's coverage is NaN where its hashed item counters filled up; the mean over the
+    other runs was shown as if over all of them. The cell now says how many it is over."""
+    rs = rows()
+    rs[0]["coverage"], rs[1]["coverage"], rs[2]["coverage"] = math.nan, 0.4, 0.5
+    for r in rs[3:]:
+        r["coverage"] = 0.3
+    table = report.aggregate(rs, metrics=["return", "coverage"])
+    assert table[0]["coverage_n"] == 2 and "coverage_n" not in table[1]
+    assert table[0]["coverage_mean"] == pytest.approx(0.45)
+    md = report.markdown_table(table)
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "(2 of 3 runs)" in lines["iql"] and "of 3 runs" not in lines["random"]
+
+
 def test_csv_round_trip(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text(report.to_csv(rows()))
