@@ -106,7 +106,8 @@ def resume_comparison(
     another process holds its lock."""
     p = Path(path)
     if not (p / "compare.json").is_file():
-        raise RunError(f"{str(p)!r} is not a comparison directory (it has no compare.json)")
+        what = "does not exist" if not p.exists() else "is not a comparison directory"
+        raise RunError(f"{str(p)!r} {what} (it has no compare.json)")
     _refuse_finished(p)
     with DirLock(p, "comparison"):
         _refuse_finished(p)  # again: it may have finished just before the lock was taken

@@ -353,9 +353,8 @@ def read_compare_json(path: str | Path) -> dict[str, Any]:
     A file that is not raises ``RunError`` naming it (a missing one: ``FileNotFoundError``)."""
     file = Path(path) / "compare.json"
     if not file.is_file():
-        raise FileNotFoundError(
-            f"{str(Path(path))!r} is not a comparison directory (no compare.json)"
-        )
+        what = "does not exist" if not Path(path).exists() else "is not a comparison directory"
+        raise FileNotFoundError(f"{str(Path(path))!r} {what} (no compare.json)")
     return read_json_object(file, "config", "a comparison's compare.json", "comparison")
 
 

@@ -156,7 +156,9 @@ def utc_stamp() -> str:
 
 
 def sanitize(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "x"
+    """``s`` as a directory-name part: runs of other characters than letters, digits, ``.``,
+    ``_``, ``-`` become ``_``; no leading dot (``--name ../x`` made a hidden ``.._x``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).lstrip(".").strip("_") or "x"
 
 
 def env_label(env_id: str) -> str:

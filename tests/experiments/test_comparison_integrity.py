@@ -408,3 +408,17 @@ def test_evaluate_and_resume_refuse_a_recorded_config_they_cannot_trust(
     with pytest.raises(RunError, match=re.escape(expect)):
         runner.resume(d, quiet=True)
     assert tree(d) == before
+
+
+def test_a_missing_comparison_is_said_to_be_missing_and_names_never_hide(tmp_path):
+    """``report /nonexistent`` said "is not a comparison directory"; ``--name ../x`` made a
+    directory ``.._x`` that ``ls`` does not show."""
+    with pytest.raises(FileNotFoundError, match=r"'.*nowhere' does not exist"):
+        report.read_compare_json(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a comparison directory"):
+        report.read_compare_json(tmp_path / "empty")
+    with pytest.raises(RunError, match=r"'.*nowhere' does not exist"):
+        comparison.resume_comparison(tmp_path / "nowhere", quiet=True)
+    assert runner.sanitize("../escaped") == "escaped" and runner.sanitize("...") == "x"
+    assert runner.sanitize("a..b c") == "a..b_c"
