@@ -607,8 +607,16 @@ def validate_env_overrides(env_id: str, overrides: Mapping[str, Any]) -> None:
         recenv.make_vec(env_id, num_envs=1, seed=0, **dict(overrides))
     except (ValueError, TypeError) as e:
         known = [*hints, *_builder_keys(env_id)]
-        hint = "".join(_did_you_mean(k, known) for k in overrides if k not in known)
-        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {e}{hint}") from None
+        text = str(e)
+        if "did you mean" not in text:  # recenv's own message guesses for its config keys
+            text += "".join(_did_you_mean(k, known) for k in overrides if k not in known)
+        # (The face's options are run fields here, not env keys.)
+        text = text.replace(
+            "recenv.make_vec also takes num_envs, device, seed and compile",
+            "num_envs, device, seed and compile are run fields (--num-envs, --device, --seed, "
+            "--compile), not env keys",
+        )
+        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {text}") from None
 
 
 def _builder_keys(env_id: str) -> list[str]:

@@ -39,6 +39,10 @@ def test_unknown_key_lists_valid_keys():
         with pytest.raises(ValueError) as err:
             factory()
         assert "num_itmes" in str(err.value) and "num_items" in str(err.value)
+        # A guess, as the experiments CLI gives one (the API gave none).
+        assert "did you mean 'num_items'" in str(err.value) and "(for 'num_itmes')" in str(
+            err.value
+        )
     # A misspelled option of the face itself: the error names the face's options too (it
     # listed the config keys alone, as if flatten_obs or device did not exist).
     with pytest.raises(

@@ -98,6 +98,19 @@ def shown(v: Any, width: int = 60) -> str:
     return f"{cut} ({_int_size(v)})" if big else cut
 
 
+def did_you_mean(unknown: list[str], valid: list[str]) -> str:
+    """``"; did you mean 'num_agents' (for 'num_agent')?"``: the close matches of each unknown
+    key among ``valid`` (difflib), or ``""`` when none is close."""
+    import difflib
+
+    guesses = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=2)
+        if close:
+            guesses.append(f"{' or '.join(repr(c) for c in close)} (for {key!r})")
+    return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+
+
 def _int_size(n: int) -> str:
     """``"an int of 5001 digits"`` (``"a negative int of ..."``), without writing ``n``: its
     decimal digits from its bit length (``n`` has ``floor(log10 |n|) + 1`` digits, and
@@ -347,6 +360,7 @@ class MarketConfig:
         if unknown:
             raise UnknownConfigKey(
                 f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {valid}"
+                + did_you_mean(unknown, valid)
             )
         base = base if base is not None else cls()
         return dataclasses.replace(base, **overrides)

@@ -398,3 +398,15 @@ def test_a_module_attr_that_is_no_agent_fails_before_a_run_directory_exists(spec
     assert cli.main(["train", "--agent", spec, "--root", str(root)]) == 2
     assert f"agent {spec!r} resolves to" in capsys.readouterr().err
     assert not root.exists()
+
+
+def test_a_misspelled_env_key_in_the_cli_gets_one_guess_and_names_the_run_fields(tmp_path):
+    """Through the CLI the market's own message (with its guess) was followed by the CLI's
+    second guess, and it named ``recenv.make_vec``'s options where the CLI has run fields."""
+    from experiments.config import validate_env_overrides
+
+    with pytest.raises(ConfigError) as err:
+        validate_env_overrides("recenv/Market-v0", {"num_agent": 3})
+    text = str(err.value)
+    assert text.count("did you mean") == 1 and "'num_agents'" in text
+    assert "--num-envs, --device, --seed, --compile" in text and "make_vec" not in text
