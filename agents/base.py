@@ -742,13 +742,18 @@ _ABSENT = object()
 
 def config_differences(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
     """``"key: checkpoint's value vs this agent's"`` for each key in which a checkpoint's
-    header config ``saved`` and an agent's ``mine`` differ, keys only one of them has included
-    (shown as ``(absent)``), sorted by key."""
+    header config ``saved`` and an agent's ``mine`` differ (:func:`_config_diff`)."""
+    return [f"{k}: {_shown(a)} vs {_shown(b)}" for k, a, b in _config_diff(saved, mine)]
+
+
+def _config_diff(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, mine)`` for each key in which two configs differ, keys only one
+    of them has included (their missing side ``_ABSENT``), sorted by key."""
     out = []
     for k in sorted(set(saved) | set(mine), key=str):
         a, b = saved.get(k, _ABSENT), mine.get(k, _ABSENT)
         if a is _ABSENT or b is _ABSENT or a != b:
-            out.append(f"{k}: {_shown(a)} vs {_shown(b)}")
+            out.append((k, a, b))
     return out
 
 
@@ -1201,14 +1206,8 @@ def header_differences(saved: Any, agent: Agent) -> list[str]:
         cfg = head.get("config")
         cfg = type(member.config).header_config(cfg) if isinstance(cfg, Mapping) else {}
         out += [
-            f"{prefix}config.{k}: {_shown(cfg.get(k, _ABSENT))}, this agent's {v!r}"
-            for k, v in mine["config"].items()
-            if cfg.get(k, _ABSENT) != v
-        ]
-        out += [  # keys only the checkpoint has (its agent took a config this one does not)
-            f"{prefix}config.{k}: {v!r}, this agent's (absent)"
-            for k, v in cfg.items()
-            if k not in mine["config"]
+            f"{prefix}config.{k}: {_shown(a)}, this agent's {_shown(b)}"
+            for k, a, b in _config_diff(cfg, mine["config"])
         ]
         env = head.get("env") if isinstance(head.get("env"), dict) else {}
         out += [
