@@ -44,7 +44,7 @@ import torch
 
 import agents
 import recenv
-from recenv.core.config import MarketConfig, option
+from recenv.core.config import MarketConfig, UnknownConfigKey, option
 
 Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
@@ -605,30 +605,14 @@ def validate_env_overrides(env_id: str, overrides: Mapping[str, Any]) -> None:
             parse_value(v, hints[k], f"env.{k}")
     try:
         recenv.make_vec(env_id, num_envs=1, seed=0, **dict(overrides))
+    except UnknownConfigKey as e:  # the scenario's own message guesses the meant key
+        raise ConfigError(
+            f"env {env_id} with overrides {dict(overrides)}: {e.config_message}; num_envs, "
+            "device, seed and compile are run fields (--num-envs, --device, --seed, "
+            "--compile), not env keys"
+        ) from None
     except (ValueError, TypeError) as e:
-        known = [*hints, *_builder_keys(env_id)]
-        text = str(e)
-        if "did you mean" not in text:  # recenv's own message guesses for its config keys
-            text += "".join(_did_you_mean(k, known) for k in overrides if k not in known)
-        # (The face's options are run fields here, not env keys.)
-        text = text.replace(
-            "recenv.make_vec also takes num_envs, device, seed and compile",
-            "num_envs, device, seed and compile are run fields (--num-envs, --device, --seed, "
-            "--compile), not env keys",
-        )
-        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {text}") from None
-
-
-def _builder_keys(env_id: str) -> list[str]:
-    """Keyword arguments a scenario's builder takes besides the MarketConfig fields."""
-    import inspect
-
-    params = inspect.signature(recenv.spec(env_id).builder()).parameters
-    return [
-        n
-        for n, p in params.items()
-        if p.kind is p.KEYWORD_ONLY and n not in ("num_envs", "device", "seed")
-    ]
+        raise ConfigError(f"env {env_id} with overrides {dict(overrides)}: {e}") from None
 
 
 def validate_agent_overrides(name: str, overrides: Mapping[str, Any], what: str = "agent") -> None:

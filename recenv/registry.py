@@ -189,7 +189,7 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
         with sizes_named(what):
             return s.builder()(**kwargs)
     except UnknownConfigKey as e:
-        raise UnknownConfigKey(f"{e}; {own_options}") from None
+        raise UnknownConfigKey(f"{e}; {own_options}", e.config_message) from None
 
 
 def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParallelEnv:

@@ -183,8 +183,14 @@ class InvalidConfig(ValueError):
 
 
 class UnknownConfigKey(ValueError):
-    """A config key the scenario does not have (the message lists the valid ones); a face
-    that takes options of its own (``make``, ``make_vec``) adds them to the message."""
+    """A config key the scenario does not have (the message lists the valid ones and guesses
+    the meant one); a face that takes options of its own (``make``, ``make_vec``) adds them to
+    the message, keeping the scenario's own in ``config_message`` (a caller with other names
+    for those options, the experiments CLI, words them its own way)."""
+
+    def __init__(self, message: str, config_message: str | None = None):
+        super().__init__(message)
+        self.config_message = message if config_message is None else config_message
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,13 @@ import numpy as np
 import torch
 
 from recenv.core.catalog import Catalog, _head_present, _retrieval_lists, catalog_from_arrays
-from recenv.core.config import InvalidConfig, MarketConfig, UnknownConfigKey, shown
+from recenv.core.config import (
+    InvalidConfig,
+    MarketConfig,
+    UnknownConfigKey,
+    did_you_mean,
+    shown,
+)
 from recenv.core.market import BatchedMarket, check_batch
 from recenv.core.users import Population
 from recenv.data.fit import LogFit, LogFitConfig, fit_log
@@ -215,6 +221,7 @@ def _prepare(
         raise UnknownConfigKey(
             f"unknown config key(s) {unknown} for {ENV_ID}; valid keys: log, log_format, "
             f"{fit_keys}, and the MarketConfig keys {market_keys}"
+            + did_you_mean(unknown, ["log", "log_format", *fit_keys, *market_keys])
         )
     fixed = sorted(k for k in config if k in FROM_LOG)
     if fixed:
