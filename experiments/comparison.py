@@ -292,21 +292,11 @@ def _read_finished(d: Path, cell: tuple[str, str, str, int] | None = None) -> di
     """A finished run's summary, curve and directory; a damaged or missing file, or a summary
     that is not a run summary (:func:`experiments.report.summary_problems`) or is of another
     cell than ``cell`` (its config.json's), is a RunError naming it."""
-    file = d / "summary.json"
     try:
-        summary = report.read_run_summary(file)
-        if cell is not None and tuple(summary[k] for k in report.KEYS) != cell:
-            found = tuple(summary[k] for k in report.KEYS)
-            raise ValueError(
-                f"is the summary of {found}, not of the run's own (env, agent, opponent, "
-                f"seed) {cell} (its config.json)"
-            )
-        file = d / "curve.csv"
-        curve = report.read_run_curve(file)
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
-        why = str(e) if str(e).startswith("is ") else f"is not readable: {e}"
+        summary, curve = report.read_finished_run(d, cell)
+    except report.DamagedRunFile as e:
         raise RunError(
-            f"{str(file)!r} of the finished run {str(d)!r} {why}; the comparison cannot use "
+            f"{str(e.file)!r} of the finished run {str(d)!r} {e.why}; the comparison cannot use "
             "that run (move the run out of it to train its cell again)"
         ) from None
     return {"path": str(d), "summary": summary, "curve": curve}

@@ -452,21 +452,10 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
         )
     rows, curves = [], {}
     for d, cell in done:
-        file = d / "summary.json"
         try:
-            summary = read_run_summary(file)
-            if tuple(summary[k] for k in KEYS) != cell:
-                raise ValueError(
-                    f"is the summary of {_cell_text(tuple(summary[k] for k in KEYS))}, not of "
-                    f"the run's own {_cell_text(cell)} (its config.json)"
-                )
-            file = d / "curve.csv"
-            curve = read_run_curve(file)
-        except FileNotFoundError:
-            raise damaged(file, "is missing") from None
-        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
-            why = str(e) if str(e).startswith("is ") else f"is not readable: {e}"
-            raise damaged(file, why) from None
+            summary, curve = read_finished_run(d, cell)
+        except DamagedRunFile as e:
+            raise damaged(e.file, e.why) from None
         # The run directory's name, as the comparison's runs.csv has it (relative to the
         # comparison directory, whatever path it was read by).
         rows.append(run_row(summary, d.name))
@@ -515,6 +504,38 @@ def _comparison_run_cells(
     return runs, cells
 
 
+class DamagedRunFile(Exception):
+    """A finished run's ``file`` (summary.json, curve.csv) that cannot be used, and ``why``
+    (``"is missing"``, ``"is not readable: ..."``, ``"is the summary of ..."``)."""
+
+    def __init__(self, file: Path, why: str):
+        super().__init__(f"{str(file)!r} {why}")
+        self.file, self.why = file, why
+
+
+def read_finished_run(d: Path, cell: tuple | None = None) -> tuple[dict[str, Any], list]:
+    """A finished run's summary (:func:`read_run_summary`) and curve (:func:`read_run_curve`),
+    the summary of the run's own ``cell`` (its config.json's) when given; else
+    :class:`DamagedRunFile` naming the file. What ``report`` and ``resume`` both read."""
+    file = d / "summary.json"
+    try:
+        summary = read_run_summary(file)
+        found = tuple(summary[k] for k in KEYS)
+        if cell is not None and found != cell:
+            raise ValueError(
+                f"is the summary of {_cell_text(found)}, not of the run's own "
+                f"{_cell_text(cell)} (its config.json)"
+            )
+        file = d / "curve.csv"
+        curve = read_run_curve(file)
+    except FileNotFoundError:
+        raise DamagedRunFile(file, "is missing") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        why = str(e) if str(e).startswith("is ") else f"is not readable: {e}"
+        raise DamagedRunFile(file, why) from None
+    return summary, curve
+
+
 def _cell_text(cell: tuple) -> str:
     env, agent, opponent, seed = cell
     versus = f" vs {opponent}" if opponent else ""
@@ -536,17 +557,14 @@ SUMMARY_FIELDS: dict[str, type] = {
 }
 
 
-def _short(v: Any, limit: int = 60) -> str:
-    text = repr(v)
-    return text if len(text) <= limit else f"{text[:limit]}..."
-
-
 def summary_problems(summary: Any) -> list[str]:
     """What keeps ``summary`` (a parsed ``summary.json``) from being a run's summary: missing
     fields of :data:`SUMMARY_FIELDS`, values of another type, metrics that are not numbers.
     Empty for a summary ``report`` and ``resume`` can use."""
+    from recenv.core.config import shown  # (this module imports no torch at its top)
+
     if not isinstance(summary, dict):
-        return [f"it is {_short(summary)}, not a JSON object"]
+        return [f"it is {shown(summary)}, not a JSON object"]
     problems = []
     missing = [k for k in SUMMARY_FIELDS if k not in summary]
     if missing:
@@ -554,12 +572,12 @@ def summary_problems(summary: Any) -> list[str]:
     for k, kind in SUMMARY_FIELDS.items():
         v = summary.get(k)
         if k in summary and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
-            problems.append(f"{k}={_short(v)} is not a {kind.__name__}")
+            problems.append(f"{k}={shown(v)} is not a {kind.__name__}")
     for k in ("train", "eval"):
         metrics = summary.get(k)
         if isinstance(metrics, dict):
             bad = [
-                f"{m}={_short(v, 30)}"
+                f"{m}={shown(v, 30)}"
                 for m, v in metrics.items()
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))
             ]
@@ -567,7 +585,7 @@ def summary_problems(summary: Any) -> list[str]:
                 problems.append(f"{k} has values that are not numbers: {', '.join(bad[:5])}")
     diverged = summary.get("diverged")
     if diverged is not None and not isinstance(diverged, dict):
-        problems.append(f"diverged={_short(diverged)} is neither null nor an object")
+        problems.append(f"diverged={shown(diverged)} is neither null nor an object")
     return problems
 
 
