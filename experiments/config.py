@@ -29,7 +29,6 @@ An unknown key or an ill-typed value raises :class:`ConfigError` with the valid 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -44,7 +43,7 @@ import torch
 
 import agents
 import recenv
-from recenv.core.config import MarketConfig, UnknownConfigKey, option
+from recenv.core.config import MarketConfig, UnknownConfigKey, did_you_mean, option
 
 Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, frozen
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
@@ -549,10 +548,10 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """recenv's guess (:func:`recenv.core.config.did_you_mean`) of one word."""
     if not isinstance(word, str):  # difflib takes strings only
         return ""
-    close = difflib.get_close_matches(word, [c for c in choices if isinstance(c, str)], n=2)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return did_you_mean([word], [c for c in choices if isinstance(c, str)])
 
 
 def _check_field(cls: type, key: str, what: str) -> Any:
