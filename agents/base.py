@@ -645,12 +645,18 @@ class Agent:
             "env": env_shapes(e),
         }
 
+    def envelope(self) -> dict[str, Any]:
+        """What a checkpoint of this agent holds: ``{"header": header(), "state":
+        state_dict()}``, the state's tensors on the CPU (:meth:`save` writes it; a run's
+        checkpoints hold it beside their own parts)."""
+        return {"header": self.header(), "state": _to_cpu(self.state_dict())}
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint: ``{"header": …, "state": state_dict()}`` via ``torch.save``.
+        """Write a checkpoint (:meth:`envelope`) via ``torch.save``.
         A header or state holding a value ``torch.load(weights_only=True)`` cannot read back
         (a NumPy array, an arbitrary object) raises ``ValueError`` naming the place (e.g.
         ``state['w']``) and what a checkpoint may hold, and nothing is written."""
-        payload = {"header": self.header(), "state": _to_cpu(self.state_dict())}
+        payload = self.envelope()
         unreadable = unsavable_error(payload)
         if unreadable:
             raise ValueError(

@@ -864,11 +864,9 @@ class Trainer:
         self._started = True
 
     def checkpoint_payload(self) -> dict[str, Any]:
-        head = self.agent.header()
         return {
             # The envelope of an agents checkpoint: agents.load_agent(path, env) reads it.
-            "header": head,
-            "state": _to_cpu(self.agent.state_dict()),
+            **self.agent.envelope(),
             "run": {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,
@@ -1113,7 +1111,7 @@ class Trainer:
                         raise Interrupted(self.dir.path, loop.steps)
                 train_seconds = time.perf_counter() - t_start
                 bar.close()
-                final = {"header": self.agent.header(), "state": _to_cpu(self.agent.state_dict())}
+                final = self.agent.envelope()
                 self._check_savable(final, "agent.pt")
                 self.dir.save_torch("agent.pt", final)
                 # A Ctrl-C during a long evaluation stops it like one during training (the

@@ -166,7 +166,7 @@ def _check_compile(compile: Any) -> None:
         raise ValueError(f"compile={shown(compile)} must be a bool")
 
 
-def _written(values: dict[str, Any]) -> str:
+def _config_text(values: dict[str, Any]) -> str:
     """``values`` as a dict's repr writes them, each value by :func:`shown` (cut when long,
     an int too long to write as its size)."""
     return "{" + ", ".join(f"{k!r}: {shown(v)}" for k, v in values.items()) + "}"
@@ -183,7 +183,7 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     # wrote values the config had not checked yet (num_items=10**5000: repr raised
     # "Exceeds the limit (4300 digits) for integer string conversion", naming no field).
     def what() -> str:
-        return f"{s.id}: the market with {_written(config)} does not fit in memory"
+        return f"{s.id}: the market with {_config_text(config)} does not fit in memory"
 
     try:
         with sizes_named(what):
