@@ -178,8 +178,9 @@ def test_evaluate_reads_the_checkpoint_once_so_pruning_after_the_read_does_not_m
     newest = run / "checkpoints" / NEXT
     real_load, reads = torch.load, []
 
-    def load_then_prune(f, *args, **kwargs):
-        out = real_load(f, *args, **kwargs)
+    def load_then_prune(f, map_location=None, *, weights_only):
+        assert weights_only is True  # every checkpoint is read with weights_only=True
+        out = real_load(f, map_location=map_location, weights_only=True)
         reads.append(f)
         newest.unlink(missing_ok=True)  # the training process prunes it
         return out
