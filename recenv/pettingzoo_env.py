@@ -17,7 +17,6 @@ Gymnasium's convention says (PettingZoo's ``render_test`` builds every env with 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from pettingzoo import ParallelEnv
 
 from recenv.core.config import shown
 from recenv.core.market import FACE_UTILITY, BatchedMarket, face_row, slate_tensor
+from recenv.core.warn import warn
 from recenv.spaces import SlateSpace, observation_space
 
 FACE_OPTIONS = ("render_mode", "flatten_obs", "max_cycles", "compile")
@@ -101,10 +101,7 @@ class MarketParallelEnv(ParallelEnv):
         if options:
             # Warned, not refused: PettingZoo's own API checks (parallel_api_test, api_test)
             # pass options={"options": 1} to see that reset takes the argument.
-            warnings.warn(
-                f"options={options!r} ignored: the market's reset takes no options",
-                stacklevel=2,
-            )
+            warn(f"options={options!r} ignored: the market's reset takes no options")
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_step = None

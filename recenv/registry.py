@@ -13,12 +13,16 @@ the id is asked for::
     [project.entry-points."recenv.envs"]
     "mylab/Shop-v0" = "mylab.shop:build"
 
-The builder's module is the id's documentation page (``pz_doc``).
+The builder's module is the id's documentation page (``pz_doc``): its docstring, else the
+builder's own docstring, else a page listing the scenario's configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
+import inspect
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from recenv.core.config import UnknownConfigKey, check_int, shown, sizes_named
+from recenv.core.config import MarketConfig, UnknownConfigKey, check_int, shown, sizes_named
 from recenv.core.market import BatchedMarket, check_batch, check_seed
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
@@ -230,12 +234,64 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
         core.compile()
     env = MarketParallelEnv(core, env_id=env_id, **face)
     if s.pz_doc:
-        # The scenario's page is the env's docstring (what help(env) shows).
-        env.__doc__ = page
+        # The scenario's page is the env's docstring (what help(env) shows); a scenario that
+        # documents nothing (a plug-in's bare module and builder) gets its configuration.
+        env.__doc__ = page if page is not None else _config_page(s, core.config, kwargs)
     return env
 
 
 def _page(s: EnvSpec) -> str | None:
-    """The docstring of ``s``'s page module (``pz_doc``), None without one. Imported before
-    the build, so that a page that does not import fails before the slow part."""
-    return importlib.import_module(s.pz_doc).__doc__ if s.pz_doc else None
+    """The documentation page of ``s``: the docstring of its page module (``pz_doc``), else
+    (a plug-in's module without one) the builder's own docstring; None without ``pz_doc`` or
+    when neither has text (:func:`_config_page` then writes one from the built config).
+    Imported before the build, so that a page that does not import fails before the slow
+    part."""
+    if not s.pz_doc:
+        return None
+    doc = importlib.import_module(s.pz_doc).__doc__
+    if isinstance(doc, str) and doc.strip():
+        return doc
+    return _own_doc(s.builder())
+
+
+def _own_doc(obj: Any) -> str | None:
+    """``obj``'s own docstring, dedented; None when it has none. A class's or a callable
+    instance's is its class's own (not one inherited, nor ``object``'s)."""
+    if isinstance(obj, functools.partial):
+        obj = obj.func
+    if inspect.isroutine(obj):
+        doc = obj.__doc__
+    else:
+        doc = vars(obj if isinstance(obj, type) else type(obj)).get("__doc__")
+    return inspect.cleandoc(doc) if isinstance(doc, str) and doc.strip() else None
+
+
+def _config_page(s: EnvSpec, config: Any, given: dict[str, Any]) -> str:
+    """The page of a scenario that has no docstring: its id and builder, a line saying so,
+    and, as the built-in pages' Arguments tables do, the config values it differs from
+    ``MarketConfig``'s defaults by (``given``: the keys this call set, told apart)."""
+    name = s.id.split("/", 1)[1]
+    defaults = MarketConfig().to_dict()
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    rows = [
+        f"| ``{k}`` | {shown(v)} | {shown(defaults[k])} | "
+        f"{'this call' if k in given else 'the scenario'} |"
+        for k, v in values.items()
+        if k in defaults and v != defaults[k]
+    ]
+    table = (
+        "| key | value | MarketConfig default | set by |\n|---|---|---|---|\n" + "\n".join(rows)
+        if rows
+        else "Every field has its ``MarketConfig`` default."
+    )
+    return (
+        f"# {name}\n\n"
+        f"``{s.id}`` is built by ``{s.entry_point}``. The plug-in has no docstring (neither "
+        f"the module ``{s.pz_doc}`` nor its builder has one), so this page lists only its "
+        "configuration.\n\n"
+        "## Arguments\n\n"
+        "Every field of :class:`recenv.core.config.MarketConfig` is a keyword argument of "
+        "``make`` and ``make_vec`` (``python -m experiments describe env`` lists them). This "
+        "env's values that differ from the defaults:\n\n"
+        f"{table}\n"
+    )

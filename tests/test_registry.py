@@ -146,21 +146,27 @@ def test_register_refuses_malformed_ids_and_entry_points(new_id, entry_point, pa
     assert recenv.registered_ids() == before
 
 
-def _install_env_plugin(root: Path, entries: dict[str, str]) -> Path:
-    """A package ``labenvs`` and its ``.dist-info`` (as pip installs one) declaring ``entries``
-    (id -> builder) in the ``recenv.envs`` group, under ``root``; put ``root`` on sys.path."""
-    pkg = root / "labenvs"
+_LABENVS = (
+    '"""Lab/Shop-v0: Market-v0 with three agents (a plug-in scenario\'s page)."""\n'
+    "from recenv.scenarios.market import build as _build\n\n\n"
+    "def build(num_envs=1, device='cpu', seed=None, **config):\n"
+    "    return _build(num_envs=num_envs, device=device, seed=seed, "
+    "**{'num_agents': 3, **config})\n"
+)
+
+
+def _install_env_plugin(
+    root: Path, entries: dict[str, str], package: str = "labenvs", source: str = _LABENVS
+) -> Path:
+    """A package ``package`` (``source`` its ``__init__.py``) and its ``.dist-info`` (as pip
+    installs one) declaring ``entries`` (id -> builder) in the ``recenv.envs`` group, under
+    ``root``; put ``root`` on sys.path."""
+    pkg = root / package
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        '"""Lab/Shop-v0: Market-v0 with three agents (a plug-in scenario\'s page)."""\n'
-        "from recenv.scenarios.market import build as _build\n\n\n"
-        "def build(num_envs=1, device='cpu', seed=None, **config):\n"
-        "    return _build(num_envs=num_envs, device=device, seed=seed, "
-        "**{'num_agents': 3, **config})\n"
-    )
-    info = root / "labenvs-0.1.dist-info"
+    (pkg / "__init__.py").write_text(source)
+    info = root / f"{package}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labenvs\nVersion: 0.1\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
     lines = "".join(f"{k} = {v}\n" for k, v in entries.items())
     (info / "entry_points.txt").write_text(f"[recenv.envs]\n{lines}")
     return root
@@ -195,3 +201,48 @@ def test_an_installed_scenario_plugin_is_found_by_id(tmp_path, monkeypatch):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
+
+
+# A plug-in package with no module docstring: one builder documented, one not.
+_UNDOCUMENTED = (
+    "from recenv.scenarios.market import build as _build\n\n\n"
+    "def documented(num_envs=1, device='cpu', seed=None, **config):\n"
+    '    """# Doc-v0\n\n    Market-v0 with three agents, documented by its builder."""\n'
+    "    return _build(num_envs=num_envs, device=device, seed=seed, "
+    "**{'num_agents': 3, **config})\n\n\n"
+    "def bare(num_envs=1, device='cpu', seed=None, **config):\n"
+    "    return _build(num_envs=num_envs, device=device, seed=seed, "
+    "**{'num_agents': 3, 'slate_size': 2, **config})\n"
+)
+
+
+def test_a_plugin_without_a_module_docstring_still_has_a_page(tmp_path, monkeypatch):
+    """A plug-in whose module has no docstring: the page (the env's ``__doc__``) is its
+    builder's own docstring; with none there either, a page naming the id and builder, saying
+    that the plug-in has no docstring, and listing the values its config differs from
+    ``MarketConfig``'s defaults by, as the built-in pages' Arguments tables do. Before, such an
+    env's ``__doc__`` was None (``help(env)`` showed nothing)."""
+    root = _install_env_plugin(
+        tmp_path,
+        {"labdoc/Doc-v0": "labundoc:documented", "labdoc/Bare-v0": "labundoc:bare"},
+        package="labundoc",
+        source=_UNDOCUMENTED,
+    )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(recenv.registry, "_REGISTRY", dict(recenv.registry._REGISTRY))
+    small = {"num_users": 3, "num_items": 200}
+
+    page = recenv.make("labdoc/Doc-v0", seed=0, **small).__doc__
+    assert page == "# Doc-v0\n\nMarket-v0 with three agents, documented by its builder."
+
+    page = recenv.make("labdoc/Bare-v0", seed=0, max_cycles=7, **small).__doc__
+    assert page.startswith("# Bare-v0\n")
+    assert "``labdoc/Bare-v0`` is built by ``labundoc:bare``" in page
+    assert "The plug-in has no docstring" in page
+    assert "## Arguments" in page
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if "| ``" in line}
+    assert rows["``num_agents``"] == "| ``num_agents`` | 3 | 2 | the scenario |"
+    assert rows["``slate_size``"] == "| ``slate_size`` | 2 | 3 | the scenario |"
+    assert rows["``horizon``"] == "| ``horizon`` | 7 | 200 | this call |"
+    assert rows["``num_users``"] == "| ``num_users`` | 3 | 25 | this call |"
+    assert "``embed_dim``" not in rows  # a default is not listed

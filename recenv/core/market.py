@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
@@ -91,6 +90,7 @@ from recenv.core.warm import (
     own_code,
     warm_unguarded,
 )
+from recenv.core.warn import warn
 
 # The utility terms of the chosen item, as the info dict's "utility" holds them.
 FACE_UTILITY = (*UTILITY_TERMS, "total")
@@ -321,14 +321,15 @@ class BatchedMarket:
         if cfg.num_items > W and cfg.horizon * A * K > W:
             # Hashed counters fill up when an episode shows about W ln W items; a full table
             # makes coverage NaN (see metrics.coverage_from_counters). Said once, at build.
-            warnings.warn(
+            # Attributed to the user's line (recenv.make, make_vec, a scenario's
+            # parallel_env), not to the scenario builder that built the market.
+            warn(
                 f"item_stats_size={cfg.item_stats_size} counters for num_items={cfg.num_items}: "
                 f"an episode can show up to horizon x num_agents x slate_size = "
                 f"{cfg.horizon * A * K:,} items, more than the {W} counters; an episode that "
                 "exposes every counter reports coverage NaN, and the candidates' click and "
                 "exposure features merge the items sharing a counter (item % item_stats_size). "
-                f"Raise item_stats_size (exact at {cfg.num_items}) where memory allows",
-                stacklevel=2,
+                f"Raise item_stats_size (exact at {cfg.num_items}) where memory allows"
             )
 
         def zeros(*shape, dtype=torch.float32):

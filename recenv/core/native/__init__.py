@@ -80,10 +80,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import torch
+
+from recenv.core.warn import warn
 
 _SOURCES = [
     Path(__file__).with_name(f)
@@ -214,11 +215,10 @@ def available() -> bool:
                 _STATE["ok"] = True
             except Exception as e:  # a missing toolchain must not break the simulator
                 _STATE["ok"], _STATE["error"] = False, f"{type(e).__name__}: {e}"
-                warnings.warn(
+                warn(
                     "recenv's native CPU kernels could not be built; the compiled step uses "
                     f"its torch form (same results, slower). Reason: {_STATE['error'][:500]}",
                     RuntimeWarning,
-                    stacklevel=2,
                 )
     return bool(_STATE["ok"])
 
