@@ -306,7 +306,9 @@ def _read_finished(d: Path, cell: tuple[str, str, str, int] | None = None) -> di
 _STOP: Any = None
 # Set in `compare --jobs N` workers (_worker_init): the pid of the comparison's process.
 _PARENT: int | None = None
-# How often a worker checks that the comparison's process is still alive (seconds).
+# How often a worker checks that the comparison's process is still alive (seconds). Well
+# below runner.LOCK_WAIT_S: a `resume` typed just after the comparison was killed waits that
+# long for the run locks its workers still hold.
 PARENT_POLL_S = 0.25
 # A worker's exit status when its comparison's process has died.
 ORPHAN_EXIT = 70
@@ -366,9 +368,12 @@ def watch_parent(
     exits at once, like the SIGKILL that took the parent: the run in progress keeps its last
     checkpoint, its lock goes with the process (:class:`experiments.runner.DirLock` is an
     ``flock``; the ``.lock`` file left holding the dead pid blocks no one), and ``resume``
-    continues it from that checkpoint. ``prctl(PR_SET_PDEATHSIG)`` is not used: it is
-    Linux-only, and it fires when the *thread* that created the process ends, which in a
-    ``ProcessPoolExecutor`` can be its management thread rather than the process."""
+    continues it from that checkpoint. A ``resume`` that comes before the watchdog has looked
+    meets the run's lock still held: :meth:`experiments.runner.DirLock.acquire` tries again
+    for up to :data:`experiments.runner.LOCK_WAIT_S` seconds before it refuses.
+    ``prctl(PR_SET_PDEATHSIG)`` is not used: it is Linux-only, and it fires when the *thread*
+    that created the process ends, which in a ``ProcessPoolExecutor`` can be its management
+    thread rather than the process."""
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -85,7 +85,7 @@ from agents.state_checks import nonfinite_state_error, optimizer_state_error
 from experiments import snapshot
 from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
-from experiments.errors import RunError
+from experiments.errors import RunError, WriteError, write_reason
 from experiments.provenance import versions
 from experiments.report import read_json_object, to_csv
 from experiments.tb import RunLogger
@@ -108,6 +108,11 @@ ENV_STATIC = ("config", "catalog", "population", "layout")
 OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
 LOCK = ".lock"
+# How long DirLock.acquire waits for a held lock before refusing, and how often it tries again:
+# a worker of a SIGKILLed `compare --jobs N` still holds its run's lock until its parent
+# watchdog (comparison.PARENT_POLL_S) ends it, and a `resume` typed at once met it.
+LOCK_WAIT_S = 2.0
+LOCK_POLL_S = 0.05
 
 
 class Interrupted(RuntimeError):
@@ -237,40 +242,11 @@ def create_unique_dir(root: Path, name: str) -> Path:
     raise RunError(f"could not create a new directory {name!r} under {root}")
 
 
-class WriteError(RunError):
-    """A file of a run that could not be written (a full disk, a file-size limit, an I/O
-    error): ``path`` and ``reason`` (``No space left on device``, ``File too large``, or
-    torch's own message). The temporary file is removed and ``path`` is as it was."""
-
-    def __init__(self, path: Path, reason: str, message: str | None = None):
-        self.path, self.reason = path, reason
-        super().__init__(message or f"cannot write {str(path)!r}: {reason}")
-
-
-def _write_reason(e: BaseException) -> str | None:
-    """Why a write failed, as one line: the ``OSError`` in ``e``'s chain (its strerror: ``No
-    space left on device``, ``File too large``; ``torch.save`` reports a failed write as a
-    ``RuntimeError`` of its zip writer, "unexpected pos ...", with the ``OSError`` as its
-    context), else the message of a ``RuntimeError`` of torch's zip writer; ``None`` for
-    anything else (not a failed write: it propagates unchanged)."""
-    seen: set[int] = set()
-    x: BaseException | None = e
-    while x is not None and id(x) not in seen:
-        seen.add(id(x))
-        if isinstance(x, OSError):
-            return x.strerror or " ".join(str(x).split()) or type(x).__name__
-        x = x.__cause__ or x.__context__
-    text = " ".join(str(e).split())
-    if isinstance(e, RuntimeError) and re.search(r"inline_container|PytorchStreamWriter", text):
-        return f"torch.save failed: {text}"
-    return None
-
-
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """``write(f)`` into ``.NAME.tmp-PID`` beside ``path``, synced, then renamed onto
-    ``path``. A write that fails (:func:`_write_reason`) raises :class:`WriteError` naming
-    ``path`` and why; whatever fails, the temporary file is removed (a checkpoint's can be
-    large) and ``path`` is left as it was."""
+    ``path``. A write that fails (:func:`~experiments.errors.write_reason`) raises
+    :class:`WriteError` naming ``path`` and why; whatever fails, the temporary file is
+    removed (a checkpoint's can be large) and ``path`` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -281,7 +257,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        reason = _write_reason(e) if isinstance(e, Exception) else None
+        reason = write_reason(e) if isinstance(e, Exception) else None
         if reason is None:
             raise
         raise WriteError(path, reason) from e
@@ -319,6 +295,11 @@ class DirLock:
     directory is refused before any lock is taken, so a finished run or comparison never gets
     a ``.lock``, and ``report``/``evaluate`` never lock.
 
+    A held lock is tried again for up to :data:`LOCK_WAIT_S` seconds before the refusal: a
+    process about to exit (a worker of a SIGKILLed comparison, which its parent watchdog ends
+    within :data:`experiments.comparison.PARENT_POLL_S`) lets go meanwhile, and a ``resume``
+    typed just after the kill was refused by it.
+
     Where ``fcntl`` does not exist (Windows), or the filesystem refuses locks, nothing is
     locked: two processes could then still write into one directory.
     """
@@ -333,13 +314,16 @@ class DirLock:
         return self.path / LOCK
 
     def acquire(self) -> DirLock:
-        """Take the lock, or raise :class:`RunError` naming the process that holds it. Writes
-        nothing into the directory when refused."""
+        """Take the lock, or raise :class:`RunError` naming the process that holds it once it
+        has been held for :data:`LOCK_WAIT_S` seconds. Writes nothing into the directory when
+        refused."""
         if fcntl is None:
             return self
         if self._fd is not None:
             raise RuntimeError(f"{self.file} is already locked by this DirLock")
-        for _ in range(100):
+        deadline = time.monotonic() + LOCK_WAIT_S
+        replaced = 0
+        while replaced < 100:
             # No O_TRUNC: a refused process must not erase the holder's pid.
             try:
                 fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -348,6 +332,10 @@ class DirLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if time.monotonic() < deadline:  # the holder may be exiting: try again
+                    os.close(fd)  # (reopened: the holder removes the file as it lets go)
+                    time.sleep(LOCK_POLL_S)
+                    continue
                 holder = os.pread(fd, 200, 0).decode(errors="replace").split()
                 os.close(fd)
                 raise RunError(self._held_message(holder)) from None
@@ -360,6 +348,7 @@ class DirLock:
             if _same_file(fd, self.file):
                 break
             os.close(fd)
+            replaced += 1
         else:
             raise RunError(f"could not lock {str(self.file)!r}: it keeps being replaced")
         os.ftruncate(fd, 0)
@@ -999,7 +988,7 @@ class Trainer:
     def _write_failed(self, e: WriteError) -> WriteError:
         """``e`` (a failed write of this run) saying which checkpoint is kept and how to go
         on from it once there is room."""
-        what = "checkpoint" if e.path.parent == self.dir.checkpoint_dir else "file"
+        what = "checkpoint" if e.path.parent == self.dir.checkpoint_dir else e.what
         kept = [c for c in self.dir.checkpoints() if c != e.path]
         last = (
             f"the last checkpoint {str(kept[-1])!r} is kept"
@@ -1012,9 +1001,11 @@ class Trainer:
         return WriteError(
             e.path,
             e.reason,
-            f"run {self.dir.name}: cannot write {what} {str(e.path)!r}: {e.reason} (its "
-            f"temporary file was removed); {last}. Free space (or raise the file-size limit) "
+            f"run {self.dir.name}: cannot write {what} {str(e.path)!r}: {e.reason} "
+            f"({e.kept}); {last}. Free space (or raise the file-size limit) "
             f"and continue with: python -m experiments resume {again}",
+            what=e.what,
+            kept=e.kept,
         )
 
     def _run(self) -> RunResult:
@@ -1126,9 +1117,12 @@ class Trainer:
                 eval_seconds = time.perf_counter() - t_eval
                 if evaluation:
                     logger.evaluation(loop.steps, evaluation)
-            finally:
+            except BaseException:
                 bar.close()
-                logger.close()
+                logger.close(check=False)  # the error in flight is the one to report
+                raise
+            bar.close()
+            logger.close()  # a failed write of its last events: a WriteError, no DONE
             summary = self.summary(evaluation, train_seconds, eval_seconds)
             self.dir.write_text("curve.csv", curve_csv(loop.curve))
             self.dir.write_json("summary.json", summary)

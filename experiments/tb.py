@@ -24,17 +24,40 @@ The writer is flushed before every checkpoint, and resuming passes ``purge_step`
 scalars a killed run wrote after its last checkpoint (or all of them, when it had none; or its
 evaluation too, when it died after logging it) are hidden, so the resumed run's event files
 read exactly like an uninterrupted run's (:meth:`experiments.runner.Trainer._purge_step`).
+
+An event that cannot be appended (a full disk, ``ulimit -f``) raises a
+:class:`~experiments.errors.WriteError` naming the event file and the OS's reason from the call
+that logged it, and nothing more is appended to the file (what it holds is kept; the record cut
+short ends it, and TensorBoard's readers stop there). ``SummaryWriter`` appended from a thread
+of its own, which died on such an error with a bare ``Exception in thread`` traceback; the
+error came back as a bare ``OSError`` at a later call, or not at all at ``close``
+(:class:`_Appender`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
+
+from experiments.errors import WriteError, write_reason
+
+try:  # SummaryWriter's writer thread, which RunLogger._open replaces by an _Appender
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+except ImportError:  # another TensorBoard: its thread is kept (its OSErrors: WriteErrors)
+
+    class _AsyncWriterThread:  # type: ignore[no-redef]  # nothing is one
+        exception: BaseException | None = None
+
+
+EVENT_FILES = "events.out.tfevents.*"
 
 # Episode metric (recenv's info["episode"]) -> its rec/ tag.
 REC_TAGS = {
@@ -97,21 +120,83 @@ class RunLogger:
     first, and covers event files written before every writer started with one."""
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None):
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or 0, flush_secs=30)
-        if purge_step is not None:
-            self.writer.file_writer.add_event(
-                Event(step=purge_step, session_log=SessionLog(status=SessionLog.START))
-            )
+        self.dir = Path(log_dir)
+        self.file = self.dir / EVENT_FILES  # until the writer has named its file
+        self._appender: _Appender | None = None
+        self.writer = self._open()
+        step = purge_step or 0
+        with self._writing():
+            # What SummaryWriter(purge_step=step) writes first, written through the _Appender.
+            self.writer.file_writer.add_event(Event(step=step, file_version="brain.Event:2"))
+            for _ in range(1 if purge_step is None else 2):
+                self.writer.file_writer.add_event(
+                    Event(step=step, session_log=SessionLog(status=SessionLog.START))
+                )
+
+    def _open(self) -> SummaryWriter:
+        """The ``SummaryWriter``, its events appended by an :class:`_Appender`, its writer
+        thread stopped. That thread writes the file's first event (in ``SummaryWriter()``): a
+        failure there is a :class:`WriteError` and the thread's traceback is left out."""
+        prev = threading.excepthook
+
+        def hook(args: Any) -> None:  # a failed append, raised again here as a WriteError
+            if not (
+                isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)
+            ):
+                prev(args)
+
+        threading.excepthook = hook
+        try:
+            try:
+                writer = SummaryWriter(log_dir=str(self.dir), flush_secs=30)
+            except OSError as e:
+                for t in threading.enumerate():  # let the thread end (through `hook`) first
+                    if isinstance(t, _AsyncWriterThread) and t.exception is not None:
+                        t.join(timeout=5)
+                mine = sorted(self.dir.glob(f"events.out.tfevents.*.{os.getpid()}.*"))
+                if mine:
+                    self.file = mine[-1]
+                raise self._error(e) from e
+            events = writer.file_writer.event_writer
+            self.file = Path(getattr(events, "_file_name", self.file))
+            thread = getattr(getattr(events, "_async_writer", None), "_worker", None)
+            if isinstance(thread, _AsyncWriterThread):  # else: tensorboard's own writer
+                thread.stop()  # joins it: a failed write of the first event is in `exception`
+                if thread.exception is not None:
+                    raise self._error(thread.exception) from thread.exception
+                self._appender = _Appender(events._async_writer._writer)
+                events._async_writer = self._appender
+            return writer
+        finally:
+            threading.excepthook = prev
+
+    def _error(self, e: BaseException) -> WriteError:
+        return WriteError(
+            self.file,
+            write_reason(e) or str(e),
+            what="TensorBoard event file",
+            kept="what it holds is kept",
+        )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An ``OSError`` of the writer (a failed append) as a :class:`WriteError`."""
+        try:
+            yield
+        except OSError as e:
+            raise self._error(e) from e
 
     def hyperparameters(self, config: Mapping[str, Any]) -> None:
         rows = "\n".join(f"|{k}|{_cell(v)}|" for k, v in _flatten(config).items())
-        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
+        with self._writing():
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> dict[str, float]:
         """Log ``values`` (tag -> value) at ``step``; returns what was logged."""
         out = {tag: float(v) for tag, v in values.items()}
-        for tag, v in out.items():
-            self.writer.add_scalar(tag, v, step)
+        with self._writing():
+            for tag, v in out.items():
+                self.writer.add_scalar(tag, v, step)
         return out
 
     def agent_metrics(self, step: int, metrics: Mapping[str, float]) -> dict[str, float]:
@@ -126,11 +211,63 @@ class RunLogger:
         )
 
     def flush(self) -> None:
-        self.writer.flush()
+        with self._writing():
+            self.writer.flush()
+
+    def close(self, check: bool = True) -> None:
+        """Flush and close; ``check=False``: a failed write is not raised (the caller is
+        already raising an error)."""
+        try:
+            with self._writing():
+                try:
+                    self.writer.flush()
+                finally:
+                    if self._appender is not None:  # closed quietly after a failed append
+                        self._appender.close()
+                    self.writer.close()
+        except WriteError:
+            if check:
+                raise
+
+
+class _Appender:
+    """The event file's writer in place of TensorBoard's ``_AsyncWriter`` (``write``,
+    ``flush``, ``close``): each event is appended in the thread that logs it, so a failed
+    append raises its ``OSError`` there (:meth:`RunLogger._writing`: a WriteError). After one
+    failed append every later call raises it again and nothing more is appended: the record
+    it cut short stays the file's last."""
+
+    def __init__(self, records: Any):  # tensorboard's RecordWriter over the event file
+        self._records = records
+        self._error: OSError | None = None
+        self._closed = False
+
+    def _do(self, call: Any, *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        try:
+            call(*args)
+        except OSError as e:
+            self._error = e
+            raise
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise OSError("Writer is closed")  # as TensorBoard's
+        self._do(self._records.write, data)
+
+    def flush(self) -> None:
+        if not self._closed:
+            self._do(self._records.flush)
 
     def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            self._records.flush()
+        with contextlib.suppress(OSError):
+            self._records.close()
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,6 +5,12 @@
   and left its ``.step_*.pt.tmp-PID`` (megabytes) behind. It is a :class:`RunError` naming
   the file, the reason, the checkpoint that is kept and the ``resume`` command; the temporary
   file is removed, and the resume finishes as the uninterrupted run.
+- A TensorBoard event that could not be appended (a full disk) killed ``SummaryWriter``'s
+  writer thread with a bare ``Exception in thread`` traceback and stopped the run with a bare
+  ``OSError`` ("error: [Errno 28] No space left on device", no file, no resume). It is the same
+  :class:`WriteError` as a checkpoint's, naming the event file; nothing more is appended to it,
+  and the resume reads in TensorBoard like the uninterrupted run. ``curve.csv`` is written
+  atomically like the checkpoints: a failed write leaves none, and says so the same way.
 - ``evaluate`` of a run still training read the newest checkpoint, then read it again by path
   to build the agent: pruning deleted it in between (``[Errno 2] No such file``, 5 times out
   of 6). The checkpoint is read once and the agent built from that payload
@@ -33,6 +39,7 @@ from pathlib import Path
 import pytest
 import torch
 from experiment_helpers import REPO, cli_env, killed_copy, tiny_run, tree
+from tensorboard.compat.tensorflow_stub.io import gfile
 
 import agents
 from agents import base
@@ -166,6 +173,95 @@ def test_atomic_writes_remove_their_temp_file_and_keep_the_old_file(tmp_path, mo
         runner.atomic_torch_save(tmp_path / "x.pt", {"f": lambda: 0})
     assert not isinstance(err.value, RunError)
     assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def _event_writes_that_fill_the_disk(monkeypatch, after: int) -> None:
+    """TensorBoard's local file writes (the event file's first record, then one append per
+    event) succeed ``after`` times, then fail as on a full disk: half the record written,
+    then ENOSPC."""
+    real, calls = gfile.LocalFileSystem._write, []
+
+    def write(self, filename, file_content, mode):
+        calls.append(filename)
+        if len(calls) <= after:
+            return real(self, filename, file_content, mode)
+        real(self, filename, file_content[: len(file_content) // 2], mode)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gfile.LocalFileSystem, "_write", write)
+
+
+def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag's points as TensorBoard's loaders read them (``charts/sps``, wall
+    clock, as steps only)."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    out = {
+        tag: [(e.step, 0.0 if tag == "charts/sps" else e.value) for e in acc.Scalars(tag)]
+        for tag in acc.Tags()["scalars"]
+    }
+    server = plugin_event_accumulator.EventAccumulator(str(run))
+    server.Reload()
+    assert {t: [e.step for e in server.Tensors(t)] for t in out} == {
+        t: [s for s, _ in v] for t, v in out.items()
+    }
+    return out
+
+
+# The writer thread's traceback ("Exception in thread"), which pytest reports as this warning.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("after", [0, 8], ids=["its first event", "an event while training"])
+def test_an_event_file_that_cannot_be_written_is_a_write_error_and_resumes_identically(
+    finished, tmp_path, monkeypatch, capfd, after
+):
+    run = killed_copy(finished, tmp_path, 40)
+    old_events = {p: p.read_bytes() for p in run.glob("events.out.tfevents.*")}
+    _event_writes_that_fill_the_disk(monkeypatch, after)
+    assert cli.main(["resume", str(run)]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err, err
+    assert "Exception in thread" not in err, err
+    (new,) = set(run.glob("events.out.tfevents.*")) - set(old_events)
+    assert f"cannot write TensorBoard event file {str(new)!r}: No space left on device" in err
+    assert f"the last checkpoint {str(run / 'checkpoints' / GOOD)!r} is kept" in err, err
+    assert f"python -m experiments resume {run}" in err, err
+    assert {p: p.read_bytes() for p in old_events} == old_events
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [GOOD]
+    assert not (run / runner.DONE).exists() and temp_files(run) == []
+    monkeypatch.undo()
+    same_result(runner.resume(run).summary, finished)  # once there is room
+    assert tensorboard_scalars(run) == tensorboard_scalars(finished)
+
+
+def test_a_curve_that_cannot_be_written_leaves_none_and_keeps_the_final_checkpoint(
+    finished, tmp_path, monkeypatch
+):
+    """curve.csv is written at the end like summary.json: atomically, through WriteError."""
+    run = killed_copy(finished, tmp_path, 120)
+    real = runner.os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "curve.csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+
+    monkeypatch.setattr(runner.os, "replace", replace)
+    with pytest.raises(WriteError) as err:
+        runner.resume(run)
+    msg = str(err.value)
+    assert f"cannot write file {str(run / 'curve.csv')!r}: No space left on device" in msg
+    assert "(its temporary file was removed)" in msg, msg
+    last = run / "checkpoints" / "step_000000000120.pt"
+    assert f"the last checkpoint {str(last)!r} is kept" in msg, msg
+    assert f"python -m experiments resume {run}" in msg, msg
+    assert not (run / "curve.csv").exists() and not (run / runner.DONE).exists()
+    assert temp_files(run) == []
+    monkeypatch.undo()
+    same_result(runner.resume(run).summary, finished)
+    assert (run / "curve.csv").read_text() == (finished / "curve.csv").read_text()
 
 
 # ----------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -373,6 +376,74 @@ def test_a_run_that_is_being_trained_is_not_resumed(tiny, capsys):
     resumed = runner.resume(run)
     assert deterministic(resumed.summary) == deterministic(done.summary)
     assert not (run / runner.LOCK).exists()
+
+
+@contextlib.contextmanager
+def lock_held_by_child(directory: Path, seconds: float):
+    """A child process that holds ``directory/.lock`` as a training process does, for
+    ``seconds``, then exits without removing it (as a worker of a SIGKILLed comparison that
+    its watchdog ends); yields the child once it holds the lock."""
+    code = (
+        "import fcntl, os, socket, sys, time\n"
+        "f = open(sys.argv[1], 'a+')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "f.truncate(0); f.write(f'{os.getpid()} {socket.gethostname()}\\n'); f.flush()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "os._exit(0)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory / runner.LOCK), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "held\n"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+@pytest.mark.skipif(fcntl is None, reason="runs are locked with fcntl.flock (POSIX)")
+def test_resume_waits_for_a_run_lock_whose_holder_is_exiting(tiny):
+    """A `resume` typed within the watchdog's poll of a comparison's SIGKILL met its worker
+    still holding the run's lock, and was refused (one a moment later worked): it waits
+    (up to runner.LOCK_WAIT_S) for a holder that lets go, then resumes exactly."""
+    assert runner.LOCK_WAIT_S > 2 * comparison.PARENT_POLL_S
+    done = runner.train(tiny())
+    run = killed_copy(done.path)
+    with lock_held_by_child(run, 0.5) as child:
+        t0 = time.monotonic()
+        resumed = runner.resume(run)
+        waited = time.monotonic() - t0
+        assert child.poll() == 0  # it had let go (by exiting) before the resume went on
+    assert waited > 0.2
+    assert deterministic(resumed.summary) == deterministic(done.summary)
+    assert not (run / runner.LOCK).exists()
+
+
+@pytest.mark.skipif(fcntl is None, reason="runs are locked with fcntl.flock (POSIX)")
+def test_a_run_lock_held_past_the_wait_is_refused_as_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "LOCK_WAIT_S", 0.3)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # refused at the lock, before it is read
+    with lock_held_by_child(run, 60) as child:
+        before = tree(run)
+        t0 = time.monotonic()
+        with pytest.raises(RunError) as err:
+            runner.resume(run)
+        waited = time.monotonic() - t0
+        assert tree(run) == before
+    assert 0.3 <= waited < 5
+    assert str(err.value) == (
+        f"run {str(run)!r} is being trained by pid {child.pid} (it holds "
+        f"{str(run / runner.LOCK)!r}); nothing was changed. Wait for it to finish, or stop it "
+        f"(Ctrl-C or SIGTERM: it checkpoints and stops) and then run: python -m experiments "
+        f"resume {run}"
+    )
 
 
 @pytest.mark.skipif(fcntl is None, reason="runs are locked with fcntl.flock (POSIX)")
