@@ -9,8 +9,11 @@ builds ``make_vec(--env, num_envs=--num-envs, num_items=size)``, steps it a few 
 benchmark policy (so the counters hold this episode's stamps), draws ``VARIANTS`` requests'
 list positions (``_list_index`` of random user features and uniforms, as a request draws
 them) and calls the kernel ``--calls`` times, taking the requests in turn (one request timed
-again and again would read cached rows). It prints the median time per call of each size
-and their ratio; JSON in ``results/candidates_op-*.json`` unless ``--no-json``::
+again and again would read cached rows). Each size has the env's own item counters, as
+``bench_env``'s catalog rows (Market-v0: 1,000 exact at 10^3 items, 4,096 hashed at 10^6;
+until session 46 this script held both at 1,024, ``--config item_stats_size=1024``). It
+prints the median time per call of each size and their ratio; JSON in
+``results/candidates_op-*.json`` unless ``--no-json``::
 
     .venv/bin/python -m experiments.candidates_op                    # 1,024 markets, 10^3 / 10^6
     .venv/bin/python -m experiments.candidates_op --num-envs 4096 --items 2000,100000
@@ -92,7 +95,6 @@ def main(argv=None) -> dict:
     if not native.available():
         raise SystemExit("the native kernels are not built here (a C++ compiler and ninja)")
     config = parse_market_overrides(args.config)
-    config.setdefault("item_stats_size", 1024)  # as bench_env's catalog rows
     out = None if args.no_json else result_path("candidates_op", args.out)
     torch.set_num_threads(1)
     per_size = {}
