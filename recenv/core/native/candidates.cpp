@@ -6,9 +6,9 @@
 // lookups, a sorting network, the duplicate mask, item rows, counters, features) whose random
 // lookups wait on each cache miss in turn. Here the markets go through a two-stage pipeline:
 // while market n's features are filled, market n+1's candidates are looked up and sorted and
-// market n+2's list entries and market n+1's counters are prefetched; the fill itself
-// prefetches the row of the candidate kRowsAhead places ahead (into market n+1 near market
-// n's end), so the misses of three markets overlap the copying.
+// market n+2's list entries are prefetched; the fill itself prefetches the counter and row of
+// the candidate kAhead places ahead (into market n+1 near market n's end), so the list misses
+// overlap the sorting and a steady stream of counter and row misses the copying.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -36,17 +36,18 @@ int64_t l2_bytes() {
 // Candidate lists longer than this are sorted by std::sort instead of by rank.
 constexpr int64_t kRankSortMax = 64;
 
-// How many candidates ahead of the fill their rows are prefetched. Prefetched in one burst
-// with the market's counters after its sort, a market's ~40 rows (two lines each) asked for
-// ~120 lines at once, several times the misses a core keeps in flight (~24 on AMD Zen 4), and
-// the fill then waited on rows still in transit. At 10^6 items (each row a miss to DRAM), the
-// kernel alone (`experiments.candidates_op --config item_stats_size=4096`, AMD EPYC VM,
-// session 46): 2.8-3.1 -> 1.8-1.9 ms a call at 1,024 markets, 11.6 -> 8.2 ms at 4,096; 8 and
-// 32 ahead read like 16. The counters stay in the burst: streamed too, even 40 ahead, the
-// kernel took twice as long at 2,000 items (whose rows fit L2 and are not prefetched at all).
-// The prefetch is written out in the fill: the same code as a lambda also called before the
-// first fill ran the kernel at 3.3 ms instead of 1.7 (not understood; measured twice).
-constexpr int64_t kRowsAhead = 16;
+// How many candidates ahead of the fill their counters and rows are prefetched. Prefetched
+// in one burst per market after its sort, a market's ~40 counters and ~40 rows (two lines
+// each) asked for ~120 lines at once, several times the misses a core keeps in flight (~24 on
+// AMD Zen 4), and the fill then waited on lines still in transit. Measured on an AMD EPYC VM
+// in session 46: the compiled step at 10^6 items and 1,024 markets 1.20x faster with the rows
+// streamed (ab_commits, 8 of 8 rounds ahead), then Market-v0's 4,096 markets 1.12x faster
+// with the counters streamed too (6 of 6); the kernel alone (`experiments.candidates_op`)
+// 2.8-3.1 -> 1.8-1.9 ms a call at 1,024 markets and 10^6 items, 6.0 -> 5.0 ms at 4,096 and
+// 2,000 items. 8 and 32 ahead read like 16. The prefetches are written out in the fill: the
+// rows' prefetch as a lambda also called before the first fill ran the kernel at 3.3 ms
+// instead of 1.7 (not understood; measured twice).
+constexpr int64_t kAhead = 16;
 constexpr int kRankBits = 6;  // a list position below kRankSortMax
 static_assert(kRankSortMax <= (int64_t{1} << kRankBits),
               "sort_ids keys hold a list position of up to kRankSortMax in kRankBits bits");
@@ -152,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
     }
   };
   // Stage 1: market n's candidates, listed by id with repeats after the first masked (the
-  // mask gets the arrival test in stage 2), and their rows and counters prefetched.
+  // mask gets the arrival test in stage 2).
   auto retrieve = [&](int64_t n, int32_t* key) {
     for (int64_t a = 0; a < A; ++a) {
       int64_t* c = out_items + (n * A + a) * C;
@@ -171,24 +172,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
       }
       sort_ids(c, C, key, packed);
       bool* first = out_mask + (n * A + a) * C;
-      for (int64_t j = 0; j < C; ++j) {
-        first[j] = j == 0 || c[j] != c[j - 1];
-        __builtin_prefetch(counter(n, c[j]));
-      }
+      for (int64_t j = 0; j < C; ++j) first[j] = j == 0 || c[j] != c[j - 1];
     }
   };
   // Stage 2: market n's features: static ones, log1p of this episode's clicks and exposures,
   // the age; and the mask ANDed with the arrival test. `retrieved`: the flat candidate index
-  // up to which candidates are listed (market n+1's end, or the range's), the rows' prefetch
+  // up to which candidates are listed (market n+1's end, or the range's), the prefetches'
   // bound.
   auto fill = [&](int64_t n, int64_t retrieved) {
     const float tn = tt[n];
     const int64_t e = ep[n];
     for (int64_t j = 0; j < X; ++j) {
-      if (prefetch_rows && n * X + j + kRowsAhead < retrieved) {
-        const float* next = rows + R * out_items[n * X + j + kRowsAhead];
-        __builtin_prefetch(next);
-        if (S >= 16) __builtin_prefetch(next + S);  // features span two lines
+      if (n * X + j + kAhead < retrieved) {
+        const int64_t next_item = out_items[n * X + j + kAhead];
+        __builtin_prefetch(counter((n * X + j + kAhead) / X, next_item));
+        if (prefetch_rows) {
+          const float* next = rows + R * next_item;
+          __builtin_prefetch(next);
+          if (S >= 16) __builtin_prefetch(next + S);  // features span two lines
+        }
       }
       const int64_t item = out_items[n * X + j];
       const float* row = rows + R * item;
