@@ -33,6 +33,7 @@ import resource
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -232,6 +233,13 @@ def test_an_event_file_that_cannot_be_written_is_a_write_error_and_resumes_ident
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [GOOD]
     assert not (run / runner.DONE).exists() and temp_files(run) == []
     monkeypatch.undo()
+    # A resume comes later than the failure, so its event file sorts after the cut-short
+    # one, as TensorBoard reads a directory's files in name order and the name starts with
+    # the second it was made. Within one second in one process, the names sort by a counter
+    # compared as text ("...10" before "...9"): the cut-short file could then be read last,
+    # and its restart marker hide the resumed run's points (a flaky failure in CI).
+    while int(time.time()) <= int(new.name.split(".")[3]):
+        time.sleep(0.05)
     same_result(runner.resume(run).summary, finished)  # once there is room
     assert tensorboard_scalars(run) == tensorboard_scalars(finished)
 
