@@ -1118,10 +1118,10 @@ class Trainer:
                 if evaluation:
                     logger.evaluation(loop.steps, evaluation)
             except BaseException:
-                bar.close()
                 logger.close(check=False)  # the error in flight is the one to report
                 raise
-            bar.close()
+            finally:
+                bar.close()
             logger.close()  # a failed write of its last events: a WriteError, no DONE
             summary = self.summary(evaluation, train_seconds, eval_seconds)
             self.dir.write_text("curve.csv", curve_csv(loop.curve))

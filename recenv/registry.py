@@ -19,7 +19,6 @@ builder's own docstring, else a page listing the scenario's configuration.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import inspect
@@ -266,18 +265,17 @@ def _own_doc(obj: Any) -> str | None:
     return inspect.cleandoc(doc) if isinstance(doc, str) and doc.strip() else None
 
 
-def _config_page(s: EnvSpec, config: Any, given: dict[str, Any]) -> str:
+def _config_page(s: EnvSpec, config: MarketConfig, given: dict[str, Any]) -> str:
     """The page of a scenario that has no docstring: its id and builder, a line saying so,
     and, as the built-in pages' Arguments tables do, the config values it differs from
     ``MarketConfig``'s defaults by (``given``: the keys this call set, told apart)."""
     name = s.id.split("/", 1)[1]
     defaults = MarketConfig().to_dict()
-    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
     rows = [
         f"| ``{k}`` | {shown(v)} | {shown(defaults[k])} | "
         f"{'this call' if k in given else 'the scenario'} |"
-        for k, v in values.items()
-        if k in defaults and v != defaults[k]
+        for k, v in config.to_dict().items()
+        if v != defaults[k]
     ]
     table = (
         "| key | value | MarketConfig default | set by |\n|---|---|---|---|\n" + "\n".join(rows)

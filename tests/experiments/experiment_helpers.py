@@ -102,3 +102,38 @@ def killed_copy(done: Path, where: Path, last_step: int) -> Path:
         if int(ckpt.stem.removeprefix("step_")) > last_step:
             ckpt.unlink()
     return run
+
+
+def tensorboard(run: Path) -> tuple[dict[str, list[tuple[int, float]]], int]:
+    """Every scalar tag's points (``charts/sps`` as steps only: it is wall clock) and how
+    many hyperparameter texts there are, as TensorBoard shows them: the same through its
+    legacy loader and the one its Python server uses (``--load_fast=false``), which honours
+    a purge only at a run's second ``SessionLog.START``."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    scalars = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        steps = [e.step for e in events]
+        assert steps == sorted(set(steps)), f"{tag}: steps repeat or go back: {steps}"
+        scalars[tag] = [(e.step, 0.0 if tag == "charts/sps" else e.value) for e in events]
+    server = plugin_event_accumulator.EventAccumulator(str(run))
+    server.Reload()
+    served = {
+        tag: [
+            (
+                e.step,
+                0.0 if tag == "charts/sps" else float(tensor_util.make_ndarray(e.tensor_proto)),
+            )
+            for e in server.Tensors(tag)
+        ]
+        for tag in server.Tags()["tensors"]
+        if tag in scalars
+    }
+    assert served == scalars, "TensorBoard's server reads the run differently"
+    texts = len(server.Tensors("hyperparameters/text_summary"))
+    return scalars, texts

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from experiment_helpers import TINY_ENV, TINY_IQL, tiny_run
+from experiment_helpers import TINY_ENV, TINY_IQL, tensorboard, tiny_run
 
 import agents
 from experiments import cli, comparison, provenance, runner
@@ -485,41 +485,6 @@ def test_a_comparison_that_is_being_worked_on_is_not_resumed(tiny, tmp_path):
 # ----------------------------------------------------------------------------------------
 # TensorBoard after a resume reads like an uninterrupted run
 # ----------------------------------------------------------------------------------------
-def tensorboard(run: Path) -> tuple[dict[str, list[tuple[int, float]]], int]:
-    """Every scalar tag's points (``charts/sps`` as steps only: it is wall clock) and how
-    many hyperparameter texts there are, as TensorBoard shows them: the same through its
-    legacy loader and the one its Python server uses (``--load_fast=false``), which honours
-    a purge only at a run's second ``SessionLog.START``."""
-    from tensorboard.backend.event_processing import plugin_event_accumulator
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.util import tensor_util
-
-    acc = EventAccumulator(str(run))
-    acc.Reload()
-    scalars = {}
-    for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
-        steps = [e.step for e in events]
-        assert steps == sorted(set(steps)), f"{tag}: steps repeat or go back: {steps}"
-        scalars[tag] = [(e.step, 0.0 if tag == "charts/sps" else e.value) for e in events]
-    server = plugin_event_accumulator.EventAccumulator(str(run))
-    server.Reload()
-    served = {
-        tag: [
-            (
-                e.step,
-                0.0 if tag == "charts/sps" else float(tensor_util.make_ndarray(e.tensor_proto)),
-            )
-            for e in server.Tensors(tag)
-        ]
-        for tag in server.Tags()["tensors"]
-        if tag in scalars
-    }
-    assert served == scalars, "TensorBoard's server reads the run differently"
-    texts = len(server.Tensors("hyperparameters/text_summary"))
-    return scalars, texts
-
-
 def test_a_run_killed_before_its_first_checkpoint_restarts_with_clean_tensorboard(tiny):
     """Resume starts such a run over; the killed attempt's scalars are hidden, not doubled."""
     done = runner.train(tiny(checkpoint_every=0))  # its only checkpoint is the final one
