@@ -8,7 +8,8 @@ Commands::
     evaluate   greedy evaluation of a run or checkpoint (results in a new directory)
     report     print a finished comparison's table (optionally re-render it elsewhere)
     presets    list the named presets
-    describe   every config field with its type, default and help (run, compare, env, agent)
+    describe   every config field with its type, default and help (run, compare, env, agent);
+               `describe env ID`: a scenario's page and its values; envs, agents: the ids
     bench      the environment benchmark (experiments.bench_env)
 
 Configuration, lowest precedence first: the preset (``--preset``), a TOML/JSON file
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("describe", help="config fields with types, defaults and help")
     d.add_argument("what", choices=["run", "compare", "env", "agent", "envs", "agents"])
-    d.add_argument("name", nargs="?", default=None, help="the agent (for `describe agent`)")
+    d.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="the agent (`describe agent NAME`) or an env id (`describe env ID`: the "
+        "scenario's page and its config, the values it changes marked)",
+    )
 
     b = sub.add_parser(
         "bench", help="environment benchmark (experiments.bench_env)", add_help=False
@@ -376,10 +385,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
     import recenv
     from recenv.core.config import MarketConfig
 
-    if args.name is not None and args.what != "agent":
+    if args.name is not None and args.what not in ("agent", "env"):
         raise ConfigError(
             f"describe {args.what} takes no NAME (got {args.name!r}); only `describe agent "
-            "NAME` does"
+            "NAME` and `describe env NAME` do"
         )
     if args.what == "run":
         print("RunConfig fields (--FIELD VALUE or --set FIELD=VALUE):")
@@ -387,11 +396,18 @@ def cmd_describe(args: argparse.Namespace) -> int:
     elif args.what == "compare":
         print("CompareConfig fields (compare only):")
         print(config.describe(CompareConfig))
+    elif args.what == "env" and args.name is not None:
+        _describe_env(args.name)
     elif args.what == "env":
-        print("MarketConfig fields (--set env.FIELD=VALUE; scenario presets change defaults):")
+        print(
+            "MarketConfig fields (--set env.FIELD=VALUE; scenario presets change defaults: "
+            "`describe env ID` shows a scenario's):"
+        )
         print(config.describe(MarketConfig))
     elif args.what == "envs":
-        print("\n".join(recenv.registered_ids()))
+        ids = recenv.registered_ids()
+        width = max(map(len, ids))
+        print("\n".join(f"{env_id:<{width}}  {_env_summary(env_id)}" for env_id in ids))
     elif args.what == "agents":
         print("\n".join(agents.registered_agents()))
     else:
@@ -412,6 +428,93 @@ def cmd_describe(args: argparse.Namespace) -> int:
             print(f"{args.name} config ({cls.__name__}; --set agent.FIELD=VALUE):")
             print(config.describe(cls))
     return 0
+
+
+def _describe_env(env_id: str) -> None:
+    """The page of scenario ``env_id`` and its MarketConfig, the fields it changes from the
+    defaults marked. The config is read from one market built on the CPU with no arguments,
+    as ``recenv.make_vec`` builds one (there is no other way to get it: a builder may decide
+    values, as FromLog-v0's log does its sizes); for the built-in scenarios that takes about
+    10 to 100 ms. A scenario that cannot be built without arguments (FromLog-v0 needs ``log``)
+    gets its page, when its module or builder has one, and a ConfigError saying why."""
+    import recenv
+    from recenv.core.config import MarketConfig
+
+    config.check_env_id(env_id)
+    try:
+        market = recenv.make_vec(env_id, num_envs=1, seed=0)
+    except (ValueError, TypeError, ImportError, AttributeError) as e:  # also a broken plug-in
+        page = _static_page(env_id)
+        if page:
+            print(page.rstrip())
+        where = "its page is above, but " if page else ""
+        raise ConfigError(
+            f"describe env {env_id}: {where}its config is read from one market built with no "
+            f"arguments, which failed: {e}"
+        ) from None
+    # make_vec sets the page as the market's docstring; not on an id registered (in this
+    # process) without pz_doc, which has none.
+    page = vars(market).get("__doc__")
+    print(page.rstrip() if page else f"{env_id} has no page (registered without pz_doc)")
+    print(
+        f"\n{env_id} config (MarketConfig fields with this scenario's values, * where they "
+        "differ from the default, given at the end of the line; --set env.FIELD=VALUE):"
+    )
+    print(config.describe(MarketConfig, market.config))
+
+
+def _static_page(env_id: str) -> str | None:
+    """``env_id``'s page as far as it is written without building the env (None also for
+    an id whose plug-in cannot be loaded)."""
+    import recenv.registry
+
+    try:
+        return recenv.registry.documentation_page(env_id)
+    except (ValueError, ImportError, AttributeError):
+        return None
+
+
+SUMMARY_WIDTH = 100  # characters of a page's summary in `describe envs`
+
+
+def _env_summary(env_id: str) -> str:
+    """The summary of ``env_id``'s page (:func:`_page_summary`) for ``describe envs``, read
+    without building the env."""
+    import recenv.registry
+
+    try:
+        page = recenv.registry.documentation_page(env_id)
+    except (ValueError, ImportError, AttributeError) as e:  # a plug-in that cannot be loaded
+        return _cut(f"(cannot be loaded: {e})")
+    if page is None:
+        if recenv.spec(env_id).pz_doc:
+            return f"(no docstring; `describe env {env_id}` lists its config)"
+        return "(no page: registered without pz_doc)"
+    return _page_summary(page)
+
+
+def _page_summary(page: str) -> str:
+    """A scenario page's summary: its first sentence, the first paragraph after the
+    ``# Name-vN`` title (a page's first line, which names the env and no more) up to its first
+    full stop, without the double backticks and asterisks of its markup, cut at
+    :data:`SUMMARY_WIDTH` characters."""
+    lines = inspect.cleandoc(page).splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")):
+        lines.pop(0)
+    paragraph = []
+    for line in lines:
+        if not line.strip():
+            break
+        paragraph.append(line.strip())
+    text = " ".join(paragraph).replace("``", "").replace("**", "")
+    sentence = re.match(r".*?[.!?](?=\s|$)", text)
+    return _cut(sentence.group(0) if sentence else text)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= SUMMARY_WIDTH:
+        return text
+    return text[: SUMMARY_WIDTH - 3].rsplit(" ", 1)[0] + " ..."
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -979,8 +979,19 @@ def _default_text(value: Any) -> str:
     return repr(value)
 
 
-def describe(cls: type) -> str:
+def describe(cls: type, values: Any = None) -> str:
+    """One line per field of config dataclass ``cls``: its name, type, default and help. With
+    ``values`` (an instance of ``cls``, e.g. a scenario's MarketConfig) its values stand in
+    the default column, and a ``*`` marks the fields where they differ from ``cls``'s
+    defaults (each such line ends with the default)."""
     lines = []
     for name, tname, default, help_ in field_help(cls):
-        lines.append(f"  {name:<24} {tname:<10} {_default_text(default):<22} {help_}")
+        mark = " "
+        if values is not None:
+            value = getattr(values, name)
+            if value != default:
+                mark = "*"
+                help_ = f"{help_} (default {_default_text(default)})"
+            default = value
+        lines.append(f"{mark} {name:<24} {tname:<10} {_default_text(default):<22} {help_}")
     return "\n".join(lines)

@@ -104,7 +104,9 @@ CHECKPOINT_FORMAT = "recenv-run-checkpoint"
 # `_since_report`).
 CHECKPOINT_VERSION = 3
 # BatchedMarket attributes that are static (rebuilt from the config), never checkpointed.
-ENV_STATIC = ("config", "catalog", "population", "layout")
+# ``__doc__``: the scenario's page, which recenv.make_vec sets on the env; saved, it would
+# be a key that checkpoints written before it was set lack, refused on resume as damaged.
+ENV_STATIC = ("config", "catalog", "population", "layout", "__doc__")
 OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
 LOCK = ".lock"

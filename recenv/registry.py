@@ -148,11 +148,13 @@ def make_vec(
 
     Market ``n`` with ``seed=s`` equals ``make(env_id, seed=s + n)``. ``compile=True`` runs
     the step as one ``torch.compile`` graph (2-5x faster; the first steps compile, tens of
-    seconds; see :meth:`BatchedMarket.compile`).
+    seconds; see :meth:`BatchedMarket.compile`). The env's ``__doc__`` (what ``help(env)``
+    shows) is the scenario's page, as on the env :func:`make` returns.
     """
     s = spec(env_id)
     _check_compile(compile)
     check_batch(num_envs, device, seed)  # before the builder, which can be slow
+    page = _page(s)
     env = _build(
         s,
         "recenv.make_vec also takes num_envs, device, seed and compile",
@@ -161,6 +163,7 @@ def make_vec(
         seed=seed,
         **config,
     )
+    _set_page(env, s, page, env.config, config)
     return env.compile() if compile else env
 
 
@@ -232,11 +235,28 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
     if compile:
         core.compile()
     env = MarketParallelEnv(core, env_id=env_id, **face)
-    if s.pz_doc:
-        # The scenario's page is the env's docstring (what help(env) shows); a scenario that
-        # documents nothing (a plug-in's bare module and builder) gets its configuration.
-        env.__doc__ = page if page is not None else _config_page(s, core.config, kwargs)
+    _set_page(env, s, page, core.config, kwargs)
     return env
+
+
+def _set_page(
+    env: Any, s: EnvSpec, page: str | None, config: MarketConfig, given: dict[str, Any]
+) -> None:
+    """Make the scenario's page (``page``, from :func:`_page`) the docstring of ``env``, of
+    either face: what ``help(env)`` shows. A scenario that documents nothing (a plug-in's bare
+    module and builder) gets its configuration (``config``, built from the call's config keys
+    ``given``). An id registered without ``pz_doc`` has no page: ``env`` keeps its class's."""
+    if s.pz_doc:
+        env.__doc__ = page if page is not None else _config_page(s, config, given)
+
+
+def documentation_page(env_id: str) -> str | None:
+    """The page of ``env_id`` as far as it is written without building the env: its page
+    module's docstring, else its builder's own (see :func:`_page`). None when neither has
+    text, the page then being written from the built config (the ``__doc__`` of what
+    :func:`make` and :func:`make_vec` return), or when the id was registered without
+    ``pz_doc``."""
+    return _page(spec(env_id))
 
 
 def _page(s: EnvSpec) -> str | None:

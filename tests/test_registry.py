@@ -246,3 +246,30 @@ def test_a_plugin_without_a_module_docstring_still_has_a_page(tmp_path, monkeypa
     assert rows["``horizon``"] == "| ``horizon`` | 7 | 200 | this call |"
     assert rows["``num_users``"] == "| ``num_users`` | 3 | 25 | this call |"
     assert "``embed_dim``" not in rows  # a default is not listed
+    # The batched env gets the same page (the keys of the call told apart as by make).
+    assert recenv.make_vec("labdoc/Bare-v0", num_envs=2, seed=0, horizon=7, **small).__doc__ == page
+
+
+def test_the_batched_env_has_the_page_of_make(env_id, small):
+    """``recenv.make_vec`` set no ``__doc__`` (``help(env)`` showed ``BatchedMarket``'s
+    class): its env has the page ``recenv.make``'s has for the same id and config keys."""
+    kwargs = small(env_id)
+    page = recenv.make(env_id, seed=0, **kwargs).__doc__
+    assert recenv.make_vec(env_id, num_envs=2, seed=0, **kwargs).__doc__ == page
+    compiled = recenv.make_vec(env_id, num_envs=1, seed=0, compile=True, **kwargs)
+    assert compiled.__doc__ == page
+    assert page == recenv.registry.documentation_page(env_id)  # what `describe` reads
+
+
+def test_the_batched_envs_page_is_not_in_a_runs_checkpoint():
+    """The page is static, rebuilt with the env like its config: a run's env snapshot leaves
+    it out (``runner.ENV_STATIC``). Saved, it would be a key of the live env's snapshot that
+    every checkpoint written before ``make_vec`` set it lacks, and a resume refuses such a
+    checkpoint as damaged."""
+    from experiments import snapshot
+    from experiments.runner import ENV_STATIC
+
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0)
+    env.reset(seed=0)
+    assert env.__doc__ == recenv.registry.documentation_page("recenv/Market-v0")
+    assert "__doc__" not in snapshot.snapshot(env, skip=ENV_STATIC)

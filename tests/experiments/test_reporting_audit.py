@@ -10,6 +10,7 @@ import matplotlib.colors as mcolors
 import pytest
 from experiment_helpers import tiny_run
 
+import recenv
 from experiments import cli, comparison, plots, report
 from experiments.config import CompareConfig
 
@@ -96,11 +97,85 @@ def test_curves_keep_one_colour_per_agent_in_every_panel():
     assert [mcolors.to_hex(h.get_color()) for h in handles] == [colour[a] for a in "abc"]
 
 
-@pytest.mark.parametrize("what", ["run", "compare", "env", "envs", "agents"])
+@pytest.mark.parametrize("what", ["run", "compare", "envs", "agents"])
 def test_describe_refuses_a_name_it_does_not_take(what, capsys):
     assert cli.main(["describe", what, "iql"]) == 2
     err = capsys.readouterr().err
     assert f"describe {what} takes no NAME (got 'iql')" in err
+    assert "only `describe agent NAME` and `describe env NAME` do" in err
+
+
+def _config_rows(out: str) -> dict[str, str]:
+    """``describe env ID``'s config table: field name -> its line."""
+    table = out.split(" config (MarketConfig fields with this scenario's values", 1)[1]
+    return {line[2:].split()[0]: line for line in table.splitlines()[1:]}
+
+
+def test_describe_env_id_prints_the_page_and_marks_the_fields_the_scenario_changes(capsys):
+    """``describe env ID`` was refused ("takes no NAME"; ``describe env`` lists only
+    MarketConfig's defaults): it prints the scenario's page, then MarketConfig's fields with
+    the scenario's values, ``*`` marking those that differ from the defaults (the default at
+    the end of the line)."""
+    from recenv.scenarios import music
+
+    assert cli.main(["describe", "env", "recenv/Music-v0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(music.__doc__.rstrip() + "\n")
+    defaults, fields = recenv.MarketConfig(), recenv.MarketConfig.field_names()
+    changed = {k for k in fields if getattr(music.CONFIG, k) != getattr(defaults, k)}
+    assert "num_items" in changed  # Music-v0's CONFIG sets num_items=4000
+    rows = _config_rows(out)
+    assert list(rows) == fields
+    for name, line in rows.items():
+        assert line.startswith("* " if name in changed else "  "), line
+        assert line[2:].split()[2] == repr(getattr(music.CONFIG, name)), line
+    assert rows["num_items"].endswith(f"(default {defaults.num_items!r})")
+    assert not rows["num_users"].endswith(")")  # an unchanged field's help as it was
+
+
+def test_describe_env_refuses_an_unknown_id_listing_the_registered_ones(capsys):
+    """As ``--env`` does: a config error naming the registered ids and the likely one (no
+    short names: ``Music-v0`` is not ``recenv/Music-v0``)."""
+    assert cli.main(["describe", "env", "Music-v0"]) == 2
+    out, err = capsys.readouterr()
+    assert not out
+    assert "config error: unknown env 'Music-v0'; registered envs: " in err
+    assert all(repr(env_id) in err for env_id in recenv.registered_ids())
+    assert "did you mean 'recenv/Music-v0'" in err
+
+
+def test_describe_env_of_a_scenario_that_needs_data_prints_its_page_and_says_what_is_missing(
+    capsys,
+):
+    """FromLog-v0 cannot be built without ``log``: its page, then a config error (no
+    traceback) naming the id and the missing argument."""
+    from recenv.scenarios import from_log
+
+    assert cli.main(["describe", "env", "recenv/FromLog-v0"]) == 2
+    out, err = capsys.readouterr()
+    assert out.rstrip() == from_log.__doc__.rstrip()
+    assert err.startswith("config error: describe env recenv/FromLog-v0: its page is above")
+    assert "recenv/FromLog-v0 needs log=PATH" in err and "Traceback" not in err
+
+
+def test_describe_envs_gives_each_id_the_summary_of_its_page(capsys):
+    """``describe envs`` printed the bare ids: each is followed, aligned, by its page's first
+    sentence (after the ``# Name-vN`` title), cut at ``cli.SUMMARY_WIDTH`` characters."""
+    assert cli.main(["describe", "envs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ids = recenv.registered_ids()
+    assert [line.split()[0] for line in lines] == ids
+    start = max(map(len, ids)) + 2
+    assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines)
+    summaries = {env_id: line[start:] for env_id, line in zip(ids, lines, strict=True)}
+    assert summaries["recenv/ECommerce-v0"] == (
+        "An online marketplace: A = 3 sellers compete for purchases on one shared results page."
+    )
+    for env_id, summary in summaries.items():
+        page = recenv.registry.documentation_page(env_id)
+        first = " ".join(page.split("\n\n")[1].split()).replace("``", "").replace("**", "")
+        assert len(summary) <= cli.SUMMARY_WIDTH
+        assert first.startswith(summary.removesuffix(" ...")), env_id
 
 
 def test_compare_help_shows_the_percent_sign_once(capsys):
