@@ -192,6 +192,23 @@ def _require(tool: str) -> str:
     return path
 
 
+def inductor_cache_dir() -> str:
+    """Where inductor writes its generated C++ and libraries in this process's environment
+    (the child's: it inherits ``TORCHINDUCTOR_CACHE_DIR``), as inductor resolves it."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return os.path.realpath(cache_dir())
+
+
+def is_inductor_library(dso: str, cache: str) -> bool:
+    """Whether the sampled library ``dso`` is one inductor built: a ``.so`` under its cache
+    directory ``cache``, or under one named like its default (``/tmp/torchinductor_<user>``).
+    The name alone missed every kernel of a run with ``TORCHINDUCTOR_CACHE_DIR`` set."""
+    if not dso.endswith(".so"):
+        return False
+    return "torchinductor" in dso or os.path.realpath(dso).startswith(cache.rstrip("/") + "/")
+
+
 def sample(env_id: str, num_envs: int, seconds: float, config: dict, workdir: Path):
     """Run the child, sample it with perf; returns (perf.data path, child's step report)."""
     perf = _require("perf")
@@ -245,6 +262,7 @@ def analyse(data: Path) -> dict:
         text=True,
     ).stdout.splitlines()
     maps = parse_mmaps(out)
+    cache = inductor_cache_dir()
     by_dso, ips = collections.Counter(), collections.defaultdict(list)
     # Symbols of inductor's libraries (its fused kernels) and of every other library.
     by_kernel, by_symbol = collections.Counter(), collections.Counter()
@@ -259,7 +277,7 @@ def analyse(data: Path) -> dict:
         dso = parts[-1].strip("()")
         by_dso[Path(dso).name] += 1
         symbol = " ".join(parts[1:-1])
-        if dso.endswith(".so") and "torchinductor" in dso:
+        if is_inductor_library(dso, cache):
             by_kernel[symbol] += 1
             ips[dso].append(int(parts[0], 16))
         else:

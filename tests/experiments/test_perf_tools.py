@@ -6,6 +6,7 @@ the face in torch's two algorithm modes (experiments.face_modes) and the step pr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -103,6 +104,24 @@ def test_addr2line_output_gives_the_outermost_generated_line():
         "/usr/include/x.h:1\n"
     )
     assert pl.outermost_lines(out, "abc.main.cpp") == {0x11E40: 7290, 0x11E50: None}
+
+
+def test_profile_loops_finds_inductors_libraries_in_a_cache_dir_set_by_the_user(
+    tmp_path, monkeypatch
+):
+    """Inductor's libraries were told apart by "torchinductor" in their path, its default
+    cache directory's name: with ``TORCHINDUCTOR_CACHE_DIR`` elsewhere no sample reached a
+    loop (the end-to-end test failed so). They are the ``.so`` files under the cache
+    directory inductor resolves, as the child inherits it."""
+    cache = tmp_path / "inductor-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    where = pl.inductor_cache_dir()
+    assert where == os.path.realpath(cache)
+    assert pl.is_inductor_library(f"{cache}/gq/cgqnfi7f.main.so", where)
+    assert pl.is_inductor_library("/tmp/torchinductor_root/gq/cgqnfi7f.main.so", where)
+    assert not pl.is_inductor_library(f"{cache}/gq/cgqnfi7f.main.cpp", where)
+    assert not pl.is_inductor_library(f"{cache}-other/x.so", where)
+    assert not pl.is_inductor_library("/usr/lib/libtorch_cpu.so", where)
 
 
 @pytest.mark.skipif(shutil.which("perf") is None, reason="needs linux perf")
