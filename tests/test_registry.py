@@ -273,3 +273,28 @@ def test_the_batched_envs_page_is_not_in_a_runs_checkpoint():
     env.reset(seed=0)
     assert env.__doc__ == recenv.registry.documentation_page("recenv/Market-v0")
     assert "__doc__" not in snapshot.snapshot(env, skip=ENV_STATIC)
+
+
+def test_describe_lists_a_plugin_that_cannot_be_loaded_and_refuses_to_describe_it(
+    tmp_path, monkeypatch, capsys
+):
+    """``describe envs`` gives a plug-in its page's summary and one that cannot be loaded
+    (a malformed entry point) a note saying so, not a traceback that hides the other ids;
+    ``describe env`` of the broken one is a config error naming it."""
+    from experiments import cli
+
+    root = _install_env_plugin(
+        tmp_path, {"lab/Shop-v0": "labenvs:build", "lab/Broken-v0": "labenvs build"}
+    )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(recenv.registry, "_REGISTRY", dict(recenv.registry._REGISTRY))
+    assert cli.main(["describe", "envs"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(recenv.registered_ids()) <= set(lines)
+    assert "Lab/Shop-v0: Market-v0 with three agents" in lines["lab/Shop-v0"]
+    assert "(cannot be loaded: " in lines["lab/Broken-v0"]
+    assert "'lab/Broken-v0' is the plug-in 'labenvs build'" in lines["lab/Broken-v0"]
+    assert cli.main(["describe", "env", "lab/Broken-v0"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("config error: ") and "lab/Broken-v0" in err
+    assert "Traceback" not in out + err
