@@ -430,6 +430,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# What reading a plug-in's page or building its env raises when the plug-in cannot be
+# loaded (a malformed entry point, a missing module or builder).
+PLUGIN_ERRORS = (ValueError, ImportError, AttributeError)
+
+
 def _describe_env(env_id: str) -> None:
     """The page of scenario ``env_id`` and its MarketConfig, the fields it changes from the
     defaults marked. The config is read from one market built on the CPU with no arguments,
@@ -443,7 +448,7 @@ def _describe_env(env_id: str) -> None:
     config.check_env_id(env_id)
     try:
         market = recenv.make_vec(env_id, num_envs=1, seed=0)
-    except (ValueError, TypeError, ImportError, AttributeError) as e:  # also a broken plug-in
+    except (TypeError, *PLUGIN_ERRORS) as e:  # a config the builder refuses, a broken plug-in
         page = _static_page(env_id)
         if page:
             print(page.rstrip())
@@ -470,7 +475,7 @@ def _static_page(env_id: str) -> str | None:
 
     try:
         return recenv.registry.documentation_page(env_id)
-    except (ValueError, ImportError, AttributeError):
+    except PLUGIN_ERRORS:
         return None
 
 
@@ -484,7 +489,7 @@ def _env_summary(env_id: str) -> str:
 
     try:
         page = recenv.registry.documentation_page(env_id)
-    except (ValueError, ImportError, AttributeError) as e:  # a plug-in that cannot be loaded
+    except PLUGIN_ERRORS as e:
         return _cut(f"(cannot be loaded: {e})")
     if page is None:
         if recenv.spec(env_id).pz_doc:

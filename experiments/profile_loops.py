@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import functools
 import json
 import os
 import re
@@ -200,10 +201,12 @@ def inductor_cache_dir() -> str:
     return os.path.realpath(cache_dir())
 
 
+@functools.cache
 def is_inductor_library(dso: str, cache: str) -> bool:
     """Whether the sampled library ``dso`` is one inductor built: a ``.so`` under its cache
     directory ``cache``, or under one named like its default (``/tmp/torchinductor_<user>``).
-    The name alone missed every kernel of a run with ``TORCHINDUCTOR_CACHE_DIR`` set."""
+    The name alone missed every kernel of a run with ``TORCHINDUCTOR_CACHE_DIR`` set. Cached:
+    asked once per sample, of a few dozen libraries (``realpath`` is a system call each)."""
     if not dso.endswith(".so"):
         return False
     return "torchinductor" in dso or os.path.realpath(dso).startswith(cache.rstrip("/") + "/")
