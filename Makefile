@@ -22,11 +22,13 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
 
 lint: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check --fix .
@@ -41,4 +43,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m experiments.bench_env
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -18,7 +18,7 @@ Gymnasium's convention says (PettingZoo's ``render_test`` builds every env with 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +40,9 @@ class MarketParallelEnv(ParallelEnv):
     actions, choice model, rewards and arguments; this class is the shared machinery.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
+    # A class default (check_face_options reads it before an env exists), which each env
+    # replaces by its own (its name): not a ClassVar.
+    metadata: dict[str, Any] = {  # noqa: RUF012
         "name": "recenv_market",
         "render_modes": ["human", "ansi"],
         "is_parallelizable": True,
@@ -105,12 +107,20 @@ class MarketParallelEnv(ParallelEnv):
         self.core.reset(seed=seed)
         self.agents = list(self.possible_agents)
         self._last_step = None
-        out = self._np_obs(), self._infos(None, None)
+        out = self._np_obs(), self._infos(None)
         if self.render_mode == "human":
             self.render()
         return out
 
-    def step(self, actions: dict[str, Any]):
+    def step(
+        self, actions: dict[str, Any]
+    ) -> tuple[
+        dict[str, Any],
+        dict[str, float],
+        dict[str, bool],
+        dict[str, bool],
+        dict[str, dict],
+    ]:
         if not self.agents:
             never = self.core._obs_parts is None  # the core's observation exists after a reset
             why = "the env was never reset" if never else "the episode is over"
@@ -124,14 +134,14 @@ class MarketParallelEnv(ParallelEnv):
         # through numpy: reading a tensor costs about a microsecond per call, a large share
         # of a one-market step.
         scalars, info = self.core._step_face(*checked)
-        self._last_step = (info, scalars)
+        self._last_step = last = (info, scalars)
         row = self._row
         terminated, truncated = bool(scalars[row["terminated"]]), bool(scalars[row["truncated"]])
         np_obs = self._np_obs()
         rewards = dict(zip(self.agents, scalars[row["rewards"]], strict=True))
         terminations = dict.fromkeys(self.agents, terminated)
         truncations = dict.fromkeys(self.agents, truncated)
-        infos = self._infos(info, scalars)
+        infos = self._infos(last)
         if terminated or truncated:
             self.agents = []
         if self.render_mode == "human":
@@ -202,7 +212,9 @@ class MarketParallelEnv(ParallelEnv):
             )
         return batched
 
-    def _checked_slate(self, actions: dict[str, Any]):
+    def _checked_slate(
+        self, actions: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """Fast path for the common case, in numpy: when every agent's action is a valid slate
         (K distinct integer indices of unmasked candidates), the core's ``_step_checked``
         arguments; otherwise ``None`` and the core checks (and raises or repairs)."""
@@ -234,10 +246,12 @@ class MarketParallelEnv(ParallelEnv):
         """The core's current observation of market 0 as numpy, one conversion per batched
         tensor (views per agent)."""
         core = self.core
-        user, history, cands = (_host(x)[0] for x in core._obs_parts)
+        # _obs_parts is not None here: the core's reset, which comes before any call, sets it
+        # (an ignore, not a check or a cast: either would cost every step a test or a call).
+        user, history, cands = (_host(x)[0] for x in core._obs_parts)  # type: ignore[union-attr]
         self._mask_np = mask = _host(core.cand_mask)[0].astype(np.int8)  # [A, C]
         self._mask_list = mask.tolist()
-        out = {}
+        out: dict[str, Any] = {}
         if self.flatten_obs:
             flat_mask = mask.astype(np.float32)
             for i, agent in enumerate(self.possible_agents):
@@ -261,15 +275,16 @@ class MarketParallelEnv(ParallelEnv):
             }
         return out
 
-    def _infos(self, info: dict[str, Any] | None, scalars: list[float] | None) -> dict[str, dict]:
-        """Per-agent infos of a step (``info`` and its packed row ``scalars``, laid out as
-        ``face_row`` says), or of a reset (both ``None``)."""
+    def _infos(self, last: tuple[dict[str, Any], list[float]] | None) -> dict[str, dict]:
+        """Per-agent infos of a step (``last``: its ``info`` and packed row ``scalars``, laid out
+        as ``face_row`` says, as ``_last_step`` holds them), or of a reset (``None``)."""
         infos: dict[str, dict] = {a: {} for a in self.possible_agents}
         if self.flatten_obs:
             for i, d in enumerate(infos.values()):
                 d["action_mask"] = self._mask_np[i]
-        if info is None:
+        if last is None:
             return infos
+        info, scalars = last
         row = self._row
         chosen_agent = int(scalars[row["chosen_agent"]])
         chosen_slot = int(scalars[row["chosen_slot"]])

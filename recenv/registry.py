@@ -23,6 +23,7 @@ import functools
 import importlib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -40,7 +41,7 @@ class EnvSpec:
     entry_point: str  # "module:builder"
     pz_doc: str = ""  # module whose docstring is the env's documentation page
 
-    def builder(self):
+    def builder(self) -> Callable[..., BatchedMarket]:
         module, _, attr = self.entry_point.partition(":")
         return getattr(importlib.import_module(module), attr)
 

@@ -531,7 +531,7 @@ def _elements(v: Any, each: type) -> tuple | None:
     float), or ``None`` when one is not."""
     if not isinstance(v, tuple):
         return None
-    out = []
+    out: list[int | float] = []
     for x in v:
         if each is int:
             try:

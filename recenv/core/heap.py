@@ -41,6 +41,7 @@ import ctypes
 import functools
 import os
 import platform
+from collections.abc import Callable
 
 THRESHOLD = 1 << 30
 _M_MXFAST = 1  # glibc's <malloc.h>
@@ -49,7 +50,7 @@ _M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
-def _mallopt():
+def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, or None where there is none to call."""
     if platform.libc_ver()[0] != "glibc":
         return None
@@ -62,7 +63,7 @@ def _mallopt():
     return fn
 
 
-def _tuner():
+def _tuner() -> Callable[[int, int], int] | None:
     """``mallopt`` to tune with: None off glibc or with ``RECENV_KEEP_HEAP=0`` (read at each
     call) in the environment."""
     if os.environ.get("RECENV_KEEP_HEAP", "1") == "0":

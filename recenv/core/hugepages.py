@@ -43,6 +43,8 @@ import math
 import mmap
 import os
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +87,9 @@ def enabled(device: torch.device | str = "cpu") -> bool:
     return _advisable()
 
 
-def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+def empty(
+    shape: Iterable[int], dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)``; a CPU table of at least
     :data:`MIN_BYTES`, where :func:`enabled`, lies on advised pages from its first byte to its
     last. Its pages are untouched: fill it next."""
@@ -115,10 +119,14 @@ def empty(shape, dtype: torch.dtype, device: torch.device | str = "cpu") -> torc
     # span itself, through numpy (``from_numpy`` starts a storage at the array's first byte
     # and keeps the array, hence ``buf`` and its mapping, alive as long as the storage).
     aligned = torch.from_numpy(buf[off : off + span])
-    return torch.empty(0, dtype=dtype).set_(aligned.untyped_storage(), 0, shape)
+    # torch's stubs list set_ with a stride or with the source alone; ATen's schema takes
+    # (source, offset, size) with the contiguous stride as its default.
+    return torch.empty(0, dtype=dtype).set_(aligned.untyped_storage(), 0, shape)  # type: ignore[call-overload]
 
 
-def full(shape, value, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+def full(
+    shape: Iterable[int], value: float, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """``torch.full`` on :func:`empty` (zeros with ``value=0``)."""
     return empty(shape, dtype, device).fill_(value)
 
@@ -149,7 +157,7 @@ def rehome(t: torch.Tensor) -> torch.Tensor:
     return empty(t.shape, t.dtype, t.device).copy_(t)
 
 
-def compact_tables(state: dict, names) -> dict:
+def compact_tables(state: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
     """``state`` (a copy of an object's ``__dict__``, for pickling) with each table ``names``
     holds as its :func:`compact` copy; names absent from it are skipped."""
     for name in names:
@@ -158,7 +166,7 @@ def compact_tables(state: dict, names) -> dict:
     return state
 
 
-def rehome_tables(owner, names) -> None:
+def rehome_tables(owner: object, names: Iterable[str]) -> None:
     """Put each table ``names`` that ``owner`` holds in its ``__dict__`` back on advised pages
     (:func:`rehome`): after unpickling, or a restore from outside."""
     for name in names:

@@ -7,6 +7,8 @@ the step is made of such lookups. These helpers keep the fast form readable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -36,7 +38,7 @@ def _(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return table.new_empty((idx.shape[0], *table.shape[1:]))
 
 
-def like(value, ref: torch.Tensor) -> torch.Tensor:
+def like(value: torch.Tensor | float, ref: torch.Tensor) -> torch.Tensor:
     """``value`` (a tensor or a Python number) as a tensor of ``ref``'s dtype and device.
 
     A number is filled on the device (``torch.full``): ``torch.as_tensor`` would build it on
@@ -47,7 +49,7 @@ def like(value, ref: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
 
 
-def lookup_table(fn, points: torch.Tensor) -> torch.Tensor:
+def lookup_table(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> torch.Tensor:
     """``fn(points)`` computed in float64 and rounded to float32: a lookup table for a
     function the step would otherwise evaluate per element (``log1p`` of small counts, decay
     powers, position costs, novelty).
@@ -67,7 +69,8 @@ def cell(table: torch.Tensor, n: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 # Whether inductor writes a graph input in place through a flat view of it: from torch 2.13
 # on; before (seen in 2.11) it cloned the whole table and copied it back on every call.
-VIEW_WRITES_IN_PLACE = torch.__version__ >= (2, 13)
+# (TorchVersion compares with tuples; torch's stubs type __version__ as a plain str.)
+VIEW_WRITES_IN_PLACE = torch.__version__ >= (2, 13)  # type: ignore[operator]
 
 
 def put_at(

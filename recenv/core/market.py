@@ -36,7 +36,7 @@ import dataclasses
 import math
 import reprlib
 from collections.abc import Callable
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypedDict
 
 import numpy as np
 import torch
@@ -115,7 +115,20 @@ class NextUser(NamedTuple):
     all_gone: torch.Tensor  # bool: every user churned and not back: the episode ends
 
 
-def face_row(num_agents: int) -> dict[str, slice | int]:
+class FaceRow(TypedDict):
+    """:func:`face_row`'s layout: an index for a scalar, a slice for a run of them."""
+
+    terminated: int
+    truncated: int
+    chosen_agent: int
+    chosen_slot: int
+    engagement: int
+    utility: slice
+    rewards: slice
+    repaired: slice
+
+
+def face_row(num_agents: int) -> FaceRow:
     """Where each scalar of a one-market step sits in the float64 row ``_serve_face`` packs
     for the PettingZoo face (exact: float32 and small integers convert to float64 without
     rounding): ``terminated``, ``truncated``, ``chosen_agent``, ``chosen_slot``,
@@ -140,9 +153,15 @@ _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 _PREFETCH_ARRIVING_ROWS = True
 
 Obs = dict[str, dict[str, torch.Tensor]]
+# A user-table entry not yet written: (user [N], row [N, F]); read as if it were.
+Patch = tuple[torch.Tensor, torch.Tensor]
+# The arriving users from before their arrival: (user [N], row [N, F], epoch [N]).
+Arrived = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# What a step returns: observations, rewards, terminated, truncated, info.
+StepResult = tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]
 
 
-def check_seed(seed, num_envs: int) -> int | None:
+def check_seed(seed: object, num_envs: int) -> int | None:
     """``seed`` as a Python int (numpy's integers too), or ``None``. Refuses anything else,
     and a seed that puts market ``n``'s seed ``seed + n`` outside int64 (the keys are
     derived from its 64 bits)."""
@@ -223,7 +242,9 @@ def slate_tensor(agent: str, action: Any, expected: Callable[[], str]) -> torch.
         refuse(f"cannot read {reprlib.repr(action)} as a slate (numpy dtype {a.dtype})")
 
 
-def check_batch(num_envs, device, seed) -> tuple[torch.device, int | None]:
+def check_batch(
+    num_envs: object, device: torch.device | str, seed: object
+) -> tuple[torch.device, int | None]:
     """The batch arguments every market takes, checked: ``num_envs`` a Python int >= 1 (not a
     bool, nor numpy's integers), ``device`` usable here, ``seed`` as :func:`check_seed`.
     Returns ``(device, seed)``. ``recenv.make``/``make_vec`` call it before a scenario's
@@ -332,7 +353,7 @@ class BatchedMarket:
                 f"Raise item_stats_size (exact at {cfg.num_items}) where memory allows"
             )
 
-        def zeros(*shape, dtype=torch.float32):
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             # The large tables (user rows, item counters) on huge pages: every step reads them
             # at random, and with 4 KiB pages each lookup also walks the page table
             # (recenv.core.hugepages; 1.13-1.17x at 4,096 markets). Small ones as torch.zeros.
@@ -515,7 +536,7 @@ class BatchedMarket:
         # wrapper). They check what the guards check, and the guards see every layout change
         # that can happen here (see recenv.core.warm and state_restored): 1.12x on the
         # one-market core step.
-        options = {"size_asserts": False}
+        options: dict[str, Any] = {"size_asserts": False}
         one_cpu_market = self.device.type == "cpu" and self.num_envs == 1
         if self.device.type == "cpu":
             options["cpp_wrapper"] = True
@@ -611,9 +632,7 @@ class BatchedMarket:
         self._arrive(block)
         return self.observe()
 
-    def step(
-        self, actions: dict[str, torch.Tensor]
-    ) -> tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def step(self, actions: dict[str, torch.Tensor]) -> StepResult:
         if self._obs_parts is None:
             raise RuntimeError("call reset() before step()")
         slate, valid, repaired = self._check_actions(actions)  # raises before any mutation
@@ -624,13 +643,10 @@ class BatchedMarket:
         slate: torch.Tensor,
         valid: torch.Tensor,
         repaired: torch.Tensor,
-        observe: bool = True,
-    ):
+    ) -> StepResult:
         """The step after checking: ``slate`` [N, A, K] indices in range, ``valid`` [N, A, K]
         slot validity and ``repaired`` [N, A] invalid-slot counts as :meth:`_check_actions`
-        returns them (no slot valid and nothing repaired in the markets about to reset);
-        ``observe=False`` returns ``None`` for the observations (the caller reads
-        ``_obs_parts``)."""
+        returns them (no slot valid and nothing repaired in the markets about to reset)."""
         rewards, terminated, truncated, info, arrived = self._serve(slate, valid, repaired)
         done = self.needs_reset  # terminated | truncated, as the step just set it
         # Episode metrics scan per-market tables: only when one ended. (bool() of a
@@ -638,7 +654,7 @@ class BatchedMarket:
         if bool(done) if self.num_envs == 1 else bool(done.any()):
             self._end_episodes(info, arrived)
         rew = dict(zip(self.agents, rewards.unbind(1), strict=True))
-        return (self.observe() if observe else None), rew, terminated, truncated, info
+        return self.observe(), rew, terminated, truncated, info
 
     def _step_face(
         self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
@@ -661,12 +677,14 @@ class BatchedMarket:
             self._end_episodes(info, arrived)
         return scalars, info
 
-    def _end_episodes(self, info: dict[str, Any], arrived) -> None:
+    def _end_episodes(self, info: dict[str, Any], arrived: Arrived) -> None:
         done = self.needs_reset
         info["episode"] = self._episode_metrics(done, arrived)
         info["_episode"] = done.clone()
 
-    def _serve(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
+    def _serve(
+        self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any], Arrived]:
         """A whole step after checking (one graph when compiled): serve the current request in
         every market, apply its consequences, and bring the next user.
 
@@ -690,7 +708,9 @@ class BatchedMarket:
         }
         return out["rewards"], out["terminated"], out["truncated"], info, arrived
 
-    def _serve_face(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
+    def _serve_face(
+        self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
+    ) -> tuple[torch.Tensor, Arrived, torch.Tensor]:
         """:meth:`_serve` for the PettingZoo face (``num_envs == 1``): the same step, which
         returns only what the face reads: the slates shown [1, A, K], the arriving users (as
         for :meth:`_serve`) and market 0's scalars packed into one float64 row laid out as
@@ -711,7 +731,9 @@ class BatchedMarket:
         row = torch.cat([flags.double(), picks.double(), floats.double()], 1)[0]
         return out["shown"], arrived, row
 
-    def _advance(self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor):
+    def _advance(
+        self, slate: torch.Tensor, valid: torch.Tensor, repaired: torch.Tensor
+    ) -> tuple[dict[str, Any], Arrived]:
         """The state change of :meth:`_serve` and :meth:`_serve_face` (inlined into either's
         graph): returns the request's outputs (:meth:`_interact`) with ``reset`` [N] (the
         markets that were resetting) and ``repaired`` added, and the arriving users (as
@@ -758,6 +780,12 @@ class BatchedMarket:
             }
         return self._obs
 
+    def _constants(self) -> UserConstants:
+        """The current users' constants, which the first reset sets."""
+        if self.user_const is None:
+            raise RuntimeError("call reset() first")
+        return self.user_const
+
     def state(self) -> torch.Tensor:
         """Global latent state ``[N, S]`` with ``S = config.state_dim``. Layout:
         current user's interest (T), boredom (T), taste (D), satisfaction, budget / mean
@@ -777,7 +805,7 @@ class BatchedMarket:
         parts = [
             row[:, L.interest],
             row[:, L.boredom],
-            self.user_const.taste,
+            self._constants().taste,
             row[:, L.satisfaction, None],
             row[:, L.budget, None] / cfg.session_budget,
             self.t[:, None] / cfg.horizon,
@@ -884,8 +912,8 @@ class BatchedMarket:
             cfg,
             row[:, L.interest],
             row[:, L.boredom],
-            self.user_const.taste,
-            self.user_const.price_sensitivity,
+            self._constants().taste,
+            self._constants().price_sensitivity,
             item[:, :, it.topics],
             item[:, :, it.embed],
             item[:, :, it.quality],
@@ -1053,7 +1081,9 @@ class BatchedMarket:
         if self.config.invalid_slate == "raise":
             self._raise_invalid(slate[:, None], self.agents.index(agent))
 
-    def _validity(self, slate: torch.Tensor):
+    def _validity(
+        self, slate: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Slot validity of ``slate`` [N, A, K]: in range, unmasked, not a repeat (the torch
         form of ``recenv::check_slates``). Returns the indices clamped into range, validity
         [N, A, K], the repaired (invalid) slots per slate [N, A] float32, and whether every
@@ -1065,7 +1095,7 @@ class BatchedMarket:
         repaired = torch.where(self.needs_reset[:, None], 0.0, (~ok).sum(dim=2).float())
         return idx, ok & ~reset, repaired, (ok | reset).all()
 
-    def _slot_checks(self, slate: torch.Tensor):
+    def _slot_checks(self, slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Indices clamped into [0, C), in-range flags, and repeats of an earlier slot (compared
         on the raw values, so an out-of-range index never makes a valid slot a 'repeat')."""
         C = self.config.num_candidates
@@ -1125,7 +1155,7 @@ class BatchedMarket:
         self.acc_choices.mul_(keep[:, None])
         self.acc.mul_(keep[:, None])
 
-    def _user_column(self, col: int, patch: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def _user_column(self, col: int, patch: Patch | None = None) -> torch.Tensor:
         """Column ``col`` of the user table, ``[N, U]``; with ``patch = (user [N], row [N, F])``
         as it reads once each market's ``user`` has ``row`` (a write not yet made). The status
         columns come from the dense :attr:`user_status` copy."""
@@ -1135,11 +1165,13 @@ class BatchedMarket:
             column = self.users[:, :, col]
         return column if patch is None else self._with_entry(column, patch[0], patch[1][:, col])
 
-    def _with_entry(self, table: torch.Tensor, user: torch.Tensor, value: torch.Tensor):
+    def _with_entry(
+        self, table: torch.Tensor, user: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
         """``table`` [N, U] with entry ``user`` [N] of each market replaced by ``value`` [N]."""
         return torch.where(self._user_ids[None, :] == user[:, None], value[:, None], table)
 
-    def _user_row(self, user: torch.Tensor, patch: tuple[torch.Tensor, torch.Tensor] | None):
+    def _user_row(self, user: torch.Tensor, patch: Patch | None) -> torch.Tensor:
         """Row of ``user`` [N] in each market, ``[N, F]``, with ``patch`` as in
         :meth:`_user_column`."""
         row = cell(self.users, self._arange, user)
@@ -1147,7 +1179,9 @@ class BatchedMarket:
             return row
         return torch.where((user == patch[0])[:, None], patch[1], row)
 
-    def _presence(self, patch=None, t=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _presence(
+        self, patch: Patch | None = None, t: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ready, gone)``, each [N, U], at clock ``t`` (default: now), with ``patch`` as in
         :meth:`_user_column`: ``ready``, the users who may arrive as usual (new to the
         episode, or back from their session gap or churn); ``gone``, those churned and not
@@ -1159,7 +1193,13 @@ class BatchedMarket:
         away = self._user_column(self.layout.available_at, patch) > t[:, None]
         return ~(current & away), self._churned(patch, t, current, away)
 
-    def _churned(self, patch=None, t=None, current=None, away=None) -> torch.Tensor:
+    def _churned(
+        self,
+        patch: Patch | None = None,
+        t: torch.Tensor | None = None,
+        current: torch.Tensor | None = None,
+        away: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[N, U] users churned and not yet back at clock ``t`` (default: now); users new to
         the episode are not (``current`` [N, U]: the users of this episode, default from the
         stamps; ``away`` [N, U]: not back by ``t``, default from the table). ``patch`` as in
@@ -1172,7 +1212,7 @@ class BatchedMarket:
             away = self._user_column(L.available_at, patch) > t[:, None]
         return current & (self._user_column(L.churned, patch) > 0) & away
 
-    def _episode_metrics(self, done: torch.Tensor, arrived) -> dict[str, torch.Tensor]:
+    def _episode_metrics(self, done: torch.Tensor, arrived: Arrived) -> dict[str, torch.Tensor]:
         """The :data:`EPISODE_METRICS` of the markets whose episode just ended (``done`` [N]),
         ``[N]`` or ``[N, A]`` each, zero in the other markets (as Gymnasium's episode
         statistics are). Eager, and only on steps where some episode ended. The item metrics
@@ -1189,7 +1229,7 @@ class BatchedMarket:
             metrics[k] = zeros.index_copy(0, ended, v)
         return {k: metrics[k] for k in EPISODE_METRICS}
 
-    def _user_metrics(self, arrived=None) -> dict[str, torch.Tensor]:
+    def _user_metrics(self, arrived: Arrived | None = None) -> dict[str, torch.Tensor]:
         """Episode metrics read from the users and the accumulators as of the end of the
         request; ``arrived = (user, row, epoch)`` undoes the arrival's changes to those rows."""
         cfg, L = self.config, self.layout
@@ -1257,7 +1297,9 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     # Arrival, retrieval and observations
     # ------------------------------------------------------------------------------------
-    def _arrive(self, block: torch.Tensor, served=None, arrival=None):
+    def _arrive(
+        self, block: torch.Tensor, served: Patch | None = None, arrival: NextUser | None = None
+    ) -> Arrived:
         """The next user arrives in every market. ``served = (user [N], row [N, F])`` is the
         request just served, whose row is written here together with the arriving user's
         (one write of the user table per step); ``arrival`` as :meth:`_arrival` takes it.
@@ -1298,7 +1340,18 @@ class BatchedMarket:
             fused,
         )
 
-    def _arrival(self, block: torch.Tensor, served=None, arrival=None):
+    def _arrival(
+        self, block: torch.Tensor, served: Patch | None = None, arrival: NextUser | None = None
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        UserConstants,
+        torch.Tensor,
+        torch.Tensor,
+        tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ]:
         """Pick the next user by activity among available users, bring their row up to date,
         retrieve candidates and build observations. Reads state (with the served user's row
         as ``served`` says), writes none. ``arrival``: :meth:`_next_user` with ``served``,
@@ -1332,7 +1385,9 @@ class BatchedMarket:
         obs = self._build_obs(row, user_feats, feats)
         return u, row, before, epoch_before, const, cand, cand_mask, obs
 
-    def _next_user(self, uniforms: torch.Tensor, patch=None, t=None) -> NextUser:
+    def _next_user(
+        self, uniforms: torch.Tensor, patch: Patch | None = None, t: torch.Tensor | None = None
+    ) -> NextUser:
         """Every market's next arriving user at clock ``t`` (default: now), drawn by
         ``uniforms`` [N, 1], with ``patch`` as in :meth:`_user_column`: the user, whether they
         arrive as usual (:meth:`_presence`'s ``ready``) and whether every user is churned and
@@ -1363,7 +1418,9 @@ class BatchedMarket:
         )
         return NextUser(user, ready, all_gone)
 
-    def _next_user_torch(self, uniforms: torch.Tensor, patch=None, t=None) -> NextUser:
+    def _next_user_torch(
+        self, uniforms: torch.Tensor, patch: Patch | None = None, t: torch.Tensor | None = None
+    ) -> NextUser:
         """:meth:`_next_user` in torch: each user weighs their activity times 1 when
         ``ready``, 0 when gone and a small weight between sessions (:meth:`_presence`)."""
         ready, gone = self._presence(patch, t)
@@ -1485,7 +1542,9 @@ class BatchedMarket:
         feats, arrived = self._candidate_features(items.view(N, A * C))
         return items, feats.view(N, A, C, -1), arrived.view(N, A, C) & ~dup
 
-    def _item_stat_rows(self, items: torch.Tensor):
+    def _item_stat_rows(
+        self, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For ``items`` [N, X]: the flat row index into ``item_stats.view(-1, 3)`` and the
         counter slot within the market's rows (both [N, X]), and this episode's (exposures,
         clicks) ``[N, X, 2]``; stale rows read as zero."""
@@ -1569,6 +1628,8 @@ class BatchedMarket:
         row = cell(self.users, n, u)
 
         # What the user sees.
+        on_page: torch.Tensor | bool
+        served: torch.Tensor | None
         if cfg.topology == "platform_choice":
             logits = torch.cat(
                 [
@@ -1597,7 +1658,7 @@ class BatchedMarket:
         it = self._item
         item = rows(cat.item_rows, page, separate=self._separate_gathers)  # [N, P, R]
         topics = item[:, :, it.topics]  # [N, P, T]
-        const = self.user_const
+        const = self._constants()
         terms = item_utility_terms(
             cfg,
             row[:, L.interest],
@@ -1617,7 +1678,11 @@ class BatchedMarket:
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
 
-        def at_c(x):  # [N, P, ...] -> [N, ...] at the chosen entry; compiled, by exact selects
+        def at_c(
+            x: torch.Tensor,
+        ) -> (
+            torch.Tensor
+        ):  # [N, P, ...] -> [N, ...] at the chosen entry; compiled, by exact selects
             return pick_by_select(x, c) if self.compiled else pick(x, c)
 
         item_c = at_c(page)
@@ -1721,7 +1786,9 @@ class BatchedMarket:
             "arrival": arrival,
         }
 
-    def _count_exposures(self, page, visible, item_c, clicked) -> None:
+    def _count_exposures(
+        self, page: torch.Tensor, visible: torch.Tensor, item_c: torch.Tensor, clicked: torch.Tensor
+    ) -> None:
         """Add one request to the item counters, in place: the page ``page`` [N, P] with
         ``visible`` [N, P] exposures, and the chosen slot's item ``item_c`` [N], clicked or
         not (``clicked`` [N]). On the CPU one hand-written pass per market (``native``),
@@ -1741,7 +1808,9 @@ class BatchedMarket:
         else:
             self._count_exposures_torch(page, visible, item_c, clicked)
 
-    def _count_exposures_torch(self, page, visible, item_c, clicked) -> None:
+    def _count_exposures_torch(
+        self, page: torch.Tensor, visible: torch.Tensor, item_c: torch.Tensor, clicked: torch.Tensor
+    ) -> None:
         """:meth:`_count_exposures` in torch: the new rows ``[N*(P+1), 3]`` of the page's items
         and the chosen item (this episode's stamp, exposures, clicks; stale rows of older
         episodes restart at 0), written at once (:func:`~recenv.core.indexing.put_at`).

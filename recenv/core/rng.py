@@ -126,7 +126,7 @@ def weyl(width: int, device: torch.device) -> torch.Tensor:
     return (idx & _INDEX_BITS) * _GOLDEN_SIGNED
 
 
-def uniforms(pre: torch.Tensor, width: int, dtype=torch.float32) -> torch.Tensor:
+def uniforms(pre: torch.Tensor, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A block of uniforms in (0, 1), ``[N, width]``, from an ``[N]`` int64 prefix (23 bits).
 
     Callers draw everything a step needs as one block and slice it: a handful of tensor ops

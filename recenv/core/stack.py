@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from torch._inductor import config as inductor_config
 from torch._inductor import ir
@@ -46,8 +48,14 @@ class StackBuffers(CppWrapperCpuArrayRef):
     """Inductor's stack-allocating C++ wrapper whose outputs are always heap tensors of
     their own (see the module's docstring)."""
 
+    # Inductor's own objects are typed Any here: private classes that move between releases.
     @staticmethod
-    def create(is_subgraph, subgraph_name, parent_wrapper, partition_signatures=None):
+    def create(
+        is_subgraph: bool,
+        subgraph_name: str | None,
+        parent_wrapper: Any,
+        partition_signatures: Any = None,
+    ) -> StackBuffers:
         return StackBuffers()
 
     def _returned(self) -> set[str]:
@@ -61,18 +69,18 @@ class StackBuffers(CppWrapperCpuArrayRef):
                 names.add(node.unwrap_view().get_name())
         return names
 
-    def can_stack_allocate_buffer(self, buffer) -> bool:
+    def can_stack_allocate_buffer(self, buffer: Any) -> bool:
         return super().can_stack_allocate_buffer(buffer) and buffer.get_name() not in (
             self._returned()
         )
 
-    def make_buffer_reuse(self, old, new, delete_old: bool):
+    def make_buffer_reuse(self, old: Any, new: Any, delete_old: bool) -> str:
         # A returned buffer never takes over a stack buffer's memory: it gets its own.
         if old.get_name() in self.stack_allocated_buffers and new.get_name() in self._returned():
             return self.make_buffer_allocation(new)
         return super().make_buffer_reuse(old, new, delete_old)
 
-    def generate_return(self, output_refs: list[str]):
+    def generate_return(self, output_refs: list[str]) -> None:
         # Should a stack buffer (or a view of one) still be returned, ``release()`` of an
         # ArrayRefTensor copies it into a new heap tensor; wrapped as an owning handle, the
         # return takes that path instead of the per-thread cache.
@@ -86,7 +94,7 @@ class StackBuffers(CppWrapperCpuArrayRef):
 
 
 @contextlib.contextmanager
-def stack_buffers():
+def stack_buffers() -> Iterator[None]:
     """Compilations inside use :class:`StackBuffers` as the CPU's C++ wrapper (with
     ``cpp_wrapper=True``), with stack allocation allowed. Not thread-safe: the CPU's
     registration is swapped for the duration (compile on one thread at a time)."""

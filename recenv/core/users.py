@@ -64,7 +64,7 @@ class UserLayout:
             for col in (getattr(self, name),)
         }
 
-    def assemble(self, row: torch.Tensor, **columns: torch.Tensor) -> torch.Tensor:
+    def assemble(self, row: torch.Tensor, **columns: torch.Tensor | float) -> torch.Tensor:
         """``row`` [N, F] with the named column groups replaced by ``columns`` (``[N, width]``
         each; ``[N]`` or a scalar for one-column groups), as a new row built by one
         concatenation in table order. Slice writes (``row[:, L.budget] = ...``) would each be
@@ -207,7 +207,9 @@ def observable_features(
     cfg: MarketConfig, layout: UserLayout, row: torch.Tensor, const: UserConstants
 ) -> torch.Tensor:
     """What agents see of a user, ``[N, T + 2]``: a noisy, partial view of the latent
-    interests, then the session depth and log(1 + visits)."""
+    interests, then the session depth and log(1 + visits). ``const`` as drawn at the
+    arrival (with ``visible`` and ``noise``)."""
+    assert const.visible is not None and const.noise is not None, "constants without features"
     seen = torch.where(const.visible, row[:, layout.interest], 0.0) + const.noise
     depth = row[:, layout.depth : layout.depth + 1] / 10.0
     visits = torch.log1p(row[:, layout.visits : layout.visits + 1])

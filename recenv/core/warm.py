@@ -30,13 +30,31 @@ from __future__ import annotations
 import contextlib
 import operator
 import types
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, cast
 
 import torch
 from torch._functorch import config as functorch_config
 
 
-def own_code(method):
+class WarmStep(Protocol):
+    """What :func:`warm_unguarded` returns: the step, and ``reguard()`` (the next call goes
+    through Dynamo's guards again)."""
+
+    reguard: Callable[[], None]
+
+    def __call__(self, *args: Any) -> Any: ...
+
+
+class ThinCall(Protocol):
+    """What :func:`thin_call` returns: the graph's call, flagged ``thin`` for the tests."""
+
+    thin: bool
+
+    def __call__(self, *args: Any) -> Any: ...
+
+
+def own_code(method: types.MethodType) -> types.MethodType:
     """``method`` bound to a private copy of its function's code object.
 
     Dynamo keeps compiled graphs per code object and, past ``recompile_limit`` (8) entries,
@@ -55,7 +73,7 @@ def own_code(method):
     return types.MethodType(own, method.__self__)
 
 
-def _patch_existing(config, **values):
+def _patch_existing(config: Any, **values: Any) -> contextlib.AbstractContextManager[None]:
     """``config.patch(**values)`` for the settings this torch has (a torch config module
     raises on a name it lacks): the settings patched here only trim overheads, and torch
     releases before they existed (``record_runtime_overhead`` is not in 2.6) run without
@@ -64,7 +82,7 @@ def _patch_existing(config, **values):
 
 
 @contextlib.contextmanager
-def deterministic_algorithms(on: bool | None):
+def deterministic_algorithms(on: bool | None) -> Iterator[None]:
     """Torch's deterministic-algorithms mode set to ``on`` inside (``None``: left as it is),
     and put back as it was on the way out, warn-only flag included."""
     mode = torch.are_deterministic_algorithms_enabled()
@@ -77,7 +95,7 @@ def deterministic_algorithms(on: bool | None):
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
 
 
-def outside_deterministic_mode(compiled):
+def outside_deterministic_mode(compiled: Callable[..., Any]) -> Callable[..., Any]:
     """``compiled`` called with torch's deterministic-algorithms mode off (and put back as it
     was after each call), so that its graph is traced, built and guarded the same whatever
     mode the caller runs in.
@@ -88,7 +106,7 @@ def outside_deterministic_mode(compiled):
     functions whose every result is independent of the order such writes take (duplicates
     write equal values, no float atomics): they are as deterministic built either way."""
 
-    def call(*args):
+    def call(*args: Any) -> Any:
         if not torch.are_deterministic_algorithms_enabled():
             return compiled(*args)
         with deterministic_algorithms(False):
@@ -97,7 +115,11 @@ def outside_deterministic_mode(compiled):
     return call
 
 
-def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
+def warm_unguarded(
+    compiled: Callable[..., Any],
+    method: types.MethodType,
+    capture: InductorCapture | None = None,
+) -> WarmStep:
     """``compiled`` (``torch.compile`` of ``method``, a bound method with its own code object)
     called without Dynamo's per-call machinery once its first call has compiled it.
 
@@ -119,11 +141,11 @@ def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
     the graph through :func:`thin_call` when the capture holds it (see
     :class:`InductorCapture`).
     """
-    fn = method.__func__
-    direct = None
+    fn = cast(types.FunctionType, method.__func__)  # a plain function: own_code made it
+    direct: Callable[..., Any] | None = None
     warm = False
 
-    def call(*args):
+    def call(*args: Any) -> Any:
         nonlocal warm, direct
         stance = getattr(torch._dynamo.eval_frame, "_stance", None)
         if not warm or getattr(stance, "stance", None) != "default":
@@ -149,16 +171,19 @@ def warm_unguarded(compiled, method, capture: InductorCapture | None = None):
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
             return compiled(*args)
 
-    def reguard():
+    def reguard() -> None:
         """The next call goes through Dynamo with its guards (and recompiles if they fail)."""
         nonlocal warm, direct
         warm, direct = False, None
 
-    call.reguard = reguard
-    return call
+    step = cast(WarmStep, call)
+    step.reguard = reguard
+    return step
 
 
-def generated_function(fn, graph: CapturedGraph | None = None):
+def generated_function(
+    fn: types.FunctionType, graph: CapturedGraph | None = None
+) -> types.FunctionType | None:
     """The function Dynamo generated for ``fn`` (a plain Python function calling its compiled
     graph), or ``None`` unless ``fn``'s code has exactly one cache entry whose code resumes
     nowhere (no graph break: a resume function called outside Dynamo would run eagerly).
@@ -199,7 +224,13 @@ class CapturedGraph:
 
     __slots__ = ("compiled", "entry", "mutated", "num_inputs")
 
-    def __init__(self, compiled, num_inputs: int, mutated: tuple[int, ...], entry=None):
+    def __init__(
+        self,
+        compiled: Any,
+        num_inputs: int,
+        mutated: tuple[int, ...],
+        entry: Callable[..., Any] | None = None,
+    ):
         self.compiled = compiled
         self.num_inputs = num_inputs
         self.mutated = mutated
@@ -233,7 +264,7 @@ _PLAIN_CPP_CALLS = frozenset(
 )
 
 
-def cpp_entry(compiled, example_inputs):
+def cpp_entry(compiled: Any, example_inputs: Sequence[Any]) -> Callable[..., Any] | None:
     """The C++ entry point (``list of tensor handles -> list of handles``) that inductor's
     ``compiled.current_callable`` wraps, when that wrapper does nothing else than turn
     the input tensors into handles and the output handles into tensors: a graph compiled with
@@ -241,18 +272,20 @@ def cpp_entry(compiled, example_inputs):
     ``None`` (the Python wrapper is then called as usual)."""
     wrapper = getattr(compiled, "current_callable", None)
     code = getattr(wrapper, "__code__", None)
+    closure = getattr(wrapper, "__closure__", None)
     if (
         code is None
+        or closure is None
         or code.co_names not in _PLAIN_CPP_CALLS
         or code.co_freevars != ("f",)
         or not all(isinstance(x, torch.Tensor) for x in example_inputs)
     ):
         return None
-    entry = wrapper.__closure__[0].cell_contents
+    entry = closure[0].cell_contents
     return entry if callable(entry) else None
 
 
-def thin_call(graph: CapturedGraph, wrapped):
+def thin_call(graph: CapturedGraph, wrapped: Callable[..., Any]) -> ThinCall:
     """A stand-in for Dynamo's compiled-graph function ``wrapped`` (AOTAutograd's runtime
     wrapper around ``graph``) that calls the graph directly: bumps the version counters of
     the inputs the graph mutates, as the wrapper does, and returns the graph's outputs (through
@@ -269,14 +302,15 @@ def thin_call(graph: CapturedGraph, wrapped):
         to_handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors
         to_tensors = torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs
 
-        def run(inputs):
-            return to_tensors(entry(to_handles(inputs)))
+        def run(inputs: Sequence[torch.Tensor]) -> Any:
+            # The binding takes any sequence (the args tuple): no list copy per call.
+            return to_tensors(entry(to_handles(inputs)))  # type: ignore[arg-type]
     else:
 
-        def run(inputs):
+        def run(inputs: Sequence[torch.Tensor]) -> Any:
             return graph.compiled.current_callable(list(inputs))
 
-    def call(*args):
+    def call(*args: Any) -> Any:
         if len(args) != n:
             return wrapped(*args)
         if picked is not None:
@@ -285,8 +319,9 @@ def thin_call(graph: CapturedGraph, wrapped):
             bump((args[mutated[0]],))
         return run(args)
 
-    call.thin = True  # read by tests
-    return call
+    thin = cast(ThinCall, call)
+    thin.thin = True  # read by tests
+    return thin
 
 
 class InductorCapture(torch._TorchCompileInductorWrapper):
@@ -307,12 +342,14 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
         self.graphs = 0
         self.stack = stack
 
-    def __call__(self, model_, inputs_, *, config_patches=None):
+    def __call__(
+        self, model_: Any, inputs_: Sequence[Any], *, config_patches: dict[str, Any] | None = None
+    ) -> Any:
         from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 
         num_inputs = len(inputs_)
 
-        def inner_compile(gm, example_inputs, **kwargs):
+        def inner_compile(gm: Any, example_inputs: Sequence[Any], **kwargs: Any) -> Any:
             with _stack_buffers() if self.stack else contextlib.nullcontext():
                 out = compile_fx_inner(gm, example_inputs, **kwargs)
             self.graphs += 1
@@ -325,7 +362,7 @@ class InductorCapture(torch._TorchCompileInductorWrapper):
         return compile_fx(model_, inputs_, inner_compile=inner_compile, config_patches=patches)
 
 
-def _capturable(out, num_inputs: int, example_inputs) -> CapturedGraph | None:
+def _capturable(out: Any, num_inputs: int, example_inputs: Sequence[Any]) -> CapturedGraph | None:
     """``out`` (inductor's compiled graph of ``example_inputs``, for a Dynamo graph of
     ``num_inputs``) as a :class:`CapturedGraph` when AOTAutograd's runtime wrapper has
     nothing to do around it (see :class:`InductorCapture`), else ``None``. Reads the metadata
@@ -353,7 +390,7 @@ def _capturable(out, num_inputs: int, example_inputs) -> CapturedGraph | None:
         return None
 
 
-def _stack_buffers():
+def _stack_buffers() -> contextlib.AbstractContextManager[None]:
     """:func:`recenv.core.stack.stack_buffers`, or nothing where this torch lacks what it
     swaps (the graph then allocates its buffers on the heap, as any other)."""
     try:

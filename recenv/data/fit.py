@@ -143,7 +143,8 @@ def fit_log(
     interest = interest / interest.sum(1, keepdim=True)
 
     quality = torch.zeros(log.num_items)
-    if log.rating_kind == "explicit":
+    # (log.rating is None only without a rating_kind: InteractionLog checks it.)
+    if log.rating_kind == "explicit" and log.rating is not None:
         r = log.rating
         mean = float(r.mean())
         sums = np.bincount(log.item, weights=r, minlength=log.num_items)

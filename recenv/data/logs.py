@@ -40,7 +40,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -446,7 +446,8 @@ def load_csv(
             lineno, first = next(rows)
         except StopIteration:
             raise LogFormatError(path, 0, "no interactions (the file is empty)") from None
-        sep = rows.sep if delimiter is None else delimiter  # type: ignore[attr-defined]
+        sep = rows.sep if delimiter is None else delimiter
+        assert sep is not None  # reading the first row sniffed it (or raised)
         # The csv module took the quotes off every field (one-character delimiters); a "::"
         # line was split as it is, so its fields lose their quotes below.
         split_as_is = len(sep) > 1
@@ -474,8 +475,11 @@ def load_csv(
         if rating_kind is None and rating_col is not None:
             name = lower[rating_col] if has_header else ""
             rating_kind = "count" if name in _COUNT_NAMES else "explicit"
-        named = has_header and rating_col is not None
-        rating_name = first[rating_col].strip().strip('"') if named else "rating"
+        rating_name = (
+            first[rating_col].strip().strip('"')
+            if has_header and rating_col is not None
+            else "rating"
+        )
         names = {v: k for k, v in cols.items()}
         users: list[str] = []
         items: list[str] = []
@@ -574,33 +578,35 @@ class _Rows:
                 line = line.lstrip("\ufeff")
             yield line
 
-    def _sniff(self, line: str) -> None:
-        self.sep = next((s for s in ("\t", "::", ",", ";", "|") if s in line), None)
-        if self.sep is None:
+    def _sniff(self, line: str) -> str:
+        """The delimiter of the file whose first line is ``line``."""
+        sep = next((s for s in ("\t", "::", ",", ";", "|") if s in line), None)
+        if sep is None:
             raise LogFormatError(
                 self.path,
                 self.lineno,
                 "cannot tell the delimiter: expected fields separated by ',', tab, "
                 f"';', '::' or '|', got {line!r}",
             )
+        return sep
 
-    def _lines(self) -> Iterator[tuple[int, list[str]]]:
+    def _lines(self) -> Generator[tuple[int, list[str]], None, None]:
         with self._file as f:
             for line in self._text(f):
                 if not line.strip():
                     continue
                 if self.sep is None:
-                    self._sniff(line)
+                    self.sep = self._sniff(line)
                 yield self.lineno, line.split(self.sep)
 
-    def _records(self) -> Iterator[tuple[int, list[str]]]:
+    def _records(self) -> Generator[tuple[int, list[str]], None, None]:
         with self._file as f:
             text = self._text(f)
             line = next((x for x in text if x.strip()), None)
             if line is None:
                 return
             if self.sep is None:
-                self._sniff(line)
+                self.sep = self._sniff(line)
             if len(self.sep) > 1:  # csv takes one-character delimiters only
                 yield self.lineno, line.split(self.sep)
                 for line in text:

@@ -227,8 +227,8 @@ class SingleAgentVectorEnv(VectorEnv):
     def _seed_opponents(self, seed: int) -> None:
         """Opponent ``i`` (1-based, in the market's agent order) gets ``seed + i * stride``."""
         for i, policy in enumerate(self.opponents.values(), start=1):
-            if callable(getattr(policy, "seed", None)):
-                policy.seed(seed + i * _OPPONENT_SEED_STRIDE)
+            if callable(reseed := getattr(policy, "seed", None)):
+                reseed(seed + i * _OPPONENT_SEED_STRIDE)
 
     def _resolve_opponents(
         self, opponents: OpponentSpec | Mapping[str, OpponentSpec]

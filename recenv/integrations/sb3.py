@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import secrets
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supersuit as ss
@@ -60,6 +60,9 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from recenv.core.config import check_int
 from recenv.core.market import check_seed
+
+if TYPE_CHECKING:
+    from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
 
 class SB3Adapter(BaseParallelWrapper):
@@ -124,6 +127,10 @@ class _PassThrough(VecEnvWrapper):
 class SeedForwarding(_PassThrough):
     """Keeps ``seed(s)`` and hands it to SuperSuit's concatenated env at the next ``reset()``
     (fix 3 of the module doc): copy ``i`` of the market is seeded ``s + i``."""
+
+    # SuperSuit's SB3 wrapper (not any VecEnv): its own ``venv``, the concatenated env, takes
+    # the seed.
+    venv: SB3VecEnvWrapper
 
     def __init__(self, venv, num_copies: int, seed: int | None = None, multiprocess: bool = False):
         super().__init__(venv)

@@ -67,8 +67,8 @@ def group_map(
     agents = list(agents)
     if isinstance(grouping, Mapping):
         groups = grouping
-    elif callable(getattr(grouping, "get_group_map", None)):  # TorchRL's MarlGroupMapType
-        groups = grouping.get_group_map(agents)
+    elif callable(get_map := getattr(grouping, "get_group_map", None)):  # MarlGroupMapType
+        groups = get_map(agents)
     elif isinstance(grouping, str) and grouping == "shared":
         groups = {"agents": agents}
     elif isinstance(grouping, str) and grouping == "per-agent":

@@ -98,22 +98,22 @@ _STATE: dict[str, bool | str] = {}
 
 
 def _fake_candidates(
-    head,
-    by_topic,
-    topic_index,
-    by_pop,
-    pop_index,
-    by_arrival,
-    fresh_index,
-    item_rows,
-    stats,
-    episode,
-    t,
-    log1p_counts,
-    num_features,
-    stats_size,
-    horizon,
-):
+    head: torch.Tensor,
+    by_topic: torch.Tensor,
+    topic_index: torch.Tensor,
+    by_pop: torch.Tensor,
+    pop_index: torch.Tensor,
+    by_arrival: torch.Tensor,
+    fresh_index: torch.Tensor,
+    item_rows: torch.Tensor,
+    stats: torch.Tensor,
+    episode: torch.Tensor,
+    t: torch.Tensor,
+    log1p_counts: torch.Tensor,
+    num_features: int,
+    stats_size: int,
+    horizon: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     N, A, C = topic_index.shape[0], head.shape[0], head.shape[1]
     C += topic_index.shape[2] + pop_index.shape[2] + fresh_index.shape[2]
     items = head.new_empty((N, A, C))
@@ -214,10 +214,11 @@ def available() -> bool:
                 )
                 _STATE["ok"] = True
             except Exception as e:  # a missing toolchain must not break the simulator
-                _STATE["ok"], _STATE["error"] = False, f"{type(e).__name__}: {e}"
+                reason = f"{type(e).__name__}: {e}"
+                _STATE["ok"], _STATE["error"] = False, reason
                 warn(
                     "recenv's native CPU kernels could not be built; the compiled step uses "
-                    f"its torch form (same results, slower). Reason: {_STATE['error'][:500]}",
+                    f"its torch form (same results, slower). Reason: {reason[:500]}",
                     RuntimeWarning,
                 )
     return bool(_STATE["ok"])
