@@ -46,9 +46,11 @@ Methods to write in a subclass
     ``finite_state = False``) and optimizers, and rolls back on any error.
 
 Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
-config parsing (unknown keys list the valid ones), capability checks, :meth:`Agent.bind` (act
-in another env of the same shapes: privileged and state access follow it), and a seeded
-``torch.Generator`` on the env's device (``self.generator``).
+config parsing (unknown keys list the valid ones; ``self.config`` is a ``Config``: a subclass
+with its own config sets ``Config = MyConfig`` and declares ``config: MyConfig``, so that type
+checkers see its fields), capability checks, :meth:`Agent.bind` (act in another env of the
+same shapes: privileged and state access follow it), and a seeded ``torch.Generator`` on the
+env's device (``self.generator``).
 
 A minimal agent::
 
@@ -422,7 +424,8 @@ def _obs_checked(act: Callable) -> Callable:
         check_obs(self, obs)
         return act(self, obs, *args, **kwargs)
 
-    checked.__wrapped_act__ = act
+    # The marker __init_subclass__ and registry.unimplemented read (a function attribute).
+    checked.__wrapped_act__ = act  # type: ignore[attr-defined]
     return checked
 
 
@@ -496,7 +499,8 @@ def _metrics_checked(learn: Callable) -> Callable:
     def checked(self: Agent, *args: Any, **kwargs: Any) -> Metrics:
         return checked_metrics(self, learn(self, *args, **kwargs))
 
-    checked.__wrapped_learn__ = learn
+    # The marker __init_subclass__ reads (a function attribute).
+    checked.__wrapped_learn__ = learn  # type: ignore[attr-defined]
     return checked
 
 
@@ -508,6 +512,9 @@ class Agent:
 
     name: ClassVar[str] = ""  # registry name, written into checkpoints
     Config: ClassVar[type[AgentConfig]] = AgentConfig
+    # The instance's config, of type ``Config``. A subclass with its own Config declares it
+    # too (``config: MyConfig``), so type checkers see that config's fields.
+    config: AgentConfig
     registrable: ClassVar[bool] = False  # concrete agents set True; the registry test checks
 
     needs_state: ClassVar[bool] = False
@@ -529,16 +536,17 @@ class Agent:
         super().__init_subclass__(**kwargs)
         # Every act() a subclass defines first checks that obs has an entry for each env
         # agent this agent controls: a missing one was a bare KeyError('agent_1') from deep
-        # inside the policy, naming neither the agent nor what obs held.
+        # inside the policy, naming neither the agent nor what obs held. (The two methods are
+        # replaced on purpose, by wrappers of the same signature: mypy's method-assign.)
         act = cls.__dict__.get("act")
         if act is not None and not hasattr(act, "__wrapped_act__"):
-            cls.act = _obs_checked(act)
+            cls.act = _obs_checked(act)  # type: ignore[method-assign]  # see above
         # And every learn() (a mixin's too) returns {name: float} (checked_metrics): a tensor
         # metric was kept raw in a run's checkpoints and broke its summary.json; a vector
         # crashed TensorBoard's logging.
         learn = cls.learn
         if learn is not Agent.learn and not hasattr(learn, "__wrapped_learn__"):
-            cls.learn = _metrics_checked(learn)
+            cls.learn = _metrics_checked(learn)  # type: ignore[method-assign]  # see above
 
     def __init__(
         self,
@@ -990,7 +998,7 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _map_tensors(x: Any, fn) -> Any:
+def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(x, torch.Tensor):
         return fn(x)
     if isinstance(x, dict):
@@ -1100,6 +1108,8 @@ class Team(Agent):
         self.device = first.device
         self._core = None
         self.generator = torch.Generator(device=self.device)
+        # The capability flags, class-level on every agent class, are the members' here (per
+        # instance; mypy refuses setting a ClassVar on an instance: misc).
         self.needs_state = any(m.needs_state for m in members)  # type: ignore[misc]
         self.needs_privileged = any(m.needs_privileged for m in members)  # type: ignore[misc]
         self.learns = any(m.learns for m in members)  # type: ignore[misc]
@@ -1215,7 +1225,9 @@ def header_differences(saved: Any, agent: Agent) -> list[str]:
             f"{prefix}config.{k}: {_shown(a)}, this agent's {_shown(b)}"
             for k, a, b in _config_diff(cfg, mine["config"])
         ]
-        env = head.get("env") if isinstance(head.get("env"), dict) else {}
+        env = head.get("env")
+        if not isinstance(env, dict):
+            env = {}
         out += [
             f"{prefix}env.{k}: {env.get(k)!r}, this agent's {mine['env'][k]!r}"
             for k in _env_differences(env, mine["env"], head.get("format_version"))

@@ -101,13 +101,15 @@ class PopularityAgent(ScoringAgent):
 
     name: ClassVar[str] = "popularity"
     Config: ClassVar[type[AgentConfig]] = PopularityConfig
+    config: PopularityConfig
     registrable: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: PopularityConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: PopularityConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         _check_choice("source", cfg.source, ("market", "own"))
         self.layout = ObsLayout(self.env_config.num_topics)
+        # A class-level flag set per instance by the config (mypy refuses it on a ClassVar).
         self.learns = cfg.source == "own"  # type: ignore[misc]
         A, I = len(self.agent_ids), self.env_config.num_items
         self.clicks = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
@@ -217,12 +219,13 @@ class EpsilonGreedyAgent(ScoringAgent):
 
     name: ClassVar[str] = "epsilon_greedy"
     Config: ClassVar[type[AgentConfig]] = EpsilonGreedyConfig
+    config: EpsilonGreedyConfig
     registrable: ClassVar[bool] = True
     learns: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: EpsilonGreedyConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: EpsilonGreedyConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         _check_choice("target", cfg.target, TARGETS)
         A, I = len(self.agent_ids), self.env_config.num_items
         self.payoff = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
@@ -285,12 +288,13 @@ class LinUCBAgent(ScoringAgent):
 
     name: ClassVar[str] = "linucb"
     Config: ClassVar[type[AgentConfig]] = LinUCBConfig
+    config: LinUCBConfig
     registrable: ClassVar[bool] = True
     learns: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: LinUCBConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: LinUCBConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         _check_choice("target", cfg.target, TARGETS)
         self.layout = ObsLayout(self.env_config.num_topics)
         A, d = len(self.agent_ids), self.layout.linear_dim()

@@ -176,7 +176,8 @@ def _key_difference(rows: Iterable[str], expected: Iterable[str]) -> str:
     return f"row keys lack {sorted(want - got)} and have unexpected {sorted(got - want)}"
 
 
-def _split(step: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+def _split(step: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """A step's carried keys and its ``next_`` keys (only its keys are read)."""
     carried = [k for k in step if not k.startswith("next_") and k not in CONTROL_KEYS]
     nexts = [k for k in step if k.startswith("next_") and k != "next_user_id"]
     return carried, nexts

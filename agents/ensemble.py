@@ -75,11 +75,12 @@ class EnsembleAgent(ScoringAgent):
 
     name: ClassVar[str] = "ensemble"
     Config: ClassVar[type[AgentConfig]] = EnsembleConfig
+    config: EnsembleConfig
     registrable: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: EnsembleConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: EnsembleConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={cfg.normalize!r} must be one of {NORMALIZATIONS}")
         if not cfg.members:
@@ -116,6 +117,8 @@ class EnsembleAgent(ScoringAgent):
                     "ScoringAgents (score_agent(i, obs_a, explore) -> [N, C])"
                 )
             self.members.append(member)
+        # The capability flags, class-level on every agent class, are the members' here (per
+        # instance; mypy refuses setting a ClassVar on an instance: misc).
         self.needs_privileged = any(m.needs_privileged for m in self.members)  # type: ignore[misc]
         self.needs_state = any(m.needs_state for m in self.members)  # type: ignore[misc]
         self.learns = any(m.learns for m in self.members)  # type: ignore[misc]

@@ -10,6 +10,7 @@ Shapes: ``N`` markets (or a replay batch), ``C`` candidates, ``T`` topics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -75,12 +76,12 @@ class ObsLayout:
         return 1 + 6 + 3 * self.num_topics + 2
 
 
-def context_features(obs_a: dict[str, torch.Tensor]) -> torch.Tensor:
+def context_features(obs_a: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """What is known of the request before looking at a candidate: ``[N, (T+2) + (T+4)]``."""
     return torch.cat([obs_a["user"].float(), obs_a["history"].float()], dim=-1)
 
 
-def _crosses(layout: ObsLayout, obs_a: dict[str, torch.Tensor]) -> torch.Tensor:
+def _crosses(layout: ObsLayout, obs_a: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``[N, C, 2T + 2]``: observed interest × item topics, own clicked-topic profile × item
     topics (a proxy for boredom), and their sums (match scores)."""
     topics = obs_a["candidates"][..., layout.cand_topics].float()
@@ -99,7 +100,7 @@ def _crosses(layout: ObsLayout, obs_a: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def pair_features(layout: ObsLayout, obs_a: dict[str, torch.Tensor]) -> torch.Tensor:
+def pair_features(layout: ObsLayout, obs_a: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Per-candidate network input ``[N, C, F]``: the context (user, history) broadcast to
     every candidate, the candidate's own features, and the crosses of :func:`_crosses`.
     ``F = layout.pair_dim(...)``."""
@@ -109,7 +110,7 @@ def pair_features(layout: ObsLayout, obs_a: dict[str, torch.Tensor]) -> torch.Te
     return torch.cat([ctx, cands, _crosses(layout, obs_a)], dim=-1)
 
 
-def linear_features(layout: ObsLayout, obs_a: dict[str, torch.Tensor]) -> torch.Tensor:
+def linear_features(layout: ObsLayout, obs_a: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Per-candidate features for linear models ``[N, C, 1 + 6 + 3T + 2]``: a bias, the
     candidate's scalar features, its topics, and the crosses. Context-only terms are left out:
     they shift every candidate of a request alike and cannot change a ranking."""

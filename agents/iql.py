@@ -57,7 +57,7 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -241,12 +241,13 @@ class IQLAgent(ScoringAgent):
 
     name: ClassVar[str] = "iql"
     Config: ClassVar[type[AgentConfig]] = IQLConfig
+    config: IQLConfig
     registrable: ClassVar[bool] = True
     learns: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: IQLConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: IQLConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.bootstrap not in ("market", "user"):
             raise ValueError(f"bootstrap={cfg.bootstrap!r} must be 'market' or 'user'")
         if cfg.slate_selection not in SLATE_SELECTIONS:
@@ -294,7 +295,8 @@ class IQLAgent(ScoringAgent):
         return NStepAccumulator(cfg.n_step, cfg.gamma)
 
     def learner_of(self, i: int) -> Learner:
-        return self.learners[0 if self.config.shared_params else i]
+        # An nn.ModuleList is not generic: indexing it gives an nn.Module.
+        return cast(Learner, self.learners[0 if self.config.shared_params else i])
 
     def _inputs(self, obs_a: Mapping[str, torch.Tensor], agent: torch.Tensor | int):
         """Pair features ``[B, C, F]`` and context features ``[B, G]`` (+ agent one-hot)."""
@@ -404,7 +406,7 @@ class IQLAgent(ScoringAgent):
         for _ in range(due):
             for j, lrn in enumerate(self.learners):
                 if len(self.buffers[j]) >= cfg.batch_size:  # else skipped: too few rows yet
-                    self._update(lrn, self.optimizers[j], self.buffers[j])
+                    self._update(cast(Learner, lrn), self.optimizers[j], self.buffers[j])
             self.updates += 1  # skipped ones too: the schedule must not owe them later
         # One report per `metrics_every` updates of every learner.
         metrics = self.update_metrics.report(cfg.metrics_every * len(self.learners))

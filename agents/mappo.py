@@ -127,6 +127,11 @@ class ValueNorm(nn.Module):
     """Running mean and variance of returns, one pair per controlled agent (exact, count-based
     merging of batch moments)."""
 
+    # Buffers (register_buffer), declared for type checkers.
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, num: int, eps: float = 1e-5):
         super().__init__()
         self.register_buffer("mean", torch.zeros(num))
@@ -186,6 +191,7 @@ class MAPPOAgent(Agent):
 
     name: ClassVar[str] = "mappo"
     Config: ClassVar[type[AgentConfig]] = MAPPOConfig
+    config: MAPPOConfig
     registrable: ClassVar[bool] = True
     learns: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True
@@ -193,7 +199,7 @@ class MAPPOAgent(Agent):
 
     def __init__(self, env: Any, config: MAPPOConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: MAPPOConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if min(cfg.rollout_steps, cfg.epochs, cfg.minibatches) < 1:
             raise ValueError("rollout_steps, epochs and minibatches must be >= 1")
         if not (0.0 <= cfg.gamma <= 1.0 and 0.0 <= cfg.gae_lambda <= 1.0):

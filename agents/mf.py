@@ -77,12 +77,13 @@ class MatrixFactorizationAgent(ScoringAgent):
 
     name: ClassVar[str] = "mf"
     Config: ClassVar[type[AgentConfig]] = MatrixFactorizationConfig
+    config: MatrixFactorizationConfig
     registrable: ClassVar[bool] = True
     learns: ClassVar[bool] = True
 
     def __init__(self, env: Any, config: MatrixFactorizationConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: MatrixFactorizationConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.user_scope not in ("episode", "population"):
             raise ValueError(f"user_scope={cfg.user_scope!r} must be 'episode' or 'population'")
         A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
@@ -102,15 +103,19 @@ class MatrixFactorizationAgent(ScoringAgent):
             return u
         return torch.arange(u.shape[0], device=u.device) * self.num_users + u
 
-    def _ensure_users(self, N: int) -> None:
+    def _ensure_users(self, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The accumulators ``gram``, ``rhs`` for ``N`` markets, allocated (zero) when there
+        are none yet or they are for another number of markets."""
         S = self.num_users * (1 if self.config.user_scope == "population" else N)
-        if self.gram is None or self.gram.shape[1] != S:
+        if self.gram is None or self.rhs is None or self.gram.shape[1] != S:
             A, d = len(self.agent_ids), self.config.dim
             self.gram = torch.zeros(A, S, d, d, device=self.device)
             self.rhs = torch.zeros(A, S, d, device=self.device)
+        return self.gram, self.rhs
 
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:
-        if self.gram is None or self.config.user_scope == "population":
+        # (gram and rhs are allocated together; only gram is dropped below.)
+        if self.gram is None or self.rhs is None or self.config.user_scope == "population":
             return
         if mask is None:
             self.gram.zero_()
@@ -123,12 +128,14 @@ class MatrixFactorizationAgent(ScoringAgent):
         self.gram[:, rows] = 0.0
         self.rhs[:, rows] = 0.0
 
-    def _fold_in(self, i: int, slots: torch.Tensor) -> torch.Tensor:
-        """User vectors ``[N, d]`` of the given slots for controlled agent ``i``."""
+    def _fold_in(
+        self, gram: torch.Tensor, rhs: torch.Tensor, i: int, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """User vectors ``[N, d]`` of the given slots for controlled agent ``i``, from the
+        accumulators ``gram``, ``rhs`` (:meth:`_ensure_users`)."""
         d = self.config.dim
         eye = self.config.fold_in_reg * torch.eye(d, device=self.device)
-        gram = self.gram[i, slots] + eye
-        return torch.linalg.solve(gram, self.rhs[i, slots])
+        return torch.linalg.solve(gram[i, slots] + eye, rhs[i, slots])
 
     # Acting ----------------------------------------------------------------------------------
     def exploration(self) -> float:
@@ -137,8 +144,8 @@ class MatrixFactorizationAgent(ScoringAgent):
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
     ) -> torch.Tensor:
-        self._ensure_users(obs_a["user_id"].shape[0])
-        p = self._fold_in(i, self._slots(obs_a["user_id"]))  # [N, d]
+        gram, rhs = self._ensure_users(obs_a["user_id"].shape[0])
+        p = self._fold_in(gram, rhs, i, self._slots(obs_a["user_id"]))  # [N, d]
         ids = obs_a["candidate_ids"]
         q = self.item[i][ids]  # [N, C, d]
         return self.mu[i] + self.item_bias[i][ids] + torch.einsum("nd,ncd->nc", p, q)
@@ -151,26 +158,28 @@ class MatrixFactorizationAgent(ScoringAgent):
 
     def observe(self, transition: Transition) -> None:
         N = transition.valid.shape[0]
-        self._ensure_users(N)
+        gram, rhs = self._ensure_users(N)
         vecs = []
         for i, a in enumerate(self.agent_ids):
             slots = self._slots(transition.obs[a]["user_id"])
-            p = self._fold_in(i, slots)
+            p = self._fold_in(gram, rhs, i, slots)
             vecs.append(p)
             items, y, conf = self._interactions(transition, i, a)
             q = self.item[i][items]  # [N, K, d]
             resid = y - self.mu[i] - self.item_bias[i][items]
-            self.gram[i].index_add_(0, slots, torch.einsum("nk,nkd,nke->nde", conf, q, q))
-            self.rhs[i].index_add_(0, slots, torch.einsum("nk,nk,nkd->nd", conf, resid, q))
+            gram[i].index_add_(0, slots, torch.einsum("nk,nkd,nke->nde", conf, q, q))
+            rhs[i].index_add_(0, slots, torch.einsum("nk,nk,nkd->nd", conf, resid, q))
         self._user_vec = torch.stack(vecs)
 
     def learn(self, transition: Transition) -> Metrics:
         cfg = self.config
         if self._user_vec is None or self._user_vec.shape[1] != transition.valid.shape[0]:
             self.observe(transition)  # learn() without observe(): fold in first
+        user_vec = self._user_vec
+        assert user_vec is not None  # observe() set it
         for i, a in enumerate(self.agent_ids):
             items, y, conf = self._interactions(transition, i, a)
-            p = self._user_vec[i][:, None, :]  # [N, 1, d]
+            p = user_vec[i][:, None, :]  # [N, 1, d]
             q = self.item[i][items]  # [N, K, d]
             pred = self.mu[i] + self.item_bias[i][items] + (p * q).sum(-1)
             err = conf * (y - pred)  # the weighted-least-squares gradient, up to a factor 2

@@ -141,12 +141,13 @@ class ValueDecompositionAgent(ScoringAgent):
     """Shared machinery of VDN and QMIX (module docstring); subclasses pick the mixer."""
 
     Config: ClassVar[type[AgentConfig]] = QMIXConfig
+    config: QMIXConfig
     learns: ClassVar[bool] = True
     supports_reward_modes: ClassVar[tuple[str, ...]] = ("cooperative",)
 
     def __init__(self, env: Any, config: QMIXConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
-        cfg: QMIXConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         small = {k: getattr(cfg, k) for k in ("n_step", "batch_size", "update_every")}
         if min(small.values()) < 1:
             raise ValueError(f"{self.name}: {small} must all be >= 1")
@@ -249,11 +250,14 @@ class ValueDecompositionAgent(ScoringAgent):
 
     def learn(self, transition: Transition) -> Metrics:
         tr = transition
-        if self.needs_state and tr.state is None:
-            raise ValueError(
-                f"{self.name!r} mixes on the global state: pass Transition.state / next_state "
-                "(agents.train does for needs_state agents)"
-            )
+        states: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.needs_state:
+            if tr.state is None or tr.next_state is None:
+                raise ValueError(
+                    f"{self.name!r} mixes on the global state: pass Transition.state / "
+                    "next_state (agents.train does for needs_state agents)"
+                )
+            states = (tr.state, tr.next_state)
         step: dict[str, torch.Tensor] = {
             "reward": tr.rewards[self.agent_ids[0]].float(),
             "terminal": tr.terminated, "end": tr.ended, "valid": tr.valid,
@@ -262,8 +266,8 @@ class ValueDecompositionAgent(ScoringAgent):
         for k in OBS_KEYS:
             step[k] = torch.stack([tr.obs[a][k] for a in self.agent_ids], dim=1)
             step["next_" + k] = torch.stack([tr.next_obs[a][k] for a in self.agent_ids], dim=1)
-        if self.needs_state:
-            step["state"], step["next_state"] = tr.state, tr.next_state
+        if states is not None:
+            step["state"], step["next_state"] = states
         out = self.accumulator.push(step)
         if out is not None:
             self.buffer.add(*out)

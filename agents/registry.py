@@ -39,7 +39,7 @@ import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard, cast
 
 from agents.base import (
     Agent,
@@ -113,6 +113,12 @@ def agent_class(name: str) -> Callable[..., Agent]:
         f"unknown agent {name!r}; registered agents: {registered_agents()}; installed "
         f"plug-ins ({ENTRY_POINT_GROUP!r}): {plugin_agents()}; or give 'module:attr'"
     )
+
+
+def _is_agent_class(target: object) -> TypeGuard[type[Agent]]:
+    """Whether ``target`` (what :func:`agent_class` resolved a name to) is an agent class
+    rather than a factory."""
+    return inspect.isclass(target) and issubclass(target, Agent)
 
 
 def _checked(name: str, target: Any) -> Callable[..., Agent]:
@@ -197,7 +203,8 @@ def unimplemented(cls: type[Agent]) -> str | None:
     if act is Agent.act:
         return "act"
     scoring_act = getattr(ScoringAgent.act, "__wrapped_act__", ScoringAgent.act)
-    if act is scoring_act and cls.score_agent is ScoringAgent.score_agent:
+    # Its act is ScoringAgent's, so it is a ScoringAgent (one with score_agent).
+    if act is scoring_act and cast(type[ScoringAgent], cls).score_agent is ScoringAgent.score_agent:
         return "score_agent"
     return None
 
@@ -211,7 +218,7 @@ def make_agent(
     valid ones (a factory taking ``**kwargs``: naming the key its ``TypeError`` names), and so
     do sizes the allocator cannot hold (naming the config)."""
     target = agent_class(name)
-    if inspect.isclass(target):
+    if _is_agent_class(target):
         try:
             cfg = target.Config.from_kwargs(**config)
         except ValueError as e:  # name the agent: configs are shared (qmix/vdn, mappo/ippo)
@@ -335,7 +342,7 @@ def _plan(head: Any, env: Any, where: str, field: str) -> tuple:
             config,
             f"a dict of the config of agent {agent!r} (str keys)",
         )
-    if inspect.isclass(target):  # the keys and values the agent's config takes
+    if _is_agent_class(target):  # the keys and values the agent's config takes
         config = target.Config.header_config(config)  # keys the checkpoint predates
         try:
             target.Config.from_kwargs(**config)
@@ -367,7 +374,7 @@ def _resolve(head: Mapping[str, Any], where: str, field: str) -> tuple[str, Call
             f"checkpoint {where!r} has {field}['agent']={agent!r} ({why}) and "
             f"{field}['class']={path!r}, which does not resolve either ({e})"
         ) from None
-    if inspect.isclass(target) and target.name != agent:
+    if _is_agent_class(target) and target.name != agent:
         raise ValueError(
             f"checkpoint {where!r} has {field}['agent']={agent!r} ({why}), and its "
             f"{field}['class']={path!r} is agent {target.name!r}, not {agent!r}"

@@ -190,6 +190,24 @@ def test_learning_without_the_state_is_refused(market):
         agent.learn(tr)
 
 
+def test_learning_without_the_next_state_is_refused(market):
+    """Only ``Transition.state`` was checked: a transition with the state but no
+    ``next_state`` was stored as ``None`` and failed in the n-step accumulator with a bare
+    ``AttributeError: 'NoneType' object has no attribute 'clone'``."""
+    env = market(num_envs=2, reward_mode="cooperative")
+    agent = agents.make_agent("qmix", env, **SMALL)
+    obs = env.reset(seed=0)
+    state = env.state()
+    actions = agent.act(obs, explore=True)
+    nxt, rew, term, trunc, info = env.step(actions)
+    tr = agents.Transition.from_step(
+        env.agents, obs, actions, rew, nxt, term, trunc, info, state=state
+    )
+    with pytest.raises(ValueError, match="mixes on the global state"):
+        agent.learn(tr)
+    assert agent.env_steps == 0 and len(agent.accumulator.window) == 0  # nothing was stored
+
+
 @pytest.mark.parametrize("name", ["vdn", "qmix"])
 def test_save_load_continue(market, tmp_path, name):
     env = market(num_envs=4, seed=5, horizon=20, reward_mode="cooperative")
