@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from experiments.bench_env import provenance, result_path, write_result
@@ -161,7 +162,7 @@ def compare(
     config: dict | None = None,
     env: dict[str, dict[str, str]] | None = None,
     threads: int = 1,
-    python: dict[str, str] | None = None,
+    python: Mapping[str, str | None] | None = None,
 ) -> dict:
     """Time ``figure`` at ``base`` and at ``head`` (``None``: this working tree) alternately,
     ``rounds`` runs each, with market options ``config`` (batched figure), per-side

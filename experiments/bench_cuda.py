@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -112,7 +113,9 @@ def main(argv=None) -> dict | None:
     run_vmas = not args.no_peers and vmas_version is not None
     print(f"recenv CUDA bench: {args.env}; torch {torch.__version__}; {device}")
     print(f"{'figure':<22} {'setting':<34} {'median':>16} {'unit':<12} [spread]")
-    rows, ratios, errors = [], [], []
+    rows: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     compile_modes = [False] if args.no_compile else [True] if args.compiled_only else [False, True]
 
     def record(kind, samples, n, **meta):
@@ -159,10 +162,11 @@ def main(argv=None) -> dict | None:
     rates, err = _timed(
         lambda: [copy_bandwidth(args.copy_mib * 2**20, device="cuda") for _ in range(args.repeats)]
     )
-    bandwidth = None if err else summarize_rates(rates)
     if err:
+        bandwidth = None
         errors.append({"kind": "copy_bandwidth_cuda", "error": err})
     else:
+        bandwidth = summarize_rates(rates)
         print(
             f"{'copy_bandwidth_cuda':<22} {f'mib={args.copy_mib}':<34} "
             f"{bandwidth['median'] / 1e9:>16,.0f} GB/s read + written "
@@ -197,7 +201,7 @@ def main(argv=None) -> dict | None:
         old = record("batched_cuda_aten_cumsum", samples, n, compile=False)
         print(f"  row_cumsum over ATen's cumsum num_envs={n}: {row['median'] / old['median']:.2f}x")
 
-    vmas_rows = {}
+    vmas_rows: dict[int, dict[str, Any]] = {}
     # Eager at every size first (with VMAS beside it), then the compiled rows: compiling
     # takes the most time, so a run stopped at a device session's limit has lost the fewest
     # figures. Each pass in --sizes order (by default the largest count first: the target is

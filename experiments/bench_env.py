@@ -48,8 +48,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -148,7 +149,7 @@ def patched(owner, name: str, value) -> Iterator[None]:
 
 def _in_fresh_process(
     func: str, arguments: str, *argv: str, module: str = "experiments.bench_env"
-) -> tuple[object | None, str]:
+) -> tuple[Any | None, str]:
     """``func(arguments)`` (a function of ``module``, by default this one, and its arguments
     as Python source; ``sys.argv[1:]`` holds ``argv``) in a fresh Python process with this
     process's torch thread count. Returns ``(its JSON-decoded result, "")``, or ``(None,
@@ -201,7 +202,7 @@ def time_catalog_rounds(env_id, num_envs, steps, sizes, rounds, compile=False, r
     into the ratio (the compiled catalog ratio read 1.24x and 1.66x in two runs of the same
     step code, the 10^6-item runs of the second spreading 1.28x among themselves)."""
     small, large = sizes
-    samples = {small: [], large: []}
+    samples: dict[int, list[float]] = {small: [], large: []}
     ratios = []
     for r in range(rounds):
         median = {}
@@ -239,12 +240,12 @@ def time_pettingzoo(env_id, steps, compile=False):
     return total / steps
 
 
-def summarize(samples, scale):
+def summarize(samples: Sequence[float], scale: float) -> dict[str, float]:
     """Median and spread of ``scale / sample`` (a rate) over repeats."""
     return summarize_rates([scale / s for s in samples])
 
 
-def summarize_rates(rates):
+def summarize_rates(rates: Sequence[float]) -> dict[str, float]:
     """Median and spread of rates over repeats."""
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
@@ -708,7 +709,7 @@ def main(argv=None):
     n = args.catalog_envs or (256 if args.quick else 1024)
     steps = steps_or(20 if args.quick else 300)
     for compile in compile_modes:
-        ended = []
+        ended: list[bool] = []
         samples = time_batched(
             args.env, n, steps, compile=compile, repeats=args.repeats, ended=ended, **CHURN_HEAVY
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from experiments import snapshot
 from experiments.errors import RunError
@@ -231,6 +232,20 @@ def _values_ok(d: Mapping[str, Any], where: str, field_: _Field, problems: _Prob
             problems.wrong(_at(where, k), v, what)
 
 
+def numpy_rng_state() -> tuple[str, NDArray[np.uint32], int, int, float]:
+    """The global numpy RNG's state as ``np.random.get_state()`` gives it: the legacy tuple
+    ``(kind, keys, pos, has_gauss, gauss)`` of its MT19937, which a checkpoint's
+    ``rng['numpy']`` holds. (A dict only once ``np.random.set_bit_generator`` has replaced the
+    MT19937, which recenv never does: its state cannot be checkpointed.)"""
+    state = np.random.get_state(legacy=True)  # noqa: NPY002
+    if isinstance(state, dict):
+        raise TypeError(
+            f"the global numpy RNG is a {state.get('bit_generator')}, not the MT19937 whose "
+            "state a checkpoint holds"
+        )
+    return state
+
+
 def _check_rng(rng: Mapping[str, Any], problems: _Problems) -> None:
     ok = _fields_ok(rng, "rng", {"torch": _TENSOR, "numpy": _DICT, "python": _DICT}, problems)
     if "torch" in ok:
@@ -238,7 +253,7 @@ def _check_rng(rng: Mapping[str, Any], problems: _Problems) -> None:
     if "numpy" in ok:
         n = rng["numpy"]
         if "keys" in _fields_ok(n, "rng['numpy']", _NUMPY_RNG_FIELDS, problems):
-            keys = torch.from_numpy(np.random.get_state()[1].astype(np.int64))  # noqa: NPY002
+            keys = torch.from_numpy(numpy_rng_state()[1].astype(np.int64))
             _tensor_like(n["keys"], keys, "rng['numpy']['keys']", problems)
     if "python" in ok:
         p = rng["python"]

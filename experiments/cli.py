@@ -37,7 +37,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from experiments import config
 from experiments.config import PRESETS, CompareConfig, ConfigError, RunConfig
@@ -53,7 +53,7 @@ _SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
 class Parser(argparse.ArgumentParser):
     """argparse that lists the valid options (and a close match) for an unknown one."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments"):
             valid = sorted(s for s in self._option_string_actions if s.startswith("--"))
             words = message.split(":", 1)[1].split()

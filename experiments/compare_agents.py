@@ -190,7 +190,7 @@ HARSH_VIDEO = {
     "expectation": 0.5,  # 0.35
     "return_prob": 0.0,  # churned viewers never come back
 }
-LONG_HORIZON_AGENTS = {
+LONG_HORIZON_AGENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("random", {}),
     "oracle (myopic, privileged)": ("oracle", {}),
     "value oracle (myopic, privileged)": ("value_oracle", {}),
@@ -406,7 +406,9 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
     markdown."""
     torch.set_num_threads(args.threads)
     started = time.time()
-    header = {
+    # results.json's head (the results go beside it); the machine's load and the wall time are
+    # added at the end.
+    header: dict[str, Any] = {
         "command": command,
         "versions": versions(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
@@ -422,7 +424,9 @@ def _run(args: argparse.Namespace, command: str, targets: list[Path]) -> str:
         results = table_experiment(args)
         env_agents = recenv.make_vec(args.env_id, num_envs=1).agents
         md = table_markdown(results, env_agents)
-        iql = {m: r["iql"]["train_env_steps_per_s"] for m, r in results.items() if "iql" in r}
+        iql: dict[str, tuple[float, float]] = {  # aggregate's (mean, CI half width)
+            m: r["iql"]["train_env_steps_per_s"] for m, r in results.items() if "iql" in r
+        }
         if iql:
             md += "\nIQL training throughput (env steps/s, updates included, mean ± 95 % CI): "
             md += ", ".join(f"{m}: {fmt(*v, 0)}" for m, v in iql.items()) + "\n"

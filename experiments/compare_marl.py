@@ -43,7 +43,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -200,7 +200,7 @@ def learning_check(name: str, seed: int = 0) -> float:
     16 cooperative Market-v0 markets (horizon 50, seed ``seed``), then its greedy return per
     agent on 32 held-out markets (seed 10 000, the same for every seed)."""
     steps, overrides = LEARNING_CHECKS[name]
-    kw = {"reward_mode": "cooperative", "horizon": 50}
+    kw: dict[str, Any] = {"reward_mode": "cooperative", "horizon": 50}
     env = recenv.make_vec(ENV, num_envs=16, seed=seed, **kw)
     agent = agents.make_agent(name, env, seed=seed, **overrides)
     if steps:
@@ -364,11 +364,20 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _Head(TypedDict):
+    """What results.json starts with, whatever the report."""
+
+    command: list[str]
+    settings: dict[str, Any]
+    versions: dict[str, Any]
+    machine: dict[str, Any]
+
+
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
     """The reports ``args`` asks for: the results.json payload and report.md."""
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds))
-    head = {
+    head: _Head = {
         "command": ["python", "-m", "experiments.compare_marl", *(argv or sys.argv[1:])],
         "settings": vars(args),
         "versions": versions(),
@@ -378,14 +387,16 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[dict[str
     if args.spread:
         result = spread(seeds)
         md = _spread_markdown(result, seeds)
-        payload = {**head, "spread": result}
+        payload: dict[str, Any] = {**head, "spread": result}
     else:
         payload, md = _comparison(args, seeds, head)
     payload["seconds"] = time.perf_counter() - start
     return payload, md.rstrip("\n") + "\n\n" + code_line(head["versions"]) + "\n"
 
 
-def _comparison(args, seeds, head) -> tuple[dict[str, Any], str]:
+def _comparison(
+    args: argparse.Namespace, seeds: list[int], head: _Head
+) -> tuple[dict[str, Any], str]:
     names = [n for n in args.agents.split(",") if n]
     modes = [m for m in args.modes.split(",") if m]
     cfg = agent_configs(args)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -249,7 +249,8 @@ def read_compare_config(path: str | Path) -> CompareConfig:
     # A tune_sweep variant records its seeds (--seeds 0,1,7) beside a config that can only
     # count them from run.seed: resuming it would train and report other seeds.
     sweep = head.get("sweep")
-    seeds = sweep.get("seeds") if isinstance(sweep, dict) else None
+    sweep = sweep if isinstance(sweep, dict) else {}
+    seeds = sweep.get("seeds")
     if seeds is not None and list(seeds) != cfg.seed_list():
         raise RunError(
             f"{str(Path(path))!r} is a variant of the sweep in {sweep.get('dir')!r} with seeds "
@@ -421,20 +422,34 @@ def _complete(
                 for i, a in enumerate(args):
                     if stop_requested():
                         raise Interrupted(None, None)
-                    done(i, _run_cell(*a))
+                    out = _run_cell(*a)
+                    # None only in a `compare --jobs N` worker (_STOP set), never here.
+                    assert out is not None, "a cell of a sequential comparison not started"
+                    done(i, out)
         else:
             _run_parallel(cfg, args, done, quiet_runs)
     except Interrupted as e:
         # The run's own message says to resume the run; resuming the comparison finishes it.
         raise Interrupted(e.run_dir, e.step, comparison=path) from None
     except Exception as e:
-        e.add_note(
+        _add_note(
+            e,
             f"The comparison {path} stopped at this error; its finished runs are kept. Once "
-            f"the cause is mended, continue it with:\n  python -m experiments resume {path}"
+            f"the cause is mended, continue it with:\n  python -m experiments resume {path}",
         )
         raise
     ordered = [results[i] for i in range(len(cells))]
     return write_report(path, cfg, ordered)
+
+
+def _add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)``, also where exceptions have no ``add_note`` (Python 3.10): what it
+    does, appending to ``e.__notes__`` (PEP 678), which the command line prints."""
+    add_note = getattr(e, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    else:  # (Any: typeshed declares __notes__ only from Python 3.11 on)
+        cast(Any, e).__notes__ = [*getattr(e, "__notes__", ()), note]
 
 
 def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_runs: bool) -> None:
@@ -485,6 +500,8 @@ def _run_parallel(cfg: CompareConfig, args: list[tuple], done: Callable, quiet_r
                         fut.cancel()
                     # Ctrl-C reached the workers too; a SIGTERM to this process alone did not.
                     for proc in multiprocessing.active_children():
+                        if proc.pid is None:  # never: active children have been started
+                            continue
                         with contextlib.suppress(OSError):
                             os.kill(proc.pid, signal.SIGTERM)
     finally:

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import sys
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -898,10 +899,10 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
     except UnicodeDecodeError as e:  # TOML and JSON files are UTF-8
         raise ConfigError(f"{str(p)!r} is not UTF-8 text: {e}") from None
     if p.suffix == ".toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            raise ConfigError("TOML config files need Python >= 3.11; use JSON") from None
+        else:  # tomllib's source, a dependency on Python 3.10
+            import tomli as tomllib
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:

@@ -170,6 +170,7 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
     iidx = {i: k for k, i in enumerate(train_c.item_ids.tolist())}
 
     # Each test user's held-out items in train ids (-1: item unseen in train), in time order.
+    assert test.timestamp is not None  # time_split refused a log without timestamps
     order = np.argsort(test.timestamp, kind="stable")
     held: dict[int, list[int]] = {}
     for r in order:
@@ -177,7 +178,7 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
         if u is not None:
             held.setdefault(u, []).append(iidx.get(log.item_ids[test.item[r]].item(), -1))
     test_users = np.array(sorted(held), dtype=np.int64)
-    seen = [set() for _ in range(train_c.num_users)]
+    seen: list[set[int]] = [set() for _ in range(train_c.num_users)]
     for u, i in zip(train_c.user.tolist(), train_c.item.tolist(), strict=True):
         seen[u].add(i)
 
@@ -468,7 +469,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     for name, low in (("num_envs", 1), ("requests", 0), ("threads", 1)):
         if a[name] < low:
             p.error(f"--{name.replace('_', '-')} {a[name]} must be >= {low}")
-    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+    # argparse's values are untyped (nargs="+" gives lists, Args holds tuples)
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}
+    return Args(**fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import argparse
 import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
     core = _core(env)
     c, L = core.config, core.layout
     obs = env.reset()
-    info = {}
+    info: dict[str, Any] = {}
     for _ in range(warmup):
         obs, _, _, _, info = env.step(_policy(obs, env.agents, c.slate_size))
     N, A, C, U = num_envs, c.num_agents, c.num_candidates, c.num_users

@@ -40,7 +40,7 @@ def _band(runs: Sequence[Sequence[Mapping[str, float]]], key: str):
     for i, s in enumerate(series):
         inside = (grid >= s[0, 0]) & (grid <= s[-1, 0])
         values[i, inside] = np.interp(grid[inside], s[:, 0], s[:, 1])
-    stats = [mean_ci(values[:, j]) for j in range(grid.size)]
+    stats = [mean_ci(values[:, j].tolist()) for j in range(grid.size)]
     mean = np.array([m for m, _, _ in stats])
     ci = np.array([0.0 if not math.isfinite(c) else c for _, c, _ in stats])
     return grid, mean, ci

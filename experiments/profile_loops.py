@@ -147,7 +147,7 @@ def loop_blocks(cpp: str) -> list[dict]:
         elif line == "    {" and kernel is not None:
             start = i
         elif line == "    }" and start is not None:
-            trips = []
+            trips: list[str] = []
             for body in lines[start : i - 1]:
                 m = _FOR.search(body)
                 if m:
@@ -169,7 +169,7 @@ def loop_blocks(cpp: str) -> list[dict]:
 def attribute(line_counts: dict[int, int], blocks: list[dict]) -> list[dict]:
     """Samples per block (``line_counts``: samples per source line), sorted by samples."""
     firsts = [b["first"] for b in blocks]
-    per = collections.Counter()
+    per: collections.Counter[int] = collections.Counter()
     for line, n in line_counts.items():
         i = bisect.bisect_right(firsts, line) - 1
         if i >= 0 and line <= blocks[i]["last"]:
@@ -223,6 +223,7 @@ def sample(env_id: str, num_envs: int, seconds: float, config: dict, workdir: Pa
         env=env,
         cwd=ROOT,
     )
+    assert child.stdout is not None  # stdout=subprocess.PIPE
     try:
         line = child.stdout.readline()
         if not line.startswith("READY"):
@@ -266,9 +267,11 @@ def analyse(data: Path) -> dict:
     ).stdout.splitlines()
     maps = parse_mmaps(out)
     cache = inductor_cache_dir()
-    by_dso, ips = collections.Counter(), collections.defaultdict(list)
+    by_dso: collections.Counter[str] = collections.Counter()
+    ips: collections.defaultdict[str, list[int]] = collections.defaultdict(list)
     # Symbols of inductor's libraries (its fused kernels) and of every other library.
-    by_kernel, by_symbol = collections.Counter(), collections.Counter()
+    by_kernel: collections.Counter[str] = collections.Counter()
+    by_symbol: collections.Counter[str] = collections.Counter()
     total = 0
     for line in out:
         if "PERF_RECORD" in line:
@@ -293,7 +296,7 @@ def analyse(data: Path) -> dict:
         segs = load_segments(
             subprocess.run(["readelf", "-lW", so], capture_output=True, text=True).stdout
         )
-        offsets = collections.Counter()
+        offsets: collections.Counter[int] = collections.Counter()
         for ip in addrs:
             off = file_offset(ip, maps[so])
             if off is not None:
@@ -304,10 +307,11 @@ def analyse(data: Path) -> dict:
             text=True,
         ).stdout
         where = outermost_lines(a2l, cpp.name)
-        line_counts = collections.Counter()
+        line_counts: collections.Counter[int] = collections.Counter()
         for addr, n in offsets.items():
-            if where.get(addr) is not None:
-                line_counts[where[addr]] += n
+            src_line = where.get(addr)
+            if src_line is not None:
+                line_counts[src_line] += n
         for b in attribute(line_counts, loop_blocks(cpp.read_text())):
             loops.append({**b, "source": str(cpp)})
     loops.sort(key=lambda b: -b["samples"])

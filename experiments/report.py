@@ -450,7 +450,8 @@ def load_comparison(path: str | Path, *, partial: bool = False) -> Comparison:
             "run directories from a copy, or run those cells again in a new comparison (the "
             "table written when it finished is its table.md)"
         )
-    rows, curves = [], {}
+    rows: list[dict[str, Any]] = []
+    curves: dict[tuple[str, str], list[list[dict[str, float]]]] = {}
     for d, cell in done:
         try:
             summary, curve = read_finished_run(d, cell)

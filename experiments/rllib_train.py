@@ -455,7 +455,8 @@ def _restart_with_fixed_hash_seed() -> None:
     target = ["-m", spec.name] if spec is not None else [sys.argv[0]]
     args = [
         sys.executable,
-        *subprocess._args_from_interpreter_flags(),  # -X, -W, ... as given to this process
+        # -X, -W, ... as given to this process; the helper is private: typeshed lacks it
+        *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
         *target,
         *sys.argv[1:],
     ]

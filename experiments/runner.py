@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,12 @@ from agents.base import (  # one tensor mapper
 from agents.rollout import EvaluationStopped
 from agents.state_checks import nonfinite_state_error, optimizer_state_error
 from experiments import snapshot
-from experiments.checkpoint_checks import check_fits, check_run_checkpoint, describe
+from experiments.checkpoint_checks import (
+    check_fits,
+    check_run_checkpoint,
+    describe,
+    numpy_rng_state,
+)
 from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
 from experiments.errors import RunError, WriteError, write_reason
 from experiments.provenance import versions
@@ -152,7 +157,11 @@ class Interrupted(RuntimeError):
     @property
     def resume_path(self) -> Path:
         """What ``python -m experiments resume`` continues."""
-        return Path(self.comparison if self.comparison is not None else self.run_dir)
+        path = self.comparison if self.comparison is not None else self.run_dir
+        # Interrupted(None, None) (a comparison stopped between runs) only travels inside the
+        # comparison, which raises it again naming itself.
+        assert path is not None, "an Interrupted without its run or comparison"
+        return Path(path)
 
 
 # ----------------------------------------------------------------------------------------
@@ -590,7 +599,7 @@ def _rows(episodes: Mapping[str, torch.Tensor]) -> int:
     return 0 if first is None else int(first.shape[0])
 
 
-def _cat_episodes(parts: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def _cat_episodes(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     parts = [p for p in parts if _rows(p)]
     if not parts:
         return {}
@@ -609,7 +618,7 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    kind, keys, pos, has_gauss, gauss = numpy_rng_state()
     py = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
@@ -710,8 +719,8 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
             flag["sigint"] = True
         flag["stop"] = True
         outer = old.get(signum)
-        if getattr(outer, "stop_flag", None) is not None:
-            outer(signum, frame)
+        if callable(outer) and getattr(outer, "stop_flag", None) is not None:
+            outer(signum, frame)  # an outer stop_requests' handler
 
     handler.stop_flag = flag  # type: ignore[attr-defined]
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -833,7 +842,7 @@ class Trainer:
         before it creates the directory); it must be set before :meth:`run`."""
         self.cfg = cfg
         self.leave = leave  # keep the finished progress bar on screen
-        self.dir = run_dir
+        self._dir = run_dir
         self.quiet = auto_quiet(cfg.quiet if quiet is None else quiet)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -846,6 +855,17 @@ class Trainer:
         self.resumed_from: list[str] = []
         self.diverged: dict[str, Any] | None = None  # set by run(): see _divergence
         self._started = False
+
+    @property
+    def dir(self) -> RunDir:
+        """The run's directory; set (``trainer.dir = rd``) before anything reads or writes it."""
+        if self._dir is None:
+            raise RuntimeError("Trainer.dir is not set: the run directory is not created yet")
+        return self._dir
+
+    @dir.setter
+    def dir(self, run_dir: RunDir) -> None:
+        self._dir = run_dir
 
     # State ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -906,11 +926,11 @@ class Trainer:
                 f"{str(self.dir.path / 'config.json')!r} (the checkpoint's vs this run's: "
                 f"{differ}); resume it from its own run directory"
             )
-        differ = header_differences(payload["header"], self.agent)
-        if differ:
+        agent_differ = header_differences(payload["header"], self.agent)
+        if agent_differ:
             raise RunError(
                 f"checkpoint {str(source)!r} was written by an agent other than the one this "
-                f"run's config builds today ({'; '.join(differ[:5])}): a default changed "
+                f"run's config builds today ({'; '.join(agent_differ[:5])}): a default changed "
                 "since it was written (e.g. IQL's slate_selection, 'top_k' until 2026-12-03). "
                 "Finish the run with the recenv version that started it, or start it over"
             )

@@ -26,7 +26,7 @@ import collections
 import dataclasses
 import sys
 import types
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,7 +57,8 @@ def _is_static(x: Any, exclude: tuple[int, ...]) -> bool:
     if id(x) in exclude or isinstance(x, _STATIC):
         return True
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return bool(type(x).__dataclass_params__.frozen)  # configs
+        # Configs. (__dataclass_params__ is not in typeshed's DataclassInstance.)
+        return bool(cast(Any, type(x)).__dataclass_params__.frozen)
     if isinstance(x, (dict, list, tuple)) and any(_is_static(v, exclude) for v in _values(x)):
         return True  # e.g. a table of slices: static as a whole, never half restored
     # A compiled function (torch.compile) or any other callable that is not a module.
@@ -269,7 +270,7 @@ def _decode(saved: Any, refs: dict, where: str) -> Any:
     raise SnapshotError(f"{where}: cannot rebuild a saved {kind!r} without a live object")
 
 
-def _import(path: str, where: str) -> type:
+def _import(path: str, where: str) -> type[object]:
     # Only classes of modules already imported: a checkpoint never makes us import code.
     module, _, qual = path.partition(":")
     target: Any = sys.modules.get(module)

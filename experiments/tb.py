@@ -42,10 +42,11 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
 
 from experiments.errors import WriteError, write_reason
 
@@ -127,9 +128,9 @@ class RunLogger:
         step = purge_step or 0
         with self._writing():
             # What SummaryWriter(purge_step=step) writes first, written through the _Appender.
-            self.writer.file_writer.add_event(Event(step=step, file_version="brain.Event:2"))
+            _file_writer(self.writer).add_event(Event(step=step, file_version="brain.Event:2"))
             for _ in range(1 if purge_step is None else 2):
-                self.writer.file_writer.add_event(
+                _file_writer(self.writer).add_event(
                     Event(step=step, session_log=SessionLog(status=SessionLog.START))
                 )
 
@@ -157,7 +158,7 @@ class RunLogger:
                 if mine:
                     self.file = mine[-1]
                 raise self._error(e) from e
-            events = writer.file_writer.event_writer
+            events = _file_writer(writer).event_writer
             self.file = Path(getattr(events, "_file_name", self.file))
             thread = getattr(getattr(events, "_async_writer", None), "_worker", None)
             if isinstance(thread, _AsyncWriterThread):  # else: tensorboard's own writer
@@ -228,6 +229,13 @@ class RunLogger:
         except WriteError:
             if check:
                 raise
+
+
+def _file_writer(writer: SummaryWriter) -> FileWriter:
+    """``writer.file_writer``, which ``SummaryWriter()`` has set (``close()`` unsets it): all
+    a type checker sees of it is the ``self.file_writer = None`` that starts torch's
+    ``__init__``."""
+    return cast(FileWriter, writer.file_writer)
 
 
 class _Appender:

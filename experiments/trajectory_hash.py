@@ -91,13 +91,14 @@ def digest(env_id: str, config: dict, steps: int, num_envs: int, face_steps: int
         if not face.agents:
             o, info = face.reset()
             _feed(h, (o, info))
-        acts = {
+        # The face's own names: its actions and step are numpy, the batched env's torch.
+        face_acts = {
             a: rng.choice(np.flatnonzero(o[a]["action_mask"]), K, replace=False)
             for a in face.agents
         }
-        out = face.step(acts)
-        o = out[0]
-        _feed(h, out)
+        face_out = face.step(face_acts)
+        o = face_out[0]
+        _feed(h, face_out)
         _feed(h, face.state())
     return h.hexdigest()
 

@@ -156,7 +156,7 @@ _SWEEP_SET = {
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
-    grid = []
+    grid: list[tuple[str, list[str]]] = []
     for item in items:
         key, value = config.split_assignment(item)
         canonical = ".".join(config.section_of(key))
@@ -180,7 +180,7 @@ def variants(
     """``(label, assignments, config)`` of every point of the grid (``default`` without one);
     each config resolved and validated like ``compare``'s."""
     base_assignments = list(args.assignments)
-    out = []
+    out: list[tuple[str, dict[str, str], CompareConfig]] = []
     for values in itertools.product(*(v for _, v in grid)):
         point = dict(zip((k for k, _ in grid), values, strict=True))
         ns = argparse.Namespace(**vars(args))
@@ -219,6 +219,7 @@ def run_trial(trial_config: dict[str, Any]) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = _run_cell(cfg.to_dict(), None, True)
+    assert out is not None  # None only in a stopping comparison's pool worker, never a trial
     s = out["summary"]
     metrics: dict[str, Any] = {
         "variant": trial_config["variant"],
@@ -364,14 +365,20 @@ def sweep(
                 ray.shutdown()
 
         trials, errors = [], []
-        for res in grid:
-            cell = res.config["cell"]
+        # ResultGrid has __len__ and __getitem__ but no __iter__ (its stubs are not iterable)
+        for res in (grid[i] for i in range(len(grid))):
             if res.error is not None:
-                r = cell["run"]
-                errors.append(
-                    f"{cell['variant']} {r['env']} {r['agent']} seed {r['seed']}: {res.error}"
-                )
+                if res.config is None:
+                    # Its actor died starting: no result, not even Tune's defaults with the
+                    # config; the trial's directory is named after its cell (_trial_name).
+                    where = Path(res.path).name
+                else:
+                    cell = res.config["cell"]
+                    r = cell["run"]
+                    where = f"{cell['variant']} {r['env']} {r['agent']} seed {r['seed']}"
+                errors.append(f"{where}: {res.error}")
                 continue
+            assert res.metrics is not None  # a copy of the trial's last result, never None
             trials.append({**res.metrics, "trial": res.path})
         summary: dict[str, Any] = {
             "command": sys.argv,

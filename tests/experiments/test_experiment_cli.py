@@ -325,6 +325,33 @@ def test_a_failed_run_names_the_comparison_to_resume(tmp_path, monkeypatch, caps
     assert len(calls) == 2 and not (cdir / "DONE").exists()
 
 
+class _NoteLessRunError(RunError):
+    """A RunError as Python 3.10 (recenv's oldest) makes it: exceptions have no add_note."""
+
+    def __getattribute__(self, name: str):
+        if name == "add_note":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_a_failed_run_names_the_comparison_to_resume_without_add_note(
+    tmp_path, monkeypatch, capsys
+):
+    """Where exceptions have no add_note (Python 3.10), the failed run's error still stops the
+    comparison with the command that continues it: the comparison's note was an
+    AttributeError raised in its place, a traceback from the command line."""
+
+    def fails(*args):
+        raise _NoteLessRunError("'some/run' is damaged")
+
+    monkeypatch.setattr(comparison, "_run_cell", fails)
+    assert cli.main(["compare", "--root", str(tmp_path), *SMALL_COMPARE]) == 1
+    err = capsys.readouterr().err
+    cdir = _only_dir(tmp_path)
+    assert err.startswith("error: 'some/run' is damaged\nThe comparison ")
+    assert f"continue it with:\n  python -m experiments resume {cdir}\n" in err
+
+
 def test_a_failed_run_stops_a_parallel_comparison_as_the_sequential_one_would(tmp_path):
     """Under `--jobs 2` the first run that fails stops the comparison: the runs in progress
     checkpoint and stop, cells not started are not started, and the failure is raised then,

@@ -133,3 +133,33 @@ def test_ray_resource_flags_are_checked_before_any_work(flags, message, tmp_path
     assert tune_sweep.main([*TINY, "--agents", "random", "--out", str(out), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_trial_whose_actor_died_starting_is_a_reported_error(tmp_path, monkeypatch):
+    # A trial whose actor dies while starting has no result, not even Tune's defaults with its
+    # config (Result.config is None): the sweep indexed res.config["cell"] and crashed with a
+    # TypeError, writing neither sweep.json nor the error. It names the trial by its directory.
+    import ray
+    from ray import tune
+    from ray.tune import Result
+
+    class DiedStarting:  # a Tuner stub: no Ray, one trial that never reported
+        def __init__(self, trainable, **kw):
+            pass
+
+        def fit(self):
+            died = RuntimeError("the actor died starting")
+            path = str(tmp_path / "tune" / "default__market__random__0")
+            return [Result(metrics={"trial_id": "t0"}, checkpoint=None, error=died, path=path)]
+
+    monkeypatch.setattr(tune, "Tuner", DiedStarting)
+    monkeypatch.setattr(tune_sweep, "_init_ray", lambda *a: False)
+    monkeypatch.setattr(ray, "nodes", lambda: [])
+    args = tune_sweep.build_parser().parse_args([*TINY, "--agents", "random", "--seeds", "0"])
+    points = tune_sweep.variants(args, [])
+    out = tmp_path / "s"
+    with pytest.raises(runner.RunError, match="1 trial"):
+        tune_sweep.sweep(points, [0], out, log=lambda *a, **kw: None)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["errors"] == ["default__market__random__0: the actor died starting"]
+    assert summary["trials"] == [] and summary["reports"] == {}
