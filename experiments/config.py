@@ -496,14 +496,38 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: values of type {hint} cannot be set from the command line")
 
 
+# The deepest nesting of lists and tables a config value may have (the deepest any field
+# takes is 2): the values are walked by recursive Python (_freeze, parse_value), which a
+# deeper one would take past the interpreter's recursion limit.
+MAX_NESTING = 32
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` (parsed JSON or TOML) nests lists and dicts deeper than
+    :data:`MAX_NESTING`; iterative, so any depth is measured."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, tuple, dict)):
+            if depth >= MAX_NESTING:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
 def _loads(s: str) -> Any:
-    """``json.loads``, where a nesting deeper than the parser's recursion (``[[[[...``) is a
+    """``json.loads``, where a nesting deeper than :data:`MAX_NESTING` (``[[[[...``) is a
     ``JSONDecodeError`` like any other text that is not a config value (it was a bare
-    RecursionError), and a key repeated in one object a :class:`ConfigError` naming it."""
+    RecursionError: from the parser under Python 3.11, from the walks after it under 3.12+,
+    whose C parser recurses deeper), and a key repeated in one object a :class:`ConfigError`
+    naming it."""
     try:
-        return json.loads(s, object_pairs_hook=_unique_keys)
+        value = json.loads(s, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", s, 0) from None
+    if _too_deep(value):
+        raise json.JSONDecodeError("nested too deeply", s, 0)
+    return value
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -909,6 +933,8 @@ def read_config_file(path: str | Path) -> tuple[str | None, list[tuple[str, Any]
             raise ConfigError(f"{str(p)!r} is not valid TOML: {e}") from None
         except RecursionError:
             raise ConfigError(f"{str(p)!r} is not valid TOML: nested too deeply") from None
+        if _too_deep(data):
+            raise ConfigError(f"{str(p)!r} is not valid TOML: nested too deeply")
     elif p.suffix == ".json":
         try:
             data = _loads(text)

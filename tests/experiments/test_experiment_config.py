@@ -252,6 +252,25 @@ def test_unreadable_config_text_is_a_config_error(tmp_path):
     assert cli.main(["train", "--config", str(latin), "--root", str(tmp_path)]) == 2
 
 
+def test_config_values_nest_at_most_max_nesting_deep(tmp_path):
+    """A value nested deeper than config.MAX_NESTING is refused as "nested too deeply",
+    whichever parser took it. Under Python 3.12+ json's C parser took a 5,000-deep list that
+    3.11's refused, and the recursive walks after it raised a bare RecursionError (seen under
+    3.13 in test_unreadable_config_text_is_a_config_error's agent.hidden case)."""
+    n = config.MAX_NESTING
+    assert config._loads("[" * n + "]" * n) is not None  # as deep as allowed
+    with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+        config._loads("[" * (n + 1) + "]" * (n + 1))
+    with pytest.raises(ConfigError, match=r"agent\.hidden='\[\[.*' is not a JSON list: nested"):
+        apply_overrides(PRESETS["smoke"], [("agent.hidden", "[" * (n + 1) + "]" * (n + 1))])
+    deep = "[" * (n + 1) + "]" * (n + 1)
+    (tmp_path / "deep.toml").write_text(f"seed = {deep}\n")
+    (tmp_path / "deep.json").write_text(f'{{"seed": {deep}}}')
+    for name, kind in (("deep.json", "JSON"), ("deep.toml", "TOML")):
+        with pytest.raises(ConfigError, match=f"not valid {kind}: nested too deeply"):
+            read_config_file(tmp_path / name)
+
+
 def test_configs_round_trip_through_json():
     for p in PRESETS.values():
         d = json.loads(json.dumps(p.to_dict()))
