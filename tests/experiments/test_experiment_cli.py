@@ -305,6 +305,17 @@ def test_ctrl_c_during_a_parallel_comparison_checkpoints_and_names_the_compariso
     assert not (cdir / "DONE").exists() and not (cdir / runner.LOCK).exists()
 
 
+def _compare_fails_naming_resume(tmp_path, capsys) -> Path:
+    """Runs the small comparison, which must fail with 'some/run' is damaged followed by the
+    command that continues it; returns the comparison's directory."""
+    assert cli.main(["compare", "--root", str(tmp_path), *SMALL_COMPARE]) == 1
+    err = capsys.readouterr().err
+    cdir = _only_dir(tmp_path)
+    assert err.startswith("error: 'some/run' is damaged\nThe comparison ")
+    assert f"continue it with:\n  python -m experiments resume {cdir}\n" in err
+    return cdir
+
+
 def test_a_failed_run_names_the_comparison_to_resume(tmp_path, monkeypatch, capsys):
     """A run that fails (here: a damaged run directory) stops the comparison with its error,
     followed by the command that continues the comparison once the cause is mended."""
@@ -317,11 +328,7 @@ def test_a_failed_run_names_the_comparison_to_resume(tmp_path, monkeypatch, caps
         return real(*args)
 
     monkeypatch.setattr(comparison, "_run_cell", second_fails)
-    assert cli.main(["compare", "--root", str(tmp_path), *SMALL_COMPARE]) == 1
-    err = capsys.readouterr().err
-    cdir = _only_dir(tmp_path)
-    assert err.startswith("error: 'some/run' is damaged\nThe comparison ")
-    assert f"continue it with:\n  python -m experiments resume {cdir}\n" in err
+    cdir = _compare_fails_naming_resume(tmp_path, capsys)
     assert len(calls) == 2 and not (cdir / "DONE").exists()
 
 
@@ -345,11 +352,7 @@ def test_a_failed_run_names_the_comparison_to_resume_without_add_note(
         raise _NoteLessRunError("'some/run' is damaged")
 
     monkeypatch.setattr(comparison, "_run_cell", fails)
-    assert cli.main(["compare", "--root", str(tmp_path), *SMALL_COMPARE]) == 1
-    err = capsys.readouterr().err
-    cdir = _only_dir(tmp_path)
-    assert err.startswith("error: 'some/run' is damaged\nThe comparison ")
-    assert f"continue it with:\n  python -m experiments resume {cdir}\n" in err
+    _compare_fails_naming_resume(tmp_path, capsys)
 
 
 def test_a_failed_run_stops_a_parallel_comparison_as_the_sequential_one_would(tmp_path):
