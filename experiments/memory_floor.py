@@ -69,7 +69,9 @@ def floor_parts(env_id: str, num_envs: int, warmup: int = 5, **cfg) -> dict:
     """The floor's operations (``"ops"``: name -> zero-argument callable) on a live market
     of ``num_envs`` after ``warmup`` steps of the benchmark policy, the bytes each moves
     (``"bytes"``), the market (``"core"``) and the buffer the observation gather fills
-    (``"observation"``, ``[N*A*C, T+6]``)."""
+    (``"observation"``, ``[N*A*C, T+6]``). ``warmup`` >= 1: the page's items are a step's."""
+    if warmup < 1:
+        raise ValueError(f"warmup={warmup} must be >= 1: the floor reads a step's page (info)")
     env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **cfg)
     core = _core(env)
     c, L = core.config, core.layout

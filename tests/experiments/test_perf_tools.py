@@ -173,6 +173,13 @@ def test_perf_tool_config_overrides_are_typed_and_checked():
         parse_market_overrides(["num_items"])
 
 
+def test_memory_floor_needs_a_step_to_read():
+    """Without a warm-up step there is no page to read: a ValueError naming warmup, not a
+    KeyError on the reset's info."""
+    with pytest.raises(ValueError, match=r"warmup=0 must be >= 1"):
+        mf.floor_parts("recenv/Market-v0", 3, warmup=0)
+
+
 def test_memory_floor_reads_the_steps_own_data():
     """The floor's gathers are the step's lookups: the observation gather reproduces the
     market's candidate features (their static columns), the counter lookup its rows."""
