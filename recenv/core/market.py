@@ -153,6 +153,9 @@ _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 _PREFETCH_ARRIVING_ROWS = True
 
 Obs = dict[str, dict[str, torch.Tensor]]
+# The observation as batched tensors: user [N, T+2], history [N, A, T+4], candidates
+# [N, A, C, T+6] (what BatchedMarket._obs_parts holds).
+ObsParts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # A user-table entry not yet written: (user [N], row [N, F]); read as if it were.
 Patch = tuple[torch.Tensor, torch.Tensor]
 # The arriving users from before their arrival: (user [N], row [N, F], epoch [N]).
@@ -400,9 +403,9 @@ class BatchedMarket:
         self.acc_choices = zeros(N, A)
         self.acc = zeros(N, 4)  # clicks, engagement, diversity, novelty
         self._obs: Obs | None = None  # the per-agent dict of views, built on demand
-        # The observation as batched tensors: user [N, T+2], history [N, A, T+4],
-        # candidates [N, A, C, T+6] (action_mask and candidate_ids are cand_mask and cand).
-        self._obs_parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # The observation as batched tensors (ObsParts; action_mask and candidate_ids are
+        # cand_mask and cand).
+        self._obs_parts: ObsParts | None = None
 
         # Retrieval sizes, and the layout of the one uniform block a step draws.
         n_retrieved = C - K
@@ -781,9 +784,10 @@ class BatchedMarket:
         return self._obs
 
     def _constants(self) -> UserConstants:
-        """The current users' constants, which the first reset sets."""
-        if self.user_const is None:
-            raise RuntimeError("call reset() first")
+        """The current users' constants. Every reset sets them, and every caller (the step,
+        ``state``, the oracle) has already refused a market never reset: no check of its own
+        (an assert for type checkers, free in a compiled step, where it is traced away)."""
+        assert self.user_const is not None
         return self.user_const
 
     def state(self) -> torch.Tensor:
@@ -908,12 +912,13 @@ class BatchedMarket:
         N, A, C = self.num_envs, cfg.num_agents, cfg.num_candidates
         row = cell(self.users, self._arange, self.user)
         item = rows(self.catalog.item_rows, self.cand.view(N, A * C))  # [N, A*C, R]
+        const = self._constants()
         terms = item_utility_terms(
             cfg,
             row[:, L.interest],
             row[:, L.boredom],
-            self._constants().taste,
-            self._constants().price_sensitivity,
+            const.taste,
+            const.price_sensitivity,
             item[:, :, it.topics],
             item[:, :, it.embed],
             item[:, :, it.quality],
@@ -1350,7 +1355,7 @@ class BatchedMarket:
         UserConstants,
         torch.Tensor,
         torch.Tensor,
-        tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        ObsParts,
     ]:
         """Pick the next user by activity among available users, bring their row up to date,
         retrieve candidates and build observations. Reads state (with the served user's row
@@ -1557,7 +1562,7 @@ class BatchedMarket:
 
     def _build_obs(
         self, row: torch.Tensor, user_feats: torch.Tensor, feats: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> ObsParts:
         """The observation parts: user features [N, T+2], history [N, A, T+4] and the
         candidates' features ``feats`` [N, A, C, T+6]."""
         cfg, L = self.config, self.layout
@@ -1678,11 +1683,8 @@ class BatchedMarket:
         clicked = (choice < P) & live
         c = choice.clamp(max=P - 1)
 
-        def at_c(
-            x: torch.Tensor,
-        ) -> (
-            torch.Tensor
-        ):  # [N, P, ...] -> [N, ...] at the chosen entry; compiled, by exact selects
+        # [N, P, ...] -> [N, ...] at the chosen entry; compiled, by exact selects.
+        def at_c(x: torch.Tensor) -> torch.Tensor:
             return pick_by_select(x, c) if self.compiled else pick(x, c)
 
         item_c = at_c(page)
