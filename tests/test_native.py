@@ -529,3 +529,86 @@ def test_a_restored_snapshot_does_not_carry_the_native_switch(monkeypatch):
     K = env.config.slate_size
     slates = {a: obs[a]["action_mask"].float().topk(K, dim=-1).indices for a in env.agents}
     env.step(slates)  # the torch form steps
+
+
+def _stale_lock_dir(tmp_path, monkeypatch):
+    """A build directory under ``tmp_path`` holding the ``lock`` torch's builder leaves when
+    its process is killed mid-build."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    build_dir = native._build_directory("recenv_native_test")
+    assert build_dir is not None and build_dir.is_relative_to(tmp_path)
+    (build_dir / "lock").touch()
+    return build_dir
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed(tmp_path, monkeypatch):
+    """A process killed while building left torch's ``lock``; every later process waited on
+    it forever, silently (torch's FileBaton). No live builder holds recenv's flock, so the
+    lock is stale: removed, with a warning that says so."""
+    build_dir = _stale_lock_dir(tmp_path, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="died while building"):
+        with native._build_guard("recenv_native_test"):
+            assert not (build_dir / "lock").exists()
+
+
+def test_a_live_builds_lock_is_waited_for_not_removed(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import threading
+    import warnings
+
+    build_dir = _stale_lock_dir(tmp_path, monkeypatch)
+    # A live builder: it holds the flock (another open file description conflicts, even in
+    # this process) and torch's lock, and removes the lock when its build ends.
+    fd = os.open(build_dir / "recenv-build.flock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    entered = threading.Event()
+    seen: dict[str, object] = {}
+
+    def build():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with native._build_guard("recenv_native_test"):
+                seen["lock"] = (build_dir / "lock").exists()
+                entered.set()
+        seen["warnings"] = [str(w.message) for w in caught]
+
+    t = threading.Thread(target=build, daemon=True)
+    t.start()
+    assert not entered.wait(0.5)  # waits for the live build ...
+    assert (build_dir / "lock").exists()  # ... and leaves its lock alone
+    (build_dir / "lock").unlink()  # the build ends
+    os.close(fd)
+    t.join(30)
+    assert entered.is_set() and seen == {"lock": False, "warnings": []}
+
+
+@pytest.mark.skipif(not TOOLCHAIN, reason="no C++ compiler or ninja here")
+def test_kernels_load_past_a_lock_left_by_a_killed_build(tmp_path, monkeypatch):
+    """End to end, in a fresh process: the built library and a stale ``lock`` beside it (as a
+    SIGKILLed first build leaves them); loading went on waiting forever before."""
+    import os
+    import subprocess
+    import sys
+
+    assert native.available(), native._STATE.get("error")
+    name = "recenv_native_" + native._source_tag()
+    built = native._build_directory(name)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    copy = native._build_directory(name)
+    assert built is not None and copy is not None and copy != built
+    shutil.copytree(
+        built, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns("lock", "*.flock")
+    )
+    (copy / "lock").touch()
+    code = "from recenv.core import native; print(native.available())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,  # a rebuild takes ~30-60 s; the old code never returned
+        env={**os.environ, "PYTHONWARNINGS": "always"},
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+    assert "died while building" in out.stderr
+    assert not (copy / "lock").exists()

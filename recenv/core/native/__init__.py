@@ -77,9 +77,11 @@ bit with its torch form (tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -202,16 +204,18 @@ def available() -> bool:
             try:
                 from torch.utils.cpp_extension import load
 
+                name = "recenv_native_" + _source_tag()
                 _ninja_on_path()
                 _announce_first_build()
-                load(
-                    name="recenv_native_" + _source_tag(),
-                    sources=[str(f) for f in _SOURCES],
-                    extra_cflags=_FLAGS,
-                    extra_ldflags=["-fopenmp"],
-                    is_python_module=False,
-                    verbose=False,
-                )
+                with _build_guard(name):
+                    load(
+                        name=name,
+                        sources=[str(f) for f in _SOURCES],
+                        extra_cflags=_FLAGS,
+                        extra_ldflags=["-fopenmp"],
+                        is_python_module=False,
+                        verbose=False,
+                    )
                 _STATE["ok"] = True
             except Exception as e:  # a missing toolchain must not break the simulator
                 reason = f"{type(e).__name__}: {e}"
@@ -224,14 +228,64 @@ def available() -> bool:
     return bool(_STATE["ok"])
 
 
+def _build_directory(name: str) -> Path | None:
+    """Where torch's builder puts extension ``name`` (``TORCH_EXTENSIONS_DIR`` or its default),
+    created; ``None`` for a torch without that (private) helper."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def _build_guard(name: str) -> Iterator[None]:
+    """Hold an advisory lock on ``<build dir>/recenv-build.flock`` around torch's build of
+    ``name``, and remove the ``lock`` file of torch's builder when no one holds it.
+
+    torch's builder (``FileBaton``) creates ``lock`` in the build directory while it builds
+    and removes it when done; a process killed while building (SIGKILL, the OOM killer, a
+    notebook kernel's restart, a job's time limit) leaves it behind, and every later process
+    then waits on it forever, saying nothing. The kernel drops a ``flock`` when its holder
+    exits, however it exits, and recenv builds only while holding this one, so a ``lock``
+    found once we hold it was left by a builder that died. Waiting for the flock is waiting
+    for a live build (~30 s) to end, as torch's own lock did. Where ``fcntl`` does not exist
+    (Windows) or the filesystem refuses locks, torch's lock alone guards the build.
+    """
+    build_dir = _build_directory(name)
+    if build_dir is None or sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(build_dir / "recenv-build.flock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # e.g. ENOLCK on a network filesystem without locks
+            locked = False
+        stale = build_dir / "lock"
+        if locked and stale.exists():
+            stale.unlink(missing_ok=True)
+            warn(
+                f"recenv: removed {stale}, the build lock of a process that died while "
+                "building the native CPU kernels; building them again",
+                RuntimeWarning,
+            )
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
 def _announce_first_build() -> None:
     """One line on stderr before a build that is not cached yet (~30 s, once per checkout and
     torch version), so a first ``make()`` that pauses says why."""
     try:
-        from torch.utils.cpp_extension import _get_build_directory
-
         name = "recenv_native_" + _source_tag()
-        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        build_dir = _build_directory(name)
+        if build_dir is not None and not (build_dir / f"{name}.so").exists():
             sys.stderr.write(
                 "recenv: building the native CPU kernels (once per checkout and torch "
                 "version: ~30 s, minutes on a busy machine)\n"
