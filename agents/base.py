@@ -43,7 +43,9 @@ Methods to write in a subclass
     ``ValueError`` (:mod:`agents.state_checks` has ``counter`` and ``nonnegative``);
     :meth:`Agent.load` checks the layout, the keys (a key the agent's own ``state_dict()``
     does not have is refused, unless listed in ``optional_state_keys``), finiteness (unless
-    ``finite_state = False``) and optimizers, and rolls back on any error.
+    ``finite_state = False``) and optimizers, and rolls back on any error. Tables whose size
+    follows the agent's use, not its config (saved replay rows), are given to the layout
+    check without that size by ``state_layout(state)`` and checked by ``load_state_dict``.
 
 Provided here: :meth:`Agent.save` / :meth:`Agent.load` (a checked checkpoint with a header),
 config parsing (unknown keys list the valid ones; ``self.config`` is a ``Config``: a subclass
@@ -639,6 +641,16 @@ class Agent:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         restore_generator(self.generator, state["generator"], state.get("generator_device"))
 
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This agent's own ``state`` (a copy of its :meth:`state_dict`) as :meth:`load`
+        compares a checkpoint's state with it (:func:`~agents.state_checks.state_layout_error`):
+        itself by default. An agent whose state holds tables sized by its use rather than by
+        its config and env (a replay buffer's filled rows, tables per market of the batch it
+        last acted on) gives them here as empty tensors or dicts, which any size matches, and
+        checks their shapes in its own ``load_state_dict``: an agent that trained or acted
+        longer than the checkpoint's must still load it."""
+        return state
+
     # Checkpoints ----------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
         """What a checkpoint must match: the agent, its config, and the env shapes
@@ -721,7 +733,7 @@ class Agent:
             )
         # On the CPU, so a large device state (a saved replay buffer) is not held twice there.
         backup = _map_tensors(self.state_dict(), lambda t: t.detach().to("cpu", copy=True))
-        misfit = state_layout_error(payload["state"], backup)
+        misfit = state_layout_error(payload["state"], self.state_layout(backup))
         misfit = misfit or state_keys_error(self, payload["state"], backup)
         if not misfit and self.finite_state:
             misfit = nonfinite_state_error(payload["state"])
@@ -810,6 +822,12 @@ def unsavable_error(payload: Mapping[str, Any]) -> str | None:
             if why:
                 return why
     return None
+
+
+def members_layout(members: Sequence[Agent], states: Sequence[Any]) -> list[Any]:
+    """Each member's state in ``states`` as its :meth:`Agent.state_layout` gives it (a
+    :class:`Team`'s, an ensemble's members)."""
+    return [m.state_layout(s) for m, s in zip(members, states, strict=True)]
 
 
 def member_seed(seed: int, offset: int) -> int:
@@ -1176,6 +1194,9 @@ class Team(Agent):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)
+
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "members": members_layout(self.members, state["members"])}
 
     def load(self, path: str | os.PathLike, *, payload: Mapping[str, Any] | None = None) -> None:
         payload = _checkpoint_of(path, payload)

@@ -149,9 +149,17 @@ class ReplayBuffer:
             self.add(state["storage"])
         self.pos, self.size = pos, size
 
+    @staticmethod
+    def layout(state: Mapping) -> dict:
+        """:meth:`state_dict`'s ``state`` as an agent's :meth:`~agents.base.Agent.state_layout`
+        gives it: without its rows, whose number follows the buffer's use (their shapes are
+        :meth:`load_state_dict`'s to check)."""
+        return {**state, "storage": {}}
+
     def _unreachable(self, size: int, pos: int, storage: Mapping) -> str | None:
         """Why ``(size, pos, storage)`` is no state of this ring: ``size`` rows at most the
-        capacity, each stored tensor holding ``size`` rows, and ``pos`` (the next write) in
+        capacity, each stored tensor holding ``size`` rows (of the shape and dtype per row
+        this buffer already holds, when it holds rows), and ``pos`` (the next write) in
         range, equal to ``size`` until the ring is full."""
         if size > self.capacity:
             return f"size={size} exceeds the capacity {self.capacity}"
@@ -163,6 +171,13 @@ class ReplayBuffer:
         off = {k: n for k, n in rows.items() if n != size}
         if off:
             return f"stored rows {off} are not size={size}"
+        for k, v in storage.items():
+            held = self.storage.get(k) if size else None
+            if held is not None and (v.shape[1:] != held.shape[1:] or v.dtype != held.dtype):
+                return (
+                    f"row {k!r} is {v.dtype} {tuple(v.shape[1:])} per entry; the buffer holds "
+                    f"{held.dtype} {tuple(held.shape[1:])}"
+                )
         if pos >= self.capacity:
             return f"pos={pos} is outside [0, {self.capacity})"
         if size < self.capacity and pos != size:

@@ -23,6 +23,7 @@ from agents.base import (
     ScoringAgent,
     Transition,
     member_seed,
+    members_layout,
     option,
 )
 from agents.registry import make_agent, register
@@ -166,3 +167,7 @@ class EnsembleAgent(ScoringAgent):
         super().load_state_dict(state)
         for m, s in zip(self.members, state["members"], strict=True):
             m.load_state_dict(s)
+
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        state = super().state_layout(state)
+        return {**state, "members": members_layout(self.members, state["members"])}

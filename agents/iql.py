@@ -478,14 +478,31 @@ class IQLAgent(ScoringAgent):
             state["buffers"] = [b.state_dict() for b in self.buffers]
         return state
 
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        state = super().state_layout(state)
+        if "buffers" in state:  # rows as many as this agent has seen: ReplayBuffer.layout
+            state = {**state, "buffers": [ReplayBuffer.layout(b) for b in state["buffers"]]}
+        return state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        # One optimizer and (saved) replay buffer per learner: a list of another length lost
+        # or gained a learner's (the buffers' zip below would have dropped one silently).
+        for key in ("optimizers", "buffers"):
+            saved = state.get(key, [None] * len(self.learners))  # no buffers: save_buffer=False
+            if not isinstance(saved, (list, tuple)) or len(saved) != len(self.learners):
+                got = f"{len(saved)} entries" if isinstance(saved, (list, tuple)) else "no list"
+                raise ValueError(
+                    f"agent {self.name!r}: state[{key!r}] holds {got}; expected "
+                    f"{len(self.learners)}, one per learner (shared_params="
+                    f"{self.config.shared_params}, agent_ids={self.agent_ids})"
+                )
         super().load_state_dict(state)
         self.learners.load_state_dict(state["learners"])
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)
-        for b, s in zip(self.buffers, state.get("buffers", []), strict=False):
+        for b, s in zip(self.buffers, state.get("buffers", []), strict=False):  # checked above
             b.load_state_dict(s)
         for acc in self.accumulators:
             acc.reset()

@@ -114,7 +114,8 @@ class MatrixFactorizationAgent(ScoringAgent):
         return self.gram, self.rhs
 
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:
-        # (gram and rhs are allocated together; only gram is dropped below.)
+        # (gram and rhs are allocated together, and dropped together: a checkpoint holds
+        # both or neither.)
         if self.gram is None or self.rhs is None or self.config.user_scope == "population":
             return
         if mask is None:
@@ -123,7 +124,7 @@ class MatrixFactorizationAgent(ScoringAgent):
             return
         rows = mask.to(self.device).repeat_interleave(self.num_users)
         if rows.shape[0] != self.gram.shape[1]:
-            self.gram = None  # another batch size: reallocate on the next act
+            self.gram = self.rhs = None  # another batch size: reallocate on the next act
             return
         self.gram[:, rows] = 0.0
         self.rhs[:, rows] = 0.0
@@ -208,7 +209,48 @@ class MatrixFactorizationAgent(ScoringAgent):
             "rhs": self.rhs if self.rhs is not None else empty,
         }
 
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        # The user tables are sized by the batch the agent last acted on, not by its config:
+        # any size matches here, and _user_tables_error checks them against the config.
+        empty = torch.zeros(0)
+        return {**super().state_layout(state), "gram": empty, "rhs": empty}
+
+    def _user_tables_error(self, gram: torch.Tensor, rhs: torch.Tensor) -> str | None:
+        """Why a checkpoint's user tables ``gram [A, S, d, d]`` and ``rhs [A, S, d]`` (both
+        empty: none yet) are no tables of this agent: ``S`` user slots, ``num_users`` for
+        ``user_scope="population"``, a positive multiple of it (markets x users) for
+        ``"episode"``; of the item factors' dtype. ``None`` when they fit."""
+        if gram.numel() == 0 and rhs.numel() == 0:
+            return None
+        A, d, U = len(self.agent_ids), self.config.dim, self.num_users
+        if gram.numel() == 0 or rhs.numel() == 0:
+            return (
+                "state['gram'] and state['rhs'] are both empty (no user tables yet) or both "
+                f"filled; got shapes {tuple(gram.shape)} and {tuple(rhs.shape)}"
+            )
+        S = gram.shape[1] if gram.dim() == 4 else 0
+        population = self.config.user_scope == "population"
+        slots = str(U) if population else f"a multiple of {U}"
+        if gram.shape != (A, S, d, d) or S == 0 or S % U or (population and S != U):
+            return (
+                f"state['gram'] has shape {tuple(gram.shape)}; expected (agents, slots, dim, "
+                f"dim) = ({A}, S, {d}, {d}) with S user slots ({slots}, user_scope="
+                f"{self.config.user_scope!r})"
+            )
+        if rhs.shape != (A, S, d):
+            return (
+                f"state['rhs'] has shape {tuple(rhs.shape)}; expected {(A, S, d)}, the "
+                "agents and user slots of state['gram'] and the latent dim"
+            )
+        for key, t in (("gram", gram), ("rhs", rhs)):
+            if t.dtype != self.item.dtype:
+                return f"state[{key!r}] is {t.dtype}; expected {self.item.dtype}"
+        return None
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        wrong = self._user_tables_error(state["gram"], state["rhs"])
+        if wrong:
+            raise ValueError(f"agent {self.name!r}: {wrong}")
         super().load_state_dict(state)
         self.item.copy_(state["item"])
         self.item_bias.copy_(state["item_bias"])

@@ -335,6 +335,12 @@ class ValueDecompositionAgent(ScoringAgent):
             state["buffer"] = self.buffer.state_dict()
         return state
 
+    def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
+        state = super().state_layout(state)
+        if "buffer" in state:  # rows as many as this agent has seen: ReplayBuffer.layout
+            state = {**state, "buffer": ReplayBuffer.layout(state["buffer"])}
+        return state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
