@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # xdist_group("ray") share one worker (and one local Ray) under --dist loadgroup.
 WORKERS ?= auto
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-floor lint format bench clean
 
 $(VENV)/.installed-run: pyproject.toml scripts/bootstrap.sh
 	RECENV_EXTRAS=dev bash scripts/bootstrap.sh $(VENV)
@@ -42,5 +42,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-run
 bench: $(VENV)/.installed-bench
 	$(PY) -m experiments.bench_env
 
+# The suite against the oldest releases pyproject.toml allows (each requirement pinned to its
+# floor; scripts/test_floor.sh): run it when a floor changes. Not part of `make test`.
+test-floor:
+	WORKERS=$(WORKERS) bash scripts/test_floor.sh .venv-floor
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-floor .pytest_cache .ruff_cache .mypy_cache

@@ -23,6 +23,12 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 
 EXTRAS="${RECENV_EXTRAS:-dev}"
-"${PIP[@]}" install -e ".[${EXTRAS}]"
+# RECENV_CONSTRAINTS: a pip constraints file for the rest (scripts/test_floor.sh passes the
+# floors of pyproject.toml's requirements).
+CONSTRAINTS=()
+if [ -n "${RECENV_CONSTRAINTS:-}" ]; then
+  CONSTRAINTS=(-c "$RECENV_CONSTRAINTS")
+fi
+"${PIP[@]}" install "${CONSTRAINTS[@]}" -e ".[${EXTRAS}]"
 
 "$VENV/bin/python" -c "import torch, recenv; print('recenv', recenv.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"
