@@ -40,9 +40,9 @@ TARGETS = ("click", "engagement")
 COUNT_DTYPE = torch.float64
 
 
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _check_choice(agent: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} must be one of {list(allowed)}")
+        raise ValueError(f"{agent}: {name}={value!r} must be one of {list(allowed)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class PopularityAgent(ScoringAgent):
     def __init__(self, env: Any, config: PopularityConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         cfg = self.config
-        _check_choice("source", cfg.source, ("market", "own"))
+        _check_choice(self.name, "source", cfg.source, ("market", "own"))
         self.layout = ObsLayout(self.env_config.num_topics)
         # A class-level flag set per instance by the config (mypy refuses it on a ClassVar).
         self.learns = cfg.source == "own"  # type: ignore[misc]
@@ -226,7 +226,7 @@ class EpsilonGreedyAgent(ScoringAgent):
     def __init__(self, env: Any, config: EpsilonGreedyConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         cfg = self.config
-        _check_choice("target", cfg.target, TARGETS)
+        _check_choice(self.name, "target", cfg.target, TARGETS)
         A, I = len(self.agent_ids), self.env_config.num_items
         self.payoff = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
         self.count = torch.zeros(A, I, device=self.device, dtype=COUNT_DTYPE)
@@ -295,7 +295,7 @@ class LinUCBAgent(ScoringAgent):
     def __init__(self, env: Any, config: LinUCBConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         cfg = self.config
-        _check_choice("target", cfg.target, TARGETS)
+        _check_choice(self.name, "target", cfg.target, TARGETS)
         self.layout = ObsLayout(self.env_config.num_topics)
         A, d = len(self.agent_ids), self.layout.linear_dim()
         # The sums A = λI + Σ x xᵀ and b = Σ y x are float64: A's largest eigenvalue grows

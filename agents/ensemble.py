@@ -83,7 +83,9 @@ class EnsembleAgent(ScoringAgent):
         super().__init__(env, config, agent_ids)
         cfg = self.config
         if cfg.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={cfg.normalize!r} must be one of {NORMALIZATIONS}")
+            raise ValueError(
+                f"{self.name}: normalize={cfg.normalize!r} must be one of {NORMALIZATIONS}"
+            )
         if not cfg.members:
             raise ValueError("an ensemble needs at least one member")
         weights = cfg.weights or (1.0,) * len(cfg.members)

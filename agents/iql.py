@@ -249,23 +249,30 @@ class IQLAgent(ScoringAgent):
         super().__init__(env, config, agent_ids)
         cfg = self.config
         if cfg.bootstrap not in ("market", "user"):
-            raise ValueError(f"bootstrap={cfg.bootstrap!r} must be 'market' or 'user'")
+            raise ValueError(f"{self.name}: bootstrap={cfg.bootstrap!r} must be 'market' or 'user'")
         if cfg.slate_selection not in SLATE_SELECTIONS:
             raise ValueError(
                 f"{self.name}: slate_selection={cfg.slate_selection!r} must be one of "
                 f"{SLATE_SELECTIONS}"
             )
         if cfg.bootstrap == "user" and cfg.n_step != 1:
-            raise ValueError("n_step > 1 needs bootstrap='market' (user-level returns are 1-step)")
-        if cfg.n_step < 1 or cfg.batch_size < 1 or cfg.update_every < 1:
-            raise ValueError("n_step, batch_size and update_every must be >= 1")
+            raise ValueError(
+                f"{self.name}: n_step={cfg.n_step} needs bootstrap='market' (bootstrap='user' "
+                "returns are 1-step: n_step=1)"
+            )
+        small = {k: getattr(cfg, k) for k in ("n_step", "batch_size", "update_every")}
+        if min(small.values()) < 1:
+            raise ValueError(f"{self.name}: {small} must all be >= 1")
         if cfg.buffer_size < cfg.batch_size:  # the buffer would never hold a batch: no update
             raise ValueError(
                 f"{self.name}: buffer_size={cfg.buffer_size} must be >= "
                 f"batch_size={cfg.batch_size}, or no gradient update ever runs"
             )
         if not (0.0 <= cfg.gamma <= 1.0 and 0.0 < cfg.target_tau <= 1.0):
-            raise ValueError(f"gamma={cfg.gamma} must be in [0, 1], target_tau in (0, 1]")
+            raise ValueError(
+                f"{self.name}: gamma={cfg.gamma} (in [0, 1]) or target_tau={cfg.target_tau} "
+                "(in (0, 1]) out of range"
+            )
         e = self.env_config
         self.layout = ObsLayout(e.num_topics)
         self.num_ids = len(self.agent_ids) if cfg.shared_params else 0  # one-hot width

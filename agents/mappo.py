@@ -200,10 +200,13 @@ class MAPPOAgent(Agent):
     def __init__(self, env: Any, config: MAPPOConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         cfg = self.config
-        if min(cfg.rollout_steps, cfg.epochs, cfg.minibatches) < 1:
-            raise ValueError("rollout_steps, epochs and minibatches must be >= 1")
+        small = {k: getattr(cfg, k) for k in ("rollout_steps", "epochs", "minibatches")}
+        if min(small.values()) < 1:
+            raise ValueError(f"{self.name}: {small} must all be >= 1")
         if not (0.0 <= cfg.gamma <= 1.0 and 0.0 <= cfg.gae_lambda <= 1.0):
-            raise ValueError(f"gamma={cfg.gamma} and gae_lambda={cfg.gae_lambda} must be in [0, 1]")
+            raise ValueError(
+                f"{self.name}: gamma={cfg.gamma} and gae_lambda={cfg.gae_lambda} must be in [0, 1]"
+            )
         e = self.env_config
         self.layout = ObsLayout(e.num_topics)
         A = len(self.agent_ids)

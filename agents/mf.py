@@ -85,7 +85,9 @@ class MatrixFactorizationAgent(ScoringAgent):
         super().__init__(env, config, agent_ids)
         cfg = self.config
         if cfg.user_scope not in ("episode", "population"):
-            raise ValueError(f"user_scope={cfg.user_scope!r} must be 'episode' or 'population'")
+            raise ValueError(
+                f"{self.name}: user_scope={cfg.user_scope!r} must be 'episode' or 'population'"
+            )
         A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
         self.num_users = self.env_config.num_users
         g = self.generator

@@ -170,3 +170,26 @@ def test_members_with_replay_load_into_members_that_trained_another_amount(kind,
     agents.train(live, env, 20)
     live.load(path)
     assert _same(_copy(live), _copy(agents.load_agent(path, env)))
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("iql", {"n_step": 0}, "iql: {'n_step': 0, 'batch_size': "),
+        ("iql", {"bootstrap": "episode"}, "iql: bootstrap='episode' must be 'market' or 'user'"),
+        ("iql", {"gamma": 1.5}, "iql: gamma=1.5 (in [0, 1]) or target_tau="),
+        ("mappo", {"epochs": 0}, "mappo: {'rollout_steps': "),
+        ("mappo", {"gae_lambda": 2.0}, "mappo: gamma=0.95 and gae_lambda=2.0 must be in [0, 1]"),
+        ("mf", {"user_scope": "session"}, "mf: user_scope='session' must be 'episode' or"),
+        ("popularity", {"source": "all"}, "popularity: source='all' must be one of"),
+        ("ensemble", {"normalize": "max"}, "ensemble: normalize='max' must be one of"),
+    ],
+)
+def test_a_config_out_of_range_is_refused_naming_the_agent_and_value(
+    name, overrides, message, market
+):
+    """Each constructor's refusal names the agent and the value it got (some said only
+    "n_step, batch_size and update_every must be >= 1")."""
+    with pytest.raises(ValueError) as caught:
+        agents.make_agent(name, market(num_envs=2), **overrides)
+    assert message in str(caught.value)

@@ -178,7 +178,7 @@ def test_invalid_configs_are_refused(market):
     env = market()
     with pytest.raises(ValueError, match="bootstrap"):
         agents.make_agent("iql", env, bootstrap="episode")
-    with pytest.raises(ValueError, match="n_step > 1 needs bootstrap='market'"):
+    with pytest.raises(ValueError, match="iql: n_step=3 needs bootstrap='market'"):
         agents.make_agent("iql", env, bootstrap="user", n_step=3)
 
 
