@@ -188,13 +188,20 @@ class MarketParallelEnv(ParallelEnv):
         """The myopic oracle's slate for ``agent`` (privileged: reads latent state):
         ``objective="utility"`` the likeliest to be clicked, ``"value"`` the most rewarding
         by the choice model (``BatchedMarket.oracle_slates``)."""
-        a = self.possible_agents.index(agent)
+        a = self._agent_index(agent)
         return self.core.oracle_slates(objective)[0, a].numpy()
 
     def oracle_scores(self, agent: str) -> np.ndarray:
         """True expected utility of each of ``agent``'s candidates (privileged), ``[C]``."""
-        a = self.possible_agents.index(agent)
+        a = self._agent_index(agent)
         return self.core.oracle_scores()[0, a].numpy()
+
+    def _agent_index(self, agent: str) -> int:
+        """``agent``'s index in ``possible_agents``; ValueError naming it and the agents
+        otherwise (``list.index`` said only ``'agent_9' is not in list``)."""
+        if not isinstance(agent, str) or agent not in self.possible_agents:
+            raise ValueError(f"unknown agent {shown(agent)}; agents are {self.possible_agents}")
+        return self.possible_agents.index(agent)
 
     def _batched(self, actions: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Each agent's action as a ``[1, K]`` tensor for the core's check."""

@@ -30,7 +30,14 @@ from typing import Any
 
 import torch
 
-from recenv.core.config import MarketConfig, UnknownConfigKey, check_int, shown, sizes_named
+from recenv.core.config import (
+    MAX_HORIZON,
+    MarketConfig,
+    UnknownConfigKey,
+    check_int,
+    shown,
+    sizes_named,
+)
 from recenv.core.market import BatchedMarket, check_batch, check_seed
 from recenv.pettingzoo_env import FACE_OPTIONS, MarketParallelEnv, check_face_options
 
@@ -218,8 +225,15 @@ def make(env_id: str, *, seed: int | None = None, **kwargs: Any) -> MarketParall
     if "max_cycles" in face:
         if "horizon" in kwargs:
             raise ValueError("give either max_cycles or horizon, not both")
-        # Checked under the name the caller wrote (the config would name ``horizon``).
-        kwargs["horizon"] = check_int("max_cycles", face.pop("max_cycles"), 1)
+        # Checked under the name the caller wrote (the config would name ``horizon``), both
+        # ends: past MAX_HORIZON the config's refusal named only ``horizon=...``.
+        horizon = check_int("max_cycles", face.pop("max_cycles"), 1)
+        if horizon > MAX_HORIZON:
+            raise ValueError(
+                f"max_cycles={shown(horizon)} must be <= {MAX_HORIZON:,} (2**24): it is the "
+                "horizon, whose request clock is float32, exact to 2**24"
+            )
+        kwargs["horizon"] = horizon
     compile = face.pop("compile", False)
     _check_compile(compile)
     check_face_options(**face)

@@ -75,6 +75,36 @@ UTILITY_SCALES = {
 # float32's smallest normal number: state() divides by session_budget in float32, where a
 # smaller budget loses its precision or rounds to 0 (and 0 / 0 is NaN).
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+# The scales of what a step computes besides the utility: item lengths, session budgets, the
+# noise on engagement and on what agents observe, and the reward's optional terms. Each is at
+# most MAX_VALUE_SCALE (their lower ends are checked apart: >= 0, or > 0). With G = 9 as above:
+#   item length        mean_item_length * exp(0.5 G)   <= 9e7  (a click's value is at most
+#                      it; an episode's engagement, 2**24 of them, <= 1.5e15)
+#   session budget     session_budget * exp(0.5 G)     <= 9e7  (state() holds budget / it)
+#   engagement jitter  exp(s G - s**2 / 2)             s**2 / 2 <= 5e11 (finite in float32)
+#   user features      interest + feature_noise * G    <= 1e7
+#   observed quality   quality + quality_noise * G     <= 2e7
+#   reward             value (a length, or a price: <= 2.2e8 above) + welfare_weight *
+#                      utility (<= 3.5e19 above) + diversity_weight * diversity (<= 1) +
+#                      fairness_weight * long tail (<= 40) <= 3.6e25 a step, 6e32 over an
+#                      episode's 2**24 steps (the episode return)
+# all finite in float32. Unbounded, each reached inf or NaN: mean_item_length=3e38 infinite
+# lengths (observed) and NaN rewards (0 * inf for the agents whose item was not clicked),
+# 1e37 an infinite episode engagement; session_budget=3e38 an infinite state(); engagement_
+# noise=3e38 NaN engagement and rewards (s G = inf, minus s**2 / 2 = inf); feature_noise and
+# quality_noise=3e38 infinite observations; fairness_weight=3e38 infinite rewards, NaN with
+# reward_mode='mixed' and team_weight=1 (0 * inf). Realistic values are O(1).
+MAX_VALUE_SCALE = 1e6
+VALUE_SCALES = (
+    "mean_item_length",
+    "session_budget",
+    "engagement_noise",
+    "feature_noise",
+    "quality_noise",
+    "welfare_weight",
+    "diversity_weight",
+    "fairness_weight",
+)
 
 
 def shown(v: Any, width: int = 60) -> str:
@@ -601,6 +631,13 @@ def _validate(c: MarketConfig) -> list[str]:
             ", ".join(scales) + ": these fields scale the choice's utility, and utility / "
             f"temperature (temperature >= {MIN_TEMPERATURE}) must stay finite in float32 "
             "(the bound: MAX_UTILITY_SCALE in recenv.core.config)"
+        )
+    values = [f"{n}={shown(v)}" for n in VALUE_SCALES if (v := getattr(c, n)) > MAX_VALUE_SCALE]
+    if values:
+        errs.append(
+            ", ".join(values) + " must be <= 1e6: these fields scale item lengths, session "
+            "budgets, noise and rewards, which must stay finite in float32 (the bound: "
+            "MAX_VALUE_SCALE in recenv.core.config)"
         )
     if c.horizon > MAX_HORIZON:  # the step clock is float32 (compared with float user steps)
         errs.append(

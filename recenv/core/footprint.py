@@ -7,7 +7,8 @@ naming nothing), and tables that each fit but together do not are granted by Lin
 overcommit and then touched until the OOM killer ends the process, taking whatever else it
 held. :func:`check_fits` runs before the first table is allocated and refuses such a batch
 with an error that names ``num_envs``, ``num_users``, the bytes needed and the bytes
-available, and how many markets would fit.
+available, and how many markets would fit. :func:`check_horizon_fits` does the same for the
+lookup tables a market builds once, whose size grows with the horizon (:func:`horizon_nbytes`).
 
 :func:`market_nbytes` is the bytes of one market's tables as
 :meth:`~recenv.core.market.BatchedMarket.state_nbytes` counts them once the batch is reset
@@ -51,6 +52,20 @@ def market_nbytes(cfg: MarketConfig) -> int:
     accumulators = 2 * A * f4 + 4 * f4
     observation = (T + 2) * f4 + A * (T + 4) * f4 + A * C * (T + 6) * f4
     return clocks + users + items + request + accumulators + observation
+
+
+def horizon_nbytes(cfg: MarketConfig) -> int:
+    """Peak bytes of the lookup tables a market builds once for ``cfg`` (not per market),
+    which grow with the horizon: ``log1p`` of the item counts ``0..H*A*K`` (built in float64
+    from an int64 range, kept in float32: 8 + 8 + 8 B an entry at the peak, 4 B kept), each
+    agent's items arrived by each step ``[A, H + 1]`` int64 (the per-agent rows and their
+    stack), and the boredom decay powers ``[H + 1]`` (as the counts' table). At the longest
+    horizon, 2**24, with ``horizon x num_agents x slate_size`` near its 2**31 limit, they
+    need ~56 GiB: allocated unchecked, Linux's overcommit grants each of them and the process
+    touches them until the OOM killer ends it."""
+    H, A = cfg.horizon, cfg.num_agents
+    counts = H * A * cfg.slate_size + 1
+    return 28 * counts + 2 * A * (H + 1) * 8 + 8 * (H + 1) + 28 * (H + 1)
 
 
 def _read_int(path: str) -> int | None:
@@ -131,4 +146,19 @@ def check_fits(cfg: MarketConfig, num_envs: int, device: torch.device | str = "c
         f"num_envs={num_envs} x num_users={cfg.num_users} need {gib(need)} of tables "
         f"({per_market:,} B a market); {gib(free)} available on {torch.device(device)}: at "
         f"most {free // per_market:,} markets fit (RECENV_MEMORY_CHECK=0 skips this check)"
+    )
+
+
+def check_horizon_fits(cfg: MarketConfig, device: torch.device | str = "cpu") -> None:
+    """Raise ``MemoryError`` if the horizon's lookup tables (:func:`horizon_nbytes`) exceed
+    the memory :func:`available_bytes` reports on ``device``, naming the horizon, agents and
+    slate size they grow with; nothing is allocated. Skipped as :func:`check_fits` is."""
+    need = horizon_nbytes(cfg)
+    free = shortfall(need, device)
+    if free is None:
+        return
+    raise MemoryError(
+        f"horizon={cfg.horizon} x num_agents={cfg.num_agents} x slate_size={cfg.slate_size} "
+        f"need {gib(need)} of lookup tables; {gib(free)} available on {torch.device(device)}: "
+        "lower the horizon (RECENV_MEMORY_CHECK=0 skips this check)"
     )

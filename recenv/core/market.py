@@ -52,7 +52,7 @@ from recenv.core.choice import (
 )
 from recenv.core.config import MarketConfig, as_int, shown
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
-from recenv.core.footprint import check_fits
+from recenv.core.footprint import check_fits, check_horizon_fits
 from recenv.core.indexing import (
     cell,
     first_argmax,
@@ -239,6 +239,10 @@ def slate_tensor(agent: str, action: Any, expected: Callable[[], str]) -> torch.
         a = a.astype(a.dtype.newbyteorder("="))  # torch refuses the other byte order
     elif not a.flags.writeable:
         a = a.copy()  # torch warns on a read-only array (a slice of an observation)
+    if any(stride < 0 for stride in a.strides):
+        # A reversed view, as the usual top-K np.argsort(scores)[:, ::-1][:, :K] gives:
+        # torch refuses negative strides (a ValueError naming no agent), so read a copy.
+        a = a.copy()
     try:
         return torch.as_tensor(a)
     except TypeError:  # None, str, object (an int past int64): dtypes torch has not
@@ -337,6 +341,7 @@ class BatchedMarket:
         # Before the first per-market table: a batch too large for this machine is refused by
         # name, not granted by overcommit and then killed while its tables are filled.
         check_fits(cfg, N, dev)
+        check_horizon_fits(cfg, dev)  # the tables sized by the horizon, built once
         self._pending_seed = seed
         self._seeded = False
         A, U, C, K = cfg.num_agents, cfg.num_users, cfg.num_candidates, cfg.slate_size

@@ -121,6 +121,10 @@ class InteractionLog:
                 )
             if arr.size == 0 and name in ("user", "item"):
                 arr = arr.astype(np.int64)  # np.asarray([]) is float64
+            if any(stride < 0 for stride in arr.strides):
+                # A reversed view (log[::-1]): the fit's torch.tensor refuses negative
+                # strides, with a ValueError that names no field, after the config was read.
+                arr = arr.copy()
             object.__setattr__(self, name, arr)
         n = len(self.user)
         for name in ("item", "rating", "timestamp"):
