@@ -103,6 +103,8 @@ def test_market_nbytes_is_what_a_reset_batch_holds(seed):
 def test_a_batch_larger_than_the_available_memory_is_refused_by_name(monkeypatch):
     per_market = footprint.market_nbytes(_env(1).config)
     monkeypatch.setattr(footprint, "available_bytes", lambda device: 10 * per_market)
+    # The catalog is held before this check (and is checked by its own, below): not counted.
+    monkeypatch.setattr(footprint, "catalog_nbytes", lambda cfg, **parts: 0)
     allocated = []
     real_full = hugepages.full
     monkeypatch.setattr(
@@ -174,3 +176,149 @@ def test_available_bytes_on_cuda_counts_the_allocators_cache():
     assert footprint.available_bytes("cuda") <= before - (64 << 20) + (2 << 20)
     del x  # back in torch's cache, not the driver's: still available to a market
     assert footprint.available_bytes("cuda") >= before - (2 << 20)
+
+
+# The catalog's check (recenv.core.footprint.check_catalog_fits): the catalog is shared by all
+# markets and built before the batch's check, so it is checked before its first table.
+
+
+def _catalog_bytes(catalog):
+    """Bytes of the tables ``catalog`` holds: (its fields, the item rows and novelty built on
+    first use). Huge-page slack is not a table's and not counted."""
+    held = {k: v for k, v in vars(catalog).items() if torch.is_tensor(v)}
+    tables = sum(v.numel() * v.element_size() for k, v in held.items() if not k.startswith("_"))
+    rows = sum(v.numel() * v.element_size() for k, v in held.items() if k.startswith("_"))
+    assert set(held) - {k for k in held if not k.startswith("_")} == {"_item_rows", "_novelty"}
+    return tables, rows
+
+
+def _interaction_log():
+    import numpy as np
+
+    from recenv.data.logs import InteractionLog
+
+    r = np.random.default_rng(5)
+    U, I = 30, 400
+    user = np.concatenate([np.arange(U), r.integers(0, U, 3000)])
+    item = np.concatenate([np.arange(I), r.integers(0, I, len(user) - I)])
+    rating = r.integers(1, 6, len(user)).astype(np.float64)
+    ids = dict(user_ids=np.arange(U), item_ids=np.arange(I))
+    return InteractionLog(
+        user=user, item=item, rating=rating, timestamp=None, rating_kind="explicit", **ids
+    )
+
+
+_CATALOG_CASES = [
+    ("recenv/Market-v0", {}),
+    ("recenv/Music-v0", {}),
+    ("recenv/Video-v0", {}),
+    ("recenv/ECommerce-v0", {}),
+    ("recenv/Market-v0", dict(ownership="shared", num_items=3000, num_topics=3)),
+    ("recenv/Market-v0", dict(num_agents=4, embed_dim=96, num_topics=40, num_items=5000)),
+    (
+        "recenv/Market-v0",
+        dict(num_agents=1, embed_dim=1, num_topics=1, max_item_topics=1, num_items=500),
+    ),
+    ("recenv/FromLog-v0", dict(num_topics=4, embed_dim=3, num_candidates=5)),
+    *[("recenv/Market-v0", f"random-{seed}") for seed in range(4)],
+]
+
+
+@pytest.mark.parametrize(("scenario", "config"), _CATALOG_CASES)
+def test_catalog_nbytes_is_a_lower_bound_of_the_tables_a_built_catalog_holds(scenario, config):
+    """The estimate, from the config alone, never exceeds the tables a market's catalog holds
+    (so the check refuses no catalog that fits) and is at least half of them; the item rows'
+    part is exact. FromLog-v0 builds its catalog through ``build_catalog`` too (the drawn
+    columns, then the log's topics, embeddings and popularity), so the check applies there."""
+    if isinstance(config, str):
+        from test_random_configs import random_config
+
+        config = random_config(int(config.split("-")[1]))
+    if scenario == "recenv/FromLog-v0":
+        config = dict(config, log=_interaction_log())
+    env = recenv.make_vec(scenario, num_envs=2, seed=0, **config)
+    cfg = env.config
+    tables, rows = _catalog_bytes(env.catalog)
+    est_tables = footprint.catalog_nbytes(cfg, rows=False)
+    est_rows = footprint.catalog_nbytes(cfg, tables=False)
+    assert footprint.catalog_nbytes(cfg) == est_tables + est_rows
+    assert est_rows == rows
+    assert tables / 2 <= est_tables <= tables
+    assert (tables + rows) / 2 <= footprint.catalog_nbytes(cfg) <= tables + rows
+
+
+def _spy_allocations(monkeypatch):
+    """Record the catalog's first draw (its generator) and every huge-page table."""
+    from recenv.core import catalog as catalog_module
+
+    drawn, tables = [], []
+    real_generator, real_full = torch.Generator, hugepages.full
+
+    class Generator(real_generator):  # type: ignore[misc, valid-type]
+        def manual_seed(self, seed):
+            drawn.append(seed)
+            return super().manual_seed(seed)
+
+    monkeypatch.setattr(catalog_module.torch, "Generator", Generator)
+    monkeypatch.setattr(hugepages, "full", lambda *a, **k: tables.append(a) or real_full(*a, **k))
+    return drawn, tables
+
+
+@pytest.mark.parametrize("scenario", ["recenv/Market-v0", "recenv/Music-v0"])
+def test_a_catalog_larger_than_the_available_memory_is_refused_by_name(monkeypatch, scenario):
+    """Regression test: the catalog (``num_items x (num_topics + embed_dim)`` and more, shared
+    by all markets) was built before any check, so ``num_items=10**9`` failed with a bare
+    ``OSError: [Errno 12]`` or was granted by overcommit and touched until the OOM killer came.
+    It is refused before its first draw, naming the sizes, the bytes and how many items fit;
+    Music-v0 builds its catalog before the market does, and is refused the same way."""
+    from recenv.core.config import MarketConfig
+
+    free = 64 * 2**20
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: free)
+    drawn, tables = _spy_allocations(monkeypatch)
+    with pytest.raises(ValueError, match=r"num_items=1000000 x \(num_topics=") as e:
+        recenv.make_vec(scenario, num_envs=1, seed=0, num_items=10**6, embed_dim=64)
+    assert isinstance(e.value.__cause__, MemoryError)
+    text = str(e.value)
+    assert "embed_dim=64" in text and "0.06 GiB available on cpu" in text
+    assert "RECENV_MEMORY_CHECK=0" in text
+    assert drawn == [] and tables == []  # refused before the catalog's first table
+    # "At most N items fit" is the most the estimate allows in what is available.
+    fit = int(text.split("at most ")[1].split(" items fit")[0].replace(",", ""))
+    cfg = MarketConfig(num_items=fit, embed_dim=64)
+    parts = {"rows": False} if scenario == "recenv/Music-v0" else {}
+    assert footprint.catalog_nbytes(cfg, **parts) <= free
+    assert footprint.catalog_nbytes(MarketConfig(num_items=fit + 1, embed_dim=64), **parts) > free
+    # The PettingZoo face the same; what fits is built; the switch turns the check off.
+    with pytest.raises(ValueError, match=r"num_items=1000000 x"):
+        recenv.make(scenario, num_items=10**6, embed_dim=64)
+    recenv.make_vec(scenario, num_envs=1, seed=0).reset()
+    assert drawn
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: 2**18)
+    with pytest.raises(ValueError, match="num_items="):
+        recenv.make_vec(scenario, num_envs=1, seed=0)
+    monkeypatch.setenv("RECENV_MEMORY_CHECK", "0")
+    recenv.make_vec(scenario, num_envs=1, seed=0).reset()
+
+
+def test_a_given_catalog_is_checked_for_what_the_market_still_allocates(monkeypatch):
+    """A catalog given to the market already holds its tables (in memory: not counted again,
+    or a catalog that fits would be refused); the item rows it builds from them are checked,
+    and refused as a built catalog is, from the class itself as a ``MemoryError``."""
+    from recenv.core.catalog import build_catalog
+    from recenv.core.config import MarketConfig
+
+    cfg = MarketConfig(num_items=4000, embed_dim=40)
+    catalog = build_catalog(cfg)
+    rows = footprint.catalog_nbytes(cfg, tables=False)
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: rows)  # the rows fit
+    assert footprint.catalog_nbytes(cfg) > rows
+    BatchedMarket(cfg, 1, catalog=catalog)
+    with pytest.raises(MemoryError, match="num_items=4000 x"):
+        BatchedMarket(cfg, 1)  # a catalog to build: its tables as well
+    monkeypatch.setattr(footprint, "available_bytes", lambda device: rows - 1)
+    with pytest.raises(MemoryError, match="embed_dim=40"):
+        BatchedMarket(cfg, 1, catalog=catalog)
+    monkeypatch.setenv("RECENV_MEMORY_CHECK", "0")
+    BatchedMarket(cfg, 1, catalog=catalog)
+    BatchedMarket(cfg, 1)

@@ -17,6 +17,7 @@ import torch
 
 from recenv.core import hugepages
 from recenv.core.config import MarketConfig
+from recenv.core.footprint import check_catalog_fits
 from recenv.core.indexing import lookup_table
 
 
@@ -123,7 +124,10 @@ class Catalog:
 
 
 def build_catalog(cfg: MarketConfig) -> Catalog:
-    """Draw the catalog of ``cfg`` on the CPU (move it with :meth:`Catalog.to`)."""
+    """Draw the catalog of ``cfg`` on the CPU (move it with :meth:`Catalog.to`). A catalog
+    larger than the memory available is refused by name before its first table is drawn
+    (:func:`~recenv.core.footprint.check_catalog_fits`)."""
+    check_catalog_fits(cfg, "cpu", rows=False)  # the item rows are built by the market
     g = torch.Generator().manual_seed(cfg.catalog_seed)
     I, T, D, A = cfg.num_items, cfg.num_topics, cfg.embed_dim, cfg.num_agents
 

@@ -8,7 +8,10 @@ overcommit and then touched until the OOM killer ends the process, taking whatev
 held. :func:`check_fits` runs before the first table is allocated and refuses such a batch
 with an error that names ``num_envs``, ``num_users``, the bytes needed and the bytes
 available, and how many markets would fit. :func:`check_horizon_fits` does the same for the
-lookup tables a market builds once, whose size grows with the horizon (:func:`horizon_nbytes`).
+lookup tables a market builds once, whose size grows with the horizon (:func:`horizon_nbytes`),
+and :func:`check_catalog_fits` for the catalog shared by all markets (:func:`catalog_nbytes`),
+before its first table is drawn: ``num_items=10**9`` or a huge ``embed_dim`` / ``num_topics``
+is refused by name instead of failing in either of those ways while the catalog is built.
 
 :func:`market_nbytes` is the bytes of one market's tables as
 :meth:`~recenv.core.market.BatchedMarket.state_nbytes` counts them once the batch is reset
@@ -66,6 +69,48 @@ def horizon_nbytes(cfg: MarketConfig) -> int:
     H, A = cfg.horizon, cfg.num_agents
     counts = H * A * cfg.slate_size + 1
     return 28 * counts + 2 * A * (H + 1) * 8 + 8 * (H + 1) + 28 * (H + 1)
+
+
+def catalog_nbytes(cfg: MarketConfig, *, tables: bool = True, rows: bool = True) -> int:
+    """A lower bound of the bytes of the catalog of ``cfg``
+    (:class:`~recenv.core.catalog.Catalog`), counting only the tables every catalog holds, at
+    their dtypes: the check built on it (:func:`check_catalog_fits`) never refuses a catalog
+    that would fit.
+
+    ``tables``: what :func:`~recenv.core.catalog.build_catalog` returns, with ``I`` items, ``T``
+    topics, ``D`` embedding dims, ``A`` agents: the topic weights and embeddings
+    ``I x (T + D)`` float32, five float32 item columns (quality, its noise, length, price,
+    popularity) and three int64 ones (owner, arrival, main topic), 44 B an item; each agent's
+    lists by popularity and by arrival (int32 ids) and its arrival steps (int64), ``A x M x
+    16`` B with ``M`` its longest list, at least ``I`` (``ownership="shared"``) or ``ceil(I /
+    A)`` (some agent owns that many); its lists by topic, ``A x T x Mt`` int32 with ``Mt`` at
+    least ``ceil(M / T)``, and their lengths ``A x (T + 1)`` int64. ``rows``: what a market
+    builds from them on first use, the item rows ``I x R`` float32
+    (:class:`~recenv.core.catalog.ItemRow`: ``R`` is ``T + D + 8`` rounded up to 16) and the
+    novelty ``I`` float32.
+
+    Not counted: the build's temporaries (the topic draw alone holds ~29 B an item-topic at
+    its peak), the heads (``A x K``), a scenario's second set of lists (Music-v0 redraws the
+    ownership), huge-page slack, and longer lists than the bound (a partition is rarely even);
+    a test holds the estimate between half the tables a built catalog holds and all of them."""
+    return _catalog_nbytes(cfg, cfg.num_items, tables, rows)
+
+
+def _catalog_nbytes(cfg: MarketConfig, I: int, tables: bool, rows: bool) -> int:
+    """:func:`catalog_nbytes` of ``cfg`` with ``I`` items."""
+    T, D, A = cfg.num_topics, cfg.embed_dim, cfg.num_agents
+    f4, i4, i8 = 4, 4, 8
+    n = 0
+    if tables:
+        M = I if cfg.ownership == "shared" else -(-I // A)
+        Mt = max(1, -(-M // T))
+        items = I * (T + D) * f4 + I * (5 * f4 + 3 * i8)
+        lists = A * M * (2 * i4 + i8) + A * T * Mt * i4 + A * (T + 1) * i8
+        n += items + lists
+    if rows:
+        width = -(-(T + 8 + D) // 16) * 16  # ItemRow(T, D).width
+        n += I * width * f4 + I * f4
+    return n
 
 
 def _read_int(path: str) -> int | None:
@@ -161,4 +206,48 @@ def check_horizon_fits(cfg: MarketConfig, device: torch.device | str = "cpu") ->
         f"horizon={cfg.horizon} x num_agents={cfg.num_agents} x slate_size={cfg.slate_size} "
         f"need {gib(need)} of lookup tables; {gib(free)} available on {torch.device(device)}: "
         "lower the horizon (RECENV_MEMORY_CHECK=0 skips this check)"
+    )
+
+
+def check_catalog_fits(
+    cfg: MarketConfig,
+    device: torch.device | str = "cpu",
+    *,
+    tables: bool = True,
+    rows: bool = True,
+    tables_nbytes: int | None = None,
+) -> None:
+    """Raise ``MemoryError`` if the catalog's tables (:func:`catalog_nbytes`, a lower bound;
+    ``tables`` and ``rows`` pick its parts as there) exceed the memory :func:`available_bytes`
+    reports on ``device``, naming ``num_items``, ``num_topics`` and ``embed_dim`` and how many
+    items would fit; nothing is allocated. ``tables_nbytes``: the bytes of the tables where
+    they are known (a given catalog's, to be copied to ``device``), in place of their
+    estimate. Skipped as :func:`check_fits` is."""
+    I = cfg.num_items
+
+    def nbytes(items: int) -> int:
+        if tables_nbytes is None:
+            return _catalog_nbytes(cfg, items, tables, rows)
+        return _catalog_nbytes(cfg, items, False, rows) + tables_nbytes * items // max(1, I)
+
+    if tables_nbytes is None:
+        need = catalog_nbytes(cfg, tables=tables, rows=rows)
+    else:
+        need = catalog_nbytes(cfg, tables=False, rows=rows) + tables_nbytes
+    free = shortfall(need, device)
+    if free is None:
+        return
+    # The most items that fit (the estimate grows with num_items): a bisection, no allocation.
+    lo, hi = 0, I
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if nbytes(mid) <= free:
+            lo = mid
+        else:
+            hi = mid - 1
+    # Kept short: the registry's ValueError keeps the first 200 characters.
+    raise MemoryError(
+        f"num_items={I} x (num_topics={cfg.num_topics} + embed_dim={cfg.embed_dim}) need "
+        f"{gib(need)} for the catalog; {gib(free)} available on {torch.device(device)}: at "
+        f"most {lo:,} items fit (RECENV_MEMORY_CHECK=0 skips this check)"
     )

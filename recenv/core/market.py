@@ -52,7 +52,7 @@ from recenv.core.choice import (
 )
 from recenv.core.config import MarketConfig, as_int, shown
 from recenv.core.dynamics import after_request, decay_powers, on_arrival
-from recenv.core.footprint import check_fits, check_horizon_fits
+from recenv.core.footprint import check_catalog_fits, check_fits, check_horizon_fits
 from recenv.core.indexing import (
     cell,
     first_argmax,
@@ -328,7 +328,22 @@ class BatchedMarket:
         self.device = dev
         self._keep_heap()
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
-        self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
+        # The catalog, shared by all markets, before its first table: one too large for this
+        # machine is refused by name (num_items, num_topics, embed_dim), as the batch below.
+        # The item rows are built on dev; a given catalog's tables are copied there unless
+        # they already lie on a device of its kind.
+        if catalog is None:
+            check_catalog_fits(cfg, dev)
+            catalog = build_catalog(cfg)
+        else:
+            fields = [v for k, v in vars(catalog).items() if not k.startswith("_")]
+            moved = sum(
+                v.numel() * v.element_size()
+                for v in fields
+                if torch.is_tensor(v) and v.device.type != dev.type
+            )
+            check_catalog_fits(cfg, dev, tables_nbytes=moved)
+        self.catalog = catalog.to(dev)
         # Derived item tables are built on first use; build them now, outside any compiled
         # graph (traced inside one, a table would be recomputed from the catalog every step).
         self.catalog.item_rows  # noqa: B018
