@@ -23,7 +23,8 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
+	# The integrations extra is installed here: an integration test that cannot import fails.
+	RECENV_REQUIRE_INTEGRATIONS=1 $(PY) -m pytest -n $(WORKERS) --dist loadgroup -q
 
 lint: $(VENV)/.installed-run
 	$(VENV)/bin/ruff check .

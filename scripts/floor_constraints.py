@@ -37,9 +37,17 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    """``"1.11.1"`` -> ``(1, 11, 1)``, to compare floors (they are plain release numbers)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
+        raise ValueError(f"floor {version!r} is not a plain release number (like 1.24 or 2.0.1)")
+    return tuple(int(p) for p in version.split("."))
+
+
 def floor_pins(pyproject: dict, extras: list[str], skip: set[str]) -> list[str]:
     """``name==floor[; marker]`` for each requirement of ``project.dependencies`` and of the
-    named extras, in their order, each once.
+    named extras, in their order, each once: at the highest of its floors where several
+    requirements name it (the ``rllib`` extra's ``numpy>=2`` over ``numpy>=1.24``).
 
     Raises ``ValueError`` naming the requirement when one states no ``>=`` floor or cannot
     be parsed, and naming the extra when an extra does not exist.
@@ -47,8 +55,7 @@ def floor_pins(pyproject: dict, extras: list[str], skip: set[str]) -> list[str]:
     project = pyproject["project"]
     self_name = _normal(project["name"])
     optional = project.get("optional-dependencies", {})
-    pins: list[str] = []
-    seen: set[str] = set()
+    pins: dict[str, tuple[str, str]] = {}  # name -> (floor, marker), in first-seen order
     seen_extras: set[str] = set()
 
     def add(requirements: list[str], where: str) -> None:
@@ -61,7 +68,7 @@ def floor_pins(pyproject: dict, extras: list[str], skip: set[str]) -> list[str]:
                 for extra in (m["extras"] or "").split(","):
                     follow(extra.strip(), where)
                 continue
-            if name in skip or name in seen:
+            if name in skip:
                 continue
             floor = _FLOOR.search(m["spec"])
             if floor is None:
@@ -69,9 +76,10 @@ def floor_pins(pyproject: dict, extras: list[str], skip: set[str]) -> list[str]:
                     f"{where}: requirement {req!r} states no floor ('>=VERSION'); every "
                     "requirement must, so that scripts/test_floor.sh can test it"
                 )
-            seen.add(name)
             marker = f"; {m['marker']}" if m["marker"] else ""
-            pins.append(f"{name}=={floor[1]}{marker}")
+            held = pins.get(name)
+            if held is None or _version_key(floor[1]) > _version_key(held[0]):
+                pins[name] = (floor[1], marker if held is None else held[1])
 
     def follow(extra: str, where: str) -> None:
         if extra in seen_extras:
@@ -86,7 +94,7 @@ def floor_pins(pyproject: dict, extras: list[str], skip: set[str]) -> list[str]:
     add(project.get("dependencies", []), "dependencies")
     for extra in extras:
         follow(extra, "--extras")
-    return pins
+    return [f"{name}=={floor}{marker}" for name, (floor, marker) in pins.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

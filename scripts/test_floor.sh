@@ -25,4 +25,7 @@ CONSTRAINTS="$VENV/floor-constraints.txt"
 cat "$CONSTRAINTS"
 RECENV_CONSTRAINTS="$CONSTRAINTS" RECENV_EXTRAS="$EXTRAS" bash scripts/bootstrap.sh "$VENV"
 "$VENV/bin/python" -m pip check
+if [[ ",$EXTRAS," == *",integrations,"* ]]; then
+  export RECENV_REQUIRE_INTEGRATIONS=1  # installed: an integration test that cannot import fails
+fi
 "$VENV/bin/python" -m pytest -n "${WORKERS:-auto}" --dist loadgroup -q

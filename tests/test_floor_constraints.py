@@ -41,11 +41,12 @@ def test_floors_keep_markers_follow_self_extras_and_skip():
     )
     pins = fc.floor_pins(pyproject, ["dev"], {"torch"})
     assert pins == [
-        "numpy==1.24",
+        "numpy==1.26",  # pinned once, at the highest of its floors
         "tomli==2.0; python_version < '3.11'",
         "pytest==8",
-        "stable-baselines3==2.4",  # PEP 503 name; numpy pinned once, at the first floor
+        "stable-baselines3==2.4",  # PEP 503 name
     ]
+    assert fc.floor_pins(pyproject, [], {"torch"})[0] == "numpy==1.24"  # without the extra
 
 
 def test_a_requirement_without_a_floor_is_refused_by_name(capsys, tmp_path):
@@ -60,3 +61,9 @@ def test_a_requirement_without_a_floor_is_refused_by_name(capsys, tmp_path):
 def test_an_unknown_extra_is_refused_naming_the_extras():
     with pytest.raises(ValueError, match=r"no extra 'gpu'.*extras: \['dev'\]"):
         fc.floor_pins(_pyproject(["numpy>=1.24"], dev=["pytest>=8"]), ["gpu"], set())
+
+
+def test_a_floor_that_is_no_plain_release_number_is_refused():
+    pyproject = _pyproject(["numpy>=1.24"], dev=["numpy>=2.0rc1"])
+    with pytest.raises(ValueError, match=r"floor '2.0rc1' is not a plain release number"):
+        fc.floor_pins(pyproject, ["dev"], set())

@@ -8,6 +8,38 @@ import pytest
 import torch
 
 
+def _required() -> bool:
+    """Whether the integrations are meant to be installed: ``make test`` installs the extra
+    and sets ``RECENV_REQUIRE_INTEGRATIONS=1`` (so does ``scripts/test_floor.sh`` when it
+    installs them)."""
+    return os.environ.get("RECENV_REQUIRE_INTEGRATIONS") == "1"
+
+
+def _import_skip(report) -> bool:
+    """A skip by ``pytest.importorskip`` (its reason: "could not import ...")."""
+    return report.skipped and "could not import" in str(report.longrepr)
+
+
+def _fail_where_required(report) -> None:
+    """Where the integrations are required, a module that does not import fails instead of
+    skipping: a broken install cannot pass as skipped (the first run at the requirement
+    floors, ray[rllib] beside a NumPy its pyarrow refuses, skipped every RLlib test)."""
+    if _required() and _import_skip(report):
+        report.outcome = "failed"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):  # a module-level importorskip
+    outcome = yield
+    _fail_where_required(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # an importorskip inside a test
+    outcome = yield
+    _fail_where_required(outcome.get_result())
+
+
 @pytest.fixture(scope="session")
 def local_ray_init_kwargs() -> dict:
     """The ``ray.init`` keyword arguments of :func:`local_ray` (a fixture of its own, so that a
