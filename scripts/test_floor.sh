@@ -4,13 +4,15 @@
 # numpy==1.24; scripts/floor_constraints.py), torch as bootstrap.sh installs it (its floor,
 # 2.11, is checked by hand: PyPI's Linux builds of it carry CUDA). Not part of `make test`
 # (a second environment and a second run of the suite); run it when a floor changes.
-# Usage: scripts/test_floor.sh [VENV_DIR]   (default .venv-floor; PYTHON picks the interpreter,
+# Usage: scripts/test_floor.sh [VENV_DIR [PYTEST_ARGS...]]   (default .venv-floor and the whole
+# suite; PYTHON picks the interpreter,
 # RECENV_EXTRAS the extras installed and pinned, default dev; RECENV_FLOOR_SKIP the names left
 # unpinned, default torch. The integrations' floors: RECENV_EXTRAS=dev,integrations
 # RECENV_FLOOR_SKIP=torch,gymnasium, as RLlib pins gymnasium itself, above recenv's floor.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv-floor}"
+shift || true
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${RECENV_EXTRAS:-dev}"
 SKIP="${RECENV_FLOOR_SKIP:-torch}"
@@ -28,4 +30,4 @@ RECENV_CONSTRAINTS="$CONSTRAINTS" RECENV_EXTRAS="$EXTRAS" bash scripts/bootstrap
 if [[ ",$EXTRAS," == *",integrations,"* ]]; then
   export RECENV_REQUIRE_INTEGRATIONS=1  # installed: an integration test that cannot import fails
 fi
-"$VENV/bin/python" -m pytest -n "${WORKERS:-auto}" --dist loadgroup -q
+"$VENV/bin/python" -m pytest -n "${WORKERS:-auto}" --dist loadgroup -q "$@"
