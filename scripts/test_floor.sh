@@ -8,7 +8,8 @@
 # suite; PYTHON picks the interpreter,
 # RECENV_EXTRAS the extras installed and pinned, default dev; RECENV_FLOOR_SKIP the names left
 # unpinned, default torch. The integrations' floors: RECENV_EXTRAS=dev,integrations
-# RECENV_FLOOR_SKIP=torch,gymnasium, as RLlib pins gymnasium itself, above recenv's floor.)
+# RECENV_FLOOR_SKIP=torch,gymnasium,matplotlib: RLlib pins gymnasium itself, above recenv's
+# floor, and its numpy>=2 needs a matplotlib above 3.8.0 (which requires numpy<2).)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv-floor}"
