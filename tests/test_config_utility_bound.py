@@ -22,6 +22,7 @@ from recenv.core.config import (
     MAX_UTILITY_SCALE,
     MIN_TEMPERATURE,
     UTILITY_SCALES,
+    VALUE_SCALES,
     InvalidConfig,
     MarketConfig,
 )
@@ -75,10 +76,11 @@ def test_several_scales_are_reported_together():
 
 
 def test_every_preset_lies_within_the_bound(env_id):
-    """No registered scenario's preset comes near the bound (realistic scales are O(1))."""
+    """No registered scenario's preset comes near the bounds of the utility scales or of the
+    value scales (MAX_VALUE_SCALE; tests/test_edge_configs.py): realistic scales are O(1)."""
     module = importlib.import_module(recenv.spec(env_id).entry_point.partition(":")[0])
     for cfg in (MarketConfig(), module.CONFIG):
-        for name in UTILITY_SCALES:
+        for name in (*UTILITY_SCALES, *VALUE_SCALES):
             assert abs(getattr(cfg, name)) <= 100, (env_id, name, getattr(cfg, name))
 
 
