@@ -28,7 +28,14 @@ import pytest
 import torch
 
 import recenv
-from recenv.core.config import MarketConfig
+from recenv.core.config import (
+    MAX_UTILITY_SCALE,
+    MAX_VALUE_SCALE,
+    MIN_TEMPERATURE,
+    UTILITY_SCALES,
+    VALUE_SCALES,
+    MarketConfig,
+)
 
 MARKET = "recenv/Market-v0"
 
@@ -231,3 +238,31 @@ def snapshot():
 @pytest.fixture
 def assert_same():
     return assert_same_snapshot
+
+
+@pytest.fixture
+def largest_scales():
+    """``largest_scales(sign=1.0, values=False, **overrides)``: a small Market-v0 config (300
+    items, 6 users) with every utility scale at its bound (``MAX_UTILITY_SCALE``, the signed
+    weights times ``sign``), the no-click and leave utilities at ``-MAX_UTILITY_SCALE`` (so the
+    page is visited and chosen from), the smallest temperature and boredom that never decays:
+    the largest utilities a valid config allows. ``values=True`` puts every value scale
+    (lengths, budgets, noise, reward weights) at ``MAX_VALUE_SCALE`` too; ``overrides`` last."""
+
+    def build(sign: float = 1.0, values: bool = False, **overrides: Any) -> dict:
+        cfg: dict = {
+            n: (sign if lo < 0 else 1.0) * MAX_UTILITY_SCALE for n, lo in UTILITY_SCALES.items()
+        }
+        if values:
+            cfg.update(dict.fromkeys(VALUE_SCALES, MAX_VALUE_SCALE))
+        cfg.update(
+            no_click_utility=-MAX_UTILITY_SCALE,
+            leave_utility=-MAX_UTILITY_SCALE,
+            temperature=MIN_TEMPERATURE,
+            boredom_decay=1.0,
+            num_items=300,
+            num_users=6,
+        )
+        return {**cfg, **overrides}
+
+    return build

@@ -20,7 +20,6 @@ import torch
 import recenv
 from recenv.core.config import (
     MAX_UTILITY_SCALE,
-    MIN_TEMPERATURE,
     UTILITY_SCALES,
     VALUE_SCALES,
     InvalidConfig,
@@ -84,23 +83,11 @@ def test_every_preset_lies_within_the_bound(env_id):
             assert abs(getattr(cfg, name)) <= 100, (env_id, name, getattr(cfg, name))
 
 
-def _extreme(sign: float, topology: str, response: str) -> dict:
-    """Every utility scale at its bound (``sign`` for the signed weights; the no-click and
-    leave utilities at -1e6, so that the page is visited and chosen from), the smallest
-    temperature, boredom that never decays: the largest utilities a valid config allows."""
-    cfg = {n: (sign if lo < 0 else 1.0) * MAX_UTILITY_SCALE for n, lo in UTILITY_SCALES.items()}
-    return dict(
-        cfg,
-        no_click_utility=-MAX_UTILITY_SCALE,
-        leave_utility=-MAX_UTILITY_SCALE,
-        temperature=MIN_TEMPERATURE,
-        boredom_decay=1.0,
-        topology=topology,
-        response=response,
-        welfare_weight=1.0,
-        num_items=300,
-        num_users=6,
-        horizon=25,
+def _extreme(largest_scales, sign: float, topology: str, response: str) -> dict:
+    """The largest utilities a valid config allows (``largest_scales``), ``sign`` for the
+    signed weights, an episode of 25 requests."""
+    return largest_scales(
+        sign, topology=topology, response=response, welfare_weight=1.0, horizon=25
     )
 
 
@@ -113,11 +100,15 @@ EXTREMES = [
 
 
 @pytest.mark.parametrize("sign,topology,response", EXTREMES)
-def test_the_largest_allowed_scales_step_without_nan_batched(sign, topology, response):
+def test_the_largest_allowed_scales_step_without_nan_batched(
+    sign, topology, response, largest_scales
+):
     """At the bound and the smallest temperature, random valid slates (from the action mask)
     step a batched market to the end of its episode with finite choice probabilities summing
     to 1, and finite rewards, observations and state."""
-    env = recenv.make_vec(MARKET, num_envs=4, seed=1, **_extreme(sign, topology, response))
+    env = recenv.make_vec(
+        MARKET, num_envs=4, seed=1, **_extreme(largest_scales, sign, topology, response)
+    )
     obs = env.reset()
     g = torch.Generator().manual_seed(0)
     K = env.config.slate_size
@@ -140,9 +131,11 @@ def test_the_largest_allowed_scales_step_without_nan_batched(sign, topology, res
 
 
 @pytest.mark.parametrize("sign,topology,response", EXTREMES[:2])
-def test_the_largest_allowed_scales_step_without_nan_pettingzoo(sign, topology, response):
+def test_the_largest_allowed_scales_step_without_nan_pettingzoo(
+    sign, topology, response, largest_scales
+):
     """The same on the PettingZoo face (one market, numpy out)."""
-    env = recenv.make(MARKET, seed=2, **_extreme(sign, topology, response))
+    env = recenv.make(MARKET, seed=2, **_extreme(largest_scales, sign, topology, response))
     obs, _ = env.reset(seed=2)
     while env.agents:
         actions = {a: env.action_space(a).sample(obs[a]["action_mask"]) for a in env.agents}

@@ -15,10 +15,7 @@ import torch
 
 import recenv
 from recenv.core.config import (
-    MAX_UTILITY_SCALE,
     MAX_VALUE_SCALE,
-    MIN_TEMPERATURE,
-    UTILITY_SCALES,
     VALUE_SCALES,
     InvalidConfig,
     MarketConfig,
@@ -86,25 +83,17 @@ def test_several_value_scales_are_reported_together():
         assert part in msg, msg
 
 
-def _at_the_bounds(response: str, topology: str, reward_mode: str) -> dict:
-    """Every value scale and every utility scale at its bound, the smallest temperature, the
-    page chosen from (no-click and leave utilities at their floor)."""
-    cfg: dict = dict.fromkeys(VALUE_SCALES, MAX_VALUE_SCALE)
-    cfg.update({n: MAX_UTILITY_SCALE for n in UTILITY_SCALES})
-    cfg.update(
-        no_click_utility=-MAX_UTILITY_SCALE,
-        leave_utility=-MAX_UTILITY_SCALE,
-        temperature=MIN_TEMPERATURE,
-        boredom_decay=1.0,
+def _at_the_bounds(largest_scales, response: str, topology: str, reward_mode: str) -> dict:
+    """Every value scale and every utility scale at its bound (``largest_scales``), with
+    ``reward_mode`` at ``team_weight=1``, an episode of 12 requests."""
+    return largest_scales(
+        values=True,
         response=response,
         topology=topology,
         reward_mode=reward_mode,
         team_weight=1.0,
-        num_items=300,
-        num_users=6,
         horizon=12,
     )
-    return cfg
 
 
 BOUND_CASES = [
@@ -116,11 +105,16 @@ BOUND_CASES = [
 
 
 @pytest.mark.parametrize("response,topology,reward_mode", BOUND_CASES)
-def test_the_largest_allowed_value_scales_step_finite(response, topology, reward_mode):
+def test_the_largest_allowed_value_scales_step_finite(
+    response, topology, reward_mode, largest_scales
+):
     """At every bound at once, through an auto-reset: finite rewards, observations, state,
     engagement and episode metrics (coverage exact: num_items <= item_stats_size)."""
     env = recenv.make_vec(
-        MARKET, num_envs=3, seed=4, **_at_the_bounds(response, topology, reward_mode)
+        MARKET,
+        num_envs=3,
+        seed=4,
+        **_at_the_bounds(largest_scales, response, topology, reward_mode),
     )
     obs = env.reset()
     g = torch.Generator().manual_seed(0)
@@ -145,10 +139,12 @@ def test_the_largest_allowed_value_scales_step_finite(response, topology, reward
     assert ended > 0
 
 
-def test_the_largest_allowed_value_scales_stay_in_the_pettingzoo_spaces():
+def test_the_largest_allowed_value_scales_stay_in_the_pettingzoo_spaces(largest_scales):
     """The same bounds on the PettingZoo face: observations inside their spaces, finite
     rewards, utility terms and state."""
-    env = recenv.make(MARKET, seed=5, **_at_the_bounds("engagement", "shared_page", "mixed"))
+    env = recenv.make(
+        MARKET, seed=5, **_at_the_bounds(largest_scales, "engagement", "shared_page", "mixed")
+    )
     obs, _ = env.reset(seed=5)
     while env.agents:
         for a in env.agents:
