@@ -1250,7 +1250,12 @@ def _refusal_as_config_error(cfg: RunConfig):
     try:
         yield
     except ValueError as e:
-        raise ConfigError(f"{cfg.env} with {cfg.lineup}: {e}") from e
+        msg = str(e)
+        # An agent's refusal names it ("iql: gamma=..."), which a lineup of that agent alone
+        # would say twice; beside an opponent the name says which of the two refused.
+        if not cfg.opponent and msg.startswith(f"{cfg.agent}: "):
+            msg = msg[len(cfg.agent) + 2 :]
+        raise ConfigError(f"{cfg.env} with {cfg.lineup}: {msg}") from e
 
 
 def check_lineup(cfg: RunConfig) -> None:

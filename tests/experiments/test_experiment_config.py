@@ -177,10 +177,14 @@ def test_a_value_only_the_agent_refuses_is_a_config_error_that_writes_nothing(tm
     nothing written, not a traceback after other agents' runs trained."""
     root = tmp_path / "runs"
     common = ["--preset", "smoke", "--root", str(root), "--set", "agent.gamma=2"]
+    refusal = "recenv/Market-v0 with iql: gamma=2.0 (in [0, 1]) or target_tau="
     assert cli.main(["train", *common]) == 2
-    assert "with iql: gamma=2.0 must be in [0, 1]" in capsys.readouterr().err
+    assert refusal in capsys.readouterr().err  # the agent named once, not "iql: iql: ..."
     assert cli.main(["compare", *common, "--agents", "random,iql"]) == 2
-    assert "with iql: gamma=2.0 must be in [0, 1]" in capsys.readouterr().err
+    assert refusal in capsys.readouterr().err
+    opponent = [*common, "--set", "run.opponent=popularity"]
+    assert cli.main(["train", *opponent]) == 2
+    assert "with iql-vs-popularity: iql: gamma=2.0" in capsys.readouterr().err
     assert not root.exists() or not any(root.iterdir())
     edge = 2**63 - 4 - 1_000_000  # the largest seed of smoke's 4 markets with evaluation
     smoke = PRESETS["smoke"]
