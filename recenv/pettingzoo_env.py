@@ -212,8 +212,7 @@ class MarketParallelEnv(ParallelEnv):
             )
         batched = {}
         for agent, action in actions.items():
-            if agent not in self.possible_agents:
-                raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
+            self._agent_index(agent)  # refuses an unknown agent by name
             batched[agent] = _as_batch(
                 agent, action, self.config.slate_size, self.config.num_candidates
             )

@@ -118,9 +118,12 @@ class Catalog:
     def num_items(self) -> int:
         return self.topics.shape[0]
 
+    def tables(self) -> dict[str, torch.Tensor]:
+        """The catalog's tables by field (not the item rows derived from them)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def to(self, device: torch.device | str) -> Catalog:
-        fields = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        return Catalog(**{k: v.to(device) for k, v in fields.items()})
+        return Catalog(**{k: v.to(device) for k, v in self.tables().items()})
 
 
 def build_catalog(cfg: MarketConfig) -> Catalog:

@@ -215,25 +215,13 @@ def check_catalog_fits(
     *,
     tables: bool = True,
     rows: bool = True,
-    tables_nbytes: int | None = None,
 ) -> None:
     """Raise ``MemoryError`` if the catalog's tables (:func:`catalog_nbytes`, a lower bound;
     ``tables`` and ``rows`` pick its parts as there) exceed the memory :func:`available_bytes`
     reports on ``device``, naming ``num_items``, ``num_topics`` and ``embed_dim`` and how many
-    items would fit; nothing is allocated. ``tables_nbytes``: the bytes of the tables where
-    they are known (a given catalog's, to be copied to ``device``), in place of their
-    estimate. Skipped as :func:`check_fits` is."""
+    items would fit; nothing is allocated. Skipped as :func:`check_fits` is."""
     I = cfg.num_items
-
-    def nbytes(items: int) -> int:
-        if tables_nbytes is None:
-            return _catalog_nbytes(cfg, items, tables, rows)
-        return _catalog_nbytes(cfg, items, False, rows) + tables_nbytes * items // max(1, I)
-
-    if tables_nbytes is None:
-        need = catalog_nbytes(cfg, tables=tables, rows=rows)
-    else:
-        need = catalog_nbytes(cfg, tables=False, rows=rows) + tables_nbytes
+    need = catalog_nbytes(cfg, tables=tables, rows=rows)
     free = shortfall(need, device)
     if free is None:
         return
@@ -241,7 +229,7 @@ def check_catalog_fits(
     lo, hi = 0, I
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if nbytes(mid) <= free:
+        if _catalog_nbytes(cfg, mid, tables, rows) <= free:
             lo = mid
         else:
             hi = mid - 1

@@ -237,11 +237,9 @@ def slate_tensor(agent: str, action: Any, expected: Callable[[], str]) -> torch.
         refuse(f"cannot read {reprlib.repr(action)} as a slate ({err})")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))  # torch refuses the other byte order
-    elif not a.flags.writeable:
-        a = a.copy()  # torch warns on a read-only array (a slice of an observation)
-    if any(stride < 0 for stride in a.strides):
-        # A reversed view, as the usual top-K np.argsort(scores)[:, ::-1][:, :K] gives:
-        # torch refuses negative strides (a ValueError naming no agent), so read a copy.
+    elif not a.flags.writeable or any(stride < 0 for stride in a.strides):
+        # torch warns on a read-only array (a slice of an observation) and refuses negative
+        # strides (a reversed view, as the usual top-K np.argsort(s)[:, ::-1][:, :K] gives)
         a = a.copy()
     try:
         return torch.as_tensor(a)
@@ -330,20 +328,11 @@ class BatchedMarket:
         self.agents = [f"agent_{a}" for a in range(cfg.num_agents)]
         # The catalog, shared by all markets, before its first table: one too large for this
         # machine is refused by name (num_items, num_topics, embed_dim), as the batch below.
-        # The item rows are built on dev; a given catalog's tables are copied there unless
-        # they already lie on a device of its kind.
-        if catalog is None:
-            check_catalog_fits(cfg, dev)
-            catalog = build_catalog(cfg)
-        else:
-            fields = [v for k, v in vars(catalog).items() if not k.startswith("_")]
-            moved = sum(
-                v.numel() * v.element_size()
-                for v in fields
-                if torch.is_tensor(v) and v.device.type != dev.type
-            )
-            check_catalog_fits(cfg, dev, tables_nbytes=moved)
-        self.catalog = catalog.to(dev)
+        # The item rows are built on dev, and the tables copied there from another kind of
+        # device (a catalog to build is drawn on the CPU); a given catalog's are in memory.
+        moved = catalog is None or any(t.device.type != dev.type for t in catalog.tables().values())
+        check_catalog_fits(cfg, dev, tables=moved)
+        self.catalog = (catalog if catalog is not None else build_catalog(cfg)).to(dev)
         # Derived item tables are built on first use; build them now, outside any compiled
         # graph (traced inside one, a table would be recomputed from the catalog every step).
         self.catalog.item_rows  # noqa: B018
