@@ -260,6 +260,15 @@ class IQLAgent(ScoringAgent):
                 f"{self.name}: n_step={cfg.n_step} needs bootstrap='market' (bootstrap='user' "
                 "returns are 1-step: n_step=1)"
             )
+        if cfg.bootstrap == "user" and self.env_config.horizon < 2:
+            # Every episode is truncated after its one request, and a truncation drops the open
+            # requests (see UserVisitAccumulator): nothing would reach the buffer, silently.
+            raise ValueError(
+                f"{self.name}: bootstrap='user' needs the env's horizon >= 2 (horizon="
+                f"{self.env_config.horizon}: each episode's one request is truncated before its "
+                "user returns, so no transition is stored and no update runs); use "
+                "bootstrap='market'"
+            )
         small = {k: getattr(cfg, k) for k in ("n_step", "batch_size", "update_every")}
         if min(small.values()) < 1:
             raise ValueError(f"{self.name}: {small} must all be >= 1")

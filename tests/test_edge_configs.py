@@ -324,3 +324,60 @@ def test_oracle_extras_name_an_unknown_agent_and_the_agents(agent):
         ):
             extra(agent)
     assert env.oracle_slate("agent_1").shape == (env.config.slate_size,)
+
+
+# --------------------------------------------------------------------------------------------
+# A market's episode count past the int32 stamps of its item counters
+# --------------------------------------------------------------------------------------------
+def _first_valid_slates(obs, K):
+    """Each agent's first K unmasked candidates, ``[N, K]`` (deterministic, no draws)."""
+    return {
+        a: torch.argsort((~o["action_mask"]).to(torch.int8), dim=1, stable=True)[:, :K]
+        for a, o in obs.items()
+    }
+
+
+def _counter_features(env, ids):
+    """log1p of this episode's (clicks, exposures) of items ``ids`` [N, C] read straight from
+    the counter table (stamp compared as int32, as it is written), ``[N, C, 2]``."""
+    W, I = env.config.stats_size, env.config.num_items
+    slot = ids % W if W < I else ids
+    stats = env.item_stats[torch.arange(env.num_envs)[:, None], slot]  # [N, C, 3]
+    current = stats[..., :1] == env.episode.to(torch.int32)[:, None, None]
+    counts = torch.where(current, stats[..., 1:], 0)  # exposures, clicks
+    return torch.log1p(counts.flip(-1).float()), counts
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_item_counters_are_read_after_the_episode_count_passes_int32(native, monkeypatch):
+    """Regression test: item counters are stamped with the episode as int32 (one 12-byte row
+    an item) while the market counts episodes in int64. The candidates' read (and the torch
+    form of the episode's coverage) compared the int32 stamp with the int64 count, so from
+    episode 2**31 on every counter read as stale: zero clicks and exposures in every
+    observation, coverage 0 - after ~30 hours of one market at horizon 1. Stamps are now
+    compared as int32 wherever they are read (modulo 2**32, as they are written)."""
+    if not native:
+        monkeypatch.setenv("RECENV_NATIVE", "0")
+    env = recenv.make_vec(MARKET, num_envs=2, seed=5, horizon=4)
+    assert env._native_kernels == (native and recenv.core.native.available())
+    obs = env.reset()
+    # Episode 0 renumbered 2**31 - 3, its arrived users' stamps with it: the fourth episode
+    # is 2**31, negative as int32.
+    offset = 2**31 - 3
+    env.user_epoch.masked_fill_(env.user_epoch == 0, offset)
+    env.episode.add_(offset)
+    S = env._item.arrival  # log1p(clicks), log1p(exposures) follow the static features
+    K = env.config.slate_size
+    counted = 0
+    for step in range(6 * 5):  # six episodes of four requests and an auto-reset step each
+        for a, o in obs.items():
+            want, counts = _counter_features(env, o["candidate_ids"])
+            seen = o["action_mask"]
+            got = o["candidates"][..., S : S + 2]
+            assert torch.equal(got[seen], want[seen]), f"step {step} {a} episode {env.episode}"
+            if bool((env.episode >= 2**31).all()):
+                counted += int(counts[seen].sum())
+        obs, _, _, _, info = env.step(_first_valid_slates(obs, K))
+        if "episode" in info and bool((env.episode >= 2**31).all()):
+            assert bool((info["episode"]["coverage"] > 0).all()), info["episode"]["coverage"]
+    assert counted > 0  # the wrapped episodes' observations did show counts

@@ -1300,7 +1300,7 @@ class BatchedMarket:
         Gini (items sharing a counter are merged: rare while an episode shows far fewer
         items than W)."""
         stats = self.item_stats.index_select(0, ended)  # [E, W, 3]
-        current = stats[:, :, 0] == self.episode.index_select(0, ended)[:, None]
+        current = stats[:, :, 0] == self._stamp().index_select(0, ended)[:, None]
         exposure = torch.where(current, stats[:, :, 1], 0)  # [E, W]
         I, W = self.config.num_items, self.config.stats_size
         return {
@@ -1556,6 +1556,13 @@ class BatchedMarket:
         feats, arrived = self._candidate_features(items.view(N, A * C))
         return items, feats.view(N, A, C, -1), arrived.view(N, A, C) & ~dup
 
+    def _stamp(self) -> torch.Tensor:
+        """Each market's episode as the item counters' int32 stamp ``[N]``. Written and
+        compared in this form everywhere (torch and native): the count wraps at 2**31 and
+        still matches its stamps; a row left untouched for exactly 2**32 episodes would read
+        as current."""
+        return self.episode.to(torch.int32)
+
     def _item_stat_rows(
         self, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1566,7 +1573,7 @@ class BatchedMarket:
         slot = items if W >= self.config.num_items else items % W
         flat = self._arange[:, None] * W + slot
         stats = rows(self.item_stats.view(-1, 3), flat)  # [N, X, 3]
-        current = stats[:, :, :1] == self.episode[:, None, None]
+        current = stats[:, :, :1] == self._stamp()[:, None, None]
         return flat, slot, torch.where(current, stats[:, :, 1:], 0)
 
     def _build_obs(
@@ -1837,7 +1844,7 @@ class BatchedMarket:
         added = torch.stack(
             [(same * exposed[:, None, :]).sum(2), (same * click[:, None, :]).sum(2)], 2
         ).to(torch.int32)  # (sums of int32 are int64)
-        stamp = self.episode.to(torch.int32)[:, None, None].expand(-1, items.shape[1], 1)
+        stamp = self._stamp()[:, None, None].expand(-1, items.shape[1], 1)
         new = torch.cat([stamp, counts + added], dim=2).view(-1, 3)
         market = self._arange[:, None].expand_as(slot)
         put_at(self.item_stats, (market.reshape(-1), slot.reshape(-1)), new, self.compiled)

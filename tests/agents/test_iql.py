@@ -180,6 +180,11 @@ def test_invalid_configs_are_refused(market):
         agents.make_agent("iql", env, bootstrap="episode")
     with pytest.raises(ValueError, match="iql: n_step=3 needs bootstrap='market'"):
         agents.make_agent("iql", env, bootstrap="user", n_step=3)
+    # At horizon 1 every request is truncated before its user returns: the buffer stayed
+    # empty while `updates` counted on (2,000 steps: 63 "updates", 0 rows), and nothing said so.
+    with pytest.raises(ValueError, match=r"iql: bootstrap='user' needs the env's horizon >= 2"):
+        agents.make_agent("iql", market(horizon=1), bootstrap="user")
+    agents.make_agent("iql", market(horizon=2), bootstrap="user")
 
 
 def test_controls_a_subset_of_agents(market):

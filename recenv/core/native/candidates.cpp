@@ -181,7 +181,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   // bound.
   auto fill = [&](int64_t n, int64_t retrieved) {
     const float tn = tt[n];
-    const int64_t e = ep[n];
+    // Stamps are the episode count as int32 (as count_exposures writes them): compared as
+    // int32, they keep matching once the count passes 2**31.
+    const int32_t e = static_cast<int32_t>(ep[n]);
     for (int64_t j = 0; j < X; ++j) {
       if (n * X + j + kAhead < retrieved) {
         const int64_t next_item = out_items[n * X + j + kAhead];
