@@ -18,7 +18,12 @@ network (:class:`~agents.nets.CandidateScorer` over pair and context features).
 the agent's *own* observations — which of its slots was clicked, if any
 (``Transition.clicked_slot``): a per-candidate logit ``v(s, i)``, a slot bias ``b_k`` (position
 effects), and a no-click logit ``v⊥(s)`` that also absorbs the competitors' slates, which the
-agent cannot see. It never reads the simulator's choice probabilities.
+agent cannot see. It never reads the simulator's choice probabilities. Under
+``topology="platform_choice"`` the model also learns from requests whose user visited another
+platform (or none) and never saw the slate, as "no click": the visit is drawn by loyalty,
+before and apart from the slates, so the probabilities it learns are those of the agent's
+own outcome, ``P(visit | s) · P(i | s, A, visit)``, which is what ``Q(s, A)`` weighs (the
+bandit baselines and MF, which model clicks given a seen slate, drop those rows instead).
 
 **Slate selection** (``slate_selection``; SlateQ's two heuristics):
 
