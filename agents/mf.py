@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option
+from agents.baselines import COUNT_DTYPE
 from agents.registry import register
 
 
@@ -105,14 +106,24 @@ class MatrixFactorizationAgent(ScoringAgent):
             return u
         return torch.arange(u.shape[0], device=u.device) * self.num_users + u
 
+    @property
+    def _table_dtype(self) -> torch.dtype:
+        """The dtype of ``gram`` and ``rhs``. With ``user_scope="population"`` a user's sums
+        grow over the whole training run, and in float32 a visit's terms were added with
+        relative error ~1 % once the user had 2**20 visits, ~15 % at 2**24, and the diagonal's
+        rounded away from ~2**26 (the user's vector stopped learning): float64 there, as the
+        count baselines' tables (``COUNT_DTYPE``). Per episode they hold at most ``horizon``
+        visits: the item factors' dtype."""
+        return COUNT_DTYPE if self.config.user_scope == "population" else self.item.dtype
+
     def _ensure_users(self, N: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The accumulators ``gram``, ``rhs`` for ``N`` markets, allocated (zero) when there
         are none yet or they are for another number of markets."""
         S = self.num_users * (1 if self.config.user_scope == "population" else N)
         if self.gram is None or self.rhs is None or self.gram.shape[1] != S:
-            A, d = len(self.agent_ids), self.config.dim
-            self.gram = torch.zeros(A, S, d, d, device=self.device)
-            self.rhs = torch.zeros(A, S, d, device=self.device)
+            A, d, dtype = len(self.agent_ids), self.config.dim, self._table_dtype
+            self.gram = torch.zeros(A, S, d, d, device=self.device, dtype=dtype)
+            self.rhs = torch.zeros(A, S, d, device=self.device, dtype=dtype)
         return self.gram, self.rhs
 
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:
@@ -137,8 +148,8 @@ class MatrixFactorizationAgent(ScoringAgent):
         """User vectors ``[N, d]`` of the given slots for controlled agent ``i``, from the
         accumulators ``gram``, ``rhs`` (:meth:`_ensure_users`)."""
         d = self.config.dim
-        eye = self.config.fold_in_reg * torch.eye(d, device=self.device)
-        return torch.linalg.solve(gram[i, slots] + eye, rhs[i, slots])
+        eye = self.config.fold_in_reg * torch.eye(d, device=self.device, dtype=gram.dtype)
+        return torch.linalg.solve(gram[i, slots] + eye, rhs[i, slots]).to(self.item.dtype)
 
     # Acting ----------------------------------------------------------------------------------
     def exploration(self) -> float:
@@ -170,8 +181,9 @@ class MatrixFactorizationAgent(ScoringAgent):
             items, y, conf = self._interactions(transition, i, a)
             q = self.item[i][items]  # [N, K, d]
             resid = y - self.mu[i] - self.item_bias[i][items]
-            gram[i].index_add_(0, slots, torch.einsum("nk,nkd,nke->nde", conf, q, q))
-            rhs[i].index_add_(0, slots, torch.einsum("nk,nk,nkd->nd", conf, resid, q))
+            terms = torch.einsum("nk,nkd,nke->nde", conf, q, q).to(gram.dtype)
+            gram[i].index_add_(0, slots, terms)
+            rhs[i].index_add_(0, slots, torch.einsum("nk,nk,nkd->nd", conf, resid, q).to(rhs.dtype))
         self._user_vec = torch.stack(vecs)
 
     def learn(self, transition: Transition) -> Metrics:
@@ -244,9 +256,11 @@ class MatrixFactorizationAgent(ScoringAgent):
                 f"state['rhs'] has shape {tuple(rhs.shape)}; expected {(A, S, d)}, the "
                 "agents and user slots of state['gram'] and the latent dim"
             )
+        # Population tables written before they were float64 hold the item factors' dtype.
+        allowed = {self._table_dtype, self.item.dtype}
         for key, t in (("gram", gram), ("rhs", rhs)):
-            if t.dtype != self.item.dtype:
-                return f"state[{key!r}] is {t.dtype}; expected {self.item.dtype}"
+            if t.dtype not in allowed:
+                return f"state[{key!r}] is {t.dtype}; expected {self._table_dtype}"
         return None
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -258,5 +272,6 @@ class MatrixFactorizationAgent(ScoringAgent):
         self.item_bias.copy_(state["item_bias"])
         self.mu.copy_(state["mu"])
         has_users = state["gram"].numel() > 0
-        self.gram = state["gram"].clone() if has_users else None
-        self.rhs = state["rhs"].clone() if has_users else None
+        dtype = self._table_dtype
+        self.gram = state["gram"].to(dtype=dtype, copy=True) if has_users else None
+        self.rhs = state["rhs"].to(dtype=dtype, copy=True) if has_users else None

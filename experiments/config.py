@@ -50,6 +50,8 @@ Overrides = tuple[tuple[str, Any], ...]  # sorted (key, value) pairs: hashable, 
 _OVERRIDE_FIELDS = ("env_overrides", "agent_overrides", "opponent_overrides")
 # Evaluation markets are seeded from seed + this, so they never share a seed with training.
 EVAL_SEED_OFFSET = 1_000_000
+# An opponent's agents are seeded seed + this (experiments.runner.make_lineup).
+OPPONENT_SEED_OFFSET = 1_000
 
 
 class ConfigError(ValueError):
@@ -115,13 +117,19 @@ class RunConfig:
         for name in ("eval_episodes", "checkpoint_every", "threads"):
             if getattr(self, name) < 0:
                 errors.append(f"{name}={getattr(self, name)} must be >= 0")
-        # Market n is seeded seed + n, evaluation market n seed + EVAL_SEED_OFFSET + n, in
-        # int64 (recenv's keys come from its 64 bits).
+        # Market n is seeded seed + n, evaluation market n seed + EVAL_SEED_OFFSET + n, an
+        # opponent seed + OPPONENT_SEED_OFFSET, in int64 (recenv's keys come from its 64 bits;
+        # agents' seeds are int64). Without the opponent's offset here, seed 2**63 - 1 passed
+        # and the opponent then refused a seed the user never gave (seed + 1000).
         top = 2**63 - max(self.num_envs, 1) - (EVAL_SEED_OFFSET if self.eval_episodes else 0)
+        if self.opponent:
+            top = min(top, 2**63 - 1 - OPPONENT_SEED_OFFSET)
         if not -(2**63) <= self.seed <= top:
             errors.append(
                 f"seed={self.seed} must lie in [-2**63, {top}] (markets are seeded seed + n, "
-                f"evaluation markets seed + {EVAL_SEED_OFFSET:_} + n, in int64)"
+                f"evaluation markets seed + {EVAL_SEED_OFFSET:_} + n"
+                + (f", the opponent seed + {OPPONENT_SEED_OFFSET:_}" if self.opponent else "")
+                + ", in int64)"
             )
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             errors.append(f"device={self.device!r} must be 'cpu', 'cuda', 'cuda:N' or 'mps'")

@@ -89,7 +89,13 @@ from experiments.checkpoint_checks import (
     describe,
     numpy_rng_state,
 )
-from experiments.config import EVAL_SEED_OFFSET, ConfigError, RunConfig, validate_run
+from experiments.config import (
+    EVAL_SEED_OFFSET,
+    OPPONENT_SEED_OFFSET,
+    ConfigError,
+    RunConfig,
+    validate_run,
+)
 from experiments.errors import RunError, WriteError, write_reason
 from experiments.provenance import versions
 from experiments.report import read_json_object, to_csv
@@ -112,7 +118,6 @@ CHECKPOINT_VERSION = 3
 # ``__doc__``: the scenario's page, which recenv.make_vec sets on the env; saved, it would
 # be a key that checkpoints written before it was set lack, refused on resume as damaged.
 ENV_STATIC = ("config", "catalog", "population", "layout", "__doc__")
-OPPONENT_SEED_OFFSET = 1_000
 DONE = "DONE"
 LOCK = ".lock"
 # How long DirLock.acquire waits for a held lock before refusing, and how often it tries again:
@@ -406,6 +411,19 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _checkpoint_order(path: Path) -> tuple[int, int, str]:
+    """Sort key of a checkpoint ``step_<steps>.pt``: its step as a number. Not its name: the
+    step is padded to 12 digits, and from 10**12 env steps on a name has 13, which sorts
+    before every 12-digit one (``step_1000000000000.pt`` < ``step_999999999000.pt``): the
+    newest checkpoint read as the oldest, pruned right after it was written, and resume took
+    an older one. Names without a step (not written by a run) sort after the numbered ones,
+    by name, as they did."""
+    digits = path.name.removeprefix("step_").removesuffix(".pt")
+    if digits.isascii() and digits.isdigit():
+        return (0, int(digits), path.name)
+    return (1, 0, path.name)
+
+
 class RunDir:
     """A run's directory; every write is atomic and refused once the run is finished."""
 
@@ -477,7 +495,7 @@ class RunDir:
         """Checkpoints, oldest first (by the step in their name)."""
         if not self.checkpoint_dir.is_dir():
             return []
-        return sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: p.name)
+        return sorted(self.checkpoint_dir.glob("step_*.pt"), key=_checkpoint_order)
 
     def prune_checkpoints(self, keep: int) -> None:
         for old in self.checkpoints()[:-keep]:

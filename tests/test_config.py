@@ -412,8 +412,8 @@ def test_a_market_no_memory_holds_is_refused_naming_its_sizes():
         match=r"Market-v0: the market with .*'num_users': 10{12}.* does not fit in memory",
     ):
         recenv.make_vec(MARKET, num_envs=2, num_users=10**12)
-    with pytest.raises(ValueError, match=r"'num_items': 10{13}.* does not fit in memory"):
-        recenv.make(MARKET, num_items=10**13)
+    with pytest.raises(ValueError, match=r"'embed_dim': 10{9}.* does not fit in memory"):
+        recenv.make(MARKET, num_items=10**6, embed_dim=10**9)
     # A size whose storage overflows int64 ("Storage size calculation overflowed").
     with pytest.raises(
         ValueError, match=r"'num_topics': 9223372036854775807.*does not fit in memory"

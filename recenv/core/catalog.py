@@ -265,8 +265,9 @@ def _retrieval_lists(
     by_topic_len = torch.tensor([[len(x) for x in lists] for lists in per_agent_topic])
     # An empty topic bucket falls back to the agent's popular list (length 1, its top item).
     by_topic_len = by_topic_len.clamp(min=1)
-    # Item ids as int32 (catalogs stay far below 2^31 items): retrieval reads these lists at
-    # random positions, and half the bytes keeps twice as much of their heads in cache.
+    # Item ids as int32 (MarketConfig bounds num_items by MAX_ITEMS = 2**31): retrieval reads
+    # these lists at random positions, and half the bytes keeps twice as much of their heads
+    # in cache.
     return {
         "by_topic": by_topic.to(torch.int32),
         "by_topic_len": by_topic_len,

@@ -407,6 +407,9 @@ class MarketConfig:
 
 # The longest episode: the market's request clock ``t`` is float32, exact to 2**24.
 MAX_HORIZON = 2**24
+# The largest catalog: its retrieval lists hold item ids as int32 (half the bytes of int64
+# keeps twice as much of their heads in cache, read at random every step).
+MAX_ITEMS = 2**31
 # What a config's int and float fields must fit: torch's int64 and float32.
 INT64_RANGE = (-(2**63), 2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -638,6 +641,11 @@ def _validate(c: MarketConfig) -> list[str]:
             ", ".join(values) + " must be <= 1e6: these fields scale item lengths, session "
             "budgets, noise and rewards, which must stay finite in float32 (the bound: "
             "MAX_VALUE_SCALE in recenv.core.config)"
+        )
+    if c.num_items > MAX_ITEMS:
+        errs.append(
+            f"num_items={c.num_items:,} must be <= {MAX_ITEMS:,} (2**31): the catalog's "
+            "retrieval lists hold item ids as int32"
         )
     if c.horizon > MAX_HORIZON:  # the step clock is float32 (compared with float user steps)
         errs.append(

@@ -627,7 +627,12 @@ class BatchedMarket:
             self.counter.zero_()
             self.episode.fill_(-1)
             self.user_epoch.fill_(-1)
+            # Counts zeroed with the stamps: stamp -1 is also episode 2**32 - 1's int32 stamp
+            # (see _stamp), where a row untouched since this reset reads as current; with the
+            # counts of before the reset there, a market's observations then depended on its
+            # history before reset(seed).
             self.item_stats[:, :, 0] = -1
+            self.item_stats[:, :, 1:] = 0
             pre = rng.prefix(self.key, self.counter, rng.STREAM_POPULATION)
             u = rng.uniforms(pre, 2 * self.config.num_users)
             U = self.config.num_users

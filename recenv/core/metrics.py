@@ -5,6 +5,12 @@ from __future__ import annotations
 import torch
 
 # Names of the per-episode metrics, in the order both faces report them.
+# The sums behind return, engagement_per_request, diversity and novelty are float32, added a
+# step at a time: once a sum is large, each step's term is rounded to its spacing. Measured
+# on the presets' own per-step terms (oracle slates, resampled): relative error ~1e-4 at
+# horizon 2**20, up to ~4 % at 2**24 (MAX_HORIZON; terms below half the spacing, 0.5 past
+# 2**23, are lost). Clicks, requests and choices are integers, exact to 2**24. Summed in
+# float64 these would change every episode's metrics in their last bits.
 EPISODE_METRICS = (
     "return",  # [A] undiscounted return per agent
     "ctr",  # clicks / requests

@@ -125,6 +125,7 @@ import torch
 
 from recenv.core.catalog import Catalog, _head_present, _retrieval_lists, catalog_from_arrays
 from recenv.core.config import (
+    MAX_ITEMS,
     InvalidConfig,
     MarketConfig,
     UnknownConfigKey,
@@ -143,9 +144,10 @@ FIT_CONFIG = LogFitConfig(als_regularization=10.0, als_alpha=5.0)
 FROM_LOG = ("num_users", "num_items")  # MarketConfig keys the log decides
 MAX_EXACT_STATS = 1 << 16
 # Stand-ins for the sizes the log decides, so that the market config is checked before the log
-# is read: num_items is larger than any log, so the one rule it enters (each agent's share of
-# the catalog holds num_candidates items at t=0) fails early only where no log satisfies it.
-_UNREAD_LOG = {"num_users": 1, "num_items": 1 << 62}
+# is read: num_items is the largest catalog a config allows (MAX_ITEMS), at least any log's, so
+# the one rule it enters (each agent's share of the catalog holds num_candidates items at t=0)
+# fails early only where no log satisfies it.
+_UNREAD_LOG = {"num_users": 1, "num_items": MAX_ITEMS}
 _CACHE_SIZE = 8
 _logs: OrderedDict[tuple, InteractionLog] = OrderedDict()
 _fits: OrderedDict[tuple, LogFit] = OrderedDict()
