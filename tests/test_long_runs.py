@@ -52,7 +52,7 @@ def test_checkpoints_past_10_to_the_12_steps_keep_the_newest(tmp_path):
         assert path.exists(), f"the checkpoint of step {s:,} was pruned as it was written"
         assert kept[-1] == path  # the newest, as resume and evaluate take it
         assert [p.name for p in kept] == [f"step_{t:012d}.pt" for t in steps[max(0, i - 1) : i + 1]]
-    assert torch.load(kept[-1], weights_only=False)["run"]["steps"] == steps[-1]
+    assert torch.load(kept[-1], weights_only=True)["run"]["steps"] == steps[-1]
 
 
 # --------------------------------------------------------------------------------------------
