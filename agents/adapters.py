@@ -181,11 +181,31 @@ def run_episodes(
     max_steps: int | None = None,
 ) -> list[dict[str, float]]:
     """Play ``episodes`` episodes on the PettingZoo ``env``; returns each episode's return per
-    agent. ``max_steps`` stops early (the last, partial episode is reported too)."""
+    agent. ``max_steps`` stops early (the last, partial episode is reported too).
+
+    With a ``seed``, episode ``e`` is reset with ``seed + e`` (all of them within int64,
+    checked before the first), and without ``learn`` the agent's own generators are reseeded
+    from it too (:meth:`Agent.reseed`, as :func:`agents.evaluate` does), so two calls with one
+    seed play the same episodes. While learning the seed seeds the episodes only, as
+    :func:`agents.train`'s does: reseeding would replay one exploration stream per call."""
     episodes = check_int("episodes", episodes, 1)
     if max_steps is not None:
         max_steps = check_int("max_steps", max_steps, 1)
+    if seed is not None:
+        # Before any episode: the env refused seed + e only when episode e began, after the
+        # earlier episodes had been played and their returns lost.
+        try:
+            seed = check_int("seed", seed, -(2**63), 2**63 - episodes)
+        except ValueError:
+            raise ValueError(
+                f"seed={seed!r} must be an int in [-2**63, 2**63 - {episodes}]: episode e is "
+                f"seeded seed + e, and episodes={episodes}"
+            ) from None
     pz = PettingZooAgent(agent, env)
+    if seed is not None and not learn:
+        # The env alone is not enough: an agent that draws (random, exploring) drew from
+        # wherever its generator stood, so two calls with one seed played other episodes.
+        agent.reseed(seed)
     results, steps = [], 0
     for e in range(episodes):
         obs, infos = env.reset(seed=None if seed is None else seed + e)

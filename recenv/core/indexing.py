@@ -229,3 +229,17 @@ def prefix_sum(x: torch.Tensor) -> torch.Tensor:
         running = running + wide[:, j]
         prefixes.append(running)
     return torch.stack(prefixes, dim=1).float()
+
+
+def row_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean(dim=1)`` of ``x`` [N, M] -> [N], with the same bits whatever torch's thread
+    count, and for one row as for the same row in a batch.
+
+    On the CPU, ATen sums a reduction with a single output in per-thread pieces once its
+    input has 32,768 elements (its two-pass reduction), and each row of several outputs whole,
+    on one thread. So one market's mean over 40,000 users had other last bits on one and on
+    two threads, and differed from the same market's in a batch. One row is read here as two
+    (an expanded view, no copy), so it is summed as a batch's rows are."""
+    if x.shape[0] == 1 and x.device.type == "cpu":
+        return x.expand(2, -1).mean(dim=1)[:1]
+    return x.mean(dim=1)

@@ -62,6 +62,7 @@ from recenv.core.indexing import (
     prefix_sum_unrolls,
     put_at,
     row_cumsum,
+    row_mean,
     rows,
     search_sorted_left,
     sort_by_network,
@@ -831,7 +832,7 @@ class BatchedMarket:
             util.flatten(1),
             mask.float().flatten(1),
             self._churned().float().mean(1, keepdim=True),
-            sat.mean(1, keepdim=True),
+            row_mean(sat)[:, None],  # float sums: the same bits on any number of threads
             (~fresh).float().mean(1, keepdim=True),
             share,
         ]
@@ -1276,7 +1277,7 @@ class BatchedMarket:
             "market_share": torch.where(choices > 0, self.acc_choices / choices.clamp(min=1), 0.0),
             "diversity": self.acc[:, 2] / served,
             "novelty": self.acc[:, 3] / served,
-            "satisfaction": sat.mean(1),
+            "satisfaction": row_mean(sat),  # as in state(): the same on any thread count
             "length": self.t.clone(),
         }
 

@@ -41,11 +41,12 @@ returned tensors as read-only.
 observation from the core (a dict of tensors, ``recenv.core.market`` documents the keys) and
 ``slates`` an integer tensor ``[N, K]`` of distinct, unmasked candidates. ``"random"`` and
 ``"oracle"`` (the myopic oracle, privileged) are built in; a policy with a ``seed(int)``
-method is seeded by the constructor's ``seed`` and reseeded whenever the env is reset with a
-seed. A step that is refused (an invalid slate, a wrong shape or dtype) leaves the env as it
-was: the learner's slate is checked (``BatchedMarket.check_slate``) before any opponent is
-called; an opponent's own bad slate is refused after the opponents acted, and then only the
-built-in random opponents' streams are put back.
+method is seeded by the constructor's ``seed`` (else by the seed the market was made with)
+and reseeded whenever the env is reset with a seed. A step that is refused (an invalid slate,
+a wrong shape or dtype) leaves the env as it was: the learner's slate is checked
+(``BatchedMarket.check_slate``) before any opponent is called; an opponent's own bad slate is
+refused after the opponents acted, and then only the built-in random opponents' streams are
+put back.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ class SingleAgentVectorEnv(VectorEnv):
             action mask also in ``infos["action_mask"]``.
         tensors: return torch tensors on the market's device instead of numpy arrays.
         seed: seed of the opponents that have a ``seed(int)`` method (the built-in random
-            ones) until the first seeded ``reset``.
+            ones) until the first seeded ``reset``. ``None``: the seed the market was made
+            with (``recenv.make_vec(..., seed=s)``) while it has not been reset, so this view
+            equals ``make_single_agent_vec(..., seed=s)``; fresh from the OS otherwise.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012  (Gymnasium's attribute, read-only by use)
@@ -151,6 +154,11 @@ class SingleAgentVectorEnv(VectorEnv):
         cfg = market.config
         self.opponents = self._resolve_opponents(opponents)
         seed = check_seed(seed, self.num_envs)
+        if seed is None:
+            # The seed the market was made with, until its first reset takes it: without it
+            # the random opponents drew theirs from the OS, and a view of a seeded market
+            # (make_vec(..., seed=s)) played another trajectory each time it was built.
+            seed = market._pending_seed
         if seed is not None:
             self._seed_opponents(seed)
         self.single_observation_space = agent_observation_space(market, self.flatten_obs)

@@ -1,0 +1,143 @@
+"""Reproducibility audit: places where one seed did not give one trajectory.
+
+Each test here failed before its fix; the checks that found the rest sound are listed in the
+audit's report, not repeated here (``tests/test_reproducibility.py`` and
+``tests/test_batched_equivalence.py`` hold the promise's main tests).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+import recenv
+
+MARKET = "recenv/Market-v0"
+SMALL = {"horizon": 6, "num_items": 300}
+
+
+@pytest.mark.parametrize("explore", [False, True], ids=["greedy", "explore"])
+@pytest.mark.parametrize(("name", "config"), [("random", {}), ("epsilon_greedy", {"epsilon": 0.5})])
+def test_run_episodes_with_one_seed_plays_the_same_episodes(name, config, explore):
+    """``run_episodes(agent, env, n, seed=s)`` twice on the PettingZoo face gave an agent that
+    draws while acting (the random agent; any agent while exploring) other episodes the second
+    time: the env was seeded, but the agent's generator went on from where the first call left
+    it (as ``agents.evaluate`` did before ``Agent.reseed``). Without learning, a seed now
+    reseeds the agent's generators too."""
+    env = recenv.make(MARKET, seed=0, **SMALL)
+    agent = agents.make_agent(name, env, seed=1, **config)
+    first = agents.run_episodes(agent, env, 2, seed=4, explore=explore)
+    again = agents.run_episodes(agent, env, 2, seed=4, explore=explore)
+    assert first == again
+    other = agents.run_episodes(agent, env, 2, seed=5, explore=explore)
+    assert other != first
+
+
+def test_run_episodes_plays_what_evaluate_plays_on_one_batched_market():
+    """One seed, one episode, the random agent: ``run_episodes`` on ``recenv.make`` and
+    ``evaluate`` on a one-market ``recenv.make_vec`` are the same market and the same draws
+    (both reseed the agent from the seed), so they earn the same returns; the PettingZoo
+    face sums float32 rewards in float64, the batched one in float32, hence the tolerance."""
+    face = recenv.make(MARKET, **SMALL)
+    batched = recenv.make_vec(MARKET, num_envs=1, **SMALL)
+    agent = agents.make_agent("random", face, seed=1)
+    (returns,) = agents.run_episodes(agent, face, 1, seed=8)
+    episode = agents.evaluate(agent, batched, seed=8).episodes["return"][0]
+    assert [returns[a] for a in face.possible_agents] == pytest.approx(episode.tolist(), rel=1e-5)
+
+
+def test_run_episodes_refuses_a_seed_whose_later_episodes_leave_int64():
+    """Episode ``e`` is seeded ``seed + e``: with ``seed = 2**63 - 1`` the second episode's
+    seed left int64, and the env refused it only after the first episode had been played
+    (its returns lost). The range is now checked before any episode, naming ``episodes``."""
+    env = recenv.make(MARKET, seed=0, **SMALL)
+    agent = agents.make_agent("random", env, seed=1)
+    with pytest.raises(ValueError, match=r"seed=9223372036854775807 .*episodes=2"):
+        agents.run_episodes(agent, env, 2, seed=2**63 - 1)
+    assert env.core._obs_parts is None, "an episode was played before the refusal"
+    # The largest seed that fits plays (episode 1 is seeded 2**63 - 1).
+    assert len(agents.run_episodes(agent, env, 2, seed=2**63 - 2)) == 2
+
+
+def _single_agent_rewards(env, steps: int) -> np.ndarray:
+    """The learner's rewards ``[steps, N]`` from an unseeded ``reset()``, the learner playing
+    the myopic oracle (so only the opponents' draws can differ)."""
+    env.reset()
+    out = []
+    for _ in range(steps):
+        _, reward, *_ = env.step(env.market.oracle_slates()[:, 0].numpy())
+        out.append(reward)
+    return np.stack(out)
+
+
+def test_a_single_agent_view_of_a_seeded_market_follows_its_seed():
+    """``SingleAgentVectorEnv(recenv.make_vec(id, seed=s))`` drew its random opponents' seed
+    from the OS: the market was seeded, yet two such envs played other trajectories (and
+    none equalled ``make_single_agent_vec(id, seed=s)``). Without a seed of its own the view
+    now seeds its opponents from the market's, so both ways of building it are one env."""
+    from recenv.integrations.gymnasium_vector import SingleAgentVectorEnv, make_single_agent_vec
+
+    steps = 2 * SMALL["horizon"] + 2  # across an auto-reset
+    views = [
+        _single_agent_rewards(
+            SingleAgentVectorEnv(recenv.make_vec(MARKET, num_envs=2, seed=5, **SMALL)), steps
+        )
+        for _ in range(2)
+    ]
+    built = _single_agent_rewards(make_single_agent_vec(MARKET, num_envs=2, seed=5, **SMALL), steps)
+    np.testing.assert_array_equal(views[0], views[1])
+    np.testing.assert_array_equal(views[0], built)
+
+
+def test_one_market_reads_its_users_as_a_batch_does_on_two_threads():
+    """``state()``'s mean satisfaction and the ``satisfaction`` episode metric of a batch of
+    one market depended on torch's thread count once the market had 32,768 users: ATen sums
+    a reduction with a single output in per-thread pieces, where a batch's rows are each
+    summed whole by one thread. On two threads ``make_vec(num_envs=1)`` (the PettingZoo
+    face's core) then differed in the last bit from market 0 of a batch of two with the same
+    seed, and from itself on one thread; observations and rewards never did."""
+    kwargs = {"num_users": 40_000, "horizon": 4}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batch = recenv.make_vec(MARKET, num_envs=2, seed=3, **kwargs)
+        one = recenv.make_vec(MARKET, num_envs=1, seed=3, **kwargs)
+        batch.reset(), one.reset()
+        for t in range(kwargs["horizon"]):
+            slates = batch.oracle_slates()
+            _, _, _, _, info = batch.step({a: slates[:, i] for i, a in enumerate(batch.agents)})
+            _, _, _, _, one_info = one.step({a: slates[:1, i] for i, a in enumerate(one.agents)})
+            assert torch.equal(batch.state()[0], one.state()[0]), f"state() at step {t}"
+        sat = info["episode"]["satisfaction"]
+        assert torch.equal(sat[:1], one_info["episode"]["satisfaction"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "config"),
+    [
+        ("recenv/Market-v0", {}),
+        ("recenv/Music-v0", {}),
+        ("recenv/Market-v0", {"topology": "platform_choice"}),
+    ],
+    ids=["market", "music", "platform_choice"],
+)
+def test_eager_trajectories_are_the_same_on_one_and_two_threads(scenario, config):
+    """The simulator's half of the README's promise: the same seed gives the same batched and
+    PettingZoo-face trajectories (observations, rewards, infos with episode metrics,
+    ``state()``) on one torch thread and on two. 2,048 markets: every [N, U] table has more
+    than 32,768 entries, where ATen splits reductions over threads (see the test above)."""
+    from experiments.trajectory_hash import digest
+
+    threads = torch.get_num_threads()
+    try:
+        hashes = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            hashes.append(digest(scenario, config, steps=8, num_envs=2048, face_steps=8))
+    finally:
+        torch.set_num_threads(threads)
+    assert hashes[0] == hashes[1]
