@@ -63,10 +63,10 @@ was played.
 
 ``H = 300`` requests (truncation), or every listener churned (termination).
 
-Baselines (64 markets, one episode, seed 0): the myopic oracle earns 177.2 team listening time per
-episode, uniformly random valid slates 78.0 (× 2.27; the registered ``random`` agent under
-``agents.evaluate`` earns 80.2). The ``value_oracle``, which builds the
-slate that maximises the expected listening time, earns 244.8 (× 1.38 the oracle's).
+Baselines (64 markets, one episode, seed 0): the myopic oracle earns 178.7 team listening time per
+episode, uniformly random valid slates 79.1 (× 2.26; the registered ``random`` agent under
+``agents.evaluate`` earns 79.4). The ``value_oracle``, which builds the
+slate that maximises the expected listening time, earns 248.4 (× 1.39 the oracle's).
 
 ## Arguments (why these values)
 
