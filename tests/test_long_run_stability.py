@@ -165,10 +165,14 @@ def test_markets_built_one_after_another_give_everything_back():
     build(0), build(1)  # first builds load what a process loads once
     gc.collect()
     start = _process_resources()
-    refs = [build(i) for i in range(2, 12)]
+    refs = [build(i) for i in range(2, 22)]  # 10 batches, 10 faces
     gc.collect()
     assert not [r for r in refs if r() is not None], "a dropped market is still alive"
-    assert _process_resources() == start
+    now = _process_resources()
+    # Not exact: in a busy process (an xdist worker) a thread or a malloc arena may come or
+    # go meanwhile. Anything kept per market would add 10 or more.
+    grown = {k: now[k] - start[k] for k in start}
+    assert all(v < 5 for v in grown.values()), (start, now)
 
 
 def test_a_long_face_run_holds_no_more_objects():
@@ -196,6 +200,11 @@ def test_a_long_face_run_holds_no_more_objects():
     episodes(5)  # (the first episodes' one-time objects: caches, warnings' registries)
     alive()
     episodes(5)
-    start = alive()
+    tensors, objects = alive()
     episodes(60)
-    assert alive() == start
+    now_tensors, now_objects = alive()
+    assert now_tensors == tensors
+    # Not exact: in a busy process (an xdist worker, torch's and pytest's own threads) a few
+    # objects come and go (the suite once read 911,380 against 911,378). Anything kept per
+    # episode would add 60 or more, per step thousands.
+    assert now_objects - objects < 30, (objects, now_objects)
