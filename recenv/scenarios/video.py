@@ -74,7 +74,7 @@ platform included: 7 % of requests under the myopic oracle, 11 % under random sl
 diversity and more.
 
 Baselines (64 markets, one episode, seed 0): the myopic oracle earns 485.0 team watch time per
-episode, uniformly random valid slates 207.7 (× 2.34; the registered ``random`` agent under
+episode, uniformly random valid slates 207.7 (× 2.33; the registered ``random`` agent under
 ``agents.evaluate`` earns 207.0). The ``value_oracle``, which builds the
 slate that maximises the expected watch time, earns 647.6 (× 1.34 the oracle's).
 
