@@ -272,26 +272,31 @@ def test_purchase_converts_with_the_clicks_sigmoid_and_pays_the_price():
     assert abs(float(b.mean() - p.mean())) <= 4 * sigma, (float(b.mean()), float(p.mean()), sigma)
 
 
-@pytest.mark.parametrize("preset", [MARKET, "recenv/Video-v0"])
-def test_optional_terms_are_added_before_the_mixed_mode_combines(preset):
-    """DESIGN §3 step 9: the welfare (clicked item's utility, to its agent), diversity (intra-
-    list diversity of the agent's visible slate) and fairness (mean novelty of its visible
-    items over log2 I) terms are added to each agent's own value, then ``mixed`` gives
-    ``(1 − w) own + w Σ own``. Under ``platform_choice`` only the visited platform's slate
-    is visible, so the other platforms' terms are 0."""
+@pytest.mark.parametrize(
+    ("preset", "mode"),
+    [(MARKET, "competitive"), (MARKET, "mixed"), ("recenv/Video-v0", "mixed")],
+)
+def test_optional_terms_are_added_before_the_mixed_mode_combines(preset, mode):
+    """DESIGN §3 step 9 (and Market-v0's page): the welfare (clicked item's utility, to its
+    agent), diversity (intra-list diversity of the agent's visible slate) and fairness (mean
+    novelty of its visible items over log2 I) terms are added to each agent's own engagement;
+    ``competitive`` pays that, ``mixed`` gives ``(1 − w) own + w Σ own``. Under
+    ``platform_choice`` only the visited platform's slate is visible, so the other platforms'
+    terms are 0."""
     from recenv.core.metrics import intra_list_diversity
 
-    wel, div, fair, w = 0.5, 0.3, 0.7, 0.4
+    wel, div, fair = 0.5, 0.3, 0.7
+    w = 0.4 if mode == "mixed" else 0.0
     env = recenv.make_vec(
         preset,
         num_envs=16,
         seed=10,
         num_items=900,
-        reward_mode="mixed",
-        team_weight=w,
+        reward_mode=mode,
         welfare_weight=wel,
         diversity_weight=div,
         fairness_weight=fair,
+        **({"team_weight": w} if mode == "mixed" else {}),
     )
     cat, A = env.catalog, env.config.num_agents
     env.reset()
@@ -305,9 +310,12 @@ def test_optional_terms_are_added_before_the_mixed_mode_combines(preset):
         won = info["chosen_agent"][:, None] == torch.arange(A)
         own = won * (info["engagement"] + wel * info["utility"]["total"])[:, None]
         own = own + div * intra_list_diversity(cat.topics[items], vis) + fair * tail
-        want = (1 - w) * own + w * own.sum(1, keepdim=True)
         got = torch.stack([rew[a] for a in env.agents], 1)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        if mode == "competitive":
+            torch.testing.assert_close(got, own)  # float32's default tolerance
+        else:
+            want = (1 - w) * own + w * own.sum(1, keepdim=True)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         if env.config.topology == "platform_choice":
             visited = info["platform"][:, None] == torch.arange(A)
             assert (~vis.any(2) | visited).all()
