@@ -25,6 +25,7 @@ import torch
 
 from agents.base import Agent, Metrics, Transition, batched_core
 from recenv.core.config import check_int
+from recenv.core.market import check_seed
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask", "user_id", "candidate_ids")
 
@@ -191,16 +192,9 @@ def run_episodes(
     episodes = check_int("episodes", episodes, 1)
     if max_steps is not None:
         max_steps = check_int("max_steps", max_steps, 1)
-    if seed is not None:
-        # Before any episode: the env refused seed + e only when episode e began, after the
-        # earlier episodes had been played and their returns lost.
-        try:
-            seed = check_int("seed", seed, -(2**63), 2**63 - episodes)
-        except ValueError:
-            raise ValueError(
-                f"seed={seed!r} must be an int in [-2**63, 2**63 - {episodes}]: episode e is "
-                f"seeded seed + e, and episodes={episodes}"
-            ) from None
+    # Before any episode: the env refused seed + e only when episode e began, after the
+    # earlier episodes had been played and their returns lost.
+    seed = check_seed(seed, episodes, count="episodes", unit="episode")
     pz = PettingZooAgent(agent, env)
     if seed is not None and not learn:
         # The env alone is not enough: an agent that draws (random, exploring) drew from

@@ -165,10 +165,13 @@ Arrived = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 StepResult = tuple[Obs, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]
 
 
-def check_seed(seed: object, num_envs: int) -> int | None:
+def check_seed(
+    seed: object, num_envs: int, count: str = "num_envs", unit: str = "market"
+) -> int | None:
     """``seed`` as a Python int (numpy's integers too), or ``None``. Refuses anything else,
     and a seed that puts market ``n``'s seed ``seed + n`` outside int64 (the keys are
-    derived from its 64 bits)."""
+    derived from its 64 bits). ``count`` and ``unit`` name what is seeded ``seed + n`` where
+    it is not ``num_envs`` markets (``agents.run_episodes``' episodes)."""
     if seed is None:
         return None
     try:
@@ -178,8 +181,8 @@ def check_seed(seed: object, num_envs: int) -> int | None:
     low, high = -(2**63), 2**63 - num_envs
     if not low <= seed <= high:
         raise ValueError(
-            f"seed={shown(seed)} out of range: with num_envs={num_envs} (market n seeded seed + n) "
-            f"a seed must lie in [-2**63, 2**63 - {num_envs}]"
+            f"seed={shown(seed)} out of range: with {count}={num_envs} ({unit} n seeded "
+            f"seed + n) a seed must lie in [-2**63, 2**63 - {num_envs}]"
         )
     return seed
 
