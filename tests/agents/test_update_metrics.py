@@ -42,3 +42,19 @@ def test_pending_window_survives_a_weights_only_checkpoint():
     old = UpdateMetrics()
     old.load_state_dict({})  # an agent checkpoint from before the window was saved
     assert old.updates == 0 and old.sums == {}
+
+
+def test_a_long_window_keeps_the_small_updates_a_float32_sum_drops():
+    """At a large ``metrics_every`` the sum passes float32's exact integers: 2**24 + 1.0 is
+    2**24 in float32, so a float32 sum would report 2**24 / 3 here; the float64 sum keeps
+    every update (and a checkpoint written with float32 sums still loads, widened)."""
+    m = UpdateMetrics()
+    for v in (2.0**24, 1.0, 1.0):
+        m.add({"losses/td": torch.tensor(v, dtype=torch.float32)})
+    assert m.sums["losses/td"].dtype == torch.float64
+    assert m.report(3) == {"losses/td": (2.0**24 + 2.0) / 3}
+    old = {"metric_sums": {"losses/td": torch.tensor(2.0**24)}, "metric_updates": 1}
+    back = UpdateMetrics()
+    back.load_state_dict(old)
+    back.add({"losses/td": torch.tensor(1.0)})
+    assert back.report(2) == {"losses/td": (2.0**24 + 1.0) / 2}
