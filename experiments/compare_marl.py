@@ -52,6 +52,7 @@ import recenv
 from experiments import compare_agents, report
 from experiments.config import (
     EVAL_SEED_OFFSET,
+    OPPONENT_SEED_OFFSET,
     ConfigError,
     check_agent_name,
     validate_agent_overrides,
@@ -150,10 +151,14 @@ def run_head_to_head(team: str, seed: int, args: argparse.Namespace) -> list[dic
               ("popularity", ["agent_4"]))  # fmt: skip
 
     def build(e: Any) -> agents.Team:
+        # Each member its own seed, as the runner seeds an opponent (seed + 1000): with one seed
+        # for all, the members' generators would draw the same numbers (correlated exploration).
         return agents.Team(
             [
-                agents.make_agent(n, e, agent_ids=ids, seed=seed, **cfg.get(n, {}))
-                for n, ids in lineup
+                agents.make_agent(
+                    n, e, agent_ids=ids, seed=seed + i * OPPONENT_SEED_OFFSET, **cfg.get(n, {})
+                )
+                for i, (n, ids) in enumerate(lineup)
             ]
         )
 

@@ -5,12 +5,14 @@ leaves nothing that looks like results. The experiments themselves are replaced 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import agents
 import recenv
 from experiments import compare_agents, compare_marl, fidelity
 from recenv.data import load_log
@@ -276,3 +278,22 @@ def test_result_json_has_no_nan_and_no_numpy_types():
         "4": "key made a string",
     }
     assert type(ready["n"]) is int
+
+
+def test_compare_marl_head_to_head_seeds_each_lineup_member_apart(monkeypatch):
+    """Regression test: the head-to-head's members (a MAPPO team, IQL, popularity) were all
+    built with the run's seed, so their generators drew the same numbers; each now gets its
+    own, as the experiments runner seeds an opponent (seed + OPPONENT_SEED_OFFSET)."""
+    seeds: list[int] = []
+    make = agents.make_agent
+
+    def recording(name, env, **kw):
+        seeds.append(kw["seed"])
+        return make(name, env, **kw)
+
+    monkeypatch.setattr(agents, "make_agent", recording)
+    args = argparse.Namespace(num_envs=2, eval_envs=2, horizon=3, steps=12, set=[])
+    rows = compare_marl.run_head_to_head("mappo", 7, args)
+    step = compare_marl.OPPONENT_SEED_OFFSET
+    assert seeds == [7, 7 + step, 7 + 2 * step]
+    assert len(rows) == 5 and all(np.isfinite(r["return"]) for r in rows)
