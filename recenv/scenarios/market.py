@@ -27,7 +27,7 @@ long-term costs.
 
 | key | shape | content |
 |---|---|---|
-| ``user`` | (T+2,) | noisy, partial view of the user's interests (25 % of topics hidden, noise 0.1); session depth / 10; log(1 + visits) |
+| ``user`` | (T+2,) | noisy, partial view of the user's interests (25 % of topics hidden, noise 0.1; which topics and the noise are drawn once per user and episode, so a user's next request shows the drift of the visible interests exactly); session depth / 10; log(1 + visits) |
 | ``history`` | (T+4,) | this agent's own history with the user, decayed ×0.8 per visit: clicked-topic profile (T), impressions, clicks, engagement; steps since the last visit / H |
 | ``candidates`` | (C, T+6) | per candidate: topics (T); length; price; observed (noisy) quality; log(1 + clicks) and log(1 + exposures) in this market this episode (with ``num_items > item_stats_size`` items share a counter by item % item_stats_size and these are the counter's); age / H |
 | ``action_mask`` | (C,) int8 | 1 for candidates that may be recommended (arrived, not duplicates); at least K are 1 |
@@ -57,7 +57,11 @@ utility 1.5, temperature 1:
 with a per-user price sensitivity ``s_u`` uniform on ``[0, 2 · price_sensitivity]`` (prices
 are 0 unless ``price_scale > 0``) and 0-based page positions.
 
-``infos[agent]["utility"]`` splits the chosen item's utility into these terms.
+``infos[agent]["utility"]`` splits the chosen item's utility into these terms. Every agent's
+infos carry it, and ``user_clicked`` (the user clicked some item), whichever agent's item was
+clicked: they explain the user's choice and hold latent values, for analysis; they are not
+part of what an agent observes. An agent's own outcome is ``shown`` (its slate, -1 where the
+user did not see a slot), ``clicked``, ``chosen_slot`` and ``engagement`` (its own click's).
 
 ## Reward
 
