@@ -12,6 +12,16 @@ Contract (``N`` markets, ``A`` agents, ``U`` users, ``C`` candidates, ``K`` slat
 - ``actions[agent]`` is an integer tensor ``[N, K]`` of distinct, unmasked candidate indices.
 - ``rewards[agent]`` ``[N]`` float; ``terminated`` (every user churned) / ``truncated``
   (the horizon reached) ``[N]`` bool, never both (terminated wins on the horizon step).
+- ``info``: the step's ground truth, for logging and analysis, not part of any agent's
+  observation: ``shown`` ``[N, A, K]`` (item ids, -1 where the user did not see the slot),
+  ``chosen_agent`` / ``chosen_slot`` / ``chosen_item`` ``[N]`` (-1: no click), ``clicked``,
+  ``engagement``, ``platform`` ``[N]`` (the platform visited under ``platform_choice``, ``A``
+  for none; -1 on a shared page), ``reset``, ``repaired`` ``[N, A]``, and two privileged
+  entries: ``utility`` (the chosen item's latent utility terms, ``[N]`` each) and
+  ``choice_probs`` ``[N, A*K + 1]`` (the true choice probabilities of the page entries and
+  no click); ``episode`` / ``_episode`` on steps where an episode ended. A decentralised
+  agent learns from its own slate's outcome (``agents.Transition`` reads ``chosen_agent``,
+  ``chosen_slot``, ``engagement``, ``shown`` and ``reset``).
 - ``state() -> [N, S]``: the global latent view for centralized critics (layout in
   :meth:`BatchedMarket.state`).
 
