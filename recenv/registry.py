@@ -23,6 +23,7 @@ import functools
 import importlib
 import inspect
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -92,6 +93,8 @@ def _check_id_type(env_id: Any) -> None:
 
 
 ENTRY_POINT_GROUP = "recenv.envs"
+# Held while a plug-in's id is registered (a check and a dict entry: microseconds).
+_PLUGIN_LOCK = threading.Lock()
 
 
 def registered_ids() -> list[str]:
@@ -129,7 +132,12 @@ def _register_plugin(env_id: str) -> None:
         return
     ep = eps[0]
     try:
-        register(env_id, ep.value, pz_doc=ep.value.partition(":")[0])
+        with _PLUGIN_LOCK:
+            # Another thread may have registered it meanwhile (the lookup above reads every
+            # installed distribution's metadata): the first make() of an id from several
+            # threads at once raised "already registered" in all of them but one.
+            if env_id not in _REGISTRY:
+                register(env_id, ep.value, pz_doc=ep.value.partition(":")[0])
     except ValueError as e:
         raise ValueError(
             f"environment id {env_id!r} is the plug-in {ep.value!r} (entry point group "

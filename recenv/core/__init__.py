@@ -1,5 +1,6 @@
 """The batched simulator core: torch and numpy only (no PettingZoo, no RL or logging library)."""
 
+from recenv.core import forking  # noqa: F401  (OpenMP threads in forked children)
 from recenv.core.catalog import Catalog, build_catalog
 from recenv.core.config import MarketConfig
 from recenv.core.market import BatchedMarket

@@ -97,7 +97,10 @@ class StackBuffers(CppWrapperCpuArrayRef):
 def stack_buffers() -> Iterator[None]:
     """Compilations inside use :class:`StackBuffers` as the CPU's C++ wrapper (with
     ``cpp_wrapper=True``), with stack allocation allowed. Not thread-safe: the CPU's
-    registration is swapped for the duration (compile on one thread at a time)."""
+    registration is swapped for the duration (compile on one thread at a time). Markets
+    compiled from several threads at once are safe: Dynamo runs every backend, hence
+    :class:`recenv.core.warm.InductorCapture` and this context, under its process-wide
+    compile lock (``torch._dynamo.convert_frame.compile_lock``)."""
     common.init_backend_registration()
     before = common.device_codegens["cpu"]
     common.device_codegens["cpu"] = dataclasses.replace(before, cpp_wrapper_codegen=StackBuffers)

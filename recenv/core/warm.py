@@ -124,7 +124,11 @@ def outside_deterministic_mode(compiled: Callable[..., Any]) -> Callable[..., An
     fallback calls (their order with duplicate indices is then fixed), fills new buffers, and
     (through the fallbacks) keeps a C++-wrapper graph's buffers off the stack. Only for
     functions whose every result is independent of the order such writes take (duplicates
-    write equal values, no float atomics): they are as deterministic built either way."""
+    write equal values, no float atomics): they are as deterministic built either way.
+
+    The mode is process-wide: while such a call runs (a compiled market's first step, and
+    each step of one whose warm path does not apply, see :func:`warm_unguarded`), other
+    threads' torch ops run with it off too."""
 
     def call(*args: Any) -> Any:
         if not torch.are_deterministic_algorithms_enabled():

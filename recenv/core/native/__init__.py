@@ -97,6 +97,31 @@ _SOURCES = [
 _FLAGS = ["-O3", "-fopenmp"]
 _LOCK = threading.Lock()
 _STATE: dict[str, bool | str] = {}
+# The descriptor through which this process holds the build's flock (see _build_guard), while
+# it holds it.
+_GUARD_FD: int | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with a free ``_LOCK`` and without the build's flock.
+
+    ``fork`` copies only the calling thread: a child forked while another thread was inside
+    :func:`available` (building or loading the kernels, or just checking; e.g. a market built
+    in a thread while the main thread starts a ``multiprocessing`` worker) inherited ``_LOCK``
+    held by a thread it does not have, and hung in its first market's build. It also shared
+    the open flock of a build in progress, which no thread of the child would ever close:
+    every later process waited in its build guard for as long as the child lived. The child
+    builds (or waits for the parent's build through the flock) like any other process."""
+    global _LOCK, _GUARD_FD
+    _LOCK = threading.Lock()
+    if _GUARD_FD is not None:
+        with contextlib.suppress(OSError):
+            os.close(_GUARD_FD)
+        _GUARD_FD = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fake_candidates(
@@ -259,7 +284,9 @@ def _build_guard(name: str) -> Iterator[None]:
         return
     import fcntl
 
+    global _GUARD_FD
     fd = os.open(build_dir / "recenv-build.flock", os.O_RDWR | os.O_CREAT, 0o644)
+    _GUARD_FD = fd  # a child forked meanwhile closes its copy (_after_fork_in_child)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -276,6 +303,7 @@ def _build_guard(name: str) -> Iterator[None]:
             )
         yield
     finally:
+        _GUARD_FD = None
         os.close(fd)  # drops the flock
 
 
