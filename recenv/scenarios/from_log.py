@@ -117,6 +117,7 @@ import copy
 import dataclasses
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -149,6 +150,7 @@ MAX_EXACT_STATS = 1 << 16
 # fails early only where no log satisfies it.
 _UNREAD_LOG = {"num_users": 1, "num_items": MAX_ITEMS}
 _CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
 _logs: OrderedDict[tuple, InteractionLog] = OrderedDict()
 _fits: OrderedDict[tuple, LogFit] = OrderedDict()
 
@@ -339,16 +341,20 @@ def _load(log: Any, log_format: str) -> tuple[InteractionLog, tuple]:
 
 
 def _cached(cache: OrderedDict, key: tuple) -> Any:
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    return None
+    # Under the lock: markets made from several threads at once share the caches, and an
+    # eviction between the membership test and move_to_end raised KeyError.
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        return None
 
 
 def _store(cache: OrderedDict, key: tuple, value: Any) -> None:
-    cache[key] = value
-    while len(cache) > _CACHE_SIZE:
-        cache.popitem(last=False)
+    with _CACHE_LOCK:
+        cache[key] = value
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
 
 
 parallel_env, env = pettingzoo_factories(ENV_ID)

@@ -14,8 +14,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+import unittest.mock
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -488,3 +491,28 @@ def test_page_documents_the_scenario():
     args = page.split("## Arguments", 1)[1]
     for key in [*from_log.LogFitConfig.field_names(), "log", "log_format", "taste_weight"]:
         assert f"``{key}``" in args, key
+
+
+def test_the_log_caches_take_an_eviction_from_another_thread():
+    """Regression test: markets made from several threads share the log and fit caches; a
+    thread evicting the key between another's membership test and its ``move_to_end``
+    raised KeyError there. The caches are read and written under one lock now: the evicting
+    thread waits until the lookup is done."""
+
+    class Racing(OrderedDict):
+        def __contains__(self, key):
+            found = super().__contains__(key)
+            evict = threading.Thread(target=from_log._store, args=(self, ("other",), 1))
+            evict.start()
+            evict.join(0.2)  # without the lock it runs to the end: the key is evicted
+            threads.append(evict)
+            return found
+
+    threads: list[threading.Thread] = []
+    cache = Racing()
+    cache[("log",)] = "data"
+    with unittest.mock.patch.object(from_log, "_CACHE_SIZE", 1):
+        assert from_log._cached(cache, ("log",)) == "data"
+        for t in threads:
+            t.join()
+    assert list(cache) == [("other",)]
