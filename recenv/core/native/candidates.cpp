@@ -119,6 +119,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> candidates(
   TORCH_CHECK(F >= 3 && F <= R, "num_features must be in [3, item_rows.size(1)]");
   TORCH_CHECK(stats.size(0) == N * W && episode.numel() == N,
               "stats and episode must cover the N markets of t");
+  // Counters sit at item % W: W = 0 would divide by zero (a SIGFPE, not an error).
+  TORCH_CHECK(W > 0, "stats_size (", W, ") must be > 0");
 
   auto items = at::empty({N, A, C}, head.options());
   auto feats = at::empty({N, A, C, F}, item_rows.options());

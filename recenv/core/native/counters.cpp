@@ -30,6 +30,8 @@ void count_exposures(at::Tensor& stats, const at::Tensor& episode, const at::Ten
                   episode.is_contiguous(),
               "episode: int64 [N]");
   TORCH_CHECK(stats.size(0) == N * W, "stats must hold W = stats_size rows per market");
+  // Counters sit at item % W: W = 0 would divide by zero (a SIGFPE, not an error).
+  TORCH_CHECK(W > 0, "stats_size (", W, ") must be > 0");
   int32_t* st = stats.data_ptr<int32_t>();
   const int64_t* ep = episode.data_ptr<int64_t>();
   const int64_t* pg = page.data_ptr<int64_t>();
@@ -59,10 +61,13 @@ void count_exposures(at::Tensor& stats, const at::Tensor& episode, const at::Ten
           s[1] = 0;
           s[2] = 0;
         }
+        // Added as uint32: a count at INT32_MAX (a corrupt table: a market's counts stay
+        // below 2**31, see MarketConfig) wraps, as the torch form's int32 add does, instead
+        // of overflowing a signed int (undefined behaviour).
         if (j < P) {
-          s[1] += vis[n * P + j];
+          s[1] = static_cast<int32_t>(static_cast<uint32_t>(s[1]) + vis[n * P + j]);
         } else {
-          s[2] += clk[n];
+          s[2] = static_cast<int32_t>(static_cast<uint32_t>(s[2]) + clk[n]);
         }
       }
     }

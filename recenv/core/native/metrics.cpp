@@ -62,8 +62,10 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
   float* gi = gini.data_ptr<float>();
 
   // Counters hold counts: a negative one is a corrupt table (it would index the histogram out
-  // of bounds), reported once the pass is over; the outputs are then discarded.
-  std::atomic<bool> negative{false};
+  // of bounds), reported once the pass is over; the outputs are then discarded. So is a
+  // market whose total exposures x I pass int64 (the Gini's exact sums would overflow); a
+  // market's exposures in one episode stay below 2**31 (see MarketConfig), and I <= 2**31.
+  std::atomic<bool> negative{false}, too_many{false};
   at::parallel_for(0, E, 16, [&](int64_t begin, int64_t stop) {
     std::vector<int32_t> nonzero;  // this market's non-zero exposures
     std::vector<int64_t> count;    // histogram of their values
@@ -88,6 +90,10 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
         negative = true;  // raised after the loop (no exception may leave a parallel region)
         continue;
       }
+      if (total > std::numeric_limits<int64_t>::max() / I) {
+        too_many = true;  // raised after the loop, as a negative count
+        continue;
+      }
       nonzero.resize(static_cast<size_t>(nnz));
       cov[j] = coverage_of(nnz, W, I);
       if (total == 0) {
@@ -96,12 +102,14 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
       }
       // Gini = sum_i (2i - I - 1) x_(i) / (I * total) over the I items' exposures sorted
       // ascending (i = 1..I). The I - nnz zeros come first and add nothing; a run of c
-      // copies of value v after r smaller values adds v * c * (2r + c - I). Exact in int64,
-      // then the one float64 division torch's float64 form makes (its sums are exact).
+      // copies of value v after r smaller values adds v * c * (2r + c - I), written
+      // v * c * (r - (I - r - c)): no term nor sum passes total * I (checked above), where
+      // 2r could overflow for I past 2**62. Exact in int64, then the one float64 division
+      // torch's float64 form makes (its sums are exact).
       int64_t numerator = 0;
       int64_t below = I - nnz;
       auto add_run = [&](int64_t v, int64_t c) {
-        numerator += v * c * (2 * below + c - I);
+        numerator += v * c * (below - (I - below - c));
         below += c;
       };
       if (top <= 4 * nnz + 64) {  // a histogram no larger than a few passes over the values
@@ -125,6 +133,8 @@ std::tuple<at::Tensor, at::Tensor> item_metrics(const at::Tensor& stats,
     }
   });
   TORCH_CHECK(!negative, "item counters hold a negative exposure count (a corrupt table)");
+  TORCH_CHECK(!too_many, "item counters hold more exposures than an episode can (their total x ",
+              "num_items passes int64; a corrupt table)");
   return {coverage, gini};
 }
 

@@ -1,0 +1,211 @@
+"""The native CPU kernels (``recenv/core/native``) under AddressSanitizer and
+UndefinedBehaviorSanitizer, in one command::
+
+    .venv/bin/python -m experiments.native_sanitize                  # seeds 0..39, 40 steps each
+    .venv/bin/python -m experiments.native_sanitize --seeds 100:200 --steps 60
+
+It builds a copy of the kernels with ``-O1 -g -fsanitize=address,undefined
+-fno-sanitize-recover=all -D_GLIBCXX_ASSERTIONS`` (in ``--build-dir``, default
+``/tmp/recenv-asan``, apart from the normal cached build; ~3-10 min the first time, cached
+after, rebuilt when a kernel changes), then reruns itself with ``libasan`` and ``libubsan``
+preloaded and:
+
+- calls each op with contract-violating inputs that must raise a ``RuntimeError``, not read
+  or write out of bounds (the cases of ``tests/test_native_safety.py`` and a few more);
+- steps eager markets of random configs (``tests/test_random_configs.random_config``), edge
+  configs (one agent/user/candidate/counter, C = K, all churn, C past the rank sort) and the
+  four presets with few counters, on 1-300 markets and two threads, with random valid and
+  invalid slates (``invalid_slate`` raise and repair), resets and auto-resets; every few
+  steps the candidates kernel is compared with its torch form at both ends of the lists.
+
+A sanitizer report ends the run with its stack (exit status != 0); ``OK`` at the end means
+nothing was found. gcc with libasan/libubsan is needed (Linux). Prefetches of addresses out
+of bounds are not flagged (they are not accesses). Not run by the test suite. The first audit
+found, only through direct op calls (nothing reachable through a config): a division by zero
+for ``stats_size=0`` (candidates, count_exposures), a signed overflow of a counter at int32's
+max (count_exposures) and of the Gini's int64 sums on a corrupt table (item_metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fopenmp", "-D_GLIBCXX_ASSERTIONS", *SANITIZE]
+EDGE: list[dict[str, Any]] = [
+    dict(num_agents=1, num_users=1, num_candidates=1, slate_size=1, num_items=3, horizon=3),
+    dict(num_agents=1, num_candidates=1, slate_size=1, num_items=2, item_stats_size=1),
+    dict(num_agents=4, num_candidates=2, slate_size=2, num_items=12, item_stats_size=5),
+    dict(num_candidates=70, num_items=400, item_stats_size=3),  # std::sort, hashed
+    dict(num_candidates=64, num_items=300, slate_size=64),  # the rank sort's limit, K = C
+    dict(retrieval_interest=0.0, retrieval_popular=0.0, retrieval_fresh=1.0, fresh_window=1),
+    dict(num_candidates=3, slate_size=3),  # C = K: no list entries
+    dict(churn_threshold=0.69, satisfaction_init=0.7, return_prob=0.0, num_users=2, horizon=40),
+    dict(horizon=1),
+    dict(num_users=1000, num_items=100, num_candidates=4, slate_size=2),
+]
+PRESETS = ["recenv/Market-v0", "recenv/Music-v0", "recenv/Video-v0", "recenv/ECommerce-v0"]
+
+
+def _load_sanitized() -> None:
+    """Make recenv's loader build (or load) the sanitized copy: other flags, so another
+    library name, and the sanitizers on the link line."""
+    import torch.utils.cpp_extension as ce
+
+    from recenv.core import native
+
+    native._FLAGS = FLAGS
+    load = ce.load
+
+    def sanitized_load(*args, **kwargs):
+        kwargs["extra_ldflags"] = [*kwargs.get("extra_ldflags", []), *SANITIZE]
+        return load(*args, **kwargs)
+
+    ce.load = sanitized_load
+    assert native.available(), native._STATE.get("error")
+
+
+def _raises(fn, match: str) -> None:
+    try:
+        fn()
+    except RuntimeError as e:
+        assert match in str(e), (match, str(e))
+        return
+    raise AssertionError(f"no RuntimeError ({match!r})")
+
+
+def _op_cases() -> None:
+    import torch
+
+    ops, L, I32 = torch.ops.recenv, torch.int64, torch.int32
+    N, B = 3, torch.bool
+    z = lambda *s, dtype=L: torch.zeros(*s, dtype=dtype)  # noqa: E731
+    stats, ep = torch.zeros(0, 3, dtype=I32), z(N)
+    page, vis, ch, clk = z(N, 2), torch.ones(N, 2, dtype=B), z(N), torch.ones(N, dtype=B)
+    _raises(lambda: ops.count_exposures(stats, ep, page, vis, ch, clk, 0, 5), "stats_size")
+    stats = z(N * 5, 3, dtype=I32)
+    _raises(lambda: ops.count_exposures(stats, ep, page + 5, vis, ch, clk, 5, 5), "page item")
+    _raises(lambda: ops.count_exposures(stats, ep, page, vis, ch - 1, clk, 5, 5), "chosen item")
+    lists = [z(4, dtype=I32), z(N, 1, 2)] * 3
+    rows, t, log1p = torch.zeros(5, 4), torch.zeros(N), torch.zeros(9)
+    args: list[Any] = [z(1, 1), *lists, rows, stats, ep, t, log1p, 4]
+    ops.candidates(*args, 5, 10.0)
+    _raises(lambda: ops.candidates(*args[:8], stats[:0], *args[9:], 0, 10.0), "stats_size")
+    bad = list(args)
+    bad[2] = bad[2] + 4  # past the list's end
+    _raises(lambda: ops.candidates(*bad, 5, 10.0), "list index")
+    bad[2], bad[1] = args[2], z(4, dtype=I32) + 5  # no such item
+    _raises(lambda: ops.candidates(*bad, 5, 10.0), "candidate item")
+    bad[1], bad[11] = args[1], torch.zeros(0)  # an empty log1p table
+    _raises(lambda: ops.candidates(*bad, 5, 10.0), "log1p")
+    full = torch.tensor([[0, 2**31 - 1, 0]] * 3, dtype=I32)
+    _raises(lambda: ops.item_metrics(full, z(1), z(1), 3, 2**31), "more exposures")
+    ops.item_metrics(full[:1] * 0 + 1, z(1), z(1), 1, 2**62 + 1)  # no 2r overflow
+    ops.item_metrics(z(0, 3, dtype=I32), z(0), z(0), 1, 1)  # no markets
+    _raises(lambda: ops.item_metrics(full, z(1), torch.tensor([1]), 3, 3), "ended market")
+    print("op cases: OK", flush=True)
+
+
+def _fuzz(seed: int, steps: int) -> int:
+    import torch
+    from test_random_configs import random_config, random_slates  # type: ignore[import-not-found]
+
+    import recenv
+    from recenv.core.config import InvalidConfig
+
+    r, g = random.Random(seed), torch.Generator().manual_seed(seed)
+    kind = seed % 4
+    if kind < 2:
+        preset = "recenv/Market-v0"
+        cfg = random_config(seed, r.choice([3, 12, 40])) if kind == 0 else EDGE[seed // 4 % 10]
+    else:
+        preset = PRESETS[seed // 4 % 4]
+        cfg = dict(horizon=r.choice([2, 10, 30]), item_stats_size=r.choice([1, 7, 100, 4096]))
+    if kind:
+        cfg = {**cfg, "invalid_slate": r.choice(["raise", "repair"])}
+    N = r.choice([1, 2, 3, 17, 33, 70, 300 if kind != 2 else 5])
+    try:
+        env = recenv.make_vec(preset, num_envs=N, seed=seed, **cfg)
+    except (InvalidConfig, ValueError):
+        return 0
+    assert env._native_kernels, "the kernels are not used"
+    obs, K, C = env.reset(), env.config.slate_size, env.config.num_candidates
+    done = 0
+    for t in range(steps):
+        u = r.random()
+        if u < 0.03:
+            obs = env.reset(seed=r.randrange(1000))
+        if u < 0.25:  # out of range either side, repeats, int64's ends
+            lo, hi = r.choice([(-3, C + 3), (-1, 2), (-(2**63), 2**63 - 1)])
+            acts = {a: torch.randint(lo, hi, (N, K), generator=g) for a in env.agents}
+        else:
+            acts = random_slates(obs, env.agents, K, g)
+        try:
+            obs, *_ = env.step(acts)
+            done += 1
+        except ValueError as e:  # invalid_slate="raise"
+            assert "invalid slate" in str(e), e
+        if t % 7 == 0:
+            feats = torch.rand(N, env.config.num_topics + 2, generator=g) * 2 - 0.5
+            block = torch.rand(N, env._block_width, generator=g)
+            block[0], block[-1] = 0.0, 1.0 - 2**-24  # the lists' heads and ends
+            index = env._list_index(feats, block)
+            want, got = env._candidates_torch(index), env._candidates_native(index)
+            assert all(torch.equal(w, x) for w, x in zip(want, got, strict=True)), (seed, t)
+    print(f"seed {seed}: {preset} N={N}: {done}/{steps} steps", flush=True)
+    return done
+
+
+def _child(args: argparse.Namespace) -> None:
+    import warnings
+
+    import torch
+
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, str(ROOT / "tests"))
+    _load_sanitized()
+    torch.set_num_threads(2)  # markets split over two ranges
+    _op_cases()
+    start, stop = (int(x) for x in args.seeds.split(":"))
+    t0, steps = time.time(), sum(_fuzz(s, args.steps) for s in range(start, stop))
+    print(f"OK: seeds {start}..{stop - 1}, {steps} steps in {time.time() - t0:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seeds", default="0:40", help="START:STOP of the fuzzed markets' seeds")
+    p.add_argument("--steps", type=int, default=40, help="steps per market")
+    p.add_argument("--build-dir", default="/tmp/recenv-asan", help="TORCH_EXTENSIONS_DIR")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        _child(args)
+        return 0
+    libs = [
+        subprocess.check_output(["gcc", f"-print-file-name={lib}"], text=True).strip()
+        for lib in ("libasan.so", "libubsan.so")
+    ]
+    env = {
+        **os.environ,
+        "TORCH_EXTENSIONS_DIR": args.build_dir,
+        "LD_PRELOAD": ":".join(libs),
+        "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:detect_odr_violation=0",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-m", "experiments.native_sanitize", "--child", *(argv or sys.argv[1:])]
+    return subprocess.call(cmd, env=env, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
