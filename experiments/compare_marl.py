@@ -38,6 +38,7 @@ import ast
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -347,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = ["python", "-m", "experiments.compare_marl", *(argv or sys.argv[1:])]
     (out / IN_PROGRESS).write_text(
-        f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n"
+        f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n"
     )
     try:
         payload, md = _run(args, argv)
@@ -447,7 +448,7 @@ def _comparison(
         lines.append(f"- `{name}` refused `{mode}`: {why}")
     if h2h_rows:
         lines += ["", "## Head-to-head", "", report.markdown_table(h2h, H2H_METRICS)]
-    lines += ["", f"Command: `{' '.join(head['command'])}`", ""]
+    lines += ["", f"Command: `{shlex.join(head['command'])}`", ""]
     payload = {
         **head,
         "rows": rows,
