@@ -11,6 +11,7 @@ import random
 
 import pytest
 import torch
+from test_random_configs import random_slates
 
 import recenv
 from recenv.core import native
@@ -152,13 +153,7 @@ def test_edge_trajectories_equal_with_and_without_the_kernels(config):
             if r.random() < 0.3:  # out of range, repeats, masked
                 acts = {a: torch.randint(-2, C + 2, (N, K), generator=g) for a in envs[0].agents}
             else:
-                acts = {
-                    a: torch.rand(o["action_mask"].shape, generator=g)
-                    .masked_fill(~o["action_mask"].bool(), -1.0)
-                    .topk(K, dim=-1)
-                    .indices
-                    for a, o in obs[0].items()
-                }
+                acts = random_slates(obs[0], envs[0].agents, K, g)
             out = [e.step(acts) for e in envs]
             obs = [o[0] for o in out]
             for a in envs[0].agents:
