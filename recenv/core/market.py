@@ -621,6 +621,14 @@ class BatchedMarket:
         consumers. Read while tracing."""
         return self.compiled and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
 
+    @property
+    def pending_seed(self) -> int | None:
+        """The seed the next ``reset()`` without one will take: the constructor's ``seed``
+        until the first reset, ``None`` after it (a view over the market, such as
+        :class:`~recenv.integrations.gymnasium_vector.SingleAgentVectorEnv`, seeds its own
+        draws from it so that it replays with the market)."""
+        return self._pending_seed
+
     def reset(self, seed: int | None = None) -> Obs:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
         the first reset uses the constructor's seed (or a fresh one), later resets continue each

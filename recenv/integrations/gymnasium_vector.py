@@ -158,7 +158,7 @@ class SingleAgentVectorEnv(VectorEnv):
             # The seed the market was made with, until its first reset takes it: without it
             # the random opponents drew theirs from the OS, and a view of a seeded market
             # (make_vec(..., seed=s)) played another trajectory each time it was built.
-            seed = market._pending_seed
+            seed = market.pending_seed
         if seed is not None:
             self._seed_opponents(seed)
         self.single_observation_space = agent_observation_space(market, self.flatten_obs)

@@ -150,6 +150,27 @@ def test_seeded_reset_reproduces_random_opponents():
     np.testing.assert_array_equal(c1, c2)
 
 
+def test_a_view_of_a_seeded_market_replays_with_it():
+    """``SingleAgentVectorEnv`` seeds its random opponents from the market's
+    ``pending_seed`` (the constructor's seed until the first reset takes it), so a view built
+    over ``make_vec(..., seed=s)`` plays the trajectory of ``make_single_agent_vec(..., seed=s)``
+    and of itself built again; after a reset the market has no pending seed."""
+    market = recenv.make_vec(MARKET, num_envs=2, seed=4, **SMALL)
+    assert market.pending_seed == 4
+
+    def rewards(env):
+        env.reset()
+        return np.stack([env.step(env.market.oracle_slates()[:, 0])[1] for _ in range(5)])
+
+    view = SingleAgentVectorEnv(market, opponents="random")
+    first = rewards(view)
+    assert market.pending_seed is None
+    again = SingleAgentVectorEnv(recenv.make_vec(MARKET, num_envs=2, seed=4, **SMALL))
+    np.testing.assert_array_equal(first, rewards(again))
+    made = make_single_agent_vec(MARKET, num_envs=2, seed=4, opponents="random", **SMALL)
+    np.testing.assert_array_equal(first, rewards(made))
+
+
 def test_refused_seed_reseeds_nothing():
     """A seed past int64 is refused, naming the range, before the opponents are reseeded
     (it was torch's "Overflow when unpacking long long" from an opponent's generator): the
