@@ -71,7 +71,12 @@ _OPPONENT_SEED_STRIDE = 1_000_003  # opponents' streams never coincide with a ma
 
 
 class RandomSlatePolicy:
-    """K distinct unmasked candidates uniformly at random, in every market at once."""
+    """K distinct unmasked candidates uniformly at random, in every market at once.
+
+    ``seed=None``: entropy from the OS at the first call, not at construction, as the market
+    takes it at its first unseeded reset: copies of an unseeded policy made before it draws
+    (pickled into workers, forked, deep-copied with their env) draw apart, where one drawn
+    at construction made them all play the same moves."""
 
     def __init__(
         self, slate_size: int, seed: int | None = None, device: str | torch.device = "cpu"
@@ -81,12 +86,22 @@ class RandomSlatePolicy:
         self.seed(seed)
 
     def seed(self, seed: int | None) -> None:
-        if seed is None:
-            self.generator.seed()
-        else:
+        self._unseeded = seed is None
+        if seed is not None:
             self.generator.manual_seed(int(seed))
 
+    def snapshot(self) -> tuple[torch.Tensor, bool]:
+        """Where the draws stand, for :meth:`restore` (a refused step puts them back)."""
+        return self.generator.get_state(), self._unseeded
+
+    def restore(self, snapshot: tuple[torch.Tensor, bool]) -> None:
+        state, self._unseeded = snapshot
+        self.generator.set_state(state)
+
     def __call__(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._unseeded:
+            self.generator.seed()
+            self._unseeded = False
         mask = obs["action_mask"]
         keys = torch.rand(mask.shape, generator=self.generator, device=mask.device)
         return keys.masked_fill(~mask, -1.0).topk(self.slate_size, dim=1).indices
@@ -203,17 +218,15 @@ class SingleAgentVectorEnv(VectorEnv):
         # An opponent's bad slate is refused by the core's step, after the others drew: the
         # built-in random opponents' generators are put back then.
         drawn_from = [
-            (p.generator, p.generator.get_state())
-            for p in self.opponents.values()
-            if isinstance(p, RandomSlatePolicy)
+            (p, p.snapshot()) for p in self.opponents.values() if isinstance(p, RandomSlatePolicy)
         ]
         try:
             for name, policy in self.opponents.items():
                 batched[name] = policy(current[name])
             obs, rewards, terminated, truncated, info = market.step(batched)
         except Exception:
-            for generator, state in drawn_from:
-                generator.set_state(state)
+            for policy, snapshot in drawn_from:
+                policy.restore(snapshot)
             raise
         o = obs[self.agent]
         infos = self._step_infos(info, o)

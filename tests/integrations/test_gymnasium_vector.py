@@ -6,6 +6,9 @@ Market ``n`` of ``make_single_agent_vec(id, num_envs=N, seed=s)`` is the Petting
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +254,44 @@ def test_actions_are_read_as_the_market_reads_them():
     swapped = slates.astype(">i8")
     swapped.setflags(write=False)
     assert data_equivalence(env.step(swapped), twin.step(slates))
+
+
+def _opponent_obs(num_envs: int = 4):
+    market = recenv.make_vec(MARKET, num_envs=num_envs, seed=1, **SMALL)
+    return market.reset()["agent_1"]
+
+
+def test_copies_of_an_unseeded_random_opponent_draw_apart():
+    """An unseeded ``RandomSlatePolicy`` takes its entropy at its first draw, as the market at
+    its first unseeded reset: copies made before it (pickled into workers, deep-copied with
+    their env) play different moves. Drawn at construction, every copy played the same;
+    a seeded policy's copies still replay one another."""
+    obs = _opponent_obs()
+    unseeded = RandomSlatePolicy(3)
+    copies = [pickle.loads(pickle.dumps(unseeded)) for _ in range(4)] + [copy.deepcopy(unseeded)]
+    draws = [torch.cat([p(obs) for _ in range(3)]) for p in copies]
+    assert len({tuple(d.flatten().tolist()) for d in draws}) == len(draws)
+    seeded = RandomSlatePolicy(3, seed=7)
+    twins = [pickle.loads(pickle.dumps(seeded)) for _ in range(2)]
+    torch.testing.assert_close(twins[0](obs), twins[1](obs), rtol=0, atol=0)
+    torch.testing.assert_close(seeded(obs), twins[0].__class__(3, seed=7)(obs), rtol=0, atol=0)
+
+
+def test_a_refused_step_leaves_an_unseeded_opponent_unseeded():
+    """A step that an opponent's bad slate refuses puts the random opponents back where they
+    stood, the not-yet-seeded flag included: put back to the generator's state alone, an
+    unseeded opponent drew from torch's fixed default seed from then on."""
+
+    def bad_opponent(obs):
+        return torch.zeros(obs["action_mask"].shape[0], 3, dtype=torch.int64)  # duplicates
+
+    env = make_single_agent_vec(
+        MARKET, num_envs=2, num_agents=3,
+        opponents={"agent_1": "random", "agent_2": bad_opponent}, **SMALL,
+    )  # fmt: skip
+    env.reset()
+    random_opponent = env.opponents["agent_1"]
+    assert random_opponent.snapshot()[1]  # unseeded: no draw yet
+    with pytest.raises(ValueError, match="agent_2"):
+        env.step(env.market.oracle_slates()[:, 0])
+    assert random_opponent.snapshot()[1]
