@@ -1,0 +1,195 @@
+"""Is there anything for a far-sighted recommender to win? Privileged one-step rules that give
+up some of this request's value to keep users, against the one-step value oracle.
+
+A long-horizon learner can only beat the myopic oracles where greed is costly: where the
+slate that earns the most now wears users out (boredom, disappointed expectations, churn) and
+costs more later than it gained. Before asking whether IQL with γ > 0 finds such a policy, ask
+whether one exists. This evaluates, on the true model (privileged, nothing learned):
+
+- ``value_oracle``: the slate of most expected reward this request (``oracle_slates("value")``);
+- ``utility_oracle``: the top K by true utility (the slate likeliest to be clicked, which
+  disappoints least);
+- ``blend λ``: the top K by ``u / T + (1 − λ) · log v(u)``, a click's odds times its value
+  raised to ``1 − λ`` (λ = 0: ranked by expected value per candidate; λ = 1: the utility
+  oracle). Larger λ trades value now for satisfaction, hence kept users, later.
+
+each over several horizons. Where a blend earns more total engagement than the value oracle,
+greed is costly and a learner has that much headroom over one-step policies; where none does,
+the horizon or the dynamics leave nothing for lookahead to win.
+
+Usage::
+
+    python -m experiments.lookahead_headroom --out experiments/results/lookahead_headroom
+    python -m experiments.lookahead_headroom --env recenv/Market-v0 --config '{}' \\
+        --horizons 100,1000 --out /tmp/market_headroom
+
+Writes ``OUT/results.json`` (every run) and ``OUT/report.md`` (``OUT`` must not exist).
+Evaluation markets are seeded ``100_000 + seed`` as in ``compare_agents``; one episode each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+import agents
+import recenv
+from agents.base import Agent, AgentConfig, ScoringAgent, option
+from experiments import compare_agents, report
+from experiments.provenance import code_line, versions
+from recenv.core.response import expected_click_value
+
+EVAL_SEED = 100_000  # compare_agents' held-out markets
+
+
+@dataclass(frozen=True)
+class BlendConfig(AgentConfig):
+    keep: float = option(0.5, "λ: weight moved from a click's value to its odds", within=(0, 1))
+
+
+class BlendOracle(ScoringAgent):
+    """Privileged: top K by ``u / T + (1 − λ) · log v(u)`` of the true utility ``u`` and a
+    click's expected value ``v`` (:func:`~recenv.core.response.expected_click_value`)."""
+
+    name: ClassVar[str] = "blend_oracle"
+    Config: ClassVar[type[AgentConfig]] = BlendConfig
+    config: BlendConfig
+    needs_privileged: ClassVar[bool] = True
+
+    def score_agent(self, i: int, obs_a: dict[str, Any], explore: bool = False) -> torch.Tensor:
+        core = self._core
+        assert core is not None  # needs_privileged: bound to the env's batched core
+        utility, length, price = core.oracle_view()
+        j = self.env_index(self.agent_ids[i])
+        u, cfg = utility[:, j], self.env_config
+        value = expected_click_value(cfg, u, length[:, j], price[:, j])
+        # Masked candidates: u = -inf, v = 0, so the score is -inf either way.
+        return u / cfg.temperature + (1.0 - self.config.keep) * value.log()
+
+
+def policies(keeps: Sequence[float]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Label -> (registered agent name or ``"blend"``, config)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {
+        "value_oracle": ("value_oracle", {}),
+        "utility_oracle": ("oracle", {}),
+    }
+    out |= {f"blend λ={k:g}": ("blend", {"keep": k}) for k in keeps}
+    return out
+
+
+def evaluate(name: str, config: dict[str, Any], env_id: str, env_kwargs: dict, seed: int,
+             num_envs: int) -> dict[str, float]:  # fmt: skip
+    """One greedy episode in each of ``num_envs`` held-out markets: total engagement (all
+    agents), retention, episode length."""
+    env = recenv.make_vec(env_id, num_envs=num_envs, seed=EVAL_SEED + seed, **env_kwargs)
+    agent: Agent
+    if name == "blend":
+        agent = BlendOracle(env, BlendConfig(**config))
+    else:
+        agent = agents.make_agent(name, env, seed=seed, **config)
+    ep = agents.evaluate(agent, env, seed=EVAL_SEED + seed).episodes
+    return {
+        "engagement_total": float((ep["engagement_per_request"] * ep["length"]).double().mean()),
+        "retention": float(ep["retention"].double().mean()),
+        "length": float(ep["length"].double().mean()),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.lookahead_headroom", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--out", required=True, help="new directory for results.json and report.md")
+    p.add_argument("--env", default="recenv/Video-v0", help="env id")
+    p.add_argument(
+        "--config",
+        type=json.loads,
+        default=dict(compare_agents.HARSH_VIDEO),
+        help="JSON config overrides (default: compare_agents' long_horizon dynamics)",
+    )
+    p.add_argument("--horizons", default="100,1000,3000", help="comma-separated")
+    p.add_argument("--keeps", default="0.25,0.5,0.75", help="the blends' λ, comma-separated")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--num-envs", type=int, default=16, help="held-out markets per seed")
+    args = p.parse_args(argv)
+    try:
+        horizons = [int(h) for h in args.horizons.split(",")]
+        keeps = [float(k) for k in args.keeps.split(",")]
+    except ValueError as e:
+        p.error(f"--horizons / --keeps: comma-separated numbers ({e})")
+    if not isinstance(args.config, dict) or "horizon" in args.config:
+        p.error("--config: a JSON object of MarketConfig overrides, without horizon (--horizons)")
+    bad = [k for k in keeps if not 0.0 <= k <= 1.0]
+    if bad or min(horizons) < 1 or args.seeds < 1 or args.num_envs < 1:
+        p.error("--keeps in [0, 1]; --horizons, --seeds and --num-envs >= 1")
+    recenv.make_vec(args.env, num_envs=1, seed=0, horizon=1, **args.config)  # refuse bad keys now
+    out = Path(args.out)
+    if out.exists():
+        p.error(f"--out {str(out)!r} exists; results are never overwritten, pass a new one")
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    rows = []
+    for horizon in horizons:
+        for label, (name, cfg) in policies(keeps).items():
+            for seed in range(args.seeds):
+                kw = {**args.config, "horizon": horizon}
+                m = evaluate(name, cfg, args.env, kw, seed, args.num_envs)
+                rows.append({"horizon": horizon, "policy": label, "seed": seed, **m})
+                print(f"[{time.perf_counter() - start:5.0f}s] H={horizon} {label:16s} seed "
+                      f"{seed}: engagement {m['engagement_total']:8.2f}, retention "
+                      f"{m['retention']:.3f}", flush=True)  # fmt: skip
+    command = ["python", "-m", "experiments.lookahead_headroom", *(argv or sys.argv[1:])]
+    head = {"command": command, "settings": vars(args), "versions": versions()}
+    md = markdown(rows, head)
+    out.mkdir(parents=True)
+    payload = {**head, "rows": rows, "seconds": time.perf_counter() - start}
+    (out / "results.json").write_text(
+        json.dumps(compare_agents.json_ready(payload), indent=2, allow_nan=False) + "\n"
+    )
+    (out / "report.md").write_text(md)
+    print(md)
+    return 0
+
+
+def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
+    s = head["settings"]
+    lines = [
+        f"# Headroom for lookahead: {s['env']} with {json.dumps(s['config'])}",
+        "",
+        f"Privileged one-step rules, one greedy episode in each of {s['num_envs']} held-out "
+        f"markets per seed, {s['seeds']} seeds; mean ± 95 % CI (t). `vs value_oracle`: "
+        "total engagement over the value oracle's at the same horizon.",
+    ]
+    for horizon in dict.fromkeys(r["horizon"] for r in rows):
+        at = [r for r in rows if r["horizon"] == horizon]
+        base = mean_of(at, "value_oracle", "engagement_total")[0]
+        lines += ["", f"**Horizon {horizon}**", "",
+                  "| policy | total engagement | vs value_oracle | retention | episode length |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for label in dict.fromkeys(r["policy"] for r in at):
+            e, r_, n = (mean_of(at, label, k) for k in ("engagement_total", "retention", "length"))
+            ratio = e[0] / base if base > 0 else math.nan
+            lines.append(f"| {label} | {report.fmt(*e)} | {ratio:.3f} | {report.fmt(*r_)} | "
+                         f"{report.fmt(*n)} |")  # fmt: skip
+    lines += ["", f"Command: `{shlex.join(head['command'])}`", "", code_line(head["versions"])]
+    return "\n".join(lines) + "\n"
+
+
+def mean_of(rows: list[dict[str, Any]], policy: str, key: str) -> tuple[float, float]:
+    mean, ci, _ = report.mean_ci([r[key] for r in rows if r["policy"] == policy])
+    return mean, ci
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
