@@ -197,11 +197,14 @@ def _num(v: Any) -> float:
 
 def fmt(mean: float, ci: float) -> str:
     """``12.3 ± 0.45``: the mean to the CI's precision (3 significant digits without one, or
-    with one that is float noise: narrower than ``FLOAT_RTOL`` of the mean)."""
+    with one that is float noise: narrower than ``FLOAT_RTOL`` of the mean; a whole number
+    from 1000 up, never in exponent notation)."""
     if not math.isfinite(mean):
         return "–"
     if not math.isfinite(ci) or ci <= max(FLOAT_RTOL * abs(mean), 1e-9):
-        return f"{mean:.3g}"
+        # 3 significant digits, but whole numbers from 1000 up: ".3g" wrote an episode
+        # length of 1000 as "1e+03" and a return of 1463.2 as "1.46e+03".
+        return f"{mean:.0f}" if abs(mean) >= 999.5 else f"{mean:.3g}"
     digits = max(0, min(6, 1 - math.floor(math.log10(ci))))
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 

@@ -38,6 +38,10 @@ def test_fmt():
     assert report.fmt(12.345, 0.456) == "12.35 ± 0.46"
     assert report.fmt(0.5, float("nan")) == "0.5"
     assert report.fmt(float("nan"), 1.0) == "–"
+    # Large means without a CI: whole numbers, not "1e+03" / "1.46e+03".
+    assert report.fmt(1000.0, 0.0) == "1000" and report.fmt(1463.2, float("nan")) == "1463"
+    assert report.fmt(-2500.4, float("nan")) == "-2500" and report.fmt(999.6, 0.0) == "1000"
+    assert report.fmt(999.4, 0.0) == "999" and report.fmt(12345.6, float("nan")) == "12346"
 
 
 def rows():
