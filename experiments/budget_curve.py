@@ -76,11 +76,12 @@ def budget_table(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     "ci95", "n"}`` of :data:`METRIC` from the comparison's own table."""
     if len(comparisons) < 2:
         raise BudgetError("give at least two comparisons: a curve needs two budgets")
-    first = comparisons[0]["settings"]
+    first = _settings(comparisons[0])
     for c in comparisons[1:]:
-        diff = [k for k in MUST_AGREE if c["settings"].get(k) != first.get(k)]
+        other = _settings(c)
+        diff = [k for k in MUST_AGREE if other[k] != first[k]]
         if diff:
-            shown = ", ".join(f"{k}: {first.get(k)!r} vs {c['settings'].get(k)!r}" for k in diff)
+            shown = ", ".join(f"{k}: {first[k]!r} vs {other[k]!r}" for k in diff)
             raise BudgetError(
                 f"the comparisons differ in more than the budget ({shown}): their returns "
                 f"are not comparable; rerun one with the other's {', '.join(diff)}"
@@ -107,6 +108,16 @@ def budget_table(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for b, c in zip(budgets, order, strict=True)
     ]
     return {"budgets": budgets, "envs": envs, "sources": sources}
+
+
+def _settings(comparison: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`MUST_AGREE` settings of a comparison; reports written before ``--set``
+    existed (2026-11-30) have no ``set``, which meant no overrides: ``[]``."""
+    settings = comparison["settings"]
+    out = {k: settings.get(k) for k in MUST_AGREE}
+    if out["set"] is None:
+        out["set"] = []
+    return out
 
 
 def markdown(result: Mapping[str, Any]) -> str:

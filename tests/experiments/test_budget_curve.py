@@ -121,3 +121,14 @@ def test_an_agent_missing_at_one_budget_shows_a_dash(runs):
     row = next(x for x in budget_curve.markdown(result).splitlines() if x.startswith("| linucb"))
     assert row.endswith("| – |")
     assert math.isfinite(cells[0]["mean"])
+
+
+def test_a_report_from_before_set_existed_counts_as_no_overrides(runs):
+    """compare_marl's first reports (2026-11-30) have no ``set`` setting: no overrides then,
+    so they go beside a run without ``--set``, not refused as differing."""
+    comparisons = [budget_curve.read_comparison(runs[s]) for s in (32, 96)]
+    del comparisons[0]["settings"]["set"]
+    assert budget_curve.budget_table(comparisons)["budgets"] == [32, 96]
+    comparisons[1]["settings"]["set"] = ["linucb.alpha=2.0"]
+    with pytest.raises(budget_curve.BudgetError, match=r"set: \[\] vs \['linucb"):
+        budget_curve.budget_table(comparisons)
