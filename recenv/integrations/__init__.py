@@ -4,6 +4,9 @@ so ``import recenv`` never needs an optional extra.
 - :mod:`recenv.integrations.gymnasium_vector` (core dependencies only): a
   ``gymnasium.vector.VectorEnv`` over the batched market — one learning agent against fixed
   opponents, ``NEXT_STEP`` autoreset.
+- :mod:`recenv.integrations.gymnasium_single` (core dependencies only): the same view of one
+  market as a plain ``gymnasium.Env``, for single-env tooling (``check_env``,
+  ``AsyncVectorEnv``, SB3's ``SubprocVecEnv``).
 - :mod:`recenv.integrations.rllib` (extra ``rllib``): the RLlib env creator, a
   ``ParallelPettingZooEnv`` over a recenv env (the subclass itself is in
   :mod:`recenv.integrations.rllib_env`, which imports Ray); the CLI is

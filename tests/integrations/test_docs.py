@@ -13,7 +13,12 @@ import pytest
 
 DOC = Path(__file__).parents[2] / "docs" / "integrations.md"
 SNIPPET = re.compile(r"<!-- snippet: (\w+) -->\s*```python\n(.*?)```", re.DOTALL)
-NEEDS = {"gymnasium_vector": [], "torchrl": ["torchrl"], "sb3": ["supersuit", "stable_baselines3"]}
+NEEDS = {
+    "gymnasium_vector": [],
+    "gymnasium_single": [],
+    "torchrl": ["torchrl"],
+    "sb3": ["supersuit", "stable_baselines3"],
+}
 
 
 def snippets() -> dict[str, str]:

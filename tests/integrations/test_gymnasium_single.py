@@ -1,0 +1,131 @@
+"""recenv.integrations.gymnasium_single: one market, one learner, as a gymnasium.Env."""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from recenv.integrations.gymnasium_single import SingleAgentEnv, make_single_agent_env
+from recenv.integrations.gymnasium_vector import make_single_agent_vec
+
+MARKET = "recenv/Market-v0"
+SMALL = {"num_items": 300, "horizon": 8}
+
+
+def _slate(obs, rng):
+    """A valid slate from the observation's mask, drawn with ``rng``."""
+    return rng.choice(np.flatnonzero(obs["action_mask"]), size=3, replace=False)
+
+
+@pytest.mark.parametrize("flatten_obs", [False, True])
+def test_gymnasium_env_checker_passes(flatten_obs):
+    env = make_single_agent_env(MARKET, seed=0, flatten_obs=flatten_obs, **SMALL)
+    check_env(env, skip_render_check=True)
+
+
+def test_it_replays_the_one_market_vector_view_step_for_step():
+    single = make_single_agent_env(MARKET, opponents="random", **SMALL)
+    vector = make_single_agent_vec(MARKET, num_envs=1, opponents="random", **SMALL)
+    obs, info = single.reset(seed=7)
+    vobs, _ = vector.reset(seed=7)
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(SMALL["horizon"]):
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], vobs[key][0], err_msg=key)
+        slate = _slate(obs, rng)
+        obs, reward, terminated, truncated, info = single.step(slate)
+        vobs, vreward, vterm, vtrunc, vinfo = vector.step(slate[None])
+        assert isinstance(reward, float) and reward == vreward[0]
+        assert (terminated, truncated) == (bool(vterm[0]), bool(vtrunc[0]))
+        assert info["engagement"] == pytest.approx(float(vinfo["engagement"][0]), abs=0)
+        assert "reset" not in info and "_engagement" not in info
+        total += reward
+    assert truncated and info["episode_metrics"]["return"] == pytest.approx(total, rel=1e-6)
+    assert np.isscalar(info["episode_metrics"]["ctr"])
+
+
+def test_an_ended_episode_waits_for_reset():
+    env = make_single_agent_env(MARKET, seed=3, **SMALL)
+    obs, _ = env.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(SMALL["horizon"]):
+        obs, _, terminated, truncated, _ = env.step(_slate(obs, rng))
+    assert truncated or terminated
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(_slate(obs, rng))
+    obs, _ = env.reset()  # no seed: the market's streams continue into a new episode
+    obs, reward, terminated, truncated, _ = env.step(_slate(obs, rng))
+    assert not (terminated or truncated) and np.isfinite(reward)
+    fresh = make_single_agent_env(MARKET, **SMALL)
+    with pytest.raises(RuntimeError, match="call reset"):
+        fresh.step(np.arange(3))
+
+
+def test_a_refused_slate_names_the_agent_and_changes_nothing():
+    def trajectory(refuse_first: bool):
+        env = make_single_agent_env(MARKET, seed=5, opponents="random", **SMALL)
+        obs, _ = env.reset()
+        rng = np.random.default_rng(2)
+        if refuse_first:
+            for bad, message in [
+                (np.arange(4), r"shape \(4,\), expected \(3,\)"),
+                (np.array([0, 0, 1]), "agent_0"),
+                ([[0, 1, 2]], r"shape \(1, 3\)"),
+            ]:
+                with pytest.raises(ValueError, match=message):
+                    env.step(bad)
+        out = []
+        for _ in range(4):
+            obs, reward, *_ = env.step(_slate(obs, rng))
+            out.append((reward, obs["candidate_ids"].copy()))
+        return out
+
+    for (r1, c1), (r2, c2) in zip(trajectory(True), trajectory(False), strict=True):
+        assert r1 == r2
+        np.testing.assert_array_equal(c1, c2)
+
+
+def test_the_view_must_be_one_numpy_market():
+    with pytest.raises(ValueError, match="holds 2 markets"):
+        SingleAgentEnv(make_single_agent_vec(MARKET, num_envs=2, **SMALL))
+    with pytest.raises(ValueError, match="tensors=True"):
+        SingleAgentEnv(make_single_agent_vec(MARKET, num_envs=1, tensors=True, **SMALL))
+    with pytest.raises(TypeError, match="SingleAgentVectorEnv"):
+        SingleAgentEnv(object())  # type: ignore[arg-type]
+    env = make_single_agent_env(MARKET, **SMALL)
+    with pytest.raises(ValueError, match="no options"):
+        env.reset(options={"x": 1})
+
+
+def test_worker_processes_replay_in_process_envs():
+    """``gymnasium.vector.AsyncVectorEnv`` (worker processes, the default start method) over
+    single envs gives what the same envs give stepped in this process."""
+    make = functools.partial(make_single_agent_env, MARKET, opponents="random", **SMALL)
+
+    def run(vector_cls):
+        envs = vector_cls([make, make], autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
+        try:
+            obs, _ = envs.reset(seed=11)
+            rewards = []
+            for t in range(5):
+                slates = np.stack(
+                    [np.flatnonzero(m)[t % 2 : t % 2 + 3] for m in obs["action_mask"]]
+                )
+                obs, reward, *_ = envs.step(slates)
+                rewards.append(reward)
+            return np.stack(rewards), obs["candidate_ids"]
+        finally:
+            envs.close()
+
+    (r_async, c_async), (r_sync, c_sync) = (
+        run(gymnasium.vector.AsyncVectorEnv),
+        run(gymnasium.vector.SyncVectorEnv),
+    )
+    np.testing.assert_array_equal(r_async, r_sync)
+    np.testing.assert_array_equal(c_async, c_sync)
+    assert r_sync.shape == (5, 2) and r_sync.sum() > 0
