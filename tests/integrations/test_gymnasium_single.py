@@ -129,3 +129,26 @@ def test_worker_processes_replay_in_process_envs():
     np.testing.assert_array_equal(r_async, r_sync)
     np.testing.assert_array_equal(c_async, c_sync)
     assert r_sync.shape == (5, 2) and r_sync.sum() > 0
+
+
+def test_stable_baselines3_checks_and_trains_on_it():
+    """SB3's own env checker passes, and PPO trains on two of these envs in worker processes
+    (``SubprocVecEnv``, SB3's default start method) with the flat and the ``Dict`` layout
+    (``invalid_slate="repair"``: SB3 samples each slot on its own)."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    for flat, policy in ((True, "MlpPolicy"), (False, "MultiInputPolicy")):
+        make = functools.partial(
+            make_single_agent_env, MARKET, flatten_obs=flat, invalid_slate="repair", **SMALL
+        )
+        sb3_check_env(make())
+        venv = make_vec_env(make, n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+        try:
+            model = sb3.PPO(policy, venv, n_steps=16, batch_size=32, n_epochs=1, seed=0)
+            model.learn(64)
+            assert model.num_timesteps == 64
+        finally:
+            venv.close()
