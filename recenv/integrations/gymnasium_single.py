@@ -99,7 +99,12 @@ class SingleAgentEnv(gymnasium.Env):
                 f"invalid slate for agent {self.agent!r}: shape {np.shape(action)}, expected "
                 f"({K},): {K} distinct candidate indices in [0, {self._num_candidates})"
             )
-        batched = action[None] if torch.is_tensor(action) else np.asarray(action)[None]
+        # Arrays and tensors keep their type (a masked array is refused by the market's check,
+        # which np.asarray would have let through without its mask); lists become arrays.
+        if isinstance(action, (np.ndarray, torch.Tensor)):
+            batched = action[None]
+        else:
+            batched = np.asarray(action)[None]
         obs, reward, terminated, truncated, infos = self.vector.step(batched)
         self._ended = bool(terminated[0] or truncated[0])
         return (

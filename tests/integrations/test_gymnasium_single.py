@@ -76,6 +76,7 @@ def test_a_refused_slate_names_the_agent_and_changes_nothing():
                 (np.arange(4), r"shape \(4,\), expected \(3,\)"),
                 (np.array([0, 0, 1]), "agent_0"),
                 ([[0, 1, 2]], r"shape \(1, 3\)"),
+                (np.ma.masked_array([0, 1, 2], mask=[0, 1, 0]), "mask"),
             ]:
                 with pytest.raises(ValueError, match=message):
                     env.step(bad)
