@@ -24,7 +24,8 @@ Usage::
         --horizons 100,1000 --out /tmp/market_headroom
 
 Writes ``OUT/results.json`` (every run) and ``OUT/report.md`` (``OUT`` must not exist).
-Evaluation markets are seeded ``100_000 + seed`` as in ``compare_agents``; one episode each.
+Evaluation markets are ``compare_agents``' held-out ones (seeded ``100_000 + seed``); one
+episode each.
 """
 
 from __future__ import annotations
@@ -42,14 +43,11 @@ from typing import Any, ClassVar
 
 import torch
 
-import agents
 import recenv
-from agents.base import Agent, AgentConfig, ScoringAgent, option
+from agents.base import AgentConfig, ScoringAgent, option
 from experiments import compare_agents, report
 from experiments.provenance import code_line, versions
 from recenv.core.response import expected_click_value
-
-EVAL_SEED = 100_000  # compare_agents' held-out markets
 
 
 @dataclass(frozen=True)
@@ -77,32 +75,27 @@ class BlendOracle(ScoringAgent):
         return u / cfg.temperature + (1.0 - self.config.keep) * value.log()
 
 
+BLEND = "experiments.lookahead_headroom:BlendOracle"  # a "module:attr" name (agents.make_agent)
+
+
 def policies(keeps: Sequence[float]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Label -> (registered agent name or ``"blend"``, config)."""
+    """Label -> (agent name, config)."""
     out: dict[str, tuple[str, dict[str, Any]]] = {
         "value_oracle": ("value_oracle", {}),
         "utility_oracle": ("oracle", {}),
     }
-    out |= {f"blend λ={k:g}": ("blend", {"keep": k}) for k in keeps}
+    out |= {f"blend λ={k:g}": (BLEND, {"keep": k}) for k in keeps}
     return out
 
 
 def evaluate(name: str, config: dict[str, Any], env_id: str, env_kwargs: dict, seed: int,
              num_envs: int) -> dict[str, float]:  # fmt: skip
-    """One greedy episode in each of ``num_envs`` held-out markets: total engagement (all
+    """One greedy episode in each of ``num_envs`` of ``compare_agents``' held-out markets
+    (:func:`~experiments.compare_agents.run_one`, nothing trained): total engagement (all
     agents), retention, episode length."""
-    env = recenv.make_vec(env_id, num_envs=num_envs, seed=EVAL_SEED + seed, **env_kwargs)
-    agent: Agent
-    if name == "blend":
-        agent = BlendOracle(env, BlendConfig(**config))
-    else:
-        agent = agents.make_agent(name, env, seed=seed, **config)
-    ep = agents.evaluate(agent, env, seed=EVAL_SEED + seed).episodes
-    return {
-        "engagement_total": float((ep["engagement_per_request"] * ep["length"]).double().mean()),
-        "retention": float(ep["retention"].double().mean()),
-        "length": float(ep["length"].double().mean()),
-    }
+    args = argparse.Namespace(num_envs=1, eval_envs=num_envs, device="cpu", budget=0)
+    m = compare_agents.run_one(name, config, env_id, env_kwargs, seed, args)["metrics"]
+    return {k: m[k] for k in ("engagement_total", "retention", "length")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
