@@ -145,7 +145,10 @@ def markdown(result: Mapping[str, Any]) -> str:
 def figure(result: Mapping[str, Any], path: str | Path | None = None):
     """Return against budget, one panel per env (reward mode): a line per agent with 95 % CI
     error bars, the budget on a log scale."""
-    from matplotlib.figure import Figure  # plots are optional: the table needs no matplotlib
+    # Plots are optional: the table needs no matplotlib, which experiments.plots imports.
+    from matplotlib.figure import Figure
+
+    from experiments.plots import _save
 
     envs = list(result["envs"])
     fig = Figure(figsize=(5.2 * len(envs), 4.0), layout="constrained")
@@ -168,9 +171,7 @@ def figure(result: Mapping[str, Any], path: str | Path | None = None):
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _save(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
