@@ -31,6 +31,7 @@ from agents.base import (
 from agents.features import ObsLayout, linear_features
 from agents.registry import register
 from agents.state_checks import nonnegative
+from recenv.core.market import ORACLE_HIDEABLE
 
 TARGETS = ("click", "engagement")
 # Per-item counts and payoff sums that grow over a whole training run. In float32 a count
@@ -144,8 +145,44 @@ class PopularityAgent(ScoringAgent):
 
 
 # ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OracleConfig(AgentConfig):
+    hide: str = option(
+        "",
+        "comma-separated latent parts the oracle does not read, each replaced by what agents "
+        f"observe of it or its mean ({', '.join(ORACLE_HIDEABLE)}; '': it reads them all)",
+    )
+
+
+def hidden_parts(name: str, hide: str) -> tuple[str, ...]:
+    """``OracleConfig.hide`` as the tuple ``BatchedMarket.oracle_view`` takes; an unknown or
+    repeated part raises, naming the agent and the allowed parts."""
+    parts = tuple(p.strip() for p in hide.split(",")) if hide.strip() else ()
+    bad = [p for p in parts if p not in ORACLE_HIDEABLE] or sorted(
+        {p for p in parts if parts.count(p) > 1}
+    )
+    if bad:
+        raise ValueError(
+            f"agent {name!r}: hide={hide!r} names {bad}; allowed: comma-separated parts of "
+            f"{', '.join(map(repr, ORACLE_HIDEABLE))}, each once"
+        )
+    return parts
+
+
+class _Oracle(Agent):
+    """What both oracles share: the config that keeps latent parts from them."""
+
+    Config: ClassVar[type[AgentConfig]] = OracleConfig
+    config: OracleConfig
+    needs_privileged: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: OracleConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        self.hide = hidden_parts(self.name, self.config.hide)
+
+
 @register
-class MyopicOracleAgent(ScoringAgent):
+class MyopicOracleAgent(_Oracle, ScoringAgent):
     """Ranks candidates by their *true* expected utility for the current user (privileged: it
     reads the simulator's latent interests, taste and boredom through ``oracle_scores()``).
 
@@ -156,17 +193,16 @@ class MyopicOracleAgent(ScoringAgent):
 
     name: ClassVar[str] = "oracle"
     registrable: ClassVar[bool] = True
-    needs_privileged: ClassVar[bool] = True
 
     def score_agent(
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
     ) -> torch.Tensor:
         core = _oracle_core(self._core, obs_a["action_mask"].shape[0])
-        return core.oracle_scores()[:, self.env_index(self.agent_ids[i])]
+        return core.oracle_scores(self.hide)[:, self.env_index(self.agent_ids[i])]
 
 
 @register
-class ValueOracleAgent(Agent):
+class ValueOracleAgent(_Oracle):
     """The myopic oracle that maximises this request's expected reward (privileged): the
     slate ``BatchedMarket.oracle_slates("value")`` builds greedily under the true choice model,
     weighing what a click is worth (length, price) and how the slate's items take clicks from
@@ -177,11 +213,10 @@ class ValueOracleAgent(Agent):
 
     name: ClassVar[str] = "value_oracle"
     registrable: ClassVar[bool] = True
-    needs_privileged: ClassVar[bool] = True
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         N = next(iter(obs.values()))["action_mask"].shape[0]
-        slates = _oracle_core(self._core, N).oracle_slates("value")
+        slates = _oracle_core(self._core, N).oracle_slates("value", self.hide)
         return {a: slates[:, self.env_index(a)] for a in self.agent_ids}
 
 

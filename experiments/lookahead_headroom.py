@@ -36,7 +36,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -98,10 +98,8 @@ def evaluate(name: str, config: dict[str, Any], env_id: str, env_kwargs: dict, s
     return {k: m[k] for k in ("engagement_total", "retention", "length")}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.lookahead_headroom", description=__doc__.split("\n\n")[0]
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
+    """The options every privileged-rule sweep takes (this one and ``oracle_information``)."""
     p.add_argument("--out", required=True, help="new directory for results.json and report.md")
     p.add_argument("--env", default="recenv/Video-v0", help="env id")
     p.add_argument(
@@ -111,30 +109,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JSON config overrides (default: compare_agents' long_horizon dynamics)",
     )
     p.add_argument("--horizons", default="100,1000,3000", help="comma-separated")
-    p.add_argument("--keeps", default="0.25,0.5,0.75", help="the blends' λ, comma-separated")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--num-envs", type=int, default=16, help="held-out markets per seed")
-    args = p.parse_args(argv)
+
+
+def horizons_of(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    """The checked ``--horizons``; refuses (``p.error``) a bad ``--config``, seeds or markets
+    and an existing ``--out`` before anything runs."""
     try:
         horizons = [int(h) for h in args.horizons.split(",")]
-        keeps = [float(k) for k in args.keeps.split(",")]
     except ValueError as e:
-        p.error(f"--horizons / --keeps: comma-separated numbers ({e})")
+        p.error(f"--horizons: comma-separated numbers ({e})")
     if not isinstance(args.config, dict) or "horizon" in args.config:
         p.error("--config: a JSON object of MarketConfig overrides, without horizon (--horizons)")
-    bad = [k for k in keeps if not 0.0 <= k <= 1.0]
-    if bad or min(horizons) < 1 or args.seeds < 1 or args.num_envs < 1:
-        p.error("--keeps in [0, 1]; --horizons, --seeds and --num-envs >= 1")
+    if min(horizons) < 1 or args.seeds < 1 or args.num_envs < 1:
+        p.error("--horizons, --seeds and --num-envs >= 1")
     recenv.make_vec(args.env, num_envs=1, seed=0, horizon=1, **args.config)  # refuse bad keys now
-    out = Path(args.out)
-    if out.exists():
-        p.error(f"--out {str(out)!r} exists; results are never overwritten, pass a new one")
+    if Path(args.out).exists():
+        p.error(f"--out {args.out!r} exists; results are never overwritten, pass a new one")
+    return horizons
 
+
+def sweep(
+    rules: dict[str, tuple[str, dict[str, Any]]], args: argparse.Namespace, horizons: list[int]
+) -> list[dict[str, Any]]:
+    """Every rule (label -> agent name, config) at every horizon and seed: one row each."""
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    rows = []
+    start, rows = time.perf_counter(), []
     for horizon in horizons:
-        for label, (name, cfg) in policies(keeps).items():
+        for label, (name, cfg) in rules.items():
             for seed in range(args.seeds):
                 kw = {**args.config, "horizon": horizon}
                 m = evaluate(name, cfg, args.env, kw, seed, args.num_envs)
@@ -142,37 +145,80 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{time.perf_counter() - start:5.0f}s] H={horizon} {label:16s} seed "
                       f"{seed}: engagement {m['engagement_total']:8.2f}, retention "
                       f"{m['retention']:.3f}", flush=True)  # fmt: skip
-    command = ["python", "-m", "experiments.lookahead_headroom", *(argv or sys.argv[1:])]
+    return rows
+
+
+def write(
+    out: Path, command: list[str], args: argparse.Namespace, rows: list[dict[str, Any]],
+    report_of: Callable[[list[dict[str, Any]], dict[str, Any]], str], seconds: float,
+) -> str:  # fmt: skip
+    """``OUT/results.json`` and ``OUT/report.md`` (``OUT`` new); returns the report."""
     head = {"command": command, "settings": vars(args), "versions": versions()}
-    md = markdown(rows, head)
+    md = report_of(rows, head)
     out.mkdir(parents=True)
-    payload = {**head, "rows": rows, "seconds": time.perf_counter() - start}
+    payload = {**head, "rows": rows, "seconds": seconds}
     (out / "results.json").write_text(
         json.dumps(compare_agents.json_ready(payload), indent=2, allow_nan=False) + "\n"
     )
     (out / "report.md").write_text(md)
+    return md
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.lookahead_headroom", description=__doc__.split("\n\n")[0]
+    )
+    arguments(p)
+    p.add_argument("--keeps", default="0.25,0.5,0.75", help="the blends' λ, comma-separated")
+    args = p.parse_args(argv)
+    try:
+        keeps = [float(k) for k in args.keeps.split(",")]
+    except ValueError as e:
+        p.error(f"--keeps: comma-separated numbers ({e})")
+    if [k for k in keeps if not 0.0 <= k <= 1.0]:
+        p.error("--keeps in [0, 1]")
+    horizons = horizons_of(p, args)
+    start = time.perf_counter()
+    rows = sweep(policies(keeps), args, horizons)
+    command = ["python", "-m", "experiments.lookahead_headroom", *(argv or sys.argv[1:])]
+    md = write(Path(args.out), command, args, rows, markdown, time.perf_counter() - start)
     print(md)
     return 0
 
 
 def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
     s = head["settings"]
-    lines = [
+    return table(
+        rows,
+        head,
         f"# Headroom for lookahead: {s['env']} with {json.dumps(s['config'])}",
+        "Privileged one-step rules",
+        "value_oracle",
+    )
+
+
+def table(
+    rows: list[dict[str, Any]], head: dict[str, Any], title: str, what: str, base: str
+) -> str:
+    """One table per horizon of the rules' total engagement, retention and episode length,
+    each against the rule labelled ``base`` at that horizon."""
+    s = head["settings"]
+    lines = [
+        title,
         "",
-        f"Privileged one-step rules, one greedy episode in each of {s['num_envs']} held-out "
-        f"markets per seed, {s['seeds']} seeds; mean ± 95 % CI (t). `vs value_oracle`: "
-        "total engagement over the value oracle's at the same horizon.",
+        f"{what}, one greedy episode in each of {s['num_envs']} held-out markets per seed, "
+        f"{s['seeds']} seeds; mean ± 95 % CI (t). `vs {base}`: total engagement over "
+        f"{base}'s at the same horizon.",
     ]
     for horizon in dict.fromkeys(r["horizon"] for r in rows):
         at = [r for r in rows if r["horizon"] == horizon]
-        base = mean_of(at, "value_oracle", "engagement_total")[0]
+        ref = mean_of(at, base, "engagement_total")[0]
         lines += ["", f"**Horizon {horizon}**", "",
-                  "| policy | total engagement | vs value_oracle | retention | episode length |",
+                  f"| policy | total engagement | vs {base} | retention | episode length |",
                   "|---|---:|---:|---:|---:|"]  # fmt: skip
         for label in dict.fromkeys(r["policy"] for r in at):
             e, r_, n = (mean_of(at, label, k) for k in ("engagement_total", "retention", "length"))
-            ratio = e[0] / base if base > 0 else math.nan
+            ratio = e[0] / ref if ref > 0 else math.nan
             lines.append(f"| {label} | {report.fmt(*e)} | {ratio:.3f} | {report.fmt(*r_)} | "
                          f"{report.fmt(*n)} |")  # fmt: skip
     lines += ["", f"Command: `{shlex.join(head['command'])}`", "", code_line(head["versions"])]

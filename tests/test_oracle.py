@@ -230,3 +230,93 @@ def test_oracle_view_is_the_oracle_scores_with_the_candidates_length_and_price()
     assert torch.isinf(view.utility[~env.cand_mask]).all()
     torch.testing.assert_close(view.length, env.catalog.length[env.cand], rtol=0, atol=0)
     torch.testing.assert_close(view.price, env.catalog.price[env.cand], rtol=0, atol=0)
+
+
+def _step_randomly(env: recenv.BatchedMarket, steps: int, seed: int) -> dict:
+    """``steps`` random valid slates (users get bored, interests drift); the last obs."""
+    g = torch.Generator().manual_seed(seed)
+    K = env.config.slate_size
+    obs = env.reset(seed=seed)
+    for _ in range(steps):
+        slates = {}
+        for a in env.agents:
+            noise = torch.rand(obs[a]["action_mask"].shape, generator=g)
+            slates[a] = (noise + obs[a]["action_mask"]).topk(K, dim=1).indices
+        obs = env.step(slates)[0]
+    return obs
+
+
+def test_an_oracle_that_sees_only_the_observation_computes_its_utility_from_it():
+    """``oracle_view(hide=every part)`` reads nothing latent: its utility is the model's,
+    computed from one agent's observation alone (observed interests x candidate topics,
+    observed quality, the config's mean price sensitivity x price), candidate by candidate.
+    Priced items, so the price term is in it too."""
+    env = recenv.make_vec(MARKET, num_envs=5, seed=2, price_scale=1.0, price_sensitivity=0.5)
+    obs = _step_randomly(env, 12, seed=2)
+    cfg, T = env.config, env.config.num_topics
+    everything = ("interest", "taste", "boredom", "quality", "price_sensitivity")
+    blind = env.oracle_view(everything)
+    true = env.oracle_view()
+    for j, a in enumerate(env.agents):
+        user, cand, mask = obs[a]["user"], obs[a]["candidates"], obs[a]["action_mask"].bool()
+        want = (
+            cfg.interest_weight * torch.einsum("nt,nct->nc", user[:, :T], cand[..., :T])
+            + cfg.quality_weight * cand[..., T + 2]  # observed quality
+            - cfg.price_sensitivity * cand[..., T + 1]  # price
+        )
+        got = blind.utility[:, j]
+        torch.testing.assert_close(got[mask], want[mask])
+        assert torch.isinf(got[~mask]).all()
+        torch.testing.assert_close(blind.length[:, j], true.length[:, j], rtol=0, atol=0)
+    # The latent parts do matter here (the test would pass vacuously if they did not).
+    assert (blind.utility - true.utility)[env.cand_mask].abs().max() > 0.5
+
+
+@pytest.mark.parametrize("part", ["interest", "taste", "boredom", "quality", "price_sensitivity"])
+def test_each_hidden_part_changes_the_utility_and_only_by_its_own_term(part):
+    """Hiding one part moves every user's utilities (after a few steps, when users are bored
+    and their interests have drifted) and leaves the full oracle's view as it was."""
+    env = recenv.make_vec(MARKET, num_envs=4, seed=5, price_scale=1.0, price_sensitivity=0.5)
+    _step_randomly(env, 15, seed=5)
+    before = env.oracle_view()
+    hidden = env.oracle_view([part])
+    diff = (hidden.utility - before.utility)[env.cand_mask]
+    assert diff.abs().max() > 1e-3
+    torch.testing.assert_close(env.oracle_view().utility, before.utility, rtol=0, atol=0)
+    # The oracle's slates under `hide` are built from that view.
+    by_utility = env.oracle_slates("utility", [part])
+    torch.testing.assert_close(
+        by_utility, hidden.utility.topk(env.config.slate_size, dim=2).indices, rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("bad", ["boredom", ["boredom", "mood"], ("noise",)])
+def test_oracle_view_refuses_unknown_parts_and_a_bare_string(bad):
+    env = recenv.make_vec(MARKET, num_envs=2, seed=0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="'interest', 'taste', 'boredom'"):
+        env.oracle_view(bad)
+
+
+def test_oracle_agents_take_the_parts_they_must_not_read():
+    """``hide=""`` is the full oracle's slates; ``hide="taste,boredom"`` the slates of the
+    view without them; an unknown or repeated part is refused naming the agent."""
+    from agents import make_agent
+
+    env = recenv.make_vec(MARKET, num_envs=4, seed=6)
+    obs = _step_randomly(env, 15, seed=6)
+    full = make_agent("value_oracle", env).act(obs)
+    blind = make_agent("value_oracle", env, hide="taste,boredom").act(obs)
+    want_full = env.oracle_slates("value")
+    want_blind = env.oracle_slates("value", ["taste", "boredom"])
+    for j, a in enumerate(env.agents):
+        torch.testing.assert_close(full[a], want_full[:, j], rtol=0, atol=0)
+        torch.testing.assert_close(blind[a], want_blind[:, j], rtol=0, atol=0)
+    assert not torch.equal(want_full, want_blind)
+    by_utility = make_agent("oracle", env, hide="taste, quality").act(obs)
+    want = env.oracle_slates("utility", ["taste", "quality"])
+    for j, a in enumerate(env.agents):
+        torch.testing.assert_close(by_utility[a], want[:, j], rtol=0, atol=0)
+    for hide in ("mood", "taste,taste"):
+        with pytest.raises(ValueError, match="agent 'value_oracle': hide="):
+            make_agent("value_oracle", env, hide=hide)

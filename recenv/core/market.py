@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, NoReturn, TypedDict
 
 import numpy as np
@@ -107,6 +107,15 @@ from recenv.core.warn import warn
 FACE_UTILITY = (*UTILITY_TERMS, "total")
 # What the myopic oracle builds its slates by (see BatchedMarket.oracle_slates).
 ORACLE_OBJECTIVES = ("utility", "value")
+# Latent parts of a request an oracle can be kept from reading (BatchedMarket.oracle_view's
+# `hide`), each with what it reads instead: what agents observe, or the population's mean.
+ORACLE_HIDEABLE = {
+    "interest": "the observation's noisy, partly hidden interests (user[:, :T])",
+    "taste": "0, the mean of the latent taste draw",
+    "boredom": "0, a fresh user's",
+    "quality": "the observed item quality (quality + the catalog's fixed noise)",
+    "price_sensitivity": "the config's mean price_sensitivity",
+}
 
 
 class OracleView(NamedTuple):
@@ -928,20 +937,32 @@ class BatchedMarket:
         out["total_with_catalog"] = out["total"] + out["catalog"]
         return out
 
-    def oracle_scores(self) -> torch.Tensor:
+    def oracle_scores(self, hide: Collection[str] = ()) -> torch.Tensor:
         """True expected utility of every candidate for the current user: ``[N, A, C]``.
 
-        Privileged (reads latent state). Position bias is left out: it does not depend on the
-        item. Masked candidates score ``-inf``.
+        Privileged (reads latent state; ``hide`` as in :meth:`oracle_view`). Position bias is
+        left out: it does not depend on the item. Masked candidates score ``-inf``.
         """
-        return self.oracle_view().utility
+        return self.oracle_view(hide).utility
 
-    def oracle_view(self) -> OracleView:
+    def oracle_view(self, hide: Collection[str] = ()) -> OracleView:
         """What the oracles read of the current request (privileged): each candidate's true
         expected utility for the current user (:meth:`oracle_scores`: position bias left out,
         masked candidates ``-inf``), length and price, each ``[N, A, C]``. With
         :func:`~recenv.core.response.expected_click_value` these value any slate under the
-        true choice model, as ``oracle_slates("value")`` does."""
+        true choice model, as ``oracle_slates("value")`` does.
+
+        ``hide``: latent parts the utility is computed without, each replaced by what agents
+        observe of it or the population's mean (:data:`ORACLE_HIDEABLE`: ``interest``,
+        ``taste``, ``boredom``, ``quality``, ``price_sensitivity``). An oracle that knows the
+        model but not the user and item as they are: the difference it makes measures what
+        that part is worth to a recommender, which no learner without it can earn."""
+        unknown = sorted(set(hide) - set(ORACLE_HIDEABLE))
+        if unknown or isinstance(hide, str):
+            raise ValueError(
+                f"hide={hide!r}: a collection of latent parts, each one of "
+                f"{', '.join(map(repr, ORACLE_HIDEABLE))}"
+            )
         if self._obs_parts is None:
             raise RuntimeError("call reset() before the oracle")
         cfg, L, it = self.config, self.layout, self._item
@@ -949,15 +970,28 @@ class BatchedMarket:
         row = cell(self.users, self._arange, self.user)
         item = rows(self.catalog.item_rows, self.cand.view(N, A * C))  # [N, A*C, R]
         const = self._constants()
+        interest, boredom = row[:, L.interest], row[:, L.boredom]
+        taste, sensitivity = const.taste, const.price_sensitivity
+        quality = item[:, :, it.quality]
+        if "interest" in hide:  # the observation's user columns start with the interests
+            interest = self._obs_parts[0][:, : cfg.num_topics]
+        if "taste" in hide:
+            taste = torch.zeros_like(taste)
+        if "boredom" in hide:
+            boredom = torch.zeros_like(boredom)
+        if "quality" in hide:
+            quality = item[:, :, it.observed_quality]
+        if "price_sensitivity" in hide:
+            sensitivity = torch.full_like(sensitivity, cfg.price_sensitivity)
         terms = item_utility_terms(
             cfg,
-            row[:, L.interest],
-            row[:, L.boredom],
-            const.taste,
-            const.price_sensitivity,
+            interest,
+            boredom,
+            taste,
+            sensitivity,
             item[:, :, it.topics],
             item[:, :, it.embed],
-            item[:, :, it.quality],
+            quality,
             item[:, :, it.price],
             None,
         )
@@ -966,9 +1000,10 @@ class BatchedMarket:
             utility, item[:, :, it.length].view(N, A, C), item[:, :, it.price].view(N, A, C)
         )
 
-    def oracle_slates(self, objective: str = "utility") -> torch.Tensor:
+    def oracle_slates(self, objective: str = "utility", hide: Collection[str] = ()) -> torch.Tensor:
         """The myopic oracle's slates ``[N, A, K]`` (privileged); both ignore what a slate
-        does to boredom, satisfaction and churn later.
+        does to boredom, satisfaction and churn later. ``hide``: latent parts it does not read
+        (:meth:`oracle_view`).
 
         ``objective="utility"``: each agent's top-K candidates by true utility
         (:meth:`oracle_scores`), the slate likeliest to be clicked. Not the most rewarding
@@ -990,8 +1025,8 @@ class BatchedMarket:
                 f"objective={objective!r}; allowed: {', '.join(map(repr, ORACLE_OBJECTIVES))}"
             )
         if objective == "utility":
-            return self.oracle_scores().topk(self.config.slate_size, dim=2).indices
-        return self._value_slates(*self.oracle_view())
+            return self.oracle_scores(hide).topk(self.config.slate_size, dim=2).indices
+        return self._value_slates(*self.oracle_view(hide))
 
     def _value_slates(
         self, utility: torch.Tensor, length: torch.Tensor, price: torch.Tensor
