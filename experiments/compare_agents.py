@@ -19,7 +19,8 @@ Two experiments (``--experiment``):
     greed costly: the myopic oracle, which sees boredom, keeps retention at 1.0 over 1 000
     requests; in the harsher setting it loses about two thirds of the viewers. Compared: the
     myopic oracle, IQL with market-level and user-level bootstrapping, a myopic IQL (γ = 0:
-    the same learner without a future) and random.
+    the same learner without a future) and random; ``--long-extra`` adds registered agents
+    (default configs), e.g. ``mf linucb``.
 
 ``slate_quality``
     Why IQL stays below the value oracle: IQL trains in self-play on ``--env-id``, then each
@@ -203,7 +204,8 @@ LONG_HORIZON_AGENTS: dict[str, tuple[str, dict[str, Any]]] = {
 def long_horizon_experiment(args: argparse.Namespace) -> dict[str, Any]:
     env_kwargs = {"horizon": args.horizon, **args.long_env_config}
     results: dict[str, Any] = {}
-    for label, (name, cfg) in LONG_HORIZON_AGENTS.items():
+    lineup = {**LONG_HORIZON_AGENTS, **{name: (name, {}) for name in args.long_extra}}
+    for label, (name, cfg) in lineup.items():
         config = {**iql_config(args.budget, args.iql), **cfg} if name == "iql" else {}
         runs = []
         for seed in range(args.seeds):
@@ -301,6 +303,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=dict(HARSH_VIDEO),
         help="long_horizon: JSON config overrides of the env (default: harsher dynamics)",
     )
+    p.add_argument(
+        "--long-extra",
+        nargs="+",
+        default=[],
+        metavar="AGENT",
+        help="long_horizon: registered agents evaluated after its fixed lineup, default "
+        "configs (learners train --budget env steps)",
+    )
     p.add_argument("--num-envs", type=int, default=32, help="markets while training")
     p.add_argument("--eval-envs", type=int, default=32, help="markets (episodes) per evaluation")
     p.add_argument("--device", default="cpu")
@@ -311,6 +321,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iql", type=json.loads, default={}, help="JSON overrides of IQL's config")
     p.add_argument("--out", default=None, help="output path without suffix")
     args = p.parse_args(argv)
+    for name in args.long_extra:  # refused now, not after the fixed lineup's runs
+        try:
+            agents.agent_class(name)
+        except ValueError as e:
+            p.error(f"--long-extra: {e}")
+    if args.long_extra and args.experiment != "long_horizon":
+        p.error("--long-extra is for --experiment long_horizon")
     if args.out is None:
         name = "compare_agents" if args.experiment == "table" else args.experiment
         args.out = str(Path(__file__).parent / "results" / name)

@@ -297,3 +297,23 @@ def test_compare_marl_head_to_head_seeds_each_lineup_member_apart(monkeypatch):
     step = compare_marl.OPPONENT_SEED_OFFSET
     assert seeds == [7, 7 + step, 7 + 2 * step]
     assert len(rows) == 5 and all(np.isfinite(r["return"]) for r in rows)
+
+
+def test_compare_agents_long_horizon_takes_extra_agents_and_refuses_unknown_ones(tmp_path):
+    """A tiny real long_horizon run: the fixed lineup, then ``--long-extra`` agents, each a
+    row; an unknown name is refused before anything runs or is written."""
+    out = tmp_path / "long"
+    argv = ["--experiment", "long_horizon", "--budget", "64", "--seeds", "1", "--num-envs", "2",
+            "--eval-envs", "2", "--horizon", "5", "--long-env-config", '{"num_items": 300}',
+            "--out", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit):
+        compare_agents.main([*argv, "--long-extra", "linucb", "no_such_agent"])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit):
+        compare_agents.main([*argv[2:], "--long-extra", "linucb"])  # the table experiment
+    compare_agents.main([*argv, "--long-extra", "linucb", "mf"])
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert list(results)[-2:] == ["linucb", "mf"]
+    assert list(results)[:-2] == list(compare_agents.LONG_HORIZON_AGENTS)
+    assert "train_env_steps_per_s" in results["linucb"]  # it trained
+    assert "| mf |" in out.with_suffix(".md").read_text()
