@@ -201,6 +201,15 @@ class MyopicOracleAgent(_Oracle, ScoringAgent):
         return core.oracle_scores(self.hide)[:, self.env_index(self.agent_ids[i])]
 
 
+@dataclass(frozen=True)
+class ValueOracleConfig(OracleConfig):
+    plan: str = option(
+        "own",
+        "'own': each agent's slate leaves the other agents' items out (oracle_slates "
+        "'value'); 'page': the shared page planned together, as one team ('page_value')",
+    )
+
+
 @register
 class ValueOracleAgent(_Oracle):
     """The myopic oracle that maximises this request's expected reward (privileged): the
@@ -209,14 +218,22 @@ class ValueOracleAgent(_Oracle):
     one another. A stronger one-step reference than ``oracle`` (see the preset pages for the
     figures), still myopic: it ignores what the slate does to boredom, satisfaction and churn.
     It does not score candidates one by one, so it cannot be an ensemble member.
+    ``plan="page"`` builds the whole shared page as one team would (``"page_value"``).
     """
 
     name: ClassVar[str] = "value_oracle"
+    Config: ClassVar[type[AgentConfig]] = ValueOracleConfig
+    config: ValueOracleConfig
     registrable: ClassVar[bool] = True
+
+    def __init__(self, env: Any, config: ValueOracleConfig | None = None, agent_ids=None):
+        super().__init__(env, config, agent_ids)
+        _check_choice(self.name, "plan", self.config.plan, ("own", "page"))
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         N = next(iter(obs.values()))["action_mask"].shape[0]
-        slates = _oracle_core(self._core, N).oracle_slates("value", self.hide)
+        objective = "value" if self.config.plan == "own" else "page_value"
+        slates = _oracle_core(self._core, N).oracle_slates(objective, self.hide)
         return {a: slates[:, self.env_index(a)] for a in self.agent_ids}
 
 

@@ -12,6 +12,8 @@ under the choice model: over ten seeds of 16 Market-v0 markets × 60 steps its t
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -320,3 +322,81 @@ def test_oracle_agents_take_the_parts_they_must_not_read():
     for hide in ("mood", "taste,taste"):
         with pytest.raises(ValueError, match="agent 'value_oracle': hide="):
             make_agent("value_oracle", env, hide=hide)
+
+
+def _page_expected_value(env: recenv.BatchedMarket, slates: torch.Tensor) -> torch.Tensor:
+    """``[N]`` expected total click value of the shared page ``slates [N, A, K]`` under the
+    true choice model (position costs included), computed directly for the whole page."""
+    cfg = env.config
+    N, A, K = slates.shape
+    utility, length, price = env.oracle_view()
+    pos = env._page_position().view(N, A, K)
+    u = utility.gather(2, slates) - cfg.position_bias * torch.log2(1.0 + pos.float())
+    v = expected_click_value(cfg, u, length.gather(2, slates), price.gather(2, slates))
+    w = torch.exp(u / cfg.temperature)
+    nc = math.exp(cfg.no_click_utility / cfg.temperature)
+    return (w * v).sum((1, 2)) / (nc + w.sum((1, 2)))
+
+
+def test_the_page_value_oracle_plans_the_page_greedily_in_page_order():
+    """``oracle_slates("page_value")`` against a plain reference: for each market, the page's
+    positions in order, each slot taking its agent's unused candidate that most raises the
+    page's expected value so far; then the page it builds is worth more on average than the
+    agents' slates planned apart."""
+    env = recenv.make_vec(MARKET, num_envs=6, seed=8)
+    _step_randomly(env, 7, seed=8)  # a rotated page order on some markets
+    cfg = env.config
+    N, A, K = env.num_envs, cfg.num_agents, cfg.slate_size
+    got = env.oracle_slates("page_value")
+    utility, length, price = env.oracle_view()
+    pos = env._page_position().view(N, A, K)
+    nc = math.exp(cfg.no_click_utility / cfg.temperature)
+    for n in range(N):
+        num, den, taken = 0.0, nc, set()
+        for p in range(A * K):
+            (a,), (k,) = torch.nonzero(pos[n] == p, as_tuple=True)
+            a, k = int(a), int(k)
+            u = utility[n, a].double() - cfg.position_bias * math.log2(1 + p)
+            v = expected_click_value(cfg, u.float(), length[n, a], price[n, a]).double()
+            w = torch.exp(u / cfg.temperature)
+            gain = (num + w * v) / (den + w)
+            for c in range(cfg.num_candidates):
+                if (a, c) in taken or not env.cand_mask[n, a, c]:
+                    gain[c] = -math.inf
+            c = int(gain.argmax())
+            assert int(got[n, a, k]) == c, (n, p)
+            taken.add((a, c))
+            num, den = num + float(w[c] * v[c]), den + float(w[c])
+    apart = env.oracle_slates("value")
+    assert not torch.equal(got, apart)
+    assert _page_expected_value(env, got).mean() > _page_expected_value(env, apart).mean()
+
+
+def test_page_value_is_value_where_there_is_nothing_to_plan_together():
+    """One agent on the page, or one platform's slate shown (``platform_choice``): the
+    same slates, bit for bit."""
+    solo = recenv.make_vec(MARKET, num_envs=5, seed=3, num_agents=1)
+    _step_randomly(solo, 5, seed=3)
+    torch.testing.assert_close(
+        solo.oracle_slates("page_value"), solo.oracle_slates("value"), rtol=0, atol=0
+    )
+    video = recenv.make_vec("recenv/Video-v0", num_envs=5, seed=3, num_items=600)
+    _step_randomly(video, 5, seed=3)
+    torch.testing.assert_close(
+        video.oracle_slates("page_value"), video.oracle_slates("value"), rtol=0, atol=0
+    )
+
+
+def test_value_oracle_agent_plans_alone_or_as_a_team():
+    from agents import make_agent
+
+    env = recenv.make_vec(MARKET, num_envs=4, seed=9)
+    obs = _step_randomly(env, 6, seed=9)
+    team = make_agent("value_oracle", env, plan="page").act(obs)
+    want = env.oracle_slates("page_value")
+    for j, a in enumerate(env.agents):
+        torch.testing.assert_close(team[a], want[:, j], rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match=r"value_oracle: plan='team' must be one of \['own', 'page'\]"
+    ):
+        make_agent("value_oracle", env, plan="team")

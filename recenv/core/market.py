@@ -106,7 +106,7 @@ from recenv.core.warn import warn
 # The utility terms of the chosen item, as the info dict's "utility" holds them.
 FACE_UTILITY = (*UTILITY_TERMS, "total")
 # What the myopic oracle builds its slates by (see BatchedMarket.oracle_slates).
-ORACLE_OBJECTIVES = ("utility", "value")
+ORACLE_OBJECTIVES = ("utility", "value", "page_value")
 # Latent parts of a request an oracle can be kept from reading (BatchedMarket.oracle_view's
 # `hide`), each with what it reads instead: what agents observe, or the population's mean.
 ORACLE_HIDEABLE = {
@@ -1019,6 +1019,13 @@ class BatchedMarket:
         that take few clicks from the better ones, not to the next most appealing items.
         The other agents' items on a shared page are left out of the denominator (they are
         chosen at the same time). A strong one-step reference, not a proven optimum.
+
+        ``"page_value"``: the same greedy over the whole shared page, as a team that plans
+        together would build it: the page's slots in page order, each taking the candidate of
+        its own agent that most raises the page's total expected reward (every agent's items
+        so far in the denominator). Against ``"value"`` it measures what coordinating the
+        agents' slates is worth in one request. Under ``platform_choice`` (one platform's
+        slate is shown) it is ``"value"``.
         """
         if objective not in ORACLE_OBJECTIVES:
             raise ValueError(
@@ -1026,7 +1033,41 @@ class BatchedMarket:
             )
         if objective == "utility":
             return self.oracle_scores(hide).topk(self.config.slate_size, dim=2).indices
+        if objective == "page_value" and self.config.topology != "platform_choice":
+            return self._page_value_slates(*self.oracle_view(hide))
         return self._value_slates(*self.oracle_view(hide))
+
+    def _page_value_slates(
+        self, utility: torch.Tensor, length: torch.Tensor, price: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`oracle_slates`' ``"page_value"`` greedy from ``[N, A, C]`` utilities
+        (masked: ``-inf``), lengths and prices on a shared page; a loop over the page's
+        ``A*K`` positions only."""
+        cfg = self.config
+        N, A, K = self.num_envs, cfg.num_agents, cfg.slate_size
+        rows = torch.arange(N, device=self.device)
+        # Which (agent, slot) fills each page position: [N, A*K], agent-major entries.
+        order = self._page_position().argsort(dim=1)
+        cost = cfg.position_bias * self._position_cost  # [A*K] by page position
+        top = utility.amax(dim=(1, 2)).clamp(min=cfg.no_click_utility)  # [N], one page
+        num = torch.zeros(N, device=self.device)
+        den = torch.exp((cfg.no_click_utility - top) / cfg.temperature)
+        taken = ~self.cand_mask  # [N, A, C]
+        slates = torch.empty(N, A, K, dtype=torch.int64, device=self.device)
+        for p in range(A * K):
+            agent, slot = order[:, p] // K, order[:, p] % K  # [N] each
+            u = utility[rows, agent] - cost[p]  # [N, C]
+            w = torch.exp((u - top[:, None]) / cfg.temperature)
+            wv = w * expected_click_value(cfg, u, length[rows, agent], price[rows, agent])
+            gain = ((num[:, None] + wv) / (den[:, None] + w)).masked_fill(
+                taken[rows, agent], -math.inf
+            )
+            pick = gain.argmax(dim=1)  # [N]; ties: the first candidate
+            slates[rows, agent, slot] = pick
+            taken[rows, agent, pick] = True
+            num = num + wv[rows, pick]
+            den = den + w[rows, pick]
+        return slates
 
     def _value_slates(
         self, utility: torch.Tensor, length: torch.Tensor, price: torch.Tensor
