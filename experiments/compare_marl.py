@@ -112,7 +112,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Train (learning agents) and evaluate one agent in one reward mode with one seed."""
     torch.manual_seed(seed)
-    env_kw = {"reward_mode": mode, "horizon": args.horizon}
+    env_kw = {**env_overrides(args), "reward_mode": mode, "horizon": args.horizon}
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
     row: dict[str, Any] = {"env": f"Market-v0 {mode}", "mode": mode, "agent": name, "seed": seed}
 
@@ -145,7 +145,12 @@ def run_one(
 
 def run_head_to_head(team: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """A ``team`` (mappo or ippo) of two, two IQL agents and a popularity agent, competing."""
-    env_kw = {"reward_mode": "competitive", "horizon": args.horizon, "num_agents": 5}
+    env_kw = {
+        **env_overrides(args),
+        "reward_mode": "competitive",
+        "horizon": args.horizon,
+        "num_agents": 5,
+    }
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
     cfg = agent_configs(args)
     lineup = ((team, ["agent_0", "agent_1"]), ("iql", ["agent_2", "agent_3"]),
@@ -261,6 +266,14 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME.KEY=VALUE",
         help="an agent's config override (a Python literal), e.g. mappo.gamma=0.5; repeatable",
     )
+    p.add_argument(
+        "--env-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a MarketConfig override (a Python literal) for every market, e.g. num_agents=4; "
+        "repeatable (reward mode and horizon have their own options)",
+    )
     args = p.parse_args(argv)
     _check_args(p, args)
     return args
@@ -292,6 +305,15 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     except SystemExit as e:  # a --set item that is not NAME.KEY=VALUE
         p.error(str(e.code).removeprefix("error: "))
     teams = [t for t in args.head_to_head.split(",") if t]
+    try:
+        env_kw = env_overrides(args)
+        recenv.make_vec(ENV, num_envs=1, seed=0, horizon=2, **env_kw)  # unknown keys, ranges
+    except ValueError as e:
+        p.error(f"--env-set: {e}")
+    if teams and "num_agents" in env_kw:
+        p.error(
+            "--env-set num_agents: the head-to-head market has 5 agents; pass --head-to-head ''"
+        )
     used = {*names, *teams, *(("iql", "popularity") if teams else ())}
     for name in sorted(used):
         # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
@@ -302,10 +324,27 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if mode is None:
             continue
         try:
-            env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2)
+            env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2, **env_kw)
             agents.make_agent(name, env, seed=0, **cfg.get(name, {}))
         except ValueError as e:
             p.error(f"agent {name!r} with its settings (--set {name}.KEY=VALUE): {e}")
+
+
+def env_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--env-set KEY=VALUE`` MarketConfig overrides; ``ValueError`` for an item that is
+    not ``KEY=VALUE`` or names the reward mode or horizon (``--modes``, ``--horizon``)."""
+    out: dict[str, Any] = {}
+    for item in getattr(args, "env_set", []):
+        key, sep, value = item.partition("=")
+        if not (sep and key):
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        if key in ("reward_mode", "horizon"):
+            raise ValueError(f"{key} is set by --{'modes' if key == 'reward_mode' else key}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -432,6 +471,11 @@ def _comparison(
     lines = [
         f"# Centralized critics and value decomposition on Market-v0 ({len(seeds)} seeds)",
         "",
+        *(
+            [f"Market-v0 with `{json.dumps(env_overrides(args))}` (`--env-set`).", ""]
+            if args.env_set
+            else []
+        ),
         f"Budget: {args.steps} env steps per learning run ({args.num_envs} markets, horizon "
         f"{args.horizon}); greedy evaluation on {args.eval_envs} held-out markets per seed. "
         "Every agent controls every env agent; `return / agent` is the mean over agents of "

@@ -98,6 +98,11 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
         (["--set", "random"], "--set 'random': expected NAME.KEY=VALUE"),
         (["--modes", "coop"], "--modes 'coop': reward modes"),
         (["--seeds", "0"], "--seeds 0 must be >= 1"),
+        (["--env-set", "nmu_agents=4"], "nmu_agents"),
+        (["--env-set", "num_agents=0"], "num_agents"),
+        (["--env-set", "horizon=5"], "--env-set: horizon is set by --horizon"),
+        (["--env-set", "num_agents"], "--env-set: 'num_agents': expected KEY=VALUE"),
+        (["--env-set", "num_agents=4", "--head-to-head", "mappo"], "market has 5 agents"),
     ],
 )
 def test_compare_marl_refuses_bad_input_before_any_work(
@@ -317,3 +322,28 @@ def test_compare_agents_long_horizon_takes_extra_agents_and_refuses_unknown_ones
     assert list(results)[:-2] == list(compare_agents.LONG_HORIZON_AGENTS)
     assert "train_env_steps_per_s" in results["linucb"]  # it trained
     assert "| mf |" in out.with_suffix(".md").read_text()
+
+
+def test_compare_marl_env_set_reaches_every_market_and_the_report(tmp_path, monkeypatch):
+    """``--env-set num_agents=3``: training and held-out markets are built with it (and
+    the reward mode and horizon of their own options); the report and settings say so."""
+    built = []
+    real = recenv.make_vec
+
+    def make_vec(env_id, **kw):
+        built.append(kw)
+        return real(env_id, **kw)
+
+    monkeypatch.setattr(compare_marl.recenv, "make_vec", make_vec)
+    out = tmp_path / "marl"
+    argv = ["--out", str(out), "--agents", "random", "--modes", "cooperative", "--seeds", "1",
+            "--steps", "8", "--num-envs", "2", "--eval-envs", "2", "--horizon", "3",
+            "--head-to-head", "", "--env-set", "num_agents=3",
+            "--env-set", "num_items=400"]  # fmt: skip
+    assert compare_marl.main(argv) == 0
+    assert built and all(kw["num_agents"] == 3 and kw["num_items"] == 400 for kw in built)
+    runs = [kw for kw in built if kw.get("reward_mode") == "cooperative" and kw["horizon"] == 3]
+    assert {kw["num_envs"] for kw in runs} == {2}
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["env_set"] == ["num_agents=3", "num_items=400"]
+    assert '`{"num_agents": 3, "num_items": 400}` (`--env-set`)' in (out / "report.md").read_text()
