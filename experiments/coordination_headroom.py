@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from experiments import lookahead_headroom as lh
@@ -62,23 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     horizons = lh.horizons_of(p, args)
-    start = time.perf_counter()
-    rows = lh.sweep(RULES, args, horizons)
-    command = ["python", "-m", "experiments.coordination_headroom", *(argv or sys.argv[1:])]
-    md = lh.write(Path(args.out), command, args, rows, markdown, time.perf_counter() - start)
-    print(md)
-    return 0
-
-
-def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
-    s = head["settings"]
-    return lh.table(
-        rows,
-        head,
-        f"# What coordination is worth: {s['env']} with {json.dumps(s['config'])}",
-        "Privileged one-step rules, each agent's slate planned alone or the page as one team",
-        "value_oracle",
-    )
+    title = f"# What coordination is worth: {args.env} with {json.dumps(args.config)}"
+    what = "Privileged one-step rules, each agent's slate planned alone or the page as one team"
+    return lh.run("experiments.coordination_headroom", RULES, args, horizons, argv, title, what)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -148,20 +148,35 @@ def sweep(
     return rows
 
 
-def write(
-    out: Path, command: list[str], args: argparse.Namespace, rows: list[dict[str, Any]],
-    report_of: Callable[[list[dict[str, Any]], dict[str, Any]], str], seconds: float,
-) -> str:  # fmt: skip
-    """``OUT/results.json`` and ``OUT/report.md`` (``OUT`` new); returns the report."""
-    head = {"command": command, "settings": vars(args), "versions": versions()}
-    md = report_of(rows, head)
+def run(
+    prog: str,
+    rules: dict[str, tuple[str, dict[str, Any]]],
+    args: argparse.Namespace,
+    horizons: list[int],
+    argv: Sequence[str] | None,
+    title: str,
+    what: str,
+) -> int:
+    """:func:`sweep` the rules, then write ``OUT/results.json`` and ``OUT/report.md`` (``OUT``
+    new; the report's :func:`table` under ``title``, its rules described as ``what``, each
+    against ``value_oracle``) and print the report."""
+    start = time.perf_counter()
+    rows = sweep(rules, args, horizons)
+    head = {
+        "command": ["python", "-m", prog, *(argv or sys.argv[1:])],
+        "settings": vars(args),
+        "versions": versions(),
+    }
+    md = table(rows, head, title, what, "value_oracle")
+    out = Path(args.out)
     out.mkdir(parents=True)
-    payload = {**head, "rows": rows, "seconds": seconds}
+    payload = {**head, "rows": rows, "seconds": time.perf_counter() - start}
     (out / "results.json").write_text(
         json.dumps(compare_agents.json_ready(payload), indent=2, allow_nan=False) + "\n"
     )
     (out / "report.md").write_text(md)
-    return md
+    print(md)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,23 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if [k for k in keeps if not 0.0 <= k <= 1.0]:
         p.error("--keeps in [0, 1]")
     horizons = horizons_of(p, args)
-    start = time.perf_counter()
-    rows = sweep(policies(keeps), args, horizons)
-    command = ["python", "-m", "experiments.lookahead_headroom", *(argv or sys.argv[1:])]
-    md = write(Path(args.out), command, args, rows, markdown, time.perf_counter() - start)
-    print(md)
-    return 0
-
-
-def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
-    s = head["settings"]
-    return table(
-        rows,
-        head,
-        f"# Headroom for lookahead: {s['env']} with {json.dumps(s['config'])}",
-        "Privileged one-step rules",
-        "value_oracle",
-    )
+    title = f"# Headroom for lookahead: {args.env} with {json.dumps(args.config)}"
+    rules = policies(keeps)
+    return run("experiments.lookahead_headroom", rules, args, horizons, argv, title,
+               "Privileged one-step rules")  # fmt: skip
 
 
 def table(

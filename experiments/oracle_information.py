@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from agents.baselines import hidden_parts
@@ -75,24 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     horizons = lh.horizons_of(p, args)
-    start = time.perf_counter()
-    rows = lh.sweep(rules(args.hide), args, horizons)
-    command = ["python", "-m", "experiments.oracle_information", *(argv or sys.argv[1:])]
-    md = lh.write(Path(args.out), command, args, rows, markdown, time.perf_counter() - start)
-    print(md)
-    return 0
-
-
-def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
-    s = head["settings"]
-    return lh.table(
-        rows,
-        head,
-        f"# What the oracle's knowledge is worth: {s['env']} with {json.dumps(s['config'])}",
+    title = f"# What the oracle's knowledge is worth: {args.env} with {json.dumps(args.config)}"
+    what = (
         "The one-step value oracle, each variant kept from reading the latent parts it is "
-        "named without (replaced by what agents observe of them or their mean)",
-        "value_oracle",
+        "named without (replaced by what agents observe of them or their mean)"
     )
+    return lh.run("experiments.oracle_information", rules(args.hide), args, horizons, argv,
+                  title, what)  # fmt: skip
 
 
 if __name__ == "__main__":
