@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import gymnasium
 import torch
 
 from recenv.core.config import (
@@ -81,6 +82,40 @@ def register(env_id: str, entry_point: str, pz_doc: str = "") -> None:
     if env_id in _REGISTRY:
         raise ValueError(f"environment id {env_id!r} is already registered")
     _REGISTRY[env_id] = EnvSpec(env_id, entry_point, pz_doc)
+    register_gymnasium_ids([env_id])
+
+
+#: What a recenv id's Gymnasium id adds to its name: ``recenv/Market-v0`` ->
+#: ``recenv/Market-SingleAgent-v0``.
+GYMNASIUM_SUFFIX = "-SingleAgent"
+_SINGLE_AGENT_ENV = "recenv.integrations.gymnasium_single:make_single_agent_env"
+
+
+def gymnasium_id(env_id: str) -> str:
+    """The ``gymnasium.make`` id of recenv id ``env_id`` seen by one learning agent:
+    ``recenv/Market-v0`` -> ``recenv/Market-SingleAgent-v0``."""
+    _check_id_type(env_id)
+    if not _ID.fullmatch(env_id):
+        raise ValueError(f"environment id {env_id!r} must look like 'namespace/Name-vN'")
+    name, _, version = env_id.rpartition("-v")
+    return f"{name}{GYMNASIUM_SUFFIX}-v{version}"
+
+
+def register_gymnasium_ids(env_ids: list[str]) -> list[str]:
+    """Register a ``gymnasium.make`` id (:func:`gymnasium_id`) for each recenv id: one market
+    seen by one learning agent, :func:`~recenv.integrations.gymnasium_single.make_single_agent_env`
+    of that id, whose keyword arguments ``gymnasium.make`` passes on (``agent``, ``opponents``,
+    ``flatten_obs``, ``device``, ``compile``, ``seed``, config fields). No time limit is
+    added: the market truncates at its horizon. :func:`register` calls it for every id, and
+    ``import recenv`` for the installed plug-ins' ids; an id Gymnasium already has is left as
+    it is. Returns the Gymnasium ids."""
+    out = []
+    for env_id in env_ids:
+        gym_id = gymnasium_id(env_id)
+        if gym_id not in gymnasium.registry:
+            gymnasium.register(gym_id, entry_point=_SINGLE_AGENT_ENV, kwargs={"env_id": env_id})
+        out.append(gym_id)
+    return out
 
 
 def _check_id_type(env_id: Any) -> None:

@@ -158,3 +158,58 @@ def test_stable_baselines3_checks_and_trains_on_it():
             assert model.num_timesteps == 64
         finally:
             venv.close()
+
+
+def test_every_scenario_has_a_gymnasium_make_id_that_replays_the_function():
+    """``gymnasium.make("recenv/Market-SingleAgent-v0", ...)`` is ``make_single_agent_env``
+    of the id with the same keyword arguments (behind Gymnasium's checker and order
+    wrappers, no time limit): the same observations and rewards step for step."""
+    import recenv
+    from recenv.registry import gymnasium_id
+
+    for env_id in recenv.registered_ids():
+        assert gymnasium_id(env_id) in gymnasium.registry, env_id
+    made = gymnasium.make("recenv/Market-SingleAgent-v0", opponents="oracle", **SMALL)
+    assert made.spec.max_episode_steps is None and made.spec.kwargs["env_id"] == MARKET
+    direct = make_single_agent_env(MARKET, opponents="oracle", **SMALL)
+    obs, _ = made.reset(seed=4)
+    dobs, _ = direct.reset(seed=4)
+    rng = np.random.default_rng(2)
+    for _ in range(SMALL["horizon"]):
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], dobs[key], err_msg=key)
+        slate = _slate(obs, rng)
+        obs, reward, terminated, truncated, _ = made.step(slate)
+        dobs, dreward, dterm, dtrunc, _ = direct.step(slate)
+        assert (reward, terminated, truncated) == (dreward, dterm, dtrunc)
+    assert truncated
+    with pytest.raises(ValueError, match="opponent of agent_1"):
+        gymnasium.make("recenv/Market-SingleAgent-v0", opponents="nobody")
+
+
+def test_ids_registered_later_get_one_and_a_fresh_process_finds_them(tmp_path):
+    """``recenv.register`` adds the Gymnasium id too; in a fresh process
+    ``gymnasium.make("recenv:...")`` imports recenv and finds the built-in ids."""
+    import subprocess
+    import sys
+
+    import recenv
+    from recenv.registry import _REGISTRY
+
+    try:
+        recenv.register("testlab/Tiny-v3", "recenv.scenarios.market:build")
+        assert "testlab/Tiny-SingleAgent-v3" in gymnasium.registry
+        env = gymnasium.make("testlab/Tiny-SingleAgent-v3", num_items=300, horizon=3)
+        assert env.unwrapped.market.config.num_items == 300
+    finally:
+        _REGISTRY.pop("testlab/Tiny-v3", None)
+        gymnasium.registry.pop("testlab/Tiny-SingleAgent-v3", None)
+    code = (
+        "import gymnasium, sys\n"
+        "env = gymnasium.make('recenv:recenv/Video-SingleAgent-v0', num_items=600, horizon=4)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "assert 'recenv' in sys.modules and obs['action_mask'].shape == (25,)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
