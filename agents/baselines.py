@@ -189,6 +189,7 @@ class MyopicOracleAgent(_Oracle, ScoringAgent):
     The slate likeliest to be clicked; a reference, not a competitor: it ignores what a
     recommendation does to boredom, satisfaction and churn later, and ranks by utility rather
     than by the engagement (reward) a click brings (:class:`ValueOracleAgent` weighs that).
+    ``hide`` keeps latent parts from it (``BatchedMarket.oracle_view``).
     """
 
     name: ClassVar[str] = "oracle"
@@ -229,6 +230,13 @@ class ValueOracleAgent(_Oracle):
     def __init__(self, env: Any, config: ValueOracleConfig | None = None, agent_ids=None):
         super().__init__(env, config, agent_ids)
         _check_choice(self.name, "plan", self.config.plan, ("own", "page"))
+        if self.config.plan == "page" and set(self.agent_ids) != set(self.env_agents):
+            # The page plan gives each slot to the team's best use; agents it does not
+            # control would not play their part of it.
+            raise ValueError(
+                f"{self.name}: plan='page' plans every agent's slate, so it must control all "
+                f"of {self.env_agents}, not {self.agent_ids}"
+            )
 
     def act(self, obs: Obs, explore: bool = False) -> Actions:
         N = next(iter(obs.values()))["action_mask"].shape[0]

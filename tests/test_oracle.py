@@ -400,3 +400,12 @@ def test_value_oracle_agent_plans_alone_or_as_a_team():
         ValueError, match=r"value_oracle: plan='team' must be one of \['own', 'page'\]"
     ):
         make_agent("value_oracle", env, plan="team")
+
+
+def test_a_page_plan_must_control_every_agent():
+    from agents import make_agent
+
+    env = recenv.make_vec(MARKET, num_envs=2, seed=0)
+    with pytest.raises(ValueError, match=r"plan='page' plans every agent's slate"):
+        make_agent("value_oracle", env, plan="page", agent_ids=["agent_0"])
+    make_agent("value_oracle", env, plan="own", agent_ids=["agent_0"])  # planning alone: fine
