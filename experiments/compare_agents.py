@@ -19,8 +19,8 @@ Two experiments (``--experiment``):
     greed costly: the myopic oracle, which sees boredom, keeps retention at 1.0 over 1 000
     requests; in the harsher setting it loses about two thirds of the viewers. Compared: the
     myopic oracle, IQL with market-level and user-level bootstrapping, a myopic IQL (γ = 0:
-    the same learner without a future) and random; ``--long-extra`` adds registered agents
-    (default configs), e.g. ``mf linucb``.
+    the same learner without a future) and random; ``--long-extra`` adds registered agents,
+    e.g. ``linucb mf='{"user_scope": "population"}'``.
 
 ``slate_quality``
     Why IQL stays below the value oracle: IQL trains in self-play on ``--env-id``, then each
@@ -201,12 +201,32 @@ LONG_HORIZON_AGENTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def extra_agent(spec: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """``--long-extra``'s ``NAME`` or ``NAME=JSON`` (a config object) as ``(label, (name,
+    config))``; ``ValueError`` naming the problem for an unknown agent, a config that is not
+    a JSON object or keys the agent's config does not have."""
+    name, sep, text = spec.partition("=")
+    config: dict[str, Any] = {}
+    if sep:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{spec!r}: the config after '=' is not JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{spec!r}: the config after '=' must be a JSON object")
+    target = agents.agent_class(name)
+    if config and isinstance(target, type) and hasattr(target, "Config"):
+        target.Config.from_kwargs(**config)  # unknown keys, wrong values: refused now
+    label = f"{name} {json.dumps(config)}" if config else name
+    return label, (name, config)
+
+
 def long_horizon_experiment(args: argparse.Namespace) -> dict[str, Any]:
     env_kwargs = {"horizon": args.horizon, **args.long_env_config}
     results: dict[str, Any] = {}
-    lineup = {**LONG_HORIZON_AGENTS, **{name: (name, {}) for name in args.long_extra}}
+    lineup = {**LONG_HORIZON_AGENTS, **dict(map(extra_agent, args.long_extra))}
     for label, (name, cfg) in lineup.items():
-        config = {**iql_config(args.budget, args.iql), **cfg} if name == "iql" else {}
+        config = {**iql_config(args.budget, args.iql), **cfg} if name == "iql" else dict(cfg)
         runs = []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
@@ -307,9 +327,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--long-extra",
         nargs="+",
         default=[],
-        metavar="AGENT",
-        help="long_horizon: registered agents evaluated after its fixed lineup, default "
-        "configs (learners train --budget env steps)",
+        metavar="AGENT[=JSON]",
+        help="long_horizon: agents evaluated after its fixed lineup, each a registered name, "
+        'with a JSON config after "=" if not the default, e.g. mf=\'{"user_scope": '
+        '"population"}\' (learners train --budget env steps)',
     )
     p.add_argument("--num-envs", type=int, default=32, help="markets while training")
     p.add_argument("--eval-envs", type=int, default=32, help="markets (episodes) per evaluation")
@@ -321,9 +342,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iql", type=json.loads, default={}, help="JSON overrides of IQL's config")
     p.add_argument("--out", default=None, help="output path without suffix")
     args = p.parse_args(argv)
-    for name in args.long_extra:  # refused now, not after the fixed lineup's runs
+    for spec in args.long_extra:  # refused now, not after the fixed lineup's runs
         try:
-            agents.agent_class(name)
+            extra_agent(spec)
         except ValueError as e:
             p.error(f"--long-extra: {e}")
     if args.long_extra and args.experiment != "long_horizon":

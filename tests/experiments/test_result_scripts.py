@@ -316,12 +316,17 @@ def test_compare_agents_long_horizon_takes_extra_agents_and_refuses_unknown_ones
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SystemExit):
         compare_agents.main([*argv[2:], "--long-extra", "linucb"])  # the table experiment
-    compare_agents.main([*argv, "--long-extra", "linucb", "mf"])
+    for bad in ("mf={bad json", 'mf=["user_scope"]', 'mf={"user_scop": "episode"}'):
+        with pytest.raises(SystemExit):
+            compare_agents.main([*argv, "--long-extra", bad])
+        assert list(tmp_path.iterdir()) == []
+    compare_agents.main([*argv, "--long-extra", "linucb", 'mf={"user_scope": "population"}'])
     results = json.loads(out.with_suffix(".json").read_text())["results"]
-    assert list(results)[-2:] == ["linucb", "mf"]
+    assert list(results)[-2:] == ["linucb", 'mf {"user_scope": "population"}']
+    assert results['mf {"user_scope": "population"}']["config"] == {"user_scope": "population"}
     assert list(results)[:-2] == list(compare_agents.LONG_HORIZON_AGENTS)
     assert "train_env_steps_per_s" in results["linucb"]  # it trained
-    assert "| mf |" in out.with_suffix(".md").read_text()
+    assert '| mf {"user_scope": "population"} |' in out.with_suffix(".md").read_text()
 
 
 def test_compare_marl_env_set_reaches_every_market_and_the_report(tmp_path, monkeypatch):
