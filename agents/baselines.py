@@ -152,6 +152,8 @@ class OracleConfig(AgentConfig):
         "comma-separated latent parts the oracle does not read, each replaced by what agents "
         f"observe of it or its mean ({', '.join(ORACLE_HIDEABLE)}; '': it reads them all)",
     )
+    # Checkpoints written before `hide` existed read everything.
+    LEGACY: ClassVar[Mapping[str, Any]] = {"hide": ""}
 
 
 def hidden_parts(name: str, hide: str) -> tuple[str, ...]:
@@ -209,6 +211,7 @@ class ValueOracleConfig(OracleConfig):
         "'own': each agent's slate leaves the other agents' items out (oracle_slates "
         "'value'); 'page': the shared page planned together, as one team ('page_value')",
     )
+    LEGACY: ClassVar[Mapping[str, Any]] = {"hide": "", "plan": "own"}
 
 
 @register

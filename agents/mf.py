@@ -3,7 +3,10 @@
 The model is Hu, Koren & Volinsky's (2008): a shown item is a preference ``y = 1`` when it was
 clicked and ``y = 0`` when it was shown and passed over, with confidence ``c = 1 + α`` for a
 click and ``1`` otherwise; the score of item ``i`` for user ``u`` is ``μ + b_i + p_u · q_i``
-fitted by weighted least squares with L2 regularisation.
+fitted by weighted least squares with L2 regularisation. ``target="engagement"`` regresses the
+click's engagement instead of 1 (0 for a passed-over item, the same confidences): the score
+is then an expected engagement, the reward of most presets, where the click target ranks by
+click odds alone (as the utility oracle does).
 
 - Item factors ``q_i`` and biases ``b_i`` (per controlled env agent, over the catalog) are
   learned by SGD on every slate the agent showed while training (:meth:`learn`).
@@ -70,6 +73,14 @@ class MatrixFactorizationConfig(AgentConfig):
     user_scope: str = option(
         "episode", "'episode': a user vector per (market, user) and episode; 'population'"
     )
+    target: str = option(
+        "click",
+        "what a shown item's preference y is: 'click' (1 clicked, 0 passed over) or "
+        "'engagement' (the click's engagement, 0 passed over); confidence 1 + α per click "
+        "either way",
+    )
+    # Checkpoints written before `target` existed regressed clicks.
+    LEGACY: ClassVar[Mapping[str, Any]] = {"target": "click"}
 
 
 @register
@@ -89,6 +100,8 @@ class MatrixFactorizationAgent(ScoringAgent):
             raise ValueError(
                 f"{self.name}: user_scope={cfg.user_scope!r} must be 'episode' or 'population'"
             )
+        if cfg.target not in ("click", "engagement"):
+            raise ValueError(f"{self.name}: target={cfg.target!r} must be 'click' or 'engagement'")
         A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
         self.num_users = self.env_config.num_users
         g = self.generator
@@ -166,9 +179,11 @@ class MatrixFactorizationAgent(ScoringAgent):
 
     # Feedback --------------------------------------------------------------------------------
     def _interactions(self, tr: Transition, i: int, a: str):
-        items, y, _ = tr.slate_feedback(a, "click")
-        conf = (1.0 + self.config.confidence * y) * tr.seen(a).float()[:, None]  # 0: dropped
-        return items, y, conf
+        items, clicked, _ = tr.slate_feedback(a, "click")
+        conf = (1.0 + self.config.confidence * clicked) * tr.seen(a).float()[:, None]  # 0: dropped
+        if self.config.target == "engagement":
+            return items, tr.slate_feedback(a, "engagement")[1], conf
+        return items, clicked, conf
 
     def observe(self, transition: Transition) -> None:
         N = transition.valid.shape[0]

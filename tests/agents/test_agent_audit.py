@@ -226,3 +226,55 @@ def test_no_float_option_takes_nan_or_an_infinity_it_does_not_declare(env_for, n
 def test_a_negative_or_infinite_coefficient_or_spread_is_refused(market, name, field, value):
     with pytest.raises(ValueError, match=rf"{field}={value} must lie in \[0\.0, inf\)"):
         agents.make_agent(name, market(num_envs=2), **{field: value})
+
+
+def test_mf_engagement_target_regresses_the_clicks_engagement_with_the_same_confidence(market):
+    """``target="engagement"``: a shown item's label is the click's engagement (0 passed
+    over), its confidence ``1 + α`` per click as with clicks; the user fold-in then sums
+    those labels. A bad target is refused naming the agent."""
+    env = market(num_envs=8, seed=3)
+    by_click = agents.make_agent("mf", env, seed=0)
+    by_engagement = agents.make_agent("mf", env, seed=0, target="engagement")
+    obs = env.reset(seed=3)
+    actions = by_click.act(obs, explore=True)
+    nxt, rew, term, trunc, info = env.step(actions)
+    tr = agents.Transition.from_step(env.agents, obs, actions, rew, nxt, term, trunc, info)
+    for i, a in enumerate(env.agents):
+        items_c, y_c, conf_c = by_click._interactions(tr, i, a)
+        items_e, y_e, conf_e = by_engagement._interactions(tr, i, a)
+        assert torch.equal(items_c, items_e) and torch.equal(conf_c, conf_e)
+        assert torch.equal(y_e, tr.slate_feedback(a, "engagement")[1])
+        assert torch.equal(y_e > 0, y_c > 0)  # engagement only where there was a click
+    clicked = torch.cat([tr.slate_feedback(a, "click")[1] for a in env.agents]).sum()
+    assert clicked > 0  # the test would pass vacuously without a click
+    by_click.observe(tr)
+    by_engagement.observe(tr)
+    assert not torch.equal(by_click.rhs, by_engagement.rhs)
+    torch.testing.assert_close(by_click.gram, by_engagement.gram, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="mf: target='watch' must be 'click' or 'engagement'"):
+        agents.make_agent("mf", env, target="watch")
+
+
+@pytest.mark.parametrize(
+    ("name", "new_keys"),
+    [("mf", ["target"]), ("oracle", ["hide"]), ("value_oracle", ["hide", "plan"])],
+)
+def test_checkpoints_from_before_a_new_option_load_with_what_they_ran(
+    name, new_keys, market, tmp_path
+):
+    """A header without the options added on 2026-12-06 (MF's ``target``, the oracles'
+    ``hide`` and ``plan``) reads them as the behaviour it was written with (``LEGACY``):
+    it loads, and a resume's header check finds no difference."""
+    from agents.base import header_differences
+
+    env = market(num_envs=2, horizon=10)
+    agent = agents.make_agent(name, env)
+    path = tmp_path / f"{name}.pt"
+    agent.save(path)
+    payload = torch.load(path, weights_only=True)
+    for key in new_keys:
+        del payload["header"]["config"][key]
+    torch.save(payload, path)
+    assert header_differences(payload["header"], agent) == []
+    agents.load_agent(path, env)
+    agents.make_agent(name, env).load(path)
