@@ -59,6 +59,7 @@ import torch
 import agents
 import recenv
 from experiments import slate_quality
+from experiments.config import validate_agent_overrides
 from experiments.provenance import code_line, versions
 
 DEFAULT_AGENTS = (
@@ -214,9 +215,8 @@ def extra_agent(spec: str) -> tuple[str, tuple[str, dict[str, Any]]]:
             raise ValueError(f"{spec!r}: the config after '=' is not JSON ({e})") from None
         if not isinstance(config, dict):
             raise ValueError(f"{spec!r}: the config after '=' must be a JSON object")
-    target = agents.agent_class(name)
-    if config and isinstance(target, type) and hasattr(target, "Config"):
-        target.Config.from_kwargs(**config)  # unknown keys, wrong values: refused now
+    agents.agent_class(name)  # an unknown name: refused now
+    validate_agent_overrides(name, config)  # unknown keys, wrong values: refused now
     label = f"{name} {json.dumps(config)}" if config else name
     return label, (name, config)
 

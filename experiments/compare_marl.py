@@ -56,7 +56,10 @@ from experiments.config import (
     OPPONENT_SEED_OFFSET,
     ConfigError,
     check_agent_name,
+    env_field_hint,
+    parse_value,
     validate_agent_overrides,
+    validate_env_overrides,
 )
 from experiments.provenance import code_line, versions
 from recenv.core.config import REWARD_MODES
@@ -271,7 +274,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a MarketConfig override (a Python literal) for every market, e.g. num_agents=4; "
+        help="a MarketConfig override for every market, e.g. num_agents=4 (typed as the "
+        "runner's --set env.KEY=VALUE); "
         "repeatable (reward mode and horizon have their own options)",
     )
     args = p.parse_args(argv)
@@ -307,7 +311,7 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     teams = [t for t in args.head_to_head.split(",") if t]
     try:
         env_kw = env_overrides(args)
-        recenv.make_vec(ENV, num_envs=1, seed=0, horizon=2, **env_kw)  # unknown keys, ranges
+        validate_env_overrides(ENV, {**env_kw, "horizon": 2})  # unknown keys, ranges
     except ValueError as e:
         p.error(f"--env-set: {e}")
     if teams and "num_agents" in env_kw:
@@ -340,10 +344,7 @@ def env_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{item!r}: expected KEY=VALUE")
         if key in ("reward_mode", "horizon"):
             raise ValueError(f"{key} is set by --{'modes' if key == 'reward_mode' else key}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
+        out[key] = parse_value(value, env_field_hint(key), f"env.{key}")  # as the runner's
     return out
 
 

@@ -580,6 +580,13 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def env_field_hint(key: str) -> Any:
+    """The type an env override ``key`` is parsed as (:func:`parse_value`): a MarketConfig
+    field's; a scenario's own key (FromLog-v0's ``log=PATH``) is JSON-or-string (``Any``),
+    validated by the scenario when it is built."""
+    return _hints(MarketConfig).get(key, Any)
+
+
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     """recenv's guess (:func:`recenv.core.config.did_you_mean`) of one word."""
     if not isinstance(word, str):  # difflib takes strings only
@@ -823,10 +830,7 @@ def apply_overrides(
                 v = tuple(check_agent_name(a) for a in v)
             cmp_kw[rest] = v
         elif section == "env":
-            # A MarketConfig field has a type; a scenario's own key (FromLog-v0's log=PATH)
-            # is parsed as JSON-or-string, and the scenario validates it when it is built.
-            hint = _hints(MarketConfig).get(rest, Any)
-            env_kw[rest] = parse_value(value, hint, key)
+            env_kw[rest] = parse_value(value, env_field_hint(rest), key)
         elif section in ("agent", "opponent"):
             pending_agent.append((key, value))
         else:
