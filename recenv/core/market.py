@@ -127,6 +127,28 @@ class OracleView(NamedTuple):
     price: torch.Tensor  # the item's price (revenue)
 
 
+def _greedy_slot(
+    cfg: MarketConfig,
+    u: torch.Tensor,
+    top: torch.Tensor,
+    length: torch.Tensor,
+    price: torch.Tensor,
+    num: torch.Tensor,
+    den: torch.Tensor,
+    taken: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One slot of the value oracles' greedy (``oracle_slates("value" / "page_value")``):
+    candidates' utilities ``u [..., C]`` at the slot's position, their weights ``w =
+    exp((u - top) / T)`` relative to ``top [...]`` and ``wv = w · v`` with ``v`` a click's
+    expected value; the pick ``[...]`` is the untaken candidate that most raises ``(num +
+    wv) / (den + w)``, the expected reward of the slate (or page) so far (ties: the first).
+    Returns ``(w, wv, pick)``."""
+    w = torch.exp((u - top[..., None]) / cfg.temperature)
+    wv = w * expected_click_value(cfg, u, length, price)
+    gain = ((num[..., None] + wv) / (den[..., None] + w)).masked_fill(taken, -math.inf)
+    return w, wv, gain.argmax(dim=-1)
+
+
 class NextUser(NamedTuple):
     """:meth:`BatchedMarket._next_user`: each market's next arriving user, ``[N]`` each."""
 
@@ -1057,12 +1079,9 @@ class BatchedMarket:
         for p in range(A * K):
             agent, slot = order[:, p] // K, order[:, p] % K  # [N] each
             u = utility[rows, agent] - cost[p]  # [N, C]
-            w = torch.exp((u - top[:, None]) / cfg.temperature)
-            wv = w * expected_click_value(cfg, u, length[rows, agent], price[rows, agent])
-            gain = ((num[:, None] + wv) / (den[:, None] + w)).masked_fill(
-                taken[rows, agent], -math.inf
+            w, wv, pick = _greedy_slot(
+                cfg, u, top, length[rows, agent], price[rows, agent], num, den, taken[rows, agent]
             )
-            pick = gain.argmax(dim=1)  # [N]; ties: the first candidate
             slates[rows, agent, slot] = pick
             taken[rows, agent, pick] = True
             num = num + wv[rows, pick]
@@ -1090,10 +1109,8 @@ class BatchedMarket:
         slates = torch.empty(N, A, K, dtype=torch.int64, device=self.device)
         for k in range(K):
             u = utility - cost[:, :, k : k + 1]
-            w = torch.exp((u - top[:, :, None]) / cfg.temperature)
-            wv = w * expected_click_value(cfg, u, length, price)
-            gain = ((num[:, :, None] + wv) / (den[:, :, None] + w)).masked_fill(taken, -math.inf)
-            pick = gain.argmax(dim=2, keepdim=True)  # [N, A, 1]; ties: the first candidate
+            w, wv, pick = _greedy_slot(cfg, u, top, length, price, num, den, taken)
+            pick = pick[:, :, None]  # [N, A, 1]
             slates[:, :, k : k + 1] = pick
             taken = taken.scatter(2, pick, True)
             num = num + wv.gather(2, pick).squeeze(2)
