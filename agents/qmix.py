@@ -16,6 +16,20 @@ top-K is a heuristic maximiser). The price: the utility cannot express that a us
 most one item (items of a slate do not compete within ``Q_a``); they are fitted jointly, so
 ``q`` learns each item's *marginal* contribution in the slates the policy shows.
 
+**Per-agent slate utility: SlateQ** (``utility="slateq"``). IQL's choice-weighted value
+(``agents/iql.py``): ``Q_a(o_a, A) = Σ_{i∈A} P(i | o_a, A) Q̄_a(o_a, i) + P(⊥ | o_a, A) Q̄_a(o_a, ⊥)``
+with a conditional-logit choice model per agent (or one shared, with the agent id) learned by
+maximum likelihood of the agent's own clicked slot (``Transition.clicked_slot``). The TD is
+SlateQ's: the mixer mixes the *observed outcome's* values, ``Q̄_a(o_a, i*_a)`` for agent
+``a``'s clicked item or ``Q̄_a(o_a, ⊥)`` without a click, a sample of ``Q_a(o_a, A_a)`` over
+the user's choice; the targets mix ``Q_a(o'_a, A'_a)`` at SlateQ's greedy slates (each slot
+the candidate that most raises the slate's value: the assortment effect). Under VDN the sum
+is linear, so the mixed sample is an unbiased sample of ``Q_tot``; under QMIX's non-linear
+mixer it is not (a mixed sample, not the mixed expectation): use it knowing that. The
+greedy slate is SlateQ's heuristic maximiser, so IGM holds only as far as it maximises.
+This is the slate model IQL learns with, under value decomposition: it separates what the
+slate model is worth from what the team value is worth (``experiments/results``).
+
 **Mixers.** ``vdn``: ``Q_tot = Σ_a Q_a``. ``qmix``: a two-layer monotonic mixer whose weights
 are produced from the global ``state()`` by hypernetworks and passed through ``abs()``
 (``∂Q_tot/∂Q_a ≥ 0``), with state-dependent biases and an ELU between the layers.
@@ -32,7 +46,7 @@ with a clear error when the agent is built.
 
 Exploration: ε-greedy per slot, ε decayed linearly in env transitions. Everything, replay
 included, lives on the env's device. Metrics: ``losses/td``, ``charts/q_tot``,
-``charts/target``, ``charts/epsilon``.
+``charts/target``, ``charts/epsilon`` (and ``losses/choice_nll`` with ``utility="slateq"``).
 """
 
 from __future__ import annotations
@@ -47,15 +61,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.base import AgentConfig, Metrics, ScoringAgent, Transition, option, slate_from_scores
+from agents.base import (
+    Actions,
+    AgentConfig,
+    Metrics,
+    Obs,
+    ScoringAgent,
+    Transition,
+    option,
+    slate_from_scores,
+)
 from agents.buffers import NStepAccumulator, ReplayBuffer, row_keys
 from agents.features import ObsLayout, context_features, pair_features
+from agents.iql import ChoiceModel, greedy_slate, slate_value, topk_rank
 from agents.nets import CandidateScorer, mlp, one_hot_agent, seeded_init
 from agents.registry import register
 from agents.state_checks import counter
 from agents.update_metrics import UpdateMetrics
 
 OBS_KEYS = ("user", "history", "candidates", "action_mask")
+UTILITIES = ("additive", "slateq")
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,14 @@ class QMIXConfig(AgentConfig):
     )
     hidden: tuple = option(
         (128, 128), "hidden sizes of the per-agent utility network", within=(1, math.inf), each=int
+    )
+    utility: str = option(
+        "additive",
+        "per-agent slate utility: 'additive' (v + Σ q over the slate) or 'slateq' (IQL's "
+        "choice-weighted value with a learned choice model)",
+    )
+    choice_hidden: tuple = option(
+        (64,), "utility='slateq': hidden sizes of the choice model", within=(1, math.inf), each=int
     )
     mixer_embed: int = option(32, "QMIX: width of the mixing layer", within=(1, math.inf))
     hypernet_hidden: int = option(
@@ -101,6 +134,9 @@ class QMIXConfig(AgentConfig):
         100, "return averaged metrics every this many updates", within=(1, math.inf)
     )
     save_buffer: bool = option(False, "write the replay buffer into checkpoints (large)")
+    # Checkpoints written before `utility` existed ran the additive utility (headers hold
+    # tuples as lists, so the choice model's width is written as one).
+    LEGACY: ClassVar[Mapping[str, Any]] = {"utility": "additive", "choice_hidden": [64]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -161,27 +197,45 @@ class ValueDecompositionAgent(ScoringAgent):
                 f"{self.name}: gamma={cfg.gamma} (in [0, 1]) or target_tau={cfg.target_tau} "
                 "(in (0, 1]) out of range"
             )
+        if cfg.utility not in UTILITIES:
+            raise ValueError(f"{self.name}: utility={cfg.utility!r} must be one of {UTILITIES}")
+        self.slateq = cfg.utility == "slateq"
         e = self.env_config
         self.layout = ObsLayout(e.num_topics)
         A = len(self.agent_ids)
         self.num_ids = A if cfg.shared_params else 0
         pair_dim = self.layout.pair_dim(e.user_dim, e.history_dim, e.candidate_dim)
         ctx_dim = self.layout.context_dim(e.user_dim, e.history_dim)
+        nets = 1 if cfg.shared_params else A
         with seeded_init(cfg.seed):
             self.utilities = nn.ModuleList(
                 CandidateScorer(pair_dim + self.num_ids, ctx_dim + self.num_ids, cfg.hidden)
-                for _ in range(1 if cfg.shared_params else A)
+                for _ in range(nets)
             ).to(self.device)
             self.mixer = self.build_mixer(A, e.state_dim, cfg).to(self.device)
+            # Built last, and only for SlateQ utilities: the additive agent's parameters (and
+            # checkpoints) are what they were before this option existed.
+            self.choices = nn.ModuleList(
+                ChoiceModel(
+                    pair_dim + self.num_ids,
+                    ctx_dim + self.num_ids,
+                    cfg.choice_hidden,
+                    e.slate_size,
+                )
+                for _ in range(nets if self.slateq else 0)
+            ).to(self.device)
         self.utilities_target = copy.deepcopy(self.utilities).requires_grad_(False)
         self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
-            [*self.utilities.parameters(), *self.mixer.parameters()], lr=cfg.lr
+            [*self.utilities.parameters(), *self.mixer.parameters(), *self.choices.parameters()],
+            lr=cfg.lr,
         )
-        # The keys learn() pushes: the reward, the joint slate, every observation key and its
-        # next_ (and the global state's, for agents that mix on it), and the control keys.
+        # The keys learn() pushes: the reward, the joint slate (and clicked slots, for SlateQ
+        # utilities), every observation key and its next_ (and the global state's, for agents
+        # that mix on it), and the control keys.
         obs_keys = [*OBS_KEYS, *(["state"] if self.needs_state else [])]
-        step_keys = ["reward", "slate", *obs_keys, *(f"next_{k}" for k in obs_keys)]
+        acted = ["slate", *(["click"] if self.slateq else [])]
+        step_keys = ["reward", *acted, *obs_keys, *(f"next_{k}" for k in obs_keys)]
         self.buffer = ReplayBuffer(
             cfg.buffer_size,
             self.device,
@@ -197,12 +251,12 @@ class ValueDecompositionAgent(ScoringAgent):
         raise NotImplementedError
 
     # Utilities -------------------------------------------------------------------------------
-    def item_values(
-        self, obs: Mapping[str, torch.Tensor], agents: Sequence[int], target: bool = False
+    def features(
+        self, obs: Mapping[str, torch.Tensor], agents: Sequence[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-item terms ``q [B, n, C]`` and request terms ``v [B, n]`` of the controlled
-        agents ``agents`` (indices into ``agent_ids``) from their observations stacked on
-        axis 1 (``obs[k] [B, n, ...]``); one forward pass when the network is shared."""
+        """Pair features ``[B, n, C, F]`` and context features ``[B, n, G]`` (+ the agent
+        one-hot when the networks are shared) of the controlled agents ``agents`` (indices
+        into ``agent_ids``) from their observations stacked on axis 1 (``obs[k] [B, n, ...]``)."""
         B, n = obs["user"].shape[:2]
         flat = {k: obs[k].flatten(0, 1) for k in ("user", "history", "candidates")}
         pairs, ctx = pair_features(self.layout, flat), context_features(flat)
@@ -210,12 +264,48 @@ class ValueDecompositionAgent(ScoringAgent):
             ids = torch.as_tensor(list(agents), device=self.device).repeat(B)
             pairs = torch.cat([pairs, one_hot_agent(ids[:, None], self.num_ids, pairs)], dim=-1)
             ctx = torch.cat([ctx, one_hot_agent(ids, self.num_ids, ctx)], dim=-1)
-        pairs, ctx = pairs.unflatten(0, (B, n)), ctx.unflatten(0, (B, n))
-        nets = self.utilities_target if target else self.utilities
+        return pairs.unflatten(0, (B, n)), ctx.unflatten(0, (B, n))
+
+    def heads(
+        self, nets: nn.ModuleList, pairs: torch.Tensor, ctx: torch.Tensor, agents: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``nets`` (one per agent, or one shared) on :meth:`features`: per-candidate ``[B, n,
+        C]`` and per-request ``[B, n]`` outputs; one forward pass when the network is shared."""
         if self.config.shared_params:
             return nets[0](pairs, ctx)
         out = [nets[i](pairs[:, j], ctx[:, j]) for j, i in enumerate(agents)]
-        return torch.stack([q for q, _ in out], 1), torch.stack([v for _, v in out], 1)
+        return torch.stack([x for x, _ in out], 1), torch.stack([y for _, y in out], 1)
+
+    def item_values(
+        self, obs: Mapping[str, torch.Tensor], agents: Sequence[int], target: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item terms ``q [B, n, C]`` and request terms ``v [B, n]`` of the controlled
+        agents ``agents`` (:meth:`features`' layout). With ``utility="slateq"`` they are
+        ``Q̄(o, i)`` and ``Q̄(o, ⊥)``."""
+        nets = self.utilities_target if target else self.utilities
+        return self.heads(nets, *self.features(obs, agents), agents)
+
+    def per_choice(self, fn, agents: Sequence[int], *tensors: torch.Tensor) -> torch.Tensor:
+        """``fn(choice_model, *tensors)`` over the agents' axis 1 of ``tensors [B, n, ...]``:
+        one call on ``[B * n, ...]`` when the choice model is shared, one per agent otherwise;
+        the result back as ``[B, n, ...]``."""
+        B, n = tensors[0].shape[:2]
+        if self.config.shared_params:
+            return fn(self.choices[0], *(t.flatten(0, 1) for t in tensors)).unflatten(0, (B, n))
+        return torch.stack(
+            [fn(self.choices[i], *(t[:, j] for t in tensors)) for j, i in enumerate(agents)], 1
+        )
+
+    def slateq_slates(self, q, v, logits, no_click, mask, agents, epsilon=0.0) -> torch.Tensor:
+        """SlateQ's greedy slates ``[B, n, K]`` (:func:`agents.iql.greedy_slate`) from
+        ``Q̄`` terms ``q [B, n, C]``, ``v [B, n]`` and the choice model's ``logits [B, n, C]``,
+        ``no_click [B, n]``; ε-greedy per slot when ``epsilon > 0``."""
+        K, gen = self.slate_size, self.generator
+
+        def pick(choice, lg, nc, qi, qn, m):
+            return greedy_slate(choice, lg, nc, qi, qn, m, K, epsilon, gen)
+
+        return self.per_choice(pick, agents, logits, no_click, q, v, mask)
 
     @staticmethod
     def slate_utility(q: torch.Tensor, v: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
@@ -236,7 +326,27 @@ class ValueDecompositionAgent(ScoringAgent):
 
     @torch.no_grad()
     def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
-        return self.item_values({k: obs_a[k][:, None] for k in OBS_KEYS}, [i])[0][:, 0]
+        """Additive: ``q``; SlateQ: its top-K rank (what ensembles combine; acting is greedy)."""
+        obs1 = {k: obs_a[k][:, None] for k in OBS_KEYS}
+        if not self.slateq:
+            return self.item_values(obs1, [i])[0][:, 0]
+        pairs, ctx = self.features(obs1, [i])
+        q, v = self.heads(self.utilities, pairs, ctx, [i])
+        logits, _ = self.heads(self.choices, pairs, ctx, [i])
+        return topk_rank(logits[:, 0], q[:, 0], v[:, 0])
+
+    @torch.no_grad()
+    def act(self, obs: Obs, explore: bool = False) -> Actions:
+        if not self.slateq:
+            return super().act(obs, explore)
+        agents = range(len(self.agent_ids))
+        stacked = {k: torch.stack([obs[a][k] for a in self.agent_ids], 1) for k in OBS_KEYS}
+        pairs, ctx = self.features(stacked, agents)
+        q, v = self.heads(self.utilities, pairs, ctx, agents)
+        logits, no_click = self.heads(self.choices, pairs, ctx, agents)
+        eps = self.exploration() if explore else 0.0
+        slates = self.slateq_slates(q, v, logits, no_click, stacked["action_mask"], agents, eps)
+        return {a: slates[:, i] for i, a in enumerate(self.agent_ids)}
 
     def exploration(self) -> float:
         cfg = self.config
@@ -263,6 +373,8 @@ class ValueDecompositionAgent(ScoringAgent):
             "terminal": tr.terminated, "end": tr.ended, "valid": tr.valid,
             "slate": torch.stack([tr.actions[a] for a in self.agent_ids], dim=1),
         }  # fmt: skip
+        if self.slateq:
+            step["click"] = torch.stack([tr.clicked_slot[a] for a in self.agent_ids], dim=1)
         for k in OBS_KEYS:
             step[k] = torch.stack([tr.obs[a][k] for a in self.agent_ids], dim=1)
             step["next_" + k] = torch.stack([tr.next_obs[a][k] for a in self.agent_ids], dim=1)
@@ -291,19 +403,25 @@ class ValueDecompositionAgent(ScoringAgent):
         b = self.buffer.sample(cfg.batch_size, self.generator)
         agents = range(len(self.agent_ids))
         nxt = {k: b["next_" + k] for k in OBS_KEYS}
-        q_tot = self.mixer(
-            self.slate_utility(*self.item_values(b, agents), b["slate"]), b.get("state")
-        )
-        with torch.no_grad():
-            q_t, v_t = self.item_values(nxt, agents, target=True)
-            pick = self.item_values(nxt, agents)[0] if cfg.double_q else q_t
-            slates = self.greedy_slates(pick, nxt["action_mask"])
-            v_next = self.mixer_target(self.slate_utility(q_t, v_t, slates), b.get("next_state"))
-            target = b["reward"] + b["discount"] * v_next
+        stats: dict[str, torch.Tensor] = {}
+        if self.slateq:
+            q_tot, target, stats["losses/choice_nll"] = self._slateq_terms(b, nxt, agents)
+        else:
+            q_tot = self.mixer(
+                self.slate_utility(*self.item_values(b, agents), b["slate"]), b.get("state")
+            )
+            with torch.no_grad():
+                q_t, v_t = self.item_values(nxt, agents, target=True)
+                pick = self.item_values(nxt, agents)[0] if cfg.double_q else q_t
+                slates = self.greedy_slates(pick, nxt["action_mask"])
+                v_next = self.mixer_target(
+                    self.slate_utility(q_t, v_t, slates), b.get("next_state")
+                )
+                target = b["reward"] + b["discount"] * v_next
         td = F.smooth_l1_loss(q_tot, target)
 
         self.optimizer.zero_grad(set_to_none=True)
-        td.backward()
+        (td + stats.get("losses/choice_nll", 0.0)).backward()
         nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
@@ -313,8 +431,46 @@ class ValueDecompositionAgent(ScoringAgent):
             ):
                 for p, pt in zip(online.parameters(), tgt.parameters(), strict=True):
                     pt.lerp_(p, cfg.target_tau)
-        stats = {"losses/td": td, "charts/q_tot": q_tot.mean(), "charts/target": target.mean()}
+        stats.update(
+            {"losses/td": td, "charts/q_tot": q_tot.mean(), "charts/target": target.mean()}
+        )
         self.update_metrics.add(stats)
+
+    def _slateq_terms(self, b, nxt, agents):
+        """SlateQ utilities under the mixer (module docstring): the mixed observed outcomes'
+        ``Q̄`` ``[B]``, their TD target ``[B]`` and the choice models' mean NLL of the clicked
+        slot (``K`` = no click)."""
+        cfg, K = self.config, self.slate_size
+        slate, click = b["slate"], b["click"]  # [B, n, K], [B, n] (-1: no click)
+        pairs, ctx = self.features(b, agents)
+        q, v = self.heads(self.utilities, pairs, ctx, agents)
+        clicked = slate.gather(-1, click.clamp(min=0)[..., None])  # candidate index [B, n, 1]
+        q_obs = torch.where(click >= 0, q.gather(-1, clicked).squeeze(-1), v)
+        q_tot = self.mixer(q_obs, b.get("state"))
+
+        logits, no_click = self.heads(self.choices, pairs, ctx, agents)
+
+        def log_probs(choice, lg, nc, sl):
+            return choice.slate_log_probs(lg.gather(1, sl), nc)
+
+        log_p = self.per_choice(log_probs, agents, logits, no_click, slate)  # [B, n, K + 1]
+        nll = F.nll_loss(log_p.flatten(0, 1), torch.where(click >= 0, click, K).flatten())
+
+        with torch.no_grad():
+            n_pairs, n_ctx = self.features(nxt, agents)
+            n_logits, n_no_click = self.heads(self.choices, n_pairs, n_ctx, agents)
+            q_t, v_t = self.heads(self.utilities_target, n_pairs, n_ctx, agents)
+            q_s, v_s = (
+                self.heads(self.utilities, n_pairs, n_ctx, agents) if cfg.double_q else (q_t, v_t)
+            )
+            mask = nxt["action_mask"]
+            slates = self.slateq_slates(q_s, v_s, n_logits, n_no_click, mask, agents)
+            values = self.per_choice(
+                slate_value, agents, n_logits, n_no_click, q_t, v_t, slates
+            )  # [B, n]
+            v_next = self.mixer_target(values, b.get("next_state"))
+            target = b["reward"] + b["discount"] * v_next
+        return q_tot, target, nll
 
     # State -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -324,6 +480,7 @@ class ValueDecompositionAgent(ScoringAgent):
             "utilities_target": self.utilities_target.state_dict(),
             "mixer": self.mixer.state_dict(),
             "mixer_target": self.mixer_target.state_dict(),
+            **({"choices": self.choices.state_dict()} if self.slateq else {}),
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
@@ -343,7 +500,8 @@ class ValueDecompositionAgent(ScoringAgent):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        for key in ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer"):
+        keys = ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer")
+        for key in (*keys, *(["choices"] if self.slateq else [])):
             getattr(self, key).load_state_dict(state[key])
         self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)

@@ -206,7 +206,20 @@ LEARNING_CHECKS: dict[str, tuple[int, dict[str, Any]]] = {
             "buffer_size": 4096,
         },
     ),
+    "vdn_slateq": (
+        4096,
+        {
+            "utility": "slateq",
+            "hidden": (64, 64),
+            "learning_starts": 512,
+            "eps_decay_steps": 2048,
+            "batch_size": 128,
+            "buffer_size": 4096,
+        },
+    ),
 }
+# Learning checks of an agent under a configuration of its own: label -> registered name.
+CHECK_AGENTS = {"vdn_slateq": "vdn"}
 
 
 def learning_check(name: str, seed: int = 0) -> float:
@@ -216,7 +229,7 @@ def learning_check(name: str, seed: int = 0) -> float:
     steps, overrides = LEARNING_CHECKS[name]
     kw: dict[str, Any] = {"reward_mode": "cooperative", "horizon": 50}
     env = recenv.make_vec(ENV, num_envs=16, seed=seed, **kw)
-    agent = agents.make_agent(name, env, seed=seed, **overrides)
+    agent = agents.make_agent(CHECK_AGENTS.get(name, name), env, seed=seed, **overrides)
     if steps:
         agents.train(agent, env, steps, seed=seed)
     held_out = recenv.make_vec(ENV, num_envs=32, seed=10_000, **kw)

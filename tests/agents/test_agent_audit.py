@@ -257,17 +257,25 @@ def test_mf_engagement_target_regresses_the_clicks_engagement_with_the_same_conf
 
 @pytest.mark.parametrize(
     ("name", "new_keys"),
-    [("mf", ["target"]), ("oracle", ["hide"]), ("value_oracle", ["hide", "plan"])],
+    [
+        ("mf", ["target"]),
+        ("oracle", ["hide"]),
+        ("value_oracle", ["hide", "plan"]),
+        ("vdn", ["utility", "choice_hidden"]),
+        ("qmix", ["utility", "choice_hidden"]),
+    ],
 )
 def test_checkpoints_from_before_a_new_option_load_with_what_they_ran(
     name, new_keys, market, tmp_path
 ):
     """A header without the options added on 2026-12-06 (MF's ``target``, the oracles'
-    ``hide`` and ``plan``) reads them as the behaviour it was written with (``LEGACY``):
-    it loads, and a resume's header check finds no difference."""
+    ``hide`` and ``plan``, VDN's and QMIX's ``utility`` and ``choice_hidden``) reads them as
+    the behaviour it was written with (``LEGACY``): it loads, and a resume's header check
+    finds no difference."""
     from agents.base import header_differences
 
-    env = market(num_envs=2, horizon=10)
+    cooperative_only = "cooperative" if name in ("vdn", "qmix") else "competitive"
+    env = market(num_envs=2, horizon=10, reward_mode=cooperative_only)
     agent = agents.make_agent(name, env)
     path = tmp_path / f"{name}.pt"
     agent.save(path)
