@@ -510,8 +510,8 @@ class ValueDecompositionAgent(ScoringAgent):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        keys = ("utilities", "utilities_target", "mixer", "mixer_target", "optimizer")
-        for key in (*keys, *(["choices"] if self.slateq else [])):
+        nets = ("utilities", "utilities_target", "mixer", "mixer_target")
+        for key in (*nets, *(["choices"] if self.slateq else []), "optimizer"):
             getattr(self, key).load_state_dict(state[key])
         self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)

@@ -11,8 +11,8 @@ Independent learners in a cooperative market are paid the team's total, so an ag
 decomposition with SlateQ utilities (``vdn`` / ``qmix`` with ``utility="slateq"``) only the
 sum over agents is fitted: the teammates' clicks are credited to the teammates' ``Q̄(i)``,
 and each agent's ``Q̄(⊥)`` need not hold them. This trains each learner as
-``experiments.compare_marl`` does (cooperative Market-v0, 16 markets, horizon 100, seed s)
-and reads, on its held-out markets' greedy episode, the mean ``Q̄(⊥)`` against the mean
+``experiments.compare_marl`` does (its budget schedules; cooperative Market-v0, 16 markets,
+horizon 100, seed s: the agents of its rows, whose returns these equal) and reads, on its held-out markets' greedy episode, the mean ``Q̄(⊥)`` against the mean
 ``Q̄`` of the items shown (per agent and request), with the same episode's page CTR
 (requests with a click on any agent's item) and return (the team total).
 
@@ -38,7 +38,7 @@ import torch
 
 import agents
 import recenv
-from experiments import report
+from experiments import compare_marl, report
 from experiments.config import EVAL_SEED_OFFSET
 from experiments.provenance import code_line, versions
 
@@ -53,7 +53,8 @@ LEARNERS: dict[str, tuple[str, dict[str, Any]]] = {
 def measure(label: str, num_agents: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train ``LEARNERS[label]`` and read its no-click and shown items' values on one greedy
     episode of the held-out markets."""
-    name, cfg = LEARNERS[label]
+    name, own = LEARNERS[label]
+    cfg = {**compare_marl.schedules(args.steps)[name], **own}  # as compare_marl trains them
     torch.manual_seed(seed)
     kw = {"reward_mode": "cooperative", "horizon": args.horizon, "num_agents": num_agents}
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **kw)

@@ -47,3 +47,24 @@ def test_bad_options_are_refused_before_any_work(tmp_path, capsys, option, value
         no_click_value.main(["--out", str(out), option, value])
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_its_learners_are_compare_marls(tmp_path):
+    """Trained as ``compare_marl`` trains them (its schedules, seeds and held-out markets):
+    the return of the episode it reads equals ``compare_marl``'s row for that agent."""
+    from experiments import compare_marl
+
+    argv = ["--steps", "320", "--num-envs", "4", "--eval-envs", "4", "--horizon", "10",
+            "--agents", "vdn", "--modes", "cooperative", "--head-to-head", "",
+            "--set", "vdn.utility='slateq'", "--out", str(tmp_path / "marl")]  # fmt: skip
+    args = compare_marl._args(argv)
+    want = compare_marl.run_one(
+        "vdn", "cooperative", 0, args, {**compare_marl.agent_configs(args)["vdn"]}
+    )
+    ncv = no_click_value.main(
+        ["--out", str(tmp_path / "ncv"), "--learners", "vdn_slateq", "--num-agents", "2",
+         "--seeds", "1", "--steps", "320", "--num-envs", "4", "--horizon", "10"]
+    )  # fmt: skip
+    assert ncv == 0
+    (row,) = json.loads((tmp_path / "ncv" / "results.json").read_text())["rows"]
+    assert row["return"] == pytest.approx(want["return"], rel=1e-6)
