@@ -30,6 +30,20 @@ greedy slate is SlateQ's heuristic maximiser, so IGM holds only as far as it max
 This is the slate model IQL learns with, under value decomposition: it separates what the
 slate model is worth from what the team value is worth (``experiments/results``).
 
+**What "not my click" is worth** (``teammate_value``, VDN only). A user clicks at most one
+item of the whole page, so the rows only show a page where agent ``a``'s item ``i`` was
+clicked (every teammate ``⊥``) or one where nobody's or a teammate's was. Under the sum the
+data identify ``Q̄_a(i) − Q̄_a(⊥) = Q_tot(a's i clicked) − Q_tot(nothing clicked)``: agent
+``a`` weighs its item against a page *nobody* clicks, as if its teammates' items were not
+there, and its greedy slate takes clicks they would have earned. (IQL, paid the team's total,
+learns in ``Q̄_a(⊥)`` what its teammates earn when its items are passed over.) With
+``teammate_value=True`` each agent also learns ``g_a(o_a) ≈ E[Σ_{b≠a} (Q̄_b(x_b) − Q̄_b(⊥))
+| o_a, a not clicked]`` — its teammates' gain over their no-click values when its own items
+are passed over, regressed on the rows where they were (targets from the online utilities,
+without gradient) — and its greedy slates (acting and the TD target's selection) value
+``⊥`` at ``Q̄_a(⊥) + g_a(o_a)``. Execution stays decentralised: ``g_a`` reads only
+``o_a``. The TD and the mixed values are unchanged.
+
 **Mixers.** ``vdn``: ``Q_tot = Σ_a Q_a``. ``qmix``: a two-layer monotonic mixer whose weights
 are produced from the global ``state()`` by hypernetworks and passed through ``abs()``
 (``∂Q_tot/∂Q_a ≥ 0``), with state-dependent biases and an ELU between the layers.
@@ -100,6 +114,11 @@ class QMIXConfig(AgentConfig):
     choice_hidden: tuple = option(
         (64,), "utility='slateq': hidden sizes of the choice model", within=(1, math.inf), each=int
     )
+    teammate_value: bool = option(
+        False,
+        "utility='slateq', VDN: greedy slates value no click of this agent's items at what "
+        "its teammates then earn (a learned head), not at an unclicked page",
+    )
     mixer_embed: int = option(32, "QMIX: width of the mixing layer", within=(1, math.inf))
     hypernet_hidden: int = option(
         64, "QMIX: hidden width of the weight hypernetworks", within=(1, math.inf)
@@ -136,7 +155,11 @@ class QMIXConfig(AgentConfig):
     save_buffer: bool = option(False, "write the replay buffer into checkpoints (large)")
     # Checkpoints written before `utility` existed ran the additive utility (headers hold
     # tuples as lists, so the choice model's width is written as one).
-    LEGACY: ClassVar[Mapping[str, Any]] = {"utility": "additive", "choice_hidden": [64]}
+    LEGACY: ClassVar[Mapping[str, Any]] = {
+        "utility": "additive",
+        "choice_hidden": [64],
+        "teammate_value": False,
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -200,6 +223,12 @@ class ValueDecompositionAgent(ScoringAgent):
         if cfg.utility not in UTILITIES:
             raise ValueError(f"{self.name}: utility={cfg.utility!r} must be one of {UTILITIES}")
         self.slateq = cfg.utility == "slateq"
+        if cfg.teammate_value and not (self.slateq and self.teammate_value_supported):
+            raise ValueError(
+                f"{self.name}: teammate_value=True needs utility='slateq' (got "
+                f"{cfg.utility!r}) and the VDN sum, which splits Q_tot into agents' shares "
+                "(agent 'vdn')"
+            )
         e = self.env_config
         self.layout = ObsLayout(e.num_topics)
         A = len(self.agent_ids)
@@ -224,10 +253,19 @@ class ValueDecompositionAgent(ScoringAgent):
                 )
                 for _ in range(nets if self.slateq else 0)
             ).to(self.device)
+            self.teammates = nn.ModuleList(
+                mlp(ctx_dim + self.num_ids, cfg.choice_hidden, 1)
+                for _ in range(nets if cfg.teammate_value else 0)
+            ).to(self.device)
         self.utilities_target = copy.deepcopy(self.utilities).requires_grad_(False)
         self.mixer_target = copy.deepcopy(self.mixer).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
-            [*self.utilities.parameters(), *self.mixer.parameters(), *self.choices.parameters()],
+            [
+                *self.utilities.parameters(),
+                *self.mixer.parameters(),
+                *self.choices.parameters(),
+                *self.teammates.parameters(),
+            ],
             lr=cfg.lr,
         )
         # The keys learn() pushes: the reward, the joint slate (and clicked slots, for SlateQ
@@ -246,6 +284,9 @@ class ValueDecompositionAgent(ScoringAgent):
         self.env_steps = 0  # transitions seen (markets x steps)
         self.updates = 0
         self.update_metrics = UpdateMetrics(self.device)
+
+    #: Whether the mixer splits ``Q_tot`` into the agents' shares (``teammate_value``).
+    teammate_value_supported: ClassVar[bool] = False
 
     def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
         raise NotImplementedError
@@ -294,6 +335,22 @@ class ValueDecompositionAgent(ScoringAgent):
             return fn(self.choices[0], *(t.flatten(0, 1) for t in tensors)).unflatten(0, (B, n))
         return torch.stack(
             [fn(self.choices[i], *(t[:, j] for t in tensors)) for j, i in enumerate(agents)], 1
+        )
+
+    def null_values(self, v: torch.Tensor, ctx: torch.Tensor, agents: Sequence[int]):
+        """The no-click value greedy slates use ``[B, n]``: ``Q̄(⊥)`` (``v [B, n]``), plus the
+        teammates' learned gain ``g(o)`` from context features ``ctx [B, n, G]`` with
+        ``teammate_value``."""
+        if not self.config.teammate_value:
+            return v
+        return v + self.teammate_gain(ctx, agents)
+
+    def teammate_gain(self, ctx: torch.Tensor, agents: Sequence[int]) -> torch.Tensor:
+        """``g_a(o_a) [B, n]`` (module docstring) from context features ``ctx [B, n, G]``."""
+        if self.config.shared_params:
+            return self.teammates[0](ctx).squeeze(-1)
+        return torch.stack(
+            [self.teammates[i](ctx[:, j]).squeeze(-1) for j, i in enumerate(agents)], 1
         )
 
     def slateq_slates(self, q, v, logits, no_click, mask, agents, epsilon=0.0) -> torch.Tensor:
@@ -355,7 +412,9 @@ class ValueDecompositionAgent(ScoringAgent):
         q, v = self.heads(self.utilities, pairs, ctx, agents)
         logits, no_click = self.heads(self.choices, pairs, ctx, agents)
         eps = self.exploration() if explore else 0.0
-        slates = self.slateq_slates(q, v, logits, no_click, stacked["action_mask"], agents, eps)
+        null = self.null_values(v, ctx, agents)
+        mask = stacked["action_mask"]
+        slates = self.slateq_slates(q, null, logits, no_click, mask, agents, eps)
         return {a: slates[:, i] for i, a in enumerate(self.agent_ids)}
 
     def exploration(self) -> float:
@@ -415,7 +474,9 @@ class ValueDecompositionAgent(ScoringAgent):
         nxt = {k: b["next_" + k] for k in OBS_KEYS}
         stats: dict[str, torch.Tensor] = {}
         if self.slateq:
-            q_tot, target, stats["losses/choice_nll"] = self._slateq_terms(b, nxt, agents)
+            q_tot, target, stats["losses/choice_nll"], aux = self._slateq_terms(b, nxt, agents)
+            if aux is not None:
+                stats["losses/teammate_value"] = aux
         else:
             q_tot = self.mixer(
                 self.slate_utility(*self.item_values(b, agents), b["slate"]), b.get("state")
@@ -431,7 +492,9 @@ class ValueDecompositionAgent(ScoringAgent):
         td = F.smooth_l1_loss(q_tot, target)
 
         self.optimizer.zero_grad(set_to_none=True)
-        (td + stats.get("losses/choice_nll", 0.0)).backward()
+        (
+            td + stats.get("losses/choice_nll", 0.0) + stats.get("losses/teammate_value", 0.0)
+        ).backward()
         nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
@@ -448,8 +511,10 @@ class ValueDecompositionAgent(ScoringAgent):
 
     def _slateq_terms(self, b, nxt, agents):
         """SlateQ utilities under the mixer (module docstring): the mixed observed outcomes'
-        ``Q̄`` ``[B]``, their TD target ``[B]`` and the choice models' mean NLL of the clicked
-        slot (``K`` = no click)."""
+        ``Q̄`` ``[B]``, their TD target ``[B]``, the choice models' mean NLL of the clicked
+        slot (``K`` = no click) and, with ``teammate_value``, the squared error of the
+        teammates' gain ``g`` on the rows where the agent's items were passed over (else
+        ``None``)."""
         cfg, K = self.config, self.slate_size
         slate, click = b["slate"], b["click"]  # [B, n, K], [B, n] (-1: no click)
         pairs, ctx = self.features(b, agents)
@@ -466,6 +531,15 @@ class ValueDecompositionAgent(ScoringAgent):
         log_p = self.per_choice(log_probs, agents, logits, no_click, slate)  # [B, n, K + 1]
         nll = F.nll_loss(log_p.flatten(0, 1), torch.where(click >= 0, click, K).flatten())
 
+        aux = None
+        if cfg.teammate_value:
+            # Each agent's gain over its own no-click value at the observed outcome (0 unless
+            # clicked); the teammates' is the total less the agent's own.
+            gain = torch.where(click >= 0, q_obs - v, torch.zeros_like(v)).detach()
+            mine = click < 0  # rows where this agent's items were passed over
+            err = (self.teammate_gain(ctx, agents) - (gain.sum(1, keepdim=True) - gain)) ** 2
+            aux = (err * mine).sum() / mine.sum().clamp(min=1)
+
         with torch.no_grad():
             n_pairs, n_ctx = self.features(nxt, agents)
             n_logits, n_no_click = self.heads(self.choices, n_pairs, n_ctx, agents)
@@ -473,14 +547,14 @@ class ValueDecompositionAgent(ScoringAgent):
             q_s, v_s = (
                 self.heads(self.utilities, n_pairs, n_ctx, agents) if cfg.double_q else (q_t, v_t)
             )
-            mask = nxt["action_mask"]
-            slates = self.slateq_slates(q_s, v_s, n_logits, n_no_click, mask, agents)
+            mask, null = nxt["action_mask"], self.null_values(v_s, n_ctx, agents)
+            slates = self.slateq_slates(q_s, null, n_logits, n_no_click, mask, agents)
             values = self.per_choice(
                 slate_value, agents, n_logits, n_no_click, q_t, v_t, slates
             )  # [B, n]
             v_next = self.mixer_target(values, b.get("next_state"))
             target = b["reward"] + b["discount"] * v_next
-        return q_tot, target, nll
+        return q_tot, target, nll, aux
 
     # State -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -491,6 +565,7 @@ class ValueDecompositionAgent(ScoringAgent):
             "mixer": self.mixer.state_dict(),
             "mixer_target": self.mixer_target.state_dict(),
             **({"choices": self.choices.state_dict()} if self.slateq else {}),
+            **({"teammates": self.teammates.state_dict()} if self.config.teammate_value else {}),
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
@@ -511,7 +586,8 @@ class ValueDecompositionAgent(ScoringAgent):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         nets = ("utilities", "utilities_target", "mixer", "mixer_target")
-        for key in (*nets, *(["choices"] if self.slateq else []), "optimizer"):
+        heads = [*(["choices"] if self.slateq else []), *(["teammates"] if self.teammates else [])]
+        for key in (*nets, *heads, "optimizer"):
             getattr(self, key).load_state_dict(state[key])
         self.env_steps, self.updates = counter(state, "env_steps"), counter(state, "updates")
         self.update_metrics.load_state_dict(state)
@@ -526,6 +602,7 @@ class VDNAgent(ValueDecompositionAgent):
 
     name: ClassVar[str] = "vdn"
     registrable: ClassVar[bool] = True
+    teammate_value_supported: ClassVar[bool] = True
 
     def build_mixer(self, num_agents: int, state_dim: int, cfg: QMIXConfig) -> nn.Module:
         return SumMixer()

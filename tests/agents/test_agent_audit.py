@@ -261,17 +261,17 @@ def test_mf_engagement_target_regresses_the_clicks_engagement_with_the_same_conf
         ("mf", ["target"]),
         ("oracle", ["hide"]),
         ("value_oracle", ["hide", "plan"]),
-        ("vdn", ["utility", "choice_hidden"]),
-        ("qmix", ["utility", "choice_hidden"]),
+        ("vdn", ["utility", "choice_hidden", "teammate_value"]),
+        ("qmix", ["utility", "choice_hidden", "teammate_value"]),
     ],
 )
 def test_checkpoints_from_before_a_new_option_load_with_what_they_ran(
     name, new_keys, market, tmp_path
 ):
     """A header without the options added on 2026-12-06 (MF's ``target``, the oracles'
-    ``hide`` and ``plan``, VDN's and QMIX's ``utility`` and ``choice_hidden``) reads them as
-    the behaviour it was written with (``LEGACY``): it loads, and a resume's header check
-    finds no difference."""
+    ``hide`` and ``plan``, VDN's and QMIX's ``utility``, ``choice_hidden`` and
+    ``teammate_value``) reads them as the behaviour it was written with (``LEGACY``): it
+    loads, and a resume's header check finds no difference."""
     from agents.base import header_differences
 
     cooperative_only = "cooperative" if name in ("vdn", "qmix") else "competitive"

@@ -176,7 +176,8 @@ def test_slateq_td_terms_against_a_per_agent_reference(market, shared):
     nxt = {k: b["next_" + k] for k in OBS_KEYS}
     A, K = len(env.agents), env.config.slate_size
     with torch.no_grad():
-        q_tot, target, nll = agent._slateq_terms(b, nxt, range(A))
+        q_tot, target, nll, aux = agent._slateq_terms(b, nxt, range(A))
+        assert aux is None  # teammate_value=False
         want_q, want_v, want_nll = 0.0, 0.0, 0.0
         for i in range(A):
             o_i = {k: b[k][:, i] for k in OBS_KEYS}
@@ -198,6 +199,67 @@ def test_slateq_td_terms_against_a_per_agent_reference(market, shared):
     assert torch.allclose(q_tot, want_q, atol=1e-5)
     assert torch.allclose(target, want_target, atol=1e-4)
     assert nll == pytest.approx(float(want_nll), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg"),
+    [("qmix", {"utility": "slateq"}), ("vdn", {"utility": "additive"})],
+)
+def test_teammate_value_needs_slateq_utilities_under_the_sum(market, name, cfg):
+    env = market(reward_mode="cooperative")
+    with pytest.raises(ValueError, match=rf"{name}: teammate_value=True needs utility='slateq'"):
+        agents.make_agent(name, env, teammate_value=True, **cfg)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_teammate_value_against_a_per_agent_reference(market, shared):
+    """``teammate_value``: each agent's greedy slate values no click at ``Q̄(⊥) + g(o)``
+    (acting and the TD target's selection), and ``g`` regresses, on the rows where the
+    agent's items were passed over, what its teammates gained over their no-click values at
+    the observed outcome (the clicked teammate's ``Q̄(i) − Q̄(⊥)``, or 0)."""
+    env, agent = _slateq_agent(market, shared=shared, teammate_value=True)
+    agents.train(agent, env, 6 * 12)
+    with torch.no_grad():  # a gain far from its initial ~0, so that it changes the slates
+        for head in agent.teammates:
+            head[-1].bias.add_(0.5)
+    obs = env.reset(seed=8)
+    slates = agent.act(obs)
+    A, K = len(env.agents), env.config.slate_size
+    changed = 0
+    with torch.no_grad():
+        for i, a in enumerate(env.agents):
+            q, v, logits, no_click, choice = _own_heads(agent, obs[a], i)
+            _, ctx = agent.features({k: obs[a][k][:, None] for k in OBS_KEYS}, [i])
+            g = agent.teammates[0 if shared else i](ctx[:, 0]).squeeze(-1)
+            mask = obs[a]["action_mask"]
+            want = greedy_slate(choice, logits, no_click, q, v + g, mask, K)
+            assert torch.equal(slates[a], want)
+            changed += int(
+                not torch.equal(want, greedy_slate(choice, logits, no_click, q, v, mask, K))
+            )
+    assert changed  # the learned gain moved some slate
+
+    b = agent.buffer.sample(64, torch.Generator().manual_seed(1))
+    nxt = {k: b["next_" + k] for k in OBS_KEYS}
+    with torch.no_grad():
+        _, _, _, aux = agent._slateq_terms(b, nxt, range(A))
+        gains, preds = [], []
+        for i in range(A):
+            o_i = {k: b[k][:, i] for k in OBS_KEYS}
+            q, v, _, _, _ = _own_heads(agent, o_i, i)
+            click = b["click"][:, i]
+            item = b["slate"][:, i].gather(1, click.clamp(min=0)[:, None])
+            gains.append(torch.where(click >= 0, q.gather(1, item).squeeze(1) - v, 0.0))
+            _, ctx = agent.features({k: o_i[k][:, None] for k in OBS_KEYS}, [i])
+            preds.append(agent.teammates[0 if shared else i](ctx[:, 0]).squeeze(-1))
+        errors, rows = 0.0, 0
+        for i in range(A):
+            passed_over = b["click"][:, i] < 0
+            teammates = sum(gains[j] for j in range(A) if j != i)
+            errors += float(((preds[i] - teammates)[passed_over] ** 2).sum())
+            rows += int(passed_over.sum())
+    assert (b["click"] >= 0).any() and rows > 0
+    assert float(aux) == pytest.approx(errors / rows, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------
@@ -238,17 +300,21 @@ def test_vdn_with_slateq_utilities_beats_random_on_cooperative_market():
 @pytest.mark.parametrize("n_step", [1, 3])
 def test_trains_on_every_setting(market, name, shared, n_step, utility):
     env = market(num_envs=4, seed=2, horizon=12, reward_mode="cooperative")
+    teammates = name == "vdn" and utility == "slateq" and n_step == 3  # one more setting
     agent = agents.make_agent(
-        name, env, shared_params=shared, n_step=n_step, metrics_every=2, utility=utility, **SMALL
-    )
+        name, env, shared_params=shared, n_step=n_step, metrics_every=2, utility=utility,
+        teammate_value=teammates, **SMALL
+    )  # fmt: skip
     assert len(agent.utilities) == (1 if shared else 2)
     assert len(agent.choices) == (0 if utility == "additive" else len(agent.utilities))
+    assert len(agent.teammates) == (len(agent.utilities) if teammates else 0)
     result = agents.train(agent, env, 4 * 40)
     assert result.num_episodes >= 4 and agent.updates == (160 - 32) // 8 + 1
     assert result.metrics
     for _, m in result.metrics:
         assert all(math.isfinite(v) for v in m.values()), m
         assert ("losses/choice_nll" in m) == (utility == "slateq")
+        assert ("losses/teammate_value" in m) == teammates
 
 
 @pytest.mark.parametrize("name", ["vdn", "qmix"])
@@ -324,9 +390,12 @@ def test_learning_without_the_next_state_is_refused(market):
 @pytest.mark.parametrize("name", ["vdn", "qmix"])
 def test_save_load_continue(market, tmp_path, name, utility):
     env = market(num_envs=4, seed=5, horizon=20, reward_mode="cooperative")
+    teammates = name == "vdn" and utility == "slateq"  # its learned teammates' gain, saved too
     agent = agents.make_agent(
-        name, env, seed=3, save_buffer=True, metrics_every=1, utility=utility, **SMALL
-    )
+        name, env, seed=3, save_buffer=True, metrics_every=1, utility=utility,
+        teammate_value=teammates, **SMALL
+    )  # fmt: skip
+    assert "teammates" in agent.state_dict() if teammates else "teammates" not in agent.state_dict()
     agents.train(agent, env, 4 * 24)
     path = tmp_path / f"{name}.pt"
     agent.save(path)
@@ -344,8 +413,9 @@ def test_save_load_continue(market, tmp_path, name, utility):
         assert s1 == s2 and m1 == pytest.approx(m2)
     with pytest.raises(ValueError, match="different config"):
         agents.make_agent(
-            name, env, seed=4, save_buffer=True, metrics_every=1, utility=utility, **SMALL
-        ).load(path)
+            name, env, seed=4, save_buffer=True, metrics_every=1, utility=utility,
+            teammate_value=teammates, **SMALL
+        ).load(path)  # fmt: skip
     other = "slateq" if utility == "additive" else "additive"
     with pytest.raises(ValueError, match="utility"):  # the other utility's agent refuses it
         agents.make_agent(
