@@ -393,13 +393,17 @@ class ValueDecompositionAgent(ScoringAgent):
         return topk_rank(logits[:, 0], q[:, 0], v[:, 0])
 
     @torch.no_grad()
-    def q_values(self, obs: Mapping[str, Mapping[str, torch.Tensor]]):
+    def q_values(self, obs: Mapping[str, Mapping[str, torch.Tensor]], selection: bool = False):
         """``{a: (q [N, C], v [N])}``: each agent's per-item and per-request terms of its
         online utility (``Q̄(o, i)`` and ``Q̄(o, ⊥)`` with SlateQ utilities; for inspection,
-        as IQL's ``q_values``)."""
+        as IQL's ``q_values``). ``selection=True``: ``v`` as the greedy slates value no
+        click, ``Q̄(⊥) + g(o)`` with ``teammate_value``."""
         agents = range(len(self.agent_ids))
         stacked = {k: torch.stack([obs[a][k] for a in self.agent_ids], 1) for k in OBS_KEYS}
-        q, v = self.item_values(stacked, agents)
+        pairs, ctx = self.features(stacked, agents)
+        q, v = self.heads(self.utilities, pairs, ctx, agents)
+        if selection:
+            v = self.null_values(v, ctx, agents)
         return {a: (q[:, i], v[:, i]) for i, a in enumerate(self.agent_ids)}
 
     @torch.no_grad()

@@ -10,11 +10,14 @@ Independent learners in a cooperative market are paid the team's total, so an ag
 ``Q̄(⊥)`` regresses on what its teammates earn when its items are passed over. Under value
 decomposition with SlateQ utilities (``vdn`` / ``qmix`` with ``utility="slateq"``) only the
 sum over agents is fitted: the teammates' clicks are credited to the teammates' ``Q̄(i)``,
-and each agent's ``Q̄(⊥)`` need not hold them. This trains each learner as
+and each agent's ``Q̄(⊥)`` need not hold them (``vdn_slateq_teammates``, VDN's
+``teammate_value``, adds a learned estimate of them: its row reads ``Q̄(⊥) + g(o)``, the
+no-click value its greedy slates use). This trains each learner as
 ``experiments.compare_marl`` does (its budget schedules; cooperative Market-v0, 16 markets,
-horizon 100, seed s: the agents of its rows, whose returns these equal) and reads, on its held-out markets' greedy episode, the mean ``Q̄(⊥)`` against the mean
-``Q̄`` of the items shown (per agent and request), with the same episode's page CTR
-(requests with a click on any agent's item) and return (the team total).
+horizon 100, seed s: the agents of its rows, whose returns these equal) and reads, on
+its held-out markets' greedy episode, the mean ``Q̄(⊥)`` against the mean ``Q̄`` of the
+items shown (per agent and request), with the same episode's page CTR (requests with a
+click on any agent's item) and return (the team total).
 
 Usage::
 
@@ -47,6 +50,7 @@ LEARNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "iql": ("iql", {}),
     "vdn_slateq": ("vdn", {"utility": "slateq"}),
     "qmix_slateq": ("qmix", {"utility": "slateq"}),
+    "vdn_slateq_teammates": ("vdn", {"utility": "slateq", "teammate_value": True}),
 }
 
 
@@ -69,7 +73,10 @@ def measure(label: str, num_agents: int, seed: int, args: argparse.Namespace) ->
     requests = 0
     for _ in range(args.horizon):  # one episode: every market truncates at the horizon
         slates = agent.act(obs)
-        for a, (q, v) in agent.q_values(obs).items():
+        # The no-click value the greedy slates use (VDN's teammate_value adds its g(o)).
+        teammates = getattr(agent.config, "teammate_value", False)
+        values = agent.q_values(obs, selection=True) if teammates else agent.q_values(obs)
+        for a, (q, v) in values.items():
             null += float(v.double().sum())
             shown += float(q.gather(1, slates[a]).double().mean(1).sum())
         obs, rewards, _, _, info = held_out.step(slates)

@@ -226,6 +226,7 @@ def test_teammate_value_against_a_per_agent_reference(market, shared):
     slates = agent.act(obs)
     A, K = len(env.agents), env.config.slate_size
     changed = 0
+    plain, selected = agent.q_values(obs), agent.q_values(obs, selection=True)
     with torch.no_grad():
         for i, a in enumerate(env.agents):
             q, v, logits, no_click, choice = _own_heads(agent, obs[a], i)
@@ -234,6 +235,7 @@ def test_teammate_value_against_a_per_agent_reference(market, shared):
             mask = obs[a]["action_mask"]
             want = greedy_slate(choice, logits, no_click, q, v + g, mask, K)
             assert torch.equal(slates[a], want)
+            assert torch.allclose(plain[a][1], v) and torch.allclose(selected[a][1], v + g)
             changed += int(
                 not torch.equal(want, greedy_slate(choice, logits, no_click, q, v, mask, K))
             )

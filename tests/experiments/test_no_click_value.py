@@ -12,21 +12,21 @@ from experiments import no_click_value
 
 def test_a_tiny_run_writes_its_rows_and_report(tmp_path, capsys):
     out = tmp_path / "ncv"
-    argv = ["--out", str(out), "--learners", "iql,vdn_slateq", "--num-agents", "2",
+    argv = ["--out", str(out), "--learners", "iql,vdn_slateq_teammates", "--num-agents", "2",
             "--seeds", "1", "--steps", "320", "--num-envs", "4", "--horizon", "10"]  # fmt: skip
     assert no_click_value.main(argv) == 0
     result = json.loads((out / "results.json").read_text())
     rows = result["rows"]
     assert [(r["learner"], r["num_agents"], r["seed"]) for r in rows] == [
         ("iql", 2, 0),
-        ("vdn_slateq", 2, 0),
+        ("vdn_slateq_teammates", 2, 0),
     ]
     for r in rows:
         assert math.isclose(r["null_over_shown"], r["q_null"] / r["q_shown"], rel_tol=1e-9)
         assert 0.0 <= r["page_ctr"] <= 1.0 and r["return"] > 0.0
     assert result["settings"]["steps"] == 320
     text = (out / "report.md").read_text()
-    assert "| 2 | vdn_slateq |" in text and "Q̄(⊥) / Q̄(shown)" in text
+    assert "| 2 | vdn_slateq_teammates |" in text and "Q̄(⊥) / Q̄(shown)" in text
     with pytest.raises(SystemExit):  # never overwrites a finished run
         no_click_value.main(argv)
     assert "never overwritten" in capsys.readouterr().err
@@ -35,7 +35,11 @@ def test_a_tiny_run_writes_its_rows_and_report(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--learners", "iql,mappo", "of ['iql', 'vdn_slateq', 'qmix_slateq']"),
+        (
+            "--learners",
+            "iql,mappo",
+            "of ['iql', 'vdn_slateq', 'qmix_slateq', 'vdn_slateq_teammates']",
+        ),
         ("--num-agents", "1", "integers >= 2"),
         ("--num-agents", "two", "integers >= 2"),
         ("--seeds", "0", "--seeds 0 must be >= 1"),
