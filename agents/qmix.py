@@ -28,7 +28,8 @@ is linear, so the mixed sample is an unbiased sample of ``Q_tot``; under QMIX's 
 mixer it is not (a mixed sample, not the mixed expectation): use it knowing that. The
 greedy slate is SlateQ's heuristic maximiser, so IGM holds only as far as it maximises.
 This is the slate model IQL learns with, under value decomposition: it separates what the
-slate model is worth from what the team value is worth (``experiments/results``).
+slate model is worth from what the team value is worth
+(``experiments/results/2026-12-06/slateq_utilities``).
 
 **What "not my click" is worth** (``teammate_value``, VDN only). A user clicks at most one
 item of the whole page, so the rows only show a page where agent ``a``'s item ``i`` was
