@@ -391,7 +391,7 @@ class ValueDecompositionAgent(ScoringAgent):
         pairs, ctx = self.features(obs1, [i])
         q, v = self.heads(self.utilities, pairs, ctx, [i])
         logits, _ = self.heads(self.choices, pairs, ctx, [i])
-        return topk_rank(logits[:, 0], q[:, 0], v[:, 0])
+        return topk_rank(logits[:, 0], q[:, 0], self.null_values(v, ctx, [i])[:, 0])
 
     @torch.no_grad()
     def q_values(self, obs: Mapping[str, Mapping[str, torch.Tensor]], selection: bool = False):

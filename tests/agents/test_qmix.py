@@ -14,7 +14,7 @@ from test_mappo import random_masks, valid_slates
 
 import agents
 import recenv
-from agents.iql import greedy_slate, slate_value
+from agents.iql import greedy_slate, slate_value, topk_rank
 from agents.qmix import OBS_KEYS, MonotonicMixer, SumMixer
 from experiments.compare_marl import learning_check
 
@@ -236,6 +236,8 @@ def test_teammate_value_against_a_per_agent_reference(market, shared):
             want = greedy_slate(choice, logits, no_click, q, v + g, mask, K)
             assert torch.equal(slates[a], want)
             assert torch.allclose(plain[a][1], v) and torch.allclose(selected[a][1], v + g)
+            # what ensembles combine: the top-K rank against the same no-click value
+            assert torch.allclose(agent.score_agent(i, obs[a]), topk_rank(logits, q, v + g))
             changed += int(
                 not torch.equal(want, greedy_slate(choice, logits, no_click, q, v, mask, K))
             )
