@@ -38,7 +38,7 @@ from experiments import compare_agents, report
 # The settings of a compare_marl run that must agree between the budgets compared. `steps` is
 # what varies; `agents`, `modes` and `head_to_head` only choose which cells exist; `out`,
 # `spread` and `threads` do not change a return.
-MUST_AGREE = ("seeds", "num_envs", "eval_envs", "horizon", "set", "env_set")
+MUST_AGREE = ("seeds", "num_envs", "eval_envs", "horizon", "set", "env_set", "variant")
 METRIC = "return"
 
 
@@ -112,11 +112,11 @@ def budget_table(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _settings(comparison: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`MUST_AGREE` settings of a comparison; reports written before ``--set``
-    (2026-11-30) or ``--env-set`` (2026-12-06) existed lack them, which meant no overrides:
-    ``[]``."""
+    (2026-11-30), ``--env-set`` or ``--variant`` (2026-12-06) existed lack them, which meant
+    no overrides: ``[]``."""
     settings = comparison["settings"]
     out = {k: settings.get(k) for k in MUST_AGREE}
-    for key in ("set", "env_set"):
+    for key in ("set", "env_set", "variant"):
         if out[key] is None:
             out[key] = []
     return out

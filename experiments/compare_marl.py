@@ -23,6 +23,9 @@ Usage::
     python -m experiments.compare_marl --out /tmp/marl --seeds 2 --steps 2000      # a quick look
     python -m experiments.compare_marl --out /tmp/g05 --agents ippo,mappo --head-to-head "" \\
         --set mappo.gamma=0.5 --set ippo.gamma=0.5                                 # an ablation
+    python -m experiments.compare_marl --out /tmp/vdn --agents iql,vdn,vdn_slateq \
+        --modes cooperative --head-to-head "" --variant vdn_slateq=vdn \
+        --set vdn_slateq.utility=slateq                                  # one agent, two ways
     python -m experiments.compare_marl --spread --seeds 10 --out experiments/results/marl_spread
 
 Outputs: ``results.json`` (settings, command, one row per run, the aggregated tables) and
@@ -38,6 +41,7 @@ import ast
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -111,16 +115,23 @@ def schedules(steps: int) -> dict[str, dict[str, Any]]:
 # One run
 # ----------------------------------------------------------------------------------------
 def run_one(
-    name: str, mode: str, seed: int, args: argparse.Namespace, overrides: Mapping[str, Any]
+    name: str,
+    mode: str,
+    seed: int,
+    args: argparse.Namespace,
+    overrides: Mapping[str, Any],
+    registered: str | None = None,
 ) -> dict[str, Any]:
-    """Train (learning agents) and evaluate one agent in one reward mode with one seed."""
+    """Train (learning agents) and evaluate one agent in one reward mode with one seed. The
+    row is labelled ``name``; the agent built is ``registered`` (a ``--variant``'s agent), or
+    ``name`` itself."""
     torch.manual_seed(seed)
     env_kw = {**env_overrides(args), "reward_mode": mode, "horizon": args.horizon}
     env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
     row: dict[str, Any] = {"env": f"Market-v0 {mode}", "mode": mode, "agent": name, "seed": seed}
 
     try:
-        agent = agents.make_agent(name, env, seed=seed, **overrides)
+        agent = agents.make_agent(registered or name, env, seed=seed, **overrides)
     except ValueError as e:
         return {**row, "refused": str(e)}
     row["sps"] = math.nan
@@ -291,6 +302,15 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         "runner's --set env.KEY=VALUE); "
         "repeatable (reward mode and horizon have their own options)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=NAME",
+        help="a row LABEL (list it in --agents) trained as agent NAME with NAME's budget "
+        "schedule and its own --set LABEL.KEY=VALUE overrides, so one agent can run in two "
+        "configurations side by side; repeatable",
+    )
     args = p.parse_args(argv)
     _check_args(p, args)
     return args
@@ -310,13 +330,22 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not names:
         p.error("--agents: at least one agent")
     try:
+        labels = variants(args)
+    except ValueError as e:
+        p.error(f"--variant: {e}")
+    unlisted = sorted(set(labels) - set(names))
+    if unlisted:
+        p.error(f"--variant {unlisted}: list each variant's label in --agents to run it")
+    try:
         for option, given in (("--agents", args.agents), ("--head-to-head", args.head_to_head)):
             for name in filter(None, given.split(",")):
-                check_agent_name(name, option)
+                if option == "--head-to-head" or name not in labels:
+                    check_agent_name(name, option)
         cfg = agent_configs(args)
         for name in cfg:  # the names --set gave (the others were checked above)
-            check_agent_name(name, f"--set {name}.KEY")
-            validate_agent_overrides(name, cfg[name])
+            registered = labels.get(name, name)
+            check_agent_name(registered, f"--set {name}.KEY")
+            validate_agent_overrides(registered, cfg[name])
     except ConfigError as e:
         p.error(str(e))
     except SystemExit as e:  # a --set item that is not NAME.KEY=VALUE
@@ -336,13 +365,14 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
         # runs once, on one small market of a mode it supports (a mode it refuses is not an
         # error: the report lists it as refused).
-        supported = getattr(agents.agent_class(name), "supports_reward_modes", REWARD_MODES)
+        registered = labels.get(name, name) if name in names else name
+        supported = getattr(agents.agent_class(registered), "supports_reward_modes", REWARD_MODES)
         mode = next((m for m in [*modes, "competitive"] if m in supported), None)
         if mode is None:
             continue
         try:
             env = recenv.make_vec(ENV, num_envs=1, seed=0, reward_mode=mode, horizon=2, **env_kw)
-            agents.make_agent(name, env, seed=0, **cfg.get(name, {}))
+            agents.make_agent(registered, env, seed=0, **cfg.get(name, {}))
         except ValueError as e:
             p.error(f"agent {name!r} with its settings (--set {name}.KEY=VALUE): {e}")
 
@@ -361,9 +391,39 @@ def env_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+VARIANT_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def variants(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--variant LABEL=NAME`` rows: ``{label: registered agent name}``; ``ValueError``
+    for an item that is not ``LABEL=NAME``, a label that is not letters, digits, ``_`` or
+    ``-`` (it is a ``--set LABEL.KEY`` prefix and an ``--agents`` entry), a label that names
+    a registered agent or repeats, or an unknown agent."""
+    out: dict[str, str] = {}
+    for item in getattr(args, "variant", []):
+        label, sep, name = item.partition("=")
+        if not (sep and label and name):
+            raise ValueError(f"{item!r}: expected LABEL=NAME, e.g. vdn_slateq=vdn")
+        if not VARIANT_LABEL.fullmatch(label):
+            raise ValueError(f"label {label!r}: letters, digits, '_' or '-' only")
+        if label in agents.registered_agents():
+            raise ValueError(f"label {label!r} is a registered agent's name; choose another")
+        if label in out:
+            raise ValueError(f"label {label!r} given twice")
+        try:
+            check_agent_name(name, f"{label}={name}")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        out[label] = name
+    return out
+
+
 def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """:func:`schedules` for the budget, with the ``--set NAME.KEY=VALUE`` overrides."""
+    """:func:`schedules` for the budget (a ``--variant``'s its agent's), with the ``--set
+    NAME.KEY=VALUE`` overrides."""
     cfg = schedules(args.steps)
+    for label, name in variants(args).items():
+        cfg[label] = dict(cfg.get(name, {}))
     for item in args.set:
         target, sep, value = item.partition("=")
         name, dot, key = target.partition(".")
@@ -458,13 +518,13 @@ def _comparison(
 ) -> tuple[dict[str, Any], str]:
     names = [n for n in args.agents.split(",") if n]
     modes = [m for m in args.modes.split(",") if m]
-    cfg = agent_configs(args)
+    cfg, labels = agent_configs(args), variants(args)
     rows, refused = [], {}
     t0 = time.perf_counter()
     for mode in modes:
         for name in names:
             for s in seeds:
-                row = run_one(name, mode, s, args, cfg.get(name, {}))
+                row = run_one(name, mode, s, args, cfg.get(name, {}), labels.get(name))
                 if "refused" in row:
                     refused[(mode, name)] = row["refused"]
                     _log(f"{mode} {name}: refused ({row['refused']})")
@@ -504,6 +564,8 @@ def _comparison(
     ]
     for (mode, name), why in refused.items():
         lines.append(f"- `{name}` refused `{mode}`: {why}")
+    for label, name in labels.items():
+        lines.append(f"- `{label}`: `{name}` with `{json.dumps(cfg[label], default=str)}`")
     if h2h_rows:
         lines += ["", "## Head-to-head", "", report.markdown_table(h2h, H2H_METRICS)]
     lines += ["", f"Command: `{shlex.join(head['command'])}`", ""]

@@ -103,6 +103,14 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
         (["--env-set", "horizon=5"], "--env-set: horizon is set by --horizon"),
         (["--env-set", "num_agents"], "--env-set: 'num_agents': expected KEY=VALUE"),
         (["--env-set", "num_agents=4", "--head-to-head", "mappo"], "market has 5 agents"),
+        (["--variant", "vdn2"], "--variant: 'vdn2': expected LABEL=NAME"),
+        (["--variant", "iql=vdn"], "label 'iql' is a registered agent's name"),
+        (["--variant", "v.2=vdn"], "label 'v.2': letters, digits"),
+        (["--variant", "v2=vdm"], "unknown agent 'vdm'"),
+        (["--variant", "v2=vdn", "--variant", "v2=qmix"], "label 'v2' given twice"),
+        (["--variant", "v2=vdn"], "--variant ['v2']: list each variant's label in --agents"),
+        (["--agents", "v2", "--variant", "v2=vdn", "--set", "v2.utility=logit"], "utility='logit'"),
+        (["--agents", "v2", "--variant", "v2=vdn", "--set", "v2.utilty=slateq"], "['utilty']"),
     ],
 )
 def test_compare_marl_refuses_bad_input_before_any_work(
@@ -352,3 +360,34 @@ def test_compare_marl_env_set_reaches_every_market_and_the_report(tmp_path, monk
     data = json.loads((out / "results.json").read_text())
     assert data["settings"]["env_set"] == ["num_agents=3", "num_items=400"]
     assert '`{"num_agents": 3, "num_items": 400}` (`--env-set`)' in (out / "report.md").read_text()
+
+
+def test_compare_marl_variant_runs_an_agent_under_its_own_label_and_settings(tmp_path, monkeypatch):
+    """``--variant v2=vdn --set v2.utility=slateq``: a row ``v2`` trained as VDN with VDN's
+    budget schedule and its own override, beside plain VDN; the report and the settings
+    name it."""
+    built = []
+    real = agents.make_agent
+
+    def make_agent(name, env, **kw):
+        built.append((name, kw))
+        return real(name, env, **kw)
+
+    monkeypatch.setattr(compare_marl.agents, "make_agent", make_agent)
+    out = tmp_path / "marl"
+    argv = ["--out", str(out), "--agents", "vdn,v2", "--variant", "v2=vdn", "--set",
+            "v2.utility=slateq", "--modes", "cooperative,competitive", "--seeds", "1",
+            "--steps", "40", "--num-envs", "2", "--eval-envs", "2", "--horizon", "4",
+            "--head-to-head", ""]  # fmt: skip
+    assert compare_marl.main(argv) == 0
+    schedule = compare_marl.schedules(40)["vdn"]
+    runs = [kw for _, kw in built if kw.get("seed") == 0]
+    assert ("vdn", {"seed": 0, **schedule}) in [(n, kw) for n, kw in built]
+    assert {"seed": 0, **schedule, "utility": "slateq"} in runs
+    assert all(name == "vdn" for name, _ in built)  # the label is never an agent's name
+    data = json.loads((out / "results.json").read_text())
+    assert [r["agent"] for r in data["rows"]] == ["vdn", "v2"]
+    assert data["settings"]["variant"] == ["v2=vdn"]
+    assert {r["agent"] for r in data["refused"]} == {"vdn", "v2"}  # competitive: refused
+    text = (out / "report.md").read_text()
+    assert "| v2 |" in text and "- `v2`: `vdn` with" in text and '"utility": "slateq"' in text
