@@ -8,11 +8,11 @@
   ``mappo`` / ``ippo`` (centralized / local critic PPO), ``vdn`` / ``qmix`` (value
   decomposition, cooperative markets).
 - :mod:`agents.rollout` (train / evaluate on the batched env), :mod:`agents.adapters` (the
-  PettingZoo face).
+  PettingZoo face; ``AgentOpponent``, an agent as a fixed opponent of the single-agent views).
 """
 
 from agents import baselines, ensemble, iql, mappo, mf, qmix  # noqa: F401  (register the built-in agents)
-from agents.adapters import PettingZooAgent, run_episodes
+from agents.adapters import AgentOpponent, PettingZooAgent, run_episodes
 from agents.base import Agent, AgentConfig, ScoringAgent, Team, Transition, slate_from_scores
 from agents.registry import (
     agent_class,
@@ -28,6 +28,7 @@ from agents.rollout import RolloutResult, evaluate, summarize, train
 __all__ = [
     "Agent",
     "AgentConfig",
+    "AgentOpponent",
     "PettingZooAgent",
     "RolloutResult",
     "ScoringAgent",

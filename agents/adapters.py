@@ -225,3 +225,29 @@ def run_episodes(
         if max_steps is not None and steps >= max_steps:
             break
     return results
+
+
+class AgentOpponent:
+    """A fixed opponent for the single-agent views (``recenv.integrations.gymnasium_vector``,
+    ``gymnasium_single``, ``make_single_agent_vec(..., opponents={...})``) from an agent:
+    ``opponent(obs) -> slates [N, K]`` is ``agent``'s greedy slate for ``env_agent`` from that
+    agent's batched observation. It acts only: no exploration, no ``observe`` / ``learn``, so
+    a learning agent plays as it was trained (``agents.load_agent``); an agent that learns from
+    what it sees (popularity, LinUCB) stays as it was when it was wrapped. ``seed(s)`` (called
+    by the views on a seeded reset) reseeds the agent's own generators."""
+
+    def __init__(self, agent: Agent, env_agent: str):
+        if list(agent.agent_ids) != [env_agent]:
+            raise ValueError(
+                f"agent {agent.name!r} controls {list(agent.agent_ids)}; an opponent for "
+                f"{env_agent!r} must control exactly it: build it with "
+                f"agent_ids=[{env_agent!r}]"
+            )
+        self.agent, self.env_agent = agent, env_agent
+
+    def seed(self, seed: int) -> None:
+        self.agent.reseed(seed)
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.agent.act({self.env_agent: obs}, explore=False)[self.env_agent]

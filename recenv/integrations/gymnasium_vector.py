@@ -42,7 +42,9 @@ observation from the core (a dict of tensors, ``recenv.core.market`` documents t
 ``slates`` an integer tensor ``[N, K]`` of distinct, unmasked candidates. ``"random"`` and
 ``"oracle"`` (the myopic oracle, privileged) are built in; a policy with a ``seed(int)``
 method is seeded by the constructor's ``seed`` (else by the seed the market was made with)
-and reseeded whenever the env is reset with a seed. A step that is refused (an invalid slate,
+and reseeded whenever the env is reset with a seed. Any recenv agent serves as one through
+``agents.AgentOpponent(agent, "agent_1")`` (built for that agent of this market: it acts
+greedily and does not learn). A step that is refused (an invalid slate,
 a wrong shape or dtype) leaves the env as it was: the learner's slate is checked
 (``BatchedMarket.check_slate``) before any opponent is called; an opponent's own bad slate is
 refused after the opponents acted, and then only the built-in random opponents' streams are
@@ -279,7 +281,9 @@ class SingleAgentVectorEnv(VectorEnv):
             else:
                 raise ValueError(
                     f"opponent of {name}: {spec!r} is neither one of {list(BUILTIN_OPPONENTS)} "
-                    "nor a callable obs -> slates"
+                    "nor a callable obs -> slates (a recenv agent becomes one with "
+                    f"agents.AgentOpponent(agents.make_agent(NAME, market, agent_ids=[{name!r}]), "
+                    f"{name!r}))"
                 )
         return out
 

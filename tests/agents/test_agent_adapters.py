@@ -112,3 +112,56 @@ def test_the_adapter_copies_the_faces_read_only_views():
     before = obs["agent_0"]["candidates"].copy()
     batch["candidates"].add_(1.0)
     np.testing.assert_array_equal(obs["agent_0"]["candidates"], before)
+
+
+# ----------------------------------------------------------------------------------------
+# An agent as a fixed opponent of the single-agent views
+# ----------------------------------------------------------------------------------------
+def _view_rollout(make_opponent, steps: int = 12):
+    """Rewards and observations of agent_0 (first K legal candidates each step) against
+    ``make_opponent(market)`` in ``SingleAgentVectorEnv``."""
+    from recenv.integrations.gymnasium_vector import SingleAgentVectorEnv
+
+    market = recenv.make_vec("recenv/Market-v0", num_envs=3, seed=2, num_items=500, horizon=8)
+    view = SingleAgentVectorEnv(market, opponents=make_opponent(market), tensors=True)
+    obs, _ = view.reset(seed=2)
+    K = market.config.slate_size
+    out = []
+    for _ in range(steps):
+        slate = torch.sort((~obs["action_mask"].bool()).to(torch.int8), dim=1, stable=True)
+        obs, reward, *_ = view.step(slate.indices[:, :K])
+        out.append((reward.clone(), obs["candidates"].clone()))
+    return out
+
+
+def test_an_agent_serves_as_a_fixed_opponent_of_the_single_agent_view():
+    """``agents.AgentOpponent``: the oracle agent built for agent_1 of the view's market
+    plays what the view's built-in ``"oracle"`` opponent plays, step for step."""
+    builtin = _view_rollout(lambda market: "oracle")
+    wrapped = _view_rollout(
+        lambda m: agents.AgentOpponent(agents.make_agent("oracle", m, agent_ids=["agent_1"]),
+                                       "agent_1")
+    )  # fmt: skip
+    for (r1, o1), (r2, o2) in zip(builtin, wrapped, strict=True):
+        assert torch.equal(r1, r2) and torch.equal(o1, o2)
+    popularity = _view_rollout(
+        lambda m: agents.AgentOpponent(
+            agents.make_agent("popularity", m, agent_ids=["agent_1"]), "agent_1"
+        )
+    )
+    assert any(
+        not torch.equal(r1, r2) for (r1, _), (r2, _) in zip(builtin, popularity, strict=True)
+    )
+
+
+def test_an_opponent_agent_must_control_exactly_its_env_agent():
+    market = recenv.make_vec("recenv/Market-v0", num_envs=2, seed=0, num_items=500, horizon=8)
+    both = agents.make_agent("random", market)
+    with pytest.raises(
+        ValueError, match=r"controls \['agent_0', 'agent_1'\].*agent_ids=\['agent_1'\]"
+    ):
+        agents.AgentOpponent(both, "agent_1")
+    from recenv.integrations.gymnasium_vector import SingleAgentVectorEnv
+
+    with pytest.raises(ValueError, match=r"'popularity' is neither.*agents.AgentOpponent"):
+        SingleAgentVectorEnv(market, opponents="popularity")
