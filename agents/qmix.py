@@ -61,7 +61,8 @@ with a clear error when the agent is built.
 
 Exploration: ε-greedy per slot, ε decayed linearly in env transitions. Everything, replay
 included, lives on the env's device. Metrics: ``losses/td``, ``charts/q_tot``,
-``charts/target``, ``charts/epsilon`` (and ``losses/choice_nll`` with ``utility="slateq"``).
+``charts/target``, ``charts/epsilon`` (and ``losses/choice_nll`` with ``utility="slateq"``,
+``losses/teammate_value`` with ``teammate_value``).
 """
 
 from __future__ import annotations
