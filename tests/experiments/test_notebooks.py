@@ -30,6 +30,7 @@ TINY = {
         'SMALL_RUN = ["total_steps=80", "seeds=2", "num_envs=4", "eval_episodes=4", '
         '"env.horizon=10", "log_every=20", "checkpoint_every=40"]'
     ),
+    "04_team_value": "NUM_ENVS = 4\nHORIZON = 10\nTRAIN_STEPS = 320\nNUM_AGENTS = 4",
 }
 
 
