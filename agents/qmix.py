@@ -328,16 +328,22 @@ class ValueDecompositionAgent(ScoringAgent):
         nets = self.utilities_target if target else self.utilities
         return self.heads(nets, *self.features(obs, agents), agents)
 
-    def per_choice(self, fn, agents: Sequence[int], *tensors: torch.Tensor) -> torch.Tensor:
-        """``fn(choice_model, *tensors)`` over the agents' axis 1 of ``tensors [B, n, ...]``:
-        one call on ``[B * n, ...]`` when the choice model is shared, one per agent otherwise;
-        the result back as ``[B, n, ...]``."""
+    def per_agent(
+        self, nets: nn.ModuleList, fn, agents: Sequence[int], *tensors: torch.Tensor
+    ) -> torch.Tensor:
+        """``fn(net, *tensors)`` over the agents' axis 1 of ``tensors [B, n, ...]``, ``net``
+        each agent's of ``nets`` (one per agent, or one shared): one call on ``[B * n, ...]``
+        when shared, one per agent otherwise; the result back as ``[B, n, ...]``."""
         B, n = tensors[0].shape[:2]
         if self.config.shared_params:
-            return fn(self.choices[0], *(t.flatten(0, 1) for t in tensors)).unflatten(0, (B, n))
+            return fn(nets[0], *(t.flatten(0, 1) for t in tensors)).unflatten(0, (B, n))
         return torch.stack(
-            [fn(self.choices[i], *(t[:, j] for t in tensors)) for j, i in enumerate(agents)], 1
+            [fn(nets[i], *(t[:, j] for t in tensors)) for j, i in enumerate(agents)], 1
         )
+
+    def per_choice(self, fn, agents: Sequence[int], *tensors: torch.Tensor) -> torch.Tensor:
+        """:meth:`per_agent` over the choice models."""
+        return self.per_agent(self.choices, fn, agents, *tensors)
 
     def null_values(self, v: torch.Tensor, ctx: torch.Tensor, agents: Sequence[int]):
         """The no-click value greedy slates use ``[B, n]``: ``Q̄(⊥)`` (``v [B, n]``), plus the
@@ -349,11 +355,7 @@ class ValueDecompositionAgent(ScoringAgent):
 
     def teammate_gain(self, ctx: torch.Tensor, agents: Sequence[int]) -> torch.Tensor:
         """``g_a(o_a) [B, n]`` (module docstring) from context features ``ctx [B, n, G]``."""
-        if self.config.shared_params:
-            return self.teammates[0](ctx).squeeze(-1)
-        return torch.stack(
-            [self.teammates[i](ctx[:, j]).squeeze(-1) for j, i in enumerate(agents)], 1
-        )
+        return self.per_agent(self.teammates, lambda net, c: net(c).squeeze(-1), agents, ctx)
 
     def slateq_slates(self, q, v, logits, no_click, mask, agents, epsilon=0.0) -> torch.Tensor:
         """SlateQ's greedy slates ``[B, n, K]`` (:func:`agents.iql.greedy_slate`) from

@@ -114,6 +114,23 @@ def schedules(steps: int) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------
 # One run
 # ----------------------------------------------------------------------------------------
+def markets(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """The keyword arguments of every market of a run in reward mode ``mode``: the
+    ``--env-set`` overrides, the mode and the horizon."""
+    return {**env_overrides(args), "reward_mode": mode, "horizon": args.horizon}
+
+
+def build_agent(
+    name: str, mode: str, seed: int, args: argparse.Namespace, overrides: Mapping[str, Any]
+) -> tuple[agents.Agent, Any]:
+    """Registered agent ``name`` with ``overrides`` on the ``args.num_envs`` training markets
+    of seed ``seed`` (global torch seed set first, as every row's run): ``(agent, markets)``;
+    the agent's ``ValueError`` when it refuses them."""
+    torch.manual_seed(seed)
+    env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **markets(args, mode))
+    return agents.make_agent(name, env, seed=seed, **overrides), env
+
+
 def run_one(
     name: str,
     mode: str,
@@ -125,13 +142,9 @@ def run_one(
     """Train (learning agents) and evaluate one agent in one reward mode with one seed. The
     row is labelled ``name``; the agent built is ``registered`` (a ``--variant``'s agent), or
     ``name`` itself."""
-    torch.manual_seed(seed)
-    env_kw = {**env_overrides(args), "reward_mode": mode, "horizon": args.horizon}
-    env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **env_kw)
     row: dict[str, Any] = {"env": f"Market-v0 {mode}", "mode": mode, "agent": name, "seed": seed}
-
     try:
-        agent = agents.make_agent(registered or name, env, seed=seed, **overrides)
+        agent, env = build_agent(registered or name, mode, seed, args, overrides)
     except ValueError as e:
         return {**row, "refused": str(e)}
     row["sps"] = math.nan
@@ -147,7 +160,7 @@ def run_one(
             tail = ev[-max(1, len(ev) // 4) :]
             row["critic_ev"] = sum(tail) / len(tail)
     eval_seed = seed + EVAL_SEED_OFFSET
-    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **env_kw)
+    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **markets(args, mode))
     ep = agents.evaluate(agent, eval_env, seed=eval_seed).episodes
     ret = ep["return"].double()
     row["return"] = float(ret.mean())
@@ -365,7 +378,7 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         # Agents check more in their constructor (e.g. MAPPO's gamma): build each one that
         # runs once, on one small market of a mode it supports (a mode it refuses is not an
         # error: the report lists it as refused).
-        registered = labels.get(name, name) if name in names else name
+        registered = labels.get(name, name)  # (a label is never a head-to-head team)
         supported = getattr(agents.agent_class(registered), "supports_reward_modes", REWARD_MODES)
         mode = next((m for m in [*modes, "competitive"] if m in supported), None)
         if mode is None:

@@ -55,26 +55,37 @@ LEARNERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def measure(label: str, num_agents: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train ``LEARNERS[label]`` and read its no-click and shown items' values on one greedy
-    episode of the held-out markets."""
+    """Train ``LEARNERS[label]`` as ``compare_marl`` trains its row (its schedules and
+    :func:`~experiments.compare_marl.build_agent`) and :func:`read_values` on one greedy
+    episode of its held-out markets."""
     name, own = LEARNERS[label]
-    cfg = {**compare_marl.schedules(args.steps)[name], **own}  # as compare_marl trains them
-    torch.manual_seed(seed)
-    kw = {"reward_mode": "cooperative", "horizon": args.horizon, "num_agents": num_agents}
-    env = recenv.make_vec(ENV, num_envs=args.num_envs, seed=seed, **kw)
-    agent: Any = agents.make_agent(name, env, seed=seed, **cfg)  # IQL, VDN, QMIX: q_values
+    cfg = {**compare_marl.schedules(args.steps)[name], **own}
+    run = argparse.Namespace(**vars(args), env_set=[f"num_agents={num_agents}"])
+    agent, env = compare_marl.build_agent(name, "cooperative", seed, run, cfg)
     agents.train(agent, env, args.steps, seed=seed)
     eval_seed = seed + EVAL_SEED_OFFSET
-    held_out = recenv.make_vec(ENV, num_envs=args.num_envs, seed=eval_seed, **kw)
+    held_out = recenv.make_vec(
+        ENV, num_envs=args.num_envs, seed=eval_seed, **compare_marl.markets(run, "cooperative")
+    )
+    return {"learner": label, "num_agents": num_agents, "seed": seed,
+            **read_values(agent, held_out, eval_seed)}  # fmt: skip
+
+
+@torch.no_grad()
+def read_values(agent: Any, held_out: Any, seed: int) -> dict[str, float]:
+    """One greedy episode of ``agent`` (IQL, or VDN / QMIX: any agent with ``q_values``) on
+    the cooperative markets ``held_out``, reset with ``seed``: per agent and request the mean
+    no-click value its greedy slates use (``q_null``; VDN's ``teammate_value`` adds ``g(o)``)
+    and the mean ``Q̄`` of the items it shows (``q_shown``), their ratio, the page CTR
+    (requests with a click on any agent's item) and the team return per market."""
     agent.bind(held_out)
-    agent.reseed(eval_seed)
-    obs = held_out.reset(seed=eval_seed)
+    agent.reseed(seed)
+    obs = held_out.reset(seed=seed)
+    teammates = getattr(agent.config, "teammate_value", False)
     null = shown = clicks = reward = 0.0
     requests = 0
-    for _ in range(args.horizon):  # one episode: every market truncates at the horizon
+    for _ in range(held_out.config.horizon):  # one episode: every market truncates there
         slates = agent.act(obs)
-        # The no-click value the greedy slates use (VDN's teammate_value adds its g(o)).
-        teammates = getattr(agent.config, "teammate_value", False)
         values = agent.q_values(obs, selection=True) if teammates else agent.q_values(obs)
         for a, (q, v) in values.items():
             null += float(v.double().sum())
@@ -84,11 +95,10 @@ def measure(label: str, num_agents: int, seed: int, args: argparse.Namespace) ->
         reward += float(rewards[a0].double().sum())  # the team total, every agent's reward
         clicks += float((info["chosen_agent"] >= 0).sum())  # one click at most a page
         requests += held_out.num_envs
-    per = requests * num_agents
+    per = requests * len(held_out.agents)
     return {
-        "learner": label, "num_agents": num_agents, "seed": seed,
         "q_null": null / per, "q_shown": shown / per, "null_over_shown": null / shown,
-        "page_ctr": clicks / requests, "return": reward / args.num_envs,
+        "page_ctr": clicks / requests, "return": reward / held_out.num_envs,
     }  # fmt: skip
 
 
