@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # xdist_group("ray") share one worker (and one local Ray) under --dist loadgroup.
 WORKERS ?= auto
 
-.PHONY: run test test-floor lint format bench clean
+.PHONY: run test test-floor lint format bench cuda-build clean
 
 $(VENV)/.installed-run: pyproject.toml scripts/bootstrap.sh
 	RECENV_EXTRAS=dev bash scripts/bootstrap.sh $(VENV)
@@ -42,6 +42,17 @@ $(VENV)/.installed-bench: $(VENV)/.installed-run
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m experiments.bench_env
+
+# The compiled CUDA step's Triton kernels built for a faked H100, no GPU needed (the
+# cuda-build extra: Triton with its ptxas; experiments/cuda_build.py): the step at 1,024
+# markets and the face, then with 64-bit indices (the form of the largest batches).
+$(VENV)/.installed-cuda-build: $(VENV)/.installed-run
+	$(PY) -m pip install --disable-pip-version-check -e ".[cuda-build]"
+	touch $@
+
+cuda-build: $(VENV)/.installed-cuda-build
+	$(PY) -m experiments.cuda_build
+	$(PY) -m experiments.cuda_build --wide-index --no-face
 
 # The suite against the oldest releases pyproject.toml allows (each requirement pinned to its
 # floor; scripts/test_floor.sh): run it when a floor changes. Not part of `make test`.

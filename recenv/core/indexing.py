@@ -231,6 +231,11 @@ def prefix_sum(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(prefixes, dim=1).float()
 
 
+# The devices whose ATen mean sums a reduction with a single output in per-thread pieces
+# (see row_mean): the CPU's. Module state, as ATEN_CUMSUM_EXACT_ON.
+ROW_MEAN_AS_BATCH_ON = frozenset({"cpu"})
+
+
 def row_mean(x: torch.Tensor) -> torch.Tensor:
     """``x.mean(dim=1)`` of ``x`` [N, M] -> [N], with the same bits whatever torch's thread
     count, and for one row as for the same row in a batch.
@@ -240,6 +245,6 @@ def row_mean(x: torch.Tensor) -> torch.Tensor:
     on one thread. So one market's mean over 40,000 users had other last bits on one and on
     two threads, and differed from the same market's in a batch. One row is read here as two
     (an expanded view, no copy), so it is summed as a batch's rows are."""
-    if x.shape[0] == 1 and x.device.type == "cpu":
+    if x.shape[0] == 1 and x.device.type in ROW_MEAN_AS_BATCH_ON:
         return x.expand(2, -1).mean(dim=1)[:1]
     return x.mean(dim=1)

@@ -228,6 +228,26 @@ def check_seed(
     return seed
 
 
+def inductor_options(device: torch.device) -> dict[str, Any]:
+    """The inductor options a market's step is compiled with on ``device`` (what
+    :meth:`BatchedMarket.compile` passes; ``experiments.cuda_build`` builds the CUDA step's
+    kernels with the same)."""
+    # Inductor's size asserts re-check every input's sizes and strides at each call; at one
+    # market they were ~12 % of the step (each builds a std::stringstream in the C++
+    # wrapper). They check what the guards check, and the guards see every layout change
+    # that can happen here (see recenv.core.warm and state_restored): 1.12x on the
+    # one-market core step.
+    options: dict[str, Any] = {"size_asserts": False}
+    if device.type == "cpu":
+        # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
+        # is most of a small batch's step; on a GPU the default wrapper is the tested path.
+        options["cpp_wrapper"] = True
+        # The vector width in inductor's cache key, which lacks it (recenv.core.vecisa):
+        # a graph cached under another ISA would be rebuilt with the wrong width.
+        options["cpp.simdlen"] = cpu_simdlen()
+    return options
+
+
 def _usable_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch.device, or a ValueError naming it and the usable ones when this
     torch cannot use it (a CUDA device on a CPU build or a machine without one, an index past
@@ -586,20 +606,8 @@ class BatchedMarket:
         self.compiled = True  # read while tracing (picks the fusable forms)
         # The action check stays eager: a handful of elementwise ops that are as fast eager as
         # compiled at one market and faster from ~1,000 markets on (0.06 vs 0.21 ms at 1,024).
-        # The C++ wrapper pays on the CPU, where the generated Python that calls the kernels
-        # is most of a small batch's step; on a GPU the default wrapper is the tested path.
-        # Inductor's size asserts re-check every input's sizes and strides at each call; at one
-        # market they were ~12 % of the step (each builds a std::stringstream in the C++
-        # wrapper). They check what the guards check, and the guards see every layout change
-        # that can happen here (see recenv.core.warm and state_restored): 1.12x on the
-        # one-market core step.
-        options: dict[str, Any] = {"size_asserts": False}
+        options = inductor_options(self.device)
         one_cpu_market = self.device.type == "cpu" and self.num_envs == 1
-        if self.device.type == "cpu":
-            options["cpp_wrapper"] = True
-            # The vector width in inductor's cache key, which lacks it (recenv.core.vecisa):
-            # a graph cached under another ISA would be rebuilt with the wrong width.
-            options["cpp.simdlen"] = cpu_simdlen()
         # (Inductor's force_pointwise_cat, used for one market in the fifteenth session, is
         # off: it no longer gains with the buffers on the stack. The graph it was blamed for
         # corrupting at num_topics=24 suffered from rng.uniforms' int32 overflow, since fixed.)

@@ -1,0 +1,175 @@
+"""experiments.cuda_build: the compiled CUDA step's Triton kernels built for a faked GPU.
+
+The build itself needs Triton (the ``cuda-build`` extra); without it the tests check the
+parts that need none: the CUDA forms traced on the CPU, the refusal when the fake device
+cannot be set up, and how a failure is told apart from a harness problem."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import recenv.core
+from experiments import cuda_build, fake_cuda
+from recenv.core import indexing, rng
+from recenv.core.market import inductor_options
+from tests.experiments.experiment_helpers import REPO, cli_env
+
+TRITON = fake_cuda.triton_version()
+needs_triton = pytest.mark.skipif(TRITON is None, reason="needs triton (the cuda-build extra)")
+
+
+def device_forms() -> set[tuple[str, str]]:
+    """Every module-level set of device types in recenv.core that names the CPU (the
+    convention of the step's device-dependent forms, e.g. rng.FOLD_WEYL_ON)."""
+    found = set()
+    for info in pkgutil.walk_packages(recenv.core.__path__, "recenv.core."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, frozenset) and "cpu" in value:
+                found.add((module.__name__, name))
+    return found
+
+
+def test_cuda_forms_cover_every_device_dependent_form_of_the_core():
+    # A new form that differs by device must be listed, or the check would build the CPU's.
+    listed = {(owner.__name__, attr) for owner, attr in cuda_build.CUDA_FORMS.values()}
+    assert device_forms() == listed
+
+
+def test_cuda_forms_empty_each_form_inside_and_put_them_back():
+    before = {name: getattr(o, a) for name, (o, a) in cuda_build.CUDA_FORMS.items()}
+    with cuda_build.cuda_forms(keep_cpu=["cumsum"]):
+        assert rng.FOLD_WEYL_ON == frozenset()
+        assert indexing.ROW_MEAN_AS_BATCH_ON == frozenset()
+        assert indexing.ATEN_CUMSUM_EXACT_ON == before["cumsum"]
+    assert {name: getattr(o, a) for name, (o, a) in cuda_build.CUDA_FORMS.items()} == before
+    with pytest.raises(ValueError, match=r"unknown form\(s\) \['weil'\]; known: \['cumsum'"):
+        with cuda_build.cuda_forms(keep_cpu=["weil"]):
+            pass
+
+
+def test_row_mean_of_one_row_takes_the_other_devices_form_when_told():
+    x = torch.rand(1, 40_000)
+    with cuda_build.cuda_forms():
+        assert torch.equal(indexing.row_mean(x), x.mean(dim=1))
+    assert torch.equal(indexing.row_mean(x), x.expand(2, -1).mean(dim=1)[:1])
+
+
+def test_inductor_options_are_the_ones_compile_uses_per_device():
+    assert inductor_options(torch.device("cuda", 0)) == {"size_asserts": False}
+    cpu = inductor_options(torch.device("cpu"))
+    assert cpu["size_asserts"] is False and cpu["cpp_wrapper"] is True
+    assert isinstance(cpu["cpp.simdlen"], int)
+
+
+@pytest.mark.parametrize("step,num_envs", [("_serve", 4), ("_serve_face", 1)])
+def test_each_step_is_captured_as_one_graph_in_its_cuda_form(step, num_envs):
+    graphs = cuda_build.capture("recenv/Market-v0", step, num_envs, {"num_users": 6})
+    assert len(graphs) == 1  # no graph break
+    gm, inputs = graphs[0]
+    targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+    assert not any("recenv." in t for t in targets), "CPU-only native kernels in a CUDA graph"
+    assert not [n for n in gm.graph.nodes if n.op == "get_attr"]  # no constants to move
+    assert all(isinstance(x, torch.Tensor) and x.shape[0] == num_envs for x in inputs[:1])
+    # The module state is back as it was.
+    assert rng.FOLD_WEYL_ON == frozenset({"cpu"})
+
+
+def _triton_like(name: str) -> type[Exception]:
+    return type(name, (Exception,), {"__module__": "triton.compiler.errors"})
+
+
+def test_a_refusal_from_triton_is_found_through_the_chain_and_summarised():
+    refusal = _triton_like("CompilationError")("at 26:13:\n  tmp8 = x * 2654435769\nScalar out")
+    try:
+        try:
+            raise refusal
+        except Exception as inner:
+            raise RuntimeError("InductorError: CompilationError") from inner
+    except RuntimeError as outer:
+        assert fake_cuda._triton_error(outer) is refusal
+        assert fake_cuda._summary(refusal) == "CompilationError: at 26:13: ... Scalar out"
+    assert fake_cuda._triton_error(RuntimeError("an internal moved")) is None
+
+
+def test_graph_on_cuda_moves_factory_devices_and_refuses_constants():
+    def f(x):
+        return x + torch.arange(3, device=x.device)
+
+    traced = torch.fx.experimental.proxy_tensor.make_fx(f)(torch.zeros(3))
+    fake_cuda.graph_on_cuda(traced)
+    devices = {
+        str(v) for n in traced.graph.nodes for v in n.kwargs.values() if isinstance(v, torch.device)
+    }
+    assert devices == {"cuda:0"}
+    gm = torch.fx.symbolic_trace(f)
+    gm.register_buffer("table", torch.zeros(3))
+    gm.graph.get_attr("table")
+    with pytest.raises(fake_cuda.HarnessError, match="tensor constants"):
+        fake_cuda.graph_on_cuda(gm)
+
+
+def run_build(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "build.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cuda_build", "--out", str(out), *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.skipif(TRITON is not None, reason="triton installed: the build runs instead")
+def test_without_triton_the_check_says_so_and_exits_2(tmp_path):
+    proc, result = run_build(tmp_path, "--num-envs", "2", "--no-face", "--config", "num_users=6")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Triton is not installed" in proc.stdout
+    assert "Triton is not installed" in result["harness_error"] and result["graphs"] == []
+
+
+@needs_triton
+def test_every_graph_builds_for_a_faked_h100(tmp_path):
+    proc, result = run_build(tmp_path, "--num-envs", "8", "--config", "num_users=6")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [(g["step"], g["num_envs"]) for g in result["graphs"]] == [
+        ("_serve", 8),
+        ("_serve_face", 1),
+    ]
+    assert all(g["built"] and g["kernels"] > 10 for g in result["graphs"]), result["graphs"]
+    assert result["options"] == {"size_asserts": False} and result["triton"] == TRITON
+
+
+@needs_triton
+def test_the_cpu_weyl_form_fails_to_build_as_the_first_gpu_lent_found(tmp_path):
+    # The form every compiled CUDA step had until rng.weyl changed (H200, torch 2.11): the
+    # check must fail it, with Triton's reason and the kernel's name.
+    proc, result = run_build(
+        tmp_path, "--num-envs", "8", "--no-face", "--config", "num_users=6", "--cpu-form", "weyl"
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (graph,) = result["graphs"]
+    assert graph["built"] is False
+    assert "Scalar 2654435769 is out of range for type int32" in graph["error"]
+    assert graph["error"].startswith("triton_")
+
+
+@needs_triton
+def test_the_wide_index_form_builds_and_says_so(tmp_path):
+    proc, result = run_build(
+        tmp_path, "--num-envs", "8", "--no-face", "--config", "num_users=6", "--wide-index"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["wide_index"] is True and result["graphs"][0]["built"] is True
+    assert "64-bit indices in every kernel" in proc.stdout
