@@ -137,11 +137,13 @@ def test_worker_processes_replay_in_process_envs():
     assert r_sync.shape == (5, 2) and r_sync.sum() > 0
 
 
-def test_stable_baselines3_checks_and_trains_on_it():
+def test_stable_baselines3_checks_and_trains_on_it(tmp_path, monkeypatch):
     """SB3's own env checker passes, and PPO trains on two of these envs in worker processes
     (``SubprocVecEnv``, SB3's default start method) with the flat and the ``Dict`` layout
     (``invalid_slate="repair"``: SB3 samples each slot on its own)."""
     sb3 = pytest.importorskip("stable_baselines3")
+    # learn() makes a log dir in /tmp (SB3-<time>) unless SB3_LOGDIR names one: two a run.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
