@@ -79,8 +79,11 @@ _COMMON = {
     "is_integrated": False,
 }
 
-# The inductor settings a fake build needs beside a market's own (see the module's docstring).
-BUILD_OPTIONS = {"shape_padding": False, "compile_threads": 1}
+# The inductor settings a fake build needs beside a market's own (see the module's docstring):
+# no matmul padding (decided by timing on the device); kernels compiled in this process (a
+# worker process would not have the fakes); every graph built anew, not loaded from
+# inductor's caches (where a build made elsewhere could stand in for this one).
+BUILD_OPTIONS = {"shape_padding": False, "compile_threads": 1, "force_disable_caches": True}
 
 
 class HarnessError(RuntimeError):
