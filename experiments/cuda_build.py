@@ -4,6 +4,7 @@
     .venv/bin/python -m experiments.cuda_build          # Market-v0: 1,024 markets and the face
     .venv/bin/python -m experiments.cuda_build --num-envs 16384 --config num_items=1000000
     .venv/bin/python -m experiments.cuda_build --device a100
+    .venv/bin/python -m experiments.cuda_build --env recenv/FromLog-v0 --log PATH/ratings.csv
     .venv/bin/python -m experiments.cuda_build --cpu-form weyl   # the form the first GPU refused
 
 The first GPU lent to this project spent its session finding that the compiled CUDA step
@@ -125,11 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "touches a buffer of 2^31 elements or more (Market-v0's item counters from\n"
         "~358k markets): the 2^19 and 2^20 batches' kernels, too large to trace here",
     )
+    p.add_argument("--log", default=None, help="the interaction log of recenv/FromLog-v0")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     args = p.parse_args(argv)
     if args.num_envs < 2:
         p.error("--num-envs must be at least 2 (the face's one-market graph is built anyway)")
     config = parse_market_overrides(args.config)
+    if args.log is not None:
+        config["log"] = args.log
     out = result_path("cuda_build", args.out)
 
     # Traced before the device is faked: the CPU market must not see a CUDA it would use.
