@@ -31,7 +31,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import math
+import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +109,185 @@ def capture(
     return graphs
 
 
+def _leaves(value: Any, path: str, out: dict[str, Any]) -> None:
+    """Every tensor and plain value reachable from ``value`` (dicts, lists, tuples,
+    dataclasses), by path, into ``out``."""
+    if isinstance(value, torch.Tensor):
+        out[path] = value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _leaves(getattr(value, f.name), f"{path}.{f.name}", out)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _leaves(v, f"{path}[{k!r}]", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _leaves(v, f"{path}[{i}]", out)
+    elif isinstance(value, (int, float, str, bool, type(None))):
+        out[path] = value
+
+
+def disagreement(expected: Any, got: Any) -> tuple[str | None, float]:
+    """``(the first path where got differs from expected, or None; the largest absolute
+    difference of their floating-point tensors)``: integers, booleans and plain values
+    exactly, floats (tensors and plain) as the compiled-step tests compare them (rtol 1e-4,
+    atol 1e-5; NaN equal to NaN)."""
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    _leaves(expected, "", a)
+    _leaves(got, "", b)
+    if a.keys() != b.keys():
+        return f"paths differ: {sorted(set(a) ^ set(b))[:5]}", float("nan")
+    largest = 0.0
+    for path, x in a.items():
+        y = b[path]
+        if isinstance(x, float) and isinstance(y, float):  # (the face's scalars)
+            if not (math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) or (x != x and y != y)):
+                return path, largest
+            if math.isfinite(x) and math.isfinite(y):
+                largest = max(largest, abs(x - y))
+            continue
+        if not isinstance(x, torch.Tensor):
+            if x != y:
+                return path, largest
+            continue
+        if not isinstance(y, torch.Tensor) or x.shape != y.shape or x.dtype != y.dtype:
+            return f"{path} (shape or dtype)", largest
+        if x.is_floating_point():
+            if x.numel():
+                finite = torch.isfinite(x) & torch.isfinite(y)
+                if finite.any():
+                    largest = max(largest, (x[finite] - y[finite]).abs().max().item())
+            if not torch.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=True):
+                return path, largest
+        elif not torch.equal(x, y):
+            return path, largest
+    return None, largest
+
+
+def interpret(
+    env_id: str,
+    step: str,
+    num_envs: int,
+    config: dict[str, Any],
+    steps: int,
+    keep_cpu: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run market method ``step`` (one of :data:`STEPS`) of a compiled CUDA market of
+    ``num_envs`` markets for ``steps`` steps with its graph built for the faked device and
+    every kernel run by Triton's interpreter on the CPU, beside an eager market, both in
+    CUDA's forms and driven by the benchmark policy: after the reset and after each step,
+    everything the two markets hold and return must agree (integers exactly, floats to
+    rounding: :func:`disagreement`). Needs :func:`fake_cuda.install` under the interpreter.
+    Returns the row of the report: steps that agreed, the first disagreement (step, path),
+    the largest float difference, kernels run, seconds."""
+    import recenv
+
+    options = inductor_options(fake_cuda.CUDA)
+    builds: list[fake_cuda.Build] = []
+
+    def build_on_first_call(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        built: list[fake_cuda.Build] = []
+
+        def call(*args: Any) -> Any:
+            if not built:
+                inputs = fake_cuda.fake_inputs(args)
+                built.append(fake_cuda.build(fake_cuda.graph_on_cuda(gm), inputs, options))
+                builds.append(built[0])
+            return built[0].call(*args)
+
+        return call
+
+    start = time.perf_counter()
+    row: dict[str, Any] = {"step": step, "num_envs": num_envs, "steps": steps}
+    with cuda_forms(keep_cpu):
+        markets = []
+        for compiled in (False, True):
+            env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **config)
+            env._native_kernels = False
+            if compiled:
+                env.compiled = True
+                own = warm.own_code(getattr(env, step))
+                compiled_step = torch.compile(own, backend=build_on_first_call, dynamic=False)
+                setattr(env, step, compiled_step)
+            markets.append(env)
+        eager, built = markets
+
+        def state(env: Any, returned: Any) -> dict[str, Any]:
+            # (`compiled` is the one attribute meant to differ.)
+            held = {k: v for k, v in vars(env).items() if k != "compiled"}
+            return {"returned": returned, "market": held, "observe": env.observe()}
+
+        obs = eager.reset(seed=0)
+        where, largest = disagreement(state(eager, obs), state(built, built.reset(seed=0)))
+        at = "the reset"
+        agreed = 0
+        expected: Any
+        got: Any
+        while where is None and agreed < steps:
+            actions = _policy(obs, eager.agents, eager.config.slate_size)
+            if step == "_serve":
+                expected, got = eager.step(actions), built.step(actions)
+                obs = expected[0]
+            else:  # the face's step; it resets the market itself after an episode's end
+                expected = eager._step_face(*eager._check_actions(actions))
+                got = built._step_face(*built._check_actions(actions))
+                obs = eager.observe()
+                built.observe()  # (it caches the observation: both alike)
+            where, diff = disagreement(state(eager, expected), state(built, got))
+            largest = max(largest, diff)
+            at = f"step {agreed + 1}"
+            if where is None:
+                agreed += 1
+                if step == "_serve_face" and (expected[0][0] or expected[0][1]):
+                    at = f"the reset after step {agreed}"
+                    obs = eager.reset()
+                    where, diff = disagreement(state(eager, obs), state(built, built.reset()))
+                    largest = max(largest, diff)
+    row.update(
+        agreed=agreed,
+        disagreement=None if where is None else f"{at}: {where}",
+        largest_float_difference=largest,
+        graphs=len(builds),
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    return row
+
+
+def _run_interpreted(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    todo: list[tuple[str, int]],
+    result: dict[str, Any],
+    out: Path,
+) -> int:
+    """``--interpret``: :func:`interpret` for each graph; the table, the JSON, the exit
+    status (as the build's)."""
+    result["interpreted"] = []
+    status = 0
+    header = ("graph", "markets", "steps", "agreed", "largest diff", "s")
+    print("{:<12} {:>8} {:>7} {:>7} {:>12} {:>6}  result".format(*header))
+    for step, num_envs in todo:
+        row: dict[str, Any]
+        try:
+            row = interpret(args.env, step, num_envs, config, args.interpret, args.cpu_form)
+            where = row["disagreement"]
+            text = "agree" if where is None else f"DISAGREE at {where}"
+            status = max(status, 0 if where is None else 1)
+        except (fake_cuda.HarnessError, fake_cuda.KernelBuildError) as e:
+            row = {"step": step, "num_envs": num_envs, "error": str(e)}
+            text = f"{type(e).__name__}: {e}"
+            status = 2 if isinstance(e, fake_cuda.HarnessError) else max(status, 1)
+        result["interpreted"].append(row)
+        print(
+            f"{step:<12} {num_envs:>8,} {args.interpret:>7} {row.get('agreed', '-'):>7} "
+            f"{row.get('largest_float_difference', float('nan')):>12.3g} "
+            f"{row.get('seconds', '-'):>6}  {text}"
+        )
+    write_result(out, result)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_market_arguments(p, num_envs=1024)
@@ -126,25 +309,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         "touches a buffer of 2^31 elements or more (Market-v0's item counters from\n"
         "~358k markets): the 2^19 and 2^20 batches' kernels, too large to trace here",
     )
+    p.add_argument(
+        "--interpret",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="instead of building cubins, run each graph's kernels in Triton's interpreter\n"
+        "on the CPU for STEPS steps beside an eager market, comparing all they hold\n"
+        "(slow: ~3 s a step at 16 markets, ~100 s at 1,024; use a small --num-envs)",
+    )
     p.add_argument("--log", default=None, help="the interaction log of recenv/FromLog-v0")
     p.add_argument("--out", type=Path, default=None, help="JSON path (must not exist)")
     args = p.parse_args(argv)
     if args.num_envs < 2:
         p.error("--num-envs must be at least 2 (the face's one-market graph is built anyway)")
+    if args.interpret < 0:
+        p.error("--interpret takes a number of steps (0: build cubins instead)")
+    if args.interpret and args.wide_index:
+        p.error("--wide-index is a build option; the interpreter runs the sizes' own form")
+    if args.interpret and not fake_cuda.interpreting():
+        if "triton" in sys.modules:  # (its jit decorator reads the setting on import)
+            p.error("Triton is already imported: run with TRITON_INTERPRET=1 set")
+        os.environ["TRITON_INTERPRET"] = "1"
     config = parse_market_overrides(args.config)
     if args.log is not None:
         config["log"] = args.log
     out = result_path("cuda_build", args.out)
 
-    # Traced before the device is faked: the CPU market must not see a CUDA it would use.
     todo = [("_serve", args.num_envs)] + ([] if args.no_face else [("_serve_face", 1)])
-    captured = {(s, n): capture(args.env, s, n, config, args.cpu_form) for s, n in todo}
+    # Traced before the device is faked: the CPU market must not see a CUDA it would use.
+    # (The interpreter's markets trace as they step, after.)
+    captured = {}
+    if not args.interpret:
+        captured = {(s, n): capture(args.env, s, n, config, args.cpu_form) for s, n in todo}
     result: dict[str, Any] = {
         "env": args.env,
         "config": config,
         "device": args.device,
         "cpu_forms": args.cpu_form,
         "wide_index": args.wide_index,
+        "interpret_steps": args.interpret,
         "triton": fake_cuda.triton_version(),
         "options": inductor_options(fake_cuda.CUDA),
         **provenance(),
@@ -165,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"recenv CUDA build: {what} for a faked {props.name} (sm_{props.major}{props.minor}); "
         f"torch {torch.__version__}, triton {result['triton']}{kept}"
     )
+    if args.interpret:
+        return _run_interpreted(args, config, todo, result, out)
     header = ("graph", "markets", "nodes", "kernels", "configs", "s")
     print("{:<12} {:>8} {:>6} {:>8} {:>8} {:>6}  result".format(*header))
     status = 0

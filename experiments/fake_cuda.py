@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -99,10 +100,13 @@ class KernelBuildError(RuntimeError):
 @dataclasses.dataclass
 class Build:
     """One graph built for the fake device: its Triton kernels (name, configs compiled) in
-    build order, and the seconds the build took."""
+    build order (none under the interpreter, which compiles nothing), the seconds the build
+    took, and the compiled graph: callable only under the interpreter (:func:`interpreting`),
+    on CPU tensors, where each kernel runs in Triton's interpreter."""
 
     kernels: list[tuple[str, int]]
     seconds: float
+    call: Callable[..., Any]
 
 
 _BUILT: list[tuple[str, int]] = []  # kernels compiled since the last build began
@@ -124,11 +128,24 @@ def triton_version() -> str | None:
     return str(triton.__version__)
 
 
+def interpreting() -> bool:
+    """Whether Triton's interpreter runs kernels in this process (``TRITON_INTERPRET=1``, set
+    before Triton is imported): then inductor's kernels are not compiled but run, one program
+    after another on numpy arrays, on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def install(device: str = "h100") -> None:
     """Fake a CUDA device of kind ``device`` (a key of :data:`DEVICES`) in this process, for
     good. Raises :class:`HarnessError` where it cannot: no Triton, a torch that has CUDA
     (build on the real device instead), no C++ toolchain for the guard, or internals that
-    moved."""
+    moved.
+
+    Under Triton's interpreter (:func:`interpreting`), a built graph also runs: the buffers
+    its wrapper allocates "on the GPU" are CPU tensors, and the ``libdevice`` calls of its
+    kernels (CUDA's math library, which the interpreter cannot call) are Triton's own math
+    (``experiments.fake_cuda_libdevice``): results agree with a GPU's to rounding, not bit
+    for bit."""
     if device not in DEVICES:
         raise ValueError(f"device={device!r}: one of {sorted(DEVICES)}")
     if installed() is not None:
@@ -151,6 +168,8 @@ def install(device: str = "h100") -> None:
         _fake_torch_cuda(props, capability)
         _fake_triton_driver(capability)
         _adapt_inductor()
+        if interpreting():
+            _run_on_the_cpu()
     except HarnessError:
         raise
     except Exception as e:  # an internal that moved: AttributeError, ImportError, ...
@@ -297,6 +316,40 @@ def _adapt_inductor() -> None:
     CachingAutotuner._dynamic_scale_rblock = lambda self: None  # type: ignore[method-assign]
 
 
+class _Libdevice:
+    """``libdevice`` for the interpreter: the forms of ``experiments.fake_cuda_libdevice``;
+    any other function is named in a :class:`HarnessError` (add its form there)."""
+
+    def __init__(self, forms: dict[str, Any]) -> None:
+        self._forms = forms
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._forms[name]
+        except KeyError:
+            raise HarnessError(
+                f"libdevice.{name} has no interpreter form in experiments.fake_cuda_libdevice"
+            ) from None
+
+
+def _run_on_the_cpu() -> None:
+    import torch._inductor.runtime.triton_helpers as triton_helpers
+
+    from experiments import fake_cuda_libdevice
+
+    # The wrapper's allocations (read when the generated module is imported).
+    def empty_strided_on_cpu(size: Any, stride: Any, dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty_strided(size, stride, dtype=dtype)
+
+    fakes = [
+        # Generated kernels import it from here (`from ...triton_helpers import libdevice`).
+        (triton_helpers, "libdevice", _Libdevice(fake_cuda_libdevice.FORMS)),
+        (torch._C._dynamo.guards, "_empty_strided_cuda", empty_strided_on_cpu),
+    ]
+    for owner, name, fake in fakes:
+        setattr(owner, name, fake)
+
+
 CUDA = torch.device("cuda", 0)
 
 
@@ -364,13 +417,13 @@ def build(
                     patched(SIMDKernelFeatures, "select_index_dtype", lambda self: torch.int64)
                 )
             patches.enter_context(inductor_config.patch({**options, **BUILD_OPTIONS}))
-            compile_fx(gm, list(inputs))
+            call = compile_fx(gm, list(inputs))
     except Exception as e:
         refusal = _triton_error(e)
         if refusal is not None:
             raise KernelBuildError(f"{_COMPILING[0]}: {_summary(refusal)}") from e
         raise HarnessError(f"the build failed outside Triton: {_summary(e)}") from e
-    return Build(kernels=list(_BUILT), seconds=time.perf_counter() - start)
+    return Build(kernels=list(_BUILT), seconds=time.perf_counter() - start, call=call)  # type: ignore[arg-type]
 
 
 def _triton_error(e: BaseException) -> BaseException | None:

@@ -173,3 +173,56 @@ def test_the_wide_index_form_builds_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["wide_index"] is True and result["graphs"][0]["built"] is True
     assert "64-bit indices in every kernel" in proc.stdout
+
+
+def test_disagreement_is_exact_for_integers_and_to_rounding_for_floats():
+    x = {"a": torch.tensor([1, 2]), "b": [torch.tensor([1.0, float("nan")]), 0.5], "c": None}
+    same = {"a": torch.tensor([1, 2]), "b": [torch.tensor([1.0 + 1e-7, float("nan")]), 0.5]}
+    same["c"] = None
+    where, largest = cuda_build.disagreement(x, same)
+    assert where is None and 0 < largest < 1e-6
+    off_by_one = {**same, "a": torch.tensor([1, 3])}
+    assert cuda_build.disagreement(x, off_by_one)[0] == "['a']"
+    drifted = {**same, "b": [torch.tensor([1.001, float("nan")]), 0.5]}
+    assert cuda_build.disagreement(x, drifted)[0] == "['b'][0]"
+    scalar = {**same, "b": [same["b"][0], 0.51]}
+    assert cuda_build.disagreement(x, scalar)[0] == "['b'][1]"
+    assert cuda_build.disagreement(x, {**same, "d": 1})[0].startswith("paths differ")
+    wrong_dtype = {**same, "a": torch.tensor([1.0, 2.0])}
+    assert cuda_build.disagreement(x, wrong_dtype)[0] == "['a'] (shape or dtype)"
+
+
+INTERPRET = ["--interpret", "7", "--num-envs", "4", "--config", "horizon=3"]
+
+
+@needs_triton
+def test_the_kernels_run_by_triton_s_interpreter_agree_with_the_eager_step(tmp_path):
+    # Seven steps of three-step episodes: two episode ends and their resets, batched and face.
+    proc, result = run_build(tmp_path, *INTERPRET, "--config", "num_users=6")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = result["interpreted"]
+    assert [(r["step"], r["agreed"], r["disagreement"]) for r in rows] == [
+        ("_serve", 7, None),
+        ("_serve_face", 7, None),
+    ]
+    assert all(r["graphs"] == 1 and r["largest_float_difference"] < 1e-4 for r in rows)
+
+
+@needs_triton
+def test_the_interpreted_comparison_catches_a_kernel_that_computes_wrongly(tmp_path):
+    # libdevice.exp run as log1p: the check must say where the step went wrong.
+    out = tmp_path / "wrong.json"
+    code = (
+        "import os, sys; os.environ['TRITON_INTERPRET'] = '1'\n"
+        "from experiments import fake_cuda_libdevice as forms\n"
+        "forms.FORMS['exp'] = forms.FORMS['log1p']\n"
+        "from experiments import cuda_build\n"
+        f"sys.exit(cuda_build.main({[*INTERPRET, '--no-face', '--out', str(out)]!r}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (row,) = json.loads(out.read_text())["interpreted"]
+    assert row["agreed"] < 7 and "DISAGREE at " in proc.stdout
+    assert row["disagreement"].startswith(("the reset", "step "))
