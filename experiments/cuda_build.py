@@ -172,13 +172,15 @@ def interpret(
     config: dict[str, Any],
     steps: int,
     keep_cpu: Sequence[str] = (),
+    wide_index: bool = False,
 ) -> dict[str, Any]:
     """Run market method ``step`` (one of :data:`STEPS`) of a compiled CUDA market of
     ``num_envs`` markets for ``steps`` steps with its graph built for the faked device and
     every kernel run by Triton's interpreter on the CPU, beside an eager market, both in
     CUDA's forms and driven by the benchmark policy: after the reset and after each step,
     everything the two markets hold and return must agree (integers exactly, floats to
-    rounding: :func:`disagreement`). Needs :func:`fake_cuda.install` under the interpreter.
+    rounding: :func:`disagreement`). ``wide_index``: the kernels in their 64-bit-index form
+    (as :func:`fake_cuda.build`). Needs :func:`fake_cuda.install` under the interpreter.
     Returns the row of the report: steps that agreed, the first disagreement (step, path),
     the largest float difference, kernels run, seconds."""
     import recenv
@@ -192,7 +194,8 @@ def interpret(
         def call(*args: Any) -> Any:
             if not built:
                 inputs = fake_cuda.fake_inputs(args)
-                built.append(fake_cuda.build(fake_cuda.graph_on_cuda(gm), inputs, options))
+                gm_cuda = fake_cuda.graph_on_cuda(gm)
+                built.append(fake_cuda.build(gm_cuda, inputs, options, wide_index))
                 builds.append(built[0])
             return built[0].call(*args)
 
@@ -270,7 +273,9 @@ def _run_interpreted(
     for step, num_envs in todo:
         row: dict[str, Any]
         try:
-            row = interpret(args.env, step, num_envs, config, args.interpret, args.cpu_form)
+            row = interpret(
+                args.env, step, num_envs, config, args.interpret, args.cpu_form, args.wide_index
+            )
             where = row["disagreement"]
             text = "agree" if where is None else f"DISAGREE at {where}"
             status = max(status, 0 if where is None else 1)
@@ -325,8 +330,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--num-envs must be at least 2 (the face's one-market graph is built anyway)")
     if args.interpret < 0:
         p.error("--interpret takes a number of steps (0: build cubins instead)")
-    if args.interpret and args.wide_index:
-        p.error("--wide-index is a build option; the interpreter runs the sizes' own form")
     if args.interpret and not fake_cuda.interpreting():
         if "triton" in sys.modules:  # (its jit decorator reads the setting on import)
             p.error("Triton is already imported: run with TRITON_INTERPRET=1 set")
