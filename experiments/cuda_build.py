@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import torch
 
-from experiments import fake_cuda
+from experiments import fake_cuda, snapshot
 from experiments.bench_env import _policy, provenance, result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
 from recenv.core import indexing, rng, warm
@@ -109,33 +108,12 @@ def capture(
     return graphs
 
 
-def _leaves(value: Any, path: str, out: dict[str, Any]) -> None:
-    """Every tensor and plain value reachable from ``value`` (dicts, lists, tuples,
-    dataclasses), by path, into ``out``."""
-    if isinstance(value, torch.Tensor):
-        out[path] = value
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            _leaves(getattr(value, f.name), f"{path}.{f.name}", out)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _leaves(v, f"{path}[{k!r}]", out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _leaves(v, f"{path}[{i}]", out)
-    elif isinstance(value, (int, float, str, bool, type(None))):
-        out[path] = value
-
-
 def disagreement(expected: Any, got: Any) -> tuple[str | None, float]:
     """``(the first path where got differs from expected, or None; the largest absolute
     difference of their floating-point tensors)``: integers, booleans and plain values
     exactly, floats (tensors and plain) as the compiled-step tests compare them (rtol 1e-4,
     atol 1e-5; NaN equal to NaN)."""
-    a: dict[str, Any] = {}
-    b: dict[str, Any] = {}
-    _leaves(expected, "", a)
-    _leaves(got, "", b)
+    a, b = snapshot.leaves(expected), snapshot.leaves(got)
     if a.keys() != b.keys():
         return f"paths differ: {sorted(set(a) ^ set(b))[:5]}", float("nan")
     largest = 0.0

@@ -53,6 +53,35 @@ class SnapshotError(ValueError):
     """An object holds something a snapshot cannot encode or restore."""
 
 
+def leaves(value: Any, path: str = "") -> dict[str, Any]:
+    """Every tensor, generator (as its state) and plain value (None, bool, int, float, str)
+    reachable from ``value`` through dataclass fields, dicts, lists and tuples, by path
+    (``path.field``, ``path['key']``, ``path[i]``); tensors as they are, not copied. What
+    two live objects hold can be compared leaf by leaf this way (``experiments.cuda_build``,
+    the tests' market snapshots); anything else (functions, modules) is left out."""
+    out: dict[str, Any] = {}
+    _leaves(value, path, out)
+    return out
+
+
+def _leaves(value: Any, path: str, out: dict[str, Any]) -> None:
+    if isinstance(value, torch.Tensor):
+        out[path] = value
+    elif isinstance(value, torch.Generator):
+        out[path] = value.get_state()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _leaves(getattr(value, f.name), f"{path}.{f.name}", out)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _leaves(v, f"{path}[{k!r}]", out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _leaves(v, f"{path}[{i}]", out)
+    elif isinstance(value, _SCALARS):
+        out[path] = value
+
+
 def _is_static(x: Any, exclude: tuple[int, ...]) -> bool:
     if id(x) in exclude or isinstance(x, _STATIC):
         return True

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
@@ -28,6 +27,7 @@ import pytest
 import torch
 
 import recenv
+from experiments.snapshot import leaves
 from recenv.core.config import (
     MAX_UTILITY_SCALE,
     MAX_VALUE_SCALE,
@@ -192,31 +192,14 @@ def random_policy():
 # --------------------------------------------------------------------------------------------
 # Snapshots of a BatchedMarket
 # --------------------------------------------------------------------------------------------
-def _collect(value: Any, path: str, out: dict[str, Any]) -> None:
-    if torch.is_tensor(value):
-        out[path] = value.detach().clone()
-    elif isinstance(value, torch.Generator):
-        out[path] = value.get_state().clone()
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            _collect(getattr(value, f.name), f"{path}.{f.name}", out)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _collect(v, f"{path}[{k!r}]", out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _collect(v, f"{path}[{i}]", out)
-    elif isinstance(value, (int, float, str, bool, type(None))):
-        out[path] = value
-
-
 def snapshot_market(env: recenv.BatchedMarket) -> dict[str, Any]:
-    """Every tensor (and plain value) reachable from ``vars(env)``, plus the observation."""
+    """Every tensor (copied), generator state and plain value reachable from ``vars(env)``,
+    plus the observation."""
     out: dict[str, Any] = {}
     for name, value in vars(env).items():
-        _collect(value, name, out)
-    _collect(env.observe(), "observe()", out)
-    return out
+        out.update(leaves(value, name))
+    out.update(leaves(env.observe(), "observe()"))
+    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in out.items()}
 
 
 def assert_same_snapshot(before: dict[str, Any], after: dict[str, Any]) -> None:
