@@ -6,6 +6,7 @@
     .venv/bin/python -m experiments.cuda_build --device a100
     .venv/bin/python -m experiments.cuda_build --env recenv/FromLog-v0 --log PATH/ratings.csv
     .venv/bin/python -m experiments.cuda_build --cpu-form weyl   # the form the first GPU refused
+    .venv/bin/python -m experiments.cuda_build --interpret 12 --num-envs 16 --config horizon=5
 
 The first GPU lent to this project spent its session finding that the compiled CUDA step
 did not build: Triton refused a constant of ``rng.weyl`` (fixed since, unverified on a GPU
@@ -20,11 +21,17 @@ the device's compute capability (an H100's 9.0 unless ``--device``). A kernel th
 not build on the GPU fails here; what a GPU alone shows (autotuning's pick, memory,
 numbers, speed) is ``experiments/gpu_check.sh``'s.
 
+With ``--interpret STEPS`` nothing is compiled to a cubin: the kernels run in Triton's
+interpreter on the CPU (``TRITON_INTERPRET=1``, set here before Triton is imported), inside a
+market stepped ``STEPS`` times beside an eager one, and everything the two hold and return is
+compared after every step (:func:`interpret`): the compiled CUDA step's numbers, to
+rounding (``libdevice`` calls run as Triton math). Slow: use a few markets.
+
 Prints one row per graph (kernels built, configs compiled, seconds) and writes
 ``experiments/results/cuda_build-<host>-<UTC time>.json`` (never overwritten). Exit status:
-0 when every graph built, 1 when Triton or ``ptxas`` refused a kernel (the row names it),
-2 when the fake device could not be set up here (no Triton, a torch with CUDA, internals
-that moved: nothing is said about the step).
+0 when every graph built (or agreed), 1 when Triton or ``ptxas`` refused a kernel (the row
+names it) or an interpreted step disagreed, 2 when the fake device could not be set up here
+(no Triton, a torch with CUDA, internals that moved: nothing is said about the step).
 """
 
 from __future__ import annotations
