@@ -322,6 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_market_overrides(args.config)
     if args.log is not None:
         config["log"] = args.log
+    try:  # the scenario and its config, refused before any work (one market, cheap)
+        import recenv
+
+        recenv.make_vec(args.env, num_envs=1, seed=0, **config)
+    except (ValueError, TypeError, OSError) as e:
+        p.error(f"{args.env} with {config}: {e}")
     out = result_path("cuda_build", args.out)
 
     todo = [("_serve", args.num_envs)] + ([] if args.no_face else [("_serve_face", 1)])

@@ -226,3 +226,18 @@ def test_the_interpreted_comparison_catches_a_kernel_that_computes_wrongly(tmp_p
     (row,) = json.loads(out.read_text())["interpreted"]
     assert row["agreed"] < 7 and "DISAGREE at " in proc.stdout
     assert row["disagreement"].startswith(("the reset", "step "))
+
+
+def test_a_config_the_scenario_refuses_is_named_before_any_work(tmp_path):
+    out = tmp_path / "bad.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cuda_build", "--out", str(out), "--log", "x.csv"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2  # argparse's usage error
+    assert "unknown config key(s) ['log']" in proc.stderr and "recenv/Market-v0" in proc.stderr
+    assert not out.exists()
