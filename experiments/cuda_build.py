@@ -48,8 +48,9 @@ from typing import Any
 
 import torch
 
+import recenv
 from experiments import fake_cuda, snapshot
-from experiments.bench_env import _policy, provenance, result_path, write_result
+from experiments.bench_env import _policy, patched, provenance, result_path, write_result
 from experiments.config import add_market_arguments, parse_market_overrides
 from recenv.core import indexing, rng, warm
 from recenv.core.market import inductor_options
@@ -73,15 +74,35 @@ def cuda_forms(keep_cpu: Sequence[str] = ()) -> Iterator[None]:
     unknown = sorted(set(keep_cpu) - set(CUDA_FORMS))
     if unknown:
         raise ValueError(f"unknown form(s) {unknown}; known: {sorted(CUDA_FORMS)}")
-    saved = {name: getattr(owner, attr) for name, (owner, attr) in CUDA_FORMS.items()}
-    try:
+    with contextlib.ExitStack() as forms:
         for name, (owner, attr) in CUDA_FORMS.items():
             if name not in keep_cpu:
-                setattr(owner, attr, frozenset())
+                forms.enter_context(patched(owner, attr, frozenset()))
         yield
-    finally:
-        for name, (owner, attr) in CUDA_FORMS.items():
-            setattr(owner, attr, saved[name])
+
+
+def _market(
+    env_id: str, step: str, num_envs: int, config: dict[str, Any], backend: Any = None
+) -> Any:
+    """A market of ``env_id`` (seed 0) as a CUDA market steps, for use inside
+    :func:`cuda_forms`: without the CPU-only native kernels; with a Dynamo ``backend``, its
+    method ``step`` (one of :data:`STEPS`) compiled through it with the fusable forms on, as
+    :meth:`BatchedMarket.compile` sets them."""
+    env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **config)
+    env._native_kernels = False
+    if backend is not None:
+        env.compiled = True
+        own = warm.own_code(getattr(env, step))
+        setattr(env, step, torch.compile(own, backend=backend, dynamic=False))
+    return env
+
+
+def _advance(env: Any, step: str, actions: dict[str, torch.Tensor]) -> Any:
+    """One step of ``env`` through its method ``step``: the batched step's ``(obs, rewards,
+    terminated, truncated, info)``, or the face's ``(scalars, info)``."""
+    if step == "_serve":
+        return env.step(actions)
+    return env._step_face(*env._check_actions(actions))
 
 
 def capture(
@@ -92,8 +113,6 @@ def capture(
     market is built, reset and stepped once by the benchmark policy through a backend that
     keeps each graph and its example inputs and runs it as traced. More than one graph
     means a graph break (the compiled market would then not run as one graph)."""
-    import recenv
-
     graphs: list[tuple[torch.fx.GraphModule, list[Any]]] = []
 
     def keep(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
@@ -101,17 +120,9 @@ def capture(
         return gm.forward
 
     with cuda_forms(keep_cpu):
-        env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **config)
-        env._native_kernels = False  # CPU-only kernels (recenv.core.native)
-        env.compiled = True  # as compile() sets it: the fusable forms
-        own = warm.own_code(getattr(env, step))
-        setattr(env, step, torch.compile(own, backend=keep, dynamic=False))
+        env = _market(env_id, step, num_envs, config, backend=keep)
         obs = env.reset(seed=0)
-        actions = _policy(obs, env.agents, env.config.slate_size)
-        if step == "_serve":
-            env.step(actions)
-        else:
-            env._step_face(*env._check_actions(actions))
+        _advance(env, step, _policy(obs, env.agents, env.config.slate_size))
     return graphs
 
 
@@ -168,8 +179,6 @@ def interpret(
     (as :func:`fake_cuda.build`). Needs :func:`fake_cuda.install` under the interpreter.
     Returns the row of the report: steps that agreed, the first disagreement (step, path),
     the largest float difference, kernels run, seconds."""
-    import recenv
-
     options = inductor_options(fake_cuda.CUDA)
     builds: list[fake_cuda.Build] = []
 
@@ -189,17 +198,8 @@ def interpret(
     start = time.perf_counter()
     row: dict[str, Any] = {"step": step, "num_envs": num_envs, "steps": steps}
     with cuda_forms(keep_cpu):
-        markets = []
-        for compiled in (False, True):
-            env = recenv.make_vec(env_id, num_envs=num_envs, seed=0, **config)
-            env._native_kernels = False
-            if compiled:
-                env.compiled = True
-                own = warm.own_code(getattr(env, step))
-                compiled_step = torch.compile(own, backend=build_on_first_call, dynamic=False)
-                setattr(env, step, compiled_step)
-            markets.append(env)
-        eager, built = markets
+        eager = _market(env_id, step, num_envs, config)
+        built = _market(env_id, step, num_envs, config, backend=build_on_first_call)
 
         def state(env: Any, returned: Any) -> dict[str, Any]:
             # (`compiled` is the one attribute meant to differ.)
@@ -210,18 +210,14 @@ def interpret(
         where, largest = disagreement(state(eager, obs), state(built, built.reset(seed=0)))
         at = "the reset"
         agreed = 0
-        expected: Any
-        got: Any
         while where is None and agreed < steps:
             actions = _policy(obs, eager.agents, eager.config.slate_size)
+            expected, got = _advance(eager, step, actions), _advance(built, step, actions)
             if step == "_serve":
-                expected, got = eager.step(actions), built.step(actions)
                 obs = expected[0]
-            else:  # the face's step; it resets the market itself after an episode's end
-                expected = eager._step_face(*eager._check_actions(actions))
-                got = built._step_face(*built._check_actions(actions))
+            else:  # (the face's step returns no observation; reading it caches it: both)
                 obs = eager.observe()
-                built.observe()  # (it caches the observation: both alike)
+                built.observe()
             where, diff = disagreement(state(eager, expected), state(built, got))
             largest = max(largest, diff)
             at = f"step {agreed + 1}"
@@ -323,8 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log is not None:
         config["log"] = args.log
     try:  # the scenario and its config, refused before any work (one market, cheap)
-        import recenv
-
         recenv.make_vec(args.env, num_envs=1, seed=0, **config)
     except (ValueError, TypeError, OSError) as e:
         p.error(f"{args.env} with {config}: {e}")
