@@ -3,7 +3,7 @@
     pip install -e '.[cuda-build]'                      # Triton (~290 MB wheel; ptxas inside)
     .venv/bin/python -m experiments.cuda_build          # Market-v0: 1,024 markets and the face
     .venv/bin/python -m experiments.cuda_build --num-envs 16384 --config num_items=1000000
-    .venv/bin/python -m experiments.cuda_build --device a100
+    .venv/bin/python -m experiments.cuda_build --device a100    # or h200 (the GPU once lent)
     .venv/bin/python -m experiments.cuda_build --env recenv/FromLog-v0 --log PATH/ratings.csv
     .venv/bin/python -m experiments.cuda_build --cpu-form weyl   # the form the first GPU refused
     .venv/bin/python -m experiments.cuda_build --interpret 12 --num-envs 16 --config horizon=5
@@ -27,7 +27,16 @@ market stepped ``STEPS`` times beside an eager one, and everything the two hold 
 compared after every step (:func:`interpret`): the compiled CUDA step's numbers, to
 rounding (``libdevice`` calls run as Triton math). Slow: use a few markets.
 
-Prints one row per graph (kernels built, configs compiled, seconds) and writes
+Each built graph's traffic is inductor's own estimate of the bytes its kernels and extern
+calls (cuBLAS's ``bmm``) read and write a step (:class:`fake_cuda.Build`), printed beside the
+market's model of what a step must move (``step_traffic_bytes``, the bytes ``bench_env``
+divides by the copy bandwidth); the peak bandwidth of the device faked
+(:data:`fake_cuda.PEAK_BANDWIDTH`) over it is a ceiling on env-steps/s, and the GPU target
+(``bench_cuda.TARGET_CUDA_STEPS``) over that ceiling the share of the peak the kernels would
+have to reach. Arithmetic from sizes, not a measurement: what the GPU makes of it is
+``gpu_check.sh``'s to say.
+
+Prints one row per graph (kernels built, configs compiled, seconds) and its traffic, and writes
 ``experiments/results/cuda_build-<host>-<UTC time>.json`` (never overwritten). Exit status:
 0 when every graph built (or agreed), 1 when Triton or ``ptxas`` refused a kernel (the row
 names it) or an interpreted step disagreed, 2 when the fake device could not be set up here
@@ -50,7 +59,15 @@ import torch
 
 import recenv
 from experiments import fake_cuda, snapshot
-from experiments.bench_env import _policy, patched, provenance, result_path, write_result
+from experiments.bench_cuda import TARGET_CUDA_STEPS
+from experiments.bench_env import (
+    _policy,
+    core_footprint,
+    patched,
+    provenance,
+    result_path,
+    write_result,
+)
 from experiments.config import add_market_arguments, parse_market_overrides
 from recenv.core import indexing, rng, warm
 from recenv.core.market import inductor_options
@@ -327,9 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [("_serve", args.num_envs)] + ([] if args.no_face else [("_serve_face", 1)])
     # Traced before the device is faked: the CPU market must not see a CUDA it would use.
     # (The interpreter's markets trace as they step, after.)
-    captured = {}
+    captured, model = {}, {}
     if not args.interpret:
         captured = {(s, n): capture(args.env, s, n, config, args.cpu_form) for s, n in todo}
+        model = {(s, n): model_traffic(args.env, n, config) for s, n in todo}
     result: dict[str, Any] = {
         "env": args.env,
         "config": config,
@@ -350,11 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_result(out, result)
         return 2
     props = torch.cuda.get_device_properties(0)
+    device_name = props.name.removesuffix(" (faked)")
     what = args.env + (f" {config}" if config else "")
     kept = f"; CPU forms kept: {', '.join(args.cpu_form)}" if args.cpu_form else ""
     kept += "; 64-bit indices in every kernel" if args.wide_index else ""
     print(
-        f"recenv CUDA build: {what} for a faked {props.name} (sm_{props.major}{props.minor}); "
+        f"recenv CUDA build: {what} for a faked {device_name} (sm_{props.major}{props.minor}); "
         f"torch {torch.__version__}, triton {result['triton']}{kept}"
     )
     if args.interpret:
@@ -381,9 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row.update(
                     built=True,
                     kernels=len(built.kernels),
-                    configs=sum(c for _, c in built.kernels),
+                    configs=sum(k.configs for k in built.kernels),
                     seconds=round(built.seconds, 1),
-                    kernel_names=[name for name, _ in built.kernels],
+                    kernel_names=[k.name for k in built.kernels],
+                    **traffic(built, num_envs, args.device, model.get((step, num_envs))),
                 )
                 text = "built" + (f" (graph {i + 1} of {len(graphs)})" if len(graphs) > 1 else "")
             except fake_cuda.KernelBuildError as e:
@@ -399,8 +419,78 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{step:<12} {num_envs:>8,} {row['nodes']:>6} {row.get('kernels', '-'):>8} "
                 f"{row.get('configs', '-'):>8} {row.get('seconds', '-'):>6}  {text}"
             )
+    for row in result["graphs"]:
+        if row.get("traffic_bytes") is not None:
+            print(traffic_line(row, device_name))
     write_result(out, result)
     return status
+
+
+def model_traffic(env_id: str, num_envs: int, config: dict[str, Any]) -> dict[str, int] | None:
+    """The market's own model of the bytes a step of ``num_envs`` markets must move
+    (``step_traffic_bytes``, what ``bench_env`` divides by the copy bandwidth), or None."""
+    return core_footprint(env_id, num_envs, **config)["step_traffic_bytes"]
+
+
+def traffic(
+    built: fake_cuda.Build, num_envs: int, device: str, model: dict[str, int] | None
+) -> dict[str, Any]:
+    """A built graph's traffic fields: inductor's estimate of the bytes a call moves
+    (:class:`fake_cuda.Build`), in all and per market, each kernel's and extern call's;
+    beside the market's own model (``model``: ``step_traffic_bytes`` at ``num_envs``); and
+    what the estimate allows at ``device``'s peak bandwidth, an upper bound: env-steps/s if
+    every kernel ran at the peak, and the share of the peak the GPU target needs."""
+    total = built.traffic
+    if total is None:
+        return {"traffic_bytes": None}
+    per_market = total / num_envs
+    row: dict[str, Any] = {
+        "traffic_bytes": total,
+        "traffic_bytes_per_market": per_market,
+        "kernel_bytes": {k.name: k.bytes for k in built.kernels},
+        "extern_bytes": [list(e) for e in built.extern],
+    }
+    if model is not None:
+        row["model_bytes_per_market"] = {k: v / num_envs for k, v in model.items()}
+    peak = fake_cuda.PEAK_BANDWIDTH[device]
+    row["peak_bandwidth"] = peak
+    row["ceiling_env_steps_per_s"] = num_envs * peak / total
+    row["target_env_steps_per_s"] = TARGET_CUDA_STEPS
+    row["target_share_of_peak"] = TARGET_CUDA_STEPS * per_market / peak
+    return row
+
+
+def traffic_line(row: dict[str, Any], device_name: str) -> str:
+    """What a built graph's traffic fields say, in words (:func:`traffic`)."""
+    per_market = row["traffic_bytes_per_market"]
+    kb = f"{per_market / 1e3:.1f} KB"
+    calls = f"{row['kernels']} kernels" + (
+        f" and {len(row['extern_bytes'])} extern calls" if row["extern_bytes"] else ""
+    )
+    head = f"traffic of {row['step']} (inductor's estimate): {row['traffic_bytes'] / 1e6:.2f} MB"
+    if row["num_envs"] > 1:
+        head += f" a step at {row['num_envs']:,} markets = {kb} a market, in {calls}"
+    else:
+        head += f" a step, in {calls}"
+    model = row.get("model_bytes_per_market")
+    if model:
+        head += (
+            f"; the market's model: {model['total'] / 1e3:.1f} KB of state and observation, "
+            f"{model.get('total_with_catalog', model['total']) / 1e3:.1f} KB with the catalog"
+        )
+    largest = sorted(row["kernel_bytes"].items(), key=lambda kv: -(kv[1] or 0))[:3]
+    head += "\n  largest: " + ", ".join(
+        f"{name} {b / row['num_envs'] / 1e3:.1f} KB" for name, b in largest
+    )
+    if row["num_envs"] > 1:
+        head += (
+            f"\n  at the {device_name}'s peak {row['peak_bandwidth'] / 1e12:.2f} TB/s: at most "
+            f"{row['ceiling_env_steps_per_s'] / 1e6:,.0f} M env-steps/s; the "
+            f"{row['target_env_steps_per_s'] / 1e6:.0f} M target needs "
+            f"{100 * row['target_share_of_peak']:.0f} % of the peak (an upper bound, not a "
+            "measurement: real kernels reach a fraction of the peak, gathers less)"
+        )
+    return head
 
 
 if __name__ == "__main__":

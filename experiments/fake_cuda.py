@@ -42,7 +42,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -70,7 +70,21 @@ DEVICES: dict[str, dict[str, Any]] = {
         "L2_cache_size": 40 * 2**20,
         "shared_memory_per_block_optin": 166_912,
     },
+    # The GPU this project was lent (the H100's die, sm_90, with 141 GB of HBM3e).
+    "h200": {
+        "name": "NVIDIA H200 (faked)",
+        "major": 9,
+        "minor": 0,
+        "multi_processor_count": 132,
+        "total_memory": 140 * 2**30,
+        "L2_cache_size": 50 * 2**20,
+        "shared_memory_per_block_optin": 232_448,
+    },
 }
+# Peak memory bandwidth, bytes/s (NVIDIA's data sheets: H100 SXM5 3.35 TB/s, A100 SXM4
+# 80 GB 2.039 TB/s, H200 SXM 4.8 TB/s): the ceiling experiments.cuda_build divides by a
+# graph's estimated traffic. A real kernel reaches a fraction of it (gathers far less).
+PEAK_BANDWIDTH: dict[str, float] = {"h100": 3.35e12, "a100": 2.039e12, "h200": 4.8e12}
 _COMMON = {
     "regs_per_multiprocessor": 65_536,
     "max_threads_per_multi_processor": 2048,
@@ -85,6 +99,11 @@ _COMMON = {
 # worker process would not have the fakes); every graph built anew, not loaded from
 # inductor's caches (where a build made elsewhere could stand in for this one).
 BUILD_OPTIONS = {"shape_padding": False, "compile_threads": 1, "force_disable_caches": True}
+# Inductor's estimate of the bytes each Triton kernel reads and writes ("kernel_num_gb" in its
+# metadata) is made when kernels are benchmarked; this switch turns it on and changes nothing
+# else while combo kernels are off (inductor's default; ``benchmark_kernel`` would also add a
+# benchmark harness to each kernel's module and print its path).
+TRAFFIC_OPTIONS = {"benchmark_combo_kernel": True, "combo_kernels": False}
 
 
 class HarnessError(RuntimeError):
@@ -97,19 +116,44 @@ class KernelBuildError(RuntimeError):
     """Triton or ``ptxas`` refused a kernel of the graph: the build a GPU would make fails."""
 
 
+class Kernel(NamedTuple):
+    """A Triton kernel of a built graph: its name, the configs compiled for the autotuner
+    to pick from, and inductor's estimate of the bytes one call reads and writes (None
+    where inductor made none)."""
+
+    name: str
+    configs: int
+    bytes: float | None
+
+
 @dataclasses.dataclass
 class Build:
-    """One graph built for the fake device: its Triton kernels (name, configs compiled) in
-    build order (none under the interpreter, which compiles nothing), the seconds the build
-    took, and the compiled graph: callable only under the interpreter (:func:`interpreting`),
-    on CPU tensors, where each kernel runs in Triton's interpreter."""
+    """One graph built for the fake device: its Triton kernels in build order (none under
+    the interpreter, which compiles nothing); the calls it makes outside Triton (``extern``:
+    name, inductor's estimate of the bytes read and written), such as cuBLAS's ``bmm``; the
+    seconds the build took; and the compiled graph: callable only under the interpreter
+    (:func:`interpreting`), on CPU tensors, where each kernel runs in Triton's interpreter.
 
-    kernels: list[tuple[str, int]]
+    Traffic figures are inductor's estimates from the graph's sizes, not measurements:
+    each buffer a kernel touches counted once per distinct index it is read or written at
+    (at most its size), at its dtype's size; not cache lines, not reuse in caches."""
+
+    kernels: list[Kernel]
+    extern: list[tuple[str, int]]
     seconds: float
     call: Callable[..., Any]
 
+    @property
+    def traffic(self) -> float | None:
+        """Estimated bytes one call of the graph reads and writes, Triton kernels and
+        extern calls together; None when a kernel has no estimate."""
+        if any(k.bytes is None for k in self.kernels):
+            return None
+        return sum(k.bytes for k in self.kernels if k.bytes) + sum(b for _, b in self.extern)
 
-_BUILT: list[tuple[str, int]] = []  # kernels compiled since the last build began
+
+_BUILT: list[Kernel] = []  # kernels compiled since the last build began
+_EXTERN: list[tuple[str, int]] = []  # the calls outside Triton of the graphs built since
 _COMPILING: list[str | None] = [None]  # the kernel being compiled
 _INSTALLED: dict[str, Any] = {}
 
@@ -303,7 +347,9 @@ def _adapt_inductor() -> None:
 
     # Compiled (triton.compile: front end, passes, ptxas), not loaded: record instead.
     def record_instead_of_loading(self: Any) -> None:
-        _BUILT.append((self.fn.__name__, len(self.compile_results)))
+        num_gb = self.inductor_meta.get("kernel_num_gb")
+        nbytes = None if num_gb is None else float(num_gb) * 1e9
+        _BUILT.append(Kernel(self.fn.__name__, len(self.compile_results), nbytes))
 
     CachingAutotuner._make_launchers = record_instead_of_loading  # type: ignore[method-assign]
     precompile = CachingAutotuner.precompile
@@ -400,14 +446,17 @@ def build(
     gives a kernel that touches a buffer of 2^31 elements or more (a batch too large to
     trace on this machine), instead of 32-bit ones where the sizes allow. Raises
     :class:`KernelBuildError` when Triton or ``ptxas`` refuses one, :class:`HarnessError`
-    when the build fails elsewhere."""
+    when the build fails elsewhere. The kernels' and extern calls' traffic is estimated
+    (:class:`Build`), except under the interpreter."""
     if installed() is None:
         raise HarnessError("install() the fake device first")
     import torch._inductor.config as inductor_config
     from torch._inductor.codegen.simd_kernel_features import SIMDKernelFeatures
     from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.graph import GraphLowering
 
     _BUILT.clear()
+    _EXTERN.clear()
     _COMPILING[0] = None
     start = time.perf_counter()
     try:
@@ -416,14 +465,42 @@ def build(
                 patches.enter_context(
                     patched(SIMDKernelFeatures, "select_index_dtype", lambda self: torch.int64)
                 )
-            patches.enter_context(inductor_config.patch({**options, **BUILD_OPTIONS}))
+            traffic: dict[str, Any] = {}
+            if not interpreting():  # (the interpreter's build is the tested one, as it was)
+                traffic = TRAFFIC_OPTIONS
+                patches.enter_context(
+                    patched(GraphLowering, "codegen", _recording_extern(GraphLowering.codegen))
+                )
+            patches.enter_context(inductor_config.patch({**options, **BUILD_OPTIONS, **traffic}))
             call = compile_fx(gm, list(inputs))
     except Exception as e:
         refusal = _triton_error(e)
         if refusal is not None:
             raise KernelBuildError(f"{_COMPILING[0]}: {_summary(refusal)}") from e
         raise HarnessError(f"the build failed outside Triton: {_summary(e)}") from e
-    return Build(kernels=list(_BUILT), seconds=time.perf_counter() - start, call=call)  # type: ignore[arg-type]
+    return Build(
+        kernels=list(_BUILT),
+        extern=list(_EXTERN),
+        seconds=time.perf_counter() - start,
+        call=call,  # type: ignore[arg-type]
+    )
+
+
+def _recording_extern(codegen: Callable[..., Any]) -> Callable[..., Any]:
+    """``GraphLowering.codegen`` that also records each call of the graph outside Triton
+    (its kernel's name, inductor's estimate of the bytes it reads and writes) in
+    ``_EXTERN``: the scheduler's nodes exist once the code is generated."""
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+
+    def codegen_recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = codegen(self, *args, **kwargs)
+        for node in self.scheduler.nodes:
+            if isinstance(node, ExternKernelSchedulerNode):
+                name = getattr(node.node, "python_kernel_name", None) or node.get_name()
+                _EXTERN.append((str(name), int(node.get_read_write_buffers_sizes())))
+        return out
+
+    return codegen_recording
 
 
 def _triton_error(e: BaseException) -> BaseException | None:

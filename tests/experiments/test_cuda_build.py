@@ -149,6 +149,19 @@ def test_every_graph_builds_for_a_faked_h100(tmp_path):
     ]
     assert all(g["built"] and g["kernels"] > 10 for g in result["graphs"]), result["graphs"]
     assert result["options"] == {"size_asserts": False} and result["triton"] == TRITON
+    # Traffic: inductor estimated every kernel; a step moves at least what the market's own
+    # model says it must (state and observation), and the ceiling is the peak over it.
+    for g in result["graphs"]:
+        assert len(g["kernel_bytes"]) == g["kernels"] and all(g["kernel_bytes"].values())
+        assert g["extern_bytes"] and all(b > 0 for _, b in g["extern_bytes"])
+        total = sum(g["kernel_bytes"].values()) + sum(b for _, b in g["extern_bytes"])
+        assert g["traffic_bytes"] == pytest.approx(total)
+        assert g["traffic_bytes_per_market"] > g["model_bytes_per_market"]["total"]
+    serve = result["graphs"][0]
+    assert serve["ceiling_env_steps_per_s"] == pytest.approx(
+        8 * fake_cuda.PEAK_BANDWIDTH["h100"] / serve["traffic_bytes"]
+    )
+    assert "at the NVIDIA H100 80GB HBM3's peak 3.35 TB/s: at most" in proc.stdout
 
 
 @needs_triton
@@ -173,6 +186,32 @@ def test_the_wide_index_form_builds_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["wide_index"] is True and result["graphs"][0]["built"] is True
     assert "64-bit indices in every kernel" in proc.stdout
+
+
+def test_traffic_adds_the_kernels_and_extern_calls_and_divides_the_peak_by_it():
+    kernels = [fake_cuda.Kernel("k0", 4, 3_000.0), fake_cuda.Kernel("k1", 1, 1_000.0)]
+    built = fake_cuda.Build(kernels, [("extern_kernels.bmm", 1_000)], 1.0, call=print)
+    assert built.traffic == 5_000
+    model = {"total": 400, "total_with_catalog": 600}
+    row = cuda_build.traffic(built, 2, "h200", model)
+    assert row["traffic_bytes_per_market"] == 2_500
+    assert row["model_bytes_per_market"] == {"total": 200, "total_with_catalog": 300}
+    assert row["ceiling_env_steps_per_s"] == pytest.approx(4.8e12 / 2_500)
+    assert row["target_share_of_peak"] == pytest.approx(50e6 * 2_500 / 4.8e12)
+    row.update(step="_serve", num_envs=2, kernels=2)
+    text = cuda_build.traffic_line(row, "NVIDIA H200")
+    assert "2.5 KB a market, in 2 kernels and 1 extern calls" in text
+    assert "model: 0.2 KB of state and observation, 0.3 KB with the catalog" in text
+    assert "largest: k0 1.5 KB, k1 0.5 KB" in text
+    assert "at most 1,920 M env-steps/s; the 50 M target needs 3 % of the peak" in text
+    # A kernel inductor did not estimate: no total, no ceiling (not a smaller one).
+    unknown = fake_cuda.Build([*kernels, fake_cuda.Kernel("k2", 1, None)], [], 1.0, call=print)
+    assert unknown.traffic is None
+    assert cuda_build.traffic(unknown, 2, "h200", model) == {"traffic_bytes": None}
+
+
+def test_every_faked_device_has_a_peak_bandwidth():
+    assert set(fake_cuda.PEAK_BANDWIDTH) == set(fake_cuda.DEVICES)
 
 
 def test_disagreement_is_exact_for_integers_and_to_rounding_for_floats():
