@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 import types
@@ -490,17 +491,40 @@ def _recording_extern(codegen: Callable[..., Any]) -> Callable[..., Any]:
     """``GraphLowering.codegen`` that also records each call of the graph outside Triton
     (its kernel's name, inductor's estimate of the bytes it reads and writes) in
     ``_EXTERN``: the scheduler's nodes exist once the code is generated."""
+    from torch._inductor.ir import MultiOutput
     from torch._inductor.scheduler import ExternKernelSchedulerNode
 
     def codegen_recording(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = codegen(self, *args, **kwargs)
         for node in self.scheduler.nodes:
-            if isinstance(node, ExternKernelSchedulerNode):
-                name = getattr(node.node, "python_kernel_name", None) or node.get_name()
-                _EXTERN.append((str(name), int(node.get_read_write_buffers_sizes())))
+            # (A MultiOutput only names an output of the call before it: no call, no bytes.)
+            if isinstance(node, ExternKernelSchedulerNode) and not isinstance(
+                node.node, MultiOutput
+            ):
+                name = str(getattr(node.node, "python_kernel_name", None) or node.get_name())
+                if name == GATHER_ROWS:
+                    nbytes = _gather_bytes(self.sizevars, *node.node.inputs[:2])
+                else:
+                    nbytes = int(node.get_read_write_buffers_sizes())
+                _EXTERN.append((name, nbytes))
         return out
 
     return codegen_recording
+
+
+# recenv's row gather kept out of the fused loops (recenv.core.indexing.rows): opaque to
+# inductor, whose estimate counts every byte of its table (128 MB at 10^6 items) read.
+GATHER_ROWS = "torch.ops.recenv.gather_rows.default"
+
+
+def _gather_bytes(sizevars: Any, table: Any, idx: Any) -> int:
+    """Bytes ``table.index_select(0, idx)`` moves: the indices read, the rows read and written
+    out (inductor IR nodes, sizes as the graph's hints)."""
+    # (The hint function estimate_kernel_num_bytes uses; older inductors named it size_hint.)
+    hint = getattr(sizevars, "optimization_hint", None) or sizevars.size_hint
+    n = math.prod(int(hint(s)) for s in idx.get_size())
+    row = math.prod(int(hint(s)) for s in table.get_size()[1:])
+    return n * idx.get_dtype().itemsize + 2 * n * row * table.get_dtype().itemsize
 
 
 def _triton_error(e: BaseException) -> BaseException | None:

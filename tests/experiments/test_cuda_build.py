@@ -179,13 +179,21 @@ def test_the_cpu_weyl_form_fails_to_build_as_the_first_gpu_lent_found(tmp_path):
 
 
 @needs_triton
-def test_the_wide_index_form_builds_and_says_so(tmp_path):
-    proc, result = run_build(
-        tmp_path, "--num-envs", "8", "--no-face", "--config", "num_users=6", "--wide-index"
-    )
+def test_the_large_forms_build_and_a_row_gather_counts_its_rows_not_its_table(tmp_path):
+    # 64-bit indices in every kernel (the largest batches' form) and a catalog past
+    # SEPARATE_GATHER_BYTES, whose rows are gathered by recenv::gather_rows, outside the
+    # fused loops: inductor cannot see into that op and would count its whole table.
+    config = ["--config", "num_users=6", "--config", "num_items=40000"]
+    proc, result = run_build(tmp_path, "--num-envs", "8", "--no-face", *config, "--wide-index")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert result["wide_index"] is True and result["graphs"][0]["built"] is True
+    (graph,) = result["graphs"]
+    assert result["wide_index"] is True and graph["built"] is True
     assert "64-bit indices in every kernel" in proc.stdout
+    gathers = sorted(b for name, b in graph["extern_bytes"] if name == fake_cuda.GATHER_ROWS)
+    # The page's 6 rows a market and the 40 candidates' rows: int64 indices, 128-byte rows
+    # read and written.
+    assert gathers == [8 * n * (8 + 2 * 128) for n in (6, 40)]
+    assert graph["traffic_bytes"] < 40_000 * 128  # less than one read of the item table
 
 
 def test_traffic_adds_the_kernels_and_extern_calls_and_divides_the_peak_by_it():
