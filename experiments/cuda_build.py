@@ -69,7 +69,7 @@ from experiments.bench_env import (
     write_result,
 )
 from experiments.config import add_market_arguments, parse_market_overrides
-from recenv.core import indexing, rng, warm
+from recenv.core import indexing, market, rng, warm
 from recenv.core.market import inductor_options
 
 # Each device-dependent form of the step: module state naming the devices that take the
@@ -78,6 +78,7 @@ CUDA_FORMS: dict[str, tuple[Any, str]] = {
     "weyl": (rng, "FOLD_WEYL_ON"),
     "cumsum": (indexing, "ATEN_CUMSUM_EXACT_ON"),
     "row_mean": (indexing, "ROW_MEAN_AS_BATCH_ON"),
+    "separate_gathers": (market, "SEPARATE_GATHERS_ON"),
 }
 
 # The graphs a compiled market builds: its step at a batch, and the face's at one market.

@@ -193,6 +193,14 @@ def face_row(num_agents: int) -> FaceRow:
 _GAP_WEIGHT = 1e-6  # users between sessions arrive only when nobody else can
 # recenv::next_user prefetches the arriving user's row (a switch for experiments.ab_forms).
 _PREFETCH_ARRIVING_ROWS = True
+# The devices whose compiled step gathers a large catalog's item rows in a loop of their own
+# (BatchedMarket._separate_gathers): the CPU's, where a fused loop waits on each row's cache
+# miss and a plain copy loop keeps many in flight (1,024 markets, 10^6 items: ~10-25 %). A
+# GPU hides a gather's latency with other warps, and the separate form would write every
+# gathered row (all 32 fields) to a buffer and read it back: ~17 KB a market a step more at
+# 10^6 items by inductor's estimate (experiments.cuda_build). The rows are the same either
+# way. Module state, as rng.FOLD_WEYL_ON.
+SEPARATE_GATHERS_ON = frozenset({"cpu"})
 
 Obs = dict[str, dict[str, torch.Tensor]]
 # The observation as batched tensors: user [N, T+2], history [N, A, T+4], candidates
@@ -657,8 +665,12 @@ class BatchedMarket:
     def _separate_gathers(self) -> bool:
         """Whether a compiled step gathers item rows in a loop of their own (the item table
         cannot stay in cache; see ``indexing.rows``) instead of fusing them into their
-        consumers. Read while tracing."""
-        return self.compiled and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
+        consumers: on the devices of :data:`SEPARATE_GATHERS_ON`. Read while tracing."""
+        return (
+            self.compiled
+            and self.device.type in SEPARATE_GATHERS_ON
+            and self.catalog.item_rows.nbytes > self.SEPARATE_GATHER_BYTES
+        )
 
     @property
     def pending_seed(self) -> int | None:

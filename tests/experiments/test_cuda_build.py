@@ -18,7 +18,7 @@ import torch
 
 import recenv.core
 from experiments import cuda_build, fake_cuda
-from recenv.core import indexing, rng
+from recenv.core import indexing, market, rng
 from recenv.core.market import inductor_options
 from tests.experiments.experiment_helpers import REPO, cli_env
 
@@ -49,6 +49,7 @@ def test_cuda_forms_empty_each_form_inside_and_put_them_back():
     with cuda_build.cuda_forms(keep_cpu=["cumsum"]):
         assert rng.FOLD_WEYL_ON == frozenset()
         assert indexing.ROW_MEAN_AS_BATCH_ON == frozenset()
+        assert market.SEPARATE_GATHERS_ON == frozenset()
         assert indexing.ATEN_CUMSUM_EXACT_ON == before["cumsum"]
     assert {name: getattr(o, a) for name, (o, a) in cuda_build.CUDA_FORMS.items()} == before
     with pytest.raises(ValueError, match=r"unknown form\(s\) \['weil'\]; known: \['cumsum'"):
@@ -178,13 +179,32 @@ def test_the_cpu_weyl_form_fails_to_build_as_the_first_gpu_lent_found(tmp_path):
     assert graph["error"].startswith("triton_")
 
 
+def test_a_large_catalog_s_rows_are_gathered_apart_on_the_cpu_only():
+    # Past SEPARATE_GATHER_BYTES (4 MiB of item rows) the CPU's compiled step gathers rows
+    # in an op of their own; CUDA's fuses them into their consumers.
+    config = {"num_users": 6, "num_items": 40_000}
+
+    def gathers(graphs):
+        (gm, _), *_ = graphs
+        return [n for n in gm.graph.nodes if "gather_rows" in str(n.target)]
+
+    assert not gathers(cuda_build.capture("recenv/Market-v0", "_serve", 2, config))
+    cpu_form = cuda_build.capture(
+        "recenv/Market-v0", "_serve", 2, config, keep_cpu=["separate_gathers"]
+    )
+    assert len(gathers(cpu_form)) == 2  # the page's rows and the candidates'
+
+
 @needs_triton
 def test_the_large_forms_build_and_a_row_gather_counts_its_rows_not_its_table(tmp_path):
     # 64-bit indices in every kernel (the largest batches' form) and a catalog past
-    # SEPARATE_GATHER_BYTES, whose rows are gathered by recenv::gather_rows, outside the
-    # fused loops: inductor cannot see into that op and would count its whole table.
+    # SEPARATE_GATHER_BYTES, its rows gathered as on the CPU, by recenv::gather_rows outside
+    # the fused loops: inductor cannot see into that op and would count its whole table.
     config = ["--config", "num_users=6", "--config", "num_items=40000"]
-    proc, result = run_build(tmp_path, "--num-envs", "8", "--no-face", *config, "--wide-index")
+    proc, result = run_build(
+        tmp_path, "--num-envs", "8", "--no-face", *config, "--wide-index",
+        "--cpu-form", "separate_gathers",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (graph,) = result["graphs"]
     assert result["wide_index"] is True and graph["built"] is True
