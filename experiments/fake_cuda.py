@@ -503,7 +503,8 @@ def _recording_extern(codegen: Callable[..., Any]) -> Callable[..., Any]:
             ):
                 name = str(getattr(node.node, "python_kernel_name", None) or node.get_name())
                 if name == GATHER_ROWS:
-                    nbytes = _gather_bytes(self.sizevars, *node.node.inputs[:2])
+                    table, idx = getattr(node.node, "inputs", ())[:2]
+                    nbytes = _gather_bytes(self.sizevars, table, idx)
                 else:
                     nbytes = int(node.get_read_write_buffers_sizes())
                 _EXTERN.append((name, nbytes))
