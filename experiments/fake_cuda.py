@@ -503,8 +503,8 @@ def _recording_extern(codegen: Callable[..., Any]) -> Callable[..., Any]:
             ):
                 name = str(getattr(node.node, "python_kernel_name", None) or node.get_name())
                 if name == GATHER_ROWS:
-                    table, idx = getattr(node.node, "inputs", ())[:2]
-                    nbytes = _gather_bytes(self.sizevars, table, idx)
+                    inputs: list[Any] = list(getattr(node.node, "inputs", ()))
+                    nbytes = _gather_bytes(self.sizevars, *inputs[:2])
                 else:
                     nbytes = int(node.get_read_write_buffers_sizes())
                 _EXTERN.append((name, nbytes))
