@@ -440,7 +440,8 @@ def traffic(
     (:class:`fake_cuda.Build`), in all and per market, each kernel's and extern call's;
     beside the market's own model (``model``: ``step_traffic_bytes`` at ``num_envs``); and
     what the estimate allows at ``device``'s peak bandwidth, an upper bound: env-steps/s if
-    every kernel ran at the peak, and the share of the peak the GPU target needs."""
+    every kernel ran at the peak, and the share of the peak the GPU target needs (for a
+    batch: one market's step is bound by its kernel launches)."""
     total = built.traffic
     if total is None:
         return {"traffic_bytes": None}
@@ -453,6 +454,8 @@ def traffic(
     }
     if model is not None:
         row["model_bytes_per_market"] = {k: v / num_envs for k, v in model.items()}
+    if num_envs == 1:  # (one market's step waits on its ~70 launches, not on memory)
+        return row
     peak = fake_cuda.PEAK_BANDWIDTH[device]
     row["peak_bandwidth"] = peak
     row["ceiling_env_steps_per_s"] = num_envs * peak / total

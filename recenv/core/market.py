@@ -197,7 +197,7 @@ _PREFETCH_ARRIVING_ROWS = True
 # (BatchedMarket._separate_gathers): the CPU's, where a fused loop waits on each row's cache
 # miss and a plain copy loop keeps many in flight (1,024 markets, 10^6 items: ~10-25 %). A
 # GPU hides a gather's latency with other warps, and the separate form would write every
-# gathered row (all 32 fields) to a buffer and read it back: ~17 KB a market a step more at
+# gathered row (all 32 fields) to a buffer and read it back: ~10 KB a market a step more at
 # 10^6 items by inductor's estimate (experiments.cuda_build). The rows are the same either
 # way. Module state, as rng.FOLD_WEYL_ON.
 SEPARATE_GATHERS_ON = frozenset({"cpu"})

@@ -236,6 +236,7 @@ def test_traffic_adds_the_kernels_and_extern_calls_and_divides_the_peak_by_it():
     unknown = fake_cuda.Build([*kernels, fake_cuda.Kernel("k2", 1, None)], [], 1.0, call=print)
     assert unknown.traffic is None
     assert cuda_build.traffic(unknown, 2, "h200", model) == {"traffic_bytes": None}
+    assert "ceiling_env_steps_per_s" not in cuda_build.traffic(built, 1, "h200", model)
 
 
 def test_every_faked_device_has_a_peak_bandwidth():
