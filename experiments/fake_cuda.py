@@ -467,7 +467,9 @@ def build(
                     patched(SIMDKernelFeatures, "select_index_dtype", lambda self: torch.int64)
                 )
             traffic: dict[str, Any] = {}
-            if not interpreting():  # (the interpreter's build is the tested one, as it was)
+            # Traffic for cubin builds only: an interpreted build runs, in the form its
+            # comparison with the eager step was tested in.
+            if not interpreting():
                 traffic = TRAFFIC_OPTIONS
                 patches.enter_context(
                     patched(GraphLowering, "codegen", _recording_extern(GraphLowering.codegen))
