@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the agent (`describe agent NAME`) or an env id (`describe env ID`: the "
         "scenario's page and its config, the values it changes marked)",
     )
+    d.add_argument(
+        "--log",
+        default=None,
+        metavar="PATH",
+        help="`describe env ID` of a scenario built from an interaction log (FromLog-v0): "
+        "the log it is built from (e.g. MovieLens ratings.csv), which decides its sizes",
+    )
 
     b = sub.add_parser(
         "bench", help="environment benchmark (experiments.bench_env)", add_help=False
@@ -390,6 +397,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"describe {args.what} takes no NAME (got {args.name!r}); only `describe agent "
             "NAME` and `describe env NAME` do"
         )
+    if args.log is not None and (args.what != "env" or args.name is None):
+        raise ConfigError(
+            f"--log is for `describe env ID` of a scenario built from a log (got `describe "
+            f"{args.what}{'' if args.name is None else ' ' + args.name}`)"
+        )
     if args.what == "run":
         print("RunConfig fields (--FIELD VALUE or --set FIELD=VALUE):")
         print(config.describe(RunConfig))
@@ -397,7 +409,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print("CompareConfig fields (compare only):")
         print(config.describe(CompareConfig))
     elif args.what == "env" and args.name is not None:
-        _describe_env(args.name)
+        _describe_env(args.name, log=args.log)
     elif args.what == "env":
         print(
             "MarketConfig fields (--set env.FIELD=VALUE; scenario presets change defaults: "
@@ -435,27 +447,43 @@ def cmd_describe(args: argparse.Namespace) -> int:
 PLUGIN_ERRORS = (ValueError, ImportError, AttributeError)
 
 
-def _describe_env(env_id: str) -> None:
+def _reads_a_log(env_id: str) -> bool:
+    """Whether scenario ``env_id``'s builder takes an interaction log (``log``); False for
+    a plug-in whose builder cannot be loaded."""
+    import inspect
+
+    import recenv
+
+    try:
+        return "log" in inspect.signature(recenv.spec(env_id).builder()).parameters
+    except (TypeError, *PLUGIN_ERRORS):
+        return False
+
+
+def _describe_env(env_id: str, log: str | None = None) -> None:
     """The page of scenario ``env_id`` and its MarketConfig, the fields it changes from the
-    defaults marked. The config is read from one market built on the CPU with no arguments,
-    as ``recenv.make_vec`` builds one (there is no other way to get it: a builder may decide
-    values, as FromLog-v0's log does its sizes); for the built-in scenarios that takes about
-    10 to 100 ms. A scenario that cannot be built without arguments (FromLog-v0 needs ``log``)
-    gets its page, when its module or builder has one, and a ConfigError saying why."""
+    defaults marked. The config is read from one market built on the CPU with no arguments
+    but ``log`` (when given), as ``recenv.make_vec`` builds one (there is no other way to
+    get it: a builder may decide values, as FromLog-v0's log does its sizes); for the
+    built-in scenarios that takes about 10 to 100 ms. A scenario that cannot be built so
+    (FromLog-v0 without ``log``, another scenario given one) gets its page, when its module
+    or builder has one, and a ConfigError saying why."""
     import recenv
     from recenv.core.config import MarketConfig
 
     config.check_env_id(env_id)
+    given: dict[str, Any] = {} if log is None else {"log": log}
     try:
-        market = recenv.make_vec(env_id, num_envs=1, seed=0)
-    except (TypeError, *PLUGIN_ERRORS) as e:  # a config the builder refuses, a broken plug-in
+        market = recenv.make_vec(env_id, num_envs=1, seed=0, **given)
+    except (TypeError, OSError, *PLUGIN_ERRORS) as e:  # refused config or log, broken plug-in
         page = _static_page(env_id)
         if page:
             print(page.rstrip())
         where = "its page is above, but " if page else ""
+        hint = "; give the log: --log PATH" if not given and _reads_a_log(env_id) else ""
         raise ConfigError(
-            f"describe env {env_id}: {where}its config is read from one market built with no "
-            f"arguments, which failed: {e}"
+            f"describe env {env_id}: {where}its config is read from one market built with "
+            f"{'log=' + repr(log) if given else 'no arguments'}, which failed: {e}{hint}"
         ) from None
     # make_vec sets the page as the market's docstring; not on an id registered (in this
     # process) without pz_doc, which has none.

@@ -156,6 +156,33 @@ def test_describe_env_of_a_scenario_that_needs_data_prints_its_page_and_says_wha
     assert out.rstrip() == from_log.__doc__.rstrip()
     assert err.startswith("config error: describe env recenv/FromLog-v0: its page is above")
     assert "recenv/FromLog-v0 needs log=PATH" in err and "Traceback" not in err
+    assert err.rstrip().endswith("; give the log: --log PATH")
+
+
+def test_describe_env_builds_a_log_scenario_from_the_log_it_is_given(capsys):
+    """``describe env recenv/FromLog-v0 --log PATH``: its page and its config, whose sizes
+    the log decides (read from a market built from it, as ``make_vec`` builds one)."""
+    from tests.conftest import required_kwargs
+
+    log = required_kwargs("recenv/FromLog-v0")["log"]  # skips without the shared sample
+    assert cli.main(["describe", "env", "recenv/FromLog-v0", "--log", log]) == 0
+    rows = _config_rows(capsys.readouterr().out)
+    built = recenv.make_vec("recenv/FromLog-v0", num_envs=1, seed=0, log=log).config
+    for name in ("num_items", "num_users", "num_topics"):
+        assert rows[name][2:].split()[2] == repr(getattr(built, name)), rows[name]
+    assert rows["num_items"].startswith("* ")  # the log's catalog, not the default's
+
+
+def test_describe_log_is_refused_where_no_log_is_read(capsys, tmp_path):
+    ratings = str(tmp_path / "ratings.csv")
+    assert cli.main(["describe", "run", "--log", ratings]) == 2
+    assert "--log is for `describe env ID`" in capsys.readouterr().err
+    assert cli.main(["describe", "env", "recenv/Music-v0", "--log", ratings]) == 2
+    err = capsys.readouterr().err
+    assert f"built with log={ratings!r}, which failed: unknown config key(s) ['log']" in err
+    missing = ["describe", "env", "recenv/FromLog-v0", "--log", ratings]
+    assert cli.main(missing) == 2
+    assert "cannot read the interaction log" in capsys.readouterr().err
 
 
 def test_describe_envs_gives_each_id_the_summary_of_its_page(capsys):
