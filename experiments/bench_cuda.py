@@ -15,9 +15,11 @@ horizon is 200 steps), so unlike ``bench_env``'s full runs these figures hold no
 (episode metrics, auto-reset: under 1 % of the CPU step, amortised). A size that does not
 fit in the GPU's memory is recorded as an error and the next one is tried. The eager rows
 (and VMAS) come first at every size, then the compiled ones, which spend most of the time
-compiling. The GPU's copy bandwidth is measured first (a ``--copy-mib`` copy, bytes read +
-written), and each row also gives the core's bytes of state and observation touched per
-step (``BatchedMarket.step_traffic_bytes``, as in ``bench_env``) over it. Results go to
+compiling (``--compiled-first``: the other way round, as ``gpu_check.sh`` runs it: the
+eager step was measured on the one GPU lent so far, the compiled one never). The GPU's
+copy bandwidth is measured first (a ``--copy-mib`` copy, bytes read + written), and each
+row also gives the core's bytes of state and observation touched per step
+(``BatchedMarket.step_traffic_bytes``, as in ``bench_env``) over it. Results go to
 ``experiments/results/bench_cuda-<host>-<UTC time>.json`` (never overwritten); while it runs,
 what is measured so far is rewritten after each size to the same name with ``.partial.json``
 (removed at the end), so a run stopped at a time limit keeps its figures. Without a GPU
@@ -85,6 +87,12 @@ def main(argv=None) -> dict | None:
     p.add_argument(
         "--compiled-only", action="store_true", help="only the compile=True rows (no VMAS)"
     )
+    p.add_argument(
+        "--compiled-first",
+        action="store_true",
+        help="time the compile=True rows before the eager ones and VMAS (a short device\n"
+        "session's minutes go first to the figure the GPU target is judged on)",
+    )
     p.add_argument("--no-peers", action="store_true", help="skip the VMAS rows")
     p.add_argument("--copy-mib", type=int, default=2048, help="MiB of the bandwidth copy")
     p.add_argument(
@@ -117,6 +125,8 @@ def main(argv=None) -> dict | None:
     ratios: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     compile_modes = [False] if args.no_compile else [True] if args.compiled_only else [False, True]
+    if args.compiled_first:
+        compile_modes.sort(reverse=True)
 
     def record(kind, samples, n, **meta):
         s = summarize(samples, n)
@@ -204,8 +214,9 @@ def main(argv=None) -> dict | None:
     vmas_rows: dict[int, dict[str, Any]] = {}
     # Eager at every size first (with VMAS beside it), then the compiled rows: compiling
     # takes the most time, so a run stopped at a device session's limit has lost the fewest
-    # figures. Each pass in --sizes order (by default the largest count first: the target is
-    # "at the best count").
+    # figures; --compiled-first puts the compiled pass first instead (its rows get their VMAS
+    # ratio when the eager pass times VMAS). Each pass in --sizes order (by default the
+    # largest count first: the target is "at the best count").
     for compile in compile_modes:
         for n in args.sizes:
             samples, err = _timed(

@@ -91,14 +91,15 @@ phase() {  # phase LIMIT LOG COMMAND...: run COMMAND, output to the terminal and
   echo "== ${*:3} (limit ${limit}s)"
   timeout "$limit" "${@:3}" 2>&1 | tee -a "$OUT_DIR/$2" | tail -40
 }
-# In the order that keeps the most if the device session ends first: the figures (eager
-# at every count, VMAS beside, then compiled; largest count first), the eager CUDA tests,
+# In the order that keeps the most if the device session ends first: the figures (compiled
+# at every count first: the GPU target's figure, never measured, where the eager step was
+# on the first GPU lent; then eager with VMAS beside; largest count first), the eager CUDA tests,
 # where an eager step's time goes, then the compiled CUDA tests (each compiles kernels) and
 # the compiled step's profile (its kernels cached by the bench's compile at that count).
 # At the largest and smallest counts an eager row more, with ATen's cumsum in the draws by
 # weight (the first GPU run's form), measures what indexing.row_cumsum changed there.
 if [ $# -eq 0 ]; then
-  set -- --sizes 1048576,262144,65536,16384 --aten-cumsum-sizes 1048576,16384
+  set -- --sizes 1048576,262144,65536,16384 --aten-cumsum-sizes 1048576,16384 --compiled-first
 fi
 # Only this run's JSON goes to $OUT_DIR (the results folder holds committed ones).
 before=$(ls experiments/results/bench_cuda-*.json 2> /dev/null)

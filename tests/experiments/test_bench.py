@@ -390,6 +390,44 @@ def test_cuda_bench_times_every_eager_row_before_compiling(tmp_path, monkeypatch
     )
 
 
+def test_cuda_bench_compiled_first_times_every_compiled_row_before_the_eager_ones(
+    tmp_path, monkeypatch
+):
+    """``--compiled-first`` (gpu_check.sh's order): the compiled rows, largest count first,
+    then the eager rows with VMAS beside them; each compiled row still gets its ratio to
+    VMAS, from the eager pass's VMAS row of its size."""
+    from experiments import bench_cuda
+
+    calls = []
+
+    def fake_time_batched(env_id, n, steps, device, compile, repeats):
+        calls.append(("recenv", n, compile))
+        return [(1e-3 if compile else 2e-3)] * repeats
+
+    def fake_vmas(n, steps, device):
+        calls.append(("vmas", n, None))
+        return 4e-3
+
+    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
+    monkeypatch.setattr(bench_cuda.bench_peers, "peer_versions", lambda: {"vmas": "9.9"})
+    monkeypatch.setattr(bench_cuda.bench_peers, "time_vmas_spread", fake_vmas)
+    argv = ["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--repeats", "1"]
+    r = bench_cuda.main([*argv, "--compiled-first"])
+    assert calls == [
+        ("recenv", 32, True),
+        ("recenv", 16, True),
+        ("recenv", 32, False),
+        ("vmas", 32, None),
+        ("recenv", 16, False),
+        ("vmas", 16, None),
+    ]
+    by = {(x["num_envs"], x["compile"]): x["batched_over_vmas"] for x in r["ratios"]}
+    assert by == pytest.approx(
+        {(32, False): 2.0, (16, False): 2.0, (32, True): 4.0, (16, True): 4.0}
+    )
+    assert len(r["ratios"]) == 4  # each row's ratio once
+
+
 def test_cuda_bench_times_atens_cumsum_beside_the_default_where_asked(tmp_path, monkeypatch):
     """``--aten-cumsum-sizes``: at those counts an eager row more, timed with ATen's cumsum
     in the draws by weight (CUDA's own, the form ``indexing.row_cumsum`` replaced there),
