@@ -523,8 +523,7 @@ GATHER_ROWS = "torch.ops.recenv.gather_rows.default"
 def _gather_bytes(sizevars: Any, table: Any, idx: Any) -> int:
     """Bytes ``table.index_select(0, idx)`` moves: the indices read, the rows read and written
     out (inductor IR nodes, sizes as the graph's hints)."""
-    # (The hint function estimate_kernel_num_bytes uses; older inductors named it size_hint.)
-    hint = getattr(sizevars, "optimization_hint", None) or sizevars.size_hint
+    hint = sizevars.optimization_hint  # (as inductor's estimate_kernel_num_bytes)
     n = math.prod(int(hint(s)) for s in idx.get_size())
     row = math.prod(int(hint(s)) for s in table.get_size()[1:])
     return n * idx.get_dtype().itemsize + 2 * n * row * table.get_dtype().itemsize
