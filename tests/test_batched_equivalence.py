@@ -162,6 +162,31 @@ def test_the_cuda_forms_give_the_cpu_trajectory_bit_for_bit(env_id, small, featu
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compile", [False, True])
+def test_cuda_trajectories_do_not_follow_the_float32_matmul_precision(
+    small, feature_policy, compile
+):
+    """``torch.set_float32_matmul_precision("high")`` (TF32: a 10-bit mantissa in cuBLAS, which
+    training code sets for its networks and inductor's warning suggests) leaves a CUDA
+    trajectory as it was, bit for bit: the step's dot products are products and sums, never
+    a matmul (``recenv.core.choice.dot``; the CPU's check is in
+    ``tests/test_reproducibility_audit.py``). Video-v0: the most topics (20)."""
+    env_id = "recenv/Video-v0"
+    kwargs = {**small(env_id, horizon=12), "device": "cuda", "compile": compile}
+    before = torch.get_float32_matmul_precision()
+    try:
+        runs = []
+        for precision in ("highest", "high"):
+            torch.set_float32_matmul_precision(precision)
+            runs.append(_trajectory(env_id, kwargs, feature_policy, steps=20))
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for i, (a, b) in enumerate(zip(*runs, strict=True)):
+        assert torch.equal(a, b), f"entry {i} of the trajectory differs"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compile", [False, True])
 def test_cpu_and_cuda_trajectories_agree(env_id, small, feature_policy, compile):
     """The same markets on CPU and CUDA follow the same trajectory: the random numbers are
     integer hashes (bit-identical on both devices), so only float rounding differs. Actions are

@@ -141,3 +141,63 @@ def test_eager_trajectories_are_the_same_on_one_and_two_threads(scenario, config
     finally:
         torch.set_num_threads(threads)
     assert hashes[0] == hashes[1]
+
+
+# The aten ops of torch's matmul family: BLAS calls whose float32 results follow
+# torch.set_float32_matmul_precision (einsum reaches the dispatcher as bmm).
+MATMUL_OPS = frozenset(
+    {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "mv", "addmv", "dot", "vdot", "linear"}
+)
+
+
+class _OpNames(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the name of every aten op dispatched inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("scenario", ["recenv/Market-v0", "recenv/Video-v0"])
+def test_the_simulation_calls_no_matmul_whose_precision_a_user_sets(scenario):
+    """``torch.set_float32_matmul_precision`` is process-wide, and training code lowers it for
+    its networks ("high": TF32 on CUDA; "medium": bf16 passes in oneDNN on a CPU with
+    AVX-512 BF16). The utilities' dot products were ``einsum``s and the slate diversity a
+    matmul, so a training script's setting changed the simulation: the next test's digests
+    differed on an AMD EPYC Zen 4 VM. The eager step, the oracle's view of it and the
+    PettingZoo face now dispatch no op of the matmul family, on any machine."""
+    env = recenv.make_vec(scenario, num_envs=3, seed=1, **SMALL)
+    env.reset()
+    face = recenv.make(scenario, seed=1, **SMALL)
+    obs, _ = face.reset(seed=1)
+    K = env.config.slate_size
+    with _OpNames() as ops:
+        slates = env.oracle_slates()
+        env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+        face.step({a: np.flatnonzero(obs[a]["action_mask"])[:K] for a in face.agents})
+    assert "topk" in ops.names or "sort" in ops.names  # the mode saw the step
+    assert not ops.names & MATMUL_OPS, sorted(ops.names & MATMUL_OPS)
+
+
+@pytest.mark.parametrize("scenario", ["recenv/Market-v0", "recenv/Video-v0"])
+def test_eager_trajectories_do_not_follow_the_float32_matmul_precision(scenario):
+    """The same seed gives the same batched and face trajectories (observations, rewards,
+    infos, ``state()``; random and oracle slates) whatever ``torch.set_float32_matmul_precision``
+    says. Before the dot products were products and sums, Video-v0's digest under "medium"
+    differed from "highest"'s on the AMD EPYC Zen 4 VM (a CPU without bf16 instructions
+    gives one digest either way: the test above is the one every machine checks)."""
+    from experiments.trajectory_hash import digest
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        hashes = {}
+        for precision in ("highest", "high", "medium"):
+            torch.set_float32_matmul_precision(precision)
+            hashes[precision] = digest(scenario, {}, steps=100, num_envs=4, face_steps=50)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert len(set(hashes.values())) == 1, hashes

@@ -1861,9 +1861,9 @@ class BatchedMarket:
             served = vis_slate.any(2)
         vis_f = vis_slate.float()
         n_vis = vis_f.sum(2)
-        # Compiled, the form without the similarity matrix fuses into one loop (its bmm was an
-        # opaque call splitting the fused loops: 1.09x at 4,096 markets); eager keeps the
-        # matrix form, so eager trajectories stay as they were bit for bit.
+        # Compiled, the form without the similarity matrix fuses into one loop (the matrix,
+        # a bmm then, was an opaque call splitting the fused loops: 1.09x at 4,096 markets);
+        # eager keeps the matrix form (the metric's definition, to rounding the same).
         ild = intra_list_diversity_by_sums if self.compiled else intra_list_diversity
         diversity = ild(topics.view(N, A, K, -1), vis_slate)
         novelty = item[:, :, it.novelty].view(N, A, K) / self._log_items
