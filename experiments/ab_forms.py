@@ -57,6 +57,11 @@ def _arrive_own_status_pass(self, block, served=None, arrival=None):
     return _ARRIVE(self, block, served)
 
 
+def _einsum_dot(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``choice.dot``'s earlier form: ``einsum``, a batched matmul."""
+    return torch.einsum("nd,npd->np", x, rows)
+
+
 _ADVANCE = market.BatchedMarket._advance
 
 
@@ -108,6 +113,9 @@ FORMS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "plain-catalog": lambda: patched(catalog, "hugepages", _PlainPages),
     # The next user's row not prefetched by recenv::next_user (before it took the table).
     "no-row-prefetch": lambda: patched(market, "_PREFETCH_ARRIVING_ROWS", False),
+    # The utilities' dot products as einsum (before choice.dot: products and sums, which no
+    # matmul precision setting changes; compiled on the CPU, inductor decomposed the bmm).
+    "einsum-dots": lambda: patched(choice, "dot", _einsum_dot),
 }
 
 

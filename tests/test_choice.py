@@ -15,7 +15,7 @@ import torch
 
 import recenv
 from recenv.core import rng
-from recenv.core.choice import logit_probabilities, sample_choice
+from recenv.core.choice import dot, logit_probabilities, sample_choice
 
 MARKET = "recenv/Market-v0"
 
@@ -35,6 +35,25 @@ def test_logit_probabilities_closed_form():
         torch.testing.assert_close(p, expected)
         assert p[0, 2] == 0.0 and (p[1, :4] == 0).all() and p[1, 4] == 1.0
         torch.testing.assert_close(p.sum(1), torch.ones(2))
+
+
+def test_dot_is_each_rows_dot_product_and_no_matmul_setting_changes_it():
+    """``dot(x [N, D], rows [N, P, D]) -> [N, P]``: the float64 dot products to float32
+    rounding, bit for bit the same under every ``torch.set_float32_matmul_precision``."""
+    g = torch.Generator().manual_seed(0)
+    x, rows = torch.randn(300, 16, generator=g), torch.randn(300, 6, 16, generator=g)
+    want = (x.double()[:, None, :] * rows.double()).sum(-1)
+    before = torch.get_float32_matmul_precision()
+    try:
+        got = {}
+        for precision in ("highest", "high", "medium"):
+            torch.set_float32_matmul_precision(precision)
+            got[precision] = dot(x, rows)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert got["highest"].shape == (300, 6) and got["highest"].dtype == torch.float32
+    torch.testing.assert_close(got["highest"].double(), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got["highest"], got["high"]) and torch.equal(got["highest"], got["medium"])
 
 
 def test_logit_probabilities_per_market_no_click_utility():

@@ -648,6 +648,21 @@ def test_ab_forms_traces_the_base_in_its_form_and_steps_both_in_turn(tmp_path, m
             ab_forms.main([*bad, "--no-json"])
 
 
+def test_ab_forms_einsum_dots_puts_einsum_back_for_the_dot_products():
+    """The one earlier form that rounds differently (so not among the forms above, which
+    step bit for bit as the head): inside it the utilities' dot products are ``einsum``s,
+    equal to ``choice.dot`` to float32 rounding."""
+    from experiments import ab_forms
+    from recenv.core import choice
+
+    x, rows = torch.rand(64, 16), torch.rand(64, 6, 16)
+    with ab_forms.FORMS["einsum-dots"]():
+        assert choice.dot is ab_forms._einsum_dot
+        einsum = choice.dot(x, rows)
+    assert choice.dot is not ab_forms._einsum_dot
+    torch.testing.assert_close(einsum, choice.dot(x, rows))
+
+
 @pytest.mark.parametrize(
     ("form", "config"),
     [
