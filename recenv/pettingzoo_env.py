@@ -86,7 +86,7 @@ class MarketParallelEnv(ParallelEnv):
         # the tensor in a deep copy of the env.)
         self._slate = torch.zeros(1, A, K, dtype=torch.int64)
         self._all_valid = torch.ones(1, A, K, dtype=torch.bool, device=core.device)
-        self._none_repaired = torch.zeros(1, A, device=core.device)
+        self._none_repaired = torch.zeros(1, A, dtype=torch.float32, device=core.device)
         self._on_cpu = core.device.type == "cpu"
         self._row = face_row(A)
 

@@ -201,3 +201,33 @@ def test_eager_trajectories_do_not_follow_the_float32_matmul_precision(scenario)
     finally:
         torch.set_float32_matmul_precision(before)
     assert len(set(hashes.values())) == 1, hashes
+
+
+@pytest.mark.parametrize(
+    ("scenario", "config"),
+    [
+        ("recenv/Market-v0", {}),
+        ("recenv/Music-v0", {}),  # its own catalog draw
+        ("recenv/Market-v0", {"topology": "platform_choice"}),  # the leave option
+    ],
+    ids=["market", "music", "platform_choice"],
+)
+def test_trajectories_do_not_follow_torchs_default_dtype(scenario, config):
+    """``torch.set_default_dtype(torch.float64)``, process-wide, is common in scientific code.
+    Under it the catalog's draws took other bits of their generator (another catalog for the
+    same seed), a Python float times a bool flag in the dynamics computed in float64, and the
+    first episode end raised a dtype error (``index_copy`` of float32 metrics into a float64
+    buffer). Every float tensor the simulator makes names its dtype now: the same digests
+    (batched and face, episode ends included; dtypes are in them) under either default."""
+    from experiments.trajectory_hash import digest
+
+    config = {**config, "horizon": 12}
+    before = torch.get_default_dtype()
+    try:
+        hashes = []
+        for dtype in (torch.float32, torch.float64):
+            torch.set_default_dtype(dtype)
+            hashes.append(digest(scenario, config, steps=30, num_envs=3, face_steps=20))
+    finally:
+        torch.set_default_dtype(before)
+    assert hashes[0] == hashes[1]

@@ -133,21 +133,24 @@ def build_catalog(cfg: MarketConfig) -> Catalog:
     check_catalog_fits(cfg, "cpu", rows=False)  # the item rows are built by the market
     g = torch.Generator().manual_seed(cfg.catalog_seed)
     I, T, D, A = cfg.num_items, cfg.num_topics, cfg.embed_dim, cfg.num_agents
+    # Every float draw names its dtype: under torch.set_default_dtype(torch.float64) a draw
+    # would take other bits of the generator, and the same seed would give another catalog.
+    f32 = torch.float32
 
     # Sparse topics: 1..max_item_topics topics with Dirichlet-like weights.
     n_topics = torch.randint(1, cfg.max_item_topics + 1, (I,), generator=g)
-    order = torch.rand(I, T, generator=g).argsort(dim=1)
+    order = torch.rand(I, T, generator=g, dtype=f32).argsort(dim=1)
     rank_of_topic = order.argsort(dim=1)
-    weights = -torch.log(torch.rand(I, T, generator=g))
+    weights = -torch.log(torch.rand(I, T, generator=g, dtype=f32))
     weights = torch.where(rank_of_topic < n_topics[:, None], weights, torch.zeros_like(weights))
     topics = weights / weights.sum(dim=1, keepdim=True)
     main_topic = topics.argmax(dim=1)
 
-    embed = torch.randn(I, D, generator=g) / D**0.5
-    quality = torch.randn(I, generator=g) * cfg.quality_std
-    quality_noise = torch.randn(I, generator=g) * cfg.quality_noise
-    length = cfg.mean_item_length * torch.exp(0.5 * torch.randn(I, generator=g) - 0.125)
-    price = cfg.price_scale * torch.exp(0.6 * torch.randn(I, generator=g) - 0.18)
+    embed = torch.randn(I, D, generator=g, dtype=f32) / D**0.5
+    quality = torch.randn(I, generator=g, dtype=f32) * cfg.quality_std
+    quality_noise = torch.randn(I, generator=g, dtype=f32) * cfg.quality_noise
+    length = cfg.mean_item_length * torch.exp(0.5 * torch.randn(I, generator=g, dtype=f32) - 0.125)
+    price = cfg.price_scale * torch.exp(0.6 * torch.randn(I, generator=g, dtype=f32) - 0.18)
 
     # Zipf popularity over a random permutation of ranks: the long tail.
     ranks = torch.randperm(I, generator=g).to(torch.float64) + 1.0
@@ -159,7 +162,7 @@ def build_catalog(cfg: MarketConfig) -> Catalog:
     else:
         owner = torch.full((I,), -1, dtype=torch.int64)
 
-    is_new = torch.rand(I, generator=g) < cfg.new_item_fraction
+    is_new = torch.rand(I, generator=g, dtype=f32) < cfg.new_item_fraction
     arrival_time = torch.randint(1, max(2, cfg.horizon), (I,), generator=g)
     arrival = torch.where(is_new, arrival_time, torch.zeros_like(arrival_time))
     arrival = _head_present(cfg, popularity, owner, arrival)

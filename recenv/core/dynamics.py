@@ -80,12 +80,16 @@ def after_request(
     drifted = (1.0 - cfg.interest_drift) * interest + cfg.interest_drift * item_topics
     boredom = (
         row[:, L.boredom]
-        + cfg.boredom_growth * click * item_topics
+        # Flags as the row's floats: a Python float times a bool tensor takes torch's
+        # default dtype, which a user may have set to float64.
+        + cfg.boredom_growth * click.to(row.dtype) * item_topics
         + cfg.boredom_exposure * shown_topics
     )
     sat = (row[:, L.satisfaction] + cfg.satisfaction_rate * (fit - cfg.expectation)).clamp(0.0, 1.0)
     outcome = won * fit[:, None]
-    loyalty = row[:, L.loyalty] + cfg.loyalty_rate * served * (outcome - cfg.expectation)
+    loyalty = row[:, L.loyalty] + cfg.loyalty_rate * served.to(row.dtype) * (
+        outcome - cfg.expectation
+    )
 
     budget = row[:, L.budget] - cfg.browse_cost - time_spent
     session_over = budget <= 0

@@ -1092,7 +1092,7 @@ class BatchedMarket:
         order = self._page_position().argsort(dim=1)
         cost = cfg.position_bias * self._position_cost  # [A*K] by page position
         top = utility.amax(dim=(1, 2)).clamp(min=cfg.no_click_utility)  # [N], one page
-        num = torch.zeros(N, device=self.device)
+        num = torch.zeros(N, dtype=torch.float32, device=self.device)
         den = torch.exp((cfg.no_click_utility - top) / cfg.temperature)
         taken = ~self.cand_mask  # [N, A, C]
         slates = torch.empty(N, A, K, dtype=torch.int64, device=self.device)
@@ -1123,7 +1123,7 @@ class BatchedMarket:
         # Weights relative to the largest utility (no-click included): ratios are unchanged
         # and exp cannot overflow at a low temperature.
         top = utility.amax(dim=2).clamp(min=cfg.no_click_utility)  # [N, A]
-        num = torch.zeros(N, A, device=self.device)
+        num = torch.zeros(N, A, dtype=torch.float32, device=self.device)
         den = torch.exp((cfg.no_click_utility - top) / cfg.temperature)
         taken = ~self.cand_mask
         slates = torch.empty(N, A, K, dtype=torch.int64, device=self.device)
@@ -1378,7 +1378,7 @@ class BatchedMarket:
             for k, v in self._user_metrics(arrived).items()
         }
         ended = done.nonzero().squeeze(1)  # [E]
-        zeros = torch.zeros(self.num_envs, device=self.device)
+        zeros = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
         for k, v in self._item_metrics(ended).items():  # zero elsewhere already
             metrics[k] = zeros.index_copy(0, ended, v)
         return {k: metrics[k] for k in EPISODE_METRICS}
@@ -1795,7 +1795,7 @@ class BatchedMarket:
             logits = torch.cat(
                 [
                     cfg.loyalty_weight * row[:, L.loyalty],
-                    torch.full((N, 1), cfg.leave_utility, device=self.device),
+                    torch.full((N, 1), cfg.leave_utility, dtype=torch.float32, device=self.device),
                 ],
                 dim=1,
             )

@@ -105,7 +105,9 @@ class RandomSlatePolicy:
             self.generator.seed()
             self._unseeded = False
         mask = obs["action_mask"]
-        keys = torch.rand(mask.shape, generator=self.generator, device=mask.device)
+        keys = torch.rand(
+            mask.shape, generator=self.generator, dtype=torch.float32, device=mask.device
+        )
         return keys.masked_fill(~mask, -1.0).topk(self.slate_size, dim=1).indices
 
 

@@ -154,7 +154,7 @@ def music_catalog(cfg: MarketConfig) -> Catalog:
         )
     base = build_catalog(cfg)
     g = torch.Generator().manual_seed(cfg.catalog_seed + 0x5EED)
-    is_podcast = torch.rand(cfg.num_items, generator=g) < PODCAST_SHARE
+    is_podcast = torch.rand(cfg.num_items, generator=g, dtype=torch.float32) < PODCAST_SHARE
     owner = is_podcast.long()
     for a, name in enumerate(CONTENT_TYPES):
         available = int(((owner == a) & (base.arrival == 0)).sum())
