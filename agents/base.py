@@ -347,8 +347,8 @@ def sequential_slate(
     explore = not (isinstance(epsilon, (int, float)) and epsilon <= 0.0)
     if explore:
         eps = torch.as_tensor(epsilon, dtype=torch.float32, device=mask.device).expand(N)
-        coins = torch.rand(N, k, generator=generator, device=mask.device)
-        noise = torch.rand(N, k, C, generator=generator, device=mask.device)
+        coins = torch.rand(N, k, generator=generator, dtype=torch.float32, device=mask.device)
+        noise = torch.rand(N, k, C, generator=generator, dtype=torch.float32, device=mask.device)
     slate = torch.empty(N, k, dtype=torch.int64, device=mask.device)
     taken = ~mask.clone()
     prev = None

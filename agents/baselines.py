@@ -58,7 +58,9 @@ class RandomAgent(ScoringAgent):
         self, i: int, obs_a: dict[str, torch.Tensor], explore: bool = False
     ) -> torch.Tensor:
         mask = obs_a["action_mask"]
-        return torch.rand(mask.shape, generator=self.generator, device=mask.device)
+        return torch.rand(
+            mask.shape, generator=self.generator, dtype=torch.float32, device=mask.device
+        )
 
 
 def count_slate_feedback(
@@ -369,7 +371,7 @@ class LinUCBAgent(ScoringAgent):
         eye = torch.eye(d, device=self.device, dtype=torch.float64)
         self.A = cfg.ridge * eye.repeat(A, 1, 1)
         self.b = torch.zeros(A, d, device=self.device, dtype=torch.float64)
-        self.theta = torch.zeros(A, d, device=self.device)
+        self.theta = torch.zeros(A, d, dtype=torch.float32, device=self.device)
         self.A_inv = (eye.repeat(A, 1, 1) / cfg.ridge).float()
 
     def score_agent(

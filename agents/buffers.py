@@ -229,7 +229,8 @@ class NStepAccumulator:
         nxt = {k: first[k] for k in nexts}
         alive = torch.ones_like(first["valid"])
         for j, s in enumerate(self.window):
-            ret = ret + alive * (self.gamma**j) * s["reward"].float()
+            # alive as floats: a bool tensor times a Python float takes the default dtype.
+            ret = ret + alive.float() * (self.gamma**j) * s["reward"].float()
             for k in nexts:
                 a = alive.view(-1, *([1] * (s[k].dim() - 1)))
                 nxt[k] = torch.where(a, s[k], nxt[k])
@@ -322,7 +323,7 @@ class UserVisitAccumulator:
             ni, ui = flush.nonzero(as_tuple=True)
             row = {k: self.pending[k][ni, ui] for k in carried}
             row.update({k: step[k][ni] for k in nexts})
-            row["discount"] = torch.zeros(ni.shape[0], device=self.has.device)
+            row["discount"] = torch.zeros(ni.shape[0], dtype=torch.float32, device=self.has.device)
             out.append((row, None))
             self.has[flush] = False
         return out

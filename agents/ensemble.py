@@ -131,7 +131,7 @@ class EnsembleAgent(ScoringAgent):
 
     def score_agent(self, i: int, obs_a, explore: bool = False) -> torch.Tensor:
         mask = obs_a["action_mask"]
-        blend = torch.zeros(mask.shape, device=mask.device)
+        blend = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         for w, member in zip(self.weights, self.members, strict=True):
             s = member.score_agent(i, obs_a, explore)
             blend = blend + w * normalize_scores(s, mask, self.config.normalize)

@@ -150,7 +150,7 @@ class ChoiceModel(nn.Module):
     def __init__(self, pair_dim: int, context_dim: int, hidden, slate_size: int):
         super().__init__()
         self.logits = CandidateScorer(pair_dim, context_dim, hidden)
-        self.slot_bias = nn.Parameter(torch.zeros(slate_size))
+        self.slot_bias = nn.Parameter(torch.zeros(slate_size, dtype=torch.float32))
 
     def forward(self, pairs: torch.Tensor, context: torch.Tensor):
         """Per-candidate logits ``[B, C]`` and no-click logits ``[B]``."""

@@ -134,9 +134,9 @@ class ValueNorm(nn.Module):
 
     def __init__(self, num: int, eps: float = 1e-5):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(num))
-        self.register_buffer("var", torch.ones(num))
-        self.register_buffer("count", torch.tensor(eps))
+        self.register_buffer("mean", torch.zeros(num, dtype=torch.float32))
+        self.register_buffer("var", torch.ones(num, dtype=torch.float32))
+        self.register_buffer("count", torch.tensor(eps, dtype=torch.float32))
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -160,7 +160,7 @@ def sample_slate(
 ) -> torch.Tensor:
     """A Plackett-Luce slate ``[N, k]``: ``k`` candidates drawn one after another without
     replacement from ``softmax(logits)`` over the unmasked ones (Gumbel-top-k)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float32, device=logits.device)
     gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7)))
     return slate_from_scores(logits.detach() + gumbel, mask, k)
 

@@ -105,9 +105,11 @@ class MatrixFactorizationAgent(ScoringAgent):
         A, I, d = len(self.agent_ids), self.env_config.num_items, cfg.dim
         self.num_users = self.env_config.num_users
         g = self.generator
-        self.item = cfg.init_std * torch.randn(A, I, d, generator=g, device=self.device)
-        self.item_bias = torch.zeros(A, I, device=self.device)
-        self.mu = torch.zeros(A, device=self.device)
+        self.item = cfg.init_std * torch.randn(
+            A, I, d, generator=g, dtype=torch.float32, device=self.device
+        )
+        self.item_bias = torch.zeros(A, I, dtype=torch.float32, device=self.device)
+        self.mu = torch.zeros(A, dtype=torch.float32, device=self.device)
         self.gram: torch.Tensor | None = None  # [A, S, d, d]  Σ c q qᵀ per user slot
         self.rhs: torch.Tensor | None = None  # [A, S, d]     Σ c (y - μ - b) q
         self._user_vec: torch.Tensor | None = None  # [A, N, d] before the last observe
@@ -228,7 +230,7 @@ class MatrixFactorizationAgent(ScoringAgent):
 
     # State -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        empty = torch.zeros(0, device=self.device)
+        empty = torch.zeros(0, dtype=torch.float32, device=self.device)
         return {
             **super().state_dict(),
             "item": self.item,
@@ -241,7 +243,7 @@ class MatrixFactorizationAgent(ScoringAgent):
     def state_layout(self, state: dict[str, Any]) -> dict[str, Any]:
         # The user tables are sized by the batch the agent last acted on, not by its config:
         # any size matches here, and _user_tables_error checks them against the config.
-        empty = torch.zeros(0)
+        empty = torch.zeros(0, dtype=torch.float32)
         return {**super().state_layout(state), "gram": empty, "rhs": empty}
 
     def _user_tables_error(self, gram: torch.Tensor, rhs: torch.Tensor) -> str | None:

@@ -21,13 +21,15 @@ def seeded_init(seed: int) -> Iterator[None]:
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
-    """``in_dim -> hidden… -> out_dim`` with ``activation`` between layers (none at the end)."""
+    """``in_dim -> hidden… -> out_dim`` with ``activation`` between layers (none at the end).
+    float32 whatever ``torch.get_default_dtype()`` says: a float64 default would draw other
+    initial weights from the same seed, and meet float32 observations."""
     layers: list[nn.Module] = []
     d = in_dim
     for h in hidden:
-        layers += [nn.Linear(d, h), activation()]
+        layers += [nn.Linear(d, h, dtype=torch.float32), activation()]
         d = h
-    layers.append(nn.Linear(d, out_dim))
+    layers.append(nn.Linear(d, out_dim, dtype=torch.float32))
     return nn.Sequential(*layers)
 
 

@@ -182,7 +182,7 @@ class MonotonicMixer(nn.Module):
         super().__init__()
         self.num_agents, self.embed = num_agents, embed
         self.w1 = mlp(state_dim, (hyper_hidden,), num_agents * embed)
-        self.b1 = nn.Linear(state_dim, embed)
+        self.b1 = nn.Linear(state_dim, embed, dtype=torch.float32)
         self.w2 = mlp(state_dim, (hyper_hidden,), embed)
         self.b2 = mlp(state_dim, (embed,), 1)
 
