@@ -290,7 +290,11 @@ class Transition:
                 served[a] = (shown[:, i] >= 0).any(dim=1)
         return cls(
             obs=obs,
-            actions={a: torch.as_tensor(x).long() for a, x in actions.items()},
+            # On the env's device: as_tensor without one would move a tensor to the
+            # caller's default device (torch.set_default_device).
+            actions={
+                a: torch.as_tensor(x, device=chosen_slot.device).long() for a, x in actions.items()
+            },
             rewards=rewards,
             next_obs=next_obs,
             terminated=terminated,

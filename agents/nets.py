@@ -15,7 +15,9 @@ def seeded_init(seed: int) -> Iterator[None]:
     ``seed``, and the global random state is left as it was. Only the CPU default generator is
     seeded: ``torch.manual_seed`` would also reseed every CUDA device's generator, which
     ``fork_rng(devices=[])`` does not restore. Build on the CPU, then move to the device."""
-    with torch.random.fork_rng(devices=[]):
+    # On the CPU whatever default device the caller set (torch.set_default_device("cuda")
+    # would build the layers there, drawing from a generator this seed never set).
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(seed)
         yield
 

@@ -59,5 +59,7 @@ class UpdateMetrics:
         pending metrics were saved) restores an empty window."""
         sums = state.get("metric_sums", {})
         # Sums saved in float32 (before they were float64) are widened.
-        self.sums = {k: torch.as_tensor(v).to(self.device, SUM_DTYPE) for k, v in sums.items()}
+        self.sums = {
+            k: torch.as_tensor(v, device=self.device).to(SUM_DTYPE) for k, v in sums.items()
+        }
         self.updates = counter(state, "metric_updates", default=0)

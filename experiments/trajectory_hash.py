@@ -77,7 +77,7 @@ def digest(env_id: str, config: dict, steps: int, num_envs: int, face_steps: int
             acts = {}
             for a in env.agents:
                 mask = obs[a]["action_mask"]
-                score = torch.rand(mask.shape, generator=g, dtype=torch.float32)
+                score = torch.rand(mask.shape, generator=g, dtype=torch.float32, device="cpu")
                 score = score.masked_fill(~mask, -1.0)
                 acts[a] = score.topk(K, dim=-1).indices
         out = env.step(acts)

@@ -84,7 +84,7 @@ class MarketParallelEnv(ParallelEnv):
         # building a fresh tensor from nested lists costs more than the rest of the check.
         # (Its numpy view is taken per call: a view kept as an attribute would come apart from
         # the tensor in a deep copy of the env.)
-        self._slate = torch.zeros(1, A, K, dtype=torch.int64)
+        self._slate = torch.zeros(1, A, K, dtype=torch.int64, device="cpu")
         self._all_valid = torch.ones(1, A, K, dtype=torch.bool, device=core.device)
         self._none_repaired = torch.zeros(1, A, dtype=torch.float32, device=core.device)
         self._on_cpu = core.device.type == "cpu"

@@ -243,7 +243,10 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
         return f"{s.id}: the market with {_config_text(config)} does not fit in memory"
 
     try:
-        with sizes_named(what):
+        # Builders draw and lay out on the CPU (the market moves its tables to its device):
+        # a default device set by the caller (torch.set_default_device("cuda")) must not
+        # reach their device-less tensors, nor the CPU generators their draws name.
+        with sizes_named(what), torch.device("cpu"):
             return s.builder()(**kwargs)
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}", e.config_message) from None

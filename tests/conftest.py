@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,8 @@ def _torch_modes() -> dict[str, Any]:
         "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "num_threads": torch.get_num_threads(),
         "default_dtype": torch.get_default_dtype(),
+        "default_device": torch.get_default_device(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "grad_enabled": torch.is_grad_enabled(),
     }
 
@@ -64,6 +68,9 @@ def _set_torch_modes(modes: dict[str, Any]) -> None:
     )
     torch.set_num_threads(modes["num_threads"])
     torch.set_default_dtype(modes["default_dtype"])
+    device = modes["default_device"]
+    torch.set_default_device(None if device == torch.device("cpu") else device)
+    torch.set_float32_matmul_precision(modes["matmul_precision"])
     torch.set_grad_enabled(modes["grad_enabled"])
 
 
@@ -80,6 +87,28 @@ def _torch_modes_unchanged():
         _set_torch_modes(before)
         changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
         pytest.fail(f"the test left torch's modes changed (before, after): {changed}")
+
+
+# Process-wide settings a caller (a training script, a notebook) may have made, under which
+# the simulator and the agents must give what they give under torch's own defaults. The meta
+# device stands in for "cuda" on a machine without one: a tensor made without a device lands
+# there and has no data, so anything that relied on the default device fails loudly.
+CALLER_SETTINGS: dict[str, Callable[[], None]] = {
+    "float64_default_dtype": lambda: torch.set_default_dtype(torch.float64),
+    "meta_default_device": lambda: torch.set_default_device("meta"),
+}
+
+
+@contextlib.contextmanager
+def caller_setting(name: str) -> Iterator[None]:
+    """Inside, torch's process-wide setting ``name`` (:data:`CALLER_SETTINGS`) is in force;
+    every mode is set back on leaving."""
+    before = _torch_modes()
+    CALLER_SETTINGS[name]()
+    try:
+        yield
+    finally:
+        _set_torch_modes(before)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -13,6 +13,7 @@ import torch
 
 import agents
 import recenv
+from tests.conftest import CALLER_SETTINGS, caller_setting
 
 MARKET = "recenv/Market-v0"
 SMALL = {"horizon": 6, "num_items": 300}
@@ -203,6 +204,7 @@ def test_eager_trajectories_do_not_follow_the_float32_matmul_precision(scenario)
     assert len(set(hashes.values())) == 1, hashes
 
 
+@pytest.mark.parametrize("setting", sorted(CALLER_SETTINGS))
 @pytest.mark.parametrize(
     ("scenario", "config"),
     [
@@ -212,22 +214,21 @@ def test_eager_trajectories_do_not_follow_the_float32_matmul_precision(scenario)
     ],
     ids=["market", "music", "platform_choice"],
 )
-def test_trajectories_do_not_follow_torchs_default_dtype(scenario, config):
-    """``torch.set_default_dtype(torch.float64)``, process-wide, is common in scientific code.
-    Under it the catalog's draws took other bits of their generator (another catalog for the
-    same seed), a Python float times a bool flag in the dynamics computed in float64, and the
-    first episode end raised a dtype error (``index_copy`` of float32 metrics into a float64
-    buffer). Every float tensor the simulator makes names its dtype now: the same digests
-    (batched and face, episode ends included; dtypes are in them) under either default."""
+def test_trajectories_do_not_follow_torchs_default_dtype_or_device(scenario, config, setting):
+    """``torch.set_default_dtype(torch.float64)`` and ``torch.set_default_device("cuda")``
+    are process-wide, and common in scientific and GPU code. Under a float64 default the
+    catalog's draws took other bits of their generator (another catalog for the same seed),
+    a Python float times a bool flag in the dynamics computed in float64, and the first
+    episode end raised a dtype error (``index_copy`` of float32 metrics into a float64
+    buffer); under another default device (here meta, standing in for CUDA) the catalog's
+    draws, the face's slate buffer and a numpy slate's tensor went there. The builders now
+    run under ``torch.device("cpu")`` and every float tensor names its dtype: the same
+    digests (batched and face, episode ends included; dtypes are in them) as under torch's
+    defaults."""
     from experiments.trajectory_hash import digest
 
     config = {**config, "horizon": 12}
-    before = torch.get_default_dtype()
-    try:
-        hashes = []
-        for dtype in (torch.float32, torch.float64):
-            torch.set_default_dtype(dtype)
-            hashes.append(digest(scenario, config, steps=30, num_envs=3, face_steps=20))
-    finally:
-        torch.set_default_dtype(before)
-    assert hashes[0] == hashes[1]
+    want = digest(scenario, config, steps=30, num_envs=3, face_steps=20)
+    with caller_setting(setting):
+        got = digest(scenario, config, steps=30, num_envs=3, face_steps=20)
+    assert got == want

@@ -121,7 +121,7 @@ def empty(
     aligned = torch.from_numpy(buf[off : off + span])
     # torch's stubs list set_ with a stride or with the source alone; ATen's schema takes
     # (source, offset, size) with the contiguous stride as its default.
-    return torch.empty(0, dtype=dtype).set_(aligned.untyped_storage(), 0, shape)  # type: ignore[call-overload]
+    return torch.empty(0, dtype=dtype, device="cpu").set_(aligned.untyped_storage(), 0, shape)  # type: ignore[call-overload]
 
 
 def full(

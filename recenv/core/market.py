@@ -315,7 +315,7 @@ def slate_tensor(agent: str, action: Any, expected: Callable[[], str]) -> torch.
         # strides (a reversed view, as the usual top-K np.argsort(s)[:, ::-1][:, :K] gives)
         a = a.copy()
     try:
-        return torch.as_tensor(a)
+        return torch.as_tensor(a, device="cpu")  # numpy's memory; moved to the env's device
     except TypeError:  # None, str, object (an int past int64): dtypes torch has not
         refuse(f"cannot read {reprlib.repr(action)} as a slate (numpy dtype {a.dtype})")
 

@@ -1,10 +1,13 @@
-"""Every agent trains and acts the same whatever ``torch.set_default_dtype`` says.
+"""Every agent trains and acts the same whatever default dtype or device the caller set.
 
-``torch.set_default_dtype(torch.float64)`` is process-wide and common in scientific code.
-Before the agents named their dtypes, IQL, IPPO, MAPPO and LinUCB stopped at their first
-update with ``RuntimeError: mat1 and mat2 must have the same dtype`` (float64 layers met
-float32 observations), and the others drew their exploration, random keys and initial
-weights from other bits of the same seeded generators (float64 draws).
+``torch.set_default_dtype(torch.float64)`` and ``torch.set_default_device("cuda")`` are
+process-wide and common in scientific and GPU code. Before the agents named their dtypes,
+under a float64 default IQL, IPPO, MAPPO and LinUCB stopped at their first update with
+``RuntimeError: mat1 and mat2 must have the same dtype`` (float64 layers met float32
+observations), and the others drew their exploration, random keys and initial weights from
+other bits of the same seeded generators. Under another default device (the meta device
+here, standing in for CUDA) the networks were built there, from a generator the agent's seed
+never set, and a transition's actions moved there: every learner failed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 import agents
 from tests.agents.test_agent_smoke import SMOKE_CONFIG
+from tests.conftest import CALLER_SETTINGS, caller_setting
 
 
 def _trained(name: str, env_for) -> tuple[dict, dict]:
@@ -44,15 +48,11 @@ def _assert_same(a, b, where: str) -> None:
         assert a == b, where
 
 
+@pytest.mark.parametrize("setting", sorted(CALLER_SETTINGS))
 @pytest.mark.parametrize("name", agents.registered_agents())
-def test_an_agent_trains_the_same_under_a_float64_default_dtype(name, env_for):
-    before = torch.get_default_dtype()
-    try:
-        runs = []
-        for dtype in (torch.float32, torch.float64):
-            torch.set_default_dtype(dtype)
-            runs.append(_trained(name, env_for))
-    finally:
-        torch.set_default_dtype(before)
-    _assert_same(runs[0][0], runs[1][0], f"{name} state")
-    _assert_same(runs[0][1], runs[1][1], f"{name} evaluation")
+def test_an_agent_trains_the_same_under_the_callers_default_dtype_or_device(name, setting, env_for):
+    want = _trained(name, env_for)
+    with caller_setting(setting):
+        got = _trained(name, env_for)
+    _assert_same(want[0], got[0], f"{name} state")
+    _assert_same(want[1], got[1], f"{name} evaluation")
