@@ -137,8 +137,11 @@ class MatrixFactorizationAgent(ScoringAgent):
         S = self.num_users * (1 if self.config.user_scope == "population" else N)
         if self.gram is None or self.rhs is None or self.gram.shape[1] != S:
             A, d, dtype = len(self.agent_ids), self.config.dim, self._table_dtype
-            self.gram = torch.zeros(A, S, d, d, device=self.device, dtype=dtype)
-            self.rhs = torch.zeros(A, S, d, device=self.device, dtype=dtype)
+            # Normal tensors even inside a caller's inference mode (an evaluation under
+            # torch.inference_mode()): training after it updates them in place.
+            with torch.inference_mode(False):
+                self.gram = torch.zeros(A, S, d, d, device=self.device, dtype=dtype)
+                self.rhs = torch.zeros(A, S, d, device=self.device, dtype=dtype)
         return self.gram, self.rhs
 
     def begin_episode(self, mask: torch.Tensor | None = None) -> None:

@@ -100,6 +100,9 @@ class MarketParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, Any], dict[str, dict]]:
+        if torch.is_inference_mode_enabled():  # see BatchedMarket.reset
+            with torch.inference_mode(False):
+                return self.reset(seed, options)
         if options:
             # Warned, not refused: PettingZoo's own API checks (parallel_api_test, api_test)
             # pass options={"options": 1} to see that reset takes the argument.
@@ -121,6 +124,9 @@ class MarketParallelEnv(ParallelEnv):
         dict[str, bool],
         dict[str, dict],
     ]:
+        if torch.is_inference_mode_enabled():  # see BatchedMarket.reset
+            with torch.inference_mode(False):
+                return self.step(actions)
         if not self.agents:
             never = self.core._obs_parts is None  # the core's observation exists after a reset
             why = "the env was never reset" if never else "the episode is over"

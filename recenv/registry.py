@@ -245,8 +245,10 @@ def _build(s: EnvSpec, own_options: str, **kwargs: Any) -> BatchedMarket:
     try:
         # Builders draw and lay out on the CPU (the market moves its tables to its device):
         # a default device set by the caller (torch.set_default_device("cuda")) must not
-        # reach their device-less tensors, nor the CPU generators their draws name.
-        with sizes_named(what), torch.device("cpu"):
+        # reach their device-less tensors, nor the CPU generators their draws name. Nor may
+        # a caller's inference mode: a market built inside one held inference tensors, which
+        # its step, updating them in place, could not touch outside it.
+        with sizes_named(what), torch.device("cpu"), torch.inference_mode(False):
             return s.builder()(**kwargs)
     except UnknownConfigKey as e:
         raise UnknownConfigKey(f"{e}; {own_options}", e.config_message) from None

@@ -7,6 +7,8 @@ audit's report, not repeated here (``tests/test_reproducibility.py`` and
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -232,3 +234,51 @@ def test_trajectories_do_not_follow_torchs_default_dtype_or_device(scenario, con
     with caller_setting(setting):
         got = digest(scenario, config, steps=30, num_envs=3, face_steps=20)
     assert got == want
+
+
+def test_a_market_made_and_stepped_in_inference_mode_steps_on_outside_it():
+    """A market built, reset or stepped inside ``torch.inference_mode()`` (an evaluation's
+    usual guard) held inference tensors afterwards, and its next step outside raised
+    "Inplace update to inference tensor outside InferenceMode is not allowed". Builders,
+    ``reset`` and ``step`` (both faces) now leave the caller's inference mode for their own
+    work: stepped on outside it, across episode ends, the market gives what one never in
+    inference mode gives."""
+
+    def run(inference: bool) -> list:
+        trace: list = []
+        guard = torch.inference_mode() if inference else contextlib.nullcontext()
+        with guard:
+            env = recenv.make_vec(MARKET, num_envs=3, seed=2, **SMALL)
+            face = recenv.make(MARKET, seed=2, **SMALL)
+            env.reset()
+            obs, _ = face.reset(seed=2)
+            for _ in range(4):
+                trace += _oracle_step(env)
+                obs, rew, *_ = face.step(_first_allowed(face, obs))
+                trace.append(rew)
+        env.reset(seed=5)  # a reset outside after one inside
+        for _ in range(8):  # episodes of 6 requests end in here
+            trace += _oracle_step(env)
+            if not face.agents:
+                obs, _ = face.reset()
+            obs, rew, *_ = face.step(_first_allowed(face, obs))
+            trace.append(rew)
+        return trace
+
+    want, got = run(False), run(True)
+    for i, (a, b) in enumerate(zip(want, got, strict=True)):
+        if isinstance(a, torch.Tensor):
+            assert not b.is_inference() and torch.equal(a, b), i
+        else:
+            assert a == b, i
+
+
+def _oracle_step(env) -> list:
+    slates = env.oracle_slates()
+    obs, rew, term, trunc, _ = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+    return [*obs[env.agents[0]].values(), *rew.values(), term, trunc]
+
+
+def _first_allowed(face, obs) -> dict:
+    K = face.core.config.slate_size
+    return {a: np.flatnonzero(obs[a]["action_mask"])[:K] for a in face.agents}

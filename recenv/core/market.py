@@ -684,6 +684,12 @@ class BatchedMarket:
         """Start every market anew. With ``seed``, market ``n`` is seeded ``seed + n``; without,
         the first reset uses the constructor's seed (or a fresh one), later resets continue each
         market's random stream into its next episode."""
+        if torch.is_inference_mode_enabled():
+            # State made here inside a caller's inference mode would be inference tensors,
+            # which a later step outside it cannot update in place (an evaluation under
+            # torch.inference_mode(), then training, failed at the next reset).
+            with torch.inference_mode(False):
+                return self.reset(seed)
         N = self.num_envs
         seed = check_seed(seed, N)  # before anything changes
         if seed is None and self._pending_seed is not None:
@@ -723,6 +729,9 @@ class BatchedMarket:
         return self.observe()
 
     def step(self, actions: dict[str, torch.Tensor]) -> StepResult:
+        if torch.is_inference_mode_enabled():  # see reset
+            with torch.inference_mode(False):
+                return self.step(actions)
         if self._obs_parts is None:
             raise RuntimeError("call reset() before step()")
         slate, valid, repaired = self._check_actions(actions)  # raises before any mutation

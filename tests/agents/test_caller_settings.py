@@ -56,3 +56,21 @@ def test_an_agent_trains_the_same_under_the_callers_default_dtype_or_device(name
         got = _trained(name, env_for)
     _assert_same(want[0], got[0], f"{name} state")
     _assert_same(want[1], got[1], f"{name} evaluation")
+
+
+@pytest.mark.parametrize("name", agents.registered_agents())
+def test_an_agent_evaluated_in_inference_mode_trains_after_it(name, env_for):
+    """An evaluation under ``torch.inference_mode()`` before training (the usual guard of a
+    periodic evaluation) left the market's state, and MF's user tables, as inference tensors:
+    every agent's next ``train`` raised "Inplace update to inference tensor outside
+    InferenceMode". Now it trains on to the state it reaches after an evaluation outside."""
+
+    def run(inference: bool) -> dict:
+        env = env_for(name, num_envs=4, seed=1, horizon=5)
+        agent = agents.make_agent(name, env, **SMOKE_CONFIG.get(name, {}))
+        with torch.inference_mode(inference):
+            agents.evaluate(agent, env, seed=1)
+        agents.train(agent, env, 96, seed=0)
+        return agent.state_dict()
+
+    _assert_same(run(False), run(True), f"{name} state")
