@@ -33,13 +33,16 @@ every seed of a run or comparison builds it alike, and the runner warns once per
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, NoReturn, TypeGuard, cast
+from typing import Any, NoReturn, ParamSpec, TypeGuard, TypeVar, cast
+
+import torch
 
 from agents.base import (
     Agent,
@@ -52,6 +55,24 @@ from agents.base import (
 from recenv.core.config import sizes_named
 
 ENTRY_POINT_GROUP = "recenv.agents"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _outside_inference_mode(build: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``build`` run with the caller's ``torch.inference_mode()`` left: an agent built or
+    loaded inside one (an evaluation script's guard) held inference tensors, its parameters
+    among them, and could not learn outside it ("Inplace update to inference tensor outside
+    InferenceMode", "Inference tensors cannot be saved for backward")."""
+
+    @functools.wraps(build)
+    def outside(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with torch.inference_mode(False):
+            return build(*args, **kwargs)
+
+    return outside
+
 
 _REGISTRY: dict[str, type[Agent]] = {}
 
@@ -209,6 +230,7 @@ def unimplemented(cls: type[Agent]) -> str | None:
     return None
 
 
+@_outside_inference_mode
 def make_agent(
     name: str, env: Any, *, agent_ids: Sequence[str] | None = None, **config: Any
 ) -> Agent:
@@ -278,6 +300,7 @@ def make_team(env: Any, lineup: Mapping[str, str | tuple[str, Mapping[str, Any]]
     return Team(members)
 
 
+@_outside_inference_mode
 def load_agent(path: Any, env: Any, *, payload: Mapping[str, Any] | None = None) -> Agent:
     """Rebuild an agent (or team) from a checkpoint: its name, config and ``agent_ids`` come
     from the checkpoint's header, then its state is loaded. The file is read once

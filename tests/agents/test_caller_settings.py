@@ -74,3 +74,28 @@ def test_an_agent_evaluated_in_inference_mode_trains_after_it(name, env_for):
         return agent.state_dict()
 
     _assert_same(run(False), run(True), f"{name} state")
+
+
+@pytest.mark.parametrize("name", agents.registered_agents())
+def test_an_agent_made_or_loaded_in_inference_mode_learns_outside_it(name, env_for, tmp_path):
+    """``make_agent`` and ``load_agent`` inside ``torch.inference_mode()`` (an evaluation
+    script loading a checkpoint) gave an agent of inference tensors, parameters included: its
+    ``train`` outside raised ("Inplace update to inference tensor outside InferenceMode",
+    "Inference tensors cannot be saved for backward"). Both build outside the caller's
+    inference mode now; the agents train to what agents made and loaded outside it reach."""
+
+    def run(inference: bool) -> tuple[dict, dict]:
+        env = env_for(name, num_envs=4, seed=1, horizon=5)
+        with torch.inference_mode(inference):
+            made = agents.make_agent(name, env, **SMOKE_CONFIG.get(name, {}))
+        agents.train(made, env, 48, seed=0)
+        path = tmp_path / f"{name}-{inference}.pt"
+        made.save(path)
+        with torch.inference_mode(inference):
+            loaded = agents.load_agent(path, env)
+        agents.train(loaded, env, 48, seed=1)
+        return made.state_dict(), loaded.state_dict()
+
+    want, got = run(False), run(True)
+    for i, what in enumerate(("made", "loaded")):
+        _assert_same(want[i], got[i], f"{name} {what}")
