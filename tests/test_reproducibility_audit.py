@@ -282,3 +282,35 @@ def _oracle_step(env) -> list:
 def _first_allowed(face, obs) -> dict:
     K = face.core.config.slate_size
     return {a: np.flatnonzero(obs[a]["action_mask"])[:K] for a in face.agents}
+
+
+@pytest.mark.parametrize("copy_kind", ["deepcopy", "pickle"])
+def test_a_market_copied_in_inference_mode_steps_on_outside_it(copy_kind):
+    """A copy made inside ``torch.inference_mode()`` (SuperSuit's vector envs copy the
+    market they wrap: an SB3 view built inside an evaluation's guard) held inference tensors,
+    and its first ``reset`` raised "Inplace update to inference tensor outside
+    InferenceMode". Unpickled or deep-copied, the market's and the catalog's tensors are
+    normal ones (``recenv.core.modes``): the copy steps as a copy made outside does."""
+    import copy
+    import pickle
+
+    def copied(env):
+        if copy_kind == "deepcopy":
+            return copy.deepcopy(env)
+        return pickle.loads(pickle.dumps(env))
+
+    env = recenv.make_vec(MARKET, num_envs=3, seed=4, **SMALL)
+    env.reset()
+    outside = copied(env)
+    with torch.inference_mode():
+        inside = copied(env)
+    assert not any(
+        t.is_inference()
+        for t in [*vars(inside).values(), *vars(inside.catalog).values()]
+        if isinstance(t, torch.Tensor)
+    )
+    for e in (outside, inside):
+        e.reset(seed=7)
+    for _ in range(8):  # across an episode end (SMALL's horizon is 6)
+        want, got = _oracle_step(outside), _oracle_step(inside)
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))

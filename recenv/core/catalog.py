@@ -19,6 +19,7 @@ from recenv.core import hugepages
 from recenv.core.config import MarketConfig
 from recenv.core.footprint import check_catalog_fits
 from recenv.core.indexing import lookup_table
+from recenv.core.modes import normal_tensors
 
 
 class ItemRow:
@@ -75,7 +76,8 @@ class Catalog:
         return hugepages.compact_tables(self.__dict__.copy(), self._HUGE_PAGE_TABLES)
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        # A copy made inside the caller's inference mode (recenv.core.modes).
+        self.__dict__.update({k: normal_tensors(v) for k, v in state.items()})
         hugepages.rehome_tables(self, self._HUGE_PAGE_TABLES)
 
     @property

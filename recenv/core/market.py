@@ -84,6 +84,7 @@ from recenv.core.metrics import (
     intra_list_diversity,
     intra_list_diversity_by_sums,
 )
+from recenv.core.modes import normal_tensors
 from recenv.core.response import expected_click_value, respond
 from recenv.core.rewards import agent_rewards
 from recenv.core.users import (
@@ -547,7 +548,8 @@ class BatchedMarket:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compiled = state.pop("compiled", False)
-        self.__dict__.update(state)
+        # A copy made inside the caller's inference mode (recenv.core.modes).
+        self.__dict__.update({k: normal_tensors(v) for k, v in state.items()})
         self._keep_heap()  # unpickled in another process (a vector env's worker, Ray)
         self._rehome_tables()
         # Decided where it is unpickled: that machine may lack the kernels (or have them).

@@ -179,3 +179,24 @@ def test_integer_actions_of_any_integer_dtype_or_list_still_step():
     actions = np.array([[0, 1, 2], [3, 4, 5]])
     for given in (actions.astype(np.int32), actions.astype(np.uint8), actions.tolist()):
         assert data_equivalence(venv.step(given), twin.step(actions), exact=True)
+
+
+def test_a_view_built_and_stepped_in_inference_mode_steps_as_one_built_outside():
+    """SuperSuit copies the market it wraps; a view built inside ``torch.inference_mode()``
+    (an evaluation script's guard) held a copy of inference tensors and raised "Inplace
+    update to inference tensor outside InferenceMode" at its first reset."""
+    import torch
+
+    def run(inference: bool) -> list[np.ndarray]:
+        with torch.inference_mode(inference):
+            venv = make_sb3_vec_env(MARKET, num_vec_envs=2, seed=3, invalid_slate="repair", **SMALL)
+            venv.action_space.seed(0)
+            out = [venv.reset()]
+            for _ in range(8):
+                actions = np.stack([venv.action_space.sample() for _ in range(venv.num_envs)])
+                obs, rewards, dones, _ = venv.step(actions)
+                out += [obs, rewards, dones]
+        return out
+
+    for a, b in zip(run(False), run(True), strict=True):
+        np.testing.assert_array_equal(a, b)
