@@ -100,14 +100,11 @@ class MarketParallelEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, Any], dict[str, dict]]:
-        if torch.is_inference_mode_enabled():  # see BatchedMarket.reset
-            with torch.inference_mode(False):
-                return self.reset(seed, options)
         if options:
             # Warned, not refused: PettingZoo's own API checks (parallel_api_test, api_test)
             # pass options={"options": 1} to see that reset takes the argument.
             warn(f"options={options!r} ignored: the market's reset takes no options")
-        self.core.reset(seed=seed)
+        self.core.reset(seed=seed)  # leaves a caller's inference mode (its own tensors' work)
         self.agents = list(self.possible_agents)
         self._last_step = None
         out = self._np_obs(), self._infos(None)
