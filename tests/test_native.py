@@ -428,6 +428,75 @@ def test_check_slates_rejects_bad_input():
         torch.ops.recenv.check_slates([ok, ok], mask, reset[:3])
 
 
+_EDGE_INT64 = [0, 1, -1, 2**63 - 1, -(2**63), 2**32 - 1, 2**32, -(2**31)]
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 67, 300])
+@pytest.mark.parametrize("split", [False, True])
+def test_block_uniforms_equal_the_torch_form(width, split):
+    """``recenv::block_uniforms`` equals ``rng.block``'s torch form bit for bit: keys,
+    counters and indices over all 64 bits (the wrapping products and logical shifts), every
+    stream, and widths past the Weyl sequence's first lap of 32 bits."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    from recenv.core import rng
+
+    gen = torch.Generator().manual_seed(width + 7 * split)
+    n = 64 + len(_EDGE_INT64)
+    key = torch.cat(
+        [torch.tensor(_EDGE_INT64), torch.randint(-(2**63), 2**63 - 1, (64,), generator=gen)]
+    )
+    counter = torch.cat(
+        [torch.tensor(_EDGE_INT64[::-1]), torch.randint(0, 2**40, (64,), generator=gen)]
+    )
+    index = torch.randint(-(2**31), 2**31, (n,), generator=gen) if split else None
+    for stream in (rng.STREAM_STEP, rng.STREAM_USER, rng.STREAM_POPULATION, 0, 2**40 + 3):
+        torch_form = rng.block(key, counter, stream, width, index=index)
+        kernel = rng.block(key, counter, stream, width, index=index, native=True)
+        assert kernel.dtype == torch_form.dtype == torch.float32
+        assert kernel.shape == (n, width)
+        assert torch.equal(kernel, torch_form), stream
+    if width:  # the kernel reads strided inputs as the torch form does (rng.block copies)
+        kernel = rng.block(
+            key[::2], counter[::2], 1, width, None if index is None else index[::2], native=True
+        )
+        assert torch.equal(
+            kernel,
+            rng.block(
+                key[::2], counter[::2], 1, width, index=None if index is None else index[::2]
+            ),
+        )
+
+
+def test_block_uniforms_rejects_bad_input():
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    key = torch.arange(4)
+    op = torch.ops.recenv.block_uniforms
+    with pytest.raises(RuntimeError, match="key: contiguous int64"):
+        op(key.int(), key, 1, None, 3)
+    with pytest.raises(RuntimeError, match="counter: contiguous int64"):
+        op(key, key[:3], 1, None, 3)
+    with pytest.raises(RuntimeError, match="index: contiguous int64"):
+        op(key, key, 1, key[:2], 3)
+    with pytest.raises(RuntimeError, match="stream"):
+        op(key, key, -1, None, 3)
+    with pytest.raises(RuntimeError, match="width"):
+        op(key, key, 1, None, -1)
+
+
+def test_block_uniforms_only_in_eager_steps():
+    """Eager CPU steps draw their uniforms by the kernel; a compiled step keeps the torch
+    form, which inductor fuses into its loops (an opaque call would split them)."""
+    if not native.available():
+        pytest.skip("native kernels not built here")
+    env = recenv.make_vec("recenv/Market-v0", num_envs=2)
+    assert env._native_rng
+    assert not recenv.make_vec("recenv/Market-v0", num_envs=2, compile=True)._native_rng
+    env._native_kernels = False
+    assert not env._native_rng
+
+
 def test_used_by_cpu_steps_eager_and_compiled():
     if not native.available():
         pytest.skip("native kernels not built here")
@@ -485,6 +554,7 @@ def test_module_reload_keeps_the_op():
     """A notebook's autoreload re-executes the module: defining the op again would raise."""
     importlib.reload(native)
     ops = ("candidates", "count_exposures", "item_metrics", "check_slates", "next_user")
+    ops += ("block_uniforms",)
     assert all(hasattr(torch.ops.recenv, op) for op in ops)
 
 
@@ -495,7 +565,7 @@ def test_op_schemas_have_no_default_arguments():
     (seen in the forty-first session: "aoti_torch_call_dispatcher ... API call failed").
     With no defaults, every change of an op's arguments changes every graph's text."""
     ops = ("candidates", "count_exposures", "item_metrics", "check_slates", "next_user")
-    for name in ops:
+    for name in (*ops, "block_uniforms"):
         schema = getattr(torch.ops.recenv, name).default._schema
         defaults = [a.name for a in schema.arguments if a.default_value is not None]
         assert not defaults, f"recenv::{name} has defaults for {defaults}"

@@ -664,6 +664,13 @@ class BatchedMarket:
         return self._native_kernels and not self._stack_graph
 
     @property
+    def _native_rng(self) -> bool:
+        """Whether the step's uniforms come from the native pass (``rng.block``): in eager
+        steps where the kernels build. A compiled step keeps the torch form, which inductor
+        fuses into its loops."""
+        return self._native_kernels and not self.compiled
+
+    @property
     def _separate_gathers(self) -> bool:
         """Whether a compiled step gathers item rows in a loop of their own (the item table
         cannot stay in cache; see ``indexing.rows``) instead of fusing them into their
@@ -1307,7 +1314,9 @@ class BatchedMarket:
     # ------------------------------------------------------------------------------------
     def _step_block(self) -> torch.Tensor:
         """The uniforms one step draws, ``[N, block width]`` (sliced by ``self._block``)."""
-        return rng.uniforms(rng.prefix(self.key, self.counter, rng.STREAM_STEP), self._block_width)
+        return rng.block(
+            self.key, self.counter, rng.STREAM_STEP, self._block_width, native=self._native_rng
+        )
 
     def _begin_episode(self, mask: torch.Tensor) -> None:
         """New episode in markets where ``mask`` [N] is set; O(A) work per market."""
@@ -1527,8 +1536,15 @@ class BatchedMarket:
             arrival = self._next_user(block[:, self._block["arrival"]], served)
         u, ready_u = arrival.user, arrival.ready
 
-        pre = rng.split(rng.prefix(self.key, self.episode, rng.STREAM_USER), u)
-        fresh_row, const = draw_user(cfg, L, rng.uniforms(pre, self._user_block_width))
+        block_u = rng.block(
+            self.key,
+            self.episode,
+            rng.STREAM_USER,
+            self._user_block_width,
+            index=u,
+            native=self._native_rng,
+        )
+        fresh_row, const = draw_user(cfg, L, block_u)
         if self.population is not None:
             fresh_row = L.assemble(fresh_row, interest=rows(self.population.interest, u))
             const.taste = rows(self.population.taste, u)

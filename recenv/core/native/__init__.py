@@ -65,10 +65,18 @@ index clamped to ``U - 1``); ``ready`` [N] bool says whether that user was not h
 float32, the users' rows, is only read as a hint: the drawn user's row is prefetched for the
 step's next loops (not when empty, or when its rows are not contiguous).
 
+``recenv::block_uniforms(key, counter, stream, index, width) -> uniforms``, one block of
+counter-based uniforms per market: ``key`` and ``counter`` [N] int64, ``stream`` a stream id,
+``index`` [N] int64 or ``None``; returns ``[N, width]`` float32,
+``rng.uniforms(rng.split(rng.prefix(key, counter, stream), index), width)`` (no split when
+``index`` is ``None``) bit for bit. Eager steps only: compiled, inductor fuses the torch form
+into the step's loops.
+
 Compiled by inductor, the candidates are a dozen fused loops that wait on each cache miss of
 their random lookups (eager, a few dozen ops); the kernel overlaps the misses of consecutive
 markets (see ``experiments/PERFORMANCE.md``). Every CPU step uses the kernels, eager or
-compiled (the item metrics run eagerly, on steps where an episode ended), when they build
+compiled (the item metrics run eagerly, on steps where an episode ended; the uniforms only in
+eager steps), when they build
 (with the C++ compiler inductor needs, through ``torch.utils.cpp_extension``, ~30 s once,
 cached in torch's extension directory, which ``TORCH_EXTENSIONS_DIR`` moves); otherwise, or
 with ``RECENV_NATIVE=0`` in the environment, the torch forms run. Each kernel agrees bit for
@@ -90,7 +98,14 @@ from recenv.core.warn import warn
 
 _SOURCES = [
     Path(__file__).with_name(f)
-    for f in ("candidates.cpp", "counters.cpp", "metrics.cpp", "slates.cpp", "arrival.cpp")
+    for f in (
+        "candidates.cpp",
+        "counters.cpp",
+        "metrics.cpp",
+        "slates.cpp",
+        "arrival.cpp",
+        "random.cpp",
+    )
 ]
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers, a serial loop without it.
 # The library then resolves libgomp to the one torch has already loaded (same soname).
@@ -204,6 +219,18 @@ if not hasattr(torch.ops.recenv, "next_user"):
             t.new_empty(t.shape, dtype=torch.int64),
             t.new_empty(t.shape, dtype=torch.bool),
             t.new_empty(t.shape, dtype=torch.bool),
+        )
+    )
+
+
+if not hasattr(torch.ops.recenv, "block_uniforms"):
+    torch.library.define(
+        "recenv::block_uniforms",
+        "(Tensor key, Tensor counter, int stream, Tensor? index, int width) -> Tensor",
+    )
+    torch.library.register_fake("recenv::block_uniforms")(
+        lambda key, counter, stream, index, width: key.new_empty(
+            (key.shape[0], width), dtype=torch.float32
         )
     )
 
