@@ -111,6 +111,13 @@ def _op_cases() -> None:
     ops.item_metrics(full[:1] * 0 + 1, z(1), z(1), 1, 2**62 + 1)  # no 2r overflow
     ops.item_metrics(z(0, 3, dtype=I32), z(0), z(0), 1, 1)  # no markets
     _raises(lambda: ops.item_metrics(full, z(1), torch.tensor([1]), 3, 3), "ended market")
+    key = z(N)
+    _raises(lambda: ops.block_uniforms(key, key[:1], 1, None, 4), "counter")
+    _raises(lambda: ops.block_uniforms(key, key, 1, key[:2], 4), "index")
+    _raises(lambda: ops.block_uniforms(key, key, 1, None, -1), "width")
+    _raises(lambda: ops.block_uniforms(key, key, 1, None, 2**31), "width")
+    ops.block_uniforms(z(0), z(0), 1, None, 5)  # no markets
+    ops.block_uniforms(key - 1, key - 2**62, 2**62, key + 2**62, 1000)  # wrapping products
     print("op cases: OK", flush=True)
 
 
