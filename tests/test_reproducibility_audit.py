@@ -236,6 +236,44 @@ def test_trajectories_do_not_follow_torchs_default_dtype_or_device(scenario, con
     assert got == want
 
 
+@pytest.mark.parametrize("scenario", ["recenv/Market-v0", "recenv/Video-v0"])
+def test_trajectories_do_not_follow_flushing_denormals(scenario):
+    """``torch.set_flush_denormal(True)`` (process-wide; some training code sets it for
+    speed) leaves a seed's batched and face trajectories as they are: the simulation's
+    float32 values stay clear of subnormals (a decay or a probability that reached them
+    would read 0 under it). torch has no getter for the setting: it is set back to its
+    default (off) after."""
+    from experiments.trajectory_hash import digest
+
+    want = digest(scenario, {"horizon": 12}, steps=30, num_envs=3, face_steps=20)
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        got = digest(scenario, {"horizon": 12}, steps=30, num_envs=3, face_steps=20)
+    finally:
+        torch.set_flush_denormal(False)
+    assert got == want
+
+
+@pytest.mark.parametrize("setting", sorted(CALLER_SETTINGS))
+def test_an_unseeded_first_reset_follows_no_caller_setting(setting):
+    """A market never given a seed draws one at its first ``reset()`` (``rng.fresh_seed``).
+    Under ``torch.set_default_device("cuda")`` that draw went to the default device with a CPU
+    generator and failed (here meta stands in for CUDA): every unseeded first reset did,
+    RLlib's env wrapper's among them (it resets the env it wraps when built, unseeded)."""
+    with caller_setting(setting):
+        env = recenv.make_vec(MARKET, num_envs=2, **SMALL)
+        env.reset()
+        slates = env.oracle_slates()
+        _, rewards, *_ = env.step({a: slates[:, i] for i, a in enumerate(env.agents)})
+        face = recenv.make(MARKET, **SMALL)
+        obs, _ = face.reset()
+        _, face_rewards, *_ = face.step(_first_allowed(face, obs))
+    assert env.key.device.type == "cpu" and env.key.dtype == torch.int64
+    assert all(r.device.type == "cpu" and r.dtype == torch.float32 for r in rewards.values())
+    assert set(face_rewards) == set(face.possible_agents)
+
+
 def test_a_market_made_and_stepped_in_inference_mode_steps_on_outside_it():
     """A market built, reset or stepped inside ``torch.inference_mode()`` (an evaluation's
     usual guard) held inference tensors afterwards, and its next step outside raised

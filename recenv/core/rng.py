@@ -221,8 +221,12 @@ def gumbel(u: torch.Tensor) -> torch.Tensor:
 
 
 def fresh_seed(generator: torch.Generator | None = None) -> int:
-    """A 63-bit seed from a torch.Generator (OS-seeded when none is given)."""
+    """A 63-bit seed from a torch.Generator (OS-seeded when none is given; a CPU one).
+
+    The draw names the generator's device: under ``torch.set_default_device("cuda")`` a draw
+    without one went to CUDA with the CPU generator and failed, so every unseeded first
+    ``reset()`` did (RLlib's env wrapper makes one when it is built)."""
     if generator is None:
-        generator = torch.Generator()
+        generator = torch.Generator(device="cpu")
         generator.seed()
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())

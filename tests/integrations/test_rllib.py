@@ -21,6 +21,7 @@ import recenv  # noqa: E402
 from experiments import rllib_train  # noqa: E402
 from experiments.rllib_train import TrainConfig, main, train  # noqa: E402
 from recenv.integrations.rllib import env_creator  # noqa: E402
+from tests.conftest import CALLER_SETTINGS, caller_setting  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -246,3 +247,46 @@ def test_markets_of_several_runners_get_distinct_seeds():
     assert not np.array_equal(first_obs(1, 1, 2), first_obs(2, 0, 2))
     with pytest.raises(ValueError, match="envs_per_env_runner=0 must be an int >= 1"):
         env_creator({**small, "envs_per_env_runner": 0})
+
+
+def _rllib_trace(obs_mode: str) -> list:
+    """Everything an RLlib env from :func:`env_creator` returns over two short episodes
+    (seeded, its unseeded construction-time reset included), with seeded random slots."""
+    env = env_creator({"obs": obs_mode, "horizon": 5, "num_items": 500})
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    trace: list = [obs]
+    for _ in range(8):
+        actions = {a: rng.integers(0, 20, size=3) for a in env.possible_agents}
+        obs, rew, term, trunc, infos = env.step(actions)
+        trace += [obs, rew, term, trunc, {a: infos[a]["repaired_slots"] for a in obs}]
+        if trunc["__all__"] or term["__all__"]:
+            obs, _ = env.reset()
+            trace.append(obs)
+    return trace
+
+
+@pytest.mark.parametrize("setting", [*sorted(CALLER_SETTINGS), "inference_mode"])
+def test_rllib_env_follows_no_caller_setting(setting):
+    """The RLlib env under a float64 default dtype, another default device (meta standing in
+    for CUDA) or inside ``torch.inference_mode()`` returns what it returns under torch's
+    defaults. Built under the default device it failed: RLlib's wrapper resets the env it
+    wraps, unseeded, and that first reset's seed draw went to the default device."""
+    import torch
+
+    want = _rllib_trace("dict")
+    if setting == "inference_mode":
+        with torch.inference_mode():
+            got = _rllib_trace("dict")
+    else:
+        with caller_setting(setting):
+            got = _rllib_trace("dict")
+    assert len(got) == len(want)
+    for a, b in zip(want, got, strict=True):
+        for agent in a:
+            x, y = a[agent], b[agent]
+            if isinstance(x, dict):
+                assert x.keys() == y.keys()
+                assert all(np.array_equal(x[k], y[k]) for k in x), agent
+            else:
+                assert np.array_equal(x, y), agent
