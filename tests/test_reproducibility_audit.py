@@ -352,3 +352,32 @@ def test_a_market_copied_in_inference_mode_steps_on_outside_it(copy_kind):
     for _ in range(8):  # across an episode end (SMALL's horizon is 6)
         want, got = _oracle_step(outside), _oracle_step(inside)
         assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+
+
+@pytest.mark.parametrize("copy_kind", ["deepcopy", "pickle"])
+def test_a_face_copied_mid_episode_in_inference_mode_steps_on_outside_it(copy_kind):
+    """The PettingZoo face copied inside ``torch.inference_mode()`` in the middle of an
+    episode (its own slate buffer and last observation with it) steps on outside it, without
+    a reset, as the original does: the same rewards and observations, across an episode
+    end."""
+    import copy
+    import pickle
+
+    face = recenv.make(MARKET, seed=1, **SMALL)
+    obs, _ = face.reset(seed=1)
+    obs, *_ = face.step(_first_allowed(face, obs))
+    with torch.inference_mode():
+        inside = (
+            copy.deepcopy(face) if copy_kind == "deepcopy" else pickle.loads(pickle.dumps(face))
+        )
+    mine = theirs = obs
+    for _ in range(8):  # SMALL's horizon is 6
+        if not face.agents:
+            mine, _ = face.reset()
+            theirs, _ = inside.reset()
+        actions = _first_allowed(face, mine)
+        mine, want, *_ = face.step(actions)
+        theirs, got, *_ = inside.step(actions)
+        assert got == want
+        for a in mine:
+            assert all(np.array_equal(mine[a][k], theirs[a][k]) for k in mine[a])
