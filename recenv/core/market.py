@@ -721,13 +721,14 @@ class BatchedMarket:
             # history before reset(seed).
             self.item_stats[:, :, 0] = -1
             self.item_stats[:, :, 1:] = 0
-            pre = rng.prefix(self.key, self.counter, rng.STREAM_POPULATION)
-            u = rng.uniforms(pre, 2 * self.config.num_users)
             U = self.config.num_users
             # Written in place: the table keeps its (huge) pages.
             if self.population is not None:
                 self.activity.copy_(self.population.activity.expand(N, U))
             else:
+                u = rng.block(
+                    self.key, self.counter, rng.STREAM_POPULATION, 2 * U, native=self._native_rng
+                )
                 self.activity.copy_(torch.exp(0.75 * rng.box_muller(u[:, :U], u[:, U:])))
         else:
             self.counter += 1
