@@ -8,6 +8,7 @@ audit's report, not repeated here (``tests/test_reproducibility.py`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -206,17 +207,39 @@ def test_eager_trajectories_do_not_follow_the_float32_matmul_precision(scenario)
     assert len(set(hashes.values())) == 1, hashes
 
 
-@pytest.mark.parametrize("setting", sorted(CALLER_SETTINGS))
+@contextlib.contextmanager
+def _flushing_denormals():
+    """``torch.set_flush_denormal(True)`` inside (skips where the CPU cannot); torch has no
+    getter for it, so it is set back to its default, off."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+# The caller settings the simulator must not follow: CALLER_SETTINGS (the agents too), and
+# flushing denormals (some training code sets it for speed; the simulation's float32 values
+# stay clear of subnormals, which would read 0 under it).
+SIMULATOR_SETTINGS = {
+    **{name: functools.partial(caller_setting, name) for name in CALLER_SETTINGS},
+    "flush_denormal": _flushing_denormals,
+}
+
+
+@pytest.mark.parametrize("setting", sorted(SIMULATOR_SETTINGS))
 @pytest.mark.parametrize(
     ("scenario", "config"),
     [
         ("recenv/Market-v0", {}),
         ("recenv/Music-v0", {}),  # its own catalog draw
+        ("recenv/Video-v0", {}),
         ("recenv/Market-v0", {"topology": "platform_choice"}),  # the leave option
     ],
-    ids=["market", "music", "platform_choice"],
+    ids=["market", "music", "video", "platform_choice"],
 )
-def test_trajectories_do_not_follow_torchs_default_dtype_or_device(scenario, config, setting):
+def test_trajectories_do_not_follow_the_callers_torch_settings(scenario, config, setting):
     """``torch.set_default_dtype(torch.float64)`` and ``torch.set_default_device("cuda")``
     are process-wide, and common in scientific and GPU code. Under a float64 default the
     catalog's draws took other bits of their generator (another catalog for the same seed),
@@ -226,32 +249,13 @@ def test_trajectories_do_not_follow_torchs_default_dtype_or_device(scenario, con
     draws, the face's slate buffer and a numpy slate's tensor went there. The builders now
     run under ``torch.device("cpu")`` and every float tensor names its dtype: the same
     digests (batched and face, episode ends included; dtypes are in them) as under torch's
-    defaults."""
+    defaults. The same under ``torch.set_flush_denormal(True)``."""
     from experiments.trajectory_hash import digest
 
     config = {**config, "horizon": 12}
     want = digest(scenario, config, steps=30, num_envs=3, face_steps=20)
-    with caller_setting(setting):
+    with SIMULATOR_SETTINGS[setting]():
         got = digest(scenario, config, steps=30, num_envs=3, face_steps=20)
-    assert got == want
-
-
-@pytest.mark.parametrize("scenario", ["recenv/Market-v0", "recenv/Video-v0"])
-def test_trajectories_do_not_follow_flushing_denormals(scenario):
-    """``torch.set_flush_denormal(True)`` (process-wide; some training code sets it for
-    speed) leaves a seed's batched and face trajectories as they are: the simulation's
-    float32 values stay clear of subnormals (a decay or a probability that reached them
-    would read 0 under it). torch has no getter for the setting: it is set back to its
-    default (off) after."""
-    from experiments.trajectory_hash import digest
-
-    want = digest(scenario, {"horizon": 12}, steps=30, num_envs=3, face_steps=20)
-    if not torch.set_flush_denormal(True):
-        pytest.skip("this CPU cannot flush denormals")
-    try:
-        got = digest(scenario, {"horizon": 12}, steps=30, num_envs=3, face_steps=20)
-    finally:
-        torch.set_flush_denormal(False)
     assert got == want
 
 
