@@ -137,13 +137,19 @@ def test_boredom_decays_between_visits():
 # --------------------------------------------------------------------------------------------
 # Interest drift, satisfaction, budget: one request, exactly
 # --------------------------------------------------------------------------------------------
-def test_one_request_updates_the_user_as_configured():
+@pytest.mark.parametrize("topology", ["shared_page", "platform_choice"])
+def test_one_request_updates_the_user_as_configured(topology):
     """One request's effect on the requesting user's row, per config meaning:
     a click moves interest ``interest_drift`` of the way toward the clicked item's topics (no
     click: unchanged); boredom grows by ``boredom_growth`` × clicked topics +
-    ``boredom_exposure`` × mean shown topics; without a click satisfaction drops by
-    ``satisfaction_rate × expectation`` and the budget by ``browse_cost``."""
-    env = recenv.make_vec(MARKET, num_envs=256, seed=5, num_items=500, horizon=60)
+    ``boredom_exposure`` × the mean topics of the items the user saw (under
+    ``platform_choice`` one platform's slate, or none); without a click satisfaction drops
+    by ``satisfaction_rate × expectation`` and the budget by ``browse_cost``; the visit
+    count (whose ``log(1 + visits)`` agents observe) goes up by one, and the session depth
+    by one unless the session ended."""
+    env = recenv.make_vec(
+        MARKET, num_envs=256, seed=5, num_items=500, horizon=60, topology=topology
+    )
     cfg, L, cat = env.config, env.layout, env.catalog
     env.reset()
     seen_click = seen_skip = 0
@@ -183,6 +189,9 @@ def test_one_request_updates_the_user_as_configured():
         budget = before[:, L.budget] - cfg.browse_cost
         keep = skip & (budget > 0)
         torch.testing.assert_close(after[keep, L.budget], budget[keep])
+        torch.testing.assert_close(after[:, L.visits], before[:, L.visits] + 1)
+        on = after[:, L.depth] > 0  # else the session ended (or the user churned)
+        torch.testing.assert_close(after[on, L.depth], before[on, L.depth] + 1)
         seen_click += int(clicked.sum())
         seen_skip += int(skip.sum())
     assert seen_click > 100 and seen_skip > 100

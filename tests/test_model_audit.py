@@ -197,7 +197,9 @@ def test_session_gap_budget_refill_and_churn_return_wait():
     at least 1). Gap frequencies against the exact distribution (gap 5: 2 and 7 with 0.1,
     3..6 with 0.2) within 4 standard errors; the budgets within their range and their mean
     within 4 standard errors of ``session_budget``; the churn wait's mean within 4 standard
-    errors of ``1 / return_prob``."""
+    errors of ``1 / return_prob``. A churned user comes back with ``satisfaction_init``
+    (config: "satisfaction of a new or returning user"): their first request back moves
+    satisfaction from there."""
     p = 0.1
     env = recenv.make_vec(
         MARKET,
@@ -216,11 +218,20 @@ def test_session_gap_budget_refill_and_churn_return_wait():
     g = torch.Generator().manual_seed(8)
     obs = env.reset()
     gaps, budgets, waits = [], [], []
+    churned = torch.zeros(N, cfg.num_users, dtype=torch.bool)  # this episode's, so far
+    returns = 0
     for _ in range(50):
         n, u, t = torch.arange(N), env.user.clone(), env.t.clone()
         obs, _, _, _, info = env.step(_random_slates(obs, env.agents, K, g))
         live = ~info["reset"]
         after = env.users[n, u]  # the arrival changes neither status nor budget
+        back = live & churned[n, u]
+        fit = torch.where(info["clicked"], torch.sigmoid(info["utility"]["total"]), 0.0)
+        sat = cfg.satisfaction_init + cfg.satisfaction_rate * (fit - cfg.expectation)
+        torch.testing.assert_close(after[back, L.satisfaction], sat[back].clamp(0, 1))
+        returns += int(back.sum())
+        churned[info["reset"]] = False
+        churned[n[live], u[live]] = after[live, L.churned] > 0
         away = after[:, L.available_at] - t - 1
         # The session depth restarts at 0 exactly when the request ended the session or
         # the user churned.
@@ -231,7 +242,7 @@ def test_session_gap_budget_refill_and_churn_return_wait():
         budgets += after[session, L.budget].tolist()
         waits += away[churn].tolist()
     gaps_t = torch.tensor(gaps)
-    assert len(gaps) > 1000 and len(waits) > 200, (len(gaps), len(waits))
+    assert len(gaps) > 1000 and len(waits) > 200 and returns > 100, (len(gaps), len(waits), returns)
     want = {2: 0.1, 3: 0.2, 4: 0.2, 5: 0.2, 6: 0.2, 7: 0.1}
     assert set(gaps_t.long().tolist()) <= set(want)
     for k, q in want.items():
@@ -282,7 +293,8 @@ def test_optional_terms_are_added_before_the_mixed_mode_combines(preset, mode):
     novelty of its visible items over log2 I) terms are added to each agent's own engagement;
     ``competitive`` pays that, ``mixed`` gives ``(1 − w) own + w Σ own``. Under
     ``platform_choice`` only the visited platform's slate is visible, so the other platforms'
-    terms are 0."""
+    terms are 0. Every other step agent 0 repeats a slot (``invalid_slate="repair"`` drops
+    it): its terms are over the slots left, the mean novelty over the items it showed."""
     from recenv.core.metrics import intra_list_diversity
 
     wel, div, fair = 0.5, 0.3, 0.7
@@ -296,12 +308,16 @@ def test_optional_terms_are_added_before_the_mixed_mode_combines(preset, mode):
         welfare_weight=wel,
         diversity_weight=div,
         fairness_weight=fair,
+        invalid_slate="repair",
         **({"team_weight": w} if mode == "mixed" else {}),
     )
     cat, A = env.catalog, env.config.num_agents
     env.reset()
-    for _ in range(10):
+    repaired = 0
+    for step in range(10):
         slate = env.oracle_slates()
+        if step % 2:
+            slate[:, 0, -1] = slate[:, 0, 0]
         _, rew, _, _, info = env.step({a: slate[:, i] for i, a in enumerate(env.agents)})
         shown = info["shown"]  # [N, A, K], -1 where not visible
         vis, items = shown >= 0, shown.clamp(min=0)
@@ -319,6 +335,8 @@ def test_optional_terms_are_added_before_the_mixed_mode_combines(preset, mode):
         if env.config.topology == "platform_choice":
             visited = info["platform"][:, None] == torch.arange(A)
             assert (~vis.any(2) | visited).all()
+        repaired += int((vis[:, 0].sum(1) == env.config.slate_size - 1).sum())
+    assert repaired > 0
 
 
 def test_history_and_candidate_features_recomputed_from_the_step_infos():

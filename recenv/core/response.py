@@ -24,6 +24,19 @@ def respond(
     noise: torch.Tensor,  # [N] standard normal
     uniform: torch.Tensor,  # [N] uniform in (0, 1)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(value, time_spent, fit)``, each ``[N]``, zero without a click. ``fit`` is
+    ``sigmoid(utility)``; ``jitter = exp(s z - s^2 / 2)`` (``s`` the engagement noise, ``z``
+    standard normal) has mean one.
+
+    - ``engagement``, ``watch_time``: the share ``min(fit x jitter, 1)`` of the item's length
+      is consumed; value and time spent are that time.
+    - ``listen``: as engagement, but a share under one half is a skip, worth a tenth of its
+      time, and its fit is halved.
+    - ``purchase``: the click opens the product page, browsed for half the item's length,
+      and buys with probability ``fit`` (``uniform < fit``), earning the price; without a
+      purchase the fit is halved.
+
+    (``tests/test_response.py`` restates these.)"""
     fit = torch.sigmoid(utility)
     jitter = torch.exp(cfg.engagement_noise * noise - 0.5 * cfg.engagement_noise**2)
     if cfg.response == "purchase":
