@@ -1,0 +1,296 @@
+# ruff: noqa: E501  (the mutants are a table: one line each)
+"""How strong the tests are: plant one deliberate bug at a time and see whether they notice.
+
+Each :class:`Mutant` changes one expression of the simulation model, a baseline's estimator
+or the report's statistics into a plausible wrong one (a sign, a constant, a mean
+correction, a mask left out), the kind of slip a refactor makes. For each, a fresh clone of
+the committed tree gets the change and runs the test files of its ``suite`` (``pytest -x``);
+the mutant is *caught* when a test fails, *survived* when all pass. A survivor is a property
+of the model no test pins: add a test that states it (and check that it fails on the
+mutant), or say why the change cannot be seen (an equivalent mutant)::
+
+    .venv/bin/python -m experiments.mutation_audit                   # every mutant (~30 min)
+    .venv/bin/python -m experiments.mutation_audit --only dyn_visits resp_jitter_mean
+    .venv/bin/python -m experiments.mutation_audit --list
+
+The committed tree is cloned (uncommitted changes are not audited); the clone reads the data
+in ``../shared`` beside this checkout when it is there. Results go to
+``experiments/results/mutation_audit-<stamp>.json`` (``--out`` another new path; an existing
+file is never overwritten). Exit status 1 when any mutant survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Test files each mutant's suite runs: the model's (~1-2 min a mutant on 2 cores), the
+#: agents' and the report's.
+SUITES: dict[str, tuple[str, ...]] = {
+    "model": (
+        "tests/test_users.py",
+        "tests/test_response.py",
+        "tests/test_choice.py",
+        "tests/test_dynamics.py",
+        "tests/test_model_audit.py",
+        "tests/test_batched_equivalence.py",
+        "tests/test_metrics.py",
+        "tests/test_reproducibility.py",
+        "tests/test_oracle.py",
+        "tests/test_catalog.py",
+        "tests/scenarios",
+        "tests/test_observation_audit.py",
+        "tests/test_config_utility_bound.py",
+        "tests/test_long_runs.py",
+        "tests/test_edge_configs.py",
+        "tests/test_random_configs.py",
+    ),
+    "agents": ("tests/agents",),
+    "report": (
+        "tests/experiments/test_experiment_report.py",
+        "tests/experiments/test_reporting_audit.py",
+        "tests/experiments/test_comparison_integrity.py",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """Replace ``old`` (which must occur exactly once in ``path``) by ``new``."""
+
+    id: str
+    path: str
+    old: str
+    new: str
+    suite: str
+    breaks: str  # what the change gets wrong, in the model's words
+
+
+def _m(id: str, path: str, old: str, new: str, suite: str, breaks: str) -> Mutant:
+    return Mutant(id, path, old, new, suite, breaks)
+
+
+CHOICE, RESPONSE, DYNAMICS = (
+    "recenv/core/choice.py",
+    "recenv/core/response.py",
+    "recenv/core/dynamics.py",
+)
+USERS, MARKET, CATALOG = "recenv/core/users.py", "recenv/core/market.py", "recenv/core/catalog.py"
+METRICS, REWARDS = "recenv/core/metrics.py", "recenv/core/rewards.py"
+BASELINES, IQL, MAPPO = "agents/baselines.py", "agents/iql.py", "agents/mappo.py"
+
+# fmt: off
+MUTANTS: tuple[Mutant, ...] = (
+    # The choice (DESIGN §3 step 6).
+    _m("choice_boredom_sign", CHOICE, "boredom_term = -cfg.boredom_weight", "boredom_term = cfg.boredom_weight", "model", "boredom adds utility"),
+    _m("choice_price_sign", CHOICE, "price_term = -price_sensitivity[:, None] * price", "price_term = price_sensitivity[:, None] * price", "model", "price adds utility"),
+    _m("choice_position_half", CHOICE, "pos_term = -cfg.position_bias * position_cost", "pos_term = -cfg.position_bias * 0.5 * position_cost", "model", "half the position bias"),
+    _m("choice_position_cost", CHOICE, "torch.log2(1.0 + p)", "torch.log2(2.0 + p)", "model", "the top slot pays a position cost"),
+    _m("choice_temperature", CHOICE, "utility / temperature, torch.full_like", "utility * temperature, torch.full_like", "model", "temperature multiplies"),
+    _m("choice_no_click_temperature", CHOICE, "nc = (nc / temperature)", "nc = (nc * 1.0)", "model", "no-click utility not tempered"),
+    _m("choice_race", CHOICE, "score = probs / -torch.log(uniforms)", "score = probs * -torch.log(uniforms)", "model", "sampling not by the probabilities"),
+    _m("choice_taste", CHOICE, "taste_term = cfg.taste_weight * dot(taste, embed)", "taste_term = cfg.taste_weight * 0.5 * dot(taste, embed)", "model", "half the taste weight"),
+    # The response (step 7).
+    _m("resp_jitter_mean", RESPONSE, "noise - 0.5 * cfg.engagement_noise**2)", "noise - 0.0 * cfg.engagement_noise**2)", "model", "engagement noise of mean above one"),
+    _m("resp_purchase_draw", RESPONSE, "bought = clicked & (uniform < fit)", "bought = clicked & (uniform > fit)", "model", "buys with probability 1 - fit"),
+    _m("resp_skip_threshold", RESPONSE, "skipped = share < 0.5", "skipped = share < 0.3", "model", "a skip is under 0.3 of the track"),
+    _m("resp_skip_value", RESPONSE, "torch.where(skipped, 0.1 * share, share)", "torch.where(skipped, 0.2 * share, share)", "model", "a skip worth a fifth"),
+    _m("resp_expected_listen", RESPONSE, "torch.where(fit < 0.5, 0.1 * value, value)", "torch.where(fit < 0.5, 0.2 * value, value)", "model", "the oracle's skip value differs from the response's"),
+    _m("resp_purchase_time", RESPONSE, "torch.where(clicked, 0.5 * length,", "torch.where(clicked, 1.0 * length,", "model", "the product page takes the whole length"),
+    _m("resp_purchase_fit", RESPONSE, "fit = torch.where(bought, fit, 0.5 * fit)", "fit = torch.where(bought, fit, fit)", "model", "a view without purchase satisfies fully"),
+    # The dynamics (step 8).
+    _m("dyn_drift", DYNAMICS, "cfg.interest_drift * item_topics", "cfg.interest_drift * shown_topics", "model", "interest drifts toward what was shown"),
+    _m("dyn_boredom_exposure", DYNAMICS, "cfg.boredom_exposure * shown_topics", "cfg.boredom_exposure * item_topics", "model", "exposure boredom from the clicked item"),
+    _m("dyn_satisfaction", DYNAMICS, "cfg.satisfaction_rate * (fit - cfg.expectation)", "cfg.satisfaction_rate * (fit - 0.5 * cfg.expectation)", "model", "half the expectation"),
+    _m("dyn_loyalty_clamp", DYNAMICS, "loyalty.clamp(-3.0, 3.0)", "loyalty.clamp(-1.0, 1.0)", "model", "loyalty bounded at 1"),
+    _m("dyn_browse_cost", DYNAMICS, "- cfg.browse_cost - time_spent", "- time_spent", "model", "browsing costs no time"),
+    _m("dyn_gap_draw", DYNAMICS, "cfg.session_gap * (0.5 + draws[:, 0])", "cfg.session_gap * (0.5 + draws[:, 1])", "model", "gap and budget refill from one draw"),
+    _m("dyn_churn_boundary", DYNAMICS, "churn = sat < cfg.churn_threshold", "churn = sat <= cfg.churn_threshold", "model", "churn at the threshold"),
+    _m("dyn_return_wait", DYNAMICS, "/ math.log1p(-p)", "/ math.log(p)", "model", "the return wait is not geometric(p)"),
+    _m("dyn_return_satisfaction", DYNAMICS, "satisfaction=torch.where(returning, cfg.satisfaction_init, row[:, L.satisfaction])", "satisfaction=row[:, L.satisfaction]", "model", "a returning user keeps the churned satisfaction"),
+    _m("dyn_boredom_lag", DYNAMICS, "lag = (t - row[:, L.bored_at]).clamp(min=0.0)", "lag = (t + 1.0 - row[:, L.bored_at]).clamp(min=0.0)", "model", "one step too much boredom decay"),
+    _m("dyn_history_decay", DYNAMICS, "HISTORY_DECAY = 0.8", "HISTORY_DECAY = 0.9", "model", "history decays slower than documented"),
+    _m("dyn_depth_on_churn", DYNAMICS, "torch.where(session_over | churn, 0.0,", "torch.where(session_over, 0.0,", "model", "churn leaves the session open"),
+    _m("dyn_visits", DYNAMICS, "visits=row[:, L.visits] + 1.0", "visits=row[:, L.visits] + 2.0", "model", "a request counts two visits"),
+    _m("dyn_away", DYNAMICS, "torch.where(session_over, t + 1.0 + gap,", "torch.where(session_over, t + gap,", "model", "one step short of the gap"),
+    # Rewards and metrics (step 9, the episode metrics).
+    _m("rew_mixed", REWARDS, "return (1.0 - cfg.team_weight) * own + cfg.team_weight * team", "return own + cfg.team_weight * team", "model", "mixed mode over-weights own"),
+    _m("rew_diversity_term", REWARDS, "own = own + cfg.diversity_weight * diversity", "own = own + cfg.diversity_weight * long_tail", "model", "diversity term pays novelty"),
+    _m("met_gini", METRICS, "(2 * idx - n - 1)", "(2 * idx - n)", "model", "Gini off by one rank"),
+    _m("met_coverage_estimate", METRICS, "items = (-W * torch.log1p(-frac)).clamp(max=I)", "items = (W * frac).clamp(max=I)", "model", "hashed coverage without linear counting"),
+    _m("met_diversity_pairs", METRICS, "n_pairs = m * (m - 1.0)", "n_pairs = m * m", "model", "diversity over pairs with repeats"),
+    _m("mkt_shown_topics", MARKET, "/ visible.sum(1, keepdim=True).clamp(\n            min=1\n        )", "/ P", "model", "shown topics averaged over the whole page, seen or not"),
+    _m("mkt_truncation", MARKET, "truncated = live & (t >= cfg.horizon) & ~terminated", "truncated = live & (t > cfg.horizon) & ~terminated", "model", "one request past the horizon"),
+    _m("mkt_long_tail", MARKET, "long_tail = (novelty * vis_f).sum(2) / n_vis.clamp(min=1)", "long_tail = (novelty * vis_f).sum(2) / K", "model", "long-tail term over K, not the items shown"),
+    _m("mkt_diversity_metric", MARKET, "(diversity * shown_any).sum(1) / shown_any.sum(1).clamp(min=1),", "diversity.mean(1),", "model", "diversity metric counts unshown slates"),
+    _m("mkt_impressions", MARKET, "            n_vis / K,\n", "            n_vis,\n", "model", "impressions as a count, not a share"),
+    _m("mkt_novelty", MARKET, "novelty = item[:, :, it.novelty].view(N, A, K) / self._log_items", "novelty = item[:, :, it.novelty].view(N, A, K)", "model", "novelty not over log2 I"),
+    # The users' draws.
+    _m("usr_distinct_topics", USERS, "off2 = off2 + (off2 >= off1).long()", "off2 = off2 + 0 * (off2 >= off1).long()", "model", "a user's topics may repeat"),
+    _m("usr_taste_scale", USERS, "taste=taste_g * (2.0 / math.sqrt(D))", "taste=taste_g * (1.0 / math.sqrt(D))", "model", "half the taste spread"),
+    _m("usr_price_mean", USERS, "cfg.price_sensitivity * 2.0 * price_u[:, 0]", "cfg.price_sensitivity * price_u[:, 0]", "model", "mean price sensitivity halved"),
+    _m("usr_budget_mean", USERS, "0.5 * budget_g[:, 0] - 0.125)", "0.5 * budget_g[:, 0] - 0.0)", "model", "mean budget above session_budget"),
+    _m("usr_feature_visible", USERS, "visible=visible_u < cfg.feature_visible", "visible=visible_u > cfg.feature_visible", "model", "topics visible with 1 - feature_visible"),
+    _m("usr_depth_feature", USERS, "/ 10.0", "/ 5.0", "model", "the depth feature's scale"),
+    _m("usr_topic_count", USERS, "(torch.arange(3, device=block.device) < n_topics[:, None])", "(torch.arange(3, device=block.device) <= n_topics[:, None])", "model", "one topic too many"),
+    # The catalog.
+    _m("cat_length_mean", CATALOG, "torch.randn(I, generator=g, dtype=f32) - 0.125)", "torch.randn(I, generator=g, dtype=f32) - 0.0)", "model", "mean length above mean_item_length"),
+    _m("cat_price_mean", CATALOG, "torch.randn(I, generator=g, dtype=f32) - 0.18)", "torch.randn(I, generator=g, dtype=f32) - 0.0)", "model", "mean price above price_scale"),
+    _m("cat_zipf", CATALOG, "pop = ranks.pow(-cfg.zipf_exponent)", "pop = ranks.pow(-0.5 * cfg.zipf_exponent)", "model", "a flatter popularity tail"),
+    _m("cat_quality", CATALOG, "quality = torch.randn(I, generator=g, dtype=f32) * cfg.quality_std", "quality = torch.randn(I, generator=g, dtype=f32) * 2.0 * cfg.quality_std", "model", "twice quality_std"),
+    _m("cat_new_items", CATALOG, "< cfg.new_item_fraction", "< 0.5 * cfg.new_item_fraction", "model", "half the new items"),
+    _m("cat_item_topics", CATALOG, "rank_of_topic < n_topics[:, None]", "rank_of_topic <= n_topics[:, None]", "model", "one item topic too many"),
+    _m("cat_embedding_scale", CATALOG, "embed = torch.randn(I, D, generator=g, dtype=f32) / D**0.5", "embed = torch.randn(I, D, generator=g, dtype=f32)", "model", "embeddings not over sqrt(D)"),
+    # The report's statistics.
+    _m("rep_variance", "experiments/report.py", "var = sum((x - mean) ** 2 for x in xs) / (n - 1)", "var = sum((x - mean) ** 2 for x in xs) / n", "report", "biased variance"),
+    _m("rep_degrees_of_freedom", "experiments/report.py", "t_quantile(0.5 + level / 2.0, n - 1)", "t_quantile(0.5 + level / 2.0, n)", "report", "t with n degrees of freedom"),
+    # The baselines' and learners' estimators.
+    _m("ucb_width", BASELINES, "return mean + self.config.alpha * var.sqrt()", "return mean + self.config.alpha * var", "agents", "UCB bonus without the square root"),
+    _m("ucb_reset_rows", BASELINES, "xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1])) * valid", "xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1]))", "agents", "LinUCB learns from auto-reset rows"),
+    _m("counts_reset_rows", BASELINES, "(y * valid).flatten()", "y.flatten()", "agents", "item tables count auto-reset rows' feedback"),
+    _m("iql_discount", IQL, 'target = b["reward"] + b["discount"] * v_next', 'target = b["reward"] + v_next', "agents", "IQL ignores the discount"),
+    _m("iql_target_tau", IQL, "pt.lerp_(p, cfg.target_tau)", "pt.lerp_(p, 1.0)", "agents", "hard target updates"),
+    _m("iql_no_click_label", IQL, "torch.where(click >= 0, click, K)", "torch.where(click >= 0, click, 0)", "agents", "no click labelled as slot 0"),
+    _m("mappo_ratio_clip", MAPPO, "ratio.clamp(1 - cfg.clip, 1 + cfg.clip)", "ratio.clamp(1 - 2 * cfg.clip, 1 + 2 * cfg.clip)", "agents", "twice the PPO clip"),
+    _m("mappo_value_clip", MAPPO, "v_clip = old + (v - old).clamp(-clip, clip)", "v_clip = v", "agents", "no value clipping"),
+    _m("mappo_entropy_sign", MAPPO, "loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent", "loss = pg + cfg.vf_coef * v_loss + cfg.ent_coef * ent", "agents", "entropy penalised"),
+    _m("mappo_advantage_norm", MAPPO, "(adv.std() + 1e-8)", "(adv.std() + 1.0)", "agents", "advantages not normalised"),
+    _m("mappo_gae_lambda", MAPPO, "cfg.gamma * cfg.gae_lambda * cont[t]", "cfg.gamma * cont[t]", "agents", "GAE without lambda"),
+)
+# fmt: on
+
+
+def classify(returncode: int, stdout: str) -> str:
+    """``caught`` (a test failed: pytest's 1, or 2 when ``-x`` interrupted the xdist workers
+    after a failure), ``survived`` (0) or ``error`` (anything else: collection errors, no
+    tests, a crash)."""
+    failed = any(line.startswith(("FAILED", "ERROR")) for line in stdout.splitlines())
+    if returncode == 0:
+        return "survived"
+    if returncode == 1 or (returncode == 2 and failed):
+        return "caught"
+    return "error"
+
+
+def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[str]:
+    """Problems with ``mutants`` against the tree at ``root``: a pattern that does not occur
+    exactly once, a change that changes nothing, an unknown suite, a repeated id."""
+    problems, ids = [], set()
+    for m in mutants:
+        if m.id in ids:
+            problems.append(f"{m.id}: id used twice")
+        ids.add(m.id)
+        if m.suite not in SUITES:
+            problems.append(f"{m.id}: unknown suite {m.suite!r}; known: {sorted(SUITES)}")
+        if m.old == m.new:
+            problems.append(f"{m.id}: the change changes nothing")
+        count = (root / m.path).read_text().count(m.old)
+        if count != 1:
+            problems.append(f"{m.id}: pattern occurs {count} times in {m.path}, expected once")
+    return problems
+
+
+def run_mutant(root: Path, m: Mutant, workers: int, timeout: float) -> dict:
+    """Apply ``m`` in the tree at ``root``, run its suite, restore the file; the outcome."""
+    path = root / m.path
+    source = path.read_text()
+    path.write_text(source.replace(m.old, m.new, 1))
+    start = time.perf_counter()
+    try:
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+        if workers > 1:
+            cmd += ["-n", str(workers)]
+        r = subprocess.run(
+            [*cmd, *SUITES[m.suite]], cwd=root, capture_output=True, text=True, timeout=timeout
+        )
+        status = classify(r.returncode, r.stdout)
+        lines = r.stdout.splitlines()
+        failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))][:3]
+        tail = lines[-3:] if status == "error" else []
+    except subprocess.TimeoutExpired:
+        status, failed, tail = "error", [], [f"timed out after {timeout:.0f} s"]
+    finally:
+        path.write_text(source)
+    return {
+        "status": status,
+        "seconds": round(time.perf_counter() - start, 1),
+        "failed": failed,
+        **({"tail": tail} if tail else {}),
+    }
+
+
+def clone(repo: Path, into: Path) -> Path:
+    """The committed tree of ``repo`` cloned to ``into/repo``, with ``into/shared`` linked to
+    ``repo/../shared`` when that exists (the tests' data)."""
+    root = into / "repo"
+    subprocess.run(["git", "clone", "-q", str(repo), str(root)], check=True)
+    shared = repo.parent / "shared"
+    if shared.is_dir():
+        (into / "shared").symlink_to(shared.resolve())
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", nargs="+", metavar="ID", help="these mutants (see --list)")
+    p.add_argument("--list", action="store_true", help="print the mutants and exit")
+    p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds a mutant may take")
+    p.add_argument("--out", type=Path, help="a new JSON path (default: experiments/results/)")
+    args = p.parse_args(argv)
+
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.id:30s} {m.suite:7s} {m.path}: {m.breaks}")
+        return 0
+    chosen = MUTANTS
+    if args.only:
+        known = {m.id for m in MUTANTS}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            p.error(f"unknown mutant(s) {unknown}; --list shows the {len(known)} known")
+        chosen = tuple(m for m in MUTANTS if m.id in args.only)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or REPO / "experiments" / "results" / f"mutation_audit-{stamp}.json"
+    if out.exists():
+        p.error(f"{out} exists: results are never overwritten; give another --out")
+    problems = check_patterns(REPO, chosen)
+    if problems:
+        p.error("the mutants no longer fit the tree:\n  " + "\n  ".join(problems))
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    results: dict[str, dict] = {}
+    record = {"commit": commit, "started": stamp, "mutants": results}
+    with tempfile.TemporaryDirectory(prefix="mutation_audit-") as tmp:
+        root = clone(REPO, Path(tmp))
+        for m in (bar := tqdm(chosen, unit="mutant", file=sys.stderr)):
+            bar.set_postfix_str(m.id)
+            results[m.id] = {**asdict(m), **run_mutant(root, m, args.workers, args.timeout)}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record, indent=1) + "\n")  # progress survives a stop
+
+    counts = {
+        s: sum(r["status"] == s for r in results.values()) for s in ("caught", "survived", "error")
+    }
+    width = max(len(i) for i in results)
+    for i, r in results.items():
+        print(f"{i:{width}s}  {r['status']:8s}  {r['seconds']:6.1f} s  {r['breaks']}")
+    print(f"{counts['caught']} caught, {counts['survived']} survived, {counts['error']} errors "
+          f"of {len(results)} mutants at {commit[:10]} -> {out}")  # fmt: skip
+    return 1 if counts["survived"] or counts["error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
