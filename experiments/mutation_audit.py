@@ -135,6 +135,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("mkt_diversity_metric", MARKET, "(diversity * shown_any).sum(1) / shown_any.sum(1).clamp(min=1),", "diversity.mean(1),", "model", "diversity metric counts unshown slates"),
     _m("mkt_impressions", MARKET, "            n_vis / K,\n", "            n_vis,\n", "model", "impressions as a count, not a share"),
     _m("mkt_novelty", MARKET, "novelty = item[:, :, it.novelty].view(N, A, K) / self._log_items", "novelty = item[:, :, it.novelty].view(N, A, K)", "model", "novelty not over log2 I"),
+    # Retrieval and the observation (steps 2-3).
+    _m("ret_skew", MARKET, ".pow(cfg.retrieval_skew)", ".pow(1.0)", "model", "retrieval positions not skewed to the lists' heads"),
+    _m("ret_interest", MARKET, "mass = user_feats[:, :T].clamp(min=0.0) + 1e-3", "mass = torch.ones_like(user_feats[:, :T])", "model", "interest-matched retrieval ignores the interests"),
+    _m("ret_fresh_window", MARKET, "lo = (hi - cfg.fresh_window).clamp(min=0)", "lo = (hi - 2 * cfg.fresh_window).clamp(min=0)", "model", "fresh items from twice the window"),
+    _m("ret_split", MARKET, "self._n_interest = ni = round(cfg.retrieval_interest * n_retrieved)", "self._n_interest = ni = round(cfg.retrieval_interest * n_retrieved) // 2", "model", "half the interest-matched candidates"),
+    _m("obs_first_visit", MARKET, "torch.where(last < 0, 1.0,", "torch.where(last < 0, 0.0,", "model", "a first visit reads as a visit just now"),
     # The users' draws.
     _m("usr_distinct_topics", USERS, "off2 = off2 + (off2 >= off1).long()", "off2 = off2 + 0 * (off2 >= off1).long()", "model", "a user's topics may repeat"),
     _m("usr_taste_scale", USERS, "taste=taste_g * (2.0 / math.sqrt(D))", "taste=taste_g * (1.0 / math.sqrt(D))", "model", "half the taste spread"),
