@@ -163,7 +163,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # The baselines' and learners' estimators.
     _m("ucb_width", BASELINES, "return mean + self.config.alpha * var.sqrt()", "return mean + self.config.alpha * var", "agents", "UCB bonus without the square root"),
     _m("ucb_reset_rows", BASELINES, "xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1])) * valid", "xs = x.gather(1, slate[..., None].expand(-1, -1, x.shape[-1]))", "agents", "LinUCB learns from auto-reset rows"),
-    _m("counts_reset_rows", BASELINES, "(y * valid).flatten()", "y.flatten()", "agents", "item tables count auto-reset rows' feedback"),
+    _m("counts_reset_rows", BASELINES, "valid.expand_as(y).flatten()", "torch.ones_like(y).flatten()", "agents", "item tables count auto-reset rows as impressions"),
     _m("iql_discount", IQL, 'target = b["reward"] + b["discount"] * v_next', 'target = b["reward"] + v_next', "agents", "IQL ignores the discount"),
     _m("iql_target_tau", IQL, "pt.lerp_(p, cfg.target_tau)", "pt.lerp_(p, 1.0)", "agents", "hard target updates"),
     _m("iql_no_click_label", IQL, "torch.where(click >= 0, click, K)", "torch.where(click >= 0, click, 0)", "agents", "no click labelled as slot 0"),
