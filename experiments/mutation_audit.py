@@ -40,6 +40,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "model": (
         "tests/test_users.py",
         "tests/test_response.py",
+        "tests/test_retrieval.py",
         "tests/test_choice.py",
         "tests/test_dynamics.py",
         "tests/test_model_audit.py",

@@ -196,3 +196,31 @@ def test_every_valid_config_builds():
         env = recenv.make_vec(MARKET, num_envs=1, seed=0, **kwargs)
         env.reset()
         assert (env.cand_mask.sum(2) >= 3).all()
+
+
+def test_item_draws_follow_their_configured_distributions():
+    """Each item attribute has the distribution its config field names: ``price_scale`` the
+    *mean* price, ``mean_item_length`` the *mean* length (log-normal both, so the mean needs
+    its correction), ``quality_std`` and ``quality_noise`` the standard deviations of the
+    quality and of its observed noise, and ``zipf_exponent`` the exponent of the popularity
+    prior: the item of popularity rank r holds a share proportional to r^-s. Over 200,000
+    items the means' standard errors are ~0.15 % of them; the tolerances are 1 %."""
+    cfg = MarketConfig(
+        num_items=200_000,
+        price_scale=2.0,
+        mean_item_length=1.5,
+        quality_std=0.7,
+        quality_noise=0.4,
+        zipf_exponent=1.3,
+    )
+    cat = build_catalog(cfg)
+    assert float(cat.price.double().mean()) == pytest.approx(2.0, rel=0.01)
+    assert float(cat.length.double().mean()) == pytest.approx(1.5, rel=0.01)
+    assert float(cat.quality.double().std()) == pytest.approx(0.7, rel=0.01)
+    assert abs(float(cat.quality.double().mean())) < 0.01
+    assert float(cat.quality_noise.double().std()) == pytest.approx(0.4, rel=0.01)
+    by_rank = cat.popularity.double().sort(descending=True).values
+    ranks = torch.tensor([2.0, 10.0, 1000.0], dtype=torch.float64)
+    torch.testing.assert_close(
+        by_rank[0] / by_rank[ranks.long() - 1], ranks**1.3, rtol=1e-4, atol=0
+    )
