@@ -203,8 +203,9 @@ def test_item_draws_follow_their_configured_distributions():
     *mean* price, ``mean_item_length`` the *mean* length (log-normal both, so the mean needs
     its correction), ``quality_std`` and ``quality_noise`` the standard deviations of the
     quality and of its observed noise, and ``zipf_exponent`` the exponent of the popularity
-    prior: the item of popularity rank r holds a share proportional to r^-s. Over 200,000
-    items the means' standard errors are ~0.15 % of them; the tolerances are 1 %."""
+    prior: the item of popularity rank r holds a share proportional to r^-s. The latent
+    embeddings have N(0, 1/D) entries (``Catalog.embed``: unit expected squared norm). Over
+    200,000 items the means' standard errors are ~0.15 % of them; the tolerances are 1 %."""
     cfg = MarketConfig(
         num_items=200_000,
         price_scale=2.0,
@@ -219,6 +220,7 @@ def test_item_draws_follow_their_configured_distributions():
     assert float(cat.quality.double().std()) == pytest.approx(0.7, rel=0.01)
     assert abs(float(cat.quality.double().mean())) < 0.01
     assert float(cat.quality_noise.double().std()) == pytest.approx(0.4, rel=0.01)
+    assert float(cat.embed.double().pow(2).sum(1).mean()) == pytest.approx(1.0, rel=0.01)
     by_rank = cat.popularity.double().sort(descending=True).values
     ranks = torch.tensor([2.0, 10.0, 1000.0], dtype=torch.float64)
     torch.testing.assert_close(

@@ -42,7 +42,7 @@ class ItemRow:
 @dataclass
 class Catalog:
     topics: torch.Tensor  # [I, T] float, sparse rows summing to 1
-    embed: torch.Tensor  # [I, D] float, latent embedding
+    embed: torch.Tensor  # [I, D] float, latent embedding: N(0, 1/D) entries, E|e|^2 = 1
     quality: torch.Tensor  # [I] float
     quality_noise: torch.Tensor  # [I] float, fixed noise on the observed quality
     length: torch.Tensor  # [I] float > 0, time cost
