@@ -361,10 +361,7 @@ class MAPPOAgent(Agent):
                 mb = {k: v[idx] for k, v in batch.items()}
                 log_p, entropy = self._log_probs(mb)
                 ratio = (log_p - mb["old_log_p"]).exp()
-                adv = mb["advantage"]
-                if cfg.norm_adv and adv.numel() > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+                pg = self._policy_loss(ratio, mb["advantage"])
 
                 v = self._critic(mb["x"])
                 v_loss = 0.5 * self._value_loss(v, old_norm[idx], target[idx]).mean()
@@ -396,6 +393,15 @@ class MAPPOAgent(Agent):
         )
         metrics["charts/value"] = float(old_values.mean())
         return metrics
+
+    def _policy_loss(self, ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """PPO's clipped surrogate, a scalar: ``-mean(min(r a, clip(r, 1 - ε, 1 + ε) a))``
+        over the minibatch's probability ratios ``r`` and advantages ``a`` (``[B, A]``
+        each), the advantages first standardised over the minibatch (``norm_adv``)."""
+        cfg = self.config
+        if cfg.norm_adv and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
 
     def _value_loss(self, v: torch.Tensor, old: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Squared error ``[B, A]`` of the critic's normalised values ``v`` to ``target``; with

@@ -60,6 +60,17 @@ def test_interests_are_one_to_three_distinct_topics_equally_often(num_topics):
     torch.testing.assert_close(picked, torch.full_like(picked, want), atol=0.008, rtol=0)
 
 
+@pytest.mark.parametrize("embed_dim", [4, 16])
+def test_taste_has_unit_spread_against_an_item(embed_dim):
+    """The latent taste has N(0, 4/D) entries (``UserConstants.taste``): expected squared
+    norm 4, so against an item's N(0, 1/D) embedding (``Catalog.embed``) the taste term
+    ``taste_weight x taste . embed`` has variance 4/D."""
+    _, _, _, const = _draw(embed_dim=embed_dim)
+    # Standard error of the mean squared norm: sqrt(2 D) (4 / D) / sqrt(N), 0.1-0.2 % of 4.
+    assert float(const.taste.double().pow(2).sum(1).mean()) == pytest.approx(4.0, rel=0.01)
+    assert abs(float(const.taste.double().mean())) < 0.01
+
+
 @pytest.mark.parametrize("price_sensitivity", [0.5, 2.0])
 def test_price_sensitivity_averages_the_configured_mean(price_sensitivity):
     """``price_sensitivity`` is the users' *mean* sensitivity (config): uniform on

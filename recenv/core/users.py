@@ -134,7 +134,7 @@ class UserConstants:
     ``visible`` and ``noise`` shape the observable features built at the arrival; a market
     keeps the constants for the rest of the request without them (``None``)."""
 
-    taste: torch.Tensor  # [N, D] latent taste, dotted with item embeddings
+    taste: torch.Tensor  # [N, D] latent taste, dotted with item embeddings: N(0, 4/D) entries
     price_sensitivity: torch.Tensor  # [N]
     visible: torch.Tensor | None  # [N, T] bool: which interests show in the observable features
     noise: torch.Tensor | None  # [N, T] observation noise on the features

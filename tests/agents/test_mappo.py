@@ -234,6 +234,41 @@ def test_value_clip_is_centred_on_the_critics_output(market):
         assert torch.allclose(loss, (v - target) ** 2, atol=1e-5)
 
 
+def test_value_loss_is_the_larger_of_the_plain_and_the_clipped_error(market):
+    """``_value_loss``: with ``value_clip = c`` the critic's value ``v`` is also scored
+    clipped to ``old ± c``, and the larger squared error counts (PPO's value clipping);
+    without it, the plain squared error."""
+    env = market(num_envs=2)
+    agent = agents.make_agent("mappo", env, value_clip=0.2, **SMALL)
+    old = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
+    v = torch.tensor([0.5, -0.5, 1.1, 0.5, 2.0])
+    target = torch.tensor([1.0, 0.0, 0.0, 2.0, 1.0])
+    clipped = torch.tensor([0.2, -0.2, 1.1, 0.8, 1.2])
+    want = torch.maximum((v - target) ** 2, (clipped - target) ** 2)
+    torch.testing.assert_close(agent._value_loss(v, old, target), want)
+    assert bool((want > (v - target) ** 2).any())  # the clip decides some of them
+    plain = agents.make_agent("mappo", env, value_clip=0.0, **SMALL)
+    torch.testing.assert_close(plain._value_loss(v, old, target), (v - target) ** 2)
+
+
+def test_policy_loss_is_ppos_clipped_surrogate(market):
+    """``_policy_loss``: ``-mean(min(r a, clip(r, 1 - ε, 1 + ε) a))``; with ``norm_adv`` the
+    advantages are standardised over the minibatch first (mean 0, std 1)."""
+    env = market(num_envs=2)
+    ratio = torch.tensor([[0.5, 1.0], [1.1, 1.5], [0.9, 2.0]])
+    adv = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, 4.0]])
+
+    def surrogate(a, eps):
+        return -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
+
+    raw = agents.make_agent("mappo", env, clip=0.2, norm_adv=False, **SMALL)
+    torch.testing.assert_close(raw._policy_loss(ratio, adv), surrogate(adv, 0.2))
+    assert not torch.allclose(surrogate(adv, 0.2), surrogate(adv, 0.4))  # the clip binds
+    normed = agents.make_agent("mappo", env, clip=0.2, norm_adv=True, **SMALL)
+    z = (adv - adv.mean()) / adv.std()
+    torch.testing.assert_close(normed._policy_loss(ratio, adv), surrogate(z, 0.2))
+
+
 def test_value_norm_tracks_running_moments():
     vn = ValueNorm(2)
     g = torch.Generator().manual_seed(0)
