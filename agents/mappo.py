@@ -366,7 +366,7 @@ class MAPPOAgent(Agent):
                 v = self._critic(mb["x"])
                 v_loss = 0.5 * self._value_loss(v, old_norm[idx], target[idx]).mean()
                 ent = entropy.mean()
-                loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                loss = self._loss(pg, v_loss, ent)
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -393,6 +393,13 @@ class MAPPOAgent(Agent):
         )
         metrics["charts/value"] = float(old_values.mean())
         return metrics
+
+    def _loss(self, pg: torch.Tensor, v_loss: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
+        """What a minibatch step minimises: the clipped surrogate ``pg``, plus ``vf_coef`` x
+        the value loss, *minus* ``ent_coef`` x the entropy estimate (a bonus: a flatter
+        policy lowers the loss)."""
+        cfg = self.config
+        return pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent
 
     def _policy_loss(self, ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """PPO's clipped surrogate, a scalar: ``-mean(min(r a, clip(r, 1 - ε, 1 + ε) a))``

@@ -170,7 +170,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("iql_no_click_label", IQL, "torch.where(click >= 0, click, K)", "torch.where(click >= 0, click, 0)", "agents", "no click labelled as slot 0"),
     _m("mappo_ratio_clip", MAPPO, "ratio.clamp(1 - cfg.clip, 1 + cfg.clip)", "ratio.clamp(1 - 2 * cfg.clip, 1 + 2 * cfg.clip)", "agents", "twice the PPO clip"),
     _m("mappo_value_clip", MAPPO, "v_clip = old + (v - old).clamp(-clip, clip)", "v_clip = v", "agents", "no value clipping"),
-    _m("mappo_entropy_sign", MAPPO, "loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent", "loss = pg + cfg.vf_coef * v_loss + cfg.ent_coef * ent", "agents", "entropy penalised"),
+    _m("mappo_entropy_sign", MAPPO, "return pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent", "return pg + cfg.vf_coef * v_loss + cfg.ent_coef * ent", "agents", "entropy penalised"),
     _m("mappo_advantage_norm", MAPPO, "(adv.std() + 1e-8)", "(adv.std() + 1.0)", "agents", "advantages not normalised"),
     _m("mappo_gae_lambda", MAPPO, "cfg.gamma * cfg.gae_lambda * cont[t]", "cfg.gamma * cont[t]", "agents", "GAE without lambda"),
 )

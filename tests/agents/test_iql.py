@@ -148,6 +148,32 @@ def test_variants_learn_something(variant, market):
     agents.train(agent, env, 80)
 
 
+def test_each_update_moves_the_target_network_by_target_tau(market):
+    """Polyak averaging: after each update the target network is ``(1 - τ) θ̄ + τ θ``, ``θ``
+    the online Q-network just updated (a hard copy, ``τ = 1``, also learns the known answer
+    above, so this is stated on its own); the choice model has no target."""
+    env = market(num_envs=4, horizon=30)
+    tau = 0.3
+    agent = agents.make_agent(
+        "iql", env, learning_starts=8, batch_size=8, update_every=4, hidden=(16,),
+        target_tau=tau,
+    )  # fmt: skip
+    checked = []
+    update = agent._update
+
+    def spy(lrn, opt, buffer):
+        before = [p.detach().clone() for p in lrn.q_target.parameters()]
+        update(lrn, opt, buffer)
+        online = list(lrn.q.parameters())
+        for b, p, pt in zip(before, online, lrn.q_target.parameters(), strict=True):
+            torch.testing.assert_close(pt, (1 - tau) * b + tau * p.detach())
+        checked.append(not all(torch.equal(b, p) for b, p in zip(before, online, strict=True)))
+
+    agent._update = spy
+    agents.train(agent, env, 4 * 10, seed=0)
+    assert len(checked) >= 4 and all(checked)  # every update ran, and the networks differed
+
+
 def test_metrics_average_over_the_updates_that_ran(market):
     """Until a learner's buffer holds ``batch_size`` rows its scheduled updates are skipped
     (here the first seven: 4 rows a step, 32 needed); they neither count toward
