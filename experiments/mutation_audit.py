@@ -142,6 +142,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("ret_fresh_window", MARKET, "lo = (hi - cfg.fresh_window).clamp(min=0)", "lo = (hi - 2 * cfg.fresh_window).clamp(min=0)", "model", "fresh items from twice the window"),
     _m("ret_split", MARKET, "self._n_interest = ni = round(cfg.retrieval_interest * n_retrieved)", "self._n_interest = ni = round(cfg.retrieval_interest * n_retrieved) // 2", "model", "half the interest-matched candidates"),
     _m("obs_first_visit", MARKET, "torch.where(last < 0, 1.0,", "torch.where(last < 0, 0.0,", "model", "a first visit reads as a visit just now"),
+    _m("platform_loyalty", MARKET, "cfg.loyalty_weight * row[:, L.loyalty]", "cfg.loyalty_weight * 0.5 * row[:, L.loyalty]", "model", "half the loyalty weight in the platform choice"),
+    _m("platform_leave", MARKET, "torch.full((N, 1), cfg.leave_utility,", "torch.full((N, 1), 0.5 * cfg.leave_utility,", "model", "the leave option's utility halved"),
     # The users' draws.
     _m("usr_distinct_topics", USERS, "off2 = off2 + (off2 >= off1).long()", "off2 = off2 + 0 * (off2 >= off1).long()", "model", "a user's topics may repeat"),
     _m("usr_taste_scale", USERS, "taste=taste_g * (2.0 / math.sqrt(D))", "taste=taste_g * (1.0 / math.sqrt(D))", "model", "half the taste spread"),
@@ -168,6 +170,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("iql_discount", IQL, 'target = b["reward"] + b["discount"] * v_next', 'target = b["reward"] + v_next', "agents", "IQL ignores the discount"),
     _m("iql_target_tau", IQL, "pt.lerp_(p, cfg.target_tau)", "pt.lerp_(p, 1.0)", "agents", "hard target updates"),
     _m("iql_no_click_label", IQL, "torch.where(click >= 0, click, K)", "torch.where(click >= 0, click, 0)", "agents", "no click labelled as slot 0"),
+    _m("qmix_monotonic", "agents/qmix.py", "w1 = self.w1(s).abs().view(", "w1 = self.w1(s).view(", "agents", "the mixer not monotonic in each Q_a"),
+    _m("vdn_teammate_gain", "agents/qmix.py", "err = (self.teammate_gain(ctx, agents) - (gain.sum(1, keepdim=True) - gain)) ** 2", "err = (self.teammate_gain(ctx, agents) - gain.sum(1, keepdim=True)) ** 2", "agents", "the teammates' gain includes the agent's own"),
     _m("mappo_ratio_clip", MAPPO, "ratio.clamp(1 - cfg.clip, 1 + cfg.clip)", "ratio.clamp(1 - 2 * cfg.clip, 1 + 2 * cfg.clip)", "agents", "twice the PPO clip"),
     _m("mappo_value_clip", MAPPO, "v_clip = old + (v - old).clamp(-clip, clip)", "v_clip = v", "agents", "no value clipping"),
     _m("mappo_entropy_sign", MAPPO, "return pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent", "return pg + cfg.vf_coef * v_loss + cfg.ent_coef * ent", "agents", "entropy penalised"),
