@@ -77,8 +77,7 @@ class Mutant:
     breaks: str  # what the change gets wrong, in the model's words
 
 
-def _m(id: str, path: str, old: str, new: str, suite: str, breaks: str) -> Mutant:
-    return Mutant(id, path, old, new, suite, breaks)
+_m = Mutant  # short, for the table below
 
 
 CHOICE, RESPONSE, DYNAMICS = (
