@@ -62,6 +62,22 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_reporting_audit.py",
         "tests/experiments/test_comparison_integrity.py",
     ),
+    # The PettingZoo face, the slate checks and the global state.
+    "face": (
+        "tests/test_pettingzoo_api.py",
+        "tests/test_face_audit.py",
+        "tests/test_invalid_actions.py",
+        "tests/test_spaces.py",
+        "tests/test_native.py",
+        "tests/test_batched_equivalence.py",
+        "tests/test_observation_audit.py",
+    ),
+    # A run's checkpoints, resume and summary.
+    "runner": (
+        "tests/experiments/test_experiment_runner.py",
+        "tests/experiments/test_checkpoint_damage.py",
+        "tests/experiments/test_checkpoint_integrity.py",
+    ),
 }
 
 
@@ -88,6 +104,7 @@ CHOICE, RESPONSE, DYNAMICS = (
 USERS, MARKET, CATALOG = "recenv/core/users.py", "recenv/core/market.py", "recenv/core/catalog.py"
 METRICS, REWARDS = "recenv/core/metrics.py", "recenv/core/rewards.py"
 BASELINES, IQL, MAPPO = "agents/baselines.py", "agents/iql.py", "agents/mappo.py"
+FACE, RUNNER, MF = "recenv/pettingzoo_env.py", "experiments/runner.py", "agents/mf.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -170,12 +187,64 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("iql_target_tau", IQL, "pt.lerp_(p, cfg.target_tau)", "pt.lerp_(p, 1.0)", "agents", "hard target updates"),
     _m("iql_no_click_label", IQL, "torch.where(click >= 0, click, K)", "torch.where(click >= 0, click, 0)", "agents", "no click labelled as slot 0"),
     _m("qmix_monotonic", "agents/qmix.py", "w1 = self.w1(s).abs().view(", "w1 = self.w1(s).view(", "agents", "the mixer not monotonic in each Q_a"),
-    _m("vdn_teammate_gain", "agents/qmix.py", "err = (self.teammate_gain(ctx, agents) - (gain.sum(1, keepdim=True) - gain)) ** 2", "err = (self.teammate_gain(ctx, agents) - gain.sum(1, keepdim=True)) ** 2", "agents", "the teammates' gain includes the agent's own"),
+    # (Not "the teammates' gain counts the agent's own": on the rows the loss keeps, the
+    # agent's items were passed over and its own gain is 0, so that mutant is equivalent.)
+    _m("vdn_teammate_rows", "agents/qmix.py", "aux = (err * mine).sum() / mine.sum().clamp(min=1)", "aux = err.mean()", "agents", "the teammates' gain learned on every row, the agent's clicks included"),
     _m("mappo_ratio_clip", MAPPO, "ratio.clamp(1 - cfg.clip, 1 + cfg.clip)", "ratio.clamp(1 - 2 * cfg.clip, 1 + 2 * cfg.clip)", "agents", "twice the PPO clip"),
     _m("mappo_value_clip", MAPPO, "v_clip = old + (v - old).clamp(-clip, clip)", "v_clip = v", "agents", "no value clipping"),
     _m("mappo_entropy_sign", MAPPO, "return pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent", "return pg + cfg.vf_coef * v_loss + cfg.ent_coef * ent", "agents", "entropy penalised"),
     _m("mappo_advantage_norm", MAPPO, "(adv.std() + 1e-8)", "(adv.std() + 1.0)", "agents", "advantages not normalised"),
     _m("mappo_gae_lambda", MAPPO, "cfg.gamma * cfg.gae_lambda * cont[t]", "cfg.gamma * cont[t]", "agents", "GAE without lambda"),
+    # Matrix factorisation (Hu, Koren & Volinsky 2008; agents/mf.py).
+    _m("mf_confidence", MF, "conf = (1.0 + self.config.confidence * clicked)", "conf = (1.0 + clicked)", "agents", "a click weighs 2, not 1 + alpha"),
+    _m("mf_gram_confidence", MF, 'torch.einsum("nk,nkd,nke->nde", conf, q, q)', 'torch.einsum("nkd,nke->nde", q, q)', "agents", "the fold-in's Gram matrix unweighted"),
+    _m("mf_resid_bias", MF, "resid = y - self.mu[i] - self.item_bias[i][items]", "resid = y - self.mu[i]", "agents", "the fold-in's residual keeps the item bias"),
+    _m("mf_reg_sign", MF, "err[..., None] * p - reg[..., None] * q", "err[..., None] * p + reg[..., None] * q", "agents", "L2 pushes item factors outward"),
+    _m("mf_mu_mean", MF, "self.mu[i] += cfg.lr * err.sum() / n", "self.mu[i] += cfg.lr * err.mean()", "agents", "the global mean's step over slots, dropped ones included"),
+    _m("mf_episode_slots", MF, "return torch.arange(u.shape[0], device=u.device) * self.num_users + u", "return u", "agents", "markets share a user id's vector within an episode"),
+    _m("mf_episode_reset", MF, "self.gram[:, rows] = 0.0", "pass  # gram kept", "agents", "a new episode keeps the old users' Gram matrices"),
+    _m("mf_dropped", MF, "conf = (1.0 + self.config.confidence * clicked) * tr.seen(a).float()[:, None]", "conf = (1.0 + self.config.confidence * clicked)", "agents", "a dropped (reset) row counts as a passed-over slate"),
+    # The PettingZoo face: its fast slate check and its conversions.
+    _m("face_fast_mask", FACE, "if not all(0 <= x < C and allowed[x] for x in slate) or len(set(slate)) != K:", "if not all(0 <= x < C for x in slate) or len(set(slate)) != K:", "face", "the fast path takes a masked candidate"),
+    _m("face_fast_distinct", FACE, "or len(set(slate)) != K:", "or len(slate) != K:", "face", "the fast path takes a repeated candidate"),
+    _m("face_fast_range", FACE, "if not all(0 <= x < C and allowed[x]", "if not all(x < C and allowed[x]", "face", "the fast path takes a negative index"),
+    _m("face_truncations", FACE, "truncations = dict.fromkeys(self.agents, truncated)", "truncations = dict.fromkeys(self.agents, terminated)", "face", "truncation reported as termination's flag"),
+    _m("face_agents_end", FACE, "if terminated or truncated:\n            self.agents = []", "if terminated:\n            self.agents = []", "face", "agents stay after a truncation"),
+    _m("face_chosen_slot", FACE, 'd["chosen_slot"] = chosen_slot if won else -1', 'd["chosen_slot"] = chosen_slot', "face", "every agent told the winner's slot"),
+    _m("face_engagement", FACE, 'd["engagement"] = engagement if won else 0.0', 'd["engagement"] = engagement', "face", "every agent credited the click's engagement"),
+    _m("face_user_clicked", FACE, 'd["user_clicked"] = chosen_agent >= 0', 'd["user_clicked"] = won', "face", "user_clicked only for the winner"),
+    _m("face_shown", FACE, 'd["shown"] = shown[i]', 'd["shown"] = shown[0]', "face", "every agent told agent 0's slate"),
+    _m("face_repaired", FACE, 'd["repaired_slots"] = int(repaired[i])', 'd["repaired_slots"] = int(repaired[0])', "face", "every agent told agent 0's repairs"),
+    _m("face_episode_return", FACE, 'own = episode["return"][i]', 'own = episode["return"][0]', "face", "every agent's episode return agent 0's"),
+    _m("face_flat_history", FACE, "np.concatenate([user, history[i], cands[i]", "np.concatenate([user, history[0], cands[i]", "face", "flat observations carry agent 0's history"),
+    _m("face_flat_mask", FACE, "cands[i].reshape(-1), flat_mask[i]])", "cands[i].reshape(-1), flat_mask[0]])", "face", "flat observations carry agent 0's mask"),
+    _m("face_candidate_ids", FACE, '"candidate_ids": cand_ids[i],', '"candidate_ids": cand_ids[0],', "face", "every agent shown agent 0's candidate ids"),
+    # The batched slate check (the torch form; eager markets use it) and the global state.
+    _m("chk_dup_out_of_range", MARKET, "torch.stack(dup, dim=2) & in_range", "torch.stack(dup, dim=2)", "face", "an out-of-range repeat counted as a repeat"),
+    _m("chk_dup_pairs", MARKET, "            for j in range(1, k):\n", "            for j in range(2, k):\n", "face", "slot 1 never compared with later slots"),
+    _m("chk_reset_repaired", MARKET, "repaired = torch.where(self.needs_reset[:, None], 0.0, (~ok).sum(dim=2).float())", "repaired = (~ok).sum(dim=2).float()", "face", "a resetting market's ignored slate counted as repaired"),
+    _m("chk_reset_valid", MARKET, "return idx, ok & ~reset, repaired, (ok | reset).all()", "return idx, ok, repaired, (ok | reset).all()", "face", "a resetting market's slots valid"),
+    _m("chk_raise_reset", MARKET, "ok = (in_range & cand_mask.gather(2, idx) & ~dup) | self.needs_reset[:, None, None]", "ok = in_range & cand_mask.gather(2, idx) & ~dup", "face", "a resetting market's ignored slate refused"),
+    _m("state_fresh_satisfaction", MARKET, "sat = torch.where(fresh, cfg.satisfaction_init, self.users[:, :, L.satisfaction])", "sat = self.users[:, :, L.satisfaction]", "face", "mean satisfaction reads last episode's users"),
+    _m("state_util_mask", MARKET, "util = torch.where(mask, self.oracle_scores(), 0.0)", "util = self.oracle_scores()", "face", "masked candidates' utilities in the state"),
+    _m("state_share_start", MARKET, "self.acc_choices / total.clamp(min=1), 1.0 / cfg.num_agents)", "self.acc_choices / total.clamp(min=1), 0.0)", "face", "market share 0 before any choice"),
+    _m("state_budget", MARKET, "row[:, L.budget, None] / cfg.session_budget,", "row[:, L.budget, None],", "face", "the budget not scaled by its mean"),
+    _m("state_seen", MARKET, "(~fresh).float().mean(1, keepdim=True),", "fresh.float().mean(1, keepdim=True),", "face", "the share of users not seen"),
+    # A run: checkpoints, resume, the curve.
+    _m("run_checkpoint_order", RUNNER, "return (0, int(digits), path.name)", "return (0, 0, path.name)", "runner", "checkpoints ordered by name"),
+    _m("run_rng_restore", RUNNER, '            set_rng_state(payload["rng"])\n', "            pass\n", "runner", "resume leaves the global RNGs as they are"),
+    _m("run_purge_step", RUNNER, "return loop.steps + 1, False", "return loop.steps, False", "runner", "resume hides the checkpoint's own step"),
+    _m("run_purge_final", RUNNER, "if loop.trained and loop.step_scalars:", "if loop.step_scalars:", "runner", "resume mid-training rewrites the checkpoint step's scalars"),
+    _m("run_step_scalars", RUNNER, "loop.step_scalars = {}  # what is logged at the new loop.steps", "pass", "runner", "the logged scalars of every step kept"),
+    _m("run_window", RUNNER, "                        loop.window = []\n", "                        pass\n", "runner", "the curve's episodes counted again at every point"),
+    _m("run_stop_checkpoint", RUNNER, "if nxt % ckpt_iters == 0 or nxt == total or stop:", "if nxt % ckpt_iters == 0 or nxt == total:", "runner", "a stop between checkpoints writes none"),
+    _m("run_steps_check", RUNNER, 'if loop["steps"] != loop["iters"] * self.cfg.num_envs:', "if False:", "runner", "a checkpoint's inconsistent step counts accepted"),
+    _m("run_config_check", RUNNER, 'if run["config"] != self.cfg.to_dict():', "if False:", "runner", "a checkpoint of another config accepted"),
+    _m("run_eval_plan", RUNNER, "return n_envs, -(-episodes // n_envs)", "return n_envs, episodes // n_envs", "runner", "the evaluation's episodes rounded down"),
+    _m("run_market_share", RUNNER, 'out["market_share"] = float(v[:, idx].sum(1).mean())', 'out["market_share"] = float(v[:, idx].mean())', "runner", "the focal agents' market share averaged, not summed"),
+    _m("run_total_iters", RUNNER, "total = -(-cfg.total_steps // N)", "total = cfg.total_steps // N", "runner", "the budget rounded down"),
+    _m("run_prune", RUNNER, "for old in self.checkpoints()[:-keep]:", "for old in self.checkpoints()[keep:]:", "runner", "the newest checkpoints pruned"),
+    _m("run_divergence", RUNNER, 'self.diverged = self._divergence(payload["state"])', "self.diverged = None", "runner", "a diverged state checkpointed"),
 )
 # fmt: on
 
