@@ -111,3 +111,132 @@ def test_item_tables_count_each_shown_items_feedback(market, name, kwargs, targe
             want = (payoff[ids] + c0 * payoff.sum() / count.sum()) / (count[ids] + c0)
             got = agent.score_agent(i, env.observe()[a]).double()
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("target", "user_scope"), [("click", "episode"), ("engagement", "population")]
+)
+def test_mf_is_weighted_least_squares_with_users_folded_in(market, target, user_scope):
+    """MF (Hu, Koren & Volinsky, 2008), replayed here row by row in float64 from the calls it
+    received: a shown slot's label ``y`` (1 or the engagement on the clicked slot, else 0)
+    weighs ``c = 1 + α`` when clicked and 1 when passed over, 0 on a dropped (auto-reset)
+    row. A user's vector is folded in before the step's feedback, ``p = (λI + Σ c q qᵀ)⁻¹
+    Σ c (y − μ − b) q`` over their earlier slots (this market's episode, or every market's
+    and episode's with ``user_scope="population"``); then one SGD step of the weighted
+    squared error, ``q += lr (c e p − reg q)``, ``b += lr (c e − reg b)`` per shown slot
+    (``e = y − μ − b − p·q``, all from the values before the step) and ``μ += lr Σ c e / Σ
+    c``; candidates score ``μ + b + p·q``."""
+    env = market(num_envs=4, horizon=5, num_items=200)
+    lam, alpha, lr, reg = 0.5, 3.0, 0.1, 0.05
+    agent = agents.make_agent(
+        "mf", env, dim=4, lr=lr, reg=reg, confidence=alpha, fold_in_reg=lam, target=target,
+        user_scope=user_scope, epsilon=0.2, seed=1,
+    )  # fmt: skip
+    item, bias, mu = (
+        agent.item.double().clone(),
+        agent.item_bias.double().clone(),
+        agent.mu.double().clone(),
+    )
+    item0 = item.clone()
+    calls = []
+    for method in ("observe", "learn", "begin_episode"):
+        real = getattr(agent, method)
+
+        def spy(arg=None, _real=real, _method=method):
+            calls.append((_method, arg))
+            return _real(arg)
+
+        setattr(agent, method, spy)
+    train(agent, env, 4 * 10, seed=3)  # ends mid-episode
+    assert any(m == "learn" and not bool(tr.valid.all()) for m, tr in calls), "no reset row"
+
+    d, N = agent.config.dim, env.num_envs
+    gram: dict[tuple, torch.Tensor] = {}  # (agent, [market,] user) -> Σ c q qᵀ
+    rhs: dict[tuple, torch.Tensor] = {}
+
+    def key(i, n, u):
+        return (i, u) if user_scope == "population" else (i, n, u)
+
+    def fold_in(k):
+        g = gram.get(k, torch.zeros(d, d, dtype=torch.float64))
+        return torch.linalg.solve(
+            lam * torch.eye(d, dtype=torch.float64) + g,
+            rhs.get(k, torch.zeros(d, dtype=torch.float64)),
+        )
+
+    def slots(tr, a):
+        """Per row: the user, and (item, y, c) per shown slot; none on a dropped row."""
+        items, _, slate = tr.slate_feedback(a, target)
+        for n in range(N):
+            u = int(tr.obs[a]["user_id"][n])
+            shown = []
+            if bool(tr.seen(a)[n]):
+                for k in range(slate.shape[1]):
+                    clicked = int(tr.clicked_slot[a][n]) == k
+                    y = (
+                        (float(tr.engagement[a][n]) if target == "engagement" else 1.0)
+                        if clicked
+                        else 0.0
+                    )
+                    shown.append((int(items[n, k]), y, 1.0 + alpha * clicked))
+            yield n, u, shown
+
+    vecs: dict[tuple, torch.Tensor] = {}
+    for method, arg in calls:
+        if method == "begin_episode":
+            if user_scope == "episode":
+                ends = range(N) if arg is None else arg.nonzero().flatten().tolist()
+                for k in [k for k in gram if k[1] in ends]:
+                    del gram[k], rhs[k]
+            continue
+        for i, a in enumerate(env.agents):
+            if method == "observe":
+                rows = list(slots(arg, a))
+                for n, u, _ in rows:  # every user's vector before any of this step's terms
+                    vecs[i, n] = fold_in(key(i, n, u))
+                for n, u, shown in rows:
+                    for j, y, c in shown:
+                        q = item[i, j]
+                        gram[key(i, n, u)] = gram.get(key(i, n, u), 0) + c * torch.outer(q, q)
+                        rhs[key(i, n, u)] = (
+                            rhs.get(key(i, n, u), 0) + c * (y - mu[i] - bias[i, j]) * q
+                        )
+                continue
+            d_item, d_bias, err_sum, conf_sum = (
+                torch.zeros_like(item[i]),
+                torch.zeros_like(bias[i]),
+                0.0,
+                0.0,
+            )
+            for n, _, shown in slots(arg, a):
+                p = vecs[i, n]
+                for j, y, c in shown:
+                    e = c * (y - mu[i] - bias[i, j] - p @ item[i, j])
+                    d_item[j] += lr * (e * p - reg * item[i, j])
+                    d_bias[j] += lr * (e - reg * bias[i, j])
+                    err_sum, conf_sum = err_sum + e, conf_sum + c
+            item[i] += d_item
+            bias[i] += d_bias
+            mu[i] += lr * err_sum / max(conf_sum, 1.0)
+
+    torch.testing.assert_close(agent.item.double(), item, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(agent.item_bias.double(), bias, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(agent.mu.double(), mu, rtol=1e-4, atol=1e-5)
+    assert float((item - item0).abs().max()) > 1e-3 and float(bias.abs().max()) > 1e-3  # it learned
+    U = env.config.num_users
+    want_gram = torch.zeros(agent.gram.shape, dtype=torch.float64)
+    want_rhs = torch.zeros(agent.rhs.shape, dtype=torch.float64)
+    for k in gram:  # the user tables: slot u, or market n's u at n * U + u
+        slot = k[-1] if user_scope == "population" else k[1] * U + k[2]
+        want_gram[k[0], slot], want_rhs[k[0], slot] = gram[k], rhs[k]
+    assert len(gram) > 2 * N
+    torch.testing.assert_close(agent.gram.double(), want_gram, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(agent.rhs.double(), want_rhs, rtol=1e-4, atol=1e-5)
+    obs = env.observe()
+    for i, a in enumerate(env.agents):
+        ids = obs[a]["candidate_ids"]
+        p = torch.stack([fold_in(key(i, n, int(obs[a]["user_id"][n]))) for n in range(N)])
+        want = mu[i] + bias[i][ids] + torch.einsum("nd,ncd->nc", p, item[i][ids])
+        torch.testing.assert_close(
+            agent.score_agent(i, obs[a]).double(), want, rtol=1e-4, atol=1e-5
+        )
