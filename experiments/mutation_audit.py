@@ -356,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         root = clone(REPO, Path(tmp))
         for m in (bar := tqdm(chosen, unit="mutant", file=sys.stderr)):
             bar.set_postfix_str(m.id)
-            results[m.id] = {**asdict(m), **run_mutant(root, m, args.workers, args.timeout)}
+            r = results[m.id] = {**asdict(m), **run_mutant(root, m, args.workers, args.timeout)}
+            first = r["failed"][0] if r["failed"] else ""
+            bar.write(f"{m.id}: {r['status']} in {r['seconds']} s {first}".rstrip())
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(record, indent=1) + "\n")  # progress survives a stop
 
