@@ -22,6 +22,7 @@ file is never overwritten). Exit status 1 when any mutant survived.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -220,7 +221,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("face_flat_mask", FACE, "cands[i].reshape(-1), flat_mask[i]])", "cands[i].reshape(-1), flat_mask[0]])", "face", "flat observations carry agent 0's mask"),
     _m("face_candidate_ids", FACE, '"candidate_ids": cand_ids[i],', '"candidate_ids": cand_ids[0],', "face", "every agent shown agent 0's candidate ids"),
     # The batched slate check (the torch form; eager markets use it) and the global state.
-    _m("chk_dup_out_of_range", MARKET, "torch.stack(dup, dim=2) & in_range", "torch.stack(dup, dim=2)", "face", "an out-of-range repeat counted as a repeat"),
+    # (Not "an out-of-range repeat flagged a repeat": such a slot is invalid as out of range
+    # first, in the check and in the message alike; that mutant is equivalent.)
+    _m("chk_dup_clamped", MARKET, "        slots = slate.unbind(2)\n", "        slots = slate.clamp(0, C - 1).unbind(2)\n", "face", "repeats compared after clamping: an out-of-range index makes a valid slot a repeat"),
     _m("chk_dup_pairs", MARKET, "            for j in range(1, k):\n", "            for j in range(2, k):\n", "face", "slot 1 never compared with later slots"),
     _m("chk_reset_repaired", MARKET, "repaired = torch.where(self.needs_reset[:, None], 0.0, (~ok).sum(dim=2).float())", "repaired = (~ok).sum(dim=2).float()", "face", "a resetting market's ignored slate counted as repaired"),
     _m("chk_reset_valid", MARKET, "return idx, ok & ~reset, repaired, (ok | reset).all()", "return idx, ok, repaired, (ok | reset).all()", "face", "a resetting market's slots valid"),
@@ -279,14 +282,21 @@ def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[st
     return problems
 
 
-def run_mutant(root: Path, m: Mutant, workers: int, timeout: float) -> dict:
-    """Apply ``m`` in the tree at ``root``, run its suite, restore the file; the outcome."""
+def run_mutant(
+    root: Path, m: Mutant, workers: int, timeout: float, test_timeout: float = 300.0
+) -> dict:
+    """Apply ``m`` in the tree at ``root``, run its suite, restore the file; the outcome.
+    ``timeout``: seconds for the whole suite; ``test_timeout``: for one test (0: none)."""
     path = root / m.path
     source = path.read_text()
     path.write_text(source.replace(m.old, m.new, 1))
     start = time.perf_counter()
     try:
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+        if test_timeout and importlib.util.find_spec("pytest_timeout"):
+            # A mutant that makes a test loop forever (an episode that never ends) fails that
+            # test instead of holding the whole mutant to `timeout`.
+            cmd.append(f"--timeout={test_timeout:g}")
         if workers > 1:
             cmd += ["-n", str(workers)]
         r = subprocess.run(
@@ -325,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print the mutants and exit")
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a mutant may take")
+    p.add_argument(
+        "--test-timeout", type=float, default=300.0, help="seconds one test may take (0: no limit)"
+    )
     p.add_argument("--out", type=Path, help="a new JSON path (default: experiments/results/)")
     args = p.parse_args(argv)
 
@@ -356,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         root = clone(REPO, Path(tmp))
         for m in (bar := tqdm(chosen, unit="mutant", file=sys.stderr)):
             bar.set_postfix_str(m.id)
-            r = results[m.id] = {**asdict(m), **run_mutant(root, m, args.workers, args.timeout)}
+            r = results[m.id] = {
+                **asdict(m),
+                **run_mutant(root, m, args.workers, args.timeout, args.test_timeout),
+            }
             first = r["failed"][0] if r["failed"] else ""
             bar.write(f"{m.id}: {r['status']} in {r['seconds']} s {first}".rstrip())
             out.parent.mkdir(parents=True, exist_ok=True)

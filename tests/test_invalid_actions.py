@@ -258,7 +258,8 @@ def _assert_tensors_equal(x, y) -> None:
 
 def test_batched_ignores_actions_of_markets_being_reset(small):
     """In NEXT_STEP auto-reset, a market that starts a new episode ignores its actions, so an
-    invalid slate there is not an error; the other markets still check theirs."""
+    invalid slate there is not an error, for ``step`` nor for ``check_slate``; the other
+    markets still check theirs."""
     kwargs = small(MARKET, horizon=3)
     env = recenv.make_vec(MARKET, num_envs=2, seed=0, **kwargs)
     env.reset()
@@ -267,8 +268,12 @@ def test_batched_ignores_actions_of_markets_being_reset(small):
     assert env.needs_reset.all()
     C = env.config.num_candidates
     junk = torch.full((2, env.config.slate_size), C + 5)
+    for a in env.agents:
+        env.check_slate(a, junk)  # ignored, as step ignores it
     _, rew, _, _, info = env.step({a: junk for a in env.agents})
     assert info["reset"].all() and all((r == 0).all() for r in rew.values())
+    with pytest.raises(ValueError, match="out of range"):
+        env.check_slate(env.agents[0], junk)
     with pytest.raises(ValueError, match="out of range"):
         env.step({a: junk for a in env.agents})
 

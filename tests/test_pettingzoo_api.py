@@ -161,6 +161,32 @@ def test_observations_in_space_and_mask_location(env_id, small, flatten_obs):
         obs, _, _, _, infos = env.step(acts)
 
 
+def test_flat_observation_is_each_agents_dict_observation_in_order(env_id, small):
+    """``flatten_obs=True``: each agent's observation is its own dict observation's user,
+    history, candidates (row-major) and action mask (float32), concatenated in that order;
+    checked along one trajectory of both faces (same seed, same slates)."""
+    kwargs = small(env_id)
+    flat, plain = (recenv.make(env_id, seed=4, flatten_obs=f, **kwargs) for f in (True, False))
+    f_obs, _ = flat.reset(seed=4)
+    d_obs, _ = plain.reset(seed=4)
+    histories_differ = False
+    for _ in range(plain.config.horizon):  # one episode
+        acts = {}
+        for a in plain.agents:
+            o = d_obs[a]
+            parts = [o["user"], o["history"], o["candidates"].reshape(-1)]
+            want = np.concatenate([*parts, o["action_mask"].astype(np.float32)])
+            np.testing.assert_array_equal(f_obs[a], want)
+            acts[a] = plain.action_space(a).sample(o["action_mask"])
+        first, *others = plain.agents
+        histories_differ |= any(
+            not np.array_equal(d_obs[first]["history"], d_obs[b]["history"]) for b in others
+        )
+        f_obs, *_ = flat.step(acts)
+        d_obs, *_ = plain.step(acts)
+    assert histories_differ or len(plain.possible_agents) == 1  # the check could tell them apart
+
+
 def test_agents_leave_at_episode_end_and_step_after_end_raises(env_id, small):
     """Agents leave ``agents`` the step their episode ends; stepping a finished episode is an
     error that says to reset; ``reset()`` brings every agent back."""
