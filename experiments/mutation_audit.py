@@ -76,8 +76,11 @@ SUITES: dict[str, tuple[str, ...]] = {
     # A run's checkpoints, resume and summary.
     "runner": (
         "tests/experiments/test_experiment_runner.py",
+        "tests/experiments/test_runner_audit.py",
         "tests/experiments/test_checkpoint_damage.py",
         "tests/experiments/test_checkpoint_integrity.py",
+        "tests/experiments/test_snapshot.py",
+        "tests/experiments/test_experiment_cli.py",
     ),
 }
 
@@ -237,7 +240,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("run_checkpoint_order", RUNNER, "return (0, int(digits), path.name)", "return (0, 0, path.name)", "runner", "checkpoints ordered by name"),
     _m("run_rng_restore", RUNNER, '            set_rng_state(payload["rng"])\n', "            pass\n", "runner", "resume leaves the global RNGs as they are"),
     _m("run_purge_step", RUNNER, "return loop.steps + 1, False", "return loop.steps, False", "runner", "resume hides the checkpoint's own step"),
-    _m("run_purge_final", RUNNER, "if loop.trained and loop.step_scalars:", "if loop.step_scalars:", "runner", "resume mid-training rewrites the checkpoint step's scalars"),
+    # (Not "resume mid-training purges and rewrites the checkpoint step's scalars": they are
+    # what was logged there, so the event files read the same; that mutant is equivalent.)
+    _m("run_purge_final", RUNNER, "if loop.trained and loop.step_scalars:", "if loop.trained:", "runner", "a final checkpoint without the step's scalars hides them on resume"),
     _m("run_step_scalars", RUNNER, "loop.step_scalars = {}  # what is logged at the new loop.steps", "pass", "runner", "the logged scalars of every step kept"),
     _m("run_window", RUNNER, "                        loop.window = []\n", "                        pass\n", "runner", "the curve's episodes counted again at every point"),
     _m("run_stop_checkpoint", RUNNER, "if nxt % ckpt_iters == 0 or nxt == total or stop:", "if nxt % ckpt_iters == 0 or nxt == total:", "runner", "a stop between checkpoints writes none"),
