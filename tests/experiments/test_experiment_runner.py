@@ -524,6 +524,34 @@ def test_a_checkpoint_without_step_scalars_still_resumes(tiny):
     assert deterministic(resumed.summary) == deterministic(done.summary)
 
 
+def test_a_final_checkpoint_without_step_scalars_keeps_the_final_steps_training_scalars(tiny):
+    """Resumed from a *final* checkpoint written before the loop state had ``step_scalars``,
+    the run cannot log the final step's training scalars again, so it must not hide them: it
+    purges after the final step (the killed attempt's evaluation point then stays beside the
+    new one, as it did before ``step_scalars``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def final_step_tags(path: Path) -> set[str]:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        return {
+            tag
+            for tag in acc.Tags()["scalars"]
+            if not tag.startswith("eval/") and 160 in [e.step for e in acc.Scalars(tag)]
+        }
+
+    done = runner.train(tiny())
+    run = killed_copy(done.path)
+    ckpt = run / "checkpoints" / "step_000000000160.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    assert payload["loop"]["trained"] and payload["loop"]["step_scalars"]
+    del payload["loop"]["step_scalars"]
+    torch.save(payload, ckpt)
+    runner.resume(run, checkpoint=ckpt)
+    assert "charts/sps" in final_step_tags(done.path)
+    assert final_step_tags(run) == final_step_tags(done.path)
+
+
 # ----------------------------------------------------------------------------------------
 # Interrupts and directories that are not usable
 # ----------------------------------------------------------------------------------------
