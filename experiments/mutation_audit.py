@@ -110,6 +110,7 @@ USERS, MARKET, CATALOG = "recenv/core/users.py", "recenv/core/market.py", "recen
 METRICS, REWARDS = "recenv/core/metrics.py", "recenv/core/rewards.py"
 BASELINES, IQL, MAPPO = "agents/baselines.py", "agents/iql.py", "agents/mappo.py"
 FACE, RUNNER, MF = "recenv/pettingzoo_env.py", "experiments/runner.py", "agents/mf.py"
+BUFFERS, BASE = "agents/buffers.py", "agents/base.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -254,6 +255,20 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("run_total_iters", RUNNER, "total = -(-cfg.total_steps // N)", "total = cfg.total_steps // N", "runner", "the budget rounded down"),
     _m("run_prune", RUNNER, "for old in self.checkpoints()[:-keep]:", "for old in self.checkpoints()[keep:]:", "runner", "the newest checkpoints pruned"),
     _m("run_divergence", RUNNER, 'self.diverged = self._divergence(payload["state"])', "self.diverged = None", "runner", "a diverged state checkpointed"),
+    # Returns and replay (agents/buffers.py), SlateQ's pieces (agents/iql.py), feedback rows.
+    _m("nstep_gamma_power", BUFFERS, 'ret = ret + alive.float() * (self.gamma**j) * s["reward"].float()', 'ret = ret + alive.float() * (self.gamma ** (j + 1)) * s["reward"].float()', "agents", "n-step rewards discounted one step too many"),
+    _m("nstep_alive_end", BUFFERS, 'alive = alive & ~s["end"]', 'alive = alive & ~s["terminal"]', "agents", "n-step sums run past a truncation into the next episode"),
+    _m("nstep_truncation_boot", BUFFERS, 'boot = (self.gamma ** (j + 1)) * (~s["terminal"]).float()', 'boot = (self.gamma ** (j + 1)) * (~s["end"]).float()', "agents", "a truncated end not bootstrapped"),
+    _m("nstep_valid_rows", BUFFERS, 'return row, first["valid"]', 'return row, torch.ones_like(first["valid"])', "agents", "auto-reset rows stored as transitions"),
+    _m("replay_newest", BUFFERS, "rows = {k: v[-self.capacity :] for k, v in rows.items()}", "rows = {k: v[: self.capacity] for k, v in rows.items()}", "agents", "an overfull add keeps the oldest rows"),
+    _m("replay_size", BUFFERS, "self.size = min(self.size + M, self.capacity)", "self.size = min(self.size + M, self.capacity - 1)", "agents", "the replay never samples its last slot"),
+    _m("user_visit_discount", BUFFERS, 'row["discount"] = torch.full_like(step["reward"], self.gamma, dtype=torch.float32)', 'row["discount"] = torch.full_like(step["reward"], 1.0, dtype=torch.float32)', "agents", "a user's next visit undiscounted"),
+    _m("user_visit_end", BUFFERS, "done = valid & ~end & self.has[n, u_next]", "done = valid & self.has[n, u_next]", "agents", "a request completed by the episode's last step"),
+    _m("user_visit_terminal", BUFFERS, "row[\"discount\"] = torch.zeros(ni.shape[0], dtype=torch.float32, device=self.has.device)", "row[\"discount\"] = torch.full((ni.shape[0],), self.gamma, dtype=torch.float32, device=self.has.device)", "agents", "a churned market's open requests bootstrapped"),
+    _m("slateq_slot_bias", IQL, "torch.cat([slate_logits + self.slot_bias, no_click[:, None]], dim=1)", "torch.cat([slate_logits, no_click[:, None]], dim=1)", "agents", "the choice model without its position bias"),
+    _m("slateq_topk_rank", IQL, "return weight * (q_items - q_null[:, None])", "return weight * q_items", "agents", "top-K ranks by value, not by gain over no click"),
+    _m("slateq_value_null", IQL, "return (p[:, :-1] * q_items.gather(1, slate)).sum(1) + p[:, -1] * q_null", "return (p[:, :-1] * q_items.gather(1, slate)).sum(1)", "agents", "a slate's value without its no-click term"),
+    _m("feedback_served", BASE, "return self.valid & self.served[agent_id]", "return self.valid", "agents", "slates that never reached the user count as passed over"),
 )
 # fmt: on
 

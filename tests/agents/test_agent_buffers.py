@@ -21,6 +21,9 @@ def test_replay_drops_masked_rows_and_keeps_the_newest():
     assert set(sample["x"].tolist()) <= {3.0, 10.0, 11.0, 12.0, 13.0}
     with pytest.raises(ValueError, match="keys"):
         buf.add({"x": torch.zeros(1)})
+    # More rows in one add than the buffer holds: the newest `capacity` of them.
+    buf.add({"x": torch.arange(20.0, 28.0), "y": torch.zeros(8, 2, dtype=torch.int64)})
+    assert len(buf) == 5 and sorted(buf.storage["x"].tolist()) == [23.0, 24.0, 25.0, 26.0, 27.0]
 
 
 def test_replay_names_a_row_that_does_not_fit_the_stored_ones():

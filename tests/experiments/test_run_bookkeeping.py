@@ -5,11 +5,11 @@ known answer (the mutation audit's runner mutants survived every other test)."""
 from __future__ import annotations
 
 import random
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from experiment_helpers import killed_copy
 
 import agents
 from experiments import runner
@@ -79,7 +79,7 @@ def test_checkpoints_are_ordered_by_step_past_twelve_digits(tmp_path):
     assert [p.name for p in run_dir.checkpoints()] == ["step_1000000000000.pt"]
 
 
-def test_resume_brings_back_the_global_rngs(tiny, monkeypatch):
+def test_resume_brings_back_the_global_rngs(tiny, monkeypatch, tmp_path):
     """A checkpoint holds torch's, numpy's and Python's global RNG states, so third-party
     code that draws from them (here: a draw before each training chunk) draws after a resume
     what it drew in the uninterrupted run."""
@@ -93,13 +93,7 @@ def test_resume_brings_back_the_global_rngs(tiny, monkeypatch):
     monkeypatch.setattr(agents, "train", drawing)
     full = runner.train(tiny())
     full_draws, draws[:] = list(draws), []
-    copy = full.path.with_name(full.path.name + "-copy")
-    shutil.copytree(full.path, copy)
-    for name in ("DONE", "summary.json", "agent.pt", "curve.csv"):
-        (copy / name).unlink()
-    for ck in (copy / "checkpoints").glob("*.pt"):
-        if ck.name > "step_000000000080.pt":
-            ck.unlink()
+    copy = killed_copy(full.path, tmp_path / "killed", last_step=80)
     torch.manual_seed(12345)  # what this process drew before is not what the run drew
     np.random.seed(12345)  # noqa: NPY002
     random.seed(12345)
