@@ -128,6 +128,19 @@ def test_greedy_sees_what_top_k_ranking_cannot():
     assert v_greedy > v_top + 0.3, (v_greedy, v_top)
 
 
+def test_top_k_ranks_by_click_weight_times_gain_over_no_click():
+    """SlateQ's top-K score ``exp(v_i) (Q̄_i − Q̄⊥)``, the weights shifted per row by the
+    largest logit: an item worth less than no click ranks below one worth more, however
+    likely its click (the tests above have ``Q̄⊥ = 0``, where the gain is the value)."""
+    logits = torch.tensor([[0.0, math.log(2.0), 0.0], [1.0, 1.0, 1.0]])
+    q_items = torch.tensor([[1.0, 1.0, 3.0], [1.0, 2.0, 3.0]])
+    q_null = torch.tensor([2.0, 0.5])
+    scores = topk_rank(logits, q_items, q_null)
+    torch.testing.assert_close(scores, torch.tensor([[-0.5, -1.0, 0.5], [0.5, 1.5, 2.5]]))
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    assert agents.slate_from_scores(scores, mask, 2)[0].tolist() == [2, 0]
+
+
 def test_greedy_slates_are_valid_under_nan_masks_and_exploration():
     ch = _choice([0.0, -0.2, -0.5])
     logits, no_click, q_items, q_null, mask = _instances(400, 10, seed=3)
