@@ -271,6 +271,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("slateq_topk_rank", IQL, "return weight * (q_items - q_null[:, None])", "return weight * q_items", "agents", "top-K ranks by value, not by gain over no click"),
     _m("slateq_value_null", IQL, "return (p[:, :-1] * q_items.gather(1, slate)).sum(1) + p[:, -1] * q_null", "return (p[:, :-1] * q_items.gather(1, slate)).sum(1)", "agents", "a slate's value without its no-click term"),
     _m("feedback_served", BASE, "return self.valid & self.served[agent_id]", "return self.valid", "agents", "slates that never reached the user count as passed over"),
+    # The ensemble's blend (agents/ensemble.py).
+    _m("ens_rank_ties", "agents/ensemble.py", "ranked = (below + upto - 1.0) / 2.0", "ranked = below", "agents", "tied scores take their lowest rank"),
+    _m("ens_rank_masked", "agents/ensemble.py", "(ranked - first) / (count - 1).clamp(min=1.0)", "ranked / (count - 1).clamp(min=1.0)", "agents", "ranks counted from the masked candidates"),
+    _m("ens_zscore_masked_mean", "agents/ensemble.py", "mean = (s * m).sum(1, keepdim=True) / count", "mean = s.mean(1, keepdim=True)", "agents", "the z-score's mean over masked candidates too"),
+    _m("ens_weights", "agents/ensemble.py", "blend = blend + w * normalize_scores(s, mask, self.config.normalize)", "blend = blend + normalize_scores(s, mask, self.config.normalize)", "agents", "member weights ignored"),
+    _m("ens_learn_members", "agents/ensemble.py", 'out.update({f"member{j}_{m.name}/{k}": v for k, v in m.learn(transition).items()})', "pass", "agents", "members never learn"),
 )
 # fmt: on
 
