@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import agents
+from agents.ensemble import normalize_scores
 from agents.features import ObsLayout, linear_features
 from agents.rollout import train
 
@@ -240,3 +241,32 @@ def test_mf_is_weighted_least_squares_with_users_folded_in(market, target, user_
         torch.testing.assert_close(
             agent.score_agent(i, obs[a]).double(), want, rtol=1e-4, atol=1e-5
         )
+
+
+def test_ensemble_blends_its_members_normalised_scores_by_weight(market):
+    """The ensemble scores ``Σ_j w_j norm(s_j)`` over its members' candidate scores, each
+    normalised over the request's unmasked candidates (z-score: their mean and population
+    std; masked candidates 0), and every member learns from the transitions it is given."""
+    s = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    z = 1.5**0.5  # (3 - 2) / sqrt(2 / 3)
+    torch.testing.assert_close(
+        normalize_scores(s, mask, "zscore"), torch.tensor([[-z, 0.0, z, 0.0]]), atol=1e-5, rtol=0
+    )
+
+    env = market(num_envs=3, horizon=10, num_items=200)
+    weights = (2.0, -0.5)
+    ens = agents.make_agent(
+        "ensemble", env, members=["popularity", ["linucb", {"ridge": 1.0}]], weights=weights,
+        normalize="zscore", seed=0,
+    )  # fmt: skip
+    ridge = ens.members[1].A.clone()
+    train(ens, env, 3 * 12, seed=1)
+    assert not torch.equal(ens.members[1].A, ridge), "a member did not learn"
+    obs = env.observe()
+    for i, a in enumerate(env.agents):
+        m = obs[a]["action_mask"]
+        members = [normalize_scores(x.score_agent(i, obs[a]), m, "zscore") for x in ens.members]
+        want = weights[0] * members[0] + weights[1] * members[1]
+        torch.testing.assert_close(ens.score_agent(i, obs[a]), want)
+        assert float(members[1].abs().max()) > 0.1  # the second member has a say
