@@ -14,19 +14,27 @@ from agents.features import ObsLayout, linear_features
 from agents.rollout import train
 
 
+def _calls(agent, env, steps: int, methods=("learn",)) -> list[tuple[str, object]]:
+    """Train ``agent`` for ``steps`` env steps; the calls of ``methods`` it received, in
+    order, as ``(method, argument)`` (``begin_episode``'s argument may be ``None``)."""
+    calls: list[tuple[str, object]] = []
+    for method in methods:
+        real = getattr(agent, method)
+
+        def recording(arg=None, _real=real, _method=method):
+            calls.append((_method, arg))
+            return _real(arg)
+
+        setattr(agent, method, recording)
+    train(agent, env, steps, seed=3)
+    learned = [tr for m, tr in calls if m == "learn"]
+    assert any(not bool(tr.valid.all()) for tr in learned), "no auto-reset row was crossed"
+    return calls
+
+
 def _recorded(agent, env, steps: int):
     """Train ``agent`` for ``steps`` env steps; the transitions it learned from."""
-    seen = []
-    learn = agent.learn
-
-    def recording(tr):
-        seen.append(tr)
-        return learn(tr)
-
-    agent.learn = recording
-    train(agent, env, steps, seed=3)
-    assert any(not bool(tr.valid.all()) for tr in seen), "no auto-reset row was crossed"
-    return seen
+    return [tr for _, tr in _calls(agent, env, steps)]
 
 
 def _slot_payoffs(tr, a: str, target: str) -> torch.Tensor:
@@ -139,17 +147,8 @@ def test_mf_is_weighted_least_squares_with_users_folded_in(market, target, user_
         agent.mu.double().clone(),
     )
     item0 = item.clone()
-    calls = []
-    for method in ("observe", "learn", "begin_episode"):
-        real = getattr(agent, method)
-
-        def spy(arg=None, _real=real, _method=method):
-            calls.append((_method, arg))
-            return _real(arg)
-
-        setattr(agent, method, spy)
-    train(agent, env, 4 * 10, seed=3)  # ends mid-episode
-    assert any(m == "learn" and not bool(tr.valid.all()) for m, tr in calls), "no reset row"
+    # 4 x 10 steps end mid-episode.
+    calls = _calls(agent, env, 4 * 10, ("observe", "learn", "begin_episode"))
 
     d, N = agent.config.dim, env.num_envs
     gram: dict[tuple, torch.Tensor] = {}  # (agent, [market,] user) -> Σ c q qᵀ
