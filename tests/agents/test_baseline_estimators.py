@@ -166,22 +166,43 @@ def test_mf_is_weighted_least_squares_with_users_folded_in(market, target, user_
 
     def slots(tr, a):
         """Per row: the user, and (item, y, c) per shown slot; none on a dropped row."""
-        items, _, slate = tr.slate_feedback(a, target)
+        items = tr.slate_feedback(a, target)[0]
+        y = _slot_payoffs(tr, a, target)
         for n in range(N):
-            u = int(tr.obs[a]["user_id"][n])
             shown = []
             if bool(tr.seen(a)[n]):
-                for k in range(slate.shape[1]):
+                for k in range(items.shape[1]):
                     clicked = int(tr.clicked_slot[a][n]) == k
-                    y = (
-                        (float(tr.engagement[a][n]) if target == "engagement" else 1.0)
-                        if clicked
-                        else 0.0
-                    )
-                    shown.append((int(items[n, k]), y, 1.0 + alpha * clicked))
-            yield n, u, shown
+                    shown.append((int(items[n, k]), float(y[n, k]), 1.0 + alpha * clicked))
+            yield n, int(tr.obs[a]["user_id"][n]), shown
 
     vecs: dict[tuple, torch.Tensor] = {}
+
+    def observe(i, a, tr):
+        rows = list(slots(tr, a))
+        for n, u, _ in rows:  # every user's vector before any of this step's terms
+            vecs[i, n] = fold_in(key(i, n, u))
+        for n, u, shown in rows:
+            k = key(i, n, u)
+            for j, y, c in shown:
+                q = item[i, j]
+                gram[k] = gram.get(k, 0) + c * torch.outer(q, q)
+                rhs[k] = rhs.get(k, 0) + c * (y - mu[i] - bias[i, j]) * q
+
+    def learn(i, a, tr):
+        d_item, d_bias = torch.zeros_like(item[i]), torch.zeros_like(bias[i])
+        err_sum, conf_sum = 0.0, 0.0
+        for n, _, shown in slots(tr, a):
+            p = vecs[i, n]
+            for j, y, c in shown:
+                e = c * (y - mu[i] - bias[i, j] - p @ item[i, j])
+                d_item[j] += lr * (e * p - reg * item[i, j])
+                d_bias[j] += lr * (e - reg * bias[i, j])
+                err_sum, conf_sum = err_sum + e, conf_sum + c
+        item[i] += d_item
+        bias[i] += d_bias
+        mu[i] += lr * err_sum / max(conf_sum, 1.0)
+
     for method, arg in calls:
         if method == "begin_episode":
             if user_scope == "episode":
@@ -190,34 +211,7 @@ def test_mf_is_weighted_least_squares_with_users_folded_in(market, target, user_
                     del gram[k], rhs[k]
             continue
         for i, a in enumerate(env.agents):
-            if method == "observe":
-                rows = list(slots(arg, a))
-                for n, u, _ in rows:  # every user's vector before any of this step's terms
-                    vecs[i, n] = fold_in(key(i, n, u))
-                for n, u, shown in rows:
-                    for j, y, c in shown:
-                        q = item[i, j]
-                        gram[key(i, n, u)] = gram.get(key(i, n, u), 0) + c * torch.outer(q, q)
-                        rhs[key(i, n, u)] = (
-                            rhs.get(key(i, n, u), 0) + c * (y - mu[i] - bias[i, j]) * q
-                        )
-                continue
-            d_item, d_bias, err_sum, conf_sum = (
-                torch.zeros_like(item[i]),
-                torch.zeros_like(bias[i]),
-                0.0,
-                0.0,
-            )
-            for n, _, shown in slots(arg, a):
-                p = vecs[i, n]
-                for j, y, c in shown:
-                    e = c * (y - mu[i] - bias[i, j] - p @ item[i, j])
-                    d_item[j] += lr * (e * p - reg * item[i, j])
-                    d_bias[j] += lr * (e - reg * bias[i, j])
-                    err_sum, conf_sum = err_sum + e, conf_sum + c
-            item[i] += d_item
-            bias[i] += d_bias
-            mu[i] += lr * err_sum / max(conf_sum, 1.0)
+            (observe if method == "observe" else learn)(i, a, arg)
 
     torch.testing.assert_close(agent.item.double(), item, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(agent.item_bias.double(), bias, rtol=1e-4, atol=1e-5)
