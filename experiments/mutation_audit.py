@@ -36,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_TIMEOUT_S = 300.0  # seconds one test may take under a mutant (--test-timeout)
 
 #: Test files each mutant's suite runs: the model's (~1-2 min a mutant on 2 cores), the
 #: agents' and the report's.
@@ -312,7 +313,7 @@ def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[st
 
 
 def run_mutant(
-    root: Path, m: Mutant, workers: int, timeout: float, test_timeout: float = 300.0
+    root: Path, m: Mutant, workers: int, timeout: float, test_timeout: float = TEST_TIMEOUT_S
 ) -> dict:
     """Apply ``m`` in the tree at ``root``, run its suite, restore the file; the outcome.
     ``timeout``: seconds for the whole suite; ``test_timeout``: for one test (0: none)."""
@@ -365,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a mutant may take")
     p.add_argument(
-        "--test-timeout", type=float, default=300.0, help="seconds one test may take (0: no limit)"
+        "--test-timeout",
+        type=float,
+        default=TEST_TIMEOUT_S,
+        help="seconds one test may take (0: no limit)",
     )
     p.add_argument("--out", type=Path, help="a new JSON path (default: experiments/results/)")
     args = p.parse_args(argv)
