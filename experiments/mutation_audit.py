@@ -86,6 +86,16 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_snapshot.py",
         "tests/experiments/test_experiment_cli.py",
     ),
+    # A comparison: its cells and seeds, resume, the refusals, its configs.
+    "comparison": (
+        "tests/experiments/test_comparison_integrity.py",
+        "tests/experiments/test_experiment_config.py",
+        "tests/experiments/test_experiment_runner.py",
+        "tests/experiments/test_runner_audit.py",
+        "tests/experiments/test_experiment_cli.py",
+        "tests/experiments/test_reporting_audit.py",
+        "tests/experiments/test_experiment_report.py",
+    ),
 }
 
 
@@ -114,6 +124,7 @@ METRICS, REWARDS = "recenv/core/metrics.py", "recenv/core/rewards.py"
 BASELINES, IQL, MAPPO = "agents/baselines.py", "agents/iql.py", "agents/mappo.py"
 FACE, RUNNER, MF = "recenv/pettingzoo_env.py", "experiments/runner.py", "agents/mf.py"
 BUFFERS, BASE = "agents/buffers.py", "agents/base.py"
+QMIX, FEATURES, COMPARISON = "agents/qmix.py", "agents/features.py", "experiments/comparison.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -278,6 +289,51 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("ens_zscore_masked_mean", "agents/ensemble.py", "mean = (s * m).sum(1, keepdim=True) / count", "mean = s.mean(1, keepdim=True)", "agents", "the z-score's mean over masked candidates too"),
     _m("ens_weights", "agents/ensemble.py", "blend = blend + w * normalize_scores(s, mask, self.config.normalize)", "blend = blend + normalize_scores(s, mask, self.config.normalize)", "agents", "member weights ignored"),
     _m("ens_learn_members", "agents/ensemble.py", 'out.update({f"member{j}_{m.name}/{k}": v for k, v in m.learn(transition).items()})', "pass", "agents", "members never learn"),
+    # MAPPO / IPPO (agents/mappo.py): GAE, the value targets, the update's schedule, the
+    # Plackett-Luce policy, IPPO's pooled critic.
+    _m("mappo_gae_terminal", MAPPO, 'alive = (~ro["terminated"]).float()[..., None]', 'alive = torch.ones_like(ro["terminated"]).float()[..., None]', "agents", "a terminated step bootstrapped from its next value"),
+    _m("mappo_gae_truncation", MAPPO, 'cont = (~ro["ended"]).float()[..., None]', 'cont = (~ro["terminated"]).float()[..., None]', "agents", "GAE chains across a truncation into the next episode"),
+    _m("mappo_begin_episode", MAPPO, 'self.rollout["ended"][self.pos - 1] = True', "pass", "agents", "an env reset between calls chained onto the stored steps"),
+    _m("mappo_returns", MAPPO, "returns = advantages + values", "returns = advantages", "agents", "the critic regresses on advantages, not returns"),
+    _m("mappo_value_target_norm", MAPPO, "target = self.value_stats.normalize(returns) if cfg.value_norm else returns", "target = returns", "agents", "the normalised critic regressed on raw returns"),
+    _m("mappo_value_norm_merge", MAPPO, " + delta**2 * self.count * b / total) / total", ") / total", "agents", "the running variance ignores the shift of the mean"),
+    _m("mappo_minibatches", MAPPO, "size = max(1, -(-B // cfg.minibatches))", "size = B", "agents", "one minibatch whatever minibatches says"),
+    _m("mappo_epochs", MAPPO, "for _ in range(cfg.epochs):", "for _ in range(1):", "agents", "one epoch whatever epochs says"),
+    _m("mappo_pl_replacement", MAPPO, "taken = taken.scatter(1, slate[:, j : j + 1], True)", "taken = taken", "agents", "the slate's log-probability as if drawn with replacement"),
+    _m("mappo_gumbel_sign", MAPPO, "gumbel = -torch.log(-torch.log(", "gumbel = torch.log(-torch.log(", "agents", "slates sampled with reversed Gumbel noise"),
+    _m("mappo_greedy_acting", MAPPO, "            if explore:\n                out[a] = sample_slate(", "            if True:\n                out[a] = sample_slate(", "agents", "greedy acting samples"),
+    _m("mappo_actor_per_agent", MAPPO, "actor = self.actors[0 if self.config.shared_actor else i]", "actor = self.actors[0]", "agents", "every agent acts with the first agent's actor"),
+    _m("mappo_explained_variance", MAPPO, "1 - (returns - old_values).var() / var_y if var_y > 0 else 0.0", "1 - (returns - old_values).var() if var_y > 0 else 0.0", "agents", "explained variance not over the returns' variance"),
+    _m("ippo_pool_mean", MAPPO, "mean = (pairs * m).sum(1) / m.sum(1).clamp(min=1)", "mean = pairs.mean(1)", "agents", "IPPO's critic averages masked candidates too"),
+    _m("ippo_pool_max", MAPPO, "top = pairs.masked_fill(~m, _MASKED).amax(1)", "top = pairs.amax(1)", "agents", "IPPO's critic takes the maximum over masked candidates too"),
+    # VDN / QMIX (agents/qmix.py): the mixer, the targets, the schedule, the SlateQ utility.
+    _m("qmix_w2_monotonic", QMIX, "(hidden * self.w2(s).abs()).sum(-1)", "(hidden * self.w2(s)).sum(-1)", "agents", "the mixer's second layer not monotonic"),
+    _m("qmix_double_q", QMIX, "pick = self.item_values(nxt, agents)[0] if cfg.double_q else q_t", "pick = q_t", "agents", "double Q selects the next slates with the target network"),
+    _m("qmix_target_mixer", QMIX, "v_next = self.mixer_target(\n                    self.slate_utility(q_t, v_t, slates)", "v_next = self.mixer(\n                    self.slate_utility(q_t, v_t, slates)", "agents", "targets mixed by the online mixer"),
+    _m("qmix_update_owed", QMIX, "owed = max(0, started // cfg.update_every + 1 - self.updates)", "owed = max(0, started // cfg.update_every - self.updates)", "agents", "the first update one update_every late"),
+    _m("qmix_slateq_no_click", QMIX, "q_obs = torch.where(click >= 0, q.gather(-1, clicked).squeeze(-1), v)", "q_obs = torch.where(click >= 0, q.gather(-1, clicked).squeeze(-1), torch.zeros_like(v))", "agents", "a no-click outcome valued 0, not Q(no click)"),
+    _m("qmix_slateq_label", QMIX, "torch.where(click >= 0, click, K).flatten())", "click.clamp(min=0).flatten())", "agents", "the choice model learns no click as slot 0"),
+    _m("qmix_slateq_double_q", QMIX, "self.heads(self.utilities, n_pairs, n_ctx, agents) if cfg.double_q else (q_t, v_t)", "(q_t, v_t)", "agents", "SlateQ's next slates selected by the target utilities"),
+    # IQL's selection and exploration; the baselines; the features.
+    _m("iql_double_q", IQL, "sel_items, sel_null = lrn.q(n_pairs, n_ctx) if cfg.double_q else (qt_items, qt_null)", "sel_items, sel_null = (qt_items, qt_null)", "agents", "double DQN selects with the target network"),
+    _m("iql_epsilon_decay", IQL, "return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)", "return cfg.eps_start", "agents", "epsilon never decays"),
+    _m("pop_tie_break", BASELINES, "return clicks - 1e-3 * exposures", "return clicks + 1e-3 * exposures", "agents", "popularity ties broken toward more exposures"),
+    _m("pop_own_agent", BASELINES, "clicks = torch.log1p(self.clicks[i][ids]).float()", "clicks = torch.log1p(self.clicks[0][ids]).float()", "agents", "every agent ranks by the first agent's clicks"),
+    _m("eg_shrink_mean", BASELINES, "((self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0))", "((self.payoff[i][ids] + c0) / (self.count[i][ids] + c0))", "agents", "epsilon-greedy shrinks toward 1, not the mean payoff"),
+    _m("eg_pooled_mean", BASELINES, "mean = self.payoff[i].sum() / self.count[i].sum().clamp(min=1.0)", "mean = self.payoff[i].mean()", "agents", "the prior mean per item, not per impression"),
+    _m("oracle_page_plan", BASELINES, 'objective = "value" if self.config.plan == "own" else "page_value"', 'objective = "value"', "agents", "plan='page' plans each agent alone"),
+    _m("oracle_agent_column", BASELINES, "return core.oracle_scores(self.hide)[:, self.env_index(self.agent_ids[i])]", "return core.oracle_scores(self.hide)[:, 0]", "agents", "every agent ranks the first agent's candidates"),
+    _m("feat_profile_cross", FEATURES, "by_profile = profile * topics", "by_profile = interest * topics", "agents", "the boredom proxy crosses the interests, not the clicked-topic profile"),
+    # A comparison (experiments/comparison.py, experiments/config.py).
+    _m("cmp_seed_list", "experiments/config.py", "return [self.run.seed + i for i in range(self.seeds)]", "return [self.run.seed for i in range(self.seeds)]", "comparison", "every seed of a comparison the same"),
+    _m("cmp_resume_cells", COMPARISON, "prev = existing.get(_cell_key(c))", "prev = None", "comparison", "resume starts every cell again"),
+    _m("cmp_two_runs_of_a_cell", COMPARISON, "        if key in found:\n", "        if False:\n", "comparison", "two run directories of one cell accepted"),
+    _m("cmp_refuse_finished", COMPARISON, "    if (p / DONE).exists():\n        raise RunError(", "    if False:\n        raise RunError(", "comparison", "a finished comparison resumed"),
+    _m("cmp_sweep_seeds", COMPARISON, "if seeds is not None and list(seeds) != cfg.seed_list():", "if False:", "comparison", "a sweep variant's seeds resumed as counted seeds"),
+    _m("cmp_validate_first", COMPARISON, "        validate_run(cell)\n        runner.check_lineup(cell)\n", "        pass\n", "comparison", "a bad cell found only after the comparison's directory is made"),
+    _m("cmp_parallel_failure", COMPARISON, "    if failure is not None:\n        raise failure\n", "    pass\n", "comparison", "a parallel comparison's failed run reported as a stop"),
+    _m("cfg_unknown_run_key", "experiments/config.py", "        if unknown:\n            raise ConfigError(f\"unknown RunConfig key(s)", "        if False:\n            raise ConfigError(f\"unknown RunConfig key(s)", "comparison", "unknown run config keys accepted"),
+    _m("cfg_unknown_compare_key", "experiments/config.py", "        unknown = sorted(set(d) - known)\n        if unknown:", "        unknown = sorted(set(d) - known)\n        if False:", "comparison", "unknown comparison config keys accepted"),
 )
 # fmt: on
 
