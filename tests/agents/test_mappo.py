@@ -293,6 +293,53 @@ def test_value_norm_tracks_running_moments():
     assert torch.allclose(vn.denormalize(vn.normalize(y)), y, atol=1e-5)
 
 
+def test_an_update_fits_the_critic_to_normalised_returns_in_epochs_of_minibatches(market):
+    """One update of ``rollout_steps`` x N stored steps, ``B`` of them real (the auto-reset
+    rows left out): the returns are ``GAE + V`` of those rows; the return statistics take them
+    in, and the critic's targets are the returns normalised by the updated statistics; each
+    of ``epochs`` passes visits every row once, in ``minibatches`` minibatches of ⌈B / m⌉
+    rows; the explained variance is ``1 - Var(returns - V) / Var(returns)``. (No other test
+    read the targets: the critic regressed on the advantages, or on raw returns, and every
+    learning test still passed.)"""
+    env = market(num_envs=4, seed=0, horizon=5)  # an episode end inside the rollout
+    epochs, minibatches, L = 3, 2, 8
+    agent = agents.make_agent(
+        "mappo", env, rollout_steps=L, epochs=epochs, minibatches=minibatches, actor_hidden=(32,)
+    )
+    assert agent.config.value_norm
+    seen: dict = {"targets": []}
+    gae, value_loss = agent._gae, agent._value_loss
+
+    def gae_spy(ro, values, next_values):
+        seen.update(valid=ro["valid"].clone(), values=values.clone())
+        seen["adv"] = gae(ro, values, next_values)
+        return seen["adv"]
+
+    def value_loss_spy(v, old, target):
+        seen["targets"].append(target.clone())
+        return value_loss(v, old, target)
+
+    agent._gae, agent._value_loss = gae_spy, value_loss_spy
+    metrics: list = []
+    agents.train(agent, env, 4 * L, seed=0, callback=lambda n, m: metrics.append(m))
+    assert agent.updates == 1 and len(metrics) == 1
+
+    valid = seen["valid"].flatten()
+    returns = (seen["adv"] + seen["values"]).flatten(0, 1)[valid]  # [B, A]
+    values = seen["values"].flatten(0, 1)[valid]
+    B = returns.shape[0]
+    assert 0 < B < 4 * L  # the auto-reset rows are not in it
+    torch.testing.assert_close(agent.value_stats.mean, returns.mean(0), rtol=1e-4, atol=1e-4)
+    size = -(-B // minibatches)
+    assert [t.shape[0] for t in seen["targets"]] == [size, B - size] * epochs
+    want = agent.value_stats.normalize(returns).sort(0).values
+    for e in range(epochs):  # each epoch: every row once, in some order
+        got = torch.cat(seen["targets"][e * minibatches : (e + 1) * minibatches])
+        torch.testing.assert_close(got.sort(0).values, want)
+    explained = 1 - (returns - values).var() / returns.var()
+    assert metrics[0]["charts/explained_variance"] == pytest.approx(float(explained), rel=1e-5)
+
+
 # ----------------------------------------------------------------------------------------
 # Learning
 # ----------------------------------------------------------------------------------------
