@@ -11,6 +11,7 @@ import statistics
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 # tests/agents is on sys.path: pytest puts a test's directory there (no __init__.py here, so
 # that this directory never shadows the real ``agents`` package), and so does ``python file``.
@@ -18,6 +19,7 @@ from known_answer import TwoStateMarket, click_probs, heuristic_slate, optimal_v
 
 import agents
 import recenv
+from agents.iql import greedy_slate, slate_value
 
 # ----------------------------------------------------------------------------------------
 # Known answer
@@ -172,6 +174,64 @@ def test_each_update_moves_the_target_network_by_target_tau(market):
     agent._update = spy
     agents.train(agent, env, 4 * 10, seed=0)
     assert len(checked) >= 4 and all(checked)  # every update ran, and the networks differed
+
+
+def test_td_terms_against_a_reference(market, monkeypatch):
+    """One update's TD: the prediction is the online ``Q̄(s, clicked item)`` (``Q̄(s, ⊥)``
+    without a click); the target is ``r + γ^m Q(s', A')``, ``A'`` SlateQ's greedy slate of
+    the *online* ``Q̄`` under the choice model (double DQN), valued by the *target*
+    network's ``Q̄`` and the choice model (the slate value). (The known answer above is as
+    good with either network picking ``A'``, so it cannot tell them apart.)"""
+    env = market(num_envs=6, seed=3, horizon=20)
+    agent = agents.make_agent(
+        "iql", env, seed=1, learning_starts=32, batch_size=16, update_every=8, hidden=(32,)
+    )
+    agents.train(agent, env, 6 * 12, seed=0)
+    assert agent.updates > 0
+    lrn, opt, buffer = agent.learners[0], agent.optimizers[0], agent.buffers[0]
+    with torch.no_grad():  # the target network apart from the online one
+        for p in lrn.q_target.parameters():
+            p.add_(0.1)
+    b = buffer.sample(32, torch.Generator().manual_seed(0))
+    click, K = b["click"], env.config.slate_size
+    assert (click >= 0).any() and (click == -1).any()
+    with torch.no_grad():
+        pairs, ctx = agent._inputs({k: b[k] for k in ("user", "history", "candidates")}, b["agent"])
+        q_items, q_null = lrn.q(pairs, ctx)
+        item = b["slate"].gather(1, click.clamp(min=0)[:, None])
+        want_q = torch.where(click >= 0, q_items.gather(1, item).squeeze(1), q_null)
+        nxt = {k: b["next_" + k] for k in ("user", "history", "candidates")}
+        n_pairs, n_ctx = agent._inputs(nxt, b["agent"])
+        logits, no_click = lrn.choice(n_pairs, n_ctx)
+        online, target = lrn.q(n_pairs, n_ctx), lrn.q_target(n_pairs, n_ctx)
+        pick = greedy_slate(lrn.choice, logits, no_click, *online, b["next_mask"], K)
+        other = greedy_slate(lrn.choice, logits, no_click, *target, b["next_mask"], K)
+        assert not torch.equal(pick, other)  # which network picks matters on this batch
+        value = slate_value(lrn.choice, logits, no_click, *target, pick)
+        want_target = b["reward"] + b["discount"] * value
+    seen = {}
+    loss = F.smooth_l1_loss
+
+    def spy(pred, target):
+        seen.update(pred=pred.detach(), target=target)
+        return loss(pred, target)
+
+    monkeypatch.setattr(F, "smooth_l1_loss", spy)
+    monkeypatch.setattr(buffer, "sample", lambda *args, **kw: b)
+    agent._update(lrn, opt, buffer)
+    torch.testing.assert_close(seen["pred"], want_q, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(seen["target"], want_target, atol=1e-4, rtol=1e-4)
+
+
+def test_epsilon_decays_linearly_in_env_steps(market):
+    """ε goes from ``eps_start`` to ``eps_end`` linearly over ``eps_decay_steps`` env
+    transitions, then stays; greedy acting (``explore=False``) ignores it."""
+    env = market(num_envs=4, horizon=30)
+    agent = agents.make_agent("iql", env, eps_start=1.0, eps_end=0.1, eps_decay_steps=400)
+    for steps, eps in ((0, 1.0), (100, 0.775), (200, 0.55), (400, 0.1), (4000, 0.1)):
+        agent.env_steps = steps
+        assert agent.epsilon() == pytest.approx(eps)
+        assert agent.exploration() == pytest.approx(eps)
 
 
 def test_metrics_average_over_the_updates_that_ran(market):
