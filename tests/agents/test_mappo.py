@@ -11,7 +11,8 @@ import torch
 
 import agents
 import recenv
-from agents.base import Transition
+from agents.base import Transition, slate_from_scores
+from agents.features import pair_features
 from agents.mappo import IPPOAgent, MAPPOAgent, ValueNorm, sample_slate, slate_log_prob
 from experiments.compare_marl import learning_check
 
@@ -60,6 +61,53 @@ def test_mappo_critic_reads_state_and_ippo_critic_reads_only_local_obs(market):
     assert ippo.critic_inputs(obs, None).shape[-1] != state.shape[-1]
     with pytest.raises(ValueError, match="needs the global state"):
         mappo.critic_inputs(obs, None)
+
+
+def test_ippo_critic_pools_each_agents_unmasked_candidates(market):
+    """IPPO's critic input for agent ``a``: the mean and the maximum of its pair features over
+    its *unmasked* candidates; what masked candidates hold does not reach it."""
+    env = market(num_envs=4, seed=0)
+    ippo = agents.make_agent("ippo", env, seed=1)
+    obs = env.reset(seed=0)
+    g = torch.Generator().manual_seed(1)
+    keep = {a: torch.rand(o["action_mask"].shape, generator=g) < 0.6 for a, o in obs.items()}
+    obs = {a: {**o, "action_mask": o["action_mask"] & keep[a]} for a, o in obs.items()}
+    x = ippo.critic_inputs(obs, None)  # [N, A, 2F]
+    for i, a in enumerate(env.agents):
+        pairs, mask = pair_features(ippo.layout, obs[a]), obs[a]["action_mask"]
+        assert bool((~mask).any(1).all()) and bool(mask.any(1).all())
+        for n in range(4):
+            mine = pairs[n][mask[n]]
+            torch.testing.assert_close(x[n, i], torch.cat([mine.mean(0), mine.amax(0)]))
+    junk = {
+        a: {**o, "candidates": torch.where(o["action_mask"][..., None], o["candidates"], 1e3)}
+        for a, o in obs.items()
+    }
+    assert torch.equal(ippo.critic_inputs(junk, None), x)
+
+
+@pytest.mark.parametrize("name", ["mappo", "ippo"])
+def test_each_agent_acts_with_its_own_actor_greedily_or_by_sampling(market, name):
+    """With ``shared_actor=False`` agent ``i``'s logits come from ``actors[i]`` alone; greedy
+    acting (``explore=False``) is the top-K unmasked logits, every time; exploring samples."""
+    env = market(num_envs=8, seed=0)
+    agent = agents.make_agent(name, env, shared_actor=False, **SMALL)
+    assert len(agent.actors) == len(env.agents) == 2
+    obs = env.reset(seed=0)
+    before = [agent.logits(i, obs[a]) for i, a in enumerate(env.agents)]
+    with torch.no_grad():
+        for p in agent.actors[1].parameters():
+            p.add_(0.5)
+    after = [agent.logits(i, obs[a]) for i, a in enumerate(env.agents)]
+    assert torch.equal(after[0], before[0]) and not torch.allclose(after[1], before[1])
+    K = env.config.slate_size
+    greedy = agent.act(obs, explore=False)
+    for i, a in enumerate(env.agents):
+        want = slate_from_scores(after[i], obs[a]["action_mask"], K)
+        assert torch.equal(greedy[a], want)
+    assert all(torch.equal(s, greedy[a]) for a, s in agent.act(obs, explore=False).items())
+    sampled = [agent.act(obs, explore=True) for _ in range(5)]
+    assert any(not torch.equal(s[a], greedy[a]) for s in sampled for a in env.agents)
 
 
 def test_mappo_gets_the_state_through_the_rollout(market):
