@@ -86,6 +86,8 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_snapshot.py",
         "tests/experiments/test_experiment_cli.py",
     ),
+    # The oracles: their agents and the batched market's oracle slates they act by.
+    "oracle": ("tests/test_oracle.py", "tests/agents/test_agent_adapters.py"),
     # A comparison: its cells and seeds, resume, the refusals, its configs.
     "comparison": (
         "tests/experiments/test_comparison_integrity.py",
@@ -321,8 +323,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("pop_own_agent", BASELINES, "clicks = torch.log1p(self.clicks[i][ids]).float()", "clicks = torch.log1p(self.clicks[0][ids]).float()", "agents", "every agent ranks by the first agent's clicks"),
     _m("eg_shrink_mean", BASELINES, "((self.payoff[i][ids] + c0 * mean) / (self.count[i][ids] + c0))", "((self.payoff[i][ids] + c0) / (self.count[i][ids] + c0))", "agents", "epsilon-greedy shrinks toward 1, not the mean payoff"),
     _m("eg_pooled_mean", BASELINES, "mean = self.payoff[i].sum() / self.count[i].sum().clamp(min=1.0)", "mean = self.payoff[i].mean()", "agents", "the prior mean per item, not per impression"),
-    _m("oracle_page_plan", BASELINES, 'objective = "value" if self.config.plan == "own" else "page_value"', 'objective = "value"', "agents", "plan='page' plans each agent alone"),
-    _m("oracle_agent_column", BASELINES, "return core.oracle_scores(self.hide)[:, self.env_index(self.agent_ids[i])]", "return core.oracle_scores(self.hide)[:, 0]", "agents", "every agent ranks the first agent's candidates"),
+    _m("oracle_page_plan", BASELINES, 'objective = "value" if self.config.plan == "own" else "page_value"', 'objective = "value"', "oracle", "plan='page' plans each agent alone"),
+    _m("oracle_agent_column", BASELINES, "return core.oracle_scores(self.hide)[:, self.env_index(self.agent_ids[i])]", "return core.oracle_scores(self.hide)[:, 0]", "oracle", "every agent ranks the first agent's candidates"),
     _m("feat_profile_cross", FEATURES, "by_profile = profile * topics", "by_profile = interest * topics", "agents", "the boredom proxy crosses the interests, not the clicked-topic profile"),
     # A comparison (experiments/comparison.py, experiments/config.py).
     _m("cmp_seed_list", "experiments/config.py", "return [self.run.seed + i for i in range(self.seeds)]", "return [self.run.seed for i in range(self.seeds)]", "comparison", "every seed of a comparison the same"),

@@ -96,7 +96,8 @@ def test_item_tables_count_each_shown_items_feedback(market, name, kwargs, targe
     shown slots on the real steps: the popularity agent's ``clicks`` / ``exposures``
     (``source="own"``), ε-greedy's ``payoff`` / ``count``; ε-greedy scores an item
     ``(payoff + c0 m) / (count + c0)``, ``m`` the mean payoff of all impressions, ``c0``
-    its ``prior_count``."""
+    its ``prior_count``; the popularity agent ``log(1 + clicks) - 1e-3 log(1 +
+    exposures)``, each agent from its own tables."""
     env = market(num_envs=6, horizon=7, num_items=300)
     agent = agents.make_agent(name, env, seed=1, **kwargs)
     seen = _recorded(agent, env, 6 * 20)
@@ -114,12 +115,29 @@ def test_item_tables_count_each_shown_items_feedback(market, name, kwargs, targe
             count.index_add_(0, items, torch.ones_like(y))
         torch.testing.assert_close(payoff_t[i].double(), payoff, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(count_t[i].double(), count, rtol=0, atol=0)
+        ids = env.observe()[a]["candidate_ids"]
         if name == "epsilon_greedy":
             c0 = agent.config.prior_count
-            ids = env.observe()[a]["candidate_ids"]
             want = (payoff[ids] + c0 * payoff.sum() / count.sum()) / (count[ids] + c0)
-            got = agent.score_agent(i, env.observe()[a]).double()
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        else:  # most clicked first, ties to the less exposed
+            want = torch.log1p(payoff[ids]) - 1e-3 * torch.log1p(count[ids])
+        got = agent.score_agent(i, env.observe()[a]).double()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_market_popularity_ranks_by_the_observed_clicks_then_fewer_exposures(market):
+    """``source="market"`` scores each candidate by this market's clicks on it this episode,
+    as the observation carries them, less 1e-3 x its exposures (ties to the less shown)."""
+    env = market(num_envs=6, horizon=7, num_items=300)
+    agent = agents.make_agent("popularity", env, source="market")
+    train(agent, env, 6 * 5, seed=3)
+    layout = ObsLayout(env.config.num_topics)
+    for i, a in enumerate(env.agents):
+        cands = env.observe()[a]["candidates"]
+        clicks, exposures = cands[..., layout.cand_clicks], cands[..., layout.cand_exposures]
+        assert bool((clicks > 0).any()) and bool((exposures > clicks).any())
+        want = clicks - 1e-3 * exposures
+        torch.testing.assert_close(agent.score_agent(i, env.observe()[a]), want)
 
 
 @pytest.mark.parametrize(
