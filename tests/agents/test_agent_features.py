@@ -61,3 +61,43 @@ def test_feature_shapes(market):
         lay.pair_dim(c.user_dim, c.history_dim, c.candidate_dim),
     )
     assert linear_features(lay, obs).shape == (4, c.num_candidates, lay.linear_dim())
+
+
+def test_pair_and_linear_features_by_hand():
+    """One request, two candidates, T = 2 topics, every column written out: the pair features
+    are the context (user, history), the candidate's own columns, then the crosses (observed
+    interest x item topics, own clicked-topic profile x item topics, and the sum of each);
+    the linear features a bias, the candidate's six scalars, its topics and the crosses."""
+    lay = ObsLayout(2)
+    obs = {
+        "user": torch.tensor([[0.5, 2.0, 0.3, 0.7]]),  # interests (2), depth, visits
+        "history": torch.tensor([[3.0, -1.0, 4.0, 1.0, 0.2, 9.0]]),  # profile (2), ...
+        "candidates": torch.tensor(
+            [[[1.0, 0.0, 11, 12, 13, 14, 15, 16], [0.25, 0.75, 21, 22, 23, 24, 25, 26]]]
+        ),
+    }
+    crosses = torch.tensor(
+        [
+            [0.5, 0.0, 3.0, 0.0, 0.5, 3.0],
+            [0.125, 1.5, 0.75, -0.75, 1.625, 0.0],
+        ]
+    )
+    ctx = torch.cat([obs["user"][0], obs["history"][0]])
+    want_pair = torch.stack(
+        [torch.cat([ctx, obs["candidates"][0, c], crosses[c]]) for c in range(2)]
+    )
+    torch.testing.assert_close(pair_features(lay, obs), want_pair[None])
+    want_linear = torch.stack(
+        [
+            torch.cat(
+                [
+                    torch.ones(1),
+                    obs["candidates"][0, c, 2:],
+                    obs["candidates"][0, c, :2],
+                    crosses[c],
+                ]
+            )
+            for c in range(2)
+        ]
+    )
+    torch.testing.assert_close(linear_features(lay, obs), want_linear[None])
