@@ -336,6 +336,18 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("cmp_parallel_failure", COMPARISON, "    if failure is not None:\n        raise failure\n", "    pass\n", "comparison", "a parallel comparison's failed run reported as a stop"),
     _m("cfg_unknown_run_key", "experiments/config.py", "        if unknown:\n            raise ConfigError(f\"unknown RunConfig key(s)", "        if False:\n            raise ConfigError(f\"unknown RunConfig key(s)", "comparison", "unknown run config keys accepted"),
     _m("cfg_unknown_compare_key", "experiments/config.py", "        unknown = sorted(set(d) - known)\n        if unknown:", "        unknown = sorted(set(d) - known)\n        if False:", "comparison", "unknown comparison config keys accepted"),
+    # The slate space (recenv/spaces.py), the PettingZoo adapter (agents/adapters.py), the
+    # learners' metric windows (agents/update_metrics.py).
+    _m("space_sample_repeats", "recenv/spaces.py", "size=K, replace=False)", "size=K, replace=True)", "face", "sampled slates may repeat a candidate"),
+    _m("space_mask_union", "recenv/spaces.py", "np.logical_and.reduce(", "np.logical_or.reduce(", "face", "per-slot masks united, not intersected"),
+    _m("space_contains_repeats", "recenv/spaces.py", 'return x.dtype.kind in "iu" and len(np.unique(x)) == x.size', 'return x.dtype.kind in "iu"', "face", "a slate with a repeat is in the space"),
+    _m("space_mask_binary", "recenv/spaces.py", "if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():", "if False:", "face", "a mask of scores read as a binary mask"),
+    _m("adapt_served", "agents/adapters.py", "return True if shown is None else bool((np.asarray(shown) >= 0).any())", "return True", "agents", "on the face, slates that never reached the user count as passed over"),
+    _m("adapt_clicked_slot", "agents/adapters.py", 'clicked_slot={a: one(int(infos[a].get("chosen_slot", -1)), torch.int64)', 'clicked_slot={a: one(int(infos[ids[0]].get("chosen_slot", -1)), torch.int64)', "agents", "on the face, every agent told the first agent's clicked slot"),
+    _m("adapt_prev_infos", "agents/adapters.py", "obs_batch = self.batch_obs(obs, prev_infos)", "obs_batch = self.batch_obs(obs, infos)", "agents", "the step's observation read with the next step's infos"),
+    _m("episodes_seed", "agents/adapters.py", "obs, infos = env.reset(seed=None if seed is None else seed + e)", "obs, infos = env.reset(seed=seed)", "agents", "every episode of run_episodes reset with one seed"),
+    _m("episodes_reseed", "agents/adapters.py", "    if seed is not None and not learn:\n", "    if False:\n", "agents", "run_episodes leaves the agent's generators where they stood"),
+    _m("metrics_window", "agents/update_metrics.py", "self.sums, self.updates = {}, 0", "self.updates = 0", "agents", "a report's sums carried into the next window"),
 )
 # fmt: on
 
