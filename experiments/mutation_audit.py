@@ -88,6 +88,13 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
     # The oracles: their agents and the batched market's oracle slates they act by.
     "oracle": ("tests/test_oracle.py", "tests/agents/test_agent_adapters.py"),
+    # The PettingZoo adapter and run_episodes: the face's transitions, its seeds.
+    "adapter": (
+        "tests/agents/test_agent_adapters.py",
+        "tests/agents/test_agent_base.py",
+        "tests/agents/test_agent_rollout.py",
+        "tests/test_reproducibility_audit.py",
+    ),
     # A comparison: its cells and seeds, resume, the refusals, its configs.
     "comparison": (
         "tests/experiments/test_comparison_integrity.py",
@@ -342,11 +349,13 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("space_mask_union", "recenv/spaces.py", "np.logical_and.reduce(", "np.logical_or.reduce(", "face", "per-slot masks united, not intersected"),
     _m("space_contains_repeats", "recenv/spaces.py", 'return x.dtype.kind in "iu" and len(np.unique(x)) == x.size', 'return x.dtype.kind in "iu"', "face", "a slate with a repeat is in the space"),
     _m("space_mask_binary", "recenv/spaces.py", "if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():", "if False:", "face", "a mask of scores read as a binary mask"),
-    _m("adapt_served", "agents/adapters.py", "return True if shown is None else bool((np.asarray(shown) >= 0).any())", "return True", "agents", "on the face, slates that never reached the user count as passed over"),
-    _m("adapt_clicked_slot", "agents/adapters.py", 'clicked_slot={a: one(int(infos[a].get("chosen_slot", -1)), torch.int64)', 'clicked_slot={a: one(int(infos[ids[0]].get("chosen_slot", -1)), torch.int64)', "agents", "on the face, every agent told the first agent's clicked slot"),
-    _m("adapt_prev_infos", "agents/adapters.py", "obs_batch = self.batch_obs(obs, prev_infos)", "obs_batch = self.batch_obs(obs, infos)", "agents", "the step's observation read with the next step's infos"),
-    _m("episodes_seed", "agents/adapters.py", "obs, infos = env.reset(seed=None if seed is None else seed + e)", "obs, infos = env.reset(seed=seed)", "agents", "every episode of run_episodes reset with one seed"),
-    _m("episodes_reseed", "agents/adapters.py", "    if seed is not None and not learn:\n", "    if False:\n", "agents", "run_episodes leaves the agent's generators where they stood"),
+    _m("adapt_served", "agents/adapters.py", "return True if shown is None else bool((np.asarray(shown) >= 0).any())", "return True", "adapter", "on the face, slates that never reached the user count as passed over"),
+    _m("adapt_clicked_slot", "agents/adapters.py", 'clicked_slot={a: one(int(infos[a].get("chosen_slot", -1)), torch.int64)', 'clicked_slot={a: one(int(infos[ids[0]].get("chosen_slot", -1)), torch.int64)', "adapter", "on the face, every agent told the first agent's clicked slot"),
+    # (Not "the step's observation read with the next step's infos": step() reuses the batch
+    # act() built for that observation, so the infos matter only to a caller that steps an
+    # observation it did not act on, and then only a flat one's mask.)
+    _m("episodes_seed", "agents/adapters.py", "obs, infos = env.reset(seed=None if seed is None else seed + e)", "obs, infos = env.reset(seed=seed)", "adapter", "every episode of run_episodes reset with one seed"),
+    _m("episodes_reseed", "agents/adapters.py", "    if seed is not None and not learn:\n", "    if False:\n", "adapter", "run_episodes leaves the agent's generators where they stood"),
     _m("metrics_window", "agents/update_metrics.py", "self.sums, self.updates = {}, 0", "self.updates = 0", "agents", "a report's sums carried into the next window"),
 )
 # fmt: on

@@ -165,3 +165,45 @@ def test_an_opponent_agent_must_control_exactly_its_env_agent():
 
     with pytest.raises(ValueError, match=r"'popularity' is neither.*agents.AgentOpponent"):
         SingleAgentVectorEnv(market, opponents="popularity")
+
+
+def test_run_episodes_seeds_episode_e_with_seed_plus_e():
+    """Episode ``e`` of ``run_episodes(..., seed=s)`` is the one a call with ``seed=s + e``
+    plays first (a deterministic agent, so only the markets' seeds decide)."""
+    env = recenv.make("recenv/Market-v0", seed=0, horizon=8)
+    agent = agents.make_agent("oracle", env)
+    two = agents.run_episodes(agent, env, 2, seed=4)
+    assert two[1] == agents.run_episodes(agent, env, 1, seed=5)[0]
+    assert two[0] == agents.run_episodes(agent, env, 1, seed=4)[0] != two[1]
+
+
+def test_the_adapter_tells_the_agent_which_slates_reached_the_user():
+    """Under ``topology="platform_choice"`` the user visits one platform a request (or none),
+    so the other agents' slates reach nobody: the adapter's transitions mark them unserved
+    (``Transition.served``) step for step as the batched face's do, and their rows are not
+    the agent's ``seen`` feedback."""
+    cfg = {"horizon": HORIZON, "topology": "platform_choice"}
+    vec = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=4, **cfg)
+    batched = agents.make_agent("popularity", vec)
+    obs, want = vec.reset(seed=4), []
+    while True:
+        actions = batched.act(obs)
+        nxt, rew, term, trunc, info = vec.step(actions)
+        tr = agents.Transition.from_step(vec.agents, obs, actions, rew, nxt, term, trunc, info)
+        want.append([bool(tr.served[a][0]) for a in vec.agents])
+        obs = nxt
+        if bool(term[0]) or bool(trunc[0]):
+            break
+    assert any(not all(row) for row in want)  # some slates reached nobody
+
+    env = recenv.make("recenv/Market-v0", seed=4, **cfg)
+    agent, got = agents.make_agent("popularity", env), []
+    observe = agent.observe
+
+    def spy(tr):
+        got.append([bool(tr.seen(a)[0]) for a in env.possible_agents])
+        return observe(tr)
+
+    agent.observe = spy
+    agents.run_episodes(agent, env, 1, seed=4)
+    assert got == want
