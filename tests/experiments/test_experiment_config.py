@@ -90,6 +90,26 @@ def test_agent_section_in_a_comparison_goes_to_every_agent_that_has_the_key():
     assert "alpha" not in cfg.run_config("recenv/Market-v0", "iql", 0).agent_kwargs()
 
 
+def test_a_comparisons_cells_are_every_env_agent_and_seed_from_the_templates_seed():
+    """``cells()``: one run per (env, agent, seed), envs outermost, the seeds ``run.seed``,
+    ``run.seed + 1``, ... (``seeds`` of them), each cell the template with its env, agent and
+    seed (so no two runs of a comparison are the same run)."""
+    envs, names = ("recenv/Market-v0", "recenv/Video-v0"), ("random", "popularity")
+    cfg = CompareConfig(
+        envs=envs, agents=names, seeds=3, run=dataclasses.replace(RunConfig(), seed=7)
+    )
+    assert cfg.seed_list() == [7, 8, 9]
+    cells = [(c.env, c.agent, c.seed) for c in cfg.cells()]
+    assert cells == [(e, a, s) for e in envs for a in names for s in (7, 8, 9)]
+
+    def rest(run: RunConfig) -> dict:
+        return {
+            k: v for k, v in dataclasses.asdict(run).items() if k not in ("env", "agent", "seed")
+        }
+
+    assert all(rest(c) == rest(cfg.run) for c in cfg.cells())
+
+
 def test_single_run_agent_overrides():
     cfg = apply_overrides(
         PRESETS["smoke"],
