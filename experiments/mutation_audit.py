@@ -1,9 +1,9 @@
 # ruff: noqa: E501  (the mutants are a table: one line each)
 """How strong the tests are: plant one deliberate bug at a time and see whether they notice.
 
-Each :class:`Mutant` changes one expression of the simulation model, the PettingZoo face,
-an agent's estimator or returns, a run's bookkeeping or the report's statistics into a
-plausible wrong one (a sign, a constant, a mean correction, a mask left out), the kind of
+Each :class:`Mutant` changes one expression of the simulation model, the PettingZoo face
+and its adapter, an agent's estimator, returns, targets or update schedule, a run's or a
+comparison's bookkeeping or the report's statistics into a plausible wrong one (a sign, a constant, a mean correction, a mask left out), the kind of
 slip a refactor makes. For each, a fresh clone of the committed tree gets the change and
 runs the test files of its ``suite`` (``pytest -x``; a test that runs past
 ``--test-timeout`` fails, so a mutant that makes a loop endless is caught, not hung); the
@@ -11,7 +11,7 @@ mutant is *caught* when a test fails, *survived* when all pass. A survivor is a 
 test pins: add a test that states it (and check that it fails on the mutant), or say in the
 table why the change cannot be seen (an equivalent mutant)::
 
-    .venv/bin/python -m experiments.mutation_audit                   # every mutant (~1.5 h)
+    .venv/bin/python -m experiments.mutation_audit                   # every mutant (~3 h here)
     .venv/bin/python -m experiments.mutation_audit --only dyn_visits resp_jitter_mean
     .venv/bin/python -m experiments.mutation_audit --list
 
