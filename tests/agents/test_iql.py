@@ -11,11 +11,11 @@ import statistics
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 # tests/agents is on sys.path: pytest puts a test's directory there (no __init__.py here, so
 # that this directory never shadows the real ``agents`` package), and so does ``python file``.
 from known_answer import TwoStateMarket, click_probs, heuristic_slate, optimal_values
+from td_spy import td_of_one_update
 
 import agents
 import recenv
@@ -209,18 +209,11 @@ def test_td_terms_against_a_reference(market, monkeypatch):
         assert not torch.equal(pick, other)  # which network picks matters on this batch
         value = slate_value(lrn.choice, logits, no_click, *target, pick)
         want_target = b["reward"] + b["discount"] * value
-    seen = {}
-    loss = F.smooth_l1_loss
-
-    def spy(pred, target):
-        seen.update(pred=pred.detach(), target=target)
-        return loss(pred, target)
-
-    monkeypatch.setattr(F, "smooth_l1_loss", spy)
-    monkeypatch.setattr(buffer, "sample", lambda *args, **kw: b)
-    agent._update(lrn, opt, buffer)
-    torch.testing.assert_close(seen["pred"], want_q, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(seen["target"], want_target, atol=1e-4, rtol=1e-4)
+    pred, td_target = td_of_one_update(
+        monkeypatch, buffer, b, lambda: agent._update(lrn, opt, buffer)
+    )
+    torch.testing.assert_close(pred, want_q, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(td_target, want_target, atol=1e-4, rtol=1e-4)
 
 
 def test_epsilon_decays_linearly_in_env_steps(market):

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from td_spy import td_of_one_update
 from test_mappo import random_masks, valid_slates
 
 import agents
@@ -127,18 +128,9 @@ def test_additive_td_terms_against_a_per_agent_reference(market, monkeypatch, na
         want_target = b["reward"] + b["discount"] * v_next
         if name == "qmix":  # the target mixer apart from the online one on these values
             assert not torch.allclose(v_next, agent.mixer(torch.stack(nxt, 1), b["next_state"]))
-    seen = {}
-    loss = F.smooth_l1_loss
-
-    def spy(q_tot, target):
-        seen.update(q_tot=q_tot.detach(), target=target)
-        return loss(q_tot, target)
-
-    monkeypatch.setattr(F, "smooth_l1_loss", spy)
-    monkeypatch.setattr(agent.buffer, "sample", lambda *args, **kw: b)
-    agent._update()
-    torch.testing.assert_close(seen["q_tot"], want_q, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(seen["target"], want_target, atol=1e-4, rtol=1e-4)
+    q_tot, td_target = td_of_one_update(monkeypatch, agent.buffer, b, agent._update)
+    torch.testing.assert_close(q_tot, want_q, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(td_target, want_target, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("utility", ["additive", "slateq"])
