@@ -186,14 +186,15 @@ def test_the_adapter_tells_the_agent_which_slates_reached_the_user():
     vec = recenv.make_vec("recenv/Market-v0", num_envs=1, seed=4, **cfg)
     batched = agents.make_agent("popularity", vec)
     obs, want = vec.reset(seed=4), []
-    while True:
+    for _ in range(HORIZON):  # the episode: until its termination or truncation
         actions = batched.act(obs)
         nxt, rew, term, trunc, info = vec.step(actions)
         tr = agents.Transition.from_step(vec.agents, obs, actions, rew, nxt, term, trunc, info)
         want.append([bool(tr.served[a][0]) for a in vec.agents])
         obs = nxt
-        if bool(term[0]) or bool(trunc[0]):
+        if bool(tr.ended[0]):
             break
+    assert bool(tr.ended[0])
     assert any(not all(row) for row in want)  # some slates reached nobody
 
     env = recenv.make("recenv/Market-v0", seed=4, **cfg)
