@@ -95,6 +95,14 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/agents/test_agent_rollout.py",
         "tests/test_reproducibility_audit.py",
     ),
+    # The registry: recenv.make / make_vec and register.
+    "registry": (
+        "tests/test_registry.py",
+        "tests/test_registry_inputs.py",
+        "tests/test_config.py",
+        "tests/test_edge_configs.py",
+        "tests/test_pettingzoo_api.py",
+    ),
     # A comparison: its cells and seeds, resume, the refusals, its configs.
     "comparison": (
         "tests/experiments/test_comparison_integrity.py",
@@ -357,6 +365,11 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("episodes_seed", "agents/adapters.py", "obs, infos = env.reset(seed=None if seed is None else seed + e)", "obs, infos = env.reset(seed=seed)", "adapter", "every episode of run_episodes reset with one seed"),
     _m("episodes_reseed", "agents/adapters.py", "    if seed is not None and not learn:\n", "    if False:\n", "adapter", "run_episodes leaves the agent's generators where they stood"),
     _m("metrics_window", "agents/update_metrics.py", "self.sums, self.updates = {}, 0", "self.updates = 0", "agents", "a report's sums carried into the next window"),
+    # The registry (recenv/registry.py).
+    _m("reg_max_cycles", "recenv/registry.py", '        kwargs["horizon"] = horizon\n', '        kwargs["horizon"] = horizon + 1\n', "registry", "max_cycles one request more than asked"),
+    _m("reg_duplicate_id", "recenv/registry.py", "    if env_id in _REGISTRY:\n        raise ValueError(", "    if False:\n        raise ValueError(", "registry", "an id registered twice replaces the first"),
+    _m("reg_vec_page", "recenv/registry.py", "    _set_page(env, s, page, env.config, config)\n    return env.compile()", "    return env.compile()", "registry", "help() on a batched env does not show the scenario's page"),
+    _m("reg_make_device", "recenv/registry.py", 'for key in ("num_envs", "device"):', 'for key in ("num_envs",):', "registry", "make() takes a device it then ignores"),
 )
 # fmt: on
 
