@@ -85,9 +85,10 @@ def test_greedy_slates_maximise_the_team_value(market):
     assert valid_slates(greedy[:, 0], stacked["action_mask"][:, 0])
 
 
-def _own_utility(agent, nets, obs_a, i):
-    """Agent ``i``'s additive utility terms on its observation alone, by ``nets`` (the online
-    or the target utilities): per-item ``q [B, C]`` and per-request ``v [B]``."""
+def _own_net(agent, nets, obs_a, i):
+    """Agent ``i``'s network of ``nets`` (its own, or the shared one: the online or target
+    utilities, the choice models) on its observation alone: per-candidate ``[B, C]`` and
+    per-request ``[B]`` outputs."""
     pairs, ctx = agent.features({k: obs_a[k][:, None] for k in OBS_KEYS}, [i])
     return nets[0 if agent.config.shared_params else i](pairs[:, 0], ctx[:, 0])
 
@@ -112,11 +113,11 @@ def test_additive_td_terms_against_a_per_agent_reference(market, monkeypatch, na
     with torch.no_grad():
         own, nxt, picks = [], [], []
         for i in range(len(env.agents)):
-            q, v = _own_utility(agent, agent.utilities, {k: b[k][:, i] for k in OBS_KEYS}, i)
+            q, v = _own_net(agent, agent.utilities, {k: b[k][:, i] for k in OBS_KEYS}, i)
             own.append(v + q.gather(1, b["slate"][:, i]).sum(1))
             n_i = {k: b["next_" + k][:, i] for k in OBS_KEYS}
-            q_on, _ = _own_utility(agent, agent.utilities, n_i, i)
-            q_t, v_t = _own_utility(agent, agent.utilities_target, n_i, i)
+            q_on, _ = _own_net(agent, agent.utilities, n_i, i)
+            q_t, v_t = _own_net(agent, agent.utilities_target, n_i, i)
             top = [x.masked_fill(~n_i["action_mask"], -math.inf).topk(K, dim=1).indices
                    for x in (q_on, q_t)]  # fmt: skip
             picks.append([x.sort(1).values for x in top])
@@ -183,11 +184,9 @@ def _slateq_agent(market, name="vdn", shared=True, **kw):
 def _own_heads(agent, obs_a, i):
     """Agent ``i``'s ``Q̄`` and choice-model outputs on its observation alone: ``[B, C]``
     and ``[B]`` each, with its own network (or the shared one)."""
-    pairs, ctx = agent.features({k: obs_a[k][:, None] for k in OBS_KEYS}, [i])
-    j = 0 if agent.config.shared_params else i
-    q, v = agent.utilities[j](pairs[:, 0], ctx[:, 0])
-    logits, no_click = agent.choices[j](pairs[:, 0], ctx[:, 0])
-    return q, v, logits, no_click, agent.choices[j]
+    q, v = _own_net(agent, agent.utilities, obs_a, i)
+    logits, no_click = _own_net(agent, agent.choices, obs_a, i)
+    return q, v, logits, no_click, agent.choices[0 if agent.config.shared_params else i]
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -239,9 +238,7 @@ def test_slateq_td_terms_against_a_per_agent_reference(market, shared):
 
             n_i = {k: nxt[k][:, i] for k in OBS_KEYS}
             q_on, v_on, n_logits, n_no_click, _ = _own_heads(agent, n_i, i)
-            pairs, ctx = agent.features({k: n_i[k][:, None] for k in OBS_KEYS}, [i])
-            net = agent.utilities_target[0 if shared else i]
-            q_t, v_t = net(pairs[:, 0], ctx[:, 0])
+            q_t, v_t = _own_net(agent, agent.utilities_target, n_i, i)
             pick = greedy_slate(choice, n_logits, n_no_click, q_on, v_on, n_i["action_mask"], K)
             want_v = want_v + slate_value(choice, n_logits, n_no_click, q_t, v_t, pick)
         want_target = b["reward"] + b["discount"] * want_v
