@@ -115,13 +115,14 @@ def test_item_tables_count_each_shown_items_feedback(market, name, kwargs, targe
             count.index_add_(0, items, torch.ones_like(y))
         torch.testing.assert_close(payoff_t[i].double(), payoff, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(count_t[i].double(), count, rtol=0, atol=0)
-        ids = env.observe()[a]["candidate_ids"]
+        obs_a = env.observe()[a]
+        ids = obs_a["candidate_ids"]
         if name == "epsilon_greedy":
             c0 = agent.config.prior_count
             want = (payoff[ids] + c0 * payoff.sum() / count.sum()) / (count[ids] + c0)
         else:  # most clicked first, ties to the less exposed
             want = torch.log1p(payoff[ids]) - 1e-3 * torch.log1p(count[ids])
-        got = agent.score_agent(i, env.observe()[a]).double()
+        got = agent.score_agent(i, obs_a).double()
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -132,12 +133,13 @@ def test_market_popularity_ranks_by_the_observed_clicks_then_fewer_exposures(mar
     agent = agents.make_agent("popularity", env, source="market")
     train(agent, env, 6 * 5, seed=3)
     layout = ObsLayout(env.config.num_topics)
+    obs = env.observe()
     for i, a in enumerate(env.agents):
-        cands = env.observe()[a]["candidates"]
+        cands = obs[a]["candidates"]
         clicks, exposures = cands[..., layout.cand_clicks], cands[..., layout.cand_exposures]
         assert bool((clicks > 0).any()) and bool((exposures > clicks).any())
         want = clicks - 1e-3 * exposures
-        torch.testing.assert_close(agent.score_agent(i, env.observe()[a]), want)
+        torch.testing.assert_close(agent.score_agent(i, obs[a]), want)
 
 
 @pytest.mark.parametrize(
