@@ -14,6 +14,12 @@ table why the change cannot be seen (an equivalent mutant)::
     .venv/bin/python -m experiments.mutation_audit                   # every mutant (~3 h here)
     .venv/bin/python -m experiments.mutation_audit --only dyn_visits resp_jitter_mean
     .venv/bin/python -m experiments.mutation_audit --list
+    .venv/bin/python -m experiments.mutation_audit --only iql_double_q --tests tests/agents/test_iql.py
+
+``--tests`` runs the given test files (or node ids) instead of each mutant's suite: the quick
+way to see a new test fail on the mutant it was written for (seconds, not the suite's
+minutes). A mutant that survives a narrow ``--tests`` may still be caught by its suite; the
+JSON records which tests ran.
 
 The committed tree is cloned (uncommitted changes are not audited); the clone reads the data
 in ``../shared`` beside this checkout when it is there. Results go to
@@ -405,10 +411,17 @@ def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[st
 
 
 def run_mutant(
-    root: Path, m: Mutant, workers: int, timeout: float, test_timeout: float = TEST_TIMEOUT_S
+    root: Path,
+    m: Mutant,
+    workers: int,
+    timeout: float,
+    test_timeout: float = TEST_TIMEOUT_S,
+    tests: tuple[str, ...] | None = None,
 ) -> dict:
-    """Apply ``m`` in the tree at ``root``, run its suite, restore the file; the outcome.
-    ``timeout``: seconds for the whole suite; ``test_timeout``: for one test (0: none)."""
+    """Apply ``m`` in the tree at ``root``, run its suite (or ``tests``, when given), restore
+    the file; the outcome. ``timeout``: seconds for the whole run; ``test_timeout``: for one
+    test (0: none)."""
+    tests = SUITES[m.suite] if tests is None else tests
     path = root / m.path
     source = path.read_text()
     path.write_text(source.replace(m.old, m.new, 1))
@@ -422,7 +435,7 @@ def run_mutant(
         if workers > 1:
             cmd += ["-n", str(workers)]
         r = subprocess.run(
-            [*cmd, *SUITES[m.suite]], cwd=root, capture_output=True, text=True, timeout=timeout
+            [*cmd, *tests], cwd=root, capture_output=True, text=True, timeout=timeout
         )
         status = classify(r.returncode, r.stdout)
         lines = r.stdout.splitlines()
@@ -463,8 +476,21 @@ def main(argv: list[str] | None = None) -> int:
         default=TEST_TIMEOUT_S,
         help="seconds one test may take (0: no limit)",
     )
+    p.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="PATH",
+        help="run these test files or node ids instead of each mutant's suite",
+    )
     p.add_argument("--out", type=Path, help="a new JSON path (default: experiments/results/)")
     args = p.parse_args(argv)
+    tests = tuple(args.tests) if args.tests else None
+    if tests:
+        # A test id is `file::name`; its file must be in the tree (a typo would run nothing
+        # and read as "error" for every mutant).
+        missing = [t for t in tests if not (REPO / t.split("::")[0]).exists()]
+        if missing:
+            p.error(f"--tests: no such file(s) {missing} under {REPO}")
 
     if args.list:
         for m in MUTANTS:
@@ -489,14 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     results: dict[str, dict] = {}
-    record = {"commit": commit, "started": stamp, "mutants": results}
+    record = {"commit": commit, "started": stamp, "tests": tests, "mutants": results}
     with tempfile.TemporaryDirectory(prefix="mutation_audit-") as tmp:
         root = clone(REPO, Path(tmp))
         for m in (bar := tqdm(chosen, unit="mutant", file=sys.stderr)):
             bar.set_postfix_str(m.id)
             r = results[m.id] = {
                 **asdict(m),
-                **run_mutant(root, m, args.workers, args.timeout, args.test_timeout),
+                **run_mutant(root, m, args.workers, args.timeout, args.test_timeout, tests),
             }
             first = r["failed"][0] if r["failed"] else ""
             bar.write(f"{m.id}: {r['status']} in {r['seconds']} s {first}".rstrip())

@@ -84,6 +84,15 @@ def test_a_planted_mutant_is_caught_or_survives_and_the_file_comes_back(tmp_path
     assert (root / "pkg.py").read_text() == before
     assert (repo / "pkg.py").read_text() == before  # the source checkout is never touched
 
+    # --tests: other tests than the suite's. One that never calls f() lets the mutant live;
+    # the node id of the one that does catches it.
+    (root / "tests" / "test_other.py").write_text("def test_other():\n    assert True\n")
+    got = ma.run_mutant(root, caught, 1, 120, tests=("tests/test_other.py",))
+    assert got["status"] == "survived"
+    got = ma.run_mutant(root, caught, 1, 120, tests=("tests/test_pkg.py::test_f",))
+    assert got["status"] == "caught" and "test_f" in got["failed"][0]
+    assert (root / "pkg.py").read_text() == before
+
 
 def test_the_audit_never_overwrites_a_result(tmp_path, capsys):
     out = tmp_path / "done.json"
@@ -96,3 +105,6 @@ def test_the_audit_never_overwrites_a_result(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ma.main(["--only", "no_such_mutant", "--out", str(tmp_path / "new.json")])
     assert "unknown mutant(s) ['no_such_mutant']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ma.main(["--only", "dyn_visits", "--tests", "tests/no_such_test.py::test_x"])
+    assert "no such file(s) ['tests/no_such_test.py::test_x']" in capsys.readouterr().err
