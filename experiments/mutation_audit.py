@@ -3,8 +3,9 @@
 
 Each :class:`Mutant` changes one expression of the simulation model, the PettingZoo face
 and its adapter, an agent's estimator, returns, targets or update schedule, a run's or a
-comparison's bookkeeping or the report's statistics into a plausible wrong one (a sign, a constant, a mean correction, a mask left out), the kind of
-slip a refactor makes. For each, a fresh clone of the committed tree gets the change and
+comparison's bookkeeping, the report's statistics and figures, the integrations (Gymnasium,
+SB3, TorchRL, RLlib, a Tune sweep) or a native kernel's C++ into a plausible wrong one (a
+sign, a constant, a mean correction, a mask left out), the kind of slip a refactor makes. For each, a fresh clone of the committed tree gets the change and
 runs the test files of its ``suite`` (``pytest -x``; a test that runs past
 ``--test-timeout`` fails, so a mutant that makes a loop endless is caught, not hung); the
 mutant is *caught* when a test fails, *survived* when all pass. A survivor is a property no
@@ -119,6 +120,38 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_reporting_audit.py",
         "tests/experiments/test_experiment_report.py",
     ),
+    # The integrations: each library's view and the audit of all of them.
+    "gym": (
+        "tests/integrations/test_gymnasium_vector.py",
+        "tests/integrations/test_gymnasium_single.py",
+        "tests/integrations/test_integrations_audit.py",
+        "tests/integrations/test_docs.py",
+    ),
+    "sb3": (
+        "tests/integrations/test_sb3.py",
+        "tests/integrations/test_integrations_audit.py",
+        "tests/integrations/test_docs.py",
+    ),
+    "torchrl": (
+        "tests/integrations/test_torchrl.py",
+        "tests/integrations/test_integrations_audit.py",
+        "tests/integrations/test_docs.py",
+    ),
+    "rllib": (
+        "tests/integrations/test_rllib.py",
+        "tests/integrations/test_rllib_cli.py",
+        "tests/integrations/test_local_ray.py",
+        "tests/integrations/test_integrations_audit.py",
+        "tests/integrations/test_docs.py",
+    ),
+    "tune": ("tests/integrations/test_tune.py",),
+    # The native kernels against their torch forms, and the steps that use them.
+    "native": (
+        "tests/test_native.py",
+        "tests/test_native_safety.py",
+        "tests/test_invalid_actions.py",
+        "tests/test_metrics.py",
+    ),
 }
 
 
@@ -148,6 +181,11 @@ BASELINES, IQL, MAPPO = "agents/baselines.py", "agents/iql.py", "agents/mappo.py
 FACE, RUNNER, MF = "recenv/pettingzoo_env.py", "experiments/runner.py", "agents/mf.py"
 BUFFERS, BASE = "agents/buffers.py", "agents/base.py"
 QMIX, FEATURES, COMPARISON = "agents/qmix.py", "agents/features.py", "experiments/comparison.py"
+GYM_VEC = "recenv/integrations/gymnasium_vector.py"
+GYM_ONE = "recenv/integrations/gymnasium_single.py"
+SB3, TORCHRL = "recenv/integrations/sb3.py", "recenv/integrations/torchrl.py"
+RLLIB, RLLIB_ENV = "recenv/integrations/rllib.py", "recenv/integrations/rllib_env.py"
+TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "recenv/core/native/"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -376,6 +414,71 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("reg_duplicate_id", "recenv/registry.py", "    if env_id in _REGISTRY:\n        raise ValueError(", "    if False:\n        raise ValueError(", "registry", "an id registered twice replaces the first"),
     _m("reg_vec_page", "recenv/registry.py", "    _set_page(env, s, page, env.config, config)\n    return env.compile()", "    return env.compile()", "registry", "help() on a batched env does not show the scenario's page"),
     _m("reg_make_device", "recenv/registry.py", 'for key in ("num_envs", "device"):', 'for key in ("num_envs",):', "registry", "make() takes a device it then ignores"),
+    # The Gymnasium views (recenv/integrations/gymnasium_vector.py, gymnasium_single.py).
+    _m("gv_random_mask", GYM_VEC, "return keys.masked_fill(~mask, -1.0).topk(", "return keys.topk(", "gym", "the random opponent shows masked candidates"),
+    _m("gv_opponent_seed", GYM_VEC, "reseed(seed + i * _OPPONENT_SEED_STRIDE)", "reseed(seed)", "gym", "every random opponent draws the market's own seed"),
+    _m("gv_restore", GYM_VEC, "                policy.restore(snapshot)\n", "                pass\n", "gym", "a refused step moves the random opponents' streams on"),
+    _m("gv_check_first", GYM_VEC, "        market.check_slate(self.agent, batched[self.agent])\n", "", "gym", "the opponents act before the learner's slate is checked"),
+    _m("gv_engagement", GYM_VEC, '"engagement": torch.where(won, info["engagement"], 0.0),', '"engagement": info["engagement"],', "gym", "the learner is told the engagement an opponent's item won"),
+    _m("gv_clicked", GYM_VEC, 'won = info["chosen_agent"] == a', 'won = info["chosen_agent"] >= 0', "gym", "any click counts as the learner's"),
+    _m("gv_repaired_agent", GYM_VEC, 'info["repaired"][:, a].to(torch.int64)', 'info["repaired"][:, 0].to(torch.int64)', "gym", "the first agent's repaired slots reported for the learner"),
+    _m("gv_episode_agent", GYM_VEC, "value[:, a] if value.dim() == 2 else value", "value[:, 0] if value.dim() == 2 else value", "gym", "the first agent's episode metrics reported for the learner"),
+    _m("gv_pending_seed", GYM_VEC, "            seed = market.pending_seed\n", "            pass\n", "gym", "make_single_agent_vec(seed=s) leaves the random opponents unseeded"),
+    _m("gv_flat_order", GYM_VEC, '[o["user"], o["history"], o["candidates"].reshape(N, -1), mask.float()]', '[o["history"], o["user"], o["candidates"].reshape(N, -1), mask.float()]', "gym", "the flat observation's user and history swapped against the face's layout"),
+    _m("gs_ended", GYM_ONE, "self._ended = bool(terminated[0] or truncated[0])", "self._ended = bool(terminated[0])", "gym", "a step after the horizon goes on (auto-resets) instead of raising"),
+    _m("gs_reset_key", GYM_ONE, 'if key.startswith("_") or key == "reset" or not', 'if key.startswith("_") or not', "gym", "the vector view's reset flag leaks into the single env's info"),
+    # SB3 through SuperSuit (recenv/integrations/sb3.py).
+    _m("sb3_timelimit", SB3, "truncations.get(agent, False) and not terminations.get(agent, False)", "terminations.get(agent, False)", "sb3", "TimeLimit.truncated set at a termination, not at the horizon"),
+    _m("sb3_episode_r", SB3, 'info["episode"] = {"r": float(episode["return"]), "l": int(episode["length"])}', 'info["episode"] = {"r": float(episode["market_share"]), "l": int(episode["length"])}', "sb3", "Monitor's episode return is the market share"),
+    _m("sb3_fresh_seed", SB3, "        if seed is None and self._fresh_seed:\n            seed = secrets.randbits(31)\n", "", "sb3", "SuperSuit's cloned copies replay one stream"),
+    _m("sb3_copy_seed", SB3, "seed + k // per_copy for k in range(self.num_envs)", "seed + k for k in range(self.num_envs)", "sb3", "seed() reports one seed per vector slot, not per market copy"),
+    _m("sb3_pending_clear", SB3, "            self._pending_seed = None\n", "", "sb3", "every reset reseeds: each episode replays the first"),
+    _m("sb3_where_agent", SB3, 'return f"{self.agents[i % A]} (vector index {i}, market copy {i // A})"', 'return f"{self.agents[i // A % A]} (vector index {i}, market copy {i // A})"', "sb3", "a bad action's error names another agent"),
+    _m("sb3_bool_actions", SB3, 'if x.shape == (N, K) and x.dtype.kind in "iu":', 'if x.shape == (N, K) and x.dtype.kind in "iub":', "sb3", "a bool action array taken as slates of 0s and 1s"),
+    # TorchRL (recenv/integrations/torchrl.py).
+    _m("trl_state_reserved", TORCHRL, 'reserved = (*RESERVED_GROUPS, "state") if return_state else RESERVED_GROUPS', "reserved = RESERVED_GROUPS", "torchrl", "a group named 'state' accepted beside the global state"),
+    _m("trl_each_once", TORCHRL, "if sorted(listed, key=repr) != sorted(agents, key=repr):", "if set(listed) != set(agents):", "torchrl", "an agent in two groups accepted"),
+    _m("trl_repair_default", TORCHRL, '    kwargs.setdefault("invalid_slate", "repair")\n    env = make(env_id, seed=seed, **kwargs)', "    env = make(env_id, seed=seed, **kwargs)", "torchrl", "TorchRL's independent slots raise on a repeat instead of repairing"),
+    # Ray RLlib (recenv/integrations/rllib.py, rllib_env.py).
+    _m("rl_seed_spread", RLLIB, "seed_offset=worker * (per_runner - 1)", "seed_offset=worker * per_runner", "rllib", "the runners' markets seeded with gaps and overlaps"),
+    _m("rl_without_ids", RLLIB, "return {a: {k: v for k, v in o.items() if k not in ID_KEYS} for a, o in obs.items()}", "return {a: dict(o) for a, o in obs.items()}", "rllib", "the dict observation keeps the catalog ids its space lacks"),
+    _m("rl_hash_seed_own", RLLIB, "hash_seed = own if own.isdigit() else HASH_SEED", "hash_seed = HASH_SEED", "rllib", "the workers' hash seed ignores the driver's"),
+    _m("rl_repair_default", RLLIB, '    kwargs.setdefault("invalid_slate", "repair")\n    return env_id, obs, kwargs', "    return env_id, obs, kwargs", "rllib", "RLlib's independent slots raise on a repeat instead of repairing"),
+    _m("rl_agent_order", RLLIB_ENV, "        self.possible_agents = list(env.possible_agents)\n        self.agents = list(env.possible_agents)\n", "", "rllib", "the agents in the order of a set (PYTHONHASHSEED's)"),
+    _m("rl_seed_offset", RLLIB_ENV, "seed = None if seed is None else seed + self.seed_offset", "seed = seed", "rllib", "the seed offset of a runner's envs ignored"),
+    # A Tune sweep (experiments/tune_sweep.py).
+    _m("tune_seeds_dup", TUNE, "if not seeds or len(set(seeds)) != len(seeds):", "if not seeds:", "tune", "a repeated seed runs twice into one directory"),
+    _m("tune_split_brackets", TUNE, '        if ch in "[(":\n', '        if ch in "(":\n', "tune", "a list value in brackets split at its commas"),
+    _m("tune_grid_product", TUNE, "for values in itertools.product(*(v for _, v in grid)):", "for values in zip(*(v for _, v in grid)):", "tune", "the grids zipped, not crossed"),
+    _m("tune_unique_label", TUNE, "out.append((_unique(config_label(label), [v[0] for v in out]), point, cfg))", "out.append((config_label(label), point, cfg))", "tune", "two variants whose labels sanitise alike share a directory"),
+    _m("tune_variant_filter", TUNE, 'mine = [t for t in trials if t["variant"] == label]', "mine = trials", "tune", "each variant's report reads every variant's trials"),
+    _m("tune_metrics_prefix", TUNE, 'metrics[f"{prefix}_{k}"] = v', "metrics[k] = v", "tune", "the training window's metrics overwrite the evaluation's"),
+    _m("tune_exists", TUNE, "    if out.exists():\n        raise FileExistsError(", "    if False:\n        raise FileExistsError(", "tune", "a finished sweep's directory written over"),
+    # The comparison's figures (experiments/plots.py).
+    _m("plot_band_inside", PLOTS, "inside = (grid >= s[0, 0]) & (grid <= s[-1, 0])", "inside = grid >= s[0, 0]", "report", "a shorter run's last value carried past its end"),
+    _m("plot_band_ci", PLOTS, "ci = np.array([0.0 if not math.isfinite(c) else c for _, c, _ in stats])", "ci = np.zeros(len(stats))", "report", "the learning curves without their CI band"),
+    _m("plot_band_grid", PLOTS, "grid = max(series, key=len)[:, 0]", "grid = series[0][:, 0]", "report", "the curve on the first run's steps, not the longest run's"),
+    _m("plot_band_finite", PLOTS, "if key in p and math.isfinite(p[key])", "if key in p", "report", "a NaN point poisons the seeds' mean"),
+    _m("plot_bar_ci", PLOTS, "es.append(ci if math.isfinite(ci) else 0.0)", "es.append(0.0)", "report", "the final metrics without error bars"),
+    _m("plot_bar_offset", PLOTS, "xs.append(j + (i - (len(agents) - 1) / 2) * width)", "xs.append(j)", "report", "the agents' bars drawn on top of each other"),
+    _m("plot_seed_count", PLOTS, "seeds[agent].append(len(curves[(env, agent)]))", "seeds[agent].append(1)", "report", "the legend's n is not the number of seeds"),
+    # The native kernels' C++ (recenv/core/native; their torch forms are mutated above).
+    _m("nat_cand_dedup", NATIVE + "candidates.cpp", "for (int64_t j = 0; j < C; ++j) first[j] = j == 0 || c[j] != c[j - 1];", "for (int64_t j = 0; j < C; ++j) first[j] = true;", "native", "a candidate retrieved twice shown as two"),
+    _m("nat_cand_arrival", NATIVE + "candidates.cpp", "out_mask[n * X + j] && arrival <= tn;", "out_mask[n * X + j] && arrival < tn;", "native", "an item arriving this request masked"),
+    _m("nat_cand_stale", NATIVE + "candidates.cpp", "const bool current = s[0] == e;", "const bool current = true;", "native", "an earlier episode's counts read as this one's"),
+    _m("nat_cnt_clicks_reset", NATIVE + "counters.cpp", "          s[1] = 0;\n          s[2] = 0;\n", "          s[1] = 0;\n", "native", "a new episode's counter keeps the old clicks"),
+    _m("nat_cnt_visible", NATIVE + "counters.cpp", "static_cast<uint32_t>(s[1]) + vis[n * P + j]", "static_cast<uint32_t>(s[1]) + 1", "native", "every page slot counted as an exposure, seen or not"),
+    _m("nat_arr_gap", NATIVE + "arrival.cpp", "const float factor = !held ? 1.0f : (gone ? 0.0f : gap);", "const float factor = !held ? 1.0f : (gone ? 0.0f : 1.0f);", "native", "a user away between sessions arrives at full weight"),
+    _m("nat_arr_ready", NATIVE + "arrival.cpp", "out_ready[n] = !away(u);", "out_ready[n] = true;", "native", "a user drawn while away served as if back"),
+    _m("nat_arr_patched", NATIVE + "arrival.cpp", "return current && (j == patched ? ss[2 * n] : available_at[j]) > tn;", "return current && available_at[j] > tn;", "native", "the just-served user's status read from before the step"),
+    _m("nat_arr_gone", NATIVE + "arrival.cpp", "every_gone = every_gone && gone;", "every_gone = every_gone && held;", "native", "a market whose users are all away ends as if all churned"),
+    _m("nat_slate_repeat", NATIVE + "slates.cpp", "for (int64_t j = 0; j < k; ++j) repeat |= s[j] == v;", "for (int64_t j = 0; j + 1 < k; ++j) repeat |= s[j] == v;", "native", "a repeat of the previous slot accepted"),
+    _m("nat_slate_reset", NATIVE + "slates.cpp", "rp[n * A + a] = reset[n] ? 0.0f : static_cast<float>(invalid);", "rp[n * A + a] = static_cast<float>(invalid);", "native", "a resetting market's ignored slate counted as repaired"),
+    _m("nat_slate_mask", NATIVE + "slates.cpp", "const bool ok_slot = in_range && m[c] && !repeat;", "const bool ok_slot = in_range && !repeat;", "native", "a masked candidate accepted"),
+    _m("nat_met_gini", NATIVE + "metrics.cpp", "numerator += v * c * (below - (I - below - c));", "numerator += v * c * (below - (I - below));", "native", "Gini's rank sum off by the run"),
+    _m("nat_met_stale", NATIVE + "metrics.cpp", "const int32_t x = s[3 * i] == e ? s[3 * i + 1] : 0;", "const int32_t x = s[3 * i + 1];", "native", "coverage and Gini count earlier episodes' exposures"),
+    _m("nat_met_sorted_runs", NATIVE + "metrics.cpp", "add_run(nonzero[a], b - a);", "add_run(nonzero[a], 1);", "native", "Gini of long runs counts each value once"),
+    _m("nat_rand_zero", NATIVE + "random.cpp", "row[w] = static_cast<float>(x >> 9) * 0x1p-23f + 0x1p-24f;", "row[w] = static_cast<float>(x >> 9) * 0x1p-23f;", "native", "a uniform can be 0 (-log of it infinite)"),
 )
 # fmt: on
 
