@@ -295,3 +295,66 @@ def test_a_refused_step_leaves_an_unseeded_opponent_unseeded():
     with pytest.raises(ValueError, match="agent_2"):
         env.step(env.market.oracle_slates()[:, 0])
     assert random_opponent.snapshot()[1]
+
+
+def test_any_agent_learns_with_the_faces_flat_observations_repairs_and_episode_metrics():
+    """The learner need not be agent_0: agent_1 of a three-agent market, with flat
+    observations and repaired slates, sees in market ``n`` exactly what the flat PettingZoo env
+    seeded ``s + n`` shows agent_1: the same vector (user, history, candidates, mask, in the
+    face's order), its own repaired slots and clicks, and every episode metric of its own
+    (agent_0, the oracle, repairs nothing and earns another return)."""
+    kwargs = {**SMALL, "horizon": 5, "num_agents": 3, "invalid_slate": "repair"}
+    N, seed, me = 2, 13, "agent_1"
+    vec = make_single_agent_vec(
+        MARKET, num_envs=N, seed=seed, agent=me, opponents="oracle", flatten_obs=True, **kwargs
+    )
+    singles = [recenv.make(MARKET, seed=seed + n, flatten_obs=True, **kwargs) for n in range(N)]
+    others = [a for a in vec.market.agents if a != me]
+    K = vec.market.config.slate_size
+    obs, info = vec.reset()
+    single_obs = [e.reset()[0] for e in singles]
+    repaired = ended = 0
+    for t in range(2 * (kwargs["horizon"] + 1)):
+        for n in range(N):
+            np.testing.assert_array_equal(obs[n], single_obs[n][me], err_msg=f"t={t} n={n}")
+        actions = np.stack([np.flatnonzero(m)[:K] for m in info["action_mask"]])
+        if t % 2:
+            actions[:, 1] = actions[:, 0]  # a repeated candidate: one slot repaired
+        opp = [{a: e.oracle_slate(a) for a in others} for e in singles]
+        obs, rew, _, _, info = vec.step(actions)
+        for n, env in enumerate(singles):
+            if info["reset"][n]:
+                single_obs[n], _ = env.reset()
+                continue
+            single_obs[n], s_rew, _, _, s_info = env.step({me: actions[n], **opp[n]})
+            mine = s_info[me]
+            assert rew[n] == s_rew[me]
+            assert info["repaired_slots"][n] == mine["repaired_slots"]
+            assert info["clicked"][n] == mine["clicked"]
+            repaired += mine["repaired_slots"]
+            if "episode" in mine:
+                ended += 1
+                got = {k: v[n] for k, v in info["episode_metrics"].items()}
+                assert set(got) <= set(mine["episode"])
+                for key, value in got.items():
+                    face = mine["episode"][key]  # market_share: every agent's, in order
+                    want = face[vec.market.agents.index(me)] if isinstance(face, list) else face
+                    assert value == pytest.approx(want), key
+    assert repaired > 0 and ended >= N
+
+
+def test_each_random_opponent_draws_its_own_documented_stream():
+    """Opponent ``i`` (1-based, in the market's agent order) is seeded ``s + i * 1,000,003``
+    by ``reset(seed=s)``: the two random opponents of a three-agent market draw apart, and
+    neither replays the market's own seed."""
+    vec = make_single_agent_vec(MARKET, num_envs=2, num_agents=3, opponents="random", **SMALL)
+    vec.reset(seed=7)
+    for i, name in enumerate(("agent_1", "agent_2"), start=1):
+        policy = vec.opponents[name]
+        assert isinstance(policy, RandomSlatePolicy)
+        want = torch.Generator().manual_seed(7 + i * 1_000_003).get_state()
+        assert torch.equal(policy.generator.get_state(), want), name
+    obs = vec.market.observe()
+    same_mask = {"action_mask": obs["agent_1"]["action_mask"]}
+    one, two = (vec.opponents[a](same_mask) for a in ("agent_1", "agent_2"))
+    assert not torch.equal(one, two)

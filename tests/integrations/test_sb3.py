@@ -54,25 +54,60 @@ def test_seed_is_forwarded_to_every_copy():
     np.testing.assert_array_equal(obs[2], single["agent_0"])
 
 
+def test_a_seed_seeds_one_reset_and_later_resets_continue_the_streams():
+    """``seed=s`` (or ``seed(s)``) is used by the next reset only: a second ``reset()`` (an
+    evaluation after training, say) continues each copy's stream, as a second unseeded reset
+    of the PettingZoo env does, instead of replaying the first episode."""
+    venv = make_sb3_vec_env(MARKET, num_vec_envs=2, seed=5, **SMALL)
+    first, again = venv.reset(), venv.reset()
+    assert not np.array_equal(first, again)
+    for copy in range(2):
+        single = recenv.make(MARKET, seed=5 + copy, flatten_obs=True, **SMALL)
+        single.reset()
+        second, _ = single.reset()
+        np.testing.assert_array_equal(again[2 * copy], second["agent_0"])
+
+
 def test_unseeded_copies_do_not_replay_one_stream():
     venv = make_sb3_vec_env(MARKET, num_vec_envs=2, **SMALL)
     obs = venv.reset()
     assert not np.array_equal(obs[0], obs[2])
 
 
+def test_the_adapter_gives_clones_of_a_used_env_their_own_streams():
+    """``SB3Adapter``'s first unseeded reset draws a seed from the OS: clones of an env that
+    has already played (its market's stream running, as SuperSuit's cloudpickled copies of
+    it would be) start apart, where a plain reset continues the one stream in each."""
+    import copy
+
+    from recenv.integrations.sb3 import SB3Adapter
+
+    env = recenv.make(MARKET, seed=3, flatten_obs=True, **SMALL)
+    env.reset()
+    plain = [copy.deepcopy(env).reset()[0]["agent_0"] for _ in range(2)]
+    np.testing.assert_array_equal(*plain)  # what the adapter is there to prevent
+    adapted = [SB3Adapter(copy.deepcopy(env)).reset()[0]["agent_0"] for _ in range(2)]
+    assert not np.array_equal(*adapted)
+
+
 def test_horizon_is_a_truncation_with_terminal_observation_and_monitor_stats():
     venv = make_sb3_vec_env(MARKET, num_vec_envs=1, seed=0, **SMALL)
     venv.reset()
     rng = np.random.default_rng(0)
+    returns = np.zeros(venv.num_envs)
     for t in range(SMALL["horizon"]):
         actions = np.stack([rng.permutation(20)[:3] for _ in range(venv.num_envs)])
         obs, rewards, dones, infos = venv.step(actions)
         assert np.isfinite(rewards).all()
         assert dones.all() == (t == SMALL["horizon"] - 1)
-    for info in infos:
+        returns += rewards
+    assert returns.any()
+    for info, ret in zip(infos, returns, strict=True):
         assert info["TimeLimit.truncated"] is True
         assert info["terminal_observation"].shape == obs[0].shape
-        assert info["episode"]["l"] == SMALL["horizon"] and math.isfinite(info["episode"]["r"])
+        # Monitor's statistics: the slot's summed rewards and the episode's length.
+        assert info["episode"]["l"] == SMALL["horizon"]
+        assert info["episode"]["r"] == pytest.approx(ret)
         assert "ctr" in info["recenv_episode"]
         assert "repaired_slots" in info
 
