@@ -178,7 +178,9 @@ def variants(
     args: argparse.Namespace, grid: list[tuple[str, list[str]]]
 ) -> list[tuple[str, dict[str, str], CompareConfig]]:
     """``(label, assignments, config)`` of every point of the grid (``default`` without one);
-    each config resolved and validated like ``compare``'s."""
+    each config resolved and validated like ``compare``'s. Two points that resolve to the
+    same config (two spellings of one value, ``[64,64]`` and ``[64, 64]``) are refused: they
+    would train the same runs twice under two labels."""
     base_assignments = list(args.assignments)
     out: list[tuple[str, dict[str, str], CompareConfig]] = []
     for values in itertools.product(*(v for _, v in grid)):
@@ -186,6 +188,12 @@ def variants(
         ns = argparse.Namespace(**vars(args))
         ns.assignments = base_assignments + [f"{k}={v}" for k, v in point.items()]
         cfg = cli.resolve(ns, single_run=False)
+        twin = next((p for _, p, c in out if c == cfg), None)
+        if twin is not None:
+            raise ConfigError(
+                f"--grid: the variants {twin} and {point} resolve to the same config (one "
+                "value spelled two ways?); give each value once"
+            )
         label = "__".join(f"{k}={v}" for k, v in point.items()) or "default"
         out.append((_unique(config_label(label), [v[0] for v in out]), point, cfg))
     return out

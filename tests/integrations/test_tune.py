@@ -36,7 +36,7 @@ TINY = [
 ]
 
 
-def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path, monkeypatch):
+def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
     argv = [*TINY, "--agents", "random,popularity", "--seeds", "0", "--out", str(out)]
     # While the sweep works on a variant, the variant is locked like a comparison that
@@ -74,8 +74,30 @@ def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path, monkey
     assert all("eval_return" in t for t in summary["trials"])
     assert (out / "tune" / "sweep").is_dir()  # Tune's storage_path is inside the sweep
 
-    # An existing output directory is never overwritten.
+    # An existing output directory is never overwritten, and the refusal says why before
+    # any work (the same sweep again would have trained every trial first).
+    before = (out / "sweep.json").read_bytes()
+    capsys.readouterr()
     assert tune_sweep.main(argv) == 1
+    assert f"output directory {out} exists; refusing to overwrite it" in capsys.readouterr().err
+    assert (out / "sweep.json").read_bytes() == before
+
+
+def test_a_grid_sweep_writes_each_variant_up_with_its_own_runs(local_ray, tmp_path):
+    """Two variants (a grid over the horizon): each variant's comparison holds its own run
+    only, trained at its own horizon, and sweep.md has one table per variant."""
+    out = tmp_path / "sweep"
+    argv = [*TINY, "--agents", "random", "--seeds", "0", "--grid", "env.horizon=8,10"]
+    assert tune_sweep.main([*argv, "--out", str(out)]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    assert sorted(summary["reports"]) == ["env.horizon_10", "env.horizon_8"]
+    for horizon in (8, 10):
+        comp = out / f"env.horizon_{horizon}"
+        runs = report.read_csv(comp / "runs.csv")
+        assert len(runs) == 1
+        config = json.loads((comp / runs[0]["run_dir"] / "config.json").read_text())
+        assert config["env_config"]["horizon"] == horizon
+    assert (out / "sweep.md").read_text().count("## env.horizon_") == 2
 
 
 def test_grid_and_seed_parsing():
@@ -92,6 +114,43 @@ def test_grid_and_seed_parsing():
     points = tune_sweep.variants(args, tune_sweep.parse_grid(args.grid))
     assert [label for label, _, _ in points] == ["agent.lr_1e-3", "agent.lr_3e-4"]
     assert [cfg.agent_overrides("iql")["lr"] for _, _, cfg in points] == [1e-3, 3e-4]
+
+
+def test_the_variants_are_the_product_of_the_grids_each_with_its_own_label():
+    """Two grids of two values: four variants, every pair once, in product order. Labels are
+    cut at 120 characters, so a large grid's labels can agree: those get a suffix, and no two
+    variants share a directory."""
+    fixed = [f"agent.{k}={v}" for k, v in (("learning_starts", 64), ("batch_size", 32))]
+    fixed += ["env.retrieval_interest=0.5", "env.retrieval_skew=1.5", "env.fresh_window=50"]
+    grid = ["--grid", *fixed, "agent.lr=1e-3,3e-4", "agent.gamma=0.9,0.99"]
+    args = tune_sweep.build_parser().parse_args(["--preset", "smoke", "--agents", "iql", *grid])
+    points = tune_sweep.variants(args, tune_sweep.parse_grid(args.grid))
+    assert [(point["agent.lr"], point["agent.gamma"]) for _, point, _ in points] == [
+        ("1e-3", "0.9"),
+        ("1e-3", "0.99"),
+        ("3e-4", "0.9"),
+        ("3e-4", "0.99"),
+    ]
+    got = [cfg.agent_overrides("iql") for _, _, cfg in points]
+    assert [(o["lr"], o["gamma"]) for o in got] == [
+        (1e-3, 0.9),
+        (1e-3, 0.99),
+        (3e-4, 0.9),
+        (3e-4, 0.99),
+    ]
+    labels = [label for label, _, _ in points]
+    cut = labels[0]
+    assert len(cut) == 120 and cut.startswith("agent.learning_starts_64__")
+    assert labels == [cut, f"{cut}-1", f"{cut}-2", f"{cut}-3"]
+
+
+def test_two_spellings_of_one_value_are_refused():
+    """``[64,64]`` and ``[64, 64]`` are one value: the sweep would train the same runs twice
+    under two labels."""
+    grid = ["--grid", "agent.hidden=[64,64],[64, 64]"]
+    args = tune_sweep.build_parser().parse_args(["--preset", "smoke", "--agents", "iql", *grid])
+    with pytest.raises(tune_sweep.ConfigError, match="resolve to the same config"):
+        tune_sweep.variants(args, tune_sweep.parse_grid(args.grid))
 
 
 @pytest.mark.parametrize(
