@@ -72,6 +72,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_experiment_report.py",
         "tests/experiments/test_reporting_audit.py",
         "tests/experiments/test_comparison_integrity.py",
+        "tests/experiments/test_plot_contents.py",
     ),
     # The PettingZoo face, the slate checks and the global state.
     "face": (
@@ -429,7 +430,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("gs_reset_key", GYM_ONE, 'if key.startswith("_") or key == "reset" or not', 'if key.startswith("_") or not', "gym", "the vector view's reset flag leaks into the single env's info"),
     # SB3 through SuperSuit (recenv/integrations/sb3.py).
     _m("sb3_timelimit", SB3, "truncations.get(agent, False) and not terminations.get(agent, False)", "terminations.get(agent, False)", "sb3", "TimeLimit.truncated set at a termination, not at the horizon"),
-    _m("sb3_episode_r", SB3, 'info["episode"] = {"r": float(episode["return"]), "l": int(episode["length"])}', 'info["episode"] = {"r": float(episode["market_share"]), "l": int(episode["length"])}', "sb3", "Monitor's episode return is the market share"),
+    _m("sb3_episode_r", SB3, 'info["episode"] = {"r": float(episode["return"]), "l": int(episode["length"])}', 'info["episode"] = {"r": float(episode["ctr"]), "l": int(episode["length"])}', "sb3", "Monitor's episode return is the click-through rate"),
     _m("sb3_fresh_seed", SB3, "        if seed is None and self._fresh_seed:\n            seed = secrets.randbits(31)\n", "", "sb3", "SuperSuit's cloned copies replay one stream"),
     _m("sb3_copy_seed", SB3, "seed + k // per_copy for k in range(self.num_envs)", "seed + k for k in range(self.num_envs)", "sb3", "seed() reports one seed per vector slot, not per market copy"),
     _m("sb3_pending_clear", SB3, "            self._pending_seed = None\n", "", "sb3", "every reset reseeds: each episode replays the first"),
@@ -453,6 +454,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("tune_unique_label", TUNE, "out.append((_unique(config_label(label), [v[0] for v in out]), point, cfg))", "out.append((config_label(label), point, cfg))", "tune", "two variants whose labels sanitise alike share a directory"),
     _m("tune_variant_filter", TUNE, 'mine = [t for t in trials if t["variant"] == label]', "mine = trials", "tune", "each variant's report reads every variant's trials"),
     _m("tune_metrics_prefix", TUNE, 'metrics[f"{prefix}_{k}"] = v', "metrics[k] = v", "tune", "the training window's metrics overwrite the evaluation's"),
+    _m("tune_twin_variants", TUNE, "twin = next((p for _, p, c in out if c == cfg), None)", "twin = None", "tune", "two spellings of one value train the same runs twice"),
     _m("tune_exists", TUNE, "    if out.exists():\n        raise FileExistsError(", "    if False:\n        raise FileExistsError(", "tune", "a finished sweep's directory written over"),
     # The comparison's figures (experiments/plots.py).
     _m("plot_band_inside", PLOTS, "inside = (grid >= s[0, 0]) & (grid <= s[-1, 0])", "inside = grid >= s[0, 0]", "report", "a shorter run's last value carried past its end"),
