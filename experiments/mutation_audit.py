@@ -146,6 +146,12 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/integrations/test_docs.py",
     ),
     "tune": ("tests/integrations/test_tune.py",),
+    # Real logs: loading, splits, the ALS fit, FromLog-v0's market.
+    "data": (
+        "tests/scenarios/test_data.py",
+        "tests/scenarios/test_from_log.py",
+        "tests/scenarios/test_from_log_inputs.py",
+    ),
     # The native kernels against their torch forms, and the steps that use them.
     "native": (
         "tests/test_native.py",
@@ -187,6 +193,8 @@ GYM_ONE = "recenv/integrations/gymnasium_single.py"
 SB3, TORCHRL = "recenv/integrations/sb3.py", "recenv/integrations/torchrl.py"
 RLLIB, RLLIB_ENV = "recenv/integrations/rllib.py", "recenv/integrations/rllib_env.py"
 TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "recenv/core/native/"
+LOGS, FIT, MFDATA = "recenv/data/logs.py", "recenv/data/fit.py", "recenv/data/mf.py"
+FROMLOG = "recenv/scenarios/from_log.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -481,6 +489,28 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("nat_met_stale", NATIVE + "metrics.cpp", "const int32_t x = s[3 * i] == e ? s[3 * i + 1] : 0;", "const int32_t x = s[3 * i + 1];", "native", "coverage and Gini count earlier episodes' exposures"),
     _m("nat_met_sorted_runs", NATIVE + "metrics.cpp", "add_run(nonzero[a], b - a);", "add_run(nonzero[a], 1);", "native", "Gini of long runs counts each value once"),
     _m("nat_rand_zero", NATIVE + "random.cpp", "row[w] = static_cast<float>(x >> 9) * 0x1p-23f + 0x1p-24f;", "row[w] = static_cast<float>(x >> 9) * 0x1p-23f;", "native", "a uniform can be 0 (-log of it infinite)"),
+    # Real logs: reading, splitting, the ALS fit and FromLog's catalog (recenv/data, recenv/scenarios/from_log.py).
+    _m("log_split_cut", LOGS, "cut = min(max(round(len(self) * (1.0 - test_fraction)), 1), len(self) - 1)", "cut = min(max(round(len(self) * test_fraction), 1), len(self) - 1)", "data", "a global split trains on the test fraction"),
+    _m("log_split_user_time", LOGS, "order = np.lexsort((np.arange(len(self)), self.timestamp, self.user))", "order = np.lexsort((np.arange(len(self)), self.user))", "data", "a user's test interactions are the last in the file, not the latest"),
+    _m("log_split_user_train", LOGS, "np.clip(n_test, 1, n - 1)", "np.clip(n_test, 1, n)", "data", "a user's every interaction can go to test"),
+    _m("log_density", LOGS, "pairs = np.unique(self.user * self.num_items + self.item).size", "pairs = len(self)", "data", "density counts repeated pairs"),
+    _m("log_compact_ids", LOGS, "item_ids=self.item_ids[items],", "item_ids=self.item_ids[: len(items)],", "data", "compact() maps items back to the wrong original ids"),
+    _m("fit_quality_shrink", FIT, "shrunk = (sums + RATING_PRIOR * mean) / (log.item_counts() + RATING_PRIOR)", "shrunk = sums / np.maximum(log.item_counts(), 1)", "data", "an item's mean rating not shrunk toward the global mean"),
+    _m("fit_quality_std", FIT, "quality = torch.as_tensor((shrunk - mean) / (std if std > 0 else 1.0)).float()", "quality = torch.as_tensor(shrunk - mean).float()", "data", "quality in rating points, not standard deviations"),
+    _m("fit_interest_weights", FIT, "interest.index_add_(0, user, w[:, None] * item_topics)", "interest.index_add_(0, user, item_topics)", "data", "a user's interests ignore the confidence weights"),
+    _m("fit_first_seen", FIT, "fs = np.full(log.num_items, np.inf)\n        np.minimum.at(fs, log.item, log.timestamp)", "fs = np.full(log.num_items, -np.inf)\n        np.maximum.at(fs, log.item, log.timestamp)", "data", "an item's first appearance is its last"),
+    _m("fit_sharpness", FIT, "w = torch.softmax(sharpness * top.values, dim=1)", "w = torch.softmax(top.values, dim=1)", "data", "topic_sharpness ignored"),
+    _m("fit_kmeans_weights", FIT, "centroids = spherical_kmeans(unit, torch.log1p(counts).double(),", "centroids = spherical_kmeans(unit, torch.ones_like(counts).double(),", "data", "topic centroids not weighted by popularity"),
+    _m("als_confidence", MFDATA, "conf = 1.0 + alpha * w  # float64", "conf = alpha * w  # float64", "data", "confidence alpha * w, not 1 + alpha * w"),
+    _m("als_loss_unobserved", MFDATA, "observed = (c * (1.0 - s) ** 2 - s**2).sum()", "observed = (c * (1.0 - s) ** 2).sum()", "data", "the objective counts observed pairs twice"),
+    _m("als_cg_rhs", MFDATA, "r = scatter(c[:, None] * f) - A(x)", "r = scatter(f) - A(x)", "data", "the normal equations' right side without the confidences"),
+    _m("als_cg_gram", MFDATA, "c_minus_1 = (c - 1.0)[:, None]", "c_minus_1 = c[:, None]", "data", "observed pairs counted once more in the Gram matrix"),
+    _m("als_pair_weights", MFDATA, "w = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(pairs))", "w = np.bincount(inverse.reshape(-1), minlength=len(pairs)).astype(np.float64)", "data", "a pair's weight is its count, not its summed weights"),
+    _m("als_log_confidence", MFDATA, 'return np.log1p(w) if confidence == "log" else w', 'return w if confidence == "log" else np.log1p(w)', "data", "log and linear confidences swapped"),
+    _m("mf_recommend_exclude", MFDATA, "            s[torch.tensor(exclude.user), torch.tensor(exclude.item)] = -torch.inf  # (read-only)\n", "", "data", "recommend() recommends the excluded items"),
+    _m("fromlog_arrival_latest", FROMLOG, "latest = torch.argsort(fit.first_seen, stable=True)[I - n_new :]", "latest = torch.argsort(fit.first_seen, stable=True)[:n_new]", "data", "the oldest items arrive during the episode"),
+    _m("fromlog_arrival_order", FROMLOG, "arrival[latest] = 1 + (torch.arange(n_new) * (cfg.horizon - 1)) // n_new", "arrival[latest] = 1 + (torch.arange(n_new).flip(0) * (cfg.horizon - 1)) // n_new", "data", "new items arrive in reverse order of appearance"),
+    _m("fromlog_quality_std", FROMLOG, "fit.quality * cfg.quality_std", "fit.quality", "data", "quality_std ignored by FromLog"),
 )
 # fmt: on
 
