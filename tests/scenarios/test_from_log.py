@@ -139,6 +139,18 @@ def test_market_follows_the_log(synthetic_log, fits):
     assert len(fits) == before + 1
 
 
+@pytest.mark.parametrize("quality_std", [None, 0.25])
+def test_the_catalogs_quality_is_the_fitted_score_times_quality_std(synthetic_log, quality_std):
+    """As a generated catalog's quality is a standard normal times ``quality_std``, a log
+    market's is the fitted score (in rating standard deviations) times ``quality_std``."""
+    over = {} if quality_std is None else {"quality_std": quality_std}
+    cfg, _, fit = from_log.fitted(synthetic_log, **SMALL, **over)
+    assert cfg.quality_std == (from_log.CONFIG.quality_std if quality_std is None else 0.25)
+    assert fit.quality.abs().max() > 0.1
+    env = recenv.make_vec(ENV, num_envs=1, seed=0, log=synthetic_log, **SMALL, **over)
+    torch.testing.assert_close(env.catalog.quality, fit.quality * cfg.quality_std)
+
+
 def test_an_agent_whose_items_all_arrive_late_still_fills_its_slates():
     """Ownership is drawn, not read from the log, so the newest items (those that arrive during
     the episode) can fall mostly to one agent. Here every item of agent_0 is newer than every
