@@ -151,6 +151,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/scenarios/test_data.py",
         "tests/scenarios/test_from_log.py",
         "tests/scenarios/test_from_log_inputs.py",
+        "tests/scenarios/test_log_fit.py",
     ),
     # The native kernels against their torch forms, and the steps that use them.
     "native": (
@@ -507,7 +508,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("als_cg_gram", MFDATA, "c_minus_1 = (c - 1.0)[:, None]", "c_minus_1 = c[:, None]", "data", "observed pairs counted once more in the Gram matrix"),
     _m("als_pair_weights", MFDATA, "w = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(pairs))", "w = np.bincount(inverse.reshape(-1), minlength=len(pairs)).astype(np.float64)", "data", "a pair's weight is its count, not its summed weights"),
     _m("als_log_confidence", MFDATA, 'return np.log1p(w) if confidence == "log" else w', 'return w if confidence == "log" else np.log1p(w)', "data", "log and linear confidences swapped"),
-    _m("mf_recommend_exclude", MFDATA, "            s[torch.tensor(exclude.user), torch.tensor(exclude.item)] = -torch.inf  # (read-only)\n", "", "data", "recommend() recommends the excluded items"),
+    _m("mf_recommend_exclude", MFDATA, "s[torch.tensor(exclude.user), torch.tensor(exclude.item)] = -torch.inf", "pass", "data", "recommend() recommends the excluded items"),
     _m("fromlog_arrival_latest", FROMLOG, "latest = torch.argsort(fit.first_seen, stable=True)[I - n_new :]", "latest = torch.argsort(fit.first_seen, stable=True)[:n_new]", "data", "the oldest items arrive during the episode"),
     _m("fromlog_arrival_order", FROMLOG, "arrival[latest] = 1 + (torch.arange(n_new) * (cfg.horizon - 1)) // n_new", "arrival[latest] = 1 + (torch.arange(n_new).flip(0) * (cfg.horizon - 1)) // n_new", "data", "new items arrive in reverse order of appearance"),
     _m("fromlog_quality_std", FROMLOG, "fit.quality * cfg.quality_std", "fit.quality", "data", "quality_std ignored by FromLog"),
@@ -529,7 +530,8 @@ def classify(returncode: int, stdout: str) -> str:
 
 def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[str]:
     """Problems with ``mutants`` against the tree at ``root``: a pattern that does not occur
-    exactly once, a change that changes nothing, an unknown suite, a repeated id."""
+    exactly once, a change that changes nothing, a Python change that does not compile (its
+    collection error would read as a catch), an unknown suite, a repeated id."""
     problems, ids = [], set()
     for m in mutants:
         if m.id in ids:
@@ -539,9 +541,15 @@ def check_patterns(root: Path, mutants: tuple[Mutant, ...] = MUTANTS) -> list[st
             problems.append(f"{m.id}: unknown suite {m.suite!r}; known: {sorted(SUITES)}")
         if m.old == m.new:
             problems.append(f"{m.id}: the change changes nothing")
-        count = (root / m.path).read_text().count(m.old)
+        source = (root / m.path).read_text()
+        count = source.count(m.old)
         if count != 1:
             problems.append(f"{m.id}: pattern occurs {count} times in {m.path}, expected once")
+        elif m.path.endswith(".py"):
+            try:
+                compile(source.replace(m.old, m.new, 1), m.path, "exec")
+            except SyntaxError as e:
+                problems.append(f"{m.id}: the changed {m.path} does not compile: {e.msg}")
     return problems
 
 

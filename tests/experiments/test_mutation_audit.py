@@ -60,15 +60,18 @@ def test_a_planted_mutant_is_caught_or_survives_and_the_file_comes_back(tmp_path
     survives = ma.Mutant("comment", "pkg.py", "# the answer", "# an answer", "tiny", "none")
     assert ma.check_patterns(repo, (caught, survives)) == []
     bad = (
-        ma.Mutant("x", "pkg.py", "return", "r", "nope", ""),
+        ma.Mutant("x", "pkg.py", "return", "return -", "nope", ""),
         ma.Mutant("y", "pkg.py", "yield", "r", "tiny", ""),
         ma.Mutant("y", "pkg.py", "f()", "f()", "tiny", ""),
+        ma.Mutant("z", "pkg.py", "    return 1", "", "tiny", ""),  # a body left empty
     )
     assert ma.check_patterns(repo, bad) == [
         "x: unknown suite 'nope'; known: ['tiny']",
         "y: pattern occurs 0 times in pkg.py, expected once",
         "y: id used twice",
         "y: the change changes nothing",
+        "z: the changed pkg.py does not compile: expected an indented block after function "
+        "definition on line 1",
     ]
 
     work = tmp_path / "work"
