@@ -195,7 +195,7 @@ SB3, TORCHRL = "recenv/integrations/sb3.py", "recenv/integrations/torchrl.py"
 RLLIB, RLLIB_ENV = "recenv/integrations/rllib.py", "recenv/integrations/rllib_env.py"
 TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "recenv/core/native/"
 LOGS, FIT, MFDATA = "recenv/data/logs.py", "recenv/data/fit.py", "recenv/data/mf.py"
-FROMLOG = "recenv/scenarios/from_log.py"
+FROMLOG, TB = "recenv/scenarios/from_log.py", "experiments/tb.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -512,6 +512,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("fromlog_arrival_latest", FROMLOG, "latest = torch.argsort(fit.first_seen, stable=True)[I - n_new :]", "latest = torch.argsort(fit.first_seen, stable=True)[:n_new]", "data", "the oldest items arrive during the episode"),
     _m("fromlog_arrival_order", FROMLOG, "arrival[latest] = 1 + (torch.arange(n_new) * (cfg.horizon - 1)) // n_new", "arrival[latest] = 1 + (torch.arange(n_new).flip(0) * (cfg.horizon - 1)) // n_new", "data", "new items arrive in reverse order of appearance"),
     _m("fromlog_quality_std", FROMLOG, "fit.quality * cfg.quality_std", "fit.quality", "data", "quality_std ignored by FromLog"),
+    # TensorBoard (experiments/tb.py): tags and a resumed run's purge.
+    _m("tb_purge_step", TB, "step = purge_step or 0", "step = 0", "runner", "a resumed writer's START at step 0: the whole run's scalars hidden"),
+    _m("tb_start_twice", TB, "for _ in range(1 if purge_step is None else 2):", "for _ in range(1):", "runner", "a resumed writer's one START, which TensorBoard's loader may ignore"),
+    _m("tb_member_tag", TB, 'return "/".join([*parts[i:], owner])', 'return "/".join(parts[i:])', "runner", "team members' losses logged under one tag"),
+    _m("tb_share_tag", TB, "out[f\"rec/market_share_{key.split('/', 1)[1]}\"] = value", 'out["rec/market_share"] = value', "runner", "every agent's market share under one tag"),
+    _m("tb_return_tag", TB, "out[f\"charts/episodic_return_{key.split('/', 1)[1]}\"] = value", 'out["charts/episodic_return"] = value', "runner", "each env agent's return written over the focal return"),
 )
 # fmt: on
 
