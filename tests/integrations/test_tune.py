@@ -74,8 +74,8 @@ def test_two_trial_sweep_writes_the_comparison_table(local_ray, tmp_path, monkey
     assert all("eval_return" in t for t in summary["trials"])
     assert (out / "tune" / "sweep").is_dir()  # Tune's storage_path is inside the sweep
 
-    # An existing output directory is never overwritten, and the refusal says why before
-    # any work (the same sweep again would have trained every trial first).
+    # An existing output directory is never overwritten, and the refusal names it and says
+    # why (not only the bare FileExistsError of a later mkdir).
     before = (out / "sweep.json").read_bytes()
     capsys.readouterr()
     assert tune_sweep.main(argv) == 1
