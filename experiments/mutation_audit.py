@@ -87,6 +87,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     # A run's checkpoints, resume and summary.
     "runner": (
         "tests/experiments/test_run_bookkeeping.py",
+        "tests/experiments/test_tb_purge.py",
         "tests/experiments/test_experiment_runner.py",
         "tests/experiments/test_runner_audit.py",
         "tests/experiments/test_checkpoint_damage.py",
