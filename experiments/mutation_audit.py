@@ -147,6 +147,15 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/integrations/test_docs.py",
     ),
     "tune": ("tests/integrations/test_tune.py",),
+    # The agents' registry: names, plug-ins, factories, checkpoints' headers.
+    "plugins": (
+        "tests/agents/test_agent_registry.py",
+        "tests/agents/test_agent_plugin_contract.py",
+        "tests/agents/test_load_agent_header.py",
+        "tests/agents/test_agent_checkpoint.py",
+        "tests/agents/test_caller_settings.py",
+        "tests/experiments/test_plugin_contract.py",
+    ),
     # Real logs: loading, splits, the ALS fit, FromLog-v0's market.
     "data": (
         "tests/scenarios/test_data.py",
@@ -197,6 +206,7 @@ RLLIB, RLLIB_ENV = "recenv/integrations/rllib.py", "recenv/integrations/rllib_en
 TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "recenv/core/native/"
 LOGS, FIT, MFDATA = "recenv/data/logs.py", "recenv/data/fit.py", "recenv/data/mf.py"
 FROMLOG, TB = "recenv/scenarios/from_log.py", "experiments/tb.py"
+AGREG = "agents/registry.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -519,6 +529,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("tb_member_tag", TB, 'return "/".join([*parts[i:], owner])', 'return "/".join(parts[i:])', "runner", "team members' losses logged under one tag"),
     _m("tb_share_tag", TB, "out[f\"rec/market_share_{key.split('/', 1)[1]}\"] = value", 'out["rec/market_share"] = value', "runner", "every agent's market share under one tag"),
     _m("tb_return_tag", TB, "out[f\"charts/episodic_return_{key.split('/', 1)[1]}\"] = value", 'out["charts/episodic_return"] = value', "runner", "each env agent's return written over the focal return"),
+    # The agents' registry (agents/registry.py): names, plug-ins, factories, checkpoints' headers.
+    _m("agreg_duplicate", AGREG, "    if old is not None and old is not cls:\n", "    if False:\n", "plugins", "a second class registered under a taken name replaces the first"),
+    _m("agreg_inference", AGREG, "with torch.inference_mode(False):", "with torch.inference_mode(torch.is_inference_mode_enabled()):", "plugins", "an agent built inside inference mode holds inference tensors"),
+    _m("agreg_takes_seed_kwargs", AGREG, 'p.kind is p.VAR_KEYWORD or (p.name == "seed" and p.kind is not p.POSITIONAL_ONLY)', '(p.name == "seed" and p.kind is not p.POSITIONAL_ONLY)', "plugins", "a factory taking **kwargs is not seeded"),
+    _m("agreg_factory_keys", AGREG, 'if p.kind in keyword and p.name != "agent_ids"]', "if p.kind in keyword]", "plugins", "agent_ids listed as a factory's config key"),
+    _m("agreg_unknown_keys", AGREG, "unknown = [k for k in config if valid is not None and k not in valid]", "unknown: list[str] = []", "plugins", "a factory's unknown config key reaches the factory"),
+    _m("agreg_ids_distinct", AGREG, "        and len(set(ids)) == len(ids)\n", "", "plugins", "a checkpoint header's repeated agent_ids accepted"),
+    _m("agreg_abstract", AGREG, '    if act is Agent.act:\n        return "act"', '    if False:\n        return "act"', "plugins", "an agent class without act() accepted by name"),
 )
 # fmt: on
 
