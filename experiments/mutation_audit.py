@@ -206,7 +206,7 @@ RLLIB, RLLIB_ENV = "recenv/integrations/rllib.py", "recenv/integrations/rllib_en
 TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "recenv/core/native/"
 LOGS, FIT, MFDATA = "recenv/data/logs.py", "recenv/data/fit.py", "recenv/data/mf.py"
 FROMLOG, TB = "recenv/scenarios/from_log.py", "experiments/tb.py"
-AGREG = "agents/registry.py"
+AGREG, CKPT = "agents/registry.py", "experiments/checkpoint_checks.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -537,6 +537,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("agreg_unknown_keys", AGREG, "unknown = [k for k in config if valid is not None and k not in valid]", "unknown: list[str] = []", "plugins", "a factory's unknown config key reaches the factory"),
     _m("agreg_ids_distinct", AGREG, "        and len(set(ids)) == len(ids)\n", "", "plugins", "a checkpoint header's repeated agent_ids accepted"),
     _m("agreg_abstract", AGREG, '    if act is Agent.act:\n        return "act"', '    if False:\n        return "act"', "plugins", "an agent class without act() accepted by name"),
+    # A run checkpoint's checks before a resume (experiments/checkpoint_checks.py).
+    _m("ckpt_steps_match", CKPT, 'if _is_int(steps) and steps != run["steps"]:', "if False:", "runner", "run['steps'] and loop['steps'] may disagree"),
+    _m("ckpt_tensor_shape", CKPT, "elif saved.dtype != live.dtype or (live.numel() and saved.shape != live.shape):", "elif saved.dtype != live.dtype:", "runner", "a saved tensor of another shape accepted"),
+    _m("ckpt_tensor_dtype", CKPT, "elif saved.dtype != live.dtype or (live.numel() and saved.shape != live.shape):", "elif live.numel() and saved.shape != live.shape:", "runner", "a saved tensor of another dtype accepted"),
+    _m("ckpt_python_rng", CKPT, 'if len(p["state"]) != size or not all(_is_int(v) for v in p["state"]):', 'if len(p["state"]) != size:', "runner", "a Python RNG state of non-integers accepted"),
+    _m("ckpt_dict_missing", CKPT, "lacks = [k for k in live if k not in saved]", "lacks: list[Any] = []", "runner", "a section's missing keys not named"),
+    _m("ckpt_list_len", CKPT, "elif any(_kind(v) in snapshot._IN_PLACE for v in live):", "elif False:", "runner", "a list of learners of another length accepted"),
+    _m("ckpt_loop_curve", CKPT, 'for name, values in (("curve", _NUMBER), ("window", _TENSOR)):', 'for name, values in (("window", _TENSOR),):', "runner", "the curve's points not checked"),
 )
 # fmt: on
 
