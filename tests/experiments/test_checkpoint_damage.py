@@ -127,6 +127,14 @@ DAMAGES: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
         ("'learners'", "list", "dict"),
     ),
     "rng section a list": (lambda p: _as_list(p["rng"], "numpy"), ("'numpy'", "list", "dict")),
+    "python rng state cut short": (
+        lambda p: p["rng"]["python"].update(state=[1, 2, 3]),
+        ("rng['python']['state'] is a list of 3 values", "expected 625 ints"),
+    ),
+    "python rng state of floats": (
+        lambda p: p["rng"]["python"].update(state=[float(v) for v in p["rng"]["python"]["state"]]),
+        ("rng['python']['state'] is a list of 625 values", "expected 625 ints"),
+    ),
     "agent state without a learner": (
         lambda p: _drop_learner(p["state"]["learners"]),
         ("'learners'", "'1.q.item.0.weight'", "missing"),
