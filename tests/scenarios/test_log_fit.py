@@ -35,18 +35,22 @@ def count_log(rating=COUNTS, kind="count", timestamp=None) -> InteractionLog:
     )
 
 
-def objective(x, y, weights, alpha, reg) -> float:
-    """Hu et al.'s objective over every (user, item) pair, per pair: confidence
-    ``1 + alpha * w`` and preference 1 where the pair was observed (``w`` its summed
-    weights), confidence 1 and preference 0 elsewhere; plus ``reg`` times the factors'
-    squared norms."""
-    x, y = x.double().numpy(), y.double().numpy()
+def preference_and_confidence(weights, alpha) -> tuple[np.ndarray, np.ndarray]:
+    """Hu et al.'s tables ``[U, I]``: preference 1 and confidence ``1 + alpha * w`` where the
+    pair was observed (``w`` its summed weights), preference 0 and confidence 1 elsewhere."""
     W = np.zeros((3, 4))
     np.add.at(W, (USERS, ITEMS), weights)
-    observed = np.zeros((3, 4), dtype=bool)
-    observed[USERS, ITEMS] = True
-    C = np.where(observed, 1.0 + alpha * W, 1.0)
-    err = C * (observed - x @ y.T) ** 2
+    P = np.zeros((3, 4))
+    P[USERS, ITEMS] = 1.0
+    return P, np.where(P > 0, 1.0 + alpha * W, 1.0)
+
+
+def objective(x, y, weights, alpha, reg) -> float:
+    """Hu et al.'s objective over every (user, item) pair, per pair: the confidence-weighted
+    squared error of the preference, plus ``reg`` times the factors' squared norms."""
+    x, y = x.double().numpy(), y.double().numpy()
+    P, C = preference_and_confidence(weights, alpha)
+    err = C * (P - x @ y.T) ** 2
     return float((err.sum() + reg * ((x**2).sum() + (y**2).sum())) / 12)
 
 
@@ -80,15 +84,7 @@ def test_each_half_iteration_solves_its_side_of_the_normal_equations():
         count_log(), factors=2, regularization=reg, alpha=alpha, iterations=4, confidence="log"
     )
     x = mf.user_factors.double()
-    W = torch.zeros(3, 4, dtype=torch.float64)
-    W.index_put_(
-        (torch.as_tensor(USERS), torch.as_tensor(ITEMS)),
-        torch.as_tensor(np.log1p(COUNTS)),
-        accumulate=True,
-    )
-    P = torch.zeros(3, 4, dtype=torch.float64)
-    P[USERS, ITEMS] = 1.0
-    C = torch.where(P > 0, 1.0 + alpha * W, torch.ones_like(W))
+    P, C = map(torch.as_tensor, preference_and_confidence(np.log1p(COUNTS), alpha))
     for i in range(4):
         A = x.T @ (C[:, i, None] * x) + reg * torch.eye(2, dtype=torch.float64)
         b = x.T @ (C[:, i] * P[:, i])
