@@ -1,18 +1,19 @@
 # ruff: noqa: E501  (the mutants are a table: one line each)
 """How strong the tests are: plant one deliberate bug at a time and see whether they notice.
 
-Each :class:`Mutant` changes one expression of the simulation model, the PettingZoo face
-and its adapter, an agent's estimator, returns, targets or update schedule, a run's or a
-comparison's bookkeeping, the report's statistics and figures, the integrations (Gymnasium,
-SB3, TorchRL, RLlib, a Tune sweep) or a native kernel's C++ into a plausible wrong one (a
-sign, a constant, a mean correction, a mask left out), the kind of slip a refactor makes. For each, a fresh clone of the committed tree gets the change and
+Each :class:`Mutant` changes one expression into a plausible wrong one (a sign, a constant,
+a mean correction, a mask left out), the kind of slip a refactor makes: in the simulation
+model, the PettingZoo face and its adapter, the agents and their registry, a run's or a
+comparison's bookkeeping, checkpoints and TensorBoard, the report and its figures, the
+integrations (Gymnasium, SB3, TorchRL, RLlib, a Tune sweep), real logs and their fit, or a
+native kernel's C++. For each, a fresh clone of the committed tree gets the change and
 runs the test files of its ``suite`` (``pytest -x``; a test that runs past
 ``--test-timeout`` fails, so a mutant that makes a loop endless is caught, not hung); the
 mutant is *caught* when a test fails, *survived* when all pass. A survivor is a property no
 test pins: add a test that states it (and check that it fails on the mutant), or say in the
 table why the change cannot be seen (an equivalent mutant)::
 
-    .venv/bin/python -m experiments.mutation_audit                   # every mutant (~3 h here)
+    .venv/bin/python -m experiments.mutation_audit                   # every mutant (~4 h here)
     .venv/bin/python -m experiments.mutation_audit --only dyn_visits resp_jitter_mean
     .venv/bin/python -m experiments.mutation_audit --list
     .venv/bin/python -m experiments.mutation_audit --only iql_double_q --tests tests/agents/test_iql.py
