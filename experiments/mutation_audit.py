@@ -171,6 +171,56 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/test_invalid_actions.py",
         "tests/test_metrics.py",
     ),
+    # The market's config checks, and option() that the agents' configs use too.
+    "config": (
+        "tests/test_config.py",
+        "tests/test_edge_configs.py",
+        "tests/test_config_utility_bound.py",
+        "tests/test_registry_inputs.py",
+        "tests/agents/test_agent_base.py",
+    ),
+    # The counter-based RNG: its bits against the unsigned algorithms, its normals, the kernel.
+    "rng": ("tests/test_choice.py", "tests/test_users.py", "tests/test_native.py"),
+    # An agent's saved state checked, on its own and through Agent.load and a resume.
+    "state_checks": (
+        "tests/agents/test_state_checks.py",
+        "tests/agents/test_agent_checkpoint.py",
+        "tests/agents/test_agent_plugin_contract.py",
+        "tests/experiments/test_checkpoint_damage.py",
+    ),
+    # The presets: their pages against their configs, each agent's candidates its own items.
+    "presets": ("tests/scenarios/test_presets.py", "tests/test_catalog.py"),
+    # The result scripts (compare_marl, compare_agents, fidelity) and their documented commands.
+    "marl_script": (
+        "tests/experiments/test_result_scripts.py",
+        "tests/experiments/test_budget_curve.py",
+        "tests/experiments/test_no_click_value.py",
+        "tests/experiments/test_provenance.py",
+        "tests/test_documented_commands.py",
+    ),
+    "agents_script": (
+        "tests/experiments/test_result_scripts.py",
+        "tests/experiments/test_slate_quality.py",
+        "tests/experiments/test_lookahead_headroom.py",
+        "tests/experiments/test_provenance.py",
+    ),
+    "fidelity": ("tests/experiments/test_result_scripts.py", "tests/test_documented_commands.py"),
+    # A run's snapshots: exact resumes of every agent, damaged checkpoints, huge pages back.
+    "snapshot": (
+        "tests/experiments/test_snapshot.py",
+        "tests/experiments/test_experiment_runner.py",
+        "tests/experiments/test_checkpoint_damage.py",
+        "tests/experiments/test_run_bookkeeping.py",
+        "tests/test_hugepages.py",
+        "tests/test_native.py::test_a_restored_snapshot_does_not_carry_the_native_switch",
+    ),
+    # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
+    "cli": (
+        "tests/experiments/test_reporting_audit.py",
+        "tests/experiments/test_experiment_config.py",
+        "tests/experiments/test_runner_audit.py",
+        "tests/test_documented_commands.py",
+    ),
 }
 
 
@@ -208,6 +258,14 @@ TUNE, PLOTS, NATIVE = "experiments/tune_sweep.py", "experiments/plots.py", "rece
 LOGS, FIT, MFDATA = "recenv/data/logs.py", "recenv/data/fit.py", "recenv/data/mf.py"
 FROMLOG, TB = "recenv/scenarios/from_log.py", "experiments/tb.py"
 AGREG, CKPT = "agents/registry.py", "experiments/checkpoint_checks.py"
+MCFG, RNG = "recenv/core/config.py", "recenv/core/rng.py"
+STATE, MUSIC = "agents/state_checks.py", "recenv/scenarios/music.py"
+CMARL, CAG, FID = (
+    "experiments/compare_marl.py",
+    "experiments/compare_agents.py",
+    "experiments/fidelity.py",
+)
+SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -546,6 +604,121 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("ckpt_dict_missing", CKPT, "lacks = [k for k in live if k not in saved]", "lacks: list[Any] = []", "runner", "a section's missing keys not named"),
     _m("ckpt_list_len", CKPT, "elif any(_kind(v) in snapshot._IN_PLACE for v in live):", "elif False:", "runner", "a list of learners of another length accepted"),
     _m("ckpt_loop_curve", CKPT, 'for name, values in (("curve", _NUMBER), ("window", _TENSOR)):', 'for name, values in (("window", _TENSOR),):', "runner", "the curve's points not checked"),
+    # The market's config checks (recenv/core/config.py).
+    _m("mcfg_unknown_key", MCFG, "        if unknown:\n            raise UnknownConfigKey(", "        if False:\n            raise UnknownConfigKey(", "config", "an unknown config key is a bare TypeError naming no valid key"),
+    _m("mcfg_positive_zero", MCFG, "            if getattr(c, n) <= 0:", "            if getattr(c, n) < 0:", "config", "a size of 0 passes as positive"),
+    _m("mcfg_nonneg_engagement_noise", MCFG, 'nonneg("engagement_noise", "browse_cost", "session_gap", "loyalty_weight")', 'nonneg("browse_cost", "session_gap", "loyalty_weight")', "config", "a negative engagement noise accepted"),
+    _m("mcfg_nonneg_session_gap", MCFG, 'nonneg("engagement_noise", "browse_cost", "session_gap", "loyalty_weight")', 'nonneg("engagement_noise", "browse_cost", "loyalty_weight")', "config", "a negative session gap accepted (users back before they left)"),
+    _m("mcfg_prob_retrieval_fresh", MCFG, '    prob("retrieval_fresh")\n', "", "config", "a negative share of fresh candidates accepted when the shares sum to 1"),
+    _m("mcfg_invalid_slate_policies", MCFG, 'INVALID_SLATE_POLICIES = ("raise", "repair")', 'INVALID_SLATE_POLICIES = ("raise",)', "config", "invalid_slate='repair' refused"),
+    _m("mcfg_leave_utility_unbounded", MCFG, '    "leave_utility": -MAX_UTILITY_SCALE,\n', "", "config", "leave_utility unbounded: platform logits can overflow float32"),
+    _m("mcfg_exposure_int32_bound", MCFG, "c.horizon * c.num_agents * c.slate_size > 2**31 - 1:", "c.horizon * c.num_agents * c.slate_size > 2**31:", "config", "2**31 exposures per episode overflow the int32 item counters"),
+    _m("mcfg_retrieval_skew_floor", MCFG, "if c.retrieval_skew < 1.0:", "if c.retrieval_skew < 0.0:", "config", "a retrieval skew below 1 accepted (leans to the tail; 0 indexes past the list)"),
+    _m("mcfg_open_low_end", MCFG, "return (lo < v if low_open else lo <= v)", "return (lo <= v)", "config", "an open interval's low end accepted (lr=0)"),
+    _m("mcfg_infinite_float", MCFG, "if x is not None and (math.isnan(x) or (finite and math.isinf(x))):", "if x is not None and math.isnan(x):", "config", "an infinite float passes the type check"),
+    _m("mcfg_state_dim", MCFG, "2 * A * C + 3 + A", "2 * A * C + 2 + A", "registry", "state_space one entry short of state()"),
+    # The counter-based RNG (recenv/core/rng.py).
+    _m("rng_mix64_shift", RNG, "z = z ^ ((z >> 30) & 0x3FFFFFFFF)", "z = z ^ ((z >> 31) & 0x1FFFFFFFF)", "rng", "SplitMix64's first shift is its last one"),
+    _m("rng_mix64_logical_shift", RNG, "z = z ^ ((z >> 27) & 0x1FFFFFFFFF)", "z = z ^ (z >> 27)", "rng", "an arithmetic shift where SplitMix64 shifts logically"),
+    _m("rng_stream_salt", RNG, "mix64(key ^ (counter * _GOLDEN64)) ^ salt)", "mix64(key ^ (counter * _GOLDEN64)))", "rng", "every stream draws the same numbers"),
+    _m("rng_counter_golden", RNG, "key ^ (counter * _GOLDEN64)", "key ^ counter", "rng", "neighbouring counters differ in low bits only before mixing (not the kernel's numbers)"),
+    _m("rng_split_index", RNG, "mix64(pre ^ (index.long() * _SPLIT64))", "mix64(pre ^ index.long())", "rng", "sub-block prefixes not the kernel's"),
+    _m("rng_high_lane", RNG, "((low[:, None] + idx) ^ high[:, None]) & _MASK32", "(low[:, None] + idx) & _MASK32", "rng", "blocks that share the prefix's low lane are identical"),
+    _m("rng_uniform_offset", RNG, ".to(dtype) * _INV23 + _INV24", ".to(dtype) * _INV23", "rng", "a uniform can be 0 (log(0) in gumbel and the choice race)"),
+    _m("rng_normals_radius", RNG, "r = torch.sqrt(-2.0 * torch.log(u[:, :m]))", "r = torch.sqrt(-torch.log(u[:, :m]))", "rng", "a user's normals have std 1/sqrt(2)"),
+    _m("rng_normals_sine", RNG, "[r * torch.cos(theta), r * torch.sin(theta)]", "[r * torch.cos(theta), r * torch.cos(theta)]", "rng", "a user's second half of normals repeats the first (noise copies taste)"),
+    _m("rng_box_muller_radius", RNG, "return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(", "return torch.sqrt(-torch.log(u1)) * torch.cos(", "model", "the step's normals (engagement jitter, activity) have std 1/sqrt(2)"),
+    _m("rng_gumbel_sign", RNG, "return -torch.log(-torch.log(u))", "return torch.log(-torch.log(u))", "model", "platform visits by a negated Gumbel: not the loyalty logit"),
+    _m("rng_fresh_seed_fixed", RNG, 'generator = torch.Generator(device="cpu")\n        generator.seed()', 'generator = torch.Generator(device="cpu")', "rng", "every unseeded market plays one fixed stream"),
+    # An agent's saved state, checked before it loads (agents/state_checks.py).
+    _m("state_layout_one_element", STATE, "empty = mine.numel() == 0 or saved.numel() == 0", "empty = mine.numel() == 0 or saved.numel() <= 1", "state_checks", "a one-element tensor loads over a whole table (copy_ broadcasts it)"),
+    _m("state_layout_swapped", STATE, 'why = state_layout_error(saved[k], mine[k], f"{at}[{k!r}]")', 'why = state_layout_error(mine[k], saved[k], f"{at}[{k!r}]")', "state_checks", "the checkpoint's and the agent's sides swapped: the wrong kind named, None loads where the agent has a number"),
+    _m("state_optional_keys", STATE, "extra = [k for k in saved if k not in mine and k not in optional]", "extra = [k for k in saved if k not in mine]", "state_checks", "a declared optional state key refused"),
+    _m("state_missing_all_lacking", STATE, "lacks = [k for k in mine if k not in saved]", "lacks = [key]", "state_checks", "a state missing several keys names only the first"),
+    _m("state_nonfinite_inf", STATE, "bad = int((~torch.isfinite(t)).sum())", "bad = int(torch.isnan(t).sum())", "state_checks", "an infinite weight or moment loads"),
+    _m("state_step_whole", STATE, 'if key == "step" and bool(((v < 0) | (v != v.floor())).any()):', 'if key == "step" and bool((v < 0).any()):', "state_checks", "a fractional optimizer step loads"),
+    _m("state_moments_square_avg", STATE, '{"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"', '{"exp_avg_sq", "max_exp_avg_sq", "sum"', "state_checks", "RMSprop's negative square_avg loads (its sqrt is NaN)"),
+    _m("state_moment_shape_dim", STATE, "if v.dim() > 0 and v.shape != p.shape:", "if v.dim() > 1 and v.shape != p.shape:", "state_checks", "a 1-d moment of another shape loads"),
+    _m("state_counter_zero", STATE, "not isinstance(value, numbers.Integral) or value < 0:", "not isinstance(value, numbers.Integral) or value <= 0:", "state_checks", "a counter of 0 refused"),
+    _m("state_weights_only_subclass", STATE, "if kind in _WEIGHTS_ONLY_PLAIN:", "if isinstance(x, _WEIGHTS_ONLY_PLAIN):", "state_checks", "a float or int subclass (numpy.float64, an IntEnum) saved that weights_only refuses"),
+    _m("state_weights_only_keys", STATE, 'why = weights_only_error(k, f"{at} key {k!r}") or weights_only_error(v, f"{at}[{k!r}]")', 'why = weights_only_error(v, f"{at}[{k!r}]")', "state_checks", "a dict key weights_only refuses is saved"),
+    _m("state_bool_as_number", STATE, "return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)", "return isinstance(v, numbers.Real) and math.isfinite(v)", "state_checks", "lr=True loads as a learning rate of 1"),
+    # The Music-v0 preset (recenv/scenarios/music.py).
+    _m("music_podcast_share", MUSIC, "PODCAST_SHARE = 0.2  #", "PODCAST_SHARE = 0.5  #", "presets", "half the catalog podcasts, not a fifth"),
+    _m("music_podcast_length", MUSIC, "torch.where(is_podcast, base.length * PODCAST_LENGTH, base.length)", "torch.where(is_podcast, base.length, base.length * PODCAST_LENGTH)", "presets", "songs six times as long as podcasts"),
+    _m("music_owner_flip", MUSIC, "owner = is_podcast.long()", "owner = (~is_podcast).long()", "presets", "agent_0 recommends podcasts, agent_1 songs"),
+    _m("music_lists_owner", MUSIC, "_retrieval_lists(cfg, base.popularity, owner,", "_retrieval_lists(cfg, base.popularity, base.owner,", "presets", "retrieval lists by the random partition, not by content type"),
+    _m("music_num_agents_check", MUSIC, "if cfg.num_agents != len(CONTENT_TYPES):", "if cfg.num_agents > len(CONTENT_TYPES):", "presets", "num_agents=1 accepted: the podcasts belong to no agent"),
+    _m("music_ownership_check", MUSIC, 'if cfg.ownership != "partition":', "if False:", "presets", "ownership='shared' accepted and silently partitioned"),
+    _m("music_available_check", MUSIC, "if available < cfg.num_candidates:", "if available < 0:", "presets", "too few songs or podcasts at t=0 not refused by name"),
+    _m("music_engagement_noise", MUSIC, "engagement_noise=0.3,", "engagement_noise=0.2,", "presets", "listen noise at Market-v0's 0.2"),
+    _m("music_boredom_exposure", MUSIC, "    boredom_exposure=0.0,\n", "", "presets", "shown tracks bore (Market-v0's exposure boredom)"),
+    _m("music_build_base", MUSIC, "MarketConfig.from_kwargs(CONFIG, **config)", "MarketConfig.from_kwargs(**config)", "presets", "Music-v0 built on Market-v0's defaults, not its preset"),
+    # The result scripts: compare_marl, compare_agents, fidelity.
+    _m("cmarl_eval_seed", CMARL, "    eval_seed = seed + EVAL_SEED_OFFSET\n    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **markets(args, mode))", "    eval_seed = seed\n    eval_env = recenv.make_vec(ENV, num_envs=args.eval_envs, seed=eval_seed, **markets(args, mode))", "marl_script", "the comparison's agents evaluated on their training markets' seed"),
+    _m("cmarl_return_agent0", CMARL, 'row["return"] = float(ret.mean())', 'row["return"] = float(ret[:, 0].mean())', "marl_script", "'return / agent' is agent_0's return, not the mean over agents"),
+    _m("cmarl_engagement_total", CMARL, 'row["engagement_total"] = float((ep["engagement_per_request"] * ep["length"]).double().mean())', 'row["engagement_total"] = float(ep["engagement_per_request"].double().mean())', "marl_script", "total engagement is engagement per request, not per episode"),
+    _m("cmarl_h2h_column", CMARL, "j = env.agents.index(a)", "j = ids.index(a)", "marl_script", "a head-to-head row reads the column of its position in its group, another agent's return and share"),
+    _m("cmarl_h2h_member_seed", CMARL, "seed=seed + i * OPPONENT_SEED_OFFSET", "seed=seed", "marl_script", "the head-to-head members share one seed (correlated exploration)"),
+    _m("cmarl_out_exists", CMARL, "out.mkdir(exist_ok=False)", "out.mkdir(exist_ok=True)", "marl_script", "a second invocation with the same --out runs and writes over the first"),
+    _m("cmarl_variant_unlisted", CMARL, "unlisted = sorted(set(labels) - set(names))", "unlisted: list[str] = []", "marl_script", "a --variant not listed in --agents silently never runs"),
+    _m("cmarl_variant_schedule", CMARL, "cfg[label] = dict(cfg.get(name, {}))", "cfg[label] = {}", "marl_script", "a --variant's agent trains without the budget schedule of its registered agent"),
+    _m("cmarl_table_by_env", CMARL, 'table = report.aggregate(rows, [m for m, _, _ in TABLE_METRICS], by=("env", "agent"))', 'table = report.aggregate(rows, [m for m, _, _ in TABLE_METRICS], by=("agent",))', "marl_script", "an agent's cooperative and competitive rows averaged into one cell"),
+    _m("cmarl_critic_ev_tail", CMARL, "tail = ev[-max(1, len(ev) // 4) :]", "tail = ev", "marl_script", "the critic's explained variance over all updates, not the last quarter"),
+    _m("cmarl_spread_sd", CMARL, "sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)", "sum((v - mean) ** 2 for v in values) / max(1, len(values))", "marl_script", "the learning tests' seed spread with the biased sd"),
+    _m("cag_t_quantile", CAG, "return T_975[max(keys)] if df <= 30 else 1.96", "return T_975[min(keys)] if df <= 30 else 1.96", "agents_script", "every CI uses the t quantile of 1 degree of freedom (12.7)"),
+    _m("cag_ci_pstdev", CAG, "statistics.stdev(values) / math.sqrt(len(values))", "statistics.pstdev(values) / math.sqrt(len(values))", "agents_script", "the CI from the biased standard deviation"),
+    _m("cag_eval_seed", CAG, "env_id, num_envs=args.eval_envs, seed=100_000 + seed, device=args.device, **env_kwargs", "env_id, num_envs=args.eval_envs, seed=seed, device=args.device, **env_kwargs", "agents_script", "evaluated on markets built with the training seed"),
+    _m("cag_engagement_total", CAG, 'out["metrics"]["engagement_total"] = float((ep["engagement_per_request"] * ep["length"]).mean())', 'out["metrics"]["engagement_total"] = float(ep["engagement_per_request"].mean())', "agents_script", "total engagement is per request, not per episode"),
+    _m("cag_iql_overrides", CAG, 'return {"learning_starts": 1_000, "eps_decay_steps": max(1, budget // 2), **overrides}', 'return {**overrides, "learning_starts": 1_000, "eps_decay_steps": max(1, budget // 2)}', "agents_script", "--iql cannot override learning_starts or eps_decay_steps"),
+    _m("cag_extra_label", CAG, 'label = f"{name} {json.dumps(config)}" if config else name', "label = name", "agents_script", "two --long-extra configs of one agent share a row (the second overwrites the first)"),
+    _m("cag_extra_experiment", CAG, 'if args.long_extra and args.experiment != "long_horizon":', "if False:", "agents_script", "--long-extra silently ignored by the table experiment"),
+    _m("cag_reserve_excl", CAG, 'with open(t, "x") as f:', 'with open(t, "w") as f:', "agents_script", "an existing result overwritten by a new invocation"),
+    _m("cag_reserve_cleanup", CAG, "            for m in made:\n                m.unlink(missing_ok=True)\n", "            made.clear()\n", "agents_script", "a refused reservation leaves the targets it had already created"),
+    _m("cag_json_inf", CAG, "if isinstance(x, float) and not math.isfinite(x):", "if isinstance(x, float) and math.isnan(x):", "agents_script", "an infinite figure kept: results files that are not JSON"),
+    _m("cag_failure_cleanup", CAG, "        for t in targets:\n            t.unlink(missing_ok=True)", "        for t in targets[:1]:\n            t.unlink(missing_ok=True)", "agents_script", "a failed run leaves its in-progress .md behind"),
+    _m("fid_served_live", FID, "served += int(live.sum())", "served += len(live)", "fidelity", "markets starting a new episode counted as served requests (CTR understated)"),
+    _m("fid_user_requests_live", FID, "user_requests.index_add_(0, user[live], torch.ones_like(user[live]))", "user_requests.index_add_(0, user, torch.ones_like(user))", "fidelity", "a resetting market's user counted as served"),
+    _m("fid_choices_order", FID, "order = np.lexsort((first.numpy(), -counts.numpy(), u))", "order = np.lexsort((first.numpy(), counts.numpy(), u))", "fidelity", "a simulated user's top 10 are the items it chose least"),
+    _m("fid_hit_next", FID, "nxt = np.mean([held[u][0] in recs.get(u, ()) for u in test_users])", "nxt = np.mean([held[u][-1] in recs.get(u, ()) for u in test_users])", "fidelity", "next-item HR@10 scores the last held-out item, not the next"),
+    _m("fid_requests_default", FID, "requests = args.requests or len(train_c)", "requests = args.requests or len(log)", "fidelity", "the default budget is the whole log's interactions, test included"),
+    _m("fid_spearman_test", FID, 'row["spearman_items_test"] = spearman(sim.item_users, test_items)', 'row["spearman_items_test"] = spearman(sim.item_users, real_items)', "fidelity", "the 'vs test' Spearman column compares with train"),
+    _m("fid_ctr_distinct", FID, 'row["ctr"] = float(sim.item_clicks.sum() / max(1, sim.requests))', 'row["ctr"] = float(sim.item_users.sum() / max(1, sim.requests))', "fidelity", "CTR counts distinct (user, item) pairs, not clicks"),
+    _m("fid_existing_refuse", FID, "    if existing:\n        print(", "    if False:\n        print(", "fidelity", "an existing report is not refused before the log is read"),
+    _m("fid_failure_cleanup", FID, "        for name in OUTPUTS:\n            Path(out, name).unlink(missing_ok=True)", "        for name in OUTPUTS[:2]:\n            Path(out, name).unlink(missing_ok=True)", "fidelity", "a failed run leaves its figures behind"),
+    _m("fid_test_fraction", FID, 'if not 0.0 < a["test_fraction"] < 1.0:', 'if not 0.0 < a["test_fraction"] <= 1.0:', "fidelity", "--test-fraction 1 accepted (an empty train split)"),
+    # A run's snapshot of agents and market (experiments/snapshot.py).
+    _m("snap_generator_state", SNAP, '        cur.set_state(saved["value"])\n        return True', "        return True", "snapshot", "a live generator keeps its state: a resume draws other numbers"),
+    _m("snap_npscalar", SNAP, '            return {KIND: "npscalar", "dtype": x.dtype.name, "value": x.item()}', "            return x.item()", "snapshot", "numpy scalars come back as Python numbers (float32 sums go on in float64)"),
+    _m("snap_tuple_static", SNAP, "if isinstance(x, (dict, list, tuple)) and any(_is_static(v, exclude) for v in _values(x)):", "if isinstance(x, (dict, list)) and any(_is_static(v, exclude) for v in _values(x)):", "snapshot", "a tuple holding a dtype is not static: snapshot raises"),
+    _m("snap_hook_in_place", SNAP, '            _restore_attr(cur, n, v, refs, f"{where}.{n}")\n        _restored(cur)\n', '            _restore_attr(cur, n, v, refs, f"{where}.{n}")\n', "snapshot", "a nested object restored in place does not re-derive its state"),
+    _m("snap_hook_rebuilt", SNAP, "        _restored(obj)\n        return obj", "        return obj", "snapshot", "a nested object rebuilt from its class does not re-derive its state"),
+    _m("snap_shared_ref", SNAP, '        if id(x) in memo:\n            return {KIND: "ref", "id": memo[id(x)][0]}', '        if False:\n            return {KIND: "ref", "id": memo[id(x)][0]}', "snapshot", "a tensor referenced twice restored as two tensors"),
+    _m("snap_frozen_static", SNAP, "return bool(cast(Any, type(x)).__dataclass_params__.frozen)", "return False", "snapshot", "frozen configs snapshotted and written back"),
+    _m("snap_no_clone", SNAP, '"value": x.detach().cpu().clone(),', '"value": x.detach().cpu(),', "snapshot", "a snapshot aliases the live tensors: later steps change what it holds"),
+    _m("snap_list_in_place", SNAP, "if any(_kind(s) in _IN_PLACE for s in saved):", "if False:", "snapshot", "a list of modules or learners is not restored in place"),
+    # The runner's command line (experiments/cli.py).
+    _m("cli_config_preset", CLI, "base_name = base_name or file_preset", "base_name = file_preset or base_name", "cli", "a config file's preset overrides --preset"),
+    _m("cli_set_last", CLI, '    for dest, value in vars(args).items():\n        if dest.startswith(("run.", "compare.")):\n            assignments.append((dest, value))\n    assignments.extend(config.split_assignment(a) for a in args.assignments)\n', '    assignments.extend(config.split_assignment(a) for a in args.assignments)\n    for dest, value in vars(args).items():\n        if dest.startswith(("run.", "compare.")):\n            assignments.append((dest, value))\n', "cli", "per-field flags override --set (documented: --set last)"),
+    _m("cli_report_out_exists", CLI, '        if out.exists():\n            raise ConfigError(f"--out {args.out!r} exists', '        if False:\n            raise ConfigError(f"--out {args.out!r} exists', "cli", "report --out into an existing directory is not refused before printing"),
+    _m("cli_report_out_inside", CLI, "if out.resolve().is_relative_to(Path(args.path).resolve()):", "if False:", "cli", "report --out inside the comparison it reads is accepted"),
+    _m("cli_describe_name", CLI, 'if args.name is not None and args.what not in ("agent", "env"):', "if False:", "cli", "describe run/compare/envs/agents NAME ignores NAME"),
+    _m("cli_unknown_args", CLI, "    if extra:  # report it", "    if False:  # report it", "cli", "an unknown option is silently ignored"),
+    _m("cli_config_error_code", CLI, 'print(f"config error: {e}{notes}", file=sys.stderr)\n        return 2', 'print(f"config error: {e}{notes}", file=sys.stderr)\n        return 1', "cli", "a config error exits 1, like a run error"),
+    _m("cli_summary_sentence", CLI, 'sentence = re.match(r".*?[.!?](?=\\s|$)", text)', 'sentence = re.match(r".*[.!?](?=\\s|$)", text)', "cli", "describe envs summarises a page by its whole first paragraph"),
+    _m("cli_resume_checkpoint", CLI, '        if args.checkpoint:\n            raise ConfigError("--checkpoint applies', '        if False:\n            raise ConfigError("--checkpoint applies', "cli", "resume --checkpoint of a comparison silently ignored"),
+    _m("cli_train_rounding_note", CLI, "    if n_envs * per_env != episodes:", "    if False:", "cli", "train and compare no longer say their evaluation plays more episodes than asked"),
+    # The RLlib training command (experiments/rllib_train.py).
+    _m("rlt_out_exists", RLT, '    if out.exists():\n        raise FileExistsError(f"output directory', '    if False:\n        raise FileExistsError(f"output directory', "rllib", "an existing --out not refused before Ray starts and trains"),
+    _m("rlt_iterations", RLT, "for i in range(1, cfg.iterations + 1):", "for i in range(1, cfg.iterations):", "rllib", "one training iteration fewer than --iterations"),
+    _m("rlt_gamma_nan", RLT, "if not 0 <= self.gamma <= 1:  # False for NaN", "if self.gamma < 0 or self.gamma > 1:", "rllib", "a NaN discount accepted"),
+    _m("rlt_minibatch_check", RLT, "if self.minibatch_size > self.train_batch_size:", "if False:", "rllib", "a minibatch larger than the training batch accepted"),
+    _m("rlt_all_modules", RLT, 'if isinstance(stats, dict) and module != "__all_modules__"', "if isinstance(stats, dict)", "rllib", "RLlib's __all_modules__ aggregate listed as a module's losses"),
+    _m("rlt_env_steps_lifetime", RLT, '_number(runners.get("num_env_steps_sampled_lifetime"))', '_number(runners.get("num_env_steps_sampled"))', "rllib", "env_steps_sampled_lifetime is the iteration's count"),
+    _m("rlt_seed_ignored", RLT, '.debugging(seed=cfg.seed, log_level="WARN")', '.debugging(log_level="WARN")', "rllib", "--seed not passed to RLlib: runs do not repeat"),
+    _m("rlt_envs_per_runner", RLT, '"envs_per_env_runner": self.num_envs_per_env_runner,', '"envs_per_env_runner": 1,', "rllib", "a runner's markets not told their count: two runners step the same seeded market"),
+    _m("rlt_gamma_ignored", RLT, "            gamma=cfg.gamma,\n", "", "rllib", "--gamma not passed to PPO (RLlib's default used)"),
+    _m("rlt_hash_seed_restart", RLT, '    if os.environ.get("PYTHONHASHSEED") == recenv_rllib.HASH_SEED:\n        return', "    if True:\n        return", "rllib", "the command does not restart with a fixed hash seed: a seed's run follows PYTHONHASHSEED"),
 )
 # fmt: on
 
