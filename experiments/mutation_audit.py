@@ -174,6 +174,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     # The market's config checks, and option() that the agents' configs use too.
     "config": (
         "tests/test_config.py",
+        "tests/test_config_ranges.py",
         "tests/test_edge_configs.py",
         "tests/test_config_utility_bound.py",
         "tests/test_registry_inputs.py",
