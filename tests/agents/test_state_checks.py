@@ -12,6 +12,7 @@ import torch
 from agents.baselines import RandomAgent
 from agents.state_checks import (
     counter,
+    missing_keys_error,
     nonfinite_state_error,
     nonnegative,
     optimizer_state_error,
@@ -139,3 +140,52 @@ def test_an_agent_with_infinities_by_design_opts_out_of_the_finite_check(market,
     agent = Declared(env)
     agent.load(path)
     assert torch.equal(agent.best, torch.full((2,), -torch.inf))
+
+
+@pytest.mark.parametrize(
+    ("opt_cls", "settings", "key"),
+    [
+        (torch.optim.Adam, {"lr": 1e-3}, "exp_avg_sq"),
+        (torch.optim.Adam, {"lr": 1e-3, "amsgrad": True}, "max_exp_avg_sq"),
+        (torch.optim.RMSprop, {"lr": 0.01}, "square_avg"),
+        (torch.optim.Adagrad, {"lr": 0.01}, "sum"),
+        (torch.optim.Adadelta, {}, "acc_delta"),
+        (torch.optim.Adamax, {}, "exp_inf"),
+    ],
+)
+def test_each_optimizers_sum_of_squares_is_refused_negative(market, opt_cls, settings, key):
+    """Every optimizer's running sum of squares (Adam's, RMSprop's, Adagrad's, Adadelta's,
+    Adamax's names) is refused with a negative entry: a square root of it is NaN at the
+    next update."""
+    opt = _trained(opt_cls, **settings)
+    (state,) = opt.state.values()
+    state[key][1] = -1.0
+    why = optimizer_state_error(_holding(market(), opt))
+    assert why == f"optimizer: {key!r} of a parameter holds negative values (a sum of squares)"
+
+
+@pytest.mark.parametrize("step", [-5.0, 3.5])
+def test_an_optimizer_step_is_a_whole_number_not_below_zero(market, step):
+    opt = _trained(torch.optim.Adam, lr=1e-3)
+    (state,) = opt.state.values()
+    state["step"] = torch.tensor(step)
+    why = optimizer_state_error(_holding(market(), opt))
+    assert why == f"optimizer: 'step' is {step}; expected a whole number >= 0"
+
+
+@pytest.mark.parametrize(("key", "value"), [("lr", True), ("weight_decay", False)])
+def test_a_bool_is_not_a_number_setting(market, key, value):
+    """``lr=True`` would train at a learning rate of 1 (torch's constructor takes it)."""
+    opt = _trained(torch.optim.Adam, lr=1e-3)
+    opt.param_groups[0][key] = value
+    why = optimizer_state_error(_holding(market(), opt))
+    assert why == f"optimizer: param_groups[0][{key!r}] is {value}; expected a finite number"
+
+
+def test_a_state_missing_several_keys_names_every_one():
+    mine = {"q": {"w": 1, "b": 2, "scale": 3}, "steps": 0}
+    saved = {"q": {"w": 1}, "steps": 0}
+    assert missing_keys_error(saved, mine, "b") == (
+        "state['q'] is missing key(s) ['b', 'scale']; expected the keys ['b', 'scale', 'w']"
+    )
+    assert missing_keys_error(saved, mine, "other") is None
