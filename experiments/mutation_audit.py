@@ -190,7 +190,11 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_checkpoint_damage.py",
     ),
     # The presets: their pages against their configs, each agent's candidates its own items.
-    "presets": ("tests/scenarios/test_presets.py", "tests/test_catalog.py"),
+    "presets": (
+        "tests/scenarios/test_presets.py",
+        "tests/scenarios/test_music.py",
+        "tests/test_catalog.py",
+    ),
     # The result scripts (compare_marl, compare_agents, fidelity) and their documented commands.
     "marl_script": (
         "tests/experiments/test_result_scripts.py",
