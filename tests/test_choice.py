@@ -127,6 +127,40 @@ def test_uniforms_are_uniform():
         assert abs(torch.corrcoef(torch.stack([x, y]))[0, 1]) < 0.13
 
 
+def _standard_normal_moments(z: torch.Tensor) -> None:
+    """Mean 0, variance 1 and fourth moment 3, each within 4 sigma for ``z.numel()`` draws."""
+    z = z.flatten().double()
+    n = z.numel()
+    assert abs(z.mean()) < 4 / math.sqrt(n), z.mean()
+    assert abs(z.var() - 1.0) < 4 * math.sqrt(2 / n), z.var()
+    assert abs((z**4).mean() - 3.0) < 4 * math.sqrt(96 / n), (z**4).mean()
+
+
+def test_normals_are_independent_standard_normals():
+    """``normals`` (a user's draws: features, budget, taste) and ``box_muller`` (the step's:
+    engagement jitter, activity) give standard normals from the counter-based uniforms; a
+    block's cosine and sine halves come from the same uniforms and must still be independent
+    (uncorrelated, and so are their squares), or a user's second half of normals would copy
+    its first (200 000 draws; |correlation| < 4 / sqrt(100 000))."""
+    u = _choice_uniforms(1000, 200)
+    z = rng.normals(u, 200)
+    _standard_normal_moments(z)
+    first, second = z[:, :100].flatten(), z[:, 100:].flatten()
+    for x, y in ((first, second), (first**2, second**2)):
+        assert abs(torch.corrcoef(torch.stack([x, y]))[0, 1]) < 4 / math.sqrt(first.numel())
+    _standard_normal_moments(rng.box_muller(u[:, :100], u[:, 100:]))
+
+
+def test_unseeded_markets_draw_different_seeds():
+    """A market given no seed draws one at its first reset (``rng.fresh_seed``, from an
+    OS-seeded generator): two such markets play different trajectories."""
+    assert rng.fresh_seed() != rng.fresh_seed()
+    a, b = (recenv.make_vec("recenv/Market-v0", num_envs=2, num_items=500) for _ in range(2))
+    obs_a, obs_b = a.reset(), b.reset()
+    assert not torch.equal(a.key, b.key)
+    assert not torch.equal(obs_a["agent_0"]["user"], obs_b["agent_0"]["user"])
+
+
 def test_uniforms_stay_inside_the_open_unit_interval():
     """Every uniform lies strictly inside (0, 1) — ``gumbel`` and ``sample_choice`` rely on it
     (``-log(-log(1)) = +inf``, and ``log(0) + inf`` is NaN, which argmax picks).
