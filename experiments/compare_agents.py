@@ -58,7 +58,7 @@ import torch
 
 import agents
 import recenv
-from experiments import slate_quality
+from experiments import report, slate_quality
 from experiments.config import validate_agent_overrides
 from experiments.provenance import code_line, versions
 
@@ -72,24 +72,16 @@ DEFAULT_AGENTS = (
     "value_oracle",
     "iql",
 )
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
-
-
-def t_quantile(df: int) -> float:
-    """Two-sided 95 % Student-t quantile (the nearest tabulated df at or below ``df``)."""
-    if df <= 0:
-        return math.nan
-    keys = [k for k in T_975 if k <= df]
-    return T_975[max(keys)] if df <= 30 else 1.96
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t confidence interval."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, math.nan
-    return m, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    """Mean over seeds and the half-width of its 95 % Student-t confidence interval
+    (:func:`experiments.report.mean_ci`, the exact t quantile, as every report here); the
+    half-width is NaN with one seed or a non-finite value (whose mean is then not finite)."""
+    if not all(math.isfinite(v) for v in values):
+        return statistics.fmean(values), math.nan
+    mean, ci, _ = report.mean_ci(values)
+    return mean, ci
 
 
 def iql_config(budget: int, overrides: dict[str, Any]) -> dict[str, Any]:

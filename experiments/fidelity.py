@@ -136,17 +136,8 @@ def simulate(market: recenv.BatchedMarket, policy: str, requests: int, seed: int
         pairs.append(user[ok] * I + item[ok])
     seconds = time.perf_counter() - t0
     all_pairs = torch.cat(pairs)
-    keys, inverse, counts = torch.unique(all_pairs, return_inverse=True, return_counts=True)
-    first = torch.full((len(keys),), len(all_pairs), dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(len(all_pairs)), reduce="amin")
-    u, i = (keys // I).numpy(), (keys % I).numpy()
-    # Most chosen first; among equals, the earliest chosen.
-    order = np.lexsort((first.numpy(), -counts.numpy(), u))
-    choices: dict[int, np.ndarray] = {}
-    bounds = np.flatnonzero(np.diff(u[order])) + 1
-    for chunk in np.split(order, bounds):
-        if len(chunk):
-            choices[int(u[chunk[0]])] = i[chunk]
+    keys = torch.unique(all_pairs)
+    choices = choices_by_count(all_pairs, I)
     item_users, user_items = distinct_pairs(keys // I, keys % I, U, I)
     return Simulated(
         item_clicks.numpy(),
@@ -158,6 +149,34 @@ def simulate(market: recenv.BatchedMarket, policy: str, requests: int, seed: int
         served,
         seconds,
     )
+
+
+def choices_by_count(pairs: torch.Tensor, num_items: int) -> dict[int, np.ndarray]:
+    """Each user's chosen items, most chosen first and, among equals, the earliest chosen
+    first: ``{user: item ids}`` from ``pairs`` ``[n]`` int64, the choices in time order as
+    ``user * num_items + item``."""
+    keys, inverse, counts = torch.unique(pairs, return_inverse=True, return_counts=True)
+    first = torch.full((len(keys),), len(pairs), dtype=torch.int64)
+    first.scatter_reduce_(0, inverse, torch.arange(len(pairs)), reduce="amin")
+    u, i = (keys // num_items).numpy(), (keys % num_items).numpy()
+    # Most chosen first; among equals, the earliest chosen.
+    order = np.lexsort((first.numpy(), -counts.numpy(), u))
+    choices: dict[int, np.ndarray] = {}
+    bounds = np.flatnonzero(np.diff(u[order])) + 1
+    for chunk in np.split(order, bounds):
+        if len(chunk):
+            choices[int(u[chunk[0]])] = i[chunk]
+    return choices
+
+
+def hit_rates(held: dict[int, list[int]], recs: dict[int, list[int]]) -> dict[str, float]:
+    """HR@10 over the test users (``held``'s keys: each user's held-out items in time
+    order, -1 for an item unseen in train): ``hr@10_next``, the share whose first held-out
+    item is among their ``recs``; ``hr@10_any``, the share with any held-out item there."""
+    test_users = sorted(held)
+    nxt = np.mean([held[u][0] in recs.get(u, ()) for u in test_users])
+    anyh = np.mean([bool(set(held[u]) & set(recs.get(u, ()))) for u in test_users])
+    return {"hr@10_next": float(nxt), "hr@10_any": float(anyh)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,11 +224,6 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
                     break
         return out
 
-    def hit_rates(recs: dict[int, list[int]]) -> dict[str, float]:
-        nxt = np.mean([held[u][0] in recs.get(u, ()) for u in test_users])
-        anyh = np.mean([bool(set(held[u]) & set(recs.get(u, ()))) for u in test_users])
-        return {"hr@10_next": float(nxt), "hr@10_any": float(anyh)}
-
     # References: ALS (the market's own fit) and popularity, both leaving out seen items.
     scores = fit.mf.scores()
     for u in range(train_c.num_users):
@@ -225,8 +239,8 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
     rows: dict[str, dict[str, Any]] = {
         "real (train)": _distribution_row(real_items, real_users, real_items, real_users),
         "real (test)": _distribution_row(test_items, test_users_count, real_items, real_users),
-        "ALS recommender": hit_rates(als),
-        "popularity recommender": hit_rates(pop),
+        "ALS recommender": hit_rates(held, als),
+        "popularity recommender": hit_rates(held, pop),
     }
     sims = {}
     requests = args.requests or len(train_c)
@@ -237,7 +251,7 @@ def evaluate_split(log: InteractionLog, split: str, args: Args) -> dict[str, Any
         row = _distribution_row(sim.item_users, sim.user_items, real_items, real_users)
         row["spearman_items_test"] = spearman(sim.item_users, test_items)
         row["repeat_share"] = float(1.0 - sim.item_users.sum() / max(1, sim.item_clicks.sum()))
-        row.update(hit_rates(recs))
+        row.update(hit_rates(held, recs))
         row["ctr"] = float(sim.item_clicks.sum() / max(1, sim.requests))
         row["requests"] = sim.requests
         row["seconds"] = round(sim.seconds, 1)

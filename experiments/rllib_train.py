@@ -97,7 +97,10 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 errors.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.minibatch_size > self.train_batch_size:
-            errors.append("minibatch_size must be <= train_batch_size")
+            errors.append(
+                f"minibatch_size={self.minibatch_size} must be <= train_batch_size="
+                f"{self.train_batch_size}"
+            )
         # RLlib seeds numpy's global generator, which takes [0, 2**32), with seed + w in env
         # runner w (and seed in the learner).
         if not 0 <= self.seed <= 2**32 - 1 - max(self.num_env_runners, 0):

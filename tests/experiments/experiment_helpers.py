@@ -1,4 +1,4 @@
-"""Helpers of the experiment runner's tests: tiny run configs and a subprocess runner.
+"""Helpers of the experiment runner's tests: tiny run configs, a subprocess runner, a tiny log.
 
 Every run here is a few dozen batched steps of a few markets with a short horizon, so the
 whole directory stays fast on a shared two-core machine; torch runs single-threaded (the
@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from experiments.config import RunConfig
 
@@ -137,3 +139,18 @@ def tensorboard(run: Path) -> tuple[dict[str, list[tuple[int, float]]], int]:
     assert served == scalars, "TensorBoard's server reads the run differently"
     texts = len(server.Tensors("hyperparameters/text_summary"))
     return scalars, texts
+
+
+def tiny_log(tmp_path: Path) -> Path:
+    """A log file ``tmp_path/log/ratings_tiny.csv``: 40 users, ~700 timestamped
+    interactions with ~400 of 800 items (enough items for a FromLog market's retrieval
+    lists), each user's in time order."""
+    rng = np.random.default_rng(0)
+    lines = ["user,item,timestamp"]
+    for u in range(40):
+        items = rng.choice(800, size=int(rng.integers(5, 30)), replace=False)
+        lines += [f"{u},{i},{1000 * u + 10 * k}" for k, i in enumerate(items)]
+    path = tmp_path / "log" / "ratings_tiny.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    return path

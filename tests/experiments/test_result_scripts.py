@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from experiment_helpers import tiny_log
 
 import agents
 import recenv
@@ -133,24 +134,10 @@ def test_compare_marl_refuses_bad_input_before_any_work(
 # ------------------------------------------------------------------------------------------
 # experiments.fidelity
 # ------------------------------------------------------------------------------------------
-def _tiny_log(tmp_path):
-    """40 users, ~700 timestamped interactions with ~400 of 800 items (enough items for a
-    FromLog market's retrieval lists)."""
-    rng = np.random.default_rng(0)
-    lines = ["user,item,timestamp"]
-    for u in range(40):
-        items = rng.choice(800, size=int(rng.integers(5, 30)), replace=False)
-        lines += [f"{u},{i},{1000 * u + 10 * k}" for k, i in enumerate(items)]
-    path = tmp_path / "log" / "ratings_tiny.csv"
-    path.parent.mkdir()
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_fidelity_simulation_counts_the_requests_it_served(tmp_path):
     # A market starting a new episode serves no request in that step: counting every step's
     # markets as requests overstated them and understated the CTR (clicks / requests).
-    log = load_log(_tiny_log(tmp_path))
+    log = load_log(tiny_log(tmp_path))
     train = log.time_split(0.2, by="user")[0].compact()
     market = recenv.make_vec(fidelity.ENV_ID, num_envs=2, seed=0, log=train, horizon=5)
     sim = fidelity.simulate(market, "random", 40, seed=0)
@@ -159,7 +146,7 @@ def test_fidelity_simulation_counts_the_requests_it_served(tmp_path):
 
 
 def test_fidelity_report_states_the_request_budget_it_used(tmp_path):
-    path = _tiny_log(tmp_path)
+    path = tiny_log(tmp_path)
     log = load_log(path)
     md = fidelity.markdown([], log, fidelity.Args(log=str(path), requests=500))
     assert "simulated requests = 500;" in md and "served by that policy for 500 requests." in md
@@ -178,7 +165,7 @@ def _stub_fidelity(monkeypatch, evaluate_split=None, plots=None):
 
 def test_fidelity_refuses_a_second_invocation_with_the_same_out(tmp_path, monkeypatch, capsys):
     out = tmp_path / "fid"
-    argv = ["--log", str(_tiny_log(tmp_path)), "--out", str(out), "--splits", "user"]
+    argv = ["--log", str(tiny_log(tmp_path)), "--out", str(out), "--splits", "user"]
     codes = []
 
     def evaluate_split(log, split, args):
@@ -204,7 +191,7 @@ def test_fidelity_that_fails_leaves_no_result(tmp_path, monkeypatch):
     _stub_fidelity(monkeypatch, plots=plots)
     out = tmp_path / "fid"
     with pytest.raises(RuntimeError, match="boom"):
-        fidelity.main(["--log", str(_tiny_log(tmp_path)), "--out", str(out)])
+        fidelity.main(["--log", str(tiny_log(tmp_path)), "--out", str(out)])
     assert [f for f in fidelity.OUTPUTS if (out / f).exists()] == []
 
 
@@ -221,7 +208,7 @@ def test_fidelity_that_fails_leaves_no_result(tmp_path, monkeypatch):
 def test_fidelity_refuses_bad_arguments(flags, message, tmp_path, capsys):
     out = tmp_path / "fid"
     with pytest.raises(SystemExit) as exit_:
-        fidelity.main(["--log", str(_tiny_log(tmp_path)), "--out", str(out), *flags])
+        fidelity.main(["--log", str(tiny_log(tmp_path)), "--out", str(out), *flags])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
@@ -235,11 +222,11 @@ def test_fidelity_names_a_log_it_cannot_read(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_fidelity_end_to_end_on_a_tiny_log(tmp_path):
+def test_fidelity_end_to_end_on_atiny_log(tmp_path):
     """Both splits, one policy, tiny budgets: every output is written, fidelity.json is
     strict JSON (no NaN), and every hit rate is a share."""
     out = tmp_path / "fid"
-    argv = ["--log", str(_tiny_log(tmp_path)), "--out", str(out), "--policies", "random"]
+    argv = ["--log", str(tiny_log(tmp_path)), "--out", str(out), "--policies", "random"]
     assert fidelity.main([*argv, "--num-envs", "4", "--requests", "400"]) == 0
     assert all(Path(out, name).is_file() for name in fidelity.OUTPUTS)
 
