@@ -198,6 +198,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     # The result scripts (compare_marl, compare_agents, fidelity) and their documented commands.
     "marl_script": (
         "tests/experiments/test_result_scripts.py",
+        "tests/experiments/test_result_figures.py",
         "tests/experiments/test_budget_curve.py",
         "tests/experiments/test_no_click_value.py",
         "tests/experiments/test_provenance.py",
@@ -205,11 +206,16 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
     "agents_script": (
         "tests/experiments/test_result_scripts.py",
+        "tests/experiments/test_result_figures.py",
         "tests/experiments/test_slate_quality.py",
         "tests/experiments/test_lookahead_headroom.py",
         "tests/experiments/test_provenance.py",
     ),
-    "fidelity": ("tests/experiments/test_result_scripts.py", "tests/test_documented_commands.py"),
+    "fidelity": (
+        "tests/experiments/test_result_scripts.py",
+        "tests/experiments/test_result_figures.py",
+        "tests/test_documented_commands.py",
+    ),
     # A run's snapshots: exact resumes of every agent, damaged checkpoints, huge pages back.
     "snapshot": (
         "tests/experiments/test_snapshot.py",
@@ -221,6 +227,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
+        "tests/experiments/test_cli_options.py",
         "tests/experiments/test_reporting_audit.py",
         "tests/experiments/test_experiment_config.py",
         "tests/experiments/test_runner_audit.py",

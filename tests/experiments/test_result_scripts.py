@@ -45,6 +45,17 @@ def test_compare_agents_refuses_a_second_invocation_with_the_same_out(tmp_path, 
         compare_agents.main([*AGENTS_ARGS, "--agents", "random", "--out", str(out)])
 
 
+def test_a_refused_reservation_leaves_nothing_it_had_made(tmp_path):
+    """The .md exists (a result's half, by hand), the .json does not: reserving both is
+    refused naming the .md, and the .json it had created first is gone again."""
+    json_path, md = tmp_path / "x.json", tmp_path / "x.md"
+    md.write_text("kept\n")
+    with pytest.raises(SystemExit, match=f"refusing to overwrite {str(md)!r}"):
+        compare_agents.reserve([json_path, md], "cmd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.md"]
+    assert md.read_text() == "kept\n"
+
+
 def test_compare_agents_that_fails_leaves_no_result(tmp_path, monkeypatch):
     out = tmp_path / "x"
 

@@ -102,3 +102,31 @@ def test_a_tuple_holding_a_dtype_is_static_like_a_list_holding_one():
     fresh = Typed()
     snapshot.restore(fresh, _through_a_checkpoint(saved))
     assert fresh.layout == ((3,), torch.float32) and fresh.values.tolist() == [2.0, 2.0, 2.0]
+
+
+class Shared:
+    """Two names for one tensor (as a buffer and its alias); a list holding it again."""
+
+    def __init__(self, n: int):
+        self.rows = torch.zeros(n)
+        self.alias = self.rows
+        self.tables = [self.rows, torch.ones(n)]
+
+
+def test_one_tensor_referenced_twice_is_restored_as_one_tensor():
+    live = Shared(3)
+    live.rows += 2.0
+    fresh = Shared(3)
+    snapshot.restore(fresh, snapshot.snapshot(live))
+    assert fresh.alias is fresh.rows and fresh.tables[0] is fresh.rows
+    fresh.rows[0] = 7.0  # what one name writes, the other reads, as in the live object
+    assert fresh.alias.tolist() == [7.0, 2.0, 2.0] and fresh.tables[1].tolist() == [1.0] * 3
+
+
+def test_a_snapshot_is_a_copy_that_later_in_place_updates_leave_alone():
+    live = Table(4)
+    saved = snapshot.snapshot(live, skip=("total", "hooks"))
+    live.values.mul_(10.0)  # the run goes on after the checkpoint was taken
+    fresh = Table(4)
+    snapshot.restore(fresh, saved)
+    assert fresh.values.tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -112,6 +112,10 @@ def test_bad_arguments_are_clear_errors(capsys):
         (["--num-cpus", "-1"], "num_cpus=-1 must be >= 0"),
         (["--seed", "-1"], "seed=-1 must be in [0, 2**32 - 1 - num_env_runners]"),
         (["--seed", str(2**32 - 2)], "seed=4294967294 must be in [0, 2**32 - 1 - num_env"),
+        (
+            ["--train-batch-size", "64", "--minibatch-size", "128"],
+            "minibatch_size=128 must be <= train_batch_size=64",
+        ),
     ],
 )
 def test_bad_numbers_are_refused_before_ray_starts(argv, message, monkeypatch, capsys):
@@ -125,6 +129,30 @@ def test_bad_numbers_are_refused_before_ray_starts(argv, message, monkeypatch, c
     monkeypatch.setattr(rllib_train, "_init_ray", no_ray)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_setting_reaches_rllibs_ppo_config():
+    """Each option of the command reaches the ``PPOConfig`` it builds (no Ray started): a
+    setting dropped on the way trains with RLlib's default (gamma 0.99, one market per
+    runner) without a word."""
+    argv = ["--gamma", "0.9", "--lr", "0.002", "--num-env-runners", "1",
+            "--num-envs-per-env-runner", "3", "--rollout-fragment-length", "20",
+            "--train-batch-size", "120", "--minibatch-size", "40", "--num-epochs", "2",
+            "--hidden", "16,8", "--seed", "5", "--policies", "per-agent",
+            "--set", "env.horizon=30"]  # fmt: skip
+    algo = rllib_train.build_algo_config(rllib_train.config_from_args(argv))
+    assert (algo.gamma, algo.lr, algo.seed) == (0.9, 0.002, 5)
+    assert (algo.train_batch_size_per_learner, algo.minibatch_size, algo.num_epochs) == (
+        120, 40, 2,
+    )  # fmt: skip
+    assert (algo.num_env_runners, algo.num_envs_per_env_runner) == (1, 3)
+    assert algo.rollout_fragment_length == 20
+    assert algo.model_config["fcnet_hiddens"] == [16, 8]
+    # The markets of one runner learn their count (each gets its own seed: rllib.py).
+    assert algo.env_config == {
+        "env_id": "recenv/Market-v0", "obs": "flat", "envs_per_env_runner": 3, "horizon": 30,
+    }  # fmt: skip
+    assert sorted(algo.policies) == ["agent_0", "agent_1"]
 
 
 def test_hidden_sizes_parse():
