@@ -105,22 +105,14 @@ RANGES: dict[str, Range] = {
 
 
 def others(name: str, v: float) -> dict:
-    """The other fields a value of ``name`` must come with to leave every other rule kept:
-    the retrieval shares sum to 1 (a share out of range is then the only fault), a slate
-    fits the candidates, churn stays below the initial satisfaction, items exist at t=0."""
+    """The other fields a value of ``name`` comes with: a retrieval share's two others sum
+    with it to 1, so that a share out of range is the only fault (the sum rule would name
+    every share)."""
     shares = ("retrieval_interest", "retrieval_popular", "retrieval_fresh")
     if name in shares:
         rest = [s for s in shares if s != name]
         return {rest[0]: 1.0 - v, rest[1]: 0.0}
-    extra = {
-        "num_items": {"num_candidates": 1, "slate_size": 1, "num_agents": 1},
-        "num_candidates": {"slate_size": 1},
-        "satisfaction_init": {"churn_threshold": 0.0},
-        "churn_threshold": {"satisfaction_init": 1.0},
-        "new_item_fraction": {"num_items": 10**5},
-        "max_item_topics": {"num_topics": 16},
-    }
-    return extra.get(name, {})
+    return {}
 
 
 def numeric_fields() -> list[dataclasses.Field]:
