@@ -37,7 +37,6 @@ refused before it does any work; it is removed again if the run fails or is inte
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from experiments.config import (
     ConfigError,
     check_agent_name,
     env_field_hint,
+    parse_agent_value,
     parse_value,
     validate_agent_overrides,
     validate_env_overrides,
@@ -304,7 +304,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME.KEY=VALUE",
-        help="an agent's config override (a Python literal), e.g. mappo.gamma=0.5; repeatable",
+        help="an agent's config override, typed by its config as the runner's --set NAME.KEY=VALUE "
+        "(e.g. mappo.gamma=0.5, iql.double_q=false, mappo.actor_hidden=64,64); repeatable",
     )
     p.add_argument(
         "--env-set",
@@ -433,20 +434,21 @@ def variants(args: argparse.Namespace) -> dict[str, str]:
 
 def agent_configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """:func:`schedules` for the budget (a ``--variant``'s its agent's), with the ``--set
-    NAME.KEY=VALUE`` overrides."""
+    NAME.KEY=VALUE`` overrides parsed as the runner parses them (:class:`ConfigError` for an
+    unknown agent or key, or a value not of the key's type)."""
     cfg = schedules(args.steps)
-    for label, name in variants(args).items():
+    labels = variants(args)
+    for label, name in labels.items():
         cfg[label] = dict(cfg.get(name, {}))
     for item in args.set:
         target, sep, value = item.partition("=")
         name, dot, key = target.partition(".")
         if not (sep and dot and name and key):
             raise SystemExit(f"error: --set {item!r}: expected NAME.KEY=VALUE")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        cfg.setdefault(name, {})[key] = parsed
+        # Typed by the agent's config, as the runner's --set NAME.KEY=VALUE (true / false,
+        # 64,64 or [64,64] or (64, 64), 3e-4): ConfigError for an unknown name or key.
+        registered = check_agent_name(labels.get(name, name), f"--set {name}.KEY")
+        cfg.setdefault(name, {})[key] = parse_agent_value(registered, key, value, target)
     return cfg
 
 

@@ -553,6 +553,8 @@ def _as_list(text: Any, key: str) -> list[Any]:
     if isinstance(text, (list, tuple)):
         return list(text)
     s = str(text).strip()
+    if s.startswith("(") and s.endswith(")"):  # a Python tuple as written: (64, 64)
+        s = s[1:-1].strip().removesuffix(",")
     if s.startswith("["):
         try:
             v = _loads(s)
@@ -844,7 +846,7 @@ def apply_overrides(
                     + f", or a registered agent name: {agents.registered_agents()}"
                     + _did_you_mean(section, [*SECTION_HELP, *agents.registered_agents()])
                 ) from None
-            named.setdefault(section, {})[rest] = _typed_agent_value(section, rest, value, key)
+            named.setdefault(section, {})[rest] = parse_agent_value(section, rest, value, key)
 
     run = dataclasses.replace(base.run, **run_kw)
     if "agent" in run_kw and run_kw["agent"] != base.run.agent:
@@ -858,9 +860,9 @@ def apply_overrides(
         if section == "opponent":
             if not run.opponent:
                 raise ConfigError(f"{key}: this run has no opponent (set opponent=NAME first)")
-            opp_kw[rest] = _typed_agent_value(run.opponent, rest, value, key)
+            opp_kw[rest] = parse_agent_value(run.opponent, rest, value, key)
         elif single_run:
-            agent_kw[rest] = _typed_agent_value(run.agent, rest, value, key)
+            agent_kw[rest] = parse_agent_value(run.agent, rest, value, key)
         else:
             # A comparison: every agent whose config has the key.
             having = [n for n in names if _agent_has(n, rest)]
@@ -870,7 +872,7 @@ def apply_overrides(
                     + "; ".join(f"{n}: {_agent_keys(n)}" for n in names)
                 )
             for n in having:
-                named.setdefault(n, {})[rest] = _typed_agent_value(n, rest, value, key)
+                named.setdefault(n, {})[rest] = parse_agent_value(n, rest, value, key)
 
     run = dataclasses.replace(
         run,
@@ -911,7 +913,11 @@ def _agent_has(name: str, key: str) -> bool:
     return key in _agent_keys(name)
 
 
-def _typed_agent_value(name: str, key: str, value: Any, label: str) -> Any:
+def parse_agent_value(name: str, key: str, value: Any, label: str) -> Any:
+    """``value`` for key ``key`` of registered agent ``name``'s config, parsed as the type
+    that field declares (:func:`parse_value`; a factory plug-in's, untyped: JSON or a
+    string). :class:`ConfigError` naming ``label`` for a key the config does not have (with
+    the valid keys and a guess) or a value not of its type."""
     cls = agent_config_class(name)
     if cls is None:  # a factory plug-in: no declared types
         return parse_value(value, Any, label)

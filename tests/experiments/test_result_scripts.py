@@ -15,7 +15,7 @@ from experiment_helpers import tiny_log
 
 import agents
 import recenv
-from experiments import compare_agents, compare_marl, fidelity
+from experiments import compare_agents, compare_marl, config, fidelity
 from recenv.data import load_log
 
 AGENTS_ARGS = ["--budget", "0", "--seeds", "1", "--modes", "competitive"]
@@ -105,7 +105,9 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
         (["--agents", "random,foo"], "--agents: unknown agent 'foo'"),
         (["--head-to-head", "foo"], "--head-to-head: unknown agent 'foo'"),
         (["--set", "rando.seed=1"], "--set rando.KEY: unknown agent 'rando'"),
-        (["--set", "random.sed=1"], "unknown config key(s) ['sed']"),
+        (["--set", "random.sed=1"], "agent config (AgentConfig) key 'sed'; valid keys: ['seed']"),
+        (["--set", "iql.double_q=maybe"], "iql.double_q='maybe' is not a bool"),
+        (["--set", "iql.lr=fast"], "iql.lr='fast' is not a float"),
         (["--agents", "mappo", "--set", "mappo.gamma=2"], "and gae_lambda=0.95 must be in"),
         (["--set", "random"], "--set 'random': expected NAME.KEY=VALUE"),
         (["--modes", "coop"], "--modes 'coop': reward modes"),
@@ -122,7 +124,7 @@ def test_compare_marl_that_fails_leaves_no_result(tmp_path, monkeypatch):
         (["--variant", "v2=vdn", "--variant", "v2=qmix"], "label 'v2' given twice"),
         (["--variant", "v2=vdn"], "--variant ['v2']: list each variant's label in --agents"),
         (["--agents", "v2", "--variant", "v2=vdn", "--set", "v2.utility=logit"], "utility='logit'"),
-        (["--agents", "v2", "--variant", "v2=vdn", "--set", "v2.utilty=slateq"], "['utilty']"),
+        (["--agents", "v2", "--variant", "v2=vdn", "--set", "v2.utilty=slateq"], "key 'utilty'"),
     ],
 )
 def test_compare_marl_refuses_bad_input_before_any_work(
@@ -140,6 +142,33 @@ def test_compare_marl_refuses_bad_input_before_any_work(
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "value"),
+    [
+        ("iql.double_q=false", False),
+        ("iql.double_q=True", True),
+        ("iql.lr=3e-4", 3e-4),
+        ("iql.hidden=32,16", (32, 16)),
+        ("iql.hidden=[32,16]", (32, 16)),
+        ("iql.hidden=(32, 16)", (32, 16)),
+        ("iql.hidden=(32,)", (32,)),
+        ("vdn.utility=slateq", "slateq"),
+    ],
+)
+def test_compare_marl_set_parses_values_as_the_runner_does(item, value):
+    """``--set NAME.KEY=VALUE`` is typed by the agent's config as the runner's ``--set`` is:
+    ``double_q=false`` was the string 'false' (refused as not a bool), a bare ``32,16`` a
+    tuple only by luck of Python's syntax."""
+    target, _, text = item.partition("=")
+    name, _, key = target.partition(".")
+    args = compare_marl._args(["--out", "unused", "--agents", name, "--head-to-head", "",
+                               "--set", item])  # fmt: skip
+    got = compare_marl.agent_configs(args)[name][key]
+    assert got == value and type(got) is type(value)
+    runner_cfg = config.apply_overrides(config.CompareConfig(), [(target, text)], single_run=False)
+    assert dict(dict(runner_cfg.per_agent)[name])[key] == got
 
 
 # ------------------------------------------------------------------------------------------
