@@ -225,6 +225,12 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/test_hugepages.py",
         "tests/test_native.py::test_a_restored_snapshot_does_not_carry_the_native_switch",
     ),
+    # The benchmark's figures and the core's traffic and memory models.
+    "bench": (
+        "tests/experiments/test_bench.py",
+        "tests/experiments/test_bench_plots.py",
+        "tests/test_footprint.py",
+    ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
         "tests/experiments/test_cli_options.py",
@@ -278,6 +284,7 @@ CMARL, CAG, FID = (
     "experiments/fidelity.py",
 )
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
+BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -731,6 +738,18 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("rlt_envs_per_runner", RLT, '"envs_per_env_runner": self.num_envs_per_env_runner,', '"envs_per_env_runner": 1,', "rllib", "a runner's markets not told their count: two runners step the same seeded market"),
     _m("rlt_gamma_ignored", RLT, "            gamma=cfg.gamma,\n", "", "rllib", "--gamma not passed to PPO (RLlib's default used)"),
     _m("rlt_hash_seed_restart", RLT, '    if os.environ.get("PYTHONHASHSEED") == recenv_rllib.HASH_SEED:\n        return', "    if True:\n        return", "rllib", "the command does not restart with a fixed hash seed: a seed's run follows PYTHONHASHSEED"),
+    # The speed issue's figures: the benchmark's arithmetic and the core's traffic model.
+    _m("bench_copy_bytes", BPEERS, "return 2 * n * 4 * copies / seconds", "return n * 4 * copies / seconds", "bench", "the copy bandwidth counts the bytes read only"),
+    _m("bench_fraction_per_env", BENV, "bps = row[stat] / n * total", "bps = row[stat] * total", "bench", "traffic per second from env-steps times the whole batch's bytes"),
+    _m("bench_rate_inverted", BENV, "return summarize_rates([scale / s for s in samples])", "return summarize_rates([s / scale for s in samples])", "bench", "a rate is seconds per unit, not units per second"),
+    _m("bench_catalog_ratio", BENV, "ratios.append(median[large] / median[small])", "ratios.append(median[small] / median[large])", "bench", "the catalog ratio inverted (a slower large catalog reads below 1)"),
+    _m("bench_per_step", BENV, "samples.append(total / steps)", "samples.append(total)", "bench", "a sample is a run's seconds, not seconds per step"),
+    _m("bench_met_with_catalog", BENV, 'entry["met"] = entry["fraction_of_copy_bandwidth"] >= TARGET_COPY_FRACTION', 'entry["met"] = entry["fraction_with_catalog"] >= TARGET_COPY_FRACTION', "bench", "the bandwidth target judged with the catalog's reads"),
+    _m("bench_with_catalog", BENV, 'with_catalog = per_step.get("total_with_catalog", total)', "with_catalog = total", "bench", "the fraction with the catalog's reads leaves them out"),
+    _m("bench_peer_ratio", BENV, 'r = num["median"] / den["median"]', 'r = den["median"] / num["median"]', "bench", "recenv over a peer inverted"),
+    _m("traffic_user_rows", MARKET, '"users": 4 * F * f4 + U * status + 2 * status + U * f4 + 2 * i8,', '"users": 2 * F * f4 + U * status + 2 * status + U * f4 + 2 * i8,', "bench", "one user row read and written a step, not two"),
+    _m("traffic_candidates", MARKET, "+ A * C * (T + 6) * f4", "+ A * C * (T + 5) * f4", "bench", "the observation's candidate features one column short"),
+    _m("traffic_catalog_in_total", MARKET, 'out["total"] = sum(out.values())', 'out["total"] = sum(out.values()) + catalog * self.num_envs', "bench", "the catalog's reads counted in the state-and-observation total"),
 )
 # fmt: on
 
