@@ -130,3 +130,23 @@ def test_a_snapshot_is_a_copy_that_later_in_place_updates_leave_alone():
     fresh = Table(4)
     snapshot.restore(fresh, saved)
     assert fresh.values.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+class Drawing:
+    """Holds its own generator (a plug-in's sampler whose state_dict leaves it out)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+
+def test_a_held_generator_is_restored_in_place_and_draws_on_as_the_live_one():
+    live = Drawing(0)
+    torch.rand(5, generator=live.generator)  # the run drew before its checkpoint
+    saved = snapshot.snapshot(live)
+    fresh = Drawing(0)
+    held = fresh.generator
+    snapshot.restore(fresh, saved)
+    assert fresh.generator is held  # in place: whatever else holds it draws on too
+    assert torch.equal(
+        torch.rand(4, generator=fresh.generator), torch.rand(4, generator=live.generator)
+    )
