@@ -65,6 +65,23 @@ def test_step_traffic_parts_add_up_and_cover_the_observation_written():
     assert isinstance(traffic["total"], int) and torch.is_tensor(env.users)
 
 
+def test_step_traffic_of_the_users_is_the_two_users_rows_and_every_users_status():
+    """A step reads and writes two users' packed rows (the current user's, served; the
+    arriving one's, drawn), reads every user's status (churned, available at, episode stamp)
+    and activity weight once and writes the two users' status, and reads and writes the
+    current user's index: in the live tables' own sizes."""
+
+    def nbytes(t):
+        return t.element_size() * t[0].numel()  # one market's
+
+    env = _env(3)
+    U = env.config.num_users
+    row = nbytes(env.users) // U
+    status = (nbytes(env.user_status) + nbytes(env.user_epoch)) // U
+    want = 2 * 2 * row + (U + 2) * status + nbytes(env.activity) + 2 * env.user.element_size()
+    assert env.step_traffic_bytes()["users"] == 3 * want
+
+
 @pytest.mark.parametrize("topology", ["shared_page", "platform_choice"])
 def test_step_traffic_counts_the_step_outputs_at_their_dtypes(topology):
     """The written part of ``actions_rewards_info`` is the rewards, ends and info tensors a

@@ -12,6 +12,7 @@ import json
 import math
 import statistics
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -701,3 +702,23 @@ def test_ab_forms_earlier_forms_step_as_the_head_does(form, config):
         for a in h[1]:
             assert torch.equal(h[1][a], b[1][a])
             assert all(torch.equal(h[0][a][k], b[0][a][k]) for k in h[0][a])
+
+
+def test_copy_bandwidth_counts_the_bytes_read_and_written(monkeypatch):
+    """``copies`` copies of ``nbytes`` timed together: each reads and writes ``nbytes``
+    (a stand-in clock: 2 s for the three)."""
+    monkeypatch.setattr(
+        bench_peers, "time", SimpleNamespace(perf_counter=iter([10.0, 12.0]).__next__)
+    )
+    assert bench_peers.copy_bandwidth(2**20, copies=3) == 2 * 2**20 * 3 / 2.0
+
+
+def test_a_batched_sample_is_seconds_per_step_and_a_figure_its_rate(monkeypatch):
+    """``time_batched``: each repeat's seconds over its steps; ``summarize``: the median and
+    spread of ``scale / sample`` (env-steps per second from seconds per step)."""
+    monkeypatch.setattr(bench_env, "warmed_env", lambda *a, **k: (None, None))
+    runs = iter([6.0, 3.0])
+    monkeypatch.setattr(bench_env, "timed_steps", lambda env, obs, steps, ended: (next(runs), obs))
+    assert bench_env.time_batched("recenv/Market-v0", 4, 3, repeats=2) == [2.0, 1.0]
+    rates = bench_env.summarize([0.5, 0.25, 1.0], 100.0)
+    assert rates == {"median": 200.0, "min": 100.0, "max": 400.0}
