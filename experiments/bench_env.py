@@ -250,6 +250,28 @@ def summarize_rates(rates: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
+def traffic_entry(row: dict, num_envs: int, per_step: dict, bandwidth: float) -> dict:
+    """The share of the copy ``bandwidth`` (bytes/s) that the batched ``row`` (env-steps/s:
+    median, min, max) at ``num_envs`` markets moves: env-steps/s over ``num_envs`` (steps
+    of the batch per second) times ``per_step["total"]``, the batch's bytes of state and
+    observation a step (``step_traffic_bytes``). ``met``: that share at its median against
+    :data:`TARGET_COPY_FRACTION`; with the catalog's reads too (``total_with_catalog``,
+    shared and static) beside it, not judged."""
+    total = per_step["total"]
+    with_catalog = per_step.get("total_with_catalog", total)
+    n, bw = num_envs, bandwidth
+    entry: dict = {"num_envs": n}
+    for stat in ("median", "min", "max"):
+        bps = row[stat] / n * total
+        entry[f"traffic_bytes_per_s_{stat}"] = bps
+        entry[f"fraction_of_copy_bandwidth_{stat}"] = bps / bw
+    entry["traffic_bytes_per_s"] = entry["traffic_bytes_per_s_median"]
+    entry["fraction_of_copy_bandwidth"] = entry["fraction_of_copy_bandwidth_median"]
+    entry["fraction_with_catalog"] = row["median"] / n * with_catalog / bw
+    entry["met"] = entry["fraction_of_copy_bandwidth"] >= TARGET_COPY_FRACTION
+    return entry
+
+
 def _core(env):
     """The ``BatchedMarket`` behind ``env``: ``make_vec`` returns it bare; a wrapper (the
     PettingZoo face keeps it as ``.core``) is unwrapped."""
@@ -744,7 +766,6 @@ def main(argv=None):
         # "total": state and observation (the issue's measure); the catalog's reads apart
         # (static, shared by every market). Cores without the split count all in "total".
         total = per_step["total"]
-        with_catalog = per_step.get("total_with_catalog", total)
         shown = ("total", "catalog", "total_with_catalog")
         parts = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in per_step.items() if k not in shown)
         print(
@@ -759,16 +780,8 @@ def main(argv=None):
         for (threads, compile, m), row in batched.items():
             if m != n or threads not in bandwidth:
                 continue
-            bw = bandwidth[threads]["median"]
-            entry = {"threads": threads, "compile": compile, "num_envs": n}
-            for stat in ("median", "min", "max"):
-                bps = row[stat] / n * total
-                entry[f"traffic_bytes_per_s_{stat}"] = bps
-                entry[f"fraction_of_copy_bandwidth_{stat}"] = bps / bw
-            entry["traffic_bytes_per_s"] = entry["traffic_bytes_per_s_median"]
-            entry["fraction_of_copy_bandwidth"] = entry["fraction_of_copy_bandwidth_median"]
-            entry["fraction_with_catalog"] = row["median"] / n * with_catalog / bw
-            entry["met"] = entry["fraction_of_copy_bandwidth"] >= TARGET_COPY_FRACTION
+            entry = traffic_entry(row, n, per_step, bandwidth[threads]["median"])
+            entry = {"threads": threads, "compile": compile, **entry}
             traffic.append(entry)
             print(
                 f"  threads={threads} compile={compile}: {entry['traffic_bytes_per_s'] / 1e9:.2f}"

@@ -722,3 +722,23 @@ def test_a_batched_sample_is_seconds_per_step_and_a_figure_its_rate(monkeypatch)
     assert bench_env.time_batched("recenv/Market-v0", 4, 3, repeats=2) == [2.0, 1.0]
     rates = bench_env.summarize([0.5, 0.25, 1.0], 100.0)
     assert rates == {"median": 200.0, "min": 100.0, "max": 400.0}
+
+
+def test_the_bandwidth_share_is_judged_on_state_and_observation_alone():
+    """4 markets at 1,000 env-steps/s (250 batch steps/s), 16,000 bytes of state and
+    observation a batch step and 8,000 more of the catalog: 4 MB/s; over a 20 MB/s copy,
+    20 % (not met), 30 % with the catalog's reads (reported beside, never judged); at
+    1,250 env-steps/s, 25 %: met."""
+    per_step = {"total": 16_000, "catalog": 8_000, "total_with_catalog": 24_000}
+    row = {"median": 1_000.0, "min": 800.0, "max": 1_100.0}
+    e = bench_env.traffic_entry(row, 4, per_step, 20e6)
+    assert e["traffic_bytes_per_s"] == 4e6 and e["fraction_of_copy_bandwidth"] == 0.2
+    assert (e["fraction_of_copy_bandwidth_min"], e["fraction_of_copy_bandwidth_max"]) == (
+        pytest.approx(0.16), pytest.approx(0.22),
+    )  # fmt: skip
+    assert e["fraction_with_catalog"] == pytest.approx(0.3) and e["met"] is False
+    faster = bench_env.traffic_entry({**row, "median": 1_250.0}, 4, per_step, 20e6)
+    assert faster["fraction_of_copy_bandwidth"] == 0.25 and faster["met"] is True
+    # A core without the catalog split counts everything in "total".
+    alone = bench_env.traffic_entry(row, 4, {"total": 16_000}, 20e6)
+    assert alone["fraction_with_catalog"] == alone["fraction_of_copy_bandwidth"]
