@@ -187,6 +187,21 @@ def test_main_tiny_run_writes_every_figure(tmp_path, monkeypatch, capsys):
             assert kind in kinds and ratio in names
     assert all(_positive(x["ratio"]) and isinstance(x["met"], bool) for x in r["ratios"])
 
+    def row_of(kind, **meta):
+        (row,) = [x for x in r["rows"] if x["kind"] == kind and meta.items() <= x.items()]
+        return row
+
+    for x in r["ratios"]:  # recenv's median over the peer's, from the rows beside them
+        if x["name"] == "pettingzoo_face/mpe2":
+            num = row_of("pettingzoo_face", compile=x["compile"])
+            den = row_of("mpe2_simple_spread")
+        else:
+            where = {"threads": x["threads"], "num_envs": x["num_envs"]}
+            num = row_of("batched", compile=x["compile"], **where)
+            den = row_of("vmas_simple_spread", **where)
+        assert x["ratio"] == pytest.approx(num["median"] / den["median"])
+        assert x["met"] == (x["ratio"] >= x["target"])
+
     cat = r["catalog_ratio"]
     assert len(cat["rounds_eager"]) == 1 and cat["ratio_eager"] == cat["rounds_eager"][0]
     # The catalog rows run with the env's own item counters (judged as the issue's
