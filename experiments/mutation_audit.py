@@ -3,8 +3,10 @@
 
 Each :class:`Mutant` changes one expression into a plausible wrong one (a sign, a constant,
 a mean correction, a mask left out), the kind of slip a refactor makes: in the simulation
-model, the PettingZoo face and its adapter, the agents and their registry, a run's or a
-comparison's bookkeeping, checkpoints and TensorBoard, the report and its figures, the
+model, its config checks and counter RNG, the presets, the PettingZoo face and its adapter,
+the agents, their registry and their saved state's checks, a run's or a comparison's
+bookkeeping, snapshots, checkpoints and TensorBoard, the command lines, the report, the
+result scripts and their figures, the benchmark's figures and the core's traffic model, the
 integrations (Gymnasium, SB3, TorchRL, RLlib, a Tune sweep), real logs and their fit, or a
 native kernel's C++. For each, a fresh clone of the committed tree gets the change and
 runs the test files of its ``suite`` (``pytest -x``; a test that runs past
