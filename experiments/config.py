@@ -495,6 +495,10 @@ def parse_value(text: Any, hint: Any, key: str) -> Any:
     if hint is str:
         if not isinstance(text, str):
             raise ConfigError(f"{key}={text!r} is not a string")
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            # Quoted as a Python literal (compare_marl's --set took literals, and the
+            # commands its recorded results hold write vdn.utility='slateq').
+            return text[1:-1]
         return text
     if hint is tuple or origin is tuple:
         args = typing.get_args(hint)

@@ -155,6 +155,9 @@ def test_compare_marl_refuses_bad_input_before_any_work(
         ("iql.hidden=(32, 16)", (32, 16)),
         ("iql.hidden=(32,)", (32,)),
         ("vdn.utility=slateq", "slateq"),
+        # Python literals, as compare_marl took them (recorded results' commands hold these)
+        ("vdn.utility='slateq'", "slateq"),
+        ('vdn.utility="slateq"', "slateq"),
     ],
 )
 def test_compare_marl_set_parses_values_as_the_runner_does(item, value):
