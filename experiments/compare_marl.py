@@ -355,11 +355,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             for name in filter(None, given.split(",")):
                 if option == "--head-to-head" or name not in labels:
                     check_agent_name(name, option)
-        cfg = agent_configs(args)
-        for name in cfg:  # the names --set gave (the others were checked above)
-            registered = labels.get(name, name)
-            check_agent_name(registered, f"--set {name}.KEY")
-            validate_agent_overrides(registered, cfg[name])
+        cfg = agent_configs(args)  # checks each name and key --set gives
+        for name in cfg:
+            validate_agent_overrides(labels.get(name, name), cfg[name])
     except ConfigError as e:
         p.error(str(e))
     except SystemExit as e:  # a --set item that is not NAME.KEY=VALUE
