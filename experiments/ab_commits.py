@@ -168,7 +168,8 @@ def compare(
     ``rounds`` runs each, with market options ``config`` (batched figure), per-side
     environment variables ``env`` (``{"base": {...}, "head": {...}}``) and per-side
     interpreters ``python`` (``{"head": "/path/to/venv/bin/python"}``: the same commit under
-    another torch); returns both sides' rates, medians, torch versions and ``head / base``."""
+    another torch); returns both sides' rates, medians, torch versions, ``head / base`` of
+    the medians, each round's ``head / base`` and how many rounds head was ahead."""
     if figure not in ("face", "batched"):
         raise ValueError(f"figure={figure!r}; allowed: 'face', 'batched'")
     if config and figure == "face":
@@ -208,6 +209,10 @@ def compare(
                 torch_versions[side].add(run["torch"])
                 log(f"round {r + 1}/{rounds} {side:4s} ({sides[side]}): {rate:,.0f}")
     medians = {side: statistics.median(v) for side, v in rates.items()}
+    # Each round's two runs sat next to each other (ABBA), so their ratio shares that
+    # round's state of the machine: how many rounds head was ahead says how consistent the
+    # medians' ratio is (6 of 6 against a ratio of the medians from 4 of 6).
+    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
     return {
         "figure": figure,
         "env_id": env_id,
@@ -224,6 +229,8 @@ def compare(
         "rates": rates,
         "medians": medians,
         "head_over_base": medians["head"] / medians["base"],
+        "round_ratios": ratios,
+        "head_ahead": sum(r > 1 for r in ratios),
     }
 
 
@@ -294,7 +301,8 @@ def main(argv=None) -> dict:
         f"{result['medians']['base']:,.0f} {unit}, head {c['head']} "
         f"{result['medians']['head']:,.0f} {unit}: head/base {result['head_over_base']:.2f}x "
         f"(torch {', '.join(result['torch']['base'])} / {', '.join(result['torch']['head'])}) "
-        f"(medians of {args.rounds} alternating runs)"
+        f"(medians of {args.rounds} alternating runs; head ahead in {result['head_ahead']} "
+        f"of {args.rounds} rounds)"
     )
     if out is not None:
         write_result(out, {**provenance(), **result})

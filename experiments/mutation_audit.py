@@ -233,6 +233,11 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_bench_plots.py",
         "tests/test_footprint.py",
     ),
+    # The A/B tools' verdicts and the benchmark's figure (stand-in timers: no market built).
+    "perf_tools": (
+        "tests/experiments/test_ab_tools.py",
+        "tests/experiments/test_bench_plots.py",
+    ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
         "tests/experiments/test_cli_options.py",
@@ -287,6 +292,11 @@ CMARL, CAG, FID = (
 )
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
+ABC, ABF, BPLOT = (
+    "experiments/ab_commits.py",
+    "experiments/ab_forms.py",
+    "experiments/bench_plots.py",
+)
 
 # fmt: off
 MUTANTS: tuple[Mutant, ...] = (
@@ -752,6 +762,25 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("traffic_user_rows", MARKET, '"users": 4 * F * f4 + U * status + 2 * status + U * f4 + 2 * i8,', '"users": 2 * F * f4 + U * status + 2 * status + U * f4 + 2 * i8,', "bench", "one user row read and written a step, not two"),
     _m("traffic_candidates", MARKET, "+ A * C * (T + 6) * f4", "+ A * C * (T + 5) * f4", "bench", "the observation's candidate features one column short"),
     _m("traffic_catalog_in_total", MARKET, 'out["total"] = sum(out.values())', 'out["total"] = sum(out.values()) + catalog * self.num_envs', "bench", "the catalog's reads counted in the state-and-observation total"),
+    # The A/B tools' verdicts (every gain in PERFORMANCE.md is one) and the benchmark's figure.
+    _m("abc_no_abba", ABC, 'for side in ("base", "head") if r % 2 == 0 else ("head", "base"):', 'for side in ("base", "head"):', "perf_tools", "ab_commits always runs base first: a drifting sitting favours one side"),
+    _m("abc_ratio_inverted", ABC, '"head_over_base": medians["head"] / medians["base"],', '"head_over_base": medians["base"] / medians["head"],', "perf_tools", "ab_commits' verdict inverted (a slower head reads as a gain)"),
+    _m("abc_mean_not_median", ABC, "medians = {side: statistics.median(v) for side, v in rates.items()}", "medians = {side: statistics.mean(v) for side, v in rates.items()}", "perf_tools", "ab_commits' sides by their mean: one slow child moves the verdict"),
+    _m("abc_round_ratio_inverted", ABC, 'ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]', 'ratios = [b / h for h, b in zip(rates["head"], rates["base"], strict=True)]', "perf_tools", "ab_commits' rounds counted ahead when head was behind"),
+    _m("abf_no_abba", ABF, 'for name in ("base", "head") if r % 2 == 0 else ("head", "base"):', 'for name in ("base", "head"):', "perf_tools", "ab_forms always steps base first in a round"),
+    _m("abf_rate_per_market", ABF, "rates[name].append(env.num_envs * steps / total)", "rates[name].append(steps / total)", "perf_tools", "ab_forms' rates are steps/s, not env-steps/s"),
+    _m("abf_obs_not_carried", ABF, "total, sides[name][1] = timed_steps(env, obs, steps)", "total, _ = timed_steps(env, obs, steps)", "perf_tools", "each ab_forms turn restarts from the first observation (the same steps again)"),
+    _m("abf_ratio_inverted", ABF, 'ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]', 'ratios = [b / h for h, b in zip(rates["head"], rates["base"], strict=True)]', "perf_tools", "ab_forms' round ratios inverted"),
+    _m("abf_pool_one_order", ABF, 'ratios = [r for row in by_order.values() for r in row["ratios"]]', 'ratios = list(row["ratios"])', "perf_tools", "ab_forms' verdict from the last build order only: its bias does not cancel"),
+    _m("abf_form_not_entered", ABF, "stack.enter_context(FORMS[name]())", "FORMS[name]()", "perf_tools", "the base is built without its earlier form: an A/A read as an A/B"),
+    _m("abf_order_ignored", ABF, 'if order == "base-first":', "if True:", "perf_tools", "the base always built first: the order bias never cancels"),
+    _m("abf_child_order", ABF, "arguments = (args.base, args.env, args.num_envs, args.rounds, args.steps, order, config)", "arguments = (args.base, args.env, args.num_envs, args.rounds, args.steps, ORDERS[0], config)", "perf_tools", "both children build in one order"),
+    _m("bplot_series_unmatched", BPLOT, "if any(r.get(k) != v for k, v in match.items()):", "if False:", "perf_tools", "eager and compiled rows drawn as one line"),
+    _m("bplot_series_unsorted", BPLOT, 'return {t: sorted(rs, key=lambda r: r["num_envs"]) for t, rs in sorted(out.items())}', "return {t: rs for t, rs in sorted(out.items())}", "perf_tools", "a line's points in the rows' order, not by markets"),
+    _m("bplot_spread_swapped", BPLOT, '[max(r["median"] - r["min"], 0.0) for r in rs],', '[max(r["max"] - r["median"], 0.0) for r in rs],', "perf_tools", "the error bar's lower half drawn as its upper"),
+    _m("bplot_target_line", BPLOT, 'ax.axhline(target, color="grey", linestyle="--", linewidth=1)', 'ax.axhline(target / 2, color="grey", linestyle="--", linewidth=1)', "perf_tools", "the target line drawn at half the target"),
+    _m("bplot_all_green", BPLOT, 'colors = ["tab:green" if s >= 1 else "tab:red" for s in values]', 'colors = ["tab:green" for s in values]', "perf_tools", "every target's bar coloured met"),
+    _m("bplot_labels_reversed", BPLOT, "ax.set_yticks(range(len(values)), labels, fontsize=8)", "ax.set_yticks(range(len(values)), list(reversed(labels)), fontsize=8)", "perf_tools", "each bar labelled with another target's name"),
 )
 # fmt: on
 

@@ -118,6 +118,63 @@ def test_figure_is_saved_once_and_never_overwritten(tmp_path):
     assert path.read_bytes() == data
 
 
+def _lines(ax):
+    """The scaling panel's error-bar series by label: x, y and each point's (low, high)."""
+    out = {}
+    for c in ax.containers:
+        line, _, (bars,) = c
+        ends = [(seg[0][1], seg[1][1]) for seg in bars.get_segments()]
+        out[c.get_label()] = (list(line.get_xdata()), list(line.get_ydata()), ends)
+    return out
+
+
+def test_scaling_panel_draws_each_series_median_and_spread_by_markets():
+    """Each line is one kind, compile mode and thread count, its points in order of markets,
+    each at its median with its min..max as the bar (rows given out of order, spread
+    uneven); the dashed line is the target."""
+    rows = [
+        {"kind": "batched", "threads": 1, "compile": True, "num_envs": 64, "median": 2e5,
+         "min": 1.5e5, "max": 2.1e5},
+        {"kind": "batched", "threads": 1, "compile": True, "num_envs": 4, "median": 1e5,
+         "min": 0.95e5, "max": 1.4e5},
+        {"kind": "batched", "threads": 1, "compile": False, "num_envs": 4, "median": 5e4,
+         "min": 4e4, "max": 6e4},
+        {"kind": "vmas_simple_spread", "threads": 1, "num_envs": 4, "median": 8e5,
+         "min": 7e5, "max": 9e5},
+    ]  # fmt: skip
+    result = {"rows": rows, "targets": {"batched_env_steps_per_s": 250_000}}
+    left, _ = bench_plots.bench_figure(result).axes
+    lines = _lines(left)
+    assert set(lines) == {
+        "recenv compiled, 1 thread",
+        "recenv eager, 1 thread",
+        "VMAS simple_spread, 1 thread",
+    }
+    x, y, ends = lines["recenv compiled, 1 thread"]
+    assert x == [4, 64] and y == [1e5, 2e5]
+    assert ends == [pytest.approx((0.95e5, 1.4e5)), pytest.approx((1.5e5, 2.1e5))]
+    assert lines["recenv eager, 1 thread"][:2] == ([4], [5e4])
+    assert lines["VMAS simple_spread, 1 thread"][:2] == ([4], [8e5])
+    (target,) = [ln for ln in left.get_lines() if ln.get_linestyle() == "--"]
+    assert list(target.get_ydata()) == [250_000, 250_000]
+
+
+def test_targets_panel_bars_are_the_scores_labelled_and_coloured_by_verdict():
+    """One bar per target, its length the score, its label the target's, green where met
+    (score >= 1) and red where not; the first target on top."""
+    _, right = bench_plots.bench_figure(RESULT).axes
+    scores = bench_plots.target_scores(RESULT)
+    labels = [t.get_text() for t in right.get_yticklabels()]
+    bars = {label: bar for label, bar in zip(labels, right.patches, strict=True)}
+    assert labels[-1] == scores[0][0]  # drawn bottom-up
+    assert set(bars) == {label for label, _, _ in scores}
+    green, red = (0.173, 0.627, 0.173), (0.839, 0.153, 0.157)  # tab:green, tab:red
+    for label, score, _ in scores:
+        assert bars[label].get_width() == pytest.approx(score), label
+        want = green if score >= 1 else red
+        assert bars[label].get_facecolor()[:3] == pytest.approx(want, abs=1e-3), label
+
+
 def test_cli_draws_a_recorded_run_beside_its_json_and_refuses_bad_input(tmp_path, capsys):
     src = tmp_path / "bench_env-x.json"
     src.write_text(json.dumps(RESULT))
