@@ -233,10 +233,12 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_bench_plots.py",
         "tests/test_footprint.py",
     ),
-    # The A/B tools' verdicts and the benchmark's figure (stand-in timers: no market built).
+    # The A/B tools' verdicts, the bit-for-bit guard's digest and the benchmark's figure
+    # (stand-in timers and digests: no market compiled).
     "perf_tools": (
         "tests/experiments/test_ab_tools.py",
         "tests/experiments/test_bench_plots.py",
+        "tests/experiments/test_trajectory_hash.py",
     ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
@@ -292,6 +294,7 @@ CMARL, CAG, FID = (
 )
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
+THASH = "experiments/trajectory_hash.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -781,6 +784,15 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("bplot_target_line", BPLOT, 'ax.axhline(target, color="grey", linestyle="--", linewidth=1)', 'ax.axhline(target / 2, color="grey", linestyle="--", linewidth=1)', "perf_tools", "the target line drawn at half the target"),
     _m("bplot_all_green", BPLOT, 'colors = ["tab:green" if s >= 1 else "tab:red" for s in values]', 'colors = ["tab:green" for s in values]', "perf_tools", "every target's bar coloured met"),
     _m("bplot_labels_reversed", BPLOT, "ax.set_yticks(range(len(values)), labels, fontsize=8)", "ax.set_yticks(range(len(values)), list(reversed(labels)), fontsize=8)", "perf_tools", "each bar labelled with another target's name"),
+    _m("thash_obs_only", THASH, "        _feed(h, out)\n", "        _feed(h, out[0])\n", "perf_tools", "the digest hashes a batched step's observations only: rewards, ends and info unchecked"),
+    _m("thash_no_state", THASH, "        _feed(h, env.state())\n", "", "perf_tools", "the batched state() left out of the digest"),
+    _m("thash_no_face_step", THASH, "        _feed(h, face_out)\n", "        _feed(h, face_out[0])\n", "perf_tools", "the face's rewards, ends and infos left out of the digest"),
+    _m("thash_no_face_state", THASH, "        _feed(h, face.state())\n", "", "perf_tools", "the face's state() left out of the digest"),
+    _m("thash_shapes_only", THASH, "        h.update(x.detach().cpu().contiguous().numpy().tobytes())\n", "", "perf_tools", "a tensor's dtype and shape hashed, not its values"),
+    _m("thash_scalar_type", THASH, "        h.update(repr(x).encode())", "        h.update(type(x).__name__.encode())", "perf_tools", "a Python scalar's type hashed, not its value (the face's rewards and infos)"),
+    _m("thash_no_oracle", THASH, "        if t % 2:", "        if False:", "perf_tools", "random slates only: the oracle's slates never in the trajectories"),
+    _m("thash_same_by_name", THASH, "same = base.get(label) == d", "same = label in base", "perf_tools", "a configuration the base has reads identical whatever its digest"),
+    _m("thash_exit_zero", THASH, "    return 1 if differ else 0", "    return 0", "perf_tools", "a differing trajectory exits 0 (a script or CI reading the status passes it)"),
 )
 # fmt: on
 
