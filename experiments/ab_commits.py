@@ -4,8 +4,8 @@ These VMs drift by up to 2x between sittings (and ±10-20 % within one), so a fi
 today's full benchmark cannot be compared with one from yesterday's. This script checks out
 ``--base`` into a temporary git worktree and times the same figure under the base tree and
 under ``--head`` (default: this working tree, uncommitted changes included) in alternating
-child processes (ABBA order), ``--rounds`` times each, then prints each side's median and
-the ratio:
+child processes (ABBA order), ``--rounds`` times each, then prints each side's median, the
+ratio of the medians and in how many rounds head was ahead of its round's base run:
 
     .venv/bin/python -m experiments.ab_commits --base f726101                  # PettingZoo face
     .venv/bin/python -m experiments.ab_commits --base HEAD~3 --figure batched --num-envs 4096
