@@ -239,6 +239,10 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_ab_tools.py",
         "tests/experiments/test_bench_plots.py",
         "tests/experiments/test_trajectory_hash.py",
+        "tests/experiments/test_perf_tools.py::test_loop_blocks_find_each_top_level_loop_and_its_trip_counts",
+        "tests/experiments/test_perf_tools.py::test_samples_are_attributed_to_the_block_holding_their_line",
+        "tests/experiments/test_perf_tools.py::test_mmap_events_and_offsets_map_addresses_into_the_library",
+        "tests/experiments/test_perf_tools.py::test_addr2line_output_gives_the_outermost_generated_line",
     ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
@@ -294,7 +298,7 @@ CMARL, CAG, FID = (
 )
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
-THASH = "experiments/trajectory_hash.py"
+THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -793,6 +797,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("thash_no_oracle", THASH, "        if t % 2:", "        if False:", "perf_tools", "random slates only: the oracle's slates never in the trajectories"),
     _m("thash_same_by_name", THASH, "same = base.get(label) == d", "same = label in base", "perf_tools", "a configuration the base has reads identical whatever its digest"),
     _m("thash_exit_zero", THASH, "    return 1 if differ else 0", "    return 0", "perf_tools", "a differing trajectory exits 0 (a script or CI reading the status passes it)"),
+    _m("ploops_past_block", PLOOPS, 'if i >= 0 and line <= blocks[i]["last"]:', "if i >= 0:", "perf_tools", "samples past a loop block's end (the wrapper's code) counted to it"),
+    _m("ploops_no_pgoff", PLOOPS, "            return ip - start + pgoff", "            return ip - start", "perf_tools", "an address's file offset without its mapping's offset"),
+    _m("ploops_any_mapping", PLOOPS, 'if m and "x" in line.split("]:")[-1].split()[0]:', "if m:", "perf_tools", "data mappings taken for code"),
+    _m("ploops_innermost", PLOOPS, "                result[current] = int(tail)", "                result[current] = result[current] or int(tail)", "perf_tools", "a sample's innermost generated line kept, not its outermost"),
+    _m("ploops_vaddr", PLOOPS, "            return off - seg_off + vaddr", "            return off", "perf_tools", "a file offset read as an address"),
+    _m("ploops_vector_width", PLOOPS, 'trips.append(f"{hi - lo}" + (f"/{step}" if step > 1 else ""))', 'trips.append(f"{hi - lo}")', "perf_tools", "a vectorised loop's nest without its lanes"),
 )
 # fmt: on
 

@@ -70,8 +70,9 @@ def test_loop_blocks_find_each_top_level_loop_and_its_trip_counts():
 
 def test_samples_are_attributed_to_the_block_holding_their_line():
     blocks = pl.loop_blocks(CPP)
-    # line 11 is in the first block, 18 in the second; line 2 is outside every block.
-    per = pl.attribute({11: 5, 18: 2, 2: 7}, blocks)
+    # line 11 is in the first block, 18 in the second; line 2 is before every block, and
+    # 21 and 25 after the last one's end (the wrapper's code, no loop): none of theirs.
+    per = pl.attribute({11: 5, 18: 2, 2: 7, 21: 3, 25: 4}, blocks)
     assert [(b["first"], b["samples"]) for b in per] == [(5, 5), (15, 2)]
 
 
