@@ -243,6 +243,10 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_perf_tools.py::test_samples_are_attributed_to_the_block_holding_their_line",
         "tests/experiments/test_perf_tools.py::test_mmap_events_and_offsets_map_addresses_into_the_library",
         "tests/experiments/test_perf_tools.py::test_addr2line_output_gives_the_outermost_generated_line",
+        "tests/experiments/test_perf_tools.py::test_memory_floor_reads_the_steps_own_data",
+        "tests/experiments/test_perf_tools.py::test_memory_floor_looks_up_each_markets_own_counters_in_turn",
+        "tests/experiments/test_perf_tools.py::test_memory_floor_times_seconds_per_call",
+        "tests/experiments/test_perf_tools.py::test_memory_floor_end_to_end_writes_json_once",
     ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
@@ -299,6 +303,7 @@ CMARL, CAG, FID = (
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
 THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
+MFLOOR = "experiments/memory_floor.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -803,6 +808,11 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("ploops_innermost", PLOOPS, "                result[current] = int(tail)", "                result[current] = result[current] or int(tail)", "perf_tools", "a sample's innermost generated line kept, not its outermost"),
     _m("ploops_vaddr", PLOOPS, "            return off - seg_off + vaddr", "            return off", "perf_tools", "a file offset read as an address"),
     _m("ploops_vector_width", PLOOPS, 'trips.append(f"{hi - lo}" + (f"/{step}" if step > 1 else ""))', 'trips.append(f"{hi - lo}")', "perf_tools", "a vectorised loop's nest without its lanes"),
+    _m("mfloor_counter_ids", MFLOOR, "cand_rows = [counter_rows((cand + k) % I) for k in shifts]", "cand_rows = [((cand + k) % I).reshape(-1) for k in shifts]", "perf_tools", "the counters looked up by item id in the first market's table, not each market's own rows"),
+    _m("mfloor_one_index_set", MFLOOR, "shifts = [0, *torch.randint(1, I, (VARIANTS - 1,), generator=gen).tolist()]", "shifts = [0] * VARIANTS", "perf_tools", "one index set timed again and again: cache hits, a floor too low"),
+    _m("mfloor_obs_bytes_read", MFLOOR, '"observation": cand.numel() * (features.shape[1] * 4 * 2 + 8),', '"observation": cand.numel() * (features.shape[1] * 4 + 8),', "perf_tools", "the observation's bytes read, not read and written"),
+    _m("mfloor_time_per_sample", MFLOOR, "out.append((time.perf_counter() - t0) / reps)", "out.append(time.perf_counter() - t0)", "perf_tools", "a sample is reps calls' seconds, not one call's"),
+    _m("mfloor_rate", MFLOOR, 'result["floor_env_steps_per_s"] = num_envs / floor', 'result["floor_env_steps_per_s"] = 1 / floor', "perf_tools", "the floor's rate in steps/s, not env-steps/s"),
 )
 # fmt: on
 

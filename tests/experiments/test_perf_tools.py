@@ -5,6 +5,7 @@ the face in torch's two algorithm modes (experiments.face_modes) and the step pr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -199,6 +200,43 @@ def test_memory_floor_reads_the_steps_own_data():
     assert torch.equal(before[0], core.users) and torch.equal(before[1], core.item_stats)
 
 
+def test_memory_floor_looks_up_each_markets_own_counters_in_turn():
+    """The counter part reads each candidate's row in its own market's counters (at item
+    modulo the table's size), and each lookup part goes through VARIANTS different index
+    sets in turn (one set timed again and again would time cache hits)."""
+    with pytest.warns(UserWarning, match="item_stats_size=300"):  # hashed counters: meant
+        parts = mf.floor_parts("recenv/Market-v0", 3, warmup=4, num_items=500, item_stats_size=300)
+    core, ops = parts["core"], parts["ops"]
+    N, A, C = core.cand.shape
+    W = core.config.stats_size
+    rows = torch.arange(N)[:, None] * W + core.cand.view(N, A * C) % W
+    stats = core.item_stats.view(-1, 3)
+    got = [ops["candidate_counters"]() for _ in range(mf.VARIANTS + 1)]
+    assert torch.equal(got[0], stats[rows.reshape(-1)])  # the market's own, first
+    assert torch.equal(got[mf.VARIANTS], got[0])  # then round again
+    observed, listed = [], []
+    for _ in range(mf.VARIANTS):
+        ops["observation"]()
+        observed.append(parts["observation"].clone())
+        listed.append(ops["retrieval_lists"]())
+    for sets in (observed, listed):
+        assert all(not torch.equal(a, b) for a, b in itertools.combinations(sets, 2))
+    X = N * A * C  # each candidate's feature row read and written, and its index
+    assert parts["bytes"]["observation"] == parts["observation"].nbytes * 2 + X * 8
+    assert parts["bytes"]["candidate_counters"] == X * (3 * 4 * 2 + 8)
+
+
+def test_memory_floor_times_seconds_per_call(monkeypatch):
+    clock = [0.0]
+
+    def op():  # a call takes half a second of the stand-in clock
+        clock[0] += 0.5
+
+    monkeypatch.setattr(mf.time, "perf_counter", lambda: clock[0])
+    assert mf.time_op(op, repeats=3, reps=4) == [0.5, 0.5, 0.5]
+    assert clock[0] == 0.5 * (1 + 3 * 4)  # one warm-up call, then 3 x 4
+
+
 def test_memory_floor_end_to_end_writes_json_once(tmp_path, capsys):
     out = tmp_path / "floor.json"
     args = ["--num-envs", "4", "--repeats", "2", "--reps", "2", "--steps", "2"]
@@ -208,6 +246,7 @@ def test_memory_floor_end_to_end_writes_json_once(tmp_path, capsys):
     result = json.loads(out.read_text())
     floor = sum(p["median"] for p in result["parts"].values())
     assert result["floor_s"] == pytest.approx(floor)
+    assert result["floor_env_steps_per_s"] == pytest.approx(4 / floor)
     assert result["step_eager"]["over_floor"] == pytest.approx(
         result["step_eager"]["median"] / floor
     )
