@@ -247,6 +247,8 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_perf_tools.py::test_memory_floor_looks_up_each_markets_own_counters_in_turn",
         "tests/experiments/test_perf_tools.py::test_memory_floor_times_seconds_per_call",
         "tests/experiments/test_perf_tools.py::test_memory_floor_end_to_end_writes_json_once",
+        "tests/experiments/test_perf_tools.py::test_face_modes_alternates_the_modes_and_reports_default_over_deterministic",
+        "tests/experiments/test_perf_tools.py::test_face_modes_times_a_block_in_its_mode_in_steps_per_second",
     ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
@@ -303,7 +305,7 @@ CMARL, CAG, FID = (
 SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/rllib_train.py"
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
 THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
-MFLOOR = "experiments/memory_floor.py"
+MFLOOR, FMODES = "experiments/memory_floor.py", "experiments/face_modes.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -813,6 +815,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("mfloor_obs_bytes_read", MFLOOR, '"observation": cand.numel() * (features.shape[1] * 4 * 2 + 8),', '"observation": cand.numel() * (features.shape[1] * 4 + 8),', "perf_tools", "the observation's bytes read, not read and written"),
     _m("mfloor_time_per_sample", MFLOOR, "out.append((time.perf_counter() - t0) / reps)", "out.append(time.perf_counter() - t0)", "perf_tools", "a sample is reps calls' seconds, not one call's"),
     _m("mfloor_rate", MFLOOR, 'result["floor_env_steps_per_s"] = num_envs / floor', 'result["floor_env_steps_per_s"] = 1 / floor', "perf_tools", "the floor's rate in steps/s, not env-steps/s"),
+    _m("fmodes_no_abba", FMODES, "for name in list(MODES) if r % 2 == 0 else list(reversed(MODES)):", "for name in list(MODES):", "perf_tools", "face_modes always times the default mode first in a round"),
+    _m("fmodes_ratio_inverted", FMODES, 'ratio = medians["default"] / medians["deterministic"]', 'ratio = medians["deterministic"] / medians["default"]', "perf_tools", "face_modes' verdict inverted"),
+    _m("fmodes_block_mode", FMODES, "    with deterministic_algorithms(on):", "    with deterministic_algorithms(None):", "perf_tools", "a block timed in whatever mode the process is in, not its own"),
+    _m("fmodes_block_rate", FMODES, "    return steps / spent", "    return spent / steps", "perf_tools", "a block's seconds per step reported as its steps/s"),
+    _m("fmodes_built_default", FMODES, "_face(args.env, config, MODES[name], args.built_in_mode)", "_face(args.env, config, False, args.built_in_mode)", "perf_tools", "both faces built in the default mode"),
+    _m("fmodes_order_ignored", FMODES, "build_order = list(reversed(MODES)) if args.deterministic_first else list(MODES)", "build_order = list(MODES)", "perf_tools", "--deterministic-first ignored: the order's bias never checked"),
 )
 # fmt: on
 

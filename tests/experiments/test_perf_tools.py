@@ -271,6 +271,56 @@ def test_face_modes_times_both_modes_alternately_and_keeps_its_result(tmp_path, 
         face_modes.main(argv)
 
 
+def test_face_modes_alternates_the_modes_and_reports_default_over_deterministic(
+    tmp_path, monkeypatch, capsys
+):
+    """Each face is built in its own mode, in the order asked; blocks alternate ABBA; the
+    verdict is the default mode's median over the deterministic one's (stand-in faces and
+    blocks: nothing is compiled or timed)."""
+    built, blocks = [], []
+    rates = {False: iter([100.0, 130.0, 90.0]), True: iter([50.0, 60.0, 40.0])}
+
+    def face(env_id, config, on, built_in_mode):
+        built.append(on)
+        return SimpleNamespace(on=on)
+
+    def block(env, on, steps):
+        assert env.on == on  # the face built in the mode it is timed in
+        blocks.append(on)
+        return next(rates[on])
+
+    monkeypatch.setattr(face_modes, "_face", face)
+    monkeypatch.setattr(face_modes, "_block", block)
+    out = tmp_path / "modes.json"
+    assert face_modes.main(["--steps=5", "--rounds=3", f"--out={out}"]) == 0
+    assert built == [False, True]
+    assert blocks == [False, True, True, False, False, True]
+    result = json.loads(out.read_text())
+    assert result["medians"] == {"default": 100.0, "deterministic": 50.0}
+    assert result["ratio_default_over_deterministic"] == pytest.approx(2.0)
+    assert "default / deterministic: 2.00x" in capsys.readouterr().out
+    built.clear()
+    rates = {False: iter([1.0] * 3), True: iter([1.0] * 3)}
+    face_modes.main(["--deterministic-first", "--rounds=3", f"--out={tmp_path / 'b.json'}"])
+    assert built == [True, False]
+
+
+def test_face_modes_times_a_block_in_its_mode_in_steps_per_second(monkeypatch):
+    clock, modes = [0.0], []
+
+    def step(actions):  # a step takes a quarter second of the stand-in clock
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        clock[0] += 0.25
+
+    env = SimpleNamespace(agents=["agent_0"], oracle_slate=lambda a: [0, 1], step=step)
+    monkeypatch.setattr(face_modes, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    assert face_modes._block(env, True, steps=4) == pytest.approx(4.0)
+    assert modes == [True] * 4
+    assert not torch.are_deterministic_algorithms_enabled()  # set back after the block
+    assert face_modes._block(env, False, steps=2) == pytest.approx(4.0)
+    assert modes[4:] == [False, False]
+
+
 def test_candidates_op_times_the_kernel_at_both_catalog_sizes():
     from experiments import candidates_op
     from recenv.core import native
