@@ -43,7 +43,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from experiments.bench_env import provenance, result_path, write_result
+from experiments.bench_env import paired_ratios, provenance, result_path, write_result
 from experiments.config import (
     ConfigError,
     add_market_arguments,
@@ -212,7 +212,7 @@ def compare(
     # Each round's two runs sat next to each other (ABBA), so their ratio shares that
     # round's state of the machine: how many rounds head was ahead says how consistent the
     # medians' ratio is (6 of 6 against a ratio of the medians from 4 of 6).
-    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
+    ratios, ahead = paired_ratios(rates)
     return {
         "figure": figure,
         "env_id": env_id,
@@ -230,7 +230,7 @@ def compare(
         "medians": medians,
         "head_over_base": medians["head"] / medians["base"],
         "round_ratios": ratios,
-        "head_ahead": sum(r > 1 for r in ratios),
+        "head_ahead": ahead,
     }
 
 

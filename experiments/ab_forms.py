@@ -39,6 +39,7 @@ import torch
 
 from experiments.bench_env import (
     _in_fresh_process,
+    paired_ratios,
     patched,
     provenance,
     result_path,
@@ -193,12 +194,12 @@ def _run_child(*arguments) -> dict[str, list[float]]:
 
 
 def _summary(rates: dict[str, list[float]]) -> dict:
-    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
+    ratios, ahead = paired_ratios(rates)
     return {
         "env_steps_per_s": rates,
         "ratios": ratios,
         "median_ratio": statistics.median(ratios),
-        "head_ahead": sum(r > 1 for r in ratios),
+        "head_ahead": ahead,
     }
 
 
@@ -244,7 +245,8 @@ def main(argv=None) -> dict:
             f"{args.rounds} rounds"
         )
     ratios = [r for row in by_order.values() for r in row["ratios"]]
-    ratio, ahead = statistics.median(ratios), sum(r > 1 for r in ratios)
+    ratio = statistics.median(ratios)
+    ahead = sum(row["head_ahead"] for row in by_order.values())
     print(
         f"head/base (base form {'+'.join(args.base)}, {args.num_envs:,} markets"
         f"{''.join(f', {k}={v}' for k, v in config.items())}, {args.threads} "

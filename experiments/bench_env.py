@@ -250,6 +250,14 @@ def summarize_rates(rates: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
+def paired_ratios(rates: dict[str, list[float]]) -> tuple[list[float], int]:
+    """Each round's ``head / base`` of an A/B run's ``rates`` (``{"base": [...], "head":
+    [...]}``, round by round; the two runs of a round sat next to each other) and in how
+    many rounds head was ahead: how consistent the verdict is, beside the medians' ratio."""
+    ratios = [h / b for h, b in zip(rates["head"], rates["base"], strict=True)]
+    return ratios, sum(r > 1 for r in ratios)
+
+
 def traffic_entry(row: dict, num_envs: int, per_step: dict, bandwidth: float) -> dict:
     """The share of the copy ``bandwidth`` (bytes/s) that the batched ``row`` (env-steps/s:
     median, min, max) at ``num_envs`` markets moves: env-steps/s over ``num_envs`` (steps
@@ -259,15 +267,14 @@ def traffic_entry(row: dict, num_envs: int, per_step: dict, bandwidth: float) ->
     shared and static) beside it, not judged."""
     total = per_step["total"]
     with_catalog = per_step.get("total_with_catalog", total)
-    n, bw = num_envs, bandwidth
-    entry: dict = {"num_envs": n}
+    entry: dict = {"num_envs": num_envs}
     for stat in ("median", "min", "max"):
-        bps = row[stat] / n * total
+        bps = row[stat] / num_envs * total
         entry[f"traffic_bytes_per_s_{stat}"] = bps
-        entry[f"fraction_of_copy_bandwidth_{stat}"] = bps / bw
+        entry[f"fraction_of_copy_bandwidth_{stat}"] = bps / bandwidth
     entry["traffic_bytes_per_s"] = entry["traffic_bytes_per_s_median"]
     entry["fraction_of_copy_bandwidth"] = entry["fraction_of_copy_bandwidth_median"]
-    entry["fraction_with_catalog"] = row["median"] / n * with_catalog / bw
+    entry["fraction_with_catalog"] = row["median"] / num_envs * with_catalog / bandwidth
     entry["met"] = entry["fraction_of_copy_bandwidth"] >= TARGET_COPY_FRACTION
     return entry
 
