@@ -55,6 +55,43 @@ def _device_us(event) -> float:
     return 0.0
 
 
+def summarize_profile(events, averages, steps: int, cuda: bool, top: int) -> dict:
+    """A profiled run of ``steps`` steps, per step: ``prof.events()`` (``events``) and
+    ``prof.key_averages()`` (``averages``) of a run that ends with the timer's one
+    synchronisation. Returns ``kernels_per_step``, ``kernel_s_per_step`` (the device events'
+    own time), ``host_syncs_per_step`` (``None`` off CUDA), ``sorted_by`` and ``top_ops``
+    (the ``top`` host ops by self device time on CUDA, self CPU time elsewhere)."""
+    # Kernels are the profiler's device-side events; the host-side rows (aten ops, the
+    # runtime's launch calls) carry the same time again as their children's, so the step's
+    # device time is the sum over device events, not over the table.
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_us = sum(e.time_range.elapsed_us() for e in kernels)
+    # The runtime calls that make the host wait for the device; the timer's own sync after
+    # the last step is one of them.
+    syncs = sum(e.count for e in averages if "Synchronize" in e.key) - 1
+    # The host ops alone (aten::...): each kernel's time is also its op's device time, so
+    # kernel rows would count it twice.
+    host_ops = [e for e in averages if e.device_type == torch.autograd.DeviceType.CPU]
+    rows = sorted(
+        host_ops, key=lambda e: _device_us(e) if cuda else e.self_cpu_time_total, reverse=True
+    )
+    return {
+        "kernels_per_step": len(kernels) / steps,
+        "kernel_s_per_step": kernel_us / 1e6 / steps,
+        "host_syncs_per_step": syncs / steps if cuda else None,
+        "sorted_by": "self_device_time_total" if cuda else "self_cpu_time_total",
+        "top_ops": [
+            {
+                "name": e.key,
+                "calls_per_step": e.count / steps,
+                "self_device_us_per_step": _device_us(e) / steps,
+                "self_cpu_us_per_step": e.self_cpu_time_total / steps,
+            }
+            for e in rows[:top]
+        ],
+    }
+
+
 def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: bool, top: int):
     """The figures above for ``steps`` steps of ``make_vec(env_id, num_envs)`` on ``device``
     (after three warm-up steps, compilation included). Returns a JSON-ready dict."""
@@ -84,31 +121,7 @@ def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: b
     with profile(activities=activities) as prof:
         advance(sync_each=False)
         _sync(device)  # the one sync of the profiled run (subtracted below)
-    averages = prof.key_averages()
-    # Kernels are the profiler's device-side events; the host-side rows (aten ops, the
-    # runtime's launch calls) carry the same time again as their children's, so the step's
-    # device time is the sum over device events, not over the table.
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    kernel_us = sum(e.time_range.elapsed_us() for e in kernels)
-    # The runtime calls that make the host wait for the device; the timer's own sync after
-    # the last step is one of them.
-    syncs = sum(e.count for e in averages if "Synchronize" in e.key) - 1
-    sort_key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    # The host ops alone (aten::...): each kernel's time is also its op's device time, so
-    # kernel rows would count it twice.
-    host_ops = [e for e in averages if e.device_type == torch.autograd.DeviceType.CPU]
-    rows = sorted(
-        host_ops, key=lambda e: _device_us(e) if cuda else e.self_cpu_time_total, reverse=True
-    )
-    table = [
-        {
-            "name": e.key,
-            "calls_per_step": e.count / steps,
-            "self_device_us_per_step": _device_us(e) / steps,
-            "self_cpu_us_per_step": e.self_cpu_time_total / steps,
-        }
-        for e in rows[:top]
-    ]
+    figures = summarize_profile(prof.events(), prof.key_averages(), steps, cuda, top)
     result = {
         **provenance(),
         "env": env_id,
@@ -120,12 +133,8 @@ def profile_step(env_id: str, num_envs: int, steps: int, device: str, compile: b
         "wall_s_per_step_queued": wall_queued,
         "env_steps_per_s_synced_each": num_envs / wall_each,
         "env_steps_per_s_queued": num_envs / wall_queued,
-        "kernels_per_step": len(kernels) / steps,
-        "kernel_s_per_step": kernel_us / 1e6 / steps,
-        "host_syncs_per_step": syncs / steps if cuda else None,
-        "gpu_busy_fraction": (kernel_us / 1e6 / steps) / wall_queued if cuda else None,
-        "sorted_by": sort_key,
-        "top_ops": table,
+        **figures,
+        "gpu_busy_fraction": figures["kernel_s_per_step"] / wall_queued if cuda else None,
     }
     return result
 

@@ -154,3 +154,16 @@ def tiny_log(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def fake_gpu(monkeypatch, bench_cuda, time_batched) -> None:
+    """``experiments.bench_cuda`` on a fake GPU: ``time_batched`` times the markets, the copy
+    moves 1e12 bytes/s, and bytes per step are counted on 4 CPU markets."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bench_cuda, "time_batched", time_batched)
+    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
+    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)

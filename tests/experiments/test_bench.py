@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from experiment_helpers import fake_gpu
 
 from experiments import bench_env, bench_peers
 from recenv.core.market import BatchedMarket
@@ -308,17 +309,6 @@ def test_cuda_bench_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, m
     assert "leave nothing to time" in capsys.readouterr().err
 
 
-def _fake_gpu(monkeypatch, bench_cuda, time_batched):
-    """bench_cuda on a fake GPU: ``time_batched`` times the markets, the copy moves 1e12
-    bytes/s, and bytes per step are counted on 4 CPU markets."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(bench_cuda, "time_batched", time_batched)
-    monkeypatch.setattr(bench_cuda, "copy_bandwidth", lambda nbytes, device: 1e12)
-    monkeypatch.setattr(bench_cuda, "TRAFFIC_ENVS", 4)
-
-
 def test_cuda_bench_error_names_the_cause_of_a_failed_kernel_build():
     """Seen on the GPU machine: inductor's message starts with a line that says nothing; the
     cause, Triton's, is its last line that names an error."""
@@ -356,7 +346,7 @@ def test_cuda_bench_keeps_each_size_as_it_goes(tmp_path, monkeypatch):
             seen.append([row["num_envs"] for row in json.loads(partial.read_text())["rows"]])
         return [n / 1e6] * repeats
 
-    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
+    fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
     argv = ["--out", str(out), "--sizes", "16,32", "--no-compile", "--no-peers", "--repeats", "2"]
     r = bench_cuda.main(argv)
     assert seen == [[16]]
@@ -397,7 +387,7 @@ def test_cuda_bench_orders_the_eager_and_compiled_passes(tmp_path, monkeypatch, 
         calls.append(("vmas", n, None))
         return 4e-3
 
-    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
+    fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
     monkeypatch.setattr(bench_cuda.bench_peers, "peer_versions", lambda: {"vmas": "9.9"})
     monkeypatch.setattr(bench_cuda.bench_peers, "time_vmas_spread", fake_vmas)
     argv = ["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--repeats", "1"]
@@ -424,7 +414,7 @@ def test_cuda_bench_times_atens_cumsum_beside_the_default_where_asked(tmp_path, 
         forms.append((n, compile, aten))
         return [(1e-3 if aten else 2e-3)] * repeats
 
-    _fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
+    fake_gpu(monkeypatch, bench_cuda, fake_time_batched)
     argv = ["--out", str(tmp_path / "c.json"), "--sizes", "32,16", "--no-peers"]
     r = bench_cuda.main([*argv, "--repeats", "1", "--aten-cumsum-sizes", "32"])
     eager = [(32, False, False), (32, False, True), (16, False, False)]
@@ -443,7 +433,7 @@ def test_cuda_bench_keeps_a_stopped_runs_partial_result(tmp_path, monkeypatch):
     out = tmp_path / "cuda.json"
     partial = tmp_path / "cuda.partial.json"
     partial.write_text('{"rows": ["the stopped run"]}')
-    _fake_gpu(monkeypatch, bench_cuda, lambda *a, repeats, **k: [1e-3] * repeats)
+    fake_gpu(monkeypatch, bench_cuda, lambda *a, repeats, **k: [1e-3] * repeats)
     with pytest.raises(SystemExit, match="exists"):
         bench_cuda.main(["--out", str(out), "--sizes", "16", "--no-compile", "--no-peers"])
     assert partial.read_text() == '{"rows": ["the stopped run"]}' and not out.exists()
