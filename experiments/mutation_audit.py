@@ -6,8 +6,8 @@ a mean correction, a mask left out), the kind of slip a refactor makes: in the s
 model, its config checks and counter RNG, the presets, the PettingZoo face and its adapter,
 the agents, their registry and their saved state's checks, a run's or a comparison's
 bookkeeping, snapshots, checkpoints and TensorBoard, the command lines, the report, the
-result scripts and their figures, the benchmark's figures and the core's traffic model, the
-integrations (Gymnasium, SB3, TorchRL, RLlib, a Tune sweep), real logs and their fit, or a
+result scripts and their figures, the benchmark's figures (the CPU's, and the CUDA scripts' on
+stand-in GPUs) and the core's traffic model, the integrations (Gymnasium, SB3, TorchRL, RLlib, a Tune sweep), real logs and their fit, or a
 native kernel's C++. For each, a fresh clone of the committed tree gets the change and
 runs the test files of its ``suite`` (``pytest -x``; a test that runs past
 ``--test-timeout`` fails, so a mutant that makes a loop endless is caught, not hung); the
@@ -250,6 +250,20 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_perf_tools.py::test_face_modes_alternates_the_modes_and_reports_default_over_deterministic",
         "tests/experiments/test_perf_tools.py::test_face_modes_times_a_block_in_its_mode_in_steps_per_second",
     ),
+    # The figures a short device session records (bench_cuda, profile_cuda, the timer's
+    # syncs, on stand-in GPUs), the candidates kernel's timer and the preset pages' baselines.
+    "gpu_scripts": (
+        "tests/experiments/test_gpu_scripts.py",
+        "tests/experiments/test_bench.py::test_cuda_bench_without_a_gpu_says_so_and_writes_nothing",
+        "tests/experiments/test_bench.py::test_cuda_bench_error_names_the_cause_of_a_failed_kernel_build",
+        "tests/experiments/test_bench.py::test_cuda_bench_keeps_each_size_as_it_goes",
+        "tests/experiments/test_bench.py::test_cuda_bench_orders_the_eager_and_compiled_passes",
+        "tests/experiments/test_bench.py::test_cuda_bench_times_atens_cumsum_beside_the_default_where_asked",
+        "tests/experiments/test_bench.py::test_cuda_bench_keeps_a_stopped_runs_partial_result",
+        "tests/experiments/test_perf_tools.py::test_candidates_op_times_the_kernel_at_both_catalog_sizes",
+        "tests/experiments/test_perf_tools.py::test_profile_cuda_profiles_a_cpu_step_and_keeps_its_result",
+        "tests/experiments/test_preset_baselines.py",
+    ),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
         "tests/experiments/test_cli_options.py",
@@ -306,6 +320,8 @@ SNAP, CLI, RLT = "experiments/snapshot.py", "experiments/cli.py", "experiments/r
 BENV, BPEERS = "experiments/bench_env.py", "experiments/bench_peers.py"
 THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
 MFLOOR, FMODES = "experiments/memory_floor.py", "experiments/face_modes.py"
+BCUDA, PCUDA = "experiments/bench_cuda.py", "experiments/profile_cuda.py"
+COP, PBASE = "experiments/candidates_op.py", "experiments/preset_baselines.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -821,6 +837,38 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("fmodes_block_rate", FMODES, "    return steps / spent", "    return spent / steps", "perf_tools", "a block's seconds per step reported as its steps/s"),
     _m("fmodes_built_default", FMODES, "_face(args.env, config, MODES[name], args.built_in_mode)", "_face(args.env, config, False, args.built_in_mode)", "perf_tools", "both faces built in the default mode"),
     _m("fmodes_order_ignored", FMODES, "build_order = list(reversed(MODES)) if args.deterministic_first else list(MODES)", "build_order = list(MODES)", "perf_tools", "--deterministic-first ignored: the order's bias never checked"),
+    _m("bcuda_best_any_kind", BCUDA, 'recenv_rows = [r for r in rows if r["kind"] == "batched_cuda"]', "recenv_rows = rows", "gpu_scripts", "the best figure taken over every row: an A/B or VMAS row can stand as recenv's"),
+    _m("bcuda_share_whole_batch", BCUDA, 'per_env = traffic["total"] / TRAFFIC_ENVS if traffic else None', 'per_env = traffic["total"] if traffic else None', "gpu_scripts", "a GPU row's share of the bandwidth with the counting batch's bytes per env-step"),
+    _m("bcuda_vmas_ratio_inverted", BCUDA, 'r = row["median"] / vmas["median"]', 'r = vmas["median"] / row["median"]', "gpu_scripts", "recenv over VMAS on the GPU inverted"),
+    _m("bcuda_compiled_first_ignored", BCUDA, "if args.compiled_first:", "if False:", "gpu_scripts", "--compiled-first ignored: a short device session spends its minutes on the eager rows first"),
+    _m("bcuda_partial_unwritten", BCUDA, "partial.write_text(json.dumps(result(), indent=2))", "json.dumps(result(), indent=2)", "gpu_scripts", "nothing kept until the end: a run stopped at the device's limit loses every figure"),
+    _m("bcuda_partial_overwritten", BCUDA, "if partial.exists():", "if False:", "gpu_scripts", "a stopped run's partial figures overwritten by the next run"),
+    _m("bcuda_build_error_stops", BCUDA, "except (RuntimeError, torch.OutOfMemoryError) as e:", "except torch.OutOfMemoryError as e:", "gpu_scripts", "a failed compiled build stops the run instead of being recorded"),
+    _m("bcuda_target_verdict", BCUDA, 'met = "met" if top >= TARGET_CUDA_STEPS else "NOT met"', 'met = "met" if top >= TARGET_CUDA_STEPS / 2 else "NOT met"', "gpu_scripts", "the GPU target read as met at half of it"),
+    _m("bcuda_vmas_ratio_eager_only", BCUDA, 'if r["kind"] == "batched_cuda" and r["num_envs"] == n:', 'if r["kind"] == "batched_cuda" and r["num_envs"] == n and not r["compile"]:', "gpu_scripts", "with --compiled-first the compiled rows never get their VMAS ratio"),
+    _m("bcuda_aten_gain_inverted", BCUDA, "{row['median'] / old['median']:.2f}x", "{old['median'] / row['median']:.2f}x", "gpu_scripts", "row_cumsum's gain over ATen's cumsum printed inverted"),
+    _m("bench_no_device_sync", BENV, 'cuda = env.device.type != "cpu"', "cuda = False", "gpu_scripts", "a GPU step timed without synchronising: the launches, not the work"),
+    _m("bench_no_sync_after_step", BENV, "obs, _, terminated, truncated, _ = env.step(acts)\n        if cuda:\n            torch.cuda.synchronize()\n", "obs, _, terminated, truncated, _ = env.step(acts)\n", "gpu_scripts", "the timer stops before the GPU has run the step"),
+    _m("bench_policy_in_timer", BENV, "if cuda:\n            torch.cuda.synchronize()\n        t0 = time.perf_counter()", "t0 = time.perf_counter()\n        if cuda:\n            torch.cuda.synchronize()", "gpu_scripts", "the policy's queued GPU work timed as the step's"),
+    _m("pcuda_synced_each", PCUDA, "wall_each = run(sync_each=True)", "wall_each = run(sync_each=False)", "gpu_scripts", "the 'synced each step' wall time measured queued"),
+    _m("pcuda_kernels_all_events", PCUDA, "kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]", "kernels = list(events)", "gpu_scripts", "host events counted as kernels: the GPU's busy share too high"),
+    _m("pcuda_timer_sync_counted", PCUDA, 'syncs = sum(e.count for e in averages if "Synchronize" in e.key) - 1', 'syncs = sum(e.count for e in averages if "Synchronize" in e.key)', "gpu_scripts", "the timer's own sync counted as a wait of the step's"),
+    _m("pcuda_busy_over_synced", PCUDA, 'figures["kernel_s_per_step"] / wall_queued if cuda', 'figures["kernel_s_per_step"] / wall_each if cuda', "gpu_scripts", "the GPU's busy share over the synchronised wall time"),
+    _m("pcuda_table_with_kernels", PCUDA, "host_ops = [e for e in averages if e.device_type == torch.autograd.DeviceType.CPU]", "host_ops = list(averages)", "gpu_scripts", "kernel rows in the op table: device time counted twice"),
+    _m("pcuda_gpu_table_by_cpu", PCUDA, "key=lambda e: _device_us(e) if cuda else e.self_cpu_time_total", "key=lambda e: e.self_cpu_time_total", "gpu_scripts", "a GPU run's op table sorted by host time"),
+    _m("pcuda_rate_per_step", PCUDA, '"env_steps_per_s_queued": num_envs / wall_queued,', '"env_steps_per_s_queued": 1 / wall_queued,', "gpu_scripts", "the queued rate in steps/s, not env-steps/s"),
+    _m("cop_one_request", COP, "index = requests[i % VARIANTS]", "index = requests[0]", "gpu_scripts", "one request timed again and again: cached rows, a large catalog's cost hidden"),
+    _m("cop_warmup_timed", COP, "return seconds[WARMUP_CALLS:]", "return seconds", "gpu_scripts", "the warm-up calls (cold caches) among the samples"),
+    _m("cop_no_warm_steps", COP, "for _ in range(WARMUP_STEPS):", "for _ in range(0):", "gpu_scripts", "the kernel timed on a fresh market: no counter stamped this episode"),
+    _m("cop_ratio_inverted", COP, '"ratio": large / small,', '"ratio": small / large,', "gpu_scripts", "the catalog ratio inverted"),
+    _m("cop_extra_sign", COP, '"extra_ms": 1e3 * (large - small),', '"extra_ms": 1e3 * (small - large),', "gpu_scripts", "the large catalog's extra time per call negated"),
+    _m("cop_size_ignored", COP, 's = time_kernel(args.env, args.num_envs, args.calls, **{**config, "num_items": items})', "s = time_kernel(args.env, args.num_envs, args.calls, **config)", "gpu_scripts", "both sizes timed at the env's own catalog"),
+    _m("cop_threads", COP, "torch.set_num_threads(1)", "torch.get_num_threads()", "gpu_scripts", "the kernel timed on every thread, not one"),
+    _m("pbase_team_sum", PBASE, 'team = per_episode.mean(1) if reward_mode == "cooperative" else per_episode.sum(1)', "team = per_episode.sum(1)", "gpu_scripts", "a cooperative team's return counted once per agent"),
+    _m("pbase_team_mean", PBASE, 'team = per_episode.mean(1) if reward_mode == "cooperative" else per_episode.sum(1)', "team = per_episode.mean(1)", "gpu_scripts", "a competing market's agents' returns averaged, not summed"),
+    _m("pbase_ratio_inverted", PBASE, 'out["oracle_over_uniform_random"] = out["oracle"] / out["uniform_random"]', 'out["oracle_over_uniform_random"] = out["uniform_random"] / out["oracle"]', "gpu_scripts", "the oracle's ratio over random slates inverted"),
+    _m("pbase_slates_masked", PBASE, "score = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0)", "score = torch.rand(mask.shape, generator=g)", "gpu_scripts", "random slates drawn from masked candidates too"),
+    _m("pbase_seed_shift", PBASE, "result = evaluate(agents.make_agent(name, env), env, seed=seed)", "result = evaluate(agents.make_agent(name, env), env, seed=seed + 1)", "gpu_scripts", "the agents evaluated at another seed than the pages state"),
 )
 # fmt: on
 
