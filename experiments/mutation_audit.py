@@ -9,9 +9,10 @@ bookkeeping, snapshots, checkpoints and TensorBoard, the command lines, the repo
 result scripts and their figures, the benchmark's figures (the CPU's, and the CUDA scripts' on
 stand-in GPUs) and the core's traffic model, the integrations (Gymnasium, SB3, TorchRL,
 RLlib, a Tune sweep), real logs and their fit, or a native kernel's C++. For each, a fresh
-clone of the committed tree gets the change and runs the test files of its ``suite`` (``pytest -x``; a test that runs past
-``--test-timeout`` fails, so a mutant that makes a loop endless is caught, not hung); the
-mutant is *caught* when a test fails, *survived* when all pass. A survivor is a property no
+clone of the committed tree gets the change and runs the test files of its ``suite``
+(``pytest -x``; a test that runs past ``--test-timeout`` fails, so a mutant that makes a
+loop endless is caught, not hung); the mutant is *caught* when a test fails, *survived*
+when all pass. A survivor is a property no
 test pins: add a test that states it (and check that it fails on the mutant), or say in the
 table why the change cannot be seen (an equivalent mutant)::
 
