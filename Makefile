@@ -46,7 +46,8 @@ bench: $(VENV)/.installed-bench
 # The compiled CUDA step's Triton kernels built for a faked H100, no GPU needed (the
 # cuda-build extra: Triton with its ptxas; experiments/cuda_build.py): the step at 1,024
 # markets and the face, then with 64-bit indices (the form of the largest batches), then
-# run by Triton's interpreter beside the eager step (12 steps, two episode ends; ~2 min).
+# run by Triton's interpreter beside the eager step (12 steps, two episode ends; ~2 min);
+# then the tests that need Triton, which CI (no Triton) skips (~5 min).
 $(VENV)/.installed-cuda-build: $(VENV)/.installed-run
 	$(PY) -m pip install --disable-pip-version-check -e ".[cuda-build]"
 	touch $@
@@ -55,6 +56,7 @@ cuda-build: $(VENV)/.installed-cuda-build
 	$(PY) -m experiments.cuda_build
 	$(PY) -m experiments.cuda_build --wide-index --no-face
 	$(PY) -m experiments.cuda_build --interpret 12 --num-envs 16 --config horizon=5
+	$(PY) -m pytest -q -p no:cacheprovider tests/experiments/test_cuda_build.py
 
 # The suite against the oldest releases pyproject.toml allows (each requirement pinned to its
 # floor; scripts/test_floor.sh): run it when a floor changes. Not part of `make test`.

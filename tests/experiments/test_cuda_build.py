@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import pkgutil
 import subprocess
 import sys
@@ -151,12 +152,13 @@ def test_every_graph_builds_for_a_faked_h100(tmp_path):
     assert all(g["built"] and g["kernels"] > 10 for g in result["graphs"]), result["graphs"]
     assert result["options"] == {"size_asserts": False} and result["triton"] == TRITON
     # Traffic: inductor estimated every kernel; a step moves at least what the market's own
-    # model says it must (state and observation), and the ceiling is the peak over it.
+    # model says it must (state and observation), and the ceiling is the peak over it. No
+    # extern calls: the utilities' dot products are products and sums (`choice.dot`), not
+    # the cuBLAS `bmm` calls the einsum form made (three a step until session 57).
     for g in result["graphs"]:
         assert len(g["kernel_bytes"]) == g["kernels"] and all(g["kernel_bytes"].values())
-        assert g["extern_bytes"] and all(b > 0 for _, b in g["extern_bytes"])
-        total = sum(g["kernel_bytes"].values()) + sum(b for _, b in g["extern_bytes"])
-        assert g["traffic_bytes"] == pytest.approx(total)
+        assert g["extern_bytes"] == []
+        assert g["traffic_bytes"] == pytest.approx(sum(g["kernel_bytes"].values()))
         assert g["traffic_bytes_per_market"] > g["model_bytes_per_market"]["total"]
     serve = result["graphs"][0]
     assert serve["ceiling_env_steps_per_s"] == pytest.approx(
@@ -258,6 +260,12 @@ def test_disagreement_is_exact_for_integers_and_to_rounding_for_floats():
     assert cuda_build.disagreement(x, {**same, "d": 1})[0].startswith("paths differ")
     wrong_dtype = {**same, "a": torch.tensor([1.0, 2.0])}
     assert cuda_build.disagreement(x, wrong_dtype)[0] == "['a'] (shape or dtype)"
+    # Integers exactly, however large (one exposure off in 16 M is not rounding); a face
+    # scalar that is NaN in both steps (an undefined rate) agrees.
+    counts = {"n": torch.tensor([2**24, 7])}
+    assert cuda_build.disagreement(counts, {"n": torch.tensor([2**24 + 1, 7])})[0] == "['n']"
+    assert cuda_build.disagreement({"s": math.nan}, {"s": math.nan}) == (None, 0.0)
+    assert cuda_build.disagreement({"s": math.nan}, {"s": 0.0})[0] == "['s']"
 
 
 INTERPRET = ["--interpret", "7", "--num-envs", "4", "--config", "horizon=3"]
