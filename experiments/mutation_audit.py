@@ -12,9 +12,10 @@ RLlib, a Tune sweep), real logs and their fit, or a native kernel's C++. For eac
 clone of the committed tree gets the change and runs the test files of its ``suite``
 (``pytest -x``; a test that runs past ``--test-timeout`` fails, so a mutant that makes a
 loop endless is caught, not hung); the mutant is *caught* when a test fails, *survived*
-when all pass. A survivor is a property no
-test pins: add a test that states it (and check that it fails on the mutant), or say in the
-table why the change cannot be seen (an equivalent mutant)::
+when all pass, *skipped* when its suite needs a module not installed here (``SUITE_NEEDS``:
+Triton for ``cuda_build``, whose tests would skip and let every build mutant live). A
+survivor is a property no test pins: add a test that states it (and check that it fails on
+the mutant), or say in the table why the change cannot be seen (an equivalent mutant)::
 
     .venv/bin/python -m experiments.mutation_audit                   # every mutant (~4 h here)
     .venv/bin/python -m experiments.mutation_audit --only dyn_visits resp_jitter_mean
@@ -265,6 +266,10 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/experiments/test_perf_tools.py::test_profile_cuda_profiles_a_cpu_step_and_keeps_its_result",
         "tests/experiments/test_preset_baselines.py",
     ),
+    # The compiled CUDA step's build check (cuda_build): its comparison of interpreted and
+    # eager steps, its traffic arithmetic, its exit status. The build and interpreter tests
+    # need Triton (the cuda-build extra; SUITE_NEEDS), as do the mutants only they can catch.
+    "cuda_build": ("tests/experiments/test_cuda_build.py",),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
         "tests/experiments/test_cli_options.py",
@@ -274,6 +279,11 @@ SUITES: dict[str, tuple[str, ...]] = {
         "tests/test_documented_commands.py",
     ),
 }
+
+
+#: A suite whose tests need a module the default set-up does not install: without it, its
+#: mutants are reported ``skipped`` (not run: their tests would skip and let them live).
+SUITE_NEEDS: dict[str, str] = {"cuda_build": "triton"}
 
 
 @dataclass(frozen=True)
@@ -323,6 +333,7 @@ THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
 MFLOOR, FMODES = "experiments/memory_floor.py", "experiments/face_modes.py"
 BCUDA, PCUDA = "experiments/bench_cuda.py", "experiments/profile_cuda.py"
 COP, PBASE = "experiments/candidates_op.py", "experiments/preset_baselines.py"
+CBUILD = "experiments/cuda_build.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -870,6 +881,19 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("pbase_ratio_inverted", PBASE, 'out["oracle_over_uniform_random"] = out["oracle"] / out["uniform_random"]', 'out["oracle_over_uniform_random"] = out["uniform_random"] / out["oracle"]', "gpu_scripts", "the oracle's ratio over random slates inverted"),
     _m("pbase_slates_masked", PBASE, "score = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0)", "score = torch.rand(mask.shape, generator=g)", "gpu_scripts", "random slates drawn from masked candidates too"),
     _m("pbase_seed_shift", PBASE, "result = evaluate(agents.make_agent(name, env), env, seed=seed)", "result = evaluate(agents.make_agent(name, env), env, seed=seed + 1)", "gpu_scripts", "the agents evaluated at another seed than the pages state"),
+    _m("cb_float_tolerance", CBUILD, "if not torch.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=True):", "if not torch.allclose(x, y, rtol=1e-2, atol=1e-5, equal_nan=True):", "cuda_build", "the interpreted kernels compared to 1 % where the compiled-step tests take 1e-4"),
+    _m("cb_nan_unequal", CBUILD, "if not torch.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=True):", "if not torch.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=False):", "cuda_build", "NaN in both steps (an undefined coverage) read as a disagreement"),
+    _m("cb_ints_to_rounding", CBUILD, "elif not torch.equal(x, y):", "elif not torch.allclose(x.double(), y.double(), rtol=1e-4):", "cuda_build", "integers (items, counters, counts) compared to rounding, not exactly"),
+    _m("cb_scalar_nan", CBUILD, "if not (math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) or (x != x and y != y)):", "if not math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5):", "cuda_build", "a face scalar NaN in both steps read as a disagreement"),
+    _m("cb_dtype_unchecked", CBUILD, "if not isinstance(y, torch.Tensor) or x.shape != y.shape or x.dtype != y.dtype:", "if not isinstance(y, torch.Tensor) or x.shape != y.shape:", "cuda_build", "a tensor of another dtype (float for int) compared by value"),
+    _m("cb_per_market_total", CBUILD, "per_market = total / num_envs\n", "per_market = total\n", "cuda_build", "the bytes per market are the whole batch's"),
+    _m("cb_ceiling_one_market", CBUILD, 'row["ceiling_env_steps_per_s"] = num_envs * peak / total', 'row["ceiling_env_steps_per_s"] = peak / total', "cuda_build", "the bandwidth ceiling in steps/s, not env-steps/s"),
+    _m("cb_share_batch_bytes", CBUILD, 'row["target_share_of_peak"] = TARGET_CUDA_STEPS * per_market / peak', 'row["target_share_of_peak"] = TARGET_CUDA_STEPS * total / peak', "cuda_build", "the target's share of the peak from the batch's bytes"),
+    _m("cb_face_ceiling", CBUILD, "if num_envs == 1:  # (one market", "if False:  # (one market", "cuda_build", "the one-market face given a bandwidth ceiling its launches make meaningless"),
+    _m("cb_keep_cpu_ignored", CBUILD, "if name not in keep_cpu:", "if True:", "cuda_build", "--cpu-form ignored: the CPU's form never built for CUDA"),
+    _m("cb_interpret_exit", CBUILD, "status = max(status, 0 if where is None else 1)", "status = max(status, 0)", "cuda_build", "an interpreted step that disagrees exits 0"),
+    _m("cb_build_fail_exit", CBUILD, 'status = max(status, 1)\n                text = "FAILED: "', 'status = max(status, 0)\n                text = "FAILED: "', "cuda_build", "a kernel Triton refuses exits 0"),
+    _m("cb_face_no_reset", CBUILD, 'if step == "_serve_face" and (expected[0][0] or expected[0][1]):', "if False:", "cuda_build", "the interpreted face stepped past its episode's end without the reset"),
 )
 # fmt: on
 
@@ -922,6 +946,9 @@ def run_mutant(
     """Apply ``m`` in the tree at ``root``, run its suite (or ``tests``, when given), restore
     the file; the outcome. ``timeout``: seconds for the whole run; ``test_timeout``: for one
     test (0: none)."""
+    needs = SUITE_NEEDS.get(m.suite)
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        return {"status": "skipped", "seconds": 0.0, "failed": [], "tail": [f"needs {needs}"]}
     tests = SUITES[m.suite] if tests is None else tests
     path = root / m.path
     source = path.read_text()
@@ -1031,13 +1058,15 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(record, indent=1) + "\n")  # progress survives a stop
 
     counts = {
-        s: sum(r["status"] == s for r in results.values()) for s in ("caught", "survived", "error")
+        s: sum(r["status"] == s for r in results.values())
+        for s in ("caught", "survived", "error", "skipped")
     }
     width = max(len(i) for i in results)
     for i, r in results.items():
         print(f"{i:{width}s}  {r['status']:8s}  {r['seconds']:6.1f} s  {r['breaks']}")
-    print(f"{counts['caught']} caught, {counts['survived']} survived, {counts['error']} errors "
-          f"of {len(results)} mutants at {commit[:10]} -> {out}")  # fmt: skip
+    skipped = f", {counts['skipped']} skipped (a module missing)" if counts["skipped"] else ""
+    print(f"{counts['caught']} caught, {counts['survived']} survived, {counts['error']} errors"
+          f"{skipped} of {len(results)} mutants at {commit[:10]} -> {out}")  # fmt: skip
     return 1 if counts["survived"] or counts["error"] else 0
 
 

@@ -16,6 +16,7 @@ def test_every_mutant_fits_the_tree():
     mutant with it), changes something, and names a known suite whose files exist (a suite
     entry may be one test's node id, ``file::name``: that test must be in the file)."""
     assert ma.check_patterns(ma.REPO) == []
+    assert set(ma.SUITE_NEEDS) <= set(ma.SUITES)
     for files in ma.SUITES.values():
         for f in files:
             path, _, name = f.partition("::")
@@ -89,6 +90,18 @@ def test_a_planted_mutant_is_caught_or_survives_and_the_file_comes_back(tmp_path
     assert got["status"] == "survived" and got["failed"] == []
     assert (root / "pkg.py").read_text() == before
     assert (repo / "pkg.py").read_text() == before  # the source checkout is never touched
+
+    # A suite whose tests need a module that is not installed: not run, said so.
+    monkeypatch.setattr(ma, "SUITE_NEEDS", {"tiny": "no_such_module_of_the_audit"})
+    got = ma.run_mutant(root, caught, workers=1, timeout=120)
+    assert got == {
+        "status": "skipped",
+        "seconds": 0.0,
+        "failed": [],
+        "tail": ["needs no_such_module_of_the_audit"],
+    }
+    assert (root / "pkg.py").read_text() == before
+    monkeypatch.setattr(ma, "SUITE_NEEDS", {})
 
     # --tests: other tests than the suite's. One that never calls f() lets the mutant live;
     # the node id of the one that does catches it.
