@@ -195,8 +195,9 @@ def interpret(
     everything the two markets hold and return must agree (integers exactly, floats to
     rounding: :func:`disagreement`). ``wide_index``: the kernels in their 64-bit-index form
     (as :func:`fake_cuda.build`). Needs :func:`fake_cuda.install` under the interpreter.
-    Returns the row of the report: steps that agreed, the first disagreement (step, path),
-    the largest float difference, kernels run, seconds."""
+    Returns the row of the report: steps that agreed, the episode ends they crossed (each
+    followed by its reset, compared: inside a batch's step, by ``reset()`` for the face), the
+    first disagreement (step, path), the largest float difference, kernels run, seconds."""
     options = inductor_options(fake_cuda.CUDA)
     builds: list[fake_cuda.Build] = []
 
@@ -227,7 +228,7 @@ def interpret(
         obs = eager.reset(seed=0)
         where, largest = disagreement(state(eager, obs), state(built, built.reset(seed=0)))
         at = "the reset"
-        agreed = 0
+        agreed = ends = 0
         while where is None and agreed < steps:
             actions = _policy(obs, eager.agents, eager.config.slate_size)
             expected, got = _advance(eager, step, actions), _advance(built, step, actions)
@@ -241,13 +242,17 @@ def interpret(
             at = f"step {agreed + 1}"
             if where is None:
                 agreed += 1
-                if step == "_serve_face" and (expected[0][0] or expected[0][1]):
+                if step == "_serve":  # (a batch resets its ended markets inside the step)
+                    ends += bool((expected[2] | expected[3]).any())
+                elif expected[0][0] or expected[0][1]:  # the face's episode ended: reset both
                     at = f"the reset after step {agreed}"
                     obs = eager.reset()
                     where, diff = disagreement(state(eager, obs), state(built, built.reset()))
                     largest = max(largest, diff)
+                    ends += 1
     row.update(
         agreed=agreed,
+        episode_ends=ends,
         disagreement=None if where is None else f"{at}: {where}",
         largest_float_difference=largest,
         graphs=len(builds),

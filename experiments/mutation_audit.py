@@ -893,7 +893,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("cb_keep_cpu_ignored", CBUILD, "if name not in keep_cpu:", "if True:", "cuda_build", "--cpu-form ignored: the CPU's form never built for CUDA"),
     _m("cb_interpret_exit", CBUILD, "status = max(status, 0 if where is None else 1)", "status = max(status, 0)", "cuda_build", "an interpreted step that disagrees exits 0"),
     _m("cb_build_fail_exit", CBUILD, 'status = max(status, 1)\n                text = "FAILED: "', 'status = max(status, 0)\n                text = "FAILED: "', "cuda_build", "a kernel Triton refuses exits 0"),
-    _m("cb_face_no_reset", CBUILD, 'if step == "_serve_face" and (expected[0][0] or expected[0][1]):', "if False:", "cuda_build", "the interpreted face stepped past its episode's end without the reset"),
+    _m("cb_face_no_reset", CBUILD, "elif expected[0][0] or expected[0][1]:  # the face's episode ended: reset both", "elif False:", "cuda_build", "the interpreted face stepped past its episode's end without the reset"),
 )
 # fmt: on
 

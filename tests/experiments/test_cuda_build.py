@@ -282,6 +282,7 @@ def test_the_kernels_run_by_triton_s_interpreter_agree_with_the_eager_step(tmp_p
         ("_serve_face", 7, None),
     ]
     assert all(r["graphs"] == 1 and r["largest_float_difference"] < 1e-4 for r in rows)
+    assert [r["episode_ends"] for r in rows] == [2, 2]  # each followed by its reset, compared
 
 
 @needs_triton
