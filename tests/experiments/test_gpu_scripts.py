@@ -181,11 +181,12 @@ def test_profile_step_times_synced_and_queued_steps_and_the_gpus_busy_share(monk
     for the kernels' 30 us a step over the queued wall time."""
     from experiments import profile_cuda
 
-    clock = SimpleNamespace(now=0.0)
+    gpu = FakeDevice()
 
-    def sync(device):
+    def sync(device):  # the host waits 1 s of the fake clock for the device
         assert device == "cuda"
-        clock.now += 1.0
+        gpu.launch(1.0)
+        gpu.synchronize()
 
     class FakeProfile:
         def __init__(self, activities):
@@ -201,7 +202,7 @@ def test_profile_step_times_synced_and_queued_steps_and_the_gpus_busy_share(monk
         return bench_env.warmed_env(env_id, num_envs, device="cpu", compile=compile)
 
     monkeypatch.setattr(profile_cuda, "_sync", sync)
-    monkeypatch.setattr(profile_cuda, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(profile_cuda, "time", SimpleNamespace(perf_counter=gpu.perf_counter))
     monkeypatch.setattr(profile_cuda, "profile", FakeProfile)
     monkeypatch.setattr(profile_cuda, "warmed_env", cpu_market)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
