@@ -270,6 +270,9 @@ SUITES: dict[str, tuple[str, ...]] = {
     # eager steps, its traffic arithmetic, its exit status. The build and interpreter tests
     # need Triton (the cuda-build extra; SUITE_NEEDS), as do the mutants only they can catch.
     "cuda_build": ("tests/experiments/test_cuda_build.py",),
+    # The sanitizer run's proof that it can fail (native_sanitize's canary, the check that the
+    # kernels loaded are the instrumented copy, the stop on a failed canary).
+    "native_sanitize": ("tests/experiments/test_native_sanitize.py",),
     # The runner's command line (test_experiment_cli, every preset in a subprocess, is slow).
     "cli": (
         "tests/experiments/test_cli_options.py",
@@ -333,7 +336,7 @@ THASH, PLOOPS = "experiments/trajectory_hash.py", "experiments/profile_loops.py"
 MFLOOR, FMODES = "experiments/memory_floor.py", "experiments/face_modes.py"
 BCUDA, PCUDA = "experiments/bench_cuda.py", "experiments/profile_cuda.py"
 COP, PBASE = "experiments/candidates_op.py", "experiments/preset_baselines.py"
-CBUILD = "experiments/cuda_build.py"
+CBUILD, NSAN = "experiments/cuda_build.py", "experiments/native_sanitize.py"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -893,6 +896,13 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("cb_keep_cpu_ignored", CBUILD, "if name not in keep_cpu:", "if True:", "cuda_build", "--cpu-form ignored: the CPU's form never built for CUDA"),
     _m("cb_interpret_exit", CBUILD, "status = max(status, 0 if where is None else 1)", "status = max(status, 0)", "cuda_build", "an interpreted step that disagrees exits 0"),
     _m("cb_build_fail_exit", CBUILD, 'status = max(status, 1)\n                text = "FAILED: "', 'status = max(status, 0)\n                text = "FAILED: "', "cuda_build", "a kernel Triton refuses exits 0"),
+    _m("ns_no_asan", NSAN, 'SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]', 'SANITIZE = ["-fsanitize=undefined", "-fno-sanitize-recover=all"]', "native_sanitize", "the kernels built without ASan: reads and writes out of bounds go unseen, and the run still prints OK"),
+    _m("ns_no_preload", NSAN, '"LD_PRELOAD": ":".join(libs),', '"LD_PRELOAD": "",', "native_sanitize", "the sanitizer runtimes not preloaded: the instrumented kernels cannot load in Python"),
+    _m("ns_canary_ignored", NSAN, "    if problems:\n", "    if False:\n", "native_sanitize", "a failed canary ignored: OK printed by a run that could not have found anything"),
+    _m("ns_report_kind_unchecked", NSAN, "elif report is not None and (r.returncode == 0 or report not in r.stderr):", "elif report is not None and r.returncode == 0:", "native_sanitize", "any failure counted as the planted bug's report (a runtime that would not load reads as a caught overflow)"),
+    _m("ns_exit_unchecked", NSAN, "elif report is not None and (r.returncode == 0 or report not in r.stderr):", "elif report is not None and report not in r.stderr:", "native_sanitize", "a report that does not stop the process counted as caught: the run would go on past a bug"),
+    _m("ns_correct_call_unchecked", NSAN, 'if report is None and (r.returncode != 0 or "Sanitizer" in r.stderr):', "if False:", "native_sanitize", "the correct call not checked: a set-up that fails every call passes the canary"),
+    _m("ns_instrumented_always", NSAN, "return [name for name, symbol in INSTRUMENTED_BY.items() if symbol not in data]", "return []", "native_sanitize", "the normal build passes for the instrumented one"),
     _m("cb_face_no_reset", CBUILD, "elif expected[0][0] or expected[0][1]:  # the face's episode ended: reset both", "elif False:", "cuda_build", "the interpreted face stepped past its episode's end without the reset"),
 )
 # fmt: on

@@ -19,8 +19,14 @@ preloaded and:
   steps the candidates kernel is compared with its torch form at both ends of the lists.
 
 A sanitizer report ends the run with its stack (exit status != 0); ``OK`` at the end means
-nothing was found. gcc with libasan/libubsan is needed (Linux). Prefetches of addresses out
-of bounds are not flagged (they are not accesses). Not run by the test suite. The first audit
+nothing was found. So that ``OK`` cannot come from a run that checked nothing, the run first
+proves its sanitizers work here (:func:`canary`: a tiny library built with the same flags, a
+heap overflow and a signed overflow planted in it, each called in a process started as the
+checked one is, must be reported, and a correct call must not be; exit status 2 otherwise),
+and the child checks that the kernels it loaded are the instrumented copy from
+``--build-dir`` (:func:`instrumented`), not the normal build. gcc with libasan/libubsan is
+needed (Linux). Prefetches of addresses out of bounds are not flagged (they are not
+accesses). Not run by the test suite (its canary is). The first audit
 found, only through direct op calls (nothing reachable through a config): a division by zero
 for ``stats_size=0`` (candidates, count_exposures), a signed overflow of a counter at int32's
 max (count_exposures) and of the Gini's int64 sums on a corrupt table (item_metrics).
@@ -55,6 +61,106 @@ EDGE: list[dict[str, Any]] = [
 PRESETS = ["recenv/Market-v0", "recenv/Music-v0", "recenv/Video-v0", "recenv/ECommerce-v0"]
 
 
+# A heap overflow (ASan), a signed overflow (UBSan) and a correct call, each called by
+# canary() in its own process: the first two must be reported, the third must run cleanly.
+CANARY_CPP = r"""
+#include <climits>
+#include <cstdlib>
+extern "C" int heap_overflow(int i) {
+  int* p = static_cast<int*>(std::malloc(4 * sizeof(int)));
+  for (int j = 0; j < 4; ++j) p[j] = j;
+  int* volatile q = p;  // past UBSan's object-size check, which would report it first
+  volatile int v = q[i];
+  std::free(p);
+  return v;
+}
+extern "C" int signed_overflow(int x) { return x + INT_MAX; }
+extern "C" int fine(int x) { return x + 1; }
+"""
+# (function, argument, what the report must hold; None: exit 0 and no report)
+CANARY_CALLS = [
+    ("heap_overflow", 4, "AddressSanitizer: heap-buffer-overflow"),
+    ("signed_overflow", 1, "runtime error: signed integer overflow"),
+    ("fine", 1, None),
+]
+# Names only an instrumented object calls: ASan's checks of loads, UBSan's handlers.
+INSTRUMENTED_BY = {"ASan": b"__asan_report_load", "UBSan": b"__ubsan_handle_"}
+
+
+def sanitizer_env(build_dir: str) -> dict[str, str]:
+    """The environment of a checked process: the sanitizer runtimes preloaded (first in the
+    library list, as ASan requires of a program that is not itself instrumented), halting
+    at the first report, the sanitized kernels built and cached in ``build_dir``."""
+    libs = [
+        subprocess.check_output(["gcc", f"-print-file-name={lib}"], text=True).strip()
+        for lib in ("libasan.so", "libubsan.so")
+    ]
+    return {
+        **os.environ,
+        "TORCH_EXTENSIONS_DIR": build_dir,
+        "LD_PRELOAD": ":".join(libs),
+        "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:detect_odr_violation=0",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def canary(
+    work_dir: Path, flags: list[str] = FLAGS, env: dict[str, str] | None = None
+) -> list[str]:
+    """Whether the sanitizers catch planted bugs here: builds :data:`CANARY_CPP` with
+    ``flags`` (g++, a shared library in ``work_dir``) and calls each of
+    :data:`CANARY_CALLS` in a Python process with ``env`` (default :func:`sanitizer_env`),
+    as the checked run is started. Returns what went wrong, one line a call (empty: every
+    planted bug was reported and the correct call ran): a missing runtime, flags that do not
+    instrument, options that do not halt, would each leave the run unable to fail."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src, lib = work_dir / "canary.cpp", work_dir / "canary.so"
+    src.write_text(CANARY_CPP)
+    build = [f for f in flags if f != "-fopenmp"]
+    try:
+        subprocess.run(
+            ["g++", "-shared", "-fPIC", *build, str(src), "-o", str(lib)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        return [f"the canary does not build: {getattr(e, 'stderr', '') or e}"]
+    env = sanitizer_env(str(work_dir)) if env is None else env
+    problems = []
+    for fn, arg, report in CANARY_CALLS:
+        code = f"import ctypes; ctypes.CDLL({str(lib)!r}).{fn}({arg})"
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if report is None and (r.returncode != 0 or "Sanitizer" in r.stderr):
+            problems.append(
+                f"{fn}({arg}): a correct call failed ({r.returncode}): {r.stderr[-300:]}"
+            )
+        elif report is not None and (r.returncode == 0 or report not in r.stderr):
+            problems.append(f"{fn}({arg}): not reported as {report!r} (exit {r.returncode})")
+    return problems
+
+
+def instrumented(library: Path) -> list[str]:
+    """The sanitizers whose checks ``library`` (a shared object) does not call: empty for
+    the sanitized kernels, ``["ASan", "UBSan"]`` for the normal build."""
+    data = library.read_bytes()
+    return [name for name, symbol in INSTRUMENTED_BY.items() if symbol not in data]
+
+
+def loaded_kernels() -> Path | None:
+    """The path of the ``recenv_native`` library this process has mapped (Linux), if any."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        if "recenv_native" in Path(path).name and path.endswith(".so"):
+            return Path(path)
+    return None
+
+
 def _load_sanitized() -> None:
     """Make recenv's loader build (or load) the sanitized copy: other flags, so another
     library name, and the sanitizers on the link line."""
@@ -71,6 +177,14 @@ def _load_sanitized() -> None:
 
     ce.load = sanitized_load
     assert native.available(), native._STATE.get("error")
+    lib = loaded_kernels()
+    build_dir = Path(os.environ["TORCH_EXTENSIONS_DIR"]).resolve()
+    assert lib is not None and build_dir in lib.resolve().parents, (
+        f"the kernels loaded are {lib}, not a build in {build_dir}"
+    )
+    missing = instrumented(lib)
+    assert not missing, f"{lib} is not instrumented by {missing}"
+    print(f"kernels: {lib} (ASan and UBSan)", flush=True)
 
 
 def _raises(fn, match: str) -> None:
@@ -198,18 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args)
         return 0
-    libs = [
-        subprocess.check_output(["gcc", f"-print-file-name={lib}"], text=True).strip()
-        for lib in ("libasan.so", "libubsan.so")
-    ]
-    env = {
-        **os.environ,
-        "TORCH_EXTENSIONS_DIR": args.build_dir,
-        "LD_PRELOAD": ":".join(libs),
-        "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:detect_odr_violation=0",
-        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = sanitizer_env(args.build_dir)
+    problems = canary(Path(args.build_dir) / "canary", env=env)
+    if problems:
+        print("the sanitizers would not catch a bug here:", *problems, sep="\n  ")
+        return 2
+    print("canary: a heap overflow and a signed overflow reported, a correct call clean")
     cmd = [sys.executable, "-m", "experiments.native_sanitize", "--child", *(argv or sys.argv[1:])]
     return subprocess.call(cmd, env=env, cwd=ROOT)
 
