@@ -117,7 +117,7 @@ def canary(
     work_dir.mkdir(parents=True, exist_ok=True)
     src, lib = work_dir / "canary.cpp", work_dir / "canary.so"
     src.write_text(CANARY_CPP)
-    build = [f for f in flags if f != "-fopenmp"]
+    build = [f for f in flags if f != "-fopenmp"]  # (the kernels' threads; no use here)
     try:
         subprocess.run(
             ["g++", "-shared", "-fPIC", *build, str(src), "-o", str(lib)],
