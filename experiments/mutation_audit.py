@@ -256,6 +256,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     # syncs, on stand-in GPUs), the candidates kernel's timer and the preset pages' baselines.
     "gpu_scripts": (
         "tests/experiments/test_gpu_scripts.py",
+        "tests/experiments/test_gpu_check_script.py",
         "tests/experiments/test_bench.py::test_cuda_bench_without_a_gpu_says_so_and_writes_nothing",
         "tests/experiments/test_bench.py::test_cuda_bench_error_names_the_cause_of_a_failed_kernel_build",
         "tests/experiments/test_bench.py::test_cuda_bench_keeps_each_size_as_it_goes",
@@ -337,6 +338,7 @@ MFLOOR, FMODES = "experiments/memory_floor.py", "experiments/face_modes.py"
 BCUDA, PCUDA = "experiments/bench_cuda.py", "experiments/profile_cuda.py"
 COP, PBASE = "experiments/candidates_op.py", "experiments/preset_baselines.py"
 CBUILD, NSAN = "experiments/cuda_build.py", "experiments/native_sanitize.py"
+GSH = "experiments/gpu_check.sh"
 ABC, ABF, BPLOT = (
     "experiments/ab_commits.py",
     "experiments/ab_forms.py",
@@ -879,6 +881,12 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("cop_extra_sign", COP, '"extra_ms": 1e3 * (large - small),', '"extra_ms": 1e3 * (small - large),', "gpu_scripts", "the large catalog's extra time per call negated"),
     _m("cop_size_ignored", COP, 's = time_kernel(args.env, args.num_envs, args.calls, **{**config, "num_items": items})', "s = time_kernel(args.env, args.num_envs, args.calls, **config)", "gpu_scripts", "both sizes timed at the env's own catalog"),
     _m("cop_threads", COP, "torch.set_num_threads(1)", "torch.get_num_threads()", "gpu_scripts", "the kernel timed on every thread, not one"),
+    _m("gsh_eager_first", GSH, "--aten-cumsum-sizes 1048576,16384 --compiled-first", "--aten-cumsum-sizes 1048576,16384", "gpu_scripts", "the device session spends its minutes on the eager rows before the compiled figure never measured"),
+    _m("gsh_import_check_ignored", GSH, '[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1', "true", "gpu_scripts", "a machine that cannot import recenv goes on through every phase, each failing"),
+    _m("gsh_json_not_copied", GSH, 'cp "$f" "$OUT_DIR"/', "true", "gpu_scripts", "bench_cuda's JSON stays on the device machine: the figures come back as text only"),
+    _m("gsh_old_json_copied", GSH, '[ -f "$f" ] && ! grep -qxF "$f" <<< "$before" && cp', '[ -f "$f" ] && cp', "gpu_scripts", "the committed results' JSON copied back as if this run had written it"),
+    _m("gsh_every_test_file", GSH, 'mapfile -t CUDA_TESTS < <(grep -rl "cuda.is_available" tests)', "mapfile -t CUDA_TESTS < <(ls tests/*.py)", "gpu_scripts", "the device's test phases collect every test file, not those that ask for CUDA"),
+    _m("gsh_no_time_floor", GSH, 'if [ "$limit" -lt 20 ]; then', "if false; then", "gpu_scripts", "a phase started with seconds left, killed before it writes anything"),
     _m("pbase_team_sum", PBASE, 'team = per_episode.mean(1) if reward_mode == "cooperative" else per_episode.sum(1)', "team = per_episode.sum(1)", "gpu_scripts", "a cooperative team's return counted once per agent"),
     _m("pbase_team_mean", PBASE, 'team = per_episode.mean(1) if reward_mode == "cooperative" else per_episode.sum(1)', "team = per_episode.mean(1)", "gpu_scripts", "a competing market's agents' returns averaged, not summed"),
     _m("pbase_ratio_inverted", PBASE, 'out["oracle_over_uniform_random"] = out["oracle"] / out["uniform_random"]', 'out["oracle_over_uniform_random"] = out["uniform_random"] / out["oracle"]', "gpu_scripts", "the oracle's ratio over random slates inverted"),
