@@ -40,7 +40,7 @@ Prints one row per graph (kernels built, configs compiled, seconds) and its traf
 ``experiments/results/cuda_build-<host>-<UTC time>.json`` (never overwritten). Exit status:
 0 when every graph built (or agreed), 1 when Triton or ``ptxas`` refused a kernel (the row
 names it) or an interpreted step disagreed, 2 when the fake device could not be set up here
-(no Triton, a torch with CUDA, internals that moved: nothing is said about the step).
+(no Triton, a GPU in sight, internals that moved: nothing is said about the step).
 """
 
 from __future__ import annotations

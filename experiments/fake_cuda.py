@@ -1,4 +1,4 @@
-"""A fake CUDA device on a CPU-only torch, enough for inductor to generate a graph's Triton
+"""A fake CUDA device on a machine without a GPU, enough for inductor to generate a graph's Triton
 kernels and for Triton to compile each of them to a cubin, with no GPU and no CUDA driver.
 
 Why: the GPU machines are lent rarely and briefly, and the first one lent spent its session
@@ -17,7 +17,8 @@ process of its own, as ``experiments.cuda_build`` does, never in a simulator's):
   the same for torch's CUDA device interface, which inductor asks.
 - A no-op device guard for CUDA (``fake_cuda_guard.cpp``, built once like the native
   kernels): torch's Python bindings enter one for a tensor's device before indexing and
-  some operators, and a CPU-only build has none for CUDA.
+  some operators, and a CPU-only build has none for CUDA (a CUDA build's own would ask the
+  driver: the fake one replaces it).
 - Triton's active driver: a CUDA driver object that reports the target (``cuda``, the
   capability, warp 32) without loading ``libcuda``.
 - Inductor: its pattern tables are built from CPU examples (its initialisation would
@@ -28,7 +29,8 @@ process of its own, as ``experiments.cuda_build`` does, never in a simulator's):
 
 Graph inputs are fake tensors (:class:`torch._subclasses.FakeTensorMode`) on ``cuda:0``;
 :func:`graph_on_cuda` moves a graph captured on the CPU there. This leans on torch's and
-Triton's internals (tested with torch 2.13 and triton 3.7 / 3.9): where they changed, the
+Triton's internals (tested with torch 2.13 CPU and triton 3.5 / 3.7 / 3.9, and with torch
+2.11.0+cu130 and its triton 3.6.0, the GPU machines' pair): where they changed, the
 fakes fail to install or the build fails outside Triton, and :func:`build` says so as
 :class:`HarnessError`, distinct from a kernel that does not build (:class:`KernelBuildError`).
 """
@@ -182,9 +184,12 @@ def interpreting() -> bool:
 
 def install(device: str = "h100") -> None:
     """Fake a CUDA device of kind ``device`` (a key of :data:`DEVICES`) in this process, for
-    good. Raises :class:`HarnessError` where it cannot: no Triton, a torch that has CUDA
-    (build on the real device instead), no C++ toolchain for the guard, or internals that
-    moved.
+    good. Raises :class:`HarnessError` where it cannot: a real GPU in sight (build on it
+    instead), no Triton, no C++ toolchain for the guard, or internals that moved.
+
+    The torch may be CPU-only (CI's 2.13) or a CUDA build on a machine without a GPU (PyPI's
+    torch 2.11.0+cu130 with its Triton 3.6.0, the GPU machines' versions: checked in
+    session 66): its CUDA guard is replaced by the fake one, and nothing reaches its driver.
 
     Under Triton's interpreter (:func:`interpreting`), a built graph also runs: the buffers
     its wrapper allocates "on the GPU" are CPU tensors, and the ``libdevice`` calls of its
@@ -197,15 +202,14 @@ def install(device: str = "h100") -> None:
         if installed() != device:
             raise HarnessError(f"a fake {installed()!r} is already installed in this process")
         return
+    if torch.cuda.is_available():
+        # A real device's driver, streams and allocator would meet the fakes half-way.
+        raise HarnessError(
+            f"torch {torch.__version__} sees a GPU: compile and time the step on it "
+            "(experiments/gpu_check.sh); the fake device is for machines without one"
+        )
     if triton_version() is None:
         raise HarnessError("Triton is not installed (pip install triton, or the cuda-build extra)")
-    if torch.backends.cuda.is_built() or torch.version.cuda is not None:
-        # (Its own CUDA pieces would meet the fakes half-way: untested, so refused.)
-        raise HarnessError(
-            f"torch {torch.__version__} is built with CUDA: on a GPU, compile the step itself "
-            "(experiments/gpu_check.sh); the fake device needs a CPU-only torch "
-            "(pip install torch --index-url https://download.pytorch.org/whl/cpu)"
-        )
     props = types.SimpleNamespace(**DEVICES[device], **_COMMON)
     capability = (props.major, props.minor)
     try:
@@ -257,6 +261,12 @@ def _fake_torch_cuda(props: types.SimpleNamespace, capability: tuple[int, int]) 
     }
     for name, fake in fakes.items():
         setattr(torch.cuda, name, fake)
+    # A fake tensor on a CUDA device first allocates a real one (for autograd's CUDA
+    # context) where torch.cuda.is_available(), as it now says: in a CUDA build of torch
+    # that reaches the driver, which this machine lacks. Nothing here runs backward.
+    import torch._subclasses.fake_tensor as fake_tensor
+
+    fake_tensor.init_gpu_context = lambda device: None  # type: ignore[assignment]
     # Dynamo and AOTAutograd save and restore the CUDA random state around tracing.
     random_state = {
         "get_rng_state": constant(empty_state),

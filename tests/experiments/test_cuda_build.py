@@ -139,6 +139,19 @@ def run_build(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     return proc, json.loads(out.read_text())
 
 
+def test_the_fake_device_refuses_a_machine_with_a_gpu_and_fakes_nothing(monkeypatch):
+    """Where torch sees a real GPU (a CUDA build on the device machine), the step is built
+    and timed on it: the fakes would meet its driver half-way. A CUDA build on a machine
+    without one is faked like a CPU-only torch (torch 2.11.0+cu130 and triton 3.6.0 built
+    and interpreted Market-v0's step so, session 66)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(fake_cuda, "_INSTALLED", {})
+    available = torch.cuda.is_available
+    with pytest.raises(fake_cuda.HarnessError, match="sees a GPU: compile and time the step on it"):
+        fake_cuda.install("h100")
+    assert fake_cuda.installed() is None and torch.cuda.is_available is available
+
+
 @pytest.mark.skipif(TRITON is not None, reason="triton installed: the build runs instead")
 def test_without_triton_the_check_says_so_and_exits_2(tmp_path):
     proc, result = run_build(tmp_path, "--num-envs", "2", "--no-face", "--config", "num_users=6")
