@@ -428,6 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in result["graphs"]:
         if row.get("traffic_bytes") is not None:
             print(traffic_line(row, device_name))
+    if any(r.get("built") and r.get("traffic_bytes") is None for r in result["graphs"]):
+        why = (
+            ""
+            if fake_cuda.ESTIMATES_TRAFFIC
+            else f" (torch {torch.__version__}'s inductor makes none here)"
+        )
+        print(f"traffic: no estimate of the bytes each kernel moves{why}")
     write_result(out, result)
     return status
 

@@ -107,6 +107,10 @@ BUILD_OPTIONS = {"shape_padding": False, "compile_threads": 1, "force_disable_ca
 # else while combo kernels are off (inductor's default; ``benchmark_kernel`` would also add a
 # benchmark harness to each kernel's module and print its path).
 TRAFFIC_OPTIONS = {"benchmark_combo_kernel": True, "combo_kernels": False}
+# Whether this torch's inductor makes that estimate under TRAFFIC_OPTIONS: 2.13's does;
+# 2.11's (the GPU machines') only under ``benchmark_kernel`` or ``profile_bandwidth``, which
+# change the generated module, so its builds here come without traffic.
+ESTIMATES_TRAFFIC = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 13)
 
 
 class HarnessError(RuntimeError):

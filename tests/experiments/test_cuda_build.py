@@ -174,11 +174,17 @@ def test_every_graph_builds_for_a_faked_h100(tmp_path):
     # model says it must (state and observation), and the ceiling is the peak over it. No
     # extern calls: the utilities' dot products are products and sums (`choice.dot`), not
     # the cuBLAS `bmm` calls the einsum form made (three a step until session 57).
+    # (Under an inductor that makes no estimate here, torch 2.11's, the rows say so.)
+    if not fake_cuda.ESTIMATES_TRAFFIC:
+        assert all(g["traffic_bytes"] is None for g in result["graphs"])
+        assert "traffic: no estimate of the bytes each kernel moves (torch" in proc.stdout
+        return
     for g in result["graphs"]:
         assert len(g["kernel_bytes"]) == g["kernels"] and all(g["kernel_bytes"].values())
         assert g["extern_bytes"] == []
         assert g["traffic_bytes"] == pytest.approx(sum(g["kernel_bytes"].values()))
         assert g["traffic_bytes_per_market"] > g["model_bytes_per_market"]["total"]
+    assert "traffic: no estimate" not in proc.stdout
     serve = result["graphs"][0]
     assert serve["ceiling_env_steps_per_s"] == pytest.approx(
         8 * fake_cuda.PEAK_BANDWIDTH["h100"] / serve["traffic_bytes"]
@@ -230,6 +236,9 @@ def test_the_large_forms_build_and_a_row_gather_counts_its_rows_not_its_table(tm
     (graph,) = result["graphs"]
     assert result["wide_index"] is True and graph["built"] is True
     assert "64-bit indices in every kernel" in proc.stdout
+    if not fake_cuda.ESTIMATES_TRAFFIC:  # (torch 2.11: built, without an estimate)
+        assert graph["traffic_bytes"] is None
+        return
     gathers = sorted(b for name, b in graph["extern_bytes"] if name == fake_cuda.GATHER_ROWS)
     # The page's 6 rows a market and the 40 candidates' rows: int64 indices, 128-byte rows
     # read and written.
