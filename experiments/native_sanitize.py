@@ -87,14 +87,26 @@ CANARY_CALLS = [
 INSTRUMENTED_BY = {"ASan": b"__asan_report_load", "UBSan": b"__ubsan_handle_"}
 
 
+def runtime_libraries() -> list[str] | None:
+    """The paths of gcc's ASan and UBSan runtimes, or None where gcc or one of them is
+    missing (gcc echoes the bare name of a library it does not have)."""
+    try:
+        libs = [
+            subprocess.check_output(["gcc", f"-print-file-name={lib}"], text=True).strip()
+            for lib in ("libasan.so", "libubsan.so")
+        ]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return libs if all(Path(lib).is_absolute() for lib in libs) else None
+
+
 def sanitizer_env(build_dir: str) -> dict[str, str]:
     """The environment of a checked process: the sanitizer runtimes preloaded (first in the
     library list, as ASan requires of a program that is not itself instrumented), halting
     at the first report, the sanitized kernels built and cached in ``build_dir``."""
-    libs = [
-        subprocess.check_output(["gcc", f"-print-file-name={lib}"], text=True).strip()
-        for lib in ("libasan.so", "libubsan.so")
-    ]
+    libs = runtime_libraries()
+    if libs is None:
+        raise SystemExit("gcc's libasan and libubsan are needed (Debian: gcc)")
     return {
         **os.environ,
         "TORCH_EXTENSIONS_DIR": build_dir,
@@ -155,9 +167,9 @@ def loaded_kernels() -> Path | None:
     except OSError:
         return None
     for line in maps.splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if "recenv_native" in Path(path).name and path.endswith(".so"):
-            return Path(path)
+        fields = line.split()  # address, perms, offset, dev, inode[, path]
+        if len(fields) >= 6 and fields[-1].endswith(".so") and "recenv_native" in fields[-1]:
+            return Path(fields[-1])
     return None
 
 

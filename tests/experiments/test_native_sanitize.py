@@ -12,7 +12,6 @@ exit status 2, when its canary fails.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,21 +19,11 @@ import pytest
 
 from experiments import native_sanitize as ns
 
-
-def _runtimes_found() -> bool:
-    if shutil.which("gcc") is None or shutil.which("g++") is None:
-        return False
-    for lib in ("libasan.so", "libubsan.so"):
-        path = subprocess.run(
-            ["gcc", f"-print-file-name={lib}"], capture_output=True, text=True
-        ).stdout.strip()
-        if not Path(path).is_absolute():  # gcc echoes the bare name of a library it lacks
-            return False
-    return sys.platform.startswith("linux")
-
-
 needs_sanitizers = pytest.mark.skipif(
-    not _runtimes_found(), reason="needs gcc with libasan and libubsan (Linux)"
+    not sys.platform.startswith("linux")
+    or shutil.which("g++") is None
+    or ns.runtime_libraries() is None,
+    reason="needs gcc with libasan and libubsan (Linux)",
 )
 
 
